@@ -1,0 +1,266 @@
+"""``gs://bucket/prefix`` through google-cloud-storage.
+
+Credentials: with ``STORAGE_EMULATOR_HOST`` set (fake-gcs-server, tests) anonymous
+credentials against that endpoint, project from ``GOOGLE_CLOUD_PROJECT`` or "gns";
+otherwise Application Default Credentials (workload identity, gcloud, key file env).
+
+The etag we hand out is the object *generation*, because GCS preconditions work on
+generations: ``if_absent`` is ``if_generation_match=0``, ``if_match`` is
+``if_generation_match=<generation>``. Large objects go through a resumable upload whose
+final chunk is only sent after the streamed bytes matched their sha256; an unfinished
+resumable session is never visible. The client library's retries are off (``retry=None``):
+``cloud_adapters.retry`` owns retrying. SDK exceptions are translated in ``_sdk_errors``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import google.api_core.exceptions as gex
+import google.auth.exceptions as gauth
+import requests
+from google.cloud import storage
+
+from cloud_adapters.base import Capability, ObjectInfo, ObjectStore
+from cloud_adapters.errors import (
+    InvalidURI,
+    ObjectNotFound,
+    ObjectStoreError,
+    PermissionDenied,
+    PreconditionFailed,
+    TransientError,
+)
+from cloud_adapters.transfer import TransferPool
+from cloud_adapters.uri import StoreURI
+
+try:  # the resumable-media exceptions moved packages across releases
+    from google.resumable_media import common as _rm_common
+except ImportError:  # pragma: no cover
+    _rm_common = None  # type: ignore[assignment]
+
+__all__ = ["GCSStore"]
+
+_CHUNK_ALIGN = 256 * 1024
+_DOWNLOAD_REQUEST = 16 * 2**20
+
+
+def _from_status(status: int, what: str, uri: str) -> ObjectStoreError:
+    if status == 404:
+        return ObjectNotFound(what, uri=uri)
+    if status == 412:
+        return PreconditionFailed(what, uri=uri)
+    if status in (401, 403):
+        return PermissionDenied(what, uri=uri)
+    if status in (408, 429) or status >= 500:
+        return TransientError(what, uri=uri)
+    return ObjectStoreError(what, uri=uri)
+
+
+@contextlib.contextmanager
+def _sdk_errors(uri: str) -> Iterator[None]:
+    """The one place google-cloud-storage exceptions become ``cloud_adapters`` errors."""
+    try:
+        yield
+    except ObjectStoreError:
+        raise
+    except gex.GoogleAPICallError as exc:
+        status = int(exc.code or 0)
+        what = f"{status} {type(exc).__name__}: {exc.message}"
+        if status == 400 and "bucket" in str(exc.message).lower() and "name" in str(
+            exc.message).lower():
+            raise InvalidURI(what, uri=uri) from exc
+        raise _from_status(status, what, uri) from exc
+    except gauth.DefaultCredentialsError as exc:
+        raise PermissionDenied(
+            "no Google credentials found (set up Application Default Credentials, or "
+            "STORAGE_EMULATOR_HOST for an emulator)", uri=uri) from exc
+    except gauth.GoogleAuthError as exc:
+        raise PermissionDenied(f"authentication failed ({type(exc).__name__})",
+                               uri=uri) from exc
+    except (requests.ConnectionError, requests.Timeout,
+            requests.exceptions.ChunkedEncodingError, ConnectionError, TimeoutError) as exc:
+        raise TransientError(f"connection failed ({type(exc).__name__})", uri=uri) from exc
+    except Exception as exc:
+        if _rm_common is not None and isinstance(exc, _rm_common.InvalidResponse):
+            status = int(getattr(exc.response, "status_code", 0) or 0)
+            raise _from_status(status, f"{status} from upload/download", uri) from exc
+        raise
+
+
+class GCSStore(ObjectStore):
+    """A GCS bucket plus key prefix."""
+
+    scheme: ClassVar[str] = "gs"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
+    delete_batch_size: ClassVar[int] = 1000
+
+    def __init__(self, uri: StoreURI) -> None:
+        super().__init__(uri)
+        self._bucket_name = uri.container
+        self._client_obj: Any = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def _bucket(self) -> Any:
+        if self._client_obj is None:
+            with self._client_lock, _sdk_errors(self.uri):
+                if self._client_obj is None:
+                    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+                    project = os.environ.get("GOOGLE_CLOUD_PROJECT")
+                    if emulator:
+                        from google.auth.credentials import AnonymousCredentials
+
+                        if "://" not in emulator:
+                            emulator = "http://" + emulator
+                        self._client_obj = storage.Client(
+                            project=project or "gns",
+                            credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": emulator},
+                        )
+                    else:
+                        self._client_obj = storage.Client(project=project)
+        return self._client_obj.bucket(self._bucket_name)
+
+    def _info(self, blob: Any) -> ObjectInfo:
+        sha = (blob.metadata or {}).get("sha256")
+        return ObjectInfo(
+            key=blob.name,
+            size=int(blob.size or 0),
+            sha256=sha.lower() if sha else None,
+            etag=str(blob.generation),
+            mtime=blob.updated.timestamp() if blob.updated else 0.0,
+        )
+
+    @staticmethod
+    def _conditions(if_absent: bool, if_match: str | None, uri: str) -> dict[str, int]:
+        if if_absent:
+            return {"if_generation_match": 0}
+        if if_match is not None:
+            if not if_match.isdigit():
+                raise PreconditionFailed(f"etag {if_match!r} is not a GCS generation", uri=uri)
+            return {"if_generation_match": int(if_match)}
+        return {}
+
+    def _put_small(
+        self, full_key: str, data: bytes, sha256: str, if_absent: bool, if_match: str | None
+    ) -> ObjectInfo:
+        uri = self._obj_uri(self._rel(full_key))
+        cond = self._conditions(if_absent, if_match, uri)
+        with _sdk_errors(uri):
+            blob = self._bucket.blob(full_key)
+            blob.metadata = {"sha256": sha256}
+            blob.upload_from_string(data, content_type="application/octet-stream",
+                                    checksum=None, retry=None, **cond)
+        return self._info(blob)
+
+    def _put_parts(
+        self,
+        full_key: str,
+        parts: Iterator[bytes],
+        size: int,
+        sha256: str,
+        if_absent: bool,
+        if_match: str | None,
+        part_size: int,
+    ) -> ObjectInfo:
+        uri = self._obj_uri(self._rel(full_key))
+        cond = self._conditions(if_absent, if_match, uri)
+        chunk = max(_CHUNK_ALIGN, part_size // _CHUNK_ALIGN * _CHUNK_ALIGN)
+        with _sdk_errors(uri):
+            blob = self._bucket.blob(full_key, chunk_size=chunk)
+            blob.metadata = {"sha256": sha256}
+            writer = blob.open("wb", chunk_size=chunk, ignore_flush=True, retry=None,
+                               content_type="application/octet-stream", **cond)
+            try:
+                for part in parts:
+                    writer.write(part)
+            except BaseException:
+                # ``parts`` raises before yielding the final part if the bytes are wrong.
+                # BlobWriter.close() (also called by IOBase.__del__) would *finalise* the
+                # upload with what it has: discard its buffer so the session is never
+                # finalised and nothing becomes visible.
+                writer._buffer.close()
+                raise
+            writer.close()
+            blob.reload(retry=None)
+        return self._info(blob)
+
+    def _open_range(
+        self, full_key: str, start: int, end: int | None, chunk_size: int
+    ) -> tuple[ObjectInfo, Iterator[bytes]]:
+        uri = self._obj_uri(self._rel(full_key))
+        with _sdk_errors(uri):
+            blob = self._bucket.get_blob(full_key, retry=None)
+        if blob is None:
+            raise ObjectNotFound("no such object", uri=uri)
+        info = self._info(blob)
+        stop = info.size if end is None else min(end, info.size)
+
+        def chunks() -> Iterator[bytes]:
+            pos = start
+            request = max(chunk_size, _DOWNLOAD_REQUEST)
+            while pos < stop:
+                upto = min(stop, pos + request)
+                with _sdk_errors(uri):  # generation-pinned: a replaced object is a 404
+                    data = blob.download_as_bytes(start=pos, end=upto - 1, checksum=None,
+                                                  retry=None)
+                if not data:
+                    raise TransientError("empty ranged read", uri=uri)
+                pos += len(data)
+                for i in range(0, len(data), chunk_size):
+                    yield data[i:i + chunk_size]
+
+        return info, chunks()
+
+    def _stat(self, full_key: str) -> ObjectInfo:
+        uri = self._obj_uri(self._rel(full_key))
+        with _sdk_errors(uri):
+            blob = self._bucket.get_blob(full_key, retry=None)
+        if blob is None:
+            raise ObjectNotFound("no such object", uri=uri)
+        return self._info(blob)
+
+    def _list_page(
+        self, full_prefix: str, token: str | None
+    ) -> tuple[list[ObjectInfo], str | None]:
+        with _sdk_errors(self.uri):
+            it = self._bucket.list_blobs(prefix=full_prefix or None, page_size=self.page_size,
+                                         page_token=token, retry=None)
+            page = next(it.pages, None)
+            items = [self._info(b) for b in page] if page is not None else []
+            return items, it.next_page_token
+
+    def _delete(self, full_key: str) -> None:
+        uri = self._obj_uri(self._rel(full_key))
+        with contextlib.suppress(ObjectNotFound), _sdk_errors(uri):
+            self._bucket.blob(full_key).delete(retry=None)
+
+    def _delete_batch(self, full_keys: list[str]) -> None:
+        # JSON batch requests are not served by fake-gcs-server; parallel deletes are.
+        TransferPool(8).run(self._delete, full_keys)
+
+    def _copy(self, full_src: str, full_dst: str) -> ObjectInfo:
+        uri = self._obj_uri(self._rel(full_dst))
+        with _sdk_errors(uri):
+            bucket = self._bucket
+            src = bucket.get_blob(full_src, retry=None)
+            if src is None:
+                raise ObjectNotFound("copy source missing", uri=self._obj_uri(self._rel(full_src)))
+            dst = bucket.blob(full_dst)
+            token, _, _ = dst.rewrite(src, retry=None, if_source_generation_match=src.generation)
+            while token is not None:
+                token, _, _ = dst.rewrite(src, token=token, retry=None,
+                                          if_source_generation_match=src.generation)
+            dst.reload(retry=None)
+        return self._info(dst)
+
+    def _make_container(self) -> None:
+        with contextlib.suppress(PreconditionFailed), _sdk_errors(self.uri):
+            try:
+                self._bucket.create(retry=None)
+            except gex.Conflict:
+                pass

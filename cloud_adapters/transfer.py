@@ -1,0 +1,60 @@
+"""A bounded worker pool for parallel transfers (many small objects, or the parts of one).
+
+The items iterable is consumed lazily and at most ``max_in_flight`` calls are submitted at
+once, so feeding it a listing of millions of keys, or the parts of a 1 TiB file, keeps memory
+bounded. The first error stops new submissions, cancels what has not started, waits for what
+is running and propagates. It never materialises ``items`` and never spawns unbounded threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TypeVar
+
+__all__ = ["TransferPool"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class TransferPool:
+    """``map_unordered(fn, items)`` over ``workers`` threads, ``max_in_flight`` queued at most.
+
+    Threads suit object-store SDK calls: they block on sockets and release the GIL, and so
+    does ``hashlib`` on large buffers.
+    """
+
+    def __init__(self, workers: int = 8, max_in_flight: int | None = None) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.workers = workers
+        self.max_in_flight = max_in_flight if max_in_flight is not None else 2 * workers
+        if self.max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+
+    def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        """Yield ``fn(item)`` for each item, in completion order."""
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="gns-transfer") as ex:
+            pending: set[Future[R]] = set()
+            try:
+                for item in items:
+                    while len(pending) >= self.max_in_flight:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            yield fut.result()
+                    pending.add(ex.submit(fn, item))
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        yield fut.result()
+            finally:
+                for fut in pending:
+                    fut.cancel()
+
+    def run(self, fn: Callable[[T], object], items: Iterable[T]) -> int:
+        """Apply ``fn`` to every item for its side effect; return how many ran."""
+        n = 0
+        for _ in self.map_unordered(fn, items):
+            n += 1
+        return n

@@ -1,0 +1,215 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Target(_message.Message):
+    __slots__ = ("global_path", "volume", "relative_path", "epoch", "consistency", "max_staleness_s")
+    GLOBAL_PATH_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_PATH_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    MAX_STALENESS_S_FIELD_NUMBER: _ClassVar[int]
+    global_path: str
+    volume: str
+    relative_path: str
+    epoch: int
+    consistency: str
+    max_staleness_s: float
+    def __init__(self, global_path: _Optional[str] = ..., volume: _Optional[str] = ..., relative_path: _Optional[str] = ..., epoch: _Optional[int] = ..., consistency: _Optional[str] = ..., max_staleness_s: _Optional[float] = ...) -> None: ...
+
+class FileInfo(_message.Message):
+    __slots__ = ("path", "size", "mtime", "sha256", "version", "type", "served_by", "stale")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MTIME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    mtime: float
+    sha256: str
+    version: int
+    type: str
+    served_by: str
+    stale: bool
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., mtime: _Optional[float] = ..., sha256: _Optional[str] = ..., version: _Optional[int] = ..., type: _Optional[str] = ..., served_by: _Optional[str] = ..., stale: _Optional[bool] = ...) -> None: ...
+
+class HealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HealthReply(_message.Message):
+    __slots__ = ("cluster", "ready", "fenced", "api_versions", "release")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    FENCED_FIELD_NUMBER: _ClassVar[int]
+    API_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    ready: bool
+    fenced: bool
+    api_versions: _containers.RepeatedScalarFieldContainer[str]
+    release: str
+    def __init__(self, cluster: _Optional[str] = ..., ready: _Optional[bool] = ..., fenced: _Optional[bool] = ..., api_versions: _Optional[_Iterable[str]] = ..., release: _Optional[str] = ...) -> None: ...
+
+class ResolveRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class Owner(_message.Message):
+    __slots__ = ("cluster", "endpoint", "epoch")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    endpoint: str
+    epoch: int
+    def __init__(self, cluster: _Optional[str] = ..., endpoint: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class Replica(_message.Message):
+    __slots__ = ("target", "version", "lag_seconds")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    version: int
+    lag_seconds: float
+    def __init__(self, target: _Optional[str] = ..., version: _Optional[int] = ..., lag_seconds: _Optional[float] = ...) -> None: ...
+
+class ResolveReply(_message.Message):
+    __slots__ = ("path", "mount", "volume", "relative_path", "owner", "replicas")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_PATH_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    mount: str
+    volume: str
+    relative_path: str
+    owner: Owner
+    replicas: _containers.RepeatedCompositeFieldContainer[Replica]
+    def __init__(self, path: _Optional[str] = ..., mount: _Optional[str] = ..., volume: _Optional[str] = ..., relative_path: _Optional[str] = ..., owner: _Optional[_Union[Owner, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ...) -> None: ...
+
+class StatRequest(_message.Message):
+    __slots__ = ("target",)
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    target: Target
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ...) -> None: ...
+
+class ListRequest(_message.Message):
+    __slots__ = ("target",)
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    target: Target
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ...) -> None: ...
+
+class DirEntry(_message.Message):
+    __slots__ = ("name", "type", "size")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    size: int
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class ListReply(_message.Message):
+    __slots__ = ("entries", "served_by", "stale")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[DirEntry]
+    served_by: str
+    stale: bool
+    def __init__(self, entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., served_by: _Optional[str] = ..., stale: _Optional[bool] = ...) -> None: ...
+
+class ReadRequest(_message.Message):
+    __slots__ = ("target", "offset", "length")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    target: Target
+    offset: int
+    length: int
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class ReadChunk(_message.Message):
+    __slots__ = ("info", "data")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    info: FileInfo
+    data: bytes
+    def __init__(self, info: _Optional[_Union[FileInfo, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class WriteHeader(_message.Message):
+    __slots__ = ("target", "mtime", "expect_sha256", "size_hint")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    MTIME_FIELD_NUMBER: _ClassVar[int]
+    EXPECT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_HINT_FIELD_NUMBER: _ClassVar[int]
+    target: Target
+    mtime: float
+    expect_sha256: str
+    size_hint: int
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., mtime: _Optional[float] = ..., expect_sha256: _Optional[str] = ..., size_hint: _Optional[int] = ...) -> None: ...
+
+class WriteChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: WriteHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[WriteHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class WriteReply(_message.Message):
+    __slots__ = ("info",)
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    info: FileInfo
+    def __init__(self, info: _Optional[_Union[FileInfo, _Mapping]] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("target", "recursive")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    target: Target
+    recursive: bool
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., recursive: _Optional[bool] = ...) -> None: ...
+
+class DeleteReply(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class VolumeStateRequest(_message.Message):
+    __slots__ = ("volume",)
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    volume: str
+    def __init__(self, volume: _Optional[str] = ...) -> None: ...
+
+class VolumeStateReply(_message.Message):
+    __slots__ = ("volume", "version", "epoch", "role", "files", "bytes")
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    volume: str
+    version: int
+    epoch: int
+    role: str
+    files: int
+    bytes: int
+    def __init__(self, volume: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., role: _Optional[str] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,70 @@
+"""gRPC channels to controllers, plain or mutual-TLS, with the options every hop shares."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+CHUNK_SIZE = 1 << 20
+# Room for one data chunk plus its envelope; larger messages are a bug, not a file.
+MAX_MESSAGE = 8 * CHUNK_SIZE
+
+BASE_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+
+
+def _options(tls_dir: Path | None) -> list[tuple[str, int | str]]:
+    opts = list(BASE_OPTIONS)
+    if tls_dir is not None:
+        from federation.tls import channel_options
+
+        opts += channel_options(tls_dir)
+    return opts
+
+
+def aio_channel(endpoint: str, tls_dir: Path | None, identity: str) -> grpc.aio.Channel:
+    """An asyncio channel (controllers forwarding to each other)."""
+    if tls_dir is None:
+        return grpc.aio.insecure_channel(endpoint, options=_options(None))
+    from federation.tls import channel_credentials
+
+    return grpc.aio.secure_channel(
+        endpoint, channel_credentials(tls_dir, identity), options=_options(tls_dir)
+    )
+
+
+def sync_channel(endpoint: str, tls_dir: Path | None, identity: str = "client") -> grpc.Channel:
+    """A blocking channel (the Python client and the CLI)."""
+    if tls_dir is None:
+        return grpc.insecure_channel(endpoint, options=_options(None))
+    from federation.tls import channel_credentials
+
+    return grpc.secure_channel(
+        endpoint, channel_credentials(tls_dir, identity), options=_options(tls_dir)
+    )
+
+
+class AioChannelPool:
+    """One channel per endpoint, reused for every forwarded call."""
+
+    def __init__(self, tls_dir: Path | None, identity: str) -> None:
+        self.tls_dir = tls_dir
+        self.identity = identity
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def get(self, endpoint: str) -> grpc.aio.Channel:
+        ch = self._channels.get(endpoint)
+        if ch is None:
+            ch = self._channels[endpoint] = aio_channel(endpoint, self.tls_dir, self.identity)
+        return ch
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close()
+        self._channels.clear()

@@ -1,0 +1,124 @@
+"""Data commands: put, get, cat, ls, stat, rm."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from federation.cli.output import Env, common, emit_json, progress_bar, show
+
+CONSISTENCY = click.Choice(["owner", "any"])
+
+
+def register(cli: click.Group) -> None:
+    for cmd in (put, get, cat, ls, stat, rm):
+        cli.add_command(cmd)
+
+
+def routing(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--via", metavar="CLUSTER", help="Enter through this cluster's controller.")(f)
+    f = click.option("--consistency", type=CONSISTENCY, default="owner", show_default=True,
+                     help="'any' lets a replica within --max-staleness answer reads.")(f)
+    f = click.option("--max-staleness", type=click.FloatRange(min=0), default=60.0, show_default=True,
+                     metavar="SECONDS", help="Bound on replica lag for --consistency any.")(f)
+    return f
+
+
+def _client(env: Env, via: str | None, consistency: str = "owner", max_staleness: float = 60.0) -> Any:
+    return env.client(via=via, consistency=consistency, max_staleness=max_staleness, watch=False)
+
+
+@click.command()
+@click.argument("src", metavar="SRC")
+@click.argument("path")
+@click.option("--epoch", type=click.IntRange(min=1), default=None,
+              help="Refuse the write unless the volume is still at this epoch.")
+@routing
+@common
+def put(env: Env, src: str, path: str, epoch: int | None, via: str | None, consistency: str, max_staleness: float) -> None:
+    """Write local file SRC ('-' = stdin) to global PATH, atomically."""
+    with _client(env, via) as c:
+        if src == "-":
+            info = c.put(sys.stdin.buffer, path, epoch=epoch)
+        else:
+            size = os.path.getsize(src) if os.path.isfile(src) else None
+            with progress_bar(env, size, f"put {path}") as advance:
+                info = c.put(src, path, epoch=epoch, progress=advance)
+    if env.as_json:
+        emit_json(info)
+
+
+@click.command()
+@click.argument("path")
+@click.argument("dst", metavar="DST")
+@routing
+@common
+def get(env: Env, path: str, dst: str, via: str | None, consistency: str, max_staleness: float) -> None:
+    """Copy global PATH to local DST ('-' = stdout)."""
+    with _client(env, via, consistency, max_staleness) as c:
+        if dst == "-":
+            c.get(path, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            return
+        info = c.stat(path)
+        if info["type"] == "dir":
+            from namespace.errors import InvalidInput
+
+            raise InvalidInput(f"{path} is a directory; gns get copies one file")
+        with progress_bar(env, info["size"], f"get {path}") as advance:
+            c.get(path, dst, progress=advance)
+    if env.as_json:
+        emit_json(info)
+
+
+@click.command()
+@click.argument("path")
+@routing
+@common
+def cat(env: Env, path: str, via: str | None, consistency: str, max_staleness: float) -> None:
+    """Print global PATH to stdout."""
+    with _client(env, via, consistency, max_staleness) as c:
+        c.get(path, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+
+
+@click.command()
+@click.argument("path", default="/")
+@routing
+@common
+def ls(env: Env, path: str, via: str | None, consistency: str, max_staleness: float) -> None:
+    """List a directory of the global namespace."""
+    with _client(env, via, consistency, max_staleness) as c:
+        entries = c.ls(path)
+    if env.as_json:
+        emit_json(entries)
+        return
+    for e in entries:
+        click.echo(f"{e['type'][0]} {e['size']:>12} {e['name']}{'/' if e['type'] == 'dir' else ''}")
+
+
+@click.command()
+@click.argument("path")
+@routing
+@common
+def stat(env: Env, path: str, via: str | None, consistency: str, max_staleness: float) -> None:
+    """Size, mtime, sha256 and version of global PATH."""
+    with _client(env, via, consistency, max_staleness) as c:
+        show(env, c.stat(path))
+
+
+@click.command()
+@click.argument("path")
+@click.option("-r", "--recursive", is_flag=True, help="Remove a directory and everything below.")
+@click.option("--epoch", type=click.IntRange(min=1), default=None,
+              help="Refuse unless the volume is still at this epoch.")
+@routing
+@common
+def rm(env: Env, path: str, recursive: bool, epoch: int | None, via: str | None, consistency: str, max_staleness: float) -> None:
+    """Remove global PATH (-r for directories)."""
+    with _client(env, via) as c:
+        version = c.rm(path, recursive, epoch=epoch)
+    if env.as_json:
+        emit_json({"path": path, "version": version})

@@ -1,0 +1,124 @@
+"""Processes: up, down, controller, certs."""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import click
+
+from federation.cli.output import Env, common, emit_json
+
+def register(cli: click.Group) -> None:
+    cli.add_command(up)
+    cli.add_command(down)
+    cli.add_command(controller)
+    cli.add_command(certs)
+
+
+@click.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML: clusters, etcd, lease_ttl, tls.")
+@click.option("--detach", is_flag=True, help="Return once every cluster is Ready.")
+@common
+def up(env: Env, config_file: str | None, detach: bool) -> None:
+    """Start etcd and one controller per cluster on this machine (GNS_HOME)."""
+    from federation.local.runner import LocalFederation, load_config
+
+    config = load_config(config_file)
+    fed = LocalFederation()
+    state = fed.up(config, etcd_override=env.etcd)
+    _print_status(env, state["etcd"])
+    if detach:
+        return
+    click.echo(f"federation up (GNS_HOME={fed.home}); Ctrl-C stops it", err=True)
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stop["now"] and fed.running():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    fed.down(quiet=True)
+    click.echo("federation stopped", err=True)
+
+
+def _print_status(env: Env, etcd: str) -> None:
+    from federation.cli.commands_namespace import status
+
+    ctx = click.get_current_context()
+    ctx.invoke(status, etcd=etcd, as_json=env.as_json, tls_dir=env.tls_dir)
+
+
+@click.command()
+@common
+def down(env: Env) -> None:
+    """Stop what `gns up` started; data stays under GNS_HOME."""
+    from federation.local.runner import LocalFederation
+
+    stopped = LocalFederation().down()
+    if env.as_json:
+        emit_json({"stopped": stopped})
+    else:
+        click.echo(f"stopped {', '.join(stopped) if stopped else 'nothing (already down)'}")
+
+
+@click.command()
+@click.option("--cluster", "cluster_id", required=True, metavar="ID")
+@click.option("--listen", required=True, metavar="HOST:PORT")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--provider", default="onprem", show_default=True)
+@click.option("--region", default="")
+@click.option("--label", "labels", multiple=True, metavar="K=V")
+@click.option("--lease-ttl", type=int, default=10, show_default=True, metavar="S")
+@click.option("--advertise", default="", metavar="HOST:PORT", help="Endpoint others dial.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None)
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback --listen without TLS.")
+@common
+def controller(env: Env, cluster_id: str, listen: str, data_dir: str, provider: str, region: str,
+               labels: tuple[str, ...], lease_ttl: int, advertise: str, metrics_port: int | None,
+               insecure: bool) -> None:
+    """Run one cluster's federation controller (what a Kubernetes Deployment runs)."""
+    from federation.client import find_etcd
+    from federation.controller.config import ControllerConfig, parse_labels
+    from federation.controller.process import run_controller
+    from namespace.etcd import EtcdConfig
+
+    tls_dir = Path(env.tls_dir) if env.tls_dir else None
+    if tls_dir is not None:
+        from federation.tls import check_tls_dir
+
+        check_tls_dir(tls_dir, cluster_id)
+    config = ControllerConfig(
+        cluster=cluster_id, listen=listen, data_dir=Path(data_dir),
+        etcd=EtcdConfig.parse(find_etcd(env.etcd, None)), provider=provider, region=region,
+        labels=parse_labels(labels), lease_ttl=lease_ttl, advertise=advertise,
+        metrics_port=metrics_port, tls_dir=tls_dir, insecure=insecure,
+    )
+    run_controller(config)
+
+
+@click.group()
+def certs() -> None:
+    """Certificates for mutual TLS."""
+
+
+@certs.command("init")
+@click.option("--dir", "tls_dir", required=True, type=click.Path(file_okay=False), help="Where to write.")
+@click.option("--cluster", "clusters", multiple=True, metavar="ID", help="A cluster to issue for (repeat).")
+@click.option("--host", "hosts", multiple=True, help="Extra SAN host or IP (repeat).")
+@click.option("--days", type=click.IntRange(min=1), default=365, show_default=True)
+@common
+def certs_init(env: Env, tls_dir: str, clusters: tuple[str, ...], hosts: tuple[str, ...], days: int) -> None:
+    """Make a CA and per-cluster (and client) certificates."""
+    from federation.tls import init_certs
+
+    written = init_certs(Path(tls_dir), clusters, days=days, hosts=("127.0.0.1", "localhost", *hosts))
+    if env.as_json:
+        emit_json({"dir": tls_dir, "written": [str(p) for p in written]})
+    else:
+        for p in written:
+            click.echo(f"wrote {p}")

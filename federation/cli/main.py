@@ -1,0 +1,94 @@
+"""``gns``: the root command, its groups, and the one mapping of errors to exit codes."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from federation.cli import commands_data, commands_namespace, commands_run
+
+EXIT_USAGE = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--etcd", envvar="GNS_ETCD", metavar="URL[,URL...]", help="etcd endpoints.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--tls-dir", envvar="GNS_TLS_DIR", metavar="DIR", help="Client TLS certificates.")
+@click.version_option("0.1.0", prog_name="gns")
+@click.pass_context
+def cli(ctx: click.Context, etcd: str | None, as_json: bool, tls_dir: str | None) -> None:
+    """gns: a global namespace over federated clusters."""
+    ctx.obj = {"etcd": etcd, "as_json": as_json, "tls_dir": tls_dir}
+
+
+for module in (commands_run, commands_namespace, commands_data):
+    module.register(cli)
+
+try:  # mirroring commands arrive with the mirroring package
+    from federation.cli import commands_mirror
+
+    commands_mirror.register(cli)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def _fail(message: str, code: int) -> int:
+    # One line, always: collapse whatever the error carried.
+    line = " ".join(str(message).split())
+    sys.stderr.write(f"gns: error: {line}\n")
+    sys.stderr.flush()
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (what tests call)."""
+    from cloud_adapters.errors import ObjectStoreError  # noqa: F401  (mapped below)
+    from namespace.errors import GnsError
+
+    logging.basicConfig(
+        level=os.environ.get("GNS_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result: Any = cli.main(args=argv, prog_name="gns", standalone_mode=False)
+        return int(result) if isinstance(result, int) else 0
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+        return EXIT_USAGE
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        return _fail(f"{exc.format_message()}{hint}", EXIT_USAGE)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.Abort:
+        return _fail("aborted", 130)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except GnsError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except BrokenPipeError:
+        # `gns cat big | head`: the reader left; not an error worth a traceback.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 1
+    except Exception as exc:
+        from cloud_adapters.errors import ObjectStoreError
+
+        if isinstance(exc, ObjectStoreError):
+            return _fail(str(exc), exc.exit_code)
+        if os.environ.get("GNS_DEBUG"):
+            raise
+        return _fail(f"{type(exc).__name__}: {exc}", 1)
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

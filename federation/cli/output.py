@@ -1,0 +1,127 @@
+"""Shared CLI plumbing: the options every command takes, output, progress, errors."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import click
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass
+class Env:
+    etcd: str | None
+    as_json: bool
+    tls_dir: str | None
+
+    def client(self, **kw: Any) -> Any:
+        from federation.client import Client
+
+        return Client(self.etcd, tls_dir=self.tls_dir, **kw)
+
+
+def common(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--etcd``, ``--json`` and ``--tls-dir`` to a command and pass an :class:`Env`."""
+
+    @click.option("--etcd", "etcd", envvar="GNS_ETCD", metavar="URL[,URL...]",
+                  help="etcd endpoints (default: the federation `gns up` started under GNS_HOME).")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+    @click.option("--tls-dir", "tls_dir", envvar="GNS_TLS_DIR", metavar="DIR",
+                  help="Client certificates for mutual TLS (see `gns certs init`).")
+    @functools.wraps(f)
+    def wrapper(*args: Any, etcd: str | None, as_json: bool, tls_dir: str | None, **kw: Any) -> Any:
+        ctx = click.get_current_context()
+        root = ctx.find_root().obj or {}
+        env = Env(
+            etcd=etcd or root.get("etcd"),
+            as_json=as_json or bool(root.get("as_json")),
+            tls_dir=tls_dir or root.get("tls_dir"),
+        )
+        return f(env, *args, **kw)
+
+    return wrapper
+
+
+def to_plain(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump()
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(to_plain(obj), indent=2, sort_keys=False))
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    Console(soft_wrap=True).print(t)
+
+
+def show(env: Env, obj: Any, columns: Sequence[str] | None = None, title: str | None = None) -> None:
+    """Print ``obj`` as JSON (``--json``) or as a table/key-value list for people."""
+    plain = to_plain(obj)
+    if env.as_json:
+        emit_json(plain)
+        return
+    if isinstance(plain, list):
+        cols = list(columns or (plain[0].keys() if plain else []))
+        if not plain:
+            click.echo(f"no {title or 'entries'}")
+            return
+        table(None, cols, ([_cell(row.get(c)) for c in cols] for row in plain))
+    elif isinstance(plain, dict):
+        width = max((len(k) for k in plain), default=0)
+        for k, v in plain.items():
+            click.echo(f"{k.ljust(width)}  {_cell(v)}")
+    else:
+        click.echo(plain)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_cell(x)}" for k, x in v.items())
+    if isinstance(v, list):
+        return ", ".join(_cell(x) for x in v)
+    return "" if v is None else str(v)
+
+
+class progress_bar:
+    """A rich progress bar on a terminal; nothing when piped or with ``--json``."""
+
+    def __init__(self, env: Env, total: int | None, label: str) -> None:
+        self.enabled = not env.as_json and sys.stderr.isatty()
+        self.total, self.label = total, label
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Callable[[int], None] | None:
+        if not self.enabled:
+            return None
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                                   TransferSpeedColumn, TimeRemainingColumn)
+
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            TransferSpeedColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(self.label, total=self.total or None)
+        return lambda n: self._progress.advance(self._task, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,576 @@
+"""The typed Python API of gns: what apps call, and what every CLI command is a thin layer on.
+
+``Client`` routes data requests itself: it resolves global paths from a watch-fed copy of
+the mount table (no etcd round trip per request) and talks straight to the owning
+controller, or enters through ``via`` and lets that controller forward. Files stream in
+chunks both ways; nothing here holds a whole file in memory.
+"""
+from __future__ import annotations
+
+import io
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any, BinaryIO, Callable, Iterator
+
+import grpc
+
+from federation.aioloop import LoopThread
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.api.errors import from_rpc_error
+from federation.channels import CHUNK_SIZE, sync_channel
+from federation.local.home import home_dir, read_state
+from federation.resolution import describe
+from namespace.cache import NamespaceCache, NamespaceView
+from namespace.control import ControlPlane, resolve_in
+from namespace.errors import (
+    Conflict,
+    GnsError,
+    InvalidInput,
+    NotFound,
+    StaleEpoch,
+    Unavailable,
+)
+from namespace.etcd import Etcd, EtcdConfig
+from namespace.models import ClusterView, Mount, VolumeView
+from namespace.paths import check_name, normalize
+
+Progress = Callable[[int], None]
+"""Called with the number of bytes just moved."""
+
+
+def find_etcd(etcd: str | None, home: str | Path | None) -> str:
+    """The etcd endpoints to use: explicit > ``GNS_ETCD`` > the local federation's."""
+    if etcd:
+        return etcd
+    if os.environ.get("GNS_ETCD"):
+        return os.environ["GNS_ETCD"]
+    state = read_state(home)
+    if state and state.get("etcd"):
+        return str(state["etcd"])
+    raise Unavailable(
+        f"no federation to talk to: pass --etcd URL or set GNS_ETCD, or run `gns up` "
+        f"(looked for {home_dir(home) / 'federation.json'})"
+    )
+
+
+def find_tls_dir(tls_dir: str | Path | None, home: str | Path | None) -> Path | None:
+    if tls_dir:
+        return Path(tls_dir)
+    if os.environ.get("GNS_TLS_DIR"):
+        return Path(os.environ["GNS_TLS_DIR"])
+    state = read_state(home)
+    if state and state.get("tls_dir"):
+        return Path(state["tls_dir"])
+    return None
+
+
+class Client:
+    """A connection to one federation. Thread-safe for data calls; close it when done."""
+
+    def __init__(
+        self,
+        etcd: str | None = None,
+        *,
+        home: str | Path | None = None,
+        via: str | None = None,
+        tls_dir: str | Path | None = None,
+        consistency: str = "owner",
+        max_staleness: float = 60.0,
+        chunk_size: int = CHUNK_SIZE,
+        watch: bool = True,
+    ) -> None:
+        if via is not None:
+            check_name("cluster", via)
+        if consistency not in ("owner", "any"):
+            raise InvalidInput(f"invalid consistency {consistency!r}: 'owner' or 'any'")
+        if max_staleness < 0:
+            raise InvalidInput("max staleness must not be negative")
+        self.etcd_config = EtcdConfig.parse(find_etcd(etcd, home))
+        self.tls_dir = find_tls_dir(tls_dir, home)
+        self.via = via
+        self.consistency = consistency
+        self.max_staleness = max_staleness
+        self.chunk_size = chunk_size
+        self._watch = watch
+        self._loop: LoopThread | None = None
+        self._etcd: Etcd | None = None
+        self._cache: NamespaceCache | None = None
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _run(self, coro: Any) -> Any:
+        return self._ensure_loop().run(coro)
+
+    def _ensure_loop(self) -> LoopThread:
+        with self._lock:
+            if self._loop is None:
+                self._loop = LoopThread()
+            return self._loop
+
+    def _control(self) -> ControlPlane:
+        if self._etcd is None:
+            loop = self._ensure_loop()
+            with self._lock:
+                if self._etcd is None:
+                    self._etcd = loop.run(Etcd.connect(self.etcd_config))
+        return ControlPlane(self._etcd)
+
+    def view(self) -> NamespaceView:
+        """The cached namespace (watch-fed when ``watch``), loaded on first use."""
+        control = self._control()
+        if not self._watch:
+            return self._run(control.view())  # type: ignore[no-any-return]
+        if self._cache is None:
+            with self._lock:
+                if self._cache is None:
+                    cache = NamespaceCache(control.etcd)
+                    self._loop.run(cache.start())  # type: ignore[union-attr]
+                    self._cache = cache
+        return self._cache.view
+
+    def _stub(self, endpoint: str) -> pb_grpc.FederationStub:
+        with self._lock:
+            ch = self._channels.get(endpoint)
+            if ch is None:
+                ch = self._channels[endpoint] = sync_channel(endpoint, self.tls_dir)
+        return pb_grpc.FederationStub(ch)
+
+    def close(self) -> None:
+        for ch in self._channels.values():
+            ch.close()
+        self._channels.clear()
+        if self._loop is not None:
+            async def shutdown() -> None:
+                if self._cache is not None:
+                    await self._cache.stop()
+                if self._etcd is not None:
+                    await self._etcd.close()
+
+            try:
+                self._loop.run(shutdown(), timeout=5)
+            finally:
+                self._loop.close()
+                self._loop = None
+                self._etcd = self._cache = None
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- control plane --------------------------------------------------------------------
+    def clusters(self) -> list[ClusterView]:
+        return self._run(self._control().clusters())  # type: ignore[no-any-return]
+
+    def cluster(self, cluster_id: str) -> ClusterView:
+        return self._run(self._control().cluster(cluster_id))  # type: ignore[no-any-return]
+
+    def remove_cluster(self, cluster_id: str) -> None:
+        self._run(self._control().remove_cluster(cluster_id))
+
+    def create_volume(self, name: str, cluster: str) -> VolumeView:
+        return self._run(self._control().create_volume(name, cluster))  # type: ignore[no-any-return]
+
+    def volumes(self) -> list[VolumeView]:
+        return [self._live_version(v) for v in self._run(self._control().volumes())]
+
+    def volume(self, name: str) -> VolumeView:
+        return self._live_version(self._run(self._control().volume(name)))
+
+    def _live_version(self, v: VolumeView) -> VolumeView:
+        """The owner's committed version if it answers (etcd's copy is batched)."""
+        if v.state != "Ready":
+            return v
+        try:
+            view = self.view()
+            spec = view.clusters.get(v.owner)
+            if spec is None:
+                return v
+            reply = self._stub(spec.endpoint).VolumeState(
+                pb.VolumeStateRequest(volume=v.name), timeout=2.0
+            )
+            return v.model_copy(update={"version": max(v.version, reply.version)})
+        except (grpc.RpcError, GnsError):
+            return v
+
+    def add_mount(self, path: str, target: str) -> Mount:
+        return self._run(self._control().add_mount(path, target))  # type: ignore[no-any-return]
+
+    def mounts(self) -> list[Mount]:
+        return self._run(self._control().mounts())  # type: ignore[no-any-return]
+
+    def remove_mount(self, path: str) -> None:
+        self._run(self._control().remove_mount(path))
+
+    def resolve(self, path: str) -> dict[str, Any]:
+        return describe(self.view(), path)
+
+    def status(self) -> dict[str, Any]:
+        """Clusters, volumes, mounts and mirrors with health and lag (``gns status``)."""
+        view = self.view()
+        clusters = []
+        for cid in sorted(view.clusters):
+            d = view.cluster_view(cid).model_dump()  # type: ignore[union-attr]
+            d.pop("metrics_endpoint", None)
+            clusters.append(d)
+        volumes = []
+        for name in sorted(view.volumes):
+            d = self._live_version(view.volume_view(name)).model_dump()  # type: ignore[arg-type]
+            st = view.volstates.get(name)
+            d["diverged"] = list(st.diverged) if st else []
+            volumes.append(d)
+        return {
+            "clusters": clusters,
+            "volumes": volumes,
+            "mounts": [m.model_dump() for m in view.mount_list()],
+            "mirrors": self._mirror_statuses(view),
+        }
+
+    def _mirror_statuses(self, view: NamespaceView) -> list[dict[str, Any]]:
+        try:
+            from mirroring.status import statuses
+        except ImportError:
+            return []
+        return statuses(view)
+
+    # -- routing --------------------------------------------------------------------------
+    def _route(self, path: str, epoch: int | None = None) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
+        path = normalize(path)
+        view = self.view()
+        if self.via is not None:
+            spec = view.clusters.get(self.via)
+            if spec is None:
+                raise NotFound(f"cluster {self.via!r} not found")
+            if self.via not in view.alive:
+                raise Unavailable(f"cluster {self.via} (--via) is Down")
+            target = pb.Target(
+                global_path=path, epoch=epoch or 0,
+                consistency=self.consistency, max_staleness_s=self.max_staleness,
+            )
+            return self._stub(spec.endpoint), target, self.via
+        res = resolve_in(view, path)
+        vol = view.volumes[res.volume]
+        if vol.owner not in view.alive:
+            raise Unavailable(
+                f"owner {vol.owner} of volume {res.volume!r} is Down and no usable replica "
+                f"can serve {path}"
+            )
+        spec = view.clusters.get(vol.owner)
+        if spec is None or not spec.endpoint:
+            raise Unavailable(f"owner {vol.owner} of volume {res.volume!r} has no endpoint")
+        target = pb.Target(
+            global_path=path, volume=res.volume, relative_path=res.relative_path,
+            epoch=epoch or vol.epoch, consistency=self.consistency,
+            max_staleness_s=self.max_staleness,
+        )
+        return self._stub(spec.endpoint), target, vol.owner
+
+    def _call(self, fn: Callable[[pb_grpc.FederationStub, pb.Target], Any], path: str, epoch: int | None = None) -> Any:
+        """Route and call; once, re-route after a moved owner (unless an epoch was pinned)."""
+        for attempt in (0, 1):
+            stub, target, where = self._route(path, epoch)
+            try:
+                return fn(stub, target)
+            except grpc.RpcError as exc:
+                err = from_rpc_error(exc, f"cluster {where}")
+            retry = attempt == 0 and epoch is None and (
+                isinstance(err, StaleEpoch)
+                or (isinstance(err, Conflict) and "does not own" in str(err))
+                or (isinstance(err, Unavailable) and "not yet seen epoch" in str(err))
+            )
+            if not retry:
+                raise err
+            self._refresh()
+        raise AssertionError("unreachable")
+
+    def _refresh(self) -> None:
+        """Give the watch a moment to deliver a newer owner or epoch."""
+        time.sleep(0.3)
+
+    # -- data -----------------------------------------------------------------------------
+    def stat(self, path: str) -> dict[str, Any]:
+        info = self._call(lambda s, t: s.Stat(pb.StatRequest(target=t), timeout=30), path)
+        return _info_dict(info)
+
+    def ls(self, path: str) -> list[dict[str, Any]]:
+        reply = self._call(lambda s, t: s.List(pb.ListRequest(target=t), timeout=30), path)
+        return [{"name": e.name, "type": e.type, "size": e.size} for e in reply.entries]
+
+    def rm(self, path: str, recursive: bool = False, *, epoch: int | None = None) -> int:
+        reply = self._call(
+            lambda s, t: s.Delete(pb.DeleteRequest(target=t, recursive=recursive), timeout=60),
+            path, epoch,
+        )
+        return int(reply.version)
+
+    def put(
+        self,
+        src: str | Path | bytes | BinaryIO,
+        path: str,
+        *,
+        epoch: int | None = None,
+        mtime: float | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Write ``src`` (a local path, bytes or a binary file object) to global ``path``."""
+        normalize(path)
+        if isinstance(src, (str, Path)):
+            local = Path(src)
+            if local.is_dir():
+                raise InvalidInput(f"{local} is a directory; gns put copies one file")
+            try:
+                fh: BinaryIO = open(local, "rb")
+            except FileNotFoundError:
+                raise NotFound(f"local file {local} not found") from None
+            except OSError as exc:
+                raise InvalidInput(f"cannot read {local}: {exc.strerror}") from None
+            with fh:
+                return self._put_stream(fh, path, epoch, mtime, progress)
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            return self._put_stream(io.BytesIO(bytes(src)), path, epoch, mtime, progress)
+        return self._put_stream(src, path, epoch, mtime, progress)
+
+    def _put_stream(
+        self, fh: BinaryIO, path: str, epoch: int | None, mtime: float | None, progress: Progress | None
+    ) -> dict[str, Any]:
+        size_hint = _size_of(fh)
+        # A non-seekable source (stdin) can be sent once only: no re-route retry for it.
+        seekable = _seekable(fh)
+        start = fh.tell() if seekable else 0
+
+        def call(stub: pb_grpc.FederationStub, target: pb.Target) -> Any:
+            if seekable:
+                fh.seek(start)
+            header = pb.WriteHeader(target=target, mtime=mtime or 0.0, size_hint=size_hint)
+            return stub.Write(self._chunks(fh, header, progress), timeout=None)
+
+        if not seekable:
+            stub, target, where = self._route(path, epoch)
+            try:
+                reply = call(stub, target)
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc, f"cluster {where}") from None
+        else:
+            reply = self._call(call, path, epoch)
+        return _info_dict(reply.info)
+
+    def _chunks(self, fh: BinaryIO, header: pb.WriteHeader, progress: Progress | None) -> Iterator[pb.WriteChunk]:
+        yield pb.WriteChunk(header=header)
+        while True:
+            data = fh.read(self.chunk_size)
+            if not data:
+                return
+            yield pb.WriteChunk(data=data)
+            if progress:
+                progress(len(data))
+
+    def read_chunks(self, path: str, offset: int = 0, length: int = 0) -> Iterator[bytes]:
+        """Stream a file's bytes (``length`` 0 = to the end)."""
+        stub, target, where = self._route(path)
+        call = stub.Read(pb.ReadRequest(target=target, offset=offset, length=length), timeout=None)
+        try:
+            for chunk in call:
+                if chunk.data:
+                    yield chunk.data
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"cluster {where}") from None
+        finally:
+            call.cancel()
+
+    def get(self, path: str, dst: str | Path | BinaryIO, *, progress: Progress | None = None) -> int:
+        """Copy global ``path`` to a local path (atomically) or a binary file object."""
+        if isinstance(dst, (str, Path)):
+            dst = Path(dst)
+            if dst.is_dir():
+                dst = dst / normalize(path).rsplit("/", 1)[-1]
+            tmp = dst.with_name(f".{dst.name}.gns-partial")
+            try:
+                with open(tmp, "wb") as out:
+                    n = self._copy_out(path, out, progress)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, dst)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            return n
+        return self._copy_out(path, dst, progress)
+
+    def _copy_out(self, path: str, out: IO[bytes], progress: Progress | None) -> int:
+        n = 0
+        for data in self.read_chunks(path):
+            out.write(data)
+            n += len(data)
+            if progress:
+                progress(len(data))
+        return n
+
+    def cat(self, path: str) -> bytes:
+        return b"".join(self.read_chunks(path))
+
+    def open(self, path: str, mode: str = "rb") -> IO[bytes]:
+        """A file object: ``rb`` streams (seekable by ranged reads), ``wb`` commits on close."""
+        if mode in ("rb", "r"):
+            info = self.stat(path)
+            if info.get("type") == "dir":
+                raise InvalidInput(f"{path} is a directory")
+            return io.BufferedReader(_RangedReader(self, path, int(info["size"])), self.chunk_size)
+        if mode in ("wb", "w"):
+            return _StreamingWriter(self, path)
+        raise InvalidInput(f"unsupported mode {mode!r}: use 'rb' or 'wb'")
+
+
+def _info_dict(info: pb.FileInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "path": info.path,
+        "type": info.type or "file",
+        "size": int(info.size),
+        "mtime": info.mtime,
+        "sha256": info.sha256,
+        "version": int(info.version),
+    }
+    if info.served_by:
+        out["served_by"] = info.served_by
+    if info.stale:
+        out["stale"] = True
+    return out
+
+
+def _seekable(fh: Any) -> bool:
+    try:
+        return bool(fh.seekable())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _size_of(fh: Any) -> int:
+    try:
+        return max(0, os.fstat(fh.fileno()).st_size - (fh.tell() if _seekable(fh) else 0))
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return 0
+
+
+class _RangedReader(io.RawIOBase):
+    """A seekable raw reader: each read after a seek opens a new ranged stream."""
+
+    def __init__(self, client: Client, path: str, size: int) -> None:
+        self.client, self.path, self.size = client, path, size
+        self.pos = 0
+        self._it: Iterator[bytes] | None = None
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        new = {io.SEEK_SET: offset, io.SEEK_CUR: self.pos + offset, io.SEEK_END: self.size + offset}[whence]
+        if new != self.pos:
+            self._drop()
+            self.pos = max(0, new)
+        return self.pos
+
+    def readinto(self, b: Any) -> int:
+        if self.pos >= self.size:
+            return 0
+        if not self._buf:
+            if self._it is None:
+                self._it = self.client.read_chunks(self.path, offset=self.pos)
+            self._buf = next(self._it, b"")
+            if not self._buf:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        self.pos += n
+        return n
+
+    def _drop(self) -> None:
+        if self._it is not None:
+            close = getattr(self._it, "close", None)
+            if close:
+                close()
+        self._it, self._buf = None, b""
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
+
+
+class _StreamingWriter(io.RawIOBase):
+    """Bytes written go straight into a Write stream (bounded queue); close() commits."""
+
+    def __init__(self, client: Client, path: str) -> None:
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._result: dict[str, Any] | None = None
+        self._error: BaseException | None = None
+        self._pending = bytearray()
+        self._chunk = client.chunk_size
+
+        def run() -> None:
+            try:
+                self._result = client.put(_QueueReader(self._q), path)
+            except BaseException as exc:  # surfaced by close()
+                self._error = exc
+                while self._q.get() is not None:  # unblock the writer side
+                    pass
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        if self._error is not None:
+            raise self._error
+        self._pending += bytes(b)
+        while len(self._pending) >= self._chunk:
+            self._q.put(bytes(self._pending[: self._chunk]))
+            del self._pending[: self._chunk]
+        return len(b)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self._pending:
+            self._q.put(bytes(self._pending))
+            self._pending.clear()
+        self._q.put(None)
+        self._thread.join()
+        super().close()
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def info(self) -> dict[str, Any] | None:
+        return self._result
+
+
+class _QueueReader(io.RawIOBase):
+    def __init__(self, q: "queue.Queue[bytes | None]") -> None:
+        self.q = q
+        self.done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self.done:
+            return b""
+        data = self.q.get()
+        if data is None:
+            self.done = True
+            return b""
+        return data

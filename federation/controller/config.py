@@ -1,0 +1,76 @@
+"""Controller configuration, validated at start-up (flag > environment > default)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from namespace.errors import InvalidInput
+from namespace.etcd import EtcdConfig
+from namespace.models import PROVIDERS, ClusterSpec
+from namespace.paths import check_name
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    cluster: str
+    """This cluster's id (a DNS-1123 label)."""
+    listen: str
+    """HOST:PORT for the gRPC server."""
+    data_dir: Path
+    """Where volumes live (``<data_dir>/volumes/<name>``)."""
+    etcd: EtcdConfig
+    provider: str = "onprem"
+    region: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    lease_ttl: int = 10
+    """Seconds; the cluster turns Down this long after its controller stops renewing."""
+    advertise: str = ""
+    """Endpoint others dial (defaults to ``listen``)."""
+    metrics_port: int | None = None
+    tls_dir: Path | None = None
+    insecure: bool = False
+    """Allow a non-loopback ``listen`` without TLS."""
+    io_threads: int = 16
+    """Bound on concurrent blocking disk operations."""
+    chunk_size: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        check_name("cluster", self.cluster)
+        if self.provider not in PROVIDERS:
+            raise InvalidInput(f"invalid provider {self.provider!r}: one of {', '.join(PROVIDERS)}")
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise InvalidInput(f"invalid --listen {self.listen!r}: expected HOST:PORT")
+        if not 2 <= self.lease_ttl <= 3600:
+            raise InvalidInput(f"invalid --lease-ttl {self.lease_ttl}: 2..3600 seconds")
+        from federation.tls import is_loopback
+
+        if self.tls_dir is None and not self.insecure and not is_loopback(host.strip("[]")):
+            raise InvalidInput(
+                f"refusing to listen on non-loopback {self.listen} without TLS: "
+                "pass --tls-dir (see `gns certs init`) or --insecure"
+            )
+
+    @property
+    def endpoint(self) -> str:
+        return self.advertise or self.listen
+
+    def spec(self, metrics_endpoint: str = "") -> ClusterSpec:
+        return ClusterSpec(
+            id=self.cluster,
+            provider=self.provider,  # type: ignore[arg-type]
+            region=self.region,
+            labels=self.labels,
+            endpoint=self.endpoint,
+            metrics_endpoint=metrics_endpoint,
+        )
+
+
+def parse_labels(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"invalid --label {pair!r}: expected key=value")
+        labels[key] = value
+    return labels

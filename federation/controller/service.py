@@ -1,0 +1,374 @@
+"""The gRPC ``Federation`` service of one controller: local data plane plus forwarding.
+
+A request either names a volume (the client resolved it) or a global path (this controller
+resolves it from its cache). Requests for volumes owned here are served from disk through a
+bounded thread pool; requests for volumes owned elsewhere are forwarded to the owner,
+relaying the stream chunk by chunk so a forwarder never holds a whole file.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+
+import grpc
+
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.api.errors import from_rpc_error, status_for
+from federation.channels import AioChannelPool
+from federation.controller.metrics import ControllerMetrics
+from federation.controller.volumes import VolumeManager
+from federation.storage import DirEntry, FileMeta
+from namespace.cache import NamespaceCache
+from namespace.control import resolve_in
+from namespace.errors import GnsError, InvalidInput, NotFound, Unavailable
+from namespace.paths import join, normalize, normalize_relative
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+API_VERSIONS = ["v1"]
+RELEASE = "0.1.0"
+_HOPS = "gns-hops"
+_MAX_HOPS = 2
+
+
+class Resolved:
+    """A request target after resolution: which volume, where inside, which epoch."""
+
+    __slots__ = ("volume", "rel", "epoch", "global_path")
+
+    def __init__(self, volume: str, rel: str, epoch: int, global_path: str) -> None:
+        self.volume, self.rel, self.epoch, self.global_path = volume, rel, epoch, global_path
+
+
+def _guard(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Map gns errors to status codes and record metrics for a unary or client-stream call."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def wrapper(self: "FederationService", request: Any, context: grpc.aio.ServicerContext) -> Any:
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            return await method(self, request, context)
+        except GnsError as exc:
+            status, detail = status_for(exc)
+            code = status.name
+            await context.abort(status, detail)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            code = "CANCELLED"
+            raise
+        except Exception as exc:
+            log.exception("%s failed", name)
+            code = "INTERNAL"
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+        finally:
+            self.metrics.requests.labels(name, code).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+
+    return wrapper
+
+
+class FederationService(pb_grpc.FederationServicer):
+    def __init__(
+        self,
+        cluster: str,
+        cache: NamespaceCache,
+        volumes: VolumeManager,
+        metrics: ControllerMetrics,
+        peers: AioChannelPool,
+        pool: ThreadPoolExecutor,
+        chunk_size: int = 1 << 20,
+    ) -> None:
+        self.cluster = cluster
+        self.cache = cache
+        self.volumes = volumes
+        self.metrics = metrics
+        self.peers = peers
+        self.pool = pool
+        self.chunk_size = chunk_size
+
+    # -- helpers --------------------------------------------------------------------------
+    async def _io(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kw))
+
+    def _resolve(self, t: pb.Target) -> Resolved:
+        if t.volume:
+            return Resolved(t.volume, normalize_relative(t.relative_path), t.epoch, t.global_path)
+        if not t.global_path:
+            raise InvalidInput("request names neither a global path nor a volume")
+        path = normalize(t.global_path)
+        res = resolve_in(self.cache.view, path)
+        vol = self.cache.view.volumes[res.volume]
+        return Resolved(res.volume, res.relative_path, t.epoch or vol.epoch, path)
+
+    def _owner_endpoint(self, volume: str) -> tuple[str, str] | None:
+        """(owner id, endpoint) if another cluster owns ``volume``; None if we do."""
+        vol = self.cache.view.volumes.get(volume)
+        if vol is None:
+            raise NotFound(f"volume {volume!r} not found")
+        if vol.owner == self.cluster:
+            return None
+        if vol.owner not in self.cache.view.alive:
+            raise Unavailable(
+                f"owner {vol.owner} of volume {volume!r} is Down and no usable replica answered"
+            )
+        spec = self.cache.view.clusters.get(vol.owner)
+        if spec is None or not spec.endpoint:
+            raise Unavailable(f"owner {vol.owner} of volume {volume!r} has no endpoint")
+        return vol.owner, spec.endpoint
+
+    def _forward_target(self, r: Resolved, t: pb.Target) -> pb.Target:
+        return pb.Target(
+            global_path=r.global_path, volume=r.volume, relative_path=r.rel, epoch=r.epoch,
+            consistency=t.consistency, max_staleness_s=t.max_staleness_s,
+        )
+
+    def _hops(self, context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
+        hops = 0
+        for key, value in context.invocation_metadata() or ():
+            if key == _HOPS:
+                hops = int(value)
+        if hops >= _MAX_HOPS:
+            raise Unavailable("request forwarded too many times (routing loop?)")
+        return ((_HOPS, str(hops + 1)),)
+
+    def _stub(self, endpoint: str) -> pb_grpc.FederationStub:
+        return pb_grpc.FederationStub(self.peers.get(endpoint))
+
+    def _info(self, meta: FileMeta | DirEntry, r: Resolved) -> pb.FileInfo:
+        shown = r.global_path or r.rel
+        if isinstance(meta, DirEntry):
+            return pb.FileInfo(path=shown, type="dir", served_by=self.cluster)
+        return pb.FileInfo(
+            path=shown, size=meta.size, mtime=meta.mtime, sha256=meta.sha256,
+            version=meta.version, type="file", served_by=self.cluster,
+        )
+
+    def _local_storage(self, volume: str):  # type: ignore[no-untyped-def]
+        vol = self.volumes.volume(volume)
+        return self.volumes.storage(volume, create=vol.owner == self.cluster)
+
+    # -- unary ----------------------------------------------------------------------------
+    @_guard
+    async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthReply:
+        return pb.HealthReply(
+            cluster=self.cluster,
+            ready=self.cluster in self.cache.view.alive,
+            fenced=self.volumes.suspended or self.volumes.lease.fenced(),
+            api_versions=API_VERSIONS,
+            release=RELEASE,
+        )
+
+    @_guard
+    async def Resolve(self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext) -> pb.ResolveReply:
+        from federation.resolution import describe
+
+        d = describe(self.cache.view, request.path)
+        return pb.ResolveReply(
+            path=d["path"], mount=d["mount"], volume=d["volume"], relative_path=d["relative_path"],
+            owner=pb.Owner(**d["owner"]),
+            replicas=[pb.Replica(**r) for r in d["replicas"]],
+        )
+
+    @_guard
+    async def Stat(self, request: pb.StatRequest, context: grpc.aio.ServicerContext) -> pb.FileInfo:
+        r = self._resolve(request.target)
+        owner = self._owner_endpoint(r.volume)
+        if owner is not None:
+            self.metrics.forwarded.labels("Stat", owner[0]).inc()
+            try:
+                return await self._stub(owner[1]).Stat(
+                    pb.StatRequest(target=self._forward_target(r, request.target)),
+                    metadata=self._hops(context),
+                )
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc, f"owner {owner[0]}") from None
+        vs = await self._io(self._local_storage, r.volume)
+        return self._info(await self._io(vs.stat, r.rel), r)
+
+    @_guard
+    async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListReply:
+        r = self._resolve(request.target)
+        owner = self._owner_endpoint(r.volume)
+        if owner is not None:
+            self.metrics.forwarded.labels("List", owner[0]).inc()
+            try:
+                return await self._stub(owner[1]).List(
+                    pb.ListRequest(target=self._forward_target(r, request.target)),
+                    metadata=self._hops(context),
+                )
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc, f"owner {owner[0]}") from None
+        vs = await self._io(self._local_storage, r.volume)
+        entries = await self._io(vs.listdir, r.rel)
+        return pb.ListReply(
+            entries=[pb.DirEntry(name=e.name, type=e.type, size=e.size) for e in entries],
+            served_by=self.cluster,
+        )
+
+    @_guard
+    async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteReply:
+        r = self._resolve(request.target)
+        owner = self._owner_endpoint(r.volume)
+        if owner is not None:
+            self.metrics.forwarded.labels("Delete", owner[0]).inc()
+            try:
+                return await self._stub(owner[1]).Delete(
+                    pb.DeleteRequest(target=self._forward_target(r, request.target), recursive=request.recursive),
+                    metadata=self._hops(context),
+                )
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc, f"owner {owner[0]}") from None
+        if not r.rel:
+            raise InvalidInput("refusing to remove the root of a volume")
+        self.volumes.check_writable(r.volume, r.epoch)
+        vs = await self._io(self.volumes.storage, r.volume, create=True)
+        version = await self._io(self._gated_delete, vs, r, request.recursive)
+        self.volumes.committed(r.volume, version)
+        return pb.DeleteReply(version=version)
+
+    def _gated_delete(self, vs: Any, r: Resolved, recursive: bool) -> int:
+        # Re-check the fence right before the commit: the lease may have lapsed meanwhile.
+        self.volumes.check_writable(r.volume, r.epoch)
+        return int(vs.delete(r.rel, recursive=recursive))
+
+    @_guard
+    async def VolumeState(self, request: pb.VolumeStateRequest, context: grpc.aio.ServicerContext) -> pb.VolumeStateReply:
+        vol = self.volumes.volume(request.volume)
+        if not self.volumes.has_local(vol.name) and vol.owner != self.cluster:
+            raise NotFound(f"cluster {self.cluster} holds no copy of volume {vol.name!r}")
+        vs = await self._io(self.volumes.storage, vol.name, create=vol.owner == self.cluster)
+        return pb.VolumeStateReply(
+            volume=vol.name, version=vs.version, epoch=vs.epoch, role=vs.role,
+        )
+
+    # -- streams --------------------------------------------------------------------------
+    async def Read(self, request: pb.ReadRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ReadChunk]:
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            async for chunk in self._read(request, context):
+                yield chunk
+        except GnsError as exc:
+            status, detail = status_for(exc)
+            code = status.name
+            await context.abort(status, detail)
+        finally:
+            self.metrics.requests.labels("Read", code).inc()
+            self.metrics.latency.labels("Read").observe(time.perf_counter() - start)
+
+    async def _read(self, request: pb.ReadRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ReadChunk]:
+        r = self._resolve(request.target)
+        owner = self._owner_endpoint(r.volume)
+        if owner is not None:
+            self.metrics.forwarded.labels("Read", owner[0]).inc()
+            fwd = pb.ReadRequest(
+                target=self._forward_target(r, request.target), offset=request.offset, length=request.length
+            )
+            call = self._stub(owner[1]).Read(fwd, metadata=self._hops(context))
+            try:
+                async for chunk in call:
+                    self.metrics.bytes_out.inc(len(chunk.data))
+                    yield chunk
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc, f"owner {owner[0]}") from None
+            return
+        vs = await self._io(self._local_storage, r.volume)
+        meta = await self._io(vs.stat, r.rel)
+        if isinstance(meta, DirEntry):
+            raise InvalidInput(f"{r.global_path or r.rel} is a directory")
+        end = None if not request.length else request.offset + request.length
+        it: Iterator[bytes] = await self._io(
+            lambda: vs.read(r.rel, request.offset, end, self.chunk_size)
+        )
+        first = True
+        sentinel = object()
+        try:
+            while True:
+                data = await self._io(next, it, sentinel)
+                if data is sentinel:
+                    break
+                self.metrics.bytes_out.inc(len(data))  # type: ignore[arg-type]
+                if first:
+                    yield pb.ReadChunk(info=self._info(meta, r), data=data)  # type: ignore[arg-type]
+                    first = False
+                else:
+                    yield pb.ReadChunk(data=data)  # type: ignore[arg-type]
+        finally:
+            close = getattr(it, "close", None)
+            if close:
+                await self._io(close)
+        if first:
+            yield pb.ReadChunk(info=self._info(meta, r))
+
+    @_guard
+    async def Write(self, request_iterator: AsyncIterator[pb.WriteChunk], context: grpc.aio.ServicerContext) -> pb.WriteReply:
+        it = request_iterator.__aiter__()
+        try:
+            head = await it.__anext__()
+        except StopAsyncIteration:
+            raise InvalidInput("write stream carried no header") from None
+        if head.WhichOneof("part") != "header":
+            raise InvalidInput("write stream must start with a header")
+        header = head.header
+        r = self._resolve(header.target)
+        owner = self._owner_endpoint(r.volume)
+        if owner is not None:
+            return await self._forward_write(owner, r, header, it, context)
+        if not r.rel:
+            raise InvalidInput("cannot write to the root of a volume")
+        self.volumes.check_writable(r.volume, r.epoch)
+        vs = await self._io(self.volumes.storage, r.volume, create=True)
+        writer = await self._io(vs.writer, r.rel)
+        committed = False
+        try:
+            async for msg in it:
+                if msg.WhichOneof("part") != "data":
+                    raise InvalidInput("write stream carried a second header")
+                self.metrics.bytes_in.inc(len(msg.data))
+                await self._io(writer.write, msg.data)
+            meta = await self._io(self._gated_commit, writer, r, header)
+            committed = True
+        finally:
+            if not committed:
+                await self._io(writer.abort)
+        self.volumes.committed(r.volume, meta.version)
+        return pb.WriteReply(info=self._info(meta, r))
+
+    def _gated_commit(self, writer: Any, r: Resolved, header: pb.WriteHeader) -> FileMeta:
+        self.volumes.check_writable(r.volume, r.epoch)
+        return writer.commit(  # type: ignore[no-any-return]
+            mtime=header.mtime or None, expect_sha256=header.expect_sha256 or None
+        )
+
+    async def _forward_write(
+        self,
+        owner: tuple[str, str],
+        r: Resolved,
+        header: pb.WriteHeader,
+        rest: AsyncIterator[pb.WriteChunk],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.WriteReply:
+        self.metrics.forwarded.labels("Write", owner[0]).inc()
+        fwd_header = pb.WriteHeader(
+            target=self._forward_target(r, header.target), mtime=header.mtime,
+            expect_sha256=header.expect_sha256, size_hint=header.size_hint,
+        )
+
+        async def relay() -> AsyncIterator[pb.WriteChunk]:
+            yield pb.WriteChunk(header=fwd_header)
+            async for msg in rest:
+                self.metrics.bytes_in.inc(len(msg.data))
+                yield msg
+
+        try:
+            return await self._stub(owner[1]).Write(relay(), metadata=self._hops(context))  # type: ignore[no-any-return]
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"owner {owner[0]}") from None

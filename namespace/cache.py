@@ -1,0 +1,228 @@
+"""A local copy of the control plane, fed by one etcd watch, so resolving needs no round trip.
+
+:class:`NamespaceView` is the plain in-memory state (clusters, liveness, volumes, published
+volume states, mounts, policies, mirror statuses). :class:`NamespaceCache` loads it with one
+range read at revision R and then follows a prefix watch from R+1. If the watch breaks (a
+dead member, a compaction past our revision) it reloads the whole state and watches again,
+so a cache is never silently stale for longer than a reconnect. Listeners hear about every
+applied change, after it is applied.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from namespace import schema
+from namespace.etcd import Etcd
+from namespace.models import ClusterSpec, ClusterView, Mount, Volume, VolumeState, VolumeView
+from namespace.mounts import MountTable, Resolution
+from namespace.paths import normalize
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str, str, "bytes | None"], None]
+"""Called as ``listener(kind, name, value)``; value None means deleted."""
+
+
+@dataclass
+class NamespaceView:
+    """Everything gns keeps in etcd, decoded."""
+
+    clusters: dict[str, ClusterSpec] = field(default_factory=dict)
+    alive: dict[str, bytes] = field(default_factory=dict)
+    volumes: dict[str, Volume] = field(default_factory=dict)
+    volstates: dict[str, VolumeState] = field(default_factory=dict)
+    mounts: MountTable = field(default_factory=MountTable)
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mirror_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    leader: str | None = None
+    revision: int = 0
+
+    # -- applying etcd keys -------------------------------------------------------------
+    def apply(self, key: bytes, value: bytes | None) -> tuple[str, str] | None:
+        """Apply one key (None = deleted); returns (kind, name) or None for foreign keys."""
+        k = key.decode()
+        try:
+            if k.startswith(schema.CLUSTERS):
+                name = k[len(schema.CLUSTERS) :]
+                _store(self.clusters, name, value, ClusterSpec.model_validate_json)
+                return "cluster", name
+            if k.startswith(schema.ALIVE):
+                name = k[len(schema.ALIVE) :]
+                _store(self.alive, name, value, bytes)
+                return "alive", name
+            if k.startswith(schema.VOLUMES):
+                name = k[len(schema.VOLUMES) :]
+                _store(self.volumes, name, value, Volume.model_validate_json)
+                return "volume", name
+            if k.startswith(schema.VOLSTATE):
+                name = k[len(schema.VOLSTATE) :]
+                _store(self.volstates, name, value, VolumeState.model_validate_json)
+                return "volstate", name
+            if k.startswith(schema.MOUNTS):
+                path = schema.mount_path(key)
+                if value is None:
+                    self.mounts.remove(path)
+                else:
+                    m = Mount.model_validate_json(value)
+                    self.mounts.set(m.path, m.volume, m.subpath)
+                return "mount", path
+            if k.startswith(schema.POLICIES):
+                name = k[len(schema.POLICIES) :]
+                _store(self.policies, name, value, json.loads)
+                return "policy", name
+            if k.startswith(schema.MIRRORS):
+                name = k[len(schema.MIRRORS) :]
+                _store(self.mirror_status, name, value, json.loads)
+                return "mirror", name
+            if k == schema.LEADER:
+                self.leader = None if value is None else value.decode()
+                return "leader", ""
+        except (ValidationError, ValueError) as exc:
+            log.warning("ignoring malformed etcd key %s: %s", k, exc)
+        return None
+
+    # -- questions ------------------------------------------------------------------------
+    def cluster_state(self, cluster_id: str) -> str:
+        return "Ready" if cluster_id in self.alive else "Down"
+
+    def cluster_view(self, cluster_id: str) -> ClusterView | None:
+        spec = self.clusters.get(cluster_id)
+        if spec is None:
+            return None
+        return ClusterView(**spec.model_dump(), state=self.cluster_state(cluster_id))
+
+    def volume_view(self, name: str) -> VolumeView | None:
+        vol = self.volumes.get(name)
+        if vol is None:
+            return None
+        st = self.volstates.get(name)
+        return VolumeView(
+            name=vol.name,
+            owner=vol.owner,
+            epoch=vol.epoch,
+            version=st.version if st else 0,
+            state=self.cluster_state(vol.owner),  # type: ignore[arg-type]
+        )
+
+    def mount_list(self) -> list[Mount]:
+        return [Mount(path=p, volume=v, subpath=s) for p, (v, s) in self.mounts.items()]
+
+    def resolve(self, path: str) -> Resolution | None:
+        return self.mounts.resolve_normal(normalize(path))
+
+
+def _store(table: dict[str, Any], name: str, value: bytes | None, decode: Callable[[bytes], Any]) -> None:
+    if value is None:
+        table.pop(name, None)
+    else:
+        table[name] = decode(value)
+
+
+async def load_view(etcd: Etcd) -> NamespaceView:
+    """One consistent snapshot of the whole control plane (a single range read)."""
+    view = NamespaceView()
+    kvs, revision = await etcd.get_prefix(schema.ROOT.encode())
+    for key, value in kvs:
+        view.apply(key, value)
+    view.revision = revision
+    return view
+
+
+class NamespaceCache:
+    """A :class:`NamespaceView` kept current by an etcd watch."""
+
+    def __init__(self, etcd: Etcd) -> None:
+        self.etcd = etcd
+        self.view = NamespaceView()
+        self._listeners: list[Listener] = []
+        self._task: asyncio.Task[None] | None = None
+        self._loaded = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self.reloads = 0
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        await self._reload()
+        self._task = asyncio.create_task(self._follow(), name="namespace-cache-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+
+    async def wait_for(self, predicate: Callable[[NamespaceView], bool], timeout: float) -> bool:
+        """Wait until ``predicate(view)`` holds (checked after every applied change)."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.view)), timeout)
+                return True
+            except asyncio.TimeoutError:
+                return False
+
+    async def _reload(self) -> None:
+        fresh = await load_view(self.etcd)
+        old, self.view = self.view, fresh
+        self.reloads += 1
+        # Tell listeners about everything that may differ; they re-read the view.
+        for kind, names in (
+            ("cluster", set(old.clusters) | set(fresh.clusters)),
+            ("alive", set(old.alive) | set(fresh.alive)),
+            ("volume", set(old.volumes) | set(fresh.volumes)),
+            ("policy", set(old.policies) | set(fresh.policies)),
+        ):
+            for name in names:
+                self._notify(kind, name, None)
+        await self._signal()
+
+    async def _follow(self) -> None:
+        prefix = schema.ROOT.encode()
+        while True:
+            try:
+                watch = await self.etcd.call(
+                    self.etcd.client.watch_prefix, prefix, start_revision=self.view.revision + 1
+                )
+                async for event in watch:
+                    value = None if event.kind == "DELETE" else event.kv.value
+                    applied = self.view.apply(event.kv.key, value)
+                    self.view.revision = max(self.view.revision, event.kv.mod_revision)
+                    if applied:
+                        self._notify(applied[0], applied[1], value)
+                    await self._signal()
+                raise ConnectionError("watch stream ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # lost stream, compaction, dead member: start over
+                log.info("namespace watch lost (%s); reloading", exc)
+                await asyncio.sleep(0.2)
+                while True:
+                    try:
+                        await self._reload()
+                        break
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc2:
+                        log.warning("namespace reload failed (%s); retrying", exc2)
+                        await asyncio.sleep(1.0)
+
+    def _notify(self, kind: str, name: str, value: bytes | None) -> None:
+        for listener in self._listeners:
+            try:
+                listener(kind, name, value)
+            except Exception:
+                log.exception("namespace listener failed for %s %s", kind, name)
+
+    async def _signal(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()

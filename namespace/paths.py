@@ -1,0 +1,106 @@
+"""Global paths (SPEC §3): normalisation and validation, and the names of things.
+
+A global path is absolute, UTF-8 and '/'-separated; ``//`` collapses and a trailing '/' is
+dropped. Relative paths, ``.``/``..`` components, control characters, components over 255
+bytes and paths over 4096 bytes are refused with :class:`InvalidInput`. This module must stay
+pure (no I/O): the resolver calls it on every lookup.
+"""
+from __future__ import annotations
+
+import re
+
+from namespace.errors import InvalidInput
+
+MAX_PATH_BYTES = 4096
+MAX_COMPONENT_BYTES = 255
+
+# Control characters (C0, DEL, C1): never valid anywhere in a global path.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A path that is already in normal form and needs no rewriting: the common case, checked
+# with one regex so that resolving stays in the microseconds.
+_ALREADY_NORMAL = re.compile(r"/|(?:/[^/\x00-\x1f\x7f-\x9f]+)+")
+_DOT_COMPONENT = re.compile(r"(?:^|/)\.\.?(?:/|$)")
+_DNS1123_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def normalize(path: str) -> str:
+    """Return the normal form of global ``path`` or raise :class:`InvalidInput`."""
+    if not isinstance(path, str):
+        raise InvalidInput(f"path must be a string, not {type(path).__name__}")
+    if _ALREADY_NORMAL.fullmatch(path) and not _DOT_COMPONENT.search(path):
+        normal = path
+    else:
+        normal = _rewrite(path)
+    _check_lengths(normal)
+    return normal
+
+
+def _rewrite(path: str) -> str:
+    if not path:
+        raise InvalidInput("empty path")
+    if not path.startswith("/"):
+        raise InvalidInput(f"path {path!r} is relative; global paths start with '/'")
+    bad = _CONTROL.search(path)
+    if bad:
+        raise InvalidInput(f"path {path!r} contains control character {bad.group()!r}")
+    parts = [p for p in path.split("/") if p]
+    for part in parts:
+        if part in (".", ".."):
+            raise InvalidInput(f"path {path!r} contains a {part!r} component")
+    return "/" + "/".join(parts)
+
+
+def _check_lengths(normal: str) -> None:
+    if len(normal) > MAX_PATH_BYTES // 4 or not normal.isascii():
+        encoded = normal.encode("utf-8", "surrogatepass")
+        try:
+            normal.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"path {normal!r} is not valid UTF-8") from None
+        if len(encoded) > MAX_PATH_BYTES:
+            raise InvalidInput(f"path is {len(encoded)} bytes; the limit is {MAX_PATH_BYTES}")
+        components = normal.split("/")
+    elif len(normal) > MAX_COMPONENT_BYTES:
+        components = normal.split("/")
+    else:
+        return
+    for part in components:
+        size = len(part.encode("utf-8"))
+        if size > MAX_COMPONENT_BYTES:
+            raise InvalidInput(
+                f"path component {part[:40]!r}... is {size} bytes; the limit is {MAX_COMPONENT_BYTES}"
+            )
+
+
+def join(base: str, relative: str) -> str:
+    """Join a normal global path and a volume-relative path ('' means ``base`` itself)."""
+    if not relative:
+        return base
+    return base.rstrip("/") + "/" + relative
+
+
+def relative_to(path: str, prefix: str) -> str:
+    """The part of normal ``path`` below normal ``prefix`` ('' when equal)."""
+    if prefix == "/":
+        return path[1:]
+    return path[len(prefix) + 1 :]
+
+
+def normalize_relative(subpath: str) -> str:
+    """Normalise a volume-relative path (a mount's subpath, a path inside a volume).
+
+    '' and '/' mean the volume root; the result has no leading or trailing '/'.
+    """
+    if subpath in ("", "/"):
+        return ""
+    return normalize("/" + subpath.lstrip("/"))[1:]
+
+
+def check_name(kind: str, name: str) -> str:
+    """Validate a cluster, volume or policy name: a DNS-1123 label (1–63 chars)."""
+    if not isinstance(name, str) or not _DNS1123_LABEL.fullmatch(name):
+        raise InvalidInput(
+            f"invalid {kind} name {name!r}: use 1-63 lowercase letters, digits or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name

@@ -1,0 +1,157 @@
+"""Cluster registration and the liveness lease that makes a cluster ``Ready``.
+
+A controller registers its cluster spec and an ``alive/<id>`` key bound to an etcd lease in
+one transaction that fails if the key already exists, so a second live controller with the
+same id is refused. :class:`LeaseKeeper` renews the lease and keeps a conservative clock of
+how long the lease is certainly still alive: writers consult :meth:`LeaseKeeper.fenced`
+and stop accepting writes *before* etcd could expire the lease (self-fencing, SPEC §5).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Awaitable, Callable
+
+from namespace import schema
+from namespace.errors import Conflict, Unavailable
+from namespace.etcd import Etcd
+from namespace.models import ClusterSpec
+
+log = logging.getLogger(__name__)
+
+
+def instance_id() -> str:
+    """Who holds a lease: enough to tell a restarted controller from the old one."""
+    return f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+
+
+class LeaseKeeper:
+    """Holds one cluster's liveness lease and renews it every ``ttl / 3`` seconds."""
+
+    def __init__(
+        self,
+        etcd: Etcd,
+        spec: ClusterSpec,
+        ttl: int,
+        *,
+        on_lost: Callable[[], Awaitable[None]] | None = None,
+        on_regained: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        if ttl < 2:
+            raise ValueError("lease TTL must be at least 2 seconds")
+        self.etcd = etcd
+        self.spec = spec
+        self.ttl = ttl
+        self.lease_id: int | None = None
+        self.instance = instance_id()
+        self._valid_until = 0.0  # monotonic; the lease is certainly alive before this
+        # Stop writing this long before the lease could expire: covers a renewal in flight
+        # and the scheduling delay between the check and the commit.
+        self.margin = max(0.5, min(2.0, ttl * 0.25))
+        self.on_lost = on_lost
+        self.on_regained = on_regained
+        self._task: asyncio.Task[None] | None = None
+        self.renewals = 0
+        self.renewal_failures = 0
+        self.losses = 0
+
+    # -- fencing ----------------------------------------------------------------------------
+    def fenced(self) -> bool:
+        """True when writes must stop: the lease might expire (or has) before they commit."""
+        return time.monotonic() >= self._valid_until - self.margin
+
+    def remaining(self) -> float:
+        return self._valid_until - time.monotonic()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def register(self) -> None:
+        """Grant a lease and claim ``alive/<id>``; :class:`Conflict` if someone holds it."""
+        sent = time.monotonic()
+        lease = await self.etcd.call(self.etcd.client.lease, self.ttl)
+        tx = self.etcd.tx
+        alive_key = schema.alive(self.spec.id)
+        ok, _ = await self.etcd.txn(
+            [tx.create(alive_key) == 0],
+            [
+                tx.put(schema.cluster(self.spec.id), self.spec.dump()),
+                tx.put(alive_key, self.instance.encode(), lease=lease.id),
+            ],
+        )
+        if not ok:
+            await self.etcd.call(self.etcd.client.revoke_lease, lease.id)
+            raise Conflict(f"cluster {self.spec.id!r} is already live (another controller holds it)")
+        self.lease_id = lease.id
+        self._valid_until = sent + lease.ttl
+        log.info("cluster %s registered (lease %x, ttl %ss)", self.spec.id, lease.id, lease.ttl)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._renew_forever(), name=f"lease-{self.spec.id}")
+
+    async def stop(self, *, revoke: bool = True) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._valid_until = 0.0
+        if revoke and self.lease_id is not None:
+            try:
+                await asyncio.wait_for(
+                    self.etcd.client.revoke_lease(self.lease_id), timeout=2.0
+                )
+            except Exception:  # best effort: the lease expires by itself anyway
+                log.debug("revoking lease failed", exc_info=True)
+        self.lease_id = None
+
+    async def _renew_forever(self) -> None:
+        period = self.ttl / 3
+        while True:
+            await asyncio.sleep(period)
+            if time.monotonic() >= self._valid_until:
+                # We were frozen or cut off past the TTL: the lease is gone whatever etcd says.
+                await self._lost()
+                continue
+            sent = time.monotonic()
+            try:
+                reply = await asyncio.wait_for(
+                    self.etcd.client.refresh_lease(self.lease_id), timeout=max(0.5, period)
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.renewal_failures += 1
+                log.warning("cluster %s: lease renewal failed: %s", self.spec.id, exc)
+                continue
+            if reply is None or reply.TTL <= 0:
+                await self._lost()
+                continue
+            self._valid_until = sent + reply.TTL
+            self.renewals += 1
+
+    async def _lost(self) -> None:
+        self.losses += 1
+        self._valid_until = 0.0
+        log.warning("cluster %s: lease lost; fenced, re-registering", self.spec.id)
+        if self.on_lost:
+            await self.on_lost()
+        if self.lease_id is not None:
+            try:  # if etcd still thinks the old lease lives, end it so we can claim anew
+                await asyncio.wait_for(self.etcd.client.revoke_lease(self.lease_id), 1.0)
+            except Exception:
+                pass
+        while True:
+            try:
+                await self.register()
+                break
+            except Conflict:
+                # Our old alive key may still be held by the expiring lease: wait it out.
+                await asyncio.sleep(0.5)
+            except Unavailable as exc:
+                log.warning("cluster %s: re-register failed: %s", self.spec.id, exc)
+                await asyncio.sleep(0.5)
+        if self.on_regained:
+            await self.on_regained()

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Regenerate federation/api/_gen from the protos. CI runs it and fails on a diff.
+# --proto_path maps the proto tree onto the package path, so generated modules import
+# each other as federation.api._gen.gns.federation.v1.* without any patching.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=federation/api/_gen
+rm -rf "$out/gns"
+python -m grpc_tools.protoc \
+  --proto_path=federation/api/_gen=federation/api/proto \
+  --python_out=. --grpc_python_out=. --pyi_out=. \
+  $(find federation/api/proto -name '*.proto' | sort)
+find "$out" -type d -exec touch {}/__init__.py \;
