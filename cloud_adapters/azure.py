@@ -54,7 +54,8 @@ def _sdk_errors(uri: str) -> Iterator[None]:
     except ObjectStoreError:
         raise
     except aex.HttpResponseError as exc:
-        code = str(getattr(exc, "error_code", "") or "")
+        raw = getattr(exc, "error_code", "") or ""
+        code = str(getattr(raw, "value", raw))
         status = int(getattr(exc, "status_code", 0) or 0)
         what = f"{status} {code or type(exc).__name__}"
         if code in _PRECONDITION_CODES or status == 412 or isinstance(exc, aex.ResourceModifiedError):
@@ -192,7 +193,7 @@ class AzureStore(ObjectStore):
             return self._stat(full_key), iter(())
         with _sdk_errors(uri):
             try:
-                dl = blob.download_blob(offset=start or None,
+                dl = blob.download_blob(offset=start if (start or end is not None) else None,
                                         length=None if end is None else end - start,
                                         max_concurrency=1)
             except aex.HttpResponseError as exc:

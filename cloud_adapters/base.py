@@ -378,6 +378,12 @@ class ObjectStore(abc.ABC):
                     full, src.iter_parts(part_size, uri), src.size, src.sha256,
                     if_absent, if_match, part_size,
                 )
+            except ObjectNotFound as exc:
+                # S3 and Azure answer 404 to If-Match on a missing object; for us that is a
+                # lost precondition, unless the bucket/container itself is missing.
+                if if_match is None or "Bucket" in exc.message or "Container" in exc.message:
+                    raise
+                raise PreconditionFailed("object does not exist (if_match)", uri=uri) from exc
             except PreconditionFailed:
                 # A retried put may have lost only to its own earlier attempt that landed.
                 if attempts > 1 and if_absent:
@@ -478,8 +484,10 @@ class ObjectStore(abc.ABC):
         return True
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object under ``prefix`` (recursive, lexicographic), fetched a page at a time
-        as the iterator is consumed."""
+        """Every object under ``prefix`` (recursive), fetched a page at a time as the
+        iterator is consumed. Order: lexicographic on S3, GCS, Azure and local; SeaweedFS
+        walks its directories (``a/b`` before ``a-c``), so callers must not rely on order
+        across '/' boundaries."""
         if prefix.startswith("/"):
             raise InvalidURI(f"invalid list prefix {prefix!r}", uri=self.uri)
         return self._list_gen(self._key_prefix + prefix)

@@ -14,9 +14,9 @@ EXIT_USAGE = 2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--etcd", envvar="GNS_ETCD", metavar="URL[,URL...]", help="etcd endpoints.")
+@click.option("--etcd", metavar="URL[,URL...]", help="etcd endpoints (env GNS_ETCD).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--tls-dir", envvar="GNS_TLS_DIR", metavar="DIR", help="Client TLS certificates.")
+@click.option("--tls-dir", metavar="DIR", help="Client TLS certificates (env GNS_TLS_DIR).")
 @click.version_option("0.1.0", prog_name="gns")
 @click.pass_context
 def cli(ctx: click.Context, etcd: str | None, as_json: bool, tls_dir: str | None) -> None:

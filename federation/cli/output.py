@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
@@ -28,19 +29,20 @@ class Env:
 def common(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--etcd``, ``--json`` and ``--tls-dir`` to a command and pass an :class:`Env`."""
 
-    @click.option("--etcd", "etcd", envvar="GNS_ETCD", metavar="URL[,URL...]",
+    @click.option("--etcd", "etcd", metavar="URL[,URL...]",
                   help="etcd endpoints (default: the federation `gns up` started under GNS_HOME).")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-    @click.option("--tls-dir", "tls_dir", envvar="GNS_TLS_DIR", metavar="DIR",
+    @click.option("--tls-dir", "tls_dir", metavar="DIR",
                   help="Client certificates for mutual TLS (see `gns certs init`).")
     @functools.wraps(f)
     def wrapper(*args: Any, etcd: str | None, as_json: bool, tls_dir: str | None, **kw: Any) -> Any:
         ctx = click.get_current_context()
         root = ctx.find_root().obj or {}
+        # Precedence: the command's flag, then the root's flag, then the environment.
         env = Env(
-            etcd=etcd or root.get("etcd"),
+            etcd=etcd or root.get("etcd") or os.environ.get("GNS_ETCD") or None,
             as_json=as_json or bool(root.get("as_json")),
-            tls_dir=tls_dir or root.get("tls_dir"),
+            tls_dir=tls_dir or root.get("tls_dir") or os.environ.get("GNS_TLS_DIR") or None,
         )
         return f(env, *args, **kw)
 

@@ -141,6 +141,16 @@ def controller_command(
     return cmd
 
 
+def spawn_controller(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a controller in its own session (Ctrl-C in a terminal goes to ``gns up`` only)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=env,
+        )
+
+
 class LocalFederation:
     def __init__(self, home: str | Path | None = None) -> None:
         self.home = home_dir(home)
@@ -187,16 +197,13 @@ class LocalFederation:
                 port = prev.get("port") if _free(prev.get("port")) else free_port()
                 mport = prev.get("metrics_port") if _free(prev.get("metrics_port")) else free_port()
                 data_dir = self.home / "clusters" / c.id
-                log = open(self.home / "logs" / f"{c.id}.log", "ab")
-                proc = subprocess.Popen(
+                proc = spawn_controller(
                     controller_command(
                         c, listen=f"127.0.0.1:{port}", data_dir=data_dir, etcd=etcd_urls,
                         lease_ttl=config.lease_ttl, metrics_port=mport, tls_dir=tls_dir,
                     ),
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True,
+                    self.home / "logs" / f"{c.id}.log",
                 )
-                log.close()
                 state["controllers"][c.id] = {
                     "pid": proc.pid, "port": port, "metrics_port": mport,
                     "endpoint": f"127.0.0.1:{port}", "data_dir": str(data_dir),

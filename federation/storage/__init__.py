@@ -21,6 +21,7 @@ This package must never touch etcd, the network or gRPC (the controller does), n
 from ``mirroring`` or above, never hold a whole file in memory, and never show its own
 internals (temp files, the catalog, blobs) as volume files.
 """
+
 from .models import DirEntry, FileMeta, JournalEntry
 from .volume import PutWriter, VolumeStorage
 

@@ -8,6 +8,7 @@ a reader holding an open descriptor can never see a torn file (POSIX keeps the i
 This module knows files only: it must never touch the catalog, decide what is referenced
 (``volume.py`` does, under its lock), rewrite a blob in place, or hold a whole file in memory.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,9 @@ import logging
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +26,18 @@ log = logging.getLogger(__name__)
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _WRITE_BUFFER = 1 << 20
+_PARALLEL_HASH_MIN = 1 << 16
+_hash_pool: ThreadPoolExecutor | None = None
+_hash_pool_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads that hash big chunks while the caller writes them (both release the GIL)."""
+    global _hash_pool
+    with _hash_pool_lock:
+        if _hash_pool is None:
+            _hash_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gns-sha256")
+        return _hash_pool
 
 
 def fsync_dir(path: Path) -> None:
@@ -48,8 +63,16 @@ class TempBlob:
         """Append one chunk (any size); memory use stays bounded by the chunk."""
         if self._file is None:
             raise ValueError("blob writer is closed")
-        self._file.write(chunk)
-        self._hash.update(chunk)
+        if len(chunk) >= _PARALLEL_HASH_MIN:
+            # hash and write at once: a put then runs at max(disk, sha256) speed, not the sum
+            hashed = _pool().submit(self._hash.update, chunk)
+            try:
+                self._file.write(chunk)
+            finally:
+                hashed.result()
+        else:
+            self._file.write(chunk)
+            self._hash.update(chunk)
         self.size += len(chunk)
 
     def finish(self) -> str:

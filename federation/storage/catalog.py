@@ -21,6 +21,7 @@ order, so the range is exactly the paths below ``p`` and is served by the primar
 This module only speaks SQL: it must never touch blob files, take the volume's write lock,
 or commit a transaction it did not begin (callers own BEGIN/COMMIT).
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -144,9 +145,7 @@ class Catalog:
                 ("journal_floor", "0"),
                 ("role", role),
             ):
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value)
-                )
+                conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -282,9 +281,15 @@ def put_file(
         "prev_size, prev_sha256, prev_mtime, prev_version) "
         "VALUES (?, 'put', ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            version, path, size, sha256, mtime,
-            old.size if old else None, old.sha256 if old else None,
-            old.mtime if old else None, old.version if old else None,
+            version,
+            path,
+            size,
+            sha256,
+            mtime,
+            old.size if old else None,
+            old.sha256 if old else None,
+            old.mtime if old else None,
+            old.version if old else None,
         ),
     )
     conn.execute(
@@ -364,9 +369,7 @@ def net_changes(
         yield row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6])
 
 
-def states_before(
-    conn: sqlite3.Connection, after: int
-) -> Iterator[tuple[str, FileMeta | None]]:
+def states_before(conn: sqlite3.Connection, after: int) -> Iterator[tuple[str, FileMeta | None]]:
     """For each path changed after version ``after``: its state at ``after`` (None: absent)."""
     cur = conn.execute(
         "SELECT j.path, j.prev_size, j.prev_sha256, j.prev_mtime, j.prev_version "

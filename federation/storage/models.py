@@ -3,6 +3,7 @@
 They exist so that callers (the gRPC service, the mirror engine) never see SQLite rows or
 blob paths. They must never carry behaviour or I/O: frozen dataclasses, nothing else.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

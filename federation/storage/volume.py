@@ -22,6 +22,7 @@ This module must never touch etcd, the network, or the gRPC layer; never hold a 
 content in memory; never rewrite a blob in place; never let a failed put change anything
 visible.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, Self, TypeVar
 
 from namespace.errors import Conflict, FileNotFound, InvalidInput, StaleEpoch
 
@@ -112,7 +113,7 @@ class BlobReader:
         if f is not None:
             f.close()
 
-    def __enter__(self) -> BlobReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -211,7 +212,7 @@ class PutWriter:
             self._done = True
             self._temp.discard()
 
-    def __enter__(self) -> PutWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -289,7 +290,9 @@ class VolumeStorage:
         if swept or orphans:
             log.info(
                 "volume %s: recovered at open: %d temp files, %d unreferenced blobs removed",
-                self.name, swept, orphans,
+                self.name,
+                swept,
+                orphans,
             )
 
     def close(self) -> None:
@@ -299,7 +302,7 @@ class VolumeStorage:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def __enter__(self) -> VolumeStorage:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -382,6 +385,7 @@ class VolumeStorage:
         conn = self._cat.private()
         try:
             conn.execute("BEGIN")
+            conn.execute("SELECT 1 FROM meta LIMIT 1").fetchone()  # the snapshot starts now
             it = setup(conn)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -520,9 +524,7 @@ class VolumeStorage:
         """Whether a blob with this content is on disk (lets a mirror skip sending it)."""
         return bool(SHA256_RE.match(sha256)) and self._blobs.exists(sha256)
 
-    def apply_changes(
-        self, files: Iterable[FileMeta], deleted: Iterable[str], version: int
-    ) -> int:
+    def apply_changes(self, files: Iterable[FileMeta], deleted: Iterable[str], version: int) -> int:
         """Replicas: apply one primary version's net changes in one transaction.
 
         Blobs must have been stored (``ingest_blob``) first. Deletions of paths that are
@@ -543,9 +545,7 @@ class VolumeStorage:
                     self._require_blob(f)
                     cat.check_put_shape(conn, f.path)
                     cat.put_file(conn, f.path, f.size, f.sha256, f.mtime, v)
-                conn.execute(
-                    "DELETE FROM staged WHERE sha256 IN (SELECT sha256 FROM files)"
-                )
+                conn.execute("DELETE FROM staged WHERE sha256 IN (SELECT sha256 FROM files)")
                 cat.set_meta(conn, "version", v)
             self._version = v
             self._gc_locked()
@@ -605,7 +605,6 @@ class VolumeStorage:
         committed as ONE new version. Files already under ``.gns/`` are not copied again;
         deleted files have no content to keep. Returns the new paths.
         """
-        now = time.time()
         out: list[str] = []
         with self._lock:
             with self._write_txn() as conn:
@@ -638,7 +637,10 @@ class VolumeStorage:
             self._version = v
         log.warning(
             "volume %s: kept %d diverged files aside under %s/%d/",
-            self.name, len(out), DIVERGED_DIR, epoch,
+            self.name,
+            len(out),
+            DIVERGED_DIR,
+            epoch,
         )
         return out
 
@@ -702,7 +704,12 @@ class VolumeStorage:
             raise FileNotFound(f"volume {self.name!r}: no blob {sha256}") from exc
 
     def files(self, prefix: str = "") -> Iterator[FileMeta]:
-        """Current files at or below directory ``prefix``, by path, from one snapshot."""
+        """Current files at or below directory ``prefix``, by path, from one snapshot.
+
+        The snapshot is taken now and held (a SQLite read transaction on a connection of the
+        stream's own, so it may be advanced from any thread) until the iterator is exhausted
+        or closed: close it promptly, as it keeps the WAL from being checkpointed past it.
+        """
         check_path(prefix)
         return self._stream(lambda conn: cat.iter_files(conn, prefix))
 
@@ -722,8 +729,7 @@ class VolumeStorage:
                 (after_version,),
             )
             return (
-                JournalEntry(version=r[0], op=r[1], path=r[2], size=r[3], sha256=r[4],
-                             mtime=r[5])
+                JournalEntry(version=r[0], op=r[1], path=r[2], size=r[3], sha256=r[4], mtime=r[5])
                 for r in cur
             )
 

@@ -4,6 +4,7 @@ After every kill the volume is reopened and must hold, per file, exactly the old
 content (by sha256), show no temp file, keep no unreferenced blob, and have a version that
 agrees with its journal.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,7 +55,8 @@ elif mode == "stream":   # a long streamed put of fresh bytes, killed from outsi
             if i == 0:
                 say("writing")
         m = w.commit()
-    say("committed", m.version, m.sha256)
+    import resource
+    say("committed", m.version, m.sha256, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 else:                    # a loop of puts and deletes on a few paths, killed at random
     rng = random.Random(int(sys.argv[3]))
     while True:
@@ -178,11 +180,29 @@ def test_sigkill_mid_large_write(tmp_path: Path) -> None:
         vol.close()
 
 
+@pytest.mark.slow
+def test_large_put_memory_is_bounded(tmp_path: Path) -> None:
+    """A 768 MiB streamed put: the writer's peak RSS stays far below the file size."""
+    root = tmp_path / "vol"
+    proc = _spawn(["stream", str(root), "768"])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    last = out.splitlines()[-1].split()
+    assert last[0] == "committed"
+    peak_mib = int(last[3]) / 1024  # ru_maxrss is KiB on Linux
+    assert peak_mib < 100, peak_mib
+    vol = _check_invariants(root)
+    assert vol.stat("big/file.bin").size == 768 << 20  # type: ignore[union-attr]
+    vol.close()
+
+
 def test_random_kills_during_put_loop(tmp_path: Path) -> None:
     root = tmp_path / "vol"
     VolumeStorage.open(root, "crash", create=True).close()
-    known = {hashlib.sha256(_content(s, n)).hexdigest() for s, n in enumerate(
-        [0, 10, 4096, 300_000, 2_000_000, 65536, 1, 123_457])}
+    known = {
+        hashlib.sha256(_content(s, n)).hexdigest()
+        for s, n in enumerate([0, 10, 4096, 300_000, 2_000_000, 65536, 1, 123_457])
+    }
     last_committed: dict[str, str | None] = {}
     last_version = 0
     rng = random.Random(11)

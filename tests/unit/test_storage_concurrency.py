@@ -1,4 +1,5 @@
 """Concurrent readers during replaces see whole old or new content; parallel writers."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """The change journal: net changes, point-in-time snapshots, pins, truncation."""
+
 from __future__ import annotations
 
 import hashlib
@@ -121,6 +122,7 @@ def test_snapshot_is_a_consistent_point_in_time_while_writing(vol: VolumeStorage
     for i in range(50):
         vol.put_bytes(f"f{i:03d}", b"v1")
     it = vol.files()
+    vol.put_bytes("f000", b"v2")  # after the call, before the first item: not seen
     first = next(it)
     for i in range(50):
         vol.put_bytes(f"f{i:03d}", b"v2")  # writes go on while the stream is open

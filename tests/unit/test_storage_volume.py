@@ -1,4 +1,5 @@
 """VolumeStorage basics: round trips by sha256, versions, namespace shape, errors, recovery."""
+
 from __future__ import annotations
 
 import hashlib
@@ -67,8 +68,13 @@ def test_every_mutation_bumps_version_by_one(vol: VolumeStorage) -> None:
     assert vol.version == 6
     entries = list(vol.journal(0))
     assert [(e.version, e.op, e.path) for e in entries] == [
-        (1, "put", "a"), (2, "put", "a"), (3, "put", "d/x"), (4, "put", "d/y"),
-        (5, "delete", "a"), (6, "delete", "d/x"), (6, "delete", "d/y"),
+        (1, "put", "a"),
+        (2, "put", "a"),
+        (3, "put", "d/x"),
+        (4, "put", "d/y"),
+        (5, "delete", "a"),
+        (6, "delete", "d/x"),
+        (6, "delete", "d/y"),
     ]
     assert entries[1].sha256 == sha(b"2") and entries[1].size == 1
     assert entries[4].sha256 == "" and entries[4].size == 0
@@ -147,10 +153,9 @@ def test_sha_mismatch_commits_nothing(vol: VolumeStorage) -> None:
 
 
 def test_abort_and_context_manager_leave_nothing(vol: VolumeStorage) -> None:
-    with pytest.raises(RuntimeError):
-        with vol.writer("f") as w:
-            w.write(b"partial")
-            raise RuntimeError("client went away")
+    with pytest.raises(RuntimeError), vol.writer("f") as w:
+        w.write(b"partial")
+        raise RuntimeError("client went away")
     w2 = vol.writer("g")
     w2.write(b"x")
     w2.abort()
@@ -164,7 +169,9 @@ def test_listdir_sorted_and_skips_subtrees(vol: VolumeStorage) -> None:
     for p in ("a/x", "a/y/z", "a-b", "b", "a/y/w", "c/d/e/f"):
         vol.put_bytes(p, p.encode())
     assert vol.listdir("") == [
-        DirEntry("a", "dir", 0), DirEntry("a-b", "file", 3), DirEntry("b", "file", 1),
+        DirEntry("a", "dir", 0),
+        DirEntry("a-b", "file", 3),
+        DirEntry("b", "file", 1),
         DirEntry("c", "dir", 0),
     ]
     assert vol.listdir("a") == [DirEntry("x", "file", 3), DirEntry("y", "dir", 0)]
