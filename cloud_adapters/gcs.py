@@ -17,10 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any, ClassVar
-
-import warnings
 
 with warnings.catch_warnings():
     # google.api_core warns (ImportWarning) that grpcio-status is absent; we use only the

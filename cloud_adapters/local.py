@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import stat as stat_mod
-
 import zlib
 from collections.abc import Iterator
 from pathlib import Path

@@ -12,8 +12,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Callable, Iterator
+from typing import IO, Any, BinaryIO
 
 import grpc
 
@@ -158,7 +159,7 @@ class Client:
                 self._loop = None
                 self._etcd = self._cache = None
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -559,7 +560,7 @@ class _StreamingWriter(io.RawIOBase):
 
 
 class _QueueReader(io.RawIOBase):
-    def __init__(self, q: "queue.Queue[bytes | None]") -> None:
+    def __init__(self, q: queue.Queue[bytes | None]) -> None:
         self.q = q
         self.done = False
 

@@ -108,7 +108,7 @@ class Duration(str):
 
     seconds: float
 
-    def __new__(cls, text: str) -> "Duration":
+    def __new__(cls, text: str) -> Duration:
         seconds = parse_duration(text)
         obj = super().__new__(cls, text.strip())
         obj.seconds = seconds
@@ -118,7 +118,7 @@ class Duration(str):
         return (str(self),)
 
     @classmethod
-    def _validate(cls, value: Any) -> "Duration":
+    def _validate(cls, value: Any) -> Duration:
         return value if isinstance(value, Duration) else cls(value)
 
     @classmethod
@@ -174,7 +174,7 @@ class Target(_Doc):
         return v
 
     @model_validator(mode="after")
-    def _one_of(self) -> "Target":
+    def _one_of(self) -> Target:
         if (self.cluster is None) == (self.uri is None):
             raise ValueError("a target needs exactly one of 'cluster' or 'uri'")
         return self
@@ -292,7 +292,7 @@ class MirrorPolicy(_Doc):
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
-    def from_stored(cls, data: bytes | str | dict[str, Any]) -> "MirrorPolicy":
+    def from_stored(cls, data: bytes | str | dict[str, Any]) -> MirrorPolicy:
         """Decode a stored policy (raw bytes, or the dict ``NamespaceView`` keeps)."""
         if isinstance(data, dict):
             return cls.model_validate(data)
@@ -353,7 +353,7 @@ def parse_document(text: str) -> dict[str, Any]:
         data = json.loads(text)
     except ValueError:
         try:
-            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as exc:
             where = ""
             mark = getattr(exc, "problem_mark", None)

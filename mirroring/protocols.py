@@ -7,8 +7,9 @@ implemented here, in :mod:`mirroring.targets.objectstore`.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable, Iterator, Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 
 class FileLike(Protocol):

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -168,7 +169,7 @@ class NamespaceCache:
             try:
                 await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.view)), timeout)
                 return True
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
 
     async def _reload(self) -> None:

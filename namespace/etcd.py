@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions
@@ -44,7 +45,7 @@ class EtcdConfig:
     """How long one logical operation keeps retrying across members."""
 
     @classmethod
-    def parse(cls, urls: str, **kw: Any) -> "EtcdConfig":
+    def parse(cls, urls: str, **kw: Any) -> EtcdConfig:
         endpoints = []
         for raw in urls.split(","):
             url = raw.strip()
@@ -96,7 +97,7 @@ class Etcd:
         )
 
     @classmethod
-    async def connect(cls, config: EtcdConfig) -> "Etcd":
+    async def connect(cls, config: EtcdConfig) -> Etcd:
         etcd = cls(config)
         await etcd.call(etcd.client.connect)
         return etcd

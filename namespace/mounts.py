@@ -7,8 +7,8 @@ and :mod:`namespace.cache` keeps this table current.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from namespace.paths import normalize
 

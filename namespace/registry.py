@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from namespace import schema
 from namespace.errors import Conflict, Unavailable

@@ -9,6 +9,7 @@ import click
 
 from federation.cli.output import Env, common, emit_json
 
+
 def register(cli: click.Group) -> None:
     cli.add_command(up)
     cli.add_command(down)

@@ -45,7 +45,7 @@ def _fail(message: str, code: int) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (what tests call)."""
-    from cloud_adapters.errors import ObjectStoreError  # noqa: F401  (mapped below)
+    from cloud_adapters.errors import ObjectStoreError
     from namespace.errors import GnsError
 
     logging.basicConfig(

@@ -5,8 +5,9 @@ import functools
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import click
 from pydantic import BaseModel
@@ -112,8 +113,14 @@ class progress_bar:
     def __enter__(self) -> Callable[[int], None] | None:
         if not self.enabled:
             return None
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                   TransferSpeedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(),

@@ -11,8 +11,9 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -26,7 +27,7 @@ from federation.storage import DirEntry, FileMeta
 from namespace.cache import NamespaceCache
 from namespace.control import resolve_in
 from namespace.errors import GnsError, InvalidInput, NotFound, Unavailable
-from namespace.paths import join, normalize, normalize_relative
+from namespace.paths import normalize, normalize_relative
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,7 +52,7 @@ def _guard(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any
     name = method.__name__
 
     @functools.wraps(method)
-    async def wrapper(self: "FederationService", request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def wrapper(self: FederationService, request: Any, context: grpc.aio.ServicerContext) -> Any:
         start = time.perf_counter()
         code = "OK"
         try:

@@ -34,7 +34,7 @@ class VolumeManager:
         data_dir: Path,
         cache: NamespaceCache,
         lease: LeaseKeeper,
-        metrics: "ControllerMetrics",
+        metrics: ControllerMetrics,
         publish_interval: float = 0.1,
     ) -> None:
         self.cluster = cluster

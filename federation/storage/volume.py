@@ -277,7 +277,7 @@ class VolumeStorage:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise Conflict(f"volume {self.name!r} at {self.root} is open in another process")
+            raise Conflict(f"volume {self.name!r} at {self.root} is open in another process") from None
         self._lock_fd = fd
         self._blobs.ensure_layout()
         self._cat.init_schema(epoch=epoch, role=role)

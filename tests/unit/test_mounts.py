@@ -1,7 +1,8 @@
 """The resolver against a naive reference: longest prefix on whole components."""
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from namespace.mounts import MountTable
 
@@ -12,7 +13,7 @@ mounts = st.dictionaries(path, st.tuples(st.sampled_from(["v1", "v2", "v3"]), st
 
 def naive(table: dict[str, tuple[str, str]], p: str) -> tuple[str, str, str] | None:
     best = None
-    for m, (vol, sub) in table.items():
+    for m in table:
         if m == "/" or p == m or p.startswith(m + "/"):
             if best is None or len(m) > len(best):
                 best = m

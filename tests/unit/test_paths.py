@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from namespace.errors import InvalidInput
 from namespace.paths import check_name, normalize, normalize_relative

@@ -1,0 +1,161 @@
+"""Storing, listing and removing mirror policies in etcd (what the client's ``mirror_*`` call).
+
+Every change is validated against a fresh snapshot of the namespace and stored with one
+transaction whose comparisons re-check, at commit time, what the validation relied on: the
+volume (present, same owner), every named cluster, and the policy key itself. A concurrent
+change makes the transaction fail; the operation then validates again against the new
+state (a few times, then :class:`~namespace.errors.Conflict`). A refused policy stores
+nothing. Nothing here talks to a controller: the scheduler picks changes up by its watch.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from namespace import schema
+from namespace.cache import NamespaceView, load_view
+from namespace.errors import Conflict, NotFound
+from namespace.etcd import Etcd
+from namespace.paths import check_name
+
+from mirroring.policy import MirrorPolicy, load_and_validate
+from mirroring.status import status_key
+
+__all__ = ["apply_policy", "list_policies", "get_policy", "remove_policy", "policy_summary"]
+
+_ATTEMPTS = 5
+
+
+async def apply_policy(etcd: Etcd, text: str, *, dry_run: bool = False) -> dict[str, Any]:
+    """Validate and store a policy document (YAML or JSON).
+
+    Returns ``{"policy", "action", "volume", "mode", "targets"}`` with action ``created``,
+    ``updated``, ``unchanged`` or ``dry-run`` (then ``"change"`` says which of the first
+    three it would have been). Raises ``InvalidInput`` listing every problem.
+    """
+    for _ in range(_ATTEMPTS):
+        view = await load_view(etcd)
+        policy = load_and_validate(text, view)
+        name = policy.name
+        stored = view.policies.get(name)
+        if stored is None:
+            change = "created"
+        elif stored == policy.to_dict():
+            change = "unchanged"
+        else:
+            change = "updated"
+        result = {
+            "policy": name,
+            "action": change,
+            "volume": policy.spec.volume,
+            "mode": policy.spec.mode,
+            "targets": policy.target_names,
+        }
+        if dry_run:
+            return {**result, "action": "dry-run", "change": change}
+        if change == "unchanged":
+            return result
+        if await _store(etcd, view, policy):
+            return result
+    raise Conflict(
+        f"mirror policy {policy.name!r}: the namespace kept changing while applying it; try again"
+    )
+
+
+async def _store(etcd: Etcd, view: NamespaceView, policy: MirrorPolicy) -> bool:
+    tx = etcd.tx
+    rev = view.revision + 1
+    name = policy.name
+    volume_key = schema.volume(policy.spec.volume)
+    compare = [
+        # The volume still exists and is unchanged (same owner) since validation read it.
+        tx.create(volume_key) != 0,
+        tx.mod(volume_key) < rev,
+        # Nobody else created, changed or removed this policy in between.
+        tx.mod(schema.policy(name)) < rev,
+    ]
+    if name in view.policies:
+        compare.append(tx.create(schema.policy(name)) != 0)
+    clusters = {t.cluster for t in policy.spec.targets if t.cluster is not None}
+    if policy.spec.failover.promote_to:
+        clusters.add(policy.spec.failover.promote_to)
+    for cid in sorted(clusters):
+        compare.append(tx.create(schema.cluster(cid)) != 0)
+
+    success = [tx.put(schema.policy(name), policy.to_json())]
+    # Status of targets the policy no longer has (or of another volume) is meaningless now.
+    old = view.policies.get(name)
+    old_volume = old.get("spec", {}).get("volume") if isinstance(old, dict) else None
+    keep = set() if old_volume != policy.spec.volume else {
+        status_key(name, t) for t in policy.target_names
+    }
+    prefix = name + "/"
+    for key in sorted(view.mirror_status):
+        if key.startswith(prefix) and key not in keep:
+            success.append(tx.delete((schema.MIRRORS + key).encode()))
+    ok, _ = await etcd.txn(compare, success)
+    return ok
+
+
+def policy_summary(policy: MirrorPolicy) -> dict[str, Any]:
+    """One row of ``mirror list``."""
+    f = policy.spec.failover
+    return {
+        "name": policy.name,
+        "volume": policy.spec.volume,
+        "mode": policy.spec.mode,
+        "interval": None if policy.spec.interval is None else str(policy.spec.interval),
+        "targets": policy.target_names,
+        "failover": {
+            "automatic": f.automatic,
+            "after": str(f.after),
+            "priority": list(f.priority),
+            "promoteTo": f.promote_to,
+        },
+        "maxLag": str(policy.spec.max_lag),
+    }
+
+
+async def list_policies(etcd: Etcd) -> list[dict[str, Any]]:
+    """Every stored policy, sorted by name (malformed stored documents are skipped)."""
+    view = await load_view(etcd)
+    out = []
+    for name in sorted(view.policies):
+        try:
+            out.append(policy_summary(MirrorPolicy.from_stored(view.policies[name])))
+        except ValueError:
+            continue
+    return out
+
+
+async def get_policy(etcd: Etcd, name: str) -> MirrorPolicy:
+    """The stored policy ``name``; :class:`NotFound` if there is none."""
+    check_name("policy", name)
+    raw = await etcd.get(schema.policy(name))
+    if raw is None:
+        raise NotFound(f"mirror policy {name!r} not found")
+    return MirrorPolicy.from_stored(raw)
+
+
+async def remove_policy(etcd: Etcd, name: str) -> None:
+    """Delete policy ``name`` and every status record of its targets, in one transaction."""
+    check_name("policy", name)
+    tx = etcd.tx
+    key = schema.policy(name)
+    prefix = schema.mirror_status_prefix(name)
+    ok, _ = await etcd.txn(
+        [tx.create(key) != 0],
+        [tx.delete(key), tx.delete(prefix, range_end=_prefix_end(prefix))],
+    )
+    if not ok:
+        raise NotFound(f"mirror policy {name!r} not found")
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    import aetcd.utils
+
+    return aetcd.utils.prefix_range_end(prefix)  # type: ignore[no-any-return]
+
+
+def _decode(value: bytes) -> dict[str, Any]:
+    return json.loads(value)  # type: ignore[no-any-return]

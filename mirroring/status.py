@@ -1,0 +1,171 @@
+"""Per-target mirror status: the record the owner writes, and what ``mirror status`` shows.
+
+The volume's owner writes one :class:`TargetStatus` per target to
+``/gns/v1/mirrors/<policy>/<quoted target>`` after every pass (and periodically while a
+target lags). :func:`statuses` turns those records, the policies and the volumes' published
+versions into SPEC §4's ``mirror status`` shape. It only reads a
+:class:`~namespace.cache.NamespaceView`: no I/O, and it never raises on a malformed record
+(``gns status`` must always answer).
+
+State of a target, first rule that holds wins:
+
+``Error``    ``last_error`` is set and the last attempt failed (``error_at`` is not older
+             than ``synced_at``);
+``Lagging``  ``lag_seconds > maxLag``. Checked before ``Syncing`` on purpose: a continuous
+             mirror that cannot keep up is syncing nearly all the time, and must still show
+             ``Lagging``;
+``Syncing``  a pass is running;
+``Synced``   ``lag_versions == 0``;
+``Syncing``  otherwise (behind, the next pass is due).
+
+A target with no record yet (the policy was just applied) reports version 0 and
+``lag_versions`` = the volume's version; ``lag_seconds`` is 0 since no pass has started the
+clock. Its state is ``Syncing`` for the scheduled modes (continuous, interval, sync: the
+scheduler will pick it up) and, for ``manual``, ``Synced`` on an empty volume and
+``Lagging`` otherwise (nothing moves until ``gns mirror sync``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mirroring.policy import MirrorPolicy
+from namespace import schema
+from namespace.cache import NamespaceView
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TargetStatus", "State", "status_key", "target_state", "statuses"]
+
+State = Literal["Synced", "Syncing", "Lagging", "Error"]
+
+
+class TargetStatus(BaseModel):
+    """What a target holds and how the last passes went, as the owner last wrote it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    policy: str
+    volume: str
+    target: str
+    """The target's name as in the policy (cluster id or URI)."""
+    version: int = 0
+    """Volume version the target fully holds (0: nothing committed yet)."""
+    epoch: int = 0
+    """Owner epoch that committed ``version``."""
+    synced_at: float = 0.0
+    """Wall-clock time of the last successful pass (0: never)."""
+    bytes: int = 0
+    """Bytes moved to this target (cumulative)."""
+    files: int = 0
+    """Files moved to this target (cumulative)."""
+    last_error: str | None = None
+    """The last failure, kept after recovery for the record."""
+    error_at: float | None = None
+    """When ``last_error`` happened; the target is in ``Error`` while it is newer than
+    ``synced_at`` (None with ``last_error`` set: the last attempt failed)."""
+    syncing: bool = False
+    """A pass to this target is running."""
+    pending_since: float | None = None
+    """Since when the target has been behind the volume (the oldest change not on it)."""
+    updated: float = 0.0
+    """When this record was written."""
+
+    def dump(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @property
+    def failed(self) -> bool:
+        """Whether the last attempt failed."""
+        if not self.last_error:
+            return False
+        return self.error_at is None or self.error_at >= self.synced_at
+
+
+def status_key(policy: str, target: str) -> str:
+    """The key of a target's status in :attr:`NamespaceView.mirror_status`."""
+    return schema.mirror_status(policy, target).decode()[len(schema.MIRRORS) :]
+
+
+def target_state(
+    st: TargetStatus | None, *, mode: str, head: int, max_lag: float, now: float
+) -> dict[str, Any]:
+    """State and lag of one target (the fields of SPEC §4 except ``target``)."""
+    if st is None:
+        lag_versions = max(0, head)
+        state: State
+        if mode != "manual":
+            state = "Syncing"
+        else:
+            state = "Synced" if lag_versions == 0 else "Lagging"
+        return {
+            "state": state, "version": 0, "lag_versions": lag_versions, "lag_seconds": 0.0,
+            "bytes": 0, "files": 0, "last_error": None, "synced_at": None,
+        }
+    lag_versions = max(0, head - st.version)
+    lag_seconds = 0.0
+    if lag_versions:
+        since = st.pending_since or st.synced_at or st.updated
+        lag_seconds = max(0.0, now - since) if since else 0.0
+    if st.failed:
+        state = "Error"
+    elif lag_seconds > max_lag:
+        state = "Lagging"
+    elif st.syncing:
+        state = "Syncing"
+    elif lag_versions == 0:
+        state = "Synced"
+    else:
+        state = "Syncing"
+    return {
+        "state": state,
+        "version": st.version,
+        "lag_versions": lag_versions,
+        "lag_seconds": round(lag_seconds, 3),
+        "bytes": st.bytes,
+        "files": st.files,
+        "last_error": st.last_error,
+        "synced_at": st.synced_at or None,
+    }
+
+
+def statuses(view: NamespaceView, name: str | None = None, now: float | None = None) -> list[dict[str, Any]]:
+    """SPEC §4's ``mirror status`` list: one entry per policy (sorted by name, or only
+    ``name``), one per target in policy order. Unknown ``name`` gives an empty list."""
+    now = time.time() if now is None else now
+    out: list[dict[str, Any]] = []
+    names = sorted(view.policies) if name is None else [n for n in (name,) if n in view.policies]
+    for pname in names:
+        try:
+            policy = MirrorPolicy.from_stored(view.policies[pname])
+        except ValidationError as exc:
+            log.warning("mirror policy %s: stored document is malformed, skipped: %s", pname, exc)
+            continue
+        volume = policy.spec.volume
+        vs = view.volstates.get(volume)
+        head = vs.version if vs is not None else 0
+        targets = []
+        for target in policy.spec.targets:
+            st = _record(view, pname, target.name)
+            entry = {"target": target.name}
+            entry.update(target_state(
+                st, mode=policy.spec.mode, head=head,
+                max_lag=policy.spec.max_lag.seconds, now=now,
+            ))
+            targets.append(entry)
+        out.append({"policy": pname, "volume": volume, "mode": policy.spec.mode, "targets": targets})
+    return out
+
+
+def _record(view: NamespaceView, policy: str, target: str) -> TargetStatus | None:
+    raw = view.mirror_status.get(status_key(policy, target))
+    if raw is None:
+        return None
+    try:
+        return TargetStatus.model_validate(raw)
+    except ValidationError as exc:
+        log.warning("mirror status %s/%s is malformed, ignored: %s", policy, target, exc)
+        return None
