@@ -58,7 +58,8 @@ def _sdk_errors(uri: str) -> Iterator[None]:
         code = str(getattr(raw, "value", raw))
         status = int(getattr(exc, "status_code", 0) or 0)
         what = f"{status} {code or type(exc).__name__}"
-        if code in _PRECONDITION_CODES or status == 412 or isinstance(exc, aex.ResourceModifiedError):
+        if (code in _PRECONDITION_CODES or status == 412
+                or isinstance(exc, aex.ResourceModifiedError)):
             raise PreconditionFailed(what, uri=uri) from exc
         if code in _NOT_FOUND_CODES or status == 404:
             raise ObjectNotFound(what, uri=uri) from exc

@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import BinaryIO, ClassVar, TypeVar
+from typing import BinaryIO, ClassVar, TypeVar, cast
 
 from cloud_adapters.errors import (
     IntegrityError,
@@ -182,7 +182,7 @@ def prepare_source(
         digest = sha256 or hashlib.sha256(data).hexdigest()
         return PreparedSource(io.BytesIO(data), 0, len(data), digest, owned=True)
     if hasattr(source, "read"):
-        stream = source  # type: ignore[assignment]
+        stream = cast(BinaryIO, source)
         seekable = getattr(stream, "seekable", lambda: False)
         if seekable():
             start = stream.tell()

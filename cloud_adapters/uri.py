@@ -109,7 +109,8 @@ def parse_uri(uri: str) -> StoreURI:
     m = _SCHEME.match(uri.strip())
     if not m:
         raise InvalidURI(
-            "not a store URI; expected one of " + ", ".join(f"{s}://" for s in SCHEMES), uri=uri
+            "not a store URI; expected one of " + ", ".join(f"{s}://" for s in SCHEMES),
+            uri=uri or repr(uri),
         )
     scheme, rest = m.group(1).lower(), m.group(2)
     if scheme not in SCHEMES and scheme not in _extra_schemes:

@@ -240,6 +240,34 @@ class Client:
             return []
         return statuses(view)
 
+    # -- mirror policies (thin wrappers over mirroring.control; added by the policy worker) --
+    def mirror_apply(self, text: str, *, dry_run: bool = False) -> dict[str, Any]:
+        """Validate and store a mirror policy document (YAML or JSON)."""
+        from mirroring.control import apply_policy
+
+        return self._run(apply_policy(self._control().etcd, text, dry_run=dry_run))  # type: ignore[no-any-return]
+
+    def mirror_list(self) -> list[dict[str, Any]]:
+        from mirroring.control import list_policies
+
+        return self._run(list_policies(self._control().etcd))  # type: ignore[no-any-return]
+
+    def mirror_status(self, name: str | None = None) -> list[dict[str, Any]]:
+        """SPEC §4 ``mirror status``; NotFound for an unknown policy NAME."""
+        from mirroring.status import statuses
+
+        if name is not None:
+            check_name("policy", name)
+        view = self.view()
+        if name is not None and name not in view.policies:
+            raise NotFound(f"mirror policy {name!r} not found")
+        return statuses(view, name)
+
+    def mirror_remove(self, name: str) -> None:
+        from mirroring.control import remove_policy
+
+        self._run(remove_policy(self._control().etcd, name))
+
     # -- routing --------------------------------------------------------------------------
     def _route(self, path: str, epoch: int | None = None) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
         path = normalize(path)

@@ -9,19 +9,17 @@ nothing. Nothing here talks to a controller: the scheduler picks changes up by i
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from mirroring.policy import MirrorPolicy, load_and_validate
+from mirroring.status import status_key
 from namespace import schema
 from namespace.cache import NamespaceView, load_view
 from namespace.errors import Conflict, NotFound
 from namespace.etcd import Etcd
 from namespace.paths import check_name
 
-from mirroring.policy import MirrorPolicy, load_and_validate
-from mirroring.status import status_key
-
-__all__ = ["apply_policy", "list_policies", "get_policy", "remove_policy", "policy_summary"]
+__all__ = ["apply_policy", "list_policies", "get_policy", "remove_policy", "policy_summary", "plan"]
 
 _ATTEMPTS = 5
 
@@ -52,7 +50,7 @@ async def apply_policy(etcd: Etcd, text: str, *, dry_run: bool = False) -> dict[
             "targets": policy.target_names,
         }
         if dry_run:
-            return {**result, "action": "dry-run", "change": change}
+            return {**result, "action": "dry-run", "change": change, "plan": plan(view, policy)}
         if change == "unchanged":
             return result
         if await _store(etcd, view, policy):
@@ -95,6 +93,27 @@ async def _store(etcd: Etcd, view: NamespaceView, policy: MirrorPolicy) -> bool:
             success.append(tx.delete((schema.MIRRORS + key).encode()))
     ok, _ = await etcd.txn(compare, success)
     return ok
+
+
+def plan(view: NamespaceView, policy: MirrorPolicy) -> list[dict[str, Any]]:
+    """What a first pass would copy per target, from what etcd knows: the whole volume to a
+    target that holds nothing yet, nothing to one at the volume's version, and ``None``
+    (unknown: only the owner's journal can tell) to one part-way behind."""
+    vs = view.volstates.get(policy.spec.volume)
+    head, files, size = (vs.version, vs.files, vs.bytes) if vs is not None else (0, 0, 0)
+    out: list[dict[str, Any]] = []
+    old = view.policies.get(policy.name)
+    same_volume = isinstance(old, dict) and old.get("spec", {}).get("volume") == policy.spec.volume
+    for name in policy.target_names:
+        raw = view.mirror_status.get(status_key(policy.name, name)) if same_volume else None
+        version = raw.get("version", 0) if isinstance(raw, dict) else 0
+        if not isinstance(version, int) or version <= 0:
+            out.append({"target": name, "files": files, "bytes": size})
+        elif version >= head:
+            out.append({"target": name, "files": 0, "bytes": 0})
+        else:
+            out.append({"target": name, "files": None, "bytes": None})
+    return out
 
 
 def policy_summary(policy: MirrorPolicy) -> dict[str, Any]:
@@ -152,10 +171,6 @@ async def remove_policy(etcd: Etcd, name: str) -> None:
 
 
 def _prefix_end(prefix: bytes) -> bytes:
-    import aetcd.utils
-
-    return aetcd.utils.prefix_range_end(prefix)  # type: ignore[no-any-return]
-
-
-def _decode(value: bytes) -> dict[str, Any]:
-    return json.loads(value)  # type: ignore[no-any-return]
+    """The etcd range end covering every key that starts with ``prefix`` (non-empty, and
+    never ending in 0xff: gns keys are UTF-8 text ending in '/')."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import (
@@ -65,8 +65,8 @@ __all__ = [
     "load_and_validate",
 ]
 
-API_VERSION = "gns.io/v1alpha1"
-KIND = "MirrorPolicy"
+API_VERSION: Final = "gns.io/v1alpha1"
+KIND: Final = "MirrorPolicy"
 Mode = Literal["continuous", "interval", "manual", "sync"]
 MODES: tuple[str, ...] = ("continuous", "interval", "manual", "sync")
 
@@ -438,7 +438,7 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
         elif kind == "literal_error":
             msg = msg.replace("Input should be", "must be")
         else:
-            msg = msg.replace("Input should be", "must be")
+            msg = re.sub(r" or instance of \w+", "", msg.replace("Input should be", "must be"))
             if "input" in err and not isinstance(err["input"], (dict, list)):
                 msg += f" (got {err['input']!r})"
         problems.append(f"{_loc(tuple(err['loc']))}: {msg}")

@@ -26,6 +26,7 @@ scheduler will pick it up) and, for ``manual``, ``Synced`` on an empty volume an
 """
 from __future__ import annotations
 
+import builtins
 import logging
 import time
 from typing import Any, Literal
@@ -74,7 +75,7 @@ class TargetStatus(BaseModel):
     updated: float = 0.0
     """When this record was written."""
 
-    def dump(self) -> bytes:
+    def dump(self) -> builtins.bytes:
         return self.model_dump_json().encode()
 
     @property

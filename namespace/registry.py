@@ -9,6 +9,7 @@ and stop accepting writes *before* etcd could expire the lease (self-fencing, SP
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -28,6 +29,14 @@ def instance_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
 
 
+def _holder(value: bytes) -> dict[str, str]:
+    try:
+        found = json.loads(value)
+        return found if isinstance(found, dict) else {}
+    except ValueError:
+        return {}
+
+
 class LeaseKeeper:
     """Holds one cluster's liveness lease and renews it every ``ttl / 3`` seconds."""
 
@@ -37,6 +46,7 @@ class LeaseKeeper:
         spec: ClusterSpec,
         ttl: int,
         *,
+        node_id: str = "",
         on_lost: Callable[[], Awaitable[None]] | None = None,
         on_regained: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -47,6 +57,9 @@ class LeaseKeeper:
         self.ttl = ttl
         self.lease_id: int | None = None
         self.instance = instance_id()
+        # Stable across restarts of the same controller (kept in its data dir, which it
+        # holds locked): lets a restart take over the lease its killed predecessor left.
+        self.node_id = node_id
         self._valid_until = 0.0  # monotonic; the lease is certainly alive before this
         # Stop writing this long before the lease could expire: covers a renewal in flight
         # and the scheduling delay between the check and the commit.
@@ -68,24 +81,42 @@ class LeaseKeeper:
 
     # -- lifecycle --------------------------------------------------------------------------
     async def register(self) -> None:
-        """Grant a lease and claim ``alive/<id>``; :class:`Conflict` if someone holds it."""
-        sent = time.monotonic()
-        lease = await self.etcd.call(self.etcd.client.lease, self.ttl)
+        """Grant a lease and claim ``alive/<id>``; :class:`Conflict` if someone holds it.
+
+        A key left by a dead controller with our node id (our own previous incarnation:
+        the caller holds the data-dir lock, so it cannot still be running) is taken over
+        at once instead of waiting out its TTL.
+        """
         tx = self.etcd.tx
         alive_key = schema.alive(self.spec.id)
-        ok, _ = await self.etcd.txn(
-            [tx.create(alive_key) == 0],
-            [
-                tx.put(schema.cluster(self.spec.id), self.spec.dump()),
-                tx.put(alive_key, self.instance.encode(), lease=lease.id),
-            ],
-        )
-        if not ok:
+        value = json.dumps({"node": self.node_id, "instance": self.instance}).encode()
+        for _ in range(3):
+            sent = time.monotonic()
+            lease = await self.etcd.call(self.etcd.client.lease, self.ttl)
+            ok, _ = await self.etcd.txn(
+                [tx.create(alive_key) == 0],
+                [
+                    tx.put(schema.cluster(self.spec.id), self.spec.dump()),
+                    tx.put(alive_key, value, lease=lease.id),
+                ],
+            )
+            if ok:
+                self.lease_id = lease.id
+                self._valid_until = sent + lease.ttl
+                log.info("cluster %s registered (lease %x, ttl %ss)", self.spec.id, lease.id, lease.ttl)
+                return
             await self.etcd.call(self.etcd.client.revoke_lease, lease.id)
-            raise Conflict(f"cluster {self.spec.id!r} is already live (another controller holds it)")
-        self.lease_id = lease.id
-        self._valid_until = sent + lease.ttl
-        log.info("cluster %s registered (lease %x, ttl %ss)", self.spec.id, lease.id, lease.ttl)
+            held = await self.etcd.call(self.etcd.client.get, alive_key)
+            if held is None:
+                continue  # expired meanwhile: try again
+            if not self.node_id or _holder(held.value).get("node") != self.node_id:
+                break
+            log.warning("cluster %s: taking over the lease of our previous incarnation", self.spec.id)
+            try:
+                await self.etcd.call(self.etcd.client.revoke_lease, held.lease)
+            except Exception:  # already gone
+                pass
+        raise Conflict(f"cluster {self.spec.id!r} is already live (another controller holds it)")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._renew_forever(), name=f"lease-{self.spec.id}")

@@ -8,9 +8,13 @@ limping on half-alive.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import signal
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 
@@ -21,6 +25,7 @@ from federation.controller.metrics import ControllerMetrics
 from federation.controller.service import FederationService
 from federation.controller.volumes import VolumeManager
 from namespace.cache import NamespaceCache
+from namespace.errors import Conflict
 from namespace.etcd import Etcd
 from namespace.registry import LeaseKeeper
 
@@ -39,6 +44,7 @@ class Controller:
 
     async def run(self) -> None:
         cfg = self.config
+        node_id = claim_data_dir(cfg.data_dir)
         etcd = await Etcd.connect(cfg.etcd)
         cache = NamespaceCache(etcd)
         pool = ThreadPoolExecutor(max_workers=cfg.io_threads, thread_name_prefix=f"io-{cfg.cluster}")
@@ -56,7 +62,7 @@ class Controller:
             spec = cfg.spec(metrics_ep)
             if cfg.listen.endswith(":0") and not cfg.advertise:
                 spec = spec.model_copy(update={"endpoint": f"{cfg.listen.rpartition(':')[0]}:{self.port}"})
-            lease = LeaseKeeper(etcd, spec, cfg.lease_ttl)
+            lease = LeaseKeeper(etcd, spec, cfg.lease_ttl, node_id=node_id)
             volumes = VolumeManager(cfg.cluster, cfg.data_dir, cache, lease, self.metrics)
             lease.on_lost = volumes.on_lease_lost
             lease.on_regained = volumes.on_lease_regained
@@ -113,6 +119,31 @@ class Controller:
             self.metrics.lease_failures.set(lease.renewal_failures)
             self.metrics.lease_losses.set(lease.losses)
             await asyncio.sleep(1.0)
+
+
+def claim_data_dir(data_dir: Path) -> str:
+    """Lock the data dir for this process's lifetime and return its persistent node id.
+
+    Two controllers must never share one data dir; the lock (released by the kernel when
+    the process dies, even by kill -9) also proves that a previous holder is gone.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "controller.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Conflict(f"data dir {data_dir} is in use by another controller") from None
+    _held_locks.append(fd)
+    id_file = data_dir / "node-id"
+    if not id_file.exists():
+        tmp = data_dir / "node-id.tmp"
+        tmp.write_text(uuid.uuid4().hex)
+        os.replace(tmp, id_file)
+    return id_file.read_text().strip()
+
+
+_held_locks: list[int] = []
 
 
 def run_controller(config: ControllerConfig) -> None:

@@ -161,7 +161,7 @@ class FederationService(pb_grpc.FederationServicer):
     async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthReply:
         return pb.HealthReply(
             cluster=self.cluster,
-            ready=self.cluster in self.cache.view.alive,
+            ready=self.volumes.lease.lease_id is not None and self.cluster in self.cache.view.alive,
             fenced=self.volumes.suspended or self.volumes.lease.fenced(),
             api_versions=API_VERSIONS,
             release=RELEASE,

@@ -1,0 +1,712 @@
+"""The mirror engine: one pass copies exactly one volume version V to one target.
+
+Why it exists: SPEC §6 promises that a target reporting version V holds exactly the volume's
+files at V, that unchanged files are never copied again, that an incremental pass costs what
+changed (not the volume's size), and that an interrupted pass resumes without re-sending.
+This module is where those promises are kept, for every kind of target, through the two
+small protocols of :mod:`mirroring.protocols`.
+
+How a pass works (``run_pass``):
+
+1. ``source.pin()`` fixes V (always unpinned in ``finally``); ``target.state()`` says what
+   the target has committed (its version and epoch).
+2. Mode: nothing to do (same version and epoch); **incremental** from the journal
+   (``source.changes_since(target.version, V)``) when the target's version is within the
+   journal; otherwise a **full compare**: ``source.snapshot_files(V)`` (sorted) merged with
+   ``target.files()`` (sorted here with a bounded external sort, since the protocol does not
+   promise an order), comparing sha256. Full compare happens on a first sync, a journal gap,
+   a target ahead of V, or a target committed by an older epoch (after a failover its
+   version numbers may describe another history).
+3. Copies run on a bounded worker pool (``cloud_adapters.transfer.TransferPool``); a file the
+   target already holds (``has`` / same sha256 in the listing) is skipped, which is what
+   makes a killed pass resume without re-sending.
+4. Phases, for targets that replace files in place (plain object-store layouts, see
+   :class:`InPlaceTarget`): new paths first (harmless: not part of any version); then, only if
+   needed, ``begin_in_place`` (the target stops claiming its old version), overwrites and
+   deletions; then ``target.commit(V, epoch, snapshot_files(V))`` LAST, the commit point.
+
+Memory stays bounded for millions of files: listings and snapshots are streamed, the target
+listing is sorted in spilled runs, deferred overwrites/deletions are spilled to a temporary
+file; only ``changes_since`` (proportional to what changed) is held in memory.
+
+This module must never import ``federation`` (layers: federation > mirroring), never build
+a dict or list of a whole volume, and never commit a version before every file of it is on
+the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import pickle
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol, TypeVar, runtime_checkable
+
+from cloud_adapters.transfer import TransferPool
+from mirroring.protocols import FileLike, MirrorTarget, TargetFile, TargetState, VolumeSource
+from namespace.errors import Conflict, StaleEpoch
+
+__all__ = [
+    "InPlaceTarget",
+    "Plan",
+    "PassResult",
+    "VerifyReport",
+    "external_sort",
+    "plan",
+    "run_pass",
+    "verify",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DELETE_BATCH = 1000
+"""Paths per ``target.delete`` call."""
+SAMPLE_LIMIT = 1000
+"""Paths listed by name in a ``Plan`` / ``VerifyReport`` (counts are always exact)."""
+_RUN_SIZE = 100_000
+_SPOOL_IN_MEMORY = 10_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional target capabilities (structural: a target just has the methods)
+
+
+@runtime_checkable
+class InPlaceTarget(Protocol):
+    """A target that replaces files in place (``ObjectStoreTarget``: plain objects).
+
+    Such a target cannot stage a whole version aside, so overwrites and deletions are done
+    last, after ``begin_in_place``; from then until the next ``commit`` its ``state()`` must
+    not claim ``from_version`` (it reports 0: it fully holds no version)."""
+
+    def held_sha256(self, path: str) -> str | None:
+        """sha256 held at ``path`` now; None if absent, "" if present with no known hash."""
+
+    def begin_in_place(self, from_version: int, to_version: int, epoch: int) -> None:
+        """Called once per pass before the first overwrite or deletion."""
+
+
+@runtime_checkable
+class RehashTarget(Protocol):
+    """A target that can re-read a file and hash its bytes (``verify(deep=True)``)."""
+
+    def rehash(self, path: str) -> str:
+        """sha256 of the bytes stored at ``path``, read back through the target."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a pass would do (no side effects)."""
+
+    volume: str
+    target: str
+    version: int
+    """The version V a pass would mirror."""
+    from_version: int
+    """The target's committed version."""
+    full: bool
+    """True: full compare by sha256; False: incremental from the journal (or nothing)."""
+    reason: str
+    """``up-to-date``, ``incremental``, ``first-sync``, ``journal-gap``, ``target-ahead`` or
+    ``epoch-changed``."""
+    files_to_copy: int
+    bytes_to_copy: int
+    files_to_delete: int
+    files_unchanged: int
+    """Full compare only: files the target already holds with the right sha256."""
+    copy_sample: tuple[str, ...] = ()
+    """Up to ``SAMPLE_LIMIT`` paths to copy (in path order for a full compare)."""
+    delete_sample: tuple[str, ...] = ()
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return self.reason == "up-to-date"
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one pass did."""
+
+    version: int
+    """The version V mirrored (pinned at pass start)."""
+    from_version: int
+    """The target's committed version when the pass started."""
+    full: bool
+    files_copied: int
+    bytes_copied: int
+    files_skipped: int
+    """Files of V the target already held (resumed work or unchanged on a full compare)."""
+    files_deleted: int
+    seconds: float
+    committed: bool = True
+    """False when ``should_stop`` ended the pass early (nothing committed)."""
+    reason: str = ""
+    """Why this mode (see ``Plan.reason``)."""
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """``verify``: the target's files against the source's version V, by sha256."""
+
+    volume: str
+    target: str
+    version: int
+    """Source version compared against (pinned)."""
+    target_version: int
+    """Target's committed version before any repair."""
+    deep: bool
+    files_checked: int
+    missing_count: int
+    extra_count: int
+    mismatched_count: int
+    missing: tuple[str, ...] = ()
+    """Up to ``SAMPLE_LIMIT`` paths each."""
+    extra: tuple[str, ...] = ()
+    mismatched: tuple[str, ...] = ()
+    repaired: bool = False
+    repair: PassResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True if the target held exactly V (before any repair)."""
+        return (
+            self.missing_count == self.extra_count == self.mismatched_count == 0
+            and self.target_version == self.version
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded-memory helpers
+
+
+class _Spool:
+    """An append-only list that spills to a temporary file past a few thousand items."""
+
+    def __init__(self) -> None:
+        self._mem: list[Any] = []
+        self._file: IO[bytes] | None = None
+        self.count = 0
+
+    def append(self, item: Any) -> None:
+        self.count += 1
+        self._mem.append(item)
+        if len(self._mem) >= _SPOOL_IN_MEMORY:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="gns-mirror-spool-")
+            pickle.dump(self._mem, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+            self._mem = []
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._file is not None:
+            self._file.flush()
+            self._file.seek(0)
+            while True:
+                try:
+                    chunk = pickle.load(self._file)
+                except EOFError:
+                    break
+                yield from chunk
+            self._file.seek(0, 2)
+        yield from list(self._mem)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._mem = []
+
+
+def external_sort(
+    items: Iterable[T], key: Callable[[T], str], *, run_size: int = _RUN_SIZE
+) -> Iterator[T]:
+    """``items`` sorted by ``key`` with at most ``run_size`` items in memory: sorted runs are
+    pickled to temporary files and merged. Already-sorted input costs one Timsort pass per
+    run. Items must be picklable."""
+    runs: list[IO[bytes]] = []
+    buf: list[T] = []
+    try:
+        for item in items:
+            buf.append(item)
+            if len(buf) >= run_size:
+                buf.sort(key=key)
+                f = tempfile.TemporaryFile(prefix="gns-mirror-sort-")
+                for i in range(0, len(buf), 1000):
+                    pickle.dump(buf[i:i + 1000], f, protocol=pickle.HIGHEST_PROTOCOL)
+                f.seek(0)
+                runs.append(f)
+                buf = []
+        buf.sort(key=key)
+        if not runs:
+            yield from buf
+            return
+
+        def read_run(f: IO[bytes]) -> Iterator[T]:
+            while True:
+                try:
+                    chunk = pickle.load(f)
+                except EOFError:
+                    return
+                yield from chunk
+
+        yield from heapq.merge(*(read_run(f) for f in runs), iter(buf), key=key)
+    finally:
+        for f in runs:
+            f.close()
+
+
+def _sorted_checked(items: Iterable[FileLike], what: str) -> Iterator[FileLike]:
+    """Pass ``items`` through, raising if paths are not strictly increasing."""
+    prev: str | None = None
+    for f in items:
+        if prev is not None and f.path <= prev:
+            raise ValueError(f"{what}: paths not sorted/unique ({prev!r} then {f.path!r})")
+        prev = f.path
+        yield f
+
+
+@contextlib.contextmanager
+def _closing_stream(it: Iterator[T]) -> Iterator[Iterator[T]]:
+    """Close a stream (e.g. a snapshot holding a read transaction) however we leave it."""
+    try:
+        yield it
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
+def _merge(
+    src: Iterator[FileLike], tgt: Iterator[TargetFile]
+) -> Iterator[tuple[FileLike | None, TargetFile | None]]:
+    """Merge-join two path-sorted streams: (s, None) source only, (None, t) target only."""
+    s = next(src, None)
+    t = next(tgt, None)
+    while s is not None or t is not None:
+        if t is None or (s is not None and s.path < t.path):
+            yield s, None
+            s = next(src, None)
+        elif s is None or t.path < s.path:
+            yield None, t
+            t = next(tgt, None)
+        else:
+            yield s, t
+            s = next(src, None)
+            t = next(tgt, None)
+
+
+def _target_sorted(target: MirrorTarget) -> Iterator[TargetFile]:
+    return external_sort(target.files(), key=lambda f: f.path)
+
+
+def _same(s: FileLike, t: TargetFile) -> bool:
+    return t.sha256 == s.sha256 and t.size == s.size
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """A picklable snapshot of the FileLike to copy (spooled across phases)."""
+
+    path: str
+    size: int
+    sha256: str
+    mtime: float
+
+
+def _as_copy(f: FileLike) -> _Copy:
+    return _Copy(f.path, f.size, f.sha256, f.mtime)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mode decision and planning
+
+
+def _decide(source: VolumeSource, st: TargetState, v: int) -> tuple[bool, str]:
+    """(full, reason) for mirroring V to a target in state ``st``."""
+    if st.epoch > source.epoch:
+        raise StaleEpoch(
+            f"volume {source.name!r}: target committed by epoch {st.epoch}, "
+            f"this owner has epoch {source.epoch}"
+        )
+    if st.version == 0:
+        return True, "first-sync"
+    if st.epoch and st.epoch < source.epoch:
+        return True, "epoch-changed"
+    if st.version == v:
+        return False, "up-to-date"
+    if st.version > v:
+        return True, "target-ahead"
+    if st.version < source.journal_floor:
+        return True, "journal-gap"
+    return False, "incremental"
+
+
+def plan(source: VolumeSource, target: MirrorTarget, *, version: int | None = None) -> Plan:
+    """What ``run_pass`` would do now (or for ``version``); reads only, writes nothing.
+
+    Incremental counts are the journal's changed files (some may turn out to be on the
+    target already); a full compare streams both sides and counts exactly."""
+    token: object | None = None
+    if version is None:
+        version, token = source.pin()
+    try:
+        st = target.state()
+        full, reason = _decide(source, st, version)
+        copy_sample: list[str] = []
+        delete_sample: list[str] = []
+        n_copy = n_bytes = n_del = n_same = 0
+        if not full and reason == "incremental":
+            try:
+                copies, deleted = source.changes_since(st.version, version)
+            except Conflict:
+                full, reason = True, "journal-gap"
+            else:
+                n_copy, n_bytes, n_del = len(copies), sum(f.size for f in copies), len(deleted)
+                copy_sample = [f.path for f in copies[:SAMPLE_LIMIT]]
+                delete_sample = list(deleted[:SAMPLE_LIMIT])
+        if full:
+            with _closing_stream(source.snapshot_files(version)) as snap:
+                src = _sorted_checked(snap, f"volume {source.name!r} snapshot")
+                for s, t in _merge(src, _target_sorted(target)):
+                    if s is None:
+                        assert t is not None
+                        n_del += 1
+                        if len(delete_sample) < SAMPLE_LIMIT:
+                            delete_sample.append(t.path)
+                    elif t is not None and _same(s, t):
+                        n_same += 1
+                    else:
+                        n_copy += 1
+                        n_bytes += s.size
+                        if len(copy_sample) < SAMPLE_LIMIT:
+                            copy_sample.append(s.path)
+        return Plan(
+            volume=source.name, target=target.name, version=version, from_version=st.version,
+            full=full, reason=reason, files_to_copy=n_copy, bytes_to_copy=n_bytes,
+            files_to_delete=n_del, files_unchanged=n_same,
+            copy_sample=tuple(copy_sample), delete_sample=tuple(delete_sample),
+        )
+    finally:
+        if token is not None:
+            source.unpin(token)
+
+
+# ---------------------------------------------------------------------------------------------
+# Executing a pass
+
+
+@dataclass
+class _Run:
+    """Mutable state of one pass (only the calling thread touches it)."""
+
+    source: VolumeSource
+    target: MirrorTarget
+    version: int
+    st: TargetState
+    pool: TransferPool
+    progress: Callable[[int, int], None] | None
+    should_stop: Callable[[], bool] | None
+    copied: int = 0
+    bytes_copied: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    done_bytes: int = 0
+    stopped: bool = False
+    in_place_begun: bool = False
+    overwrites: _Spool = field(default_factory=_Spool)
+    deletes: _Spool = field(default_factory=_Spool)
+
+    @property
+    def in_place(self) -> bool:
+        return isinstance(self.target, InPlaceTarget)
+
+    def tick(self, nbytes: int) -> None:
+        self.done_bytes += nbytes
+        if self.progress is not None:
+            self.progress(self.done_bytes, self.copied + self.skipped)
+
+    def stop_now(self) -> bool:
+        if not self.stopped and self.should_stop is not None and self.should_stop():
+            self.stopped = True
+            log.info("volume %s -> %s: pass to v%d stopped on request",
+                     self.source.name, self.target.name, self.version)
+        return self.stopped
+
+    def copy(self, f: _Copy) -> int:
+        """Worker: stream one blob to the target."""
+        data = self.source.open_blob(f.sha256)
+        try:
+            self.target.put(f.path, f.size, f.sha256, f.mtime, data)
+        finally:
+            data.close()
+        return f.size
+
+    def feed(self, items: Iterable[_Copy]) -> Iterator[_Copy]:
+        for f in items:
+            if self.stop_now():
+                return
+            yield f
+
+    def run_copies(self, items: Iterable[_Copy]) -> None:
+        for size in self.pool.map_unordered(self.copy, self.feed(items)):
+            self.copied += 1
+            self.bytes_copied += size
+            self.tick(size)
+
+    def begin_in_place(self) -> None:
+        if not self.in_place_begun and isinstance(self.target, InPlaceTarget):
+            self.target.begin_in_place(self.st.version, self.version, self.source.epoch)
+            self.in_place_begun = True
+
+    def finish(self) -> bool:
+        """Overwrites, deletions, then the commit point. False if stopped before commit."""
+        if self.stop_now():
+            return False
+        if self.overwrites.count or self.deletes.count:
+            self.begin_in_place()
+        self.run_copies(self.overwrites)
+        if self.stopped:
+            return False
+        batch: list[str] = []
+        for path in self.deletes:
+            batch.append(path)
+            if len(batch) >= DELETE_BATCH:
+                self.target.delete(batch)
+                self.deleted += len(batch)
+                batch = []
+        if batch:
+            self.target.delete(batch)
+            self.deleted += len(batch)
+        if self.stop_now():
+            return False
+        with _closing_stream(self.source.snapshot_files(self.version)) as snap:
+            self.target.commit(self.version, self.source.epoch, snap)
+        return True
+
+    def close(self) -> None:
+        self.overwrites.close()
+        self.deletes.close()
+
+    # -- the two modes ------------------------------------------------------------------------
+
+    def incremental(self, copies: list[FileLike], deleted: list[str]) -> None:
+        in_place = isinstance(self.target, InPlaceTarget)
+
+        def classify(f: _Copy) -> tuple[str, _Copy]:
+            if in_place:
+                held = self.target.held_sha256(f.path)  # type: ignore[attr-defined]
+                if held == f.sha256:
+                    return "skip", f
+                if held is not None:
+                    return "defer", f  # an overwrite: after begin_in_place
+            elif self.target.has(f.path, f.sha256):
+                return "skip", f
+            self.copy(f)
+            return "copied", f
+
+        items = self.feed(_as_copy(f) for f in copies)
+        for what, f in self.pool.map_unordered(classify, items):
+            if what == "skip":
+                self.skipped += 1
+                self.tick(f.size)
+            elif what == "defer":
+                self.overwrites.append(f)
+            else:
+                self.copied += 1
+                self.bytes_copied += f.size
+                self.tick(f.size)
+        for path in deleted:
+            self.deletes.append(path)
+
+    def full(self) -> None:
+        in_place = self.in_place
+
+        def new_files() -> Iterator[_Copy]:
+            with _closing_stream(self.source.snapshot_files(self.version)) as snap:
+                src = _sorted_checked(snap, f"volume {self.source.name!r} snapshot")
+                for s, t in _merge(src, _target_sorted(self.target)):
+                    if s is None:
+                        assert t is not None
+                        self.deletes.append(t.path)
+                    elif t is None:
+                        yield _as_copy(s)
+                    elif _same(s, t):
+                        self.skipped += 1
+                        self.tick(s.size)
+                    elif in_place:
+                        self.overwrites.append(_as_copy(s))
+                    else:
+                        yield _as_copy(s)
+
+        self.run_copies(new_files())
+
+
+def run_pass(
+    source: VolumeSource,
+    target: MirrorTarget,
+    *,
+    workers: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> PassResult:
+    """Mirror exactly the version pinned now to ``target`` (see the module docstring).
+
+    ``progress(bytes_done, files_done)`` counts files copied or found already present (and
+    their bytes), from the calling thread. ``should_stop()`` is polled between files; when it
+    turns true the pass ends without committing (``PassResult.committed`` False).
+    Raises ``StaleEpoch`` if the target was committed by a newer epoch (before writing
+    anything, or at commit), ``Conflict`` if another writer committed meanwhile.
+    """
+    t0 = time.monotonic()
+    version, token = source.pin()
+    try:
+        st = target.state()
+        full, reason = _decide(source, st, version)
+        if reason == "up-to-date":
+            return PassResult(version, st.version, False, 0, 0, 0, 0,
+                              time.monotonic() - t0, True, reason)
+        copies: list[FileLike] = []
+        deleted: list[str] = []
+        if not full:
+            try:
+                copies, deleted = source.changes_since(st.version, version)
+            except Conflict:
+                full, reason = True, "journal-gap"
+        log.info("volume %s -> %s: pass v%d -> v%d (%s)",
+                 source.name, target.name, st.version, version, reason)
+        run = _Run(source, target, version, st, TransferPool(workers), progress, should_stop)
+        try:
+            if full:
+                run.full()
+            else:
+                run.incremental(copies, deleted)
+                del copies, deleted
+            committed = False if run.stopped else run.finish()
+        finally:
+            run.close()
+        result = PassResult(
+            version=version, from_version=st.version, full=full, files_copied=run.copied,
+            bytes_copied=run.bytes_copied, files_skipped=run.skipped,
+            files_deleted=run.deleted, seconds=time.monotonic() - t0,
+            committed=committed, reason=reason,
+        )
+        log.info("volume %s -> %s: v%d %s: %d copied (%d bytes), %d skipped, %d deleted "
+                 "in %.2fs", source.name, target.name, version,
+                 "committed" if committed else "stopped", result.files_copied,
+                 result.bytes_copied, result.files_skipped, result.files_deleted,
+                 result.seconds)
+        return result
+    finally:
+        source.unpin(token)
+
+
+# ---------------------------------------------------------------------------------------------
+# Verify
+
+
+def verify(
+    source: VolumeSource,
+    target: MirrorTarget,
+    *,
+    repair: bool,
+    deep: bool = False,
+    workers: int = 8,
+) -> VerifyReport:
+    """Compare the target's files with the source's current version V by sha256.
+
+    Uses the sha256 ``target.files()`` reports (object metadata; for S3, the manifest or a
+    HEAD for objects changed since it). ``deep=True`` also re-reads every matching file
+    through the target and hashes its bytes (targets with ``rehash``). With ``repair``, copies
+    missing and mismatched files, deletes extras and re-commits V, even if nothing differed
+    but the target's committed version is not V."""
+    version, token = source.pin()
+    try:
+        st = target.state()
+        if st.epoch > source.epoch:
+            raise StaleEpoch(
+                f"volume {source.name!r}: target committed by epoch {st.epoch}, "
+                f"this owner has epoch {source.epoch}"
+            )
+        pool = TransferPool(workers)
+        missing: list[str] = []
+        extra: list[str] = []
+        mismatched: list[str] = []
+        counts = {"missing": 0, "extra": 0, "mismatched": 0, "checked": 0}
+        run = _Run(source, target, version, st, pool, None, None)
+        rehash = target.rehash if deep and isinstance(target, RehashTarget) else None
+        if deep and rehash is None:
+            raise NotImplementedError(f"target {target.name}: deep verify needs rehash()")
+
+        def note(kind: str, sample: list[str], path: str) -> None:
+            counts[kind] += 1
+            if len(sample) < SAMPLE_LIMIT:
+                sample.append(path)
+
+        def walk() -> Iterator[_Copy]:
+            with _closing_stream(source.snapshot_files(version)) as snap:
+                src = _sorted_checked(snap, f"volume {source.name!r} snapshot")
+                for s, t in _merge(src, _target_sorted(target)):
+                    if s is None:
+                        assert t is not None
+                        note("extra", extra, t.path)
+                        run.deletes.append(t.path)
+                        continue
+                    counts["checked"] += 1
+                    if t is None:
+                        note("missing", missing, s.path)
+                        run.overwrites.append(_as_copy(s))
+                    elif not _same(s, t):
+                        note("mismatched", mismatched, s.path)
+                        run.overwrites.append(_as_copy(s))
+                    elif rehash is not None:
+                        yield _as_copy(s)
+
+        def check(f: _Copy) -> tuple[_Copy, bool]:
+            assert rehash is not None
+            try:
+                return f, rehash(f.path) == f.sha256
+            except FileNotFoundError:
+                return f, False
+
+        try:
+            for f, good in pool.map_unordered(check, walk()):
+                if not good:
+                    note("mismatched", mismatched, f.path)
+                    run.overwrites.append(f)
+            differs = run.overwrites.count or run.deletes.count
+            repair_result: PassResult | None = None
+            if repair and (differs or st.version != version or st.epoch != source.epoch):
+                t0 = time.monotonic()
+                run.finish()
+                repair_result = PassResult(
+                    version=version, from_version=st.version, full=True,
+                    files_copied=run.copied, bytes_copied=run.bytes_copied,
+                    files_skipped=0, files_deleted=run.deleted,
+                    seconds=time.monotonic() - t0, committed=True, reason="repair",
+                )
+        finally:
+            run.close()
+        report = VerifyReport(
+            volume=source.name, target=target.name, version=version,
+            target_version=st.version, deep=deep, files_checked=counts["checked"],
+            missing_count=counts["missing"], extra_count=counts["extra"],
+            mismatched_count=counts["mismatched"], missing=tuple(missing),
+            extra=tuple(extra), mismatched=tuple(sorted(mismatched)),
+            repaired=repair_result is not None, repair=repair_result,
+        )
+        log.info("volume %s -> %s: verify v%d%s: %d checked, %d missing, %d extra, "
+                 "%d mismatched%s", source.name, target.name, version,
+                 " (deep)" if deep else "", report.files_checked, report.missing_count,
+                 report.extra_count, report.mismatched_count,
+                 ", repaired" if report.repaired else "")
+        return report
+    finally:
+        source.unpin(token)

@@ -1,0 +1,417 @@
+"""Mirror policy documents (SPEC §6): parsing, every invalid form, all problems at once."""
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mirroring.policy import (
+    Duration,
+    MirrorPolicy,
+    load_and_validate,
+    parse_duration,
+    parse_policy,
+    validate_document,
+    validate_policy,
+)
+from namespace.cache import NamespaceView
+from namespace.errors import InvalidInput
+from namespace.models import ClusterSpec, Volume, VolumeState
+
+SPEC_EXAMPLE = """\
+apiVersion: gns.io/v1alpha1
+kind: MirrorPolicy
+metadata:
+  name: sensors-dr
+spec:
+  volume: sensors
+  mode: continuous          # continuous | interval | manual | sync
+  targets:
+    - cluster: onprem-b     # a replica volume held by that cluster's controller
+    - uri: s3://dr-bucket/sensors
+    - uri: gs://dr-bucket/sensors
+    - uri: az://dr-container/sensors
+    - uri: file:///mnt/nfs/sensors   # a path on an on-prem node
+  failover:
+    automatic: true
+    after: 30s              # owner Down this long -> promote
+    priority: [onprem-b, s3://dr-bucket/sensors]
+    promoteTo: aws-1        # cluster that takes over when an object-store target is chosen
+  maxLag: 60s
+"""
+
+CLUSTERS = ("onprem-a", "onprem-b", "aws-1")
+
+
+def make_view() -> NamespaceView:
+    return NamespaceView(
+        clusters={c: ClusterSpec(id=c) for c in CLUSTERS},
+        volumes={
+            "sensors": Volume(name="sensors", owner="onprem-a"),
+            "logs": Volume(name="logs", owner="aws-1"),
+        },
+        volstates={"sensors": VolumeState(version=7), "logs": VolumeState(version=0)},
+    )
+
+
+def doc(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "apiVersion": "gns.io/v1alpha1",
+        "kind": "MirrorPolicy",
+        "metadata": {"name": "p1"},
+        "spec": {"volume": "sensors", "targets": [{"cluster": "onprem-b"}]},
+    }
+    base["spec"].update(spec)
+    return base
+
+
+def problems_of(document: dict[str, Any] | str) -> str:
+    text = document if isinstance(document, str) else yaml.safe_dump(document)
+    with pytest.raises(InvalidInput) as info:
+        load_and_validate(text, make_view())
+    return str(info.value)
+
+
+# -- valid documents --------------------------------------------------------------------------
+
+
+def test_spec_example_parses_with_defaults_and_names() -> None:
+    p = load_and_validate(SPEC_EXAMPLE, make_view())
+    assert p.name == "sensors-dr"
+    assert p.spec.mode == "continuous"
+    assert p.spec.failover.automatic is True
+    assert p.spec.failover.after.seconds == 30.0
+    assert p.spec.max_lag.seconds == 60.0
+    assert p.spec.failover.promote_to == "aws-1"
+    assert p.target_names == [
+        "onprem-b", "s3://dr-bucket/sensors", "gs://dr-bucket/sensors",
+        "az://dr-container/sensors", "file:///mnt/nfs/sensors",
+    ]
+    assert p.target("onprem-b").is_cluster
+    assert p.target("s3://dr-bucket/sensors").store.container == "dr-bucket"
+
+
+def test_defaults_and_camel_case_on_the_wire() -> None:
+    p = load_and_validate(json.dumps(doc()), make_view())
+    assert p.spec.mode == "continuous"
+    assert p.spec.interval is None
+    assert p.spec.failover.automatic is False
+    assert str(p.spec.failover.after) == "30s"
+    assert str(p.spec.max_lag) == "60s"
+    stored = json.loads(p.to_json())
+    assert stored["apiVersion"] == "gns.io/v1alpha1"
+    assert stored["spec"]["maxLag"] == "60s"
+    assert "promoteTo" not in stored["spec"]["failover"]  # unset optionals left out
+    assert "uri" not in stored["spec"]["targets"][0]
+
+
+def test_trailing_slash_is_stripped_from_target_name() -> None:
+    p = load_and_validate(json.dumps(doc(targets=[{"uri": "s3://dr-bucket/x/"}])), make_view())
+    assert p.target_names == ["s3://dr-bucket/x"]
+    assert json.loads(p.to_json())["spec"]["targets"] == [{"uri": "s3://dr-bucket/x/"}]
+
+
+def test_interval_mode_keeps_the_original_duration_text() -> None:
+    p = load_and_validate(json.dumps(doc(mode="interval", interval="1h30m")), make_view())
+    assert p.spec.interval == "1h30m" and p.spec.interval is not None
+    assert p.spec.interval.seconds == 5400.0
+    assert json.loads(p.to_json())["spec"]["interval"] == "1h30m"
+
+
+def test_stored_round_trip_and_view_dict() -> None:
+    p = load_and_validate(SPEC_EXAMPLE, make_view())
+    assert MirrorPolicy.from_stored(p.to_json()) == p
+    assert MirrorPolicy.from_stored(json.loads(p.to_json())) == p
+    assert copy.deepcopy(p) == p
+    assert copy.deepcopy(p).spec.failover.after.seconds == 30.0
+
+
+def test_kubernetes_object_drops_status_and_server_metadata() -> None:
+    obj = yaml.safe_load(SPEC_EXAMPLE)
+    obj["metadata"].update(uid="abc", resourceVersion="12", generation=3, namespace="gns")
+    obj["status"] = {"targets": []}
+    p = validate_document(MirrorPolicy.from_kubernetes(obj), make_view())
+    assert p.metadata.namespace == "gns"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0", 0.0), ("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0),
+     ("1.5h", 5400.0), ("2h45m30s", 9930.0), ("100us", 1e-4)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+    assert Duration(text).seconds == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["", "30", "5x", "m5", "-1s", "1h 30m", "1d", "s"])
+def test_bad_durations(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+    message = problems_of(doc(maxLag=bad))
+    assert "spec.maxLag:" in message
+
+
+def test_numeric_duration_is_refused() -> None:
+    assert "spec.failover.after:" in problems_of(doc(failover={"after": 30}))
+
+
+# -- every invalid form -----------------------------------------------------------------------
+
+
+def test_unknown_volume() -> None:
+    assert "spec.volume: unknown volume 'nope'" in problems_of(doc(volume="nope"))
+
+
+@pytest.mark.parametrize("uri", ["ftp://host/x", "http://bucket/x", "bucket/x", "s3://"])
+def test_bad_scheme_or_malformed_uri(uri: str) -> None:
+    assert "spec.targets[0].uri:" in problems_of(doc(targets=[{"uri": uri}]))
+
+
+def test_file_root_is_refused() -> None:
+    assert "filesystem root" in problems_of(doc(targets=[{"uri": "file:///"}]))
+
+
+def test_duplicate_targets() -> None:
+    msg = problems_of(doc(targets=[{"cluster": "onprem-b"}, {"cluster": "onprem-b"}]))
+    assert "spec.targets[1]: duplicate target onprem-b" in msg
+    msg = problems_of(doc(targets=[{"uri": "s3://dr-bucket/a"}, {"uri": "s3://dr-bucket/a/"}]))
+    assert "spec.targets[1]: duplicate target" in msg
+
+
+def test_nested_store_targets_clash() -> None:
+    msg = problems_of(doc(targets=[{"uri": "s3://dr-bucket/a"}, {"uri": "s3://dr-bucket/a/b"}]))
+    assert "lies inside target s3://dr-bucket/a" in msg
+
+
+def test_target_equal_to_owner() -> None:
+    assert "'onprem-a' is the owner of volume 'sensors'" in problems_of(
+        doc(targets=[{"cluster": "onprem-a"}])
+    )
+
+
+def test_unknown_target_cluster() -> None:
+    assert "spec.targets[0].cluster: unknown cluster 'gcp-9'" in problems_of(
+        doc(targets=[{"cluster": "gcp-9"}])
+    )
+
+
+def test_target_needs_exactly_one_of_cluster_or_uri() -> None:
+    assert "spec.targets[0]: a target needs exactly one of" in problems_of(doc(targets=[{}]))
+    assert "spec.targets[0]: a target needs exactly one of" in problems_of(
+        doc(targets=[{"cluster": "onprem-b", "uri": "s3://dr-bucket/x"}])
+    )
+
+
+def test_unknown_field_top_level_and_nested() -> None:
+    d = doc()
+    d["spek"] = {}
+    assert "spek: unknown field" in problems_of(d)
+    assert "spec.target: unknown field" in problems_of(doc(target=[]))
+    assert "spec.targets[0].bucket: unknown field" in problems_of(
+        doc(targets=[{"cluster": "onprem-b", "bucket": "x"}])
+    )
+    assert "spec.failover.promote_to: unknown field" in problems_of(
+        doc(failover={"promote_to": "aws-1"})  # camelCase only on the wire
+    )
+    d = doc()
+    d["metadata"]["owner"] = "me"
+    assert "metadata.owner: unknown field" in problems_of(d)
+
+
+def test_sync_to_object_store() -> None:
+    msg = problems_of(doc(mode="sync", targets=[{"cluster": "onprem-b"}, {"uri": "gs://dr-bucket/x"}]))
+    assert "spec.targets[1].uri: mode 'sync' needs cluster targets" in msg
+    load_and_validate(json.dumps(doc(mode="sync")), make_view())  # clusters only: fine
+
+
+@pytest.mark.parametrize("text", ["a: [1", "key: 'open", "\tx: 1\n y", "@", ":"])
+def test_not_yaml(text: str) -> None:
+    with pytest.raises(InvalidInput, match="not valid YAML or JSON"):
+        load_and_validate(text, make_view())
+
+
+@pytest.mark.parametrize("text", ["", "just a string", "- a\n- b", "42", "null"])
+def test_not_a_mapping(text: str) -> None:
+    with pytest.raises(InvalidInput, match="must be a YAML or JSON mapping"):
+        parse_policy(text)
+
+
+def test_duplicate_yaml_key() -> None:
+    with pytest.raises(InvalidInput, match="duplicate key 'targets'"):
+        parse_policy("metadata: {name: a}\nspec:\n  targets: []\n  targets: []\n")
+
+
+def test_interval_missing_or_misplaced() -> None:
+    assert "spec.interval: required when mode is 'interval'" in problems_of(doc(mode="interval"))
+    assert "spec.interval: only allowed with mode 'interval'" in problems_of(doc(interval="5m"))
+
+
+def test_bad_mode_and_api_version() -> None:
+    assert "spec.mode: must be" in problems_of(doc(mode="hourly"))
+    d = doc()
+    d["apiVersion"] = "gns.io/v2"
+    assert "apiVersion: must be" in problems_of(d)
+
+
+def test_priority_entries_must_be_targets() -> None:
+    msg = problems_of(doc(failover={"priority": ["onprem-b", "aws-1", "onprem-b"]}))
+    assert "spec.failover.priority[1]: 'aws-1' is not one of the policy's targets" in msg
+    assert "spec.failover.priority[2]: 'onprem-b' is listed twice" in msg
+    # A URI may be named with or without its trailing '/'.
+    load_and_validate(json.dumps(doc(
+        targets=[{"uri": "s3://dr-bucket/a/"}],
+        failover={"priority": ["s3://dr-bucket/a"]},
+    )), make_view())
+
+
+def test_promote_to() -> None:
+    store = [{"uri": "s3://dr-bucket/a"}]
+    assert "spec.failover.promoteTo: required when failover is automatic" in problems_of(
+        doc(targets=store, failover={"automatic": True})
+    )
+    assert "spec.failover.promoteTo: unknown cluster 'gcp-9'" in problems_of(
+        doc(targets=store, failover={"automatic": True, "promoteTo": "gcp-9"})
+    )
+    assert "already owns volume" in problems_of(doc(failover={"promoteTo": "onprem-a"}))
+    # Cluster targets only, or not automatic: promoteTo is not needed.
+    load_and_validate(json.dumps(doc(failover={"automatic": True})), make_view())
+    load_and_validate(json.dumps(doc(targets=store)), make_view())
+
+
+def test_no_targets() -> None:
+    assert "spec.targets: no targets" in problems_of(doc(targets=[]))
+    d = doc()
+    del d["spec"]["targets"]
+    assert "spec.targets: required field missing" in problems_of(d)
+
+
+def test_bad_names() -> None:
+    d = doc(volume="Sensors_1")
+    d["metadata"]["name"] = "a/b"
+    msg = problems_of(d)
+    assert "metadata.name: invalid policy name 'a/b'" in msg
+    assert "spec.volume: invalid volume name" in msg
+
+
+def test_every_problem_is_listed_together() -> None:
+    d = doc(
+        volume="sensors",
+        mode="sync",
+        interval="5m",
+        bogus=True,
+        targets=[
+            {"cluster": "onprem-a"},          # the owner
+            {"uri": "ftp://dr-bucket/x"},     # bad scheme
+            {"cluster": "onprem-b"},
+            {"cluster": "onprem-b"},          # duplicate
+            {"uri": "s3://dr-bucket/x"},      # sync to an object store
+            {"cluster": "nowhere"},           # unknown cluster
+        ],
+        failover={"automatic": True, "after": "soon", "priority": ["aws-1"], "extra": 1},
+        maxLag="1x",
+    )
+    d["kindd"] = "typo"
+    msg = problems_of(d)
+    assert msg.startswith("invalid mirror policy 'p1': ")
+    expected = [
+        "kindd: unknown field",
+        "spec.bogus: unknown field",
+        "spec.failover.extra: unknown field",
+        "spec.targets[1].uri:",
+        "spec.failover.after: invalid duration 'soon'",
+        "spec.maxLag: invalid duration '1x'",
+        "spec.interval: only allowed with mode 'interval'",
+        "spec.targets[0].cluster: 'onprem-a' is the owner",
+        "spec.targets[3]: duplicate target onprem-b",
+        "spec.targets[4].uri: mode 'sync' needs cluster targets",
+        "spec.targets[5].cluster: unknown cluster 'nowhere'",
+        "spec.failover.priority[0]: 'aws-1' is not one of the policy's targets",
+        "spec.failover.promoteTo: required when failover is automatic",
+    ]
+    for fragment in expected:
+        assert fragment in msg, f"{fragment!r} missing from {msg!r}"
+    parts = msg.removeprefix("invalid mirror policy 'p1': ").split("; ")
+    assert len(parts) == len(expected), parts
+
+
+def test_unknown_volume_listed_with_structural_problems() -> None:
+    d = doc(volume="nope", extra=1)
+    msg = problems_of(d)
+    assert "spec.extra: unknown field" in msg and "unknown volume 'nope'" in msg
+
+
+def test_validate_policy_returns_a_list() -> None:
+    p = parse_policy(json.dumps(doc(targets=[{"cluster": "onprem-a"}, {"cluster": "x"}])))
+    problems = validate_policy(p, make_view())
+    assert len(problems) == 2
+    assert validate_policy(load_and_validate(SPEC_EXAMPLE, make_view()), make_view()) == []
+
+
+# -- property: valid documents survive storing ------------------------------------------------
+
+names = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True)
+durations = st.builds(
+    lambda parts: "".join(f"{n}{u}" for n, u in parts),
+    st.lists(st.tuples(st.integers(0, 999), st.sampled_from(["ms", "s", "m", "h"])), min_size=1, max_size=3),
+)
+store_uris = st.builds(
+    lambda scheme, bucket, path, slash: f"{scheme}://{bucket}/{path}{'/' if slash else ''}",
+    st.sampled_from(["s3", "gs", "az"]),
+    st.from_regex(r"[a-z0-9]{3,12}", fullmatch=True),
+    st.from_regex(r"[a-z0-9]{1,8}", fullmatch=True),
+    st.booleans(),
+)
+
+
+@st.composite
+def valid_documents(draw: st.DrawFn) -> dict[str, Any]:
+    mode = draw(st.sampled_from(["continuous", "interval", "manual", "sync"]))
+    clusters = draw(st.lists(st.sampled_from(["onprem-b", "aws-1"]), unique=True, max_size=2))
+    uris = [] if mode == "sync" else draw(st.lists(store_uris, max_size=3, unique_by=lambda u: u.split("/")[2]))
+    if not clusters and not uris:
+        clusters = ["onprem-b"]
+    targets = [{"cluster": c} for c in clusters] + [{"uri": u} for u in uris]
+    names_ = [t.get("cluster") or t["uri"].rstrip("/") for t in targets]
+    spec: dict[str, Any] = {"volume": "sensors", "targets": targets}
+    if draw(st.booleans()) or mode != "continuous":
+        spec["mode"] = mode
+    if mode == "interval":
+        spec["interval"] = draw(durations)
+    if draw(st.booleans()):
+        spec["maxLag"] = draw(durations)
+    if draw(st.booleans()):
+        failover: dict[str, Any] = {"automatic": draw(st.booleans())}
+        if draw(st.booleans()):
+            failover["after"] = draw(durations)
+        failover["priority"] = draw(st.permutations(names_))[: draw(st.integers(0, len(names_)))]
+        if uris and failover["automatic"] or draw(st.booleans()):
+            failover["promoteTo"] = "aws-1"
+        spec["failover"] = failover
+    return {"metadata": {"name": draw(names)}, "spec": spec}
+
+
+@settings(max_examples=150, deadline=None)
+@given(valid_documents(), st.booleans())
+def test_round_trip_of_valid_documents(document: dict[str, Any], as_yaml: bool) -> None:
+    text = yaml.safe_dump(document) if as_yaml else json.dumps(document)
+    view = make_view()
+    p = load_and_validate(text, view)
+    stored = p.to_json()
+    again = MirrorPolicy.from_stored(stored)
+    assert again == p
+    assert again.to_json() == stored
+    # The stored form is itself a valid document, and re-validates to the same policy.
+    assert load_and_validate(stored.decode(), view) == p
+    # Every field given is kept as written.
+    spec = json.loads(stored)["spec"]
+    for key, value in document["spec"].items():
+        if isinstance(value, dict):
+            assert {k: spec[key][k] for k in value} == value
+        else:
+            assert spec[key] == value
