@@ -234,13 +234,11 @@ class Client:
         }
 
     def _mirror_statuses(self, view: NamespaceView) -> list[dict[str, Any]]:
-        try:
-            from mirroring.status import statuses
-        except ImportError:
-            return []
+        from mirroring.status import statuses
+
         return statuses(view)
 
-    # -- mirror policies (thin wrappers over mirroring.control; added by the policy worker) --
+    # -- mirror policies ------------------------------------------------------------------
     def mirror_apply(self, text: str, *, dry_run: bool = False) -> dict[str, Any]:
         """Validate and store a mirror policy document (YAML or JSON)."""
         from mirroring.control import apply_policy
@@ -267,6 +265,73 @@ class Client:
         from mirroring.control import remove_policy
 
         self._run(remove_policy(self._control().etcd, name))
+
+    def _mirroring_stub(self, policy: str) -> tuple[pb_grpc.MirroringStub, str]:
+        """Any Ready controller serves the Mirroring RPCs (forwarding to the owner)."""
+        check_name("policy", policy)
+        view = self.view()
+        if policy not in view.policies:
+            raise NotFound(f"mirror policy {policy!r} not found")
+        from mirroring.policy import MirrorPolicy
+
+        owner = view.volumes.get(MirrorPolicy.from_stored(view.policies[policy]).spec.volume)
+        entry = self.via or (owner.owner if owner else None)
+        if entry is None or entry not in view.alive:
+            raise Unavailable(f"owner {entry} of policy {policy!r}'s volume is Down")
+        spec = view.clusters[entry]
+        with self._lock:
+            ch = self._channels.get(spec.endpoint)
+            if ch is None:
+                ch = self._channels[spec.endpoint] = sync_channel(spec.endpoint, self.tls_dir)
+        return pb_grpc.MirroringStub(ch), entry
+
+    def mirror_sync(self, name: str, *, wait: bool = False, progress: Progress | None = None,
+                    timeout: float | None = None) -> list[dict[str, Any]]:
+        """Run passes to every target of policy ``name`` now; with ``wait``, until they end.
+
+        Raises the last target error (as :class:`GnsError`) if a pass failed."""
+        stub, where = self._mirroring_stub(name)
+        seen: dict[str, int] = {}
+        errors: list[str] = []
+        try:
+            for msg in stub.Sync(pb.MirrorSyncRequest(policy=name, wait=wait), timeout=timeout):
+                if progress and msg.bytes >= seen.get(msg.target, 0):
+                    progress(int(msg.bytes) - seen.get(msg.target, 0))
+                    seen[msg.target] = int(msg.bytes)
+                if msg.done and msg.error:
+                    errors.append(f"{msg.target}: {msg.error}")
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"cluster {where}") from None
+        if errors:
+            raise Unavailable("mirror sync failed for " + "; ".join(errors))
+        if wait:
+            self._wait_status_seen(name)
+        return self.mirror_status(name)
+
+    def _wait_status_seen(self, name: str, timeout: float = 5.0) -> None:
+        """The owner published the statuses; give our watch a moment to deliver them."""
+        if not self._watch:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.mirror_status(name)
+            if all(t["state"] != "Syncing" for p in st for t in p["targets"]):
+                return
+            time.sleep(0.05)
+
+    def mirror_verify(self, name: str, *, repair: bool = True, deep: bool = False) -> list[dict[str, Any]]:
+        """Compare every target of policy ``name`` with the volume by sha256 (and repair)."""
+        stub, where = self._mirroring_stub(name)
+        try:
+            reply = stub.Verify(pb.MirrorVerifyRequest(policy=name, repair=repair, deep=deep), timeout=3600)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"cluster {where}") from None
+        return [
+            {"target": r.target, "version": int(r.version), "missing": list(r.missing),
+             "extra": list(r.extra), "mismatched": list(r.mismatched), "repaired": r.repaired,
+             "ok": not (r.missing or r.extra or r.mismatched or r.error), "error": r.error or None}
+            for r in reply.reports
+        ]
 
     # -- routing --------------------------------------------------------------------------
     def _route(self, path: str, epoch: int | None = None) -> tuple[pb_grpc.FederationStub, pb.Target, str]:

@@ -65,8 +65,11 @@ def from_rpc_error(exc: grpc.RpcError, where: str = "") -> GnsError:
     if detail.startswith(_FILE_MARK):
         return FileNotFound(detail[len(_FILE_MARK) :])
     kind = _ERROR_BY_CODE.get(code, GnsError)
+    lowered = detail.lower()
+    if code == grpc.StatusCode.UNAUTHENTICATED or "handshake" in lowered or "ssl" in lowered:
+        reason = "certificate not trusted" if "certificate" in lowered else "TLS handshake failed"
+        return kind(f"{where or 'controller'} refused the connection: {reason} "
+                    "(check --tls-dir / GNS_TLS_DIR)")
     if code == grpc.StatusCode.UNAVAILABLE and where:
         detail = f"{where} unavailable: {detail}"
-    if code == grpc.StatusCode.UNAUTHENTICATED or "handshake" in detail.lower():
-        detail = f"{where or 'controller'} refused the connection (TLS): {detail}"
     return kind(detail)

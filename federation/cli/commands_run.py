@@ -108,18 +108,18 @@ def certs() -> None:
 
 
 @certs.command("init")
-@click.option("--dir", "tls_dir", required=True, type=click.Path(file_okay=False), help="Where to write.")
+@click.option("--dir", "out_dir", required=True, type=click.Path(file_okay=False), help="Where to write.")
 @click.option("--cluster", "clusters", multiple=True, metavar="ID", help="A cluster to issue for (repeat).")
 @click.option("--host", "hosts", multiple=True, help="Extra SAN host or IP (repeat).")
 @click.option("--days", type=click.IntRange(min=1), default=365, show_default=True)
 @common
-def certs_init(env: Env, tls_dir: str, clusters: tuple[str, ...], hosts: tuple[str, ...], days: int) -> None:
+def certs_init(env: Env, out_dir: str, clusters: tuple[str, ...], hosts: tuple[str, ...], days: int) -> None:
     """Make a CA and per-cluster (and client) certificates."""
     from federation.tls import init_certs
 
-    written = init_certs(Path(tls_dir), clusters, days=days, hosts=("127.0.0.1", "localhost", *hosts))
+    written = init_certs(Path(out_dir), clusters, days=days, hosts=("127.0.0.1", "localhost", *hosts))
     if env.as_json:
-        emit_json({"dir": tls_dir, "written": [str(p) for p in written]})
+        emit_json({"dir": out_dir, "written": [str(p) for p in written]})
     else:
         for p in written:
             click.echo(f"wrote {p}")

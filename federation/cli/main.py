@@ -1,8 +1,12 @@
 """``gns``: the root command, its groups, and the one mapping of errors to exit codes."""
 from __future__ import annotations
 
-import logging
 import os
+
+# gRPC's C core logs handshake failures to stderr; the CLI reports errors in one line itself.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import logging
 import sys
 from typing import Any
 

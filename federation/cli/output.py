@@ -70,7 +70,8 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
         t.add_column(c)
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
-    Console(soft_wrap=True).print(t)
+    # Piped output is read by people later (or grep): don't squeeze it to 80 columns.
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200).print(t)
 
 
 def show(env: Env, obj: Any, columns: Sequence[str] | None = None, title: str | None = None) -> None:

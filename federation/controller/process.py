@@ -21,7 +21,11 @@ import grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.channels import BASE_OPTIONS, AioChannelPool
 from federation.controller.config import ControllerConfig
+from federation.controller.leader import FederationLeader
 from federation.controller.metrics import ControllerMetrics
+from federation.controller.mirror_service import MirroringService
+from federation.controller.mirrors import MirrorRunner
+from federation.controller.replication import ReplicationService
 from federation.controller.service import FederationService
 from federation.controller.volumes import VolumeManager
 from namespace.cache import NamespaceCache
@@ -52,6 +56,8 @@ class Controller:
         server = grpc.aio.server(options=BASE_OPTIONS)
         lease: LeaseKeeper | None = None
         volumes: VolumeManager | None = None
+        mirrors: MirrorRunner | None = None
+        leader: FederationLeader | None = None
         tasks: list[asyncio.Task[None]] = []
         try:
             await cache.start()
@@ -70,13 +76,21 @@ class Controller:
                 cfg.cluster, cache, volumes, self.metrics, peers, pool, cfg.chunk_size
             )
             pb_grpc.add_FederationServicer_to_server(service, server)
+            mirrors = MirrorRunner(cfg.cluster, cache, volumes, self.metrics, pool, cfg.tls_dir)
+            service.mirrors = mirrors
+            volumes.on_commit.append(mirrors.committed)
+            pb_grpc.add_ReplicationServicer_to_server(ReplicationService(cfg.cluster, volumes, pool), server)
+            pb_grpc.add_MirroringServicer_to_server(MirroringService(mirrors, peers), server)
             await server.start()
             await lease.register()
             lease.start()
             volumes.start()
+            mirrors.start()
+            leader = FederationLeader(cfg.cluster, cache, lease, volumes, mirrors, peers, self.metrics)
             tasks = [
                 asyncio.create_task(self._stop.wait(), name="stop-signal"),
                 asyncio.create_task(self._export_lease_metrics(lease), name="lease-metrics"),
+                asyncio.create_task(leader.run(), name="leader-election"),
             ]
             log.info("controller %s serving on %s", cfg.cluster, cfg.endpoint)
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -86,6 +100,10 @@ class Controller:
         finally:
             for t in tasks:
                 t.cancel()
+            if leader is not None:
+                await leader.stop()
+            if mirrors is not None:
+                await mirrors.stop()
             await server.stop(grace=2.0)
             if volumes is not None:
                 try:

@@ -93,6 +93,8 @@ class FederationService(pb_grpc.FederationServicer):
         self.peers = peers
         self.pool = pool
         self.chunk_size = chunk_size
+        # Set by the process once mirroring runs: writes wait for `mode: sync` targets.
+        self.mirrors: Any = None
 
     # -- helpers --------------------------------------------------------------------------
     async def _io(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
@@ -233,6 +235,8 @@ class FederationService(pb_grpc.FederationServicer):
         vs = await self._io(self.volumes.storage, r.volume, create=True)
         version = await self._io(self._gated_delete, vs, r, request.recursive)
         self.volumes.committed(r.volume, version)
+        if self.mirrors is not None:
+            await self.mirrors.wait_sync_targets(r.volume, version)
         return pb.DeleteReply(version=version)
 
     def _gated_delete(self, vs: Any, r: Resolved, recursive: bool) -> int:
@@ -341,6 +345,8 @@ class FederationService(pb_grpc.FederationServicer):
             if not committed:
                 await self._io(writer.abort)
         self.volumes.committed(r.volume, meta.version)
+        if self.mirrors is not None:
+            await self.mirrors.wait_sync_targets(r.volume, meta.version)
         return pb.WriteReply(info=self._info(meta, r))
 
     def _gated_commit(self, writer: Any, r: Resolved, header: pb.WriteHeader) -> FileMeta:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,10 @@ class VolumeManager:
         self._task: asyncio.Task[None] | None = None
         # Set while the lease was lost and the epochs of our volumes are not yet bumped.
         self.suspended = False
+        self.on_commit: list[Callable[[str, int], None]] = []
+        self._usage_cache: dict[str, tuple[float, int, int]] = {}
+        # Paths kept aside under .gns/diverged/ after a failback, per volume (reported).
+        self.diverged: dict[str, list[str]] = {}
 
     # -- storage --------------------------------------------------------------------------
     def storage(self, name: str, *, create: bool = False) -> VolumeStorage:
@@ -108,6 +113,8 @@ class VolumeManager:
         self.metrics.volume_version.labels(name).set(version)
         self._dirty.add(name)
         self._dirty_event.set()
+        for hook in self.on_commit:
+            hook(name, version)
 
     # -- lease loss and regain ------------------------------------------------------------
     async def on_lease_lost(self) -> None:
@@ -172,6 +179,15 @@ class VolumeManager:
                 log.warning("publishing volume versions failed: %s", exc)
             await asyncio.sleep(self.publish_interval)
 
+    def _usage(self, name: str, vs: VolumeStorage) -> tuple[int, int]:
+        """Files and bytes, recounted at most every few seconds (a scan of the catalog)."""
+        now = time.monotonic()
+        cached = self._usage_cache.get(name)
+        if cached is None or now - cached[0] > 5.0:
+            cached = (now, *vs.usage())
+            self._usage_cache[name] = cached
+        return cached[1], cached[2]
+
     async def publish_now(self) -> None:
         names, self._dirty = self._dirty, set()
         if not names:
@@ -182,7 +198,9 @@ class VolumeManager:
             vs = self._open.get(name)
             if vs is None:
                 continue
-            state = VolumeState(version=vs.version, epoch=vs.epoch, updated=time.time())
+            files, nbytes = self._usage(name, vs)
+            state = VolumeState(version=vs.version, epoch=vs.epoch, updated=time.time(),
+                                files=files, bytes=nbytes, diverged=self.diverged.get(name, []))
             ops.append(etcd.tx.put(schema.volstate(name), state.dump()))
         if ops:
             try:

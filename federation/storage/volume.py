@@ -703,6 +703,12 @@ class VolumeStorage:
         except FileNotFoundError as exc:
             raise FileNotFound(f"volume {self.name!r}: no blob {sha256}") from exc
 
+    def usage(self) -> tuple[int, int]:
+        """(files, bytes) of the current state: one aggregate query (a table scan)."""
+        with self._read_txn() as conn:
+            row = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files").fetchone()
+        return int(row[0]), int(row[1])
+
     def files(self, prefix: str = "") -> Iterator[FileMeta]:
         """Current files at or below directory ``prefix``, by path, from one snapshot.
 

@@ -26,7 +26,6 @@ from mirroring.protocols import FileLike, MirrorTarget, TargetFile, TargetState,
 from mirroring.targets import MANIFEST_KEY, PASS_KEY, ObjectStoreTarget
 from namespace.errors import Conflict, StaleEpoch
 
-
 # ---------------------------------------------------------------------------------------------
 # helpers
 

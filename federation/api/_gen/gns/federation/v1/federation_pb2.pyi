@@ -213,3 +213,169 @@ class VolumeStateReply(_message.Message):
     files: int
     bytes: int
     def __init__(self, volume: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., role: _Optional[str] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class ReplicaStateRequest(_message.Message):
+    __slots__ = ("volume",)
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    volume: str
+    def __init__(self, volume: _Optional[str] = ...) -> None: ...
+
+class ReplicaStateReply(_message.Message):
+    __slots__ = ("version", "epoch", "exists")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    epoch: int
+    exists: bool
+    def __init__(self, version: _Optional[int] = ..., epoch: _Optional[int] = ..., exists: _Optional[bool] = ...) -> None: ...
+
+class ReplicaFile(_message.Message):
+    __slots__ = ("path", "size", "sha256", "mtime")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    MTIME_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    sha256: str
+    mtime: float
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., mtime: _Optional[float] = ...) -> None: ...
+
+class ReplicaFilesRequest(_message.Message):
+    __slots__ = ("volume",)
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    volume: str
+    def __init__(self, volume: _Optional[str] = ...) -> None: ...
+
+class ReplicaHasRequest(_message.Message):
+    __slots__ = ("volume", "sha256")
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    volume: str
+    sha256: str
+    def __init__(self, volume: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class ReplicaHasReply(_message.Message):
+    __slots__ = ("has",)
+    HAS_FIELD_NUMBER: _ClassVar[int]
+    has: bool
+    def __init__(self, has: _Optional[bool] = ...) -> None: ...
+
+class ReplicaBlobHeader(_message.Message):
+    __slots__ = ("volume", "source", "epoch", "sha256", "size")
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    volume: str
+    source: str
+    epoch: int
+    sha256: str
+    size: int
+    def __init__(self, volume: _Optional[str] = ..., source: _Optional[str] = ..., epoch: _Optional[int] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class ReplicaBlobChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: ReplicaBlobHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[ReplicaBlobHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ReplicaBlobReply(_message.Message):
+    __slots__ = ("sha256",)
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    def __init__(self, sha256: _Optional[str] = ...) -> None: ...
+
+class ReplicaCommitHeader(_message.Message):
+    __slots__ = ("volume", "source", "epoch", "version", "full")
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    volume: str
+    source: str
+    epoch: int
+    version: int
+    full: bool
+    def __init__(self, volume: _Optional[str] = ..., source: _Optional[str] = ..., epoch: _Optional[int] = ..., version: _Optional[int] = ..., full: _Optional[bool] = ...) -> None: ...
+
+class ReplicaCommitChunk(_message.Message):
+    __slots__ = ("header", "put", "delete")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PUT_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    header: ReplicaCommitHeader
+    put: ReplicaFile
+    delete: str
+    def __init__(self, header: _Optional[_Union[ReplicaCommitHeader, _Mapping]] = ..., put: _Optional[_Union[ReplicaFile, _Mapping]] = ..., delete: _Optional[str] = ...) -> None: ...
+
+class ReplicaCommitReply(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class MirrorSyncRequest(_message.Message):
+    __slots__ = ("policy", "target", "wait")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    target: str
+    wait: bool
+    def __init__(self, policy: _Optional[str] = ..., target: _Optional[str] = ..., wait: _Optional[bool] = ...) -> None: ...
+
+class MirrorProgress(_message.Message):
+    __slots__ = ("target", "bytes", "files", "done", "version", "error")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    bytes: int
+    files: int
+    done: bool
+    version: int
+    error: str
+    def __init__(self, target: _Optional[str] = ..., bytes: _Optional[int] = ..., files: _Optional[int] = ..., done: _Optional[bool] = ..., version: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class MirrorVerifyRequest(_message.Message):
+    __slots__ = ("policy", "repair", "deep")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    REPAIR_FIELD_NUMBER: _ClassVar[int]
+    DEEP_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    repair: bool
+    deep: bool
+    def __init__(self, policy: _Optional[str] = ..., repair: _Optional[bool] = ..., deep: _Optional[bool] = ...) -> None: ...
+
+class MirrorVerifyReport(_message.Message):
+    __slots__ = ("target", "version", "missing", "extra", "mismatched", "repaired", "error")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FIELD_NUMBER: _ClassVar[int]
+    MISMATCHED_FIELD_NUMBER: _ClassVar[int]
+    REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    version: int
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    extra: _containers.RepeatedScalarFieldContainer[str]
+    mismatched: _containers.RepeatedScalarFieldContainer[str]
+    repaired: bool
+    error: str
+    def __init__(self, target: _Optional[str] = ..., version: _Optional[int] = ..., missing: _Optional[_Iterable[str]] = ..., extra: _Optional[_Iterable[str]] = ..., mismatched: _Optional[_Iterable[str]] = ..., repaired: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class MirrorVerifyReply(_message.Message):
+    __slots__ = ("reports",)
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    reports: _containers.RepeatedCompositeFieldContainer[MirrorVerifyReport]
+    def __init__(self, reports: _Optional[_Iterable[_Union[MirrorVerifyReport, _Mapping]]] = ...) -> None: ...

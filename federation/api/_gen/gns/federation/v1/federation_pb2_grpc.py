@@ -396,3 +396,362 @@ class Federation:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ReplicationStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.State = channel.unary_unary(
+                '/gns.federation.v1.Replication/State',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaStateRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaStateReply.FromString,
+                _registered_method=True)
+        self.Files = channel.unary_stream(
+                '/gns.federation.v1.Replication/Files',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaFilesRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaFile.FromString,
+                _registered_method=True)
+        self.Has = channel.unary_unary(
+                '/gns.federation.v1.Replication/Has',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaHasRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaHasReply.FromString,
+                _registered_method=True)
+        self.PutBlob = channel.stream_unary(
+                '/gns.federation.v1.Replication/PutBlob',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaBlobChunk.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaBlobReply.FromString,
+                _registered_method=True)
+        self.Commit = channel.stream_unary(
+                '/gns.federation.v1.Replication/Commit',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaCommitChunk.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaCommitReply.FromString,
+                _registered_method=True)
+
+
+class ReplicationServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def State(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Files(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Has(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutBlob(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Commit(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ReplicationServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'State': grpc.unary_unary_rpc_method_handler(
+                    servicer.State,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaStateRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaStateReply.SerializeToString,
+            ),
+            'Files': grpc.unary_stream_rpc_method_handler(
+                    servicer.Files,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaFilesRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaFile.SerializeToString,
+            ),
+            'Has': grpc.unary_unary_rpc_method_handler(
+                    servicer.Has,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaHasRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaHasReply.SerializeToString,
+            ),
+            'PutBlob': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutBlob,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaBlobChunk.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaBlobReply.SerializeToString,
+            ),
+            'Commit': grpc.stream_unary_rpc_method_handler(
+                    servicer.Commit,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaCommitChunk.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaCommitReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'gns.federation.v1.Replication', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('gns.federation.v1.Replication', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Replication:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def State(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.federation.v1.Replication/State',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaStateRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaStateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Files(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gns.federation.v1.Replication/Files',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaFilesRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaFile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Has(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.federation.v1.Replication/Has',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaHasRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaHasReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutBlob(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/gns.federation.v1.Replication/PutBlob',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaBlobChunk.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaBlobReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Commit(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/gns.federation.v1.Replication/Commit',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaCommitChunk.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaCommitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class MirroringStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Sync = channel.unary_stream(
+                '/gns.federation.v1.Mirroring/Sync',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MirrorSyncRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MirrorProgress.FromString,
+                _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/gns.federation.v1.Mirroring/Verify',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MirrorVerifyRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MirrorVerifyReply.FromString,
+                _registered_method=True)
+
+
+class MirroringServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Sync(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Verify(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_MirroringServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Sync': grpc.unary_stream_rpc_method_handler(
+                    servicer.Sync,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MirrorSyncRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MirrorProgress.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MirrorVerifyRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MirrorVerifyReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'gns.federation.v1.Mirroring', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('gns.federation.v1.Mirroring', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Mirroring:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Sync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gns.federation.v1.Mirroring/Sync',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MirrorSyncRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MirrorProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.federation.v1.Mirroring/Verify',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MirrorVerifyRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MirrorVerifyReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,227 @@
+"""Shared helpers for the gns benchmarks: statistics, JSON output, RSS, and real processes.
+
+``start_etcd`` and ``ControllerSet`` start a real etcd member and real ``gns controller``
+processes on 127.0.0.1 and always stop them by PID (in ``finally`` / ``__exit__``), even when
+a benchmark fails or is interrupted with SIGTERM or Ctrl-C. Progress goes to stderr; the one
+JSON object a benchmark prints goes to stdout.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from federation.local.etcd_server import EtcdCluster
+from federation.local.ports import free_port
+from federation.local.runner import ClusterConfig, controller_command, spawn_controller
+
+MIB = 1 << 20
+
+
+# -- statistics ---------------------------------------------------------------------------
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) by nearest rank on sorted data; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return float(ordered[min(rank, len(ordered)) - 1])
+
+
+def median(values: Sequence[float]) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+def rnd(x: float, digits: int = 2) -> float:
+    return round(float(x), digits)
+
+
+# -- output -------------------------------------------------------------------------------
+def log(msg: str) -> None:
+    """Progress for humans, on stderr (stdout carries only the JSON object)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Print the benchmark's one JSON object on stdout."""
+    print(json.dumps(result, indent=2, sort_keys=False))
+    sys.stdout.flush()
+
+
+def at_most(value: float | None, goal: float) -> bool:
+    """Goal check that is False (not an error) for a missing or NaN figure."""
+    return value is not None and not math.isnan(value) and value <= goal
+
+
+def at_least(value: float | None, goal: float) -> bool:
+    return value is not None and not math.isnan(value) and value >= goal
+
+
+# -- memory -------------------------------------------------------------------------------
+def rss_bytes(pid: int | None = None) -> int:
+    """Current resident set size of ``pid`` (default: this process), from /proc."""
+    with open(f"/proc/{pid or 'self'}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """Peak resident set size (VmHWM) of a live process."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# -- signals ------------------------------------------------------------------------------
+def terminate_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so ``finally`` blocks stop what we started."""
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
+    """SIGTERM one child by PID, then SIGKILL if it lingers; reaps it."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+# -- etcd ---------------------------------------------------------------------------------
+@contextmanager
+def start_etcd(base_dir: Path) -> Iterator[EtcdCluster]:
+    """A real one-member etcd on loopback ports, stopped by PID on exit."""
+    cluster = EtcdCluster(base_dir / "etcd", size=1)
+    try:
+        cluster.start()
+        log(f"etcd up at {cluster.urls} (pid {cluster.members[0].pid})")
+        yield cluster
+    finally:
+        cluster.stop()
+        for m in cluster.members:
+            if m.proc is not None and m.proc.poll() is None:  # belt and braces
+                m.proc.kill()
+                m.proc.wait()
+
+
+# -- controllers --------------------------------------------------------------------------
+@dataclass
+class RunningController:
+    cluster: ClusterConfig
+    port: int
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0  # time.monotonic() just before spawning
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+@dataclass
+class ControllerSet:
+    """Real ``gns controller`` processes against one etcd; a context manager that stops them."""
+
+    etcd_urls: str
+    root: Path
+    lease_ttl: int = 5
+    controllers: dict[str, RunningController] = field(default_factory=dict)
+
+    def __enter__(self) -> ControllerSet:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop_all()
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["GNS_ETCD"] = self.etcd_urls
+        env["GNS_HOME"] = str(self.root / "home")
+        env.pop("GNS_TLS_DIR", None)
+        return env
+
+    def spawn(self, cid: str, provider: str = "onprem", region: str = "") -> RunningController:
+        c = RunningController(
+            ClusterConfig(id=cid, provider=provider, region=region),  # type: ignore[arg-type]
+            port=free_port(), data_dir=self.root / "clusters" / cid,
+            log_path=self.root / "logs" / f"{cid}.log",
+        )
+        cmd = controller_command(
+            c.cluster, listen=c.endpoint, data_dir=c.data_dir, etcd=self.etcd_urls,
+            lease_ttl=self.lease_ttl,
+        )
+        self.controllers[cid] = c
+        c.started_at = time.monotonic()
+        c.proc = spawn_controller(cmd, c.log_path, env=self.env())
+        return c
+
+    def wait_healthy(self, cid: str, timeout: float = 60.0) -> float:
+        """Until the controller answers Health with ready=True; returns seconds since spawn."""
+        import grpc
+
+        from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+        from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+
+        c = self.controllers[cid]
+        channel = grpc.insecure_channel(c.endpoint)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if c.proc is not None and c.proc.poll() is not None:
+                    tail = c.log_path.read_text(errors="replace")[-2000:] if c.log_path.exists() else ""
+                    raise RuntimeError(f"controller {cid} exited: {tail}")
+                try:
+                    if pb_grpc.FederationStub(channel).Health(pb.HealthRequest(), timeout=1).ready:
+                        return time.monotonic() - c.started_at
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"controller {cid} not healthy after {timeout}s")
+                time.sleep(0.02)
+        finally:
+            channel.close()
+
+    def stop(self, cid: str) -> None:
+        stop_process(self.controllers[cid].proc)
+
+    def stop_all(self) -> None:
+        for c in self.controllers.values():
+            stop_process(c.proc)
+
+
+def machine_info() -> dict[str, Any]:
+    load = os.getloadavg()
+    return {
+        "cpus": os.cpu_count(),
+        "loadavg_1m_at_start": rnd(load[0]),
+        "python": sys.version.split()[0],
+    }

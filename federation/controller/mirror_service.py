@@ -1,0 +1,114 @@
+"""The ``Mirroring`` gRPC service: run passes now (``gns mirror sync``) and verify targets.
+
+Served by every controller; a request for a policy whose volume is owned elsewhere is
+forwarded to the owner, so the CLI and the leader can call any controller.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from cloud_adapters.errors import ObjectStoreError
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.api.errors import from_rpc_error, status_for
+from federation.channels import AioChannelPool
+from federation.controller.mirrors import MirrorRunner, Worker
+from mirroring.policy import MirrorPolicy
+from namespace.errors import GnsError, NotFound, Unavailable
+
+
+class MirroringService(pb_grpc.MirroringServicer):
+    def __init__(self, runner: MirrorRunner, peers: AioChannelPool) -> None:
+        self.runner = runner
+        self.peers = peers
+
+    def _owner_stub(self, policy: str) -> pb_grpc.MirroringStub | None:
+        view = self.runner.cache.view
+        raw = view.policies.get(policy)
+        if raw is None:
+            raise NotFound(f"mirror policy {policy!r} not found")
+        volume = MirrorPolicy.from_stored(raw).spec.volume
+        vol = view.volumes.get(volume)
+        if vol is None:
+            raise NotFound(f"volume {volume!r} not found")
+        if vol.owner == self.runner.cluster:
+            return None
+        if vol.owner not in view.alive:
+            raise Unavailable(f"owner {vol.owner} of volume {volume!r} is Down")
+        return pb_grpc.MirroringStub(self.peers.get(view.clusters[vol.owner].endpoint))
+
+    async def Sync(self, request: pb.MirrorSyncRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.MirrorProgress]:
+        try:
+            stub = self._owner_stub(request.policy)
+            if stub is not None:
+                try:
+                    async for msg in stub.Sync(request):
+                        yield msg
+                except grpc.RpcError as exc:
+                    raise from_rpc_error(exc, "owner") from None
+                return
+            workers = self.runner.workers_for(request.policy, request.target)
+            if not request.wait:
+                for w in workers:
+                    w.kick.set()
+                for w in workers:
+                    yield pb.MirrorProgress(target=w.name, done=False)
+                return
+            queue: asyncio.Queue[pb.MirrorProgress] = asyncio.Queue()
+            loop = asyncio.get_running_loop()
+
+            async def one(w: Worker) -> None:
+                def progress(nbytes: int, nfiles: int) -> None:
+                    loop.call_soon_threadsafe(queue.put_nowait, pb.MirrorProgress(
+                        target=w.name, bytes=nbytes, files=nfiles))
+
+                w.listeners.append(progress)
+                try:
+                    st = await self.runner.run_now(w)
+                finally:
+                    w.listeners.remove(progress)
+                failed = self.runner._failed_since(w)
+                await queue.put(pb.MirrorProgress(
+                    target=w.name, done=True, version=st.version if st else 0,
+                    error=(st.last_error or "") if (st and failed) else ""))
+
+            tasks = [asyncio.create_task(one(w)) for w in workers]
+            remaining = len(tasks)
+            while remaining:
+                msg = await queue.get()
+                if msg.done:
+                    remaining -= 1
+                yield msg
+            for t in tasks:
+                await t
+        except GnsError as exc:
+            code, detail = status_for(exc)
+            await context.abort(code, detail)
+
+    async def Verify(self, request: pb.MirrorVerifyRequest, context: grpc.aio.ServicerContext) -> pb.MirrorVerifyReply:
+        try:
+            stub = self._owner_stub(request.policy)
+            if stub is not None:
+                try:
+                    return await stub.Verify(request)  # type: ignore[no-any-return]
+                except grpc.RpcError as exc:
+                    raise from_rpc_error(exc, "owner") from None
+            reports = []
+            for w in self.runner.workers_for(request.policy):
+                try:
+                    r = await self.runner._io(self.runner.verify, w, request.repair, request.deep)
+                    reports.append(pb.MirrorVerifyReport(
+                        target=w.name, version=r.version, missing=list(r.missing), extra=list(r.extra),
+                        mismatched=list(r.mismatched), repaired=r.repaired))
+                    if r.repaired:
+                        w.kick.set()  # republish the status of the repaired target
+                except (GnsError, ObjectStoreError) as exc:
+                    reports.append(pb.MirrorVerifyReport(target=w.name, error=str(exc)))
+            return pb.MirrorVerifyReply(reports=reports)
+        except GnsError as exc:
+            code, detail = status_for(exc)
+            await context.abort(code, detail)
+            raise AssertionError("unreachable") from None

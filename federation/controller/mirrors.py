@@ -1,0 +1,356 @@
+"""The owner's side of mirroring: one worker per (policy, target) of each volume it owns.
+
+Workers run engine passes (``mirroring.engine.run_pass``) in the I/O thread pool, coalesce
+triggers (many writes, one pass), publish the target's status to etcd after every pass and
+while a target is behind, and back off after failures. Continuous policies are kicked by the
+owner's own commits (no etcd hop); interval and manual passes, retries and catch-up come from
+the federation leader or an operator through the ``Mirroring`` RPCs. ``mode: sync`` waits in
+the write path until every sync target holds the write, or drops a target that cannot within
+``sync_timeout`` out of the sync set, visibly (status, metric, log).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cloud_adapters.errors import ObjectStoreError
+from federation.controller.metrics import ControllerMetrics
+from federation.controller.replication import ClusterTarget
+from federation.controller.volumes import VolumeManager
+from mirroring.engine import PassResult, run_pass, verify
+from mirroring.policy import MirrorPolicy, Target
+from mirroring.status import TargetStatus
+from namespace import schema
+from namespace.cache import NamespaceCache
+from namespace.errors import GnsError, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Worker:
+    policy: str
+    volume: str
+    target: Target
+    mode: str
+    kick: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    status: TargetStatus | None = None
+    running: bool = False
+    dirty: bool = False
+    failures: int = 0
+    in_sync_set: bool = True
+    done: asyncio.Condition = field(default_factory=asyncio.Condition)
+    listeners: list[Progress] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+
+class MirrorRunner:
+    def __init__(self, cluster: str, cache: NamespaceCache, volumes: VolumeManager,
+                 metrics: ControllerMetrics, pool: ThreadPoolExecutor, tls_dir: Path | None,
+                 sync_timeout: float = 5.0) -> None:
+        self.cluster = cluster
+        self.cache = cache
+        self.volumes = volumes
+        self.metrics = metrics
+        self.pool = pool
+        self.tls_dir = tls_dir
+        self.sync_timeout = sync_timeout
+        self.workers: dict[tuple[str, str], Worker] = {}
+        # Commit times of recent versions per volume: how long a target has been behind.
+        self._commits: dict[str, collections.deque[tuple[int, float]]] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._reconcile_soon = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self.cache.subscribe(self._on_change)
+        self._reconcile_soon.set()
+        self._ticker = asyncio.create_task(self._tick_forever(), name="mirror-ticker")
+
+    async def stop(self) -> None:
+        tasks = [w.task for w in self.workers.values() if w.task] + ([self._ticker] if self._ticker else [])
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def _on_change(self, kind: str, name: str, value: bytes | None) -> None:
+        if kind in ("policy", "volume", "alive", "cluster"):
+            self._reconcile_soon.set()
+
+    def policies_of(self, volume: str) -> list[MirrorPolicy]:
+        found = []
+        for raw in self.cache.view.policies.values():
+            try:
+                p = MirrorPolicy.from_stored(raw)
+            except Exception:  # a malformed stored policy is reported by `mirror list`
+                continue
+            if p.spec.volume == volume:
+                found.append(p)
+        return found
+
+    def _reconcile(self) -> None:
+        view = self.cache.view
+        wanted: dict[tuple[str, str], tuple[MirrorPolicy, Target]] = {}
+        for raw in view.policies.values():
+            try:
+                p = MirrorPolicy.from_stored(raw)
+            except Exception:
+                continue
+            vol = view.volumes.get(p.spec.volume)
+            if vol is None or vol.owner != self.cluster:
+                continue
+            for t in p.spec.targets:
+                if t.is_cluster and t.cluster == self.cluster:
+                    continue  # after a failover the policy may name us: we are the source now
+                wanted[(p.name, t.name)] = (p, t)
+        for key in list(self.workers):
+            if key not in wanted:
+                w = self.workers.pop(key)
+                if w.task:
+                    w.task.cancel()
+        for key, (p, t) in wanted.items():
+            w = self.workers.get(key)
+            if w is None or w.mode != p.spec.mode or w.target != t:
+                if w is not None and w.task:
+                    w.task.cancel()
+                w = Worker(policy=p.name, volume=p.spec.volume, target=t, mode=p.spec.mode)
+                w.status = self._load_status(p.name, t.name, p.spec.volume)
+                w.task = asyncio.create_task(self._run_worker(w), name=f"mirror-{p.name}-{t.name}")
+                self.workers[key] = w
+                if p.spec.mode in ("continuous", "sync"):
+                    w.kick.set()  # catch up with whatever happened while nobody mirrored
+
+    def _load_status(self, policy: str, target: str, volume: str) -> TargetStatus:
+        raw = self.cache.view.mirror_status.get(f"{policy}/{_quote(target)}")
+        if raw:
+            try:
+                return TargetStatus.model_validate(raw)
+            except Exception:
+                pass
+        return TargetStatus(policy=policy, volume=volume, target=target)
+
+    # -- triggers ---------------------------------------------------------------------------
+    def committed(self, volume: str, version: int) -> None:
+        now = time.time()
+        q = self._commits.setdefault(volume, collections.deque(maxlen=100_000))
+        q.append((version, now))
+        for w in self.workers.values():
+            if w.volume != volume:
+                continue
+            if w.status is not None and w.status.pending_since is None:
+                w.status = w.status.model_copy(update={"pending_since": now})
+                w.dirty = True
+            if w.mode in ("continuous", "sync"):
+                w.kick.set()
+
+    def workers_for(self, policy: str, target: str = "") -> list[Worker]:
+        found = [w for w in self.workers.values() if w.policy == policy and (not target or w.name == target)]
+        if not found:
+            if policy not in self.cache.view.policies:
+                raise NotFound(f"mirror policy {policy!r} not found")
+            p = MirrorPolicy.from_stored(self.cache.view.policies[policy])
+            vol = self.cache.view.volumes.get(p.spec.volume)
+            if vol is None or vol.owner != self.cluster:
+                raise Unavailable(f"cluster {self.cluster} does not own volume {p.spec.volume!r}")
+            if target:
+                raise NotFound(f"policy {policy!r} has no target {target!r}")
+        return found
+
+    async def run_now(self, w: Worker) -> TargetStatus | None:
+        """Kick ``w`` and wait for the pass that covers the current version to end."""
+        vs = await self._io(self.volumes.storage, w.volume, create=True)
+        want = vs.version
+        async with w.done:
+            w.kick.set()
+            await w.done.wait_for(lambda: (not w.running and not w.kick.is_set()
+                                           and w.status is not None
+                                           and (w.status.version >= want or self._failed_since(w))))
+        return w.status
+
+    def _failed_since(self, w: Worker) -> bool:
+        return bool(w.status and w.status.last_error and (w.status.error_at or 0) >= (w.status.synced_at or 0))
+
+    async def wait_sync_targets(self, volume: str, version: int) -> None:
+        """``mode: sync``: return once every sync target holds ``version`` (or left the set)."""
+        sync_workers = [w for w in self.workers.values() if w.volume == volume and w.mode == "sync" and w.in_sync_set]
+        if not sync_workers:
+            return
+
+        async def one(w: Worker) -> None:
+            async with w.done:
+                w.kick.set()
+                await w.done.wait_for(lambda: w.status is not None and w.status.version >= version)
+
+        for w in sync_workers:
+            try:
+                await asyncio.wait_for(one(w), self.sync_timeout)
+            except TimeoutError:
+                w.in_sync_set = False
+                msg = f"left the sync set: no ack of v{version} within {self.sync_timeout}s"
+                log.error("volume %s: sync target %s %s", volume, w.name, msg)
+                self.metrics.fences.labels("sync_target_dropped").inc()
+                w.status = (w.status or TargetStatus(policy=w.policy, volume=volume, target=w.name)).model_copy(
+                    update={"last_error": msg, "error_at": time.time()})
+                w.dirty = True
+
+    # -- the worker -------------------------------------------------------------------------
+    async def _io(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        import functools
+
+        return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args, **kw))
+
+    def _make_target(self, w: Worker, epoch: int) -> Any:
+        if w.target.is_cluster:
+            view = self.cache.view
+            cid = w.target.cluster or ""
+            spec = view.clusters.get(cid)
+            if spec is None:
+                raise NotFound(f"target cluster {cid} is not registered")
+            if cid not in view.alive:
+                raise Unavailable(f"target cluster {cid} is Down")
+            return ClusterTarget(cid, w.volume, self.cluster, spec.endpoint, self.tls_dir, self.cluster, epoch)
+        from cloud_adapters.registry import open_store
+        from mirroring.targets import ObjectStoreTarget
+
+        store = open_store(w.target.uri or "")
+        if store.scheme == "file":
+            store.make_container()  # like rclone: a local destination directory is created
+        return ObjectStoreTarget(store, w.name, volume=w.volume)
+
+    async def _run_worker(self, w: Worker) -> None:
+        while True:
+            await w.kick.wait()
+            w.kick.clear()
+            if self.volumes.suspended or self.volumes.volume(w.volume).owner != self.cluster:
+                continue
+            w.running = True
+            w.status = (w.status or TargetStatus(policy=w.policy, volume=w.volume, target=w.name)).model_copy(
+                update={"syncing": True})
+            started = time.time()
+            try:
+                result = await self._io(self._pass, w)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                w.failures += 1
+                text = str(exc) if isinstance(exc, (GnsError, ObjectStoreError)) else f"{type(exc).__name__}: {exc}"
+                log.warning("mirror %s -> %s failed: %s", w.policy, w.name, text)
+                w.status = w.status.model_copy(update={
+                    "last_error": text[:500], "error_at": time.time(), "syncing": False})
+                await self._finish(w)
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(w.failures, 6)))
+                if w.mode in ("continuous", "sync"):
+                    w.kick.set()
+                continue
+            w.failures = 0
+            if w.mode == "sync" and not w.in_sync_set and result.committed:
+                w.in_sync_set = True  # caught up again: back into the sync set
+                log.warning("volume %s: sync target %s rejoined the sync set", w.volume, w.name)
+            vs = self.volumes.storage(w.volume)
+            head = vs.version
+            behind = result.version < head
+            w.status = w.status.model_copy(update={
+                "version": result.version if result.committed else w.status.version,
+                "epoch": vs.epoch,
+                "synced_at": time.time() if result.committed else w.status.synced_at,
+                "bytes": w.status.bytes + result.bytes_copied,
+                "files": w.status.files + result.files_copied + result.files_deleted,
+                "syncing": False,
+                "pending_since": self._first_commit_after(w.volume, result.version, started) if behind else None,
+            })
+            await self._finish(w)
+            if behind and w.mode in ("continuous", "sync"):
+                w.kick.set()
+
+    def _pass(self, w: Worker) -> PassResult:
+        source = self.volumes.storage(w.volume, create=True)
+        target = self._make_target(w, source.epoch)
+        try:
+            def progress(nbytes: int, nfiles: int) -> None:
+                for cb in list(w.listeners):
+                    cb(nbytes, nfiles)
+
+            return run_pass(source, target, progress=progress)
+        finally:
+            close = getattr(target, "close", None)
+            if close:
+                close()
+
+    def verify(self, w: Worker, repair: bool, deep: bool) -> Any:
+        source = self.volumes.storage(w.volume, create=True)
+        target = self._make_target(w, source.epoch)
+        try:
+            return verify(source, target, repair=repair, deep=deep)
+        finally:
+            close = getattr(target, "close", None)
+            if close:
+                close()
+
+    def _first_commit_after(self, volume: str, version: int, fallback: float) -> float:
+        for v, t in self._commits.get(volume, ()):
+            if v > version:
+                return t
+        return fallback
+
+    async def _finish(self, w: Worker) -> None:
+        w.running = False
+        w.dirty = True
+        await self._publish(w)
+        async with w.done:
+            w.done.notify_all()
+
+    async def _publish(self, w: Worker) -> None:
+        if w.status is None:
+            return
+        w.status = w.status.model_copy(update={"updated": time.time()})
+        try:
+            await self.cache.etcd.put(schema.mirror_status(w.policy, w.name), w.status.model_dump_json().encode())
+            w.dirty = False
+        except Exception as exc:
+            log.warning("publishing mirror status %s/%s failed: %s", w.policy, w.name, exc)
+        lag_v = max(0, self.volumes.storage(w.volume).version - w.status.version) if self.volumes.has_local(w.volume) else 0
+        self.metrics.mirror_lag_versions.labels(w.policy, w.name).set(lag_v)
+        lag_s = (time.time() - w.status.pending_since) if (lag_v and w.status.pending_since) else 0.0
+        self.metrics.mirror_lag_seconds.labels(w.policy, w.name).set(lag_s)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            try:
+                try:
+                    await asyncio.wait_for(self._reconcile_soon.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+                if self._reconcile_soon.is_set():
+                    self._reconcile_soon.clear()
+                    self._reconcile()
+                for w in list(self.workers.values()):
+                    if w.dirty or w.running:
+                        await self._publish(w)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("mirror ticker failed")
+                await asyncio.sleep(1.0)
+
+
+def _quote(target: str) -> str:
+    from urllib.parse import quote
+
+    return quote(target, safe="")

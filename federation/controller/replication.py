@@ -1,0 +1,244 @@
+"""Cluster mirror targets: the replica side (gRPC ``Replication`` service) and the owner
+side (:class:`ClusterTarget`, a ``mirroring.protocols.MirrorTarget`` over gRPC).
+
+The replica accepts blobs and commits only from the volume's current owner at an epoch not
+older than its own, so a fenced former owner can never overwrite a replica. A commit is one
+SQLite transaction on the replica: it never reports a version it does not fully hold.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import grpc
+
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.api.errors import from_rpc_error, status_for
+from federation.channels import CHUNK_SIZE, sync_channel
+from federation.controller.volumes import VolumeManager
+from federation.storage import FileMeta
+from mirroring.protocols import FileLike, TargetFile, TargetState
+from namespace.errors import Conflict, GnsError, InvalidInput, StaleEpoch
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _abort_on_error(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except GnsError as exc:
+            code, detail = status_for(exc)
+            await context.abort(code, detail)
+
+    return wrapper
+
+
+class ReplicationService(pb_grpc.ReplicationServicer):
+    """The replica side: holds copies of volumes other clusters own."""
+
+    def __init__(self, cluster: str, volumes: VolumeManager, pool: ThreadPoolExecutor) -> None:
+        self.cluster = cluster
+        self.volumes = volumes
+        self.pool = pool
+
+    async def _io(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args, **kw))
+
+    def _check_sender(self, volume: str, source: str, epoch: int) -> None:
+        vol = self.volumes.volume(volume)
+        if vol.owner == self.cluster:
+            raise Conflict(f"cluster {self.cluster} owns volume {volume!r}; it is not a replica")
+        if source != vol.owner:
+            raise StaleEpoch(f"{source} is not the owner of volume {volume!r} (owner {vol.owner})")
+        if epoch < vol.epoch:
+            raise StaleEpoch(f"replica write for {volume!r} at epoch {epoch} < current {vol.epoch}")
+
+    def _replica(self, volume: str) -> Any:
+        return self.volumes.storage(volume, create=True)
+
+    @_abort_on_error
+    async def State(self, request: pb.ReplicaStateRequest, context: grpc.aio.ServicerContext) -> pb.ReplicaStateReply:
+        self.volumes.volume(request.volume)
+        if not self.volumes.has_local(request.volume):
+            return pb.ReplicaStateReply(exists=False)
+        vs = await self._io(self._replica, request.volume)
+        return pb.ReplicaStateReply(version=vs.version, epoch=vs.epoch, exists=True)
+
+    async def Files(self, request: pb.ReplicaFilesRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ReplicaFile]:
+        try:
+            self.volumes.volume(request.volume)
+            if not self.volumes.has_local(request.volume):
+                return
+            vs = await self._io(self._replica, request.volume)
+            it = await self._io(vs.files)
+            sentinel = object()
+            try:
+                while True:
+                    f = await self._io(next, it, sentinel)
+                    if f is sentinel:
+                        break
+                    yield pb.ReplicaFile(path=f.path, size=f.size, sha256=f.sha256, mtime=f.mtime)
+            finally:
+                close = getattr(it, "close", None)
+                if close:
+                    await self._io(close)
+        except GnsError as exc:
+            code, detail = status_for(exc)
+            await context.abort(code, detail)
+
+    @_abort_on_error
+    async def Has(self, request: pb.ReplicaHasRequest, context: grpc.aio.ServicerContext) -> pb.ReplicaHasReply:
+        self.volumes.volume(request.volume)
+        if not self.volumes.has_local(request.volume):
+            return pb.ReplicaHasReply(has=False)
+        vs = await self._io(self._replica, request.volume)
+        return pb.ReplicaHasReply(has=bool(vs.has_blob(request.sha256)))
+
+    @_abort_on_error
+    async def PutBlob(self, request_iterator: AsyncIterator[pb.ReplicaBlobChunk], context: grpc.aio.ServicerContext) -> pb.ReplicaBlobReply:
+        it = request_iterator.__aiter__()
+        head = await it.__anext__()
+        if head.WhichOneof("part") != "header":
+            raise InvalidInput("blob stream must start with a header")
+        h = head.header
+        self._check_sender(h.volume, h.source, h.epoch)
+        vs = await self._io(self._replica, h.volume)
+        loop = asyncio.get_running_loop()
+        # ingest_blob pulls chunks from a blocking iterator; feed it from the stream.
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
+
+        def chunks() -> Iterator[bytes]:
+            while True:
+                data = asyncio.run_coroutine_threadsafe(queue.get(), loop).result()
+                if data is None:
+                    return
+                yield data
+
+        task = loop.run_in_executor(self.pool, lambda: vs.ingest_blob(chunks(), expect_sha256=h.sha256))
+        try:
+            async for msg in it:
+                await queue.put(msg.data)
+        finally:
+            await queue.put(None)
+        digest = await task
+        return pb.ReplicaBlobReply(sha256=digest)
+
+    @_abort_on_error
+    async def Commit(self, request_iterator: AsyncIterator[pb.ReplicaCommitChunk], context: grpc.aio.ServicerContext) -> pb.ReplicaCommitReply:
+        it = request_iterator.__aiter__()
+        head = await it.__anext__()
+        if head.WhichOneof("part") != "header":
+            raise InvalidInput("commit stream must start with a header")
+        h = head.header
+        self._check_sender(h.volume, h.source, h.epoch)
+        puts: list[FileMeta] = []
+        deletes: list[str] = []
+        async for msg in it:
+            kind = msg.WhichOneof("part")
+            if kind == "put":
+                p = msg.put
+                puts.append(FileMeta(p.path, p.size, p.sha256, p.mtime, h.version))
+            elif kind == "delete":
+                deletes.append(msg.delete)
+        vs = await self._io(self._replica, h.volume)
+
+        def apply() -> int:
+            if vs.epoch > h.epoch:
+                raise StaleEpoch(f"replica of {h.volume!r} holds epoch {vs.epoch} > {h.epoch}")
+            if vs.epoch < h.epoch:
+                vs.set_epoch(h.epoch)
+            if h.full:
+                vs.reset_to(puts, h.version)
+            elif h.version != vs.version:
+                vs.apply_changes(puts, deletes, h.version)
+            return int(vs.version)
+
+        version = await self._io(apply)
+        log.debug("replica %s of %s committed v%d", self.cluster, h.volume, version)
+        return pb.ReplicaCommitReply(version=version)
+
+
+class ClusterTarget:
+    """A replica on another cluster's controller, as a ``MirrorTarget`` (blocking calls:
+    the engine runs in a worker thread)."""
+
+    def __init__(self, name: str, volume: str, source_cluster: str, endpoint: str,
+                 tls_dir: Path | None, identity: str, epoch: int) -> None:
+        self.name = name
+        self.volume = volume
+        self.source = source_cluster
+        self._channel = sync_channel(endpoint, tls_dir, identity)
+        self._stub = pb_grpc.ReplicationStub(self._channel)
+        self._full = False
+        self._touched: set[str] = set()
+        self._deleted: list[str] = []
+        self._epoch = epoch  # the owner's epoch: replicas refuse older ones
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        try:
+            return fn(*args, timeout=kw.pop("timeout", 60), **kw)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"replica {self.name}") from None
+
+    def state(self) -> TargetState:
+        r = self._call(self._stub.State, pb.ReplicaStateRequest(volume=self.volume))
+        return TargetState(version=int(r.version), epoch=int(r.epoch))
+
+    def files(self) -> Iterator[TargetFile]:
+        self._full = True
+        try:
+            for f in self._stub.Files(pb.ReplicaFilesRequest(volume=self.volume), timeout=3600):
+                yield TargetFile(f.path, int(f.size), f.sha256, f.mtime)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"replica {self.name}") from None
+
+    def has(self, path: str, sha256: str) -> bool:
+        found = bool(self._call(self._stub.Has, pb.ReplicaHasRequest(volume=self.volume, sha256=sha256)).has)
+        if found:
+            self._touched.add(path)  # placed by the commit without sending bytes
+        return found
+
+    def put(self, path: str, size: int, sha256: str, mtime: float, data: BinaryIO) -> None:
+        header = pb.ReplicaBlobHeader(volume=self.volume, source=self.source, epoch=self._epoch,
+                                      sha256=sha256, size=size)
+
+        def chunks() -> Iterator[pb.ReplicaBlobChunk]:
+            yield pb.ReplicaBlobChunk(header=header)
+            while block := data.read(CHUNK_SIZE):
+                yield pb.ReplicaBlobChunk(data=block)
+
+        self._call(self._stub.PutBlob, chunks(), timeout=3600)
+        self._touched.add(path)
+
+    def delete(self, paths: Iterable[str]) -> None:
+        self._deleted.extend(paths)
+
+    def commit(self, version: int, epoch: int, files: Iterable[FileLike]) -> None:
+        header = pb.ReplicaCommitHeader(volume=self.volume, source=self.source, epoch=epoch,
+                                        version=version, full=self._full)
+        full, touched, deleted = self._full, self._touched, self._deleted
+
+        def chunks() -> Iterator[pb.ReplicaCommitChunk]:
+            yield pb.ReplicaCommitChunk(header=header)
+            for f in files:
+                if full or f.path in touched:
+                    yield pb.ReplicaCommitChunk(put=pb.ReplicaFile(
+                        path=f.path, size=f.size, sha256=f.sha256, mtime=f.mtime))
+            if not full:
+                for path in deleted:
+                    yield pb.ReplicaCommitChunk(delete=path)
+
+        self._call(self._stub.Commit, chunks(), timeout=3600)
+        self._full, self._touched, self._deleted = False, set(), []
