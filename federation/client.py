@@ -134,12 +134,15 @@ class Client:
                     self._cache = cache
         return self._cache.view
 
-    def _stub(self, endpoint: str) -> pb_grpc.FederationStub:
+    def _channel(self, endpoint: str) -> grpc.Channel:
         with self._lock:
             ch = self._channels.get(endpoint)
             if ch is None:
                 ch = self._channels[endpoint] = sync_channel(endpoint, self.tls_dir)
-        return pb_grpc.FederationStub(ch)
+        return ch
+
+    def _stub(self, endpoint: str) -> pb_grpc.FederationStub:
+        return pb_grpc.FederationStub(self._channel(endpoint))
 
     def close(self) -> None:
         for ch in self._channels.values():
@@ -200,6 +203,31 @@ class Client:
         except (grpc.RpcError, GnsError):
             return v
 
+    def promote(self, name: str, to: str, *, force: bool = False) -> VolumeView:
+        """Make ``to`` (a cluster, or an object-store target of the volume's policy) own
+        volume ``name``. Refused while the owner is Ready unless ``force`` (planned hand-over:
+        drain, final sync, switch)."""
+        check_name("volume", name)
+        if not to or ("://" not in to):
+            check_name("cluster", to)
+        view = self.view()
+        vol = view.volumes.get(name)
+        if vol is None:
+            raise NotFound(f"volume {name!r} not found")
+        if vol.owner in view.alive and not force:
+            raise Conflict(f"owner {vol.owner} of volume {name!r} is Ready; use --force for a planned hand-over")
+        # Any Ready controller can orchestrate; prefer the one taking over, then the leader.
+        entry = next((c for c in (to, view.leader) if c and c in view.alive and c in view.clusters),
+                     next(iter(sorted(view.alive)), None))
+        if entry is None:
+            raise Unavailable("no controller is Ready to carry out the promotion")
+        stub = pb_grpc.FailoverStub(self._channel(view.clusters[entry].endpoint))
+        try:
+            stub.Promote(pb.PromoteRequest(volume=name, to=to, force=force, reason="manual"), timeout=3600)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"cluster {entry}") from None
+        return self.volume(name)
+
     def add_mount(self, path: str, target: str) -> Mount:
         return self._run(self._control().add_mount(path, target))  # type: ignore[no-any-return]
 
@@ -223,10 +251,13 @@ class Client:
         volumes = []
         for name in sorted(view.volumes):
             d = self._live_version(view.volume_view(name)).model_dump()  # type: ignore[arg-type]
-            st = view.volstates.get(name)
-            d["diverged"] = list(st.diverged) if st else []
+            d["diverged"] = [
+                {"cluster": r["cluster"], "epoch": r["epoch"], "paths": r["paths"]}
+                for r in view.diverged.values() if r.get("volume") == name
+            ]
             volumes.append(d)
         return {
+            "leader": view.leader,
             "clusters": clusters,
             "volumes": volumes,
             "mounts": [m.model_dump() for m in view.mount_list()],
@@ -278,12 +309,7 @@ class Client:
         entry = self.via or (owner.owner if owner else None)
         if entry is None or entry not in view.alive:
             raise Unavailable(f"owner {entry} of policy {policy!r}'s volume is Down")
-        spec = view.clusters[entry]
-        with self._lock:
-            ch = self._channels.get(spec.endpoint)
-            if ch is None:
-                ch = self._channels[spec.endpoint] = sync_channel(spec.endpoint, self.tls_dir)
-        return pb_grpc.MirroringStub(ch), entry
+        return pb_grpc.MirroringStub(self._channel(view.clusters[entry].endpoint)), entry
 
     def mirror_sync(self, name: str, *, wait: bool = False, progress: Progress | None = None,
                     timeout: float | None = None) -> list[dict[str, Any]]:
@@ -350,6 +376,14 @@ class Client:
             return self._stub(spec.endpoint), target, self.via
         res = resolve_in(view, path)
         vol = view.volumes[res.volume]
+        if vol.owner not in view.alive and self.consistency == "any":
+            replica = self._fresh_replica(view, res.volume)
+            if replica is not None:
+                target = pb.Target(
+                    global_path=path, volume=res.volume, relative_path=res.relative_path,
+                    epoch=epoch or vol.epoch, consistency="any", max_staleness_s=self.max_staleness,
+                )
+                return self._stub(view.clusters[replica].endpoint), target, replica
         if vol.owner not in view.alive:
             raise Unavailable(
                 f"owner {vol.owner} of volume {res.volume!r} is Down and no usable replica "
@@ -364,6 +398,16 @@ class Client:
             max_staleness_s=self.max_staleness,
         )
         return self._stub(spec.endpoint), target, vol.owner
+
+    def _fresh_replica(self, view: NamespaceView, volume: str) -> str | None:
+        """The nearest Ready replica cluster within ``max_staleness`` (None if none)."""
+        from federation.resolution import replicas_of
+
+        for r in replicas_of(view, volume):
+            cid = r["target"]
+            if cid in view.clusters and cid in view.alive and r["lag_seconds"] <= self.max_staleness:
+                return str(cid)
+        return None
 
     def _call(self, fn: Callable[[pb_grpc.FederationStub, pb.Target], Any], path: str, epoch: int | None = None) -> Any:
         """Route and call; once, re-route after a moved owner (unless an epoch was pinned)."""

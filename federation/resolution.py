@@ -12,18 +12,19 @@ def replicas_of(view: NamespaceView, volume: str) -> list[dict[str, Any]]:
     """Mirror targets holding ``volume``, nearest (least lag, clusters first) first."""
     now = time.time()
     head = view.volstates.get(volume)
-    found: list[dict[str, Any]] = []
+    best: dict[str, dict[str, Any]] = {}
     for status in view.mirror_status.values():
         if status.get("volume") != volume or not status.get("version"):
             continue
-        synced_at = float(status.get("synced_at") or 0.0)
         behind = head is not None and head.version > int(status["version"])
-        lag = max(0.0, now - synced_at) if behind else 0.0
-        found.append(
-            {"target": status["target"], "version": int(status["version"]), "lag_seconds": round(lag, 3)}
-        )
-    found.sort(key=lambda r: (r["lag_seconds"], "://" in r["target"], r["target"]))
-    return found
+        # Behind since the first change it lacks (as `mirror status` counts lag).
+        since = status.get("pending_since") or status.get("synced_at") or 0.0
+        lag = max(0.0, now - float(since)) if behind else 0.0
+        entry = {"target": status["target"], "version": int(status["version"]), "lag_seconds": round(lag, 3)}
+        old = best.get(entry["target"])
+        if old is None or entry["version"] > old["version"]:
+            best[entry["target"]] = entry
+    return sorted(best.values(), key=lambda r: (r["lag_seconds"], "://" in r["target"], r["target"]))
 
 
 def describe(view: NamespaceView, path: str) -> dict[str, Any]:

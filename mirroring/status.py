@@ -149,16 +149,30 @@ def statuses(view: NamespaceView, name: str | None = None, now: float | None = N
         vs = view.volstates.get(volume)
         head = vs.version if vs is not None else 0
         targets = []
-        for target in policy.spec.targets:
-            st = _record(view, pname, target.name)
-            entry = {"target": target.name}
+        for tname, mode in effective_targets(view, policy):
+            st = _record(view, pname, tname)
+            entry = {"target": tname}
             entry.update(target_state(
-                st, mode=policy.spec.mode, head=head,
-                max_lag=policy.spec.max_lag.seconds, now=now,
+                st, mode=mode, head=head, max_lag=policy.spec.max_lag.seconds, now=now,
             ))
             targets.append(entry)
         out.append({"policy": pname, "volume": volume, "mode": policy.spec.mode, "targets": targets})
     return out
+
+
+def effective_targets(view: NamespaceView, policy: MirrorPolicy) -> list[tuple[str, str]]:
+    """(target, mode) pairs the volume's owner mirrors to now: the policy's targets minus
+    the owner itself (after a failover the owner may be one of them), plus former owners,
+    which come back as continuous replicas (failback)."""
+    vol = view.volumes.get(policy.spec.volume)
+    owner = vol.owner if vol is not None else None
+    found = [(t.name, policy.spec.mode) for t in policy.spec.targets
+             if not (t.is_cluster and t.cluster == owner)]
+    names = {n for n, _ in found}
+    for former in (vol.former_owners if vol is not None else []):
+        if former != owner and former not in names:
+            found.append((former, "continuous"))
+    return found
 
 
 def _record(view: NamespaceView, policy: str, target: str) -> TargetStatus | None:

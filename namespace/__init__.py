@@ -17,6 +17,7 @@ key                              value
 ``policies/<name>``              a mirror policy document (mirroring owns its meaning)
 ``mirrors/<policy>/<target>``    per-target mirror status, written once per pass
 ``leader``                       the federation leader's id, bound to its lease
+``diverged/<volume>/<cluster>``  writes a former owner kept aside at failback (reported)
 ===============================  ===========================================================
 
 Every change that touches several keys is one etcd transaction. etcd never holds per-file

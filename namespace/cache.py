@@ -41,6 +41,7 @@ class NamespaceView:
     mounts: MountTable = field(default_factory=MountTable)
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     mirror_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    diverged: dict[str, dict[str, Any]] = field(default_factory=dict)
     leader: str | None = None
     revision: int = 0
 
@@ -81,6 +82,10 @@ class NamespaceView:
                 name = k[len(schema.MIRRORS) :]
                 _store(self.mirror_status, name, value, json.loads)
                 return "mirror", name
+            if k.startswith(schema.DIVERGED):
+                name = k[len(schema.DIVERGED) :]
+                _store(self.diverged, name, value, json.loads)
+                return "diverged", name
             if k == schema.LEADER:
                 self.leader = None if value is None else value.decode()
                 return "leader", ""

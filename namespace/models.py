@@ -71,7 +71,6 @@ class VolumeState(Record):
     updated: float = 0.0
     files: int = 0
     bytes: int = 0
-    diverged: list[str] = Field(default_factory=list)
 
 
 class VolumeView(BaseModel):

@@ -14,6 +14,7 @@ POLICIES = ROOT + "policies/"
 MIRRORS = ROOT + "mirrors/"
 LEADER = ROOT + "leader"
 TOKENS = ROOT + "edge-tokens/"
+DIVERGED = ROOT + "diverged/"
 
 
 def cluster(cluster_id: str) -> bytes:
@@ -59,3 +60,7 @@ def token(token_id: str) -> bytes:
 
 def name_of(key: bytes, prefix: str) -> str:
     return key.decode()[len(prefix) :]
+
+
+def diverged(volume_name: str, cluster_id: str) -> bytes:
+    return (DIVERGED + volume_name + "/" + cluster_id).encode()

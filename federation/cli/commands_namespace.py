@@ -93,6 +93,17 @@ def volume_show(env: Env, name: str) -> None:
         show(env, c.volume(name))
 
 
+@volume.command("promote")
+@click.argument("name")
+@click.option("--to", "to", required=True, metavar="TARGET", help="Cluster id, or an object-store target URI of the volume's policy.")
+@click.option("--force", is_flag=True, help="Hand over from a Ready owner (drain, final sync, switch).")
+@common
+def volume_promote(env: Env, name: str, to: str, force: bool) -> None:
+    """Manual failover: make TARGET own volume NAME (epoch + 1)."""
+    with env.client(watch=False) as c:
+        show(env, c.promote(name, to, force=force))
+
+
 @click.group()
 def mount() -> None:
     """The mount table: global path prefixes to volume[:subpath]."""
@@ -148,7 +159,8 @@ def status(env: Env) -> None:
         emit_json(st)
         return
     table("clusters", CLUSTER_COLS, ([_s(x.get(k)) for k in CLUSTER_COLS] for x in st["clusters"]))
-    table("volumes", VOLUME_COLS + ["diverged"], ([_s(x.get(k)) for k in VOLUME_COLS + ["diverged"]] for x in st["volumes"]))
+    table("volumes", VOLUME_COLS + ["diverged"],
+          ([_s(x.get(k)) for k in VOLUME_COLS] + [_diverged(x["diverged"])] for x in st["volumes"]))
     table("mounts", MOUNT_COLS, ([_s(x.get(k)) for k in MOUNT_COLS] for x in st["mounts"]))
     rows = []
     for m in st["mirrors"]:
@@ -157,6 +169,10 @@ def status(env: Env) -> None:
                          t["lag_versions"], t["lag_seconds"], t.get("last_error") or ""])
     table("mirrors", ["policy", "volume", "target", "state", "version", "lag_versions",
                       "lag_seconds", "last_error"], rows)
+
+
+def _diverged(records: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{r['cluster']} (epoch {r['epoch']}): {len(r['paths'])} path(s) kept" for r in records)
 
 
 def _s(v: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
@@ -32,10 +33,66 @@ class FederationLeader:
         self.peers = peers
         self.metrics = metrics
         self._duties: list[asyncio.Task[None]] = []
+        # When each cluster was first seen Down, tracked by every controller all the time,
+        # so a newly elected leader already knows how long an owner has been gone.
+        self.down_since: dict[str, float] = {}
+        # When the leader's health probes of an owner started failing in a row: an owner
+        # killed or frozen stops answering seconds before its lease runs out.
+        self.unreachable_since: dict[str, float] = {}
+        cache.subscribe(self._track_liveness)
+        self._track_liveness("alive", "", None)
+        from federation.controller.failover import FailoverOps
+
+        self.failover = FailoverOps(self)
         self.election = LeaderElection(
             cache, cluster, lambda: lease.lease_id, self._elected, self._demoted,
             can_lead=lambda: not volumes.suspended and not lease.fenced(),
         )
+
+    def _track_liveness(self, kind: str, name: str, value: bytes | None) -> None:
+        if kind not in ("alive", "cluster"):
+            return
+        view = self.cache.view
+        now = time.time()
+        for cid in view.clusters:
+            if cid in view.alive:
+                self.down_since.pop(cid, None)
+            else:
+                self.down_since.setdefault(cid, now)
+
+    def gone_since(self) -> dict[str, float]:
+        """Per cluster, since when it has been gone: the earlier of lease expiry (Down) and
+        the first of an unbroken run of failed probes. Promotion still waits for Down."""
+        out = dict(self.down_since)
+        for cid, t in self.unreachable_since.items():
+            out[cid] = min(t, out.get(cid, t))
+        return out
+
+    async def probe_owners(self, period: float = 0.5) -> None:
+        from mirroring.failover import automatic_policies
+
+        while True:
+            view = self.cache.view
+            owners = {view.volumes[p.spec.volume].owner for p in automatic_policies(view)
+                      if p.spec.volume in view.volumes}
+            for cid in owners - {self.cluster}:
+                spec = view.clusters.get(cid)
+                ok = False
+                if spec is not None and spec.endpoint:
+                    try:
+                        stub = pb_grpc.FederationStub(self.peers.get(spec.endpoint))
+                        await stub.Health(pb.HealthRequest(), timeout=period)
+                        ok = True
+                    except Exception:
+                        ok = False
+                if ok:
+                    self.unreachable_since.pop(cid, None)
+                else:
+                    self.unreachable_since.setdefault(cid, time.time() - period)
+            for cid in list(self.unreachable_since):
+                if cid not in owners:
+                    self.unreachable_since.pop(cid)
+            await asyncio.sleep(period)
 
     async def run(self) -> None:
         await self.election.run()
@@ -50,11 +107,9 @@ class FederationLeader:
         self._duties += self._failover_duties()
 
     def _failover_duties(self) -> list[asyncio.Task[None]]:
-        try:
-            from federation.controller.failover import failover_task
-        except ImportError:
-            return []
-        return [failover_task(self)]
+        from federation.controller.failover import failover_task
+
+        return [failover_task(self), asyncio.create_task(self.probe_owners(), name="owner-probes")]
 
     async def _demoted(self) -> None:
         for t in self._duties:

@@ -93,6 +93,11 @@ class MirrorRunner:
     def _on_change(self, kind: str, name: str, value: bytes | None) -> None:
         if kind in ("policy", "volume", "alive", "cluster"):
             self._reconcile_soon.set()
+        if kind == "alive" and value is not None:
+            for w in self.workers.values():  # a target came back: retry it now
+                if w.target.cluster == name and w.failures:
+                    w.failures = 0
+                    w.kick.set()
 
     def policies_of(self, volume: str) -> list[MirrorPolicy]:
         found = []
@@ -120,6 +125,10 @@ class MirrorRunner:
                 if t.is_cluster and t.cluster == self.cluster:
                     continue  # after a failover the policy may name us: we are the source now
                 wanted[(p.name, t.name)] = (p, t)
+            # Former owners come back as replicas of the new owner (failback).
+            for former in vol.former_owners:
+                if former != self.cluster and (p.name, former) not in wanted:
+                    wanted[(p.name, former)] = (p, Target(cluster=former))
         for key in list(self.workers):
             if key not in wanted:
                 w = self.workers.pop(key)
@@ -127,10 +136,11 @@ class MirrorRunner:
                     w.task.cancel()
         for key, (p, t) in wanted.items():
             w = self.workers.get(key)
-            if w is None or w.mode != p.spec.mode or w.target != t:
+            if w is None or w.target != t or (w.mode != p.spec.mode and t.name in p.target_names):
                 if w is not None and w.task:
                     w.task.cancel()
-                w = Worker(policy=p.name, volume=p.spec.volume, target=t, mode=p.spec.mode)
+                mode = p.spec.mode if t.name in p.target_names else "continuous"
+                w = Worker(policy=p.name, volume=p.spec.volume, target=t, mode=mode)
                 w.status = self._load_status(p.name, t.name, p.spec.volume)
                 w.task = asyncio.create_task(self._run_worker(w), name=f"mirror-{p.name}-{t.name}")
                 self.workers[key] = w
@@ -255,9 +265,12 @@ class MirrorRunner:
                 w.status = w.status.model_copy(update={
                     "last_error": text[:500], "error_at": time.time(), "syncing": False})
                 await self._finish(w)
-                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(w.failures, 6)))
-                if w.mode in ("continuous", "sync"):
-                    w.kick.set()
+                # Back off, but a kick (a new trigger, or the target turning Ready) ends it.
+                try:
+                    await asyncio.wait_for(w.kick.wait(), timeout=min(30.0, 0.5 * 2 ** min(w.failures, 6)))
+                except TimeoutError:
+                    if w.mode in ("continuous", "sync"):
+                        w.kick.set()
                 continue
             w.failures = 0
             if w.mode == "sync" and not w.in_sync_set and result.committed:

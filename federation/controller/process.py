@@ -21,6 +21,7 @@ import grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.channels import BASE_OPTIONS, AioChannelPool
 from federation.controller.config import ControllerConfig
+from federation.controller.failover import FailoverService
 from federation.controller.leader import FederationLeader
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.mirror_service import MirroringService
@@ -81,12 +82,14 @@ class Controller:
             volumes.on_commit.append(mirrors.committed)
             pb_grpc.add_ReplicationServicer_to_server(ReplicationService(cfg.cluster, volumes, pool), server)
             pb_grpc.add_MirroringServicer_to_server(MirroringService(mirrors, peers), server)
+            leader = FederationLeader(cfg.cluster, cache, lease, volumes, mirrors, peers, self.metrics)
+            pb_grpc.add_FailoverServicer_to_server(FailoverService(leader.failover), server)
             await server.start()
             await lease.register()
             lease.start()
             volumes.start()
+            volumes.watch_roles()
             mirrors.start()
-            leader = FederationLeader(cfg.cluster, cache, lease, volumes, mirrors, peers, self.metrics)
             tasks = [
                 asyncio.create_task(self._stop.wait(), name="stop-signal"),
                 asyncio.create_task(self._export_lease_metrics(lease), name="lease-metrics"),

@@ -24,7 +24,7 @@ from federation.channels import CHUNK_SIZE, sync_channel
 from federation.controller.volumes import VolumeManager
 from federation.storage import FileMeta
 from mirroring.protocols import FileLike, TargetFile, TargetState
-from namespace.errors import Conflict, GnsError, InvalidInput, StaleEpoch
+from namespace.errors import Conflict, GnsError, InvalidInput, StaleEpoch, Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,7 +63,11 @@ class ReplicationService(pb_grpc.ReplicationServicer):
             raise StaleEpoch(f"replica write for {volume!r} at epoch {epoch} < current {vol.epoch}")
 
     def _replica(self, volume: str) -> Any:
-        return self.volumes.storage(volume, create=True)
+        vs = self.volumes.storage(volume, create=True)
+        if vs.role == "primary":
+            # A former owner that has not yet kept its diverged writes aside: not yet.
+            raise Unavailable(f"cluster {self.cluster} is failing back volume {volume!r}; retry shortly")
+        return vs
 
     @_abort_on_error
     async def State(self, request: pb.ReplicaStateRequest, context: grpc.aio.ServicerContext) -> pb.ReplicaStateReply:

@@ -111,6 +111,19 @@ class FederationService(pb_grpc.FederationServicer):
         vol = self.cache.view.volumes[res.volume]
         return Resolved(res.volume, res.relative_path, t.epoch or vol.epoch, path)
 
+    def _replica_fresh(self, volume: str, t: pb.Target) -> bool:
+        """May this cluster's replica answer a read of ``volume`` (``--consistency any``)?"""
+        if t.consistency != "any" or not self.volumes.has_local(volume):
+            return False
+        vol = self.cache.view.volumes.get(volume)
+        if vol is None or vol.owner == self.cluster:
+            return False
+        from federation.resolution import replicas_of
+
+        bound = t.max_staleness_s if t.max_staleness_s > 0 else 60.0
+        return any(r["target"] == self.cluster and r["lag_seconds"] <= bound
+                   for r in replicas_of(self.cache.view, volume))
+
     def _owner_endpoint(self, volume: str) -> tuple[str, str] | None:
         """(owner id, endpoint) if another cluster owns ``volume``; None if we do."""
         vol = self.cache.view.volumes.get(volume)
@@ -183,6 +196,11 @@ class FederationService(pb_grpc.FederationServicer):
     @_guard
     async def Stat(self, request: pb.StatRequest, context: grpc.aio.ServicerContext) -> pb.FileInfo:
         r = self._resolve(request.target)
+        if self._replica_fresh(r.volume, request.target):
+            vs = await self._io(self.volumes.storage, r.volume)
+            info = self._info(await self._io(vs.stat, r.rel), r)
+            info.stale = True
+            return info
         owner = self._owner_endpoint(r.volume)
         if owner is not None:
             self.metrics.forwarded.labels("Stat", owner[0]).inc()
@@ -199,7 +217,8 @@ class FederationService(pb_grpc.FederationServicer):
     @_guard
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListReply:
         r = self._resolve(request.target)
-        owner = self._owner_endpoint(r.volume)
+        stale = self._replica_fresh(r.volume, request.target)
+        owner = None if stale else self._owner_endpoint(r.volume)
         if owner is not None:
             self.metrics.forwarded.labels("List", owner[0]).inc()
             try:
@@ -213,7 +232,7 @@ class FederationService(pb_grpc.FederationServicer):
         entries = await self._io(vs.listdir, r.rel)
         return pb.ListReply(
             entries=[pb.DirEntry(name=e.name, type=e.type, size=e.size) for e in entries],
-            served_by=self.cluster,
+            served_by=self.cluster, stale=stale,
         )
 
     @_guard
@@ -232,8 +251,12 @@ class FederationService(pb_grpc.FederationServicer):
         if not r.rel:
             raise InvalidInput("refusing to remove the root of a volume")
         self.volumes.check_writable(r.volume, r.epoch)
-        vs = await self._io(self.volumes.storage, r.volume, create=True)
-        version = await self._io(self._gated_delete, vs, r, request.recursive)
+        self.volumes.begin_write(r.volume)
+        try:
+            vs = await self._io(self.volumes.storage, r.volume, create=True)
+            version = await self._io(self._gated_delete, vs, r, request.recursive)
+        finally:
+            self.volumes.end_write(r.volume)
         self.volumes.committed(r.volume, version)
         if self.mirrors is not None:
             await self.mirrors.wait_sync_targets(r.volume, version)
@@ -271,7 +294,8 @@ class FederationService(pb_grpc.FederationServicer):
 
     async def _read(self, request: pb.ReadRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ReadChunk]:
         r = self._resolve(request.target)
-        owner = self._owner_endpoint(r.volume)
+        stale = self._replica_fresh(r.volume, request.target)
+        owner = None if stale else self._owner_endpoint(r.volume)
         if owner is not None:
             self.metrics.forwarded.labels("Read", owner[0]).inc()
             fwd = pb.ReadRequest(
@@ -289,6 +313,8 @@ class FederationService(pb_grpc.FederationServicer):
         meta = await self._io(vs.stat, r.rel)
         if isinstance(meta, DirEntry):
             raise InvalidInput(f"{r.global_path or r.rel} is a directory")
+        info = self._info(meta, r)
+        info.stale = stale
         end = None if not request.length else request.offset + request.length
         it: Iterator[bytes] = await self._io(
             lambda: vs.read(r.rel, request.offset, end, self.chunk_size)
@@ -302,7 +328,7 @@ class FederationService(pb_grpc.FederationServicer):
                     break
                 self.metrics.bytes_out.inc(len(data))  # type: ignore[arg-type]
                 if first:
-                    yield pb.ReadChunk(info=self._info(meta, r), data=data)  # type: ignore[arg-type]
+                    yield pb.ReadChunk(info=info, data=data)  # type: ignore[arg-type]
                     first = False
                 else:
                     yield pb.ReadChunk(data=data)  # type: ignore[arg-type]
@@ -311,7 +337,7 @@ class FederationService(pb_grpc.FederationServicer):
             if close:
                 await self._io(close)
         if first:
-            yield pb.ReadChunk(info=self._info(meta, r))
+            yield pb.ReadChunk(info=info)
 
     @_guard
     async def Write(self, request_iterator: AsyncIterator[pb.WriteChunk], context: grpc.aio.ServicerContext) -> pb.WriteReply:
@@ -330,20 +356,24 @@ class FederationService(pb_grpc.FederationServicer):
         if not r.rel:
             raise InvalidInput("cannot write to the root of a volume")
         self.volumes.check_writable(r.volume, r.epoch)
-        vs = await self._io(self.volumes.storage, r.volume, create=True)
-        writer = await self._io(vs.writer, r.rel)
-        committed = False
+        self.volumes.begin_write(r.volume)
         try:
-            async for msg in it:
-                if msg.WhichOneof("part") != "data":
-                    raise InvalidInput("write stream carried a second header")
-                self.metrics.bytes_in.inc(len(msg.data))
-                await self._io(writer.write, msg.data)
-            meta = await self._io(self._gated_commit, writer, r, header)
-            committed = True
+            vs = await self._io(self.volumes.storage, r.volume, create=True)
+            writer = await self._io(vs.writer, r.rel)
+            committed = False
+            try:
+                async for msg in it:
+                    if msg.WhichOneof("part") != "data":
+                        raise InvalidInput("write stream carried a second header")
+                    self.metrics.bytes_in.inc(len(msg.data))
+                    await self._io(writer.write, msg.data)
+                meta = await self._io(self._gated_commit, writer, r, header)
+                committed = True
+            finally:
+                if not committed:
+                    await self._io(writer.abort)
         finally:
-            if not committed:
-                await self._io(writer.abort)
+            self.volumes.end_write(r.volume)
         self.volumes.committed(r.volume, meta.version)
         if self.mirrors is not None:
             await self.mirrors.wait_sync_targets(r.volume, meta.version)

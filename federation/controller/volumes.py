@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +57,12 @@ class VolumeManager:
         self._usage_cache: dict[str, tuple[float, int, int]] = {}
         # Paths kept aside under .gns/diverged/ after a failback, per volume (reported).
         self.diverged: dict[str, list[str]] = {}
+        # Volumes being handed over (no new writes) and writes in flight per volume.
+        self.draining: set[str] = set()
+        self.inflight: dict[str, int] = {}
+        self._roles_task: asyncio.Task[None] | None = None
+        self._roles_due: set[str] = set()
+        self._roles_event = asyncio.Event()
 
     # -- storage --------------------------------------------------------------------------
     def storage(self, name: str, *, create: bool = False) -> VolumeStorage:
@@ -101,6 +108,8 @@ class VolumeManager:
             raise Unavailable(
                 f"cluster {self.cluster} has not yet seen epoch {epoch} of volume {name!r}; retry"
             )
+        if name in self.draining:
+            raise Unavailable(f"volume {name!r} is being handed over to another cluster; retry")
         if self.suspended or self.lease.fenced():
             self.metrics.fenced.set(1)
             raise Unavailable(
@@ -108,6 +117,114 @@ class VolumeManager:
                 "no writes until it re-registers"
             )
         return vol
+
+    def begin_write(self, name: str) -> None:
+        self.inflight[name] = self.inflight.get(name, 0) + 1
+
+    def end_write(self, name: str) -> None:
+        self.inflight[name] = self.inflight.get(name, 1) - 1
+
+    async def wait_idle(self, name: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.inflight.get(name, 0) > 0:
+            if time.monotonic() > deadline:
+                raise Unavailable(f"volume {name!r}: writes still in flight after {timeout}s")
+            await asyncio.sleep(0.02)
+
+    # -- ownership changes: become primary, or fail back to a replica ---------------------
+    def watch_roles(self) -> None:
+        """Follow ownership changes of volumes held here (promotion, failover, failback)."""
+        self.cache.subscribe(self._on_change)
+        for name in self.cache.view.volumes:
+            self._roles_due.add(name)
+        self._roles_event.set()
+        self._roles_task = asyncio.create_task(self._roles_forever(), name="volume-roles")
+
+    def _on_change(self, kind: str, name: str, value: bytes | None) -> None:
+        if kind == "volume":
+            self._roles_due.add(name)
+            self._roles_event.set()
+
+    async def _roles_forever(self) -> None:
+        while True:
+            await self._roles_event.wait()
+            self._roles_event.clear()
+            due, self._roles_due = self._roles_due, set()
+            for name in sorted(due):
+                try:
+                    await self.reconcile_role(name)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("volume %s: role change failed; will retry", name)
+                    self._roles_due.add(name)
+            if self._roles_due:
+                await asyncio.sleep(1.0)
+                self._roles_event.set()
+
+    async def reconcile_role(self, name: str) -> None:
+        vol = self.cache.view.volumes.get(name)
+        if vol is None or not self.has_local(name) or self.suspended:
+            return
+        vs = await asyncio.to_thread(self.storage, name)
+        if vol.owner == self.cluster:
+            if vs.epoch < vol.epoch:
+                await asyncio.to_thread(vs.set_epoch, vol.epoch)
+            if vs.role != "primary":
+                await asyncio.to_thread(vs.set_role, "primary")
+                log.warning("volume %s: this cluster is the owner now (epoch %d, version %d)",
+                            name, vol.epoch, vs.version)
+        elif vs.role == "primary":
+            await self.fail_back(vol, vs)
+
+    async def fail_back(self, vol: Volume, vs: VolumeStorage) -> None:
+        """We owned ``vol`` but were replaced: keep our unmirrored writes aside, then become a
+        replica of the new owner (which pushes its state to us)."""
+        kept = await asyncio.to_thread(self._keep_diverged, vol, vs)
+        await asyncio.to_thread(vs.set_role, "replica")
+        self.metrics.fences.labels("failback").inc()
+        if kept:
+            self.diverged[vol.name] = kept
+            await self._publish_diverged(vol.name, vs.epoch, kept)
+        log.warning("volume %s: failed back to replica of %s (epoch %d); %d diverged path(s) kept under %s",
+                    vol.name, vol.owner, vol.epoch, len(kept), self.root / vol.name / ".gns" / "diverged")
+
+    def _keep_diverged(self, vol: Volume, vs: VolumeStorage) -> list[str]:
+        if vs.version <= vol.base_version:
+            return []
+        try:
+            changed, deleted = vs.changes_since(vol.base_version, vs.version)
+        except Exception:
+            log.error("volume %s: journal no longer reaches version %d; keeping every file aside",
+                      vol.name, vol.base_version)
+            changed, deleted = list(vs.files()), []
+        base = self.root / vol.name / ".gns" / "diverged" / str(vs.epoch)
+        kept = []
+        for meta in changed:
+            dest = base / meta.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(dest.name + ".tmp")
+            with vs.open_blob(meta.sha256) as src, open(tmp, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+            kept.append(f".gns/diverged/{vs.epoch}/{meta.path}")
+        if deleted:
+            (base / ".deleted").parent.mkdir(parents=True, exist_ok=True)
+            (base / ".deleted").write_text("\n".join(deleted) + "\n")
+            kept += [f".gns/diverged/{vs.epoch}/.deleted ({p})" for p in deleted]
+        return kept
+
+    async def _publish_diverged(self, name: str, epoch: int, kept: list[str]) -> None:
+        import json
+
+        record = {"volume": name, "cluster": self.cluster, "epoch": epoch, "paths": kept, "at": time.time()}
+        try:
+            await self.cache.etcd.put(schema.diverged(name, self.cluster), json.dumps(record).encode())
+        except Exception as exc:
+            log.error("volume %s: could not report diverged writes: %s", name, exc)
 
     def committed(self, name: str, version: int) -> None:
         self.metrics.volume_version.labels(name).set(version)
@@ -157,6 +274,8 @@ class VolumeManager:
         self._task = asyncio.create_task(self._publish_forever(), name="volstate-publisher")
 
     async def stop(self) -> None:
+        if self._roles_task:
+            self._roles_task.cancel()
         if self._task:
             self._task.cancel()
             try:
@@ -198,9 +317,11 @@ class VolumeManager:
             vs = self._open.get(name)
             if vs is None:
                 continue
+            if vs.role != "primary":
+                continue  # only the owner speaks for a volume's version
             files, nbytes = self._usage(name, vs)
             state = VolumeState(version=vs.version, epoch=vs.epoch, updated=time.time(),
-                                files=files, bytes=nbytes, diverged=self.diverged.get(name, []))
+                                files=files, bytes=nbytes)
             ops.append(etcd.tx.put(schema.volstate(name), state.dump()))
         if ops:
             try:

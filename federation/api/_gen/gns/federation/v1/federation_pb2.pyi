@@ -379,3 +379,53 @@ class MirrorVerifyReply(_message.Message):
     REPORTS_FIELD_NUMBER: _ClassVar[int]
     reports: _containers.RepeatedCompositeFieldContainer[MirrorVerifyReport]
     def __init__(self, reports: _Optional[_Iterable[_Union[MirrorVerifyReport, _Mapping]]] = ...) -> None: ...
+
+class PromoteRequest(_message.Message):
+    __slots__ = ("volume", "to", "force", "reason")
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    volume: str
+    to: str
+    force: bool
+    reason: str
+    def __init__(self, volume: _Optional[str] = ..., to: _Optional[str] = ..., force: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PromoteReply(_message.Message):
+    __slots__ = ("owner", "epoch", "version", "via")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VIA_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    epoch: int
+    version: int
+    via: str
+    def __init__(self, owner: _Optional[str] = ..., epoch: _Optional[int] = ..., version: _Optional[int] = ..., via: _Optional[str] = ...) -> None: ...
+
+class HandoverRequest(_message.Message):
+    __slots__ = ("volume", "to")
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    volume: str
+    to: str
+    def __init__(self, volume: _Optional[str] = ..., to: _Optional[str] = ...) -> None: ...
+
+class HydrateRequest(_message.Message):
+    __slots__ = ("volume", "uri")
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    volume: str
+    uri: str
+    def __init__(self, volume: _Optional[str] = ..., uri: _Optional[str] = ...) -> None: ...
+
+class HydrateReply(_message.Message):
+    __slots__ = ("version", "files", "bytes")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    files: int
+    bytes: int
+    def __init__(self, version: _Optional[int] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...

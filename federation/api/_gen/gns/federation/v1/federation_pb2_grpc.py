@@ -755,3 +755,161 @@ class Mirroring:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class FailoverStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Promote = channel.unary_unary(
+                '/gns.federation.v1.Failover/Promote',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PromoteRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PromoteReply.FromString,
+                _registered_method=True)
+        self.Handover = channel.unary_unary(
+                '/gns.federation.v1.Failover/Handover',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.HandoverRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PromoteReply.FromString,
+                _registered_method=True)
+        self.Hydrate = channel.unary_unary(
+                '/gns.federation.v1.Failover/Hydrate',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.HydrateRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.HydrateReply.FromString,
+                _registered_method=True)
+
+
+class FailoverServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Promote(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Handover(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Hydrate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_FailoverServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Promote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Promote,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PromoteRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PromoteReply.SerializeToString,
+            ),
+            'Handover': grpc.unary_unary_rpc_method_handler(
+                    servicer.Handover,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.HandoverRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PromoteReply.SerializeToString,
+            ),
+            'Hydrate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Hydrate,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.HydrateRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.HydrateReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'gns.federation.v1.Failover', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('gns.federation.v1.Failover', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Failover:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Promote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.federation.v1.Failover/Promote',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PromoteRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PromoteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Handover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.federation.v1.Failover/Handover',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.HandoverRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PromoteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Hydrate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.federation.v1.Failover/Hydrate',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.HydrateRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.HydrateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,367 @@
+"""Data-plane benchmark: ``python -m bench.dataplane`` prints one JSON object (issue 3).
+
+Starts a real etcd and three real ``gns controller`` processes (``onprem-a``, ``onprem-b``,
+``aws-1``) on 127.0.0.1, creates volume ``bench`` owned by ``onprem-a`` mounted at
+``/bench``, and measures:
+
+* ``resolve_rpc_per_s`` / ``resolve_rpc_p50_ms`` / ``resolve_rpc_p99_ms``: ``--procs``
+  client processes x ``--inflight`` concurrent ``grpc.aio`` calls each, calling the
+  ``Resolve`` RPC of ONE controller (onprem-a) for ``--seconds`` after a warm-up; rate =
+  completed calls in the common window / window; latencies per call. The controller's CPU
+  seconds over the window are reported too (``resolve_rpc_per_controller_cpu_s``), since the
+  clients share the same 2 cores.
+* ``put_mib_s`` / ``get_mib_s``: ``federation.client.Client`` straight to the owner, one
+  ``--size-mib`` (1 GiB) file; ``put_via_ratio`` / ``get_via_ratio``: the same through
+  ``via="onprem-b"`` (forwarding to onprem-a) over direct, interleaved in the same run, median
+  of ``--rounds``. ``get`` writes to a local file and fsyncs it (what ``gns get`` does).
+* ``local_copy_mib_s``: ``shutil.copyfile`` + fsync of the same source file on the same disk;
+  ``direct_put_vs_local_copy`` = put_mib_s / local_copy_mib_s.
+* ``small_put_per_s``: 4 KiB puts from ``--small-threads`` threads sharing one ``Client``.
+
+Everything it starts is stopped by PID in ``finally``; the work directory is removed.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._util import (
+    MIB,
+    ControllerSet,
+    at_least,
+    at_most,
+    emit,
+    log,
+    machine_info,
+    median,
+    peak_rss_bytes,
+    percentile,
+    rnd,
+    start_etcd,
+    stop_process,
+    terminate_on_sigterm,
+)
+
+GOALS = {
+    "resolve_rpc_per_s": ">= 5000",
+    "resolve_rpc_p99_ms": "<= 5",
+    "direct_put_vs_local_copy": ">= 0.5",
+    "direct_get_vs_local_copy": ">= 0.5",
+    "put_via_ratio": ">= 0.85",
+    "get_via_ratio": ">= 0.85",
+}
+
+CLUSTERS = [("onprem-a", "onprem", "dc1"), ("onprem-b", "onprem", "dc2"), ("aws-1", "aws", "us-east-1")]
+
+
+# -- Resolve RPC load: one child process ---------------------------------------------------
+async def _resolve_child(endpoint: str, inflight: int, start_at: float, end_at: float) -> None:
+    """Child mode: ``inflight`` coroutines loop on Resolve; print counts and latencies."""
+    import grpc
+
+    from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+    from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+
+    rng = random.Random(os.getpid())
+    paths = [f"/bench/d{rng.randrange(100)}/sub/file-{i}.bin" for i in range(1000)]
+    lat: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        stub = pb_grpc.FederationStub(channel)
+        await stub.Resolve(pb.ResolveRequest(path=paths[0]), timeout=10)
+
+        async def worker(k: int) -> None:
+            nonlocal errors
+            i = k
+            while True:
+                t0 = time.time()
+                if t0 >= end_at:
+                    return
+                try:
+                    await stub.Resolve(pb.ResolveRequest(path=paths[i % len(paths)]), timeout=10)
+                except grpc.RpcError:
+                    errors += 1
+                    continue
+                t1 = time.time()
+                if t0 >= start_at and t1 <= end_at:
+                    lat.append(t1 - t0)
+                i += inflight
+
+        await asyncio.gather(*(worker(k) for k in range(inflight)))
+    print(json.dumps({"lat": [round(x * 1000, 4) for x in lat], "errors": errors}))
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_resolve_rpc(endpoint: str, pid: int, procs: int, inflight: int, seconds: float, warmup: float) -> dict[str, Any]:
+    start_at = time.time() + 3.0 + warmup  # room for imports, then warm-up
+    end_at = start_at + seconds
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.dataplane", "--resolve-child", endpoint,
+             "--inflight", str(inflight), "--start-at", repr(start_at), "--end-at", repr(end_at)],
+            stdout=subprocess.PIPE, text=True,
+        )
+        for _ in range(procs)
+    ]
+    lat: list[float] = []
+    errors = 0
+    try:
+        time.sleep(max(0.0, start_at - time.time()))
+        cpu0 = _cpu_seconds(pid)
+        time.sleep(max(0.0, end_at - time.time()))
+        cpu1 = _cpu_seconds(pid)
+        for c in children:
+            out, _ = c.communicate(timeout=60)
+            if c.returncode != 0:
+                raise RuntimeError(f"resolve client exited {c.returncode}")
+            found = json.loads(out)
+            lat += found["lat"]
+            errors += found["errors"]
+    finally:
+        for c in children:
+            stop_process(c)
+    rate = len(lat) / seconds
+    return {
+        "resolve_rpc_per_s": round(rate),
+        "resolve_rpc_p50_ms": rnd(percentile(lat, 50), 3),
+        "resolve_rpc_p99_ms": rnd(percentile(lat, 99), 3),
+        "resolve_rpc_errors": errors,
+        "resolve_rpc_clients": f"{procs} processes x {inflight} in flight (grpc.aio)",
+        "resolve_rpc_controller_cpu_s": rnd(cpu1 - cpu0, 2),
+        "resolve_rpc_per_controller_cpu_s": round(len(lat) / max(1e-9, cpu1 - cpu0)),
+    }
+
+
+# -- large files ---------------------------------------------------------------------------
+def make_source(path: Path, size_mib: int) -> None:
+    block = os.urandom(4 * MIB)
+    with open(path, "wb") as f:
+        for i in range(size_mib // 4):
+            f.write(block[:-8] + i.to_bytes(8, "big"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def local_copy_seconds(src: Path, dst: Path) -> float:
+    t0 = time.perf_counter()
+    shutil.copyfile(src, dst)
+    _fsync(dst)
+    took = time.perf_counter() - t0
+    dst.unlink()
+    return took
+
+
+def bench_large(urls: str, work: Path, size_mib: int, rounds: int) -> dict[str, Any]:
+    from federation.client import Client
+
+    src = work / "source.bin"
+    log(f"writing a {size_mib} MiB source file")
+    make_source(src, size_mib)
+    times: dict[str, list[float]] = {k: [] for k in ("copy", "put", "put_via", "get", "get_via")}
+    with Client(urls) as direct, Client(urls, via="onprem-b") as via:
+        direct.put(b"warm", "/bench/warm.bin")
+        via.put(b"warm", "/bench/warm-via.bin")
+        for r in range(rounds):
+            # Interleave (and alternate the order) so drift in machine load hits both alike.
+            order = ["direct", "via"] if r % 2 == 0 else ["via", "direct"]
+            times["copy"].append(local_copy_seconds(src, work / "copy.bin"))
+            log(f"round {r + 1}: local copy {size_mib / times['copy'][-1]:.0f} MiB/s")
+            for kind in order:
+                client, key = (direct, "put") if kind == "direct" else (via, "put_via")
+                t0 = time.perf_counter()
+                info = client.put(src, f"/bench/big-{kind}.bin")
+                times[key].append(time.perf_counter() - t0)
+                assert info["size"] == size_mib * MIB
+                log(f"round {r + 1}: {key} {size_mib / times[key][-1]:.0f} MiB/s")
+            for kind in order:
+                client, key = (direct, "get") if kind == "direct" else (via, "get_via")
+                dst = work / f"got-{kind}.bin"
+                t0 = time.perf_counter()
+                n = client.get(f"/bench/big-{kind}.bin", dst)
+                times[key].append(time.perf_counter() - t0)
+                assert n == size_mib * MIB
+                dst.unlink()
+                log(f"round {r + 1}: {key} {size_mib / times[key][-1]:.0f} MiB/s")
+    src.unlink()
+    rate = {k: size_mib / median(v) for k, v in times.items()}
+    return {
+        "size_mib": size_mib,
+        "rounds": rounds,
+        "put_mib_s": rnd(rate["put"], 1),
+        "get_mib_s": rnd(rate["get"], 1),
+        "put_via_mib_s": rnd(rate["put_via"], 1),
+        "get_via_mib_s": rnd(rate["get_via"], 1),
+        "put_via_ratio": rnd(rate["put_via"] / rate["put"], 3),
+        "get_via_ratio": rnd(rate["get_via"] / rate["get"], 3),
+        "local_copy_mib_s": rnd(rate["copy"], 1),
+        "direct_put_vs_local_copy": rnd(rate["put"] / rate["copy"], 3),
+        "direct_get_vs_local_copy": rnd(rate["get"] / rate["copy"], 3),
+        "large_runs_mib_s": {k: [rnd(size_mib / t, 1) for t in v] for k, v in times.items()},
+    }
+
+
+# -- small files ---------------------------------------------------------------------------
+def bench_small(urls: str, threads: int, seconds: float) -> dict[str, Any]:
+    from federation.client import Client
+
+    payload = os.urandom(4096)
+    counts = [0] * threads
+    lat: list[float] = []
+    lock = threading.Lock()
+    with Client(urls) as client:
+        client.put(payload, "/bench/small/warm")
+        stop_at = time.perf_counter() + seconds
+
+        def run(k: int) -> None:
+            mine = []
+            i = 0
+            while time.perf_counter() < stop_at:
+                data = payload[:-8] + i.to_bytes(8, "big")
+                t0 = time.perf_counter()
+                client.put(data, f"/bench/small/t{k}/f{i}")
+                mine.append(time.perf_counter() - t0)
+                i += 1
+            counts[k] = i
+            with lock:
+                lat.extend(mine)
+
+        t0 = time.perf_counter()
+        workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        took = time.perf_counter() - t0
+    return {
+        "small_put_per_s": rnd(sum(counts) / took, 1),
+        "small_put_p50_ms": rnd(percentile([x * 1000 for x in lat], 50), 2),
+        "small_put_p99_ms": rnd(percentile([x * 1000 for x in lat], 99), 2),
+        "small_put_threads": threads,
+    }
+
+
+# -- orchestration ---------------------------------------------------------------------------
+def wait_serving(urls: str, timeout: float = 30.0) -> None:
+    """Until every controller's cache knows the /bench mount (Resolve answers there)."""
+    import grpc
+
+    from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+    from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+    from federation.client import Client
+
+    with Client(urls, watch=False) as c:
+        endpoints = [cl.endpoint for cl in c.clusters()]
+    deadline = time.monotonic() + timeout
+    for ep in endpoints:
+        with grpc.insecure_channel(ep) as ch:
+            stub = pb_grpc.FederationStub(ch)
+            while True:
+                try:
+                    stub.Resolve(pb.ResolveRequest(path="/bench/x"), timeout=2)
+                    break
+                except grpc.RpcError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.dataplane", description=__doc__)
+    p.add_argument("--size-mib", type=int, default=1024)
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of large put/get")
+    p.add_argument("--procs", type=int, default=4, help="Resolve client processes")
+    p.add_argument("--inflight", type=int, default=16, help="concurrent Resolve calls per process")
+    p.add_argument("--seconds", type=float, default=10.0, help="Resolve measuring window")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--small-threads", type=int, default=8)
+    p.add_argument("--small-seconds", type=float, default=8.0)
+    p.add_argument("--skip", default="", help="comma list of phases to skip: resolve,large,small")
+    p.add_argument("--resolve-child", metavar="ENDPOINT", help=argparse.SUPPRESS)
+    p.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--end-at", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.resolve_child:
+        asyncio.run(_resolve_child(args.resolve_child, args.inflight, args.start_at, args.end_at))
+        return
+    terminate_on_sigterm()
+    skip = set(filter(None, args.skip.split(",")))
+    started = time.monotonic()
+    result: dict[str, Any] = {"bench": "dataplane", "machine": machine_info()}
+    root = Path(tempfile.mkdtemp(prefix="gns-bench-dp-"))
+    try:
+        with start_etcd(root) as etcd, ControllerSet(etcd.urls, root, lease_ttl=5) as ctl:
+            for cid, provider, region in CLUSTERS:
+                ctl.spawn(cid, provider, region)
+            for cid, _, _ in CLUSTERS:
+                ctl.wait_healthy(cid)
+            log("controllers Ready: " + ", ".join(f"{c} pid {ctl.controllers[c].pid}" for c, _, _ in CLUSTERS))
+            from federation.client import Client
+
+            with Client(etcd.urls, watch=False) as c:
+                c.create_volume("bench", "onprem-a")
+                c.add_mount("/bench", "bench")
+            wait_serving(etcd.urls)
+            owner = ctl.controllers["onprem-a"]
+            if "resolve" not in skip:
+                log(f"Resolve RPC load: {args.procs} x {args.inflight} for {args.seconds}s")
+                result.update(bench_resolve_rpc(
+                    owner.endpoint, owner.pid, args.procs, args.inflight, args.seconds, args.warmup
+                ))
+            if "large" not in skip:
+                result.update(bench_large(etcd.urls, root, args.size_mib, args.rounds))
+                result["controller_peak_rss_mib"] = {
+                    cid: rnd(peak_rss_bytes(c.pid) / MIB, 1) for cid, c in ctl.controllers.items()
+                }
+            if "small" not in skip:
+                log(f"small puts: {args.small_threads} threads for {args.small_seconds}s")
+                result.update(bench_small(etcd.urls, args.small_threads, args.small_seconds))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    result["notes"] = (
+        "etcd + 3 real controller processes on 127.0.0.1 (lease TTL 5 s), volume 'bench' on "
+        "onprem-a; Resolve load from separate processes (grpc.aio), latencies per call inside a "
+        "common window; large files via federation.client.Client (1 MiB chunks), get writes and "
+        "fsyncs a local file; via = Client(via='onprem-b') forwarding to onprem-a; throughputs are "
+        "medians of interleaved rounds; local copy = shutil.copyfile + fsync on the same disk. "
+        f"Machine shared with other jobs (load {result['machine']['loadavg_1m_at_start']} on "
+        f"{result['machine']['cpus']} cores at start): figures are noisy."
+    )
+    result["goals"] = GOALS
+    result["met"] = {
+        "resolve_rpc_per_s": at_least(result.get("resolve_rpc_per_s"), 5000),
+        "resolve_rpc_p99_ms": at_most(result.get("resolve_rpc_p99_ms"), 5),
+        "direct_put_vs_local_copy": at_least(result.get("direct_put_vs_local_copy"), 0.5),
+        "direct_get_vs_local_copy": at_least(result.get("direct_get_vs_local_copy"), 0.5),
+        "put_via_ratio": at_least(result.get("put_via_ratio"), 0.85),
+        "get_via_ratio": at_least(result.get("get_via_ratio"), 0.85),
+    }
+    result["runtime_s"] = rnd(time.monotonic() - started, 1)
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Failover in the federation: promotion (automatic or manual), planned hand-over, and
+hydration of a volume from an object-store mirror onto a cluster.
+
+Decisions and the ownership transaction live in :mod:`mirroring.failover`; this module
+gathers what they need over gRPC (replica versions, a final sync from a Ready owner) and
+runs the automatic loop on the federation leader. Every promotion is logged and counted
+with its reason.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from cloud_adapters.errors import ObjectStoreError
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.api.errors import from_rpc_error, status_for
+from federation.controller.replication import ClusterTarget
+from federation.storage import FileMeta
+from mirroring import failover as decide
+from mirroring.engine import run_pass
+from mirroring.policy import MirrorPolicy
+from namespace.errors import Conflict, GnsError, InvalidInput, NotFound, Unavailable
+from namespace.models import Volume
+from namespace.paths import check_name
+
+if TYPE_CHECKING:
+    from federation.controller.leader import FederationLeader
+
+log = logging.getLogger(__name__)
+
+
+class FailoverOps:
+    """What a controller can do for failover; shared by the RPC service and the leader."""
+
+    def __init__(self, leader: FederationLeader) -> None:
+        self.leader = leader
+        self.cluster = leader.cluster
+        self.cache = leader.cache
+        self.volumes = leader.volumes
+        self.mirrors = leader.mirrors
+        self.peers = leader.peers
+        self.metrics = leader.metrics
+
+    async def _io(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(
+            self.mirrors.pool, functools.partial(fn, *args, **kw))
+
+    def _stub(self, cluster: str) -> pb_grpc.FailoverStub:
+        view = self.cache.view
+        if cluster not in view.clusters:
+            raise NotFound(f"cluster {cluster!r} not found")
+        if cluster not in view.alive:
+            raise Unavailable(f"cluster {cluster} is Down")
+        return pb_grpc.FailoverStub(self.peers.get(view.clusters[cluster].endpoint))
+
+    def _policies(self, volume: str) -> list[MirrorPolicy]:
+        return self.mirrors.policies_of(volume)
+
+    # -- candidates ----------------------------------------------------------------------
+    async def replica_version(self, cluster: str, volume: str) -> int | None:
+        """The version a cluster's replica fully holds (None: no replica, or unreachable)."""
+        if cluster == self.cluster:
+            if not self.volumes.has_local(volume):
+                return None
+            vs = await self._io(self.volumes.storage, volume)
+            return int(vs.version)
+        view = self.cache.view
+        if cluster not in view.alive or cluster not in view.clusters:
+            return None
+        stub = pb_grpc.ReplicationStub(self.peers.get(view.clusters[cluster].endpoint))
+        try:
+            r = await stub.State(pb.ReplicaStateRequest(volume=volume), timeout=5)
+        except grpc.RpcError:
+            return None
+        return int(r.version) if r.exists else None
+
+    def _store_version(self, uri: str, volume: str) -> int:
+        from cloud_adapters.registry import open_store
+        from mirroring.targets import ObjectStoreTarget
+
+        return ObjectStoreTarget(open_store(uri), uri, volume=volume).state().version
+
+    async def candidates(self, policy: MirrorPolicy, vol: Volume) -> list[decide.Candidate]:
+        found = []
+        for t in policy.spec.targets:
+            if t.is_cluster:
+                if t.cluster == vol.owner:
+                    continue
+                v = await self.replica_version(t.cluster or "", vol.name)
+                if v is not None:
+                    found.append(decide.Candidate(t.name, v, True, t.cluster or ""))
+            else:
+                to = policy.spec.failover.promote_to
+                if not to or to == vol.owner or to not in self.cache.view.alive:
+                    continue
+                try:
+                    v = await self._io(self._store_version, t.uri or "", vol.name)
+                except (GnsError, ObjectStoreError) as exc:
+                    log.warning("failover candidate %s unreadable: %s", t.name, exc)
+                    continue
+                if v > 0:
+                    found.append(decide.Candidate(t.name, v, False, to))
+        return found
+
+    # -- promotion -----------------------------------------------------------------------
+    async def promote(self, volume: str, to: str, *, force: bool, reason: str) -> Volume:
+        check_name("volume", volume)
+        view = self.cache.view
+        vol = view.volumes.get(volume)
+        if vol is None:
+            raise NotFound(f"volume {volume!r} not found")
+        if to == vol.owner:
+            raise Conflict(f"{to} already owns volume {volume!r}")
+        is_uri = "://" in to
+        if not is_uri:
+            check_name("cluster", to)
+            if to not in view.clusters:
+                raise NotFound(f"cluster {to!r} not found")
+            if to not in view.alive:
+                raise Unavailable(f"cluster {to} is Down; it cannot take volume {volume!r} over")
+        if vol.owner in view.alive:
+            if not force:
+                raise Conflict(
+                    f"owner {vol.owner} of volume {volume!r} is Ready; use --force for a planned "
+                    "hand-over (drain, final sync, switch)")
+            if is_uri:
+                raise InvalidInput("a planned hand-over goes to a cluster, not to an object store")
+            try:
+                r = await self._stub(vol.owner).Handover(pb.HandoverRequest(volume=volume, to=to), timeout=600)
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc, f"owner {vol.owner}") from None
+            self.metrics.promotions.labels("planned").inc()
+            return self.cache.view.volumes.get(volume) or vol.model_copy(update={"owner": r.owner, "epoch": r.epoch})
+        return await self._promote_from_down(vol, to, reason)
+
+    async def _promote_from_down(self, vol: Volume, to: str, reason: str) -> Volume:
+        if "://" in to:
+            policy = next((p for p in self._policies(vol.name) if to in p.target_names), None)
+            if policy is None:
+                raise NotFound(f"{to} is not a mirror target of volume {vol.name!r}")
+            dest = policy.spec.failover.promote_to
+            if not dest:
+                raise InvalidInput(f"policy {policy.name!r} has no failover.promoteTo cluster to hydrate onto")
+            try:
+                r = await self._stub(dest).Hydrate(pb.HydrateRequest(volume=vol.name, uri=to), timeout=3600)
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc, f"cluster {dest}") from None
+            version, new_owner = int(r.version), dest
+        else:
+            v = await self.replica_version(to, vol.name)
+            if v is None:
+                raise Conflict(f"cluster {to} holds no replica of volume {vol.name!r}; promoting it would lose the data")
+            version, new_owner = v, to
+        new = await decide.promote(self.cache.etcd, vol.name, new_owner, version, expect=vol)
+        self.cache.view.volumes[new.name] = new
+        self.metrics.promotions.labels(reason).inc()
+        log.warning("volume %s: promoted %s (via %s) at version %d, epoch %d; reason: %s",
+                    vol.name, new_owner, to, version, new.epoch, reason)
+        return new
+
+    # -- on the owner: planned hand-over ---------------------------------------------------
+    async def handover(self, volume: str, to: str) -> pb.PromoteReply:
+        vol = self.volumes.volume(volume)
+        if vol.owner != self.cluster:
+            raise Conflict(f"cluster {self.cluster} does not own volume {volume!r}")
+        view = self.cache.view
+        if to not in view.alive or to not in view.clusters:
+            raise Unavailable(f"cluster {to} is not Ready")
+        self.volumes.draining.add(volume)
+        try:
+            await self.volumes.wait_idle(volume, timeout=60)
+            vs = await self._io(self.volumes.storage, volume)
+            target = ClusterTarget(to, volume, self.cluster, view.clusters[to].endpoint,
+                                   self.mirrors.tls_dir, self.cluster, vs.epoch)
+            try:
+                result = await self._io(run_pass, vs, target)
+            finally:
+                target.close()
+            if not result.committed or result.version != vs.version:
+                raise Unavailable(f"final sync to {to} did not complete; volume {volume!r} stays with {self.cluster}")
+            new = await decide.promote(self.cache.etcd, volume, to, result.version, expect=vol)
+            self.cache.view.volumes[new.name] = new
+            log.warning("volume %s handed over to %s at version %d (epoch %d)", volume, to, result.version, new.epoch)
+            return pb.PromoteReply(owner=to, epoch=new.epoch, version=result.version)
+        finally:
+            self.volumes.draining.discard(volume)
+
+    # -- on promoteTo: hydration from an object store -----------------------------------------
+    def hydrate(self, volume: str, uri: str) -> tuple[int, int, int]:
+        from cloud_adapters.registry import open_store
+        from cloud_adapters.transfer import TransferPool
+        from mirroring.targets import ObjectStoreTarget
+
+        store = open_store(uri)
+        target = ObjectStoreTarget(store, uri, volume=volume)
+        st = target.state()
+        if st.version == 0:
+            raise NotFound(f"{uri} holds no committed version of volume {volume!r}")
+        entries = list(target._manifest_entries())
+        vs = self.volumes.storage(volume, create=True)
+
+        def fetch(entry: tuple[str, int, str]) -> int:
+            path, size, sha = entry
+            if not vs.has_blob(sha):
+                vs.ingest_blob(store.open(path), expect_sha256=sha)
+            return size
+
+        total = sum(TransferPool(8).map_unordered(fetch, iter(entries)))
+        now = time.time()
+        vs.reset_to([FileMeta(p, s, h, now, st.version) for p, s, h in entries], st.version)
+        log.warning("volume %s hydrated from %s at version %d (%d files, %d bytes)",
+                    volume, uri, st.version, len(entries), total)
+        return st.version, len(entries), total
+
+
+class FailoverService(pb_grpc.FailoverServicer):
+    def __init__(self, ops: FailoverOps) -> None:
+        self.ops = ops
+
+    async def _guard(self, coro: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await coro
+        except (GnsError, ObjectStoreError) as exc:
+            if isinstance(exc, ObjectStoreError):
+                exc = Unavailable(str(exc))
+            code, detail = status_for(exc)
+            await context.abort(code, detail)
+
+    async def Promote(self, request: pb.PromoteRequest, context: grpc.aio.ServicerContext) -> pb.PromoteReply:
+        async def run() -> pb.PromoteReply:
+            vol = await self.ops.promote(request.volume, request.to, force=request.force,
+                                         reason=request.reason or "manual")
+            return pb.PromoteReply(owner=vol.owner, epoch=vol.epoch, version=vol.base_version, via=request.to)
+
+        return await self._guard(run(), context)  # type: ignore[no-any-return]
+
+    async def Handover(self, request: pb.HandoverRequest, context: grpc.aio.ServicerContext) -> pb.PromoteReply:
+        return await self._guard(self.ops.handover(request.volume, request.to), context)  # type: ignore[no-any-return]
+
+    async def Hydrate(self, request: pb.HydrateRequest, context: grpc.aio.ServicerContext) -> pb.HydrateReply:
+        async def run() -> pb.HydrateReply:
+            vol = self.ops.volumes.volume(request.volume)
+            if vol.owner == self.ops.cluster:
+                raise Conflict(f"cluster {self.ops.cluster} already owns volume {request.volume!r}")
+            version, files, nbytes = await self.ops._io(self.ops.hydrate, request.volume, request.uri)
+            return pb.HydrateReply(version=version, files=files, bytes=nbytes)
+
+        return await self._guard(run(), context)  # type: ignore[no-any-return]
+
+
+def failover_task(leader: FederationLeader) -> asyncio.Task[None]:
+    return asyncio.create_task(_automatic(leader), name="failover")
+
+
+async def _automatic(leader: FederationLeader) -> None:
+    """On the leader: promote the best candidate of each volume whose owner stayed Down."""
+    ops = leader.failover
+    while True:
+        try:
+            for policy, vol in decide.due(leader.cache.view, leader.gone_since()):
+                cands = await ops.candidates(policy, vol)
+                best = decide.choose(cands, list(policy.spec.failover.priority))
+                if best is None:
+                    log.warning("volume %s: owner %s Down, no failover candidate", vol.name, vol.owner)
+                    continue
+                try:
+                    await ops._promote_from_down(vol, best.name, f"owner {vol.owner} down")
+                except Conflict as exc:
+                    log.info("failover of %s skipped: %s", vol.name, exc)
+                except (GnsError, ObjectStoreError) as exc:
+                    log.warning("failover of %s to %s failed: %s", vol.name, best.name, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("failover loop step failed")
+        await asyncio.sleep(0.5)
