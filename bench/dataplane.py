@@ -175,8 +175,21 @@ def local_copy_seconds(src: Path, dst: Path) -> float:
     return took
 
 
-def bench_large(urls: str, work: Path, size_mib: int, rounds: int) -> dict[str, Any]:
+def bench_large(urls: str, work: Path, size_mib: int, rounds: int, pids: dict[str, int]) -> dict[str, Any]:
     from federation.client import Client
+
+    cpu: dict[str, dict[str, list[float]]] = {}
+
+    def cpu_now() -> dict[str, float]:
+        now = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+        now["client"] = time.process_time()
+        return now
+
+    def record(key: str, before: dict[str, float]) -> None:
+        after = cpu_now()
+        per = cpu.setdefault(key, {})
+        for name in after:
+            per.setdefault(name, []).append((after[name] - before[name]) * 1024 / size_mib)
 
     src = work / "source.bin"
     log(f"writing a {size_mib} MiB source file")
@@ -192,17 +205,21 @@ def bench_large(urls: str, work: Path, size_mib: int, rounds: int) -> dict[str, 
             log(f"round {r + 1}: local copy {size_mib / times['copy'][-1]:.0f} MiB/s")
             for kind in order:
                 client, key = (direct, "put") if kind == "direct" else (via, "put_via")
+                c0 = cpu_now()
                 t0 = time.perf_counter()
                 info = client.put(src, f"/bench/big-{kind}.bin")
                 times[key].append(time.perf_counter() - t0)
+                record(key, c0)
                 assert info["size"] == size_mib * MIB
                 log(f"round {r + 1}: {key} {size_mib / times[key][-1]:.0f} MiB/s")
             for kind in order:
                 client, key = (direct, "get") if kind == "direct" else (via, "get_via")
                 dst = work / f"got-{kind}.bin"
+                c0 = cpu_now()
                 t0 = time.perf_counter()
                 n = client.get(f"/bench/big-{kind}.bin", dst)
                 times[key].append(time.perf_counter() - t0)
+                record(key, c0)
                 assert n == size_mib * MIB
                 dst.unlink()
                 log(f"round {r + 1}: {key} {size_mib / times[key][-1]:.0f} MiB/s")
@@ -221,6 +238,10 @@ def bench_large(urls: str, work: Path, size_mib: int, rounds: int) -> dict[str, 
         "direct_put_vs_local_copy": rnd(rate["put"] / rate["copy"], 3),
         "direct_get_vs_local_copy": rnd(rate["get"] / rate["copy"], 3),
         "large_runs_mib_s": {k: [rnd(size_mib / t, 1) for t in v] for k, v in times.items()},
+        # CPU seconds per GiB moved, per process (median of rounds): where the time goes.
+        "cpu_s_per_gib": {
+            k: {name: rnd(median(v), 2) for name, v in per.items()} for k, per in cpu.items()
+        },
     }
 
 
@@ -332,7 +353,11 @@ def main() -> None:
                     owner.endpoint, owner.pid, args.procs, args.inflight, args.seconds, args.warmup
                 ))
             if "large" not in skip:
-                result.update(bench_large(etcd.urls, root, args.size_mib, args.rounds))
+                pids = {"owner onprem-a": owner.pid, "forwarder onprem-b": ctl.controllers["onprem-b"].pid}
+                result["controller_rss_before_large_mib"] = {
+                    cid: rnd(peak_rss_bytes(c.pid) / MIB, 1) for cid, c in ctl.controllers.items()
+                }
+                result.update(bench_large(etcd.urls, root, args.size_mib, args.rounds, pids))
                 result["controller_peak_rss_mib"] = {
                     cid: rnd(peak_rss_bytes(c.pid) / MIB, 1) for cid, c in ctl.controllers.items()
                 }

@@ -268,6 +268,9 @@ class VolumeManager:
             log.warning("volume %s: new epoch %d after lease regain", vol.name, vol.epoch)
         self.suspended = False
         self.metrics.fenced.set(0)
+        # Ownership may have moved while we were cut off: fail back what we lost.
+        self._roles_due.update(self.cache.view.volumes)
+        self._roles_event.set()
 
     # -- publishing versions --------------------------------------------------------------
     def start(self) -> None:

@@ -605,9 +605,10 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
     time.sleep(1.1)  # LastModified has one-second resolution
     out = fed.gns("mirror", "sync", "crash-dr", "--wait", "--json", timeout=180)
     [t] = json.loads(ok(out))[0]["targets"]
+    assert (t["state"], t["version"], t["lag_versions"]) == ("Synced", head, 0), t
+    wait_for("the watch to check the new version", lambda: head in watch.claimed, timeout=20)
     watch.stop.set()
     watch.join(30)
-    assert (t["state"], t["version"], t["lag_versions"]) == ("Synced", head, 0), t
     moved = t["files"] - files_v1
     assert moved == to_move - len(present), (
         f"resume moved {moved} files; {len(present)} of {to_move} had already arrived")
@@ -618,7 +619,8 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
     check_store(d, files, head, "crashv")
 
     assert not watch.violations, watch.violations
-    assert watch.checks > 0 and {v1, head} <= watch.claimed | {head}, (watch.claimed, watch.errors)
+    assert {v1, head} <= watch.claimed, (watch.claimed, watch.errors)
+    print("DEBUG", st, len(present), watch.checks, watch.claimed, watch.errors[:3])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -661,6 +663,7 @@ def test_kill9_leader_reelected_and_interval_passes_go_on(
                           lambda: (lambda x: x if x not in (None, leader) else None)(leader_of(fed)),
                           timeout=fed.lease_ttl + 15, every=0.1)
     took = time.monotonic() - t0
+    print("DEBUG leader", leader, "->", new_leader, f"{took:.2f}s", "owner", owner, len([k for k in d.listing() if k.startswith("b/")]))
     assert new_leader in (owner, replica)
     assert took <= fed.lease_ttl + 4, f"re-election took {took:.1f}s (lease TTL {fed.lease_ttl}s)"
 
@@ -735,6 +738,7 @@ def test_continuous_lag_under_max_lag_then_lagging_when_target_stopped(
     assert not errors, errors
     assert head[0] >= 100
     st = wait_synced(fed, "cont-dr", head[0], timeout=20)
+    print("DEBUG lags", lags, states)
     assert max(lags.values()) < max_lag, f"lag exceeded maxLag {max_lag}s: {lags}"
     for t, seen in states.items():
         assert not seen & {"Lagging", "Error"}, (t, seen)
@@ -755,6 +759,7 @@ def test_continuous_lag_under_max_lag_then_lagging_when_target_stopped(
                            lambda: (lambda e: e if e["state"] in ("Lagging", "Error") else None)(
                                fast_status(c, "cont-dr")["onprem-b"]), timeout=20, every=0.1)
             took = time.monotonic() - t0
+            print("DEBUG lagging", f"{took:.2f}", bad)
             assert bad["lag_versions"] > 0, bad
             if bad["state"] == "Lagging":
                 assert bad["lag_seconds"] > 2.0, bad
