@@ -173,7 +173,8 @@ def main() -> None:
             inc_vol.close()
 
         med = statistics.median
-        full_s, rclone_full_s = med(gns_full), med(rc_full)
+        full_s = med(gns_full) if gns_full else float("nan")
+        rclone_full_s = med(rc_full) if rc_full else float("nan")
         inc_s = med(gns_inc)
         rc_default, rc_fast = med(rc_inc), med(rc_inc_fast)
         rclone_inc_s = min(rc_default, rc_fast)

@@ -6,10 +6,11 @@ What it measures, and how:
   (normalisation included) in one thread, on a table of 100k mounts, over pre-generated
   realistic paths: hits on mounts 2-6 components deep (10% of mounts nested under another
   mount), 0-6 components below the mount, plus 5% unmounted paths. Throughput is a timed loop
-  over all paths (median of several passes); p50/p99 come from per-call ``perf_counter_ns``
+  over all paths: the best of several wall-clock passes (timeit convention), with the median
+  pass and the thread-CPU-time rate beside it; p50/p99 come from per-call ``perf_counter_ns``
   pairs (the timer's own cost is reported in ``notes`` and not subtracted).
-* ``resolve_ratio_1m_to_1k``: mean time per resolve on a 1M-mount table over a 1k-mount
-  table (same path shapes, median of passes each).
+* ``resolve_ratio_1m_to_1k``: mean thread-CPU time per resolve on a 1M-mount table over a
+  1k-mount table (same path shapes, best pass each).
 * ``bytes_per_mount``: tracemalloc-traced bytes of building a 1M-mount ``MountTable`` (the
   path strings, subpaths and tuples the table keeps, plus the dict), divided by 1M; the RSS
   delta of the same build is reported beside it.

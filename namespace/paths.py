@@ -17,9 +17,9 @@ MAX_COMPONENT_BYTES = 255
 # Control characters (C0, DEL, C1): never valid anywhere in a global path.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # A path that is already in normal form and needs no rewriting: the common case, checked
-# with one regex so that resolving stays in the microseconds.
-_ALREADY_NORMAL = re.compile(r"/|(?:/[^/\x00-\x1f\x7f-\x9f]+)+")
-_DOT_COMPONENT = re.compile(r"(?:^|/)\.\.?(?:/|$)")
+# with one regex (no empty, '.' or '..' components, no control characters) so that
+# resolving stays in the microseconds.
+_ALREADY_NORMAL = re.compile(r"/|(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f-\x9f]+)+").fullmatch
 _DNS1123_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -27,7 +27,7 @@ def normalize(path: str) -> str:
     """Return the normal form of global ``path`` or raise :class:`InvalidInput`."""
     if not isinstance(path, str):
         raise InvalidInput(f"path must be a string, not {type(path).__name__}")
-    if _ALREADY_NORMAL.fullmatch(path) and not _DOT_COMPONENT.search(path):
+    if _ALREADY_NORMAL(path):
         normal = path
     else:
         normal = _rewrite(path)

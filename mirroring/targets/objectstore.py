@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _quote  # type: ignore[attr-defined]
 from typing import BinaryIO
 
 from cloud_adapters.base import ObjectInfo, ObjectStore
@@ -86,8 +87,10 @@ def _manifest_chunks(
             raise ValueError(f"manifest files not sorted/unique: {prev!r} then {f.path!r}")
         if f.path in _RESERVED:
             raise InvalidInput(f"volume path {f.path!r} is reserved by the mirror layout")
-        entry = json.dumps(f.path, ensure_ascii=False) + ": " + json.dumps(
-            {"size": f.size, "sha256": f.sha256})
+        sha = f.sha256
+        if len(sha) != 64 or not sha.isalnum():
+            raise ValueError(f"bad sha256 {sha!r} for {f.path!r}")
+        entry = f'{_quote(f.path)}: {{"size": {int(f.size)}, "sha256": "{sha}"}}'
         lines.append(entry if prev is None else ",\n" + entry)
         prev = f.path
         if len(lines) >= _ENTRIES_PER_CHUNK:

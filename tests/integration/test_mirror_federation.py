@@ -545,9 +545,12 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
     fed = federation
     use_servers(monkeypatch, seaweed_s3)
     uri = seaweed_s3.new_store_uri("crash/vol")
-    fed.add("onprem-a")
+    fed.add("onprem-a", wait=False)
+    fed.add("onprem-b", wait=False)
+    for cid in fed.controllers:
+        fed.wait_healthy(cid, timeout=30)
     make_volume(fed, "crashv", "onprem-a")
-    apply_policy(fed, tmp_path, policy_doc("crash-dr", "crashv", "manual", [uri]))
+    apply_policy(fed, tmp_path, policy_doc("crash-dr", "crashv", "manual", [uri, "onprem-b"]))
     d = Direct(uri, seaweed_s3)
 
     files = {f"old/{i:03d}": f"old {i} ".encode() * 200 for i in range(20)}
@@ -555,8 +558,9 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
         v1 = put_all(c, "crashv", files)
     ok(fed.gns("mirror", "sync", "crash-dr", "--wait", "--json", timeout=120))
     check_store(d, files, v1, "crashv")
-    files_v1 = cli_status(fed, "crash-dr")[uri]["files"]
-    assert files_v1 == 20
+    st = cli_status(fed, "crash-dr")
+    files_v1, files_v1_b = st[uri]["files"], st["onprem-b"]["files"]
+    assert files_v1 == files_v1_b == 20
 
     n_new = 300
     block = os.urandom(200 * 1024)
@@ -588,7 +592,12 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
         if sync.poll() is None:
             sync.kill()
         sync.communicate()
+    time.sleep(1.0)  # a blob the replica was finishing lands (or is dropped) now
     present = {k: v for k, v in d.listing().items() if k.startswith("new/")}
+    # blobs of this pass that reached the replica (its content-addressed blob files on disk)
+    wanted = {sha(b) for p, b in files.items() if p.startswith("new/") or p == "old/000"}
+    present_b = {b.name for b in fed.controllers["onprem-b"].data_dir.rglob("*")
+                 if b.is_file() and b.parent.parent.name == "blobs" and b.name in wanted}
     assert 40 <= len(present) < n_new, f"killed too late to test a resume: {len(present)}"
     # what arrived is whole (object stores never show a partial object)
     for k in list(present)[:10]:
@@ -604,8 +613,9 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
 
     time.sleep(1.1)  # LastModified has one-second resolution
     out = fed.gns("mirror", "sync", "crash-dr", "--wait", "--json", timeout=180)
-    [t] = json.loads(ok(out))[0]["targets"]
+    t, tb = json.loads(ok(out))[0]["targets"]
     assert (t["state"], t["version"], t["lag_versions"]) == ("Synced", head, 0), t
+    assert (tb["state"], tb["version"], tb["lag_versions"]) == ("Synced", head, 0), tb
     wait_for("the watch to check the new version", lambda: head in watch.claimed, timeout=20)
     watch.stop.set()
     watch.join(30)
@@ -617,10 +627,13 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
         assert after[k]["mtime"] == o["mtime"] and after[k]["etag"] == o["etag"], (
             f"{k} arrived before the crash and was copied again")
     check_store(d, files, head, "crashv")
+    moved_b = tb["files"] - files_v1_b
+    assert moved_b == to_move - len(present_b), (
+        f"resume moved {moved_b} files to onprem-b; {len(present_b)} had already arrived")
+    check_replica(fed, "onprem-b", "crashv", files)
 
     assert not watch.violations, watch.violations
     assert {v1, head} <= watch.claimed, (watch.claimed, watch.errors)
-    print("DEBUG", st, len(present), watch.checks, watch.claimed, watch.errors[:3])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -663,7 +676,6 @@ def test_kill9_leader_reelected_and_interval_passes_go_on(
                           lambda: (lambda x: x if x not in (None, leader) else None)(leader_of(fed)),
                           timeout=fed.lease_ttl + 15, every=0.1)
     took = time.monotonic() - t0
-    print("DEBUG leader", leader, "->", new_leader, f"{took:.2f}s", "owner", owner, len([k for k in d.listing() if k.startswith("b/")]))
     assert new_leader in (owner, replica)
     assert took <= fed.lease_ttl + 4, f"re-election took {took:.1f}s (lease TTL {fed.lease_ttl}s)"
 
@@ -738,7 +750,6 @@ def test_continuous_lag_under_max_lag_then_lagging_when_target_stopped(
     assert not errors, errors
     assert head[0] >= 100
     st = wait_synced(fed, "cont-dr", head[0], timeout=20)
-    print("DEBUG lags", lags, states)
     assert max(lags.values()) < max_lag, f"lag exceeded maxLag {max_lag}s: {lags}"
     for t, seen in states.items():
         assert not seen & {"Lagging", "Error"}, (t, seen)
@@ -749,23 +760,28 @@ def test_continuous_lag_under_max_lag_then_lagging_when_target_stopped(
     # a target that cannot keep up: onprem-b frozen while writes go on, maxLag 2s
     apply_policy(fed, tmp_path, policy_doc("cont-dr", "cont", "continuous", ["onprem-b", local],
                                            max_lag="2s"))
+    frozen_at = head[0]
     w = threading.Thread(target=writer, args=(2.0, 200))
     fed.kill("onprem-b", signal.SIGSTOP)
     try:
         w.start()
         with fed.client(watch=False) as c:
-            t0 = time.monotonic()
-            bad = wait_for("onprem-b to show Lagging",
-                           lambda: (lambda e: e if e["state"] in ("Lagging", "Error") else None)(
-                               fast_status(c, "cont-dr")["onprem-b"]), timeout=20, every=0.1)
-            took = time.monotonic() - t0
-            print("DEBUG lagging", f"{took:.2f}", bad)
-            assert bad["lag_versions"] > 0, bad
+            # the healthy target keeps following the writes meanwhile ...
+            wait_for("writes while onprem-b is frozen", lambda: head[0] >= frozen_at + 6,
+                     timeout=30)
+            h = head[0]
+            wait_for("the file target to follow",
+                     lambda: fast_status(c, "cont-dr")[local]["version"] >= h, timeout=20)
+
+            # ... while the frozen one stays behind, and says so
+            def lagging() -> dict[str, Any] | None:
+                e = fast_status(c, "cont-dr")["onprem-b"]
+                return e if e["state"] in ("Lagging", "Error") else None
+
+            bad = wait_for("onprem-b to show Lagging", lagging, timeout=15, every=0.1)
+            assert bad["version"] == frozen_at and bad["lag_versions"] >= 6, bad
             if bad["state"] == "Lagging":
                 assert bad["lag_seconds"] > 2.0, bad
-            assert took < 2.0 + 10, took
-            # the healthy target keeps up meanwhile
-            assert fast_status(c, "cont-dr")[local]["state"] not in ("Lagging", "Error")
     finally:
         fed.kill("onprem-b", signal.SIGCONT)
         stop.set()
@@ -775,3 +791,87 @@ def test_continuous_lag_under_max_lag_then_lagging_when_target_stopped(
     st = wait_synced(fed, "cont-dr", head[0], timeout=60)
     assert st["onprem-b"]["lag_seconds"] == 0
     check_replica(fed, "onprem-b", "cont", expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# status truthfulness: what `mirror status` says about lag and passes (known bugs, xfail)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: mirroring/status.py target_state counts lag_seconds from synced_at when the status "
+    "record has no pending_since yet; the owner (federation/controller/mirrors.py "
+    "MirrorRunner.committed) only marks the record dirty and its 1 s ticker publishes "
+    "pending_since later, while the volume head is published within 0.1 s. So right after "
+    "a write on a volume idle longer than maxLag, a target shows the whole idle time as lag "
+    "(and Lagging); federation/resolution.py replicas_of has the same fallback"))
+def test_lag_seconds_never_exceeds_time_since_first_unmirrored_write(
+    federation: Federation, tmp_path: Path,
+) -> None:
+    fed = federation
+    fed.add("onprem-a")
+    local = f"file://{tmp_path}/dr/lag"
+    make_volume(fed, "lagv", "onprem-a")
+    apply_policy(fed, tmp_path, policy_doc("lag-dr", "lagv", "manual", [local], max_lag="2s"))
+    wrong: list[tuple[float, dict[str, Any]]] = []
+    with fed.client() as c, fed.client(watch=False) as r:
+        for probe in range(3):
+            c.put(b"x", f"/lagv/p{probe}")
+            ok(fed.gns("mirror", "sync", "lag-dr", "--wait"))
+            time.sleep(2.5)  # idle for longer than maxLag
+            t_write = time.time()
+            c.put(b"y", f"/lagv/q{probe}")
+            end = time.monotonic() + 1.5
+            while time.monotonic() < end:
+                e = fast_status(r, "lag-dr")[local]
+                since_write = time.time() - t_write
+                if e["lag_seconds"] > since_write + 0.3 or e["state"] == "Lagging":
+                    wrong.append((round(since_write, 3), e))
+                time.sleep(0.02)
+            if wrong:
+                break
+    assert not wrong, f"lag counted from before the first unmirrored write: {wrong[:2]}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: (a) mirroring/status.py target_state reports a manual-mode target that is behind, "
+    "with no pass running, as Syncing (its last rule) once the owner has published a record, "
+    "though nothing moves until `gns mirror sync` (with no record it says Lagging); "
+    "(b) federation/controller/mirrors.py MirrorRunner._load_status keeps syncing=True from "
+    "the record of an owner killed mid-pass, so after the owner dies or restarts the status "
+    "says Syncing although no pass runs"))
+def test_status_says_syncing_only_while_a_pass_runs(federation: Federation,
+                                                    tmp_path: Path) -> None:
+    fed = federation
+    fed.add("onprem-a")
+    local = f"file://{tmp_path}/dr/st"
+    make_volume(fed, "stv", "onprem-a")
+    apply_policy(fed, tmp_path, policy_doc("st-dr", "stv", "manual", [local]))
+    block = os.urandom(1 << 20)
+    with fed.client() as c:
+        put_all(c, "stv", {f"f{i:03d}": i.to_bytes(4, "big") + block[4:] for i in range(120)})
+    with fed.client(watch=False) as r:
+        wait_for("the owner to publish the target's record",
+                 lambda: any(v.get("policy") == "st-dr" for v in r.view().mirror_status.values()),
+                 timeout=10)
+        # (a) manual, behind, no pass running
+        assert fast_status(r, "st-dr")[local]["state"] == "Lagging"
+
+        sync = subprocess.Popen(
+            [sys.executable, "-m", "federation.cli.main", "mirror", "sync", "st-dr", "--wait"],
+            env=fed.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for("the pass to be published as running",
+                     lambda: any(v.get("syncing") for v in r.view().mirror_status.values()),
+                     timeout=30, every=0.05)
+            fed.kill("onprem-a", signal.SIGKILL)
+            sync.wait(30)
+        finally:
+            if sync.poll() is None:
+                sync.kill()
+                sync.wait()
+        # (b) the owner is dead: nothing runs
+        fed.wait_state("onprem-a", "Down", timeout=fed.lease_ttl + 10)
+        assert fast_status(r, "st-dr")[local]["state"] in ("Lagging", "Error")
+        fed.start("onprem-a")
+        time.sleep(2.0)
+        assert fast_status(r, "st-dr")[local]["state"] == "Lagging"
