@@ -16,13 +16,10 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from federation.local.etcd_server import EtcdCluster
-from federation.local.ports import free_port
-from federation.local.runner import ClusterConfig, controller_command, spawn_controller
 
 MIB = 1 << 20
 
@@ -125,97 +122,6 @@ def start_etcd(base_dir: Path) -> Iterator[EtcdCluster]:
             if m.proc is not None and m.proc.poll() is None:  # belt and braces
                 m.proc.kill()
                 m.proc.wait()
-
-
-# -- controllers --------------------------------------------------------------------------
-@dataclass
-class RunningController:
-    cluster: ClusterConfig
-    port: int
-    data_dir: Path
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0  # time.monotonic() just before spawning
-
-    @property
-    def endpoint(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-
-@dataclass
-class ControllerSet:
-    """Real ``gns controller`` processes against one etcd; a context manager that stops them."""
-
-    etcd_urls: str
-    root: Path
-    lease_ttl: int = 5
-    controllers: dict[str, RunningController] = field(default_factory=dict)
-
-    def __enter__(self) -> ControllerSet:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop_all()
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["GNS_ETCD"] = self.etcd_urls
-        env["GNS_HOME"] = str(self.root / "home")
-        env.pop("GNS_TLS_DIR", None)
-        return env
-
-    def spawn(self, cid: str, provider: str = "onprem", region: str = "") -> RunningController:
-        c = RunningController(
-            ClusterConfig(id=cid, provider=provider, region=region),  # type: ignore[arg-type]
-            port=free_port(), data_dir=self.root / "clusters" / cid,
-            log_path=self.root / "logs" / f"{cid}.log",
-        )
-        cmd = controller_command(
-            c.cluster, listen=c.endpoint, data_dir=c.data_dir, etcd=self.etcd_urls,
-            lease_ttl=self.lease_ttl,
-        )
-        self.controllers[cid] = c
-        c.started_at = time.monotonic()
-        c.proc = spawn_controller(cmd, c.log_path, env=self.env())
-        return c
-
-    def wait_healthy(self, cid: str, timeout: float = 60.0) -> float:
-        """Until the controller answers Health with ready=True; returns seconds since spawn."""
-        import grpc
-
-        from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
-        from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
-
-        c = self.controllers[cid]
-        channel = grpc.insecure_channel(c.endpoint)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                if c.proc is not None and c.proc.poll() is not None:
-                    tail = c.log_path.read_text(errors="replace")[-2000:] if c.log_path.exists() else ""
-                    raise RuntimeError(f"controller {cid} exited: {tail}")
-                try:
-                    if pb_grpc.FederationStub(channel).Health(pb.HealthRequest(), timeout=1).ready:
-                        return time.monotonic() - c.started_at
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"controller {cid} not healthy after {timeout}s")
-                time.sleep(0.02)
-        finally:
-            channel.close()
-
-    def stop(self, cid: str) -> None:
-        stop_process(self.controllers[cid].proc)
-
-    def stop_all(self) -> None:
-        for c in self.controllers.values():
-            stop_process(c.proc)
 
 
 def machine_info() -> dict[str, Any]:

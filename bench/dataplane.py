@@ -41,7 +41,6 @@ from typing import Any
 
 from bench._util import (
     MIB,
-    ControllerSet,
     at_least,
     at_most,
     emit,
@@ -55,6 +54,7 @@ from bench._util import (
     stop_process,
     terminate_on_sigterm,
 )
+from federation.local.harness import Federation
 
 GOALS = {
     "resolve_rpc_per_s": ">= 5000",
@@ -337,9 +337,9 @@ def main() -> None:
     result: dict[str, Any] = {"bench": "dataplane", "machine": machine_info()}
     root = Path(tempfile.mkdtemp(prefix="gns-bench-dp-"))
     try:
-        with start_etcd(root) as etcd, ControllerSet(etcd.urls, root, lease_ttl=5) as ctl:
+        with start_etcd(root) as etcd, Federation(etcd.urls, root, lease_ttl=5) as ctl:
             for cid, provider, region in CLUSTERS:
-                ctl.spawn(cid, provider, region)
+                ctl.add(cid, provider, region, wait=False)
             for cid, _, _ in CLUSTERS:
                 ctl.wait_healthy(cid)
             log("controllers Ready: " + ", ".join(f"{c} pid {ctl.controllers[c].pid}" for c, _, _ in CLUSTERS))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.local.etcd_server import EtcdCluster
-from tests.fixtures.federation import Federation
+from federation.local.harness import Federation
 
 ROUNDS = 10
 AFTER = 3

@@ -20,7 +20,7 @@ def measure(srv_env: dict[str, str], s3_uri: str, seconds: float = 60.0, rate: f
     import os
 
     from federation.local.etcd_server import EtcdCluster
-    from tests.fixtures.federation import Federation
+    from federation.local.harness import Federation
 
     saved = {k: os.environ.get(k) for k in srv_env}
     os.environ.update(srv_env)  # the controllers inherit the S3 endpoint and keys

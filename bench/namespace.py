@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 from bench._util import (
-    ControllerSet,
     at_least,
     at_most,
     emit,
@@ -58,6 +57,7 @@ from bench._util import (
     stop_process,
     terminate_on_sigterm,
 )
+from federation.local.harness import Federation
 from namespace.mounts import MountTable
 from namespace.paths import normalize
 
@@ -372,10 +372,10 @@ async def _wait_alive(urls: str, cid: str, started: float, timeout: float) -> fl
 def bench_registration(urls: str, root: Path, n: int, starts: int) -> dict[str, Any]:
     lat = asyncio.run(_register_loop(urls, n))
     start_ms = []
-    with ControllerSet(urls, root, lease_ttl=5) as ctl:
+    with Federation(urls, root, lease_ttl=5) as ctl:
         for i in range(starts):
             cid = f"start-{i}"
-            c = ctl.spawn(cid)
+            c = ctl.add(cid, wait=False)
             start_ms.append(asyncio.run(_wait_alive(urls, cid, c.started_at, 60)))
             ctl.stop(cid)
     return {
