@@ -18,7 +18,7 @@ def replicas_of(view: NamespaceView, volume: str) -> list[dict[str, Any]]:
             continue
         behind = head is not None and head.version > int(status["version"])
         # Behind since the first change it lacks (as `mirror status` counts lag).
-        since = status.get("pending_since") or status.get("synced_at") or 0.0
+        since = status.get("pending_since") or (head.updated if head else 0.0)
         lag = max(0.0, now - float(since)) if behind else 0.0
         entry = {"target": status["target"], "version": int(status["version"]), "lag_seconds": round(lag, 3)}
         old = best.get(entry["target"])

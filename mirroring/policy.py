@@ -10,7 +10,7 @@ model keeps the text as written and exposes the value as :attr:`Duration.seconds
 Validation happens in two stages, and both report *every* problem, never just the first:
 
 * structure (pydantic): types, unknown fields, durations, names, each target's URI;
-* meaning (:func:`validate_policy`): cross-field rules (interval iff ``mode: interval``,
+* meaning (:func:`validate_policy`): cross-field rules (interval required for ``mode: interval``,
   duplicate or overlapping targets, ``sync`` only to clusters, priority entries that are not
   targets, ``promoteTo``) and the checks against the namespace (unknown volume or cluster, a
   target equal to the volume's owner).
@@ -224,7 +224,7 @@ class PolicySpec(_Doc):
     """``continuous`` (each change within about a second), ``interval`` (on a timer),
     ``manual`` (on ``gns mirror sync``) or ``sync`` (writes wait for every target)."""
     interval: Duration | None = None
-    """The timer for ``mode: interval`` (and only then)."""
+    """The timer for ``mode: interval`` (accepted and unused with other modes)."""
     targets: list[Target]
     """Where the volume is mirrored, in the order status lists them."""
     failover: Failover = Field(default_factory=Failover)
@@ -515,10 +515,10 @@ def _meaning_problems(data: Any, view: NamespaceView) -> list[str]:
     # Mode and interval.
     mode = spec.get("mode", "continuous")
     has_interval = spec.get("interval") is not None
+    # An interval beside another mode is accepted and unused: SPEC §6's own example sets
+    # `interval: 5m` with `mode: continuous`, so switching modes needs no edit of the rest.
     if mode == "interval" and not has_interval:
         problems.append("spec.interval: required when mode is 'interval'")
-    elif mode in MODES and mode != "interval" and has_interval:
-        problems.append(f"spec.interval: only allowed with mode 'interval' (mode is {mode!r})")
 
     # Targets.
     raw_targets = spec.get("targets")

@@ -91,10 +91,20 @@ def status_key(policy: str, target: str) -> str:
     return schema.mirror_status(policy, target).decode()[len(schema.MIRRORS) :]
 
 
+# The owner republishes a running pass's status every second: an older "syncing" flag was
+# left by an owner that died mid-pass.
+SYNCING_FRESH_S = 2.5
+
+
 def target_state(
-    st: TargetStatus | None, *, mode: str, head: int, max_lag: float, now: float
+    st: TargetStatus | None, *, mode: str, head: int, max_lag: float, now: float,
+    head_updated: float | None = None, owner_ready: bool = True,
 ) -> dict[str, Any]:
-    """State and lag of one target (the fields of SPEC §4 except ``target``)."""
+    """State and lag of one target (the fields of SPEC §4 except ``target``).
+
+    Lag in seconds counts from the first change the target lacks (``pending_since``, set by
+    the owner at that commit); until that record arrives, from the head's last publication
+    (an underestimate, never the idle time before the change)."""
     if st is None:
         lag_versions = max(0, head)
         state: State
@@ -109,18 +119,21 @@ def target_state(
     lag_versions = max(0, head - st.version)
     lag_seconds = 0.0
     if lag_versions:
-        since = st.pending_since or st.synced_at or st.updated
+        since = st.pending_since or head_updated
         lag_seconds = max(0.0, now - since) if since else 0.0
+    syncing = st.syncing and owner_ready and now - st.updated < SYNCING_FRESH_S
     if st.failed:
         state = "Error"
     elif lag_seconds > max_lag:
         state = "Lagging"
-    elif st.syncing:
+    elif syncing:
         state = "Syncing"
     elif lag_versions == 0:
         state = "Synced"
     else:
-        state = "Syncing"
+        # Behind with no pass running: continuous targets are about to get one; a manual
+        # target waits for `gns mirror sync`.
+        state = "Lagging" if mode == "manual" else "Syncing"
     return {
         "state": state,
         "version": st.version,
@@ -148,12 +161,16 @@ def statuses(view: NamespaceView, name: str | None = None, now: float | None = N
         volume = policy.spec.volume
         vs = view.volstates.get(volume)
         head = vs.version if vs is not None else 0
+        vol = view.volumes.get(volume)
+        owner_ready = vol is not None and vol.owner in view.alive
         targets = []
         for tname, mode in effective_targets(view, policy):
             st = _record(view, pname, tname)
             entry = {"target": tname}
             entry.update(target_state(
                 st, mode=mode, head=head, max_lag=policy.spec.max_lag.seconds, now=now,
+                head_updated=vs.updated if vs is not None else None,
+                owner_ready=owner_ready,
             ))
             targets.append(entry)
         out.append({"policy": pname, "volume": volume, "mode": policy.spec.mode, "targets": targets})

@@ -43,5 +43,6 @@ class ControllerMetrics:
         )
         self.cluster = cluster
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        """Serve on the gRPC listen host (loopback unless the controller listens wider)."""
+        start_http_server(port, addr=host, registry=self.registry)

@@ -142,6 +142,7 @@ class MirrorRunner:
                 mode = p.spec.mode if t.name in p.target_names else "continuous"
                 w = Worker(policy=p.name, volume=p.spec.volume, target=t, mode=mode)
                 w.status = self._load_status(p.name, t.name, p.spec.volume)
+                w.dirty = True
                 w.task = asyncio.create_task(self._run_worker(w), name=f"mirror-{p.name}-{t.name}")
                 self.workers[key] = w
                 if p.spec.mode in ("continuous", "sync"):
@@ -151,7 +152,8 @@ class MirrorRunner:
         raw = self.cache.view.mirror_status.get(f"{policy}/{_quote(target)}")
         if raw:
             try:
-                return TargetStatus.model_validate(raw)
+                # A pass an earlier owner process was running died with it.
+                return TargetStatus.model_validate(raw).model_copy(update={"syncing": False})
             except Exception:
                 pass
         return TargetStatus(policy=policy, volume=volume, target=target)
@@ -166,7 +168,8 @@ class MirrorRunner:
                 continue
             if w.status is not None and w.status.pending_since is None:
                 w.status = w.status.model_copy(update={"pending_since": now})
-                w.dirty = True
+                # Publish now, not at the next tick: readers measure lag from it.
+                asyncio.get_running_loop().create_task(self._publish(w))
             if w.mode in ("continuous", "sync"):
                 w.kick.set()
 
@@ -253,6 +256,10 @@ class MirrorRunner:
             w.running = True
             w.status = (w.status or TargetStatus(policy=w.policy, volume=w.volume, target=w.name)).model_copy(
                 update={"syncing": True})
+            if w.mode in ("manual", "interval"):
+                # Rare, often long passes: show Syncing at once. (Continuous passes are
+                # frequent and short; the ticker shows the long ones.)
+                await self._publish(w)
             started = time.time()
             try:
                 result = await self._io(self._pass, w)

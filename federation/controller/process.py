@@ -63,7 +63,7 @@ class Controller:
         try:
             await cache.start()
             if cfg.metrics_port is not None:
-                self.metrics.serve(cfg.metrics_port)
+                self.metrics.serve(cfg.metrics_port, cfg.listen.rpartition(":")[0].strip("[]") or "127.0.0.1")
             metrics_ep = f"127.0.0.1:{cfg.metrics_port}" if cfg.metrics_port is not None else ""
             self.port = self._bind(server)
             spec = cfg.spec(metrics_ep)

@@ -68,10 +68,22 @@ def test_lag_clock_runs_from_pending_since() -> None:
     assert s["state"] == "Syncing"
 
 
-def test_lag_falls_back_to_synced_at() -> None:
-    s = state(rec(version=8, synced_at=NOW - 90))
-    assert s["lag_seconds"] == pytest.approx(90.0)
-    assert s["state"] == "Lagging"
+def test_lag_without_pending_since_counts_from_the_head_not_the_last_sync() -> None:
+    # Idle for 90 s after the last sync, then a write 1 s ago: the lag is 1 s, not 90 s.
+    s = target_state(rec(version=8, synced_at=NOW - 90), mode="continuous", head=10,
+                     max_lag=60.0, now=NOW, head_updated=NOW - 1)
+    assert s["lag_seconds"] == pytest.approx(1.0)
+    assert s["state"] == "Syncing"
+
+
+def test_syncing_needs_a_live_owner_and_a_fresh_record() -> None:
+    fresh = rec(version=5, syncing=True, pending_since=NOW - 1, updated=NOW - 1)
+    assert target_state(fresh, mode="manual", head=10, max_lag=60.0, now=NOW)["state"] == "Syncing"
+    dead = target_state(fresh, mode="manual", head=10, max_lag=60.0, now=NOW, owner_ready=False)
+    assert dead["state"] == "Lagging"
+    stale = rec(version=5, syncing=True, pending_since=NOW - 1, updated=NOW - 30)
+    assert target_state(stale, mode="continuous", head=10, max_lag=60.0, now=NOW)["state"] == "Syncing"
+    assert target_state(stale, mode="manual", head=10, max_lag=60.0, now=NOW)["state"] == "Lagging"
 
 
 def test_lagging_beats_syncing() -> None:
