@@ -18,7 +18,6 @@ import base64
 import contextlib
 import os
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -97,16 +96,14 @@ class AzureStore(ObjectStore):
     def __init__(self, uri: StoreURI) -> None:
         super().__init__(uri)
         self._container_name = uri.container
-        self._service_obj: Any = None
-        self._service_lock = threading.Lock()
+
+    def _make_sdk(self) -> Any:
+        with _sdk_errors(self.uri):
+            return self._make_service()
 
     @property
     def _container(self) -> Any:
-        if self._service_obj is None:
-            with self._service_lock, _sdk_errors(self.uri):
-                if self._service_obj is None:
-                    self._service_obj = self._make_service()
-        return self._service_obj.get_container_client(self._container_name)
+        return self._sdk.get_container_client(self._container_name)
 
     def _make_service(self) -> Any:
         conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")

@@ -29,10 +29,11 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import BinaryIO, ClassVar, TypeVar, cast
+from typing import Any, BinaryIO, ClassVar, TypeVar, cast
 
 from cloud_adapters.errors import (
     IntegrityError,
@@ -241,6 +242,22 @@ class ObjectStore(abc.ABC):
         if uri.scheme != self.scheme:
             raise InvalidURI(f"{type(self).__name__} serves {self.scheme}://", uri=str(uri))
         self._store_uri = uri
+        self._sdk_obj: Any = None
+        self._sdk_lock = threading.Lock()
+
+    def _make_sdk(self) -> Any:
+        """Build this adapter's SDK client (credentials from the SDK's standard chain)."""
+        raise NotImplementedError
+
+    @property
+    def _sdk(self) -> Any:
+        """The SDK client, built on first use (never in the constructor), then shared by
+        every thread of this store."""
+        if self._sdk_obj is None:
+            with self._sdk_lock:
+                if self._sdk_obj is None:
+                    self._sdk_obj = self._make_sdk()
+        return self._sdk_obj
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -106,29 +105,26 @@ class GCSStore(ObjectStore):
     def __init__(self, uri: StoreURI) -> None:
         super().__init__(uri)
         self._bucket_name = uri.container
-        self._client_obj: Any = None
-        self._client_lock = threading.Lock()
+
+    def _make_sdk(self) -> Any:
+        with _sdk_errors(self.uri):
+            emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+            project = os.environ.get("GOOGLE_CLOUD_PROJECT")
+            if emulator:
+                from google.auth.credentials import AnonymousCredentials
+
+                if "://" not in emulator:
+                    emulator = "http://" + emulator
+                return storage.Client(
+                    project=project or "gns",
+                    credentials=AnonymousCredentials(),
+                    client_options={"api_endpoint": emulator},
+                )
+            return storage.Client(project=project)
 
     @property
     def _bucket(self) -> Any:
-        if self._client_obj is None:
-            with self._client_lock, _sdk_errors(self.uri):
-                if self._client_obj is None:
-                    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
-                    project = os.environ.get("GOOGLE_CLOUD_PROJECT")
-                    if emulator:
-                        from google.auth.credentials import AnonymousCredentials
-
-                        if "://" not in emulator:
-                            emulator = "http://" + emulator
-                        self._client_obj = storage.Client(
-                            project=project or "gns",
-                            credentials=AnonymousCredentials(),
-                            client_options={"api_endpoint": emulator},
-                        )
-                    else:
-                        self._client_obj = storage.Client(project=project)
-        return self._client_obj.bucket(self._bucket_name)
+        return self._sdk.bucket(self._bucket_name)
 
     def _info(self, blob: Any) -> ObjectInfo:
         sha = (blob.metadata or {}).get("sha256")

@@ -13,7 +13,6 @@ not multiply. boto3/botocore exceptions are translated in ``_sdk_errors`` only.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -98,27 +97,25 @@ class S3Store(ObjectStore):
     def __init__(self, uri: StoreURI) -> None:
         super().__init__(uri)
         self._bucket = uri.container
-        self._client_obj: Any = None
-        self._client_lock = threading.Lock()
+
+    def _make_sdk(self) -> Any:
+        with _sdk_errors(self.uri):
+            session = boto3.session.Session()
+            region = session.region_name or "us-east-1"
+            return session.client(
+                "s3",
+                region_name=region,
+                config=Config(
+                    retries={"total_max_attempts": 1, "mode": "standard"},
+                    max_pool_connections=32,
+                    connect_timeout=10,
+                    read_timeout=60,
+                ),
+            )
 
     @property
     def _client(self) -> Any:
-        if self._client_obj is None:
-            with self._client_lock, _sdk_errors(self.uri):
-                if self._client_obj is None:
-                    session = boto3.session.Session()
-                    region = session.region_name or "us-east-1"
-                    self._client_obj = session.client(
-                        "s3",
-                        region_name=region,
-                        config=Config(
-                            retries={"total_max_attempts": 1, "mode": "standard"},
-                            max_pool_connections=32,
-                            connect_timeout=10,
-                            read_timeout=60,
-                        ),
-                    )
-        return self._client_obj
+        return self._sdk
 
     def _info(self, full_key: str, size: int, meta: dict[str, str] | None, etag: str,
               mtime: Any) -> ObjectInfo:

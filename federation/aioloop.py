@@ -30,7 +30,18 @@ class LoopThread:
     def close(self) -> None:
         if self.loop.is_closed():
             return
+        try:  # let whatever still runs (a watch, a call's status task) end cleanly
+            self.run(_cancel_all(), timeout=5)
+        except Exception:
+            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+async def _cancel_all() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

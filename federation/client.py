@@ -243,11 +243,7 @@ class Client:
     def status(self) -> dict[str, Any]:
         """Clusters, volumes, mounts and mirrors with health and lag (``gns status``)."""
         view = self.view()
-        clusters = []
-        for cid in sorted(view.clusters):
-            d = view.cluster_view(cid).model_dump()  # type: ignore[union-attr]
-            d.pop("metrics_endpoint", None)
-            clusters.append(d)
+        clusters = [view.cluster_view(cid).model_dump() for cid in sorted(view.clusters)]  # type: ignore[union-attr]
         volumes = []
         for name in sorted(view.volumes):
             d = self._live_version(view.volume_view(name)).model_dump()  # type: ignore[arg-type]

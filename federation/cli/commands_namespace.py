@@ -20,12 +20,6 @@ def register(cli: click.Group) -> None:
     cli.add_command(status)
 
 
-def _cluster_dict(c: Any) -> dict[str, Any]:
-    d = c.model_dump()
-    d.pop("metrics_endpoint", None)
-    return d
-
-
 @click.group()
 def cluster() -> None:
     """The cluster registry."""
@@ -36,7 +30,7 @@ def cluster() -> None:
 def cluster_list(env: Env) -> None:
     """List clusters with their state (Ready while the controller's lease lives)."""
     with env.client(watch=False) as c:
-        show(env, [_cluster_dict(x) for x in c.clusters()], CLUSTER_COLS, "clusters")
+        show(env, c.clusters(), CLUSTER_COLS, "clusters")
 
 
 @cluster.command("show")
@@ -45,7 +39,7 @@ def cluster_list(env: Env) -> None:
 def cluster_show(env: Env, cluster_id: str) -> None:
     """Show one cluster."""
     with env.client(watch=False) as c:
-        show(env, _cluster_dict(c.cluster(cluster_id)))
+        show(env, c.cluster(cluster_id))
 
 
 @cluster.command("remove")

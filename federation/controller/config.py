@@ -63,6 +63,7 @@ class ControllerConfig:
             labels=self.labels,
             endpoint=self.endpoint,
             metrics_endpoint=metrics_endpoint,
+            lease_ttl=self.lease_ttl,
         )
 
 

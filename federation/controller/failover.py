@@ -9,7 +9,6 @@ with its reason.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from cloud_adapters.errors import ObjectStoreError
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error, status_for
+from federation.controller.aio import IOPool
 from federation.controller.replication import ClusterTarget
 from federation.storage import FileMeta
 from mirroring import failover as decide
@@ -46,10 +46,7 @@ class FailoverOps:
         self.mirrors = leader.mirrors
         self.peers = leader.peers
         self.metrics = leader.metrics
-
-    async def _io(self, fn: Any, *args: Any, **kw: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(
-            self.mirrors.pool, functools.partial(fn, *args, **kw))
+        self._io = IOPool(self.mirrors.pool).run
 
     def _stub(self, cluster: str) -> pb_grpc.FailoverStub:
         view = self.cache.view

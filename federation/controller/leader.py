@@ -39,8 +39,11 @@ class FederationLeader:
         # When the leader's health probes of an owner started failing in a row: an owner
         # killed or frozen stops answering seconds before its lease runs out.
         self.unreachable_since: dict[str, float] = {}
+        now = time.time()
+        for cid in cache.view.clusters:
+            if cid not in cache.view.alive:
+                self.down_since[cid] = now  # Down before we looked: count from now
         cache.subscribe(self._track_liveness)
-        self._track_liveness("alive", "", None)
         from federation.controller.failover import FailoverOps
 
         self.failover = FailoverOps(self)
@@ -50,15 +53,16 @@ class FederationLeader:
         )
 
     def _track_liveness(self, kind: str, name: str, value: bytes | None) -> None:
-        if kind not in ("alive", "cluster"):
+        if kind != "alive":
             return
-        view = self.cache.view
-        now = time.time()
-        for cid in view.clusters:
-            if cid in view.alive:
-                self.down_since.pop(cid, None)
-            else:
-                self.down_since.setdefault(cid, now)
+        if value is not None:
+            self.down_since.pop(name, None)
+            return
+        # The lease expired now, so it was last renewed one TTL ago and its holder stopped
+        # renewing (it renews every TTL/3) at least 2/3 of a TTL ago.
+        spec = self.cache.view.clusters.get(name)
+        ttl = spec.lease_ttl if spec is not None else 0
+        self.down_since[name] = time.time() - 2 * ttl / 3
 
     def gone_since(self) -> dict[str, float]:
         """Per cluster, since when it has been gone: the earlier of lease expiry (Down) and

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_adapters.errors import ObjectStoreError
+from federation.controller.aio import IOPool
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.replication import ClusterTarget
 from federation.controller.volumes import VolumeManager
@@ -66,6 +67,7 @@ class MirrorRunner:
         self.volumes = volumes
         self.metrics = metrics
         self.pool = pool
+        self._io = IOPool(pool).run
         self.tls_dir = tls_dir
         self.sync_timeout = sync_timeout
         self.workers: dict[tuple[str, str], Worker] = {}
@@ -224,11 +226,6 @@ class MirrorRunner:
                 w.dirty = True
 
     # -- the worker -------------------------------------------------------------------------
-    async def _io(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        import functools
-
-        return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args, **kw))
-
     def _make_target(self, w: Worker, epoch: int) -> Any:
         if w.target.is_cluster:
             view = self.cache.view

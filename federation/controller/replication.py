@@ -21,10 +21,11 @@ from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error, status_for
 from federation.channels import CHUNK_SIZE, sync_channel
+from federation.controller.aio import IOPool, read_header
 from federation.controller.volumes import VolumeManager
 from federation.storage import FileMeta
 from mirroring.protocols import FileLike, TargetFile, TargetState
-from namespace.errors import Conflict, GnsError, InvalidInput, StaleEpoch, Unavailable
+from namespace.errors import Conflict, GnsError, StaleEpoch, Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,9 +50,7 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         self.cluster = cluster
         self.volumes = volumes
         self.pool = pool
-
-    async def _io(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args, **kw))
+        self._io = IOPool(pool).run
 
     def _check_sender(self, volume: str, source: str, epoch: int) -> None:
         vol = self.volumes.volume(volume)
@@ -109,11 +108,7 @@ class ReplicationService(pb_grpc.ReplicationServicer):
 
     @_abort_on_error
     async def PutBlob(self, request_iterator: AsyncIterator[pb.ReplicaBlobChunk], context: grpc.aio.ServicerContext) -> pb.ReplicaBlobReply:
-        it = request_iterator.__aiter__()
-        head = await it.__anext__()
-        if head.WhichOneof("part") != "header":
-            raise InvalidInput("blob stream must start with a header")
-        h = head.header
+        h, it = await read_header(request_iterator, "blob")
         self._check_sender(h.volume, h.source, h.epoch)
         vs = await self._io(self._replica, h.volume)
         loop = asyncio.get_running_loop()
@@ -138,11 +133,7 @@ class ReplicationService(pb_grpc.ReplicationServicer):
 
     @_abort_on_error
     async def Commit(self, request_iterator: AsyncIterator[pb.ReplicaCommitChunk], context: grpc.aio.ServicerContext) -> pb.ReplicaCommitReply:
-        it = request_iterator.__aiter__()
-        head = await it.__anext__()
-        if head.WhichOneof("part") != "header":
-            raise InvalidInput("commit stream must start with a header")
-        h = head.header
+        h, it = await read_header(request_iterator, "commit")
         self._check_sender(h.volume, h.source, h.epoch)
         puts: list[FileMeta] = []
         deletes: list[str] = []

@@ -21,6 +21,7 @@ from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error, status_for
 from federation.channels import AioChannelPool
+from federation.controller.aio import IOPool, read_header
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.volumes import VolumeManager
 from federation.storage import DirEntry, FileMeta
@@ -92,15 +93,12 @@ class FederationService(pb_grpc.FederationServicer):
         self.metrics = metrics
         self.peers = peers
         self.pool = pool
+        self._io = IOPool(pool).run
         self.chunk_size = chunk_size
         # Set by the process once mirroring runs: writes wait for `mode: sync` targets.
         self.mirrors: Any = None
 
     # -- helpers --------------------------------------------------------------------------
-    async def _io(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kw))
-
     def _resolve(self, t: pb.Target) -> Resolved:
         if t.volume:
             return Resolved(t.volume, normalize_relative(t.relative_path), t.epoch, t.global_path)
@@ -341,14 +339,7 @@ class FederationService(pb_grpc.FederationServicer):
 
     @_guard
     async def Write(self, request_iterator: AsyncIterator[pb.WriteChunk], context: grpc.aio.ServicerContext) -> pb.WriteReply:
-        it = request_iterator.__aiter__()
-        try:
-            head = await it.__anext__()
-        except StopAsyncIteration:
-            raise InvalidInput("write stream carried no header") from None
-        if head.WhichOneof("part") != "header":
-            raise InvalidInput("write stream must start with a header")
-        header = head.header
+        header, it = await read_header(request_iterator, "write")
         r = self._resolve(header.target)
         owner = self._owner_endpoint(r.volume)
         if owner is not None:

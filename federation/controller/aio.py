@@ -1,0 +1,38 @@
+"""Two small pieces every gRPC handler of the controller shares.
+
+:class:`IOPool` runs blocking disk and SDK work on the controller's one bounded thread pool
+(the event loop itself never blocks); :func:`read_header` takes the header message that
+opens every client stream (writes, blobs, replica commits).
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from namespace.errors import InvalidInput
+
+T = TypeVar("T")
+
+
+class IOPool:
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool, functools.partial(fn, *args, **kw))
+
+
+async def read_header(stream: AsyncIterator[Any], what: str) -> tuple[Any, AsyncIterator[Any]]:
+    """The ``header`` of a stream's first message, and the iterator over the rest."""
+    it = stream.__aiter__()
+    try:
+        head = await it.__anext__()
+    except StopAsyncIteration:
+        raise InvalidInput(f"{what} stream carried no header") from None
+    if head.WhichOneof("part") != "header":
+        raise InvalidInput(f"{what} stream must start with a header")
+    return head.header, it
