@@ -341,7 +341,7 @@ def main() -> None:
             for cid, provider, region in CLUSTERS:
                 ctl.add(cid, provider, region, wait=False)
             for cid, _, _ in CLUSTERS:
-                ctl.wait_healthy(cid)
+                ctl.wait_healthy(cid, 60)
             log("controllers Ready: " + ", ".join(f"{c} pid {ctl.controllers[c].pid}" for c, _, _ in CLUSTERS))
             from federation.client import Client
 

@@ -156,7 +156,9 @@ class Client:
                     await self._etcd.close()
 
             try:
-                self._loop.run(shutdown(), timeout=5)
+                self._loop.run(shutdown(), timeout=10)
+            except Exception:  # closing is best effort: the process may be busy or exiting
+                pass
             finally:
                 self._loop.close()
                 self._loop = None

@@ -28,6 +28,7 @@ from federation.controller.mirror_service import MirroringService
 from federation.controller.mirrors import MirrorRunner
 from federation.controller.replication import ReplicationService
 from federation.controller.service import FederationService
+from federation.controller.service import add_to_server as add_federation_service
 from federation.controller.volumes import VolumeManager
 from namespace.cache import NamespaceCache
 from namespace.errors import Conflict
@@ -76,7 +77,7 @@ class Controller:
             service = FederationService(
                 cfg.cluster, cache, volumes, self.metrics, peers, pool, cfg.chunk_size
             )
-            pb_grpc.add_FederationServicer_to_server(service, server)
+            add_federation_service(service, server)
             mirrors = MirrorRunner(cfg.cluster, cache, volumes, self.metrics, pool, cfg.tls_dir)
             service.mirrors = mirrors
             volumes.on_commit.append(mirrors.committed)
