@@ -31,6 +31,7 @@ metadata:
 spec:
   volume: sensors
   mode: continuous          # continuous | interval | manual | sync
+  interval: 5m              # for mode: interval
   targets:
     - cluster: onprem-b     # a replica volume held by that cluster's controller
     - uri: s3://dr-bucket/sensors
@@ -253,38 +254,9 @@ def test_interval_required_for_interval_mode_and_unused_otherwise() -> None:
     assert "interval" not in problems_of(doc(interval="5m", bogus=True))
 
 
-SPEC_EXAMPLE = """\
-apiVersion: gns.io/v1alpha1
-kind: MirrorPolicy
-metadata:
-  name: sensors-dr
-spec:
-  volume: sensors
-  mode: continuous          # continuous | interval | manual | sync
-  interval: 5m              # for mode: interval
-  targets:
-    - cluster: onprem-b     # a replica volume held by that cluster's controller
-    - uri: s3://dr-bucket/sensors
-    - uri: gs://dr-bucket/sensors
-    - uri: az://dr-container/sensors
-    - uri: file:///mnt/nfs/sensors   # a path on an on-prem node
-  failover:
-    automatic: true
-    after: 30s              # owner Down this long -> promote
-    priority: [onprem-b, s3://dr-bucket/sensors]
-    promoteTo: aws-1        # cluster that takes over when an object-store target is chosen
-  maxLag: 60s
-"""
-
 
 def test_the_spec_example_is_valid() -> None:
-    from namespace.models import ClusterSpec, Volume
-
-    view = NamespaceView()
-    view.volumes["sensors"] = Volume(name="sensors", owner="onprem-a")
-    for cid in ("onprem-a", "onprem-b", "aws-1"):
-        view.clusters[cid] = ClusterSpec(id=cid)
-    policy = load_and_validate(SPEC_EXAMPLE, view)
+    policy = load_and_validate(SPEC_EXAMPLE, make_view())
     assert policy.target_names == [
         "onprem-b", "s3://dr-bucket/sensors", "gs://dr-bucket/sensors",
         "az://dr-container/sensors", "file:///mnt/nfs/sensors"]
