@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import click
 
-from federation.cli.output import Env, common, emit_json, progress_bar, show, table
+from federation.cli.output import Env, common, emit_json, progress_bar, removed, show, table
 from namespace.errors import InvalidInput
 
 LIST_COLS = ["name", "volume", "mode", "interval", "targets", "failover", "maxLag"]
@@ -139,7 +139,4 @@ def mirror_remove(env: Env, name: str) -> None:
     """Delete policy NAME and its status (data already on targets stays)."""
     with env.client(watch=False) as c:
         c.mirror_remove(name)
-    if env.as_json:
-        emit_json({"removed": name})
-    else:
-        click.echo(f"removed mirror policy {name}")
+    removed(env, name, f"removed mirror policy {name}")

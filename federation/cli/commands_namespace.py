@@ -5,7 +5,7 @@ from typing import Any
 
 import click
 
-from federation.cli.output import Env, common, emit_json, show, table, to_plain
+from federation.cli.output import Env, common, emit_json, removed, show, table, to_plain
 
 CLUSTER_COLS = ["id", "provider", "region", "state", "endpoint", "labels"]
 VOLUME_COLS = ["name", "owner", "epoch", "version", "state"]
@@ -49,10 +49,7 @@ def cluster_remove(env: Env, cluster_id: str) -> None:
     """Remove a cluster from the registry (refused while it owns volumes)."""
     with env.client(watch=False) as c:
         c.remove_cluster(cluster_id)
-    if env.as_json:
-        emit_json({"removed": cluster_id})
-    else:
-        click.echo(f"removed cluster {cluster_id}")
+    removed(env, cluster_id, f"removed cluster {cluster_id}")
 
 
 @click.group()
@@ -128,10 +125,7 @@ def mount_remove(env: Env, path: str) -> None:
     """Remove the mount at PATH."""
     with env.client(watch=False) as c:
         c.remove_mount(path)
-    if env.as_json:
-        emit_json({"removed": path})
-    else:
-        click.echo(f"unmounted {path}")
+    removed(env, path, f"unmounted {path}")
 
 
 @click.command()

@@ -50,6 +50,14 @@ def common(f: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def removed(env: Env, what: str, sentence: str) -> None:
+    """The outcome of a ``remove`` command: ``{"removed": what}`` or a sentence."""
+    if env.as_json:
+        emit_json({"removed": what})
+    else:
+        click.echo(sentence)
+
+
 def to_plain(obj: Any) -> Any:
     if isinstance(obj, BaseModel):
         return obj.model_dump()
