@@ -10,8 +10,8 @@ import time
 
 from namespace import schema
 from namespace.cache import NamespaceView, load_view
-from namespace.errors import Conflict, InvalidInput, NotFound
-from namespace.etcd import Etcd
+from namespace.errors import Conflict, NotFound
+from namespace.etcd import Etcd, prefix_end
 from namespace.models import ClusterView, Mount, Volume, VolumeState, VolumeView, parse_mount_target
 from namespace.mounts import Resolution
 from namespace.paths import check_name, normalize
@@ -53,7 +53,7 @@ class ControlPlane:
         volumes = schema.VOLUMES.encode()
         ok, _ = await self.etcd.txn(
             # No volume changed since we checked, so none can have become owned by it.
-            [tx.mod(volumes, range_end=_prefix_end(volumes)) < view.revision + 1],
+            [tx.mod(volumes, range_end=prefix_end(volumes)) < view.revision + 1],
             [tx.delete(schema.cluster(cluster_id)), tx.delete(schema.alive(cluster_id))],
         )
         if not ok:
@@ -132,12 +132,3 @@ def resolve_in(view: NamespaceView, path: str) -> Resolution:
     if res.volume not in view.volumes:
         raise NotFound(f"{res.path} is mounted on missing volume {res.volume!r}")
     return res
-
-
-def _prefix_end(prefix: bytes) -> bytes:
-    import aetcd.utils
-
-    return aetcd.utils.prefix_range_end(prefix)
-
-
-__all__ = ["ControlPlane", "resolve_in", "InvalidInput"]

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions
+import aetcd.utils
 
 from namespace.errors import InvalidInput, Unavailable
 
@@ -29,6 +30,11 @@ _RETRYABLE = (
 )
 # A mount table of a million entries is ~100 MB on the wire; etcd's own limit applies first.
 _MAX_MESSAGE = 512 * 1024 * 1024
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The range end that makes ``[prefix, end)`` cover every key starting with ``prefix``."""
+    return aetcd.utils.prefix_range_end(prefix)
 
 
 @dataclass(frozen=True)

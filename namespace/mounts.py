@@ -22,10 +22,6 @@ class Resolution:
     volume: str
     relative_path: str  # inside the volume, '' for the volume root
 
-    @property
-    def volume_path(self) -> str:
-        return self.relative_path
-
 
 class MountTable:
     """Mount path → (volume, subpath). Not thread-safe for writers; readers may race freely

@@ -76,9 +76,6 @@ class LeaseKeeper:
         """True when writes must stop: the lease might expire (or has) before they commit."""
         return time.monotonic() >= self._valid_until - self.margin
 
-    def remaining(self) -> float:
-        return self._valid_until - time.monotonic()
-
     # -- lifecycle --------------------------------------------------------------------------
     async def register(self) -> None:
         """Grant a lease and claim ``alive/<id>``; :class:`Conflict` if someone holds it.

@@ -13,7 +13,6 @@ MOUNTS = ROOT + "mounts/"
 POLICIES = ROOT + "policies/"
 MIRRORS = ROOT + "mirrors/"
 LEADER = ROOT + "leader"
-TOKENS = ROOT + "edge-tokens/"
 DIVERGED = ROOT + "diverged/"
 
 
@@ -54,12 +53,8 @@ def mirror_status_prefix(policy_name: str) -> bytes:
     return (MIRRORS + policy_name + "/").encode()
 
 
-def token(token_id: str) -> bytes:
-    return (TOKENS + token_id).encode()
 
 
-def name_of(key: bytes, prefix: str) -> str:
-    return key.decode()[len(prefix) :]
 
 
 def diverged(volume_name: str, cluster_id: str) -> bytes:

@@ -81,9 +81,6 @@ class VolumeManager:
     def has_local(self, name: str) -> bool:
         return name in self._open or (self.root / name).exists()
 
-    def owned(self) -> list[Volume]:
-        return [v for v in self.cache.view.volumes.values() if v.owner == self.cluster]
-
     def volume(self, name: str) -> Volume:
         vol = self.cache.view.volumes.get(name)
         if vol is None:

@@ -32,7 +32,3 @@ def write_state(state: dict[str, Any], home: str | Path | None = None) -> None:
     tmp = d / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
     os.replace(tmp, d / STATE_FILE)
-
-
-def clear_state(home: str | Path | None = None) -> None:
-    (home_dir(home) / STATE_FILE).unlink(missing_ok=True)
