@@ -184,17 +184,18 @@ class Client:
         return self._run(self._control().create_volume(name, cluster))  # type: ignore[no-any-return]
 
     def volumes(self) -> list[VolumeView]:
-        return [self._live_version(v) for v in self._run(self._control().volumes())]
+        found = self._run(self._control().volumes())
+        view = self.view()
+        return [self._live_version(v, view) for v in found]
 
     def volume(self, name: str) -> VolumeView:
-        return self._live_version(self._run(self._control().volume(name)))
+        return self._live_version(self._run(self._control().volume(name)), self.view())
 
-    def _live_version(self, v: VolumeView) -> VolumeView:
+    def _live_version(self, v: VolumeView, view: NamespaceView) -> VolumeView:
         """The owner's committed version if it answers (etcd's copy is batched)."""
         if v.state != "Ready":
             return v
         try:
-            view = self.view()
             spec = view.clusters.get(v.owner)
             if spec is None:
                 return v
@@ -248,7 +249,7 @@ class Client:
         clusters = [view.cluster_view(cid).model_dump() for cid in sorted(view.clusters)]  # type: ignore[union-attr]
         volumes = []
         for name in sorted(view.volumes):
-            d = self._live_version(view.volume_view(name)).model_dump()  # type: ignore[arg-type]
+            d = self._live_version(view.volume_view(name), view).model_dump()  # type: ignore[arg-type]
             d["diverged"] = [
                 {"cluster": r["cluster"], "epoch": r["epoch"], "paths": r["paths"]}
                 for r in view.diverged.values() if r.get("volume") == name
@@ -299,11 +300,12 @@ class Client:
         """Any Ready controller serves the Mirroring RPCs (forwarding to the owner)."""
         check_name("policy", policy)
         view = self.view()
-        if policy not in view.policies:
-            raise NotFound(f"mirror policy {policy!r} not found")
-        from mirroring.policy import MirrorPolicy
+        from mirroring.policy import stored_policy
 
-        owner = view.volumes.get(MirrorPolicy.from_stored(view.policies[policy]).spec.volume)
+        found = stored_policy(view, policy)
+        if found is None:
+            raise NotFound(f"mirror policy {policy!r} not found")
+        owner = view.volumes.get(found.spec.volume)
         entry = self.via or (owner.owner if owner else None)
         if entry is None or entry not in view.alive:
             raise Unavailable(f"owner {entry} of policy {policy!r}'s volume is Down")

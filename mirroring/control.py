@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from mirroring.policy import MirrorPolicy, load_and_validate
+from mirroring.policy import MirrorPolicy, load_and_validate, stored_policies
 from mirroring.status import status_key
 from namespace import schema
 from namespace.cache import NamespaceView, load_view
 from namespace.errors import Conflict, NotFound
-from namespace.etcd import Etcd
+from namespace.etcd import Etcd, prefix_end
 from namespace.paths import check_name
 
 __all__ = ["apply_policy", "list_policies", "get_policy", "remove_policy", "policy_summary", "plan"]
@@ -138,13 +138,7 @@ def policy_summary(policy: MirrorPolicy) -> dict[str, Any]:
 async def list_policies(etcd: Etcd) -> list[dict[str, Any]]:
     """Every stored policy, sorted by name (malformed stored documents are skipped)."""
     view = await load_view(etcd)
-    out = []
-    for name in sorted(view.policies):
-        try:
-            out.append(policy_summary(MirrorPolicy.from_stored(view.policies[name])))
-        except ValueError:
-            continue
-    return out
+    return [policy_summary(p) for p in stored_policies(view)]
 
 
 async def get_policy(etcd: Etcd, name: str) -> MirrorPolicy:
@@ -164,13 +158,7 @@ async def remove_policy(etcd: Etcd, name: str) -> None:
     prefix = schema.mirror_status_prefix(name)
     ok, _ = await etcd.txn(
         [tx.create(key) != 0],
-        [tx.delete(key), tx.delete(prefix, range_end=_prefix_end(prefix))],
+        [tx.delete(key), tx.delete(prefix, range_end=prefix_end(prefix))],
     )
     if not ok:
         raise NotFound(f"mirror policy {name!r} not found")
-
-
-def _prefix_end(prefix: bytes) -> bytes:
-    """The etcd range end covering every key that starts with ``prefix`` (non-empty, and
-    never ending in 0xff: gns keys are UTF-8 text ending in '/')."""
-    return prefix[:-1] + bytes([prefix[-1] + 1])

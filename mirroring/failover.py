@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from mirroring.policy import MirrorPolicy
+from mirroring.policy import MirrorPolicy, stored_policies
 from namespace import schema
 from namespace.cache import NamespaceView
 from namespace.errors import Conflict, NotFound
@@ -45,15 +45,7 @@ def choose(candidates: list[Candidate], priority: list[str]) -> Candidate | None
 
 
 def automatic_policies(view: NamespaceView) -> list[MirrorPolicy]:
-    found = []
-    for raw in view.policies.values():
-        try:
-            p = MirrorPolicy.from_stored(raw)
-        except Exception:
-            continue
-        if p.spec.failover.automatic:
-            found.append(p)
-    return found
+    return [p for p in stored_policies(view) if p.spec.failover.automatic]
 
 
 def due(view: NamespaceView, gone_since: dict[str, float], now: float | None = None) -> list[tuple[MirrorPolicy, Volume]]:

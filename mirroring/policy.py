@@ -23,6 +23,7 @@ no I/O and never imports ``federation``.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -132,6 +133,8 @@ class Duration(str):
         # What the CRD's OpenAPI schema says about a duration field.
         return {"type": "string", "pattern": "^(0|(([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$"}
 
+
+log = logging.getLogger(__name__)
 
 # -- the document -----------------------------------------------------------------------------
 
@@ -308,6 +311,34 @@ class MirrorPolicy(_Doc):
         if isinstance(meta, dict):
             doc["metadata"] = {k: v for k, v in meta.items() if k not in _SERVER_METADATA}
         return doc
+
+
+# name -> (the stored dict it was parsed from, the policy): NamespaceView replaces a
+# policy's dict whenever etcd changes it, so identity tells whether the parse is current.
+_parsed: dict[str, tuple[dict[str, Any], MirrorPolicy]] = {}
+
+
+def stored_policy(view: NamespaceView, name: str) -> MirrorPolicy | None:
+    """Policy ``name`` as stored (None if absent or malformed), parsed once per change:
+    the scheduler, failover and status read every policy many times a second."""
+    raw = view.policies.get(name)
+    if raw is None:
+        return None
+    hit = _parsed.get(name)
+    if hit is not None and hit[0] is raw:
+        return hit[1]
+    try:
+        policy = MirrorPolicy.from_stored(raw)
+    except ValidationError as exc:
+        log.warning("mirror policy %s: stored document is malformed, skipped: %s", name, exc)
+        return None
+    _parsed[name] = (raw, policy)
+    return policy
+
+
+def stored_policies(view: NamespaceView) -> list[MirrorPolicy]:
+    """Every well-formed stored policy, by name."""
+    return [p for name in sorted(view.policies) if (p := stored_policy(view, name)) is not None]
 
 
 def _uri_name(uri: str) -> str:

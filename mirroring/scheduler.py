@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from mirroring.policy import MirrorPolicy
+from mirroring.policy import stored_policies
 from mirroring.status import TargetStatus, status_key
 from namespace.cache import NamespaceView
 
@@ -25,11 +25,7 @@ NUDGE_AFTER = 3.0
 def due(view: NamespaceView, now: float) -> list[tuple[str, str]]:
     """(policy, target) pairs that need a pass now."""
     out: list[tuple[str, str]] = []
-    for name in sorted(view.policies):
-        try:
-            p = MirrorPolicy.from_stored(view.policies[name])
-        except Exception:
-            continue
+    for p in stored_policies(view):
         vol = view.volumes.get(p.spec.volume)
         if vol is None or vol.owner not in view.alive:
             continue

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mirroring.policy import MirrorPolicy
+from mirroring.policy import MirrorPolicy, stored_policy
 from namespace import schema
 from namespace.cache import NamespaceView
 
@@ -153,10 +153,8 @@ def statuses(view: NamespaceView, name: str | None = None, now: float | None = N
     out: list[dict[str, Any]] = []
     names = sorted(view.policies) if name is None else [n for n in (name,) if n in view.policies]
     for pname in names:
-        try:
-            policy = MirrorPolicy.from_stored(view.policies[pname])
-        except ValidationError as exc:
-            log.warning("mirror policy %s: stored document is malformed, skipped: %s", pname, exc)
+        policy = stored_policy(view, pname)
+        if policy is None:
             continue
         volume = policy.spec.volume
         vs = view.volstates.get(volume)

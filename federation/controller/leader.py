@@ -13,10 +13,10 @@ from federation.controller.metrics import ControllerMetrics
 from federation.controller.mirrors import MirrorRunner
 from federation.controller.volumes import VolumeManager
 from mirroring.leader import LeaderElection
-from mirroring.policy import MirrorPolicy
+from mirroring.policy import stored_policy
 from mirroring.scheduler import Scheduler
 from namespace.cache import NamespaceCache
-from namespace.errors import Unavailable
+from namespace.errors import NotFound, Unavailable
 from namespace.registry import LeaseKeeper
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,9 @@ class FederationLeader:
     async def trigger(self, policy: str, target: str) -> None:
         """Ask the owner of ``policy``'s volume to run a pass to ``target`` now."""
         view = self.cache.view
-        p = MirrorPolicy.from_stored(view.policies[policy])
+        p = stored_policy(view, policy)
+        if p is None:
+            raise NotFound(f"mirror policy {policy!r} not found")
         owner = view.volumes[p.spec.volume].owner
         if owner == self.cluster:
             for w in self.mirrors.workers_for(policy, target):

@@ -16,7 +16,7 @@ from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error, status_for
 from federation.channels import AioChannelPool
 from federation.controller.mirrors import MirrorRunner, Worker
-from mirroring.policy import MirrorPolicy
+from mirroring.policy import stored_policy
 from namespace.errors import GnsError, NotFound, Unavailable
 
 
@@ -27,10 +27,10 @@ class MirroringService(pb_grpc.MirroringServicer):
 
     def _owner_stub(self, policy: str) -> pb_grpc.MirroringStub | None:
         view = self.runner.cache.view
-        raw = view.policies.get(policy)
-        if raw is None:
+        p = stored_policy(view, policy)
+        if p is None:
             raise NotFound(f"mirror policy {policy!r} not found")
-        volume = MirrorPolicy.from_stored(raw).spec.volume
+        volume = p.spec.volume
         vol = view.volumes.get(volume)
         if vol is None:
             raise NotFound(f"volume {volume!r} not found")

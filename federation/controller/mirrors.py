@@ -26,7 +26,7 @@ from federation.controller.metrics import ControllerMetrics
 from federation.controller.replication import ClusterTarget
 from federation.controller.volumes import VolumeManager
 from mirroring.engine import PassResult, run_pass, verify
-from mirroring.policy import MirrorPolicy, Target
+from mirroring.policy import MirrorPolicy, Target, stored_policies, stored_policy
 from mirroring.status import TargetStatus
 from namespace import schema
 from namespace.cache import NamespaceCache
@@ -102,24 +102,12 @@ class MirrorRunner:
                     w.kick.set()
 
     def policies_of(self, volume: str) -> list[MirrorPolicy]:
-        found = []
-        for raw in self.cache.view.policies.values():
-            try:
-                p = MirrorPolicy.from_stored(raw)
-            except Exception:  # a malformed stored policy is reported by `mirror list`
-                continue
-            if p.spec.volume == volume:
-                found.append(p)
-        return found
+        return [p for p in stored_policies(self.cache.view) if p.spec.volume == volume]
 
     def _reconcile(self) -> None:
         view = self.cache.view
         wanted: dict[tuple[str, str], tuple[MirrorPolicy, Target]] = {}
-        for raw in view.policies.values():
-            try:
-                p = MirrorPolicy.from_stored(raw)
-            except Exception:
-                continue
+        for p in stored_policies(view):
             vol = view.volumes.get(p.spec.volume)
             if vol is None or vol.owner != self.cluster:
                 continue
@@ -178,9 +166,9 @@ class MirrorRunner:
     def workers_for(self, policy: str, target: str = "") -> list[Worker]:
         found = [w for w in self.workers.values() if w.policy == policy and (not target or w.name == target)]
         if not found:
-            if policy not in self.cache.view.policies:
+            p = stored_policy(self.cache.view, policy)
+            if p is None:
                 raise NotFound(f"mirror policy {policy!r} not found")
-            p = MirrorPolicy.from_stored(self.cache.view.policies[policy])
             vol = self.cache.view.volumes.get(p.spec.volume)
             if vol is None or vol.owner != self.cluster:
                 raise Unavailable(f"cluster {self.cluster} does not own volume {p.spec.volume!r}")
