@@ -46,6 +46,7 @@ from pydantic_core import core_schema
 from cloud_adapters.errors import InvalidURI
 from cloud_adapters.uri import StoreURI, parse_uri
 from namespace.cache import NamespaceView
+from namespace.durations import parse_duration
 from namespace.errors import InvalidInput
 from namespace.paths import check_name
 
@@ -72,33 +73,6 @@ Mode = Literal["continuous", "interval", "manual", "sync"]
 MODES: tuple[str, ...] = ("continuous", "interval", "manual", "sync")
 
 # -- durations ------------------------------------------------------------------------------
-
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_TERM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Go-style duration (``"1h30m"`` -> 5400.0); ``"0"`` is zero.
-
-    Negative durations are refused: nothing in a policy can wait for less than no time.
-    """
-    if not isinstance(text, str):
-        raise ValueError(
-            f"duration must be a string such as '30s', '5m' or '1h30m', not {text!r}"
-        )
-    s = text.strip()
-    if s == "0":
-        return 0.0
-    if s.startswith("-"):
-        raise ValueError(f"duration {text!r} must not be negative")
-    if not _DURATION.fullmatch(s):
-        raise ValueError(
-            f"invalid duration {text!r}: use a number and a unit (ns, us, ms, s, m, h), "
-            "e.g. '500ms', '30s', '5m', '1h30m'"
-        )
-    return sum(float(n) * _UNITS[u] for n, u in _TERM.findall(s))
-
 
 class Duration(str):
     """A Go-style duration string that remembers its value in :attr:`seconds`.

@@ -6,7 +6,8 @@
     ├── InvalidInput (ValueError) exit 2   malformed name, path, document or flag
     ├── NotFound (LookupError)    exit 3   unknown cluster, volume, mount or file
     ├── Conflict                  exit 4   exists already, still in use, precondition failed
-    │   └── StaleEpoch                     a write carried an epoch older than the volume's
+    │   ├── StaleEpoch                     a write carried an epoch older than the volume's
+    │   └── PermissionDenied               the caller's identity holds no grant for this
     └── Unavailable               exit 5   owner down, no usable replica, etcd unreachable
 
 Errors say what was wrong in one line; ``retryable`` tells callers whether trying again
@@ -46,6 +47,10 @@ class Conflict(GnsError):
 
 class StaleEpoch(Conflict):
     """A write carried an epoch older than the volume's current one: its writer was fenced."""
+
+
+class PermissionDenied(Conflict, PermissionError):
+    """The identity that TLS proved holds no grant for this action on this path (SPEC §10)."""
 
 
 class Unavailable(GnsError):

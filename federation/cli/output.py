@@ -15,6 +15,26 @@ from rich.console import Console
 from rich.table import Table
 
 
+class DurationParam(click.ParamType):
+    """A flag that takes a length of time: ``30s``, ``5m``, ``1h30m`` or plain seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        from namespace.durations import parse_duration
+
+        try:
+            return parse_duration(value, bare_seconds=True)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = DurationParam()
+"""Every CLI flag that takes a time uses this, so all of them read the same forms."""
+
+
 @dataclass
 class Env:
     etcd: str | None
