@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Regenerate federation/api/_gen from the protos. CI runs it and fails on a diff.
 # --proto_path maps the proto tree onto the package path, so generated modules import
-# each other as federation.api._gen.gns.federation.v1.* without any patching.
+# each other as federation.api._gen.gns.federation.v1.* without any patching. The CSI proto
+# (package csi.v1, federation/api/proto/csi/v1) lands in federation/api/_gen/csi/v1 the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=federation/api/_gen
-rm -rf "$out/gns"
+rm -rf "$out/gns" "$out/csi"
 python -m grpc_tools.protoc \
   --proto_path=federation/api/_gen=federation/api/proto \
   --python_out=. --grpc_python_out=. --pyi_out=. \
