@@ -29,6 +29,7 @@ from azure.storage.blob import BlobBlock, BlobServiceClient
 from cloud_adapters.base import Capability, ObjectInfo, ObjectStore
 from cloud_adapters.errors import (
     InvalidURI,
+    MissingCredentials,
     ObjectNotFound,
     ObjectStoreError,
     PermissionDenied,
@@ -77,12 +78,12 @@ def _sdk_errors(uri: str) -> Iterator[None]:
                                uri=uri) from exc
     except ValueError as exc:  # malformed connection string etc. (message holds no secret)
         if "connection string" in str(exc).lower():
-            raise PermissionDenied("AZURE_STORAGE_CONNECTION_STRING is malformed",
+            raise MissingCredentials("AZURE_STORAGE_CONNECTION_STRING is malformed",
                                    uri=uri) from exc
         raise
     except Exception as exc:
         if type(exc).__name__ == "CredentialUnavailableError":
-            raise PermissionDenied("no Azure credentials available", uri=uri) from exc
+            raise MissingCredentials("no Azure credentials available", uri=uri) from exc
         raise
 
 
@@ -114,7 +115,7 @@ class AzureStore(ObjectStore):
         if not url and account:
             url = f"https://{account}.blob.core.windows.net"
         if not url:
-            raise PermissionDenied(
+            raise MissingCredentials(
                 "no Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, or "
                 "AZURE_STORAGE_ACCOUNT_URL / AZURE_STORAGE_ACCOUNT for DefaultAzureCredential",
                 uri=self.uri,

@@ -8,7 +8,8 @@ callers (mirroring, the CLI) never import boto3, google or azure exceptions::
     ├── MissingDependency(ObjectStoreError, ImportError)  exit_code 1  SDK not installed
     ├── ObjectNotFound(ObjectStoreError, FileNotFoundError) exit_code 3  object or bucket
     ├── PreconditionFailed(ObjectStoreError)              exit_code 4  if_absent / if_match lost
-    ├── PermissionDenied(ObjectStoreError, PermissionError) exit_code 1  incl. no credentials
+    ├── PermissionDenied(ObjectStoreError, PermissionError) exit_code 1  access refused
+    │   └── MissingCredentials(PermissionDenied)          exit_code 2  no usable credentials
     ├── IntegrityError(ObjectStoreError)                  exit_code 1  sha256 mismatch
     └── TransientError(ObjectStoreError, ConnectionError) exit_code 5  retryable
 
@@ -27,6 +28,7 @@ __all__ = [
     "ObjectNotFound",
     "PreconditionFailed",
     "PermissionDenied",
+    "MissingCredentials",
     "IntegrityError",
     "TransientError",
 ]
@@ -79,6 +81,12 @@ class PermissionDenied(ObjectStoreError, PermissionError):
     """Access refused, or no usable credentials were found."""
 
     exit_code = 1
+
+
+class MissingCredentials(PermissionDenied):
+    """No usable credentials were found: a set-up mistake the user fixes, like a bad URI."""
+
+    exit_code = 2
 
 
 class IntegrityError(ObjectStoreError):

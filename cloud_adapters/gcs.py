@@ -32,6 +32,7 @@ with warnings.catch_warnings():
 from cloud_adapters.base import Capability, ObjectInfo, ObjectStore
 from cloud_adapters.errors import (
     InvalidURI,
+    MissingCredentials,
     ObjectNotFound,
     ObjectStoreError,
     PermissionDenied,
@@ -79,7 +80,7 @@ def _sdk_errors(uri: str) -> Iterator[None]:
             raise InvalidURI(what, uri=uri) from exc
         raise _from_status(status, what, uri) from exc
     except gauth.DefaultCredentialsError as exc:
-        raise PermissionDenied(
+        raise MissingCredentials(
             "no Google credentials found (set up Application Default Credentials, or "
             "STORAGE_EMULATOR_HOST for an emulator)", uri=uri) from exc
     except gauth.GoogleAuthError as exc:

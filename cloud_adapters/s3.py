@@ -24,6 +24,7 @@ from botocore.config import Config
 from cloud_adapters.base import Capability, ObjectInfo, ObjectStore
 from cloud_adapters.errors import (
     InvalidURI,
+    MissingCredentials,
     ObjectNotFound,
     ObjectStoreError,
     PermissionDenied,
@@ -73,7 +74,7 @@ def _sdk_errors(uri: str) -> Iterator[None]:
         raise ObjectStoreError(what, uri=uri) from exc
     except (bex.NoCredentialsError, bex.PartialCredentialsError,
             bex.CredentialRetrievalError) as exc:
-        raise PermissionDenied(f"no usable AWS credentials ({type(exc).__name__})",
+        raise MissingCredentials(f"no usable AWS credentials ({type(exc).__name__})",
                                uri=uri) from exc
     except (bex.EndpointConnectionError, bex.ConnectionClosedError, bex.ReadTimeoutError,
             bex.ConnectTimeoutError, bex.ResponseStreamingError,

@@ -29,9 +29,11 @@ from namespace.cache import NamespaceCache, NamespaceView
 from namespace.control import ControlPlane, resolve_in
 from namespace.errors import (
     Conflict,
+    EpochNotSeen,
     GnsError,
     InvalidInput,
     NotFound,
+    NotOwner,
     StaleEpoch,
     Unavailable,
 )
@@ -41,6 +43,9 @@ from namespace.paths import check_name, normalize
 
 Progress = Callable[[int], None]
 """Called with the number of bytes just moved."""
+
+_REROUTE = (StaleEpoch, NotOwner, EpochNotSeen)
+"""The owner or epoch we routed by moved on: refresh the view and route once more."""
 
 
 def find_etcd(etcd: str | None, home: str | Path | None) -> str:
@@ -205,6 +210,10 @@ class Client:
             return v.model_copy(update={"version": max(v.version, reply.version)})
         except (grpc.RpcError, GnsError):
             return v
+
+    def remove_volume(self, name: str) -> None:
+        """Forget volume ``name``; refused (Conflict) while a mount or policy names it."""
+        self._run(self._control().remove_volume(name))
 
     def promote(self, name: str, to: str, *, force: bool = False) -> VolumeView:
         """Make ``to`` (a cluster, or an object-store target of the volume's policy) own
@@ -417,11 +426,8 @@ class Client:
                 return fn(stub, target)
             except grpc.RpcError as exc:
                 err = from_rpc_error(exc, f"cluster {where}")
-            retry = attempt == 0 and epoch is None and (
-                isinstance(err, StaleEpoch)
-                or (isinstance(err, Conflict) and "does not own" in str(err))
-                or (isinstance(err, Unavailable) and "not yet seen epoch" in str(err))
-            )
+            # Only errors that say our view of the namespace lagged are worth a re-route.
+            retry = attempt == 0 and epoch is None and isinstance(err, _REROUTE)
             if not retry:
                 raise err
             self._refresh()
@@ -440,12 +446,75 @@ class Client:
         reply = self._call(lambda s, t: s.List(pb.ListRequest(target=t), timeout=30), path)
         return [{"name": e.name, "type": e.type, "size": e.size} for e in reply.entries]
 
-    def rm(self, path: str, recursive: bool = False, *, epoch: int | None = None) -> int:
+    def listdir(self, path: str) -> list[dict[str, Any]]:
+        """Like ``ls`` with each entry's mtime and mode bits (0 for implicit directories)."""
+        reply = self._call(lambda s, t: s.List(pb.ListRequest(target=t), timeout=30), path)
+        return [{"name": e.name, "type": e.type, "size": int(e.size), "mtime": e.mtime,
+                 "mode": int(e.mode)} for e in reply.entries]
+
+    def rm(self, path: str, recursive: bool = False, *, epoch: int | None = None,
+           keep_parent: bool = False) -> int:
+        """Delete a file (or with ``recursive`` a directory); ``keep_parent`` (POSIX unlink)
+        keeps a parent directory that this leaves empty."""
         reply = self._call(
-            lambda s, t: s.Delete(pb.DeleteRequest(target=t, recursive=recursive), timeout=60),
+            lambda s, t: s.Delete(pb.DeleteRequest(target=t, recursive=recursive,
+                                                   keep_parent=keep_parent), timeout=60),
             path, epoch,
         )
         return int(reply.version)
+
+    # -- namespace edits (SPEC §5): rename, directories, attributes, the change stream -------
+    def volume_of(self, path: str) -> str:
+        """The volume holding global ``path`` (raises NotFound when unmounted)."""
+        return resolve_in(self.view(), normalize(path)).volume
+
+    def mv(self, src: str, dst: str) -> int:
+        """Rename a file or directory within one volume atomically (one version); returns it.
+
+        Across volumes: Conflict (exit 4); callers copy and delete instead (FUSE: EXDEV)."""
+        src, dst = normalize(src), normalize(dst)
+        if self.volume_of(src) != self.volume_of(dst):
+            raise Conflict(f"cannot move {src} to {dst}: they are on different volumes")
+        reply = self._call(
+            lambda s, t: s.Rename(pb.RenameRequest(target=t, destination=dst), timeout=60), src
+        )
+        return int(reply.version)
+
+    def mkdir(self, path: str, *, mode: int = 0o755, mtime: float | None = None) -> int:
+        """Make an empty directory that persists (Conflict if something is there)."""
+        reply = self._call(
+            lambda s, t: s.Mkdir(pb.MkdirRequest(target=t, mode=mode, mtime=mtime or 0.0), timeout=30),
+            path,
+        )
+        return int(reply.version)
+
+    def rmdir(self, path: str) -> int:
+        """Remove an empty directory (Conflict if it is not empty)."""
+        reply = self._call(lambda s, t: s.Rmdir(pb.RmdirRequest(target=t), timeout=30), path)
+        return int(reply.version)
+
+    def set_attrs(self, path: str, *, mode: int | None = None, mtime: float | None = None) -> int:
+        """``chmod`` and/or set the mtime of a file or directory, as one version."""
+        request = lambda t: pb.SetAttrRequest(  # noqa: E731
+            target=t, set_mode=mode is not None, mode=mode or 0,
+            set_mtime=mtime is not None, mtime=mtime or 0.0,
+        )
+        reply = self._call(lambda s, t: s.SetAttr(request(t), timeout=30), path)
+        return int(reply.version)
+
+    def chmod(self, path: str, mode: int) -> int:
+        return self.set_attrs(path, mode=mode)
+
+    def set_mtime(self, path: str, mtime: float) -> int:
+        return self.set_attrs(path, mtime=mtime)
+
+    def watch(self, path: str, from_version: int = 0) -> ChangeStream:
+        """Follow the committed changes of the volume holding ``path`` after
+        ``from_version``: an iterator of dicts (version, op, path, src, ...) in version
+        order that blocks for new ones; ``close()`` it to stop."""
+        stub, target, where = self._route(path)
+        call = stub.Watch(pb.WatchRequest(target=target, from_version=from_version), timeout=None)
+        return ChangeStream(call, where)
 
     def put(
         self,
@@ -455,8 +524,12 @@ class Client:
         epoch: int | None = None,
         mtime: float | None = None,
         progress: Progress | None = None,
+        mode: int | None = None,
     ) -> dict[str, Any]:
-        """Write ``src`` (a local path, bytes or a binary file object) to global ``path``."""
+        """Write ``src`` (a local path, bytes or a binary file object) to global ``path``.
+
+        ``mode`` sets the permission bits (None keeps a replaced file's, new files 0644)."""
+
         normalize(path)
         if isinstance(src, (str, Path)):
             local = Path(src)
@@ -469,13 +542,14 @@ class Client:
             except OSError as exc:
                 raise InvalidInput(f"cannot read {local}: {exc.strerror}") from None
             with fh:
-                return self._put_stream(fh, path, epoch, mtime, progress)
+                return self._put_stream(fh, path, epoch, mtime, progress, mode)
         if isinstance(src, (bytes, bytearray, memoryview)):
-            return self._put_stream(io.BytesIO(bytes(src)), path, epoch, mtime, progress)
-        return self._put_stream(src, path, epoch, mtime, progress)
+            return self._put_stream(io.BytesIO(bytes(src)), path, epoch, mtime, progress, mode)
+        return self._put_stream(src, path, epoch, mtime, progress, mode)
 
     def _put_stream(
-        self, fh: BinaryIO, path: str, epoch: int | None, mtime: float | None, progress: Progress | None
+        self, fh: BinaryIO, path: str, epoch: int | None, mtime: float | None, progress: Progress | None,
+        mode: int | None = None,
     ) -> dict[str, Any]:
         size_hint = _size_of(fh)
         # A non-seekable source (stdin) can be sent once only: no re-route retry for it.
@@ -485,7 +559,7 @@ class Client:
         def call(stub: pb_grpc.FederationStub, target: pb.Target) -> Any:
             if seekable:
                 fh.seek(start)
-            header = pb.WriteHeader(target=target, mtime=mtime or 0.0, size_hint=size_hint)
+            header = pb.WriteHeader(target=target, mtime=mtime or 0.0, size_hint=size_hint, mode=mode or 0)
             return stub.Write(self._chunks(fh, header, progress), timeout=None)
 
         if not seekable:
@@ -564,6 +638,39 @@ class Client:
         raise InvalidInput(f"unsupported mode {mode!r}: use 'rb' or 'wb'")
 
 
+class ChangeStream:
+    """The iterator ``Client.watch`` returns: one dict per committed change."""
+
+    def __init__(self, call: Any, where: str) -> None:
+        self._call = call
+        self._where = where
+
+    def __iter__(self) -> ChangeStream:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        try:
+            c = next(self._call)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                raise StopIteration from None
+            raise from_rpc_error(exc, f"cluster {self._where}") from None
+        return {
+            "version": int(c.version), "op": c.op, "path": c.path, "src": c.src,
+            "volume": c.volume, "relative_path": c.relative_path, "size": int(c.size),
+            "mtime": c.mtime, "mode": int(c.mode),
+        }
+
+    def close(self) -> None:
+        self._call.cancel()
+
+    def __enter__(self) -> ChangeStream:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def _info_dict(info: pb.FileInfo) -> dict[str, Any]:
     out: dict[str, Any] = {
         "path": info.path,
@@ -572,6 +679,7 @@ def _info_dict(info: pb.FileInfo) -> dict[str, Any]:
         "mtime": info.mtime,
         "sha256": info.sha256,
         "version": int(info.version),
+        "mode": int(info.mode),
     }
     if info.served_by:
         out["served_by"] = info.served_by

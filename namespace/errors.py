@@ -3,15 +3,21 @@
 ::
 
     GnsError                      exit 1   anything else
+    ├── InternalError                      a server failed in a way it did not expect (a bug)
     ├── InvalidInput (ValueError) exit 2   malformed name, path, document or flag
     ├── NotFound (LookupError)    exit 3   unknown cluster, volume, mount or file
+    │   └── FileNotFound (FileNotFoundError)  a file or directory inside a volume
     ├── Conflict                  exit 4   exists already, still in use, precondition failed
     │   ├── StaleEpoch                     a write carried an epoch older than the volume's
+    │   ├── NotOwner              retry    the cluster asked does not own the volume (moved)
     │   └── PermissionDenied               the caller's identity holds no grant for this
     └── Unavailable               exit 5   owner down, no usable replica, etcd unreachable
+        └── EpochNotSeen          retry    a write named an epoch this cluster has not seen yet
 
 Errors say what was wrong in one line; ``retryable`` tells callers whether trying again
-can help. Nothing here may import from a higher layer.
+(after refreshing their view of the namespace) can help. How these cross gRPC, and how
+``cloud_adapters`` errors join them on the wire and in exit codes, is the one table in
+:mod:`federation.api.errors`. Nothing here may import from a higher layer.
 """
 from __future__ import annotations
 
@@ -21,6 +27,10 @@ class GnsError(Exception):
 
     exit_code: int = 1
     retryable: bool = False
+
+
+class InternalError(GnsError):
+    """A server failed unexpectedly (its log holds the traceback); what the client sees."""
 
 
 class InvalidInput(GnsError, ValueError):
@@ -49,6 +59,12 @@ class StaleEpoch(Conflict):
     """A write carried an epoch older than the volume's current one: its writer was fenced."""
 
 
+class NotOwner(Conflict):
+    """The cluster asked does not own the volume (ownership moved): re-resolve and retry."""
+
+    retryable = True
+
+
 class PermissionDenied(Conflict, PermissionError):
     """The identity that TLS proved holds no grant for this action on this path (SPEC §10)."""
 
@@ -58,3 +74,7 @@ class Unavailable(GnsError):
 
     exit_code = 5
     retryable = True
+
+
+class EpochNotSeen(Unavailable):
+    """A request named a newer epoch than this cluster has seen: its view lags; retry."""

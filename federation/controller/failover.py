@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 
 from cloud_adapters.errors import ObjectStoreError
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
-from federation.api.errors import from_rpc_error, status_for
+from federation.api.errors import from_rpc_error
 from federation.controller.aio import IOPool
 from federation.controller.replication import ClusterTarget
 from federation.storage import FileMeta
@@ -46,7 +46,7 @@ class FailoverOps:
         self.mirrors = leader.mirrors
         self.peers = leader.peers
         self.metrics = leader.metrics
-        self._io = IOPool(self.mirrors.pool).run
+        self.run_io = IOPool(self.mirrors.pool).run
 
     def _stub(self, cluster: str) -> pb_grpc.FailoverStub:
         view = self.cache.view
@@ -65,7 +65,7 @@ class FailoverOps:
         if cluster == self.cluster:
             if not self.volumes.has_local(volume):
                 return None
-            vs = await self._io(self.volumes.storage, volume)
+            vs = await self.run_io(self.volumes.storage, volume)
             return int(vs.version)
         view = self.cache.view
         if cluster not in view.alive or cluster not in view.clusters:
@@ -97,7 +97,7 @@ class FailoverOps:
                 if not to or to == vol.owner or to not in self.cache.view.alive:
                     continue
                 try:
-                    v = await self._io(self._store_version, t.uri or "", vol.name)
+                    v = await self.run_io(self._store_version, t.uri or "", vol.name)
                 except (GnsError, ObjectStoreError) as exc:
                     log.warning("failover candidate %s unreadable: %s", t.name, exc)
                     continue
@@ -134,9 +134,9 @@ class FailoverOps:
                 raise from_rpc_error(exc, f"owner {vol.owner}") from None
             self.metrics.promotions.labels("planned").inc()
             return self.cache.view.volumes.get(volume) or vol.model_copy(update={"owner": r.owner, "epoch": r.epoch})
-        return await self._promote_from_down(vol, to, reason)
+        return await self.promote_from_down(vol, to, reason)
 
-    async def _promote_from_down(self, vol: Volume, to: str, reason: str) -> Volume:
+    async def promote_from_down(self, vol: Volume, to: str, reason: str) -> Volume:
         if "://" in to:
             policy = next((p for p in self._policies(vol.name) if to in p.target_names), None)
             if policy is None:
@@ -172,11 +172,11 @@ class FailoverOps:
         self.volumes.draining.add(volume)
         try:
             await self.volumes.wait_idle(volume, timeout=60)
-            vs = await self._io(self.volumes.storage, volume)
+            vs = await self.run_io(self.volumes.storage, volume)
             target = ClusterTarget(to, volume, self.cluster, view.clusters[to].endpoint,
                                    self.mirrors.tls_dir, self.cluster, vs.epoch)
             try:
-                result = await self._io(run_pass, vs, target)
+                result = await self.run_io(run_pass, vs, target)
             finally:
                 target.close()
             if not result.committed or result.version != vs.version:
@@ -220,35 +220,20 @@ class FailoverService(pb_grpc.FailoverServicer):
     def __init__(self, ops: FailoverOps) -> None:
         self.ops = ops
 
-    async def _guard(self, coro: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await coro
-        except (GnsError, ObjectStoreError) as exc:
-            if isinstance(exc, ObjectStoreError):
-                exc = Unavailable(str(exc))
-            code, detail = status_for(exc)
-            await context.abort(code, detail)
-
     async def Promote(self, request: pb.PromoteRequest, context: grpc.aio.ServicerContext) -> pb.PromoteReply:
-        async def run() -> pb.PromoteReply:
-            vol = await self.ops.promote(request.volume, request.to, force=request.force,
-                                         reason=request.reason or "manual")
-            return pb.PromoteReply(owner=vol.owner, epoch=vol.epoch, version=vol.base_version, via=request.to)
-
-        return await self._guard(run(), context)  # type: ignore[no-any-return]
+        vol = await self.ops.promote(request.volume, request.to, force=request.force,
+                                     reason=request.reason or "manual")
+        return pb.PromoteReply(owner=vol.owner, epoch=vol.epoch, version=vol.base_version, via=request.to)
 
     async def Handover(self, request: pb.HandoverRequest, context: grpc.aio.ServicerContext) -> pb.PromoteReply:
-        return await self._guard(self.ops.handover(request.volume, request.to), context)  # type: ignore[no-any-return]
+        return await self.ops.handover(request.volume, request.to)
 
     async def Hydrate(self, request: pb.HydrateRequest, context: grpc.aio.ServicerContext) -> pb.HydrateReply:
-        async def run() -> pb.HydrateReply:
-            vol = self.ops.volumes.volume(request.volume)
-            if vol.owner == self.ops.cluster:
-                raise Conflict(f"cluster {self.ops.cluster} already owns volume {request.volume!r}")
-            version, files, nbytes = await self.ops._io(self.ops.hydrate, request.volume, request.uri)
-            return pb.HydrateReply(version=version, files=files, bytes=nbytes)
-
-        return await self._guard(run(), context)  # type: ignore[no-any-return]
+        vol = self.ops.volumes.volume(request.volume)
+        if vol.owner == self.ops.cluster:
+            raise Conflict(f"cluster {self.ops.cluster} already owns volume {request.volume!r}")
+        version, files, nbytes = await self.ops.run_io(self.ops.hydrate, request.volume, request.uri)
+        return pb.HydrateReply(version=version, files=files, bytes=nbytes)
 
 
 def failover_task(leader: FederationLeader) -> asyncio.Task[None]:
@@ -267,7 +252,7 @@ async def _automatic(leader: FederationLeader) -> None:
                     log.warning("volume %s: owner %s Down, no failover candidate", vol.name, vol.owner)
                     continue
                 try:
-                    await ops._promote_from_down(vol, best.name, f"owner {vol.owner} down")
+                    await ops.promote_from_down(vol, best.name, f"owner {vol.owner} down")
                 except Conflict as exc:
                     log.info("failover of %s skipped: %s", vol.name, exc)
                 except (GnsError, ObjectStoreError) as exc:

@@ -13,7 +13,7 @@ import grpc
 from cloud_adapters.errors import ObjectStoreError
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
-from federation.api.errors import from_rpc_error, status_for
+from federation.api.errors import from_rpc_error
 from federation.channels import AioChannelPool
 from federation.controller.mirrors import MirrorRunner, Worker
 from mirroring.policy import stored_policy
@@ -41,74 +41,76 @@ class MirroringService(pb_grpc.MirroringServicer):
         return pb_grpc.MirroringStub(self.peers.get(view.clusters[vol.owner].endpoint))
 
     async def Sync(self, request: pb.MirrorSyncRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.MirrorProgress]:
+        stub = self._owner_stub(request.policy)
+        if stub is not None:
+            call = stub.Sync(request)
+            try:
+                async for msg in call:
+                    yield msg
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc, "owner") from None
+            finally:
+                call.cancel()
+            return
+        workers = self.runner.workers_for(request.policy, request.target)
+        if not request.wait:
+            for w in workers:
+                w.kick.set()
+            for w in workers:
+                yield pb.MirrorProgress(target=w.name, done=False)
+            return
+        queue: asyncio.Queue[pb.MirrorProgress] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        async def one(w: Worker) -> None:
+            def progress(nbytes: int, nfiles: int) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, pb.MirrorProgress(
+                    target=w.name, bytes=nbytes, files=nfiles))
+
+            w.listeners.append(progress)
+            try:
+                st = await self.runner.run_now(w)
+            except (GnsError, ObjectStoreError) as exc:  # reported per target, like a failed pass
+                await queue.put(pb.MirrorProgress(target=w.name, done=True, error=str(exc)))
+                return
+            finally:
+                w.listeners.remove(progress)
+            failed = self.runner.failed_since_last_sync(w)
+            await queue.put(pb.MirrorProgress(
+                target=w.name, done=True, version=st.version if st else 0,
+                error=(st.last_error or "") if (st and failed) else ""))
+
+        tasks = [asyncio.create_task(one(w), name=f"mirror-sync-{w.name}") for w in workers]
         try:
-            stub = self._owner_stub(request.policy)
-            if stub is not None:
-                try:
-                    async for msg in stub.Sync(request):
-                        yield msg
-                except grpc.RpcError as exc:
-                    raise from_rpc_error(exc, "owner") from None
-                return
-            workers = self.runner.workers_for(request.policy, request.target)
-            if not request.wait:
-                for w in workers:
-                    w.kick.set()
-                for w in workers:
-                    yield pb.MirrorProgress(target=w.name, done=False)
-                return
-            queue: asyncio.Queue[pb.MirrorProgress] = asyncio.Queue()
-            loop = asyncio.get_running_loop()
-
-            async def one(w: Worker) -> None:
-                def progress(nbytes: int, nfiles: int) -> None:
-                    loop.call_soon_threadsafe(queue.put_nowait, pb.MirrorProgress(
-                        target=w.name, bytes=nbytes, files=nfiles))
-
-                w.listeners.append(progress)
-                try:
-                    st = await self.runner.run_now(w)
-                finally:
-                    w.listeners.remove(progress)
-                failed = self.runner._failed_since(w)
-                await queue.put(pb.MirrorProgress(
-                    target=w.name, done=True, version=st.version if st else 0,
-                    error=(st.last_error or "") if (st and failed) else ""))
-
-            tasks = [asyncio.create_task(one(w)) for w in workers]
             remaining = len(tasks)
             while remaining:
                 msg = await queue.get()
                 if msg.done:
                     remaining -= 1
                 yield msg
+            await asyncio.gather(*tasks)
+        finally:
             for t in tasks:
-                await t
-        except GnsError as exc:
-            code, detail = status_for(exc)
-            await context.abort(code, detail)
+                t.cancel()  # the caller went away: stop waiting for its passes
 
     async def Verify(self, request: pb.MirrorVerifyRequest, context: grpc.aio.ServicerContext) -> pb.MirrorVerifyReply:
-        try:
-            stub = self._owner_stub(request.policy)
-            if stub is not None:
-                try:
-                    return await stub.Verify(request)  # type: ignore[no-any-return]
-                except grpc.RpcError as exc:
-                    raise from_rpc_error(exc, "owner") from None
-            reports = []
-            for w in self.runner.workers_for(request.policy):
-                try:
-                    r = await self.runner._io(self.runner.verify, w, request.repair, request.deep)
-                    reports.append(pb.MirrorVerifyReport(
-                        target=w.name, version=r.version, missing=list(r.missing), extra=list(r.extra),
-                        mismatched=list(r.mismatched), repaired=r.repaired))
-                    if r.repaired:
-                        w.kick.set()  # republish the status of the repaired target
-                except (GnsError, ObjectStoreError) as exc:
-                    reports.append(pb.MirrorVerifyReport(target=w.name, error=str(exc)))
-            return pb.MirrorVerifyReply(reports=reports)
-        except GnsError as exc:
-            code, detail = status_for(exc)
-            await context.abort(code, detail)
-            raise AssertionError("unreachable") from None
+        stub = self._owner_stub(request.policy)
+        if stub is not None:
+            try:
+                reply: pb.MirrorVerifyReply = await stub.Verify(request)
+                return reply
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc, "owner") from None
+        reports = []
+        for w in self.runner.workers_for(request.policy):
+            try:
+                r = await self.runner.run_io(self.runner.verify, w, request.repair, request.deep)
+                reports.append(pb.MirrorVerifyReport(
+                    target=w.name, version=r.version, missing=list(r.missing), extra=list(r.extra),
+                    mismatched=list(r.mismatched), repaired=r.repaired))
+                if r.repaired:
+                    w.kick.set()  # republish the status of the repaired target
+            except (GnsError, ObjectStoreError) as exc:
+                # One target's failure is that target's report, not the whole call's.
+                reports.append(pb.MirrorVerifyReport(target=w.name, error=str(exc)))
+        return pb.MirrorVerifyReply(reports=reports)

@@ -67,7 +67,7 @@ class MirrorRunner:
         self.volumes = volumes
         self.metrics = metrics
         self.pool = pool
-        self._io = IOPool(pool).run
+        self.run_io = IOPool(pool).run
         self.tls_dir = tls_dir
         self.sync_timeout = sync_timeout
         self.workers: dict[tuple[str, str], Worker] = {}
@@ -178,16 +178,16 @@ class MirrorRunner:
 
     async def run_now(self, w: Worker) -> TargetStatus | None:
         """Kick ``w`` and wait for the pass that covers the current version to end."""
-        vs = await self._io(self.volumes.storage, w.volume, create=True)
+        vs = await self.run_io(self.volumes.storage, w.volume, create=True)
         want = vs.version
         async with w.done:
             w.kick.set()
             await w.done.wait_for(lambda: (not w.running and not w.kick.is_set()
                                            and w.status is not None
-                                           and (w.status.version >= want or self._failed_since(w))))
+                                           and (w.status.version >= want or self.failed_since_last_sync(w))))
         return w.status
 
-    def _failed_since(self, w: Worker) -> bool:
+    def failed_since_last_sync(self, w: Worker) -> bool:
         return bool(w.status and w.status.last_error and (w.status.error_at or 0) >= (w.status.synced_at or 0))
 
     async def wait_sync_targets(self, volume: str, version: int) -> None:
@@ -223,7 +223,8 @@ class MirrorRunner:
                 raise NotFound(f"target cluster {cid} is not registered")
             if cid not in view.alive:
                 raise Unavailable(f"target cluster {cid} is Down")
-            return ClusterTarget(cid, w.volume, self.cluster, spec.endpoint, self.tls_dir, self.cluster, epoch)
+            return ClusterTarget(cid, w.volume, self.cluster, spec.endpoint, self.tls_dir, self.cluster, epoch,
+                                 dirs=lambda: self.volumes.storage(w.volume, create=True).dirs())
         from cloud_adapters.registry import open_store
         from mirroring.targets import ObjectStoreTarget
 
@@ -247,7 +248,7 @@ class MirrorRunner:
                 await self._publish(w)
             started = time.time()
             try:
-                result = await self._io(self._pass, w)
+                result = await self.run_io(self._pass, w)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

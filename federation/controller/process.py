@@ -27,6 +27,7 @@ from federation.controller.metrics import ControllerMetrics
 from federation.controller.mirror_service import MirroringService
 from federation.controller.mirrors import MirrorRunner
 from federation.controller.replication import ReplicationService
+from federation.controller.rpc_errors import ErrorInterceptor
 from federation.controller.service import FederationService
 from federation.controller.service import add_to_server as add_federation_service
 from federation.controller.volumes import VolumeManager
@@ -55,7 +56,8 @@ class Controller:
         cache = NamespaceCache(etcd)
         pool = ThreadPoolExecutor(max_workers=cfg.io_threads, thread_name_prefix=f"io-{cfg.cluster}")
         peers = AioChannelPool(cfg.tls_dir, cfg.cluster)
-        server = grpc.aio.server(options=BASE_OPTIONS)
+        # Every servicer only raises: one interceptor maps errors to statuses for all.
+        server = grpc.aio.server(options=BASE_OPTIONS, interceptors=[ErrorInterceptor(self.metrics)])
         lease: LeaseKeeper | None = None
         volumes: VolumeManager | None = None
         mirrors: MirrorRunner | None = None

@@ -8,7 +8,6 @@ SQLite transaction on the replica: it never reports a version it does not fully 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,28 +18,16 @@ import grpc
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
-from federation.api.errors import from_rpc_error, status_for
+from federation.api.errors import from_rpc_error
 from federation.channels import CHUNK_SIZE, sync_channel
 from federation.controller.aio import IOPool, read_header
 from federation.controller.volumes import VolumeManager
 from federation.storage import FileMeta
 from mirroring.protocols import FileLike, TargetFile, TargetState
-from namespace.errors import Conflict, GnsError, StaleEpoch, Unavailable
+from namespace.errors import Conflict, StaleEpoch, Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def _abort_on_error(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await method(self, request, context)
-        except GnsError as exc:
-            code, detail = status_for(exc)
-            await context.abort(code, detail)
-
-    return wrapper
 
 
 class ReplicationService(pb_grpc.ReplicationServicer):
@@ -68,7 +55,6 @@ class ReplicationService(pb_grpc.ReplicationServicer):
             raise Unavailable(f"cluster {self.cluster} is failing back volume {volume!r}; retry shortly")
         return vs
 
-    @_abort_on_error
     async def State(self, request: pb.ReplicaStateRequest, context: grpc.aio.ServicerContext) -> pb.ReplicaStateReply:
         self.volumes.volume(request.volume)
         if not self.volumes.has_local(request.volume):
@@ -77,28 +63,23 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         return pb.ReplicaStateReply(version=vs.version, epoch=vs.epoch, exists=True)
 
     async def Files(self, request: pb.ReplicaFilesRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ReplicaFile]:
+        self.volumes.volume(request.volume)
+        if not self.volumes.has_local(request.volume):
+            return
+        vs = await self._io(self._replica, request.volume)
+        it = await self._io(vs.files)
+        sentinel = object()
         try:
-            self.volumes.volume(request.volume)
-            if not self.volumes.has_local(request.volume):
-                return
-            vs = await self._io(self._replica, request.volume)
-            it = await self._io(vs.files)
-            sentinel = object()
-            try:
-                while True:
-                    f = await self._io(next, it, sentinel)
-                    if f is sentinel:
-                        break
-                    yield pb.ReplicaFile(path=f.path, size=f.size, sha256=f.sha256, mtime=f.mtime)
-            finally:
-                close = getattr(it, "close", None)
-                if close:
-                    await self._io(close)
-        except GnsError as exc:
-            code, detail = status_for(exc)
-            await context.abort(code, detail)
+            while True:
+                f = await self._io(next, it, sentinel)
+                if f is sentinel:
+                    break
+                yield pb.ReplicaFile(path=f.path, size=f.size, sha256=f.sha256, mtime=f.mtime)
+        finally:
+            close = getattr(it, "close", None)
+            if close:
+                await self._io(close)
 
-    @_abort_on_error
     async def Has(self, request: pb.ReplicaHasRequest, context: grpc.aio.ServicerContext) -> pb.ReplicaHasReply:
         self.volumes.volume(request.volume)
         if not self.volumes.has_local(request.volume):
@@ -106,7 +87,6 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         vs = await self._io(self._replica, request.volume)
         return pb.ReplicaHasReply(has=bool(vs.has_blob(request.sha256)))
 
-    @_abort_on_error
     async def PutBlob(self, request_iterator: AsyncIterator[pb.ReplicaBlobChunk], context: grpc.aio.ServicerContext) -> pb.ReplicaBlobReply:
         h, it = await read_header(request_iterator, "blob")
         self._check_sender(h.volume, h.source, h.epoch)
@@ -131,19 +111,21 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         digest = await task
         return pb.ReplicaBlobReply(sha256=digest)
 
-    @_abort_on_error
     async def Commit(self, request_iterator: AsyncIterator[pb.ReplicaCommitChunk], context: grpc.aio.ServicerContext) -> pb.ReplicaCommitReply:
         h, it = await read_header(request_iterator, "commit")
         self._check_sender(h.volume, h.source, h.epoch)
         puts: list[FileMeta] = []
         deletes: list[str] = []
+        dirs: list[tuple[str, int, float]] | None = [] if h.with_dirs else None
         async for msg in it:
             kind = msg.WhichOneof("part")
             if kind == "put":
                 p = msg.put
-                puts.append(FileMeta(p.path, p.size, p.sha256, p.mtime, h.version))
+                puts.append(FileMeta(p.path, p.size, p.sha256, p.mtime, h.version, p.mode or 0o644))
             elif kind == "delete":
                 deletes.append(msg.delete)
+            elif kind == "dir" and dirs is not None:
+                dirs.append((msg.dir.path, msg.dir.mode or 0o755, msg.dir.mtime))
         vs = await self._io(self._replica, h.volume)
 
         def apply() -> int:
@@ -152,9 +134,9 @@ class ReplicationService(pb_grpc.ReplicationServicer):
             if vs.epoch < h.epoch:
                 vs.set_epoch(h.epoch)
             if h.full:
-                vs.reset_to(puts, h.version)
+                vs.reset_to(puts, h.version, dirs)
             elif h.version != vs.version:
-                vs.apply_changes(puts, deletes, h.version)
+                vs.apply_changes(puts, deletes, h.version, dirs)
             return int(vs.version)
 
         version = await self._io(apply)
@@ -167,8 +149,10 @@ class ClusterTarget:
     the engine runs in a worker thread)."""
 
     def __init__(self, name: str, volume: str, source_cluster: str, endpoint: str,
-                 tls_dir: Path | None, identity: str, epoch: int) -> None:
+                 tls_dir: Path | None, identity: str, epoch: int,
+                 dirs: Callable[[], list[tuple[str, int, float]]] | None = None) -> None:
         self.name = name
+        self._dirs = dirs  # the owner's explicit directories, sent whole with each commit
         self.volume = volume
         self.source = source_cluster
         self._channel = sync_channel(endpoint, tls_dir, identity)
@@ -222,7 +206,9 @@ class ClusterTarget:
 
     def commit(self, version: int, epoch: int, files: Iterable[FileLike]) -> None:
         header = pb.ReplicaCommitHeader(volume=self.volume, source=self.source, epoch=epoch,
-                                        version=version, full=self._full)
+                                        version=version, full=self._full,
+                                        with_dirs=self._dirs is not None)
+        dirs = self._dirs() if self._dirs is not None else []
         full, touched, deleted = self._full, self._touched, self._deleted
 
         def chunks() -> Iterator[pb.ReplicaCommitChunk]:
@@ -230,10 +216,13 @@ class ClusterTarget:
             for f in files:
                 if full or f.path in touched:
                     yield pb.ReplicaCommitChunk(put=pb.ReplicaFile(
-                        path=f.path, size=f.size, sha256=f.sha256, mtime=f.mtime))
+                        path=f.path, size=f.size, sha256=f.sha256, mtime=f.mtime,
+                        mode=getattr(f, "mode", 0)))
             if not full:
                 for path in deleted:
                     yield pb.ReplicaCommitChunk(delete=path)
+            for path, mode, mtime in dirs:
+                yield pb.ReplicaCommitChunk(dir=pb.ReplicaDir(path=path, mode=mode, mtime=mtime))
 
         self._call(self._stub.Commit, chunks(), timeout=3600)
         self._full, self._touched, self._deleted = False, set(), []

@@ -8,9 +8,7 @@ relaying the stream chunk by chunk so a forwarder never holds a whole file.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -19,15 +17,15 @@ import grpc
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
-from federation.api.errors import from_rpc_error, status_for
+from federation.api.errors import from_rpc_error
 from federation.channels import AioChannelPool
 from federation.controller.aio import IOPool, read_header
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.volumes import VolumeManager
-from federation.storage import DirEntry, FileMeta
+from federation.storage import DirEntry, FileMeta, JournalEntry
 from namespace.cache import NamespaceCache
 from namespace.control import resolve_in
-from namespace.errors import GnsError, InvalidInput, NotFound, Unavailable
+from namespace.errors import Conflict, InvalidInput, NotFound, Unavailable
 from namespace.paths import normalize, normalize_relative
 
 log = logging.getLogger(__name__)
@@ -38,6 +36,7 @@ READ_METHOD = "/gns.federation.v1.Federation/Read"
 RELEASE = "0.1.0"
 _HOPS = "gns-hops"
 _MAX_HOPS = 2
+_WATCH_POLL_S = 0.05  # how often an idle Watch looks for new commits
 
 
 class Resolved:
@@ -47,34 +46,6 @@ class Resolved:
 
     def __init__(self, volume: str, rel: str, epoch: int, global_path: str) -> None:
         self.volume, self.rel, self.epoch, self.global_path = volume, rel, epoch, global_path
-
-
-def _guard(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """Map gns errors to status codes and record metrics for a unary or client-stream call."""
-    name = method.__name__
-
-    @functools.wraps(method)
-    async def wrapper(self: FederationService, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        start = time.perf_counter()
-        code = "OK"
-        try:
-            return await method(self, request, context)
-        except GnsError as exc:
-            status, detail = status_for(exc)
-            code = status.name
-            await context.abort(status, detail)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            code = "CANCELLED"
-            raise
-        except Exception as exc:
-            log.exception("%s failed", name)
-            code = "INTERNAL"
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
-        finally:
-            self.metrics.requests.labels(name, code).inc()
-            self.metrics.latency.labels(name).observe(time.perf_counter() - start)
-
-    return wrapper
 
 
 class FederationService(pb_grpc.FederationServicer):
@@ -160,10 +131,11 @@ class FederationService(pb_grpc.FederationServicer):
     def _info(self, meta: FileMeta | DirEntry, r: Resolved) -> pb.FileInfo:
         shown = r.global_path or r.rel
         if isinstance(meta, DirEntry):
-            return pb.FileInfo(path=shown, type="dir", served_by=self.cluster)
+            return pb.FileInfo(path=shown, type="dir", served_by=self.cluster,
+                               mtime=meta.mtime, mode=meta.mode)
         return pb.FileInfo(
             path=shown, size=meta.size, mtime=meta.mtime, sha256=meta.sha256,
-            version=meta.version, type="file", served_by=self.cluster,
+            version=meta.version, type="file", served_by=self.cluster, mode=meta.mode,
         )
 
     def _local_storage(self, volume: str):  # type: ignore[no-untyped-def]
@@ -171,7 +143,6 @@ class FederationService(pb_grpc.FederationServicer):
         return self.volumes.storage(volume, create=vol.owner == self.cluster)
 
     # -- unary ----------------------------------------------------------------------------
-    @_guard
     async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthReply:
         return pb.HealthReply(
             cluster=self.cluster,
@@ -181,7 +152,6 @@ class FederationService(pb_grpc.FederationServicer):
             release=RELEASE,
         )
 
-    @_guard
     async def Resolve(self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext) -> pb.ResolveReply:
         from federation.resolution import describe
 
@@ -192,7 +162,6 @@ class FederationService(pb_grpc.FederationServicer):
             replicas=[pb.Replica(**r) for r in d["replicas"]],
         )
 
-    @_guard
     async def Stat(self, request: pb.StatRequest, context: grpc.aio.ServicerContext) -> pb.FileInfo:
         r = self._resolve(request.target)
         if self._replica_fresh(r.volume, request.target):
@@ -213,7 +182,6 @@ class FederationService(pb_grpc.FederationServicer):
         vs = await self._io(self._local_storage, r.volume)
         return self._info(await self._io(vs.stat, r.rel), r)
 
-    @_guard
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListReply:
         r = self._resolve(request.target)
         stale = self._replica_fresh(r.volume, request.target)
@@ -230,11 +198,11 @@ class FederationService(pb_grpc.FederationServicer):
         vs = await self._io(self._local_storage, r.volume)
         entries = await self._io(vs.listdir, r.rel)
         return pb.ListReply(
-            entries=[pb.DirEntry(name=e.name, type=e.type, size=e.size) for e in entries],
+            entries=[pb.DirEntry(name=e.name, type=e.type, size=e.size, mtime=e.mtime, mode=e.mode)
+                     for e in entries],
             served_by=self.cluster, stale=stale,
         )
 
-    @_guard
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteReply:
         r = self._resolve(request.target)
         owner = self._owner_endpoint(r.volume)
@@ -242,7 +210,8 @@ class FederationService(pb_grpc.FederationServicer):
             self.metrics.forwarded.labels("Delete", owner[0]).inc()
             try:
                 return await self._stub(owner[1]).Delete(
-                    pb.DeleteRequest(target=self._forward_target(r, request.target), recursive=request.recursive),
+                    pb.DeleteRequest(target=self._forward_target(r, request.target), recursive=request.recursive,
+                                     keep_parent=request.keep_parent),
                     metadata=self._hops(context),
                 )
             except grpc.RpcError as exc:
@@ -253,7 +222,7 @@ class FederationService(pb_grpc.FederationServicer):
         self.volumes.begin_write(r.volume)
         try:
             vs = await self._io(self.volumes.storage, r.volume, create=True)
-            version = await self._io(self._gated_delete, vs, r, request.recursive)
+            version = await self._io(self._gated_delete, vs, r, request.recursive, request.keep_parent)
         finally:
             self.volumes.end_write(r.volume)
         self.volumes.committed(r.volume, version)
@@ -261,12 +230,11 @@ class FederationService(pb_grpc.FederationServicer):
             await self.mirrors.wait_sync_targets(r.volume, version)
         return pb.DeleteReply(version=version)
 
-    def _gated_delete(self, vs: Any, r: Resolved, recursive: bool) -> int:
+    def _gated_delete(self, vs: Any, r: Resolved, recursive: bool, keep_parent: bool = False) -> int:
         # Re-check the fence right before the commit: the lease may have lapsed meanwhile.
         self.volumes.check_writable(r.volume, r.epoch)
-        return int(vs.delete(r.rel, recursive=recursive))
+        return int(vs.delete(r.rel, recursive=recursive, keep_parent=keep_parent))
 
-    @_guard
     async def VolumeState(self, request: pb.VolumeStateRequest, context: grpc.aio.ServicerContext) -> pb.VolumeStateReply:
         vol = self.volumes.volume(request.volume)
         if not self.volumes.has_local(vol.name) and vol.owner != self.cluster:
@@ -276,22 +244,146 @@ class FederationService(pb_grpc.FederationServicer):
             volume=vol.name, version=vs.version, epoch=vs.epoch, role=vs.role,
         )
 
+    # -- namespace edits and the change stream (SPEC §5, §12) ---------------------------
+    async def _edit(
+        self,
+        name: str,
+        r: Resolved,
+        t: pb.Target,
+        context: grpc.aio.ServicerContext,
+        forward: Callable[[pb_grpc.FederationStub, pb.Target, Any], Awaitable[pb.MutationReply]],
+        local: Callable[[Any], int],
+    ) -> pb.MutationReply:
+        """Forward a metadata edit to the volume's owner, or commit it here as one version
+        (fenced like a write, waited on by `mode: sync` mirrors)."""
+        owner = self._owner_endpoint(r.volume)
+        if owner is not None:
+            self.metrics.forwarded.labels(name, owner[0]).inc()
+            try:
+                return await forward(self._stub(owner[1]), self._forward_target(r, t), self._hops(context))
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc, f"owner {owner[0]}") from None
+        self.volumes.check_writable(r.volume, r.epoch)
+        self.volumes.begin_write(r.volume)
+        try:
+            vs = await self._io(self.volumes.storage, r.volume, create=True)
+
+            def gated() -> int:
+                self.volumes.check_writable(r.volume, r.epoch)
+                return int(local(vs))
+
+            version = await self._io(gated)
+        finally:
+            self.volumes.end_write(r.volume)
+        self.volumes.committed(r.volume, version)
+        if self.mirrors is not None:
+            await self.mirrors.wait_sync_targets(r.volume, version)
+        return pb.MutationReply(version=version)
+
+    async def Rename(self, request: pb.RenameRequest, context: grpc.aio.ServicerContext) -> pb.MutationReply:
+        r = self._resolve(request.target)
+        if request.destination_relative and request.target.volume:
+            dst_rel = normalize_relative(request.destination_relative)
+        else:
+            if not request.destination:
+                raise InvalidInput("rename names no destination")
+            dst = resolve_in(self.cache.view, normalize(request.destination))
+            if dst.volume != r.volume:
+                raise Conflict(
+                    f"cannot rename across volumes ({r.volume!r} -> {dst.volume!r}): "
+                    "copy and delete instead"
+                )
+            dst_rel = dst.relative_path
+        return await self._edit(
+            "Rename", r, request.target, context,
+            lambda stub, t, md: stub.Rename(
+                pb.RenameRequest(target=t, destination=request.destination,
+                                 destination_relative=dst_rel), metadata=md),
+            lambda vs: vs.rename(r.rel, dst_rel),
+        )
+
+    async def Mkdir(self, request: pb.MkdirRequest, context: grpc.aio.ServicerContext) -> pb.MutationReply:
+        r = self._resolve(request.target)
+        return await self._edit(
+            "Mkdir", r, request.target, context,
+            lambda stub, t, md: stub.Mkdir(
+                pb.MkdirRequest(target=t, mode=request.mode, mtime=request.mtime), metadata=md),
+            lambda vs: vs.mkdir(r.rel, mode=request.mode or 0o755, mtime=request.mtime or None),
+        )
+
+    async def Rmdir(self, request: pb.RmdirRequest, context: grpc.aio.ServicerContext) -> pb.MutationReply:
+        r = self._resolve(request.target)
+        return await self._edit(
+            "Rmdir", r, request.target, context,
+            lambda stub, t, md: stub.Rmdir(pb.RmdirRequest(target=t), metadata=md),
+            lambda vs: vs.rmdir(r.rel),
+        )
+
+    async def SetAttr(self, request: pb.SetAttrRequest, context: grpc.aio.ServicerContext) -> pb.MutationReply:
+        r = self._resolve(request.target)
+        mode = request.mode if request.set_mode else None
+        mtime = request.mtime if request.set_mtime else None
+        return await self._edit(
+            "SetAttr", r, request.target, context,
+            lambda stub, t, md: stub.SetAttr(
+                pb.SetAttrRequest(target=t, set_mode=request.set_mode, mode=request.mode,
+                                  set_mtime=request.set_mtime, mtime=request.mtime), metadata=md),
+            lambda vs: vs.set_attrs(r.rel, mode=mode, mtime=mtime),
+        )
+
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Change]:
+        """Every committed change of the volume after ``from_version``, in order, then new
+        ones as they commit (the owner's journal; a forwarder relays the owner's stream).
+        Ends with UNAVAILABLE when this controller stops owning the volume."""
+        r = self._resolve(request.target)
+        owner = self._owner_endpoint(r.volume)
+        if owner is not None:
+            self.metrics.forwarded.labels("Watch", owner[0]).inc()
+            call = self._stub(owner[1]).Watch(
+                pb.WatchRequest(target=self._forward_target(r, request.target),
+                                from_version=request.from_version),
+                metadata=self._hops(context),
+            )
+            try:
+                async for change in call:
+                    yield change
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc, f"owner {owner[0]}") from None
+            return
+        vs = await self._io(self._local_storage, r.volume)
+        last = int(request.from_version)
+        while True:
+            if vs.version > last:
+                upto = vs.version
+                rows = await self._io(lambda: [e for e in vs.journal(last) if e.version <= upto])
+                for e in rows:
+                    yield self._change(r.volume, e)
+                last = upto
+                continue
+            if self._owner_endpoint(r.volume) is not None:
+                raise Unavailable(f"cluster {self.cluster} no longer owns volume {r.volume!r}")
+            await asyncio.sleep(_WATCH_POLL_S)
+
+    def _change(self, volume: str, e: JournalEntry) -> pb.Change:
+        return pb.Change(
+            version=e.version, op=e.kind or e.op, path=self._global(volume, e.path),
+            src=self._global(volume, e.src) if e.src else "", volume=volume, size=e.size,
+            mtime=e.mtime, mode=e.mode, relative_path=e.path,
+        )
+
+    def _global(self, volume: str, rel: str) -> str:
+        """The first global path showing ``volume``'s ``rel`` (else ``rel`` itself)."""
+        for m in self.cache.view.mount_list():
+            if m.volume != volume:
+                continue
+            sub = m.subpath.strip("/")
+            if not sub or rel == sub or rel.startswith(sub + "/"):
+                tail = rel[len(sub):].lstrip("/") if sub else rel
+                return m.path.rstrip("/") + "/" + tail if tail else m.path
+        return rel
+
     # -- streams --------------------------------------------------------------------------
     async def Read(self, request: pb.ReadRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        start = time.perf_counter()
-        code = "OK"
-        try:
-            async for chunk in self._read(request, context):
-                yield chunk
-        except GnsError as exc:
-            status, detail = status_for(exc)
-            code = status.name
-            await context.abort(status, detail)
-        finally:
-            self.metrics.requests.labels("Read", code).inc()
-            self.metrics.latency.labels("Read").observe(time.perf_counter() - start)
-
-    async def _read(self, request: pb.ReadRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         """Serialized ``ReadChunk`` messages: a forwarder relays the owner's bytes as they
         are (decoding and re-encoding every chunk cost it about half the throughput)."""
         r = self._resolve(request.target)
@@ -344,7 +436,6 @@ class FederationService(pb_grpc.FederationServicer):
         if first:
             yield pb.ReadChunk(info=info).SerializeToString()
 
-    @_guard
     async def Write(self, request_iterator: AsyncIterator[pb.WriteChunk], context: grpc.aio.ServicerContext) -> pb.WriteReply:
         header, it = await read_header(request_iterator, "write")
         r = self._resolve(header.target)
@@ -380,7 +471,8 @@ class FederationService(pb_grpc.FederationServicer):
     def _gated_commit(self, writer: Any, r: Resolved, header: pb.WriteHeader) -> FileMeta:
         self.volumes.check_writable(r.volume, r.epoch)
         return writer.commit(  # type: ignore[no-any-return]
-            mtime=header.mtime or None, expect_sha256=header.expect_sha256 or None
+            mtime=header.mtime or None, expect_sha256=header.expect_sha256 or None,
+            mode=header.mode or None,
         )
 
     async def _forward_write(
@@ -394,7 +486,7 @@ class FederationService(pb_grpc.FederationServicer):
         self.metrics.forwarded.labels("Write", owner[0]).inc()
         fwd_header = pb.WriteHeader(
             target=self._forward_target(r, header.target), mtime=header.mtime,
-            expect_sha256=header.expect_sha256, size_hint=header.size_hint,
+            expect_sha256=header.expect_sha256, size_hint=header.size_hint, mode=header.mode,
         )
 
         async def relay() -> AsyncIterator[pb.WriteChunk]:

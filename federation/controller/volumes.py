@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from federation.storage import VolumeStorage
 from namespace import schema
 from namespace.cache import NamespaceCache
-from namespace.errors import Conflict, NotFound, StaleEpoch, Unavailable
+from namespace.errors import EpochNotSeen, NotFound, NotOwner, StaleEpoch, Unavailable
 from namespace.models import Volume, VolumeState
 from namespace.registry import LeaseKeeper
 
@@ -92,7 +92,7 @@ class VolumeManager:
         """Raise unless this controller may accept a write for ``name`` at ``epoch`` now."""
         vol = self.volume(name)
         if vol.owner != self.cluster:
-            raise Conflict(
+            raise NotOwner(
                 f"cluster {self.cluster} does not own volume {name!r} "
                 f"(owner {vol.owner}, epoch {vol.epoch})"
             )
@@ -102,7 +102,7 @@ class VolumeManager:
             )
         if epoch and epoch > vol.epoch:
             # Our cache is behind the writer's view: the owner may have changed; refuse safely.
-            raise Unavailable(
+            raise EpochNotSeen(
                 f"cluster {self.cluster} has not yet seen epoch {epoch} of volume {name!r}; retry"
             )
         if name in self.draining:

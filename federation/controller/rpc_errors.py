@@ -1,0 +1,115 @@
+"""The one place a controller turns what its gRPC handlers raise into a status.
+
+Every servicer on the controller's server just raises (:mod:`namespace.errors`,
+:mod:`cloud_adapters.errors`, or a bug); :class:`ErrorInterceptor` wraps each method's
+behaviour (unary and streaming alike), maps the exception through the one table in
+:mod:`federation.api.errors`, sends its kind and ``retryable`` in trailing metadata, counts
+every call by (method, code) and logs unexpected exceptions once, with their traceback.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+
+from federation.api.errors import kind_of, trailing_metadata
+from federation.controller.metrics import ControllerMetrics
+from namespace.errors import InternalError
+
+log = logging.getLogger(__name__)
+
+Behaviour = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Install on ``grpc.aio.server(interceptors=[...])``; servicers then only raise."""
+
+    def __init__(self, metrics: ControllerMetrics | None = None) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        # "/gns.federation.v1.Federation/Read" -> "Federation/Read"
+        method = str(handler_call_details.method).rsplit(".", 1)[-1]
+        return self._wrap(handler, method)
+
+    def _wrap(self, h: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        kw = {"request_deserializer": h.request_deserializer,
+              "response_serializer": h.response_serializer}
+        if h.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(self._behaviour(h.unary_unary, method), **kw)
+        if h.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(self._behaviour(h.unary_stream, method), **kw)
+        if h.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(self._behaviour(h.stream_unary, method), **kw)
+        return grpc.stream_stream_rpc_method_handler(self._behaviour(h.stream_stream, method), **kw)
+
+    def _behaviour(self, fn: Behaviour, method: str) -> Behaviour:
+        # grpc.aio tells an async generator (streamed replies) from a coroutine (one reply,
+        # or replies sent with context.write) by the function's kind: keep the same kind.
+        if inspect.isasyncgenfunction(fn):
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                start, code = time.perf_counter(), "OK"
+                replies = fn(request, context)
+                try:
+                    async for reply in replies:
+                        yield reply
+                except BaseException as exc:
+                    code = _code_name(exc, context)
+                    await self._abort(exc, context, method)
+                finally:
+                    await replies.aclose()  # now, not whenever the collector gets to it
+                    self._count(method, code, start)
+
+            return stream
+        if not inspect.iscoroutinefunction(fn):
+            return fn  # a blocking handler runs in grpc's own executor: none of ours
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start, code = time.perf_counter(), "OK"
+            try:
+                return await fn(request, context)
+            except BaseException as exc:
+                code = _code_name(exc, context)
+                await self._abort(exc, context, method)
+            finally:
+                self._count(method, code, start)
+
+        return unary
+
+    async def _abort(self, exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> NoReturn:
+        """End the call with the status ``exc`` stands for (always raises)."""
+        if not isinstance(exc, Exception) or isinstance(exc, grpc.aio.AbortError):
+            raise exc  # cancelled, or the handler chose a status itself
+        kind = kind_of(exc)
+        detail = str(exc) or type(exc).__name__
+        if kind.type is InternalError and not isinstance(exc, InternalError):
+            log.error("%s failed unexpectedly", method, exc_info=exc)
+            detail = f"internal error in {method}: {type(exc).__name__}: {detail}"
+        await context.abort(kind.code, detail, trailing_metadata(exc))
+        raise AssertionError("unreachable: context.abort raises")
+
+    def _count(self, method: str, code: str, start: float) -> None:
+        if self.metrics is not None:
+            self.metrics.requests.labels(method, code).inc()
+            self.metrics.latency.labels(method).observe(time.perf_counter() - start)
+
+
+def _code_name(exc: BaseException, context: grpc.aio.ServicerContext) -> str:
+    """The status name a call that raised ``exc`` ends with (for the metrics)."""
+    if isinstance(exc, grpc.aio.AbortError):
+        code = context.code()
+        return code.name if isinstance(code, grpc.StatusCode) else "ABORTED"
+    if not isinstance(exc, Exception):
+        return "CANCELLED"
+    return kind_of(exc).code.name
