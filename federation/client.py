@@ -215,6 +215,10 @@ class Client:
         """Forget volume ``name``; refused (Conflict) while a mount or policy names it."""
         self._run(self._control().remove_volume(name))
 
+    def remove_volume(self, name: str) -> None:
+        """Forget volume ``name``; refused (Conflict) while a mount or policy names it."""
+        self._run(self._control().remove_volume(name))
+
     def promote(self, name: str, to: str, *, force: bool = False) -> VolumeView:
         """Make ``to`` (a cluster, or an object-store target of the volume's policy) own
         volume ``name``. Refused while the owner is Ready unless ``force`` (planned hand-over:

@@ -88,6 +88,30 @@ class ControlPlane:
             raise NotFound(f"volume {name!r} not found")
         return found
 
+    async def remove_volume(self, name: str) -> None:
+        """Forget volume ``name`` (what the CSI driver's DeleteVolume needs). Refused while a
+        mount or a mirror policy still names it, so nothing is left pointing at nothing."""
+        check_name("volume", name)
+        view = await self.view()
+        if name not in view.volumes:
+            raise NotFound(f"volume {name!r} not found")
+        users = sorted(p for p, (v, _) in view.mounts.items() if v == name)
+        users += sorted(f"mirror policy {p}" for p, d in view.policies.items()
+                        if isinstance(d, dict) and d.get("spec", {}).get("volume") == name)
+        if users:
+            raise Conflict(f"volume {name!r} is still in use by {', '.join(users)}")
+        tx = self.etcd.tx
+        rev = view.revision + 1
+        mounts, policies = schema.MOUNTS.encode(), schema.POLICIES.encode()
+        ok, _ = await self.etcd.txn(
+            [tx.mod(mounts, range_end=prefix_end(mounts)) < rev,
+             tx.mod(policies, range_end=prefix_end(policies)) < rev,
+             tx.create(schema.volume(name)) != 0],
+            [tx.delete(schema.volume(name)), tx.delete(schema.volstate(name))],
+        )
+        if not ok:
+            raise Conflict(f"mounts or policies changed while removing volume {name!r}; try again")
+
     # -- mounts ---------------------------------------------------------------------------
     async def add_mount(self, path: str, target: str) -> Mount:
         path = normalize(path)

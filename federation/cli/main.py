@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from federation.cli import commands_data, commands_namespace, commands_run
+from federation.cli import commands_kube
 
 EXIT_USAGE = 2
 
@@ -28,7 +29,7 @@ def cli(ctx: click.Context, etcd: str | None, as_json: bool, tls_dir: str | None
     ctx.obj = {"etcd": etcd, "as_json": as_json, "tls_dir": tls_dir}
 
 
-for module in (commands_run, commands_namespace, commands_data):
+for module in (commands_run, commands_namespace, commands_data, commands_kube):
     module.register(cli)
 
 try:  # mirroring commands arrive with the mirroring package

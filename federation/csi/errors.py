@@ -1,0 +1,72 @@
+"""The one table from the gns error tree to the gRPC codes the CSI specification prescribes.
+
+CSI servicers raise :mod:`namespace.errors` exceptions (or the two CSI-only ones below) and
+:func:`rpc` turns them into ``context.abort(code, message)``. ``InvalidInput`` from a
+malformed request field is ``INVALID_ARGUMENT`` with a message naming the field.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from namespace.errors import (
+    Conflict,
+    GnsError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+
+class AlreadyExists(Conflict):
+    """CreateVolume/NodePublishVolume with a known name but incompatible parameters."""
+
+
+class FailedPrecondition(Conflict):
+    """The request is well formed but the state does not allow it (a volume still in use)."""
+
+
+# Most specific first: the first class an error is an instance of decides.
+_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (Conflict, grpc.StatusCode.ALREADY_EXISTS),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (GnsError, grpc.StatusCode.INTERNAL),
+)
+
+
+def code_for(exc: BaseException) -> grpc.StatusCode:
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rpc(method: F) -> F:
+    """Run a servicer method; map what it raises through the table above."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except GnsError as exc:
+            context.abort(code_for(exc), " ".join(str(exc).split()))
+        except Exception as exc:  # a bug: keep the traceback in the log, not on the wire
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,239 @@
+"""Supervised ``gns fuse`` processes, one per published target path, with a watchdog.
+
+Users of every FUSE-based CSI driver know the failure: the FUSE process dies (OOM kill, a
+crash, a driver upgrade) and the pod's mount answers "Transport endpoint is not connected"
+for good. Here a watchdog thread checks every publication several times a second; when its
+process has died or its mount went stale, it clears the mount (``fusermount3 -uz``) and
+starts the process again on the same target, so the pod's path works again within seconds
+(SPEC §9: within 10 s).
+
+Publications are recorded in ``<state_dir>/publications.json``: a restarted driver re-adopts
+live FUSE processes (they run in their own session, so they outlive the driver) and
+re-attaches the ones that died with it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from federation.csi import mountinfo
+from federation.csi.errors import AlreadyExists
+from namespace.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+FuseCommand = Callable[[str, str, bool], list[str]]
+"""(target, global path, read-only) -> the argv of a foreground ``gns fuse`` process."""
+
+MOUNT_TIMEOUT = 10.0
+WATCH_INTERVAL = 0.25
+
+
+@dataclass
+class Publication:
+    volume_id: str
+    path: str
+    target: str
+    readonly: bool
+    pid: int = 0
+    restarts: int = 0
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        if self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def record(self) -> dict[str, object]:
+        d = asdict(self)
+        d.pop("proc")
+        return d
+
+
+class Publisher:
+    def __init__(self, command: FuseCommand, state_dir: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.command = command
+        self.state_dir = state_dir
+        self.env = env
+        self._pubs: dict[str, Publication] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.on_reattach: list[Callable[[Publication, float], None]] = []
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._adopt()
+        self._thread = threading.Thread(target=self._watch, name="csi-fuse-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self, unmount: bool = False) -> None:
+        """Stop watching. FUSE processes keep serving their pods unless ``unmount``."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if unmount:
+            with self._lock:
+                for target in list(self._pubs):
+                    self.unpublish(target)
+
+    # -- publish / unpublish ------------------------------------------------------------------
+    def publish(self, volume_id: str, path: str, target: str, readonly: bool) -> Publication:
+        with self._lock:
+            pub = self._pubs.get(target)
+            if pub is not None:
+                if (pub.volume_id, pub.readonly) != (volume_id, readonly):
+                    raise AlreadyExists(
+                        f"target_path {target} already publishes {pub.volume_id}"
+                        f"{' read-only' if pub.readonly else ''}")
+                if pub.alive() and mountinfo.is_live(target):
+                    return pub
+                self._attach(pub)
+                return pub
+            if mountinfo.is_mounted(target):
+                if mountinfo.is_stale(target):
+                    mountinfo.unmount(target, lazy=True)
+                else:
+                    raise AlreadyExists(f"target_path {target} is already a mount point "
+                                        "this driver did not make")
+            Path(target).mkdir(parents=True, exist_ok=True)
+            pub = Publication(volume_id=volume_id, path=path, target=target, readonly=readonly)
+            self._attach(pub)
+            self._pubs[target] = pub
+            self._save()
+            return pub
+
+    def unpublish(self, target: str) -> bool:
+        """Unmount ``target``; False if nothing of ours was there (still OK for the CO)."""
+        with self._lock:
+            pub = self._pubs.pop(target, None)
+            if pub is not None:
+                self._save()
+                self._terminate(pub)
+            mountinfo.unmount(target, lazy=mountinfo.is_stale(target))
+            try:
+                os.rmdir(target)
+            except OSError:
+                pass
+            return pub is not None
+
+    def get(self, target: str) -> Publication | None:
+        with self._lock:
+            return self._pubs.get(target)
+
+    def publications(self) -> list[Publication]:
+        with self._lock:
+            return list(self._pubs.values())
+
+    # -- internals ----------------------------------------------------------------------------
+    def _log_path(self, target: str) -> Path:
+        import hashlib
+
+        return self.state_dir / f"fuse-{hashlib.sha256(target.encode()).hexdigest()[:16]}.log"
+
+    def _attach(self, pub: Publication) -> None:
+        """Start ``gns fuse`` on the target and wait until the mount answers."""
+        if mountinfo.is_mounted(pub.target):
+            mountinfo.unmount(pub.target, lazy=True)
+        self._terminate(pub)
+        log_path = self._log_path(pub.target)
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(
+                self.command(pub.target, pub.path, pub.readonly),
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                env=self.env, start_new_session=True,  # outlives the driver; no shared signals
+            )
+        pub.proc, pub.pid = proc, proc.pid
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            if mountinfo.is_live(pub.target):
+                return
+            time.sleep(0.02)
+        self._terminate(pub)
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.exists() else []
+        raise Unavailable(f"gns fuse did not mount {pub.path} at {pub.target}"
+                          f"{': ' + tail[0] if tail else ''}")
+
+    def _terminate(self, pub: Publication) -> None:
+        if pub.alive() and pub.pid > 0:
+            try:
+                os.kill(pub.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 5
+            while pub.alive() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if pub.alive():
+                try:
+                    os.kill(pub.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if pub.proc is not None:
+            try:
+                pub.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _watch(self) -> None:
+        while not self._stop.wait(WATCH_INTERVAL):
+            for pub in self.publications():
+                with self._lock:
+                    if self._pubs.get(pub.target) is not pub:
+                        continue  # unpublished meanwhile
+                    if pub.alive() and not mountinfo.is_stale(pub.target) \
+                            and mountinfo.is_mounted(pub.target):
+                        continue
+                    started = time.monotonic()
+                    log.warning("FUSE process for %s at %s is gone: re-attaching",
+                                pub.path, pub.target)
+                    try:
+                        self._attach(pub)
+                    except Exception:
+                        log.exception("re-attaching %s failed; retrying", pub.target)
+                        continue
+                    pub.restarts += 1
+                    self._save()
+                    for cb in self.on_reattach:
+                        cb(pub, time.monotonic() - started)
+
+    def _state_file(self) -> Path:
+        return self.state_dir / "publications.json"
+
+    def _save(self) -> None:
+        data = {t: p.record() for t, p in self._pubs.items()}
+        tmp = self._state_file().with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self._state_file())
+
+    def _adopt(self) -> None:
+        """Take over the publications a previous driver process left."""
+        try:
+            data = json.loads(self._state_file().read_text())
+        except (OSError, ValueError):
+            return
+        for target, rec in data.items():
+            pub = Publication(volume_id=rec["volume_id"], path=rec["path"], target=target,
+                              readonly=bool(rec["readonly"]), pid=int(rec.get("pid", 0)),
+                              restarts=int(rec.get("restarts", 0)))
+            self._pubs[target] = pub  # the watchdog re-attaches it if it is not live
+        self._save()

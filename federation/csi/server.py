@@ -1,0 +1,104 @@
+"""``gns csi``: the three CSI services on one gRPC server on a Unix socket."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from federation.api._gen.csi.v1 import csi_pb2_grpc as csi_grpc
+from federation.client import Client
+from federation.csi.controller import ControllerService
+from federation.csi.identity import IdentityService
+from federation.csi.node import NodeService
+from federation.csi.publisher import Publisher
+from namespace.errors import InvalidInput
+from namespace.paths import check_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CsiConfig:
+    endpoint: str
+    """``unix:///csi/csi.sock`` (or ``unix:/path``)."""
+    node_id: str
+    cluster: str | None = None
+    etcd: str | None = None
+    tls_dir: str | None = None
+    state_dir: Path = field(default_factory=lambda: Path("/var/lib/gns-csi"))
+
+    def socket_path(self) -> str:
+        ep = self.endpoint
+        for prefix in ("unix://", "unix:"):
+            if ep.startswith(prefix):
+                path = ep[len(prefix):]
+                if path.startswith("/"):
+                    return path
+        raise InvalidInput(f"invalid --endpoint {ep!r}: expected unix:///absolute/path.sock")
+
+    def check(self) -> None:
+        self.socket_path()
+        if not self.node_id:
+            raise InvalidInput("--node-id must not be empty")
+        if self.cluster is not None:
+            check_name("cluster", self.cluster)
+
+    def fuse_command(self, target: str, path: str, readonly: bool) -> list[str]:
+        argv = [sys.executable, "-m", "federation.cli.main"]
+        if self.etcd:
+            argv += ["--etcd", self.etcd]
+        if self.tls_dir:
+            argv += ["--tls-dir", self.tls_dir]
+        argv += ["fuse", target, "--root", path]
+        return argv + (["--read-only"] if readonly else [])
+
+
+class CsiDriver:
+    """The server and what it owns; ``start``/``stop`` so tests and benchmarks can embed it."""
+
+    def __init__(self, config: CsiConfig) -> None:
+        config.check()
+        self.config = config
+        self.client = Client(config.etcd, tls_dir=config.tls_dir)
+        self.publisher = Publisher(config.fuse_command, config.state_dir)
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=8, thread_name_prefix="csi"))
+        csi_grpc.add_IdentityServicer_to_server(IdentityService(), self.server)
+        csi_grpc.add_ControllerServicer_to_server(
+            ControllerService(self.client, config.cluster), self.server)
+        csi_grpc.add_NodeServicer_to_server(
+            NodeService(self.client, self.publisher, config.node_id, config.cluster), self.server)
+
+    def start(self) -> None:
+        sock = self.config.socket_path()
+        Path(sock).parent.mkdir(parents=True, exist_ok=True)
+        if os.path.exists(sock):
+            os.unlink(sock)  # a previous instance's socket: kubelet reconnects to the new one
+        if self.server.add_insecure_port(f"unix://{sock}") == 0:
+            raise InvalidInput(f"cannot listen on {sock}")
+        self.publisher.start()
+        self.server.start()
+        log.info("csi.gns.io serving on %s (node %s)", sock, self.config.node_id)
+
+    def stop(self, unmount: bool = False) -> None:
+        self.server.stop(grace=2).wait()
+        self.publisher.stop(unmount=unmount)
+        self.client.close()
+
+
+def run_csi(config: CsiConfig) -> None:
+    """Serve until SIGTERM/SIGINT. Published volumes stay mounted: the next driver process
+    adopts them (see :mod:`federation.csi.publisher`)."""
+    driver = CsiDriver(config)
+    driver.start()
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    driver.stop()

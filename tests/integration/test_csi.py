@@ -1,0 +1,324 @@
+"""The CSI driver over its Unix socket, called the way kubelet and the external-provisioner
+call it, against a real federation (etcd + two controller processes).
+
+FUSE-backed publishing needs ``gns fuse`` and /dev/fuse; those tests skip with the reason
+when either is missing.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from federation.api._gen.csi.v1 import csi_pb2 as csi
+from federation.local.etcd_server import EtcdCluster
+from tests.fixtures.csi import CsiProcess, fuse_available, mount_cap, start_csi
+from tests.fixtures.federation import Federation
+
+Mode = csi.VolumeCapability.AccessMode
+PVC = {"csi.storage.k8s.io/pvc/namespace": "apps", "csi.storage.k8s.io/pvc/name": "data"}
+
+
+@pytest.fixture(scope="module")
+def fed(etcd_module: EtcdCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    f = Federation(etcd_module, tmp_path_factory.mktemp("csi-fed"))
+    try:
+        f.add("onprem-a", wait=False)
+        f.add("onprem-b", wait=False)
+        for cid in f.controllers:
+            f.wait_healthy(cid, timeout=30)
+        yield f
+    finally:
+        f.stop_all()
+
+
+@pytest.fixture(scope="module")
+def driver(fed: Federation, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CsiProcess]:
+    d = start_csi(fed, tmp_path_factory.mktemp("csi"))
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def _code(call: object) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()  # type: ignore[operator]
+    return info.value.code(), info.value.details()
+
+
+def _js(fed: Federation, *args: str) -> object:
+    out = fed.gns(*args, "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def create(driver: CsiProcess, name: str, **params: str) -> csi.CreateVolumeResponse:
+    return driver.controller.CreateVolume(csi.CreateVolumeRequest(
+        name=name, volume_capabilities=[mount_cap()], parameters=params), timeout=30)
+
+
+# -- identity ---------------------------------------------------------------------------------
+
+
+def test_identity(driver: CsiProcess) -> None:
+    info = driver.identity.GetPluginInfo(csi.GetPluginInfoRequest())
+    assert info.name == "csi.gns.io" and info.vendor_version
+    caps = {c.service.type for c in driver.identity.GetPluginCapabilities(
+        csi.GetPluginCapabilitiesRequest()).capabilities}
+    svc = csi.PluginCapability.Service
+    assert caps == {svc.CONTROLLER_SERVICE, svc.VOLUME_ACCESSIBILITY_CONSTRAINTS}
+    assert driver.identity.Probe(csi.ProbeRequest()).ready.value is True
+    ctl = driver.controller.ControllerGetCapabilities(csi.ControllerGetCapabilitiesRequest())
+    assert [c.rpc.type for c in ctl.capabilities] == [
+        csi.ControllerServiceCapability.RPC.CREATE_DELETE_VOLUME]
+    info = driver.node.NodeGetInfo(csi.NodeGetInfoRequest())
+    assert info.node_id == "node-1"
+    assert dict(info.accessible_topology.segments) == {"topology.gns.io/cluster": "onprem-a"}
+
+
+# -- controller ---------------------------------------------------------------------------------
+
+
+def test_create_twice_same_volume_then_delete_twice(fed: Federation, driver: CsiProcess) -> None:
+    name = "pvc-0b7c2d9e-1111-4c1e-9d7a-2f1c3b4a5d6e"
+    params = {**PVC, "mirrorTargets": "onprem-b", "mirrorMode": "continuous",
+              "failoverAfter": "30"}
+    first = create(driver, name, **params)
+    second = create(driver, name, **params)
+    assert first.volume.volume_id == second.volume.volume_id == "/k8s/apps/data"
+    assert first.volume.volume_context == second.volume.volume_context
+    assert dict(first.volume.volume_context) == {
+        "path": "/k8s/apps/data", "volume": name, "cluster": "onprem-a"}
+    vol = _js(fed, "volume", "show", name)
+    assert vol["owner"] == "onprem-a"  # type: ignore[index]
+    mounts = _js(fed, "mount", "list")
+    assert {"path": "/k8s/apps/data", "volume": name, "subpath": ""} in mounts  # type: ignore[operator]
+    (policy,) = [p for p in _js(fed, "mirror", "list") if p["name"] == name]  # type: ignore[union-attr]
+    assert policy["targets"] == ["onprem-b"] and policy["mode"] == "continuous"
+    assert policy["failover"]["automatic"] is True and policy["failover"]["after"] == "30s"
+
+    # same name, incompatible parameters: ALREADY_EXISTS, nothing changed
+    code, msg = _code(lambda: create(driver, name, **{**params, "mirrorMode": "manual"}))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "mirror policy" in msg
+    code, _ = _code(lambda: create(driver, name, **{**params, "cluster": "onprem-b"}))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+
+    for _ in range(2):
+        driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id="/k8s/apps/data"))
+    assert fed.gns("volume", "show", name).returncode == 3
+    assert all(m["path"] != "/k8s/apps/data" for m in _js(fed, "mount", "list"))  # type: ignore[union-attr]
+    assert all(p["name"] != name for p in _js(fed, "mirror", "list"))  # type: ignore[union-attr]
+
+
+def test_create_defaults_and_names(fed: Federation, driver: CsiProcess) -> None:
+    # no PVC metadata: the mount goes under the prefix by request name; an odd request name
+    # becomes a DNS-1123 label; the owner defaults to the topology the CO prefers
+    req = csi.CreateVolumeRequest(
+        name="My_Volume.1", volume_capabilities=[mount_cap()],
+        parameters={"mountPrefix": "/scratch"},
+        accessibility_requirements=csi.TopologyRequirement(preferred=[
+            csi.Topology(segments={"topology.gns.io/cluster": "onprem-b"})]),
+    )
+    vol = driver.controller.CreateVolume(req).volume
+    assert vol.volume_id == "/scratch/My_Volume.1"
+    name = vol.volume_context["volume"]
+    assert name.startswith("my-volume-1-") and len(name) <= 63
+    assert _js(fed, "volume", "show", name)["owner"] == "onprem-b"  # type: ignore[index]
+    driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vol.volume_id))
+    assert fed.gns("volume", "show", name).returncode == 3
+
+
+def test_unknown_ids_get_the_specs_codes(driver: CsiProcess, tmp_path: Path) -> None:
+    # DeleteVolume of an unknown id succeeds (spec: idempotent)
+    driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id="/no/such/volume"))
+    driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id="reallyfakevolumeid"))
+    code, _ = _code(lambda: driver.controller.ValidateVolumeCapabilities(
+        csi.ValidateVolumeCapabilitiesRequest(volume_id="/no/such/volume",
+                                              volume_capabilities=[mount_cap()])))
+    assert code == grpc.StatusCode.NOT_FOUND
+    for vid in ("/no/such/volume", "reallyfakevolumeid"):
+        code, _ = _code(lambda vid=vid: driver.node.NodePublishVolume(csi.NodePublishVolumeRequest(
+            volume_id=vid, target_path=str(tmp_path / "t"), volume_capability=mount_cap())))
+        assert code == grpc.StatusCode.NOT_FOUND
+    # NodeUnpublishVolume of something never published: OK (idempotent)
+    driver.node.NodeUnpublishVolume(csi.NodeUnpublishVolumeRequest(
+        volume_id="/no/such/volume", target_path=str(tmp_path / "never")))
+
+
+BAD_CREATE = [
+    ({"name": ""}, "name"),
+    ({"caps": []}, "volume_capabilities"),
+    ({"caps": [csi.VolumeCapability(block=csi.VolumeCapability.BlockVolume(),
+                                    access_mode=Mode(mode=Mode.SINGLE_NODE_WRITER))]}, "block"),
+    ({"caps": [csi.VolumeCapability(mount=csi.VolumeCapability.MountVolume())]}, "access_mode"),
+    ({"caps": [csi.VolumeCapability(access_mode=Mode(mode=Mode.SINGLE_NODE_WRITER))]},
+     "access_type"),
+    ({"params": {"mirrorMode": "eventually", "mirrorTargets": "onprem-b"}}, "mirrorMode"),
+    ({"params": {"failoverAfter": "soon", "mirrorTargets": "onprem-b"}}, "failoverAfter"),
+    ({"params": {"mirrorMode": "sync"}}, "mirrorTargets"),
+    ({"params": {"replicas": "3"}}, "replicas"),
+    ({"params": {"cluster": "Onprem_A"}}, "cluster"),
+    ({"params": {"cluster": "nowhere"}}, "cluster"),
+    ({"params": {"mountPrefix": "relative/path"}}, "mountPrefix"),
+    ({"params": {"mountPrefix": "/a/../b"}}, "mountPrefix"),
+    ({"params": {"mirrorTargets": "ftp://x/y"}}, "ftp"),
+    ({"capacity": csi.CapacityRange(required_bytes=10, limit_bytes=5)}, "capacity_range"),
+]
+
+
+@pytest.mark.parametrize(("change", "named"), BAD_CREATE, ids=[n for _, n in BAD_CREATE])
+def test_create_volume_invalid_argument(fed: Federation, driver: CsiProcess,
+                                        change: dict[str, object], named: str) -> None:
+    req = csi.CreateVolumeRequest(
+        name=str(change.get("name", "pvc-bad-input")),
+        volume_capabilities=change.get("caps", [mount_cap()]),  # type: ignore[arg-type]
+        parameters=change.get("params", {}),  # type: ignore[arg-type]
+        capacity_range=change.get("capacity"),  # type: ignore[arg-type]
+    )
+    code, msg = _code(lambda: driver.controller.CreateVolume(req))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, msg
+    assert named in msg
+    assert fed.gns("volume", "show", "pvc-bad-input").returncode == 3  # nothing made
+
+
+def test_every_problem_is_reported_at_once(driver: CsiProcess) -> None:
+    code, msg = _code(lambda: driver.controller.CreateVolume(csi.CreateVolumeRequest(
+        name="pvc-x", parameters={"mirrorMode": "eventually", "failoverAfter": "soon",
+                                  "mirrorTargets": "onprem-b", "bogus": "1"})))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    for part in ("volume_capabilities", "mirrorMode", "failoverAfter", "bogus"):
+        assert part in msg
+
+
+def test_other_rpcs_invalid_argument(driver: CsiProcess, tmp_path: Path) -> None:
+    target = str(tmp_path / "t")
+    cases = [
+        (lambda: driver.controller.DeleteVolume(csi.DeleteVolumeRequest()), "volume_id"),
+        (lambda: driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id="/a/../b")),
+         "volume_id"),
+        (lambda: driver.controller.ValidateVolumeCapabilities(
+            csi.ValidateVolumeCapabilitiesRequest(volume_capabilities=[mount_cap()])), "volume_id"),
+        (lambda: driver.controller.ValidateVolumeCapabilities(
+            csi.ValidateVolumeCapabilitiesRequest(volume_id="/k8s")), "volume_capabilities"),
+        (lambda: driver.node.NodePublishVolume(csi.NodePublishVolumeRequest(
+            target_path=target, volume_capability=mount_cap())), "volume_id"),
+        (lambda: driver.node.NodePublishVolume(csi.NodePublishVolumeRequest(
+            volume_id="/k8s", volume_capability=mount_cap())), "target_path"),
+        (lambda: driver.node.NodePublishVolume(csi.NodePublishVolumeRequest(
+            volume_id="/k8s", target_path="relative", volume_capability=mount_cap())),
+         "target_path"),
+        (lambda: driver.node.NodePublishVolume(csi.NodePublishVolumeRequest(
+            volume_id="/k8s", target_path=target)), "volume_capability"),
+        (lambda: driver.node.NodePublishVolume(csi.NodePublishVolumeRequest(
+            volume_id="/k8s", target_path=target, volume_capability=csi.VolumeCapability(
+                block=csi.VolumeCapability.BlockVolume(),
+                access_mode=Mode(mode=Mode.SINGLE_NODE_WRITER)))), "block"),
+        (lambda: driver.node.NodeUnpublishVolume(csi.NodeUnpublishVolumeRequest(
+            target_path=target)), "volume_id"),
+        (lambda: driver.node.NodeUnpublishVolume(csi.NodeUnpublishVolumeRequest(
+            volume_id="/k8s")), "target_path"),
+    ]
+    for call, named in cases:
+        code, msg = _code(call)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (named, code, msg)
+        assert named in msg, (named, msg)
+
+
+# -- node (FUSE) --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fuse_ok() -> None:
+    reason = fuse_available()
+    if reason:
+        pytest.skip(reason)
+
+
+def _publish(driver: CsiProcess, vid: str, target: Path, *, readonly: bool = False,
+             mode: int = Mode.SINGLE_NODE_WRITER) -> None:
+    driver.node.NodePublishVolume(csi.NodePublishVolumeRequest(
+        volume_id=vid, target_path=str(target), volume_capability=mount_cap(mode),
+        readonly=readonly), timeout=30)
+
+
+def _unpublish(driver: CsiProcess, vid: str, target: Path) -> None:
+    driver.node.NodeUnpublishVolume(csi.NodeUnpublishVolumeRequest(
+        volume_id=vid, target_path=str(target)), timeout=30)
+
+
+def test_publish_write_read_elsewhere_unpublish(fed: Federation, driver: CsiProcess,
+                                                tmp_path: Path, fuse_ok: None) -> None:
+    vid = create(driver, "pvc-publish-1", **PVC | {"csi.storage.k8s.io/pvc/name": "pub"}
+                 ).volume.volume_id
+    target = tmp_path / "pods" / "uid" / "volumes" / "mount"
+    for _ in range(2):  # idempotent
+        _publish(driver, vid, target)
+    # a plain process writes files there, as an app in the pod would
+    subprocess.run(["sh", "-c", f"mkdir -p {target}/logs && echo hello > {target}/logs/a.txt"
+                    f" && cp /etc/hostname {target}/h"], check=True, timeout=30)
+    out = fed.gns("cat", f"{vid}/logs/a.txt", "--via", "onprem-b")
+    assert out.returncode == 0 and out.stdout == "hello\n", out.stderr
+    for _ in range(2):
+        _unpublish(driver, vid, target)
+    assert not os.path.ismount(target)
+    driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
+
+
+def test_static_publish_of_a_path_owned_elsewhere_and_read_only(
+        fed: Federation, driver: CsiProcess, tmp_path: Path, fuse_ok: None) -> None:
+    assert fed.gns("volume", "create", "static-b", "--cluster", "onprem-b").returncode == 0
+    assert fed.gns("mount", "add", "/shared/b", "static-b").returncode == 0
+    assert fed.gns("put", "-", "/shared/b/readme.txt", input=b"from b\n").returncode == 0
+    rw, ro, ro_mode = tmp_path / "rw", tmp_path / "ro", tmp_path / "ro-mode"
+    _publish(driver, "/shared/b", rw)
+    _publish(driver, "/shared/b", ro, readonly=True)
+    _publish(driver, "/shared/b", ro_mode, mode=Mode.MULTI_NODE_READER_ONLY)
+    try:
+        assert (rw / "readme.txt").read_text() == "from b\n"
+        (rw / "new.txt").write_text("written on a\n")
+        out = fed.gns("cat", "/shared/b/new.txt")
+        assert out.stdout == "written on a\n", out.stderr
+        for target in (ro, ro_mode):
+            assert (target / "readme.txt").read_text() == "from b\n"
+            with pytest.raises(OSError) as info:
+                (target / "nope.txt").write_text("x")
+            assert info.value.errno == errno.EROFS
+        # the same target asked for with other options: ALREADY_EXISTS
+        code, _ = _code(lambda: _publish(driver, "/shared/b", ro))
+        assert code == grpc.StatusCode.ALREADY_EXISTS
+    finally:
+        for target in (rw, ro, ro_mode):
+            _unpublish(driver, "/shared/b", target)
+
+
+def test_killed_fuse_process_is_reattached(fed: Federation, driver: CsiProcess,
+                                           tmp_path: Path, fuse_ok: None) -> None:
+    vid = create(driver, "pvc-reattach", **PVC | {"csi.storage.k8s.io/pvc/name": "re"}
+                 ).volume.volume_id
+    target = tmp_path / "re"
+    _publish(driver, vid, target)
+    try:
+        (target / "f.txt").write_text("still here\n")
+        pid = json.loads((driver.state_dir / "publications.json").read_text())[str(target)]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        started = time.monotonic()
+        while True:
+            try:
+                if (target / "f.txt").read_text() == "still here\n":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() - started < 10, "not readable again within 10 s"
+            time.sleep(0.1)
+    finally:
+        _unpublish(driver, vid, target)
+        driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
