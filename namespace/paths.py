@@ -27,7 +27,14 @@ def normalize(path: str) -> str:
     """Return the normal form of global ``path`` or raise :class:`InvalidInput`."""
     if not isinstance(path, str):
         raise InvalidInput(f"path must be a string, not {type(path).__name__}")
-    if _ALREADY_NORMAL(path):
+    if (
+        path[:1] == "/" and path[-1:] != "/" and "//" not in path and "/." not in path
+        and path.isprintable()
+    ):
+        # Common case, in C string scans: absolute, no empty or dot-led components, no
+        # control characters (isprintable is false for every Cc and for lone surrogates).
+        normal = path
+    elif _ALREADY_NORMAL(path):
         normal = path
     else:
         normal = _rewrite(path)

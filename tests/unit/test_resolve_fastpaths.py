@@ -1,0 +1,75 @@
+"""The resolver's fast paths (issue 14) agree with the slow, obvious ones.
+
+``normalize`` has a string-scan fast path for paths already in normal form, and
+``MountTable`` screens prefixes with a Bloom filter that is resized and rebuilt as mounts
+come and go: neither may change an answer.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from namespace.errors import InvalidInput
+from namespace.mounts import MountTable
+from namespace.paths import normalize
+
+# The normal-form regex the fast path stands in front of.
+_NORMAL = re.compile(r"/|(?:/(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f-\x9f]+)+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def reference(path: str) -> str | None:
+    """SPEC §3 spelled out slowly; None where the path is refused."""
+    if not path.startswith("/") or _CONTROL.search(path):
+        return None
+    parts = [p for p in path.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        return None
+    try:
+        encoded = [p.encode("utf-8") for p in parts]
+    except UnicodeEncodeError:
+        return None
+    if any(len(p) > 255 for p in encoded):
+        return None
+    normal = "/" + "/".join(parts)
+    return normal if len(normal.encode("utf-8")) <= 4096 else None
+
+
+text = st.text(alphabet=st.sampled_from(["/", ".", "a", "é", " ", "\x00", "\x85", "\u00a0", "\ud800", "x"]), max_size=24)
+
+
+@settings(max_examples=600)
+@given(text)
+def test_normalize_agrees_with_reference(path: str) -> None:
+    want = reference(path)
+    if want is None:
+        with pytest.raises(InvalidInput):
+            normalize(path)
+    else:
+        assert normalize(path) == want
+
+
+@pytest.mark.parametrize("path", ["/.hidden/x", "/a/.b", "/a/b.c", "/ä/\u00a0", "/a b"])
+def test_dot_led_and_unusual_names_still_normal(path: str) -> None:
+    assert normalize(path) == path
+
+
+def test_filter_survives_growth_and_removals() -> None:
+    table = MountTable()
+    paths = [f"/t-{i % 13}/g-{i % 7}/p-{i}" for i in range(20_000)]
+    for i, p in enumerate(paths):
+        table.set(p, f"v{i % 5}")
+    assert all(table.resolve(p + "/x/y") is not None for p in paths)
+    for p in paths[::2]:
+        table.remove(p)
+    for i, p in enumerate(paths):
+        got = table.resolve(p + "/file")
+        assert (got is None) if i % 2 == 0 else (got is not None and got.mount == p)
+    table.clear()
+    assert table.resolve(paths[1]) is None
+    table.set("/", "root", "sub")
+    got = table.resolve(paths[1])
+    assert got is not None and got.relative_path == "sub" + paths[1]
