@@ -1,12 +1,13 @@
-"""Mutual TLS for gRPC between controllers, clients and forwarders (SPEC §10).
+"""Mutual TLS at run time for gRPC between controllers, clients and forwarders (SPEC §10).
 
-``gns certs init`` calls :func:`init_certs` to make a private CA for one federation and, per
-cluster, a certificate that serves as both server and client identity (plus a ``client``
-identity for the CLI and apps). A controller started with ``--tls-dir`` listens with
-:func:`server_credentials`, which requires every peer to present a certificate issued by
-that CA; clients and forwarders dial with :func:`channel_credentials` and
-:func:`channel_options`. :func:`is_loopback` lets the controller refuse a non-loopback
-``--listen`` without TLS.
+Issuing (the CA, cluster and user certificates, rotation) lives in :mod:`federation.certs`;
+this module loads what it wrote. A controller started with ``--tls-dir`` listens with
+:func:`reloading_server_credentials`, which requires every peer to present a certificate
+issued by that CA and picks up a rotated certificate without a restart; clients and
+forwarders dial with :func:`channel_credentials` and :func:`channel_options`.
+:func:`identity_of_pem` turns the certificate a peer proved into its gns identity
+(``cluster:ID`` or ``user:NAME`` with groups). :func:`is_loopback` lets the controller
+refuse a non-loopback ``--listen`` without TLS.
 
 Layout of a TLS directory::
 
@@ -14,37 +15,33 @@ Layout of a TLS directory::
     <name>.crt  <name>.key     one identity per cluster, and ``client`` for the CLI/apps
 
 Everything here is synchronous, small and file-based; it works for ``grpc`` and
-``grpc.aio`` alike. Missing, unreadable or malformed files raise
+``grpc.aio`` alike. Missing, unreadable, malformed or expired files raise
 :class:`~namespace.errors.InvalidInput` naming the path.
 
 This module must never log, print or put in an error message any private key material (key
-bytes, PEM text, or the text of a parser error about a key file); it must never overwrite
-or rotate an existing key or certificate, and never write a private key with a mode wider
-than 0600.
+bytes, PEM text, or the text of a parser error about a key file); it never writes files.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import ipaddress
 import logging
 import os
 import re
-import secrets
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from namespace.errors import InvalidInput
-from namespace.paths import check_name
 
 __all__ = [
     "CA_CERT",
@@ -54,8 +51,11 @@ __all__ = [
     "channel_credentials",
     "channel_options",
     "check_tls_dir",
+    "Identity",
+    "identity_of_pem",
     "init_certs",
     "is_loopback",
+    "reloading_server_credentials",
     "server_credentials",
 ]
 
@@ -66,255 +66,13 @@ CA_KEY = "ca.key"
 CLIENT_NAME = "client"
 #: Every certificate carries this DNS SAN, so dialing by IP can check it (see channel_options).
 TARGET_NAME_OVERRIDE = "localhost"
-
-_CA_DAYS_MIN = 3650
-_BACKDATE = _dt.timedelta(minutes=5)  # tolerate small clock skew between machines
+#: Subject OU entries: the identity's kind (``cluster``/``user``) and each group.
+KIND_PREFIX = "gns-kind:"
+GROUP_PREFIX = "gns-group:"
+_IDENTITY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
 )
-
-
-# --------------------------------------------------------------------------- issuing
-
-
-def init_certs(
-    tls_dir: Path,
-    names: Iterable[str],
-    *,
-    days: int = 365,
-    hosts: Iterable[str] = ("127.0.0.1", "localhost"),
-) -> list[Path]:
-    """Make (where missing) the CA and one identity per name plus ``client``; return new files.
-
-    Existing identities are kept as they are, never rotated. A name whose key exists without
-    its certificate (an interrupted run) gets a certificate for that key. Refuses, before
-    writing anything, invalid names or hosts, a certificate without its key, and kept
-    certificates that the CA in ``tls_dir`` did not issue.
-    """
-    tls_dir = Path(tls_dir)
-    if isinstance(names, str):
-        raise InvalidInput("names must be a list of cluster names, not one string")
-    wanted = [check_name("cluster", n) for n in names]
-    if CLIENT_NAME not in wanted:
-        wanted.append(CLIENT_NAME)
-    wanted = list(dict.fromkeys(wanted))
-    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-        raise InvalidInput(f"days must be a positive integer, not {days!r}")
-    sans = _san_entries(hosts)
-    if tls_dir.exists() and not tls_dir.is_dir():
-        raise InvalidInput(f"TLS directory {tls_dir} is not a directory")
-
-    ca_crt, ca_key = tls_dir / CA_CERT, tls_dir / CA_KEY
-    ca_cert = _load_cert(ca_crt) if ca_crt.exists() else None
-    if ca_cert is not None and ca_key.exists():
-        _check_pair(ca_cert, _load_key(ca_key), ca_crt, ca_key)
-
-    to_issue: list[str] = []
-    for name in wanted:
-        crt, key = tls_dir / f"{name}.crt", tls_dir / f"{name}.key"
-        if crt.exists() and not key.exists():
-            raise InvalidInput(f"{crt} exists but {key} is missing: remove {crt} to reissue it")
-        if crt.exists():
-            cert = _load_cert(crt)
-            if ca_cert is None:
-                raise InvalidInput(
-                    f"{crt} exists but {ca_crt} does not: remove {crt} and {key} to reissue"
-                )
-            _check_issued(cert, ca_cert, crt, ca_crt)
-        else:
-            to_issue.append(name)
-    if to_issue and ca_cert is not None and not ca_key.exists():
-        raise InvalidInput(f"{ca_key} is missing: cannot issue certificates for {to_issue}")
-    if to_issue:
-        for name in to_issue:  # validate interrupted-run keys before writing anything
-            key_path = tls_dir / f"{name}.key"
-            if key_path.exists():
-                _load_key(key_path)
-
-    written: list[Path] = []
-    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if ca_cert is None:
-        if ca_key.exists():
-            signer = _load_key(ca_key)
-        else:
-            signer = ec.generate_private_key(ec.SECP256R1())
-            _write_atomic(ca_key, _key_pem(signer), 0o600)
-            written.append(ca_key)
-        ca_cert = _make_ca_cert(signer, days=max(days, _CA_DAYS_MIN))
-        _write_atomic(ca_crt, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
-        written.append(ca_crt)
-        log.info("tls: created CA %s", ca_crt)
-    elif to_issue:
-        signer = _load_key(ca_key)
-    for name in to_issue:
-        crt, key_path = tls_dir / f"{name}.crt", tls_dir / f"{name}.key"
-        if key_path.exists():
-            leaf_key = _load_key(key_path)
-        else:
-            leaf_key = ec.generate_private_key(ec.SECP256R1())
-            _write_atomic(key_path, _key_pem(leaf_key), 0o600)
-            written.append(key_path)
-        cert = _make_leaf_cert(name, leaf_key, ca_cert, signer, sans=sans, days=days)
-        _write_atomic(crt, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-        written.append(crt)
-        log.info("tls: issued certificate %s for %s", crt, name)
-    return written
-
-
-def _san_entries(hosts: Iterable[str]) -> list[x509.GeneralName]:
-    if isinstance(hosts, str):
-        hosts = [hosts]
-    entries: list[x509.GeneralName] = []
-    for host in ("127.0.0.1", *hosts):
-        if not isinstance(host, str) or not host:
-            raise InvalidInput(f"invalid host {host!r} for a certificate")
-        try:
-            ip = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            dns = host.lower().rstrip(".")
-            if not _HOSTNAME.fullmatch(dns):
-                raise InvalidInput(
-                    f"invalid host {host!r}: not an IP address or DNS name"
-                ) from None
-            entry: x509.GeneralName = x509.DNSName(dns)
-        else:
-            entry = x509.IPAddress(ip)
-        if entry not in entries:
-            entries.append(entry)
-    return entries
-
-
-def _make_ca_cert(key: CertificateIssuerPrivateKeyTypes, *, days: int) -> x509.Certificate:
-    now = _dt.datetime.now(_dt.UTC)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "gns"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"gns federation CA {secrets.token_hex(4)}"),
-        ]
-    )
-    public = key.public_key()
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + _dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-
-
-def _make_leaf_cert(
-    name: str,
-    key: CertificateIssuerPrivateKeyTypes,
-    ca_cert: x509.Certificate,
-    ca_key: CertificateIssuerPrivateKeyTypes,
-    *,
-    sans: list[x509.GeneralName],
-    days: int,
-) -> x509.Certificate:
-    now = _dt.datetime.now(_dt.UTC)
-    # A leaf never outlives its CA: peers would refuse it from that day on anyway.
-    not_after = min(now + _dt.timedelta(days=days), ca_cert.not_valid_after_utc)
-    alt_names: list[x509.GeneralName] = [x509.DNSName(name), x509.DNSName(TARGET_NAME_OVERRIDE)]
-    alt_names += [s for s in sans if s not in alt_names]
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    return (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "gns"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, name),
-                ]
-            )
-        )
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-
-def _key_pem(key: CertificateIssuerPrivateKeyTypes) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` (which must not exist) whole or not at all, with ``mode`` from birth."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # the umask must not widen or narrow it
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        # link() fails if path appeared meanwhile: never overwrite an identity.
-        os.link(tmp, path)
-    except FileExistsError:
-        raise InvalidInput(f"{path} appeared while it was being created; not overwritten") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 # --------------------------------------------------------------------------- loading
@@ -383,8 +141,31 @@ def _check_issued(
         raise InvalidInput(f"TLS certificate {crt_path} was not issued by {ca_path}") from None
 
 
+def _check_identity_name(name: str) -> str:
+    if not isinstance(name, str) or not _IDENTITY_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"invalid identity {name!r}: letters, digits and . _ @ - (not first), at most 128"
+        )
+    return name
+
+
+def _check_current(cert: x509.Certificate, path: Path) -> None:
+    """Refuse an expired (or not yet valid) certificate with one clear line."""
+    now = _dt.datetime.now(_dt.UTC)
+    if cert.not_valid_after_utc <= now:
+        raise InvalidInput(
+            f"TLS certificate {path} expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC "
+            "(issue a new one: `gns certs issue` / `gns certs rotate`)"
+        )
+    if cert.not_valid_before_utc > now:
+        raise InvalidInput(
+            f"TLS certificate {path} is not valid before "
+            f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC (clock skew?)"
+        )
+
+
 def _load_identity(tls_dir: Path, name: str) -> _Identity:
-    check_name("cluster", name)
+    _check_identity_name(name)
     tls_dir = Path(tls_dir)
     if not tls_dir.is_dir():
         raise InvalidInput(f"TLS directory {tls_dir} does not exist or is not a directory")
@@ -399,6 +180,7 @@ def _load_identity(tls_dir: Path, name: str) -> _Identity:
     key = _parse_key(key_pem, key_path)
     _check_pair(cert, key, crt_path, key_path)
     _check_issued(cert, ca, crt_path, ca_path)
+    _check_current(cert, crt_path)
     return _Identity(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem)
 
 
@@ -419,6 +201,108 @@ def server_credentials(tls_dir: Path, name: str) -> grpc.ServerCredentials:
         root_certificates=ident.ca_pem,
         require_client_auth=True,
     )
+
+
+def reloading_server_credentials(tls_dir: Path, name: str) -> grpc.ServerCredentials:
+    """Like :func:`server_credentials`, but re-read when the files change (rotation).
+
+    gRPC asks the fetcher at each new handshake; it compares the files' mtimes (a stat per
+    handshake, no parsing) and loads a new configuration only when one changed and the new
+    files form a valid pair issued by the CA. Until then the old certificate keeps serving,
+    so a half-finished rotation never breaks the server.
+    """
+    tls_dir = Path(tls_dir)
+    ident = _load_identity(tls_dir, name)
+    paths = (tls_dir / CA_CERT, tls_dir / f"{name}.crt", tls_dir / f"{name}.key")
+    state: dict[str, object] = {"stamp": _stamp(paths)}
+
+    def config(i: _Identity) -> object:
+        return grpc.ssl_server_certificate_configuration(
+            [(i.key_pem, i.cert_pem)], root_certificates=i.ca_pem
+        )
+
+    def fetch() -> object | None:
+        stamp = _stamp(paths)
+        if stamp == state["stamp"]:
+            return None
+        try:
+            fresh = _load_identity(tls_dir, name)
+        except InvalidInput as exc:  # mid-rotation or broken: keep serving the old pair
+            log.warning("tls: not reloading %s yet: %s", name, exc)
+            return None
+        state["stamp"] = stamp
+        log.info("tls: reloaded certificate for %s", name)
+        return config(fresh)
+
+    return grpc.dynamic_ssl_server_credentials(
+        config(ident), fetch, require_client_authentication=True
+    )
+
+
+def _stamp(paths: tuple[Path, ...]) -> tuple[int, ...]:
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out += [st.st_mtime_ns, st.st_ino, st.st_size]
+        except OSError:
+            out += [0, 0, 0]
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a peer is, as its certificate proves: ``cluster:ID`` or ``user:NAME`` + groups."""
+
+    kind: str
+    name: str
+    groups: tuple[str, ...] = field(default=())
+
+    @property
+    def subject(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """What grants may name to cover this identity."""
+        return (self.subject, "*", *(f"group:{g}" for g in self.groups))
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.kind == "cluster"
+
+
+def identity_of(cert: x509.Certificate) -> Identity:
+    """The identity in a certificate's subject (CN = name, OU = kind and groups).
+
+    Certificates from before kinds were recorded carry no kind: ``client`` is then the
+    administrator and every other name a cluster, which is what ``certs init`` issued."""
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    name = str(cns[0].value) if cns else ""
+    kind = ""
+    groups: list[str] = []
+    for attr in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME):
+        value = str(attr.value)
+        if value.startswith(KIND_PREFIX):
+            kind = value[len(KIND_PREFIX):]
+        elif value.startswith(GROUP_PREFIX):
+            groups.append(value[len(GROUP_PREFIX):])
+    if kind not in ("cluster", "user"):
+        kind = "user" if name == CLIENT_NAME else "cluster"
+    return Identity(kind, name, tuple(groups))
+
+
+@functools.lru_cache(maxsize=4096)
+def identity_of_pem(pem: bytes) -> Identity:
+    """:func:`identity_of` for the PEM gRPC's auth context carries (cached: one parse per
+    distinct certificate, not per request)."""
+    return identity_of(x509.load_pem_x509_certificate(pem))
+
+
+def identity_file(tls_dir: Path, name: str) -> Identity:
+    """The identity in ``<tls_dir>/<name>.crt``."""
+    path = Path(tls_dir) / f"{_check_identity_name(name)}.crt"
+    return identity_of(_load_cert(path))
 
 
 def channel_credentials(tls_dir: Path, name: str = CLIENT_NAME) -> grpc.ChannelCredentials:
@@ -491,3 +375,12 @@ def is_loopback(host: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped.is_loopback
     return ip.is_loopback
+
+
+def __getattr__(attr: str) -> object:
+    # Issuing moved to federation.certs; old imports of init_certs keep working.
+    if attr == "init_certs":
+        from federation.certs import init_certs
+
+        return init_certs
+    raise AttributeError(attr)

@@ -1,0 +1,412 @@
+"""Access control on a controller (SPEC §10): who is calling, may they, and the audit trail.
+
+Installed wherever TLS is (a controller with ``--tls-dir``). :class:`AuthzInterceptor` wraps
+every method of every service on the controller's server:
+
+* **Who**: the identity TLS proved (the peer certificate in ``context.auth_context()``).
+  A peer holding a *cluster* certificate may act for someone else by sending
+  ``gns-on-behalf-of`` metadata (:func:`forward_metadata` builds it for forwarded calls);
+  from any other peer that claim is refused, so a user cannot borrow another identity and
+  ``--via`` cannot launder one. A cluster peer acting for itself is a controller of this
+  federation (it holds etcd credentials anyway) and is trusted.
+* **May they**: data RPCs map to a permission by method name (``Stat``/``List``/``Read``/
+  ``Resolve`` read, any other ``Federation`` method carrying a ``Target`` writes), on the
+  global path of each ``Target`` in the request; a target named by volume and relative
+  path is mapped to global paths through the mount table (permission on any of them
+  suffices: the same bytes are reachable there). Internal services (replication,
+  mirroring, failover) are for clusters; users may ask a mirror sync/verify or a promotion
+  with ``admin`` on the volume. The ``Control`` service checks each operation itself with
+  :meth:`Authorizer.require` on the paths it touches.
+* **Audit**: every denial and every admin operation becomes one JSON line in the audit log
+  (time, identity, action, path, result) and a Prometheus counter.
+
+The caller's identity travels with the request in a context variable, so handlers and
+forwarding code can read it without new parameters.
+"""
+from __future__ import annotations
+
+import contextvars
+import inspect
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter
+
+from federation.api.errors import kind_of, trailing_metadata
+from federation.tls import Identity, identity_of_pem
+from namespace.acl import AclCache, Grants, check_principal, check_subject
+from namespace.cache import NamespaceView
+from namespace.errors import InvalidInput, PermissionDenied
+from namespace.paths import normalize, normalize_relative
+
+log = logging.getLogger(__name__)
+
+ON_BEHALF_OF = "gns-on-behalf-of"
+"""Metadata a forwarding controller sets: ``user:NAME[,group:G...]`` (believed from clusters only)."""
+
+_CALLER: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("gns_caller", default=None)
+
+READ_METHODS = frozenset({"Stat", "List", "Read", "Resolve", "Watch"})
+OPEN_METHODS = frozenset({"Health", "VolumeState"})
+"""Federation methods any authenticated peer may call (no file data, no change)."""
+INTERNAL_SERVICES = frozenset({"Replication", "Mirroring", "Failover"})
+USER_INTERNAL = {("Mirroring", "Sync"), ("Mirroring", "Verify"), ("Failover", "Promote")}
+
+
+def caller() -> Identity | None:
+    """The identity the current request acts as (None outside an authorized request)."""
+    return _CALLER.get()
+
+
+def forward_metadata() -> tuple[tuple[str, str], ...]:
+    """Metadata that carries the current caller to the next controller (empty if the caller
+    is a controller acting for itself or access control is off)."""
+    who = _CALLER.get()
+    if who is None or who.is_cluster:
+        return ()
+    return ((ON_BEHALF_OF, encode_identity(who)),)
+
+
+def encode_identity(who: Identity) -> str:
+    return ",".join([who.subject, *(f"group:{g}" for g in who.groups)])
+
+
+def decode_identity(value: str) -> Identity:
+    """``user:NAME[,group:G...]`` → an :class:`Identity`; InvalidInput if malformed."""
+    subject, *rest = value.split(",")
+    check_subject(subject)
+    if subject == "*":
+        raise InvalidInput("cannot act on behalf of '*'")
+    kind, _, name = subject.partition(":")
+    if kind == "group":
+        raise InvalidInput("cannot act on behalf of a group")
+    groups = []
+    for g in rest:
+        gk, _, gname = g.partition(":")
+        if gk != "group":
+            raise InvalidInput(f"invalid group {g!r} in {ON_BEHALF_OF}")
+        groups.append(check_principal("group", gname))
+    return Identity(kind, name, tuple(groups))
+
+
+def volume_paths(view: NamespaceView, volume: str, rel: str | None = None) -> list[str]:
+    """The global paths where ``volume`` (or ``rel`` inside it) appears in the mount table."""
+    out = []
+    for mpath, (vol, sub) in view.mounts.items():
+        if vol != volume:
+            continue
+        if rel is None:
+            out.append(mpath)
+            continue
+        if sub and rel != sub and not rel.startswith(sub + "/"):
+            continue
+        tail = rel[len(sub):].lstrip("/") if sub else rel
+        out.append(mpath if not tail else (mpath.rstrip("/") + "/" + tail))
+    return out
+
+
+class AuditLog:
+    """JSON lines appended with one ``write`` each (whole lines even with several writers)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._lock = threading.Lock()
+
+    def write(self, identity: str, action: str, path: str, result: str) -> None:
+        line = json.dumps({
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
+            "identity": identity, "action": action, "path": path, "result": result,
+        }, sort_keys=False) + "\n"
+        with self._lock:
+            try:
+                os.write(self._fd, line.encode())
+            except OSError:
+                log.warning("audit log %s: write failed", self.path, exc_info=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+class Authorizer:
+    """Decides, on the controller's watch-fed grants and mount table, and records."""
+
+    def __init__(
+        self,
+        acl: AclCache | Grants,
+        view: Callable[[], NamespaceView],
+        audit: AuditLog | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._acl = acl
+        self._view = view
+        self.audit = audit
+        kw: dict[str, Any] = {"registry": registry} if registry is not None else {"registry": None}
+        self.denials = Counter("gns_authz_denials", "requests refused by access control",
+                               ["action"], **kw)
+        self.admin_ops = Counter("gns_audit_admin_ops", "admin operations by action and result",
+                                 ["action", "result"], **kw)
+
+    @property
+    def grants(self) -> Grants:
+        return self._acl.grants if isinstance(self._acl, AclCache) else self._acl
+
+    def allowed(self, who: Identity, perm: str, paths: Iterable[str]) -> bool:
+        """True if ``who`` holds ``perm`` on any of ``paths`` (an empty list: on ``/``)."""
+        if who.is_cluster:
+            return True
+        subjects = who.subjects
+        grants = self.grants
+        listed = list(paths) or ["/"]
+        return any(grants.allowed(subjects, p, perm) for p in listed)
+
+    def require(self, perm: str, paths: Iterable[str], action: str, *, every: bool = False) -> Identity | None:
+        """Raise PermissionDenied (and audit it) unless the current caller holds ``perm`` on
+        one of ``paths`` (on all of them with ``every``). None when access control is off."""
+        who = _CALLER.get()
+        if who is None:
+            return None
+        listed = list(paths) or ["/"]
+        ok = (all(self.allowed(who, perm, [p]) for p in listed) if every
+              else self.allowed(who, perm, listed))
+        if not ok:
+            self.deny(who, action, listed[0], perm)
+        return who
+
+    def deny(self, who: Identity, action: str, path: str, perm: str) -> None:
+        self.denials.labels(action).inc()
+        if self.audit is not None:
+            self.audit.write(who.subject, action, path, f"denied: no {perm}")
+        raise PermissionDenied(f"permission denied: {who.subject} has no {perm} on {path}")
+
+    def admin_done(self, action: str, path: str, result: str) -> None:
+        """Record one admin operation (after it ran, successfully or not)."""
+        who = _CALLER.get()
+        self.admin_ops.labels(action, "ok" if result == "ok" else "error").inc()
+        if self.audit is not None and who is not None:
+            self.audit.write(who.subject, action, path, result)
+
+    # -- request → (permission, paths) ---------------------------------------------------
+    def target_paths(self, target: Any) -> list[str]:
+        """Global paths a ``Target`` touches (the volume + relative path wins: it is what
+        the owner serves)."""
+        if target.volume:
+            rel = normalize_relative(target.relative_path)
+            return volume_paths(self._view(), target.volume, rel) or ["/"]
+        if target.global_path:
+            return [normalize(target.global_path)]
+        return ["/"]
+
+    def check_message(self, who: Identity, service: str, method: str, request: Any) -> None:
+        if service == "Federation":
+            if method in OPEN_METHODS:
+                return
+            if method == "Resolve":
+                self._check(who, "read", [normalize(request.path)], f"{service}/{method}")
+                return
+            perm = "read" if method in READ_METHODS else "write"
+            targets = list(_targets(request))
+            if not targets:
+                if who.is_cluster:
+                    return
+                self.deny(who, f"{service}/{method}", "/", perm)
+            for t in targets:
+                self._check(who, perm, self.target_paths(t), f"{service}/{method}")
+            # A rename's destination is a global path beside its target.
+            dest = getattr(request, "destination", "")
+            if isinstance(dest, str) and dest:
+                self._check(who, perm, [normalize(dest)], f"{service}/{method}")
+            return
+        if service in INTERNAL_SERVICES:
+            if who.is_cluster:
+                return
+            if (service, method) in USER_INTERNAL:
+                volume = getattr(request, "volume", "") or self._policy_volume(getattr(request, "policy", ""))
+                paths = volume_paths(self._view(), volume) if volume else []
+                if not paths or not all(self.allowed(who, "admin", [p]) for p in paths):
+                    self.deny(who, f"{service}/{method}", paths[0] if paths else "/", "admin")
+                if self.audit is not None:
+                    self.audit.write(who.subject, f"{service}/{method}", paths[0], "allowed")
+                return
+            self.deny(who, f"{service}/{method}", "/", "cluster identity")
+
+    def _policy_volume(self, policy: str) -> str:
+        doc = self._view().policies.get(policy) if policy else None
+        spec = (doc or {}).get("spec") or {}
+        return str(spec.get("volume") or "")
+
+    def _check(self, who: Identity, perm: str, paths: list[str], action: str) -> None:
+        if not self.allowed(who, perm, paths):
+            self.deny(who, action, paths[0], perm)
+
+
+def _targets(message: Any, depth: int = 0) -> Iterable[Any]:
+    """Every ``Target`` in a request (top level and one level down, e.g. a write header)."""
+    for fd, value in message.ListFields():
+        mt = fd.message_type
+        if mt is None:
+            continue
+        values = [value] if hasattr(value, "ListFields") else list(value)  # one, or repeated
+        for v in values:
+            if mt.name == "Target":
+                yield v
+            elif depth == 0:
+                yield from _targets(v, depth + 1)
+
+
+def peer_identity(context: grpc.aio.ServicerContext) -> Identity | None:
+    auth = context.auth_context() or {}
+    pems = auth.get("x509_pem_cert")
+    if not pems:
+        return None
+    return identity_of_pem(bytes(pems[0]))
+
+
+class AuthzInterceptor(grpc.aio.ServerInterceptor):
+    """Establish the caller for every call, and check the data and internal services."""
+
+    def __init__(self, authorizer: Authorizer) -> None:
+        self.authz = authorizer
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        # "/gns.federation.v1.Federation/Read" -> ("Federation", "Read")
+        full = str(details.method)
+        service, _, method = full.rpartition("/")
+        service = service.rsplit(".", 1)[-1]
+        return self._wrap(handler, service, method)
+
+    def _who(self, context: grpc.aio.ServicerContext) -> Identity:
+        peer = peer_identity(context)
+        if peer is None:
+            raise PermissionDenied("permission denied: no client certificate")
+        claimed = None
+        for key, value in context.invocation_metadata() or ():
+            if key == ON_BEHALF_OF:
+                claimed = value
+        if claimed is None:
+            return peer
+        if not peer.is_cluster:
+            self.authz.denials.labels("on-behalf-of").inc()
+            if self.authz.audit is not None:
+                self.authz.audit.write(peer.subject, "on-behalf-of", "/", f"denied: claimed {claimed}")
+            raise PermissionDenied(
+                f"permission denied: {peer.subject} may not act on behalf of another identity"
+            )
+        try:
+            return decode_identity(str(claimed))
+        except InvalidInput as exc:
+            raise PermissionDenied(f"permission denied: bad {ON_BEHALF_OF}: {exc}") from None
+
+    def _wrap(self, h: grpc.RpcMethodHandler, service: str, method: str) -> grpc.RpcMethodHandler:
+        kw = {"request_deserializer": h.request_deserializer,
+              "response_serializer": h.response_serializer}
+        authz = self.authz
+
+        async def refuse(exc: Exception, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(kind_of(exc).code, str(exc), trailing_metadata(exc))
+
+        if h.unary_unary is not None or h.unary_stream is not None:
+            fn = h.unary_unary or h.unary_stream
+
+            def admit(request: Any, context: grpc.aio.ServicerContext) -> None:
+                who = self._who(context)
+                authz.check_message(who, service, method, request)
+                _CALLER.set(who)
+
+            if inspect.isasyncgenfunction(fn):
+                async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                    try:
+                        admit(request, context)
+                    except PermissionDenied as exc:
+                        await refuse(exc, context)
+                    async for reply in fn(request, context):  # type: ignore[misc]
+                        yield reply
+
+                return grpc.unary_stream_rpc_method_handler(stream, **kw) if h.unary_stream else \
+                    grpc.unary_unary_rpc_method_handler(stream, **kw)
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    admit(request, context)
+                except PermissionDenied as exc:
+                    await refuse(exc, context)
+                return await fn(request, context)  # type: ignore[misc]
+
+            if h.unary_unary is not None:
+                return grpc.unary_unary_rpc_method_handler(unary, **kw)
+            return grpc.unary_stream_rpc_method_handler(unary, **kw)
+
+        fn = h.stream_unary or h.stream_stream
+
+        async def first_checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            """The request stream, after checking its first message (which names the target)."""
+            try:
+                who = self._who(context)
+                _CALLER.set(who)
+            except PermissionDenied as exc:
+                await refuse(exc, context)
+            it = requests.__aiter__()
+            try:
+                first = await it.__anext__()
+            except StopAsyncIteration:
+                return
+            try:
+                authz.check_message(who, service, method, first)
+            except PermissionDenied as exc:
+                await refuse(exc, context)
+            yield first
+            async for msg in it:
+                yield msg
+
+        if h.stream_unary is not None:
+            async def client_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+                checked = first_checked(requests, context)
+                # Check before the handler runs: it may act on the first message at once.
+                first = await _peek(checked)
+                return await fn(_prepend(first, checked), context)  # type: ignore[misc]
+
+            return grpc.stream_unary_rpc_method_handler(client_stream, **kw)
+
+        async def bidi(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            checked = first_checked(requests, context)
+            first = await _peek(checked)
+            async for reply in fn(_prepend(first, checked), context):  # type: ignore[misc]
+                yield reply
+
+        return grpc.stream_stream_rpc_method_handler(bidi, **kw)
+
+
+_EMPTY = object()
+
+
+async def _peek(it: AsyncIterator[Any]) -> Any:
+    try:
+        return await it.__anext__()
+    except StopAsyncIteration:
+        return _EMPTY
+
+
+async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    if first is _EMPTY:
+        return
+    yield first
+    async for msg in rest:
+        yield msg

@@ -1,0 +1,306 @@
+"""The ``Control`` gRPC service: control commands for clients without etcd (SPEC §4, §10).
+
+A ``--controller`` client (:mod:`federation.remote`) sends every control command here. Each
+operation runs the very code the etcd-path :class:`~federation.client.Client` runs — this
+service holds one such client of its own, talking to etcd with the controller's
+configuration and to peers with the cluster's certificate — so both ways give the same
+answers and the same errors. Arguments and results are JSON (``gns.control.v1``).
+
+With access control on (TLS), each operation first checks the caller (established by
+:mod:`federation.controller.authz`) on the paths it touches: ``admin`` to change volumes,
+mounts, mirror policies and grants under a path; ``read`` to resolve a path. Listings show
+what the caller may read (clusters are visible to every authenticated identity). Admin
+operations are written to the audit log whatever their outcome.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from federation.api._gen.gns.control.v1 import control_pb2 as cpb
+from federation.api.errors import kind_of, trailing_metadata
+from federation.client import Client
+from federation.controller.authz import Authorizer, caller, volume_paths
+from namespace.cache import NamespaceCache, NamespaceView
+from namespace.errors import GnsError, InvalidInput, NotFound
+from namespace.paths import check_name, normalize
+
+log = logging.getLogger(__name__)
+
+Op = Callable[[dict[str, Any]], Awaitable[Any]]
+SERVICE = "gns.control.v1.Control"
+
+
+class ControlService:
+    def __init__(self, client: Client, cache: NamespaceCache, authz: Authorizer | None) -> None:
+        self.client = client
+        self.cache = cache
+        self.authz = authz
+        self.ops: dict[str, Op] = {
+            "ListClusters": self._list_clusters,
+            "GetCluster": self._get_cluster,
+            "RemoveCluster": self._remove_cluster,
+            "CreateVolume": self._create_volume,
+            "ListVolumes": self._list_volumes,
+            "GetVolume": self._get_volume,
+            "PromoteVolume": self._promote,
+            "AddMount": self._add_mount,
+            "ListMounts": self._list_mounts,
+            "RemoveMount": self._remove_mount,
+            "Resolve": self._resolve,
+            "Status": self._status,
+            "MirrorApply": self._mirror_apply,
+            "MirrorList": self._mirror_list,
+            "MirrorStatus": self._mirror_status,
+            "MirrorSync": self._mirror_sync,
+            "MirrorVerify": self._mirror_verify,
+            "MirrorRemove": self._mirror_remove,
+            "AclGrant": self._acl_grant,
+            "AclRevoke": self._acl_revoke,
+            "AclList": self._acl_list,
+            "AclCheck": self._acl_check,
+            "WhoAmI": self._whoami,
+        }
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(
+                self._handler(name, op),
+                request_deserializer=cpb.Call.FromString,
+                response_serializer=cpb.Reply.SerializeToString,
+            )
+            for name, op in self.ops.items()
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+    def _handler(self, name: str, op: Op) -> Callable[[cpb.Call, grpc.aio.ServicerContext], Awaitable[cpb.Reply]]:
+        async def handle(request: cpb.Call, context: grpc.aio.ServicerContext) -> cpb.Reply:
+            try:
+                try:
+                    args = json.loads(request.args_json or "{}")
+                except ValueError:
+                    raise InvalidInput(f"{name}: arguments are not JSON") from None
+                if not isinstance(args, dict):
+                    raise InvalidInput(f"{name}: arguments must be a JSON object")
+                result = await op(args)
+                return cpb.Reply(result_json=json.dumps(_plain(result)))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:  # one mapping, as every servicer (federation.api.errors)
+                kind = kind_of(exc)
+                if not isinstance(exc, GnsError):
+                    log.error("Control/%s failed unexpectedly", name, exc_info=exc)
+                await context.abort(kind.code, str(exc) or type(exc).__name__, trailing_metadata(exc))
+                raise AssertionError("unreachable")
+
+        return handle
+
+    # -- helpers --------------------------------------------------------------------------
+    async def _run(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Run one blocking Client call in a worker thread (the Client has its own loop)."""
+        return await asyncio.to_thread(fn, *args, **kw)
+
+    @property
+    def view(self) -> NamespaceView:
+        return self.cache.view
+
+    def _require(self, perm: str, paths: list[str], action: str, *, every: bool = True) -> None:
+        if self.authz is not None:
+            self.authz.require(perm, paths, action, every=every)
+
+    async def _admin(self, action: str, paths: list[str], fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Check ``admin`` on every one of ``paths``, run, and audit the outcome."""
+        self._require("admin", paths, action)
+        try:
+            result = await self._run(fn, *args, **kw)
+        except Exception as exc:
+            if self.authz is not None:
+                self.authz.admin_done(action, paths[0] if paths else "/", f"error: {kind_of(exc).name}")
+            raise
+        if self.authz is not None:
+            self.authz.admin_done(action, paths[0] if paths else "/", "ok")
+        return result
+
+    def _volume_paths(self, volume: str) -> list[str]:
+        return volume_paths(self.view, volume) or ["/"]
+
+    def _may_read(self, paths: list[str]) -> bool:
+        who = caller()
+        if self.authz is None or who is None:
+            return True
+        return self.authz.allowed(who, "read", paths or ["/"])
+
+    def _policy_volume(self, name: str) -> str:
+        from mirroring.policy import stored_policy
+
+        check_name("policy", name)
+        found = stored_policy(self.view, name)
+        if found is None:
+            raise NotFound(f"mirror policy {name!r} not found")
+        return str(found.spec.volume)
+
+    # -- clusters -------------------------------------------------------------------------
+    async def _list_clusters(self, a: dict[str, Any]) -> Any:
+        return await self._run(self.client.clusters)
+
+    async def _get_cluster(self, a: dict[str, Any]) -> Any:
+        return await self._run(self.client.cluster, _str(a, "id"))
+
+    async def _remove_cluster(self, a: dict[str, Any]) -> Any:
+        await self._admin("cluster.remove", ["/"], self.client.remove_cluster, _str(a, "id"))
+        return {"removed": a["id"]}
+
+    # -- volumes --------------------------------------------------------------------------
+    async def _create_volume(self, a: dict[str, Any]) -> Any:
+        return await self._admin("volume.create", ["/"], self.client.create_volume,
+                                 _str(a, "name"), _str(a, "cluster"))
+
+    async def _list_volumes(self, a: dict[str, Any]) -> Any:
+        found = await self._run(self.client.volumes)
+        return [v for v in found if self._may_read(self._volume_paths(v.name))]
+
+    async def _get_volume(self, a: dict[str, Any]) -> Any:
+        name = check_name("volume", _str(a, "name"))
+        if name in self.view.volumes:
+            self._require("read", self._volume_paths(name), "volume.show", every=False)
+        return await self._run(self.client.volume, name)
+
+    async def _promote(self, a: dict[str, Any]) -> Any:
+        name = check_name("volume", _str(a, "name"))
+        return await self._admin("volume.promote", self._volume_paths(name), self.client.promote,
+                                 name, _str(a, "to"), force=bool(a.get("force")))
+
+    # -- mounts ---------------------------------------------------------------------------
+    async def _add_mount(self, a: dict[str, Any]) -> Any:
+        from namespace.models import parse_mount_target
+
+        path = normalize(_str(a, "path"))
+        volume, _ = parse_mount_target(_str(a, "target"))
+        # Mounting a volume somewhere new exposes its data there: admin on it as well.
+        paths = [path, *(self._volume_paths(volume) if volume in self.view.volumes else [])]
+        return await self._admin("mount.add", paths, self.client.add_mount, path, a["target"])
+
+    async def _list_mounts(self, a: dict[str, Any]) -> Any:
+        found = await self._run(self.client.mounts)
+        return [m for m in found if self._may_read([m.path])]
+
+    async def _remove_mount(self, a: dict[str, Any]) -> Any:
+        path = normalize(_str(a, "path"))
+        await self._admin("mount.remove", [path], self.client.remove_mount, path)
+        return {"removed": path}
+
+    async def _resolve(self, a: dict[str, Any]) -> Any:
+        path = normalize(_str(a, "path"))
+        self._require("read", [path], "resolve")
+        return await self._run(self.client.resolve, path)
+
+    async def _status(self, a: dict[str, Any]) -> Any:
+        st = await self._run(self.client.status)
+        if self.authz is None or caller() is None:
+            return st
+        visible = {v["name"] for v in st["volumes"] if self._may_read(self._volume_paths(v["name"]))}
+        st["volumes"] = [v for v in st["volumes"] if v["name"] in visible]
+        st["mounts"] = [m for m in st["mounts"] if self._may_read([m["path"]])]
+        st["mirrors"] = [m for m in st["mirrors"] if m.get("volume") in visible]
+        return st
+
+    # -- mirror policies ------------------------------------------------------------------
+    async def _mirror_apply(self, a: dict[str, Any]) -> Any:
+        from mirroring.policy import parse_policy
+
+        text = _str(a, "text")
+        volume = parse_policy(text).spec.volume
+        return await self._admin("mirror.apply", self._volume_paths(volume), self.client.mirror_apply,
+                                 text, dry_run=bool(a.get("dry_run")))
+
+    async def _mirror_list(self, a: dict[str, Any]) -> Any:
+        found = await self._run(self.client.mirror_list)
+        return [p for p in found if self._may_read(self._volume_paths(str(p.get("volume", ""))))]
+
+    async def _mirror_status(self, a: dict[str, Any]) -> Any:
+        name = a.get("name")
+        if name is not None:
+            self._require("read", self._volume_paths(self._policy_volume(_str(a, "name"))),
+                          "mirror.status", every=False)
+        found = await self._run(self.client.mirror_status, name)
+        return [p for p in found if self._may_read(self._volume_paths(str(p.get("volume", ""))))]
+
+    async def _mirror_sync(self, a: dict[str, Any]) -> Any:
+        name = _str(a, "name")
+        return await self._admin("mirror.sync", self._volume_paths(self._policy_volume(name)),
+                                 self.client.mirror_sync, name, wait=bool(a.get("wait")))
+
+    async def _mirror_verify(self, a: dict[str, Any]) -> Any:
+        name = _str(a, "name")
+        return await self._admin("mirror.verify", self._volume_paths(self._policy_volume(name)),
+                                 self.client.mirror_verify, name, repair=bool(a.get("repair", True)),
+                                 deep=bool(a.get("deep")))
+
+    async def _mirror_remove(self, a: dict[str, Any]) -> Any:
+        name = _str(a, "name")
+        await self._admin("mirror.remove", self._volume_paths(self._policy_volume(name)),
+                          self.client.mirror_remove, name)
+        return {"removed": name}
+
+    # -- grants ---------------------------------------------------------------------------
+    async def _acl_grant(self, a: dict[str, Any]) -> Any:
+        from namespace.acl import check_subject, parse_perms
+
+        path = normalize(_str(a, "path"))
+        check_subject(_str(a, "subject"))
+        parse_perms(_str(a, "perms"))
+        return await self._admin("acl.grant", [path], self.client.acl_grant, path, a["subject"], a["perms"])
+
+    async def _acl_revoke(self, a: dict[str, Any]) -> Any:
+        from namespace.acl import check_subject
+
+        path = normalize(_str(a, "path"))
+        check_subject(_str(a, "subject"))
+        await self._admin("acl.revoke", [path], self.client.acl_revoke, path, a["subject"])
+        return {"removed": f"{a['subject']} on {path}"}
+
+    async def _acl_list(self, a: dict[str, Any]) -> Any:
+        path = normalize(a["path"]) if a.get("path") is not None else None
+        self._require("admin", [path or "/"], "acl.list")
+        return await self._run(self.client.acl_list, path)
+
+    async def _acl_check(self, a: dict[str, Any]) -> Any:
+        path = normalize(_str(a, "path"))
+        subject = _str(a, "subject")
+        who = caller()
+        if who is None or who.subject != subject:
+            self._require("admin", [path], "acl.check")
+        groups = a.get("groups") or []
+        if not isinstance(groups, list):
+            raise InvalidInput("groups must be a list")
+        return await self._run(self.client.acl_check, path, subject, [str(g) for g in groups])
+
+    async def _whoami(self, a: dict[str, Any]) -> Any:
+        who = caller()
+        if who is None:
+            return {"identity": None, "groups": [], "access_control": False}
+        return {"identity": who.subject, "groups": list(who.groups), "access_control": True}
+
+
+def _str(args: dict[str, Any], key: str) -> str:
+    value = args.get(key)
+    if not isinstance(value, str):
+        raise InvalidInput(f"missing or invalid {key!r}")
+    return value
+
+
+def _plain(obj: Any) -> Any:
+    from pydantic import BaseModel
+
+    if isinstance(obj, BaseModel):
+        return obj.model_dump()
+    if isinstance(obj, (list, tuple)):
+        return [_plain(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj

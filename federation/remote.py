@@ -1,0 +1,176 @@
+"""The ``--controller`` client (SPEC §4): every command through one controller, no etcd.
+
+``Client(controller="host:port")`` builds a :class:`RemoteClient`. Control commands become
+calls of the controller's ``Control`` service (``gns.control.v1``), which runs the same code
+the etcd-path client runs and answers with the same JSON shapes; data requests go to that
+controller's ``Federation`` service with global-path targets, and it resolves and forwards
+them to the owner. Edge-site apps and clients that must not hold etcd credentials use it;
+with TLS the controller checks every command against the caller's grants (SPEC §10).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from federation.api._gen.gns.control.v1 import control_pb2 as cpb
+from federation.api._gen.gns.control.v1 import control_pb2_grpc as cpb_grpc
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.api.errors import from_rpc_error
+from federation.client import Client, Progress
+from namespace.cache import NamespaceView
+from namespace.errors import InvalidInput, Unavailable
+from namespace.models import ClusterView, Mount, VolumeView
+from namespace.paths import check_name, normalize
+
+# Control calls that may run long (a promotion drains and syncs; a verify hashes a volume).
+_LONG = 3600.0
+_SHORT = 30.0
+
+
+def find_controller(controller: str | None) -> str | None:
+    """``--controller`` > ``GNS_CONTROLLER``; validated as HOST:PORT."""
+    import os
+
+    value = controller or os.environ.get("GNS_CONTROLLER") or None
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidInput(f"invalid --controller {value!r}: expected HOST:PORT")
+    return value
+
+
+class RemoteClient(Client):
+    """A :class:`~federation.client.Client` that talks to one controller only."""
+
+    def __init__(self, etcd: str | None = None, *, controller: str | None = None,
+                 home: str | Path | None = None, **kw: Any) -> None:
+        address = find_controller(controller)
+        if address is None:
+            raise InvalidInput("no controller given")
+        super().__init__(None, controller=address, home=home, **kw)
+        self.controller = address
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _control(self) -> Any:
+        raise Unavailable("this client talks to a controller (--controller) and has no etcd access")
+
+    def view(self) -> NamespaceView:
+        raise Unavailable("the namespace view needs etcd; this client talks to a controller (--controller)")
+
+    def _ctl(self, method: str, timeout: float = _SHORT, **args: Any) -> Any:
+        stub = cpb_grpc.ControlStub(self._channel(self.controller))
+        call = getattr(stub, method)
+        try:
+            reply = call(cpb.Call(args_json=json.dumps(args)), timeout=timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"controller {self.controller}") from None
+        return json.loads(reply.result_json) if reply.result_json else None
+
+    # -- control plane --------------------------------------------------------------------
+    def clusters(self) -> list[ClusterView]:
+        return [ClusterView.model_validate(c) for c in self._ctl("ListClusters")]
+
+    def cluster(self, cluster_id: str) -> ClusterView:
+        check_name("cluster", cluster_id)
+        return ClusterView.model_validate(self._ctl("GetCluster", id=cluster_id))
+
+    def remove_cluster(self, cluster_id: str) -> None:
+        check_name("cluster", cluster_id)
+        self._ctl("RemoveCluster", id=cluster_id)
+
+    def create_volume(self, name: str, cluster: str) -> VolumeView:
+        check_name("volume", name)
+        check_name("cluster", cluster)
+        return VolumeView.model_validate(self._ctl("CreateVolume", name=name, cluster=cluster))
+
+    def volumes(self) -> list[VolumeView]:
+        return [VolumeView.model_validate(v) for v in self._ctl("ListVolumes")]
+
+    def volume(self, name: str) -> VolumeView:
+        check_name("volume", name)
+        return VolumeView.model_validate(self._ctl("GetVolume", name=name))
+
+    def promote(self, name: str, to: str, *, force: bool = False) -> VolumeView:
+        check_name("volume", name)
+        if not to or ("://" not in to):
+            check_name("cluster", to)
+        return VolumeView.model_validate(
+            self._ctl("PromoteVolume", _LONG, name=name, to=to, force=force))
+
+    def add_mount(self, path: str, target: str) -> Mount:
+        return Mount.model_validate(self._ctl("AddMount", path=normalize(path), target=target))
+
+    def mounts(self) -> list[Mount]:
+        return [Mount.model_validate(m) for m in self._ctl("ListMounts")]
+
+    def remove_mount(self, path: str) -> None:
+        self._ctl("RemoveMount", path=normalize(path))
+
+    def resolve(self, path: str) -> dict[str, Any]:
+        return self._ctl("Resolve", path=normalize(path))  # type: ignore[no-any-return]
+
+    def volume_of(self, path: str) -> str:
+        return str(self.resolve(path)["volume"])
+
+    def status(self) -> dict[str, Any]:
+        return self._ctl("Status")  # type: ignore[no-any-return]
+
+    # -- mirror policies ------------------------------------------------------------------
+    def mirror_apply(self, text: str, *, dry_run: bool = False) -> dict[str, Any]:
+        return self._ctl("MirrorApply", text=text, dry_run=dry_run)  # type: ignore[no-any-return]
+
+    def mirror_list(self) -> list[dict[str, Any]]:
+        return self._ctl("MirrorList")  # type: ignore[no-any-return]
+
+    def mirror_status(self, name: str | None = None) -> list[dict[str, Any]]:
+        if name is not None:
+            check_name("policy", name)
+        return self._ctl("MirrorStatus", name=name)  # type: ignore[no-any-return]
+
+    def mirror_remove(self, name: str) -> None:
+        check_name("policy", name)
+        self._ctl("MirrorRemove", name=name)
+
+    def mirror_sync(self, name: str, *, wait: bool = False, progress: Progress | None = None,
+                    timeout: float | None = None) -> list[dict[str, Any]]:
+        # Progress is not relayed: the controller reports the final status only.
+        check_name("policy", name)
+        return self._ctl("MirrorSync", timeout or _LONG, name=name, wait=wait)  # type: ignore[no-any-return]
+
+    def mirror_verify(self, name: str, *, repair: bool = True, deep: bool = False) -> list[dict[str, Any]]:
+        check_name("policy", name)
+        return self._ctl("MirrorVerify", _LONG, name=name, repair=repair, deep=deep)  # type: ignore[no-any-return]
+
+    # -- access control -------------------------------------------------------------------
+    def acl_grant(self, path: str, subject: str, perms: str) -> dict[str, Any]:
+        return self._ctl("AclGrant", path=path, subject=subject, perms=perms)  # type: ignore[no-any-return]
+
+    def acl_revoke(self, path: str, subject: str) -> None:
+        self._ctl("AclRevoke", path=path, subject=subject)
+
+    def acl_list(self, path: str | None = None) -> list[dict[str, Any]]:
+        return self._ctl("AclList", path=path)  # type: ignore[no-any-return]
+
+    def acl_check(self, path: str, subject: str, groups: list[str] | None = None) -> dict[str, Any]:
+        return self._ctl("AclCheck", path=path, subject=subject, groups=list(groups or []))  # type: ignore[no-any-return]
+
+    def whoami(self) -> dict[str, Any]:
+        return self._ctl("WhoAmI")  # type: ignore[no-any-return]
+
+    # -- data: everything enters at the controller, which resolves and forwards ------------
+    def _route(self, path: str, epoch: int | None = None) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
+        target = pb.Target(
+            global_path=normalize(path), epoch=epoch or 0,
+            consistency=self.consistency, max_staleness_s=self.max_staleness,
+        )
+        return self._stub(self.controller), target, f"controller {self.controller}"
+
+    def _refresh(self) -> None:
+        # The controller's own view is watch-fed; give it a moment to catch up.
+        time.sleep(0.3)
