@@ -77,6 +77,15 @@ def find_tls_dir(tls_dir: str | Path | None, home: str | Path | None) -> Path | 
 class Client:
     """A connection to one federation. Thread-safe for data calls; close it when done."""
 
+    def __new__(cls, *args: Any, controller: str | None = None, **kw: Any) -> Client:
+        """``Client(controller="host:port")`` is a :class:`federation.remote.RemoteClient`:
+        every command goes to that controller over gRPC, none to etcd (SPEC §4)."""
+        if controller and cls is Client:
+            from federation.remote import RemoteClient
+
+            return object.__new__(RemoteClient)
+        return object.__new__(cls)
+
     def __init__(
         self,
         etcd: str | None = None,
@@ -88,6 +97,8 @@ class Client:
         max_staleness: float = 60.0,
         chunk_size: int = CHUNK_SIZE,
         watch: bool = True,
+        controller: str | None = None,
+        identity: str | None = None,
     ) -> None:
         if via is not None:
             check_name("cluster", via)
@@ -95,8 +106,13 @@ class Client:
             raise InvalidInput(f"invalid consistency {consistency!r}: 'owner' or 'any'")
         if max_staleness < 0:
             raise InvalidInput("max staleness must not be negative")
-        self.etcd_config = EtcdConfig.parse(find_etcd(etcd, home))
+        # With a controller (federation.remote.RemoteClient) this client never touches etcd.
+        self.etcd_config: EtcdConfig | None = (
+            None if controller else etcd if isinstance(etcd, EtcdConfig)
+            else EtcdConfig.parse(find_etcd(etcd, home))
+        )
         self.tls_dir = find_tls_dir(tls_dir, home)
+        self.identity = identity or os.environ.get("GNS_IDENTITY") or "client"
         self.via = via
         self.consistency = consistency
         self.max_staleness = max_staleness
@@ -143,7 +159,7 @@ class Client:
         with self._lock:
             ch = self._channels.get(endpoint)
             if ch is None:
-                ch = self._channels[endpoint] = sync_channel(endpoint, self.tls_dir)
+                ch = self._channels[endpoint] = sync_channel(endpoint, self.tls_dir, self.identity)
         return ch
 
     def _stub(self, endpoint: str) -> pb_grpc.FederationStub:
@@ -162,7 +178,7 @@ class Client:
 
             try:
                 self._loop.run(shutdown(), timeout=10)
-            except Exception:  # closing is best effort: the process may be busy or exiting
+            except Exception:  # noqa: BLE001 - closing is best effort: the process may be busy or exiting
                 pass
             finally:
                 self._loop.close()
@@ -215,10 +231,6 @@ class Client:
         """Forget volume ``name``; refused (Conflict) while a mount or policy names it."""
         self._run(self._control().remove_volume(name))
 
-    def remove_volume(self, name: str) -> None:
-        """Forget volume ``name``; refused (Conflict) while a mount or policy names it."""
-        self._run(self._control().remove_volume(name))
-
     def promote(self, name: str, to: str, *, force: bool = False) -> VolumeView:
         """Make ``to`` (a cluster, or an object-store target of the volume's policy) own
         volume ``name``. Refused while the owner is Ready unless ``force`` (planned hand-over:
@@ -253,6 +265,28 @@ class Client:
     def remove_mount(self, path: str) -> None:
         self._run(self._control().remove_mount(path))
 
+    # -- access control (SPEC §10) ---------------------------------------------------------
+    def acl_grant(self, path: str, subject: str, perms: str) -> dict[str, Any]:
+        from namespace import acl
+
+        return self._run(acl.grant(self._control().etcd, path, subject, perms)).as_dict()  # type: ignore[no-any-return]
+
+    def acl_revoke(self, path: str, subject: str) -> None:
+        from namespace import acl
+
+        self._run(acl.revoke(self._control().etcd, path, subject))
+
+    def acl_list(self, path: str | None = None) -> list[dict[str, Any]]:
+        from namespace import acl
+
+        return self._run(acl.list_grants(self._control().etcd, path))  # type: ignore[no-any-return]
+
+    def acl_check(self, path: str, subject: str, groups: list[str] | None = None) -> dict[str, Any]:
+        from namespace import acl
+
+        grants, _ = self._run(acl.load_grants(self._control().etcd))
+        return acl.check_report(grants, path, subject, groups or [])
+
     def resolve(self, path: str) -> dict[str, Any]:
         return describe(self.view(), path)
 
@@ -280,6 +314,33 @@ class Client:
         from mirroring.status import statuses
 
         return statuses(view)
+
+    # -- edge sites (SPEC §8) -------------------------------------------------------------
+    def edge_token_create(self, site: str, *, ttl: float = 3600.0, hub: str | None = None) -> dict[str, Any]:
+        """A single-use join token for ``site``, pinning this federation's CA."""
+        from namespace import edge
+
+        check_name("site", site)
+        view = self.view()
+        if hub is None:
+            ready = sorted(c for c in view.alive if c in view.clusters and view.clusters[c].provider != "edge")
+            hub = view.leader if view.leader in ready else (ready[0] if ready else None)
+            if hub is None:
+                raise Unavailable("no Ready hub cluster to join through; start one or pass --hub")
+        check_name("hub cluster", hub)
+        spec = view.clusters.get(hub)
+        if spec is None:
+            raise NotFound(f"hub cluster {hub!r} not found")
+        if spec.provider == "edge":
+            raise InvalidInput(f"cluster {hub!r} is an edge site; a hub must be a core cluster")
+        ca = (self.tls_dir / "ca.crt").read_bytes() if self.tls_dir is not None else None
+        return self._run(edge.create_token(self._control().etcd, site, hub, ttl, edge.ca_fingerprint(ca)))  # type: ignore[no-any-return]
+
+    def edge_sites(self) -> list[dict[str, Any]]:
+        """Every joined edge site: hub, state, connected-since, backlog (``gns edge list``)."""
+        from namespace import edge
+
+        return self._run(edge.list_sites(self._control().etcd))  # type: ignore[no-any-return]
 
     # -- mirror policies ------------------------------------------------------------------
     def mirror_apply(self, text: str, *, dry_run: bool = False) -> dict[str, Any]:
@@ -586,10 +647,12 @@ class Client:
             if progress:
                 progress(len(data))
 
-    def read_chunks(self, path: str, offset: int = 0, length: int = 0) -> Iterator[bytes]:
-        """Stream a file's bytes (``length`` 0 = to the end)."""
+    def read_chunks(self, path: str, offset: int = 0, length: int = 0,
+                    timeout: float | None = None) -> Iterator[bytes]:
+        """Stream a file's bytes (``length`` 0 = to the end; ``timeout`` bounds the whole
+        stream, so give one only for bounded ranges)."""
         stub, target, where = self._route(path)
-        call = stub.Read(pb.ReadRequest(target=target, offset=offset, length=length), timeout=None)
+        call = stub.Read(pb.ReadRequest(target=target, offset=offset, length=length), timeout=timeout)
         try:
             for chunk in call:
                 if chunk.data:
@@ -771,7 +834,7 @@ class _StreamingWriter(io.RawIOBase):
         def run() -> None:
             try:
                 self._result = client.put(_QueueReader(self._q), path)
-            except BaseException as exc:  # surfaced by close()
+            except BaseException as exc:  # noqa: BLE001 - handed to the writer: close() raises it
                 self._error = exc
                 while self._q.get() is not None:  # unblock the writer side
                     pass

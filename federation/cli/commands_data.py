@@ -1,4 +1,4 @@
-"""Data commands: put, get, cat, ls, stat, rm."""
+"""Data commands: put, get, cat, ls, stat, rm, mv."""
 from __future__ import annotations
 
 import os
@@ -8,22 +8,29 @@ from typing import Any
 
 import click
 
-from federation.cli.output import Env, common, emit_json, progress_bar, show
+from federation.cli.output import DURATION, Env, common, emit_json, progress_bar, show
 
 CONSISTENCY = click.Choice(["owner", "any"])
 
 
 def register(cli: click.Group) -> None:
-    for cmd in (put, get, cat, ls, stat, rm):
+    for cmd in (put, get, cat, ls, stat, rm, mv):
         cli.add_command(cmd)
 
 
+def via(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--via``: writes take only this (they always go to the owner)."""
+    return click.option("--via", metavar="CLUSTER", help="Enter through this cluster's controller.")(f)
+
+
 def routing(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--via", metavar="CLUSTER", help="Enter through this cluster's controller.")(f)
+    """``--via`` plus the read-only choices: may a replica answer, and how stale."""
+    f = via(f)
     f = click.option("--consistency", type=CONSISTENCY, default="owner", show_default=True,
                      help="'any' lets a replica within --max-staleness answer reads.")(f)
-    f = click.option("--max-staleness", type=click.FloatRange(min=0), default=60.0, show_default=True,
-                     metavar="SECONDS", help="Bound on replica lag for --consistency any.")(f)
+    f = click.option("--max-staleness", type=DURATION, default="60s", show_default=True,
+                     metavar="DURATION", help="Bound on replica lag for --consistency any "
+                     "(30s, 5m, 1h or plain seconds).")(f)
     return f
 
 
@@ -36,9 +43,9 @@ def _client(env: Env, via: str | None, consistency: str = "owner", max_staleness
 @click.argument("path")
 @click.option("--epoch", type=click.IntRange(min=1), default=None,
               help="Refuse the write unless the volume is still at this epoch.")
-@routing
+@via
 @common
-def put(env: Env, src: str, path: str, epoch: int | None, via: str | None, consistency: str, max_staleness: float) -> None:
+def put(env: Env, src: str, path: str, epoch: int | None, via: str | None) -> None:
     """Write local file SRC ('-' = stdin) to global PATH, atomically."""
     with _client(env, via) as c:
         if src == "-":
@@ -115,11 +122,24 @@ def stat(env: Env, path: str, via: str | None, consistency: str, max_staleness: 
 @click.option("-r", "--recursive", is_flag=True, help="Remove a directory and everything below.")
 @click.option("--epoch", type=click.IntRange(min=1), default=None,
               help="Refuse unless the volume is still at this epoch.")
-@routing
+@via
 @common
-def rm(env: Env, path: str, recursive: bool, epoch: int | None, via: str | None, consistency: str, max_staleness: float) -> None:
+def rm(env: Env, path: str, recursive: bool, epoch: int | None, via: str | None) -> None:
     """Remove global PATH (-r for directories)."""
     with _client(env, via) as c:
         version = c.rm(path, recursive, epoch=epoch)
     if env.as_json:
         emit_json({"path": path, "version": version})
+
+
+@click.command()
+@click.argument("src", metavar="SRC")
+@click.argument("dst", metavar="DST")
+@via
+@common
+def mv(env: Env, src: str, dst: str, via: str | None) -> None:
+    """Rename global SRC to DST (file or directory) atomically, within one volume."""
+    with _client(env, via) as c:
+        version = c.mv(src, dst)
+    if env.as_json:
+        emit_json({"src": src, "dst": dst, "version": version})

@@ -14,7 +14,6 @@ def register(cli: click.Group) -> None:
     cli.add_command(up)
     cli.add_command(down)
     cli.add_command(controller)
-    cli.add_command(certs)
 
 
 @click.command()
@@ -78,10 +77,14 @@ def down(env: Env) -> None:
 @click.option("--advertise", default="", metavar="HOST:PORT", help="Endpoint others dial.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None)
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --listen without TLS.")
+@click.option("--audit-log", "audit_log", type=click.Path(dir_okay=False), default=None,
+              help="Access-control audit log, JSON lines (default: DATA_DIR/audit.log).")
+@click.option("--kubernetes", is_flag=True, help="Reconcile MirrorPolicy and GlobalMount resources "
+              "(kubeconfig in-cluster or from KUBECONFIG).")
 @common
 def controller(env: Env, cluster_id: str, listen: str, data_dir: str, provider: str, region: str,
-               labels: tuple[str, ...], lease_ttl: int, advertise: str, metrics_port: int | None,
-               insecure: bool) -> None:
+               labels: tuple[str, ...], lease_ttl: float, advertise: str, metrics_port: int | None,
+               insecure: bool, kubernetes: bool = False, audit_log: str | None = None) -> None:
     """Run one cluster's federation controller (what a Kubernetes Deployment runs)."""
     from federation.client import find_etcd
     from federation.controller.config import ControllerConfig, parse_labels
@@ -96,30 +99,8 @@ def controller(env: Env, cluster_id: str, listen: str, data_dir: str, provider: 
     config = ControllerConfig(
         cluster=cluster_id, listen=listen, data_dir=Path(data_dir),
         etcd=EtcdConfig.parse(find_etcd(env.etcd, None)), provider=provider, region=region,
-        labels=parse_labels(labels), lease_ttl=lease_ttl, advertise=advertise,
-        metrics_port=metrics_port, tls_dir=tls_dir, insecure=insecure,
+        labels=parse_labels(labels), lease_ttl=int(lease_ttl), advertise=advertise,
+        metrics_port=metrics_port, tls_dir=tls_dir, insecure=insecure, kubernetes=kubernetes,
+        audit_log=Path(audit_log) if audit_log else None,
     )
     run_controller(config)
-
-
-@click.group()
-def certs() -> None:
-    """Certificates for mutual TLS."""
-
-
-@certs.command("init")
-@click.option("--dir", "out_dir", required=True, type=click.Path(file_okay=False), help="Where to write.")
-@click.option("--cluster", "clusters", multiple=True, metavar="ID", help="A cluster to issue for (repeat).")
-@click.option("--host", "hosts", multiple=True, help="Extra SAN host or IP (repeat).")
-@click.option("--days", type=click.IntRange(min=1), default=365, show_default=True)
-@common
-def certs_init(env: Env, out_dir: str, clusters: tuple[str, ...], hosts: tuple[str, ...], days: int) -> None:
-    """Make a CA and per-cluster (and client) certificates."""
-    from federation.tls import init_certs
-
-    written = init_certs(Path(out_dir), clusters, days=days, hosts=("127.0.0.1", "localhost", *hosts))
-    if env.as_json:
-        emit_json({"dir": out_dir, "written": [str(p) for p in written]})
-    else:
-        for p in written:
-            click.echo(f"wrote {p}")

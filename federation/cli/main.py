@@ -12,8 +12,15 @@ from typing import Any
 
 import click
 
-from federation.cli import commands_data, commands_namespace, commands_run
-from federation.cli import commands_kube
+from federation.cli import (
+    commands_data,
+    commands_edge,
+    commands_fuse,
+    commands_kube,
+    commands_namespace,
+    commands_run,
+    commands_security,
+)
 
 EXIT_USAGE = 2
 
@@ -22,15 +29,20 @@ EXIT_USAGE = 2
 @click.option("--etcd", metavar="URL[,URL...]", help="etcd endpoints (env GNS_ETCD).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--tls-dir", metavar="DIR", help="Client TLS certificates (env GNS_TLS_DIR).")
+@click.option("--controller", metavar="HOST:PORT", help="Every command via this controller, no etcd (env GNS_CONTROLLER).")
+@click.option("--identity", metavar="NAME", help="Certificate of --tls-dir to use (env GNS_IDENTITY).")
 @click.version_option("0.1.0", prog_name="gns")
 @click.pass_context
-def cli(ctx: click.Context, etcd: str | None, as_json: bool, tls_dir: str | None) -> None:
+def cli(ctx: click.Context, etcd: str | None, as_json: bool, tls_dir: str | None,
+        controller: str | None, identity: str | None) -> None:
     """gns: a global namespace over federated clusters."""
-    ctx.obj = {"etcd": etcd, "as_json": as_json, "tls_dir": tls_dir}
+    ctx.obj = {"etcd": etcd, "as_json": as_json, "tls_dir": tls_dir,
+               "controller": controller, "identity": identity}
 
 
-for module in (commands_run, commands_namespace, commands_data, commands_kube):
+for module in (commands_run, commands_namespace, commands_data, commands_kube, commands_fuse, commands_edge):
     module.register(cli)
+commands_security.register(cli)
 
 try:  # mirroring commands arrive with the mirroring package
     from federation.cli import commands_mirror
@@ -51,6 +63,7 @@ def _fail(message: str, code: int) -> int:
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (what tests call)."""
     from cloud_adapters.errors import ObjectStoreError
+    from federation.api.errors import exit_code_for
     from namespace.errors import GnsError
 
     logging.basicConfig(
@@ -72,8 +85,8 @@ def run(argv: list[str] | None = None) -> int:
         return _fail("aborted", 130)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
-    except GnsError as exc:
-        return _fail(str(exc), exc.exit_code)
+    except (GnsError, ObjectStoreError) as exc:
+        return _fail(str(exc), exit_code_for(exc))
     except BrokenPipeError:
         # `gns cat big | head`: the reader left; not an error worth a traceback.
         try:
@@ -82,10 +95,6 @@ def run(argv: list[str] | None = None) -> int:
             pass
         return 1
     except Exception as exc:
-        from cloud_adapters.errors import ObjectStoreError
-
-        if isinstance(exc, ObjectStoreError):
-            return _fail(str(exc), exc.exit_code)
         if os.environ.get("GNS_DEBUG"):
             raise
         return _fail(f"{type(exc).__name__}: {exc}", 1)

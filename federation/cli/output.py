@@ -40,11 +40,18 @@ class Env:
     etcd: str | None
     as_json: bool
     tls_dir: str | None
+    controller: str | None = None
+    """``--controller``: send every command to this controller, none to etcd (SPEC §4)."""
+    identity: str | None = None
 
     def client(self, **kw: Any) -> Any:
         from federation.client import Client
 
-        return Client(self.etcd, tls_dir=self.tls_dir, **kw)
+        if self.controller:
+            from federation.remote import find_controller
+
+            kw.setdefault("controller", find_controller(self.controller))
+        return Client(self.etcd, tls_dir=self.tls_dir, identity=self.identity, **kw)
 
 
 def common(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -55,8 +62,13 @@ def common(f: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
     @click.option("--tls-dir", "tls_dir", metavar="DIR",
                   help="Client certificates for mutual TLS (see `gns certs init`).")
+    @click.option("--controller", "controller", metavar="HOST:PORT",
+                  help="Send every command to this controller instead of etcd (env GNS_CONTROLLER).")
+    @click.option("--identity", "identity", metavar="NAME",
+                  help="Which certificate of --tls-dir to use (env GNS_IDENTITY; default client).")
     @functools.wraps(f)
-    def wrapper(*args: Any, etcd: str | None, as_json: bool, tls_dir: str | None, **kw: Any) -> Any:
+    def wrapper(*args: Any, etcd: str | None, as_json: bool, tls_dir: str | None,
+                controller: str | None = None, identity: str | None = None, **kw: Any) -> Any:
         ctx = click.get_current_context()
         root = ctx.find_root().obj or {}
         # Precedence: the command's flag, then the root's flag, then the environment.
@@ -64,6 +76,8 @@ def common(f: Callable[..., Any]) -> Callable[..., Any]:
             etcd=etcd or root.get("etcd") or os.environ.get("GNS_ETCD") or None,
             as_json=as_json or bool(root.get("as_json")),
             tls_dir=tls_dir or root.get("tls_dir") or os.environ.get("GNS_TLS_DIR") or None,
+            controller=controller or root.get("controller") or os.environ.get("GNS_CONTROLLER") or None,
+            identity=identity or root.get("identity") or os.environ.get("GNS_IDENTITY") or None,
         )
         return f(env, *args, **kw)
 

@@ -33,6 +33,10 @@ class ControllerConfig:
     io_threads: int = 16
     """Bound on concurrent blocking disk operations."""
     chunk_size: int = 1 << 20
+    kubernetes: bool = False
+    """Reconcile MirrorPolicy and GlobalMount resources (kubeconfig in-cluster or KUBECONFIG)."""
+    audit_log: Path | None = None
+    """Where access-control decisions are logged (default ``<data_dir>/audit.log``)."""
 
     def __post_init__(self) -> None:
         check_name("cluster", self.cluster)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from cloud_adapters.errors import ObjectStoreError
 from federation.controller.aio import IOPool
 from federation.controller.metrics import ControllerMetrics
@@ -73,24 +75,26 @@ class MirrorRunner:
         self.workers: dict[tuple[str, str], Worker] = {}
         # Commit times of recent versions per volume: how long a target has been behind.
         self._commits: dict[str, collections.deque[tuple[int, float]]] = {}
-        self._ticker: asyncio.Task[None] | None = None
         self._reconcile_soon = asyncio.Event()
+        # Status publications started from the write path (owned here, cancelled by stop).
+        self._publishing: set[asyncio.Task[None]] = set()
+        cache.subscribe(self._on_change)
+        volumes.subscribe_commits(self.committed)
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self) -> None:
-        self.cache.subscribe(self._on_change)
+    async def run(self) -> None:
+        """Reconcile workers with the policies and publish their statuses, until cancelled.
+        The workers' tasks are this runner's: :meth:`stop` ends them."""
         self._reconcile_soon.set()
-        self._ticker = asyncio.create_task(self._tick_forever(), name="mirror-ticker")
+        await self._tick_forever()
 
     async def stop(self) -> None:
-        tasks = [w.task for w in self.workers.values() if w.task] + ([self._ticker] if self._ticker else [])
+        tasks = [w.task for w in self.workers.values() if w.task] + list(self._publishing)
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        for t, result in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True):
+            if isinstance(result, Exception):
+                log.warning("%s had failed: %s", t.get_name(), result)
 
     def _on_change(self, kind: str, name: str, value: bytes | None) -> None:
         if kind in ("policy", "volume", "alive", "cluster"):
@@ -144,7 +148,7 @@ class MirrorRunner:
             try:
                 # A pass an earlier owner process was running died with it.
                 return TargetStatus.model_validate(raw).model_copy(update={"syncing": False})
-            except Exception:
+            except ValidationError:  # written by another release: start afresh
                 pass
         return TargetStatus(policy=policy, volume=volume, target=target)
 
@@ -159,7 +163,9 @@ class MirrorRunner:
             if w.status is not None and w.status.pending_since is None:
                 w.status = w.status.model_copy(update={"pending_since": now})
                 # Publish now, not at the next tick: readers measure lag from it.
-                asyncio.get_running_loop().create_task(self._publish(w))
+                task = asyncio.get_running_loop().create_task(self._publish(w), name=f"publish-{w.name}")
+                self._publishing.add(task)
+                task.add_done_callback(self._publishing.discard)
             if w.mode in ("continuous", "sync"):
                 w.kick.set()
 
@@ -251,10 +257,11 @@ class MirrorRunner:
                 result = await self.run_io(self._pass, w)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # any failure of a pass is the target's status, not ours
                 w.failures += 1
-                text = str(exc) if isinstance(exc, (GnsError, ObjectStoreError)) else f"{type(exc).__name__}: {exc}"
-                log.warning("mirror %s -> %s failed: %s", w.policy, w.name, text)
+                expected = isinstance(exc, (GnsError, ObjectStoreError))
+                text = str(exc) if expected else f"{type(exc).__name__}: {exc}"
+                log.warning("mirror %s -> %s failed: %s", w.policy, w.name, text, exc_info=not expected)
                 w.status = w.status.model_copy(update={
                     "last_error": text[:500], "error_at": time.time(), "syncing": False})
                 await self._finish(w)
@@ -329,7 +336,7 @@ class MirrorRunner:
         try:
             await self.cache.etcd.put(schema.mirror_status(w.policy, w.name), w.status.model_dump_json().encode())
             w.dirty = False
-        except Exception as exc:
+        except GnsError as exc:  # etcd away: the ticker publishes it again (w.dirty)
             log.warning("publishing mirror status %s/%s failed: %s", w.policy, w.name, exc)
         lag_v = max(0, self.volumes.storage(w.volume).version - w.status.version) if self.volumes.has_local(w.volume) else 0
         self.metrics.mirror_lag_versions.labels(w.policy, w.name).set(lag_v)

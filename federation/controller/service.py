@@ -21,6 +21,7 @@ from federation.api.errors import from_rpc_error
 from federation.channels import AioChannelPool
 from federation.controller.aio import IOPool, read_header
 from federation.controller.metrics import ControllerMetrics
+from federation.controller.mirrors import MirrorRunner
 from federation.controller.volumes import VolumeManager
 from federation.storage import DirEntry, FileMeta, JournalEntry
 from namespace.cache import NamespaceCache
@@ -58,6 +59,8 @@ class FederationService(pb_grpc.FederationServicer):
         peers: AioChannelPool,
         pool: ThreadPoolExecutor,
         chunk_size: int = 1 << 20,
+        *,
+        mirrors: MirrorRunner | None = None,
     ) -> None:
         self.cluster = cluster
         self.cache = cache
@@ -67,8 +70,10 @@ class FederationService(pb_grpc.FederationServicer):
         self.pool = pool
         self._io = IOPool(pool).run
         self.chunk_size = chunk_size
-        # Set by the process once mirroring runs: writes wait for `mode: sync` targets.
-        self.mirrors: Any = None
+        # Writes wait for `mode: sync` mirror targets (None: no mirroring here).
+        self.mirrors = mirrors
+        # Set on a hub: owner id -> pseudo endpoint down an edge site's link (None: not linked here).
+        self.edge_relay: Callable[[str], str | None] | None = None
 
     # -- helpers --------------------------------------------------------------------------
     def _resolve(self, t: pb.Target) -> Resolved:
@@ -105,6 +110,9 @@ class FederationService(pb_grpc.FederationServicer):
             raise Unavailable(
                 f"owner {vol.owner} of volume {volume!r} is Down and no usable replica answered"
             )
+        relay = self.edge_relay(vol.owner) if self.edge_relay is not None else None
+        if relay is not None:
+            return vol.owner, relay
         spec = self.cache.view.clusters.get(vol.owner)
         if spec is None or not spec.endpoint:
             raise Unavailable(f"owner {vol.owner} of volume {volume!r} has no endpoint")
@@ -123,7 +131,10 @@ class FederationService(pb_grpc.FederationServicer):
                 hops = int(value)
         if hops >= _MAX_HOPS:
             raise Unavailable("request forwarded too many times (routing loop?)")
-        return ((_HOPS, str(hops + 1)),)
+        from federation.controller.authz import forward_metadata
+
+        # The owner decides on the caller's identity, not ours (SPEC §10).
+        return ((_HOPS, str(hops + 1)), *forward_metadata())
 
     def _stub(self, endpoint: str) -> pb_grpc.FederationStub:
         return pb_grpc.FederationStub(self.peers.get(endpoint))

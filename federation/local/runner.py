@@ -45,7 +45,8 @@ class UpConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     etcd: str | None = None
     lease_ttl: int = Field(default=10, ge=2, le=3600)
-    tls: bool = False
+    tls: bool = True
+    """Mutual TLS and access control (SPEC §10: on by default); the CLI uses the admin."""
     clusters: list[ClusterConfig] = Field(
         default_factory=lambda: [
             ClusterConfig(id="onprem-a", provider="onprem", region="dc1"),

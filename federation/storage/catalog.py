@@ -14,6 +14,13 @@ Tables::
     meta(key PK, value)       version, epoch, journal_floor, role
     gc_pending(sha256 PK)     blobs that lost their last reference, not yet unlinked
     staged(sha256 PK, ts)     blobs ingested for a coming reset_to/apply (kept by the sweep)
+    dirs(path PK, mode, mtime)  directories made explicitly (mkdir, or chmod/utime of one):
+                              they persist while empty; other directories stay implicit
+
+Later columns (added in place to older catalogs): ``files.mode``; ``journal.mode``,
+``journal.kind`` (NULL for a plain put/delete; ``rename``, ``chmod``, ``utime`` for file
+rows; ``mkdir``, ``rmdir``, ``dirattr`` for directory rows, which file-level queries skip)
+and ``journal.src`` (a rename's old path, on the row that puts the new one).
 
 Directory queries use the half-open range ``[p + '/', p + '0')``: '0' follows '/' in byte
 order, so the range is exactly the paths below ``p`` and is served by the primary key.
@@ -59,9 +66,26 @@ CREATE INDEX IF NOT EXISTS journal_version ON journal(version);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gc_pending(sha256 TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS staged(sha256 TEXT PRIMARY KEY, ts REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dirs(
+    path TEXT PRIMARY KEY,
+    mode INTEGER NOT NULL,
+    mtime REAL NOT NULL
+) WITHOUT ROWID;
 """
 
-FILE_COLS = "path, size, sha256, mtime, version"
+FILE_COLS = "path, size, sha256, mtime, version, mode"
+DEFAULT_FILE_MODE = 0o644
+DEFAULT_DIR_MODE = 0o755
+DIR_KINDS = ("mkdir", "rmdir", "dirattr")
+# Journal rows that describe files (what mirroring copies and deletes).
+_FILE_ROWS = "(kind IS NULL OR kind NOT IN ('mkdir', 'rmdir', 'dirattr'))"
+_ADDED_COLUMNS = (
+    ("files", "mode", f"INTEGER NOT NULL DEFAULT {DEFAULT_FILE_MODE}"),
+    ("journal", "mode", "INTEGER"),
+    ("journal", "kind", "TEXT"),
+    ("journal", "src", "TEXT"),
+    ("journal", "prev_mode", "INTEGER"),
+)
 
 
 def below(path: str) -> tuple[str, str]:
@@ -72,7 +96,9 @@ def below(path: str) -> tuple[str, str]:
 
 
 def row_meta(row: tuple) -> FileMeta:  # type: ignore[type-arg]
-    return FileMeta(path=row[0], size=row[1], sha256=row[2], mtime=row[3], version=row[4])
+    return FileMeta(
+        path=row[0], size=row[1], sha256=row[2], mtime=row[3], version=row[4], mode=row[5]
+    )
 
 
 def ancestors(path: str) -> list[str]:
@@ -146,10 +172,19 @@ class Catalog:
                 ("role", role),
             ):
                 conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
+            _add_columns(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Bring a catalog made by an older release up to the current columns (in place)."""
+    for table, column, decl in _ADDED_COLUMNS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
 # ---------------------------------------------------------------- reads (any connection)
@@ -176,11 +211,27 @@ def is_dir(conn: sqlite3.Connection, path: str) -> bool:
     """True when some file lies below ``path`` (the root is always a directory)."""
     if path == "":
         return True
+    if get_dir(conn, path) is not None:
+        return True
+    return has_below(conn, path)
+
+
+def has_below(conn: sqlite3.Connection, path: str) -> bool:
+    """True when some file or explicit directory lies strictly below ``path``."""
     lo, hi = below(path)
-    row = conn.execute(
-        "SELECT 1 FROM files WHERE path >= ? AND path < ? LIMIT 1", (lo, hi)
-    ).fetchone()
-    return row is not None
+    for table in ("files", "dirs"):
+        row = conn.execute(
+            f"SELECT 1 FROM {table} WHERE path >= ? AND path < ? LIMIT 1", (lo, hi)
+        ).fetchone()
+        if row is not None:
+            return True
+    return False
+
+
+def get_dir(conn: sqlite3.Connection, path: str) -> tuple[int, float] | None:
+    """(mode, mtime) of an explicit directory, None for an implicit or absent one."""
+    row = conn.execute("SELECT mode, mtime FROM dirs WHERE path = ?", (path,)).fetchone()
+    return (int(row[0]), float(row[1])) if row else None
 
 
 def file_ancestor(conn: sqlite3.Connection, path: str) -> str | None:
@@ -206,8 +257,13 @@ def check_put_shape(conn: sqlite3.Connection, path: str) -> None:
         raise InvalidInput(f"cannot write {path!r}: {anc!r} is a file")
 
 
-def list_children(conn: sqlite3.Connection, path: str) -> Iterator[tuple[str, bool, int]]:
-    """(name, is_dir, size) of each child of directory ``path``, skipping whole subtrees.
+def list_children(
+    conn: sqlite3.Connection, path: str
+) -> Iterator[tuple[str, bool, int, float, int]]:
+    """(name, is_dir, size, mtime, mode) of each child of ``path``, skipping whole subtrees.
+
+    Directories found through files come with mtime 0 and mode 0 (implicit); explicit
+    directories (``dir_children``) are listed apart and merged by the caller.
 
     Cost is one indexed seek per sub-directory plus the files themselves, never the number
     of files deeper down. Yields in path order, which is not quite name order
@@ -218,26 +274,48 @@ def list_children(conn: sqlite3.Connection, path: str) -> Iterator[tuple[str, bo
     cursor = lo
     while True:
         rows = conn.execute(
-            "SELECT path, size FROM files WHERE path >= ? AND path < ? ORDER BY path LIMIT 512",
+            "SELECT path, size, mtime, mode FROM files WHERE path >= ? AND path < ? "
+            "ORDER BY path LIMIT 512",
             (cursor, hi),
         ).fetchall()
         if not rows:
             return
         jumped = False
-        for p, size in rows:
+        for p, size, mtime, mode in rows:
             rest = p[plen:]
             slash = rest.find("/")
             if slash < 0:
-                yield rest, False, size
+                yield rest, False, size, mtime, mode
                 cursor = p + "\x00"
             else:
                 name = rest[:slash]
-                yield name, True, 0
+                yield name, True, 0, 0.0, 0
                 cursor = lo + name + "0"
                 jumped = True
                 break
         if not jumped and len(rows) < 512:
             return
+
+
+def dir_children(conn: sqlite3.Connection, path: str) -> dict[str, tuple[int, float]]:
+    """Explicit directories directly below ``path`` (or holding one deeper): name -> (mode,
+    mtime); an implicit intermediate directory gets (0, 0.0)."""
+    lo, hi = below(path)
+    out: dict[str, tuple[int, float]] = {}
+    for p, mode, mtime in conn.execute(
+        "SELECT path, mode, mtime FROM dirs WHERE path >= ? AND path < ? ORDER BY path", (lo, hi)
+    ):
+        rest = p[len(lo):]
+        if "/" in rest:
+            out.setdefault(rest.split("/", 1)[0], (0, 0.0))
+        else:
+            out[rest] = (int(mode), float(mtime))
+    return out
+
+
+def iter_dirs(conn: sqlite3.Connection) -> Iterator[tuple[str, int, float]]:
+    """Every explicit directory (path, mode, mtime) in path order."""
+    yield from conn.execute("SELECT path, mode, mtime FROM dirs ORDER BY path")
 
 
 def iter_files(conn: sqlite3.Connection, prefix: str) -> Iterator[FileMeta]:
@@ -272,14 +350,27 @@ def is_referenced(conn: sqlite3.Connection, sha256: str) -> bool:
 
 
 def put_file(
-    conn: sqlite3.Connection, path: str, size: int, sha256: str, mtime: float, version: int
+    conn: sqlite3.Connection,
+    path: str,
+    size: int,
+    sha256: str,
+    mtime: float,
+    version: int,
+    mode: int | None = None,
+    *,
+    kind: str | None = None,
+    src: str | None = None,
 ) -> None:
-    """Create or replace one file, journal it, and queue the old blob if now unreferenced."""
+    """Create or replace one file, journal it, and queue the old blob if now unreferenced.
+
+    ``mode`` None keeps a replaced file's mode bits (a new file gets 0644)."""
     old = get_file(conn, path)
+    if mode is None:
+        mode = old.mode if old else DEFAULT_FILE_MODE
     conn.execute(
         "INSERT INTO journal(version, op, path, size, sha256, mtime, "
-        "prev_size, prev_sha256, prev_mtime, prev_version) "
-        "VALUES (?, 'put', ?, ?, ?, ?, ?, ?, ?, ?)",
+        "prev_size, prev_sha256, prev_mtime, prev_version, mode, kind, src, prev_mode) "
+        "VALUES (?, 'put', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             version,
             path,
@@ -290,27 +381,33 @@ def put_file(
             old.sha256 if old else None,
             old.mtime if old else None,
             old.version if old else None,
+            mode,
+            kind,
+            src,
+            old.mode if old else None,
         ),
     )
     conn.execute(
-        "INSERT INTO files(path, size, sha256, mtime, version) VALUES (?, ?, ?, ?, ?) "
+        "INSERT INTO files(path, size, sha256, mtime, version, mode) VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT(path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
-        "mtime = excluded.mtime, version = excluded.version",
-        (path, size, sha256, mtime, version),
+        "mtime = excluded.mtime, version = excluded.version, mode = excluded.mode",
+        (path, size, sha256, mtime, version, mode),
     )
     if old is not None and old.sha256 != sha256:
         queue_if_unreferenced(conn, [old.sha256])
 
 
-def delete_file(conn: sqlite3.Connection, path: str, mtime: float, version: int) -> bool:
+def delete_file(
+    conn: sqlite3.Connection, path: str, mtime: float, version: int, *, kind: str | None = None
+) -> bool:
     old = get_file(conn, path)
     if old is None:
         return False
     conn.execute(
         "INSERT INTO journal(version, op, path, size, sha256, mtime, "
-        "prev_size, prev_sha256, prev_mtime, prev_version) "
-        "VALUES (?, 'delete', ?, 0, '', ?, ?, ?, ?, ?)",
-        (version, path, mtime, old.size, old.sha256, old.mtime, old.version),
+        "prev_size, prev_sha256, prev_mtime, prev_version, kind, prev_mode) "
+        "VALUES (?, 'delete', ?, 0, '', ?, ?, ?, ?, ?, ?, ?)",
+        (version, path, mtime, old.size, old.sha256, old.mtime, old.version, kind, old.mode),
     )
     conn.execute("DELETE FROM files WHERE path = ?", (path,))
     queue_if_unreferenced(conn, [old.sha256])
@@ -322,8 +419,8 @@ def delete_tree(conn: sqlite3.Connection, path: str, mtime: float, version: int)
     lo, hi = below(path)
     n = conn.execute(
         "INSERT INTO journal(version, op, path, size, sha256, mtime, "
-        "prev_size, prev_sha256, prev_mtime, prev_version) "
-        "SELECT ?, 'delete', path, 0, '', ?, size, sha256, mtime, version FROM files "
+        "prev_size, prev_sha256, prev_mtime, prev_version, prev_mode) "
+        "SELECT ?, 'delete', path, 0, '', ?, size, sha256, mtime, version, mode FROM files "
         "WHERE path >= ? AND path < ? ORDER BY path",
         (version, mtime, lo, hi),
     ).rowcount
@@ -334,7 +431,40 @@ def delete_tree(conn: sqlite3.Connection, path: str, mtime: float, version: int)
     )
     conn.execute("DELETE FROM files WHERE path >= ? AND path < ?", (lo, hi))
     # Shas still used elsewhere are dropped from the queue at sweep time (re-checked there).
+    for (d,) in conn.execute(
+        "SELECT path FROM dirs WHERE path >= ? AND path < ? ORDER BY path DESC", (lo, hi)
+    ).fetchall():
+        n += remove_dir(conn, d, mtime, version)
     return n
+
+
+def make_dir(
+    conn: sqlite3.Connection, path: str, mode: int, mtime: float, version: int,
+    *, kind: str = "mkdir",
+) -> None:
+    """Record (or update) an explicit directory and journal it as ``kind``."""
+    conn.execute(
+        "INSERT INTO dirs(path, mode, mtime) VALUES (?, ?, ?) ON CONFLICT(path) DO UPDATE "
+        "SET mode = excluded.mode, mtime = excluded.mtime",
+        (path, mode, mtime),
+    )
+    conn.execute(
+        "INSERT INTO journal(version, op, path, size, sha256, mtime, mode, kind) "
+        "VALUES (?, 'put', ?, 0, '', ?, ?, ?)",
+        (version, path, mtime, mode, kind),
+    )
+
+
+def remove_dir(conn: sqlite3.Connection, path: str, mtime: float, version: int) -> int:
+    """Forget an explicit directory (journaled as ``rmdir``); 1 if it was there."""
+    if conn.execute("DELETE FROM dirs WHERE path = ?", (path,)).rowcount == 0:
+        return 0
+    conn.execute(
+        "INSERT INTO journal(version, op, path, size, sha256, mtime, kind) "
+        "VALUES (?, 'delete', ?, 0, '', ?, 'rmdir')",
+        (version, path, mtime),
+    )
+    return 1
 
 
 def queue_if_unreferenced(conn: sqlite3.Connection, shas: Iterable[str]) -> None:
@@ -351,34 +481,38 @@ def queue_if_unreferenced(conn: sqlite3.Connection, shas: Iterable[str]) -> None
 
 def net_changes(
     conn: sqlite3.Connection, after: int, upto: int
-) -> Iterator[tuple[str, str, int, str, float, int, bool]]:
+) -> Iterator[tuple[str, str, int, str, float, int, bool, int | None]]:
     """Per path changed in (after, upto]: its last row there and whether it existed at after.
 
-    Yields (path, last_op, size, sha256, mtime, version, existed_before) in path order.
+    Yields (path, last_op, size, sha256, mtime, version, existed_before, mode) in path
+    order (mode None for rows older than mode bits).
     """
     cur = conn.execute(
         "WITH r AS (SELECT path, MIN(seq) AS f, MAX(seq) AS l FROM journal "
-        "           WHERE version > ? AND version <= ? GROUP BY path) "
+        f"           WHERE version > ? AND version <= ? AND {_FILE_ROWS} GROUP BY path) "
         "SELECT r.path, jl.op, jl.size, jl.sha256, jl.mtime, jl.version, "
-        "       jf.prev_sha256 IS NOT NULL "
+        "       jf.prev_sha256 IS NOT NULL, jl.mode "
         "FROM r JOIN journal jl ON jl.seq = r.l JOIN journal jf ON jf.seq = r.f "
         "ORDER BY r.path",
         (after, upto),
     )
     for row in cur:
-        yield row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6])
+        yield row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7]
 
 
 def states_before(conn: sqlite3.Connection, after: int) -> Iterator[tuple[str, FileMeta | None]]:
     """For each path changed after version ``after``: its state at ``after`` (None: absent)."""
     cur = conn.execute(
-        "SELECT j.path, j.prev_size, j.prev_sha256, j.prev_mtime, j.prev_version "
+        "SELECT j.path, j.prev_size, j.prev_sha256, j.prev_mtime, j.prev_version, j.prev_mode "
         "FROM journal j JOIN (SELECT MIN(seq) AS f FROM journal WHERE version > ? "
-        "GROUP BY path) r ON j.seq = r.f ORDER BY j.path",
+        f"AND {_FILE_ROWS} GROUP BY path) r ON j.seq = r.f ORDER BY j.path",
         (after,),
     )
-    for path, size, sha, mtime, version in cur:
+    for path, size, sha, mtime, version, mode in cur:
         if sha is None:
             yield path, None
         else:
-            yield path, FileMeta(path=path, size=size, sha256=sha, mtime=mtime, version=version)
+            yield path, FileMeta(
+                path=path, size=size, sha256=sha, mtime=mtime, version=version,
+                mode=DEFAULT_FILE_MODE if mode is None else mode,
+            )

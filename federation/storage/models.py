@@ -6,7 +6,7 @@ blob paths. They must never carry behaviour or I/O: frozen dataclasses, nothing 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -24,6 +24,8 @@ class FileMeta:
     """Modification time, seconds since the epoch, as given at commit."""
     version: int
     """The volume version whose mutation last wrote this file."""
+    mode: int = 0o644
+    """Permission bits (``chmod``), kept per file and mirrored to cluster replicas."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,11 @@ class DirEntry:
     """``file`` or ``dir``; directories are implicit, derived from file paths."""
     size: int
     """File size in bytes; 0 for a directory."""
+    mtime: float = field(default=0.0, compare=False)
+    """Modification time; 0 for an implicit directory (one that only exists through files).
+    Attributes, not identity: equality stays (name, type, size)."""
+    mode: int = field(default=0, compare=False)
+    """Permission bits; 0 for an implicit directory (callers show their default)."""
 
 
 @dataclass(frozen=True)
@@ -54,3 +61,10 @@ class JournalEntry:
     """New content hash; '' for a delete."""
     mtime: float
     """New mtime; for a delete, the time of the deletion."""
+    kind: str = ""
+    """What the row stands for beyond put/delete: ``rename`` (both rows of a moved file),
+    ``chmod``, ``utime``, or for directories ``mkdir``, ``rmdir``, ``dirattr``; '' = plain."""
+    src: str = ""
+    """For the put row of a rename: the old path."""
+    mode: int = 0
+    """Mode bits after the change (0 when not recorded)."""

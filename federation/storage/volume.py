@@ -184,6 +184,7 @@ class PutWriter:
         mtime: float | None = None,
         expect_sha256: str | None = None,
         version: int | None = None,
+        mode: int | None = None,
     ) -> FileMeta:
         """Make the content durable and visible as one new volume version.
 
@@ -201,7 +202,7 @@ class PutWriter:
                 )
             _fault("before_install")
             return self._volume._commit_put(
-                self.path, self._temp, sha, self._temp.size, mtime, version
+                self.path, self._temp, sha, self._temp.size, mtime, version, mode
             )
         finally:
             self._temp.discard()
@@ -443,9 +444,12 @@ class VolumeStorage:
         size: int,
         mtime: float | None,
         version: int | None,
+        mode: int | None = None,
     ) -> FileMeta:
         if mtime is None:
             mtime = time.time()
+        if mode is not None:
+            mode = _check_mode(mode)
         try:
             with self._hold_blob(sha256):
                 self._blobs.install(temp, sha256)
@@ -455,8 +459,9 @@ class VolumeStorage:
                         with self._write_txn() as conn:
                             cat.check_put_shape(conn, path)
                             v = self._next_version(conn, version)
-                            cat.put_file(conn, path, size, sha256, mtime, v)
+                            cat.put_file(conn, path, size, sha256, mtime, v, mode)
                             cat.set_meta(conn, "version", v)
+                            meta = cat.get_file(conn, path)
                     except BaseException:
                         self._queue_unless_used_locked(sha256)
                         raise
@@ -467,10 +472,21 @@ class VolumeStorage:
             with self._lock:  # the refused blob is no longer held: collect it
                 self._gc_locked()
             raise
-        return FileMeta(path=path, size=size, sha256=sha256, mtime=mtime, version=v)
+        assert meta is not None
+        return meta
 
-    def delete(self, path: str, *, recursive: bool = False, version: int | None = None) -> int:
-        """Delete a file, or with ``recursive`` a directory's files as ONE version."""
+    def delete(
+        self,
+        path: str,
+        *,
+        recursive: bool = False,
+        version: int | None = None,
+        keep_parent: bool = False,
+    ) -> int:
+        """Delete a file, or with ``recursive`` a directory's files as ONE version.
+
+        ``keep_parent`` (POSIX ``unlink``): a parent directory that this leaves empty stays,
+        as an explicit directory, instead of vanishing with its last file."""
         check_path(path)
         now = time.time()
         with self._lock:
@@ -478,11 +494,16 @@ class VolumeStorage:
                 v = self._next_version(conn, version)
                 if cat.get_file(conn, path) is not None:
                     cat.delete_file(conn, path, now, v)
+                    if keep_parent:
+                        _keep_parent(conn, path, now, v)
                 elif cat.is_dir(conn, path):
                     if not recursive:
                         shown = path or "/"
                         raise InvalidInput(f"{shown!r} is a directory; use -r")
-                    if cat.delete_tree(conn, path, now, v) == 0:
+                    removed = cat.delete_tree(conn, path, now, v)
+                    if path:
+                        removed += cat.remove_dir(conn, path, now, v)
+                    if removed == 0:
                         return self._version  # the empty root: nothing to commit
                 else:
                     raise FileNotFound(f"no such file or directory: {path!r}")
@@ -524,7 +545,13 @@ class VolumeStorage:
         """Whether a blob with this content is on disk (lets a mirror skip sending it)."""
         return bool(SHA256_RE.match(sha256)) and self._blobs.exists(sha256)
 
-    def apply_changes(self, files: Iterable[FileMeta], deleted: Iterable[str], version: int) -> int:
+    def apply_changes(
+        self,
+        files: Iterable[FileMeta],
+        deleted: Iterable[str],
+        version: int,
+        dirs: Iterable[tuple[str, int, float]] | None = None,
+    ) -> int:
         """Replicas: apply one primary version's net changes in one transaction.
 
         Blobs must have been stored (``ingest_blob``) first. Deletions of paths that are
@@ -543,15 +570,23 @@ class VolumeStorage:
                 for f in files:
                     check_path(f.path)
                     self._require_blob(f)
+                    cat.remove_dir(conn, f.path, now, v)  # a directory renamed away, then a file
                     cat.check_put_shape(conn, f.path)
-                    cat.put_file(conn, f.path, f.size, f.sha256, f.mtime, v)
+                    cat.put_file(conn, f.path, f.size, f.sha256, f.mtime, v, f.mode)
+                if dirs is not None:
+                    _replace_dirs(conn, dirs, now, v)
                 conn.execute("DELETE FROM staged WHERE sha256 IN (SELECT sha256 FROM files)")
                 cat.set_meta(conn, "version", v)
             self._version = v
             self._gc_locked()
         return v
 
-    def reset_to(self, files: Iterable[FileMeta], version: int) -> None:
+    def reset_to(
+        self,
+        files: Iterable[FileMeta],
+        version: int,
+        dirs: Iterable[tuple[str, int, float]] | None = None,
+    ) -> None:
         """Make the state exactly ``files`` at ``version`` (journal emptied, floor = version).
 
         For replicas and hydration, after the blobs were stored with ``ingest_blob``. A file
@@ -574,9 +609,9 @@ class VolumeStorage:
                     self._require_blob(f)
                     try:
                         conn.execute(
-                            "INSERT INTO files(path, size, sha256, mtime, version) "
-                            "VALUES (?, ?, ?, ?, ?)",
-                            (f.path, f.size, f.sha256, f.mtime, min(f.version, version)),
+                            "INSERT INTO files(path, size, sha256, mtime, version, mode) "
+                            "VALUES (?, ?, ?, ?, ?, ?)",
+                            (f.path, f.size, f.sha256, f.mtime, min(f.version, version), f.mode),
                         )
                     except sqlite3.IntegrityError as exc:
                         raise InvalidInput(f"reset_to: duplicate path {f.path!r}") from exc
@@ -586,6 +621,14 @@ class VolumeStorage:
                 ).fetchone()
                 if bad is not None:
                     raise InvalidInput(f"reset_to: {bad[0]!r} is both a file and a directory")
+                conn.execute("DELETE FROM dirs")
+                for dpath, dmode, dmtime in dirs or ():
+                    check_path(dpath)
+                    if dpath and cat.get_file(conn, dpath) is None:
+                        conn.execute(
+                            "INSERT OR REPLACE INTO dirs(path, mode, mtime) VALUES (?, ?, ?)",
+                            (dpath, dmode, dmtime),
+                        )
                 cat.set_meta(conn, "version", version)
                 cat.set_meta(conn, "journal_floor", version)
             self._version = version
@@ -628,10 +671,10 @@ class VolumeStorage:
                 if not changed:
                     return []
                 v = current + 1
-                for path, _op, size, sha, mtime, _ver, _existed in changed:
+                for path, _op, size, sha, mtime, _ver, _existed, mode in changed:
                     target = f"{DIVERGED_DIR}/{epoch}/{path}"
                     cat.check_put_shape(conn, target)
-                    cat.put_file(conn, target, size, sha, mtime, v)
+                    cat.put_file(conn, target, size, sha, mtime, v, mode)
                     out.append(target)
                 cat.set_meta(conn, "version", v)
             self._version = v
@@ -644,6 +687,159 @@ class VolumeStorage:
         )
         return out
 
+    # ------------------------------------------------------------------ namespace edits
+
+    def _mutate(self, change: Callable[[sqlite3.Connection, int], bool], version: int | None) -> int:
+        """Run ``change(conn, v)`` as ONE new version; it returns False to commit nothing."""
+        with self._lock:
+            with self._write_txn() as conn:
+                v = self._next_version(conn, version)
+                if not change(conn, v):
+                    conn.execute("ROLLBACK")
+                    return self._version
+                cat.set_meta(conn, "version", v)
+            self._version = v
+            self._gc_locked()
+        return v
+
+    def rename(self, src: str, dst: str, *, version: int | None = None) -> int:
+        """Move a file or a directory (with everything below it) to ``dst`` as ONE version.
+
+        POSIX rules: a file replaces a file; a directory replaces only an empty directory;
+        nothing moves below itself. Journal rows carry kind ``rename`` (and the put row the
+        old path), so followers see a rename and mirrors need no new bytes."""
+        check_path(src)
+        check_path(dst)
+        if not src or not dst:
+            raise InvalidInput("cannot rename the root of a volume")
+        if dst.startswith(src + "/"):
+            raise InvalidInput(f"cannot move {src!r} below itself ({dst!r})")
+        now = time.time()
+
+        def change(conn: sqlite3.Connection, v: int) -> bool:
+            if src == dst:
+                if cat.get_file(conn, src) is None and not cat.is_dir(conn, src):
+                    raise FileNotFound(f"no such file or directory: {src!r}")
+                return False
+            anc = cat.file_ancestor(conn, dst)
+            if anc is not None:
+                raise InvalidInput(f"cannot move to {dst!r}: {anc!r} is a file")
+            f = cat.get_file(conn, src)
+            if f is not None:
+                if cat.is_dir(conn, dst):
+                    raise InvalidInput(f"cannot move file {src!r} over directory {dst!r}")
+                _move_file(conn, f, dst, v, now)
+            elif cat.is_dir(conn, src):
+                if cat.get_file(conn, dst) is not None:
+                    raise InvalidInput(f"cannot move directory {src!r} over file {dst!r}")
+                if cat.has_below(conn, dst):
+                    raise Conflict(f"cannot move {src!r} to {dst!r}: directory not empty")
+                cat.remove_dir(conn, dst, now, v)
+                lo, hi = cat.below(src)
+                moved = [
+                    cat.row_meta(r)
+                    for r in conn.execute(
+                        f"SELECT {cat.FILE_COLS} FROM files WHERE path >= ? AND path < ? "
+                        "ORDER BY path",
+                        (lo, hi),
+                    ).fetchall()
+                ]
+                for m in moved:
+                    _move_file(conn, m, dst + m.path[len(src):], v, now)
+                dirs = conn.execute(
+                    "SELECT path, mode, mtime FROM dirs WHERE path = ? OR "
+                    "(path >= ? AND path < ?) ORDER BY path",
+                    (src, lo, hi),
+                ).fetchall()
+                for dpath, dmode, dmtime in dirs:
+                    cat.remove_dir(conn, dpath, now, v)
+                    cat.make_dir(conn, dst + dpath[len(src):], dmode, dmtime, v)
+            else:
+                raise FileNotFound(f"no such file or directory: {src!r}")
+            _keep_parent(conn, src, now, v)
+            return True
+
+        return self._mutate(change, version)
+
+    def mkdir(
+        self, path: str, *, mode: int = 0o755, mtime: float | None = None,
+        version: int | None = None,
+    ) -> int:
+        """Make an (empty) explicit directory; it persists until ``rmdir``."""
+        check_path(path)
+        mode = _check_mode(mode)
+        if not path:
+            raise Conflict("the volume root exists")
+
+        def change(conn: sqlite3.Connection, v: int) -> bool:
+            if cat.get_file(conn, path) is not None or cat.is_dir(conn, path):
+                raise Conflict(f"{path!r} exists")
+            anc = cat.file_ancestor(conn, path)
+            if anc is not None:
+                raise InvalidInput(f"cannot make {path!r}: {anc!r} is a file")
+            cat.make_dir(conn, path, mode, time.time() if mtime is None else mtime, v)
+            return True
+
+        return self._mutate(change, version)
+
+    def rmdir(self, path: str, *, version: int | None = None) -> int:
+        """Remove an empty directory (POSIX ``rmdir``)."""
+        check_path(path)
+        if not path:
+            raise InvalidInput("cannot remove the root of a volume")
+        now = time.time()
+
+        def change(conn: sqlite3.Connection, v: int) -> bool:
+            if cat.get_file(conn, path) is not None:
+                raise InvalidInput(f"{path!r} is not a directory")
+            if cat.has_below(conn, path):
+                raise Conflict(f"directory {path!r} is not empty")
+            if not cat.remove_dir(conn, path, now, v):
+                raise FileNotFound(f"no such directory: {path!r}")
+            return True
+
+        return self._mutate(change, version)
+
+    def set_attrs(
+        self, path: str, *, mode: int | None = None, mtime: float | None = None,
+        version: int | None = None,
+    ) -> int:
+        """``chmod`` and/or ``utimens``: new mode bits or mtime, content untouched, ONE version.
+
+        A directory that gets attributes becomes explicit (it keeps them while empty)."""
+        check_path(path)
+        if mode is not None:
+            mode = _check_mode(mode)
+        if mode is None and mtime is None:
+            raise InvalidInput("set_attrs needs a mode or an mtime")
+
+        def change(conn: sqlite3.Connection, v: int) -> bool:
+            f = cat.get_file(conn, path) if path else None
+            if f is not None:
+                cat.put_file(
+                    conn, path, f.size, f.sha256, f.mtime if mtime is None else mtime, v,
+                    f.mode if mode is None else mode,
+                    kind="chmod" if mtime is None else "utime",
+                )
+                return True
+            if not path:
+                return False  # the volume root has fixed attributes
+            if not cat.is_dir(conn, path):
+                raise FileNotFound(f"no such file or directory: {path!r}")
+            old_mode, old_mtime = cat.get_dir(conn, path) or (cat.DEFAULT_DIR_MODE, time.time())
+            cat.make_dir(
+                conn, path, old_mode if mode is None else mode,
+                old_mtime if mtime is None else mtime, v, kind="dirattr",
+            )
+            return True
+
+        return self._mutate(change, version)
+
+    def dirs(self) -> list[tuple[str, int, float]]:
+        """Every explicit directory as (path, mode, mtime): what a cluster replica mirrors."""
+        with self._read_txn() as conn:
+            return [(str(p), int(m), float(t)) for p, m, t in cat.iter_dirs(conn)]
+
     # ------------------------------------------------------------------ reads
 
     def stat(self, path: str) -> FileMeta | DirEntry:
@@ -654,6 +850,10 @@ class VolumeStorage:
             meta = cat.get_file(conn, path)
             if meta is not None:
                 return meta
+            explicit = cat.get_dir(conn, path)
+            if explicit is not None:
+                mode, mtime = explicit
+                return DirEntry(name=_basename(path), type="dir", size=0, mtime=mtime, mode=mode)
             if cat.is_dir(conn, path):
                 return DirEntry(name=_basename(path), type="dir", size=0)
         raise FileNotFound(f"no such file or directory: {path!r}")
@@ -664,15 +864,25 @@ class VolumeStorage:
         with self._read_txn() as conn:
             meta = cat.get_file(conn, path) if path else None
             if meta is not None:
-                return [DirEntry(name=_basename(path), type="file", size=meta.size)]
-            entries = [
-                DirEntry(name=name, type="dir" if d else "file", size=size)
-                for name, d, size in cat.list_children(conn, path)
-            ]
-        if not entries and path != "":
-            raise FileNotFound(f"no such file or directory: {path!r}")
-        entries.sort(key=lambda e: e.name)
-        return entries
+                return [
+                    DirEntry(
+                        name=_basename(path), type="file", size=meta.size, mtime=meta.mtime,
+                        mode=meta.mode,
+                    )
+                ]
+            explicit = cat.dir_children(conn, path)
+            by_name: dict[str, DirEntry] = {}
+            for name, d, size, mtime, mode in cat.list_children(conn, path):
+                if d:
+                    mode, mtime = explicit.pop(name, (0, 0.0))
+                by_name[name] = DirEntry(
+                    name=name, type="dir" if d else "file", size=size, mtime=mtime, mode=mode
+                )
+            for name, (mode, mtime) in explicit.items():
+                by_name[name] = DirEntry(name=name, type="dir", size=0, mtime=mtime, mode=mode)
+            if not by_name and path != "" and cat.get_dir(conn, path) is None:
+                raise FileNotFound(f"no such file or directory: {path!r}")
+        return [by_name[n] for n in sorted(by_name)]
 
     def read(
         self, path: str, start: int = 0, end: int | None = None, chunk_size: int = 1 << 20
@@ -730,12 +940,15 @@ class VolumeStorage:
                     f"asked after {after_version})"
                 )
             cur = conn.execute(
-                "SELECT version, op, path, size, sha256, mtime FROM journal "
+                "SELECT version, op, path, size, sha256, mtime, kind, src, mode FROM journal "
                 "WHERE version > ? ORDER BY seq",
                 (after_version,),
             )
             return (
-                JournalEntry(version=r[0], op=r[1], path=r[2], size=r[3], sha256=r[4], mtime=r[5])
+                JournalEntry(
+                    version=r[0], op=r[1], path=r[2], size=r[3], sha256=r[4], mtime=r[5],
+                    kind=r[6] or "", src=r[7] or "", mode=r[8] or 0,
+                )
                 for r in cur
             )
 
@@ -765,12 +978,15 @@ class VolumeStorage:
                     f"volume {self.name!r}: bad version range ({after_version}, "
                     f"{upto_version}] (current {current})"
                 )
-            for path, op, size, sha, mtime, ver, existed in cat.net_changes(
+            for path, op, size, sha, mtime, ver, existed, mode in cat.net_changes(
                 conn, after_version, upto_version
             ):
                 if op == "put":
                     copies.append(
-                        FileMeta(path=path, size=size, sha256=sha, mtime=mtime, version=ver)
+                        FileMeta(
+                            path=path, size=size, sha256=sha, mtime=mtime, version=ver,
+                            mode=cat.DEFAULT_FILE_MODE if mode is None else mode,
+                        )
                     )
                 elif existed:
                     deleted.append(path)
@@ -876,6 +1092,38 @@ class VolumeStorage:
             if not cat.is_referenced(conn, name) and self._blobs.unlink(name):
                 removed += 1
         return removed
+
+
+def _check_mode(mode: int) -> int:
+    if not isinstance(mode, int) or mode < 0 or mode > 0o7777:
+        raise InvalidInput(f"mode must be permission bits within 0o7777, not {mode!r}")
+    return mode
+
+
+def _move_file(conn: sqlite3.Connection, f: FileMeta, dst: str, v: int, now: float) -> None:
+    cat.delete_file(conn, f.path, now, v, kind="rename")
+    cat.put_file(conn, dst, f.size, f.sha256, f.mtime, v, f.mode, kind="rename", src=f.path)
+
+
+def _keep_parent(conn: sqlite3.Connection, path: str, now: float, v: int) -> None:
+    """A directory that a move or unlink leaves empty stays (POSIX), as an explicit one."""
+    parent = path.rpartition("/")[0]
+    if parent and not cat.is_dir(conn, parent):
+        cat.make_dir(conn, parent, cat.DEFAULT_DIR_MODE, now, v)
+
+
+def _replace_dirs(
+    conn: sqlite3.Connection, dirs: Iterable[tuple[str, int, float]], now: float, v: int
+) -> None:
+    """Make the explicit directories exactly ``dirs`` (replicas), journaling differences."""
+    want = {p: (m, t) for p, m, t in dirs if p and cat.get_file(conn, p) is None}
+    have = {p: (m, t) for p, m, t in cat.iter_dirs(conn)}
+    for p in have.keys() - want.keys():
+        cat.remove_dir(conn, p, now, v)
+    for p, (m, t) in want.items():
+        if have.get(p) != (m, t):
+            check_path(p)
+            cat.make_dir(conn, p, m, t, v)
 
 
 def _merge_states(

@@ -23,7 +23,7 @@ class Target(_message.Message):
     def __init__(self, global_path: _Optional[str] = ..., volume: _Optional[str] = ..., relative_path: _Optional[str] = ..., epoch: _Optional[int] = ..., consistency: _Optional[str] = ..., max_staleness_s: _Optional[float] = ...) -> None: ...
 
 class FileInfo(_message.Message):
-    __slots__ = ("path", "size", "mtime", "sha256", "version", "type", "served_by", "stale")
+    __slots__ = ("path", "size", "mtime", "sha256", "version", "type", "served_by", "stale", "mode")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MTIME_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class FileInfo(_message.Message):
     TYPE_FIELD_NUMBER: _ClassVar[int]
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     path: str
     size: int
     mtime: float
@@ -40,7 +41,8 @@ class FileInfo(_message.Message):
     type: str
     served_by: str
     stale: bool
-    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., mtime: _Optional[float] = ..., sha256: _Optional[str] = ..., version: _Optional[int] = ..., type: _Optional[str] = ..., served_by: _Optional[str] = ..., stale: _Optional[bool] = ...) -> None: ...
+    mode: int
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., mtime: _Optional[float] = ..., sha256: _Optional[str] = ..., version: _Optional[int] = ..., type: _Optional[str] = ..., served_by: _Optional[str] = ..., stale: _Optional[bool] = ..., mode: _Optional[int] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()
@@ -115,14 +117,18 @@ class ListRequest(_message.Message):
     def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ...) -> None: ...
 
 class DirEntry(_message.Message):
-    __slots__ = ("name", "type", "size")
+    __slots__ = ("name", "type", "size", "mtime", "mode")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    MTIME_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
     size: int
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    mtime: float
+    mode: int
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., size: _Optional[int] = ..., mtime: _Optional[float] = ..., mode: _Optional[int] = ...) -> None: ...
 
 class ListReply(_message.Message):
     __slots__ = ("entries", "served_by", "stale")
@@ -153,16 +159,18 @@ class ReadChunk(_message.Message):
     def __init__(self, info: _Optional[_Union[FileInfo, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class WriteHeader(_message.Message):
-    __slots__ = ("target", "mtime", "expect_sha256", "size_hint")
+    __slots__ = ("target", "mtime", "expect_sha256", "size_hint", "mode")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     MTIME_FIELD_NUMBER: _ClassVar[int]
     EXPECT_SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_HINT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     target: Target
     mtime: float
     expect_sha256: str
     size_hint: int
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., mtime: _Optional[float] = ..., expect_sha256: _Optional[str] = ..., size_hint: _Optional[int] = ...) -> None: ...
+    mode: int
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., mtime: _Optional[float] = ..., expect_sha256: _Optional[str] = ..., size_hint: _Optional[int] = ..., mode: _Optional[int] = ...) -> None: ...
 
 class WriteChunk(_message.Message):
     __slots__ = ("header", "data")
@@ -179,12 +187,14 @@ class WriteReply(_message.Message):
     def __init__(self, info: _Optional[_Union[FileInfo, _Mapping]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("target", "recursive")
+    __slots__ = ("target", "recursive", "keep_parent")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    KEEP_PARENT_FIELD_NUMBER: _ClassVar[int]
     target: Target
     recursive: bool
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., recursive: _Optional[bool] = ...) -> None: ...
+    keep_parent: bool
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., recursive: _Optional[bool] = ..., keep_parent: _Optional[bool] = ...) -> None: ...
 
 class DeleteReply(_message.Message):
     __slots__ = ("version",)
@@ -214,6 +224,82 @@ class VolumeStateReply(_message.Message):
     bytes: int
     def __init__(self, volume: _Optional[str] = ..., version: _Optional[int] = ..., epoch: _Optional[int] = ..., role: _Optional[str] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
+class RenameRequest(_message.Message):
+    __slots__ = ("target", "destination", "destination_relative")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_RELATIVE_FIELD_NUMBER: _ClassVar[int]
+    target: Target
+    destination: str
+    destination_relative: str
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., destination: _Optional[str] = ..., destination_relative: _Optional[str] = ...) -> None: ...
+
+class MutationReply(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class MkdirRequest(_message.Message):
+    __slots__ = ("target", "mode", "mtime")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MTIME_FIELD_NUMBER: _ClassVar[int]
+    target: Target
+    mode: int
+    mtime: float
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., mode: _Optional[int] = ..., mtime: _Optional[float] = ...) -> None: ...
+
+class RmdirRequest(_message.Message):
+    __slots__ = ("target",)
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    target: Target
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ...) -> None: ...
+
+class SetAttrRequest(_message.Message):
+    __slots__ = ("target", "set_mode", "mode", "set_mtime", "mtime")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    SET_MODE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SET_MTIME_FIELD_NUMBER: _ClassVar[int]
+    MTIME_FIELD_NUMBER: _ClassVar[int]
+    target: Target
+    set_mode: bool
+    mode: int
+    set_mtime: bool
+    mtime: float
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., set_mode: _Optional[bool] = ..., mode: _Optional[int] = ..., set_mtime: _Optional[bool] = ..., mtime: _Optional[float] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("target", "from_version")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    target: Target
+    from_version: int
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., from_version: _Optional[int] = ...) -> None: ...
+
+class Change(_message.Message):
+    __slots__ = ("version", "op", "path", "src", "volume", "size", "mtime", "mode", "relative_path")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MTIME_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_PATH_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    op: str
+    path: str
+    src: str
+    volume: str
+    size: int
+    mtime: float
+    mode: int
+    relative_path: str
+    def __init__(self, version: _Optional[int] = ..., op: _Optional[str] = ..., path: _Optional[str] = ..., src: _Optional[str] = ..., volume: _Optional[str] = ..., size: _Optional[int] = ..., mtime: _Optional[float] = ..., mode: _Optional[int] = ..., relative_path: _Optional[str] = ...) -> None: ...
+
 class ReplicaStateRequest(_message.Message):
     __slots__ = ("volume",)
     VOLUME_FIELD_NUMBER: _ClassVar[int]
@@ -231,16 +317,28 @@ class ReplicaStateReply(_message.Message):
     def __init__(self, version: _Optional[int] = ..., epoch: _Optional[int] = ..., exists: _Optional[bool] = ...) -> None: ...
 
 class ReplicaFile(_message.Message):
-    __slots__ = ("path", "size", "sha256", "mtime")
+    __slots__ = ("path", "size", "sha256", "mtime", "mode")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     MTIME_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     path: str
     size: int
     sha256: str
     mtime: float
-    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., mtime: _Optional[float] = ...) -> None: ...
+    mode: int
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., mtime: _Optional[float] = ..., mode: _Optional[int] = ...) -> None: ...
+
+class ReplicaDir(_message.Message):
+    __slots__ = ("path", "mode", "mtime")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MTIME_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    mode: int
+    mtime: float
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., mtime: _Optional[float] = ...) -> None: ...
 
 class ReplicaFilesRequest(_message.Message):
     __slots__ = ("volume",)
@@ -291,28 +389,32 @@ class ReplicaBlobReply(_message.Message):
     def __init__(self, sha256: _Optional[str] = ...) -> None: ...
 
 class ReplicaCommitHeader(_message.Message):
-    __slots__ = ("volume", "source", "epoch", "version", "full")
+    __slots__ = ("volume", "source", "epoch", "version", "full", "with_dirs")
     VOLUME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
+    WITH_DIRS_FIELD_NUMBER: _ClassVar[int]
     volume: str
     source: str
     epoch: int
     version: int
     full: bool
-    def __init__(self, volume: _Optional[str] = ..., source: _Optional[str] = ..., epoch: _Optional[int] = ..., version: _Optional[int] = ..., full: _Optional[bool] = ...) -> None: ...
+    with_dirs: bool
+    def __init__(self, volume: _Optional[str] = ..., source: _Optional[str] = ..., epoch: _Optional[int] = ..., version: _Optional[int] = ..., full: _Optional[bool] = ..., with_dirs: _Optional[bool] = ...) -> None: ...
 
 class ReplicaCommitChunk(_message.Message):
-    __slots__ = ("header", "put", "delete")
+    __slots__ = ("header", "put", "delete", "dir")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
+    DIR_FIELD_NUMBER: _ClassVar[int]
     header: ReplicaCommitHeader
     put: ReplicaFile
     delete: str
-    def __init__(self, header: _Optional[_Union[ReplicaCommitHeader, _Mapping]] = ..., put: _Optional[_Union[ReplicaFile, _Mapping]] = ..., delete: _Optional[str] = ...) -> None: ...
+    dir: ReplicaDir
+    def __init__(self, header: _Optional[_Union[ReplicaCommitHeader, _Mapping]] = ..., put: _Optional[_Union[ReplicaFile, _Mapping]] = ..., delete: _Optional[str] = ..., dir: _Optional[_Union[ReplicaDir, _Mapping]] = ...) -> None: ...
 
 class ReplicaCommitReply(_message.Message):
     __slots__ = ("version",)

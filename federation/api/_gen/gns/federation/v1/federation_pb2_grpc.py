@@ -74,6 +74,31 @@ class FederationStub:
                 request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.VolumeStateRequest.SerializeToString,
                 response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.VolumeStateReply.FromString,
                 _registered_method=True)
+        self.Rename = channel.unary_unary(
+                '/gns.federation.v1.Federation/Rename',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.RenameRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MutationReply.FromString,
+                _registered_method=True)
+        self.Mkdir = channel.unary_unary(
+                '/gns.federation.v1.Federation/Mkdir',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MkdirRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MutationReply.FromString,
+                _registered_method=True)
+        self.Rmdir = channel.unary_unary(
+                '/gns.federation.v1.Federation/Rmdir',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.RmdirRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MutationReply.FromString,
+                _registered_method=True)
+        self.SetAttr = channel.unary_unary(
+                '/gns.federation.v1.Federation/SetAttr',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.SetAttrRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MutationReply.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/gns.federation.v1.Federation/Watch',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WatchRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.Change.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -127,6 +152,36 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rename(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Mkdir(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rmdir(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAttr(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +224,31 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.VolumeState,
                     request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.VolumeStateRequest.FromString,
                     response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.VolumeStateReply.SerializeToString,
+            ),
+            'Rename': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rename,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.RenameRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MutationReply.SerializeToString,
+            ),
+            'Mkdir': grpc.unary_unary_rpc_method_handler(
+                    servicer.Mkdir,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MkdirRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MutationReply.SerializeToString,
+            ),
+            'Rmdir': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rmdir,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.RmdirRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MutationReply.SerializeToString,
+            ),
+            'SetAttr': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAttr,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.SetAttrRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MutationReply.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WatchRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.Change.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +467,141 @@ class Federation:
             '/gns.federation.v1.Federation/VolumeState',
             federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.VolumeStateRequest.SerializeToString,
             federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.VolumeStateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rename(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.federation.v1.Federation/Rename',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.RenameRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MutationReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Mkdir(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.federation.v1.Federation/Mkdir',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MkdirRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MutationReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rmdir(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.federation.v1.Federation/Rmdir',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.RmdirRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MutationReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAttr(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.federation.v1.Federation/SetAttr',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.SetAttrRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.MutationReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gns.federation.v1.Federation/Watch',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WatchRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.Change.FromString,
             options,
             channel_credentials,
             insecure,

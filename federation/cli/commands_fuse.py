@@ -1,0 +1,63 @@
+"""``gns fuse MOUNTPOINT``: mount the global namespace (SPEC §12); a thin layer over
+:mod:`federation.fuse.mount` and :class:`federation.client.Client`."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from federation.cli.output import DURATION, Env, common
+
+CONSISTENCY = click.Choice(["owner", "any"])
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(fuse)
+
+
+@click.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--root", "root", default="/", show_default=True, metavar="PATH",
+              help="Mount only the subtree at this global path.")
+@click.option("--read-only", is_flag=True, help="Refuse every change (EROFS).")
+@click.option("--via", metavar="CLUSTER", help="Enter through this cluster's controller.")
+@click.option("--consistency", type=CONSISTENCY, default="owner", show_default=True,
+              help="'any' lets a replica within --max-staleness answer reads.")
+@click.option("--max-staleness", type=DURATION, default="60s", show_default=True,
+              metavar="DURATION", help="Bound on replica lag for --consistency any.")
+@click.option("--daemon", is_flag=True, help="Return once mounted; serve in the background.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where writes are staged until close (default ~/.cache/gns/fuse).")
+@click.option("--timeout", type=DURATION, default="30s", show_default=True, metavar="DURATION",
+              help="Longest any one call may take before the operation fails with EIO.")
+@common
+def fuse(env: Env, mountpoint: Path, root: str, read_only: bool, via: str | None,
+         consistency: str, max_staleness: float, daemon: bool, cache_dir: Path | None,
+         timeout: float) -> None:
+    """Mount the global namespace (or --root PATH) at MOUNTPOINT through FUSE."""
+    from federation.fuse.mount import MountConfig, clear_stale, daemonize, run
+    from federation.fuse.staging import default_cache_dir
+    from namespace.errors import InvalidInput
+    from namespace.paths import check_name, normalize
+
+    root = normalize(root)
+    if via is not None:
+        check_name("cluster", via)
+    if timeout <= 0:
+        raise InvalidInput("--timeout must be positive")
+    mountpoint = mountpoint.absolute()
+    clear_stale(mountpoint)  # bad mount points fail here, before anything starts
+    config = MountConfig(mountpoint=mountpoint, root=root, read_only=read_only,
+                         cache_dir=cache_dir.absolute() if cache_dir else None, timeout=timeout)
+
+    def serve(ready: object = None) -> None:
+        with env.client(via=via, consistency=consistency, max_staleness=max_staleness) as c:
+            run(config, c, ready)  # type: ignore[arg-type]
+
+    if daemon:
+        log_file = (cache_dir or default_cache_dir()) / f"gns-fuse-{os.getpid()}.log"
+        daemonize(serve, log_file)  # type: ignore[arg-type]
+        click.echo(f"mounted {root} at {mountpoint}")
+        return
+    serve()

@@ -1,0 +1,93 @@
+"""Attributes and directory listings of one mount, kept until the change stream says
+otherwise.
+
+While a volume's change stream (``Client.watch``) is connected, entries of that volume live
+``ttl`` seconds (long: the stream invalidates them within ~50 ms of a commit anywhere);
+while it is down they live ``fallback_ttl`` (1 s), so close-to-open consistency across
+clusters holds within a second either way. Negative entries (no such file) are cached too:
+tools probe for missing files constantly. Thread-safe: watch threads invalidate.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Attrs:
+    """What ``stat`` shows for one path."""
+
+    kind: str  # "file" | "dir"
+    size: int
+    mtime: float
+    mode: int
+    sha256: str = ""
+
+
+class MetaCache:
+    def __init__(self, ttl: float = 30.0, fallback_ttl: float = 1.0) -> None:
+        self.ttl = ttl
+        self.fallback_ttl = fallback_ttl
+        self._attrs: dict[str, tuple[Attrs | None, float, str]] = {}
+        self._lists: dict[str, tuple[list[tuple[str, Attrs]], float, str]] = {}
+        self._healthy: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _fresh(self, stamp: float, volume: str) -> bool:
+        ttl = self.ttl if volume in self._healthy else self.fallback_ttl
+        return time.monotonic() - stamp < ttl
+
+    def get_attrs(self, path: str) -> tuple[bool, Attrs | None]:
+        """(hit, attrs); attrs None on a hit means 'known not to exist'."""
+        with self._lock:
+            got = self._attrs.get(path)
+            if got is None or not self._fresh(got[1], got[2]):
+                return False, None
+            return True, got[0]
+
+    def put_attrs(self, path: str, attrs: Attrs | None, volume: str) -> None:
+        with self._lock:
+            self._attrs[path] = (attrs, time.monotonic(), volume)
+
+    def get_list(self, path: str) -> list[tuple[str, Attrs]] | None:
+        with self._lock:
+            got = self._lists.get(path)
+            if got is None or not self._fresh(got[1], got[2]):
+                return None
+            return got[0]
+
+    def put_list(self, path: str, entries: list[tuple[str, Attrs]], volume: str) -> None:
+        now = time.monotonic()
+        prefix = path + "/" if path else ""
+        with self._lock:
+            self._lists[path] = (entries, now, volume)
+            for name, attrs in entries:
+                self._attrs[prefix + name] = (attrs, now, volume)
+
+    def invalidate(self, path: str) -> None:
+        """``path`` changed: forget it, its listing, and its parent's listing."""
+        parent = path.rpartition("/")[0]
+        with self._lock:
+            self._attrs.pop(path, None)
+            self._lists.pop(path, None)
+            self._lists.pop(parent, None)
+
+    def invalidate_tree(self, path: str) -> None:
+        prefix = path + "/"
+        with self._lock:
+            for d in (self._attrs, self._lists):
+                for p in [p for p in d if p == path or p.startswith(prefix)]:
+                    del d[p]  # type: ignore[attr-defined]
+            self._lists.pop(path.rpartition("/")[0], None)
+
+    def set_healthy(self, volume: str, healthy: bool) -> None:
+        with self._lock:
+            if healthy:
+                self._healthy.add(volume)
+                return
+            self._healthy.discard(volume)
+            # Events may have been missed: drop what the stream was vouching for.
+            for d in (self._attrs, self._lists):
+                for p in [p for p, v in d.items() if v[2] == volume]:
+                    del d[p]  # type: ignore[attr-defined]

@@ -1,0 +1,187 @@
+"""Mounting and unmounting ``gns fuse``: stale mounts, signals, ``--daemon``.
+
+A mount left behind by a crashed process ("Transport endpoint is not connected") is
+cleared with ``fusermount3 -uz`` before mounting again. SIGTERM, SIGINT and SIGHUP end the
+FUSE loop; the mount is then unmounted, staged files that were never closed are dropped
+(never committed), and the staging directory is removed. With ``--daemon`` the command
+returns once the file system is mounted; the mount lives on in a detached child.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from namespace.errors import Conflict, GnsError, InvalidInput, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    """What ``gns fuse`` was asked to do (validated before anything is mounted)."""
+
+    mountpoint: Path
+    """Existing empty directory to mount on."""
+    root: str = "/"
+    """Global path shown at the mount point (``--root``)."""
+    read_only: bool = False
+    """Refuse every change with EROFS (``--read-only``)."""
+    cache_dir: Path | None = None
+    """Where staged writes live (``--cache-dir``); default ~/.cache/gns/fuse."""
+    max_staging_bytes: int = 0
+    """Bound on staged bytes (0 = the disk is the bound)."""
+    timeout: float = 30.0
+    """Seconds any one call may take before the operation fails with EIO."""
+    attr_timeout: float = 1.0
+    """Seconds the kernel may cache attributes and entries without asking."""
+
+
+def fusermount() -> str:
+    found = shutil.which("fusermount3") or shutil.which("fusermount")
+    if not found:
+        raise Unavailable("fusermount3 not found: install fuse3 (apt-get install fuse3)")
+    return found
+
+
+def clear_stale(mountpoint: Path) -> None:
+    """Unmount a dead FUSE mount at ``mountpoint``; refuse a live one."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            log.warning("clearing a stale mount at %s (its process died)", mountpoint)
+            subprocess.run([fusermount(), "-uz", str(mountpoint)], check=False,
+                           capture_output=True)
+            return
+        if exc.errno == errno.ENOENT:
+            raise NotFound(f"mount point {mountpoint} does not exist") from None
+        raise InvalidInput(f"mount point {mountpoint}: {exc.strerror}") from None
+    if os.path.ismount(mountpoint):
+        raise Conflict(f"{mountpoint} is already a mount point (unmount it first)")
+    if not mountpoint.is_dir():
+        raise InvalidInput(f"mount point {mountpoint} is not a directory")
+
+
+def run(config: MountConfig, client: Any, ready: Callable[[], None] | None = None) -> None:
+    """Mount, serve until unmounted or signalled, then unmount cleanly (blocking)."""
+    import pyfuse3
+    import trio
+
+    from federation.fuse.cache import MetaCache
+    from federation.fuse.operations import GnsOperations
+    from federation.fuse.staging import Staging, default_cache_dir
+    from federation.fuse.watch import Watcher
+
+    if not os.path.exists("/dev/fuse"):
+        raise Unavailable("/dev/fuse is missing: FUSE is not available on this machine")
+    clear_stale(config.mountpoint)
+    staging = Staging(config.cache_dir or default_cache_dir(), config.max_staging_bytes)
+    staging.open()
+    ops = GnsOperations(client, config.root, staging, read_only=config.read_only,
+                        timeout=config.timeout, attr_timeout=config.attr_timeout,
+                        cache=MetaCache())
+    try:
+        top = ops._remote_attrs("")
+        if top is None:
+            raise NotFound(f"{config.root} is not in the global namespace")
+        if top.kind != "dir":
+            raise InvalidInput(f"--root {config.root} is a file, not a directory")
+    except BaseException:
+        staging.close()
+        raise
+    options = set(pyfuse3.default_options)
+    options |= {"fsname=gns", "subtype=gns", "noatime"}
+    if os.getuid() == 0:
+        options.add("allow_other")  # pods and other users see it (the CSI case)
+    if config.read_only:
+        options.add("ro")
+    pyfuse3.init(ops, str(config.mountpoint), options)
+    watcher = Watcher(ops, client)
+    ops.watcher = watcher
+    log.info("gns fuse: %s mounted at %s", config.root, config.mountpoint)
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def on_signal() -> None:
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+                    async for _sig in sigs:
+                        pyfuse3.terminate()
+                        return
+
+            nursery.start_soon(on_signal)
+            if ready is not None:
+                ready()
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(serve)
+    finally:
+        watcher.stop()
+        ops.close()
+        pyfuse3.close(unmount=True)
+        staging.close()
+        log.info("gns fuse: %s unmounted", config.mountpoint)
+
+
+def daemonize(child: Callable[[Callable[[], None]], None], log_file: Path) -> None:
+    """Run ``child(ready)`` in a detached process; return once it called ``ready()``, or
+    raise its error (with its exit code) if it failed first. Fork happens before any
+    thread or gRPC channel exists in this process."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        chunks = []
+        while data := os.read(r, 4096):
+            chunks.append(data)
+        os.close(r)
+        msg = b"".join(chunks).decode(errors="replace")
+        if msg.startswith("ok"):
+            return
+        code, _, text = msg.partition("\t")
+        if not code:
+            os.waitpid(pid, 0)
+            raise GnsError(f"gns fuse exited before mounting (see {log_file})")
+        err = GnsError(text)
+        err.exit_code = int(code)
+        raise err
+    # The child: own session, no terminal, logs to a file.
+    try:
+        os.close(r)
+        os.setsid()
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+        def ready() -> None:
+            os.write(w, b"ok")
+            os.close(w)
+
+        child(ready)
+        code = 0
+    except GnsError as exc:
+        try:
+            os.write(w, f"{exc.exit_code}\t{exc}".encode())
+        except OSError:
+            log.error("gns fuse failed: %s", exc)
+        code = exc.exit_code
+    except BaseException:
+        log.exception("gns fuse failed")
+        code = 1
+    os._exit(code)

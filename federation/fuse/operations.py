@@ -1,0 +1,558 @@
+"""The FUSE operations of ``gns fuse``: a thin adapter from POSIX calls to ``Client`` calls.
+
+Every blocking ``Client`` call runs in a worker thread (``trio.to_thread``) and every gns
+error leaves through :func:`federation.fuse.errnos.errno_for`. What is not a ``Client``
+call lives elsewhere: inode numbers (``inodes``), open files and staging (``handles``,
+``staging``), attribute/listing caches (``cache``), the change-stream followers
+(``watch``). This module never talks to etcd, storage or gRPC itself.
+
+Paths: the kernel names inodes; ``InodeTable`` maps them to paths relative to the mount's
+root ('' = root), and :meth:`GnsOperations.gpath` joins that to the global ``--root``.
+Global paths above every mount are "virtual" directories (the mount prefixes).
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import pyfuse3
+import trio
+
+from federation.fuse.cache import Attrs, MetaCache
+from federation.fuse.errnos import errno_for
+from federation.fuse.handles import RemoteReader, StagedFile
+from federation.fuse.inodes import InodeTable
+from federation.fuse.staging import Staging
+from namespace.errors import FileNotFound, GnsError, StaleEpoch
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_STALE_RETRIES = 3
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}/{b}" if a else b
+
+
+class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
+    """The file system: one instance per mount."""
+
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, client: Any, root: str, staging: Staging, *, read_only: bool = False,
+                 timeout: float = 30.0, attr_timeout: float = 1.0,
+                 cache: MetaCache | None = None) -> None:
+        super().__init__()
+        self.client = client
+        self.root = "/" + root.strip("/") if root.strip("/") else "/"
+        self.staging = staging
+        self.read_only = read_only
+        self.timeout = timeout
+        self.attr_timeout = attr_timeout
+        self.cache = cache or MetaCache()
+        self.inodes = InodeTable()
+        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gns-fuse-ra")
+        self.started = time.time()
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self._handles: dict[int, RemoteReader | StagedFile] = {}
+        self._dirs: dict[int, list[tuple[str, Attrs]]] = {}
+        self._dir_paths: dict[int, str] = {}
+        self._next_fh = 1
+        self.pending: dict[str, StagedFile] = {}
+        self.watcher: Any = None  # set by the mount: follows the change stream per volume
+
+    # ------------------------------------------------------------------ plumbing
+
+    def gpath(self, rel: str) -> str:
+        if not rel:
+            return self.root
+        return self.root.rstrip("/") + "/" + rel
+
+    def rel_of(self, gpath: str) -> str | None:
+        """The mount-relative path of a global one (None when outside ``--root``)."""
+        if self.root == "/":
+            return gpath.strip("/")
+        if gpath == self.root:
+            return ""
+        if gpath.startswith(self.root + "/"):
+            return gpath[len(self.root) + 1:]
+        return None
+
+    async def call(self, fn: Callable[..., T], *args: Any, conflict: int = errno.EEXIST,
+                   invalid: int = errno.EINVAL, **kw: Any) -> T:
+        """Run a blocking ``Client`` call in a thread; gns errors become errno (one table).
+
+        A stale epoch (the owner moved) is retried: the client re-routes on its next call."""
+        for attempt in range(_STALE_RETRIES):
+            try:
+                return await trio.to_thread.run_sync(functools.partial(fn, *args, **kw))
+            except StaleEpoch:
+                if attempt + 1 < _STALE_RETRIES:
+                    await trio.sleep(0.3)
+                    continue
+                raise pyfuse3.FUSEError(errno.EAGAIN) from None
+            except GnsError as exc:
+                raise pyfuse3.FUSEError(errno_for(exc, conflict=conflict, invalid=invalid)) from None
+            except OSError as exc:
+                raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        raise AssertionError("unreachable")
+
+    def _path(self, ino: int) -> str:
+        try:
+            return self.inodes.path_of(ino)
+        except KeyError:
+            raise pyfuse3.FUSEError(errno.ESTALE) from None
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise pyfuse3.FUSEError(errno.EROFS)
+
+    def _new_fh(self, h: RemoteReader | StagedFile) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = h
+        return fh
+
+    def entry(self, ino: int, a: Attrs) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = ino
+        e.generation = 0
+        e.entry_timeout = self.attr_timeout
+        e.attr_timeout = self.attr_timeout
+        if a.kind == "dir":
+            e.st_mode = stat.S_IFDIR | (a.mode or 0o755)
+            e.st_nlink = 2
+        else:
+            e.st_mode = stat.S_IFREG | (a.mode or 0o644)
+            e.st_nlink = 1
+        e.st_uid, e.st_gid = self.uid, self.gid
+        e.st_rdev = 0
+        e.st_size = a.size
+        e.st_blksize = 1 << 20
+        e.st_blocks = (a.size + 511) // 512
+        ns = int((a.mtime or self.started) * 1e9)
+        e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = ns
+        return e
+
+    # ------------------------------------------------------------------ namespace view
+
+    def _mount_children(self, g: str) -> set[str]:
+        """Names of mount prefixes directly below global path ``g``."""
+        prefix = "/" if g == "/" else g + "/"
+        out = set()
+        for m in self.client.view().mount_list():
+            if m.path.startswith(prefix) and m.path != g:
+                out.add(m.path[len(prefix):].split("/", 1)[0])
+        return out
+
+    def _volume(self, g: str) -> str | None:
+        res = self.client.view().resolve(g)
+        return None if res is None else str(res.volume)
+
+    def _staged_attrs(self, sf: StagedFile) -> Attrs:
+        return Attrs("file", sf.size, sf.mtime or sf.touched, sf.mode)
+
+    def _remote_attrs(self, rel: str) -> Attrs | None:
+        """Blocking: stat through the client (None: no such file or directory)."""
+        g = self.gpath(rel)
+        vol = self._volume(g)
+        if vol is None:
+            return Attrs("dir", 0, self.started, 0o755) if self._mount_children(g) else None
+        if self.watcher is not None:
+            self.watcher.ensure(vol)
+        try:
+            st = self.client.stat(g)
+        except FileNotFound:
+            a = Attrs("dir", 0, self.started, 0o755) if self._mount_children(g) else None
+            self.cache.put_attrs(rel, a, vol)
+            return a
+        a = Attrs("dir" if st["type"] == "dir" else "file", int(st["size"]),
+                  float(st.get("mtime") or 0.0), int(st.get("mode") or 0), st.get("sha256", ""))
+        self.cache.put_attrs(rel, a, vol)
+        return a
+
+    async def attrs(self, rel: str, *, fresh: bool = False) -> Attrs | None:
+        sf = self.pending.get(rel)
+        if sf is not None:
+            return self._staged_attrs(sf)
+        if not fresh:
+            hit, a = self.cache.get_attrs(rel)
+            if hit:
+                return a
+        return await self.call(self._remote_attrs, rel)
+
+    def _listing(self, rel: str) -> list[tuple[str, Attrs]]:
+        """Blocking: a directory's entries (volume listing plus mount prefixes)."""
+        g = self.gpath(rel)
+        vol = self._volume(g)
+        names: dict[str, Attrs] = {}
+        if vol is not None:
+            if self.watcher is not None:
+                self.watcher.ensure(vol)
+            try:
+                for e in self.client.listdir(g):
+                    kind = "dir" if e["type"] == "dir" else "file"
+                    names[e["name"]] = Attrs(kind, int(e["size"]), float(e["mtime"]), int(e["mode"]))
+            except FileNotFound:
+                if not self._mount_children(g):
+                    raise
+        for name in self._mount_children(g):
+            names.setdefault(name, Attrs("dir", 0, self.started, 0o755))
+        entries = sorted(names.items())
+        self.cache.put_list(rel, entries, vol or "")
+        return entries
+
+    def invalidate(self, rel: str) -> None:
+        """Forget what we know of ``rel`` and tell the kernel (our own change or a watch)."""
+        self.cache.invalidate(rel)
+        ino = self.inodes.find(rel)
+        if ino is not None:
+            try:
+                pyfuse3.invalidate_inode(ino, attr_only=False)
+            except OSError:
+                pass  # the kernel does not hold it
+        parent, _, name = rel.rpartition("/")
+        pino = self.inodes.find(parent)
+        if pino is not None and name:
+            try:
+                pyfuse3.invalidate_entry_async(pino, name.encode(), ignore_enoent=True)
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------------ lookups
+
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        rel = _join(self._path(parent_inode), os.fsdecode(name))
+        a = await self.attrs(rel)
+        if a is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        ino = self.inodes.ino_for(rel)
+        self.inodes.looked_up(ino)
+        return self.entry(ino, a)
+
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        rel = self._path(inode)
+        a = await self.attrs(rel)
+        if a is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self.entry(inode, a)
+
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        for ino, n in inode_list:
+            self.inodes.forget(ino, n)
+
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        rel = self._path(inode)
+        entries = self.cache.get_list(rel)
+        if entries is None:
+            entries = await self.call(self._listing, rel, invalid=errno.ENOTDIR)
+        pending = {r.rpartition("/")[2]: sf for r, sf in self.pending.items()
+                   if r.rpartition("/")[0] == rel}
+        if pending:
+            merged = dict(entries)
+            merged.update({n: self._staged_attrs(sf) for n, sf in pending.items()})
+            entries = sorted(merged.items())
+        fh = self._next_fh
+        self._next_fh += 1
+        self._dirs[fh] = entries
+        self._dir_paths[fh] = rel
+        return fh
+
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        entries = self._dirs.get(fh, [])
+        parent = self._dir_paths.get(fh, "")
+        for i in range(start_id, len(entries)):
+            name, a = entries[i]
+            rel = _join(parent, name)
+            ino = self.inodes.ino_for(rel)
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self.entry(ino, a), i + 1):
+                return
+            self.inodes.looked_up(ino)
+
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+        self._dir_paths.pop(fh, None)
+
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_blocks = s.f_bfree = s.f_bavail = 1 << 40
+        s.f_files = s.f_ffree = s.f_favail = 1 << 32
+        s.f_namemax = 255
+        return s
+
+    # ------------------------------------------------------------------ files
+
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        rel = self._path(inode)
+        writing = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
+        if writing:
+            self._writable()
+        sf = self.pending.get(rel)
+        if sf is not None:
+            if flags & os.O_TRUNC:
+                sf.truncate(0)
+            sf.refs += 1
+            return pyfuse3.FileInfo(fh=self._new_fh(sf), keep_cache=False)
+        _hit, cached = self.cache.get_attrs(rel)
+        a = await self.attrs(rel, fresh=True)  # close-to-open: always revalidate
+        if a is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if a.kind == "dir":
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if not writing:
+            reader = RemoteReader(self.client, self.gpath(rel), a.size, self.pool, self.timeout)
+            keep = cached is not None and cached.sha256 == a.sha256 and bool(a.sha256)
+            return pyfuse3.FileInfo(fh=self._new_fh(reader), keep_cache=keep)
+        sf = StagedFile(self.staging, rel, a.mode or 0o644, exists=True)
+        try:
+            if flags & os.O_TRUNC:
+                if a.size:
+                    sf.dirty = True
+            else:
+                await self.call(sf.fill, self.client, self.gpath(rel), a.size, self.timeout)
+        except BaseException:
+            sf.close()
+            raise
+        sf.refs += 1
+        self.pending[rel] = sf
+        return pyfuse3.FileInfo(fh=self._new_fh(sf), keep_cache=False)
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self._writable()
+        rel = _join(self._path(parent_inode), os.fsdecode(name))
+        g = self.gpath(rel)
+        if await self.call(self._volume, g) is None:
+            raise pyfuse3.FUSEError(errno.EACCES)  # above every mount: nowhere to store it
+        existing = await self.attrs(rel, fresh=True)
+        if existing is not None:
+            if flags & os.O_EXCL:
+                raise pyfuse3.FUSEError(errno.EEXIST)
+            if existing.kind == "dir":
+                raise pyfuse3.FUSEError(errno.EISDIR)
+        sf = self.pending.get(rel)
+        if sf is None:
+            sf = StagedFile(self.staging, rel, (mode & 0o7777) or 0o644,
+                            exists=existing is not None)
+            if existing is not None and not flags & os.O_TRUNC:
+                await self.call(sf.fill, self.client, g, existing.size, self.timeout)
+            sf.dirty = True  # a new (or truncated) file is committed at close even if empty
+            self.pending[rel] = sf
+        sf.refs += 1
+        ino = self.inodes.ino_for(rel)
+        self.inodes.looked_up(ino)
+        self.cache.invalidate(rel)
+        return (pyfuse3.FileInfo(fh=self._new_fh(sf), keep_cache=False),
+                self.entry(ino, self._staged_attrs(sf)))
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self._handles[fh]
+        if isinstance(h, StagedFile):
+            return h.read(off, size)
+        data = h.cached(off, size)
+        if data is not None:
+            return data
+        return await self.call(h.read, off, size)
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        h = self._handles[fh]
+        if not isinstance(h, StagedFile):
+            raise pyfuse3.FUSEError(errno.EBADF)
+        try:
+            return h.write(off, buf)
+        except OSError as exc:
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+
+    async def _commit(self, sf: StagedFile) -> None:
+        if not sf.dirty or sf.unlinked:
+            return
+        await self.call(sf.commit, self.client, self.gpath(sf.rel), invalid=errno.EISDIR)
+        self.invalidate(sf.rel)
+
+    async def flush(self, fh: int) -> None:
+        h = self._handles.get(fh)
+        if isinstance(h, StagedFile):
+            await self._commit(h)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.flush(fh)
+
+    async def release(self, fh: int) -> None:
+        h = self._handles.pop(fh, None)
+        if isinstance(h, RemoteReader):
+            h.close()
+            return
+        if h is None:
+            return
+        h.refs -= 1
+        if h.refs > 0:
+            return
+        try:
+            await self._commit(h)
+        except pyfuse3.FUSEError as exc:
+            log.error("commit of %s at release failed (errno %d); staged data dropped",
+                      self.gpath(h.rel), exc.errno)
+        finally:
+            if self.pending.get(h.rel) is h:
+                del self.pending[h.rel]
+            self.cache.invalidate(h.rel)
+            h.close()
+
+    # ------------------------------------------------------------------ attributes
+
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any,
+                      fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
+        rel = self._path(inode)
+        changes = (fields.update_size or fields.update_mode or fields.update_mtime)
+        if changes:
+            self._writable()
+        h = self._handles.get(fh) if fh is not None else None
+        sf = h if isinstance(h, StagedFile) else self.pending.get(rel)
+        g = self.gpath(rel)
+        if fields.update_size:
+            if sf is not None:
+                sf.truncate(attr.st_size)
+            else:
+                await self._truncate_remote(rel, attr.st_size)
+        if fields.update_mode:
+            mode = attr.st_mode & 0o7777
+            if sf is not None:
+                sf.mode = mode
+            if sf is None or not sf.dirty:
+                await self.call(self.client.chmod, g, mode)
+        if fields.update_mtime:
+            mtime = attr.st_mtime_ns / 1e9
+            if sf is not None and sf.dirty:
+                sf.mtime = mtime
+            else:
+                await self.call(self.client.set_mtime, g, mtime)
+        # uid/gid (chown) are accepted and not kept: gns has no file owners.
+        if changes:
+            self.invalidate(rel)
+        a = await self.attrs(rel, fresh=changes)
+        if a is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self.entry(inode, a)
+
+    async def _truncate_remote(self, rel: str, size: int) -> None:
+        a = await self.attrs(rel, fresh=True)
+        if a is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if a.kind == "dir":
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if a.size == size:
+            return
+        sf = StagedFile(self.staging, rel, a.mode or 0o644, exists=True)
+        try:
+            await self.call(sf.fill, self.client, self.gpath(rel), min(a.size, size), self.timeout)
+            sf.truncate(size)
+            await self._commit(sf)
+        finally:
+            sf.close()
+
+    # ------------------------------------------------------------------ namespace edits
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        self._writable()
+        rel = _join(self._path(parent_inode), os.fsdecode(name))
+        g = self.gpath(rel)
+        if await self.call(self._volume, g) is None:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        await self.call(self.client.mkdir, g, mode=(mode & 0o7777) or 0o755, invalid=errno.ENOTDIR)
+        self.invalidate(rel)
+        return await self.lookup(parent_inode, name, ctx)
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        self._writable()
+        rel = _join(self._path(parent_inode), os.fsdecode(name))
+        g = self.gpath(rel)
+        if await self.call(self._mount_children, g):
+            raise pyfuse3.FUSEError(errno.EBUSY)
+        await self.call(self.client.rmdir, g, conflict=errno.ENOTEMPTY, invalid=errno.ENOTDIR)
+        self.invalidate(rel)
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        self._writable()
+        rel = _join(self._path(parent_inode), os.fsdecode(name))
+        sf = self.pending.pop(rel, None)
+        if sf is not None:
+            sf.unlinked = True  # still-open descriptors keep it; it is never committed
+            if not sf.exists_remote:
+                self.invalidate(rel)
+                return
+        await self.call(self.client.rm, self.gpath(rel), keep_parent=True, invalid=errno.EISDIR)
+        self.invalidate(rel)
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any) -> None:
+        self._writable()
+        old = _join(self._path(parent_inode_old), os.fsdecode(name_old))
+        new = _join(self._path(parent_inode_new), os.fsdecode(name_new))
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        g_old, g_new = self.gpath(old), self.gpath(new)
+        v_old = await self.call(self._volume, g_old)
+        v_new = await self.call(self._volume, g_new)
+        if v_old is None or v_new is None or v_old != v_new:
+            raise pyfuse3.FUSEError(errno.EXDEV)
+        if new.startswith(old + "/"):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        # Anything staged below the source is committed first: it moves with the rename.
+        for rel, sf in list(self.pending.items()):
+            if rel == old or rel.startswith(old + "/"):
+                await self._commit(sf)
+        src = await self.attrs(old, fresh=True)
+        if src is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        dst = await self.attrs(new, fresh=True)
+        if dst is not None:
+            if flags & pyfuse3.RENAME_NOREPLACE:
+                raise pyfuse3.FUSEError(errno.EEXIST)
+            if src.kind == "file" and dst.kind == "dir":
+                raise pyfuse3.FUSEError(errno.EISDIR)
+            if src.kind == "dir" and dst.kind == "file":
+                raise pyfuse3.FUSEError(errno.ENOTDIR)
+        await self.call(self.client.mv, g_old, g_new, conflict=errno.ENOTEMPTY)
+        self.inodes.rename(old, new)
+        for rel, sf in list(self.pending.items()):
+            if rel == old or rel.startswith(old + "/"):
+                del self.pending[rel]
+                sf.rel = new + rel[len(old):]
+                self.pending[sf.rel] = sf
+        self.cache.invalidate_tree(old)
+        self.cache.invalidate_tree(new)
+        self.invalidate(old)
+        self.invalidate(new)
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EPERM)  # no hard links: one path per file
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def close(self) -> None:
+        """Unmounting: staged files never closed are dropped, not committed."""
+        for sf in set(self.pending.values()):
+            sf.close()
+        self.pending.clear()
+        for h in self._handles.values():
+            if isinstance(h, RemoteReader):
+                h.close()
+        self._handles.clear()
+        self.pool.shutdown(wait=False, cancel_futures=True)
