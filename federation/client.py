@@ -23,7 +23,7 @@ from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
 from federation.channels import CHUNK_SIZE, sync_channel
-from federation.local.home import home_dir, read_state
+from federation.home import home_dir, read_state
 from federation.resolution import describe
 from namespace.cache import NamespaceCache, NamespaceView
 from namespace.control import ControlPlane, resolve_in

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from federation.home import home_dir, read_state, write_state
 from federation.local.etcd_server import EtcdCluster, EtcdMember
-from federation.local.home import home_dir, read_state, write_state
 from federation.local.ports import free_port
 from namespace.errors import Conflict, InvalidInput, Unavailable
 from namespace.models import Provider
