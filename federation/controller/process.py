@@ -20,9 +20,12 @@ import grpc
 
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.channels import BASE_OPTIONS, AioChannelPool
+from federation.controller.access import Access
 from federation.controller.config import ControllerConfig
-from federation.controller.failover import FailoverService
+from federation.controller.edge_hub import EdgeHub
+from federation.controller.failover import AutomaticFailover, FailoverOps, FailoverService
 from federation.controller.leader import FederationLeader
+from federation.controller.liveness import OwnerLiveness
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.mirror_service import MirroringService
 from federation.controller.mirrors import MirrorRunner
@@ -30,6 +33,7 @@ from federation.controller.replication import ReplicationService
 from federation.controller.rpc_errors import ErrorInterceptor
 from federation.controller.service import FederationService
 from federation.controller.service import add_to_server as add_federation_service
+from federation.controller.supervisor import Supervisor
 from federation.controller.volumes import VolumeManager
 from namespace.cache import NamespaceCache
 from namespace.errors import Conflict
@@ -43,11 +47,11 @@ class Controller:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
         self.metrics = ControllerMetrics(config.cluster)
-        self._stop = asyncio.Event()
+        self.supervisor = Supervisor()
         self.port: int | None = None
 
     def request_stop(self) -> None:
-        self._stop.set()
+        self.supervisor.request_stop()
 
     async def run(self) -> None:
         cfg = self.config
@@ -57,14 +61,21 @@ class Controller:
         pool = ThreadPoolExecutor(max_workers=cfg.io_threads, thread_name_prefix=f"io-{cfg.cluster}")
         peers = AioChannelPool(cfg.tls_dir, cfg.cluster)
         # Every servicer only raises: one interceptor maps errors to statuses for all.
-        server = grpc.aio.server(options=BASE_OPTIONS, interceptors=[ErrorInterceptor(self.metrics)])
+        # Access control sits inside the error mapping: its denials become statuses too.
+        access = Access(cfg, etcd, cache, self.metrics)
+        server = grpc.aio.server(
+            options=BASE_OPTIONS, interceptors=[ErrorInterceptor(self.metrics), *access.interceptors]
+        )
         lease: LeaseKeeper | None = None
         volumes: VolumeManager | None = None
         mirrors: MirrorRunner | None = None
         leader: FederationLeader | None = None
-        tasks: list[asyncio.Task[None]] = []
+        edge_hub: EdgeHub | None = None
+        supervisor = self.supervisor
         try:
-            await cache.start()
+            await cache.load()
+            supervisor.spawn("namespace-watch", cache.follow())
+            await access.start()
             if cfg.metrics_port is not None:
                 self.metrics.serve(cfg.metrics_port, cfg.listen.rpartition(":")[0].strip("[]") or "127.0.0.1")
             metrics_ep = f"127.0.0.1:{cfg.metrics_port}" if cfg.metrics_port is not None else ""
@@ -74,42 +85,50 @@ class Controller:
                 spec = spec.model_copy(update={"endpoint": f"{cfg.listen.rpartition(':')[0]}:{self.port}"})
             lease = LeaseKeeper(etcd, spec, cfg.lease_ttl, node_id=node_id)
             volumes = VolumeManager(cfg.cluster, cfg.data_dir, cache, lease, self.metrics)
-            lease.on_lost = volumes.on_lease_lost
-            lease.on_regained = volumes.on_lease_regained
+            lease.subscribe(volumes)  # lease lost: fence writes; regained: bump epochs
+            mirrors = MirrorRunner(cfg.cluster, cache, volumes, self.metrics, pool, cfg.tls_dir)
+            edge_hub = EdgeHub(cfg.cluster, cache, peers, cfg.tls_dir, lambda: spec.endpoint)
             service = FederationService(
-                cfg.cluster, cache, volumes, self.metrics, peers, pool, cfg.chunk_size
+                cfg.cluster, cache, volumes, self.metrics, edge_hub.wrap(peers), pool, cfg.chunk_size,
+                mirrors=mirrors,
             )
             add_federation_service(service, server)
-            mirrors = MirrorRunner(cfg.cluster, cache, volumes, self.metrics, pool, cfg.tls_dir)
-            service.mirrors = mirrors
-            volumes.on_commit.append(mirrors.committed)
+            service.edge_relay = edge_hub.relay_endpoint
+            edge_hub.add_to_server(server)
+            access.add_services(server)
             pb_grpc.add_ReplicationServicer_to_server(ReplicationService(cfg.cluster, volumes, pool), server)
             pb_grpc.add_MirroringServicer_to_server(MirroringService(mirrors, peers), server)
-            leader = FederationLeader(cfg.cluster, cache, lease, volumes, mirrors, peers, self.metrics)
-            pb_grpc.add_FailoverServicer_to_server(FailoverService(leader.failover), server)
+            failover = FailoverOps(cfg.cluster, cache, volumes, mirrors, peers, self.metrics)
+            liveness = OwnerLiveness(cfg.cluster, cache, peers)
+            leader = FederationLeader(
+                cfg.cluster, cache, lease, volumes, mirrors, peers,
+                duties=[AutomaticFailover(failover, liveness).run, liveness.probe_owners],
+            )
+            pb_grpc.add_FailoverServicer_to_server(FailoverService(failover), server)
+            await edge_hub.start()
             await server.start()
             await lease.register()
-            lease.start()
-            volumes.start()
-            volumes.watch_roles()
-            mirrors.start()
-            tasks = [
-                asyncio.create_task(self._stop.wait(), name="stop-signal"),
-                asyncio.create_task(self._export_lease_metrics(lease), name="lease-metrics"),
-                asyncio.create_task(leader.run(), name="leader-election"),
-            ]
+            supervisor.spawn("lease-renewal", lease.renew_forever())
+            supervisor.spawn("volumes", volumes.run())
+            supervisor.spawn("mirror-runner", mirrors.run())
+            supervisor.spawn("lease-metrics", self._export_lease_metrics(lease))
+            supervisor.spawn("leader-election", leader.run())
+            if cfg.kubernetes:
+                from federation.kube.api import KubeConfig
+                from federation.kube.reconciler import KubeReconciler
+
+                reconciler = KubeReconciler(cfg.cluster, etcd, KubeConfig.load())
+                supervisor.spawn("kubernetes-reconciler", reconciler.run())
             log.info("controller %s serving on %s", cfg.cluster, cfg.endpoint)
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                if t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
+            await supervisor.wait()  # until SIGTERM, or re-raise what ended a root task
         finally:
-            for t in tasks:
-                t.cancel()
+            await supervisor.stop()
             if leader is not None:
                 await leader.stop()
             if mirrors is not None:
                 await mirrors.stop()
+            if edge_hub is not None:
+                await edge_hub.stop()
             await server.stop(grace=2.0)
             if volumes is not None:
                 try:
@@ -118,6 +137,7 @@ class Controller:
                     log.warning("final publish failed", exc_info=True)
             if lease is not None:
                 await lease.stop(revoke=True)
+            await access.stop()
             await cache.stop()
             await peers.close()
             await etcd.close()
@@ -126,9 +146,10 @@ class Controller:
     def _bind(self, server: grpc.aio.Server) -> int:
         cfg = self.config
         if cfg.tls_dir is not None:
-            from federation.tls import server_credentials
+            from federation.tls import reloading_server_credentials
 
-            port = server.add_secure_port(cfg.listen, server_credentials(cfg.tls_dir, cfg.cluster))
+            # Re-read on rotation (`gns certs rotate`): a renewed certificate needs no restart.
+            port = server.add_secure_port(cfg.listen, reloading_server_credentials(cfg.tls_dir, cfg.cluster))
         else:
             port = server.add_insecure_port(cfg.listen)
         if port == 0:

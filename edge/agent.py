@@ -1,0 +1,226 @@
+"""The edge controller process (``gns edge join``): wiring, supervision, clean shutdown.
+
+Why it exists: it puts the three edge pieces together (bootstrap -> identity, the link and
+its registration, store-and-forward) around the controller's own Federation service and
+volume storage. The process holds NO etcd configuration at all: everything it learns
+about the federation arrives over the link and is kept in its data dir.
+
+Servers it runs, all on loopback except ``--listen``:
+
+- ``--listen``: the Federation API for apps at the site (``--controller``), and the target
+  of calls the hub relays down the link;
+- one "up" relay server per destination (the hub itself, each mirror target cluster): a
+  real gRPC call made to it crosses the link, so the Federation service's forwarding and
+  the mirror engine's cluster target work unchanged.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from edge.bootstrap import join, load_identity, save_identity
+from edge.link import HubLink
+from edge.shipping import Shipper
+from edge.site import EdgeFederationService, EdgeVolumes, LocalNamespace, NeverFenced
+from federation.channels import BASE_OPTIONS, AioChannelPool
+from federation.controller.metrics import ControllerMetrics
+from federation.controller.process import claim_data_dir
+from federation.controller.rpc_errors import ErrorInterceptor
+from federation.controller.service import add_to_server
+from federation.edge_mux import InCall, LinkMux, RelayHandler, forwardable, replay
+from namespace.errors import InvalidInput, Unavailable
+from namespace.paths import check_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    site: str
+    hubs: tuple[str, ...]
+    data_dir: Path
+    token: str | None = None
+    listen: str = "127.0.0.1:0"
+    heartbeat: float = 10.0
+    max_backoff: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_name("site", self.site)
+        if not self.hubs:
+            raise InvalidInput("--hub: give at least one HOST:PORT")
+        for h in (*self.hubs, self.listen):
+            host, sep, port = h.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise InvalidInput(f"invalid address {h!r}: expected HOST:PORT")
+        for h in self.hubs:
+            if h.endswith(":0"):
+                raise InvalidInput(f"invalid --hub {h!r}: port 0")
+        if not 0.05 <= self.heartbeat <= 3600:
+            raise InvalidInput(f"invalid --heartbeat {self.heartbeat:g}s: 50ms..1h")
+
+    @staticmethod
+    def parse_hubs(text: str) -> tuple[str, ...]:
+        return tuple(h.strip() for h in text.split(",") if h.strip())
+
+
+class EdgeController:
+    def __init__(self, cfg: EdgeConfig) -> None:
+        self.cfg = cfg
+        self._stop = asyncio.Event()
+        self.port: int | None = None
+        self.link: HubLink | None = None
+        self._uplinks: dict[str, tuple[grpc.aio.Server, str]] = {}
+        self._uplink_lock = asyncio.Lock()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # -- up relays ----------------------------------------------------------------------------
+    def _route_up(self, cluster: str, bulk: bool) -> Any:
+        def route(method: str, md: dict[str, str]) -> tuple[LinkMux, str, bool]:
+            mux = self.link.mux if self.link is not None else None
+            if mux is None or mux.closed:
+                raise Unavailable(f"edge site {self.cfg.site} is disconnected from its hub; "
+                                  "only paths the site owns are served")
+            return mux, cluster, bulk
+        return route
+
+    async def uplink(self, cluster: str = "") -> str:
+        """Loopback endpoint whose calls run at ``cluster`` (empty: the hub) over the link."""
+        async with self._uplink_lock:
+            found = self._uplinks.get(cluster)
+            if found is None:
+                server = grpc.aio.server(options=BASE_OPTIONS)
+                server.add_generic_rpc_handlers((RelayHandler(self._route_up(cluster, bulk=bool(cluster))),))
+                port = server.add_insecure_port("127.0.0.1:0")
+                await server.start()
+                found = self._uplinks[cluster] = (server, f"127.0.0.1:{port}")
+            return found[1]
+
+    # -- run ------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        cfg = self.cfg
+        claim_data_dir(cfg.data_dir)
+        identity = load_identity(cfg.data_dir, cfg.site)
+        if identity is None:
+            if not cfg.token:
+                raise InvalidInput(f"site {cfg.site} has no identity in {cfg.data_dir}: pass --token")
+            identity = await join(list(cfg.hubs), cfg.token, cfg.site, max_delay=cfg.max_backoff)
+            save_identity(cfg.data_dir, identity)
+            log.warning("site %s joined (identity kept in %s)", cfg.site, cfg.data_dir)
+        cache = LocalNamespace(cfg.site, cfg.data_dir)
+        cache.load()
+        metrics = ControllerMetrics(cfg.site)
+        pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"io-{cfg.site}")
+        volumes = EdgeVolumes(cfg.site, cfg.data_dir, cache, NeverFenced(), metrics)  # type: ignore[arg-type]
+        up = await self.uplink("")
+        peers = _EdgePeers(AioChannelPool(None, cfg.site), up)
+        service = EdgeFederationService(cfg.site, cache, volumes, metrics, peers, pool)  # type: ignore[arg-type]
+        server = grpc.aio.server(options=BASE_OPTIONS, interceptors=[ErrorInterceptor(metrics)])
+        add_to_server(service, server)
+        self.port = server.add_insecure_port(cfg.listen)
+        if self.port == 0:
+            raise Unavailable(f"cannot listen on {cfg.listen} (address in use?)")
+        listen = f"{cfg.listen.rpartition(':')[0]}:{self.port}"
+        await server.start()
+        own = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}", options=BASE_OPTIONS)
+
+        async def replay_down(inc: InCall) -> None:
+            md = forwardable(tuple((kv.key, kv.value) for kv in inc.start.metadata))
+            await replay(inc, own, md)
+
+        link_up = asyncio.Event()
+        shipper = Shipper(cfg.site, cache, volumes, pool, self.uplink, link_up)
+        self.link = link = HubLink(list(cfg.hubs), identity, cfg.heartbeat, cfg.data_dir, replayer=replay_down,
+                                   on_view=cache.update, report=shipper.report, listen=listen,
+                                   max_backoff=cfg.max_backoff)
+        link.up = link_up
+        link.on_up.append(shipper.kick)
+        volumes.subscribe_commits(shipper.committed)
+        cache.subscribe(lambda kind, name, value: shipper.kick())
+        status = _StatusFile(cfg.data_dir, cfg.site, listen, link, shipper)
+        tasks = [
+            asyncio.create_task(self._stop.wait(), name="stop-signal"),
+            asyncio.create_task(link.run(), name="edge-link"),
+            asyncio.create_task(shipper.run(), name="edge-shipper"),
+            asyncio.create_task(status.run(), name="edge-status"),
+            asyncio.create_task(volumes.run(), name="edge-volumes"),
+        ]
+        log.warning("edge site %s serving on %s, hubs %s", cfg.site, listen, ",".join(cfg.hubs))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await server.stop(grace=1.0)
+            for srv, _ in self._uplinks.values():
+                await srv.stop(grace=0.5)
+            await own.close()
+            await peers.close()
+            await volumes.stop()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _EdgePeers:
+    """Peer channels of an edge site: the hub is the ``uplink`` relay; nothing else is dialled."""
+
+    def __init__(self, peers: AioChannelPool, uplink: str) -> None:
+        self.peers, self.uplink = peers, uplink
+
+    def get(self, endpoint: str) -> grpc.aio.Channel:
+        return self.peers.get(self.uplink)
+
+    async def close(self) -> None:
+        await self.peers.close()
+
+
+class _StatusFile:
+    """``<data-dir>/edge.json``: state, hub, listen address, backlog (for operators and tests)."""
+
+    def __init__(self, data_dir: Path, site: str, listen: str, link: HubLink, shipper: Shipper) -> None:
+        self.path = data_dir / "edge.json"
+        self.site, self.listen, self.link, self.shipper = site, listen, link, shipper
+
+    async def run(self) -> None:
+        last = b""
+        while True:
+            versions, nbytes = self.shipper.backlog()
+            doc = json.dumps({
+                "site": self.site, "listen": self.listen, "state": self.link.state, "hub": self.link.hub,
+                "hub_address": self.link.hub_address, "connected_since": self.link.connected_since,
+                "pid": os.getpid(), "backlog": {"versions": versions, "bytes": nbytes},
+                "shipped": {f"{w.volume}->{w.target}": w.shipped[-50:] for w in self.shipper.workers.values()},
+                "first_ack_after_up": self.shipper.first_ack_after_up,
+            }, sort_keys=True).encode()
+            if doc != last:
+                tmp = self.path.with_name("edge.json.tmp")
+                tmp.write_bytes(doc)
+                os.replace(tmp, self.path)
+                last = doc
+            await asyncio.sleep(0.1)
+
+
+def run_edge(cfg: EdgeConfig) -> None:
+    """Run until SIGTERM/SIGINT; raises what made start-up (or the join) fail."""
+
+    async def main() -> None:
+        ctl = EdgeController(cfg)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, ctl.request_stop)
+        await ctl.run()
+
+    asyncio.run(main())

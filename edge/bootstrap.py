@@ -1,0 +1,116 @@
+"""Bootstrap: trade a single-use join token for the site's own identity (once).
+
+Why it exists: the token is a one-time secret that a person carried to the site; what the
+site keeps afterwards is its own credential, in ``<data-dir>/identity.json`` (mode 0600),
+so a restart needs no token (Open Cluster Management's bootstrap kubeconfig, K3s's token).
+The token pins the hub's CA fingerprint (``K10<ca-sha256>::<id>.<secret>``); the hub's
+answer must carry the same fingerprint or the site refuses it.
+
+A refused token (reused, expired, wrong site, forged) ends bootstrap with the hub's reason
+(exit 4); an unreachable hub is retried with jittered backoff, moving through the ``--hub``
+list, forever.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+
+from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
+from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
+from federation.api.errors import from_rpc_error
+from namespace.edge import parse_token
+from namespace.errors import InvalidInput, PermissionDenied, Unavailable
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "v1"
+
+
+@dataclass
+class Identity:
+    site: str
+    credential: str
+    credential_expires_at: float
+    issued_at: float
+    ca_sha256: str
+    hub: str
+
+    def __repr__(self) -> str:  # never show the credential, even in a traceback
+        return f"Identity(site={self.site!r}, hub={self.hub!r}, expires={self.credential_expires_at:.0f})"
+
+    def renew_due(self, now: float | None = None) -> bool:
+        """In the last third of its lifetime: time to ask for a new one."""
+        now = time.time() if now is None else now
+        life = max(1.0, self.credential_expires_at - self.issued_at)
+        return now >= self.credential_expires_at - life / 3
+
+
+def identity_path(data_dir: Path) -> Path:
+    return data_dir / "identity.json"
+
+
+def load_identity(data_dir: Path, site: str) -> Identity | None:
+    path = identity_path(data_dir)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise InvalidInput(f"{path} is corrupt ({exc}); remove it and join with a new token") from None
+    ident = Identity(**raw)
+    if ident.site != site:
+        raise InvalidInput(f"{data_dir} belongs to site {ident.site!r}, not {site!r}")
+    return ident
+
+
+def save_identity(data_dir: Path, ident: Identity) -> None:
+    path = identity_path(data_dir)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(ident), f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+async def join(hubs: list[str], token: str, site: str, *, max_delay: float = 5.0) -> Identity:
+    """Redeem ``token`` at the first hub that answers; refusals end it (exit 4)."""
+    pin = parse_token(token).ca_sha256
+    attempt = 0
+    while True:
+        address = hubs[attempt % len(hubs)]
+        channel = grpc.aio.insecure_channel(address)
+        try:
+            reply = await epb_grpc.EdgeLinkStub(channel).Join(
+                epb.JoinRequest(site=site, token=token, api_version=API_VERSION), timeout=10)
+        except grpc.RpcError as exc:
+            err = from_rpc_error(exc, f"hub {address}")
+            if not isinstance(err, Unavailable):
+                raise err from None
+            log.warning("site %s: hub %s unreachable for join (%s); retrying", site, address, err)
+        else:
+            if reply.ca_sha256 != pin:
+                raise PermissionDenied(
+                    f"hub {address} presents CA {reply.ca_sha256[:16]}..., the token pins {pin[:16]}...: "
+                    "refusing to join a server the token was not made for")
+            return Identity(site=site, credential=reply.credential,
+                            credential_expires_at=reply.credential_expires_at, issued_at=time.time(),
+                            ca_sha256=reply.ca_sha256, hub=reply.hub)
+        finally:
+            await channel.close()
+        attempt += 1
+        await asyncio.sleep(backoff(attempt, max_delay))
+
+
+def backoff(attempt: int, max_delay: float, base: float = 0.1) -> float:
+    """Full-jitter exponential backoff (AWS architecture blog): spreads a storm of sites."""
+    return random.uniform(0, min(max_delay, base * 2 ** min(attempt, 16)))

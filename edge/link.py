@@ -1,0 +1,185 @@
+"""The link: one long-lived outbound stream to a hub, kept alive and never trusted blindly.
+
+Why it exists: K3s tunnels have reported "connected" while dead and never redialed (k3s
+#13149). Here the site sends a heartbeat every ``heartbeat`` seconds and treats the link as
+dead the moment nothing at all has come back from the hub for three heartbeats (a
+link-level deadline, independent of TCP and of gRPC keepalive); then it redials with
+full-jitter backoff, moving to the next ``--hub`` address, forever. Registration is the
+hub's half of the same exchange: the ``Hello`` with the site's credential makes the hub
+register cluster ``<site>`` and hold its lease while beats arrive.
+
+The heartbeat carries the site's report (volume versions, mirror statuses, backlog), which
+the hub publishes; the acknowledgement carries namespace changes the site must know.
+The credential is renewed over the link in the last third of its lifetime.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from edge.bootstrap import API_VERSION, Identity, backoff, save_identity
+from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
+from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
+from federation.api.errors import from_rpc_error
+from federation.channels import BASE_OPTIONS
+from federation.edge_mux import LinkMux, Replayer
+from namespace.errors import PermissionDenied
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    """What a heartbeat tells the hub."""
+
+    volumes: list[tuple[str, int, int]] = field(default_factory=list)
+    mirror_status_json: bytes = b""
+    backlog_versions: int = 0
+    backlog_bytes: int = 0
+
+
+class HubLink:
+    def __init__(self, hubs: list[str], identity: Identity, heartbeat: float, data_dir: Path, *,
+                 replayer: Replayer, on_view: Callable[[bytes], None], report: Callable[[], Report],
+                 listen: str = "", max_backoff: float = 5.0) -> None:
+        self.hubs = hubs
+        self.identity = identity
+        self.heartbeat = heartbeat
+        self.data_dir = data_dir
+        self.replayer = replayer
+        self.on_view = on_view
+        self.report = report
+        self.listen = listen
+        self.max_backoff = max_backoff
+        self.mux: LinkMux | None = None
+        self.state = "Connecting"
+        self.hub = ""
+        self.hub_address = ""
+        self.connected_since: float | None = None
+        self.up = asyncio.Event()
+        self.on_up: list[Callable[[], None]] = []
+        self.sessions = 0
+        self.refused: Exception | None = None
+
+    async def run(self) -> None:
+        """Forever: connect, serve the link until it dies, back off, try the next hub."""
+        attempt = 0
+        index = 0
+        while True:
+            address = self.hubs[index % len(self.hubs)]
+            started = time.monotonic()
+            try:
+                await self._session(address)
+            except asyncio.CancelledError:
+                raise
+            except PermissionDenied as exc:
+                # The hub no longer accepts our identity: retrying the same will not help
+                # (a new token is needed), but a different hub might know better; keep going.
+                self.refused = exc
+                log.error("site %s: hub %s refused the site's identity: %s", self.identity.site, address, exc)
+            except Exception as exc:
+                log.warning("site %s: link to %s failed: %s", self.identity.site, address, exc)
+            if time.monotonic() - started > 3 * self.heartbeat and self.sessions:
+                attempt = 0  # it had worked for a while: come back quickly
+            else:
+                index += 1  # never got going there: the next hub
+            attempt += 1
+            await asyncio.sleep(backoff(attempt, self.max_backoff))
+
+    async def _session(self, address: str) -> None:
+        channel = grpc.aio.insecure_channel(address, options=BASE_OPTIONS)
+        mux = LinkMux(odd=True, replayer=self.replayer, name=f"{self.identity.site}->{address}")
+        hello = epb.Frame(hello=epb.Hello(site=self.identity.site, credential=self.identity.credential,
+                                          heartbeat_s=self.heartbeat, api_version=API_VERSION,
+                                          listen=self.listen))
+
+        async def frames() -> AsyncIterator[epb.Frame]:
+            yield hello
+            async for f in mux.outgoing():
+                yield f
+
+        call = epb_grpc.EdgeLinkStub(channel).Link(frames())
+        beat: asyncio.Task[None] | None = None
+        try:
+            first = await self._read(call, max(5.0, 3 * self.heartbeat))
+            if first is None or first.WhichOneof("kind") != "welcome":
+                raise ConnectionError("hub closed the link before welcoming the site")
+            self.mux, self.hub, self.hub_address = mux, first.welcome.hub, address
+            self.state, self.connected_since = "Ready", time.time()
+            self.sessions += 1
+            self.refused = None
+            log.warning("site %s: link up to hub %s (%s)", self.identity.site, self.hub, address)
+            if first.welcome.view_json:
+                self.on_view(first.welcome.view_json)
+            self.up.set()
+            for cb in list(self.on_up):
+                cb()
+            beat = asyncio.create_task(self._beat(mux), name="edge-heartbeat")
+            while True:
+                frame = await self._read(call, 3 * self.heartbeat)
+                if frame is None:
+                    raise ConnectionError("hub closed the link")
+                kind = frame.WhichOneof("kind")
+                if kind == "ack":
+                    if frame.ack.view_json:
+                        self.on_view(frame.ack.view_json)
+                elif kind == "renewed":
+                    self._renewed(frame.renewed)
+                elif kind in ("start", "data", "end", "cancel"):
+                    await mux.feed(frame)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"hub {address}") from None
+        finally:
+            self.up.clear()
+            if self.state == "Ready":
+                log.warning("site %s: link to hub %s down", self.identity.site, self.hub)
+            self.state, self.mux, self.connected_since = "Down", None, None
+            mux.close()
+            if beat is not None:
+                beat.cancel()
+                await asyncio.gather(beat, return_exceptions=True)
+            await mux.wait_incoming()
+            call.cancel()
+            await channel.close()
+
+    async def _read(self, call: Any, deadline: float) -> epb.Frame | None:
+        """The next frame, or an error once ``deadline`` passes in silence: a dead link."""
+        try:
+            frame = await asyncio.wait_for(call.read(), timeout=deadline)
+        except TimeoutError:
+            raise ConnectionError(f"no word from the hub for {deadline:.2f}s (three heartbeats)") from None
+        if frame is grpc.aio.EOF:
+            return None
+        return frame  # type: ignore[no-any-return]
+
+    async def _beat(self, mux: LinkMux) -> None:
+        seq = 0
+        renew_asked = 0.0
+        while not mux.closed:
+            seq += 1
+            r = self.report()
+            hb = epb.Heartbeat(seq=seq, backlog_versions=r.backlog_versions, backlog_bytes=r.backlog_bytes,
+                               mirror_status_json=r.mirror_status_json,
+                               volumes=[epb.VolumeReport(volume=n, version=v, epoch=e) for n, v, e in r.volumes])
+            await mux.put(epb.Frame(heartbeat=hb))
+            now = time.time()
+            if self.identity.renew_due(now) and now - renew_asked > max(10 * self.heartbeat, 1.0):
+                renew_asked = now
+                await mux.put(epb.Frame(renew=epb.Renew()))
+            await asyncio.sleep(self.heartbeat)
+
+    def _renewed(self, renewed: epb.Renewed) -> None:
+        ident = Identity(site=self.identity.site, credential=renewed.credential,
+                         credential_expires_at=renewed.credential_expires_at, issued_at=time.time(),
+                         ca_sha256=self.identity.ca_sha256, hub=self.hub or self.identity.hub)
+        save_identity(self.data_dir, ident)
+        self.identity = ident
+        log.warning("site %s: credential renewed (expires %s)", ident.site,
+                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ident.credential_expires_at)))

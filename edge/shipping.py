@@ -1,0 +1,228 @@
+"""Store-and-forward: ship a site's changes to its mirror targets, in version order, over the link.
+
+Why it exists: Azure IoT Edge drops stored messages after a TTL and loses them when the
+process restarts offline (iotedge #392, #530, #706); a long outage there sends the whole
+backlog before any live message (#2486). Here:
+
+- the journal is the volume's own durable change journal (SQLite, fsync'd at commit), so a
+  kill -9 loses nothing acknowledged and no TTL ever drops a change;
+- the resume point is what the target itself says it holds (``state()``), never a local
+  cursor that a crash could leave wrong;
+- each pass ships exactly ONE version (a capped source), so the target goes v, v+1, v+2 ...
+  strictly in order, and a target never reports a version it does not fully hold (the
+  mirror engine's commit is the last step);
+- shipping calls ride the link's ``bulk`` lane, so apps' calls through the link go first.
+
+Cluster targets only: object-store targets of an edge volume are mirrored by the core
+mirror (a cluster target's own policy), not from the site, whose uplink may be thin.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.link import Report
+from edge.site import LocalNamespace
+from federation.controller.aio import IOPool
+from federation.controller.replication import ClusterTarget
+from federation.controller.volumes import VolumeManager
+from mirroring.engine import run_pass
+from namespace.errors import GnsError
+
+log = logging.getLogger(__name__)
+
+
+class _Capped:
+    """The volume as a mirror source that goes no further than version ``cap``."""
+
+    def __init__(self, vs: Any, cap: int) -> None:
+        self.vs, self.cap = vs, cap
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.vs, name)
+
+    @property
+    def version(self) -> int:
+        return min(int(self.vs.version), self.cap)
+
+    def pin(self) -> tuple[int, object]:
+        version, token = self.vs.pin()
+        return min(version, self.cap), token
+
+
+@dataclass
+class Worker:
+    policy: str
+    volume: str
+    target: str
+    acked: int = -1
+    """Version the target holds (-1: not asked yet)."""
+    epoch: int = 0
+    bytes: int = 0
+    files: int = 0
+    synced_at: float = 0.0
+    last_error: str | None = None
+    error_at: float | None = None
+    pending_since: float | None = None
+    syncing: bool = False
+    shipped: list[int] = field(default_factory=list)
+    """Versions committed at the target by this process, in order (kept short)."""
+    task: asyncio.Task[None] | None = None
+
+
+class Shipper:
+    def __init__(self, site: str, cache: LocalNamespace, volumes: VolumeManager, pool: ThreadPoolExecutor,
+                 uplink: Callable[[str], Awaitable[str]], link_up: asyncio.Event) -> None:
+        self.site = site
+        self.cache = cache
+        self.volumes = volumes
+        self._io = IOPool(pool).run
+        self.uplink = uplink
+        self.link_up = link_up
+        self.workers: dict[tuple[str, str], Worker] = {}
+        self._kick = asyncio.Event()
+        self._backlog = (0, 0)
+        self._backlog_at = 0.0
+        self.first_ack_after_up: float | None = None
+
+    # -- triggers -------------------------------------------------------------------------
+    def kick(self, *_: Any) -> None:
+        self._kick.set()
+
+    def committed(self, volume: str, version: int) -> None:
+        now = time.time()
+        for w in self.workers.values():
+            if w.volume == volume and w.pending_since is None:
+                w.pending_since = now
+        self._kick.set()
+
+    # -- the loop -------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            while True:
+                self._reconcile()
+                try:
+                    await asyncio.wait_for(self._kick.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+                self._kick.clear()
+                for w in self.workers.values():
+                    if w.task is None or w.task.done():
+                        w.task = asyncio.create_task(self._drain(w), name=f"ship-{w.volume}-{w.target}")
+        finally:
+            tasks = [w.task for w in self.workers.values() if w.task is not None]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _reconcile(self) -> None:
+        view = self.cache.view
+        wanted: set[tuple[str, str]] = set()
+        for name, doc in view.policies.items():
+            spec = (doc or {}).get("spec") or {}
+            vol = view.volumes.get(spec.get("volume", ""))
+            if vol is None or vol.owner != self.site:
+                continue
+            for t in spec.get("targets") or []:
+                if isinstance(t, dict) and t.get("cluster") and t["cluster"] != self.site:
+                    wanted.add((name, t["cluster"]))
+                    if (name, t["cluster"]) not in self.workers:
+                        self.workers[(name, t["cluster"])] = Worker(name, vol.name, t["cluster"])
+        for key in list(self.workers):
+            if key not in wanted:
+                w = self.workers.pop(key)
+                if w.task is not None:
+                    w.task.cancel()
+
+    async def _drain(self, w: Worker) -> None:
+        """Ship every version the target lacks, one per pass, while the link lives."""
+        failures = 0
+        while True:
+            await self.link_up.wait()
+            if w.target not in self.cache.view.alive:
+                return  # the hub tells us when it is back (a new slice kicks us)
+            vs = await self._io(self.volumes.storage, w.volume, create=True)
+            head = int(vs.version)
+            if 0 <= w.acked >= head:
+                w.pending_since = None
+                return
+            endpoint = await self.uplink(w.target)
+            cap = head if w.acked < 0 else w.acked + 1
+            w.syncing = True
+            try:
+                result = await self._io(self._pass, w, vs, endpoint, cap)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                w.syncing = False
+                w.last_error = (str(exc) if isinstance(exc, GnsError) else f"{type(exc).__name__}: {exc}")[:500]
+                w.error_at = time.time()
+                w.acked = -1  # ask the target again: it is the resume point
+                log.warning("site %s: shipping %s to %s failed: %s", self.site, w.volume, w.target, w.last_error)
+                await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
+                continue
+            failures = 0
+            w.syncing = False
+            if result.committed or result.reason == "up-to-date":
+                if result.committed:
+                    if self.first_ack_after_up is None:
+                        self.first_ack_after_up = time.monotonic()
+                    w.shipped = (w.shipped + [result.version])[-1000:]
+                    w.bytes += result.bytes_copied
+                    w.files += result.files_copied + result.files_deleted
+                w.acked = result.version
+                w.epoch = int(vs.epoch)
+                w.synced_at = time.time()
+                if w.acked >= int(vs.version):
+                    w.pending_since = None
+
+    def _pass(self, w: Worker, vs: Any, endpoint: str, cap: int) -> Any:
+        target = ClusterTarget(w.target, w.volume, self.site, endpoint, None, self.site, int(vs.epoch))
+        try:
+            return run_pass(_Capped(vs, cap), target, workers=2)
+        finally:
+            target.close()
+
+    # -- what the heartbeat reports ---------------------------------------------------------
+    def statuses(self) -> list[dict[str, Any]]:
+        return [{
+            "policy": w.policy, "volume": w.volume, "target": w.target, "version": max(0, w.acked),
+            "epoch": w.epoch, "synced_at": w.synced_at, "bytes": w.bytes, "files": w.files,
+            "last_error": w.last_error, "error_at": w.error_at, "syncing": w.syncing,
+            "pending_since": w.pending_since, "updated": time.time(),
+        } for w in self.workers.values() if w.acked >= 0]
+
+    def backlog(self) -> tuple[int, int]:
+        """(versions, bytes) not yet at every target: recounted at most once a second."""
+        now = time.monotonic()
+        if now - self._backlog_at < 1.0:
+            return self._backlog
+        self._backlog_at = now
+        versions = nbytes = 0
+        for w in self.workers.values():
+            if not self.volumes.has_local(w.volume):
+                continue
+            vs = self.volumes.storage(w.volume)
+            behind = max(0, int(vs.version) - max(0, w.acked))
+            versions += behind
+            if behind:
+                nbytes += sum(e.size for e in vs.journal(max(0, w.acked)))
+        self._backlog = (versions, nbytes)
+        return self._backlog
+
+    def report(self) -> Report:
+        vols = []
+        for name in self.cache.owned():
+            if self.volumes.has_local(name):
+                vs = self.volumes.storage(name)
+                vols.append((name, int(vs.version), int(vs.epoch)))
+        versions, nbytes = self.backlog()
+        return Report(volumes=vols, mirror_status_json=json.dumps(self.statuses()).encode(),
+                      backlog_versions=versions, backlog_bytes=nbytes)

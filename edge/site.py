@@ -1,0 +1,182 @@
+"""What an edge site serves locally, and how it knows what is its own without etcd.
+
+Why it exists: an edge site must answer apps at the site while its link is down, so it keeps
+the slice of the namespace its hub last sent (its volumes, their mounts and mirror
+policies, the target clusters) in ``<data-dir>/view.json`` and serves from that. The
+Federation gRPC API at the site is the controller's own :class:`FederationService`; this
+module only changes where a request goes:
+
+- a path under a mount of a volume the site owns: served from local storage;
+- anything else: up the link (the ``uplink`` pseudo endpoint), where the hub resolves and
+  runs it as any controller would.
+
+An edge site never fences itself (SPEC §8): its writes need no lease, only ownership at
+the epoch the hub last confirmed. Nothing here talks to etcd.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.api.errors import from_rpc_error
+from federation.controller.service import API_VERSIONS, RELEASE, FederationService, Resolved
+from federation.controller.volumes import VolumeManager
+from federation.edge_mux import forwardable
+from namespace.cache import NamespaceView
+from namespace.errors import InvalidInput, Unavailable
+from namespace.models import ClusterSpec, Volume
+from namespace.paths import normalize, normalize_relative
+
+log = logging.getLogger(__name__)
+
+UPLINK = "uplink"
+"""The pseudo endpoint of the hub, reached over the link."""
+
+Listener = Callable[[str, str, "bytes | None"], None]
+
+
+class LocalNamespace:
+    """The site's slice of the namespace (the hub's last word), kept on disk.
+
+    Quacks like ``NamespaceCache`` for what the volume manager and the Federation service
+    use: ``view``, ``subscribe``; ``etcd`` is None on purpose.
+    """
+
+    def __init__(self, site: str, data_dir: Path) -> None:
+        self.site = site
+        self.path = data_dir / "view.json"
+        self.view = NamespaceView()
+        self.etcd: Any = _NoEtcd()
+        self.raw: dict[str, Any] = {}
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        try:
+            self._apply(json.loads(self.path.read_text()), notify=False)
+        except FileNotFoundError:
+            self._apply({}, notify=False)
+        except ValueError:
+            log.error("site %s: %s is unreadable; serving nothing locally until the hub answers",
+                      self.site, self.path)
+            self._apply({}, notify=False)
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def update(self, raw_json: bytes) -> None:
+        """A new slice from the hub: persist it (durably) first, then apply it."""
+        data = json.loads(raw_json)
+        tmp = self.path.with_name("view.json.tmp")
+        with open(tmp, "wb") as f:
+            f.write(raw_json)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self._apply(data, notify=True)
+
+    def _apply(self, data: dict[str, Any], *, notify: bool) -> None:
+        view = NamespaceView()
+        for name, v in (data.get("volumes") or {}).items():
+            view.volumes[name] = Volume.model_validate(v)
+        for m in data.get("mounts") or []:
+            view.mounts.set(m["path"], m["volume"], m.get("subpath", ""))
+        view.policies = dict(data.get("policies") or {})
+        for cid, spec in (data.get("clusters") or {}).items():
+            view.clusters[cid] = ClusterSpec.model_validate(spec)
+        view.alive = {c: b"" for c in data.get("alive") or []}
+        view.alive[self.site] = b""  # the site is always alive to itself
+        with self._lock:
+            old, self.view, self.raw = self.view, view, data
+        if not notify:
+            return
+        for name in set(old.volumes) | set(view.volumes):
+            if old.volumes.get(name) != view.volumes.get(name):
+                vol = view.volumes.get(name)
+                for cb in list(self._listeners):
+                    cb("volume", name, None if vol is None else vol.dump())
+        for cb in list(self._listeners):
+            cb("policy", "", None)
+
+    def owned(self) -> list[str]:
+        return sorted(n for n, v in self.view.volumes.items() if v.owner == self.site)
+
+
+class _NoEtcd:
+    """What an edge site has instead of etcd: every attempt to use it says so."""
+
+    async def put(self, *args: Any, **kw: Any) -> None:
+        raise Unavailable("an edge site has no etcd access; its hub publishes for it")
+
+    async def txn(self, *args: Any, **kw: Any) -> Any:
+        raise Unavailable("an edge site has no etcd access; its hub publishes for it")
+
+
+class EdgeVolumes(VolumeManager):
+    """The controller's volume manager, minus publishing to etcd (heartbeats carry versions)."""
+
+    async def publish_now(self) -> None:
+        self._dirty.clear()
+
+
+class NeverFenced:
+    """The lease stand-in of an edge site: it never fences itself (SPEC §8)."""
+
+    lease_id = 1
+
+    def fenced(self) -> bool:
+        return False
+
+
+class EdgeFederationService(FederationService):
+    """The controller's Federation service, routing what the site does not own up the link."""
+
+    def _local(self, volume: str) -> bool:
+        vol = self.cache.view.volumes.get(volume)
+        return vol is not None and vol.owner == self.cluster
+
+    def _resolve(self, t: pb.Target) -> Resolved:
+        if t.volume:
+            if self._local(t.volume):
+                return super()._resolve(t)
+            return Resolved(t.volume, normalize_relative(t.relative_path), t.epoch, t.global_path)
+        if not t.global_path:
+            raise InvalidInput("request names neither a global path nor a volume")
+        path = normalize(t.global_path)
+        res = self.cache.view.mounts.resolve_normal(path)
+        if res is None or not self._local(res.volume):
+            return Resolved("", "", t.epoch, path)  # the hub resolves it
+        vol = self.cache.view.volumes[res.volume]
+        return Resolved(res.volume, res.relative_path, t.epoch or vol.epoch, path)
+
+    def _owner_endpoint(self, volume: str) -> tuple[str, str] | None:
+        if volume and self._local(volume):
+            return None
+        return "hub", UPLINK
+
+    def _replica_fresh(self, volume: str, t: pb.Target) -> bool:
+        return False  # a site holds no replicas; reads of other volumes go up
+
+    async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthReply:
+        return pb.HealthReply(cluster=self.cluster, ready=True, fenced=False,
+                              api_versions=API_VERSIONS, release=RELEASE)
+
+    async def Resolve(self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext) -> pb.ResolveReply:
+        path = normalize(request.path)
+        res = self.cache.view.mounts.resolve_normal(path)
+        if res is not None and self._local(res.volume):
+            return await super().Resolve(request, context)
+        stub = pb_grpc.FederationStub(self.peers.get(UPLINK))
+        try:
+            return await stub.Resolve(request, metadata=forwardable(context.invocation_metadata()))  # type: ignore[no-any-return]
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, "hub") from None

@@ -1,0 +1,465 @@
+"""The hub side of edge sites (SPEC §8): every controller serves ``EdgeLink``.
+
+Why it exists: an edge site never talks to etcd and nothing dials in to it, so its hub does
+the control-plane work on its behalf:
+
+- ``Join`` redeems a single-use token (one etcd transaction, :mod:`namespace.edge`) and
+  hands the site its own credential; the hub's CA fingerprint goes back so the site can
+  check the token's pin.
+- ``Link`` is the site's one long-lived stream. On its ``Hello`` the hub checks the
+  credential and registers cluster ``<site>`` (provider ``edge``, endpoint = this hub) with
+  an etcd lease of its own (TTL = 3 heartbeats, at least etcd's 2 s) that it refreshes only
+  while beats arrive. Three beats of silence and the hub revokes the lease: the site is
+  ``Down`` at once; if the hub itself dies the lease runs out on its own.
+- Calls relay both ways (:mod:`federation.edge_mux`): the site's calls run against this
+  hub's own server (or a core cluster it names, for mirror shipping) with
+  ``gns-on-behalf-of: edge:<site>``; core requests for volumes a connected site owns are
+  forwarded by the Federation service to ``edge-link:<site>``, which the peer pool maps to
+  a loopback relay server that pushes them down the site's stream.
+- What the site reports in heartbeats (volume versions, mirror statuses, backlog) is
+  published to etcd when it changes, batched in one transaction.
+
+Never blocks the event loop on disk; never trusts a site for another site's name.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
+from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
+from federation.api.errors import kind_of, trailing_metadata
+from federation.channels import AioChannelPool
+from federation.edge_mux import ON_BEHALF_OF, InCall, LinkMux, RelayHandler, forwardable, replay
+from namespace import edge as records
+from namespace import schema
+from namespace.cache import NamespaceCache, NamespaceView
+from namespace.durations import parse_duration
+from namespace.errors import GnsError, InvalidInput, PermissionDenied, Unavailable
+from namespace.models import ClusterSpec, VolumeState
+
+log = logging.getLogger(__name__)
+
+RELAY_PREFIX = "edge-link:"
+SITE_KEY = "gns-edge-site"
+API_VERSION = "v1"
+DEFAULT_IDENTITY_TTL = 30 * 86400.0
+
+
+def identity_ttl() -> float:
+    """How long a site credential lasts (env ``GNS_EDGE_IDENTITY_TTL``, a duration)."""
+    raw = os.environ.get("GNS_EDGE_IDENTITY_TTL")
+    return parse_duration(raw, bare_seconds=True) if raw else DEFAULT_IDENTITY_TTL
+
+
+def hub_ca_fingerprint(tls_dir: Path | None) -> str:
+    if tls_dir is None:
+        return records.INSECURE_CA
+    from federation.tls import CA_CERT
+
+    return records.ca_fingerprint((tls_dir / CA_CERT).read_bytes())
+
+
+def site_slice(view: NamespaceView, site: str) -> dict[str, Any]:
+    """The part of the namespace a site needs to serve and ship its own volumes offline."""
+    vols = {n: v for n, v in view.volumes.items() if v.owner == site or site in v.former_owners}
+    policies = {n: p for n, p in view.policies.items()
+                if isinstance(p, dict) and (p.get("spec") or {}).get("volume") in vols}
+    targets: set[str] = set()
+    for p in policies.values():
+        for t in (p.get("spec") or {}).get("targets") or []:
+            if isinstance(t, dict) and t.get("cluster"):
+                targets.add(t["cluster"])
+    clusters = {c: view.clusters[c].model_dump() for c in targets | {site} if c in view.clusters}
+    return {
+        "volumes": {n: v.model_dump() for n, v in sorted(vols.items())},
+        "mounts": [m.model_dump() for m in view.mount_list() if m.volume in vols],
+        "policies": dict(sorted(policies.items())),
+        "clusters": clusters,
+        "alive": sorted(c for c in clusters if c in view.alive),
+    }
+
+
+class SiteLink:
+    """One connected site on this hub."""
+
+    def __init__(self, site: str, heartbeat: float, mux: LinkMux) -> None:
+        self.site = site
+        self.heartbeat = heartbeat
+        self.mux = mux
+        self.ttl = max(2, math.ceil(3 * heartbeat))
+        self.lease_id: int | None = None
+        self.connected_since = time.time()
+        self.last_rx = time.monotonic()
+        self.last_refresh = time.monotonic()
+        self.sent_view = b""
+        self.published: dict[bytes, bytes] = {}
+        self.backlog = {"versions": 0, "bytes": 0}
+        self.closed = asyncio.Event()
+        self.credential = ""
+
+
+class _SiteMetadata:
+    """Names the site on every call of a channel to the down-relay server."""
+
+    def __init__(self, site: str) -> None:
+        self.pair = (SITE_KEY, site)
+
+    def _details(self, d: Any) -> Any:
+        md = grpc.aio.Metadata()
+        given = d.metadata or ()
+        if isinstance(given, grpc.aio.Metadata):
+            pairs = [(k, v) for k in dict.fromkeys(given) for v in given.get_all(k)]
+        else:
+            pairs = list(given)
+        for key, value in pairs:
+            md.add(key, value)
+        md.add(*self.pair)
+        return grpc.aio.ClientCallDetails(d.method, d.timeout, md, d.credentials, d.wait_for_ready)
+
+    async def _go(self, continuation: Any, d: Any, request: Any) -> Any:
+        return await continuation(self._details(d), request)
+
+
+# grpc.aio files an interceptor under the FIRST kind it is an instance of: one class per kind.
+class _SiteUU(_SiteMetadata, grpc.aio.UnaryUnaryClientInterceptor):
+    intercept_unary_unary = _SiteMetadata._go
+
+
+class _SiteUS(_SiteMetadata, grpc.aio.UnaryStreamClientInterceptor):
+    intercept_unary_stream = _SiteMetadata._go
+
+
+class _SiteSU(_SiteMetadata, grpc.aio.StreamUnaryClientInterceptor):
+    intercept_stream_unary = _SiteMetadata._go
+
+
+class _SiteSS(_SiteMetadata, grpc.aio.StreamStreamClientInterceptor):
+    intercept_stream_stream = _SiteMetadata._go
+
+
+def site_interceptors(site: str) -> list[Any]:
+    return [cls(site) for cls in (_SiteUU, _SiteUS, _SiteSU, _SiteSS)]
+
+
+class EdgeAwarePeers:
+    """The controller's peer pool, plus ``edge-link:<site>`` endpoints (down the link)."""
+
+    def __init__(self, peers: AioChannelPool, hub: EdgeHub) -> None:
+        self.peers = peers
+        self.hub = hub
+
+    def get(self, endpoint: str) -> grpc.aio.Channel:
+        if endpoint.startswith(RELAY_PREFIX):
+            return self.hub.site_channel(endpoint[len(RELAY_PREFIX):])
+        return self.peers.get(endpoint)
+
+    async def close(self) -> None:
+        await self.peers.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.peers, name)
+
+
+class EdgeHub(epb_grpc.EdgeLinkServicer):
+    def __init__(self, cluster: str, cache: NamespaceCache, peers: AioChannelPool,
+                 tls_dir: Path | None, own_endpoint: Callable[[], str]) -> None:
+        self.cluster = cluster
+        self.cache = cache
+        self.etcd = cache.etcd
+        self.peers = peers
+        self.tls_dir = tls_dir
+        self.own_endpoint = own_endpoint
+        self.ca_sha256 = hub_ca_fingerprint(tls_dir)
+        self.links: dict[str, SiteLink] = {}
+        self._relay: grpc.aio.Server | None = None
+        self._relay_addr = ""
+        self._site_channels: dict[str, grpc.aio.Channel] = {}
+        self._generation = 0
+        self._stopping = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._relay = grpc.aio.server()
+        self._relay.add_generic_rpc_handlers((RelayHandler(self._route_down),))
+        port = self._relay.add_insecure_port("127.0.0.1:0")
+        self._relay_addr = f"127.0.0.1:{port}"
+        await self._relay.start()
+        self.cache.subscribe(self._on_change)
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        epb_grpc.add_EdgeLinkServicer_to_server(self, server)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for link in list(self.links.values()):
+            link.mux.close()
+            link.closed.set()
+        for link in list(self.links.values()):
+            await self._unregister(link)
+        if self._relay is not None:
+            await self._relay.stop(grace=0.5)
+        for ch in self._site_channels.values():
+            await ch.close()
+
+    def _on_change(self, kind: str, name: str, value: bytes | None) -> None:
+        if kind in ("volume", "mount", "policy", "cluster", "alive"):
+            self._generation += 1
+
+    # -- routing hooks used by the Federation service ---------------------------------------
+    def relay_endpoint(self, owner: str) -> str | None:
+        """Where to forward requests for volumes ``owner`` holds, if it is a site linked here."""
+        return RELAY_PREFIX + owner if owner in self.links else None
+
+    def wrap(self, peers: AioChannelPool) -> EdgeAwarePeers:
+        return EdgeAwarePeers(peers, self)
+
+    def site_channel(self, site: str) -> grpc.aio.Channel:
+        ch = self._site_channels.get(site)
+        if ch is None:
+            ch = self._site_channels[site] = grpc.aio.insecure_channel(
+                self._relay_addr, interceptors=site_interceptors(site))
+        return ch
+
+    def _route_down(self, method: str, md: dict[str, str]) -> tuple[LinkMux, str, bool]:
+        site = md.get(SITE_KEY, "")
+        link = self.links.get(site)
+        if link is None or link.mux.closed:
+            raise Unavailable(f"edge site {site} is not connected to hub {self.cluster}")
+        return link.mux, "", False
+
+    # -- bootstrap --------------------------------------------------------------------------
+    async def Join(self, request: epb.JoinRequest, context: grpc.aio.ServicerContext) -> epb.JoinReply:
+        try:
+            if request.api_version and request.api_version != API_VERSION:
+                raise InvalidInput(f"edge API {request.api_version!r} not served (this hub serves {API_VERSION})")
+            credential, rec = await records.redeem_token(
+                self.etcd, request.token, request.site, self.cluster, self.ca_sha256, identity_ttl())
+        except GnsError as exc:
+            await context.abort(kind_of(exc).code, str(exc), trailing_metadata=trailing_metadata(exc))
+            raise  # unreachable: abort raises
+        log.warning("edge site %s joined through hub %s", request.site, self.cluster)
+        return epb.JoinReply(site=request.site, credential=credential,
+                             credential_expires_at=rec["credential_expires_at"],
+                             ca_sha256=self.ca_sha256, hub=self.cluster)
+
+    # -- the link ---------------------------------------------------------------------------
+    async def Link(self, request_iterator: AsyncIterator[epb.Frame], context: grpc.aio.ServicerContext) -> AsyncIterator[epb.Frame]:
+        it = request_iterator.__aiter__()
+        try:
+            first = await asyncio.wait_for(it.__anext__(), timeout=30)
+            if first.WhichOneof("kind") != "hello":
+                raise InvalidInput("an edge link must open with hello")
+            hello = first.hello
+            if not 0.05 <= hello.heartbeat_s <= 3600:
+                raise InvalidInput(f"heartbeat {hello.heartbeat_s}s out of range")
+            await records.check_credential(self.etcd, hello.site, hello.credential)
+        except (GnsError, StopAsyncIteration, TimeoutError) as exc:
+            err = exc if isinstance(exc, GnsError) else InvalidInput("edge link closed before hello")
+            await context.abort(kind_of(err).code, str(err), trailing_metadata=trailing_metadata(err))
+            return
+        site = hello.site
+        link = SiteLink(site, hello.heartbeat_s, LinkMux(odd=False, replayer=lambda inc: self._replay_up(site, inc), name=site))
+        link.credential = hello.credential
+        old = self.links.get(site)
+        if old is not None:  # the site reconnected before we noticed the old stream die
+            old.mux.close()
+            old.closed.set()
+        try:
+            await self._register(link)
+        except GnsError as exc:
+            await context.abort(kind_of(exc).code, str(exc), trailing_metadata=trailing_metadata(exc))
+            return
+        self.links[site] = link
+        log.warning("edge site %s connected to hub %s (heartbeat %.2fs)", site, self.cluster, link.heartbeat)
+        view = json.dumps(site_slice(self.cache.view, site), sort_keys=True).encode()
+        link.sent_view = view
+        rec = await records.site_record(self.etcd, site) or {}
+        reader = asyncio.create_task(self._read(link, it), name=f"edge-read-{site}")
+        watchdog = asyncio.create_task(self._watchdog(link), name=f"edge-watch-{site}")
+        try:
+            yield epb.Frame(welcome=epb.Welcome(hub=self.cluster, view_json=view,
+                                                credential_expires_at=float(rec.get("credential_expires_at", 0))))
+            async for frame in link.mux.outgoing():
+                yield frame
+        finally:
+            link.mux.close()
+            link.closed.set()
+            for t in (reader, watchdog):
+                t.cancel()
+            await asyncio.gather(reader, watchdog, return_exceptions=True)
+            await link.mux.wait_incoming()
+            if self.links.get(site) is link:
+                del self.links[site]
+            await self._unregister(link)
+            log.warning("edge site %s disconnected from hub %s", site, self.cluster)
+
+    async def _read(self, link: SiteLink, it: AsyncIterator[epb.Frame]) -> None:
+        try:
+            async for frame in it:
+                link.last_rx = time.monotonic()
+                kind = frame.WhichOneof("kind")
+                if kind == "heartbeat":
+                    await self._on_heartbeat(link, frame.heartbeat)
+                elif kind == "renew":
+                    await self._renew(link, frame)
+                elif kind in ("start", "data", "end", "cancel"):
+                    await link.mux.feed(frame)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("edge site %s: link reader failed", link.site)
+        finally:
+            link.mux.close()
+
+    async def _watchdog(self, link: SiteLink) -> None:
+        """Three beats of silence: the site is Down now (the lease goes with the link)."""
+        while not link.mux.closed:
+            silent = time.monotonic() - link.last_rx
+            if silent > 3 * link.heartbeat:
+                log.warning("edge site %s: no heartbeat for %.2fs; marking it Down", link.site, silent)
+                link.mux.close()
+                return
+            await asyncio.sleep(max(0.02, min(link.heartbeat / 2, 3 * link.heartbeat - silent)))
+
+    # -- registration and its lease ---------------------------------------------------------
+    async def _register(self, link: SiteLink) -> None:
+        etcd, tx = self.etcd, self.etcd.tx
+        spec = ClusterSpec(id=link.site, provider="edge", region="", labels={"gns.io/hub": self.cluster},
+                           endpoint=self.own_endpoint(), lease_ttl=link.ttl)
+        alive_key = schema.alive(link.site)
+        holder = json.dumps({"node": f"edge:{link.site}", "instance": f"{self.cluster}:{time.time_ns()}"}).encode()
+        link_rec = json.dumps({"site": link.site, "hub": self.cluster, "connected_since": link.connected_since,
+                               "backlog": link.backlog}).encode()
+        for _ in range(3):
+            lease = await etcd.call(etcd.client.lease, link.ttl)
+            ok, _ = await etcd.txn(
+                [tx.create(alive_key) == 0],
+                [tx.put(schema.cluster(link.site), spec.dump()),
+                 tx.put(alive_key, holder, lease=lease.id),
+                 tx.put(records.link_key(link.site), link_rec, lease=lease.id)],
+            )
+            if ok:
+                link.lease_id = lease.id
+                link.last_refresh = time.monotonic()
+                return
+            await etcd.call(etcd.client.revoke_lease, lease.id)
+            held = await etcd.call(etcd.client.get, alive_key)
+            if held is None:
+                continue
+            try:
+                node = json.loads(held.value).get("node")
+            except ValueError:
+                node = None
+            if node != f"edge:{link.site}":
+                raise PermissionDenied(f"cluster id {link.site!r} is held by a controller that is not this edge site")
+            # The site's previous link (on this hub or a dead one): the site is here now.
+            try:
+                await etcd.call(etcd.client.revoke_lease, held.lease)
+            except GnsError:
+                pass
+        raise Unavailable(f"could not register edge site {link.site}; retry")
+
+    async def _unregister(self, link: SiteLink) -> None:
+        if link.lease_id is None:
+            return
+        lease_id, link.lease_id = link.lease_id, None
+        try:
+            await asyncio.wait_for(self.etcd.client.revoke_lease(lease_id), timeout=2.0)
+        except Exception:  # the lease runs out by itself
+            log.debug("revoking the lease of site %s failed", link.site, exc_info=True)
+
+    async def _on_heartbeat(self, link: SiteLink, hb: epb.Heartbeat) -> None:
+        now = time.monotonic()
+        if link.lease_id is not None and now - link.last_refresh >= link.ttl / 3:
+            try:
+                reply = await asyncio.wait_for(self.etcd.client.refresh_lease(link.lease_id), timeout=max(0.5, link.ttl / 3))
+                if reply is None or reply.TTL <= 0:
+                    link.mux.close()  # the lease is gone: the site must re-register
+                    return
+                link.last_refresh = now
+            except Exception as exc:
+                log.warning("edge site %s: lease refresh failed: %s", link.site, exc)
+        await self._publish(link, hb)
+        ack = epb.HeartbeatAck(seq=hb.seq)
+        view = json.dumps(site_slice(self.cache.view, link.site), sort_keys=True).encode()
+        if view != link.sent_view:
+            ack.view_json = view
+            link.sent_view = view
+        await link.mux.put(epb.Frame(ack=ack))
+
+    async def _publish(self, link: SiteLink, hb: epb.Heartbeat) -> None:
+        """Write what changed in the site's report (versions, mirror statuses, backlog)."""
+        want: dict[bytes, bytes] = {}
+        for v in hb.volumes:
+            vol = self.cache.view.volumes.get(v.volume)
+            if vol is None or vol.owner != link.site:
+                continue  # a site speaks only for its own volumes
+            prev = self.cache.view.volstates.get(v.volume)
+            if prev is not None and prev.version == v.version and prev.epoch == v.epoch:
+                continue
+            want[schema.volstate(v.volume)] = VolumeState(version=v.version, epoch=v.epoch, updated=time.time()).dump()
+        if hb.mirror_status_json:
+            for status in json.loads(hb.mirror_status_json):
+                vol = self.cache.view.volumes.get(status.get("volume", ""))
+                if vol is None or vol.owner != link.site:
+                    continue
+                key = schema.mirror_status(status["policy"], status["target"])
+                want[key] = json.dumps(status, sort_keys=True).encode()
+        backlog = {"versions": int(hb.backlog_versions), "bytes": int(hb.backlog_bytes)}
+        if backlog != link.backlog and link.lease_id is not None:
+            link.backlog = backlog
+            want[records.link_key(link.site)] = json.dumps({
+                "site": link.site, "hub": self.cluster, "connected_since": link.connected_since,
+                "backlog": backlog}).encode()
+        ops = []
+        for key, value in want.items():
+            if link.published.get(key) == value:
+                continue
+            lease = link.lease_id if key == records.link_key(link.site) else None
+            ops.append(self.etcd.tx.put(key, value, lease=lease))
+            link.published[key] = value
+        if ops:
+            try:
+                await self.etcd.txn([], ops)
+            except GnsError as exc:
+                link.published.clear()
+                log.warning("edge site %s: publishing its report failed: %s", link.site, exc)
+
+    async def _renew(self, link: SiteLink, frame: epb.Frame) -> None:
+        """A fresh credential for the site, sent over its authenticated link."""
+        try:
+            fresh, expires = await records.renew_credential(self.etcd, link.site, link.credential, identity_ttl())
+        except GnsError as exc:
+            log.warning("edge site %s: credential renewal failed: %s", link.site, exc)
+            return
+        link.credential = fresh
+        await link.mux.put(epb.Frame(renewed=epb.Renewed(credential=fresh, credential_expires_at=expires)))
+
+    # -- calls from the site ----------------------------------------------------------------
+    async def _replay_up(self, site: str, inc: InCall) -> None:
+        """Run a site's call here (or at the core cluster it names) as the site."""
+        md = [(k, v) for k, v in forwardable(tuple((kv.key, kv.value) for kv in inc.start.metadata))
+              if k not in (ON_BEHALF_OF, SITE_KEY)]
+        md.append((ON_BEHALF_OF, f"edge:{site}"))
+        target = inc.start.cluster
+        if not target or target == self.cluster:
+            endpoint = self.own_endpoint()
+        else:
+            view = self.cache.view
+            spec = view.clusters.get(target)
+            if spec is None or target not in view.alive or spec.provider == "edge":
+                err = Unavailable(f"cluster {target} is not Ready (asked by edge site {site})")
+                await inc.finish(kind_of(err).code, str(err), trailing_metadata(err))
+                return
+            endpoint = spec.endpoint
+        await replay(inc, self.peers.get(endpoint), md)

@@ -1,0 +1,218 @@
+"""Edge join tokens and site records in etcd: the control-plane half of SPEC §8.
+
+Why it exists: an edge site trades a single-use token for its own identity at a hub. The
+token's secret never reaches etcd (only its sha256), and redeeming is ONE transaction that
+compares the token record unchanged (so still unused) and in the same step marks it used and
+writes the site record: of two joins racing with one token, exactly one wins. Expiry is
+checked against the token's own ``expires_at`` before the transaction (etcd cannot compare
+clocks); a token that expires between the check and the commit was valid when presented.
+
+Keys (under ``/gns/v1/``, values JSON)::
+
+    edge/tokens/<id>   {id, site, hub, secret_sha256, ca_sha256, created, expires_at, used_at}
+    edge/sites/<site>  {site, hub, credential_sha256, previous_sha256, credential_expires_at,
+                        joined_at, token}
+    edge/links/<site>  {site, hub, connected_since, backlog: {versions, bytes}} bound to the
+                       site's liveness lease (gone when the site is Down)
+
+The hub (never the edge itself, which has no etcd access) calls in here. Nothing here
+decides from message text; reasons are carried by the exception types.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from namespace import schema
+from namespace.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from namespace.etcd import Etcd
+from namespace.paths import check_name
+
+EDGE = schema.ROOT + "edge/"
+TOKENS = EDGE + "tokens/"
+SITES = EDGE + "sites/"
+LINKS = EDGE + "links/"
+
+TOKEN_PREFIX = "K10"
+DEFAULT_TOKEN_TTL = 3600.0
+MAX_TOKEN_TTL = 30 * 86400.0
+INSECURE_CA = "insecure"
+"""What a token pins when the hub runs without TLS (the pin still has to match)."""
+
+
+def token_key(token_id: str) -> bytes:
+    return (TOKENS + token_id).encode()
+
+
+def site_key(site: str) -> bytes:
+    return (SITES + site).encode()
+
+
+def link_key(site: str) -> bytes:
+    return (LINKS + site).encode()
+
+
+def sha256_hex(data: str | bytes) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def ca_fingerprint(ca_pem: bytes | None) -> str:
+    """The pin a token carries: sha256 of the hub CA's PEM, or ``insecure`` without TLS."""
+    return sha256_hex(ca_pem) if ca_pem else INSECURE_CA
+
+
+@dataclass(frozen=True)
+class ParsedToken:
+    ca_sha256: str
+    token_id: str
+    secret: str
+
+
+def parse_token(token: str) -> ParsedToken:
+    """Split ``K10<ca>::<id>.<secret>``; a malformed token is refused as forged (exit 4)."""
+    text = token.strip()
+    head, sep, rest = text.partition("::")
+    tid, dot, secret = rest.partition(".")
+    if (not sep or not dot or not head.startswith(TOKEN_PREFIX) or len(head) <= len(TOKEN_PREFIX)
+            or not tid or not secret or not all(c in "0123456789abcdef" for c in tid)):
+        raise PermissionDenied("token refused: malformed or forged (expected K10<ca-hash>::<id>.<secret>)")
+    return ParsedToken(head[len(TOKEN_PREFIX):], tid, secret)
+
+
+async def create_token(etcd: Etcd, site: str, hub: str, ttl: float, ca_sha256: str) -> dict[str, Any]:
+    """Store a new token record and return ``{"token", "site", "hub", "expires_at"}``."""
+    check_name("site", site)
+    check_name("hub cluster", hub)
+    if not 0 < ttl <= MAX_TOKEN_TTL:
+        raise InvalidInput(f"invalid --ttl {ttl:g}s: more than 0 and at most 30 days")
+    token_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(24)
+    now = time.time()
+    record = {
+        "id": token_id, "site": site, "hub": hub, "secret_sha256": sha256_hex(secret),
+        "ca_sha256": ca_sha256, "created": now, "expires_at": now + ttl, "used_at": None,
+    }
+    tx = etcd.tx
+    ok, _ = await etcd.txn([tx.create(token_key(token_id)) == 0],
+                           [tx.put(token_key(token_id), json.dumps(record).encode())])
+    if not ok:  # 64 random bits collided: astronomically unlikely, never silently overwrite
+        raise Conflict("token id collision; try again")
+    return {"token": f"{TOKEN_PREFIX}{ca_sha256}::{token_id}.{secret}", "site": site, "hub": hub,
+            "expires_at": record["expires_at"]}
+
+
+async def redeem_token(etcd: Etcd, token: str, site: str, hub: str, ca_sha256: str,
+                       credential_ttl: float) -> tuple[str, dict[str, Any]]:
+    """Check ``token`` for ``site`` and, in one transaction, mark it used and (re)write the
+    site record with a fresh credential. Returns (credential, site record).
+
+    Refusals (exit 4, nothing written): forged (unknown id, wrong secret, wrong CA pin),
+    wrong site, already used, expired.
+    """
+    check_name("site", site)
+    parsed = parse_token(token)
+    if not hmac.compare_digest(parsed.ca_sha256, ca_sha256):
+        raise PermissionDenied("token refused: it pins another CA than this hub's (forged, or the wrong federation)")
+    key = token_key(parsed.token_id)
+    kv = await etcd.call(etcd.client.get, key)
+    if kv is None:
+        raise PermissionDenied("token refused: unknown token (forged or deleted)")
+    record = json.loads(kv.value)
+    if not hmac.compare_digest(record.get("secret_sha256", ""), sha256_hex(parsed.secret)):
+        raise PermissionDenied("token refused: wrong secret (forged)")
+    if record.get("site") != site:
+        raise PermissionDenied(f"token refused: it was issued for site {record.get('site')!r}, not {site!r}")
+    if record.get("used_at"):
+        raise Conflict(f"token refused: already used (at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(record['used_at']))})")
+    now = time.time()
+    if now >= float(record.get("expires_at", 0)):
+        raise Conflict("token refused: expired")
+    credential = secrets.token_urlsafe(32)
+    site_record = {
+        "site": site, "hub": hub, "credential_sha256": sha256_hex(credential), "previous_sha256": "",
+        "credential_expires_at": now + credential_ttl, "joined_at": now, "token": parsed.token_id,
+    }
+    used = dict(record, used_at=now, used_by_hub=hub)
+    tx = etcd.tx
+    ok, _ = await etcd.txn(
+        [tx.value(key) == kv.value],
+        [tx.put(key, json.dumps(used).encode()),
+         tx.put(site_key(site), json.dumps(site_record).encode())],
+    )
+    if not ok:
+        raise Conflict("token refused: already used (another join won the race)")
+    return credential, site_record
+
+
+async def site_record(etcd: Etcd, site: str) -> dict[str, Any] | None:
+    raw = await etcd.get(site_key(site))
+    return None if raw is None else dict(json.loads(raw))
+
+
+async def check_credential(etcd: Etcd, site: str, credential: str) -> dict[str, Any]:
+    """The site record if ``credential`` is the site's current (or just-replaced) one."""
+    record = await site_record(etcd, site)
+    if record is None:
+        raise PermissionDenied(f"site {site!r} has not joined (no identity on record)")
+    digest = sha256_hex(credential)
+    ok = hmac.compare_digest(record["credential_sha256"], digest) or (
+        bool(record.get("previous_sha256")) and hmac.compare_digest(record["previous_sha256"], digest))
+    if not ok:
+        raise PermissionDenied(f"site {site!r}: identity refused (wrong or revoked credential)")
+    if time.time() >= float(record.get("credential_expires_at", 0)):
+        raise PermissionDenied(f"site {site!r}: identity expired; join again with a new token")
+    return record
+
+
+async def renew_credential(etcd: Etcd, site: str, credential: str, credential_ttl: float) -> tuple[str, float]:
+    """Issue a new credential; the one presented stays valid until the next (the site may
+    crash before it stores the new one)."""
+    record = await check_credential(etcd, site, credential)
+    raw = json.dumps(record).encode()
+    fresh = secrets.token_urlsafe(32)
+    expires = time.time() + credential_ttl
+    new = dict(record, credential_sha256=sha256_hex(fresh), previous_sha256=sha256_hex(credential),
+               credential_expires_at=expires)
+    tx = etcd.tx
+    current = await etcd.get(site_key(site))
+    ok, _ = await etcd.txn([tx.value(site_key(site)) == (current or raw)],
+                           [tx.put(site_key(site), json.dumps(new).encode())])
+    if not ok:
+        raise Conflict(f"site {site!r}: identity changed during renewal; retry")
+    return fresh, expires
+
+
+async def list_sites(etcd: Etcd) -> list[dict[str, Any]]:
+    """``gns edge list``: every joined site with its hub, state, connected-since, backlog."""
+    sites, _ = await etcd.get_prefix(SITES.encode())
+    links, _ = await etcd.get_prefix(LINKS.encode())
+    alive, _ = await etcd.get_prefix(schema.ALIVE.encode())
+    live = {k.decode()[len(schema.ALIVE):] for k, _ in alive}
+    link_of = {k.decode()[len(LINKS):]: json.loads(v) for k, v in links}
+    out = []
+    for key, value in sites:
+        rec = json.loads(value)
+        name = key.decode()[len(SITES):]
+        link = link_of.get(name, {})
+        backlog = link.get("backlog") or {"versions": 0, "bytes": 0}
+        out.append({
+            "site": name,
+            "hub": link.get("hub") or rec.get("hub", ""),
+            "state": "Ready" if name in live and link else "Down",
+            "connected_since": link.get("connected_since"),
+            "backlog": {"versions": int(backlog.get("versions", 0)), "bytes": int(backlog.get("bytes", 0))},
+        })
+    return sorted(out, key=lambda s: s["site"])
+
+
+async def forget_site(etcd: Etcd, site: str) -> None:
+    """Drop a site's identity (its credential stops working at the next connect)."""
+    tx = etcd.tx
+    ok, _ = await etcd.txn([tx.create(site_key(site)) != 0], [tx.delete(site_key(site))])
+    if not ok:
+        raise NotFound(f"edge site {site!r} not found")
