@@ -35,8 +35,6 @@ class ControllerConfig:
     chunk_size: int = 1 << 20
     kubernetes: bool = False
     """Reconcile MirrorPolicy and GlobalMount resources (kubeconfig in-cluster or KUBECONFIG)."""
-    kubernetes: bool = False
-    """Reconcile MirrorPolicy and GlobalMount resources (kubeconfig in-cluster or KUBECONFIG)."""
     audit_log: Path | None = None
     """Where access-control decisions are logged (default ``<data_dir>/audit.log``)."""
 
