@@ -1,0 +1,404 @@
+"""``gns fuse`` on real mounts (SPEC §12, issue 10): real programs, two mounts through two
+clusters, owner failure, read-only, and a FUSE process killed with SIGKILL.
+
+Every mount is a real ``gns fuse`` process (the CLI, in the foreground) on a real kernel
+FUSE mount over real controllers (one module-scoped federation). Skipped with the reason
+when this machine cannot mount FUSE (no /dev/fuse, no fusermount3, not root).
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.federation import Federation
+
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="/dev/fuse is missing"),
+    pytest.mark.skipif(shutil.which("fusermount3") is None, reason="fusermount3 is missing (fuse3)"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="FUSE mounts in these tests need root"),
+]
+
+
+def wait_for(cond: Any, timeout: float = 15.0, step: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(step)
+
+
+class Mount:
+    """One ``gns fuse`` process and its mount point (stopped by PID)."""
+
+    def __init__(self, fed: Federation, mnt: Path, cache: Path, *args: str) -> None:
+        self.fed, self.mnt, self.cache = fed, mnt, cache
+        if not _stale(mnt):  # a dead mount there is the CLI's to clear
+            mnt.mkdir(parents=True, exist_ok=True)
+        self.log = mnt.parent / f"{mnt.name}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "federation.cli.main", "fuse", str(mnt),
+             "--cache-dir", str(cache), *args],
+            env=fed.env(), stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),
+        )
+        wait_for(lambda: self.proc.poll() is not None or _serving(mnt), 30)
+        assert self.proc.poll() is None, self.log.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if os.path.ismount(self.mnt) or _stale(self.mnt):
+            subprocess.run(["fusermount3", "-uz", str(self.mnt)], check=False)
+
+
+def _serving(p: Path) -> bool:
+    """A FUSE process answers at ``p`` (a dead one's cached root attributes do not count)."""
+    if not os.path.ismount(p):
+        return False
+    try:
+        os.listdir(p)
+    except OSError:
+        return False
+    return True
+
+
+def _stale(p: Path) -> bool:
+    try:
+        os.stat(p)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+@pytest.fixture(scope="module")
+def fed(federation3: Federation, tmp_path_factory: pytest.TempPathFactory) -> Federation:
+    f = federation3
+    for vol, owner in (("fz", "onprem-a"), ("fzb", "onprem-b"), ("fzdown", "aws-1")):
+        assert f.gns("volume", "create", vol, "--cluster", owner).returncode == 0
+        assert f.gns("mount", "add", f"/fz/{vol}", vol).returncode == 0
+    doc = tmp_path_factory.mktemp("pol") / "p.yaml"
+    doc.write_text(
+        "apiVersion: gns.io/v1alpha1\nkind: MirrorPolicy\nmetadata:\n  name: fzdown-dr\n"
+        "spec:\n  volume: fzdown\n  mode: sync\n  targets:\n    - cluster: onprem-b\n"
+        "  maxLag: 60s\n"
+    )
+    proc = f.gns("mirror", "apply", "-f", str(doc))
+    assert proc.returncode == 0, proc.stderr
+    return f
+
+
+@pytest.fixture(scope="module")
+def mnt(fed: Federation, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    base = tmp_path_factory.mktemp("fuse")
+    m = Mount(fed, base / "mnt", base / "cache")
+    try:
+        yield m.mnt
+    finally:
+        m.stop()
+    assert not os.path.ismount(base / "mnt")
+    assert list((base / "cache").glob("mount-*")) == []  # staging cleaned at unmount
+
+
+def sha_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# real programs
+
+
+def test_mount_prefixes_are_directories(mnt: Path) -> None:
+    assert sorted(os.listdir(mnt)) == ["fz"]
+    assert {"fz", "fzb", "fzdown"} <= set(os.listdir(mnt / "fz"))
+    assert (mnt / "fz" / "fz").is_dir()
+
+
+def test_cp_large_and_empty_files(mnt: Path, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        for _ in range(24):
+            f.write(os.urandom(1 << 20))
+    empty = tmp_path / "empty"
+    empty.touch()
+    dst = mnt / "fz/fz/cp"
+    dst.mkdir()
+    subprocess.run(["cp", str(big), str(empty), str(dst)], check=True)
+    assert sha_file(dst / "big.bin") == sha_file(big)
+    assert (dst / "empty").stat().st_size == 0
+    back = tmp_path / "back.bin"
+    subprocess.run(["cp", str(dst / "big.bin"), str(back)], check=True)
+    assert sha_file(back) == sha_file(big)
+    with open(dst / "big.bin", "rb") as f:  # ranged reads
+        f.seek(5 * (1 << 20) + 3)
+        part = f.read(100)
+    with open(big, "rb") as f:
+        f.seek(5 * (1 << 20) + 3)
+        assert part == f.read(100)
+
+
+def test_tar_extract_then_diff(mnt: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(300):
+        d = src / f"d{i % 13}" / f"e{i % 3}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}.txt").write_bytes(os.urandom(i * 37))
+    (src / "empty-dir").mkdir()
+    os.chmod(src / "d1" / "e1" / "f1.txt", 0o755)
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as t:
+        t.add(src, arcname=".")
+    dst = mnt / "fz/fz/tar"
+    dst.mkdir()
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(dst)], check=True)
+    subprocess.run(["diff", "-r", str(src), str(dst)], check=True)
+    assert (dst / "empty-dir").is_dir()
+    assert os.stat(dst / "d1" / "e1" / "f1.txt").st_mode & 0o777 == 0o755
+
+
+def test_git_in_the_mount(mnt: Path) -> None:
+    repo = mnt / "fz/fz/repo"
+    repo.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    git("init", "-q", ".")
+    (repo / "a.txt").write_text("hello\n")
+    (repo / "sub").mkdir()
+    (repo / "sub" / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(repo / "sub" / "run.sh", 0o755)
+    git("add", ".")
+    git("commit", "-qm", "first")
+    (repo / "a.txt").write_text("hello again\n")
+    git("commit", "-qam", "second")
+    assert len(git("log", "--oneline").splitlines()) == 2
+    git("fsck", "--strict")
+    assert git("status", "--porcelain") == ""
+
+
+def test_rsync_then_checksum_dry_run_finds_nothing(mnt: Path, tmp_path: Path) -> None:
+    src = tmp_path / "rs"
+    for i in range(60):
+        d = src / f"d{i % 5}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}").write_bytes(os.urandom(i * 101))
+    os.chmod(src / "d0" / "f0", 0o700)
+    dst = mnt / "fz/fz/rsync"
+    subprocess.run(["rsync", "-a", f"{src}/", f"{dst}/"], check=True)
+    out = subprocess.run(["rsync", "-ac", "--dry-run", "--itemize-changes", f"{src}/", f"{dst}/"],
+                         check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "", out.stdout
+
+
+def test_editor_write_temp_then_rename(mnt: Path) -> None:
+    d = mnt / "fz/fz/edit"
+    d.mkdir()
+    target = d / "notes.txt"
+    target.write_text("v1\n")
+    tmp = d / ".notes.txt.swp"
+    with open(tmp, "w") as f:
+        f.write("v2\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, target)
+    assert target.read_text() == "v2\n"
+    assert sorted(os.listdir(d)) == ["notes.txt"]
+
+
+def test_python_open_in_every_mode(mnt: Path) -> None:
+    p = mnt / "fz/fz/modes.txt"
+    with open(p, "w") as f:
+        f.write("abc")
+    with open(p, "a") as f:
+        f.write("def")
+    assert p.read_text() == "abcdef"
+    with open(p, "r+") as f:
+        f.seek(1)
+        f.write("X")
+    assert p.read_text() == "aXcdef"
+    with open(p, "rb+") as f:
+        f.seek(0, os.SEEK_END)
+        f.write(b"Z")
+    with open(p, "w+") as f:
+        f.write("new")
+        f.seek(0)
+        assert f.read() == "new"
+    with open(p, "a+") as f:
+        f.write("!")
+        f.seek(0)
+        assert f.read() == "new!"
+    with pytest.raises(FileExistsError):
+        open(p, "x")
+    with open(mnt / "fz/fz/modes-x.txt", "xb") as f:
+        f.write(b"x")
+    os.truncate(p, 2)
+    assert p.read_text() == "ne"
+    with pytest.raises(IsADirectoryError):
+        open(mnt / "fz/fz", "rb")
+
+
+def test_pandas_through_the_mount(mnt: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"a": range(1000), "b": [f"r{i}" for i in range(1000)]})
+    p = mnt / "fz/fz/frame.csv"
+    df.to_csv(p, index=False)
+    assert pd.read_csv(p).equals(df)
+
+
+def test_posix_errors(mnt: Path) -> None:
+    d = mnt / "fz/fz/err"
+    d.mkdir()
+    (d / "f").write_text("x")
+    with pytest.raises(OSError) as exc:
+        os.rename(d / "f", mnt / "fz/fzb/f")
+    assert exc.value.errno == errno.EXDEV
+    with pytest.raises(OSError) as exc:
+        os.rmdir(d)
+    assert exc.value.errno == errno.ENOTEMPTY
+    with pytest.raises(FileNotFoundError):
+        os.stat(d / "missing")
+    with pytest.raises(FileExistsError):
+        os.mkdir(d)
+    os.chmod(d / "f", 0o640)
+    assert os.stat(d / "f").st_mode & 0o777 == 0o640
+    os.utime(d / "f", (1_000_000, 1_234_567))
+    assert os.stat(d / "f").st_mtime == 1_234_567
+    os.chown(d / "f", 1000, 1000)  # accepted (gns keeps no owners)
+    subprocess.run(["mv", str(d / "f"), str(mnt / "fz/fzb/moved")], check=True)  # EXDEV: copy
+    assert (mnt / "fz/fzb/moved").read_text() == "x"
+    st = os.statvfs(mnt)
+    assert st.f_bsize > 0 and st.f_namemax == 255
+
+
+# ---------------------------------------------------------------------------------------------
+# two mounts through two clusters
+
+
+def test_two_mounts_close_to_open_within_a_second(fed: Federation, tmp_path: Path) -> None:
+    a = Mount(fed, tmp_path / "a", tmp_path / "ca", "--via", "onprem-a")
+    b = Mount(fed, tmp_path / "b", tmp_path / "cb", "--via", "onprem-b", "--root", "/fz/fzb")
+    try:
+        (b.mnt / "shared").mkdir()
+        seen = b.mnt / "shared" / "doc.txt"
+        assert not seen.exists()  # B has cached "no such file"
+        for i in range(3):
+            body = f"version {i}\n"
+            (a.mnt / "fz/fzb/shared/doc.txt").write_text(body)
+            t0 = time.monotonic()
+            wait_for(lambda body=body: seen.exists() and seen.read_text() == body, 5, 0.01)
+            assert time.monotonic() - t0 < 1.0
+        os.rename(a.mnt / "fz/fzb/shared/doc.txt", a.mnt / "fz/fzb/shared/renamed.txt")
+        t0 = time.monotonic()
+        wait_for(lambda: sorted(os.listdir(b.mnt / "shared")) == ["renamed.txt"], 5, 0.01)
+        assert time.monotonic() - t0 < 1.0
+        assert (b.mnt / "shared" / "renamed.txt").read_text() == "version 2\n"
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_read_only_mount_gives_erofs(fed: Federation, tmp_path: Path) -> None:
+    m = Mount(fed, tmp_path / "ro", tmp_path / "c", "--read-only")
+    try:
+        for op in (lambda: (m.mnt / "fz/fz/ro.txt").write_text("x"),
+                   lambda: os.mkdir(m.mnt / "fz/fz/rodir")):
+            with pytest.raises(OSError) as exc:
+                op()
+            assert exc.value.errno == errno.EROFS
+        assert os.listdir(m.mnt / "fz")
+    finally:
+        m.stop()
+
+
+def test_bad_invocations_exit_with_one_error_line(fed: Federation, tmp_path: Path) -> None:
+    from tests.fixtures.federation import assert_error
+
+    assert_error(fed.gns("fuse", str(tmp_path / "missing")), 3)
+    assert_error(fed.gns("fuse", str(tmp_path), "--root", "relative/path"), 2)
+    assert_error(fed.gns("fuse", str(tmp_path), "--via", "Bad_Name"), 2)
+    assert_error(fed.gns("fuse", str(tmp_path), "--max-staleness", "soon"), 2)
+    assert_error(fed.gns("fuse", str(tmp_path), "--root", "/nowhere/at/all"), 3)
+    assert not os.path.ismount(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# crashes and failures (last: they kill processes)
+
+
+def test_kill9_of_the_fuse_process(fed: Federation, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    m = Mount(fed, tmp_path / "k", cache)
+    writer = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys,time\nf=open(sys.argv[1],'wb')\nf.write(b'x'*100000)\nf.flush()\n"
+         "print('ok',flush=True)\ntime.sleep(60)\n", str(m.mnt / "fz/fz/unclosed.bin")],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == b"ok"
+        assert list(cache.glob("mount-*/*"))  # staged on disk
+        m.proc.kill()
+        m.proc.wait()
+        with pytest.raises(OSError) as exc:
+            os.listdir(m.mnt / "fz")
+        assert exc.value.errno == errno.ENOTCONN  # "Transport endpoint is not connected"
+    finally:
+        writer.kill()
+        writer.wait()
+    with fed.client() as c:
+        with pytest.raises(FileNotFoundError):
+            c.stat("/fz/fz/unclosed.bin")  # never closed: never committed
+    again = Mount(fed, tmp_path / "k", cache)  # clears the stale mount and the dead staging
+    try:
+        assert not (again.mnt / "fz/fz/unclosed.bin").exists()
+        assert len(list(cache.glob("mount-*"))) == 1
+    finally:
+        again.stop()
+
+
+def test_owner_down_eio_within_timeout_and_replica_read(fed: Federation, tmp_path: Path) -> None:
+    with fed.client() as c:
+        c.put(b"replicated", "/fz/fzdown/r.txt")
+    plain = Mount(fed, tmp_path / "p", tmp_path / "cp", "--via", "onprem-a", "--timeout", "5s")
+    anyc = Mount(fed, tmp_path / "q", tmp_path / "cq", "--via", "onprem-b",
+                 "--consistency", "any", "--max-staleness", "1h")
+    try:
+        assert (plain.mnt / "fz/fzdown/r.txt").read_bytes() == b"replicated"
+        fed.kill("aws-1")
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as exc:
+            (plain.mnt / "fz/fzdown/r.txt").read_bytes()
+        assert exc.value.errno == errno.EIO
+        assert time.monotonic() - t0 < 10
+        assert (anyc.mnt / "fz/fzdown/r.txt").read_bytes() == b"replicated"
+    finally:
+        plain.stop()
+        anyc.stop()
+        fed.start("aws-1")
