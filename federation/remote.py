@@ -164,7 +164,7 @@ class RemoteClient(Client):
         return self._ctl("WhoAmI")  # type: ignore[no-any-return]
 
     # -- data: everything enters at the controller, which resolves and forwards ------------
-    def _route(self, path: str, epoch: int | None = None) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
+    def _route(self, path: str, epoch: int | None = None, **_: Any) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
         target = pb.Target(
             global_path=normalize(path), epoch=epoch or 0,
             consistency=self.consistency, max_staleness_s=self.max_staleness,

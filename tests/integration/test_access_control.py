@@ -1,0 +1,292 @@
+"""Access control on a TLS federation (SPEC §10) with real controller processes.
+
+One module-scoped federation (onprem-a owns volume ``sec`` at ``/data``; onprem-b forwards)
+with users alice (group ops), bob and mallory; every check runs the real CLI or a real
+gRPC client with the user's certificate.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.certs import init_certs, issue_user
+from federation.local.etcd_server import EtcdCluster
+from federation.tls import channel_credentials, channel_options
+from tests.fixtures.federation import Federation, assert_error
+
+
+@pytest.fixture(scope="module")
+def fed(etcd_module: EtcdCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    root = tmp_path_factory.mktemp("acl")
+    f = Federation(etcd_module, root)
+    f.tls_dir = root / "tls"
+    init_certs(f.tls_dir, ["onprem-a", "onprem-b"])
+    issue_user(f.tls_dir, "alice", groups=["ops"])
+    issue_user(f.tls_dir, "bob")
+    issue_user(f.tls_dir, "mallory")
+    try:
+        f.add("onprem-a", wait=False)
+        f.add("onprem-b", wait=False)
+        for cid in f.controllers:
+            f.wait_healthy(cid, timeout=30)
+        assert f.gns("volume", "create", "sec", "--cluster", "onprem-a").returncode == 0
+        assert f.gns("mount", "add", "/data", "sec").returncode == 0
+        assert f.gns_bytes("put", "-", "/data/x", input=b"x-data").returncode == 0
+        assert f.gns_bytes("put", "-", "/data/team/y", input=b"y-data").returncode == 0
+        yield f
+    finally:
+        f.stop_all()
+
+
+def as_user(f: Federation, who: str, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    env = f.env()
+    env["GNS_IDENTITY"] = who
+    return subprocess.run([sys.executable, "-m", "federation.cli.main", *args], input=input,
+                          capture_output=True, env=env, timeout=60)
+
+
+def admin(f: Federation, *args: str) -> None:
+    proc = f.gns(*args)
+    assert proc.returncode == 0, proc.stderr
+
+
+def denied(proc: subprocess.CompletedProcess[bytes]) -> None:
+    proc_text = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, proc.stderr.decode())
+    assert_error(proc_text, 4, "permission denied")
+
+
+def test_reads_and_writes_per_grant_with_inheritance(fed: Federation) -> None:
+    denied(as_user(fed, "alice", "cat", "/data/x"))
+    admin(fed, "acl", "grant", "/data", "user:alice", "read")
+    try:
+        assert as_user(fed, "alice", "cat", "/data/team/y").stdout == b"y-data"  # inherited
+        denied(as_user(fed, "alice", "put", "-", "/data/z", input=b"no"))
+        # a narrower grant, to alice's group: write under /data/team only
+        admin(fed, "acl", "grant", "/data/team", "group:ops", "write")
+        assert as_user(fed, "alice", "put", "-", "/data/team/z", input=b"ok").returncode == 0
+        denied(as_user(fed, "alice", "put", "-", "/data/z", input=b"no"))
+        denied(as_user(fed, "alice", "rm", "/data/x"))
+        denied(as_user(fed, "bob", "ls", "/data"))  # not in ops, no grant
+        # ... and the refused write changed nothing
+        assert fed.gns("stat", "/data/z").returncode == 3
+    finally:
+        fed.gns("acl", "revoke", "/data", "user:alice")
+        fed.gns("acl", "revoke", "/data/team", "group:ops")
+
+
+def test_via_does_not_launder_identity(fed: Federation) -> None:
+    denied(as_user(fed, "bob", "cat", "/data/x", "--via", "onprem-b"))
+    admin(fed, "acl", "grant", "/data", "user:bob", "read")
+    try:
+        # the forwarder passes bob on; the owner believes it from a cluster certificate
+        assert as_user(fed, "bob", "cat", "/data/x", "--via", "onprem-b").stdout == b"x-data"
+        denied(as_user(fed, "bob", "put", "-", "/data/w", "--via", "onprem-b", input=b"no"))
+    finally:
+        admin(fed, "acl", "revoke", "/data", "user:bob")
+
+
+def _user_channel(fed: Federation, who: str, cid: str) -> grpc.Channel:
+    assert fed.tls_dir is not None
+    return grpc.secure_channel(fed.controllers[cid].endpoint, channel_credentials(fed.tls_dir, who),
+                               options=channel_options(fed.tls_dir))
+
+
+def test_user_claiming_a_forwarded_identity_is_refused(fed: Federation) -> None:
+    target = pb.Target(global_path="/data/x")
+    with _user_channel(fed, "mallory", "onprem-a") as ch:
+        stub = pb_grpc.FederationStub(ch)
+        for claim in ("user:client", "user:alice,group:ops"):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Stat(pb.StatRequest(target=target), metadata=(("gns-on-behalf-of", claim),), timeout=10)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # a target named by volume and relative path is checked on its global path
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Stat(pb.StatRequest(target=pb.Target(volume="sec", relative_path="x", global_path="/public")),
+                      timeout=10)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_control_commands_through_controller_need_admin(fed: Federation) -> None:
+    ctl = ["--controller", fed.controllers["onprem-b"].endpoint]
+    for args in (
+        ["volume", "create", "mine", "--cluster", "onprem-a"],
+        ["mount", "add", "/data/m", "sec"],
+        ["mount", "remove", "/data"],
+        ["acl", "grant", "/data", "user:mallory", "read,write"],
+        ["cluster", "remove", "onprem-b"],
+        ["volume", "promote", "sec", "--to", "onprem-b", "--force"],
+    ):
+        denied(as_user(fed, "mallory", *ctl, *args))
+    assert json.loads(as_user(fed, "mallory", *ctl, "mount", "list", "--json").stdout) == []
+    # the administrator may, through the same controller (and no etcd at all)
+    env = fed.env()
+    env.pop("GNS_ETCD")
+    proc = subprocess.run([sys.executable, "-m", "federation.cli.main", *ctl, "acl", "grant", "/data/team",
+                           "user:mallory", "admin", "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    try:
+        # admin under /data/team: mounts there, nothing above
+        assert as_user(fed, "mallory", *ctl, "mount", "add", "/data/team/m", "sec:team").returncode == 4  # volume's /data
+        denied(as_user(fed, "mallory", *ctl, "acl", "grant", "/data", "user:mallory", "read"))
+        ok = as_user(fed, "mallory", *ctl, "acl", "grant", "/data/team/sub", "user:bob", "read")
+        assert ok.returncode == 0, ok.stderr
+        assert as_user(fed, "mallory", *ctl, "put", "-", "/data/team/m1", input=b"m").returncode == 0
+    finally:
+        admin(fed, "acl", "revoke", "/data/team", "user:mallory")
+        fed.gns("acl", "revoke", "/data/team/sub", "user:bob")
+
+
+def test_revoke_in_force_within_a_second(fed: Federation) -> None:
+    from federation.client import Client
+
+    admin(fed, "acl", "grant", "/data", "user:bob", "read")
+    with Client(fed.etcd_urls, tls_dir=fed.tls_dir, identity="bob", watch=False) as bob:
+        assert bob.stat("/data/x")["size"] == 6
+        with Client(fed.etcd_urls, tls_dir=fed.tls_dir, watch=False) as adm:
+            start = time.monotonic()
+            adm.acl_revoke("/data", "user:bob")
+        from namespace.errors import PermissionDenied
+
+        while True:
+            try:
+                bob.stat("/data/x")
+            except PermissionDenied:
+                break
+            assert time.monotonic() - start < 1.0, "revoke not in force after 1 s"
+            time.sleep(0.01)
+
+
+def test_audit_log_has_denials_and_admin_operations(fed: Federation) -> None:
+    denied(as_user(fed, "mallory", "cat", "/data/x"))
+    ctl = ["--controller", fed.controllers["onprem-a"].endpoint]
+    assert fed.gns(*ctl, "acl", "grant", "/data/team", "user:bob", "read").returncode == 0
+    fed.gns("acl", "revoke", "/data/team", "user:bob")
+    log = fed.controllers["onprem-a"].data_dir / "audit.log"
+    lines = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert all(set(ln) == {"time", "identity", "action", "path", "result"} for ln in lines)
+    assert any(ln["identity"] == "user:mallory" and ln["result"].startswith("denied") for ln in lines)
+    assert any(ln["identity"] == "user:client" and ln["action"] == "acl.grant" and ln["result"] == "ok"
+               for ln in lines)
+    metrics = _metrics(fed, "onprem-a")
+    assert "gns_authz_denials_total" in metrics and "gns_audit_admin_ops_total" in metrics
+
+
+def _metrics(fed: Federation, cid: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{fed.controllers[cid].metrics_port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def test_expired_and_foreign_certificates_are_refused(fed: Federation, tmp_path: Path) -> None:
+    assert fed.tls_dir is not None
+    issue_user(fed.tls_dir, "short", ttl_seconds=1.0)
+    cert = x509.load_pem_x509_certificate((fed.tls_dir / "short.crt").read_bytes())
+    while time.time() <= cert.not_valid_after_utc.timestamp() + 0.1:
+        time.sleep(0.05)
+    proc = as_user(fed, "short", "cat", "/data/x")
+    assert_error(subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, proc.stderr.decode()),
+                 2, "expired")
+    # the server refuses it too (a client that skips its own check)
+    creds = grpc.ssl_channel_credentials((fed.tls_dir / "ca.crt").read_bytes(),
+                                         (fed.tls_dir / "short.key").read_bytes(), (fed.tls_dir / "short.crt").read_bytes())
+    with grpc.secure_channel(fed.controllers["onprem-a"].endpoint, creds, options=channel_options(fed.tls_dir)) as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            pb_grpc.FederationStub(ch).Health(pb.HealthRequest(), timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    # a user certificate from another federation's CA
+    foreign = tmp_path / "foreign"
+    init_certs(foreign, [])
+    issue_user(foreign, "alice")
+    env = fed.env()
+    env["GNS_TLS_DIR"], env["GNS_IDENTITY"] = str(foreign), "alice"
+    proc2 = subprocess.run([sys.executable, "-m", "federation.cli.main", "cat", "/data/x"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert_error(proc2, 5, "refused the connection")
+
+
+def _served_serial(fed: Federation, cid: str) -> int:
+    assert fed.tls_dir is not None
+    ctx = ssl.create_default_context(cafile=str(fed.tls_dir / "ca.crt"))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(str(fed.tls_dir / "client.crt"), str(fed.tls_dir / "client.key"))
+    ctx.set_alpn_protocols(["h2"])
+    host, port = fed.controllers[cid].endpoint.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+@pytest.mark.slow
+def test_rotation_serves_the_new_certificate_without_restart(fed: Federation) -> None:
+    assert fed.tls_dir is not None
+    pid = fed.controllers["onprem-b"].pid
+    before = _served_serial(fed, "onprem-b")
+    proc = fed.gns("certs", "rotate", "onprem-b", "--dir", str(fed.tls_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    new = x509.load_pem_x509_certificate((fed.tls_dir / "onprem-b.crt").read_bytes()).serial_number
+    assert new != before
+    deadline = time.monotonic() + 30
+    while _served_serial(fed, "onprem-b") != new:
+        assert time.monotonic() < deadline, "rotated certificate not served within 30 s"
+        time.sleep(0.2)
+    assert fed.controllers["onprem-b"].pid == pid and fed.controllers["onprem-b"].proc.poll() is None  # type: ignore[union-attr]
+    # and it still works both ways: forwarding through b, and b's own peer calls
+    assert fed.gns_bytes("cat", "/data/x", "--via", "onprem-b").stdout == b"x-data"
+
+
+def test_bad_input_on_every_new_command(fed: Federation) -> None:
+    assert fed.tls_dir is not None
+    before = fed.gns("acl", "list", "--json").stdout
+    for args in (
+        ["acl", "grant", "data", "user:bob", "read"],
+        ["acl", "grant", "/data/../x", "user:bob", "read"],
+        ["acl", "grant", "/data", "bob", "read"],
+        ["acl", "grant", "/data", "role:bob", "read"],
+        ["acl", "grant", "/data", "user:bob", "execute"],
+        ["acl", "grant", "/data", "user:bob", ""],
+        ["acl", "grant", "/data", "user:bob"],
+        ["acl", "revoke", "/data", "user:"],
+        ["acl", "revoke", "rel", "user:bob"],
+        ["acl", "list", "not/absolute"],
+        ["acl", "check", "/data"],
+        ["acl", "check", "/data", "--as", "nobody"],
+        ["acl", "check", "/data", "--as", "user:bob", "--group", "bad/group"],
+        ["--controller", "nocolon", "acl", "list"],
+        ["--controller", fed.controllers["onprem-a"].endpoint, "acl", "grant", "/data", "user:bob", "rw"],
+    ):
+        assert_error(fed.gns(*args), 2)
+    assert fed.gns("acl", "list", "--json").stdout == before
+    assert_error(fed.gns("acl", "revoke", "/data", "user:nobody"), 3)
+    d = str(fed.tls_dir)
+    files = sorted(os.listdir(d))
+    for args in (
+        ["certs", "issue", "bad/name", "--dir", d],
+        ["certs", "issue", "-x", "--dir", d],
+        ["certs", "issue", "carol", "--dir", d, "--group", "no spaces"],
+        ["certs", "issue", "carol", "--dir", d, "--ttl", "soon"],
+        ["certs", "issue", "carol", "--dir", d, "--ttl", "0s"],
+        ["certs", "issue", "alice", "--dir", d],
+        ["certs", "issue", "client", "--dir", d],
+        ["certs", "issue", "carol", "--dir", str(Path(d) / "nowhere")],
+        ["certs", "rotate", "Bad_Cluster", "--dir", d],
+        ["certs", "rotate", "nope", "--dir", d],
+        ["certs", "rotate", "onprem-a"],
+    ):
+        assert_error(fed.gns(*args), 2)
+    assert sorted(os.listdir(d)) == files
