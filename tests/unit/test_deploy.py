@@ -150,7 +150,8 @@ def test_kustomization_renders_everything(kustomization: str) -> None:
         rendered = _one(docs, "CustomResourceDefinition", name)
         assert rendered["spec"] == _crd(name)["spec"]
         assert "namespace" not in rendered["metadata"]
-    cluster_scoped = {"CustomResourceDefinition", "Namespace", "ClusterRole", "ClusterRoleBinding"}
+    cluster_scoped = {"CustomResourceDefinition", "Namespace", "ClusterRole", "ClusterRoleBinding",
+                      "CSIDriver"}
     for d in docs:
         if d["kind"] not in cluster_scoped:
             assert d["metadata"].get("namespace") == "gns-system", (d["kind"], d["metadata"])
@@ -209,7 +210,7 @@ def test_rendered_command_line_parses_as_gns_controller(kustomization: str) -> N
 
     docs = _render(kustomization)
     data = _one(docs, "ConfigMap")["data"]
-    (container,) = _one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    (container,) = _one(docs, "Deployment", "gns-controller")["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: data[e["valueFrom"]["configMapKeyRef"]["key"]]
            if "valueFrom" in e else e["value"] for e in container["env"]}
     args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"][1:]]
@@ -583,3 +584,133 @@ def test_emulator_scripts_use_loopback_and_pid_files() -> None:
     for broad in ("pkill", "killall"):
         assert broad not in start + stop
     assert os.access(DEPLOY / "emulators" / "stop.sh", os.X_OK)
+
+
+# -- (5) the reconciler, the CSI driver, images, examples (issue 12) ---------------------------
+
+
+def _substituted(container: dict[str, Any], data: dict[str, str]) -> list[str]:
+    """The container's args with $(VAR) replaced as the kubelet does (fieldRefs by name)."""
+    env: dict[str, str] = {}
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif "configMapKeyRef" in e.get("valueFrom", {}):
+            env[e["name"]] = data[e["valueFrom"]["configMapKeyRef"]["key"]]
+        else:
+            env[e["name"]] = f"<{e['name'].lower()}>"
+    return [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_controller_runs_the_reconciler(kustomization: str) -> None:
+    from federation.cli.commands_run import controller
+
+    docs = _render(kustomization)
+    data = _one(docs, "ConfigMap")["data"]
+    (container,) = _one(docs, "Deployment", "gns-controller")["spec"]["template"]["spec"]["containers"]
+    ctx = controller.make_context("controller", _substituted(container, data)[1:])
+    assert ctx.params["kubernetes"] is True
+
+
+def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [c for c in pod["containers"] if c["name"] == name]
+    return found
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_csi_driver_controller_and_node_plugin(kustomization: str) -> None:
+    from federation.cli.commands_kube import csi
+
+    docs = _render(kustomization)
+    data = _one(docs, "ConfigMap")["data"]
+    driver = _one(docs, "CSIDriver", "csi.gns.io")
+    assert driver["spec"]["attachRequired"] is False
+    assert driver["spec"]["volumeLifecycleModes"] == ["Persistent"]
+
+    ctl = _one(docs, "Deployment", "gns-csi-controller")["spec"]["template"]["spec"]
+    prov = _container(ctl, "csi-provisioner")
+    assert prov["image"].startswith("registry.k8s.io/sig-storage/csi-provisioner:v")
+    assert "--extra-create-metadata" in prov["args"]
+    assert "--csi-address=/csi/csi.sock" in prov["args"]
+
+    node = _one(docs, "DaemonSet", "gns-csi-node")["spec"]["template"]["spec"]
+    reg = _container(node, "node-driver-registrar")
+    assert reg["image"].startswith("registry.k8s.io/sig-storage/csi-node-driver-registrar:v")
+    assert "--kubelet-registration-path=/var/lib/kubelet/plugins/csi.gns.io/csi.sock" in reg["args"]
+    plugin = _container(node, "gns-csi")
+    assert plugin["securityContext"]["privileged"] is True
+    volumes = {v["name"]: v for v in node["volumes"]}
+    mounts = {m["mountPath"]: m for m in plugin["volumeMounts"]}
+    assert volumes[mounts["/dev/fuse"]["name"]]["hostPath"] == {"path": "/dev/fuse", "type": "CharDevice"}
+    pods = mounts["/var/lib/kubelet/pods"]
+    assert pods["mountPropagation"] == "Bidirectional"
+    assert volumes[pods["name"]]["hostPath"]["path"] == "/var/lib/kubelet/pods"
+    assert volumes[mounts["/csi"]["name"]]["hostPath"]["path"] == "/var/lib/kubelet/plugins/csi.gns.io"
+    # a persistent state dir, so a restarted plugin re-attaches what its predecessor mounted
+    assert volumes[mounts["/var/lib/gns-csi"]["name"]]["hostPath"]["path"] == "/var/lib/gns-csi"
+
+    for pod in (ctl, node):
+        container = _container(pod, "gns-csi")
+        assert container["command"] == ["gns"]
+        args = _substituted(container, data)
+        assert args[0] == "csi"
+        ctx = csi.make_context("csi", args[1:])
+        assert ctx.params["endpoint"] == "unix:///csi/csi.sock"
+        assert ctx.params["cluster_id"] == data["GNS_CLUSTER"]
+        assert ctx.params["etcd"] == data["GNS_ETCD"]
+        if kustomization != "base":
+            assert ctx.params["cluster_id"] == kustomization.rsplit("/", 1)[1]
+
+
+def test_csi_provisioner_rbac() -> None:
+    docs = _render("base")
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in _one(docs, "ClusterRole", "gns-csi-provisioner")["rules"]:
+        for group in rule["apiGroups"]:
+            for res in rule["resources"]:
+                granted.setdefault((group, res), set()).update(rule["verbs"])
+    assert {"create", "delete", "get", "list", "watch"} <= granted[("", "persistentvolumes")]
+    assert {"get", "list", "watch", "update"} <= granted[("", "persistentvolumeclaims")]
+    assert {"get", "list", "watch"} <= granted[("storage.k8s.io", "storageclasses")]
+    assert {"create", "patch"} <= granted[("", "events")]
+    binding = _one(docs, "ClusterRoleBinding", "gns-csi-provisioner")
+    assert binding["subjects"][0]["name"] == "gns-csi-controller"
+    ctl = _one(docs, "Deployment", "gns-csi-controller")["spec"]["template"]["spec"]
+    assert ctl["serviceAccountName"] == "gns-csi-controller"
+
+
+@pytest.mark.parametrize("kustomization", [*KUSTOMIZATIONS, "csi"])
+def test_every_image_is_named_with_a_tag(kustomization: str) -> None:
+    for doc in _render(kustomization):
+        pod = doc.get("spec", {}).get("template", {}).get("spec")
+        if not pod:
+            continue
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            name, _, tag = c["image"].rpartition(":")
+            assert name and "/" in name and tag and tag != "latest", c["image"]
+
+
+def test_examples_render_and_validate() -> None:
+    from federation.csi.params import MODES, plan
+
+    docs = _render("examples")
+    crd_of = {"MirrorPolicy": "mirrorpolicies.gns.io", "GlobalMount": "globalmounts.gns.io"}
+    typed = [d for d in docs if d["kind"] in crd_of]
+    assert {d["kind"] for d in typed} == set(crd_of)
+    for doc in typed:
+        assert _errors(crd_of[doc["kind"]], doc) == [], doc["metadata"]["name"]
+    classes = [d for d in docs if d["kind"] == "StorageClass"]
+    modes = set()
+    for sc in classes:
+        assert sc["provisioner"] == "csi.gns.io"
+        params = {k: str(v) for k, v in sc["parameters"].items()}
+        made = plan("pvc-0000", {**params, "csi.storage.k8s.io/pvc/namespace": "apps",
+                                 "csi.storage.k8s.io/pvc/name": "data"}, "onprem-a")
+        assert made.policy is not None
+        modes.add(made.policy["spec"]["mode"])
+    assert modes == set(MODES)  # one class per mirror mode
+    pv = _one(docs, "PersistentVolume")
+    assert pv["spec"]["csi"]["driver"] == "csi.gns.io"
+    assert pv["spec"]["csi"]["volumeHandle"].startswith("/")
+    assert pv["spec"]["accessModes"] == ["ReadOnlyMany"]
