@@ -434,7 +434,7 @@ class Client:
         ]
 
     # -- routing --------------------------------------------------------------------------
-    def _route(self, path: str, epoch: int | None = None) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
+    def _route(self, path: str, epoch: int | None = None, *, read: bool = False) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
         path = normalize(path)
         view = self.view()
         if self.via is not None:
@@ -458,6 +458,16 @@ class Client:
                     epoch=epoch or vol.epoch, consistency="any", max_staleness_s=self.max_staleness,
                 )
                 return self._stub(view.clusters[replica].endpoint), target, replica
+        if read and vol.owner not in view.alive:
+            from federation.resolution import away_site_replica
+
+            away = away_site_replica(view, res.volume)  # SPEC §8: Unavailable if no core mirror
+            if away is not None:
+                target = pb.Target(
+                    global_path=path, volume=res.volume, relative_path=res.relative_path,
+                    epoch=epoch or vol.epoch, consistency="any", max_staleness_s=1e12,
+                )
+                return self._stub(view.clusters[away["target"]].endpoint), target, away["target"]
         if vol.owner not in view.alive:
             raise Unavailable(
                 f"owner {vol.owner} of volume {res.volume!r} is Down and no usable replica "
@@ -483,10 +493,11 @@ class Client:
                 return str(cid)
         return None
 
-    def _call(self, fn: Callable[[pb_grpc.FederationStub, pb.Target], Any], path: str, epoch: int | None = None) -> Any:
+    def _call(self, fn: Callable[[pb_grpc.FederationStub, pb.Target], Any], path: str, epoch: int | None = None,
+              *, read: bool = False) -> Any:
         """Route and call; once, re-route after a moved owner (unless an epoch was pinned)."""
         for attempt in (0, 1):
-            stub, target, where = self._route(path, epoch)
+            stub, target, where = self._route(path, epoch, read=read)
             try:
                 return fn(stub, target)
             except grpc.RpcError as exc:
@@ -504,11 +515,18 @@ class Client:
 
     # -- data -----------------------------------------------------------------------------
     def stat(self, path: str) -> dict[str, Any]:
-        info = self._call(lambda s, t: s.Stat(pb.StatRequest(target=t), timeout=30), path)
-        return _info_dict(info)
+        info = self._call(lambda s, t: s.Stat(pb.StatRequest(target=t), timeout=30), path, read=True)
+        out = _info_dict(info)
+        if info.stale:
+            from federation.resolution import away_site_replica
+
+            away = away_site_replica(self.view(), resolve_in(self.view(), normalize(path)).volume)
+            if away is not None:
+                out["mirrored_version"] = away["version"]
+        return out
 
     def ls(self, path: str) -> list[dict[str, Any]]:
-        reply = self._call(lambda s, t: s.List(pb.ListRequest(target=t), timeout=30), path)
+        reply = self._call(lambda s, t: s.List(pb.ListRequest(target=t), timeout=30), path, read=True)
         return [{"name": e.name, "type": e.type, "size": e.size} for e in reply.entries]
 
     def listdir(self, path: str) -> list[dict[str, Any]]:
@@ -590,10 +608,12 @@ class Client:
         mtime: float | None = None,
         progress: Progress | None = None,
         mode: int | None = None,
+        if_absent: bool = False,
     ) -> dict[str, Any]:
         """Write ``src`` (a local path, bytes or a binary file object) to global ``path``.
 
-        ``mode`` sets the permission bits (None keeps a replaced file's, new files 0644)."""
+        ``mode`` sets the permission bits (None keeps a replaced file's, new files 0644);
+        ``if_absent`` makes it an exclusive create (Conflict if the file exists)."""
 
         normalize(path)
         if isinstance(src, (str, Path)):
@@ -607,14 +627,14 @@ class Client:
             except OSError as exc:
                 raise InvalidInput(f"cannot read {local}: {exc.strerror}") from None
             with fh:
-                return self._put_stream(fh, path, epoch, mtime, progress, mode)
+                return self._put_stream(fh, path, epoch, mtime, progress, mode, if_absent)
         if isinstance(src, (bytes, bytearray, memoryview)):
-            return self._put_stream(io.BytesIO(bytes(src)), path, epoch, mtime, progress, mode)
-        return self._put_stream(src, path, epoch, mtime, progress, mode)
+            return self._put_stream(io.BytesIO(bytes(src)), path, epoch, mtime, progress, mode, if_absent)
+        return self._put_stream(src, path, epoch, mtime, progress, mode, if_absent)
 
     def _put_stream(
         self, fh: BinaryIO, path: str, epoch: int | None, mtime: float | None, progress: Progress | None,
-        mode: int | None = None,
+        mode: int | None = None, if_absent: bool = False,
     ) -> dict[str, Any]:
         size_hint = _size_of(fh)
         # A non-seekable source (stdin) can be sent once only: no re-route retry for it.
@@ -624,7 +644,8 @@ class Client:
         def call(stub: pb_grpc.FederationStub, target: pb.Target) -> Any:
             if seekable:
                 fh.seek(start)
-            header = pb.WriteHeader(target=target, mtime=mtime or 0.0, size_hint=size_hint, mode=mode or 0)
+            header = pb.WriteHeader(target=target, mtime=mtime or 0.0, size_hint=size_hint, mode=mode or 0,
+                                    if_absent=if_absent)
             return stub.Write(self._chunks(fh, header, progress), timeout=None)
 
         if not seekable:
@@ -651,7 +672,7 @@ class Client:
                     timeout: float | None = None) -> Iterator[bytes]:
         """Stream a file's bytes (``length`` 0 = to the end; ``timeout`` bounds the whole
         stream, so give one only for bounded ranges)."""
-        stub, target, where = self._route(path)
+        stub, target, where = self._route(path, read=True)
         call = stub.Read(pb.ReadRequest(target=target, offset=offset, length=length), timeout=timeout)
         try:
             for chunk in call:

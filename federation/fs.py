@@ -3,15 +3,39 @@
 ``pandas.read_csv("gns:///health/sensors/day.csv")`` works once gns is installed: the
 ``fsspec.specs`` entry point registers this class. Every call goes through
 :class:`federation.client.Client` (the same routing as the CLI); nothing here talks to etcd
-or a controller directly.
+or a controller directly. It passes fsspec's own abstract test suite (copy, get, put, open,
+pipe), as s3fs, gcsfs and adlfs do: errors are builtins (``FileNotFoundError``,
+``FileExistsError``, ``IsADirectoryError``), exclusive creation is atomic on the owner,
+and empty directories exist (``mkdir``).
 """
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from namespace.errors import FileNotFound, NotFound
+from namespace.errors import Conflict, InvalidInput, NotFound, PermissionDenied, StaleEpoch
+
+_SPOOL = 8 << 20  # bytes of a write kept in memory before it spools to a temp file
+
+
+@contextlib.contextmanager
+def _builtin_errors(path: str) -> Iterator[None]:
+    """The gns error tree as the builtins fsspec callers expect."""
+    try:
+        yield
+    except NotFound as exc:
+        raise FileNotFoundError(path) from exc
+    except PermissionDenied as exc:
+        raise PermissionError(str(exc)) from exc
+    except StaleEpoch:
+        raise
+    except Conflict as exc:
+        raise FileExistsError(path) from exc
 
 
 class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]
@@ -40,78 +64,182 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         path = str(path)
         if path.startswith("gns://"):
             path = path[len("gns://"):]
-        return "/" + path.lstrip("/") if path else "/"
+        path = "/" + path.strip("/")
+        return path
 
     def _entry(self, base: str, e: dict[str, Any]) -> dict[str, Any]:
         name = base.rstrip("/") + "/" + e["name"] if e["name"] else base
-        return {"name": name, "size": e["size"], "type": "directory" if e["type"] == "dir" else "file"}
+        return {"name": name, "size": e["size"],
+                "type": "directory" if e["type"] == "dir" else "file",
+                "mtime": e.get("mtime") or None}
 
+    # -- reads ---------------------------------------------------------------------------
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         path = self._strip_protocol(path)
-        try:
-            entries = self.client.ls(path)
-        except NotFound as exc:
-            raise FileNotFoundError(path) from exc
         info = self.info(path)
         if info["type"] == "file":
             out = [info]
         else:
-            out = [self._entry(path, e) for e in entries]
+            with _builtin_errors(path):
+                out = [self._entry(path, e) for e in self.client.listdir(path)]
         return out if detail else [o["name"] for o in out]
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         path = self._strip_protocol(path)
-        try:
+        with _builtin_errors(path):
             st = self.client.stat(path)
-        except NotFound as exc:
-            raise FileNotFoundError(path) from exc
         kind = "directory" if st["type"] == "dir" else "file"
         return {"name": path, "size": st["size"], "type": kind, "mtime": st.get("mtime"),
-                "sha256": st.get("sha256"), "version": st.get("version")}
+                "sha256": st.get("sha256"), "version": st.get("version"), "mode": st.get("mode")}
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         path = self._strip_protocol(path)
+        if (start is not None and start < 0) or (end is not None and end < 0):
+            size = self.info(path)["size"]
+            start = max(0, size + start) if start is not None and start < 0 else start
+            end = max(0, size + end) if end is not None and end < 0 else end
         start = start or 0
-        length = 0 if end is None else max(0, end - start)
-        if end is not None and length == 0:
+        if end is not None and end <= start:
             return b""
-        try:
+        length = 0 if end is None else end - start
+        with _builtin_errors(path):
+            if self.client.stat(path)["type"] == "dir":
+                raise IsADirectoryError(path)
             return b"".join(self.client.read_chunks(path, offset=start, length=length))
-        except FileNotFound as exc:
-            raise FileNotFoundError(path) from exc
 
-    def pipe_file(self, path: str, value: bytes, **kwargs: Any) -> None:
-        self.client.put(value, self._strip_protocol(path))
+    # -- writes --------------------------------------------------------------------------
+    def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+        path = self._strip_protocol(path)
+        with _builtin_errors(path):
+            self.client.put(value, path, if_absent=mode == "create")
+
+    def put_file(self, lpath: str, rpath: str, callback: Any = None, mode: str = "overwrite",
+                 **kwargs: Any) -> None:
+        import os
+
+        rpath = self._strip_protocol(rpath)
+        if os.path.isdir(lpath):
+            self.makedirs(rpath, exist_ok=True)
+            return
+        with _builtin_errors(rpath):
+            self.client.put(lpath, rpath, if_absent=mode == "create")
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        """Copy within the namespace. Streams through this client (bounded memory); a copy
+        that stays on one owner could be done there without moving bytes (not yet)."""
+        path1, path2 = self._strip_protocol(path1), self._strip_protocol(path2)
+        if self.info(path1)["type"] == "directory":
+            self.makedirs(path2, exist_ok=True)
+            return
+        with _builtin_errors(path1), self.client.open(path1, "rb") as src:
+            self.client.put(src, path2)
+
+    def mv(self, path1: Any, path2: Any, recursive: bool = False, maxdepth: int | None = None,
+           **kwargs: Any) -> None:
+        """One atomic rename when both are plain paths on one volume; else copy + delete."""
+        if isinstance(path1, str) and isinstance(path2, str) and not any(
+            c in path1 for c in "*?["
+        ):
+            p1, p2 = self._strip_protocol(path1), self._strip_protocol(path2)
+            with contextlib.suppress(Conflict, InvalidInput, NotFound):
+                if self.exists(p2) and self.isdir(p2):
+                    p2 = p2.rstrip("/") + "/" + p1.rsplit("/", 1)[-1]
+                self.client.mv(p1, p2)
+                return
+        super().mv(path1, path2, recursive=recursive, maxdepth=maxdepth, **kwargs)
 
     def rm_file(self, path: str) -> None:
-        self.client.rm(self._strip_protocol(path))
+        path = self._strip_protocol(path)
+        with _builtin_errors(path):
+            if self.client.stat(path)["type"] == "dir":
+                self.client.rmdir(path)
+            else:
+                self.client.rm(path)
 
     def _rm(self, path: str) -> None:
         self.rm_file(path)
 
+    def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
+        """Files, or with ``recursive`` whole directories (one version each, on the owner)."""
+        for p in path if isinstance(path, list) else [path]:
+            p = self._strip_protocol(p)
+            plain = not any(c in p for c in "*?[")
+            if plain and recursive and maxdepth is None and self.isdir(p):
+                with _builtin_errors(p):
+                    self.client.rm(p, recursive=True)
+                continue
+            for q in reversed(self.expand_path(p, recursive=recursive, maxdepth=maxdepth)):
+                try:
+                    kind = self.client.stat(q)["type"]
+                except NotFound:
+                    continue  # went with a directory removed before it
+                with _builtin_errors(q):
+                    if kind == "dir":
+                        self.client.rm(q, recursive=True)
+                    else:
+                        self.client.rm(q)
+
+    def rmdir(self, path: str) -> None:
+        path = self._strip_protocol(path)
+        with _builtin_errors(path):
+            self.client.rmdir(path)
+
     def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
-        """Directories are implicit in gns: nothing to create."""
+        """Make an empty directory (it persists on the owner and cluster replicas)."""
+        path = self._strip_protocol(path)
+        if not create_parents and not self.exists(self._parent(path)):
+            raise FileNotFoundError(self._parent(path))
+        with _builtin_errors(path):
+            self.client.mkdir(path)
 
     def makedirs(self, path: str, exist_ok: bool = False) -> None:
-        """Directories are implicit in gns: nothing to create."""
+        path = self._strip_protocol(path)
+        if self.exists(path):
+            if not exist_ok:
+                raise FileExistsError(path)
+            if not self.isdir(path):
+                raise FileExistsError(f"{path} is a file")
+            return
+        with contextlib.suppress(FileExistsError):
+            self.mkdir(path)
+
+    def created(self, path: str) -> Any:
+        return self.modified(path)
+
+    def modified(self, path: str) -> Any:
+        import datetime
+
+        return datetime.datetime.fromtimestamp(self.info(path)["mtime"] or 0, datetime.timezone.utc)
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None,
               autocommit: bool = True, cache_options: Any = None, **kwargs: Any) -> Any:
+        path = self._strip_protocol(path)
+        if mode == "xb" and self.exists(path):
+            raise FileExistsError(path)
         return GnsFile(self, path, mode, block_size=block_size or 4 * 2**20,
                        autocommit=autocommit, cache_options=cache_options, **kwargs)
 
 
 class GnsFile(AbstractBufferedFile):  # type: ignore[misc]
-    """Reads fetch byte ranges; writes stream into one Write call, committed on close."""
+    """Reads fetch byte ranges; writes spool to a local temp file (memory stays bounded)
+    and are committed as one put on close (``xb``: an exclusive create on the owner)."""
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         return self.fs.cat_file(self.path, start, end)  # type: ignore[no-any-return]
 
     def _initiate_upload(self) -> None:
-        self._writer = self.fs.client.open(self.path, "wb")
+        self._spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)
+        if self.mode == "ab" and self.fs.exists(self.path):
+            with self.fs.client.open(self.path, "rb") as old:
+                shutil.copyfileobj(old, self._spool)
 
     def _upload_chunk(self, final: bool = False) -> bool:
-        self._writer.write(self.buffer.getvalue())
+        self._spool.write(self.buffer.getvalue())
         if final:
-            self._writer.close()
+            self._spool.seek(0)
+            try:
+                with _builtin_errors(self.path):
+                    self.fs.client.put(self._spool, self.path, if_absent=self.mode == "xb")
+            finally:
+                self._spool.close()
         return True

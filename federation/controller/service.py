@@ -483,7 +483,7 @@ class FederationService(pb_grpc.FederationServicer):
         self.volumes.check_writable(r.volume, r.epoch)
         return writer.commit(  # type: ignore[no-any-return]
             mtime=header.mtime or None, expect_sha256=header.expect_sha256 or None,
-            mode=header.mode or None,
+            mode=header.mode or None, if_absent=header.if_absent,
         )
 
     async def _forward_write(
@@ -498,6 +498,7 @@ class FederationService(pb_grpc.FederationServicer):
         fwd_header = pb.WriteHeader(
             target=self._forward_target(r, header.target), mtime=header.mtime,
             expect_sha256=header.expect_sha256, size_hint=header.size_hint, mode=header.mode,
+            if_absent=header.if_absent,
         )
 
         async def relay() -> AsyncIterator[pb.WriteChunk]:

@@ -43,6 +43,7 @@ from typing import BinaryIO, Self, TypeVar
 from namespace.errors import Conflict, FileNotFound, InvalidInput, StaleEpoch
 
 from . import catalog as cat
+from .group_commit import GroupCommitter, Request
 from .blobs import SHA256_RE, BlobStore, TempBlob, fsync_dir
 from .models import DirEntry, FileMeta, JournalEntry
 
@@ -185,8 +186,11 @@ class PutWriter:
         expect_sha256: str | None = None,
         version: int | None = None,
         mode: int | None = None,
+        if_absent: bool = False,
     ) -> FileMeta:
         """Make the content durable and visible as one new volume version.
+
+        ``if_absent`` (exclusive create) refuses with Conflict when the file exists.
 
         ``version`` (replicas) applies exactly that version number, which must be above the
         current one. A sha256 other than ``expect_sha256`` commits nothing.
@@ -202,7 +206,7 @@ class PutWriter:
                 )
             _fault("before_install")
             return self._volume._commit_put(
-                self.path, self._temp, sha, self._temp.size, mtime, version, mode
+                self.path, self._temp, sha, self._temp.size, mtime, version, mode, if_absent
             )
         finally:
             self._temp.discard()
@@ -236,6 +240,8 @@ class VolumeStorage:
         self._cat = cat.Catalog(root / "catalog.sqlite")
         self._lock = threading.Lock()
         self._inflight: Counter[str] = Counter()
+        self._puts: GroupCommitter[sqlite3.Connection, FileMeta] = GroupCommitter(
+            self._run_put_batch)
         self._pins: dict[int, int] = {}
         self._pin_ids = itertools.count(1)
         self._version = 0
@@ -445,6 +451,7 @@ class VolumeStorage:
         mtime: float | None,
         version: int | None,
         mode: int | None = None,
+        if_absent: bool = False,
     ) -> FileMeta:
         if mtime is None:
             mtime = time.time()
@@ -454,26 +461,49 @@ class VolumeStorage:
             with self._hold_blob(sha256):
                 self._blobs.install(temp, sha256)
                 _fault("after_install")
-                with self._lock:
-                    try:
-                        with self._write_txn() as conn:
-                            cat.check_put_shape(conn, path)
-                            v = self._next_version(conn, version)
-                            cat.put_file(conn, path, size, sha256, mtime, v, mode)
-                            cat.set_meta(conn, "version", v)
-                            meta = cat.get_file(conn, path)
-                    except BaseException:
+
+                def apply(conn: sqlite3.Connection) -> FileMeta:
+                    cat.check_put_shape(conn, path)
+                    if if_absent and cat.get_file(conn, path) is not None:
+                        raise Conflict(f"{path!r} exists")
+                    v = self._next_version(conn, version)
+                    cat.put_file(conn, path, size, sha256, mtime, v, mode)
+                    cat.set_meta(conn, "version", v)
+                    got = cat.get_file(conn, path)
+                    assert got is not None
+                    return got
+
+                try:
+                    meta = self._puts.submit(apply)
+                except BaseException:
+                    with self._lock:
                         self._queue_unless_used_locked(sha256)
-                        raise
-                    self._version = v
-                    _fault("after_commit")
-                    self._gc_locked()
+                    raise
         except BaseException:
             with self._lock:  # the refused blob is no longer held: collect it
                 self._gc_locked()
             raise
         assert meta is not None
         return meta
+
+    def _run_put_batch(self, batch: list[Request[sqlite3.Connection, FileMeta]]) -> None:
+        """The puts waiting together (``group_commit``): one transaction, one savepoint each,
+        so one fsync makes them all durable and a failing put fails alone."""
+        with self._lock:
+            with self._write_txn() as conn:
+                for req in batch:
+                    conn.execute("SAVEPOINT put")
+                    try:
+                        req.result = req.apply(conn)
+                    except Exception as exc:  # this put only: its savepoint is undone
+                        conn.execute("ROLLBACK TO put")
+                        req.error = exc
+                    finally:
+                        conn.execute("RELEASE put")
+                version = self._txn_version(conn)
+            self._version = version
+            _fault("after_commit")
+            self._gc_locked()
 
     def delete(
         self,
