@@ -197,7 +197,7 @@ def prepare_source(
             return PreparedSource(stream, start, size, sha256, owned=False)
         chunks: Iterable[bytes] = iter(lambda: stream.read(_READ_BLOCK), b"")
     else:
-        chunks = source  # type: ignore[assignment]
+        chunks = source
     spool = tempfile.SpooledTemporaryFile(max_size=spool_in_memory, prefix="gns-upload-")
     h = hashlib.sha256()
     n = 0

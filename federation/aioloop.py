@@ -32,7 +32,7 @@ class LoopThread:
             return
         try:  # let whatever still runs (a watch, a call's status task) end cleanly
             self.run(_cancel_all(), timeout=5)
-        except Exception:
+        except (TimeoutError, RuntimeError):  # busy or already stopping: stop it anyway
             pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from namespace import schema
 from namespace.cache import NamespaceCache
+from namespace.errors import GnsError
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,15 @@ class LeaderElection:
                     )
                     if ok:
                         self.is_leader = True
-                        self.cache.view.leader = self.cluster
+                        self.cache.own_write(leader=self.cluster)
                         log.warning("cluster %s is the federation leader", self.cluster)
                         await self._on_elected()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except GnsError as exc:  # etcd away: try again at the next change or tick
                 log.warning("leader election step failed: %s", exc)
+            except Exception:
+                log.exception("leader election step failed unexpectedly")
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
@@ -73,6 +76,6 @@ class LeaderElection:
             key = schema.LEADER.encode()
             try:
                 await etcd.txn([tx.value(key) == self.cluster.encode()], [tx.delete(key)])
-            except Exception:
+            except GnsError:  # best effort: the key goes with our lease anyway
                 pass
             self.is_leader = False

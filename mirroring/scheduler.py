@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from mirroring.policy import stored_policies
 from mirroring.status import TargetStatus, status_key
 from namespace.cache import NamespaceView
+from namespace.errors import GnsError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class Scheduler:
                     await self._trigger(*key)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:
+                except GnsError as exc:  # owner Down or unreachable: the next period retries
                     log.info("scheduling %s -> %s failed: %s", key[0], key[1], exc)
+                except Exception:
+                    log.exception("scheduling %s -> %s failed unexpectedly", key[0], key[1])
             await asyncio.sleep(self.period)

@@ -181,7 +181,7 @@ def effective_targets(view: NamespaceView, policy: MirrorPolicy) -> list[tuple[s
     which come back as continuous replicas (failback)."""
     vol = view.volumes.get(policy.spec.volume)
     owner = vol.owner if vol is not None else None
-    found = [(t.name, policy.spec.mode) for t in policy.spec.targets
+    found: list[tuple[str, str]] = [(t.name, policy.spec.mode) for t in policy.spec.targets
              if not (t.is_cluster and t.cluster == owner)]
     names = {n for n, _ in found}
     for former in (vol.former_owners if vol is not None else []):

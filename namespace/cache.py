@@ -14,12 +14,12 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from namespace import schema
-from namespace.etcd import Etcd
+from namespace.etcd import FAILURES, Etcd
 from namespace.models import ClusterSpec, ClusterView, Mount, Volume, VolumeState, VolumeView
 from namespace.mounts import MountTable, Resolution
 from namespace.paths import normalize
@@ -94,7 +94,7 @@ class NamespaceView:
         return None
 
     # -- questions ------------------------------------------------------------------------
-    def cluster_state(self, cluster_id: str) -> str:
+    def cluster_state(self, cluster_id: str) -> Literal["Ready", "Down"]:
         return "Ready" if cluster_id in self.alive else "Down"
 
     def cluster_view(self, cluster_id: str) -> ClusterView | None:
@@ -113,7 +113,7 @@ class NamespaceView:
             owner=vol.owner,
             epoch=vol.epoch,
             version=st.version if st else 0,
-            state=self.cluster_state(vol.owner),  # type: ignore[arg-type]
+            state=self.cluster_state(vol.owner),
         )
 
     def mount_list(self) -> list[Mount]:
@@ -155,17 +155,30 @@ class NamespaceCache:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    async def start(self) -> None:
+    def own_write(self, *, volume: Volume | None = None, leader: str | None = None) -> None:
+        """Show what this process just committed to etcd (a volume record, the leader key)
+        at once, instead of after the watch delivers it (moments later, same value). The
+        one write into the view from outside the watch; a volume never goes back an epoch."""
+        if volume is not None:
+            current = self.view.volumes.get(volume.name)
+            if current is None or current.epoch <= volume.epoch:
+                self.view.volumes[volume.name] = volume
+        if leader is not None:
+            self.view.leader = leader
+
+    async def load(self) -> None:
+        """The first snapshot; then run :meth:`follow` (or use :meth:`start`)."""
         await self._reload()
-        self._task = asyncio.create_task(self._follow(), name="namespace-cache-watch")
+
+    async def start(self) -> None:
+        """Load, then follow the watch on a task this cache owns (until :meth:`stop`)."""
+        await self.load()
+        self._task = asyncio.create_task(self.follow(), name="namespace-cache-watch")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     async def wait_for(self, predicate: Callable[[NamespaceView], bool], timeout: float) -> bool:
@@ -192,7 +205,8 @@ class NamespaceCache:
                 self._notify(kind, name, None)
         await self._signal()
 
-    async def _follow(self) -> None:
+    async def follow(self) -> None:
+        """Apply the watch's changes until cancelled, reloading whenever the watch breaks."""
         prefix = schema.ROOT.encode()
         while True:
             try:
@@ -210,7 +224,8 @@ class NamespaceCache:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # lost stream, compaction, dead member: start over
-                log.info("namespace watch lost (%s); reloading", exc)
+                log.info("namespace watch lost (%s); reloading", exc,
+                         exc_info=not isinstance(exc, FAILURES))
                 await asyncio.sleep(0.2)
                 while True:
                     try:
@@ -218,7 +233,7 @@ class NamespaceCache:
                         break
                     except asyncio.CancelledError:
                         raise
-                    except Exception as exc2:
+                    except FAILURES as exc2:
                         log.warning("namespace reload failed (%s); retrying", exc2)
                         await asyncio.sleep(1.0)
 

@@ -14,11 +14,11 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from namespace import schema
 from namespace.errors import Conflict, Unavailable
-from namespace.etcd import Etcd
+from namespace.etcd import FAILURES, Etcd
 from namespace.models import ClusterSpec
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,14 @@ def _holder(value: bytes) -> dict[str, str]:
         return {}
 
 
+class LeaseListener(Protocol):
+    """What a holder of the lease's fence (the volume manager) hears about."""
+
+    async def on_lease_lost(self) -> None: ...
+
+    async def on_lease_regained(self) -> None: ...
+
+
 class LeaseKeeper:
     """Holds one cluster's liveness lease and renews it every ``ttl / 3`` seconds."""
 
@@ -47,8 +55,6 @@ class LeaseKeeper:
         ttl: int,
         *,
         node_id: str = "",
-        on_lost: Callable[[], Awaitable[None]] | None = None,
-        on_regained: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if ttl < 2:
             raise ValueError("lease TTL must be at least 2 seconds")
@@ -64,9 +70,7 @@ class LeaseKeeper:
         # Stop writing this long before the lease could expire: covers a renewal in flight
         # and the scheduling delay between the check and the commit.
         self.margin = max(0.5, min(2.0, ttl * 0.25))
-        self.on_lost = on_lost
-        self.on_regained = on_regained
-        self._task: asyncio.Task[None] | None = None
+        self._listeners: list[LeaseListener] = []
         self.renewals = 0
         self.renewal_failures = 0
         self.losses = 0
@@ -111,20 +115,16 @@ class LeaseKeeper:
             log.warning("cluster %s: taking over the lease of our previous incarnation", self.spec.id)
             try:
                 await self.etcd.call(self.etcd.client.revoke_lease, held.lease)
-            except Exception:  # already gone
+            except Unavailable:  # already gone
                 pass
         raise Conflict(f"cluster {self.spec.id!r} is already live (another controller holds it)")
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._renew_forever(), name=f"lease-{self.spec.id}")
+    def subscribe(self, listener: LeaseListener) -> None:
+        """Tell ``listener`` when the lease is lost and when a new one is held."""
+        self._listeners.append(listener)
 
     async def stop(self, *, revoke: bool = True) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        """After :meth:`renew_forever` was cancelled: fence now and end the lease."""
         self._valid_until = 0.0
         if revoke and self.lease_id is not None:
             try:
@@ -135,7 +135,8 @@ class LeaseKeeper:
                 log.debug("revoking lease failed", exc_info=True)
         self.lease_id = None
 
-    async def _renew_forever(self) -> None:
+    async def renew_forever(self) -> None:
+        """Renew every ``ttl / 3`` until cancelled; on loss fence, re-register, tell listeners."""
         period = self.ttl / 3
         while True:
             await asyncio.sleep(period)
@@ -150,7 +151,7 @@ class LeaseKeeper:
                 )
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except FAILURES as exc:
                 self.renewal_failures += 1
                 log.warning("cluster %s: lease renewal failed: %s", self.spec.id, exc)
                 continue
@@ -164,12 +165,12 @@ class LeaseKeeper:
         self.losses += 1
         self._valid_until = 0.0
         log.warning("cluster %s: lease lost; fenced, re-registering", self.spec.id)
-        if self.on_lost:
-            await self.on_lost()
+        for listener in self._listeners:
+            await listener.on_lease_lost()
         if self.lease_id is not None:
             try:  # if etcd still thinks the old lease lives, end it so we can claim anew
                 await asyncio.wait_for(self.etcd.client.revoke_lease(self.lease_id), 1.0)
-            except Exception:
+            except FAILURES:
                 pass
         while True:
             try:
@@ -181,5 +182,5 @@ class LeaseKeeper:
             except Unavailable as exc:
                 log.warning("cluster %s: re-register failed: %s", self.spec.id, exc)
                 await asyncio.sleep(0.5)
-        if self.on_regained:
-            await self.on_regained()
+        for listener in self._listeners:
+            await listener.on_lease_regained()

@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
-# Install everything the tests need (Python extras, the pinned Azurite), check that the
-# generated gRPC code and the layer contract are current, then run every test.
+# Install everything the tests need (Debian packages, Python extras, the pinned Azurite),
+# check that the generated gRPC code, the import contracts, lint and types are clean, then
+# run every test (failing on any skip that is not expected).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Debian packages: FUSE (mounts, CSI node), rsync/rclone (peers in the mirroring tests) and
+# kubectl (Debian's kubernetes-client; renders deploy/ in the deploy tests). Only what is
+# missing is installed, and the package lists are fetched only then.
+need=()
+for pkg in fuse3 libfuse3-dev pkg-config rsync rclone; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+if [ "${#need[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
 
 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 if [ ! -x node_modules/.bin/azurite-blob ]; then
@@ -18,5 +34,8 @@ if ! git diff --quiet -- federation/api/_gen 2>/dev/null; then
 fi
 lint-imports
 ruff check .
+# --strict over the modules listed in pyproject.toml ([tool.mypy] packages/modules).
+python -m mypy
 
-python -m pytest "$@"
+# Everything the tests need is installed above: a skip for any other reason fails the run.
+GNS_FAIL_ON_SKIP=1 python -m pytest "$@"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from federation.cli.output import Env, common, emit_json
+from federation.cli.output import DURATION, Env, common, emit_json
 
 
 def register(cli: click.Group) -> None:
@@ -73,7 +73,9 @@ def down(env: Env) -> None:
 @click.option("--provider", default="onprem", show_default=True)
 @click.option("--region", default="")
 @click.option("--label", "labels", multiple=True, metavar="K=V")
-@click.option("--lease-ttl", type=int, default=10, show_default=True, metavar="S")
+@click.option("--lease-ttl", type=DURATION, default="10s", show_default=True, metavar="DURATION",
+              help="How long the cluster stays Ready after its controller stops renewing "
+              "(whole seconds: 10s, 1m or 10).")
 @click.option("--advertise", default="", metavar="HOST:PORT", help="Endpoint others dial.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None)
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --listen without TLS.")
@@ -91,6 +93,10 @@ def controller(env: Env, cluster_id: str, listen: str, data_dir: str, provider: 
     from federation.controller.process import run_controller
     from namespace.etcd import EtcdConfig
 
+    if lease_ttl != int(lease_ttl):
+        from namespace.errors import InvalidInput
+
+        raise InvalidInput(f"invalid --lease-ttl {lease_ttl:g}s: an etcd lease lasts whole seconds")
     tls_dir = Path(env.tls_dir) if env.tls_dir else None
     if tls_dir is not None:
         from federation.tls import check_tls_dir

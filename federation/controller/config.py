@@ -62,7 +62,7 @@ class ControllerConfig:
     def spec(self, metrics_endpoint: str = "") -> ClusterSpec:
         return ClusterSpec(
             id=self.cluster,
-            provider=self.provider,  # type: ignore[arg-type]
+            provider=self.provider,
             region=self.region,
             labels=self.labels,
             endpoint=self.endpoint,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import grpc
 
@@ -19,18 +18,21 @@ from cloud_adapters.errors import ObjectStoreError
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
+from federation.channels import AioChannelPool
 from federation.controller.aio import IOPool
+from federation.controller.liveness import OwnerLiveness
+from federation.controller.metrics import ControllerMetrics
+from federation.controller.mirrors import MirrorRunner
 from federation.controller.replication import ClusterTarget
+from federation.controller.volumes import VolumeManager
 from federation.storage import FileMeta
 from mirroring import failover as decide
 from mirroring.engine import run_pass
 from mirroring.policy import MirrorPolicy
+from namespace.cache import NamespaceCache
 from namespace.errors import Conflict, GnsError, InvalidInput, NotFound, Unavailable
 from namespace.models import Volume
 from namespace.paths import check_name
-
-if TYPE_CHECKING:
-    from federation.controller.leader import FederationLeader
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +40,15 @@ log = logging.getLogger(__name__)
 class FailoverOps:
     """What a controller can do for failover; shared by the RPC service and the leader."""
 
-    def __init__(self, leader: FederationLeader) -> None:
-        self.leader = leader
-        self.cluster = leader.cluster
-        self.cache = leader.cache
-        self.volumes = leader.volumes
-        self.mirrors = leader.mirrors
-        self.peers = leader.peers
-        self.metrics = leader.metrics
-        self.run_io = IOPool(self.mirrors.pool).run
+    def __init__(self, cluster: str, cache: NamespaceCache, volumes: VolumeManager,
+                 mirrors: MirrorRunner, peers: AioChannelPool, metrics: ControllerMetrics) -> None:
+        self.cluster = cluster
+        self.cache = cache
+        self.volumes = volumes
+        self.mirrors = mirrors
+        self.peers = peers
+        self.metrics = metrics
+        self.run_io = IOPool(mirrors.pool).run
 
     def _stub(self, cluster: str) -> pb_grpc.FailoverStub:
         view = self.cache.view
@@ -155,7 +157,7 @@ class FailoverOps:
                 raise Conflict(f"cluster {to} holds no replica of volume {vol.name!r}; promoting it would lose the data")
             version, new_owner = v, to
         new = await decide.promote(self.cache.etcd, vol.name, new_owner, version, expect=vol)
-        self.cache.view.volumes[new.name] = new
+        self.cache.own_write(volume=new)
         self.metrics.promotions.labels(reason).inc()
         log.warning("volume %s: promoted %s (via %s) at version %d, epoch %d; reason: %s",
                     vol.name, new_owner, to, version, new.epoch, reason)
@@ -182,7 +184,7 @@ class FailoverOps:
             if not result.committed or result.version != vs.version:
                 raise Unavailable(f"final sync to {to} did not complete; volume {volume!r} stays with {self.cluster}")
             new = await decide.promote(self.cache.etcd, volume, to, result.version, expect=vol)
-            self.cache.view.volumes[new.name] = new
+            self.cache.own_write(volume=new)
             log.warning("volume %s handed over to %s at version %d (epoch %d)", volume, to, result.version, new.epoch)
             return pb.PromoteReply(owner=to, epoch=new.epoch, version=result.version)
         finally:
@@ -199,7 +201,7 @@ class FailoverOps:
         st = target.state()
         if st.version == 0:
             raise NotFound(f"{uri} holds no committed version of volume {volume!r}")
-        entries = list(target._manifest_entries())
+        entries = list(target.manifest_entries())
         vs = self.volumes.storage(volume, create=True)
 
         def fetch(entry: tuple[str, int, str]) -> int:
@@ -236,29 +238,33 @@ class FailoverService(pb_grpc.FailoverServicer):
         return pb.HydrateReply(version=version, files=files, bytes=nbytes)
 
 
-def failover_task(leader: FederationLeader) -> asyncio.Task[None]:
-    return asyncio.create_task(_automatic(leader), name="failover")
-
-
-async def _automatic(leader: FederationLeader) -> None:
+class AutomaticFailover:
     """On the leader: promote the best candidate of each volume whose owner stayed Down."""
-    ops = leader.failover
-    while True:
-        try:
-            for policy, vol in decide.due(leader.cache.view, leader.gone_since()):
-                cands = await ops.candidates(policy, vol)
-                best = decide.choose(cands, list(policy.spec.failover.priority))
-                if best is None:
-                    log.warning("volume %s: owner %s Down, no failover candidate", vol.name, vol.owner)
-                    continue
-                try:
-                    await ops.promote_from_down(vol, best.name, f"owner {vol.owner} down")
-                except Conflict as exc:
-                    log.info("failover of %s skipped: %s", vol.name, exc)
-                except (GnsError, ObjectStoreError) as exc:
-                    log.warning("failover of %s to %s failed: %s", vol.name, best.name, exc)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("failover loop step failed")
-        await asyncio.sleep(0.5)
+
+    def __init__(self, ops: FailoverOps, liveness: OwnerLiveness, period: float = 0.5) -> None:
+        self.ops = ops
+        self.liveness = liveness
+        self.period = period
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except Exception:  # one bad step must not end failover for good
+                log.exception("failover loop step failed")
+            await asyncio.sleep(self.period)
+
+    async def step(self) -> None:
+        ops = self.ops
+        for policy, vol in decide.due(ops.cache.view, self.liveness.gone_since()):
+            cands = await ops.candidates(policy, vol)
+            best = decide.choose(cands, list(policy.spec.failover.priority))
+            if best is None:
+                log.warning("volume %s: owner %s Down, no failover candidate", vol.name, vol.owner)
+                continue
+            try:
+                await ops.promote_from_down(vol, best.name, f"owner {vol.owner} down")
+            except Conflict as exc:
+                log.info("failover of %s skipped: %s", vol.name, exc)
+            except (GnsError, ObjectStoreError) as exc:
+                log.warning("failover of %s to %s failed: %s", vol.name, best.name, exc)

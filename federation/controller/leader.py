@@ -1,15 +1,19 @@
 """This controller's part in federation leadership: campaign, and while leader run the
-mirror scheduler (and failover), reaching owners through the ``Mirroring`` RPCs."""
+mirror scheduler (reaching owners through the ``Mirroring`` RPCs) and the other duties
+the process hands it (automatic failover, owner probes). It knows nothing of failover."""
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import grpc
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.api.errors import from_rpc_error
 from federation.channels import AioChannelPool
-from federation.controller.metrics import ControllerMetrics
 from federation.controller.mirrors import MirrorRunner
 from federation.controller.volumes import VolumeManager
 from mirroring.leader import LeaderElection
@@ -23,80 +27,22 @@ log = logging.getLogger(__name__)
 
 
 class FederationLeader:
+    """Campaigns for leadership; while leader, runs the mirror scheduler and the ``duties``
+    it was given (failover, owner probes), and stops them all when demoted."""
+
     def __init__(self, cluster: str, cache: NamespaceCache, lease: LeaseKeeper, volumes: VolumeManager,
-                 mirrors: MirrorRunner, peers: AioChannelPool, metrics: ControllerMetrics) -> None:
+                 mirrors: MirrorRunner, peers: AioChannelPool,
+                 duties: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()) -> None:
         self.cluster = cluster
         self.cache = cache
-        self.lease = lease
-        self.volumes = volumes
         self.mirrors = mirrors
         self.peers = peers
-        self.metrics = metrics
-        self._duties: list[asyncio.Task[None]] = []
-        # When each cluster was first seen Down, tracked by every controller all the time,
-        # so a newly elected leader already knows how long an owner has been gone.
-        self.down_since: dict[str, float] = {}
-        # When the leader's health probes of an owner started failing in a row: an owner
-        # killed or frozen stops answering seconds before its lease runs out.
-        self.unreachable_since: dict[str, float] = {}
-        now = time.time()
-        for cid in cache.view.clusters:
-            if cid not in cache.view.alive:
-                self.down_since[cid] = now  # Down before we looked: count from now
-        cache.subscribe(self._track_liveness)
-        from federation.controller.failover import FailoverOps
-
-        self.failover = FailoverOps(self)
+        self.duties = list(duties)
+        self._running: list[asyncio.Task[None]] = []
         self.election = LeaderElection(
             cache, cluster, lambda: lease.lease_id, self._elected, self._demoted,
             can_lead=lambda: not volumes.suspended and not lease.fenced(),
         )
-
-    def _track_liveness(self, kind: str, name: str, value: bytes | None) -> None:
-        if kind != "alive":
-            return
-        if value is not None:
-            self.down_since.pop(name, None)
-            return
-        # The lease expired now, so it was last renewed one TTL ago and its holder stopped
-        # renewing (it renews every TTL/3) at least 2/3 of a TTL ago.
-        spec = self.cache.view.clusters.get(name)
-        ttl = spec.lease_ttl if spec is not None else 0
-        self.down_since[name] = time.time() - 2 * ttl / 3
-
-    def gone_since(self) -> dict[str, float]:
-        """Per cluster, since when it has been gone: the earlier of lease expiry (Down) and
-        the first of an unbroken run of failed probes. Promotion still waits for Down."""
-        out = dict(self.down_since)
-        for cid, t in self.unreachable_since.items():
-            out[cid] = min(t, out.get(cid, t))
-        return out
-
-    async def probe_owners(self, period: float = 0.5) -> None:
-        from mirroring.failover import automatic_policies
-
-        while True:
-            view = self.cache.view
-            owners = {view.volumes[p.spec.volume].owner for p in automatic_policies(view)
-                      if p.spec.volume in view.volumes}
-            for cid in owners - {self.cluster}:
-                spec = view.clusters.get(cid)
-                ok = False
-                if spec is not None and spec.endpoint:
-                    try:
-                        stub = pb_grpc.FederationStub(self.peers.get(spec.endpoint))
-                        await stub.Health(pb.HealthRequest(), timeout=period)
-                        ok = True
-                    except Exception:
-                        ok = False
-                if ok:
-                    self.unreachable_since.pop(cid, None)
-                else:
-                    self.unreachable_since.setdefault(cid, time.time() - period)
-            for cid in list(self.unreachable_since):
-                if cid not in owners:
-                    self.unreachable_since.pop(cid)
-            await asyncio.sleep(period)
 
     async def run(self) -> None:
         await self.election.run()
@@ -107,23 +53,17 @@ class FederationLeader:
 
     async def _elected(self) -> None:
         scheduler = Scheduler(lambda: self.cache.view, self.trigger)
-        self._duties = [asyncio.create_task(scheduler.run(), name="mirror-scheduler")]
-        self._duties += self._failover_duties()
-
-    def _failover_duties(self) -> list[asyncio.Task[None]]:
-        from federation.controller.failover import failover_task
-
-        return [failover_task(self), asyncio.create_task(self.probe_owners(), name="owner-probes")]
+        self._running = [asyncio.create_task(scheduler.run(), name="mirror-scheduler")]
+        self._running += [asyncio.create_task(duty(), name=getattr(duty, "__qualname__", "duty"))
+                          for duty in self.duties]
 
     async def _demoted(self) -> None:
-        for t in self._duties:
+        tasks, self._running = self._running, []
+        for t in tasks:
             t.cancel()
-        for t in self._duties:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
-        self._duties = []
+        for t, result in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True):
+            if isinstance(result, Exception):
+                log.warning("leader duty %s had failed: %s", t.get_name(), result)
 
     async def trigger(self, policy: str, target: str) -> None:
         """Ask the owner of ``policy``'s volume to run a pass to ``target`` now."""
@@ -140,5 +80,8 @@ class FederationLeader:
         if spec is None or owner not in view.alive:
             raise Unavailable(f"owner {owner} is Down")
         stub = pb_grpc.MirroringStub(self.peers.get(spec.endpoint))
-        async for _ in stub.Sync(pb.MirrorSyncRequest(policy=policy, target=target, wait=False), timeout=10):
-            pass
+        try:
+            async for _ in stub.Sync(pb.MirrorSyncRequest(policy=policy, target=target, wait=False), timeout=10):
+                pass
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"owner {owner}") from None

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -29,6 +29,7 @@ from federation.controller.replication import ClusterTarget
 from federation.controller.volumes import VolumeManager
 from mirroring.engine import PassResult, run_pass, verify
 from mirroring.policy import MirrorPolicy, Target, stored_policies, stored_policy
+from mirroring.protocols import VolumeSource
 from mirroring.status import TargetStatus
 from namespace import schema
 from namespace.cache import NamespaceCache
@@ -125,11 +126,11 @@ class MirrorRunner:
                     wanted[(p.name, former)] = (p, Target(cluster=former))
         for key in list(self.workers):
             if key not in wanted:
-                w = self.workers.pop(key)
-                if w.task:
-                    w.task.cancel()
+                gone = self.workers.pop(key)
+                if gone.task:
+                    gone.task.cancel()
         for key, (p, t) in wanted.items():
-            w = self.workers.get(key)
+            w: Worker | None = self.workers.get(key)
             if w is None or w.target != t or (w.mode != p.spec.mode and t.name in p.target_names):
                 if w is not None and w.task:
                     w.task.cancel()
@@ -293,7 +294,7 @@ class MirrorRunner:
                 w.kick.set()
 
     def _pass(self, w: Worker) -> PassResult:
-        source = self.volumes.storage(w.volume, create=True)
+        source = self._source(w.volume)
         target = self._make_target(w, source.epoch)
         try:
             def progress(nbytes: int, nfiles: int) -> None:
@@ -306,8 +307,13 @@ class MirrorRunner:
             if close:
                 close()
 
+    def _source(self, volume: str) -> VolumeSource:
+        # A VolumeStorage is a VolumeSource; mypy only balks at list[FileMeta] from
+        # changes_since, as lists are invariant.
+        return cast(VolumeSource, self.volumes.storage(volume, create=True))
+
     def verify(self, w: Worker, repair: bool, deep: bool) -> Any:
-        source = self.volumes.storage(w.volume, create=True)
+        source = self._source(w.volume)
         target = self._make_target(w, source.epoch)
         try:
             return verify(source, target, repair=repair, deep=deep)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from federation.storage import VolumeStorage
 from namespace import schema
 from namespace.cache import NamespaceCache
-from namespace.errors import EpochNotSeen, NotFound, NotOwner, StaleEpoch, Unavailable
+from namespace.errors import EpochNotSeen, GnsError, NotFound, NotOwner, StaleEpoch, Unavailable
 from namespace.models import Volume, VolumeState
 from namespace.registry import LeaseKeeper
 
@@ -50,17 +50,15 @@ class VolumeManager:
         self._open_lock = threading.Lock()
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         # Set while the lease was lost and the epochs of our volumes are not yet bumped.
         self.suspended = False
-        self.on_commit: list[Callable[[str, int], None]] = []
+        self._commit_listeners: list[Callable[[str, int], None]] = []
         self._usage_cache: dict[str, tuple[float, int, int]] = {}
         # Paths kept aside under .gns/diverged/ after a failback, per volume (reported).
         self.diverged: dict[str, list[str]] = {}
         # Volumes being handed over (no new writes) and writes in flight per volume.
         self.draining: set[str] = set()
         self.inflight: dict[str, int] = {}
-        self._roles_task: asyncio.Task[None] | None = None
         self._roles_due: set[str] = set()
         self._roles_event = asyncio.Event()
 
@@ -129,13 +127,15 @@ class VolumeManager:
             await asyncio.sleep(0.02)
 
     # -- ownership changes: become primary, or fail back to a replica ---------------------
-    def watch_roles(self) -> None:
-        """Follow ownership changes of volumes held here (promotion, failover, failback)."""
+    async def run(self) -> None:
+        """Until cancelled: publish committed versions, and follow ownership changes of the
+        volumes held here (promotion, failover, failback). The process's supervisor owns it."""
         self.cache.subscribe(self._on_change)
-        for name in self.cache.view.volumes:
-            self._roles_due.add(name)
+        self._roles_due.update(self.cache.view.volumes)
         self._roles_event.set()
-        self._roles_task = asyncio.create_task(self._roles_forever(), name="volume-roles")
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._publish_forever(), name="volstate-publisher")
+            group.create_task(self._roles_forever(), name="volume-roles")
 
     def _on_change(self, kind: str, name: str, value: bytes | None) -> None:
         if kind == "volume":
@@ -191,9 +191,9 @@ class VolumeManager:
             return []
         try:
             changed, deleted = vs.changes_since(vol.base_version, vs.version)
-        except Exception:
+        except Exception:  # whatever broke, keeping every file aside loses nothing
             log.error("volume %s: journal no longer reaches version %d; keeping every file aside",
-                      vol.name, vol.base_version)
+                      vol.name, vol.base_version, exc_info=True)
             changed, deleted = list(vs.files()), []
         base = self.root / vol.name / ".gns" / "diverged" / str(vs.epoch)
         kept = []
@@ -220,15 +220,19 @@ class VolumeManager:
         record = {"volume": name, "cluster": self.cluster, "epoch": epoch, "paths": kept, "at": time.time()}
         try:
             await self.cache.etcd.put(schema.diverged(name, self.cluster), json.dumps(record).encode())
-        except Exception as exc:
+        except GnsError as exc:
             log.error("volume %s: could not report diverged writes: %s", name, exc)
 
     def committed(self, name: str, version: int) -> None:
         self.metrics.volume_version.labels(name).set(version)
         self._dirty.add(name)
         self._dirty_event.set()
-        for hook in self.on_commit:
-            hook(name, version)
+        for listener in self._commit_listeners:
+            listener(name, version)
+
+    def subscribe_commits(self, listener: Callable[[str, int], None]) -> None:
+        """Call ``listener(volume, version)`` after every local commit (mirroring)."""
+        self._commit_listeners.append(listener)
 
     # -- lease loss and regain ------------------------------------------------------------
     async def on_lease_lost(self) -> None:
@@ -253,7 +257,7 @@ class VolumeManager:
                 ok, _ = await etcd.txn([tx.value(key) == value], [tx.put(key, new.dump())])
                 if ok:
                     bumped.append(new)
-                    self.cache.view.volumes[new.name] = new  # our own write: no need to wait
+                    self.cache.own_write(volume=new)
                 else:
                     all_ok = False
             if all_ok:
@@ -270,18 +274,8 @@ class VolumeManager:
         self._roles_event.set()
 
     # -- publishing versions --------------------------------------------------------------
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._publish_forever(), name="volstate-publisher")
-
     async def stop(self) -> None:
-        if self._roles_task:
-            self._roles_task.cancel()
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        """After :meth:`run` was cancelled: publish the last versions and close the volumes."""
         await self.publish_now()
         with self._open_lock:
             for vs in self._open.values():
@@ -294,7 +288,7 @@ class VolumeManager:
             self._dirty_event.clear()
             try:
                 await self.publish_now()
-            except Exception as exc:  # etcd away: keep the volumes dirty and try again
+            except GnsError as exc:  # etcd away: keep the volumes dirty and try again
                 log.warning("publishing volume versions failed: %s", exc)
             await asyncio.sleep(self.publish_interval)
 

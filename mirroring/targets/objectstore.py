@@ -3,16 +3,28 @@
 Why: a disaster-recovery copy in S3 / GCS / Azure / an NFS directory must be readable by any
 other tool, so the layout is plain::
 
-    <prefix>/<relative path>        the file's bytes; object metadata ``sha256``
-    <prefix>/.gns/manifest.json     the commit point, written LAST
-    <prefix>/.gns/pass.json         only while a pass replaces or deletes files in place
+    <prefix>/<relative path>          the file's bytes; object metadata ``sha256``
+    <prefix>/.gns/manifest.json       the commit point, written LAST
+    <prefix>/.gns/segments/<n>.json   the file list, in immutable pieces the manifest names
+    <prefix>/.gns/pass.json           only while a pass replaces or deletes files in place
 
-The manifest is ``{"format": 1, "volume", "version", "epoch", "committed_at", "files":
-{"<path>": {"size", "sha256"}, ...}}``, written by streaming JSON from the files iterable
-(sorted by path, one entry per line) so a million-file volume never sits in memory, and put
-conditionally (``if_match`` the etag read by ``state()``, ``if_absent`` for the first) so two
-writers cannot both commit. Its first line holds every field but ``files``: ``state()`` reads
-only that (one stat + one small ranged read).
+The manifest (format 2) is small: ``{"format": 2, "volume", "version", "epoch",
+"committed_at", "segments": [{"key", "base", "entries"}, ...], "retired": [keys]}``. The
+volume's files at ``version`` are the segments applied in order: the first is a base, ``{...,
+"files": {"<path>": {"size", "sha256"}, ...}}``, each later one a delta in the same shape
+where ``null`` means "deleted". So an incremental pass writes one delta of what changed and
+rewrites only the manifest, not a list of the whole volume; when the deltas pass a quarter of
+the base (or 32 of them), the next commit writes a new base instead (compaction). A segment is
+never changed once written (its name carries the version, epoch and a random tag); the
+segments a commit stops using are listed as ``retired`` and deleted one commit later, so a
+reader holding the previous manifest can still read its segments. Format-1 manifests (the
+file list inline under ``files``) stay readable; the next commit on such a target writes a
+base.
+
+Segments are written by streaming JSON from the files iterable (sorted by path, one entry per
+line) so a million-file volume never sits in memory; the manifest is put conditionally
+(``if_match`` the etag read by ``state()``, ``if_absent`` for the first) so two writers cannot
+both commit. ``state()`` reads only the manifest (one stat + one small ranged read).
 
 The plain layout updates files in place, so a pass that must overwrite or delete files of the
 committed version cannot keep that version intact. The engine therefore writes new paths first
@@ -36,9 +48,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _quote  # type: ignore[attr-defined]
@@ -50,16 +63,32 @@ from mirroring.engine import external_sort
 from mirroring.protocols import FileLike, TargetFile, TargetState
 from namespace.errors import Conflict, InvalidInput, StaleEpoch
 
-__all__ = ["ObjectStoreTarget", "MANIFEST_KEY", "PASS_KEY", "MANIFEST_FORMAT"]
+__all__ = ["ObjectStoreTarget", "MANIFEST_KEY", "PASS_KEY", "SEGMENTS_PREFIX", "MANIFEST_FORMAT"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_KEY = ".gns/manifest.json"
 PASS_KEY = ".gns/pass.json"
-MANIFEST_FORMAT = 1
+SEGMENTS_PREFIX = ".gns/segments/"
+MANIFEST_FORMAT = 2
+_READABLE_FORMATS = (1, 2)
 _RESERVED = frozenset((MANIFEST_KEY, PASS_KEY))
-_HEAD_BYTES = 4096
+_HEAD_BYTES = 16384
 _ENTRIES_PER_CHUNK = 512
+_COMPACT_FRACTION = 4  # deltas beyond 1/4 of the base's entries: write a new base
+_COMPACT_MIN_ENTRIES = 1000
+_MAX_DELTAS = 32
+
+
+def _reserved(path: str) -> bool:
+    return path in _RESERVED or path.startswith(SEGMENTS_PREFIX)
+
+
+@dataclass(frozen=True)
+class _Segment:
+    key: str
+    base: bool
+    entries: int
 
 
 @dataclass(frozen=True)
@@ -70,34 +99,60 @@ class _Seen:
     version: int
     epoch: int
     volume: str | None
+    format: int = MANIFEST_FORMAT
+    segments: tuple[_Segment, ...] = ()
+    retired: tuple[str, ...] = ()
 
 
-def _manifest_chunks(
-    volume: str | None, version: int, epoch: int, files: Iterable[FileLike]
-) -> Iterator[bytes]:
-    header = json.dumps({
-        "format": MANIFEST_FORMAT, "volume": volume, "version": version, "epoch": epoch,
-        "committed_at": round(time.time(), 3),
-    }, ensure_ascii=False)
-    yield (header[:-1] + ', "files": {\n').encode()
+def _entry_chunks(header: dict[str, object], entries: Iterable[tuple[str, FileLike | None]]
+                  ) -> Iterator[bytes]:
+    """``header`` plus ``"files": {...}``, one entry per line (``None`` = deleted)."""
+    head = json.dumps(header, ensure_ascii=False)
+    yield (head[:-1] + ', "files": {\n').encode()
     prev: str | None = None
     lines: list[str] = []
-    for f in files:
-        if prev is not None and f.path <= prev:
-            raise ValueError(f"manifest files not sorted/unique: {prev!r} then {f.path!r}")
-        if f.path in _RESERVED:
-            raise InvalidInput(f"volume path {f.path!r} is reserved by the mirror layout")
-        sha = f.sha256
-        if len(sha) != 64 or not sha.isalnum():
-            raise ValueError(f"bad sha256 {sha!r} for {f.path!r}")
-        entry = f'{_quote(f.path)}: {{"size": {int(f.size)}, "sha256": "{sha}"}}'
+    for path, f in entries:
+        if prev is not None and path <= prev:
+            raise ValueError(f"manifest files not sorted/unique: {prev!r} then {path!r}")
+        if _reserved(path):
+            raise InvalidInput(f"volume path {path!r} is reserved by the mirror layout")
+        if f is None:
+            entry = f"{_quote(path)}: null"
+        else:
+            sha = f.sha256
+            if len(sha) != 64 or not sha.isalnum():
+                raise ValueError(f"bad sha256 {sha!r} for {path!r}")
+            entry = f'{_quote(path)}: {{"size": {int(f.size)}, "sha256": "{sha}"}}'
         lines.append(entry if prev is None else ",\n" + entry)
-        prev = f.path
+        prev = path
         if len(lines) >= _ENTRIES_PER_CHUNK:
             yield "".join(lines).encode()
             lines = []
     lines.append("\n}}\n")
     yield "".join(lines).encode()
+
+
+class _Counted:
+    """Passes items through, counting them (a segment's entry count, known once written)."""
+
+    def __init__(self, items: Iterable[tuple[str, FileLike | None]]) -> None:
+        self._items = items
+        self.count = 0
+
+    def __iter__(self) -> Iterator[tuple[str, FileLike | None]]:
+        for item in self._items:
+            self.count += 1
+            yield item
+
+
+def _parse_entries(lines: Iterator[bytes]) -> Iterator[tuple[str, tuple[int, str] | None]]:
+    """Entries of one streamed file list in our line format (header line already consumed)."""
+    for raw in lines:
+        line = raw.strip().rstrip(b",")
+        if not line or line.startswith(b"}"):
+            continue
+        ((path, meta),) = json.loads(b"{" + line + b"}").items()
+        yield path, None if meta is None else (int(meta["size"]), str(meta["sha256"]))
 
 
 def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -178,11 +233,18 @@ class ObjectStoreTarget:
             self._seen = _Seen(None, 0, 0, None)
             return TargetState(version=0, epoch=0)
         info, head = got
-        if head.get("format") != MANIFEST_FORMAT:
-            raise Conflict(f"{self.name}: manifest format {head.get('format')!r} unsupported")
+        fmt = head.get("format")
+        if fmt not in _READABLE_FORMATS:
+            raise Conflict(f"{self.name}: manifest format {fmt!r} unsupported")
         version, epoch = int(head["version"]), int(head["epoch"])  # type: ignore[call-overload]
         vol = head.get("volume")
-        self._seen = _Seen(info.etag, version, epoch, vol if isinstance(vol, str) else None)
+        segments = tuple(
+            _Segment(str(s["key"]), bool(s["base"]), int(s["entries"]))
+            for s in head.get("segments", ())  # type: ignore[attr-defined]
+        )
+        retired = tuple(str(k) for k in head.get("retired", ()))  # type: ignore[attr-defined]
+        self._seen = _Seen(info.etag, version, epoch, vol if isinstance(vol, str) else None,
+                           int(fmt), segments, retired)  # type: ignore[call-overload]
         marker = self._read_json(PASS_KEY)
         if marker is not None and marker[1].get("to") != version:
             log.info("target %s: pass %s -> %s was interrupted while replacing files; "
@@ -210,31 +272,111 @@ class ObjectStoreTarget:
         self.store.put(PASS_KEY, body)
 
     def commit(self, version: int, epoch: int, files: Iterable[FileLike]) -> None:
-        """Write the manifest (conditionally), then drop the in-place marker."""
+        """Write a new base segment of ``files``, then the manifest naming only it."""
+        seen = self._writable(epoch)
+        volume = self.volume or seen.volume or self._default_volume()
+        base = self._write_segment(volume, version, epoch, True,
+                                   ((f.path, f) for f in files))
+        self._commit_manifest(seen, volume, version, epoch, (base,))
+        self._sweep_orphans(version)
+
+    def _sweep_orphans(self, version: int) -> None:
+        """Delete segments left by passes that died before their commit (only after a new
+        base, so this listing is as rare as compaction). Only older versions' segments: a
+        newer one may belong to a pass still running elsewhere."""
+        assert self._seen is not None
+        keep = {s.key for s in self._seen.segments} | set(self._seen.retired)
+        try:
+            orphans = [
+                i.key for i in self.store.list(SEGMENTS_PREFIX)
+                if i.key not in keep and i.key[len(SEGMENTS_PREFIX):][:12].isdigit()
+                and int(i.key[len(SEGMENTS_PREFIX):][:12]) < version
+            ]
+            self.store.delete_many(orphans)
+        except ObjectStoreError as exc:
+            log.warning("target %s: sweeping old segments failed: %s", self.name, exc)
+
+    def commit_changes(
+        self, version: int, epoch: int, changed: Iterable[FileLike], deleted: Iterable[str],
+        files: Callable[[], Iterator[FileLike]],
+    ) -> None:
+        """Commit ``version`` as the committed version plus these changes (the journal's net
+        effect since it): one small delta segment, then the manifest. Falls back to a base of
+        ``files()`` (the full list) when there is no base to extend or it is time to compact.
+        """
+        seen = self._writable(epoch)
+        deltas = [s for s in seen.segments[1:] if not s.base]
+        changes: dict[str, FileLike | None] = dict.fromkeys(deleted)
+        changes.update((f.path, f) for f in changed)
+        base = seen.segments[0] if seen.segments and seen.segments[0].base else None
+        if (
+            seen.format != MANIFEST_FORMAT or base is None
+            or len(deltas) + 1 > _MAX_DELTAS
+            or sum(d.entries for d in deltas) + len(changes)
+            > max(_COMPACT_MIN_ENTRIES, base.entries // _COMPACT_FRACTION)
+        ):
+            it = files()
+            try:
+                self.commit(version, epoch, it)
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+            return
+        volume = self.volume or seen.volume or self._default_volume()
+        delta = self._write_segment(volume, version, epoch, False,
+                                    ((p, changes[p]) for p in sorted(changes)))
+        self._commit_manifest(seen, volume, version, epoch, (*seen.segments, delta))
+
+    def _writable(self, epoch: int) -> _Seen:
         if self._seen is None:
             self.state()
         assert self._seen is not None
         if self._seen.epoch > epoch:
             raise self._stale(epoch)
-        volume = self.volume or self._seen.volume or self._default_volume()
-        chunks = _manifest_chunks(volume, version, epoch, files)
+        return self._seen
+
+    def _write_segment(self, volume: str | None, version: int, epoch: int, base: bool,
+                       entries: Iterable[tuple[str, FileLike | None]]) -> _Segment:
+        key = f"{SEGMENTS_PREFIX}{version:012d}-{epoch}-{secrets.token_hex(4)}.json"
+        counted = _Counted(entries)
+        header = {"format": MANIFEST_FORMAT, "volume": volume, "version": version,
+                  "epoch": epoch, "base": base}
+        self.store.put(key, _entry_chunks(header, counted))
+        return _Segment(key, base, counted.count)
+
+    def _commit_manifest(self, seen: _Seen, volume: str | None, version: int, epoch: int,
+                         segments: tuple[_Segment, ...]) -> None:
+        """The commit point: one conditional put; then the clean-up it allows."""
+        keys = {s.key for s in segments}
+        retired = tuple(s.key for s in seen.segments if s.key not in keys)
+        body = json.dumps({
+            "format": MANIFEST_FORMAT, "volume": volume, "version": version, "epoch": epoch,
+            "committed_at": round(time.time(), 3),
+            "segments": [{"key": s.key, "base": s.base, "entries": s.entries} for s in segments],
+            "retired": list(retired),
+        }, ensure_ascii=False).encode() + b"\n"
         try:
-            if self._seen.etag is None:
-                info = self.store.put(MANIFEST_KEY, chunks, if_absent=True)
+            if seen.etag is None:
+                info = self.store.put(MANIFEST_KEY, body, if_absent=True)
             else:
-                info = self.store.put(MANIFEST_KEY, chunks, if_match=self._seen.etag)
+                info = self.store.put(MANIFEST_KEY, body, if_match=seen.etag)
         except PreconditionFailed as exc:
             self.state()
+            assert self._seen is not None
             if self._seen.epoch > epoch:
                 raise self._stale(epoch) from exc
             raise Conflict(f"{self.name}: manifest changed under this writer "
                            f"(now v{self._seen.version}, epoch {self._seen.epoch})") from exc
-        self._seen = _Seen(info.etag, version, epoch, volume)
+        self._seen = _Seen(info.etag, version, epoch, volume, MANIFEST_FORMAT, segments, retired)
+        # Segments retired by the previous commit: no manifest names them any more, and a
+        # reader of that previous manifest has had one commit interval to read them.
         try:
+            self.store.delete_many(k for k in seen.retired if k not in keys)
             self.store.delete(PASS_KEY)
-        except ObjectStoreError as exc:  # the marker names `to == version`: already harmless
-            log.warning("target %s: could not remove %s after commit: %s",
-                        self.name, PASS_KEY, exc)
+        except ObjectStoreError as exc:  # leftovers only: the marker names `to == version`
+            log.warning("target %s: clean-up after commit v%d failed: %s",
+                        self.name, version, exc)
 
     def _default_volume(self) -> str | None:
         parts = self.store.uri.rstrip("/").split("/")
@@ -242,27 +384,60 @@ class ObjectStoreTarget:
 
     # -- files --------------------------------------------------------------------------------
 
-    def _manifest_entries(self) -> Iterator[tuple[str, int, str]]:
-        """(path, size, sha256) of the committed manifest, streamed in path order."""
+    def _list_entries(self, key: str) -> Iterator[tuple[str, tuple[int, str] | None]]:
+        """Entries of one file list (a format-1 manifest or a segment), in path order."""
         try:
-            lines = _lines(self.store.open(MANIFEST_KEY))
-            first = next(lines, None)
-            if first is None:
+            lines = _lines(self.store.open(key))
+            if next(lines, None) is None:
                 return
-            for raw in lines:
-                line = raw.strip().rstrip(b",")
-                if not line or line.startswith(b"}"):
-                    continue
-                ((path, meta),) = json.loads(b"{" + line + b"}").items()
-                yield path, int(meta["size"]), str(meta["sha256"])
+            yield from _parse_entries(lines)
+        except ValueError:
+            # Not in our line format (another writer): correct but not bounded in memory.
+            doc = json.loads(self.store.read_bytes(key))
+            files = doc.get("files", {})
+            for path in sorted(files):
+                meta = files[path]
+                yield path, None if meta is None else (int(meta["size"]), str(meta["sha256"]))
+
+    def manifest_entries(self) -> Iterator[tuple[str, int, str]]:
+        """(path, size, sha256) of the committed version, streamed in path order: the base
+        segment merged with the deltas (held in memory: they are small by construction)."""
+        if self._seen is None or self._seen.etag is None:
+            self.state()
+        assert self._seen is not None
+        seen = self._seen
+        try:
+            if seen.etag is None:
+                return
+            if seen.format == 1:
+                for path, meta in self._list_entries(MANIFEST_KEY):
+                    if meta is not None:
+                        yield path, meta[0], meta[1]
+                return
+            if not seen.segments:
+                return
+            overlay: dict[str, tuple[int, str] | None] = {}
+            for seg in seen.segments[1:]:
+                overlay.update(self._list_entries(seg.key))
+            pending = sorted(overlay)
+            i = 0
+            for path, meta in self._list_entries(seen.segments[0].key):
+                while i < len(pending) and pending[i] < path:
+                    extra = overlay[pending[i]]
+                    if extra is not None:
+                        yield pending[i], extra[0], extra[1]
+                    i += 1
+                if i < len(pending) and pending[i] == path:
+                    meta = overlay[path]
+                    i += 1
+                if meta is not None:
+                    yield path, meta[0], meta[1]
+            for path in pending[i:]:
+                extra = overlay[path]
+                if extra is not None:
+                    yield path, extra[0], extra[1]
         except ObjectNotFound:
             return
-        except ValueError:
-            # A manifest not in our line format: correct but not bounded in memory.
-            doc = json.loads(self.store.read_bytes(MANIFEST_KEY))
-            for path in sorted(doc.get("files", {})):
-                meta = doc["files"][path]
-                yield path, int(meta["size"]), str(meta["sha256"])
 
     def files(self) -> Iterator[TargetFile]:
         """Every object under the prefix but ``.gns/manifest.json`` / ``pass.json``, sorted by
@@ -276,7 +451,7 @@ class ObjectStoreTarget:
             for i in self.store.list():
                 if i.key == MANIFEST_KEY:
                     minfo = i
-                elif i.key not in _RESERVED:
+                elif not _reserved(i.key):
                     yield i
 
         cursor: _ManifestCursor | None = None
@@ -290,7 +465,7 @@ class ObjectStoreTarget:
                     entry = None
                     if minfo is not None and info.mtime < minfo.mtime:
                         if cursor is None:
-                            cursor = _ManifestCursor(self._manifest_entries())
+                            cursor = _ManifestCursor(self.manifest_entries())
                         entry = cursor.get(info.key)
                     if entry is not None and entry[0] == info.size:
                         window.append(TargetFile(info.key, info.size, entry[1], info.mtime))
@@ -337,9 +512,9 @@ class ObjectStoreTarget:
         return h.hexdigest()
 
     def put(self, path: str, size: int, sha256: str, mtime: float, data: BinaryIO) -> None:
-        if path in _RESERVED:
+        if _reserved(path):
             raise InvalidInput(f"volume path {path!r} is reserved by the mirror layout")
         self.store.put(path, data, size=size, sha256=sha256)
 
     def delete(self, paths: Iterable[str]) -> None:
-        self.store.delete_many(p for p in paths if p not in _RESERVED)
+        self.store.delete_many(p for p in paths if not _reserved(p))

@@ -112,6 +112,13 @@ def test_bad_input_changes_nothing(fed: Federation, tmp_path: Path) -> None:
         (("put", "-", "/dp/bad/y", "--via", "Bad_Name"), 2, "invalid cluster name"),
         (("get", "/dp/bad/file", "-", "--consistency", "weird"), 2, "consistency"),
         (("put", "-", "/dp/bad/y", "--epoch", "0"), 2, "epoch"),
+        (("cat", "/dp/bad/file", "--consistency", "any", "--max-staleness", "5 minutes"), 2,
+         "invalid duration"),
+        (("cat", "/dp/bad/file", "--max-staleness", "-1s"), 2, "negative"),
+        (("stat", "/dp/bad/file", "--max-staleness", "1x"), 2, "invalid duration"),
+        # Writes always go to the owner: read-consistency flags are refused, not ignored.
+        (("put", "-", "/dp/bad/y", "--consistency", "any"), 2, "--consistency"),
+        (("rm", "/dp/bad/file", "--max-staleness", "1h"), 2, "--max-staleness"),
     ]
     if os.geteuid() != 0:
         cases.append((("put", str(unreadable), "/dp/bad/x"), 2, "cannot read"))
@@ -120,6 +127,13 @@ def test_bad_input_changes_nothing(fed: Federation, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
     assert json.loads(fed.gns("volume", "show", "dp", "--json").stdout)["version"] == v0
     assert json.loads(fed.gns("ls", "/dp/bad", "--json").stdout) == [{"name": "file", "type": "file", "size": 1}]
+
+
+@pytest.mark.parametrize("staleness", ["1h", "90s", "1.5", "1h30m", "0"])
+def test_max_staleness_takes_durations(fed: Federation, staleness: str) -> None:
+    fed.gns_bytes("put", "-", "/dp/dur/file", input=b"fresh")
+    out = fed.gns_bytes("cat", "/dp/dur/file", "--consistency", "any", "--max-staleness", staleness)
+    assert out.returncode == 0 and out.stdout == b"fresh", out.stderr
 
 
 def test_stale_epoch_is_refused(fed: Federation) -> None:

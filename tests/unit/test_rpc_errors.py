@@ -5,6 +5,7 @@ the CLI's ``run()``."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import click
@@ -207,6 +208,10 @@ def test_calls_are_counted_by_method_and_code(endpoints: tuple[str, str, Control
 
     before = count("FAILED_PRECONDITION")
     stat_error(endpoints[0], "stale-epoch")
+    # The client may see the status a moment before the server's handler has unwound.
+    deadline = time.monotonic() + 5
+    while count("FAILED_PRECONDITION") < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert count("FAILED_PRECONDITION") == before + 1
 
 
