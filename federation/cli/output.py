@@ -64,11 +64,25 @@ def common(f: Callable[..., Any]) -> Callable[..., Any]:
                   help="Client certificates for mutual TLS (see `gns certs init`).")
     @click.option("--controller", "controller", metavar="HOST:PORT",
                   help="Send every command to this controller instead of etcd (env GNS_CONTROLLER).")
+    @click.option("--etcd-ca", "etcd_ca", metavar="FILE", help="CA of etcd's TLS (env GNS_ETCD_CA).")
+    @click.option("--etcd-cert", "etcd_cert", metavar="FILE", help="Client certificate for etcd (env GNS_ETCD_CERT).")
+    @click.option("--etcd-key", "etcd_key", metavar="FILE", help="Its key (env GNS_ETCD_KEY).")
+    @click.option("--etcd-user", "etcd_user", metavar="NAME", help="etcd user (env GNS_ETCD_USER).")
+    @click.option("--etcd-password-file", "etcd_password_file", metavar="FILE",
+                  help="File holding the etcd user's password (env GNS_ETCD_PASSWORD_FILE).")
     @click.option("--identity", "identity", metavar="NAME",
                   help="Which certificate of --tls-dir to use (env GNS_IDENTITY; default client).")
     @functools.wraps(f)
     def wrapper(*args: Any, etcd: str | None, as_json: bool, tls_dir: str | None,
-                controller: str | None = None, identity: str | None = None, **kw: Any) -> Any:
+                controller: str | None = None, identity: str | None = None,
+                etcd_ca: str | None = None, etcd_cert: str | None = None, etcd_key: str | None = None,
+                etcd_user: str | None = None, etcd_password_file: str | None = None, **kw: Any) -> Any:
+        # etcd security travels in the environment, so every EtcdConfig this process (and the
+        # controllers `gns up` spawns) builds picks it up (namespace.etcd_tls).
+        for var, value in (("GNS_ETCD_CA", etcd_ca), ("GNS_ETCD_CERT", etcd_cert), ("GNS_ETCD_KEY", etcd_key),
+                           ("GNS_ETCD_USER", etcd_user), ("GNS_ETCD_PASSWORD_FILE", etcd_password_file)):
+            if value:
+                os.environ[var] = value
         ctx = click.get_current_context()
         root = ctx.find_root().obj or {}
         # Precedence: the command's flag, then the root's flag, then the environment.
