@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -29,8 +30,9 @@ def _topology_cluster(req: csi.CreateVolumeRequest) -> str | None:
     """The cluster the CO would like the volume in (the node's, with late binding)."""
     reqs = req.accessibility_requirements
     for topo in list(reqs.preferred) + list(reqs.requisite):
-        if topo.segments.get(TOPOLOGY_KEY):
-            return topo.segments[TOPOLOGY_KEY]
+        cluster: str = topo.segments.get(TOPOLOGY_KEY, "")
+        if cluster:
+            return cluster
     return None
 
 
@@ -125,9 +127,12 @@ class ControllerService(csi_grpc.ControllerServicer):
         self.client.mirror_apply(json.dumps(plan.policy))
 
     def _forget(self, volume: str, path: str) -> None:
-        for step in (lambda: self.client.mirror_remove(volume),
-                     lambda: self.client.remove_mount(path),
-                     lambda: self.client.remove_volume(volume)):
+        steps: list[Callable[[], None]] = [
+            lambda: self.client.mirror_remove(volume),
+            lambda: self.client.remove_mount(path),
+            lambda: self.client.remove_volume(volume),
+        ]
+        for step in steps:
             try:
                 step()
             except NotFound:

@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from federation.csi import mountinfo
@@ -61,9 +61,8 @@ class Publication:
         return True
 
     def record(self) -> dict[str, object]:
-        d = asdict(self)
-        d.pop("proc")
-        return d
+        return {"volume_id": self.volume_id, "path": self.path, "target": self.target,
+                "readonly": self.readonly, "pid": self.pid, "restarts": self.restarts}
 
 
 class Publisher:
@@ -117,8 +116,14 @@ class Publisher:
             Path(target).mkdir(parents=True, exist_ok=True)
             pub = Publication(volume_id=volume_id, path=path, target=target, readonly=readonly)
             self._attach(pub)
-            self._pubs[target] = pub
-            self._save()
+            try:
+                self._pubs[target] = pub
+                self._save()
+            except BaseException:  # never leave a mount nobody knows about
+                self._pubs.pop(target, None)
+                self._terminate(pub)
+                mountinfo.unmount(target, lazy=True)
+                raise
             return pub
 
     def unpublish(self, target: str) -> bool:

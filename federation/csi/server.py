@@ -1,6 +1,7 @@
 """``gns csi``: the three CSI services on one gRPC server on a Unix socket."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -56,7 +57,9 @@ class CsiConfig:
             argv += ["--etcd", self.etcd]
         if self.tls_dir:
             argv += ["--tls-dir", self.tls_dir]
-        argv += ["fuse", target, "--root", path]
+        # each publication stages its writes apart: two pods' FUSE processes share nothing
+        cache = self.state_dir / "cache" / hashlib.sha256(target.encode()).hexdigest()[:16]
+        argv += ["fuse", target, "--root", path, "--cache-dir", str(cache)]
         return argv + (["--read-only"] if readonly else [])
 
 
