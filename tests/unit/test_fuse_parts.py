@@ -1,0 +1,113 @@
+"""The pieces of ``gns fuse`` that need no mount: the errno table, the inode table, the
+attribute cache and the staging area (issue 10)."""
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pyfuse3", reason="pyfuse3 is not installed (pip install 'gns[fuse]')")
+
+from federation.fuse.cache import Attrs, MetaCache  # noqa: E402
+from federation.fuse.errnos import errno_for  # noqa: E402
+from federation.fuse.inodes import ROOT_INODE, InodeTable  # noqa: E402
+from federation.fuse.staging import Staging  # noqa: E402
+from namespace.errors import (  # noqa: E402
+    Conflict,
+    FileNotFound,
+    GnsError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    StaleEpoch,
+    Unavailable,
+)
+
+
+@pytest.mark.parametrize(("exc", "code"), [
+    (FileNotFound("x"), errno.ENOENT),
+    (NotFound("x"), errno.ENOENT),
+    (Unavailable("owner down"), errno.EIO),
+    (PermissionDenied("no grant"), errno.EACCES),
+    (StaleEpoch("old"), errno.EAGAIN),
+    (Conflict("exists"), errno.EEXIST),
+    (InvalidInput("bad"), errno.EINVAL),
+    (GnsError("?"), errno.EIO),
+    (OSError(errno.ENOSPC, "full"), errno.ENOSPC),
+    (RuntimeError("bug"), errno.EIO),
+])
+def test_errno_table(exc: BaseException, code: int) -> None:
+    assert errno_for(exc) == code
+
+
+def test_errno_table_conflict_meaning_is_the_callers() -> None:
+    assert errno_for(Conflict("not empty"), conflict=errno.ENOTEMPTY) == errno.ENOTEMPTY
+    assert errno_for(InvalidInput("dir"), invalid=errno.EISDIR) == errno.EISDIR
+    assert errno_for(PermissionDenied("x"), conflict=errno.ENOTEMPTY) == errno.EACCES
+
+
+def test_inodes_follow_renames_and_forget() -> None:
+    t = InodeTable()
+    a = t.ino_for("a")
+    ab = t.ino_for("a/b")
+    other = t.ino_for("z")
+    assert t.ino_for("a") == a and t.path_of(ROOT_INODE) == ""
+    t.rename("a", "c")
+    assert t.path_of(a) == "c" and t.path_of(ab) == "c/b" and t.find("a") is None
+    t.rename("c/b", "z")  # replaces z
+    assert t.path_of(ab) == "z"
+    with pytest.raises(KeyError):
+        t.path_of(other)
+    t.looked_up(ab, 2)
+    t.forget(ab, 1)
+    assert t.path_of(ab) == "z"
+    t.forget(ab, 1)
+    with pytest.raises(KeyError):
+        t.path_of(ab)
+    t.forget(ROOT_INODE, 5)
+    assert t.path_of(ROOT_INODE) == ""
+
+
+def test_cache_lifetime_follows_stream_health() -> None:
+    c = MetaCache(ttl=30.0, fallback_ttl=0.05)
+    f = Attrs("file", 3, 1.0, 0o644)
+    c.put_attrs("v/a", f, "v")
+    assert c.get_attrs("v/a") == (True, f)
+    time.sleep(0.06)
+    assert c.get_attrs("v/a") == (False, None)  # no stream: one short lifetime
+    c.set_healthy("v", True)
+    c.put_list("v", [("a", f)], "v")
+    time.sleep(0.06)
+    assert c.get_attrs("v/a") == (True, f) and c.get_list("v") == [("a", f)]
+    c.invalidate("v/a")
+    assert c.get_attrs("v/a") == (False, None) and c.get_list("v") is None
+    c.put_attrs("v/gone", None, "v")
+    assert c.get_attrs("v/gone") == (True, None)  # negative entries are kept too
+    c.set_healthy("v", False)  # events may have been missed: all of v goes
+    assert c.get_attrs("v/gone") == (False, None)
+
+
+def test_staging_bounds_and_crash_cleanup(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = tmp_path / f"mount-{dead.pid}-abcd"
+    leftover.mkdir()
+    (leftover / "f1").write_bytes(b"never closed")
+    s = Staging(tmp_path, max_bytes=10)
+    s.open()
+    assert not leftover.exists()  # a crashed mount's staging is swept at the next start
+    fd, path = s.new_file()
+    os.close(fd)
+    s.reserve(0, 8)
+    with pytest.raises(OSError) as exc:
+        s.reserve(8, 11)
+    assert exc.value.errno == errno.ENOSPC
+    s.release(8)
+    s.reserve(0, 10)
+    s.close()
+    assert not path.exists() and not s.dir.exists()
