@@ -37,6 +37,7 @@ from federation.controller.process import claim_data_dir
 from federation.controller.rpc_errors import ErrorInterceptor
 from federation.controller.service import add_to_server
 from federation.edge_mux import InCall, LinkMux, RelayHandler, forwardable, replay
+from namespace.edge import parse_token
 from namespace.errors import InvalidInput, Unavailable
 from namespace.paths import check_name
 
@@ -109,11 +110,13 @@ class EdgeController:
     # -- run ------------------------------------------------------------------------------------
     async def run(self) -> None:
         cfg = self.cfg
-        claim_data_dir(cfg.data_dir)
         identity = load_identity(cfg.data_dir, cfg.site)
         if identity is None:
             if not cfg.token:
                 raise InvalidInput(f"site {cfg.site} has no identity in {cfg.data_dir}: pass --token")
+            parse_token(cfg.token)  # a malformed token is refused before anything is written
+        claim_data_dir(cfg.data_dir)
+        if identity is None and cfg.token:
             identity = await join(list(cfg.hubs), cfg.token, cfg.site, max_delay=cfg.max_backoff)
             save_identity(cfg.data_dir, identity)
             log.warning("site %s joined (identity kept in %s)", cfg.site, cfg.data_dir)

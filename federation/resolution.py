@@ -6,6 +6,7 @@ from typing import Any
 
 from namespace.cache import NamespaceView
 from namespace.control import resolve_in
+from namespace.errors import Unavailable
 
 
 def replicas_of(view: NamespaceView, volume: str) -> list[dict[str, Any]]:
@@ -27,6 +28,24 @@ def replicas_of(view: NamespaceView, volume: str) -> list[dict[str, Any]]:
     return sorted(best.values(), key=lambda r: (r["lag_seconds"], "://" in r["target"], r["target"]))
 
 
+def away_site_replica(view: NamespaceView, volume: str) -> dict[str, Any] | None:
+    """SPEC §8: while the edge site owning ``volume`` is away, the core mirror to read from.
+
+    None if the owner is not an edge site that is Down; :class:`Unavailable` if it is and
+    no Ready cluster holds a mirror of the volume.
+    """
+    vol = view.volumes.get(volume)
+    if vol is None or vol.owner in view.alive:
+        return None
+    spec = view.clusters.get(vol.owner)
+    if spec is None or spec.provider != "edge":
+        return None
+    for r in replicas_of(view, volume):
+        if r["target"] in view.clusters and r["target"] in view.alive:
+            return r
+    raise Unavailable(f"edge site {vol.owner} owning volume {volume!r} is away and no core mirror holds it")
+
+
 def describe(view: NamespaceView, path: str) -> dict[str, Any]:
     res = resolve_in(view, path)
     vol = view.volumes[res.volume]
@@ -42,4 +61,10 @@ def describe(view: NamespaceView, path: str) -> dict[str, Any]:
             "epoch": vol.epoch,
         },
         "replicas": replicas_of(view, res.volume),
+        **_stale_fields(view, res.volume),
     }
+
+
+def _stale_fields(view: NamespaceView, volume: str) -> dict[str, Any]:
+    away = away_site_replica(view, volume)
+    return {} if away is None else {"stale": True, "mirrored_version": away["version"], "served_by": away["target"]}

@@ -57,6 +57,9 @@ def due(view: NamespaceView, gone_since: dict[str, float], now: float | None = N
         vol = view.volumes.get(p.spec.volume)
         if vol is None or vol.owner in view.alive:
             continue
+        owner = view.clusters.get(vol.owner)
+        if owner is not None and owner.provider == "edge":
+            continue  # an edge site is expected to go away and come back: never promoted (SPEC §8)
         since = gone_since.get(vol.owner)
         if since is not None and now - since >= p.spec.failover.after.seconds:
             out.append((p, vol))

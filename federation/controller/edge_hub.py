@@ -328,6 +328,8 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
             if silent > 3 * link.heartbeat:
                 log.warning("edge site %s: no heartbeat for %.2fs; marking it Down", link.site, silent)
                 link.mux.close()
+                # Now, not when the stream's handler unwinds: a stalled peer can hold that up.
+                await self._unregister(link)
                 return
             await asyncio.sleep(max(0.02, min(link.heartbeat / 2, 3 * link.heartbeat - silent)))
 
