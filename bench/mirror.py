@@ -125,7 +125,10 @@ def main() -> None:
     ap.add_argument("--inc-size", type=int, default=4096)
     ap.add_argument("--inc-reps", type=int, default=3)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--skip-full", action="store_true", help="only the 20k-file figures")
+    ap.add_argument("--skip-lag", action="store_true", help="no continuous_lag (controllers)")
     args = ap.parse_args()
+    loadavg = os.getloadavg()[0]
 
     work = Path(tempfile.mkdtemp(prefix="gns-bench-mirror-"))
     srv = start_seaweed()
@@ -138,7 +141,7 @@ def main() -> None:
             size = args.full_mib * MIB // args.full_files
             _write_tree(full_dir, args.full_files, size, full_vol)
             gns_full, rc_full = [], []
-            for _ in range(args.full_reps):
+            for _ in range(0 if args.skip_full else args.full_reps):
                 uri = srv.new_store_uri("full")
                 dt, _, n = _gns(full_vol, srv, uri, args.workers)
                 assert n == args.full_files
@@ -172,6 +175,8 @@ def main() -> None:
                 rc_inc_fast.append(_rclone(renv, inc_dir, r2_uri, args.workers,
                                            "--fast-list", "--checksum"))
             inc_vol.close()
+            # what the last incremental pass rewrote at the commit point
+            manifest_bytes = target.store.stat(".gns/manifest.json").size
 
         med = statistics.median
         full_s = med(gns_full) if gns_full else float("nan")
@@ -185,6 +190,7 @@ def main() -> None:
                         "from a VolumeStorage",
             "rclone": subprocess.run([RCLONE, "version"], capture_output=True, text=True,
                                      check=False).stdout.splitlines()[0],
+            "loadavg_1m_at_start": round(loadavg, 2),
             "workers": args.workers,
             "rclone_flags": f"sync --transfers {args.workers} --checkers {args.workers}",
             "full_files": args.full_files,
@@ -205,13 +211,17 @@ def main() -> None:
             "rclone_incremental_fastlist_checksum_s": round(rc_fast, 3),
             "incremental_speedup_vs_rclone": round(rclone_inc_s / inc_s, 2),
             "incremental_runs_s": [round(x, 3) for x in gns_inc],
+            "rclone_incremental_runs_s": [round(x, 3) for x in rc_inc],
+            "rclone_incremental_fastlist_runs_s": [round(x, 3) for x in rc_inc_fast],
+            "manifest_object_bytes_after_incremental": manifest_bytes,
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
-        from bench.mirror_lag import measure
+        if not args.skip_lag:
+            from bench.mirror_lag import measure
 
-        lag = measure(dict(srv.env_vars), srv.new_store_uri("lag"), seconds=60, rate=50)
-        out["continuous_lag_p99_s"] = lag["continuous_lag_p99_s"]
-        out["continuous_lag"] = lag
+            lag = measure(dict(srv.env_vars), srv.new_store_uri("lag"), seconds=60, rate=50)
+            out["continuous_lag_p99_s"] = lag["continuous_lag_p99_s"]
+            out["continuous_lag"] = lag
     finally:
         srv.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -92,6 +92,19 @@ class InPlaceTarget(Protocol):
 
 
 @runtime_checkable
+class DeltaTarget(Protocol):
+    """A target whose commit point can record just what changed (``ObjectStoreTarget``: a
+    delta segment), so an incremental pass does not rewrite a list of the whole volume."""
+
+    def commit_changes(
+        self, version: int, epoch: int, changed: Iterable[FileLike], deleted: Iterable[str],
+        files: Callable[[], Iterator[FileLike]],
+    ) -> None:
+        """Commit ``version`` = the committed version plus ``changed`` / ``deleted``;
+        ``files()`` streams the full list, for a target that decides to rewrite it."""
+
+
+@runtime_checkable
 class RehashTarget(Protocol):
     """A target that can re-read a file and hash its bytes (``verify(deep=True)``)."""
 
@@ -423,6 +436,8 @@ class _Run:
     in_place_begun: bool = False
     overwrites: _Spool = field(default_factory=_Spool)
     deletes: _Spool = field(default_factory=_Spool)
+    changes: tuple[list[FileLike], list[str]] | None = None
+    """Incremental passes: the journal's net changes since the target's committed version."""
 
     @property
     def in_place(self) -> bool:
@@ -487,6 +502,10 @@ class _Run:
             self.deleted += len(batch)
         if self.stop_now():
             return False
+        if self.changes is not None and isinstance(self.target, DeltaTarget):
+            self.target.commit_changes(self.version, self.source.epoch, *self.changes,
+                                       lambda: self.source.snapshot_files(self.version))
+            return True
         with _closing_stream(self.source.snapshot_files(self.version)) as snap:
             self.target.commit(self.version, self.source.epoch, snap)
         return True
@@ -588,6 +607,7 @@ def run_pass(
                 run.full()
             else:
                 run.incremental(copies, deleted)
+                run.changes = (copies, deleted)
                 del copies, deleted
             committed = False if run.stopped else run.finish()
         finally:

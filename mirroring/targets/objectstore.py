@@ -51,11 +51,11 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _quote  # type: ignore[attr-defined]
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from cloud_adapters.base import ObjectInfo, ObjectStore
 from cloud_adapters.errors import ObjectNotFound, ObjectStoreError, PreconditionFailed
@@ -104,7 +104,7 @@ class _Seen:
     retired: tuple[str, ...] = ()
 
 
-def _entry_chunks(header: dict[str, object], entries: Iterable[tuple[str, FileLike | None]]
+def _entry_chunks(header: Mapping[str, object], entries: Iterable[tuple[str, FileLike | None]]
                   ) -> Iterator[bytes]:
     """``header`` plus ``"files": {...}``, one entry per line (``None`` = deleted)."""
     head = json.dumps(header, ensure_ascii=False)
@@ -238,13 +238,13 @@ class ObjectStoreTarget:
             raise Conflict(f"{self.name}: manifest format {fmt!r} unsupported")
         version, epoch = int(head["version"]), int(head["epoch"])  # type: ignore[call-overload]
         vol = head.get("volume")
-        segments = tuple(
-            _Segment(str(s["key"]), bool(s["base"]), int(s["entries"]))
-            for s in head.get("segments", ())  # type: ignore[attr-defined]
-        )
-        retired = tuple(str(k) for k in head.get("retired", ()))  # type: ignore[attr-defined]
+        raw_segments: Any = head.get("segments", ())
+        raw_retired: Any = head.get("retired", ())
+        segments = tuple(_Segment(str(s["key"]), bool(s["base"]), int(s["entries"]))
+                         for s in raw_segments)
+        retired = tuple(str(k) for k in raw_retired)
         self._seen = _Seen(info.etag, version, epoch, vol if isinstance(vol, str) else None,
-                           int(fmt), segments, retired)  # type: ignore[call-overload]
+                           int(fmt), segments, retired)
         marker = self._read_json(PASS_KEY)
         if marker is not None and marker[1].get("to") != version:
             log.info("target %s: pass %s -> %s was interrupted while replacing files; "

@@ -32,6 +32,7 @@ import pytest
 from tests.fixtures.federation import Federation
 from tests.fixtures.manifest import resolve_manifest
 from tests.fixtures.objectstores import ServerHandle
+from tests.support import RawStore, cli_status, holds_for, wait_for, wait_synced
 
 pytestmark = pytest.mark.slow
 
@@ -86,52 +87,10 @@ def make_volume(fed: Federation, name: str, owner: str) -> None:
     ok(fed.gns("mount", "add", f"/{name}", name))
 
 
-def cli_status(fed: Federation, policy: str) -> dict[str, dict[str, Any]]:
-    """``gns mirror status POLICY --json`` as {target: entry}."""
-    out = json.loads(ok(fed.gns("mirror", "status", policy, "--json")))
-    assert [p["policy"] for p in out] == [policy]
-    return {t["target"]: t for t in out[0]["targets"]}
-
-
 def fast_status(c: Any, policy: str) -> dict[str, dict[str, Any]]:
     """The same statuses, read in-process (a ``watch=False`` client reads etcd each call)."""
     out = c.mirror_status(policy)
     return {t["target"]: t for t in out[0]["targets"]}
-
-
-def wait_for(what: str, cond: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = cond()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
-
-
-def wait_synced(fed: Federation, policy: str, head: int, timeout: float,
-                targets: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Until every target (or ``targets``) is Synced at version ``head``; returns the CLI's
-    ``mirror status --json`` at that point."""
-    last: dict[str, dict[str, Any]] = {}
-
-    def done() -> bool:
-        nonlocal last
-        with fed.client(watch=False) as c:
-            last = fast_status(c, policy)
-        names = targets or list(last)
-        return all(last[t]["state"] == "Synced" and last[t]["version"] == head for t in names)
-
-    try:
-        wait_for(f"{policy} Synced at v{head}", done, timeout)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; last status {json.dumps(last, indent=1)}") from None
-    st = cli_status(fed, policy)
-    for t in targets or list(st):
-        assert (st[t]["state"], st[t]["version"], st[t]["lag_versions"]) == ("Synced", head, 0), st[t]
-    return st
 
 
 def put_all(c: Any, volume: str, files: dict[str, bytes]) -> int:
@@ -151,144 +110,7 @@ def leader_of(fed: Federation) -> str | None:
 # direct (vendor SDK) readers of one target prefix
 
 
-class Direct:
-    """What an object-store target prefix holds, read with the vendor SDK directly."""
-
-    def __init__(self, uri: str, srv: ServerHandle | None) -> None:
-        self.uri = uri
-        self.srv = srv
-        self.scheme, rest = uri.split("://", 1)
-        if self.scheme == "file":
-            self.root = Path(rest)
-            self.bucket, self.prefix = "", ""
-        else:
-            self.bucket, _, p = rest.partition("/")
-            self.prefix = p.strip("/") + "/" if p.strip("/") else ""
-        self._client: Any = None
-
-    # -- SDK clients --
-    def _s3(self) -> Any:
-        if self._client is None:
-            import boto3
-
-            assert self.srv is not None
-            self._client = boto3.client(
-                "s3", endpoint_url=self.srv.endpoint, region_name="us-east-1",
-                aws_access_key_id="testing", aws_secret_access_key="testing")
-        return self._client
-
-    def _gcs(self) -> Any:
-        if self._client is None:
-            from google.auth.credentials import AnonymousCredentials
-            from google.cloud import storage
-
-            assert self.srv is not None
-            self._client = storage.Client(
-                project="gns", credentials=AnonymousCredentials(),
-                client_options={"api_endpoint": self.srv.endpoint}).bucket(self.bucket)
-        return self._client
-
-    def _az(self) -> Any:
-        if self._client is None:
-            from azure.storage.blob import BlobServiceClient
-
-            assert self.srv is not None
-            svc = BlobServiceClient.from_connection_string(
-                self.srv.env_vars["AZURE_STORAGE_CONNECTION_STRING"])
-            self._client = svc.get_container_client(self.bucket)
-        return self._client
-
-    # -- reads --
-    def listing(self) -> dict[str, dict[str, Any]]:
-        """relative key -> {"size", "mtime", "etag"} for every object under the prefix."""
-        out: dict[str, dict[str, Any]] = {}
-        n = len(self.prefix)
-        if self.scheme == "file":
-            if not self.root.exists():
-                return out
-            for p in self.root.rglob("*"):
-                rel = p.relative_to(self.root).as_posix()
-                if not p.is_file() or ".gns-locks" in rel.split("/"):
-                    continue
-                if p.name.startswith(".") and not rel.startswith(".gns/"):
-                    continue  # the local store's sidecars and temp files
-                if rel.startswith(".gns/") and not rel.endswith(".json"):
-                    continue
-                st = p.stat()
-                out[rel] = {"size": st.st_size, "mtime": st.st_mtime_ns,
-                            "etag": f"{st.st_ino}-{st.st_mtime_ns}"}
-        elif self.scheme == "s3":
-            pages = self._s3().get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix)
-            for page in pages:
-                for o in page.get("Contents", ()):
-                    out[o["Key"][n:]] = {"size": o["Size"], "mtime": o["LastModified"],
-                                         "etag": o["ETag"]}
-        elif self.scheme == "gs":
-            for b in self._gcs().list_blobs(prefix=self.prefix or None):
-                out[b.name[n:]] = {"size": b.size, "mtime": b.updated, "etag": b.etag}
-        else:
-            for b in self._az().list_blobs(name_starts_with=self.prefix or None):
-                out[b.name[n:]] = {"size": b.size, "mtime": b.last_modified, "etag": b.etag}
-        return out
-
-    def read(self, key: str) -> bytes | None:
-        """The object's bytes (None if absent)."""
-        full = self.prefix + key
-        if self.scheme == "file":
-            p = self.root / key
-            return p.read_bytes() if p.is_file() else None
-        if self.scheme == "s3":
-            c = self._s3()
-            try:
-                return c.get_object(Bucket=self.bucket, Key=full)["Body"].read()  # type: ignore[no-any-return]
-            except c.exceptions.NoSuchKey:
-                return None
-        if self.scheme == "gs":
-            from google.api_core.exceptions import NotFound as GcsNotFound
-
-            try:
-                return self._gcs().blob(full).download_as_bytes()  # type: ignore[no-any-return]
-            except GcsNotFound:
-                return None
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            return self._az().download_blob(full).readall()  # type: ignore[no-any-return]
-        except ResourceNotFoundError:
-            return None
-
-    def head_etag(self, key: str) -> Any:
-        if self.scheme == "s3":
-            c = self._s3()
-            try:
-                return c.head_object(Bucket=self.bucket, Key=self.prefix + key)["ETag"]
-            except Exception:
-                return None
-        return self.listing().get(key, {}).get("etag")
-
-    def contents(self) -> dict[str, bytes]:
-        out = {}
-        for key in self.listing():
-            data = self.read(key)
-            if data is not None:
-                out[key] = data
-        return out
-
-    def sha_metadata(self, key: str) -> str | None:
-        """The sha256 the object carries as metadata (S3 / GCS / Azure)."""
-        full = self.prefix + key
-        if self.scheme == "s3":
-            return self._s3().head_object(Bucket=self.bucket, Key=full)["Metadata"].get("sha256")  # type: ignore[no-any-return]
-        if self.scheme == "gs":
-            b = self._gcs().get_blob(full)
-            return (b.metadata or {}).get("sha256")  # type: ignore[no-any-return]
-        if self.scheme == "az":
-            return self._az().get_blob_client(full).get_blob_properties().metadata.get("sha256")  # type: ignore[no-any-return]
-        return None
-
-
-def check_store(d: Direct, expected: dict[str, bytes], version: int, volume: str) -> None:
+def check_store(d: RawStore, expected: dict[str, bytes], version: int, volume: str) -> None:
     """The target holds exactly ``expected`` (paths, sizes, sha256) and commits ``version``."""
     objs = d.contents()
     files = {k: v for k, v in objs.items() if not k.startswith(".gns/")}
@@ -356,7 +178,7 @@ def test_every_target_kind_at_once_contents_match(
     make_volume(fed, "sensors", "onprem-a")
     apply_policy(fed, tmp_path, policy_doc("sensors-dr", "sensors", "continuous",
                                            ["onprem-b", s3, gs, az, local]))
-    stores = [Direct(s3, moto_s3), Direct(gs, fake_gcs), Direct(az, azurite), Direct(local, None)]
+    stores = [RawStore(s3, moto_s3), RawStore(gs, fake_gcs), RawStore(az, azurite), RawStore(local, None)]
 
     files = {
         "readme.txt": b"hello mirrors\n",
@@ -415,14 +237,13 @@ def test_incremental_sync_moves_only_changed_files(
     fed.add("onprem-a")
     make_volume(fed, "inc", "onprem-a")
     apply_policy(fed, tmp_path, policy_doc("inc-dr", "inc", "manual", [s3]))
-    d = Direct(s3, moto_s3)
+    d = RawStore(s3, moto_s3)
     files = {f"d{i % 7}/f{i:03d}.dat": os.urandom(2000 + i) for i in range(200)}
     with fed.client() as c:
         head = put_all(c, "inc", files)
 
     # manual: nothing moves until `gns mirror sync`
-    time.sleep(1.5)
-    assert d.listing() == {}
+    holds_for(lambda: d.listing() == {}, 1.5, "an empty target before `gns mirror sync`", every=0.3)
     before = cli_status(fed, "inc-dr")[s3]
     assert (before["version"], before["lag_versions"]) == (0, head), before
     assert before["state"] != "Synced", before
@@ -484,7 +305,7 @@ class ManifestWatch(threading.Thread):
     in-place marker naming another version), every file the manifest lists must be there
     with the listed size and sha256 (bytes hashed, cached by etag)."""
 
-    def __init__(self, d: Direct) -> None:
+    def __init__(self, d: RawStore) -> None:
         super().__init__(daemon=True)
         self.d = d
         self.stop = threading.Event()
@@ -557,7 +378,7 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
         fed.wait_healthy(cid, timeout=30)
     make_volume(fed, "crashv", "onprem-a")
     apply_policy(fed, tmp_path, policy_doc("crash-dr", "crashv", "manual", [uri, "onprem-b"]))
-    d = Direct(uri, seaweed_s3)
+    d = RawStore(uri, seaweed_s3)
 
     files = {f"old/{i:03d}": f"old {i} ".encode() * 200 for i in range(20)}
     with fed.client() as c:
@@ -589,8 +410,7 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
         def arrived() -> int:
             return sum(1 for k in d.listing() if k.startswith("new/"))
 
-        n = wait_for("the pass to get going", lambda: arrived() >= 40 or sync.poll() is not None,
-                     timeout=90, every=0.03)
+        n = wait_for(lambda: arrived() >= 40 or sync.poll() is not None, 90, "the pass to get going", every=0.03)
         assert sync.poll() is None, f"the pass ended before the kill: {n}"
         fed.kill("onprem-a", signal.SIGKILL)
         assert sync.wait(60) != 0, "sync --wait reported success though its owner died"
@@ -622,7 +442,7 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
     t, tb = json.loads(ok(out))[0]["targets"]
     assert (t["state"], t["version"], t["lag_versions"]) == ("Synced", head, 0), t
     assert (tb["state"], tb["version"], tb["lag_versions"]) == ("Synced", head, 0), tb
-    wait_for("the watch to check the new version", lambda: head in watch.claimed, timeout=20)
+    wait_for(lambda: head in watch.claimed, 20, "the watch to check the new version", every=0.2)
     watch.stop.set()
     watch.join(30)
     moved = t["files"] - files_v1
@@ -655,13 +475,13 @@ def test_kill9_leader_reelected_and_interval_passes_go_on(
         fed.add(cid, wait=False)
     for cid in fed.controllers:
         fed.wait_healthy(cid, timeout=30)
-    leader = wait_for("a federation leader", lambda: leader_of(fed), timeout=15)
+    leader = wait_for(lambda: leader_of(fed), 15, "a federation leader", every=0.2)
     owner, replica = sorted(c for c in fed.controllers if c != leader)
     local = f"file://{tmp_path}/dr/iv"
     make_volume(fed, "iv", owner)
     apply_policy(fed, tmp_path, policy_doc("iv-dr", "iv", "interval", [replica, local],
                                            interval="2s"))
-    d = Direct(local, None)
+    d = RawStore(local, None)
 
     files = {f"a/{i:02d}": os.urandom(1000 + i) for i in range(30)}
     with fed.client() as c:
@@ -674,13 +494,10 @@ def test_kill9_leader_reelected_and_interval_passes_go_on(
         head = put_all(c, "iv", more)
     files.update(more)
     # kill the leader once the interval pass is moving files
-    wait_for("the interval pass to start", lambda: any(k.startswith("b/") for k in d.listing()),
-             timeout=30, every=0.05)
+    wait_for(lambda: any(k.startswith("b/") for k in d.listing()), 30, "the interval pass to start", every=0.05)
     t0 = time.monotonic()
     fed.kill(leader, signal.SIGKILL)
-    new_leader = wait_for("a new leader",
-                          lambda: (lambda x: x if x not in (None, leader) else None)(leader_of(fed)),
-                          timeout=fed.lease_ttl + 15, every=0.1)
+    new_leader = wait_for(lambda: (lambda x: x if x not in (None, leader) else None)(leader_of(fed)), fed.lease_ttl + 15, "a new leader", every=0.1)
     took = time.monotonic() - t0
     assert new_leader in (owner, replica)
     assert took <= fed.lease_ttl + 4, f"re-election took {took:.1f}s (lease TTL {fed.lease_ttl}s)"
@@ -761,7 +578,7 @@ def test_continuous_lag_under_max_lag_then_lagging_when_target_stopped(
         assert not seen & {"Lagging", "Error"}, (t, seen)
     assert all(st[t]["last_error"] is None for t in st), st
     check_replica(fed, "onprem-b", "cont", expected)
-    check_store(Direct(local, None), expected, head[0], "cont")
+    check_store(RawStore(local, None), expected, head[0], "cont")
 
     # a target that cannot keep up: onprem-b frozen while writes go on, maxLag 2s
     apply_policy(fed, tmp_path, policy_doc("cont-dr", "cont", "continuous", ["onprem-b", local],
@@ -773,18 +590,16 @@ def test_continuous_lag_under_max_lag_then_lagging_when_target_stopped(
         w.start()
         with fed.client(watch=False) as c:
             # the healthy target keeps following the writes meanwhile ...
-            wait_for("writes while onprem-b is frozen", lambda: head[0] >= frozen_at + 6,
-                     timeout=30)
+            wait_for(lambda: head[0] >= frozen_at + 6, 30, "writes while onprem-b is frozen", every=0.2)
             h = head[0]
-            wait_for("the file target to follow",
-                     lambda: fast_status(c, "cont-dr")[local]["version"] >= h, timeout=20)
+            wait_for(lambda: fast_status(c, "cont-dr")[local]["version"] >= h, 20, "the file target to follow", every=0.2)
 
             # ... while the frozen one stays behind, and says so
             def lagging() -> dict[str, Any] | None:
                 e = fast_status(c, "cont-dr")["onprem-b"]
                 return e if e["state"] in ("Lagging", "Error") else None
 
-            bad = wait_for("onprem-b to show Lagging", lagging, timeout=15, every=0.1)
+            bad = wait_for(lagging, 15, "onprem-b to show Lagging", every=0.1)
             assert bad["version"] == frozen_at and bad["lag_versions"] >= 6, bad
             if bad["state"] == "Lagging":
                 assert bad["lag_seconds"] > 2.0, bad
@@ -843,9 +658,7 @@ def test_status_says_syncing_only_while_a_pass_runs(federation: Federation,
     with fed.client() as c:
         put_all(c, "stv", {f"f{i:03d}": i.to_bytes(4, "big") + block[4:] for i in range(120)})
     with fed.client(watch=False) as r:
-        wait_for("the owner to publish the target's record",
-                 lambda: any(v.get("policy") == "st-dr" for v in r.view().mirror_status.values()),
-                 timeout=10)
+        wait_for(lambda: any(v.get("policy") == "st-dr" for v in r.view().mirror_status.values()), 10, "the owner to publish the target's record", every=0.2)
         # (a) manual, behind, no pass running
         assert fast_status(r, "st-dr")[local]["state"] == "Lagging"
 
@@ -853,9 +666,7 @@ def test_status_says_syncing_only_while_a_pass_runs(federation: Federation,
             [sys.executable, "-m", "federation.cli.main", "mirror", "sync", "st-dr", "--wait"],
             env=fed.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for("the pass to be published as running",
-                     lambda: any(v.get("syncing") for v in r.view().mirror_status.values()),
-                     timeout=30, every=0.05)
+            wait_for(lambda: any(v.get("syncing") for v in r.view().mirror_status.values()), 30, "the pass to be published as running", every=0.05)
             fed.kill("onprem-a", signal.SIGKILL)
             sync.wait(30)
         finally:

@@ -9,25 +9,25 @@ tested by SIGKILLing a pass running in a subprocess.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cloud_adapters.registry import open_store
-from cloud_adapters.uri import parse_uri
 from federation.storage import VolumeStorage
 from mirroring.engine import run_pass, verify
 from mirroring.protocols import TargetState
 from mirroring.targets import MANIFEST_KEY, ObjectStoreTarget
+from tests.fixtures.manifest import resolve_manifest
 from tests.fixtures.objectstores import ServerHandle
+from tests.support import RawStore
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -41,92 +41,20 @@ def _sha(b: bytes) -> str:
 # raw SDK access (independent of cloud_adapters)
 
 
-@dataclass
-class Raw:
-    """Reads/writes one target prefix with the vendor SDK directly."""
+class Raw(RawStore):
+    """A target prefix read with the vendor SDK directly, named by the kind of server."""
 
-    kind: str
-    uri: str
-    srv: ServerHandle | None
-
-    def _parts(self) -> tuple[str, str]:
-        u = parse_uri(self.uri)
-        return u.container, (u.prefix + "/" if u.prefix else "")
+    def __init__(self, kind: str, uri: str, srv: ServerHandle | None) -> None:
+        super().__init__(uri, srv)
+        self.kind = kind
 
     def objects(self) -> dict[str, bytes]:
         """key (relative to the prefix) -> bytes, for every object under the prefix."""
-        bucket, prefix = self._parts()
-        out: dict[str, bytes] = {}
-        if self.kind == "local":
-            root = Path(parse_uri(self.uri).prefix)
-            for p in root.rglob("*"):
-                rel = p.relative_to(root).as_posix()
-                if p.is_file() and not p.name.startswith(".") and ".gns-locks" not in rel:
-                    out[rel] = p.read_bytes()
-            for p in (root / ".gns").glob("*.json"):
-                out[f".gns/{p.name}"] = p.read_bytes()
-            return out
-        assert self.srv is not None
-        if self.kind.startswith("s3"):
-            import boto3
+        return self.contents()
 
-            c = boto3.client("s3", endpoint_url=self.srv.endpoint, region_name="us-east-1",
-                             aws_access_key_id="testing", aws_secret_access_key="testing")
-            for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                      Prefix=prefix):
-                for o in page.get("Contents", ()):
-                    body = c.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
-                    out[o["Key"][len(prefix):]] = body
-        elif self.kind == "gcs":
-            from google.auth.credentials import AnonymousCredentials
-            from google.cloud import storage
-
-            gc = storage.Client(project="gns", credentials=AnonymousCredentials(),
-                                client_options={"api_endpoint": self.srv.endpoint})
-            for b in gc.list_blobs(bucket, prefix=prefix or None):
-                out[b.name[len(prefix):]] = b.download_as_bytes()
-        else:
-            from azure.storage.blob import BlobServiceClient
-
-            svc = BlobServiceClient.from_connection_string(
-                self.srv.env_vars["AZURE_STORAGE_CONNECTION_STRING"])
-            cc = svc.get_container_client(bucket)
-            for b in cc.list_blobs(name_starts_with=prefix or None):
-                out[b.name[len(prefix):]] = cc.download_blob(b.name).readall()
-        return out
-
-    def overwrite(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
-        bucket, prefix = self._parts()
-        if self.kind == "local":
-            (Path(parse_uri(self.uri).prefix) / key).write_bytes(data)
-            return
-        assert self.srv is not None
-        if self.kind.startswith("s3"):
-            import boto3
-
-            c = boto3.client("s3", endpoint_url=self.srv.endpoint, region_name="us-east-1",
-                             aws_access_key_id="testing", aws_secret_access_key="testing")
-            c.put_object(Bucket=bucket, Key=prefix + key, Body=data, Metadata=metadata or {})
-        elif self.kind == "gcs":
-            from google.auth.credentials import AnonymousCredentials
-            from google.cloud import storage
-
-            gc = storage.Client(project="gns", credentials=AnonymousCredentials(),
-                                client_options={"api_endpoint": self.srv.endpoint})
-            gc.bucket(bucket).blob(prefix + key).upload_from_string(data)
-        else:
-            from azure.storage.blob import BlobServiceClient
-
-            svc = BlobServiceClient.from_connection_string(
-                self.srv.env_vars["AZURE_STORAGE_CONNECTION_STRING"])
-            svc.get_container_client(bucket).upload_blob(prefix + key, data, overwrite=True)
-
-    def files(self) -> dict[str, str]:
-        """Volume files only: path -> sha256 of the stored bytes."""
-        return {k: _sha(v) for k, v in self.objects().items() if not k.startswith(".gns/")}
-
-    def manifest(self) -> dict:  # type: ignore[type-arg]
-        return json.loads(self.objects()[MANIFEST_KEY])
+    def manifest(self) -> dict[str, Any]:
+        objs = self.contents()
+        return resolve_manifest(objs[MANIFEST_KEY], objs.get)
 
 
 def _make_target(kind: str, srv: ServerHandle | None, tmp_path: Path) -> tuple[ObjectStoreTarget,
@@ -166,7 +94,7 @@ def _check(vol: VolumeStorage, t: ObjectStoreTarget, raw: Raw) -> None:
     snap = _snapshot(vol)
     assert raw.files() == snap, raw.kind
     m = raw.manifest()
-    assert (m["format"], m["volume"], m["version"], m["epoch"]) == (1, "sensors", vol.version,
+    assert (m["format"], m["volume"], m["version"], m["epoch"]) == (2, "sensors", vol.version,
                                                                     vol.epoch)
     assert {p: e["sha256"] for p, e in m["files"].items()} == snap
     assert list(m["files"]) == sorted(m["files"])
