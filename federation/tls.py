@@ -53,7 +53,6 @@ __all__ = [
     "check_tls_dir",
     "Identity",
     "identity_of_pem",
-    "init_certs",
     "is_loopback",
     "reloading_server_credentials",
     "server_credentials",

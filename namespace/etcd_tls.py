@@ -19,6 +19,7 @@ from typing import Any
 
 import aetcd
 import aetcd.client
+import aetcd.exceptions
 import aetcd.rpc as rpc
 import grpc
 
@@ -79,15 +80,20 @@ class SecureClient(aetcd.Client):  # type: ignore[misc]
         super().__init__(*args, **kw)
         self._credentials = credentials
 
-    @aetcd.client._handle_errors  # type: ignore[misc]
     async def connect(self) -> None:
         if self._credentials is None:
-            await aetcd.Client.connect.__wrapped__(self)  # the base body, without double mapping
+            await super().connect()
             return
+        try:
+            await self._connect_secure()
+        except rpc.AioRpcError as exc:  # the same mapping as aetcd's own calls
+            aetcd.exceptions._handle_exception(exc)
+
+    async def _connect_secure(self) -> None:
         # The base class's connect, with a secure channel instead of an insecure one.
         if self._connected.is_set():
             return
-        if self._is_connecting:
+        if self._is_connecting:  # type: ignore[has-type]
             import asyncio
 
             await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
@@ -104,7 +110,7 @@ class SecureClient(aetcd.Client):  # type: ignore[misc]
             self.leasestub = rpc.LeaseStub(self.channel)
             self.maintenancestub = rpc.MaintenanceStub(self.channel)
             self._watcher = aetcd.client.watcher.Watcher(
-                rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata,
+                rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata,  # type: ignore[has-type]
             )
             self._connected.set()
         finally:
@@ -118,9 +124,11 @@ class SecureClient(aetcd.Client):  # type: ignore[misc]
         if self._watcher is not None:
             self._watcher._metadata = self.metadata  # new watch streams carry the new token
 
-    @aetcd.client._handle_errors  # type: ignore[misc]
     async def reauthenticate(self) -> None:
         """Trade the user and password for a fresh token (no-op without credentials)."""
         if self._username is None or self.auth_stub is None:
             return
-        await self._authenticate()
+        try:
+            await self._authenticate()
+        except rpc.AioRpcError as exc:
+            aetcd.exceptions._handle_exception(exc)

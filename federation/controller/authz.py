@@ -273,7 +273,7 @@ def peer_identity(context: grpc.aio.ServicerContext) -> Identity | None:
     return identity_of_pem(bytes(pems[0]))
 
 
-class AuthzInterceptor(grpc.aio.ServerInterceptor):
+class AuthzInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Establish the caller for every call, and check the data and internal services."""
 
     def __init__(self, authorizer: Authorizer) -> None:
@@ -337,7 +337,7 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
                         admit(request, context)
                     except PermissionDenied as exc:
                         await refuse(exc, context)
-                    async for reply in fn(request, context):  # type: ignore[misc]
+                    async for reply in fn(request, context):
                         yield reply
 
                 return grpc.unary_stream_rpc_method_handler(stream, **kw) if h.unary_stream else \
@@ -348,7 +348,7 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
                     admit(request, context)
                 except PermissionDenied as exc:
                     await refuse(exc, context)
-                return await fn(request, context)  # type: ignore[misc]
+                return await fn(request, context)
 
             if h.unary_unary is not None:
                 return grpc.unary_unary_rpc_method_handler(unary, **kw)
@@ -381,14 +381,14 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
                 checked = first_checked(requests, context)
                 # Check before the handler runs: it may act on the first message at once.
                 first = await _peek(checked)
-                return await fn(_prepend(first, checked), context)  # type: ignore[misc]
+                return await fn(_prepend(first, checked), context)
 
             return grpc.stream_unary_rpc_method_handler(client_stream, **kw)
 
         async def bidi(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             checked = first_checked(requests, context)
             first = await _peek(checked)
-            async for reply in fn(_prepend(first, checked), context):  # type: ignore[misc]
+            async for reply in fn(_prepend(first, checked), context):
                 yield reply
 
         return grpc.stream_stream_rpc_method_handler(bidi, **kw)

@@ -96,7 +96,7 @@ class ControlService:
                 if not isinstance(exc, GnsError):
                     log.error("Control/%s failed unexpectedly", name, exc_info=exc)
                 await context.abort(kind.code, str(exc) or type(exc).__name__, trailing_metadata(exc))
-                raise AssertionError("unreachable")
+                raise AssertionError("unreachable") from None
 
         return handle
 

@@ -123,7 +123,7 @@ def test_every_command_both_ways_gives_the_same_answer(fed: Federation, tmp_path
             out = proc.stdout.replace(name.encode(), b"{v}")
             results[way] = (proc.returncode, _stable(out) if proc.returncode == 0 and args[0] != "cat" else out,
                             proc.stderr.replace(name.encode(), b"{v}").decode())
-        (rc_e, out_e, err_e), (rc_c, out_c, err_c) = results["etcd"], results["controller"]
+        (rc_e, out_e, _), (rc_c, out_c, _) = results["etcd"], results["controller"]
         if rc_e != rc_c or out_e != out_c:
             mismatches.append((args, results))
     assert not mismatches, json.dumps([(a, {k: [v[0], str(v[1])[:300], v[2][:300]] for k, v in r.items()})
