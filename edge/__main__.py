@@ -26,11 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--listen", default="127.0.0.1:7090")
     parser.add_argument("--heartbeat", type=float, default=10.0)
+    parser.add_argument("--tls-dir")
+    parser.add_argument("--identity", default="client")
     args = parser.parse_args(argv)
     try:
         cfg = EdgeConfig(site=args.site, hubs=EdgeConfig.parse_hubs(args.hub), data_dir=Path(args.data_dir),
                          token=os.environ.pop("GNS_EDGE_TOKEN", None) or None, listen=args.listen,
-                         heartbeat=args.heartbeat)
+                         heartbeat=args.heartbeat, tls_dir=Path(args.tls_dir) if args.tls_dir else None,
+                         identity=args.identity)
         run_edge(cfg)
         return 0
     except GnsError as exc:

@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 
-from edge.bootstrap import join, load_identity, save_identity
+from edge.bootstrap import Dialer, join, load_identity, save_identity
 from edge.link import HubLink
 from edge.shipping import Shipper
 from edge.site import EdgeFederationService, EdgeVolumes, LocalNamespace, NeverFenced
@@ -53,6 +53,9 @@ class EdgeConfig:
     listen: str = "127.0.0.1:0"
     heartbeat: float = 10.0
     max_backoff: float = 5.0
+    tls_dir: Path | None = None
+    """Mutual TLS to the hubs (a CA the token must pin, and this site's certificate)."""
+    identity: str = "client"
 
     def __post_init__(self) -> None:
         check_name("site", self.site)
@@ -115,9 +118,14 @@ class EdgeController:
             if not cfg.token:
                 raise InvalidInput(f"site {cfg.site} has no identity in {cfg.data_dir}: pass --token")
             parse_token(cfg.token)  # a malformed token is refused before anything is written
+        dialer = Dialer(cfg.tls_dir, cfg.identity)
+        if cfg.tls_dir is not None:
+            from federation.tls import check_tls_dir
+
+            check_tls_dir(cfg.tls_dir, cfg.identity)
         claim_data_dir(cfg.data_dir)
         if identity is None and cfg.token:
-            identity = await join(list(cfg.hubs), cfg.token, cfg.site, max_delay=cfg.max_backoff)
+            identity = await join(list(cfg.hubs), cfg.token, cfg.site, max_delay=cfg.max_backoff, dialer=dialer)
             save_identity(cfg.data_dir, identity)
             log.warning("site %s joined (identity kept in %s)", cfg.site, cfg.data_dir)
         cache = LocalNamespace(cfg.site, cfg.data_dir)
@@ -145,7 +153,7 @@ class EdgeController:
         shipper = Shipper(cfg.site, cache, volumes, pool, self.uplink, link_up)
         self.link = link = HubLink(list(cfg.hubs), identity, cfg.heartbeat, cfg.data_dir, replayer=replay_down,
                                    on_view=cache.update, report=shipper.report, listen=listen,
-                                   max_backoff=cfg.max_backoff)
+                                   max_backoff=cfg.max_backoff, dialer=dialer)
         link.up = link_up
         link.on_up.append(shipper.kick)
         volumes.subscribe_commits(shipper.committed)

@@ -53,6 +53,31 @@ class Identity:
         return now >= self.credential_expires_at - life / 3
 
 
+@dataclass(frozen=True)
+class Dialer:
+    """How the site dials a hub: plain, or mutual TLS with a certificate of ``tls_dir``
+    whose CA must be the one the join token pins (K3s: trust only the pinned CA)."""
+
+    tls_dir: Path | None = None
+    identity: str = "client"
+
+    def ca_fingerprint(self) -> str:
+        from federation.tls import CA_CERT
+        from namespace.edge import ca_fingerprint
+
+        return ca_fingerprint((self.tls_dir / CA_CERT).read_bytes() if self.tls_dir is not None else None)
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        from federation.channels import BASE_OPTIONS
+
+        if self.tls_dir is None:
+            return grpc.aio.insecure_channel(address, options=BASE_OPTIONS)
+        from federation.tls import channel_credentials, channel_options
+
+        return grpc.aio.secure_channel(address, channel_credentials(self.tls_dir, self.identity),
+                                       options=BASE_OPTIONS + channel_options(self.tls_dir, address))
+
+
 def identity_path(data_dir: Path) -> Path:
     return data_dir / "identity.json"
 
@@ -82,13 +107,17 @@ def save_identity(data_dir: Path, ident: Identity) -> None:
     os.replace(tmp, path)
 
 
-async def join(hubs: list[str], token: str, site: str, *, max_delay: float = 5.0) -> Identity:
+async def join(hubs: list[str], token: str, site: str, *, max_delay: float = 5.0,
+               dialer: Dialer | None = None) -> Identity:
     """Redeem ``token`` at the first hub that answers; refusals end it (exit 4)."""
+    dialer = dialer or Dialer()
     pin = parse_token(token).ca_sha256
+    if dialer.tls_dir is not None and dialer.ca_fingerprint() != pin:
+        raise PermissionDenied("the CA in --tls-dir is not the one the token pins: refusing to trust it")
     attempt = 0
     while True:
         address = hubs[attempt % len(hubs)]
-        channel = grpc.aio.insecure_channel(address)
+        channel = dialer.channel(address)
         try:
             reply = await epb_grpc.EdgeLinkStub(channel).Join(
                 epb.JoinRequest(site=site, token=token, api_version=API_VERSION), timeout=10)

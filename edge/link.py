@@ -24,11 +24,10 @@ from typing import Any
 
 import grpc
 
-from edge.bootstrap import API_VERSION, Identity, backoff, save_identity
+from edge.bootstrap import API_VERSION, Dialer, Identity, backoff, save_identity
 from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
 from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
 from federation.api.errors import from_rpc_error
-from federation.channels import BASE_OPTIONS
 from federation.edge_mux import LinkMux, Replayer
 from namespace.errors import PermissionDenied
 
@@ -48,7 +47,8 @@ class Report:
 class HubLink:
     def __init__(self, hubs: list[str], identity: Identity, heartbeat: float, data_dir: Path, *,
                  replayer: Replayer, on_view: Callable[[bytes], None], report: Callable[[], Report],
-                 listen: str = "", max_backoff: float = 5.0) -> None:
+                 listen: str = "", max_backoff: float = 5.0, dialer: Dialer | None = None) -> None:
+        self.dialer = dialer or Dialer()
         self.hubs = hubs
         self.identity = identity
         self.heartbeat = heartbeat
@@ -94,7 +94,7 @@ class HubLink:
             await asyncio.sleep(backoff(attempt, self.max_backoff))
 
     async def _session(self, address: str) -> None:
-        channel = grpc.aio.insecure_channel(address, options=BASE_OPTIONS)
+        channel = self.dialer.channel(address)
         mux = LinkMux(odd=True, replayer=self.replayer, name=f"{self.identity.site}->{address}")
         hello = epb.Frame(hello=epb.Hello(site=self.identity.site, credential=self.identity.credential,
                                           heartbeat_s=self.heartbeat, api_version=API_VERSION,

@@ -44,7 +44,10 @@ def token_create(env: Env, site: str, ttl: float, hub: str | None) -> None:
 @click.option("--listen", default="127.0.0.1:7090", show_default=True, metavar="HOST:PORT",
               help="Where apps at the site reach it (--controller).")
 @click.option("--heartbeat", type=DURATION, default="10s", show_default=True, help="Heartbeat period; Down after three missed.")
-def join(hubs: str, token: str | None, site: str, data_dir: str, listen: str, heartbeat: float) -> None:
+@click.option("--tls-dir", metavar="DIR", help="Mutual TLS to the hubs (env GNS_TLS_DIR); its CA must be the one the token pins.")
+@click.option("--identity", default="client", show_default=True, metavar="NAME", help="Certificate of --tls-dir to use.")
+def join(hubs: str, token: str | None, site: str, data_dir: str, listen: str, heartbeat: float,
+         tls_dir: str | None, identity: str) -> None:
     """Run this edge site's controller in pull mode (dials out to a hub only)."""
     # The edge controller is its own layer (edge/, above federation): run it as its own
     # program, in this process. The token travels in the environment, not in argv (ps).
@@ -52,7 +55,10 @@ def join(hubs: str, token: str | None, site: str, data_dir: str, listen: str, he
     if token is not None:
         env["GNS_EDGE_TOKEN"] = token
     argv = [sys.executable, "-m", "edge", "--hub", hubs, "--site", site, "--data-dir", data_dir,
-            "--listen", listen, "--heartbeat", repr(heartbeat)]
+            "--listen", listen, "--heartbeat", repr(heartbeat), "--identity", identity]
+    tls_dir = tls_dir or os.environ.get("GNS_TLS_DIR")
+    if tls_dir:
+        argv += ["--tls-dir", tls_dir]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, env)

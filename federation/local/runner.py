@@ -39,6 +39,20 @@ class ClusterConfig(BaseModel):
         return check_name("cluster", v)
 
 
+class EdgeSiteConfig(BaseModel):
+    """An edge site ``gns up`` joins through a hub with a token it makes itself (SPEC §8)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    hub: str
+    heartbeat: float = Field(default=10.0, ge=0.05, le=3600)
+
+    @field_validator("id", "hub")
+    @classmethod
+    def _names(cls, v: str) -> str:
+        return check_name("cluster", v)
+
+
 class UpConfig(BaseModel):
     """The file ``gns up --config F`` reads (YAML)."""
 
@@ -55,6 +69,14 @@ class UpConfig(BaseModel):
         ],
         min_length=1,
     )
+    edges: list[EdgeSiteConfig] | None = None
+    """Edge sites; None (not given): ``edge-1`` through ``onprem-a`` when that cluster exists."""
+
+    def edge_sites(self) -> list[EdgeSiteConfig]:
+        if self.edges is not None:
+            return self.edges
+        hubs = {c.id for c in self.clusters}
+        return [EdgeSiteConfig(id="edge-1", hub="onprem-a")] if "onprem-a" in hubs else []
 
     @field_validator("clusters")
     @classmethod
@@ -190,7 +212,7 @@ class LocalFederation:
                 from federation.tls import init_certs
 
                 tls_dir = self.home / "tls"
-                init_certs(tls_dir, [c.id for c in config.clusters])
+                init_certs(tls_dir, [c.id for c in config.clusters] + [e.id for e in config.edge_sites()])
                 state["tls_dir"] = str(tls_dir)
             old_ctl = old.get("controllers", {})
             for c in config.clusters:
@@ -211,10 +233,40 @@ class LocalFederation:
                 }
             write_state(state, self.home)
             self._wait_ready(etcd_urls, [c.id for c in config.clusters], state, timeout)
+            if config.edge_sites():
+                self._join_edges(config, etcd_urls, tls_dir, state, old_ctl)
+                write_state(state, self.home)
+                self._wait_ready(etcd_urls, [c.id for c in config.clusters] + [e.id for e in config.edge_sites()],
+                                 state, timeout)
         except BaseException:
             self.down(quiet=True)
             raise
         return state
+
+    def _join_edges(self, config: UpConfig, etcd: str, tls_dir: Path | None, state: dict[str, Any],
+                    old_ctl: dict[str, Any]) -> None:
+        """Start each edge site, with a fresh token only if it has no identity yet."""
+        from federation.client import Client
+
+        for e in config.edge_sites():
+            hub = state["controllers"].get(e.hub)
+            if hub is None:
+                raise InvalidInput(f"edge site {e.id}: hub {e.hub} is not a cluster of this config")
+            data_dir = self.home / "clusters" / e.id
+            prev = old_ctl.get(e.id, {})
+            port = prev.get("port") if _free(prev.get("port")) else free_port()
+            cmd = [sys.executable, "-m", "federation.cli.main", "edge", "join", "--hub", hub["endpoint"],
+                   "--site", e.id, "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}",
+                   "--heartbeat", f"{e.heartbeat}s"]
+            if tls_dir is not None:
+                cmd += ["--tls-dir", str(tls_dir), "--identity", e.id]
+            if not (data_dir / "identity.json").exists():
+                with Client(etcd, home=self.home, tls_dir=tls_dir, watch=False) as client:
+                    cmd += ["--token", client.edge_token_create(e.id, ttl=600, hub=e.hub)["token"]]
+            env = {k: v for k, v in os.environ.items() if k not in ("GNS_ETCD", "GNS_HOME")}
+            proc = spawn_controller(cmd, self.home / "logs" / f"{e.id}.log", env=env)
+            state["controllers"][e.id] = {"pid": proc.pid, "port": port, "endpoint": f"127.0.0.1:{port}",
+                                          "data_dir": str(data_dir), "edge": True, "hub": e.hub}
 
     def _wait_ready(self, etcd: str, ids: list[str], state: dict[str, Any], timeout: float) -> None:
         from federation.client import Client
