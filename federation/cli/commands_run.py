@@ -109,4 +109,8 @@ def controller(env: Env, cluster_id: str, listen: str, data_dir: str, provider: 
         metrics_port=metrics_port, tls_dir=tls_dir, insecure=insecure, kubernetes=kubernetes,
         audit_log=Path(audit_log) if audit_log else None,
     )
+    if kubernetes:  # a missing or broken kubeconfig is refused before anything starts
+        from federation.kube.api import KubeConfig
+
+        KubeConfig.load()
     run_controller(config)

@@ -37,11 +37,9 @@ class CsiConfig:
 
     def socket_path(self) -> str:
         ep = self.endpoint
-        for prefix in ("unix://", "unix:"):
-            if ep.startswith(prefix):
-                path = ep[len(prefix):]
-                if path.startswith("/"):
-                    return path
+        prefix = "unix://" if ep.startswith("unix://") else "unix:"
+        if ep.startswith(prefix) and ep[len(prefix):].startswith("/"):
+            return ep[len(prefix):]
         raise InvalidInput(f"invalid --endpoint {ep!r}: expected unix:///absolute/path.sock")
 
     def check(self) -> None:
