@@ -26,7 +26,7 @@ from typing import Any
 from cloud_adapters.base import ObjectStore
 from cloud_adapters.registry import open_store
 from cloud_adapters.transfer import TransferPool
-from tests.fixtures.objectstores import STARTERS, ServerHandle, ServerUnavailable
+from federation.local.emulators import STARTERS, ServerHandle, ServerUnavailable
 
 MiB = 2**20
 

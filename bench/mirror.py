@@ -1,7 +1,7 @@
 """Mirror benchmark: ``python -m bench.mirror`` prints ONE JSON object (gns vs rclone).
 
 Both tools sync the same data to the same S3 server (SeaweedFS ``weed mini`` on loopback,
-started and stopped here by PID through ``tests.fixtures.objectstores``): rclone (Debian's
+started and stopped here by PID through ``federation.local.emulators``): rclone (Debian's
 ``/usr/bin/rclone``, configured through ``RCLONE_CONFIG_GNSS3_*`` variables, no config file)
 from a plain local directory, gns from a ``VolumeStorage`` holding the same files, through the
 mirror engine and ``ObjectStoreTarget`` in this process (``gns_path``).
@@ -34,10 +34,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cloud_adapters.registry import open_store
+from federation.local.emulators import ServerHandle, start_seaweed
 from federation.storage import FileMeta, VolumeStorage
 from mirroring.engine import run_pass
 from mirroring.targets import ObjectStoreTarget
-from tests.fixtures.objectstores import ServerHandle, start_seaweed
 
 MIB = 1 << 20
 RCLONE = shutil.which("rclone") or "/usr/bin/rclone"

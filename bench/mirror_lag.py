@@ -105,7 +105,7 @@ def measure(srv_env: dict[str, str], s3_uri: str, seconds: float = 60.0, rate: f
 
 
 if __name__ == "__main__":
-    from tests.fixtures.objectstores import start_seaweed
+    from federation.local.emulators import start_seaweed
 
     srv = start_seaweed()
     try:

@@ -97,8 +97,9 @@ class Mounted:
         mnt.mkdir(parents=True, exist_ok=True)
         self.point = mnt
         self.mnt = layout or mnt
-        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=open(log_file, "ab"), stdin=subprocess.DEVNULL)
+        with open(log_file, "ab") as err:
+            self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                         stdin=subprocess.DEVNULL)
         _wait(lambda: self.proc.poll() is not None or _serving(mnt), 60, f"mount at {mnt}")
         if self.proc.poll() is not None:
             raise RuntimeError(f"mount at {mnt} failed: {log_file.read_text()[-2000:]}")
@@ -324,7 +325,7 @@ def main() -> None:
 
 
 def _start_seaweed() -> Any:
-    from tests.fixtures.objectstores import start_seaweed
+    from federation.local.emulators import start_seaweed
 
     return start_seaweed()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +39,14 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         self.volumes = volumes
         self.pool = pool
         self._io = IOPool(pool).run
+        self._commit_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def _commit_lock(self, volume: str) -> threading.Lock:
+        """One commit at a time per replica: the owner's mirror worker and a hand-over's
+        final sync may both deliver the same version, and the second must see the first."""
+        with self._locks_lock:
+            return self._commit_locks.setdefault(volume, threading.Lock())
 
     def _check_sender(self, volume: str, source: str, epoch: int) -> None:
         vol = self.volumes.volume(volume)
@@ -129,6 +138,10 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         vs = await self._io(self._replica, h.volume)
 
         def apply() -> int:
+            with self._commit_lock(h.volume):
+                return commit()
+
+        def commit() -> int:
             if vs.epoch > h.epoch:
                 raise StaleEpoch(f"replica of {h.volume!r} holds epoch {vs.epoch} > {h.epoch}")
             if vs.epoch < h.epoch:

@@ -8,6 +8,7 @@ import urllib.request
 
 from federation.local.etcd_server import EtcdCluster, EtcdMember
 from tests.fixtures.federation import Federation
+from tests.support import holds_for
 
 
 def leader_of(cluster: EtcdCluster) -> EtcdMember:
@@ -41,8 +42,8 @@ def test_cli_and_controllers_survive_losing_a_member(etcd3: EtcdCluster, tmp_pat
             assert out.returncode == 0, out.stderr
             assert time.monotonic() - t0 < 20
             # the controller kept its lease through the election
-            time.sleep(fed.lease_ttl)
-            assert fed.state("onprem-a") == "Ready"
+            holds_for(lambda: fed.state("onprem-a") == "Ready", fed.lease_ttl, "onprem-a Ready",
+                      every=0.5)
             # bring the member back on its data dir before the next round
             victim.start(etcd3.initial_cluster)
             etcd3.wait_ready(30)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.federation import Federation, assert_error
+from tests.support import holds_for, wait_for, wait_synced
 
 AFTER = 2.0
 
@@ -38,24 +39,6 @@ def owner(fed: Federation, volume: str) -> dict[str, Any]:
     out = fed.gns("volume", "show", volume, "--json")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)  # type: ignore[no-any-return]
-
-
-def wait_for(pred: Any, timeout: float, what: str, step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(step)
-
-
-def wait_synced(fed: Federation, name: str, timeout: float = 30) -> None:
-    def synced() -> bool:
-        st = json.loads(fed.gns("mirror", "status", name, "--json").stdout)
-        return all(t["state"] == "Synced" for p in st for t in p["targets"])
-    wait_for(synced, timeout, f"{name} Synced", 0.2)
 
 
 class Writer:
@@ -221,13 +204,12 @@ def test_leader_dies_during_failover(fed3: Federation) -> None:
     for v in victims:
         fed.kill(v, signal.SIGKILL)
     survivors = [c for c in fed.controllers if c not in victims]
-    vol = wait_for(lambda: (lambda o: o if o["owner"] in survivors else None)(owner(fed, "ld")), 30,
-                   "promotion by a new leader")
+    vol = wait_for(lambda: (lambda o: o if o["owner"] in survivors else None)(owner(fed, "ld")),
+                   30, "promotion by a new leader")
     assert vol["state"] == "Ready" and vol["epoch"] == 2
     assert fed.gns("cat", "/ld/f").stdout == "x"
     # still exactly one owner after things settle
-    time.sleep(3)
-    assert owner(fed, "ld")["owner"] == vol["owner"]
+    holds_for(lambda: owner(fed, "ld")["owner"] == vol["owner"], 3, "one owner", every=0.5)
 
 
 def test_planned_promote_force_loses_nothing(fed3: Federation) -> None:
