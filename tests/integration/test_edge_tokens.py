@@ -1,0 +1,75 @@
+"""Join tokens on a real etcd (namespace.edge): one transaction decides, only hashes stored."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from federation.local.etcd_server import EtcdCluster
+from namespace import edge
+from namespace.errors import Conflict, InvalidInput, PermissionDenied
+from namespace.etcd import Etcd, EtcdConfig
+
+
+def run(etcd: EtcdCluster, body):  # type: ignore[no-untyped-def]
+    async def main():  # type: ignore[no-untyped-def]
+        client = await Etcd.connect(EtcdConfig.parse(etcd.urls))
+        try:
+            return await body(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
+
+
+def test_racing_joins_exactly_one_wins_and_no_secret_in_etcd(etcd: EtcdCluster) -> None:
+    async def body(client: Etcd) -> None:
+        made = await edge.create_token(client, "edge-1", "onprem-a", 60, edge.INSECURE_CA)
+        secret = made["token"].rsplit(".", 1)[1]
+        results = await asyncio.gather(
+            *(edge.redeem_token(client, made["token"], "edge-1", f"hub-{i}", edge.INSECURE_CA, 3600) for i in range(8)),
+            return_exceptions=True,
+        )
+        wins = [r for r in results if not isinstance(r, BaseException)]
+        assert len(wins) == 1
+        assert all(isinstance(r, Conflict) for r in results if isinstance(r, BaseException))
+        kvs, _ = await client.get_prefix(edge.EDGE.encode())
+        dump = b"".join(k + v for k, v in kvs)
+        assert secret.encode() not in dump and wins[0][0].encode() not in dump  # hashes only
+        rec = json.loads(await client.get(edge.site_key("edge-1")) or b"{}")
+        assert rec["hub"] == wins[0][1]["hub"]
+        await edge.check_credential(client, "edge-1", wins[0][0])
+        with pytest.raises(PermissionDenied):
+            await edge.check_credential(client, "edge-1", "guess")
+        fresh, _ = await edge.renew_credential(client, "edge-1", wins[0][0], 3600)
+        await edge.check_credential(client, "edge-1", fresh)
+        await edge.check_credential(client, "edge-1", wins[0][0])  # kept until the next renewal
+
+    run(etcd, body)
+
+
+def test_token_refusals_write_nothing(etcd: EtcdCluster) -> None:
+    async def body(client: Etcd) -> None:
+        made = await edge.create_token(client, "edge-2", "onprem-a", 60, edge.INSECURE_CA)
+        tok = made["token"]
+        with pytest.raises(PermissionDenied, match="issued for site"):
+            await edge.redeem_token(client, tok, "edge-3", "onprem-a", edge.INSECURE_CA, 60)
+        with pytest.raises(PermissionDenied, match="pins another CA"):
+            await edge.redeem_token(client, tok, "edge-2", "onprem-a", "f" * 64, 60)
+        with pytest.raises(PermissionDenied, match="forged"):
+            await edge.redeem_token(client, tok[:-2] + "zz", "edge-2", "onprem-a", edge.INSECURE_CA, 60)
+        with pytest.raises(PermissionDenied, match="malformed"):
+            await edge.redeem_token(client, "K10x", "edge-2", "onprem-a", edge.INSECURE_CA, 60)
+        short = await edge.create_token(client, "edge-4", "onprem-a", 0.05, edge.INSECURE_CA)
+        await asyncio.sleep(0.1)
+        with pytest.raises(Conflict, match="expired"):
+            await edge.redeem_token(client, short["token"], "edge-4", "onprem-a", edge.INSECURE_CA, 60)
+        for bad in (0, -1, 31 * 86400):
+            with pytest.raises(InvalidInput):
+                await edge.create_token(client, "edge-5", "onprem-a", bad, edge.INSECURE_CA)
+        sites, _ = await client.get_prefix(edge.SITES.encode())
+        assert sites == []
+        assert await edge.list_sites(client) == []
+
+    run(etcd, body)
