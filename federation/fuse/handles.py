@@ -108,6 +108,7 @@ class StagedFile:
         self.dirty = False
         self.exists_remote = exists  # committed at least once (so unlink must reach it)
         self.unlinked = False
+        self.exclusive = False  # created with O_EXCL: the first commit must not replace
         self.refs = 0
         self.lock = threading.Lock()  # one commit at a time
         self.touched = time.time()
@@ -155,8 +156,10 @@ class StagedFile:
             if not self.dirty or self.unlinked:
                 return None
             with open(self.file, "rb") as fh:
-                info: dict[str, Any] = client.put(fh, gpath, mode=self.mode, mtime=self.mtime)
+                info: dict[str, Any] = client.put(fh, gpath, mode=self.mode, mtime=self.mtime,
+                                                  if_absent=self.exclusive)
             self.dirty = False
+            self.exclusive = False
             self.exists_remote = True
             return info
 

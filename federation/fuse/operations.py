@@ -12,6 +12,7 @@ Global paths above every mount are "virtual" directories (the mount prefixes).
 """
 from __future__ import annotations
 
+import bisect
 import errno
 import functools
 import logging
@@ -181,15 +182,34 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         self.cache.put_attrs(rel, a, vol)
         return a
 
+    def _lookup_attrs(self, rel: str) -> Attrs | None:
+        """Blocking: answer a lookup from the parent's listing (one List call serves every
+        name of the directory, which is how ls -l, find, tar and rsync walk), else stat."""
+        parent, _, name = rel.rpartition("/")
+        if name:
+            entries = self.cache.get_list(parent)
+            if entries is None:
+                try:
+                    entries = self._listing(parent)
+                except GnsError:
+                    entries = None
+            if entries is not None:
+                i = bisect.bisect_left(entries, (name,))
+                if i < len(entries) and entries[i][0] == name:
+                    return entries[i][1]
+                return None
+        return self._remote_attrs(rel)
+
     async def attrs(self, rel: str, *, fresh: bool = False) -> Attrs | None:
         sf = self.pending.get(rel)
         if sf is not None:
             return self._staged_attrs(sf)
-        if not fresh:
-            hit, a = self.cache.get_attrs(rel)
-            if hit:
-                return a
-        return await self.call(self._remote_attrs, rel)
+        if fresh:
+            return await self.call(self._remote_attrs, rel)
+        hit, a = self.cache.get_attrs(rel)
+        if hit:
+            return a
+        return await self.call(self._lookup_attrs, rel)
 
     def _listing(self, rel: str) -> list[tuple[str, Attrs]]:
         """Blocking: a directory's entries (volume listing plus mount prefixes)."""
@@ -212,8 +232,12 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         self.cache.put_list(rel, entries, vol or "")
         return entries
 
-    def invalidate(self, rel: str) -> None:
-        """Forget what we know of ``rel`` and tell the kernel (our own change or a watch)."""
+    def invalidate(self, rel: str, *, gone: bool = False) -> None:
+        """A change made elsewhere (the change stream): forget what we know of ``rel`` and
+        drop the kernel's attributes and pages of it; ``gone`` (deleted or renamed away)
+        also drops its directory entry. Lookups that fail are not cached by the kernel, so
+        a new name needs nothing more; and a live entry is never dropped (a process whose
+        working directory it is would lose it)."""
         self.cache.invalidate(rel)
         ino = self.inodes.find(rel)
         if ino is not None:
@@ -221,6 +245,8 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
                 pyfuse3.invalidate_inode(ino, attr_only=False)
             except OSError:
                 pass  # the kernel does not hold it
+        if not gone:
+            return
         parent, _, name = rel.rpartition("/")
         pino = self.inodes.find(parent)
         if pino is not None and name:
@@ -333,9 +359,9 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         self._writable()
         rel = _join(self._path(parent_inode), os.fsdecode(name))
         g = self.gpath(rel)
-        if await self.call(self._volume, g) is None:
+        if self._volume(g) is None:
             raise pyfuse3.FUSEError(errno.EACCES)  # above every mount: nowhere to store it
-        existing = await self.attrs(rel, fresh=True)
+        existing = await self.attrs(rel)  # the kernel just looked it up: the cache knows
         if existing is not None:
             if flags & os.O_EXCL:
                 raise pyfuse3.FUSEError(errno.EEXIST)
@@ -345,6 +371,8 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         if sf is None:
             sf = StagedFile(self.staging, rel, (mode & 0o7777) or 0o644,
                             exists=existing is not None)
+            # O_EXCL holds across clusters too: the owner refuses the put if one appeared.
+            sf.exclusive = existing is None and bool(flags & os.O_EXCL)
             if existing is not None and not flags & os.O_TRUNC:
                 await self.call(sf.fill, self.client, g, existing.size, self.timeout)
             sf.dirty = True  # a new (or truncated) file is committed at close even if empty
@@ -377,8 +405,9 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
     async def _commit(self, sf: StagedFile) -> None:
         if not sf.dirty or sf.unlinked:
             return
-        await self.call(sf.commit, self.client, self.gpath(sf.rel), invalid=errno.EISDIR)
-        self.invalidate(sf.rel)
+        await self.call(sf.commit, self.client, self.gpath(sf.rel), invalid=errno.EISDIR,
+                        conflict=errno.EEXIST)
+        self.cache.invalidate(sf.rel)
 
     async def flush(self, fh: int) -> None:
         h = self._handles.get(fh)
@@ -439,7 +468,7 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
                 await self.call(self.client.set_mtime, g, mtime)
         # uid/gid (chown) are accepted and not kept: gns has no file owners.
         if changes:
-            self.invalidate(rel)
+            self.cache.invalidate(rel)
         a = await self.attrs(rel, fresh=changes)
         if a is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -467,10 +496,10 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         self._writable()
         rel = _join(self._path(parent_inode), os.fsdecode(name))
         g = self.gpath(rel)
-        if await self.call(self._volume, g) is None:
+        if self._volume(g) is None:
             raise pyfuse3.FUSEError(errno.EACCES)
         await self.call(self.client.mkdir, g, mode=(mode & 0o7777) or 0o755, invalid=errno.ENOTDIR)
-        self.invalidate(rel)
+        self.cache.invalidate(rel)
         return await self.lookup(parent_inode, name, ctx)
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
@@ -480,7 +509,7 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         if await self.call(self._mount_children, g):
             raise pyfuse3.FUSEError(errno.EBUSY)
         await self.call(self.client.rmdir, g, conflict=errno.ENOTEMPTY, invalid=errno.ENOTDIR)
-        self.invalidate(rel)
+        self.cache.invalidate_tree(rel)
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         self._writable()
@@ -489,10 +518,10 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         if sf is not None:
             sf.unlinked = True  # still-open descriptors keep it; it is never committed
             if not sf.exists_remote:
-                self.invalidate(rel)
+                self.cache.invalidate(rel)
                 return
         await self.call(self.client.rm, self.gpath(rel), keep_parent=True, invalid=errno.EISDIR)
-        self.invalidate(rel)
+        self.cache.invalidate(rel)
 
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: Any) -> None:
@@ -502,8 +531,7 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise pyfuse3.FUSEError(errno.EINVAL)
         g_old, g_new = self.gpath(old), self.gpath(new)
-        v_old = await self.call(self._volume, g_old)
-        v_new = await self.call(self._volume, g_new)
+        v_old, v_new = self._volume(g_old), self._volume(g_new)
         if v_old is None or v_new is None or v_old != v_new:
             raise pyfuse3.FUSEError(errno.EXDEV)
         if new.startswith(old + "/"):
@@ -532,8 +560,6 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
                 self.pending[sf.rel] = sf
         self.cache.invalidate_tree(old)
         self.cache.invalidate_tree(new)
-        self.invalidate(old)
-        self.invalidate(new)
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
         raise pyfuse3.FUSEError(errno.EPERM)  # no hard links: one path per file

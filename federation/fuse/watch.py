@@ -82,16 +82,18 @@ class Watcher:
 
     def _apply(self, change: dict[str, Any]) -> None:
         volume = change["volume"]
-        rels = self._rels(volume, change["relative_path"])
+        gone = change["op"] in ("rmdir", "delete") or (
+            change["op"] == "rename" and not change.get("src"))  # the old name's row
+        for rel in self._rels(volume, change["relative_path"]):
+            if gone:
+                self.ops.cache.invalidate_tree(rel)
+            self.ops.invalidate(rel, gone=gone)
         if change.get("src"):
             res = self.client.view().resolve(change["src"])
             if res is not None:
-                rels += self._rels(volume, res.relative_path)
-        tree = change["op"] in ("rmdir", "rename", "delete")
-        for rel in rels:
-            if tree:
-                self.ops.cache.invalidate_tree(rel)
-            self.ops.invalidate(rel)
+                for rel in self._rels(volume, res.relative_path):
+                    self.ops.cache.invalidate_tree(rel)
+                    self.ops.invalidate(rel, gone=True)
 
     def stop(self) -> None:
         self._stop.set()

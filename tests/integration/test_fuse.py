@@ -50,11 +50,12 @@ class Mount:
         if not _stale(mnt):  # a dead mount there is the CLI's to clear
             mnt.mkdir(parents=True, exist_ok=True)
         self.log = mnt.parent / f"{mnt.name}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "federation.cli.main", "fuse", str(mnt),
-             "--cache-dir", str(cache), *args],
-            env=fed.env(), stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),
-        )
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "federation.cli.main", "fuse", str(mnt),
+                 "--cache-dir", str(cache), *args],
+                env=fed.env(), stdout=subprocess.DEVNULL, stderr=err,
+            )
         wait_for(lambda: self.proc.poll() is not None or _serving(mnt), 30)
         assert self.proc.poll() is None, self.log.read_text()
 
@@ -372,6 +373,8 @@ def test_kill9_of_the_fuse_process(fed: Federation, tmp_path: Path) -> None:
     finally:
         writer.kill()
         writer.wait()
+        if writer.stdout is not None:
+            writer.stdout.close()
     with fed.client() as c:
         with pytest.raises(FileNotFoundError):
             c.stat("/fz/fz/unclosed.bin")  # never closed: never committed
