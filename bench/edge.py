@@ -242,7 +242,7 @@ def replica_version(endpoint: str, volume: str) -> int:
 
 
 def bench_drain(fed: Federation, root: Path, hub: str, core: str, changes: int, size: int, live: int) -> dict[str, Any]:
-    from tests.fixtures.tcpproxy import TcpProxy  # the same link cutter the tests use
+    from federation.local.tcpproxy import TcpProxy  # the same link cutter the tests use
 
     proxy = TcpProxy(hub).start()
     tok = json.loads(fed.gns("edge", "token", "create", "--site", "edge-b").stdout)["token"]

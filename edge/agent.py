@@ -32,10 +32,7 @@ from edge.link import HubLink
 from edge.shipping import Shipper
 from edge.site import EdgeFederationService, EdgeVolumes, LocalNamespace, NeverFenced
 from federation.channels import BASE_OPTIONS, AioChannelPool
-from federation.controller.metrics import ControllerMetrics
-from federation.controller.process import claim_data_dir
-from federation.controller.rpc_errors import ErrorInterceptor
-from federation.controller.service import add_to_server
+from federation.sitekit import ControllerMetrics, ErrorInterceptor, add_federation_service, claim_data_dir
 from federation.edge_mux import InCall, LinkMux, RelayHandler, forwardable, replay
 from namespace.edge import parse_token
 from namespace.errors import InvalidInput, Unavailable
@@ -137,7 +134,7 @@ class EdgeController:
         peers = _EdgePeers(AioChannelPool(None, cfg.site), up)
         service = EdgeFederationService(cfg.site, cache, volumes, metrics, peers, pool)  # type: ignore[arg-type]
         server = grpc.aio.server(options=BASE_OPTIONS, interceptors=[ErrorInterceptor(metrics)])
-        add_to_server(service, server)
+        add_federation_service(service, server)
         self.port = server.add_insecure_port(cfg.listen)
         if self.port == 0:
             raise Unavailable(f"cannot listen on {cfg.listen} (address in use?)")

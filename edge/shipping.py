@@ -29,9 +29,7 @@ from typing import Any
 
 from edge.link import Report
 from edge.site import LocalNamespace
-from federation.controller.aio import IOPool
-from federation.controller.replication import ClusterTarget
-from federation.controller.volumes import VolumeManager
+from federation.sitekit import ClusterTarget, IOPool, VolumeManager
 from mirroring.engine import run_pass
 from namespace.errors import GnsError
 

@@ -28,8 +28,7 @@ import grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
-from federation.controller.service import API_VERSIONS, RELEASE, FederationService, Resolved
-from federation.controller.volumes import VolumeManager
+from federation.sitekit import API_VERSIONS, RELEASE, FederationService, Resolved, VolumeManager
 from federation.edge_mux import forwardable
 from namespace.cache import NamespaceView
 from namespace.errors import InvalidInput, Unavailable

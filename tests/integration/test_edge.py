@@ -21,7 +21,7 @@ from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.local.ports import free_port
 from tests.fixtures.federation import Federation, assert_error
-from tests.fixtures.tcpproxy import TcpProxy
+from federation.local.tcpproxy import TcpProxy
 
 HB = 0.3
 

@@ -1,0 +1,31 @@
+"""The public surface an edge site builds its own small controller from.
+
+Why it exists: an edge site (``edge/``, the layer above) serves the same Federation API from
+the same on-disk volumes as a controller, but without etcd, a lease or a leader. Rather than
+reach into ``federation.controller`` module by module, it takes exactly these pieces from
+here, so what the edge depends on is one list that can be kept stable.
+"""
+from __future__ import annotations
+
+from federation.controller.handler_io import IOPool
+from federation.controller.metrics import ControllerMetrics
+from federation.controller.process import claim_data_dir
+from federation.controller.replication import ClusterTarget
+from federation.controller.rpc_errors import ErrorInterceptor
+from federation.controller.service import API_VERSIONS, RELEASE, FederationService, Resolved
+from federation.controller.service import add_to_server as add_federation_service
+from federation.controller.volumes import VolumeManager
+
+__all__ = [
+    "API_VERSIONS",
+    "RELEASE",
+    "ClusterTarget",
+    "ControllerMetrics",
+    "ErrorInterceptor",
+    "FederationService",
+    "IOPool",
+    "Resolved",
+    "VolumeManager",
+    "add_federation_service",
+    "claim_data_dir",
+]
