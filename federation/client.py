@@ -18,12 +18,12 @@ from typing import IO, Any, BinaryIO
 
 import grpc
 
-from federation.aioloop import LoopThread
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
 from federation.channels import CHUNK_SIZE, sync_channel
 from federation.home import home_dir, read_state
+from federation.loop_thread import LoopThread
 from federation.resolution import describe
 from namespace.cache import NamespaceCache, NamespaceView
 from namespace.control import ControlPlane, resolve_in
@@ -345,12 +345,12 @@ class Client:
     # -- mirror policies ------------------------------------------------------------------
     def mirror_apply(self, text: str, *, dry_run: bool = False) -> dict[str, Any]:
         """Validate and store a mirror policy document (YAML or JSON)."""
-        from mirroring.control import apply_policy
+        from mirroring.policy_store import apply_policy
 
         return self._run(apply_policy(self._control().etcd, text, dry_run=dry_run))  # type: ignore[no-any-return]
 
     def mirror_list(self) -> list[dict[str, Any]]:
-        from mirroring.control import list_policies
+        from mirroring.policy_store import list_policies
 
         return self._run(list_policies(self._control().etcd))  # type: ignore[no-any-return]
 
@@ -366,7 +366,7 @@ class Client:
         return statuses(view, name)
 
     def mirror_remove(self, name: str) -> None:
-        from mirroring.control import remove_policy
+        from mirroring.policy_store import remove_policy
 
         self._run(remove_policy(self._control().etcd, name))
 

@@ -1,7 +1,7 @@
 """Failover in the federation: promotion (automatic or manual), planned hand-over, and
 hydration of a volume from an object-store mirror onto a cluster.
 
-Decisions and the ownership transaction live in :mod:`mirroring.failover`; this module
+Decisions and the ownership transaction live in :mod:`mirroring.promotion`; this module
 gathers what they need over gRPC (replica versions, a final sync from a Ready owner) and
 runs the automatic loop on the federation leader. Every promotion is logged and counted
 with its reason.
@@ -19,14 +19,14 @@ from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
 from federation.channels import AioChannelPool
-from federation.controller.aio import IOPool
+from federation.controller.handler_io import IOPool
 from federation.controller.liveness import OwnerLiveness
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.mirrors import MirrorRunner
 from federation.controller.replication import ClusterTarget
 from federation.controller.volumes import VolumeManager
 from federation.storage import FileMeta
-from mirroring import failover as decide
+from mirroring import promotion as decide
 from mirroring.engine import run_pass
 from mirroring.policy import MirrorPolicy
 from namespace.cache import NamespaceCache

@@ -16,7 +16,7 @@ from federation.api.errors import from_rpc_error
 from federation.channels import AioChannelPool
 from federation.controller.mirrors import MirrorRunner
 from federation.controller.volumes import VolumeManager
-from mirroring.leader import LeaderElection
+from mirroring.election import LeaderElection
 from mirroring.policy import stored_policy
 from mirroring.scheduler import Scheduler
 from namespace.cache import NamespaceCache

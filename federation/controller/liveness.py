@@ -15,7 +15,7 @@ import grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.channels import AioChannelPool
-from mirroring.failover import automatic_policies
+from mirroring.promotion import automatic_policies
 from namespace.cache import NamespaceCache
 
 

@@ -23,7 +23,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from cloud_adapters.errors import ObjectStoreError
-from federation.controller.aio import IOPool
+from federation.controller.handler_io import IOPool
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.replication import ClusterTarget
 from federation.controller.volumes import VolumeManager

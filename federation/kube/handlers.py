@@ -13,8 +13,8 @@ from typing import Any, Protocol
 from federation.kube import ownership
 from federation.kube.api import GLOBAL_MOUNTS, MIRROR_POLICIES, Resource
 from federation.kube.conditions import condition
-from mirroring.control import apply_policy, remove_policy
 from mirroring.policy import MirrorPolicy, validate_document
+from mirroring.policy_store import apply_policy, remove_policy
 from mirroring.status import statuses
 from namespace.cache import load_view
 from namespace.control import ControlPlane

@@ -254,7 +254,7 @@ def test_validation_uses_the_current_owner(seeded: str) -> None:
 
 def test_owner_change_between_validation_and_commit_is_caught(seeded: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The store txn re-checks the volume key: a stale view cannot slip a policy through."""
-    import mirroring.control as control
+    import mirroring.policy_store as control
     from namespace.cache import load_view
     from namespace.errors import InvalidInput
     from namespace.models import Volume

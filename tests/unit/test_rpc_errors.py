@@ -13,13 +13,13 @@ import grpc
 import pytest
 
 from cloud_adapters import errors as store
-from federation.aioloop import LoopThread
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import KINDS, from_rpc_error
 from federation.cli.main import cli, run
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.rpc_errors import ErrorInterceptor
+from federation.loop_thread import LoopThread
 from namespace import errors as ns
 
 # SPEC §4: 1 other · 2 invalid input · 3 not found · 4 conflict · 5 unavailable.
