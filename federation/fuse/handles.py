@@ -8,10 +8,15 @@
   (filled from the committed file first unless truncated), random writes, appends and
   truncation act on it, and :meth:`StagedFile.commit` sends it as ONE atomic put. Several
   descriptors of one path share one StagedFile, so they see each other's writes.
+* :class:`StreamingPut`: a new (or truncated) file written front to back, as ``cp``,
+  ``dd`` and most writers do, is also streamed to the owner while it is written, so close
+  only finishes a put that is already under way; the first out-of-order write or
+  truncation aborts that put (nothing committed) and close sends the staged file instead.
 """
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +26,86 @@ from typing import Any
 from federation.fuse.staging import Staging
 
 WINDOW = 8 << 20
+STREAM_CHUNK = 1 << 20
+STREAM_QUEUE = 8  # chunks in flight to the owner: the memory bound of a streaming put
+
+
+class _Abort(Exception):
+    """Raised inside a streaming put's source to cancel it (nothing gets committed)."""
+
+
+class StreamingPut:
+    """A put fed chunk by chunk from FUSE writes, in a thread of its own (joined by
+    :meth:`finish` or :meth:`abort`)."""
+
+    _END = b""
+
+    def __init__(self, client: Any, gpath: str, mode: int, exclusive: bool) -> None:
+        self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=STREAM_QUEUE)
+        self.result: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(client, gpath, mode, exclusive), daemon=True,
+            name="gns-fuse-put")
+        self._thread.start()
+
+    def _run(self, client: Any, gpath: str, mode: int, exclusive: bool) -> None:
+        try:
+            self.result = client.put(_QueueSource(self.q), gpath, mode=mode, if_absent=exclusive)
+        except BaseException as exc:
+            self.error = exc
+            while True:  # unblock a writer waiting on a full queue
+                try:
+                    if self.q.get_nowait() in (None, self._END):
+                        break
+                except queue.Empty:
+                    break
+
+    def full(self) -> bool:
+        return self.q.full()
+
+    def push(self, chunk: bytes) -> None:
+        """Blocks while the owner is behind (call from a worker thread when ``full()``)."""
+        if self.error is None:
+            self.q.put(chunk)
+
+    def finish(self) -> dict[str, Any]:
+        if self.error is None:
+            self.q.put(self._END)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+    def abort(self) -> None:
+        if self._thread.is_alive():
+            try:
+                self.q.put(None, timeout=30)
+            except queue.Full:
+                pass
+            self._thread.join(30)
+
+
+class _QueueSource:
+    """A read()-able source over the queue; ``None`` aborts the put."""
+
+    def __init__(self, q: queue.Queue[bytes | None]) -> None:
+        self.q = q
+        self.done = False
+
+    def read(self, n: int = -1) -> bytes:
+        if self.done:
+            return b""
+        data = self.q.get()
+        if data is None:
+            raise _Abort("write was not sequential: the streamed put is abandoned")
+        if not data:
+            self.done = True
+        return data
+
+    def seekable(self) -> bool:
+        return False
 
 
 class RemoteReader:
@@ -109,6 +194,10 @@ class StagedFile:
         self.exists_remote = exists  # committed at least once (so unlink must reach it)
         self.unlinked = False
         self.exclusive = False  # created with O_EXCL: the first commit must not replace
+        self.stream_ok = False  # set for an empty new/truncated file: may stream while written
+        self.upload: StreamingPut | None = None
+        self._pend = bytearray()  # written, not yet handed to the upload
+        self.streamed = 0  # bytes handed to the upload
         self.refs = 0
         self.lock = threading.Lock()  # one commit at a time
         self.touched = time.time()
@@ -133,16 +222,41 @@ class StagedFile:
         if end > self.size:
             self.staging.reserve(self.size, end)
         n = os.pwrite(self.fd, data, off)
+        if self.stream_ok and off == self.streamed + len(self._pend) and off == self.size:
+            self._pend += data[:n]
+        elif self.stream_ok:
+            self.stop_stream()
         self.size = max(self.size, off + n)
         self.dirty = True
         self.mtime = None
         self.touched = time.time()
         return n
 
+    def stream_chunk(self, client: Any, gpath: str) -> bytes | None:
+        """A full chunk for the streaming put (started with the first one), if any."""
+        if not self.stream_ok or len(self._pend) < STREAM_CHUNK:
+            return None
+        if self.upload is None:
+            self.upload = StreamingPut(client, gpath, self.mode, self.exclusive)
+        chunk = bytes(self._pend)
+        self._pend.clear()
+        self.streamed += len(chunk)
+        return chunk
+
+    def stop_stream(self) -> None:
+        """Out of order: abandon the streamed put (commit will send the staged file)."""
+        self.stream_ok = False
+        self._pend.clear()
+        up, self.upload = self.upload, None
+        if up is not None:
+            up.abort()
+
     def read(self, off: int, size: int) -> bytes:
         return os.pread(self.fd, size, off)
 
     def truncate(self, size: int) -> None:
+        if self.stream_ok and size != self.size:
+            self.stop_stream()
         self.staging.reserve(self.size, size)
         os.ftruncate(self.fd, size)
         self.size = size
@@ -154,16 +268,29 @@ class StagedFile:
         """Send the staged content as one atomic put (if anything changed)."""
         with self.lock:
             if not self.dirty or self.unlinked:
+                self.stop_stream()
                 return None
-            with open(self.file, "rb") as fh:
-                info: dict[str, Any] = client.put(fh, gpath, mode=self.mode, mtime=self.mtime,
-                                                  if_absent=self.exclusive)
+            up = self.upload
+            if up is not None and self.stream_ok and self.streamed + len(self._pend) == self.size:
+                if self._pend:
+                    up.push(bytes(self._pend))
+                self._pend.clear()
+                self.upload, self.stream_ok = None, False
+                info: dict[str, Any] = up.finish()
+                if self.mtime is not None or int(info.get("mode") or self.mode) != self.mode:
+                    client.set_attrs(gpath, mode=self.mode, mtime=self.mtime)
+            else:
+                self.stop_stream()
+                with open(self.file, "rb") as fh:
+                    info = client.put(fh, gpath, mode=self.mode, mtime=self.mtime,
+                                      if_absent=self.exclusive)
             self.dirty = False
             self.exclusive = False
             self.exists_remote = True
             return info
 
     def close(self) -> None:
+        self.stop_stream()
         try:
             os.close(self.fd)
         except OSError:

@@ -343,6 +343,7 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         sf = StagedFile(self.staging, rel, a.mode or 0o644, exists=True)
         try:
             if flags & os.O_TRUNC:
+                sf.stream_ok = True
                 if a.size:
                     sf.dirty = True
             else:
@@ -375,6 +376,8 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
             sf.exclusive = existing is None and bool(flags & os.O_EXCL)
             if existing is not None and not flags & os.O_TRUNC:
                 await self.call(sf.fill, self.client, g, existing.size, self.timeout)
+            else:
+                sf.stream_ok = True
             sf.dirty = True  # a new (or truncated) file is committed at close even if empty
             self.pending[rel] = sf
         sf.refs += 1
@@ -398,9 +401,16 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         if not isinstance(h, StagedFile):
             raise pyfuse3.FUSEError(errno.EBADF)
         try:
-            return h.write(off, buf)
+            n = h.write(off, buf)
         except OSError as exc:
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        chunk = h.stream_chunk(self.client, self.gpath(h.rel))
+        if chunk is not None and h.upload is not None:
+            if h.upload.full():  # the owner is behind: wait off the event loop
+                await trio.to_thread.run_sync(h.upload.push, chunk)
+            else:
+                h.upload.push(chunk)
+        return n
 
     async def _commit(self, sf: StagedFile) -> None:
         if not sf.dirty or sf.unlinked:

@@ -265,6 +265,39 @@ def test_python_open_in_every_mode(mnt: Path) -> None:
         open(mnt / "fz/fz", "rb")
 
 
+def test_streamed_write_that_turns_random_commits_what_was_written(mnt: Path) -> None:
+    p = mnt / "fz/fz/turns-random.bin"
+    first = os.urandom(3 << 20)  # streamed to the owner while written...
+    with open(p, "wb") as f:
+        f.write(first)
+        f.seek(10)
+        f.write(b"0123456789")  # ...until this: the streamed put is abandoned
+        f.seek(0, os.SEEK_END)
+        f.write(b"tail")
+    want = first[:10] + b"0123456789" + first[20:] + b"tail"
+    assert p.read_bytes() == want
+    with open(p, "ab") as f:  # an append to a committed file (fetched, then staged)
+        f.write(b"+more")
+    assert p.read_bytes() == want + b"+more"
+
+
+def test_daemon_mode_returns_once_mounted(fed: Federation, tmp_path: Path) -> None:
+    mnt = tmp_path / "d"
+    mnt.mkdir()
+    proc = fed.gns("fuse", str(mnt), "--daemon", "--cache-dir", str(tmp_path / "c"),
+                   "--root", "/fz/fz")
+    assert proc.returncode == 0, proc.stderr
+    try:
+        assert _serving(mnt)
+        (mnt / "from-daemon.txt").write_text("d")
+        with fed.client() as c:
+            assert c.cat("/fz/fz/from-daemon.txt") == b"d"
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
+    # Unmounted from outside: the daemon exits and removes its staging directory.
+    wait_for(lambda: list((tmp_path / "c").glob("mount-*")) == [], 15)
+
+
 def test_pandas_through_the_mount(mnt: Path) -> None:
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame({"a": range(1000), "b": [f"r{i}" for i in range(1000)]})
