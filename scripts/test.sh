@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: FUSE (mounts, CSI node), rsync/rclone (peers in the mirroring tests) and
+# Debian packages: FUSE (mounts, CSI node; pyfuse3 builds against libfuse3-dev), rsync/rclone
+# (peers in the mirroring and FUSE tests, driven with git inside gns fuse mounts) and
 # kubectl (Debian's kubernetes-client; renders deploy/ in the deploy tests). Only what is
 # missing is installed, and the package lists are fetched only then.
 need=()
-for pkg in fuse3 libfuse3-dev pkg-config rsync rclone; do
+for pkg in fuse3 libfuse3-dev pkg-config rsync rclone git; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
