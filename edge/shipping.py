@@ -31,6 +31,7 @@ from edge.link import Report
 from edge.site import LocalNamespace
 from federation.sitekit import ClusterTarget, IOPool, VolumeManager
 from mirroring.engine import run_pass
+from mirroring.protocols import TargetState
 from namespace.errors import GnsError
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,30 @@ class _Capped:
     def pin(self) -> tuple[int, object]:
         version, token = self.vs.pin()
         return min(version, self.cap), token
+
+
+class _Known:
+    """A cluster target whose committed state this shipper already knows.
+
+    Only the owner writes a replica (the replica refuses anyone else), so after our own
+    commit of V the target holds V: asking again would cost a round trip through the link
+    per version. A blob is sent without asking ``has`` first: a version's files are new
+    content, and resending one after a crash is cheaper than a query for every file. If
+    the target was changed behind our back the commit is refused and the worker asks again.
+    """
+
+    def __init__(self, target: ClusterTarget, known: TargetState | None) -> None:
+        self.target, self.known = target, known
+        self.name = target.name
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.target, name)
+
+    def state(self) -> TargetState:
+        return self.known if self.known is not None else self.target.state()
+
+    def has(self, path: str, sha256: str) -> bool:
+        return False
 
 
 @dataclass
@@ -183,8 +208,9 @@ class Shipper:
 
     def _pass(self, w: Worker, vs: Any, endpoint: str, cap: int) -> Any:
         target = ClusterTarget(w.target, w.volume, self.site, endpoint, None, self.site, int(vs.epoch))
+        known = TargetState(w.acked, w.epoch) if w.acked >= 0 and w.epoch == int(vs.epoch) else None
         try:
-            return run_pass(_Capped(vs, cap), target, workers=2)
+            return run_pass(_Capped(vs, cap), _Known(target, known), workers=2)
         finally:
             target.close()
 
