@@ -113,6 +113,14 @@ class Grant:
                 "perms": [p for p in PERMS if p in self.perms]}
 
 
+def _hit(granted: dict[str, frozenset[str]], subjects: tuple[str, ...], perm: str) -> bool:
+    for s in subjects:
+        perms = granted.get(s)
+        if perms is not None and perm in perms:
+            return True
+    return False
+
+
 def ancestors(path: str) -> list[str]:
     """``/a/b`` → ``["/", "/a", "/a/b"]`` (``path`` must be normal)."""
     if path == "/":
@@ -171,20 +179,27 @@ class Grants:
         return frozenset(found)
 
     def allowed(self, subjects: Iterable[str], path: str, perm: str) -> bool:
-        subjects = tuple(subjects)
+        """May ``subjects`` do ``perm`` on normal ``path``? One dict lookup per component
+        (plus one per subject where a component has grants); no allocation but slices."""
+        subjects = subjects if isinstance(subjects, tuple) else tuple(subjects)
         if ADMIN_SUBJECT in subjects:
             return True
         by_path = self._by_path
-        if len(by_path) == 0:
+        if not by_path:
             return False
-        for prefix in ancestors(path):
-            granted = by_path.get(prefix)
-            if granted:
-                for s in subjects:
-                    perms = granted.get(s)
-                    if perms and perm in perms:
-                        return True
-        return False
+        granted = by_path.get("/")
+        if granted and _hit(granted, subjects, perm):
+            return True
+        if path == "/":
+            return False
+        end = path.find("/", 1)
+        while True:
+            granted = by_path.get(path if end == -1 else path[:end])
+            if granted and _hit(granted, subjects, perm):
+                return True
+            if end == -1:
+                return False
+            end = path.find("/", end + 1)
 
     def relevant(self, path: str) -> list[Grant]:
         """Grants on ``path``, its ancestors and everything below it."""

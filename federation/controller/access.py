@@ -4,12 +4,14 @@ The process wires this in four calls (interceptors at server creation, ``start``
 namespace cache, ``add_services``, ``stop``) so that ``process.py`` stays about start-up
 order. Without TLS there is no identity to check: the ``Control`` service still serves
 ``--controller`` clients, and no grant is consulted (SPEC §10: access control is on
-wherever TLS is).
+wherever TLS is). ``GNS_ACCESS_CONTROL=off`` in a controller's environment turns it off
+under TLS too; it exists only so ``bench.security`` can measure what the checks cost.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import grpc
@@ -34,7 +36,10 @@ class Access:
         self.authz: Authorizer | None = None
         self.audit: AuditLog | None = None
         self._client: Any = None
-        if cfg.tls_dir is not None:
+        if cfg.tls_dir is not None and os.environ.get("GNS_ACCESS_CONTROL", "on") == "off":
+            # Only for measuring what access control costs (bench.security): never in service.
+            log.warning("GNS_ACCESS_CONTROL=off: TLS without access control on %s", cfg.cluster)
+        elif cfg.tls_dir is not None:
             self.acl = AclCache(etcd)
             audit_path = getattr(cfg, "audit_log", None) or cfg.data_dir / "audit.log"
             self.audit = AuditLog(audit_path)

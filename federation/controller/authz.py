@@ -167,9 +167,13 @@ class Authorizer:
         if who.is_cluster:
             return True
         subjects = who.subjects
-        grants = self.grants
-        listed = list(paths) or ["/"]
-        return any(grants.allowed(subjects, p, perm) for p in listed)
+        check = self.grants.allowed
+        seen = False
+        for p in paths:
+            seen = True
+            if check(subjects, p, perm):
+                return True
+        return not seen and check(subjects, "/", perm)
 
     def require(self, perm: str, paths: Iterable[str], action: str, *, every: bool = False) -> Identity | None:
         """Raise PermissionDenied (and audit it) unless the current caller holds ``perm`` on
@@ -251,18 +255,40 @@ class Authorizer:
             self.deny(who, action, paths[0], perm)
 
 
-def _targets(message: Any, depth: int = 0) -> Iterable[Any]:
-    """Every ``Target`` in a request (top level and one level down, e.g. a write header)."""
-    for fd, value in message.ListFields():
-        mt = fd.message_type
-        if mt is None:
-            continue
-        values = [value] if hasattr(value, "ListFields") else list(value)  # one, or repeated
-        for v in values:
+_TARGET_FIELDS: dict[str, tuple[tuple[str, str | None], ...]] = {}
+
+
+def _target_fields(descriptor: Any) -> tuple[tuple[str, str | None], ...]:
+    """(field, subfield) pairs that hold a ``Target`` in a message type: top level, or one
+    level down (a write header), worked out once per type from its descriptor."""
+    found = _TARGET_FIELDS.get(descriptor.full_name)
+    if found is None:
+        pairs: list[tuple[str, str | None]] = []
+        for fd in descriptor.fields:
+            mt = fd.message_type
+            if mt is None or fd.is_repeated:  # no request carries a list of targets
+                continue
             if mt.name == "Target":
-                yield v
-            elif depth == 0:
-                yield from _targets(v, depth + 1)
+                pairs.append((fd.name, None))
+            else:
+                pairs += [(fd.name, sub.name) for sub in mt.fields
+                          if sub.message_type is not None and sub.message_type.name == "Target"]
+        found = _TARGET_FIELDS[descriptor.full_name] = tuple(pairs)
+    return found
+
+
+def _targets(message: Any) -> Iterable[Any]:
+    """Every ``Target`` set in a request."""
+    out = []
+    for name, sub in _target_fields(message.DESCRIPTOR):
+        if not message.HasField(name):
+            continue
+        value = getattr(message, name)
+        if sub is None:
+            out.append(value)
+        elif value.HasField(sub):
+            out.append(getattr(value, sub))
+    return out
 
 
 def peer_identity(context: grpc.aio.ServicerContext) -> Identity | None:
@@ -356,57 +382,41 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         fn = h.stream_unary or h.stream_stream
 
-        async def first_checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            """The request stream, after checking its first message (which names the target)."""
+        async def admitted(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            """The request stream once its first message (which names the target) passed;
+            checked before the handler sees anything, relayed untouched after that."""
             try:
                 who = self._who(context)
                 _CALLER.set(who)
-            except PermissionDenied as exc:
-                await refuse(exc, context)
-            it = requests.__aiter__()
-            try:
-                first = await it.__anext__()
-            except StopAsyncIteration:
-                return
-            try:
+                it = requests.__aiter__()
+                try:
+                    first = await it.__anext__()
+                except StopAsyncIteration:
+                    return _empty()
                 authz.check_message(who, service, method, first)
             except PermissionDenied as exc:
                 await refuse(exc, context)
-            yield first
-            async for msg in it:
-                yield msg
+            return _prepend(first, it)
 
         if h.stream_unary is not None:
             async def client_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-                checked = first_checked(requests, context)
-                # Check before the handler runs: it may act on the first message at once.
-                first = await _peek(checked)
-                return await fn(_prepend(first, checked), context)
+                return await fn(await admitted(requests, context), context)
 
             return grpc.stream_unary_rpc_method_handler(client_stream, **kw)
 
         async def bidi(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            checked = first_checked(requests, context)
-            first = await _peek(checked)
-            async for reply in fn(_prepend(first, checked), context):
+            async for reply in fn(await admitted(requests, context), context):
                 yield reply
 
         return grpc.stream_stream_rpc_method_handler(bidi, **kw)
 
 
-_EMPTY = object()
-
-
-async def _peek(it: AsyncIterator[Any]) -> Any:
-    try:
-        return await it.__anext__()
-    except StopAsyncIteration:
-        return _EMPTY
+async def _empty() -> AsyncIterator[Any]:
+    return
+    yield  # an async generator that yields nothing
 
 
 async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    if first is _EMPTY:
-        return
     yield first
     async for msg in rest:
         yield msg
