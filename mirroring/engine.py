@@ -92,6 +92,23 @@ class InPlaceTarget(Protocol):
 
 
 @runtime_checkable
+class WriteIntentTarget(Protocol):
+    """A target that can tell whether a pass was interrupted since its last commit."""
+
+    def begin_writing(self, to_version: int, epoch: int) -> bool:
+        """Called before a pass writes anything. True if no pass has written since the last
+        commit (the target then holds its committed version and nothing else of ours)."""
+
+
+@runtime_checkable
+class ChangeOriginSource(Protocol):
+    """A source that knows which changed paths existed at the target's version."""
+
+    def existed_at(self, after_version: int, upto_version: int) -> set[str]:
+        """Of the paths changed in (after, upto], those that existed at ``after``."""
+
+
+@runtime_checkable
 class DeltaTarget(Protocol):
     """A target whose commit point can record just what changed (``ObjectStoreTarget``: a
     delta segment), so an incremental pass does not rewrite a list of the whole volume."""
@@ -438,6 +455,10 @@ class _Run:
     deletes: _Spool = field(default_factory=_Spool)
     changes: tuple[list[FileLike], list[str]] | None = None
     """Incremental passes: the journal's net changes since the target's committed version."""
+    existed: set[str] | None = None
+    """Incremental passes on a target no pass has written to since its commit: the changed
+    paths that exist in its committed version (overwrites); the others are new paths. The
+    journal says what the target lacks, so no per-file HEAD is needed."""
 
     @property
     def in_place(self) -> bool:
@@ -519,7 +540,14 @@ class _Run:
     def incremental(self, copies: list[FileLike], deleted: list[str]) -> None:
         in_place = isinstance(self.target, InPlaceTarget)
 
+        existed = self.existed
+
         def classify(f: _Copy) -> tuple[str, _Copy]:
+            if in_place and existed is not None:
+                if f.path in existed:
+                    return "defer", f  # an overwrite: after begin_in_place
+                self.copy(f)
+                return "copied", f
             if in_place:
                 held = self.target.held_sha256(f.path)  # type: ignore[attr-defined]
                 if held == f.sha256:
@@ -603,6 +631,10 @@ def run_pass(
                  source.name, target.name, st.version, version, reason)
         run = _Run(source, target, version, st, TransferPool(workers), progress, should_stop)
         try:
+            if isinstance(target, WriteIntentTarget):
+                clean = target.begin_writing(version, source.epoch)
+                if clean and not full and isinstance(source, ChangeOriginSource):
+                    run.existed = source.existed_at(st.version, version)
             if full:
                 run.full()
             else:

@@ -70,7 +70,7 @@ class GroupCommitter(Generic[C, T]):
                 del self._queue[: self._max_batch]
             try:
                 self._run_batch(batch)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the batch
                 for r in batch:
                     if r.error is None:
                         r.error = exc

@@ -43,8 +43,8 @@ from typing import BinaryIO, Self, TypeVar
 from namespace.errors import Conflict, FileNotFound, InvalidInput, StaleEpoch
 
 from . import catalog as cat
-from .group_commit import GroupCommitter, Request
 from .blobs import SHA256_RE, BlobStore, TempBlob, fsync_dir
+from .group_commit import GroupCommitter, Request
 from .models import DirEntry, FileMeta, JournalEntry
 
 log = logging.getLogger(__name__)
@@ -495,7 +495,7 @@ class VolumeStorage:
                     conn.execute("SAVEPOINT put")
                     try:
                         req.result = req.apply(conn)
-                    except Exception as exc:  # this put only: its savepoint is undone
+                    except Exception as exc:  # noqa: BLE001 - this put only: its savepoint is undone
                         conn.execute("ROLLBACK TO put")
                         req.error = exc
                     finally:
@@ -983,6 +983,13 @@ class VolumeStorage:
             )
 
         return self._stream(setup)
+
+    def existed_at(self, after_version: int, upto_version: int) -> set[str]:
+        """Of the paths changed in (after, upto], those that existed at ``after``: lets the
+        mirror engine tell overwrites from new paths without asking the target (issue 14)."""
+        with self._read_txn() as conn:
+            return {row[0] for row in cat.net_changes(conn, after_version, upto_version)
+                    if row[6]}
 
     def changes_since(
         self, after_version: int, upto_version: int

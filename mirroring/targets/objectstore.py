@@ -7,6 +7,7 @@ other tool, so the layout is plain::
     <prefix>/.gns/manifest.json       the commit point, written LAST
     <prefix>/.gns/segments/<n>.json   the file list, in immutable pieces the manifest names
     <prefix>/.gns/pass.json           only while a pass replaces or deletes files in place
+    <prefix>/.gns/writing.json        from the start of a pass that writes until its commit
 
 The manifest (format 2) is small: ``{"format": 2, "volume", "version", "epoch",
 "committed_at", "segments": [{"key", "base", "entries"}, ...], "retired": [keys]}``. The
@@ -72,7 +73,8 @@ PASS_KEY = ".gns/pass.json"
 SEGMENTS_PREFIX = ".gns/segments/"
 MANIFEST_FORMAT = 2
 _READABLE_FORMATS = (1, 2)
-_RESERVED = frozenset((MANIFEST_KEY, PASS_KEY))
+WRITING_KEY = ".gns/writing.json"
+_RESERVED = frozenset((MANIFEST_KEY, PASS_KEY, WRITING_KEY))
 _HEAD_BYTES = 16384
 _ENTRIES_PER_CHUNK = 512
 _COMPACT_FRACTION = 4  # deltas beyond 1/4 of the base's entries: write a new base
@@ -328,6 +330,19 @@ class ObjectStoreTarget:
                                     ((p, changes[p]) for p in sorted(changes)))
         self._commit_manifest(seen, volume, version, epoch, (*seen.segments, delta))
 
+    def begin_writing(self, to_version: int, epoch: int) -> bool:
+        """Leave ``.gns/writing.json`` before a pass writes (one conditional put); the commit
+        removes it. Finding it already there means a pass died since the last commit and
+        may have left objects: the engine then asks per file (HEAD) to resume without
+        re-sending. Only ever an optimisation: either answer is safe."""
+        body = json.dumps({"to": to_version, "epoch": epoch,
+                           "started_at": round(time.time(), 3)}).encode()
+        try:
+            self.store.put(WRITING_KEY, body, if_absent=True)
+        except PreconditionFailed:
+            return False
+        return True
+
     def _writable(self, epoch: int) -> _Seen:
         if self._seen is None:
             self.state()
@@ -372,8 +387,8 @@ class ObjectStoreTarget:
         # Segments retired by the previous commit: no manifest names them any more, and a
         # reader of that previous manifest has had one commit interval to read them.
         try:
-            self.store.delete_many(k for k in seen.retired if k not in keys)
-            self.store.delete(PASS_KEY)
+            self.store.delete_many([*(k for k in seen.retired if k not in keys), PASS_KEY,
+                                    WRITING_KEY])
         except ObjectStoreError as exc:  # leftovers only: the marker names `to == version`
             log.warning("target %s: clean-up after commit v%d failed: %s",
                         self.name, version, exc)

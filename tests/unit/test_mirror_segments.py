@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from cloud_adapters.registry import open_store
 from federation.storage import VolumeStorage
 from mirroring.engine import run_pass, verify
 from mirroring.protocols import TargetState
 from mirroring.targets import MANIFEST_KEY, ObjectStoreTarget
 from mirroring.targets.objectstore import SEGMENTS_PREFIX
-from cloud_adapters.registry import open_store
 from tests.fixtures.manifest import resolve_manifest
 
 
@@ -140,3 +140,50 @@ def test_format_1_manifest_is_read_and_replaced_by_a_base(vol: VolumeStorage,
     m = _manifest(old)
     assert m["format"] == 2 and [s["base"] for s in m["segments"]] == [True]
     assert _committed(old) == _snapshot(vol)
+
+
+def test_incremental_pass_asks_the_target_nothing_per_file_unless_interrupted(
+        vol: VolumeStorage, tmp_path: Path) -> None:
+    from mirroring.targets.objectstore import WRITING_KEY
+
+    for i in range(20):
+        vol.put_bytes(f"f{i:03d}", b"old" * i)
+    t = _target(tmp_path)
+    run_pass(vol, t)
+    assert not t.store.exists(WRITING_KEY)
+    stats: list[str] = []
+    puts: list[str] = []
+    real_stat, real_put = t.store.stat, t.store.put
+
+    def stat(key: str):  # type: ignore[no-untyped-def]
+        stats.append(key)
+        return real_stat(key)
+
+    def put(key: str, *a, **kw):  # type: ignore[no-untyped-def]
+        puts.append(key)
+        return real_put(key, *a, **kw)
+
+    t.store.stat = stat  # type: ignore[method-assign]
+    t.store.put = put  # type: ignore[method-assign]
+    vol.put_bytes("f001", b"overwritten")
+    vol.put_bytes("new1", b"new")
+    r = run_pass(vol, t)
+    assert (r.reason, r.files_copied) == ("incremental", 2)
+    assert [k for k in stats if not k.startswith(".gns/")] == []  # the journal knew
+    assert t.state().version == vol.version and _committed(t) == _snapshot(vol)
+
+    # a pass that dies after writing leaves the marker: the next one asks per file and
+    # does not send again what already arrived
+    vol.put_bytes("new2", b"arrives, then the pass dies")
+    vol.put_bytes("new3", b"never sent")
+    assert t.begin_writing(vol.version, vol.epoch)
+    with vol.open_blob(_snapshot(vol)["new2"]) as blob:
+        t.put("new2", 27, _snapshot(vol)["new2"], 0.0, blob)
+    stats.clear()
+    puts.clear()
+    r = run_pass(vol, ObjectStoreTarget(t.store, t.name, volume="sensors"))
+    assert (r.files_copied, r.files_skipped) == (1, 1)
+    assert {"new2", "new3"} <= set(stats)
+    assert [k for k in puts if not k.startswith(".gns/")] == ["new3"]
+    assert _committed(t) == _snapshot(vol)
+    assert not t.store.exists(WRITING_KEY)
