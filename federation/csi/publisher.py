@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +32,10 @@ from namespace.errors import Unavailable
 log = logging.getLogger(__name__)
 
 FuseCommand = Callable[[str, str, bool], list[str]]
-"""(target, global path, read-only) -> the argv of a foreground ``gns fuse`` process."""
+"""(target, global path, read-only) -> the ``gns`` arguments of a foreground ``gns fuse``
+(``["--etcd", URL, "fuse", TARGET, "--root", PATH, ...]``)."""
+GNS = [sys.executable, "-m", "federation.cli.main"]
+SPARE = [sys.executable, "-m", "federation.csi.spare"]
 
 MOUNT_TIMEOUT = 10.0
 WATCH_INTERVAL = 0.25
@@ -67,10 +71,12 @@ class Publication:
 
 class Publisher:
     def __init__(self, command: FuseCommand, state_dir: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, warm_spare: bool = True) -> None:
         self.command = command
         self.state_dir = state_dir
         self.env = env
+        self.warm_spare = warm_spare
+        self._spare: subprocess.Popen[bytes] | None = None
         self._pubs: dict[str, Publication] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -81,6 +87,7 @@ class Publisher:
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._adopt()
+        self._refill_spare()
         self._thread = threading.Thread(target=self._watch, name="csi-fuse-watchdog", daemon=True)
         self._thread.start()
 
@@ -89,8 +96,12 @@ class Publisher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        if unmount:
-            with self._lock:
+        with self._lock:
+            spare, self._spare = self._spare, None
+            if spare is not None:
+                spare.kill()
+                spare.wait()
+            if unmount:
                 for target in list(self._pubs):
                     self.unpublish(target)
 
@@ -160,12 +171,7 @@ class Publisher:
             mountinfo.unmount(pub.target, lazy=True)
         self._terminate(pub)
         log_path = self._log_path(pub.target)
-        with open(log_path, "ab") as log_file:
-            proc = subprocess.Popen(
-                self.command(pub.target, pub.path, pub.readonly),
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                env=self.env, start_new_session=True,  # outlives the driver; no shared signals
-            )
+        proc = self._launch(self.command(pub.target, pub.path, pub.readonly), log_path)
         pub.proc, pub.pid = proc, proc.pid
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while time.monotonic() < deadline:
@@ -178,6 +184,35 @@ class Publisher:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.exists() else []
         raise Unavailable(f"gns fuse did not mount {pub.path} at {pub.target}"
                           f"{': ' + tail[0] if tail else ''}")
+
+    def _launch(self, args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+        """``gns ARGS`` in the background: handed to the warm spare when one is ready,
+        else started cold."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is None and spare.stdin is not None:
+            try:
+                spare.stdin.write(json.dumps({"argv": args, "log": str(log_path)}).encode() + b"\n")
+                spare.stdin.close()
+                self._refill_spare()
+                return spare
+            except OSError:
+                spare.kill()
+                spare.wait()
+        self._refill_spare()
+        with open(log_path, "ab") as log_file:
+            return subprocess.Popen(
+                GNS + args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                env=self.env, start_new_session=True,  # outlives the driver; no shared signals
+            )
+
+    def _refill_spare(self) -> None:
+        if not self.warm_spare or (self._spare is not None and self._spare.poll() is None):
+            return
+        with open(self.state_dir / "spare.log", "ab") as log_file:
+            self._spare = subprocess.Popen(
+                SPARE, stdin=subprocess.PIPE, stdout=log_file, stderr=log_file,
+                env=self.env, start_new_session=True,
+            )
 
     def _terminate(self, pub: Publication) -> None:
         if pub.alive() and pub.pid > 0:

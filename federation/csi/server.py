@@ -5,7 +5,6 @@ import hashlib
 import logging
 import os
 import signal
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ class CsiConfig:
             check_name("cluster", self.cluster)
 
     def fuse_command(self, target: str, path: str, readonly: bool) -> list[str]:
-        argv = [sys.executable, "-m", "federation.cli.main"]
+        argv: list[str] = []
         if self.etcd:
             argv += ["--etcd", self.etcd]
         if self.tls_dir:
