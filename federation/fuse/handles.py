@@ -52,7 +52,7 @@ class StreamingPut:
     def _run(self, client: Any, gpath: str, mode: int, exclusive: bool) -> None:
         try:
             self.result = client.put(_QueueSource(self.q), gpath, mode=mode, if_absent=exclusive)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the writer by finish()
             self.error = exc
             while True:  # unblock a writer waiting on a full queue
                 try:

@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("pyfuse3", reason="pyfuse3 is not installed (pip install 'gns[fuse]')")
 
-from federation.fuse.cache import Attrs, MetaCache  # noqa: E402
-from federation.fuse.errnos import errno_for  # noqa: E402
-from federation.fuse.inodes import ROOT_INODE, InodeTable  # noqa: E402
-from federation.fuse.staging import Staging  # noqa: E402
-from namespace.errors import (  # noqa: E402
+from federation.fuse.cache import Attrs, MetaCache
+from federation.fuse.errnos import errno_for
+from federation.fuse.inodes import ROOT_INODE, InodeTable
+from federation.fuse.staging import Staging
+from namespace.errors import (
     Conflict,
     FileNotFound,
     GnsError,
