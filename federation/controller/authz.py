@@ -81,6 +81,9 @@ def encode_identity(who: Identity) -> str:
 def decode_identity(value: str) -> Identity:
     """``user:NAME[,group:G...]`` → an :class:`Identity`; InvalidInput if malformed."""
     subject, *rest = value.split(",")
+    if subject.startswith("edge:"):
+        # The edge hub relays a site's own calls as ``edge:<site>``: the site is a cluster.
+        subject = "cluster:" + subject[len("edge:"):]
     check_subject(subject)
     if subject == "*":
         raise InvalidInput("cannot act on behalf of '*'")
