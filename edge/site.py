@@ -15,6 +15,7 @@ the epoch the hub last confirmed. Nothing here talks to etcd.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -168,6 +169,16 @@ class EdgeFederationService(FederationService):
     async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthReply:
         return pb.HealthReply(cluster=self.cluster, ready=True, fenced=False,
                               api_versions=API_VERSIONS, release=RELEASE)
+
+    async def Write(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> pb.WriteReply:
+        try:
+            return await super().Write(request_iterator, context)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # The journal is bounded only by the disk: refuse the new write, drop nothing old.
+            raise Unavailable(f"edge site {self.cluster}: disk full, write refused "
+                              "(every change already accepted is kept until it is shipped)") from None
 
     async def Resolve(self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext) -> pb.ResolveReply:
         path = normalize(request.path)

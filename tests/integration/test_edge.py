@@ -8,6 +8,7 @@ proxy the test owns.
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import time
 from pathlib import Path
@@ -299,3 +300,36 @@ def test_edge_cli_bad_input(federation: Federation) -> None:
     assert_error(g("edge", "list", "--etcd", "nota url"), 2)
     assert not Path(d, "identity.json").exists()
     assert json.loads(g("edge", "list", "--json").stdout) == []
+
+
+@pytest.mark.slow
+def test_full_disk_refuses_new_writes_keeps_old(federation: Federation, tmp_path: Path) -> None:
+    import subprocess
+
+    hub = federation.add("onprem-a")
+    e = edge_site(federation, "edge-1", [hub.endpoint])
+    e.data_dir.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(e.data_dir)],
+                             capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        e.start(token(federation, "edge-1"))
+        wait_cluster(federation, "edge-1", "Ready", timeout=20)
+        assert federation.gns("volume", "create", "sensors", "--cluster", "edge-1").returncode == 0
+        assert federation.gns("mount", "add", "/sensors", "sensors").returncode == 0
+        s = stub(e)
+        wait_for(lambda: _try(lambda: put(s, "/sensors/keep", b"kept")), 10, "first write")
+        refused = None
+        for i in range(40):
+            try:
+                put(s, f"/sensors/big{i}", os.urandom(512 * 1024))
+            except grpc.RpcError as exc:
+                refused = exc
+                break
+        assert refused is not None, "the disk never filled"
+        assert refused.code() == grpc.StatusCode.UNAVAILABLE and "disk full" in (refused.details() or "")
+        assert read(s, "/sensors/keep") == b"kept"
+    finally:
+        e.stop()
+        subprocess.run(["umount", "-l", str(e.data_dir)], capture_output=True)
