@@ -14,7 +14,7 @@
   readable again (worst of the rounds; goal <= 10).
 
 Real etcd, two controller processes (one with ``--kubernetes``), a ``gns csi`` process.
-Run from the repository root (it uses the fake API server in tests/fakes).
+The Kubernetes API is federation.local.fake_kube_apiserver (a labelled fake).
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ from typing import Any
 
 from bench._util import at_most, emit, log, machine_info, median, percentile, rnd, start_etcd
 from federation.api._gen.csi.v1 import csi_pb2 as csi
+from federation.local.csi_process import CsiProcess, fuse_available, mount_cap, start_csi
+from federation.local.fake_kube_apiserver import FakeKube
 from federation.local.harness import Federation
-from tests.fakes.kube_apiserver import FakeKube
-from tests.fixtures.csi import CsiProcess, fuse_available, mount_cap, start_csi
 
 
 def _ms(values: list[float]) -> dict[str, float]:

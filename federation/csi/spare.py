@@ -9,6 +9,7 @@ the driver would otherwise start cold. An empty stdin (the driver stopping) ends
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -18,9 +19,8 @@ def main() -> int:
     from federation.cli import main as cli
 
     try:  # the FUSE layer's own imports, so that nothing is left to load after the request
-        import pyfuse3  # noqa: F401
-        import trio  # noqa: F401
-
+        for name in ("pyfuse3", "trio"):  # what gns fuse imports at mount time
+            importlib.import_module(name)
         import federation.cli.commands_fuse
         import federation.client
         import federation.fuse.cache

@@ -19,8 +19,8 @@ import grpc
 import pytest
 
 from federation.api._gen.csi.v1 import csi_pb2 as csi
+from federation.local.csi_process import CsiProcess, fuse_available, mount_cap, start_csi
 from federation.local.etcd_server import EtcdCluster
-from tests.fixtures.csi import CsiProcess, fuse_available, mount_cap, start_csi
 from tests.fixtures.federation import Federation
 
 Mode = csi.VolumeCapability.AccessMode

@@ -1,5 +1,5 @@
 """``gns controller --kubernetes`` against a FAKE Kubernetes API server
-(tests/fakes/kube_apiserver.py: real REST + watch protocol with resourceVersion, generation,
+(federation/local/fake_kube_apiserver.py: real REST + watch protocol with resourceVersion, generation,
 the status subresource, finalizers and 410 Gone; no kube-apiserver can run here), with a
 real etcd and real controller processes.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from federation.local.etcd_server import EtcdCluster
-from tests.fakes.kube_apiserver import FakeKube
+from federation.local.fake_kube_apiserver import FakeKube
 from tests.fixtures.federation import Federation
 
 
