@@ -19,7 +19,8 @@ def home_dir(home: str | Path | None = None) -> Path:
 def read_state(home: str | Path | None = None) -> dict[str, Any] | None:
     path = home_dir(home) / STATE_FILE
     try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
+        state: dict[str, Any] = json.loads(path.read_text())
+        return state
     except FileNotFoundError:
         return None
     except ValueError:

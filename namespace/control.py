@@ -124,8 +124,9 @@ class ControlPlane:
         )
         if not ok:
             view = await self.view()
-            if path in view.mounts:
-                v, s = view.mounts.get(path)  # type: ignore[misc]
+            held = view.mounts.get(path)
+            if held is not None:
+                v, s = held
                 raise Conflict(f"{path} is already mounted ({v}{':' + s if s else ''})")
             raise NotFound(f"volume {volume!r} not found")
         return mount

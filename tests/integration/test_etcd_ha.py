@@ -5,6 +5,7 @@ import json
 import signal
 import time
 import urllib.request
+from pathlib import Path
 
 from federation.local.etcd_server import EtcdCluster, EtcdMember
 from tests.fixtures.federation import Federation
@@ -23,7 +24,7 @@ def leader_of(cluster: EtcdCluster) -> EtcdMember:
     raise AssertionError("no leader")
 
 
-def test_cli_and_controllers_survive_losing_a_member(etcd3: EtcdCluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_and_controllers_survive_losing_a_member(etcd3: EtcdCluster, tmp_path: Path) -> None:
     fed = Federation(etcd3, tmp_path, lease_ttl=5)
     try:
         fed.add("onprem-a")

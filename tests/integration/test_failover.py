@@ -38,7 +38,8 @@ def apply(fed: Federation, doc: str) -> None:
 def owner(fed: Federation, volume: str) -> dict[str, Any]:
     out = fed.gns("volume", "show", volume, "--json")
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
+    found: dict[str, Any] = json.loads(out.stdout)
+    return found
 
 
 class Writer:
@@ -140,7 +141,8 @@ def test_kill9_owner_with_continuous_target_loses_at_most_the_lag(fed3: Federati
 
 def _read(c: Any, path: str) -> bytes | None:
     try:
-        return c.cat(path)  # type: ignore[no-any-return]
+        data: bytes = c.cat(path)
+        return data
     except Exception:
         return None
 
@@ -273,3 +275,32 @@ def test_failover_to_s3_hydrates_promote_to(federation: Federation, moto_s3: Any
             assert c.stat(p)["sha256"] == hashlib.sha256(data).hexdigest(), p
             assert c.cat(p) == data
     assert fed.gns_bytes("put", "-", "/hy/new", input=b"after hydration").returncode == 0
+
+
+def test_promote_onto_a_cluster_without_store_credentials_exits_2(
+        federation: Federation, moto_s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The object store's own error crosses both hops (promoteTo cluster -> entry -> CLI)
+    as itself: missing credentials are the user's to fix (exit 2), not "unavailable" (5)."""
+    for k, v in moto_s3.env_vars.items():
+        monkeypatch.setenv(k, v)
+    uri = moto_s3.new_store_uri("nocreds")
+    fed = federation
+    fed.lease_ttl = 3
+    fed.add("onprem-a")  # the owner mirrors with credentials
+    # The cluster that would hydrate finds none (and never asks an instance-metadata service).
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    fed.add("aws-1", provider="aws")
+    fed.gns("volume", "create", "nc", "--cluster", "onprem-a")
+    fed.gns("mount", "add", "/nc", "nc")
+    assert fed.gns_bytes("put", "-", "/nc/f", input=b"x").returncode == 0
+    apply(fed, policy("nc-dr", "nc", "continuous", [{"uri": uri}], automatic=False,
+                      promote_to="aws-1"))
+    wait_synced(fed, "nc-dr")
+    fed.kill("onprem-a", signal.SIGKILL)
+    fed.wait_state("onprem-a", "Down", timeout=fed.lease_ttl + 10)
+    assert_error(fed.gns("volume", "promote", "nc", "--to", uri), 2, "credentials")
+    assert owner(fed, "nc")["owner"] == "onprem-a"

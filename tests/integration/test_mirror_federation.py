@@ -103,7 +103,8 @@ def put_all(c: Any, volume: str, files: dict[str, bytes]) -> int:
 
 def leader_of(fed: Federation) -> str | None:
     with fed.client(watch=False) as c:
-        return c.view().leader  # type: ignore[no-any-return]
+        leader: str | None = c.view().leader
+        return leader
 
 
 # ---------------------------------------------------------------------------------------------
