@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 
@@ -48,6 +49,13 @@ def sync_channel(endpoint: str, tls_dir: Path | None, identity: str = "client") 
     return grpc.secure_channel(
         endpoint, channel_credentials(tls_dir, identity), options=_options(tls_dir)
     )
+
+
+class Peers(Protocol):
+    """Where a controller's forwarded calls go: a channel per endpoint (a pool, or a pool
+    that also reaches edge sites down their links)."""
+
+    def get(self, endpoint: str) -> grpc.aio.Channel: ...
 
 
 class AioChannelPool:

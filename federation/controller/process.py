@@ -149,7 +149,7 @@ class Controller:
             from federation.tls import reloading_server_credentials
 
             # Re-read on rotation (`gns certs rotate`): a renewed certificate needs no restart.
-            port = server.add_secure_port(cfg.listen, reloading_server_credentials(cfg.tls_dir, cfg.cluster))
+            port: int = server.add_secure_port(cfg.listen, reloading_server_credentials(cfg.tls_dir, cfg.cluster))
         else:
             port = server.add_insecure_port(cfg.listen)
         if port == 0:

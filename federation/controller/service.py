@@ -18,7 +18,8 @@ import grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
-from federation.channels import AioChannelPool
+from federation.channels import Peers
+from federation.controller import write_relay
 from federation.controller.handler_io import IOPool, read_header
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.mirrors import MirrorRunner
@@ -56,7 +57,7 @@ class FederationService(pb_grpc.FederationServicer):
         cache: NamespaceCache,
         volumes: VolumeManager,
         metrics: ControllerMetrics,
-        peers: AioChannelPool,
+        peers: Peers,
         pool: ThreadPoolExecutor,
         chunk_size: int = 1 << 20,
         *,
@@ -184,10 +185,11 @@ class FederationService(pb_grpc.FederationServicer):
         if owner is not None:
             self.metrics.forwarded.labels("Stat", owner[0]).inc()
             try:
-                return await self._stub(owner[1]).Stat(
+                reply: pb.FileInfo = await self._stub(owner[1]).Stat(
                     pb.StatRequest(target=self._forward_target(r, request.target)),
                     metadata=self._hops(context),
                 )
+                return reply
             except grpc.RpcError as exc:
                 raise from_rpc_error(exc, f"owner {owner[0]}") from None
         vs = await self._io(self._local_storage, r.volume)
@@ -200,10 +202,11 @@ class FederationService(pb_grpc.FederationServicer):
         if owner is not None:
             self.metrics.forwarded.labels("List", owner[0]).inc()
             try:
-                return await self._stub(owner[1]).List(
+                reply: pb.ListReply = await self._stub(owner[1]).List(
                     pb.ListRequest(target=self._forward_target(r, request.target)),
                     metadata=self._hops(context),
                 )
+                return reply
             except grpc.RpcError as exc:
                 raise from_rpc_error(exc, f"owner {owner[0]}") from None
         vs = await self._io(self._local_storage, r.volume)
@@ -220,11 +223,12 @@ class FederationService(pb_grpc.FederationServicer):
         if owner is not None:
             self.metrics.forwarded.labels("Delete", owner[0]).inc()
             try:
-                return await self._stub(owner[1]).Delete(
+                reply: pb.DeleteReply = await self._stub(owner[1]).Delete(
                     pb.DeleteRequest(target=self._forward_target(r, request.target), recursive=request.recursive,
                                      keep_parent=request.keep_parent),
                     metadata=self._hops(context),
                 )
+                return reply
             except grpc.RpcError as exc:
                 raise from_rpc_error(exc, f"owner {owner[0]}") from None
         if not r.rel:
@@ -434,12 +438,12 @@ class FederationService(pb_grpc.FederationServicer):
                 data = await self._io(next, it, sentinel)
                 if data is sentinel:
                     break
-                self.metrics.bytes_out.inc(len(data))  # type: ignore[arg-type]
+                self.metrics.bytes_out.inc(len(data))
                 if first:
-                    yield pb.ReadChunk(info=info, data=data).SerializeToString()  # type: ignore[arg-type]
+                    yield pb.ReadChunk(info=info, data=data).SerializeToString()
                     first = False
                 else:
-                    yield pb.ReadChunk(data=data).SerializeToString()  # type: ignore[arg-type]
+                    yield pb.ReadChunk(data=data).SerializeToString()
         finally:
             close = getattr(it, "close", None)
             if close:
@@ -448,7 +452,8 @@ class FederationService(pb_grpc.FederationServicer):
             yield pb.ReadChunk(info=info).SerializeToString()
 
     async def Write(self, request_iterator: AsyncIterator[pb.WriteChunk], context: grpc.aio.ServicerContext) -> pb.WriteReply:
-        header, it = await read_header(request_iterator, "write")
+        # Data messages arrive as raw bytes (write_relay.deserialize): relayed as they are.
+        header, it = await read_header(write_relay.header_first(request_iterator), "write")
         r = self._resolve(header.target)
         owner = self._owner_endpoint(r.volume)
         if owner is not None:
@@ -463,10 +468,9 @@ class FederationService(pb_grpc.FederationServicer):
             committed = False
             try:
                 async for msg in it:
-                    if msg.WhichOneof("part") != "data":
-                        raise InvalidInput("write stream carried a second header")
-                    self.metrics.bytes_in.inc(len(msg.data))
-                    await self._io(writer.write, msg.data)
+                    data = write_relay.data_of(msg)
+                    self.metrics.bytes_in.inc(len(data))
+                    await self._io(writer.write, data)
                 meta = await self._io(self._gated_commit, writer, r, header)
                 committed = True
             finally:
@@ -501,21 +505,27 @@ class FederationService(pb_grpc.FederationServicer):
             if_absent=header.if_absent,
         )
 
-        async def relay() -> AsyncIterator[pb.WriteChunk]:
-            yield pb.WriteChunk(header=fwd_header)
+        async def relay() -> AsyncIterator[bytes]:
+            yield pb.WriteChunk(header=fwd_header).SerializeToString()
             async for msg in rest:
-                self.metrics.bytes_in.inc(len(msg.data))
-                yield msg
+                raw = write_relay.serialized(msg)
+                self.metrics.bytes_in.inc(len(raw))
+                yield raw
 
+        raw_write = self.peers.get(owner[1]).stream_unary(
+            write_relay.WRITE_METHOD, request_serializer=None,
+            response_deserializer=pb.WriteReply.FromString,
+        )
         try:
-            return await self._stub(owner[1]).Write(relay(), metadata=self._hops(context))  # type: ignore[no-any-return]
+            return await raw_write(relay(), metadata=self._hops(context))  # type: ignore[no-any-return]
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, f"owner {owner[0]}") from None
 
 
 def add_to_server(service: FederationService, server: grpc.aio.Server) -> None:
     """Register the service as generated, except ``Read``, whose responses are already
-    serialized (so a forwarder can relay the owner's bytes without re-encoding them)."""
+    serialized (so a forwarder can relay the owner's bytes without re-encoding them), and
+    ``Write``, whose data messages stay the bytes they came in (``write_relay``)."""
 
     class _Capture:
         handlers: dict[str, grpc.RpcMethodHandler] = {}
@@ -527,10 +537,13 @@ def add_to_server(service: FederationService, server: grpc.aio.Server) -> None:
             self.handlers = dict(handlers)
 
     capture = _Capture()
-    pb_grpc.add_FederationServicer_to_server(service, capture)  # type: ignore[arg-type]
+    pb_grpc.add_FederationServicer_to_server(service, capture)
     handlers = capture.handlers
     handlers["Read"] = grpc.unary_stream_rpc_method_handler(
         service.Read, request_deserializer=pb.ReadRequest.FromString, response_serializer=None)
+    handlers["Write"] = grpc.stream_unary_rpc_method_handler(
+        service.Write, request_deserializer=write_relay.deserialize,
+        response_serializer=pb.WriteReply.SerializeToString)
     name = "gns.federation.v1.Federation"
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     server.add_registered_method_handlers(name, handlers)
