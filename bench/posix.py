@@ -11,7 +11,8 @@ rclone, ``--vfs-cache-mode writes``) of a bucket on it; the same figures for bot
 * ``*_seq_read_mib_s``: a file of the same size put beside the mount (``Client.put`` /
   boto3), read through the mount for the first time (nothing in the page cache).
 * ``put_mib_s`` / ``get_mib_s``: ``Client.put`` / ``Client.get`` (what ``gns put/get`` do;
-  get fsyncs) of the same size in the same run; ``fuse_*_vs_*`` are the ratios.
+  get fsyncs) of the same size; these and the two gns mount figures above are medians of
+  ``--rounds`` interleaved rounds (the machine is shared); ``fuse_*_vs_*`` are the ratios.
 * ``*_stat_uncached_per_s``: ``os.stat`` of ``--files`` 4 KiB files (in 10 directories) on a
   fresh mount, each path for the first time (gns: a lookup RPC each; nothing listed before);
   ``fuse_stat_after_readdir_per_s``: the same after one directory listing (what ``ls -l``,
@@ -179,9 +180,27 @@ def _tree_paths(root: Path, files: int) -> list[Path]:
     return [root / f"d{i % 10}" / f"f{i}" for i in range(files)]
 
 
+def _large_round(c: Any, mnt: Path, big: Path, work: Path, r: int) -> dict[str, float]:
+    """Seconds for one round of: Client put, Client get (+fsync), a write through the mount
+    (to close, i.e. committed), a first read through the mount of a file put beside it."""
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    c.put(big, f"/bench/io/read{r}.bin")
+    out["put_mib_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    c.get(f"/bench/io/read{r}.bin", work / "got.bin")
+    out["get_mib_s"] = time.perf_counter() - t0
+    (work / "got.bin").unlink()
+    (mnt / "bench/io").mkdir(parents=True, exist_ok=True)
+    out["fuse_seq_write_mib_s"] = _write_through(big, mnt / f"bench/io/seq{r}.bin")
+    out["fuse_seq_read_mib_s"] = _read_through(mnt / f"bench/io/read{r}.bin")
+    return out
+
+
 def _measure_mount(mount: Callable[[], Mounted], tree: Path, files: int, rounds_dir: Path,
                    big_local: Path, read_name: str, creates: int,
-                   after_write: Callable[[str], None] | None = None) -> dict[str, float]:
+                   after_write: Callable[[str], None] | None = None,
+                   large: bool = True) -> dict[str, float]:
     """The per-mount figures (each fresh-mount phase remounts)."""
     out: dict[str, float] = {}
     m = mount()
@@ -189,16 +208,17 @@ def _measure_mount(mount: Callable[[], Mounted], tree: Path, files: int, rounds_
         rel = rounds_dir.relative_to(rounds_dir.anchor)
         base = m.mnt / rel
         base.mkdir(parents=True, exist_ok=True)
-        t_write = _write_through(big_local, base / "seq.bin")
-        t_durable = t_write
-        if after_write is not None:
-            t0 = time.perf_counter()
-            after_write("seq.bin")
-            t_durable += time.perf_counter() - t0
-        size_mib = big_local.stat().st_size / MIB
-        out["seq_write_mib_s"] = size_mib / t_durable
-        out["close_write_mib_s"] = size_mib / t_write
-        out["seq_read_mib_s"] = size_mib / _read_through(m.mnt / rel / read_name)
+        if large:
+            t_write = _write_through(big_local, base / "seq.bin")
+            t_durable = t_write
+            if after_write is not None:
+                t0 = time.perf_counter()
+                after_write("seq.bin")
+                t_durable += time.perf_counter() - t0
+            size_mib = big_local.stat().st_size / MIB
+            out["seq_write_mib_s"] = size_mib / t_durable
+            out["close_write_mib_s"] = size_mib / t_write
+            out["seq_read_mib_s"] = size_mib / _read_through(m.mnt / rel / read_name)
         out["create_per_s"] = _creates(base / "creates1", creates, 1)
         out["create_parallel_per_s"] = _creates(base / "creates8", creates, 8)
     finally:
@@ -231,7 +251,7 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=256, help="large file size (issue: 1024)")
     ap.add_argument("--files", type=int, default=2000, help="stat / ls -lR tree (issue: 10000)")
     ap.add_argument("--creates", type=int, default=300, help="files created per create figure")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds of Client put/get")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of large files")
     ap.add_argument("--skip-rclone", action="store_true")
     args = ap.parse_args()
     terminate_on_sigterm()
@@ -251,32 +271,32 @@ def main() -> None:
                 with open(big, "wb") as f:
                     for _ in range(args.size_mib):
                         f.write(os.urandom(MIB))
-                with fed.client() as c:
-                    log(f"Client put/get of {args.size_mib} MiB x {args.rounds}")
-                    puts, gets = [], []
-                    for r in range(args.rounds):
-                        t0 = time.perf_counter()
-                        c.put(big, "/bench/io/read.bin")
-                        puts.append(args.size_mib / (time.perf_counter() - t0))
-                        t0 = time.perf_counter()
-                        c.get("/bench/io/read.bin", work / f"got{r}.bin")
-                        gets.append(args.size_mib / (time.perf_counter() - t0))
-                        (work / f"got{r}.bin").unlink()
-                    result["put_mib_s"] = rnd(median(puts), 1)
-                    result["get_mib_s"] = rnd(median(gets), 1)
-                    log(f"populating {args.files} files for stat / ls -lR")
-                    payload = b"x" * 4096
-                    for i in range(args.files):
-                        c.put(payload, f"/bench/tree/d{i % 10}/f{i}")
-
                 def gns_mount() -> Mounted:
                     return Mounted([sys.executable, "-m", "federation.cli.main", "fuse",
                                     str(work / "gmnt"), "--cache-dir", str(work / "gcache")],
                                    work / "gmnt", fed.env(), work / "gfuse.log")
 
+                with fed.client() as c:
+                    log(f"large files, {args.size_mib} MiB x {args.rounds} rounds: Client "
+                        "put/get and the mount, interleaved (the machine is shared: noisy)")
+                    figures: dict[str, list[float]] = {}
+                    m = gns_mount()
+                    try:
+                        for r in range(args.rounds):
+                            for name, seconds in _large_round(c, m.mnt, big, work, r).items():
+                                figures.setdefault(name, []).append(args.size_mib / seconds)
+                    finally:
+                        m.stop()
+                    for name, vals in figures.items():
+                        result[name] = rnd(median(vals), 1)
+                    log(f"populating {args.files} files for stat / ls -lR")
+                    payload = b"x" * 4096
+                    for i in range(args.files):
+                        c.put(payload, f"/bench/tree/d{i % 10}/f{i}")
+
                 log("gns fuse figures")
                 g = _measure_mount(gns_mount, Path("/bench/tree"), args.files,
-                                   Path("/bench/io"), big, "read.bin", args.creates)
+                                   Path("/bench/io"), big, "read0.bin", args.creates, large=False)
                 for k, v in g.items():
                     result[f"fuse_{k}"] = rnd(v, 1 if "mib" in k or "per_s" in k else 3)
                 if not args.skip_rclone:
