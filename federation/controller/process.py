@@ -90,10 +90,9 @@ class Controller:
             edge_hub = EdgeHub(cfg.cluster, cache, peers, cfg.tls_dir, lambda: spec.endpoint)
             service = FederationService(
                 cfg.cluster, cache, volumes, self.metrics, edge_hub.wrap(peers), pool, cfg.chunk_size,
-                mirrors=mirrors,
+                mirrors=mirrors, edge_relay=edge_hub.relay_endpoint,
             )
             add_federation_service(service, server)
-            service.edge_relay = edge_hub.relay_endpoint
             edge_hub.add_to_server(server)
             access.add_services(server)
             pb_grpc.add_ReplicationServicer_to_server(ReplicationService(cfg.cluster, volumes, pool), server)

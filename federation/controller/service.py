@@ -62,6 +62,7 @@ class FederationService(pb_grpc.FederationServicer):
         chunk_size: int = 1 << 20,
         *,
         mirrors: MirrorRunner | None = None,
+        edge_relay: Callable[[str], str | None] | None = None,
     ) -> None:
         self.cluster = cluster
         self.cache = cache
@@ -73,8 +74,8 @@ class FederationService(pb_grpc.FederationServicer):
         self.chunk_size = chunk_size
         # Writes wait for `mode: sync` mirror targets (None: no mirroring here).
         self.mirrors = mirrors
-        # Set on a hub: owner id -> pseudo endpoint down an edge site's link (None: not linked here).
-        self.edge_relay: Callable[[str], str | None] | None = None
+        # On a hub: owner id -> pseudo endpoint down an edge site's link (None: not linked here).
+        self.edge_relay = edge_relay
 
     # -- helpers --------------------------------------------------------------------------
     def _resolve(self, t: pb.Target) -> Resolved:
