@@ -90,13 +90,22 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         return None
 
     async def call(self, fn: Callable[..., T], *args: Any, conflict: int = errno.EEXIST,
-                   invalid: int = errno.EINVAL, **kw: Any) -> T:
+                   invalid: int = errno.EINVAL, bounded: bool = True, **kw: Any) -> T:
         """Run a blocking ``Client`` call in a thread; gns errors become errno (one table).
 
-        A stale epoch (the owner moved) is retried: the client re-routes on its next call."""
+        ``bounded`` calls fail with EIO after ``timeout`` seconds whatever the owner does
+        (a frozen owner never hangs the caller; the abandoned thread ends with the client's
+        own deadline). Commits and fills are bounded per window instead, as their length
+        follows the file's size. A stale epoch (the owner moved) is retried: the client
+        re-routes on its next call."""
         for attempt in range(_STALE_RETRIES):
             try:
-                return await trio.to_thread.run_sync(functools.partial(fn, *args, **kw))
+                job = functools.partial(fn, *args, **kw)
+                if not bounded:
+                    return await trio.to_thread.run_sync(job)
+                with trio.move_on_after(self.timeout):
+                    return await trio.to_thread.run_sync(job, cancellable=True)
+                raise pyfuse3.FUSEError(errno.EIO)
             except StaleEpoch:
                 if attempt + 1 < _STALE_RETRIES:
                     await trio.sleep(0.3)
@@ -347,7 +356,8 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
                 if a.size:
                     sf.dirty = True
             else:
-                await self.call(sf.fill, self.client, self.gpath(rel), a.size, self.timeout)
+                await self.call(sf.fill, self.client, self.gpath(rel), a.size, self.timeout,
+                                bounded=False)
         except BaseException:
             sf.close()
             raise
@@ -375,7 +385,8 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
             # O_EXCL holds across clusters too: the owner refuses the put if one appeared.
             sf.exclusive = existing is None and bool(flags & os.O_EXCL)
             if existing is not None and not flags & os.O_TRUNC:
-                await self.call(sf.fill, self.client, g, existing.size, self.timeout)
+                await self.call(sf.fill, self.client, g, existing.size, self.timeout,
+                                bounded=False)
             else:
                 sf.stream_ok = True
             sf.dirty = True  # a new (or truncated) file is committed at close even if empty
@@ -416,7 +427,7 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         if not sf.dirty or sf.unlinked:
             return
         await self.call(sf.commit, self.client, self.gpath(sf.rel), invalid=errno.EISDIR,
-                        conflict=errno.EEXIST)
+                        conflict=errno.EEXIST, bounded=False)
         self.cache.invalidate(sf.rel)
 
     async def flush(self, fh: int) -> None:
@@ -494,7 +505,8 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
             return
         sf = StagedFile(self.staging, rel, a.mode or 0o644, exists=True)
         try:
-            await self.call(sf.fill, self.client, self.gpath(rel), min(a.size, size), self.timeout)
+            await self.call(sf.fill, self.client, self.gpath(rel), min(a.size, size), self.timeout,
+                            bounded=False)
             sf.truncate(size)
             await self._commit(sf)
         finally:

@@ -427,6 +427,12 @@ def test_owner_down_eio_within_timeout_and_replica_read(fed: Federation, tmp_pat
                  "--consistency", "any", "--max-staleness", "1h")
     try:
         assert (plain.mnt / "fz/fzdown/r.txt").read_bytes() == b"replicated"
+        fed.kill("aws-1", signal.SIGSTOP)  # frozen: calls hang, the mount must not
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as exc:
+            (plain.mnt / "fz/fzdown/r.txt").read_bytes()
+        assert exc.value.errno == errno.EIO
+        assert time.monotonic() - t0 < 10
         fed.kill("aws-1")
         t0 = time.monotonic()
         with pytest.raises(OSError) as exc:
