@@ -19,26 +19,38 @@ mirror (a cluster target's own policy), not from the site, whose uplink may be t
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
+
 from edge.link import Report
 from edge.site import LocalNamespace
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.api.errors import from_rpc_error
+from federation.channels import CHUNK_SIZE, sync_channel
 from federation.sitekit import ClusterTarget, IOPool, VolumeManager
 from mirroring.engine import run_pass
 from mirroring.protocols import TargetState
-from namespace.errors import GnsError
+from namespace.errors import Conflict, GnsError
+
+WINDOW = 16
+"""Versions whose blobs may be uploading ahead of the commit in progress."""
+UPLOADS = 4
 
 log = logging.getLogger(__name__)
 
 
 class _Capped:
-    """The volume as a mirror source that goes no further than version ``cap``."""
+    """The volume as a mirror source pinned at version ``cap`` (a full pass, after a journal
+    gap or an epoch change, commits exactly the state of one version)."""
 
     def __init__(self, vs: Any, cap: int) -> None:
         self.vs, self.cap = vs, cap
@@ -164,7 +176,7 @@ class Shipper:
                     w.task.cancel()
 
     async def _drain(self, w: Worker) -> None:
-        """Ship every version the target lacks, one per pass, while the link lives."""
+        """Ship every version the target lacks, one commit per version, while the link lives."""
         failures = 0
         while True:
             await self.link_up.wait()
@@ -176,10 +188,23 @@ class Shipper:
                 w.pending_since = None
                 return
             endpoint = await self.uplink(w.target)
-            cap = head if w.acked < 0 else w.acked + 1
             w.syncing = True
             try:
-                result = await self._io(self._pass, w, vs, endpoint, cap)
+                if w.acked < 0:  # the target itself is the resume point
+                    w.acked, w.epoch = await self._io(self._target_state, w, endpoint)
+                    if w.acked >= head:
+                        w.syncing = False
+                        continue
+                same_history = w.epoch == int(vs.epoch) or w.acked == 0
+                if same_history and w.acked >= int(vs.journal_floor):
+                    loop = asyncio.get_running_loop()
+                    await self._io(self._ship_versions, w, vs, endpoint, head,
+                                   lambda v, n, f: loop.call_soon_threadsafe(self._acked, w, v, int(vs.epoch), n, f))
+                    w.syncing = False
+                    failures = 0
+                    continue
+                # A journal gap or another epoch's history: one full pass by the mirror engine.
+                result = await self._io(self._pass, w, vs, endpoint, head)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -205,6 +230,80 @@ class Shipper:
                 w.synced_at = time.time()
                 if w.acked >= int(vs.version):
                     w.pending_since = None
+
+    def _acked(self, w: Worker, version: int, epoch: int, nbytes: int, nfiles: int) -> None:
+        if self.first_ack_after_up is None:
+            self.first_ack_after_up = time.monotonic()
+        w.shipped = (w.shipped + [version])[-1000:]
+        w.acked, w.epoch = version, epoch
+        w.bytes += nbytes
+        w.files += nfiles
+        w.synced_at = time.time()
+
+    def _target_state(self, w: Worker, endpoint: str) -> tuple[int, int]:
+        target = ClusterTarget(w.target, w.volume, self.site, endpoint, None, self.site, 0)
+        try:
+            st = target.state()
+            return int(st.version), int(st.epoch)
+        finally:
+            target.close()
+
+    def _ship_versions(self, w: Worker, vs: Any, endpoint: str, head: int,
+                       acked: Callable[[int, int, int], None]) -> None:
+        """Versions acked+1 .. head, one commit each, in order; the blobs of the next few
+        versions upload meanwhile (a blob is invisible at the target until a commit names it).
+
+        Blocking (a worker thread); ``acked(v, bytes, files)`` after the target committed v.
+        """
+        channel = sync_channel(endpoint, None)
+        stub = pb_grpc.ReplicationStub(channel)
+        epoch = int(vs.epoch)
+        uploads = ThreadPoolExecutor(max_workers=UPLOADS, thread_name_prefix=f"ship-{w.volume}")
+
+        def upload(f: Any) -> None:
+            header = pb.ReplicaBlobHeader(volume=w.volume, source=self.site, epoch=epoch, sha256=f.sha256, size=f.size)
+
+            def chunks() -> Any:
+                yield pb.ReplicaBlobChunk(header=header)
+                with vs.open_blob(f.sha256) as src:
+                    while block := src.read(CHUNK_SIZE):
+                        yield pb.ReplicaBlobChunk(data=block)
+
+            stub.PutBlob(chunks(), timeout=3600)
+
+        def commit(version: int, copies: list[Any], deleted: list[str]) -> None:
+            def chunks() -> Any:
+                yield pb.ReplicaCommitChunk(header=pb.ReplicaCommitHeader(
+                    volume=w.volume, source=self.site, epoch=epoch, version=version, full=False))
+                for f in copies:
+                    yield pb.ReplicaCommitChunk(put=pb.ReplicaFile(
+                        path=f.path, size=f.size, sha256=f.sha256, mtime=f.mtime, mode=getattr(f, "mode", 0)))
+                for path in deleted:
+                    yield pb.ReplicaCommitChunk(delete=path)
+
+            reply = stub.Commit(chunks(), timeout=600)
+            if int(reply.version) != version:
+                raise Conflict(f"target {w.target} committed v{reply.version}, not v{version}")
+
+        window: collections.deque[tuple[int, list[Any], list[str], list[Future[None]]]] = collections.deque()
+        nxt = w.acked + 1
+        try:
+            while window or nxt <= head:
+                while nxt <= head and len(window) < WINDOW:
+                    copies, deleted = vs.changes_since(nxt - 1, nxt)
+                    unique = {f.sha256: f for f in copies}
+                    window.append((nxt, copies, deleted, [uploads.submit(upload, f) for f in unique.values()]))
+                    nxt += 1
+                version, copies, deleted, futures = window.popleft()
+                for fut in futures:
+                    fut.result()
+                commit(version, copies, deleted)
+                acked(version, sum(f.size for f in copies), len(copies) + len(deleted))
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"target {w.target}") from None
+        finally:
+            uploads.shutdown(wait=True, cancel_futures=True)
+            channel.close()
 
     def _pass(self, w: Worker, vs: Any, endpoint: str, cap: int) -> Any:
         target = ClusterTarget(w.target, w.volume, self.site, endpoint, None, self.site, int(vs.epoch))
