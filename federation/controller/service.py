@@ -89,7 +89,10 @@ class FederationService(pb_grpc.FederationServicer):
         return Resolved(res.volume, res.relative_path, t.epoch or vol.epoch, path)
 
     def _replica_fresh(self, volume: str, t: pb.Target) -> bool:
-        """May this cluster's replica answer a read of ``volume`` (``--consistency any``)?"""
+        """May this cluster's replica answer a read of ``volume`` (``--consistency any``, or
+        the owner is an edge site that is away: SPEC §8, answered stale)?"""
+        if self._away_site_mirror(volume) == self.cluster and self.volumes.has_local(volume):
+            return True
         if t.consistency != "any" or not self.volumes.has_local(volume):
             return False
         vol = self.cache.view.volumes.get(volume)
@@ -100,6 +103,22 @@ class FederationService(pb_grpc.FederationServicer):
         bound = t.max_staleness_s if t.max_staleness_s > 0 else 60.0
         return any(r["target"] == self.cluster and r["lag_seconds"] <= bound
                    for r in replicas_of(self.cache.view, volume))
+
+    def _away_site_mirror(self, volume: str) -> str | None:
+        from federation.resolution import away_site_replica
+
+        try:
+            away = away_site_replica(self.cache.view, volume)
+        except Unavailable:
+            return None
+        return None if away is None else str(away["target"])
+
+    def _read_endpoint(self, volume: str) -> tuple[str, str] | None:
+        """Where a read goes: the owner, or the core mirror of an edge site that is away."""
+        mirror = self._away_site_mirror(volume)
+        if mirror is not None and mirror in self.cache.view.clusters:
+            return mirror, self.cache.view.clusters[mirror].endpoint
+        return self._owner_endpoint(volume)
 
     def _owner_endpoint(self, volume: str) -> tuple[str, str] | None:
         """(owner id, endpoint) if another cluster owns ``volume``; None if we do."""
@@ -182,7 +201,7 @@ class FederationService(pb_grpc.FederationServicer):
             info = self._info(await self._io(vs.stat, r.rel), r)
             info.stale = True
             return info
-        owner = self._owner_endpoint(r.volume)
+        owner = self._read_endpoint(r.volume)
         if owner is not None:
             self.metrics.forwarded.labels("Stat", owner[0]).inc()
             try:
@@ -199,7 +218,7 @@ class FederationService(pb_grpc.FederationServicer):
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListReply:
         r = self._resolve(request.target)
         stale = self._replica_fresh(r.volume, request.target)
-        owner = None if stale else self._owner_endpoint(r.volume)
+        owner = None if stale else self._read_endpoint(r.volume)
         if owner is not None:
             self.metrics.forwarded.labels("List", owner[0]).inc()
             try:
@@ -404,7 +423,7 @@ class FederationService(pb_grpc.FederationServicer):
         are (decoding and re-encoding every chunk cost it about half the throughput)."""
         r = self._resolve(request.target)
         stale = self._replica_fresh(r.volume, request.target)
-        owner = None if stale else self._owner_endpoint(r.volume)
+        owner = None if stale else self._read_endpoint(r.volume)
         if owner is not None:
             self.metrics.forwarded.labels("Read", owner[0]).inc()
             fwd = pb.ReadRequest(

@@ -223,6 +223,11 @@ def test_offline_writes_kill9_backlog_ships_in_order(federation: Federation, tmp
         # Core reads while away: served by the core mirror, marked stale.
         st = json.loads(federation.gns("stat", "/sensors/r001", "--json").stdout)
         assert st.get("stale") is True and st.get("mirrored_version") == 5
+        via = json.loads(federation.gns("stat", "/sensors/r001", "--via", "onprem-a", "--json").stdout)
+        assert via.get("stale") is True and via.get("served_by") == "onprem-b", via  # a core controller's answer
+        out = federation.gns("cat", "/sensors/r002")
+        assert out.returncode == 0 and out.stdout == "reading 2 " * 3, out.stderr
+        assert_error(federation.gns("put", "-", "/sensors/new", input=b"x"), 5)  # writes need the site
         res = json.loads(federation.gns("resolve", "/sensors/r001", "--json").stdout)
         assert res.get("stale") is True and res.get("mirrored_version") == 5
         # The leader never promotes an edge-owned volume, even with automatic failover.
