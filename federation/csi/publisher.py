@@ -71,12 +71,14 @@ class Publication:
 
 class Publisher:
     def __init__(self, command: FuseCommand, state_dir: Path,
-                 env: dict[str, str] | None = None, warm_spare: bool = True) -> None:
+                 env: dict[str, str] | None = None, spares: int = 2) -> None:
         self.command = command
         self.state_dir = state_dir
         self.env = env
-        self.warm_spare = warm_spare
-        self._spare: subprocess.Popen[bytes] | None = None
+        self.spares = spares
+        """Warm ``gns`` processes kept ready (two: a re-attach and a publish often come
+        together, and under load a spare takes seconds to warm up)."""
+        self._spare: list[subprocess.Popen[bytes]] = []
         self._pubs: dict[str, Publication] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -97,10 +99,10 @@ class Publisher:
         if self._thread is not None:
             self._thread.join(5)
         with self._lock:
-            spare, self._spare = self._spare, None
-            if spare is not None:
+            for spare in self._spare:
                 spare.kill()
                 spare.wait()
+            self._spare.clear()
             if unmount:
                 for target in list(self._pubs):
                     self.unpublish(target)
@@ -188,16 +190,19 @@ class Publisher:
     def _launch(self, args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         """``gns ARGS`` in the background: handed to the warm spare when one is ready,
         else started cold."""
-        spare, self._spare = self._spare, None
-        if spare is not None and spare.poll() is None and spare.stdin is not None:
+        while self._spare:
+            spare = self._spare.pop(0)
+            if spare.poll() is not None or spare.stdin is None:
+                continue
             try:
                 spare.stdin.write(json.dumps({"argv": args, "log": str(log_path)}).encode() + b"\n")
                 spare.stdin.close()
-                self._refill_spare()
-                return spare
             except OSError:
                 spare.kill()
                 spare.wait()
+                continue
+            self._refill_spare()
+            return spare
         self._refill_spare()
         with open(log_path, "ab") as log_file:
             return subprocess.Popen(
@@ -206,13 +211,13 @@ class Publisher:
             )
 
     def _refill_spare(self) -> None:
-        if not self.warm_spare or (self._spare is not None and self._spare.poll() is None):
-            return
-        with open(self.state_dir / "spare.log", "ab") as log_file:
-            self._spare = subprocess.Popen(
-                SPARE, stdin=subprocess.PIPE, stdout=log_file, stderr=log_file,
-                env=self.env, start_new_session=True,
-            )
+        self._spare = [p for p in self._spare if p.poll() is None]
+        while len(self._spare) < self.spares:
+            with open(self.state_dir / "spare.log", "ab") as log_file:
+                self._spare.append(subprocess.Popen(
+                    SPARE, stdin=subprocess.PIPE, stdout=log_file, stderr=log_file,
+                    env=self.env, start_new_session=True,
+                ))
 
     def _terminate(self, pub: Publication) -> None:
         if pub.alive() and pub.pid > 0:
