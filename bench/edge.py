@@ -45,6 +45,17 @@ from federation.local.harness import Federation
 from federation.local.ports import free_port
 
 
+_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def arun(coro: Any) -> Any:
+    """One event loop for the whole run: grpc.aio binds its poller to the first loop it sees."""
+    global _LOOP
+    if _LOOP is None:
+        _LOOP = asyncio.new_event_loop()
+    return _LOOP.run_until_complete(coro)
+
+
 # -- simulated sites (the real protocol, one connection each) ----------------------------------
 class SimSite:
     def __init__(self, hub: str, site: str, heartbeat: float) -> None:
@@ -202,7 +213,7 @@ def bench_join_and_down(fed: Federation, hub: str, joins: int) -> dict[str, Any]
                 "joins": joins, "down_detect_s": rnd(median(downs)), "down_detect_max_s": rnd(max(downs)),
                 "down_detect_heartbeat_s": 1.0}
 
-    return asyncio.run(run())
+    return arun(run())
 
 
 def bench_process_join(fed: Federation, root: Path, hub: str) -> float:
@@ -346,7 +357,8 @@ def bench_drain(fed: Federation, root: Path, hub: str, core: str, changes: int, 
 def bench_storm(fed: Federation, hub: str, hub_pid: int, sites: int, procs: int) -> dict[str, Any]:
     names = [f"s-{i:05d}" for i in range(sites)]
     log(f"storm: making {sites} tokens")
-    toks = asyncio.run(make_tokens(fed.etcd_urls, names, "onprem-a"))
+    rss_before = rss_bytes(hub_pid)
+    toks = arun(make_tokens(fed.etcd_urls, names, "onprem-a"))
     ctx = mp.get_context("spawn")
     pipes, workers = [], []
     for k in range(procs):
@@ -390,6 +402,8 @@ def bench_storm(fed: Federation, hub: str, hub_pid: int, sites: int, procs: int)
                 "storm_all_ready_s": rnd(all_ready), "storm_client_processes": procs,
                 "hub_cpu_s_during_storm": rnd(cpu), "hub_rss_mib": rnd(rss / MIB),
                 "hub_rss_mib_all_joined": rnd(rss_joined / MIB),
+                "hub_rss_mib_before_sites": rnd(rss_before / MIB),
+                "hub_rss_kib_per_site": rnd((rss_joined - rss_before) / 1024 / sites),
                 "hub_cpu_ms_per_site_reconnect": rnd(cpu * 1000 / sites)}
     finally:
         for p in workers:
