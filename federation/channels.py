@@ -1,10 +1,13 @@
 """gRPC channels to controllers, plain or mutual-TLS, with the options every hop shares."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Protocol
 
 import grpc
+
+_ROTATION_CHECK_S = 5.0
 
 CHUNK_SIZE = 1 << 20
 # Room for one data chunk plus its envelope; larger messages are a bug, not a file.
@@ -67,6 +70,8 @@ class AioChannelPool:
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def get(self, endpoint: str) -> grpc.aio.Channel:
+        if self.tls_dir is not None and time.monotonic() - self._checked > _ROTATION_CHECK_S:
+            self._follow_rotation()
         ch = self._channels.get(endpoint)
         if ch is None:
             ch = self._channels[endpoint] = aio_channel(endpoint, self.tls_dir, self.identity)

@@ -238,6 +238,12 @@ def reloading_server_credentials(tls_dir: Path, name: str) -> grpc.ServerCredent
     )
 
 
+def identity_stamp(tls_dir: Path, name: str) -> tuple[int, ...]:
+    """Changes when ``name``'s certificate, key or the CA file is replaced (a stat each)."""
+    d = Path(tls_dir)
+    return _stamp((d / CA_CERT, d / f"{name}.crt", d / f"{name}.key"))
+
+
 def _stamp(paths: tuple[Path, ...]) -> tuple[int, ...]:
     out = []
     for p in paths:

@@ -99,6 +99,12 @@ TABLE: list[tuple[list[str], bytes | None]] = [
     (["mirror", "status", "{v}-dr"], None),
     (["mirror", "verify", "{v}-dr"], None),
     (["mirror", "status", "nope"], None),
+    (["acl", "grant", "/{v}", "user:ann", "read,write"], None),
+    (["acl", "grant", "/{v}", "user:ann", "execute"], None),  # 2
+    (["acl", "list", "/{v}"], None),
+    (["acl", "check", "/{v}/day.csv", "--as", "user:ann"], None),
+    (["acl", "revoke", "/{v}", "user:ann"], None),
+    (["acl", "revoke", "/{v}", "user:ann"], None),  # 3
     (["rm", "/{v}/day.csv"], None),
     (["mirror", "remove", "{v}-dr"], None),
     (["mount", "remove", "/{v}"], None),
