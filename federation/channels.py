@@ -68,6 +68,10 @@ class AioChannelPool:
         self.tls_dir = tls_dir
         self.identity = identity
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # Rotation (`gns certs rotate`): new calls dial with the renewed certificate.
+        self._retired: list[grpc.aio.Channel] = []
+        self._stamp = self._files_stamp()
+        self._checked = time.monotonic()
 
     def get(self, endpoint: str) -> grpc.aio.Channel:
         if self.tls_dir is not None and time.monotonic() - self._checked > _ROTATION_CHECK_S:
@@ -77,7 +81,32 @@ class AioChannelPool:
             ch = self._channels[endpoint] = aio_channel(endpoint, self.tls_dir, self.identity)
         return ch
 
+    def _files_stamp(self) -> tuple[int, ...]:
+        if self.tls_dir is None:
+            return ()
+        from federation.tls import identity_stamp
+
+        return identity_stamp(self.tls_dir, self.identity)
+
+    def _follow_rotation(self) -> None:
+        self._checked = time.monotonic()
+        stamp = self._files_stamp()
+        if stamp == self._stamp:
+            return
+        from federation.tls import check_tls_dir
+        from namespace.errors import InvalidInput
+
+        try:
+            check_tls_dir(self.tls_dir, self.identity)  # type: ignore[arg-type]
+        except InvalidInput:
+            return  # mid-rotation (new key, old certificate): look again later
+        self._stamp = stamp
+        # Calls in flight finish on the old channels; they close with the pool.
+        self._retired += self._channels.values()
+        self._channels = {}
+
     async def close(self) -> None:
-        for ch in self._channels.values():
+        for ch in [*self._channels.values(), *self._retired]:
             await ch.close()
         self._channels.clear()
+        self._retired.clear()
