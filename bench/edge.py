@@ -290,6 +290,7 @@ def bench_drain(fed: Federation, root: Path, hub: str, core: str, changes: int, 
                 lat.append(time.perf_counter() - t0)
             return lat
 
+        live_puts(10)  # warm-up: channels and the hub's first forward to /live's owner
         idle = live_puts(live)
         proxy.stall()
         e.wait_link("Down", 30)

@@ -102,6 +102,7 @@ class SiteLink:
         self.last_rx = time.monotonic()
         self.last_refresh = time.monotonic()
         self.sent_view = b""
+        self.view_generation = -1
         self.published: dict[bytes, bytes] = {}
         self.backlog = {"versions": 0, "bytes": 0}
         self.closed = asyncio.Event()
@@ -283,6 +284,7 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         log.warning("edge site %s connected to hub %s (heartbeat %.2fs)", site, self.cluster, link.heartbeat)
         view = json.dumps(site_slice(self.cache.view, site), sort_keys=True).encode()
         link.sent_view = view
+        link.view_generation = self._generation
         rec = await records.site_record(self.etcd, site) or {}
         reader = asyncio.create_task(self._read(link, it), name=f"edge-read-{site}")
         watchdog = asyncio.create_task(self._watchdog(link), name=f"edge-watch-{site}")
@@ -393,10 +395,12 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
                 log.warning("edge site %s: lease refresh failed: %s", link.site, exc)
         await self._publish(link, hb)
         ack = epb.HeartbeatAck(seq=hb.seq)
-        view = json.dumps(site_slice(self.cache.view, link.site), sort_keys=True).encode()
-        if view != link.sent_view:
-            ack.view_json = view
-            link.sent_view = view
+        if link.view_generation != self._generation:  # recompute only after a namespace change
+            link.view_generation = self._generation
+            view = json.dumps(site_slice(self.cache.view, link.site), sort_keys=True).encode()
+            if view != link.sent_view:
+                ack.view_json = view
+                link.sent_view = view
         await link.mux.put(epb.Frame(ack=ack))
 
     async def _publish(self, link: SiteLink, hb: epb.Heartbeat) -> None:
