@@ -9,6 +9,7 @@ tools probe for missing files constantly. Thread-safe: watch threads invalidate.
 """
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from dataclasses import dataclass
@@ -64,6 +65,33 @@ class MetaCache:
             self._lists[path] = (entries, now, volume)
             for name, attrs in entries:
                 self._attrs[prefix + name] = (attrs, now, volume)
+
+    def upsert(self, path: str, attrs: Attrs, volume: str) -> None:
+        """Our own change (we know the result): update the entry and the parent's listing
+        in place, so a directory being filled is not listed again after every file."""
+        parent, _, name = path.rpartition("/")
+        now = time.monotonic()
+        with self._lock:
+            self._attrs[path] = (attrs, now, volume)
+            got = self._lists.get(parent)
+            if got is not None:
+                entries = [e for e in got[0] if e[0] != name]
+                bisect.insort(entries, (name, attrs), key=lambda e: e[0])
+                self._lists[parent] = (entries, got[1], got[2])
+
+    def remove(self, path: str, volume: str) -> None:
+        """Our own deletion: known absent now, and gone from the parent's listing."""
+        parent, _, name = path.rpartition("/")
+        prefix = path + "/"
+        with self._lock:
+            for d in (self._attrs, self._lists):
+                for p in [p for p in d if p.startswith(prefix)]:
+                    del d[p]  # type: ignore[attr-defined]
+            self._lists.pop(path, None)
+            self._attrs[path] = (None, time.monotonic(), volume)
+            got = self._lists.get(parent)
+            if got is not None:
+                self._lists[parent] = ([e for e in got[0] if e[0] != name], got[1], got[2])
 
     def invalidate(self, path: str) -> None:
         """``path`` changed: forget it, its listing, and its parent's listing."""

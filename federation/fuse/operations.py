@@ -13,6 +13,7 @@ Global paths above every mount are "virtual" directories (the mount prefixes).
 from __future__ import annotations
 
 import bisect
+import collections
 import errno
 import functools
 import logging
@@ -70,6 +71,9 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         self._dir_paths: dict[int, str] = {}
         self._next_fh = 1
         self.pending: dict[str, StagedFile] = {}
+        # Versions this mount committed: their echo on the change stream changes nothing.
+        self._own: set[tuple[str, int]] = set()
+        self._own_order: collections.deque[tuple[str, int]] = collections.deque()
         self.watcher: Any = None  # set by the mount: follows the change stream per volume
 
     # ------------------------------------------------------------------ plumbing
@@ -241,6 +245,20 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         self.cache.put_list(rel, entries, vol or "")
         return entries
 
+    def own(self, rel: str, version: int | None) -> None:
+        """Remember that this mount committed ``version`` of the volume holding ``rel``."""
+        vol = self._volume(self.gpath(rel))
+        if vol is None or not version:
+            return
+        key = (vol, int(version))
+        self._own.add(key)
+        self._own_order.append(key)
+        if len(self._own_order) > 100_000:
+            self._own.discard(self._own_order.popleft())
+
+    def is_own(self, volume: str, version: int) -> bool:
+        return (volume, version) in self._own
+
     def invalidate(self, rel: str, *, gone: bool = False) -> None:
         """A change made elsewhere (the change stream): forget what we know of ``rel`` and
         drop the kernel's attributes and pages of it; ``gone`` (deleted or renamed away)
@@ -394,7 +412,6 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         sf.refs += 1
         ino = self.inodes.ino_for(rel)
         self.inodes.looked_up(ino)
-        self.cache.invalidate(rel)
         return (pyfuse3.FileInfo(fh=self._new_fh(sf), keep_cache=False),
                 self.entry(ino, self._staged_attrs(sf)))
 
@@ -426,9 +443,15 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
     async def _commit(self, sf: StagedFile) -> None:
         if not sf.dirty or sf.unlinked:
             return
-        await self.call(sf.commit, self.client, self.gpath(sf.rel), invalid=errno.EISDIR,
-                        conflict=errno.EEXIST, bounded=False)
-        self.cache.invalidate(sf.rel)
+        info = await self.call(sf.commit, self.client, self.gpath(sf.rel), invalid=errno.EISDIR,
+                               conflict=errno.EEXIST, bounded=False)
+        if info is None:
+            return
+        self.own(sf.rel, info.get("version"))
+        vol = self._volume(self.gpath(sf.rel)) or ""
+        self.cache.upsert(sf.rel, Attrs("file", int(info["size"]), float(info["mtime"]),
+                                        int(info.get("mode") or sf.mode), info.get("sha256", "")),
+                          vol)
 
     async def flush(self, fh: int) -> None:
         h = self._handles.get(fh)
@@ -456,7 +479,8 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         finally:
             if self.pending.get(h.rel) is h:
                 del self.pending[h.rel]
-            self.cache.invalidate(h.rel)
+            if h.dirty or h.unlinked:  # not committed: what we knew came from the staging
+                self.cache.invalidate(h.rel)
             h.close()
 
     # ------------------------------------------------------------------ attributes
@@ -480,13 +504,13 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
             if sf is not None:
                 sf.mode = mode
             if sf is None or not sf.dirty:
-                await self.call(self.client.chmod, g, mode)
+                self.own(rel, await self.call(self.client.chmod, g, mode))
         if fields.update_mtime:
             mtime = attr.st_mtime_ns / 1e9
             if sf is not None and sf.dirty:
                 sf.mtime = mtime
             else:
-                await self.call(self.client.set_mtime, g, mtime)
+                self.own(rel, await self.call(self.client.set_mtime, g, mtime))
         # uid/gid (chown) are accepted and not kept: gns has no file owners.
         if changes:
             self.cache.invalidate(rel)
@@ -520,8 +544,11 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         g = self.gpath(rel)
         if self._volume(g) is None:
             raise pyfuse3.FUSEError(errno.EACCES)
-        await self.call(self.client.mkdir, g, mode=(mode & 0o7777) or 0o755, invalid=errno.ENOTDIR)
-        self.cache.invalidate(rel)
+        version = await self.call(self.client.mkdir, g, mode=(mode & 0o7777) or 0o755,
+                                  invalid=errno.ENOTDIR)
+        self.own(rel, version)
+        self.cache.upsert(rel, Attrs("dir", 0, time.time(), (mode & 0o7777) or 0o755),
+                          self._volume(g) or "")
         return await self.lookup(parent_inode, name, ctx)
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
@@ -530,8 +557,10 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         g = self.gpath(rel)
         if await self.call(self._mount_children, g):
             raise pyfuse3.FUSEError(errno.EBUSY)
-        await self.call(self.client.rmdir, g, conflict=errno.ENOTEMPTY, invalid=errno.ENOTDIR)
-        self.cache.invalidate_tree(rel)
+        version = await self.call(self.client.rmdir, g, conflict=errno.ENOTEMPTY,
+                                  invalid=errno.ENOTDIR)
+        self.own(rel, version)
+        self.cache.remove(rel, self._volume(g) or "")
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         self._writable()
@@ -542,8 +571,10 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
             if not sf.exists_remote:
                 self.cache.invalidate(rel)
                 return
-        await self.call(self.client.rm, self.gpath(rel), keep_parent=True, invalid=errno.EISDIR)
-        self.cache.invalidate(rel)
+        version = await self.call(self.client.rm, self.gpath(rel), keep_parent=True,
+                                  invalid=errno.EISDIR)
+        self.own(rel, version)
+        self.cache.remove(rel, self._volume(self.gpath(rel)) or "")
 
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: Any) -> None:
@@ -573,7 +604,7 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
                 raise pyfuse3.FUSEError(errno.EISDIR)
             if src.kind == "dir" and dst.kind == "file":
                 raise pyfuse3.FUSEError(errno.ENOTDIR)
-        await self.call(self.client.mv, g_old, g_new, conflict=errno.ENOTEMPTY)
+        self.own(old, await self.call(self.client.mv, g_old, g_new, conflict=errno.ENOTEMPTY))
         self.inodes.rename(old, new)
         for rel, sf in list(self.pending.items()):
             if rel == old or rel.startswith(old + "/"):

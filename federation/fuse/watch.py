@@ -82,6 +82,8 @@ class Watcher:
 
     def _apply(self, change: dict[str, Any]) -> None:
         volume = change["volume"]
+        if self.ops.is_own(volume, change["version"]):
+            return  # this mount made it and already knows
         gone = change["op"] in ("rmdir", "delete") or (
             change["op"] == "rename" and not change.get("src"))  # the old name's row
         for rel in self._rels(volume, change["relative_path"]):
