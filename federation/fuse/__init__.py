@@ -1,9 +1,13 @@
 """``gns fuse``: the global namespace as a POSIX file system (SPEC §12), on libfuse 3.
 
-Why pyfuse3 (async, Cython over libfuse 3) and not mfusepy (ctypes): on a null file system
-on these machines pyfuse3 reads 1.3-1.4 GB/s and serves ~190k cached stats/s, mfusepy
-single-threaded 0.4-0.6 GB/s (see ``bench/posix.py --null`` and the issue note). pyfuse3
-runs every request on one trio loop; blocking gRPC calls go to worker threads.
+Why pyfuse3 (async, Cython over libfuse 3's low-level API) and not mfusepy (ctypes,
+high-level path API): the change stream must drop the kernel's cached attributes, pages
+and entries of files changed elsewhere, which only the low-level API's notifications
+(``invalidate_inode``/``invalidate_entry``) can do; inode-based ``rename``/``forget``
+keep open files right across renames; and one trio loop serves many requests at once while
+blocking gRPC calls run in worker threads. Raw speed did not decide it: on a null file
+system (``python -m bench.fuse_null``) the two are within this shared machine's noise
+(sequential reads 465 vs 413 MiB/s in one run, 844 vs 1441 in the next).
 
 Modules, one job each (after S3QL, by pyfuse3's author):
 
