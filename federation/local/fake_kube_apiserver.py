@@ -77,7 +77,11 @@ class FakeKube:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
-        self._changed: asyncio.Condition | None = None
+        self._changed: asyncio.Event | None = None
+        """Set (and replaced) at every change: watchers wait on the one they saw."""
+        self._expired = 0
+        """Bumped by :meth:`expire`: open watches end, so they must resume (and get 410)."""
+        self._closing = False
         self.requests: list[tuple[str, str]] = []
         self.watches_opened = 0
 
@@ -92,7 +96,6 @@ class FakeKube:
             loop.run_until_complete(self._serve())
             ready.set()
             loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())  # type: ignore[union-attr]
             loop.close()
 
         self._thread = threading.Thread(target=main, name="fake-kube-apiserver", daemon=True)
@@ -102,7 +105,8 @@ class FakeKube:
         return self
 
     async def _serve(self) -> None:
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()
+        self._closing = False
         app = web.Application(middlewares=[self._auth])
         base = "/apis/gns.io/v1alpha1"
         app.router.add_get(base + "/{plural}", self._list_or_watch)
@@ -127,6 +131,18 @@ class FakeKube:
         if self._loop is None:
             return
         loop = self._loop
+
+        async def shutdown() -> None:
+            self._closing = True
+            self._wake()
+            await self._runner.cleanup()  # type: ignore[union-attr]
+            current = asyncio.current_task()
+            rest = [t for t in asyncio.all_tasks() if t is not current]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(15)
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(10)  # type: ignore[union-attr]
         self._loop = None
@@ -161,14 +177,18 @@ class FakeKube:
         if loop is None:
             return
 
-        async def notify() -> None:
-            assert self._changed is not None
-            async with self._changed:
-                if expire:
-                    self._expired_at = self.store.rv
-                self._changed.notify_all()
+        def notify() -> None:
+            if expire:
+                self._expired += 1
+            self._wake()
 
-        asyncio.run_coroutine_threadsafe(notify(), loop)
+        loop.call_soon_threadsafe(notify)
+
+    def _wake(self) -> None:
+        """Wake every watcher (on the server's loop)."""
+        ev, self._changed = self._changed, asyncio.Event()
+        if ev is not None:
+            ev.set()
 
     # -- HTTP ---------------------------------------------------------------------------------
     @web.middleware
@@ -204,9 +224,10 @@ class FakeKube:
         await resp.prepare(request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        assert self._changed is not None
-        start_expired = getattr(self, "_expired_at", None)
+        start_expired = self._expired
         while True:
+            changed = self._changed
+            assert changed is not None
             with self.store.lock:
                 compacted = self.store.compacted
                 pending = [(rv, t, o) for rv, p, t, o in self.store.events
@@ -225,12 +246,13 @@ class FakeKube:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return resp
-            async with self._changed:
-                try:
-                    await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
-                except TimeoutError:
-                    pass
-            if getattr(self, "_expired_at", None) != start_expired:
+            try:
+                await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
+            except TimeoutError:
+                pass
+            if self._closing:
+                return resp
+            if self._expired != start_expired:
                 return resp  # history compacted: end the stream; the client resumes and gets 410
 
     def _record(self, plural: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
