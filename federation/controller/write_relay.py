@@ -1,0 +1,71 @@
+"""Write streams as the bytes they arrived in, so a forwarder relays data untouched.
+
+Why: a controller that is not the owner of a volume forwards ``Write`` to the owner. Parsing
+every 1 MiB ``WriteChunk`` only to serialise it again costs a copy each way per hop; reads
+already pass the owner's serialized chunks through (``READ_METHOD``). Here the server's
+deserializer for ``Write`` leaves a message that is exactly one ``data`` field as the bytes it
+came in (the header, and anything unexpected, is parsed as usual, so access checks and the
+handler see a real ``WriteChunk`` first). The owner then takes the payload as a memoryview
+of those bytes (no copy), and a forwarder sends them on as they are.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from namespace.errors import InvalidInput
+
+WRITE_METHOD = "/gns.federation.v1.Federation/Write"
+_DATA_TAG = 0x12  # field 2 (data), wire type 2 (length-delimited)
+
+
+def _payload_at(raw: bytes) -> int | None:
+    """Offset of the payload when ``raw`` is exactly one ``data`` field, else None."""
+    if not raw or raw[0] != _DATA_TAG:
+        return None
+    size = shift = 0
+    pos = 1
+    while pos < len(raw) and pos < 11:
+        b = raw[pos]
+        size |= (b & 0x7F) << shift
+        pos += 1
+        if not b & 0x80:
+            return pos if pos + size == len(raw) else None
+        shift += 7
+    return None
+
+
+def deserialize(raw: bytes) -> bytes | pb.WriteChunk:
+    """The server-side request deserializer of ``Write``."""
+    if _payload_at(raw) is not None:
+        return raw
+    chunk: pb.WriteChunk = pb.WriteChunk.FromString(raw)
+    return chunk
+
+
+def data_of(msg: bytes | pb.WriteChunk) -> bytes | memoryview:
+    """The payload of a data message (raw or parsed); a second header is refused."""
+    if isinstance(msg, bytes):
+        at = _payload_at(msg)
+        if at is None:  # cannot happen for what deserialize() returns raw
+            return data_of(pb.WriteChunk.FromString(msg))
+        return memoryview(msg)[at:]
+    if msg.WhichOneof("part") != "data":
+        raise InvalidInput("write stream carried a second header")
+    return msg.data
+
+
+def serialized(msg: bytes | pb.WriteChunk) -> bytes:
+    """The message on the wire: raw bytes as they came, parsed ones encoded."""
+    return msg if isinstance(msg, bytes) else msg.SerializeToString()
+
+
+async def header_first(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``stream`` with its first message parsed (a raw first message is no header)."""
+    first = True
+    async for msg in stream:
+        if first and isinstance(msg, bytes):
+            msg = pb.WriteChunk.FromString(msg)
+        first = False
+        yield msg
