@@ -33,7 +33,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, TypeVar, cast
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 from cloud_adapters.errors import (
     IntegrityError,
@@ -146,12 +149,13 @@ class _ChunkReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
         while not self._buf:
             try:
                 self._buf = bytes(next(self._it))
             except StopIteration:
                 return 0
+        b = memoryview(buffer).cast("B")
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
@@ -213,7 +217,8 @@ def prepare_source(
     if sha256 is not None and sha256 != digest:
         spool.close()
         raise IntegrityError(f"sha256 mismatch: streamed {digest}, expected {sha256}")
-    return PreparedSource(spool, 0, n, digest, owned=True)  # type: ignore[arg-type]
+    # A spooled file is a binary file (typeshed does not say so).
+    return PreparedSource(cast(BinaryIO, spool), 0, n, digest, owned=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,9 +15,11 @@ resumable session is never visible. The client library's retries are off (``retr
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import warnings
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any, ClassVar
 
 with warnings.catch_warnings():
@@ -42,10 +44,11 @@ from cloud_adapters.errors import (
 from cloud_adapters.transfer import TransferPool
 from cloud_adapters.uri import StoreURI
 
+_rm_common: ModuleType | None
 try:  # the resumable-media exceptions moved packages across releases
-    from google.resumable_media import common as _rm_common
+    _rm_common = importlib.import_module("google.resumable_media.common")
 except ImportError:  # pragma: no cover
-    _rm_common = None  # type: ignore[assignment]
+    _rm_common = None
 
 __all__ = ["GCSStore"]
 

@@ -190,11 +190,14 @@ class ClusterTarget:
 
     def files(self) -> Iterator[TargetFile]:
         self._full = True
+        call = self._stub.Files(pb.ReplicaFilesRequest(volume=self.volume), timeout=3600)
         try:
-            for f in self._stub.Files(pb.ReplicaFilesRequest(volume=self.volume), timeout=3600):
+            for f in call:
                 yield TargetFile(f.path, int(f.size), f.sha256, f.mtime)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, f"replica {self.name}") from None
+        finally:
+            call.cancel()  # a reader that stops early must not leave the stream open
 
     def has(self, path: str, sha256: str) -> bool:
         found = bool(self._call(self._stub.Has, pb.ReplicaHasRequest(volume=self.volume, sha256=sha256)).has)
