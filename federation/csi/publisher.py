@@ -81,6 +81,8 @@ class Publisher:
         self._spare: list[subprocess.Popen[bytes]] = []
         self._pubs: dict[str, Publication] = {}
         self._lock = threading.RLock()
+        """Guards the publication table, the spares and the state file (held briefly)."""
+        self._locks: dict[str, threading.Lock] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.on_reattach: list[Callable[[Publication, float], None]] = []
@@ -103,14 +105,21 @@ class Publisher:
                 spare.kill()
                 spare.wait()
             self._spare.clear()
-            if unmount:
-                for target in list(self._pubs):
-                    self.unpublish(target)
+            targets = list(self._pubs)
+        if unmount:
+            for target in targets:
+                self.unpublish(target)
 
     # -- publish / unpublish ------------------------------------------------------------------
-    def publish(self, volume_id: str, path: str, target: str, readonly: bool) -> Publication:
+    def _target_lock(self, target: str) -> threading.Lock:
+        """One lock per target path: publications of different pods proceed in parallel,
+        and one target is never attached twice at once."""
         with self._lock:
-            pub = self._pubs.get(target)
+            return self._locks.setdefault(target, threading.Lock())
+
+    def publish(self, volume_id: str, path: str, target: str, readonly: bool) -> Publication:
+        with self._target_lock(target):
+            pub = self.get(target)
             if pub is not None:
                 if (pub.volume_id, pub.readonly) != (volume_id, readonly):
                     raise AlreadyExists(
@@ -119,6 +128,8 @@ class Publisher:
                 if pub.alive() and mountinfo.is_live(target):
                     return pub
                 self._attach(pub)
+                with self._lock:
+                    self._save()
                 return pub
             if mountinfo.is_mounted(target):
                 if mountinfo.is_stale(target):
@@ -130,10 +141,12 @@ class Publisher:
             pub = Publication(volume_id=volume_id, path=path, target=target, readonly=readonly)
             self._attach(pub)
             try:
-                self._pubs[target] = pub
-                self._save()
+                with self._lock:
+                    self._pubs[target] = pub
+                    self._save()
             except BaseException:  # never leave a mount nobody knows about
-                self._pubs.pop(target, None)
+                with self._lock:
+                    self._pubs.pop(target, None)
                 self._terminate(pub)
                 mountinfo.unmount(target, lazy=True)
                 raise
@@ -141,10 +154,12 @@ class Publisher:
 
     def unpublish(self, target: str) -> bool:
         """Unmount ``target``; False if nothing of ours was there (still OK for the CO)."""
-        with self._lock:
-            pub = self._pubs.pop(target, None)
+        with self._target_lock(target):
+            with self._lock:
+                pub = self._pubs.pop(target, None)
+                if pub is not None:
+                    self._save()
             if pub is not None:
-                self._save()
                 self._terminate(pub)
             mountinfo.unmount(target, lazy=mountinfo.is_stale(target))
             try:
@@ -190,6 +205,10 @@ class Publisher:
     def _launch(self, args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         """``gns ARGS`` in the background: handed to the warm spare when one is ready,
         else started cold."""
+        with self._lock:
+            return self._launch_locked(args, log_path)
+
+    def _launch_locked(self, args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         while self._spare:
             spare = self._spare.pop(0)
             if spare.poll() is not None or spare.stdin is None:
@@ -242,8 +261,11 @@ class Publisher:
     def _watch(self) -> None:
         while not self._stop.wait(WATCH_INTERVAL):
             for pub in self.publications():
-                with self._lock:
-                    if self._pubs.get(pub.target) is not pub:
+                lock = self._target_lock(pub.target)
+                if not lock.acquire(blocking=False):
+                    continue  # a publish or unpublish of this target is under way
+                try:
+                    if self.get(pub.target) is not pub:
                         continue  # unpublished meanwhile
                     if pub.alive() and not mountinfo.is_stale(pub.target) \
                             and mountinfo.is_mounted(pub.target):
@@ -257,9 +279,12 @@ class Publisher:
                         log.exception("re-attaching %s failed; retrying", pub.target)
                         continue
                     pub.restarts += 1
-                    self._save()
+                    with self._lock:
+                        self._save()
                     for cb in self.on_reattach:
                         cb(pub, time.monotonic() - started)
+                finally:
+                    lock.release()
 
     def _state_file(self) -> Path:
         return self.state_dir / "publications.json"

@@ -322,3 +322,23 @@ def test_killed_fuse_process_is_reattached(fed: Federation, driver: CsiProcess,
     finally:
         _unpublish(driver, vid, target)
         driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
+
+
+def test_concurrent_publishes_of_one_volume(fed: Federation, driver: CsiProcess,
+                                            tmp_path: Path, fuse_ok: None) -> None:
+    """Pods starting together: publications of different targets proceed side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    vid = create(driver, "pvc-many", **PVC | {"csi.storage.k8s.io/pvc/name": "many"}
+                 ).volume.volume_id
+    assert fed.gns("put", "-", f"{vid}/shared.txt", input=b"one file\n").returncode == 0
+    targets = [tmp_path / f"pod{i}" for i in range(3)]
+    try:
+        with ThreadPoolExecutor(len(targets)) as pool:
+            list(pool.map(lambda t: _publish(driver, vid, t), targets))
+        for t in targets:
+            assert (t / "shared.txt").read_text() == "one file\n"
+    finally:
+        for t in targets:
+            _unpublish(driver, vid, t)
+        driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
