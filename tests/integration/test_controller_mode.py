@@ -2,11 +2,13 @@
 
 A table of commands runs twice against the same federation: once the usual way (etcd) and
 once with ``--controller`` from an environment that has no etcd address (GNS_ETCD unset,
-GNS_HOME empty). Both must give the same JSON and the same exit codes.
+GNS_HOME empty). Both must give the same JSON and the same exit codes. The table runs the CLI
+in process; ``status`` and the error cases run it as separate processes.
 """
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -114,8 +116,34 @@ TABLE: list[tuple[list[str], bytes | None]] = [
 ]
 
 
+def _in_process(fed: Federation, monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes],
+                argv: list[str], data: bytes | None, controller: bool, tmp: Path) -> subprocess.CompletedProcess[bytes]:
+    """The real CLI in this process (a Python start-up per row would dominate the test); the
+    controller way runs with no etcd address anywhere in its environment."""
+    import io
+
+    from federation.cli.main import run
+
+    env = fed.env()
+    for key in [k for k in os.environ if k.startswith("GNS_")]:
+        monkeypatch.delenv(key)
+    if controller:
+        monkeypatch.setenv("GNS_HOME", str(tmp / "empty-home"))
+        monkeypatch.setenv("GNS_CONTROLLER", fed.controllers["onprem-b"].endpoint)
+    else:
+        monkeypatch.setenv("GNS_ETCD", env["GNS_ETCD"])
+        monkeypatch.setenv("GNS_HOME", env["GNS_HOME"])
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data or b"")))
+    capsysbinary.readouterr()
+    code = run(argv)
+    out, err = capsysbinary.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)
+
+
 @pytest.mark.slow
-def test_every_command_both_ways_gives_the_same_answer(fed: Federation, tmp_path: Path) -> None:
+def test_every_command_both_ways_gives_the_same_answer(fed: Federation, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     mismatches = []
     for args, stdin in TABLE:
         results = {}
@@ -123,8 +151,7 @@ def test_every_command_both_ways_gives_the_same_answer(fed: Federation, tmp_path
             argv = [a.replace("{v}", name) for a in args] + ["--json"]
             data = stdin.replace(b"NAME", f"{name}-dr".encode()).replace(b"VOLUME", name.encode()) \
                 if stdin else None
-            proc = (_etcd_way(fed, argv, data) if way == "etcd"
-                    else _controller_way(fed, argv, data, tmp_path))
+            proc = _in_process(fed, monkeypatch, capsysbinary, argv, data, way == "controller", tmp_path)
             assert b"Traceback" not in proc.stderr, proc.stderr
             out = proc.stdout.replace(name.encode(), b"{v}")
             results[way] = (proc.returncode, _stable(out) if proc.returncode == 0 and args[0] != "cat" else out,
