@@ -342,3 +342,48 @@ def test_concurrent_publishes_of_one_volume(fed: Federation, driver: CsiProcess,
         for t in targets:
             _unpublish(driver, vid, t)
         driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
+
+
+def test_restarted_driver_adopts_and_reattaches(fed: Federation, driver: CsiProcess,
+                                                tmp_path: Path, fuse_ok: None) -> None:
+    """kill -9 of the node plugin leaves its FUSE process serving the pod; if that dies too,
+    the next driver (same state dir) re-attaches the mount it finds stale."""
+    vid = create(driver, "pvc-adopt", **PVC | {"csi.storage.k8s.io/pvc/name": "adopt"}
+                 ).volume.volume_id
+    first = start_csi(fed, tmp_path / "node")
+    target = tmp_path / "adopt"
+    second: CsiProcess | None = None
+    try:
+        _publish(first, vid, target)
+        (target / "f.txt").write_text("kept\n")
+        pid = json.loads((first.state_dir / "publications.json").read_text())[str(target)]["pid"]
+        first.proc.kill()
+        first.proc.wait()
+        assert (target / "f.txt").read_text() == "kept\n"  # the pod's mount outlives the driver
+        os.kill(pid, signal.SIGKILL)
+        started = time.monotonic()
+        while True:  # stale: "Transport endpoint is not connected"
+            try:
+                os.stat(target / "f.txt")
+            except OSError as exc:
+                if exc.errno == errno.ENOTCONN:
+                    break
+            assert time.monotonic() - started < 10, "mount did not go stale"
+            time.sleep(0.05)
+        second = start_csi(fed, tmp_path / "node")
+        started = time.monotonic()
+        while True:
+            try:
+                if (target / "f.txt").read_text() == "kept\n":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() - started < 10, "not re-attached within 10 s"
+            time.sleep(0.1)
+        _unpublish(second, vid, target)
+        assert not os.path.ismount(target)
+    finally:
+        for d in (first, second):
+            if d is not None:
+                d.stop()
+        driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
