@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -51,15 +52,48 @@ def fed(etcd_module: EtcdCluster, tmp_path_factory: pytest.TempPathFactory) -> I
         f.stop_all()
 
 
-def as_user(f: Federation, who: str, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+_IN_PROCESS: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _cli_in_process(monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes]) -> Iterator[None]:
+    """Most checks run the real CLI inside this process: a Python start-up per command would
+    dominate these tests on a busy machine. ``real=True`` runs a separate process."""
+    import io
+
+    from federation.cli.main import run
+
+    def in_process(env: dict[str, str], args: list[str], data: bytes | None) -> subprocess.CompletedProcess[bytes]:
+        for key in [k for k in os.environ if k.startswith("GNS_")]:
+            monkeypatch.delenv(key)
+        for key, value in env.items():
+            if key.startswith("GNS_"):
+                monkeypatch.setenv(key, value)
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data or b"")))
+        capsysbinary.readouterr()
+        code = run(args)
+        out, err = capsysbinary.readouterr()
+        for key in [k for k in os.environ if k.startswith("GNS_")]:  # fed.env() copies os.environ
+            monkeypatch.delenv(key)
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    _IN_PROCESS.append(in_process)
+    yield
+    _IN_PROCESS.clear()
+
+
+def as_user(f: Federation, who: str, *args: str, input: bytes | None = None,
+            real: bool = False) -> subprocess.CompletedProcess[bytes]:
     env = f.env()
     env["GNS_IDENTITY"] = who
+    if _IN_PROCESS and not real:
+        return _IN_PROCESS[-1](env, list(args), input)  # type: ignore[no-any-return]
     return subprocess.run([sys.executable, "-m", "federation.cli.main", *args], input=input,
                           capture_output=True, env=env, timeout=60)
 
 
 def admin(f: Federation, *args: str) -> None:
-    proc = f.gns(*args)
+    proc = as_user(f, "client", *args)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -88,11 +122,11 @@ def test_reads_and_writes_per_grant_with_inheritance(fed: Federation) -> None:
 
 
 def test_via_does_not_launder_identity(fed: Federation) -> None:
-    denied(as_user(fed, "bob", "cat", "/data/x", "--via", "onprem-b"))
+    denied(as_user(fed, "bob", "cat", "/data/x", "--via", "onprem-b", real=True))
     admin(fed, "acl", "grant", "/data", "user:bob", "read")
     try:
         # the forwarder passes bob on; the owner believes it from a cluster certificate
-        assert as_user(fed, "bob", "cat", "/data/x", "--via", "onprem-b").stdout == b"x-data"
+        assert as_user(fed, "bob", "cat", "/data/x", "--via", "onprem-b", real=True).stdout == b"x-data"
         denied(as_user(fed, "bob", "put", "-", "/data/w", "--via", "onprem-b", input=b"no"))
     finally:
         admin(fed, "acl", "revoke", "/data", "user:bob")
@@ -197,7 +231,7 @@ def test_expired_and_foreign_certificates_are_refused(fed: Federation, tmp_path:
     cert = x509.load_pem_x509_certificate((fed.tls_dir / "short.crt").read_bytes())
     while time.time() <= cert.not_valid_after_utc.timestamp() + 0.1:
         time.sleep(0.05)
-    proc = as_user(fed, "short", "cat", "/data/x")
+    proc = as_user(fed, "short", "cat", "/data/x", real=True)
     assert_error(subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, proc.stderr.decode()),
                  2, "expired")
     # the server refuses it too (a client that skips its own check)
@@ -250,25 +284,9 @@ def test_rotation_serves_the_new_certificate_without_restart(fed: Federation) ->
     assert fed.gns_bytes("cat", "/data/x", "--via", "onprem-b").stdout == b"x-data"
 
 
-def _inproc(fed: Federation, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-            *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI run in this process (bad input fails before any connection: no need to pay
-    for a Python start-up per case on a busy machine)."""
-    from federation.cli.main import run
-
-    for key, value in fed.env().items():
-        if key.startswith("GNS_"):
-            monkeypatch.setenv(key, value)
-    capsys.readouterr()
-    code = run(list(args))
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(list(args), code, out, err)
-
-
-def test_bad_input_on_every_new_command(fed: Federation, monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_on_every_new_command(fed: Federation) -> None:
     assert fed.tls_dir is not None
-    gns = lambda *a: _inproc(fed, monkeypatch, capsys, *a)  # noqa: E731
+    gns = lambda *a: as_user(fed, "client", *a)  # noqa: E731
     before = gns("acl", "list", "--json").stdout
     for args in (
         ["acl", "grant", "data", "user:bob", "read"],
