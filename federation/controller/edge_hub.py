@@ -324,8 +324,11 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
             link.mux.close()
 
     async def _watchdog(self, link: SiteLink) -> None:
-        """Three beats of silence: the site is Down now (the lease goes with the link)."""
+        """Three beats of silence: the site is Down now (the lease goes with the link).
+        Until then, the lease is refreshed every third of its TTL."""
         while not link.mux.closed:
+            if link.lease_id is not None and time.monotonic() - link.last_refresh >= link.ttl / 3:
+                await self._refresh(link)
             silent = time.monotonic() - link.last_rx
             if silent > 3 * link.heartbeat:
                 log.warning("edge site %s: no heartbeat for %.2fs; marking it Down", link.site, silent)
@@ -333,7 +336,7 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
                 # Now, not when the stream's handler unwinds: a stalled peer can hold that up.
                 await self._unregister(link)
                 return
-            await asyncio.sleep(max(0.02, min(link.heartbeat / 2, 3 * link.heartbeat - silent)))
+            await asyncio.sleep(max(0.02, min(link.heartbeat / 2, link.ttl / 6, 3 * link.heartbeat - silent)))
 
     # -- registration and its lease ---------------------------------------------------------
     async def _register(self, link: SiteLink) -> None:
@@ -382,17 +385,24 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         except Exception:  # the lease runs out by itself
             log.debug("revoking the lease of site %s failed", link.site, exc_info=True)
 
-    async def _on_heartbeat(self, link: SiteLink, hb: epb.Heartbeat) -> None:
+    async def _refresh(self, link: SiteLink) -> None:
+        """Keep the site's lease while the link lives (any frame counts, not only beats:
+        a link busy draining a backlog is alive even if a beat queues behind data)."""
         now = time.monotonic()
-        if link.lease_id is not None and now - link.last_refresh >= link.ttl / 3:
-            try:
-                reply = await asyncio.wait_for(self.etcd.client.refresh_lease(link.lease_id), timeout=max(0.5, link.ttl / 3))
-                if reply is None or reply.TTL <= 0:
-                    link.mux.close()  # the lease is gone: the site must re-register
-                    return
-                link.last_refresh = now
-            except Exception as exc:
-                log.warning("edge site %s: lease refresh failed: %s", link.site, exc)
+        try:
+            reply = await asyncio.wait_for(self.etcd.client.refresh_lease(link.lease_id),
+                                           timeout=max(0.5, link.ttl / 3))
+        except Exception as exc:
+            log.warning("edge site %s: lease refresh failed: %s", link.site, exc)
+            return
+        if reply is None or reply.TTL <= 0:
+            log.warning("edge site %s: its lease ran out (this hub stalled); dropping the link to re-register",
+                        link.site)
+            link.mux.close()
+            return
+        link.last_refresh = now
+
+    async def _on_heartbeat(self, link: SiteLink, hb: epb.Heartbeat) -> None:
         await self._publish(link, hb)
         ack = epb.HeartbeatAck(seq=hb.seq)
         if link.view_generation != self._generation:  # recompute only after a namespace change
