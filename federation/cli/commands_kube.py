@@ -27,4 +27,5 @@ def csi(env: Env, endpoint: str, node_id: str, cluster_id: str | None, state_dir
     from federation.csi.server import CsiConfig, run_csi
 
     run_csi(CsiConfig(endpoint=endpoint, node_id=node_id, cluster=cluster_id, etcd=env.etcd,
-                      tls_dir=env.tls_dir, state_dir=Path(state_dir)))
+                      tls_dir=env.tls_dir, controller=env.controller, identity=env.identity,
+                      state_dir=Path(state_dir)))

@@ -32,6 +32,10 @@ class CsiConfig:
     cluster: str | None = None
     etcd: str | None = None
     tls_dir: str | None = None
+    controller: str | None = None
+    """``--controller``: reach the federation through this controller, never etcd (a node
+    plugin then needs no etcd credentials; DeleteVolume still needs etcd)."""
+    identity: str | None = None
     state_dir: Path = field(default_factory=lambda: Path("/var/lib/gns-csi"))
 
     def socket_path(self) -> str:
@@ -47,6 +51,10 @@ class CsiConfig:
             raise InvalidInput("--node-id must not be empty")
         if self.cluster is not None:
             check_name("cluster", self.cluster)
+        if self.controller is not None:
+            from federation.remote import find_controller
+
+            find_controller(self.controller)
 
     def fuse_command(self, target: str, path: str, readonly: bool) -> list[str]:
         argv: list[str] = []
@@ -54,6 +62,10 @@ class CsiConfig:
             argv += ["--etcd", self.etcd]
         if self.tls_dir:
             argv += ["--tls-dir", self.tls_dir]
+        if self.controller:
+            argv += ["--controller", self.controller]
+        if self.identity:
+            argv += ["--identity", self.identity]
         # each publication stages its writes apart: two pods' FUSE processes share nothing
         cache = self.state_dir / "cache" / hashlib.sha256(target.encode()).hexdigest()[:16]
         argv += ["fuse", target, "--root", path, "--cache-dir", str(cache)]
@@ -66,7 +78,8 @@ class CsiDriver:
     def __init__(self, config: CsiConfig) -> None:
         config.check()
         self.config = config
-        self.client = Client(config.etcd, tls_dir=config.tls_dir)
+        self.client = Client(config.etcd, tls_dir=config.tls_dir, controller=config.controller,
+                             identity=config.identity)
         self.publisher = Publisher(config.fuse_command, config.state_dir)
         self.server = grpc.server(ThreadPoolExecutor(max_workers=8, thread_name_prefix="csi"))
         csi_grpc.add_IdentityServicer_to_server(IdentityService(), self.server)

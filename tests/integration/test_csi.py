@@ -387,3 +387,21 @@ def test_restarted_driver_adopts_and_reattaches(fed: Federation, driver: CsiProc
             if d is not None:
                 d.stop()
         driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
+
+
+def test_driver_through_a_controller_without_etcd(fed: Federation, tmp_path: Path) -> None:
+    """``gns csi --controller HOST:PORT`` holds no etcd credentials: paths resolve through the
+    controller; provisioning says it needs etcd. (Publishing then runs ``gns fuse
+    --controller``, which the FUSE layer does not support yet.)"""
+    node = start_csi(fed, tmp_path / "node", controller=fed.controllers["onprem-a"].endpoint)
+    try:
+        assert node.node.NodeGetInfo(csi.NodeGetInfoRequest()).node_id == "node-1"
+        code, _ = _code(lambda: node.node.NodePublishVolume(csi.NodePublishVolumeRequest(
+            volume_id="/not/mounted/anywhere", target_path=str(tmp_path / "t"),
+            volume_capability=mount_cap())))
+        assert code == grpc.StatusCode.NOT_FOUND
+        code, msg = _code(lambda: create(node, "pvc-no-etcd"))
+        assert code == grpc.StatusCode.UNAVAILABLE and "etcd" in msg
+        assert fed.gns("volume", "show", "pvc-no-etcd").returncode == 3
+    finally:
+        node.stop()
