@@ -209,7 +209,7 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def modified(self, path: str) -> Any:
         import datetime
 
-        return datetime.datetime.fromtimestamp(self.info(path)["mtime"] or 0, datetime.timezone.utc)
+        return datetime.datetime.fromtimestamp(self.info(path)["mtime"] or 0, datetime.UTC)
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None,
               autocommit: bool = True, cache_options: Any = None, **kwargs: Any) -> Any:
