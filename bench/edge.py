@@ -44,7 +44,6 @@ from federation.local.etcd_server import EtcdCluster
 from federation.local.harness import Federation
 from federation.local.ports import free_port
 
-
 _LOOP: asyncio.AbstractEventLoop | None = None
 
 
@@ -141,7 +140,7 @@ def _storm_worker(hub: str, tokens: list[tuple[str, str]], heartbeat: float, con
             async with sem:
                 await site.join(tok)
 
-        await asyncio.gather(*(join(s, t) for s, (_, t) in zip(sites, tokens)))
+        await asyncio.gather(*(join(s, t) for s, (_, t) in zip(sites, tokens, strict=True)))
         conn.send("joined")
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)
         await asyncio.gather(*(s.close() for s in sites))

@@ -32,8 +32,13 @@ from edge.link import HubLink
 from edge.shipping import Shipper
 from edge.site import EdgeFederationService, EdgeVolumes, LocalNamespace, NeverFenced
 from federation.channels import BASE_OPTIONS, AioChannelPool
-from federation.sitekit import ControllerMetrics, ErrorInterceptor, add_federation_service, claim_data_dir
 from federation.edge_mux import InCall, LinkMux, RelayHandler, forwardable, replay
+from federation.sitekit import (
+    ControllerMetrics,
+    ErrorInterceptor,
+    add_federation_service,
+    claim_data_dir,
+)
 from namespace.edge import parse_token
 from namespace.errors import InvalidInput, Unavailable
 from namespace.paths import check_name

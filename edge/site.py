@@ -29,8 +29,8 @@ import grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
-from federation.sitekit import API_VERSIONS, RELEASE, FederationService, Resolved, VolumeManager
 from federation.edge_mux import forwardable
+from federation.sitekit import API_VERSIONS, RELEASE, FederationService, Resolved, VolumeManager
 from namespace.cache import NamespaceView
 from namespace.errors import InvalidInput, Unavailable
 from namespace.models import ClusterSpec, Volume

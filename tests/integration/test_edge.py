@@ -8,8 +8,8 @@ proxy the test owns.
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,8 @@ from edge.harness import EdgeProcess
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.local.ports import free_port
-from tests.fixtures.federation import Federation, assert_error
 from federation.local.tcpproxy import TcpProxy
+from tests.fixtures.federation import Federation, assert_error
 
 HB = 0.3
 

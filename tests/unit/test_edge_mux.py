@@ -6,7 +6,15 @@ import asyncio
 import grpc
 
 from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
-from federation.edge_mux import LANE_BULK, LANE_LINK, LANE_LIVE, InCall, LinkMux, RelayedError, call_over
+from federation.edge_mux import (
+    LANE_BULK,
+    LANE_LINK,
+    LANE_LIVE,
+    InCall,
+    LinkMux,
+    RelayedError,
+    call_over,
+)
 
 
 def wire(a: LinkMux, b: LinkMux) -> list[asyncio.Task[None]]:
