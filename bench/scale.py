@@ -252,7 +252,9 @@ def bench_cache(urls: str, mounts: int, runs: int) -> dict[str, Any]:
     ready, load, rss = [], [], []
     for _ in range(runs):
         out = subprocess.run([sys.executable, "-m", "bench.scale", "--cache-child", urls, str(mounts)],
-                             capture_output=True, text=True, check=True, timeout=300)
+                             capture_output=True, text=True, check=False, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError(f"cache child failed: {out.stderr.strip()[-2000:]}")
         doc = json.loads(out.stdout.strip().splitlines()[-1])
         ready.append(doc["ready_s"])
         load.append(doc["load_s"])

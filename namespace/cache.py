@@ -1,8 +1,9 @@
 """A local copy of the control plane, fed by one etcd watch, so resolving needs no round trip.
 
 :class:`NamespaceView` is the plain in-memory state (clusters, liveness, volumes, published
-volume states, mounts, policies, mirror statuses). :class:`NamespaceCache` loads it with one
-range read at revision R and then follows a prefix watch from R+1. If the watch breaks (a
+volume states, mounts, policies, mirror statuses). :class:`NamespaceCache` loads it with
+range reads at one revision R (paged, so a 100k-mount namespace loads within the etcd call
+timeout) and then follows a prefix watch from R+1. If the watch breaks (a
 dead member, a compaction past our revision) it reloads the whole state and watches again,
 so a cache is never silently stale for longer than a reconnect. Listeners hear about every
 applied change, after it is applied.
@@ -16,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import aetcd
+import grpc
 from pydantic import ValidationError
 
 from namespace import schema
-from namespace.etcd import FAILURES, Etcd
+from namespace.etcd import FAILURES, Etcd, prefix_end
 from namespace.models import ClusterSpec, ClusterView, Mount, Volume, VolumeState, VolumeView
 from namespace.mounts import MountTable, Resolution
 from namespace.paths import check_name, normalize, normalize_relative
@@ -142,12 +145,37 @@ def _store(table: dict[str, Any], name: str, value: bytes | None, decode: Callab
         table[name] = decode(value)
 
 
+LOAD_PAGE = 5000
+"""Keys per range read of a (re)load: 100k mounts in ONE read outlast the etcd call timeout
+on a busy host (bench.scale, issue 14); pages of this size stay well inside it."""
+
+
+async def _range_page(client: Any, start: bytes, end: bytes, revision: int, limit: int) -> Any:
+    # aetcd's get_range has no limit/revision: build its request and set them here.
+    req = client._build_get_range_request(key=start, range_end=end)
+    req.limit = limit
+    req.revision = revision
+    try:
+        return await client.kvstub.Range(req, timeout=client._timeout, metadata=client.metadata)
+    except grpc.aio.AioRpcError as exc:
+        aetcd.exceptions._handle_exception(exc)  # raises aetcd's error for this status
+
+
 async def load_view(etcd: Etcd) -> NamespaceView:
-    """One consistent snapshot of the whole control plane (a single range read)."""
+    """One consistent snapshot of the whole control plane: range reads of ``LOAD_PAGE``
+    keys, every page at the revision of the first."""
     view = NamespaceView()
-    kvs, revision = await etcd.get_prefix(schema.ROOT.encode())
-    for key, value in kvs:
-        view.apply(key, value)
+    prefix = schema.ROOT.encode()
+    start, end, revision = prefix, prefix_end(prefix), 0
+    while True:
+        rsp = await etcd.call(_range_page, etcd.client, start, end, revision, LOAD_PAGE)
+        if not revision:
+            revision = rsp.header.revision
+        for kv in rsp.kvs:
+            view.apply(kv.key, kv.value)
+        if not rsp.more or not rsp.kvs:
+            break
+        start = rsp.kvs[-1].key + b"\0"
     view.revision = revision
     return view
 
