@@ -591,11 +591,26 @@ class Client:
     def set_mtime(self, path: str, mtime: float) -> int:
         return self.set_attrs(path, mtime=mtime)
 
-    def watch(self, path: str, from_version: int = 0) -> ChangeStream:
-        """Follow the committed changes of the volume holding ``path`` after
-        ``from_version``: an iterator of dicts (version, op, path, src, ...) in version
-        order that blocks for new ones; ``close()`` it to stop."""
-        stub, target, where = self._route(path)
+    def watch(self, path: str | None = None, from_version: int = 0, *,
+              volume: str | None = None) -> ChangeStream:
+        """Follow the committed changes of ``volume`` (or of the volume holding global
+        ``path``) after ``from_version``: an iterator of dicts (version, op, path, src, ...)
+        in version order that blocks for new ones; ``close()`` it to stop."""
+        if (path is None) == (volume is None):
+            raise InvalidInput("watch takes a global path or a volume, not both")
+        if volume is not None:
+            check_name("volume", volume)
+            view = self.view()
+            vol = view.volumes.get(volume)
+            if vol is None:
+                raise NotFound(f"volume {volume!r} not found")
+            where = self.via or vol.owner
+            spec = view.clusters.get(where)
+            if spec is None or where not in view.alive:
+                raise Unavailable(f"cluster {where} (owner of {volume!r}) is Down")
+            stub, target = self._stub(spec.endpoint), pb.Target(volume=volume)
+        else:
+            stub, target, where = self._route(path)  # type: ignore[arg-type]
         call = stub.Watch(pb.WatchRequest(target=target, from_version=from_version), timeout=None)
         return ChangeStream(call, where)
 

@@ -170,6 +170,21 @@ def test_watch_delivers_every_change_in_order(client: Any) -> None:
     assert ("chmod", "/pxd/watch/g") in ops and ops[-1] == ("delete", "/pxd/watch/g")
 
 
+def test_watch_by_volume_name_replays_from_a_version(client: Any) -> None:
+    first = client.put(b"a", "/pxd/wv/a")["version"]
+    last = client.put(b"b", "/pxd/wv/b")["version"]
+    with client.watch(volume="pxd", from_version=first - 1) as stream:
+        got = []
+        for change in stream:
+            got.append(change)
+            if change["version"] >= last:
+                break
+    assert [(c["op"], c["relative_path"]) for c in got if c["version"] in (first, last)] == [
+        ("put", "wv/a"), ("put", "wv/b")]
+    with pytest.raises(InvalidInput):
+        client.watch()
+
+
 def test_watch_from_a_truncated_version_is_refused(tmp_path: Path) -> None:
     from federation.storage import VolumeStorage
 
