@@ -159,6 +159,7 @@ async def _fill(urls: str, volumes: int, mounts: int, clusters: int) -> tuple[in
     """Volumes and mounts; returns etcd's db size before and after the mounts."""
     from namespace import schema
     from namespace.control import ControlPlane
+    from namespace.errors import Conflict
     from namespace.etcd import Etcd, EtcdConfig
     from namespace.models import Mount
 
@@ -169,7 +170,10 @@ async def _fill(urls: str, volumes: int, mounts: int, clusters: int) -> tuple[in
 
         async def volume(i: int) -> None:
             async with sem:
-                await cp.create_volume(f"vol-{i:04d}", f"c-{i % clusters:04d}")
+                try:
+                    await cp.create_volume(f"vol-{i:04d}", f"c-{i % clusters:04d}")
+                except Conflict:  # a retried call whose first attempt had committed
+                    pass
 
         await asyncio.gather(*(volume(i) for i in range(volumes)))
         before = (await etcd.client.status()).db_size
