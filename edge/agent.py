@@ -54,7 +54,9 @@ class EdgeConfig:
     token: str | None = None
     listen: str = "127.0.0.1:0"
     heartbeat: float = 10.0
-    max_backoff: float = 5.0
+    max_backoff: float = 2.0
+    """Cap of the full-jitter redial backoff: a site that has been away long comes back within
+    about a second on average once its hub answers again."""
     tls_dir: Path | None = None
     """Mutual TLS to the hubs (a CA the token must pin, and this site's certificate)."""
     identity: str = "client"
