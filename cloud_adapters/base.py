@@ -162,6 +162,26 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
+class ClosingIterator(Iterator[bytes]):
+    """Chunks of a response, and ``close()`` that releases the response even when no chunk
+    was read yet (a generator that never started never runs its ``finally``)."""
+
+    def __init__(self, chunks: Iterator[bytes], release: Callable[[], object]) -> None:
+        self._chunks = chunks
+        self._release = release
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._release()
+
+
 def _hash_stream(stream: BinaryIO, limit: int | None = None) -> tuple[int, str]:
     h = hashlib.sha256()
     n = 0
@@ -457,17 +477,23 @@ class ObjectStore(abc.ABC):
         while True:
             try:
                 info, chunks = self._open_range(full, pos, end, chunk_size)
-                if first is None:
-                    first = info
-                    if verify and not first.sha256:
-                        raise IntegrityError("object has no sha256 metadata to verify", uri=uri)
-                elif info.etag != first.etag:
-                    raise PreconditionFailed("object changed while being read", uri=uri)
-                for chunk in chunks:
-                    pos += len(chunk)
-                    if h is not None:
-                        h.update(chunk)
-                    yield chunk
+                try:
+                    if first is None:
+                        first = info
+                        if verify and not first.sha256:
+                            raise IntegrityError("object has no sha256 metadata to verify", uri=uri)
+                    elif info.etag != first.etag:
+                        raise PreconditionFailed("object changed while being read", uri=uri)
+                    for chunk in chunks:
+                        pos += len(chunk)
+                        if h is not None:
+                            h.update(chunk)
+                        yield chunk
+                finally:
+                    # The response behind ``chunks`` is released even if it was never read.
+                    close = getattr(chunks, "close", None)
+                    if close is not None:
+                        close()
                 break
             except TransientError:
                 failures += 1

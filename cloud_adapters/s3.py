@@ -21,7 +21,7 @@ import boto3
 import botocore.exceptions as bex
 from botocore.config import Config
 
-from cloud_adapters.base import Capability, ObjectInfo, ObjectStore
+from cloud_adapters.base import Capability, ClosingIterator, ObjectInfo, ObjectStore
 from cloud_adapters.errors import (
     InvalidURI,
     MissingCredentials,
@@ -208,13 +208,10 @@ class S3Store(ObjectStore):
         body = r["Body"]
 
         def chunks() -> Iterator[bytes]:
-            try:
-                with _sdk_errors(uri):
-                    yield from body.iter_chunks(chunk_size)
-            finally:
-                body.close()
+            with _sdk_errors(uri):
+                yield from body.iter_chunks(chunk_size)
 
-        return info, chunks()
+        return info, ClosingIterator(chunks(), body.close)
 
     def _stat(self, full_key: str) -> ObjectInfo:
         with _sdk_errors(self._obj_uri(self._rel(full_key))):

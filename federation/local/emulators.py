@@ -108,8 +108,9 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Pat
         try:
             urllib.request.urlopen(url, timeout=1).close()
             return
-        except urllib.error.HTTPError:
-            return  # it answered
+        except urllib.error.HTTPError as exc:
+            exc.close()  # it answered (an error page holds the connection open)
+            return
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"server at {url} not ready after {timeout}s; log {log}")

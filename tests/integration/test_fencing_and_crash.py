@@ -106,18 +106,26 @@ def test_kill9_owner_during_large_put_leaves_old_or_new(federation: Federation, 
     )
     owner = psutil.Process(fed.controllers["onprem-a"].pid)
     data_dir = fed.controllers["onprem-a"].data_dir
-    # kill once a good part of the file is on the owner's disk
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        tmp_bytes = sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file() and "tmp" in p.parts)
-        if tmp_bytes > 64 << 20:
-            break
-        time.sleep(0.02)
-    else:
-        pytest.fail("the put never got going")
-    owner.kill()
-    fed.controllers["onprem-a"].proc.wait(10)  # type: ignore[union-attr]
-    assert put.wait(60) != 0
+    try:
+        # kill once a good part of the file is on the owner's disk
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            tmp_bytes = sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file() and "tmp" in p.parts)
+            if tmp_bytes > 64 << 20:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the put never got going")
+        owner.kill()
+        killed = fed.controllers["onprem-a"].proc
+        assert killed is not None
+        killed.wait(10)
+        put.communicate(timeout=60)  # reads and closes the pipes
+        assert put.returncode != 0
+    finally:
+        if put.poll() is None:
+            put.kill()
+            put.communicate()
     fed.start("onprem-a")
     got = tmp_path / "got.bin"
     assert fed.gns("get", "/crash/big.bin", str(got)).returncode == 0

@@ -219,7 +219,7 @@ def test_sigkill_mid_pass_then_resume(kind: str, request: pytest.FixtureRequest,
     finally:
         if child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)
-        child.wait(10)
+        child.communicate(timeout=10)  # reaps it and closes the pipes
         if child.stdout:
             child.stdout.close()
         if child.stderr:
