@@ -282,6 +282,10 @@ def _target_fields(descriptor: Any) -> tuple[tuple[str, str | None], ...]:
 
 def _targets(message: Any) -> Iterable[Any]:
     """Every ``Target`` set in a request."""
+    if not hasattr(message, "DESCRIPTOR"):
+        # A Write relayed as raw data bytes (write_relay) names no target: refused below
+        # unless a cluster forwards it, and then the handler refuses a headerless stream.
+        return []
     out = []
     for name, sub in _target_fields(message.DESCRIPTOR):
         if not message.HasField(name):
