@@ -27,10 +27,11 @@ from typing import Any
 
 import grpc
 
-from edge.bootstrap import Dialer, join, load_identity, save_identity
+from edge.bootstrap import Dialer, Identity, join, load_identity, save_identity
 from edge.link import HubLink
 from edge.shipping import Shipper
 from edge.site import EdgeFederationService, EdgeVolumes, LocalNamespace, NeverFenced
+from edge.sitecert import cert_dir, has_certificate
 from federation.channels import BASE_OPTIONS, AioChannelPool
 from federation.edge_mux import InCall, LinkMux, RelayHandler, forwardable, replay
 from federation.sitekit import (
@@ -40,7 +41,7 @@ from federation.sitekit import (
     claim_data_dir,
 )
 from namespace.edge import parse_token
-from namespace.errors import InvalidInput, Unavailable
+from namespace.errors import InvalidInput, PermissionDenied, Unavailable
 from namespace.paths import check_name
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,9 @@ class EdgeConfig:
     """Cap of the full-jitter redial backoff: a site that has been away long comes back within
     about a second on average once its hub answers again."""
     tls_dir: Path | None = None
-    """Mutual TLS to the hubs (a CA the token must pin, and this site's certificate)."""
+    """Mutual TLS to the hubs for the join (a CA the token must pin, and a certificate to dial
+    with); once the hub has signed the site's own certificate (``<data-dir>/tls``), that is
+    used instead and this is no longer needed."""
     identity: str = "client"
 
     def __post_init__(self) -> None:
@@ -114,6 +117,21 @@ class EdgeController:
                 found = self._uplinks[cluster] = (server, f"127.0.0.1:{port}")
             return found[1]
 
+    def _own_dialer(self, identity: Identity | None) -> Dialer | None:
+        """Mutual TLS with the site's own certificate (``<data-dir>/tls``), once it has one.
+
+        Its CA must still be the one the join token pinned."""
+        if identity is None or not has_certificate(self.cfg.data_dir, self.cfg.site):
+            return None
+        own = Dialer(cert_dir(self.cfg.data_dir), self.cfg.site)
+        if own.ca_fingerprint() != identity.ca_sha256:
+            raise PermissionDenied(f"{cert_dir(self.cfg.data_dir)} holds a CA other than the one the site "
+                                   "joined with: refusing to trust it")
+        from federation.tls import check_tls_dir
+
+        check_tls_dir(own.tls_dir, self.cfg.site)  # type: ignore[arg-type]
+        return own
+
     # -- run ------------------------------------------------------------------------------------
     async def run(self) -> None:
         cfg = self.cfg
@@ -122,16 +140,22 @@ class EdgeController:
             if not cfg.token:
                 raise InvalidInput(f"site {cfg.site} has no identity in {cfg.data_dir}: pass --token")
             parse_token(cfg.token)  # a malformed token is refused before anything is written
-        dialer = Dialer(cfg.tls_dir, cfg.identity)
-        if cfg.tls_dir is not None:
-            from federation.tls import check_tls_dir
+        dialer = self._own_dialer(identity)
+        if dialer is None:
+            dialer = Dialer(cfg.tls_dir, cfg.identity)
+            if cfg.tls_dir is not None:
+                from federation.tls import check_tls_dir
 
-            check_tls_dir(cfg.tls_dir, cfg.identity)
+                check_tls_dir(cfg.tls_dir, cfg.identity)
         claim_data_dir(cfg.data_dir)
         if identity is None and cfg.token:
-            identity = await join(list(cfg.hubs), cfg.token, cfg.site, max_delay=cfg.max_backoff, dialer=dialer)
+            identity = await join(list(cfg.hubs), cfg.token, cfg.site, max_delay=cfg.max_backoff, dialer=dialer,
+                                  data_dir=cfg.data_dir)
             save_identity(cfg.data_dir, identity)
             log.warning("site %s joined (identity kept in %s)", cfg.site, cfg.data_dir)
+            dialer = self._own_dialer(identity) or dialer
+        if identity is None:  # unreachable: checked above, before anything was written
+            raise InvalidInput(f"site {cfg.site} has no identity in {cfg.data_dir}: pass --token")
         cache = LocalNamespace(cfg.site, cfg.data_dir)
         cache.load()
         metrics = ControllerMetrics(cfg.site)

@@ -3,6 +3,9 @@
 Why it exists: the token is a one-time secret that a person carried to the site; what the
 site keeps afterwards is its own credential, in ``<data-dir>/identity.json`` (mode 0600),
 so a restart needs no token (Open Cluster Management's bootstrap kubeconfig, K3s's token).
+Where the hub holds the federation CA's key, the site also sends a CSR and gets its own
+certificate (identity ``cluster:<site>``, :mod:`edge.sitecert`), which it dials with from
+then on; a hub without the CA key answers with the credential alone (and says so in its log).
 The token pins the hub's CA fingerprint (``K10<ca-sha256>::<id>.<secret>``); the hub's
 answer must carry the same fingerprint or the site refuses it.
 
@@ -42,6 +45,9 @@ class Identity:
     issued_at: float
     ca_sha256: str
     hub: str
+    cert_expires_at: float = 0.0
+    """0: the site holds no certificate of its own (the hub could not sign one)."""
+    cert_issued_at: float = 0.0
 
     def __repr__(self) -> str:  # never show the credential, even in a traceback
         return f"Identity(site={self.site!r}, hub={self.hub!r}, expires={self.credential_expires_at:.0f})"
@@ -50,7 +56,17 @@ class Identity:
         """In the last third of its lifetime: time to ask for a new one."""
         now = time.time() if now is None else now
         life = max(1.0, self.credential_expires_at - self.issued_at)
-        return now >= self.credential_expires_at - life / 3
+        if now >= self.credential_expires_at - life / 3:
+            return True
+        return self.cert_due(now)
+
+    def cert_due(self, now: float | None = None) -> bool:
+        """The site's certificate is in the last third of its lifetime."""
+        if not self.cert_expires_at:
+            return False
+        now = time.time() if now is None else now
+        life = max(1.0, self.cert_expires_at - self.cert_issued_at)
+        return now >= self.cert_expires_at - life / 3
 
 
 @dataclass(frozen=True)
@@ -108,19 +124,26 @@ def save_identity(data_dir: Path, ident: Identity) -> None:
 
 
 async def join(hubs: list[str], token: str, site: str, *, max_delay: float = 5.0,
-               dialer: Dialer | None = None) -> Identity:
-    """Redeem ``token`` at the first hub that answers; refusals end it (exit 4)."""
+               dialer: Dialer | None = None, data_dir: Path | None = None) -> Identity:
+    """Redeem ``token`` at the first hub that answers; refusals end it (exit 4).
+
+    With TLS and a ``data_dir``, a CSR goes along; the certificate that comes back is kept
+    in ``<data_dir>/tls`` once it checks out (:meth:`edge.sitecert.Request.accept`)."""
+    from edge.sitecert import Request
+
     dialer = dialer or Dialer()
     pin = parse_token(token).ca_sha256
     if dialer.tls_dir is not None and dialer.ca_fingerprint() != pin:
         raise PermissionDenied("the CA in --tls-dir is not the one the token pins: refusing to trust it")
+    request = Request(site) if dialer.tls_dir is not None and data_dir is not None else None
     attempt = 0
     while True:
         address = hubs[attempt % len(hubs)]
         channel = dialer.channel(address)
         try:
             reply = await epb_grpc.EdgeLinkStub(channel).Join(
-                epb.JoinRequest(site=site, token=token, api_version=API_VERSION), timeout=10)
+                epb.JoinRequest(site=site, token=token, api_version=API_VERSION,
+                                csr_pem=request.csr_pem if request is not None else b""), timeout=10)
         except grpc.RpcError as exc:
             err = from_rpc_error(exc, f"hub {address}")
             if not isinstance(err, Unavailable):
@@ -131,9 +154,17 @@ async def join(hubs: list[str], token: str, site: str, *, max_delay: float = 5.0
                 raise PermissionDenied(
                     f"hub {address} presents CA {reply.ca_sha256[:16]}..., the token pins {pin[:16]}...: "
                     "refusing to join a server the token was not made for")
-            return Identity(site=site, credential=reply.credential,
-                            credential_expires_at=reply.credential_expires_at, issued_at=time.time(),
-                            ca_sha256=reply.ca_sha256, hub=reply.hub)
+            ident = Identity(site=site, credential=reply.credential,
+                             credential_expires_at=reply.credential_expires_at, issued_at=time.time(),
+                             ca_sha256=reply.ca_sha256, hub=reply.hub)
+            if request is not None and data_dir is not None:
+                if reply.cert_pem:
+                    ident.cert_expires_at = request.accept(data_dir, reply.cert_pem, reply.ca_pem, pin)
+                    ident.cert_issued_at = time.time()
+                else:
+                    log.warning("site %s: hub %s signs no certificates (it holds no CA key); "
+                                "keeping the credential and --tls-dir's certificate", site, reply.hub)
+            return ident
         finally:
             await channel.close()
         attempt += 1

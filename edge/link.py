@@ -10,7 +10,10 @@ register cluster ``<site>`` and hold its lease while beats arrive.
 
 The heartbeat carries the site's report (volume versions, mirror statuses, backlog), which
 the hub publishes; the acknowledgement carries namespace changes the site must know.
-The credential is renewed over the link in the last third of its lifetime.
+The credential, and the site's certificate where it has one, are renewed over the link in
+the last third of their lifetime: a fresh key and CSR each time, the new files replace the
+old ones atomically, and the next dial uses them (:class:`edge.bootstrap.Dialer` reads the
+files at every dial).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from typing import Any
 import grpc
 
 from edge.bootstrap import API_VERSION, Dialer, Identity, backoff, save_identity
+from edge.sitecert import Request
 from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
 from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
 from federation.api.errors import from_rpc_error
@@ -67,6 +71,7 @@ class HubLink:
         self.on_up: list[Callable[[], None]] = []
         self.sessions = 0
         self.refused: Exception | None = None
+        self._pending: Request | None = None
 
     async def run(self) -> None:
         """Forever: connect, serve the link until it dies, back off, try the next hub."""
@@ -172,13 +177,30 @@ class HubLink:
             now = time.time()
             if self.identity.renew_due(now) and now - renew_asked > max(10 * self.heartbeat, 1.0):
                 renew_asked = now
-                await mux.put(epb.Frame(renew=epb.Renew()))
+                renew = epb.Renew()
+                if self.identity.cert_expires_at:
+                    self._pending = Request(self.identity.site)
+                    renew.csr_pem = self._pending.csr_pem
+                await mux.put(epb.Frame(renew=renew))
             await asyncio.sleep(self.heartbeat)
 
     def _renewed(self, renewed: epb.Renewed) -> None:
-        ident = Identity(site=self.identity.site, credential=renewed.credential,
+        old = self.identity
+        ident = Identity(site=old.site, credential=renewed.credential,
                          credential_expires_at=renewed.credential_expires_at, issued_at=time.time(),
-                         ca_sha256=self.identity.ca_sha256, hub=self.hub or self.identity.hub)
+                         ca_sha256=old.ca_sha256, hub=self.hub or old.hub,
+                         cert_expires_at=old.cert_expires_at, cert_issued_at=old.cert_issued_at)
+        pending, self._pending = self._pending, None
+        if renewed.cert_pem and pending is not None:
+            try:  # the same pinned CA as at join, or nothing is replaced
+                ident.cert_expires_at = pending.accept(self.data_dir, renewed.cert_pem, renewed.ca_pem,
+                                                       old.ca_sha256)
+                ident.cert_issued_at = time.time()
+            except PermissionDenied as exc:
+                log.error("site %s: renewed certificate refused: %s", old.site, exc)
+            else:
+                log.warning("site %s: certificate renewed (expires %s); used from the next dial", old.site,
+                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ident.cert_expires_at)))
         save_identity(self.data_dir, ident)
         self.identity = ident
         log.warning("site %s: credential renewed (expires %s)", ident.site,

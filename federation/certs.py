@@ -393,3 +393,57 @@ def _replace_atomic(path: Path, data: bytes, mode: int) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def can_issue(tls_dir: Path | None) -> bool:
+    """True when ``tls_dir`` holds the CA's certificate and key (a hub that can sign CSRs)."""
+    return tls_dir is not None and (Path(tls_dir) / CA_CERT).is_file() and (Path(tls_dir) / CA_KEY).is_file()
+
+
+def check_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
+    """Parse a CSR and check its self-signature (the requester holds the key); EC or RSA only."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        raise InvalidInput("certificate request is not a PEM CSR") from None
+    if not csr.is_signature_valid:
+        raise InvalidInput("certificate request signature is invalid")
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if not isinstance(csr.public_key(), ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise InvalidInput("certificate request key must be EC or RSA")
+    return csr
+
+
+class _PublicOnly:
+    """A CSR's public key where :func:`_make_leaf_cert` asks a key for ``public_key()``."""
+
+    def __init__(self, public: object) -> None:
+        self._public = public
+
+    def public_key(self) -> object:
+        return self._public
+
+
+def sign_cluster_csr(
+    tls_dir: Path,
+    cluster: str,
+    csr_pem: bytes,
+    *,
+    ttl_seconds: float,
+    hosts: Iterable[str] = ("127.0.0.1", "localhost"),
+) -> tuple[bytes, bytes, float]:
+    """Sign a site's CSR as identity ``cluster:<cluster>``; return (cert PEM, CA PEM, not-after).
+
+    Only the CSR's public key is used: the subject, SANs and extensions are this CA's choice
+    (the same as :func:`init_certs` gives a cluster), never the requester's."""
+    check_name("cluster", cluster)
+    if isinstance(ttl_seconds, bool) or not ttl_seconds > 0:
+        raise InvalidInput(f"invalid certificate ttl {ttl_seconds!r}: must be positive")
+    csr = check_csr(csr_pem)
+    ca, signer = _signer(Path(tls_dir))
+    cert = _make_leaf_cert(cluster, _PublicOnly(csr.public_key()), ca, signer,  # type: ignore[arg-type]
+                           sans=_san_entries(hosts), days=ttl_seconds / 86400.0, kind="cluster")
+    log.info("tls: signed a certificate for cluster %s (edge site)", cluster)
+    return (cert.public_bytes(serialization.Encoding.PEM), (Path(tls_dir) / CA_CERT).read_bytes(),
+            cert.not_valid_after_utc.timestamp())

@@ -5,7 +5,10 @@ the control-plane work on its behalf:
 
 - ``Join`` redeems a single-use token (one etcd transaction, :mod:`namespace.edge`) and
   hands the site its own credential; the hub's CA fingerprint goes back so the site can
-  check the token's pin.
+  check the token's pin. Where this hub's TLS dir holds the federation CA's key, the
+  site's CSR is signed too (identity ``cluster:<site>``, ``GNS_EDGE_CERT_TTL``, default
+  30 days) and the site dials with that certificate from then on; renewals (a new CSR)
+  ride the link. Without the CA key (or without TLS) the site gets the credential alone.
 - ``Link`` is the site's one long-lived stream. On its ``Hello`` the hub checks the
   credential and registers cluster ``<site>`` (provider ``edge``, endpoint = this hub) with
   an etcd lease of its own (TTL = 3 heartbeats, at least etcd's 2 s) that it refreshes only
@@ -53,6 +56,13 @@ RELAY_PREFIX = "edge-link:"
 SITE_KEY = "gns-edge-site"
 API_VERSION = "v1"
 DEFAULT_IDENTITY_TTL = 30 * 86400.0
+DEFAULT_CERT_TTL = 30 * 86400.0
+
+
+def cert_ttl() -> float:
+    """How long a site certificate lasts (env ``GNS_EDGE_CERT_TTL``, a duration)."""
+    raw = os.environ.get("GNS_EDGE_CERT_TTL")
+    return parse_duration(raw, bare_seconds=True) if raw else DEFAULT_CERT_TTL
 
 
 def identity_ttl() -> float:
@@ -181,6 +191,14 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         self.tls_dir = tls_dir
         self.own_endpoint = own_endpoint
         self.ca_sha256 = hub_ca_fingerprint(tls_dir)
+        from federation.certs import can_issue
+
+        self.issues_certs = can_issue(tls_dir)
+        if self.issues_certs:
+            log.info("edge hub %s: signs site certificates (cluster:<site>) with the federation CA", cluster)
+        else:
+            log.warning("edge hub %s: %s; joining sites get a bearer credential only, no certificate",
+                        cluster, "no TLS" if tls_dir is None else f"no CA key in {tls_dir}")
         self.links: dict[str, SiteLink] = {}
         self._relay: grpc.aio.Server | None = None
         self._relay_addr = ""
@@ -243,15 +261,36 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         try:
             if request.api_version and request.api_version != API_VERSION:
                 raise InvalidInput(f"edge API {request.api_version!r} not served (this hub serves {API_VERSION})")
+            if request.csr_pem and self.issues_certs:
+                from federation.certs import check_csr
+
+                check_csr(request.csr_pem)  # a bad CSR must not use the token up
             credential, rec = await records.redeem_token(
                 self.etcd, request.token, request.site, self.cluster, self.ca_sha256, identity_ttl())
+            signed = await self._sign(request.site, request.csr_pem)
         except GnsError as exc:
             await context.abort(kind_of(exc).code, str(exc), trailing_metadata=trailing_metadata(exc))
             raise  # unreachable: abort raises
-        log.warning("edge site %s joined through hub %s", request.site, self.cluster)
-        return epb.JoinReply(site=request.site, credential=credential,
-                             credential_expires_at=rec["credential_expires_at"],
-                             ca_sha256=self.ca_sha256, hub=self.cluster)
+        log.warning("edge site %s joined through hub %s%s", request.site, self.cluster,
+                    " (certificate issued)" if signed else "")
+        reply = epb.JoinReply(site=request.site, credential=credential,
+                              credential_expires_at=rec["credential_expires_at"],
+                              ca_sha256=self.ca_sha256, hub=self.cluster)
+        if signed:
+            reply.cert_pem, reply.ca_pem, reply.cert_expires_at = signed
+        return reply
+
+    async def _sign(self, site: str, csr_pem: bytes) -> tuple[bytes, bytes, float] | None:
+        """The site's certificate (identity ``cluster:<site>``), or None where this hub cannot sign."""
+        if not csr_pem:
+            return None
+        if not self.issues_certs or self.tls_dir is None:
+            log.warning("edge site %s asked for a certificate; hub %s holds no CA key: credential only",
+                        site, self.cluster)
+            return None
+        from federation.certs import sign_cluster_csr
+
+        return await asyncio.to_thread(sign_cluster_csr, self.tls_dir, site, csr_pem, ttl_seconds=cert_ttl())
 
     # -- the link ---------------------------------------------------------------------------
     async def Link(self, request_iterator: AsyncIterator[epb.Frame], context: grpc.aio.ServicerContext) -> AsyncIterator[epb.Frame]:
@@ -459,7 +498,15 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
             log.warning("edge site %s: credential renewal failed: %s", link.site, exc)
             return
         link.credential = fresh
-        await link.mux.put(epb.Frame(renewed=epb.Renewed(credential=fresh, credential_expires_at=expires)))
+        renewed = epb.Renewed(credential=fresh, credential_expires_at=expires)
+        try:
+            signed = await self._sign(link.site, frame.renew.csr_pem)
+        except GnsError as exc:
+            log.warning("edge site %s: certificate renewal failed: %s", link.site, exc)
+            signed = None
+        if signed:
+            renewed.cert_pem, renewed.ca_pem, renewed.cert_expires_at = signed
+        await link.mux.put(epb.Frame(renewed=renewed))
 
     # -- calls from the site ----------------------------------------------------------------
     async def _replay_up(self, site: str, inc: InCall) -> None:

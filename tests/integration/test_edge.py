@@ -338,3 +338,67 @@ def test_full_disk_refuses_new_writes_keeps_old(federation: Federation, tmp_path
     finally:
         e.stop()
         subprocess.run(["umount", "-l", str(e.data_dir)], capture_output=True)
+
+
+def test_tls_join_trades_token_for_own_certificate(federation: Federation, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """With TLS and the CA key at the hub, the site's CSR comes back signed as cluster:<site>;
+    it is renewed over the link (a new key, a new certificate) and a restart dials with it
+    alone (no token, no --tls-dir)."""
+    import shutil
+
+    from cryptography import x509
+
+    from federation.certs import init_certs, issue_user
+    from federation.tls import identity_of
+
+    federation.tls_dir = tmp_path / "tls"
+    init_certs(federation.tls_dir, ["onprem-a"])
+    monkeypatch.setenv("GNS_EDGE_CERT_TTL", "20s")  # renewal is due after two thirds: ~13 s
+    hub = federation.add("onprem-a")
+    # The hub's port requires a client certificate for any handshake: the site's first dial
+    # uses a bootstrap one that is not the site's (it only carries the CA and a user identity).
+    issue_user(federation.tls_dir, "edge-boot", ttl_seconds=600)
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    shutil.copy(federation.tls_dir / "ca.crt", boot / "ca.crt")
+    shutil.copy(federation.tls_dir / "edge-boot.crt", boot / "client.crt")
+    shutil.copy(federation.tls_dir / "edge-boot.key", boot / "client.key")
+    e = edge_site(federation, "edge-t", [hub.endpoint])
+    e.extra_env = {"GNS_TLS_DIR": str(boot)}
+    try:
+        e.start(token(federation, "edge-t"))
+        e.wait_link("Ready", timeout=30)
+        wait_cluster(federation, "edge-t", "Ready", timeout=20)
+        own = e.data_dir / "tls"
+        cert = x509.load_pem_x509_certificate((own / "edge-t.crt").read_bytes())
+        ca = x509.load_pem_x509_certificate((federation.tls_dir / "ca.crt").read_bytes())
+        assert identity_of(cert).subject == "cluster:edge-t"
+        assert cert.issuer == ca.subject
+        cert.verify_directly_issued_by(ca)
+        assert (own / "ca.crt").read_bytes() == (federation.tls_dir / "ca.crt").read_bytes()
+        assert os.stat(own / "edge-t.key").st_mode & 0o777 == 0o600
+        ident = json.loads((e.data_dir / "identity.json").read_text())
+        assert ident["cert_expires_at"] == pytest.approx(cert.not_valid_after_utc.timestamp(), abs=1)
+        assert 0 < ident["cert_expires_at"] - time.time() <= 21
+        key_before = (own / "edge-t.key").read_bytes()
+        renewed = wait_for(lambda: _renewed_cert(own / "edge-t.crt", cert), 40, "certificate renewal")
+        assert identity_of(renewed).subject == "cluster:edge-t"
+        renewed.verify_directly_issued_by(ca)
+        assert (own / "edge-t.key").read_bytes() != key_before  # a new key pair each renewal
+        assert os.stat(own / "edge-t.key").st_mode & 0o777 == 0o600
+        # Restart: no token, and no bootstrap certificate either.
+        e.stop()
+        e.extra_env = {}
+        e.start()
+        e.wait_link("Ready", timeout=30)
+        wait_cluster(federation, "edge-t", "Ready", timeout=20)
+    finally:
+        e.stop()
+
+
+def _renewed_cert(path: Path, old: Any) -> Any:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    return cert if cert.serial_number != old.serial_number else None

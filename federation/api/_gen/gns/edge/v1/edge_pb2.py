@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*federation/api/_gen/gns/edge/v1/edge.proto\x12\x0bgns.edge.v1\"?\n\x0bJoinRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\t\"l\n\tJoinReply\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x1d\n\x15\x63redential_expires_at\x18\x03 \x01(\x01\x12\x11\n\tca_sha256\x18\x04 \x01(\t\x12\x0b\n\x03hub\x18\x05 \x01(\t\"&\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"c\n\x05Hello\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x13\n\x0bheartbeat_s\x18\x03 \x01(\x01\x12\x13\n\x0b\x61pi_version\x18\x04 \x01(\t\x12\x0e\n\x06listen\x18\x05 \x01(\t\"H\n\x07Welcome\x12\x0b\n\x03hub\x18\x01 \x01(\t\x12\x11\n\tview_json\x18\x02 \x01(\x0c\x12\x1d\n\x15\x63redential_expires_at\x18\x03 \x01(\x01\">\n\x0cVolumeReport\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"\x91\x01\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x18\n\x10\x62\x61\x63klog_versions\x18\x02 \x01(\x04\x12\x15\n\rbacklog_bytes\x18\x03 \x01(\x04\x12*\n\x07volumes\x18\x04 \x03(\x0b\x32\x19.gns.edge.v1.VolumeReport\x12\x1a\n\x12mirror_status_json\x18\x05 \x01(\x0c\".\n\x0cHeartbeatAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\tview_json\x18\x02 \x01(\x0c\"\x07\n\x05Renew\"<\n\x07Renewed\x12\x12\n\ncredential\x18\x01 \x01(\t\x12\x1d\n\x15\x63redential_expires_at\x18\x02 \x01(\x01\"v\n\tCallStart\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\'\n\x08metadata\x18\x02 \x03(\x0b\x32\x15.gns.edge.v1.KeyValue\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\x12\x0c\n\x04\x62ulk\x18\x05 \x01(\x08\"Q\n\x07\x43\x61llEnd\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07\x64\x65tails\x18\x02 \x01(\t\x12\'\n\x08trailers\x18\x03 \x03(\x0b\x32\x15.gns.edge.v1.KeyValue\"\x80\x03\n\x05\x46rame\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\x04\x12#\n\x05hello\x18\x02 \x01(\x0b\x32\x12.gns.edge.v1.HelloH\x00\x12\'\n\x07welcome\x18\x03 \x01(\x0b\x32\x14.gns.edge.v1.WelcomeH\x00\x12+\n\theartbeat\x18\x04 \x01(\x0b\x32\x16.gns.edge.v1.HeartbeatH\x00\x12(\n\x03\x61\x63k\x18\x05 \x01(\x0b\x32\x19.gns.edge.v1.HeartbeatAckH\x00\x12\'\n\x05start\x18\x06 \x01(\x0b\x32\x16.gns.edge.v1.CallStartH\x00\x12\x0e\n\x04\x64\x61ta\x18\x07 \x01(\x0cH\x00\x12#\n\x03\x65nd\x18\x08 \x01(\x0b\x32\x14.gns.edge.v1.CallEndH\x00\x12\x10\n\x06\x63\x61ncel\x18\t \x01(\x08H\x00\x12#\n\x05renew\x18\n \x01(\x0b\x32\x12.gns.edge.v1.RenewH\x00\x12\'\n\x07renewed\x18\x0b \x01(\x0b\x32\x14.gns.edge.v1.RenewedH\x00\x42\x06\n\x04kind2x\n\x08\x45\x64geLink\x12\x38\n\x04Join\x12\x18.gns.edge.v1.JoinRequest\x1a\x16.gns.edge.v1.JoinReply\x12\x32\n\x04Link\x12\x12.gns.edge.v1.Frame\x1a\x12.gns.edge.v1.Frame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*federation/api/_gen/gns/edge/v1/edge.proto\x12\x0bgns.edge.v1\"P\n\x0bJoinRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x04 \x01(\x0c\"\xa7\x01\n\tJoinReply\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x1d\n\x15\x63redential_expires_at\x18\x03 \x01(\x01\x12\x11\n\tca_sha256\x18\x04 \x01(\t\x12\x0b\n\x03hub\x18\x05 \x01(\t\x12\x10\n\x08\x63\x65rt_pem\x18\x06 \x01(\x0c\x12\x0e\n\x06\x63\x61_pem\x18\x07 \x01(\x0c\x12\x17\n\x0f\x63\x65rt_expires_at\x18\x08 \x01(\x01\"&\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"c\n\x05Hello\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x13\n\x0bheartbeat_s\x18\x03 \x01(\x01\x12\x13\n\x0b\x61pi_version\x18\x04 \x01(\t\x12\x0e\n\x06listen\x18\x05 \x01(\t\"H\n\x07Welcome\x12\x0b\n\x03hub\x18\x01 \x01(\t\x12\x11\n\tview_json\x18\x02 \x01(\x0c\x12\x1d\n\x15\x63redential_expires_at\x18\x03 \x01(\x01\">\n\x0cVolumeReport\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"\x91\x01\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x18\n\x10\x62\x61\x63klog_versions\x18\x02 \x01(\x04\x12\x15\n\rbacklog_bytes\x18\x03 \x01(\x04\x12*\n\x07volumes\x18\x04 \x03(\x0b\x32\x19.gns.edge.v1.VolumeReport\x12\x1a\n\x12mirror_status_json\x18\x05 \x01(\x0c\".\n\x0cHeartbeatAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\tview_json\x18\x02 \x01(\x0c\"\x18\n\x05Renew\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"w\n\x07Renewed\x12\x12\n\ncredential\x18\x01 \x01(\t\x12\x1d\n\x15\x63redential_expires_at\x18\x02 \x01(\x01\x12\x10\n\x08\x63\x65rt_pem\x18\x03 \x01(\x0c\x12\x0e\n\x06\x63\x61_pem\x18\x04 \x01(\x0c\x12\x17\n\x0f\x63\x65rt_expires_at\x18\x05 \x01(\x01\"v\n\tCallStart\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\'\n\x08metadata\x18\x02 \x03(\x0b\x32\x15.gns.edge.v1.KeyValue\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\x12\x0c\n\x04\x62ulk\x18\x05 \x01(\x08\"Q\n\x07\x43\x61llEnd\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07\x64\x65tails\x18\x02 \x01(\t\x12\'\n\x08trailers\x18\x03 \x03(\x0b\x32\x15.gns.edge.v1.KeyValue\"\x80\x03\n\x05\x46rame\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\x04\x12#\n\x05hello\x18\x02 \x01(\x0b\x32\x12.gns.edge.v1.HelloH\x00\x12\'\n\x07welcome\x18\x03 \x01(\x0b\x32\x14.gns.edge.v1.WelcomeH\x00\x12+\n\theartbeat\x18\x04 \x01(\x0b\x32\x16.gns.edge.v1.HeartbeatH\x00\x12(\n\x03\x61\x63k\x18\x05 \x01(\x0b\x32\x19.gns.edge.v1.HeartbeatAckH\x00\x12\'\n\x05start\x18\x06 \x01(\x0b\x32\x16.gns.edge.v1.CallStartH\x00\x12\x0e\n\x04\x64\x61ta\x18\x07 \x01(\x0cH\x00\x12#\n\x03\x65nd\x18\x08 \x01(\x0b\x32\x14.gns.edge.v1.CallEndH\x00\x12\x10\n\x06\x63\x61ncel\x18\t \x01(\x08H\x00\x12#\n\x05renew\x18\n \x01(\x0b\x32\x12.gns.edge.v1.RenewH\x00\x12\'\n\x07renewed\x18\x0b \x01(\x0b\x32\x14.gns.edge.v1.RenewedH\x00\x42\x06\n\x04kind2x\n\x08\x45\x64geLink\x12\x38\n\x04Join\x12\x18.gns.edge.v1.JoinRequest\x1a\x16.gns.edge.v1.JoinReply\x12\x32\n\x04Link\x12\x12.gns.edge.v1.Frame\x1a\x12.gns.edge.v1.Frame(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,31 +32,31 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'federation.api._gen.gns.edg
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOINREQUEST']._serialized_start=59
-  _globals['_JOINREQUEST']._serialized_end=122
-  _globals['_JOINREPLY']._serialized_start=124
-  _globals['_JOINREPLY']._serialized_end=232
-  _globals['_KEYVALUE']._serialized_start=234
-  _globals['_KEYVALUE']._serialized_end=272
-  _globals['_HELLO']._serialized_start=274
-  _globals['_HELLO']._serialized_end=373
-  _globals['_WELCOME']._serialized_start=375
-  _globals['_WELCOME']._serialized_end=447
-  _globals['_VOLUMEREPORT']._serialized_start=449
-  _globals['_VOLUMEREPORT']._serialized_end=511
-  _globals['_HEARTBEAT']._serialized_start=514
-  _globals['_HEARTBEAT']._serialized_end=659
-  _globals['_HEARTBEATACK']._serialized_start=661
-  _globals['_HEARTBEATACK']._serialized_end=707
-  _globals['_RENEW']._serialized_start=709
-  _globals['_RENEW']._serialized_end=716
-  _globals['_RENEWED']._serialized_start=718
-  _globals['_RENEWED']._serialized_end=778
-  _globals['_CALLSTART']._serialized_start=780
-  _globals['_CALLSTART']._serialized_end=898
-  _globals['_CALLEND']._serialized_start=900
-  _globals['_CALLEND']._serialized_end=981
-  _globals['_FRAME']._serialized_start=984
-  _globals['_FRAME']._serialized_end=1368
-  _globals['_EDGELINK']._serialized_start=1370
-  _globals['_EDGELINK']._serialized_end=1490
+  _globals['_JOINREQUEST']._serialized_end=139
+  _globals['_JOINREPLY']._serialized_start=142
+  _globals['_JOINREPLY']._serialized_end=309
+  _globals['_KEYVALUE']._serialized_start=311
+  _globals['_KEYVALUE']._serialized_end=349
+  _globals['_HELLO']._serialized_start=351
+  _globals['_HELLO']._serialized_end=450
+  _globals['_WELCOME']._serialized_start=452
+  _globals['_WELCOME']._serialized_end=524
+  _globals['_VOLUMEREPORT']._serialized_start=526
+  _globals['_VOLUMEREPORT']._serialized_end=588
+  _globals['_HEARTBEAT']._serialized_start=591
+  _globals['_HEARTBEAT']._serialized_end=736
+  _globals['_HEARTBEATACK']._serialized_start=738
+  _globals['_HEARTBEATACK']._serialized_end=784
+  _globals['_RENEW']._serialized_start=786
+  _globals['_RENEW']._serialized_end=810
+  _globals['_RENEWED']._serialized_start=812
+  _globals['_RENEWED']._serialized_end=931
+  _globals['_CALLSTART']._serialized_start=933
+  _globals['_CALLSTART']._serialized_end=1051
+  _globals['_CALLEND']._serialized_start=1053
+  _globals['_CALLEND']._serialized_end=1134
+  _globals['_FRAME']._serialized_start=1137
+  _globals['_FRAME']._serialized_end=1521
+  _globals['_EDGELINK']._serialized_start=1523
+  _globals['_EDGELINK']._serialized_end=1643
 # @@protoc_insertion_point(module_scope)

@@ -7,28 +7,36 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JoinRequest(_message.Message):
-    __slots__ = ("site", "token", "api_version")
+    __slots__ = ("site", "token", "api_version", "csr_pem")
     SITE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
     site: str
     token: str
     api_version: str
-    def __init__(self, site: _Optional[str] = ..., token: _Optional[str] = ..., api_version: _Optional[str] = ...) -> None: ...
+    csr_pem: bytes
+    def __init__(self, site: _Optional[str] = ..., token: _Optional[str] = ..., api_version: _Optional[str] = ..., csr_pem: _Optional[bytes] = ...) -> None: ...
 
 class JoinReply(_message.Message):
-    __slots__ = ("site", "credential", "credential_expires_at", "ca_sha256", "hub")
+    __slots__ = ("site", "credential", "credential_expires_at", "ca_sha256", "hub", "cert_pem", "ca_pem", "cert_expires_at")
     SITE_FIELD_NUMBER: _ClassVar[int]
     CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     CREDENTIAL_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     CA_SHA256_FIELD_NUMBER: _ClassVar[int]
     HUB_FIELD_NUMBER: _ClassVar[int]
+    CERT_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_PEM_FIELD_NUMBER: _ClassVar[int]
+    CERT_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     site: str
     credential: str
     credential_expires_at: float
     ca_sha256: str
     hub: str
-    def __init__(self, site: _Optional[str] = ..., credential: _Optional[str] = ..., credential_expires_at: _Optional[float] = ..., ca_sha256: _Optional[str] = ..., hub: _Optional[str] = ...) -> None: ...
+    cert_pem: bytes
+    ca_pem: bytes
+    cert_expires_at: float
+    def __init__(self, site: _Optional[str] = ..., credential: _Optional[str] = ..., credential_expires_at: _Optional[float] = ..., ca_sha256: _Optional[str] = ..., hub: _Optional[str] = ..., cert_pem: _Optional[bytes] = ..., ca_pem: _Optional[bytes] = ..., cert_expires_at: _Optional[float] = ...) -> None: ...
 
 class KeyValue(_message.Message):
     __slots__ = ("key", "value")
@@ -95,16 +103,24 @@ class HeartbeatAck(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., view_json: _Optional[bytes] = ...) -> None: ...
 
 class Renew(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("csr_pem",)
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    csr_pem: bytes
+    def __init__(self, csr_pem: _Optional[bytes] = ...) -> None: ...
 
 class Renewed(_message.Message):
-    __slots__ = ("credential", "credential_expires_at")
+    __slots__ = ("credential", "credential_expires_at", "cert_pem", "ca_pem", "cert_expires_at")
     CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     CREDENTIAL_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    CERT_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_PEM_FIELD_NUMBER: _ClassVar[int]
+    CERT_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     credential: str
     credential_expires_at: float
-    def __init__(self, credential: _Optional[str] = ..., credential_expires_at: _Optional[float] = ...) -> None: ...
+    cert_pem: bytes
+    ca_pem: bytes
+    cert_expires_at: float
+    def __init__(self, credential: _Optional[str] = ..., credential_expires_at: _Optional[float] = ..., cert_pem: _Optional[bytes] = ..., ca_pem: _Optional[bytes] = ..., cert_expires_at: _Optional[float] = ...) -> None: ...
 
 class CallStart(_message.Message):
     __slots__ = ("method", "metadata", "cluster", "timeout_s", "bulk")

@@ -1,0 +1,104 @@
+"""The site's own X.509 identity (SPEC §8): its key, the certificate the hub signs, the CA.
+
+Why it exists: a site trades its join token for a certificate of its own (identity
+``cluster:<site>``, signed by the federation CA) and dials its hubs with it from then on,
+so a restart needs neither the token nor any certificate handed out beforehand. The key
+is made here, kept in ``<data-dir>/tls/<site>.key`` (mode 0600) and never sent: only a
+CSR leaves the site. ``<data-dir>/tls`` has the layout of a gns TLS directory
+(``ca.crt``, ``<site>.crt``, ``<site>.key``), so :mod:`federation.tls` loads it as it is.
+
+Nothing from the hub is trusted blindly: the CA it returns must hash to the token's pin
+(or, on renewal, equal the CA already kept), the certificate must be issued by that CA, name
+``cluster:<site>`` and carry the site's own public key.
+
+Never logs or puts in an error message any key material.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from federation.tls import CA_CERT, identity_of
+from namespace.errors import PermissionDenied
+
+
+def cert_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "tls"
+
+
+def has_certificate(data_dir: Path, site: str) -> bool:
+    d = cert_dir(data_dir)
+    return all((d / name).is_file() for name in (CA_CERT, f"{site}.crt", f"{site}.key"))
+
+
+class Request:
+    """A fresh key and the CSR for it (the key stays in memory until a certificate matches it)."""
+
+    def __init__(self, site: str) -> None:
+        self.site = site
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self.csr_pem = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, site)]))
+            .sign(self._key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.PEM)
+        )
+
+    def __repr__(self) -> str:  # never show the key, even in a traceback
+        return f"Request(site={self.site!r})"
+
+    def accept(self, data_dir: Path, cert_pem: bytes, ca_pem: bytes, ca_sha256: str) -> float:
+        """Check what the hub signed and keep it; returns the certificate's expiry (epoch s).
+
+        ``ca_sha256`` is the pin the CA must hash to. The key is written before the
+        certificate, each file replaced atomically; :mod:`federation.tls` refuses a
+        mismatched pair, so a dial that falls in between fails once and is retried."""
+        if hashlib.sha256(ca_pem).hexdigest() != ca_sha256:
+            raise PermissionDenied("the hub returned a CA other than the one the token pins: refusing it")
+        try:
+            ca = x509.load_pem_x509_certificate(ca_pem)
+            cert = x509.load_pem_x509_certificate(cert_pem)
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            raise PermissionDenied("the hub returned a certificate its CA did not issue: refusing it") from None
+        if cert.public_key() != self._key.public_key():
+            raise PermissionDenied("the hub returned a certificate for another key: refusing it")
+        who = identity_of(cert)
+        if who.subject != f"cluster:{self.site}":
+            raise PermissionDenied(f"the hub returned a certificate for {who.subject}, not cluster:{self.site}")
+        d = cert_dir(data_dir)
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _replace(d / CA_CERT, ca_pem, 0o644)
+        _replace(d / f"{self.site}.key", self._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
+        _replace(d / f"{self.site}.crt", cert_pem, 0o644)
+        return cert.not_valid_after_utc.timestamp()
+
+
+def _replace(path: Path, data: bytes, mode: int) -> None:
+    """Write ``path`` whole or not at all, with ``mode`` from birth (never wider, even briefly)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
