@@ -73,8 +73,14 @@ def clear_stale(mountpoint: Path) -> None:
 
 def run(config: MountConfig, client: Any, ready: Callable[[], None] | None = None) -> None:
     """Mount, serve until unmounted or signalled, then unmount cleanly (blocking)."""
-    import pyfuse3
-    import trio
+    try:
+        import pyfuse3
+        import trio
+    except ImportError as exc:
+        raise Unavailable(
+            f"gns fuse needs pyfuse3 ({exc.name} is not installed): apt-get install fuse3 "
+            "libfuse3-dev pkg-config && pip install 'gns[fuse]'"
+        ) from None
 
     from federation.fuse.cache import MetaCache
     from federation.fuse.operations import GnsOperations
