@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from federation.api._gen.gns.control.v1 import control_pb2 as cpb
-from federation.api.errors import kind_of, trailing_metadata
+from federation.api.errors import kind_of
 from federation.client import Client
 from federation.controller.authz import Authorizer, caller, volume_paths
 from namespace.cache import NamespaceCache, NamespaceView
-from namespace.errors import GnsError, InvalidInput, NotFound
+from namespace.errors import InvalidInput, NotFound
 from namespace.paths import check_name, normalize
-
-log = logging.getLogger(__name__)
 
 Op = Callable[[dict[str, Any]], Awaitable[Any]]
 SERVICE = "gns.control.v1.Control"
@@ -79,24 +76,17 @@ class ControlService:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
     def _handler(self, name: str, op: Op) -> Callable[[cpb.Call, grpc.aio.ServicerContext], Awaitable[cpb.Reply]]:
+        # Errors are not mapped here: the controller's ErrorInterceptor
+        # (federation.controller.rpc_errors) maps what this raises, as for every servicer.
         async def handle(request: cpb.Call, context: grpc.aio.ServicerContext) -> cpb.Reply:
             try:
-                try:
-                    args = json.loads(request.args_json or "{}")
-                except ValueError:
-                    raise InvalidInput(f"{name}: arguments are not JSON") from None
-                if not isinstance(args, dict):
-                    raise InvalidInput(f"{name}: arguments must be a JSON object")
-                result = await op(args)
-                return cpb.Reply(result_json=json.dumps(_plain(result)))
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception as exc:  # one mapping, as every servicer (federation.api.errors)
-                kind = kind_of(exc)
-                if not isinstance(exc, GnsError):
-                    log.error("Control/%s failed unexpectedly", name, exc_info=exc)
-                await context.abort(kind.code, str(exc) or type(exc).__name__, trailing_metadata(exc))
-                raise AssertionError("unreachable") from None
+                args = json.loads(request.args_json or "{}")
+            except ValueError:
+                raise InvalidInput(f"{name}: arguments are not JSON") from None
+            if not isinstance(args, dict):
+                raise InvalidInput(f"{name}: arguments must be a JSON object")
+            result = await op(args)
+            return cpb.Reply(result_json=json.dumps(_plain(result)))
 
         return handle
 
