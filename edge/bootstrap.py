@@ -29,7 +29,7 @@ import grpc
 from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
 from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
 from federation.api.errors import from_rpc_error
-from namespace.edge import parse_token
+from namespace.edge import INSECURE_CA, parse_token
 from namespace.errors import InvalidInput, PermissionDenied, Unavailable
 
 log = logging.getLogger(__name__)
@@ -132,14 +132,23 @@ async def join(hubs: list[str], token: str, site: str, *, max_delay: float = 5.0
     from edge.sitecert import Request
 
     dialer = dialer or Dialer()
-    pin = parse_token(token).ca_sha256
+    parsed = parse_token(token)
+    pin = parsed.ca_sha256
     if dialer.tls_dir is not None and dialer.ca_fingerprint() != pin:
         raise PermissionDenied("the CA in --tls-dir is not the one the token pins: refusing to trust it")
-    request = Request(site) if dialer.tls_dir is not None and data_dir is not None else None
+    # Token only, no certificate at all: the hub's token-only port (named in the token).
+    token_only = dialer.tls_dir is None and bool(parsed.join) and pin != INSECURE_CA and data_dir is not None
+    request = Request(site) if (dialer.tls_dir is not None or token_only) and data_dir is not None else None
     attempt = 0
     while True:
-        address = hubs[attempt % len(hubs)]
-        channel = dialer.channel(address)
+        address = parsed.join if token_only else hubs[attempt % len(hubs)]
+        try:
+            channel = await _token_only_channel(address, pin) if token_only else dialer.channel(address)
+        except Unavailable as exc:
+            log.warning("site %s: hub join port %s unreachable (%s); retrying", site, address, exc)
+            attempt += 1
+            await asyncio.sleep(backoff(attempt, max_delay))
+            continue
         try:
             reply = await epb_grpc.EdgeLinkStub(channel).Join(
                 epb.JoinRequest(site=site, token=token, api_version=API_VERSION,
@@ -169,6 +178,18 @@ async def join(hubs: list[str], token: str, site: str, *, max_delay: float = 5.0
             await channel.close()
         attempt += 1
         await asyncio.sleep(backoff(attempt, max_delay))
+
+
+async def _token_only_channel(address: str, pin: str) -> grpc.aio.Channel:
+    """TLS to the hub's token-only port, trusting only the CA the token pins (K3s' cacerts:
+    fetch the CA unverified, keep it only if it hashes to the pin, then verify the server)."""
+    from edge.sitecert import fetch_pinned_ca
+    from federation.channels import BASE_OPTIONS
+    from federation.tls import channel_options
+
+    ca_pem = await asyncio.to_thread(fetch_pinned_ca, address, pin)
+    return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca_pem),
+                                   options=BASE_OPTIONS + channel_options(Path("."), address))
 
 
 def backoff(attempt: int, max_delay: float, base: float = 0.1) -> float:

@@ -15,9 +15,12 @@ Never logs or puts in an error message any key material.
 """
 from __future__ import annotations
 
+import _ssl
 import hashlib
 import os
 import secrets
+import socket
+import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -27,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from federation.tls import CA_CERT, identity_of
-from namespace.errors import PermissionDenied
+from namespace.errors import PermissionDenied, Unavailable
 
 
 def cert_dir(data_dir: Path) -> Path:
@@ -81,6 +84,31 @@ class Request:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
         _replace(d / f"{self.site}.crt", cert_pem, 0o644)
         return cert.not_valid_after_utc.timestamp()
+
+
+def fetch_pinned_ca(address: str, pin: str, timeout: float = 10.0) -> bytes:
+    """The CA (PEM) in the chain ``address`` presents whose sha256 is ``pin``.
+
+    The handshake is unverified on purpose (the site has no CA yet): nothing is sent on it,
+    and what it yields is kept only if it hashes to the pin the token carries."""
+    host, _, port = address.rpartition(":")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
+            with ctx.wrap_socket(sock) as tls:
+                # Public as SSLSocket.get_unverified_chain from Python 3.13; _ssl has it since 3.10.
+                chain = tls._sslobj.get_unverified_chain() or []  # type: ignore[attr-defined]
+                ders = [c.public_bytes(_ssl.ENCODING_DER) for c in chain]
+    except (OSError, ValueError) as exc:
+        raise Unavailable(f"cannot reach {address}: {exc}") from None
+    for der in ders:
+        pem = x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+        if hashlib.sha256(pem).hexdigest() == pin:
+            return pem
+    raise PermissionDenied(f"{address} presents no CA with the token's pin: refusing to trust it")
 
 
 def _replace(path: Path, data: bytes, mode: int) -> None:

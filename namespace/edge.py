@@ -37,6 +37,7 @@ EDGE = schema.ROOT + "edge/"
 TOKENS = EDGE + "tokens/"
 SITES = EDGE + "sites/"
 LINKS = EDGE + "links/"
+HUBS = EDGE + "hubs/"
 
 TOKEN_PREFIX = "K10"
 DEFAULT_TOKEN_TTL = 3600.0
@@ -57,6 +58,11 @@ def link_key(site: str) -> bytes:
     return (LINKS + site).encode()
 
 
+def hub_key(hub: str) -> bytes:
+    """``{"join": HOST:PORT}``: a hub's token-only join port (only hubs that sign certificates)."""
+    return (HUBS + hub).encode()
+
+
 def sha256_hex(data: str | bytes) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
@@ -71,17 +77,27 @@ class ParsedToken:
     ca_sha256: str
     token_id: str
     secret: str
+    join: str = ""
+    """The hub's token-only join port (``HOST:PORT``), where the hub signs site certificates."""
 
 
 def parse_token(token: str) -> ParsedToken:
-    """Split ``K10<ca>::<id>.<secret>``; a malformed token is refused as forged (exit 4)."""
+    """Split ``K10<ca>::<id>.<secret>[@<join HOST:PORT>]``; a malformed token is refused as
+    forged (exit 4)."""
     text = token.strip()
     head, sep, rest = text.partition("::")
-    tid, dot, secret = rest.partition(".")
+    tid, dot, tail = rest.partition(".")
+    secret, at, join = tail.partition("@")
     if (not sep or not dot or not head.startswith(TOKEN_PREFIX) or len(head) <= len(TOKEN_PREFIX)
-            or not tid or not secret or not all(c in "0123456789abcdef" for c in tid)):
+            or not tid or not secret or not all(c in "0123456789abcdef" for c in tid)
+            or (at and not _is_address(join))):
         raise PermissionDenied("token refused: malformed or forged (expected K10<ca-hash>::<id>.<secret>)")
-    return ParsedToken(head[len(TOKEN_PREFIX):], tid, secret)
+    return ParsedToken(head[len(TOKEN_PREFIX):], tid, secret, join)
+
+
+def _is_address(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
 async def create_token(etcd: Etcd, site: str, hub: str, ttl: float, ca_sha256: str) -> dict[str, Any]:
@@ -102,7 +118,14 @@ async def create_token(etcd: Etcd, site: str, hub: str, ttl: float, ca_sha256: s
                            [tx.put(token_key(token_id), json.dumps(record).encode())])
     if not ok:  # 64 random bits collided: astronomically unlikely, never silently overwrite
         raise Conflict("token id collision; try again")
-    return {"token": f"{TOKEN_PREFIX}{ca_sha256}::{token_id}.{secret}", "site": site, "hub": hub,
+    join = ""
+    if ca_sha256 != INSECURE_CA:  # the hub's token-only port, if it signs site certificates
+        try:
+            join = str(json.loads(await etcd.get(hub_key(hub)) or b"{}").get("join") or "")
+        except ValueError:
+            join = ""
+    suffix = f"@{join}" if join and _is_address(join) else ""
+    return {"token": f"{TOKEN_PREFIX}{ca_sha256}::{token_id}.{secret}{suffix}", "site": site, "hub": hub,
             "expires_at": record["expires_at"]}
 
 

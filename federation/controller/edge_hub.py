@@ -181,6 +181,19 @@ class EdgeAwarePeers:
         return getattr(self.peers, name)
 
 
+class _JoinOnly(epb_grpc.EdgeLinkServicer):
+    """What the token-only port serves: Join, nothing else (Link stays unimplemented)."""
+
+    def __init__(self, hub: EdgeHub) -> None:
+        self.hub = hub
+
+    async def Join(self, request: epb.JoinRequest, context: grpc.aio.ServicerContext) -> epb.JoinReply:
+        if not request.csr_pem:
+            err = InvalidInput("this port serves certificate joins only: send a CSR")
+            await context.abort(kind_of(err).code, str(err), trailing_metadata=trailing_metadata(err))
+        return await self.hub.Join(request, context)
+
+
 class EdgeHub(epb_grpc.EdgeLinkServicer):
     def __init__(self, cluster: str, cache: NamespaceCache, peers: AioChannelPool,
                  tls_dir: Path | None, own_endpoint: Callable[[], str]) -> None:
@@ -201,6 +214,7 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
                         cluster, "no TLS" if tls_dir is None else f"no CA key in {tls_dir}")
         self.links: dict[str, SiteLink] = {}
         self._relay: grpc.aio.Server | None = None
+        self._join: grpc.aio.Server | None = None
         self._relay_addr = ""
         self._site_channels: dict[str, grpc.aio.Channel] = {}
         self._generation = 0
@@ -214,6 +228,28 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         self._relay_addr = f"127.0.0.1:{port}"
         await self._relay.start()
         self.cache.subscribe(self._on_change)
+        if self.issues_certs:
+            await self._start_join_listener()
+
+    async def _start_join_listener(self) -> None:
+        """A Join-only port with server-side TLS and NO client certificate, for sites that
+        hold nothing but a token (the main port demands a client certificate at every
+        handshake, and grpc cannot make one optional). Its address goes in the tokens
+        (via etcd); the chain it presents includes the CA, which the site pins."""
+        assert self.tls_dir is not None
+        d = self.tls_dir
+        from federation.tls import CA_CERT
+
+        chain = (d / f"{self.cluster}.crt").read_bytes() + (d / CA_CERT).read_bytes()
+        creds = grpc.ssl_server_credentials([((d / f"{self.cluster}.key").read_bytes(), chain)])
+        self._join = grpc.aio.server()
+        epb_grpc.add_EdgeLinkServicer_to_server(_JoinOnly(self), self._join)
+        host = self.own_endpoint().rpartition(":")[0] or "127.0.0.1"
+        port = self._join.add_secure_port(f"{host}:0", creds)
+        await self._join.start()
+        addr = f"{host}:{port}"
+        await self.etcd.put(records.hub_key(self.cluster), json.dumps({"join": addr}).encode())
+        log.info("edge hub %s: token-only joins on %s", self.cluster, addr)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         epb_grpc.add_EdgeLinkServicer_to_server(self, server)
@@ -227,6 +263,8 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
             await self._unregister(link)
         if self._relay is not None:
             await self._relay.stop(grace=0.5)
+        if self._join is not None:
+            await self._join.stop(grace=0.5)
         for ch in self._site_channels.values():
             await ch.close()
 

@@ -345,27 +345,17 @@ def test_tls_join_trades_token_for_own_certificate(federation: Federation, tmp_p
     """With TLS and the CA key at the hub, the site's CSR comes back signed as cluster:<site>;
     it is renewed over the link (a new key, a new certificate) and a restart dials with it
     alone (no token, no --tls-dir)."""
-    import shutil
-
     from cryptography import x509
 
-    from federation.certs import init_certs, issue_user
+    from federation.certs import init_certs
     from federation.tls import identity_of
 
     federation.tls_dir = tmp_path / "tls"
     init_certs(federation.tls_dir, ["onprem-a"])
     monkeypatch.setenv("GNS_EDGE_CERT_TTL", "20s")  # renewal is due after two thirds: ~13 s
     hub = federation.add("onprem-a")
-    # The hub's port requires a client certificate for any handshake: the site's first dial
-    # uses a bootstrap one that is not the site's (it only carries the CA and a user identity).
-    issue_user(federation.tls_dir, "edge-boot", ttl_seconds=600)
-    boot = tmp_path / "boot"
-    boot.mkdir()
-    shutil.copy(federation.tls_dir / "ca.crt", boot / "ca.crt")
-    shutil.copy(federation.tls_dir / "edge-boot.crt", boot / "client.crt")
-    shutil.copy(federation.tls_dir / "edge-boot.key", boot / "client.key")
+    # The site holds nothing but the token: no CA file, no certificate, no --tls-dir.
     e = edge_site(federation, "edge-t", [hub.endpoint])
-    e.extra_env = {"GNS_TLS_DIR": str(boot)}
     try:
         e.start(token(federation, "edge-t"))
         e.wait_link("Ready", timeout=30)
@@ -387,9 +377,8 @@ def test_tls_join_trades_token_for_own_certificate(federation: Federation, tmp_p
         renewed.verify_directly_issued_by(ca)
         assert (own / "edge-t.key").read_bytes() != key_before  # a new key pair each renewal
         assert os.stat(own / "edge-t.key").st_mode & 0o777 == 0o600
-        # Restart: no token, and no bootstrap certificate either.
+        # Restart: no token (and still no --tls-dir): the site's own certificate is all it has.
         e.stop()
-        e.extra_env = {}
         e.start()
         e.wait_link("Ready", timeout=30)
         wait_cluster(federation, "edge-t", "Ready", timeout=20)

@@ -83,3 +83,15 @@ def test_hub_ignores_the_requested_subject_and_refuses_bad_csrs(tmp_path: Path) 
 def _retarget(req: Request, site: str) -> Request:
     req.site = site
     return req
+
+
+def test_token_names_the_token_only_join_port() -> None:
+    from namespace.edge import parse_token
+
+    assert parse_token("K10ab::00ff.s3cr-t_").join == ""
+    parsed = parse_token("K10ab::00ff.s3cr-t_@127.0.0.1:7000")
+    assert (parsed.secret, parsed.join) == ("s3cr-t_", "127.0.0.1:7000")
+    for bad in ("K10ab::00ff.s@", "K10ab::00ff.s@host", "K10ab::00ff.s@host:0", "K10ab::00ff.s@:80",
+                "K10ab::00ff.@127.0.0.1:1"):
+        with pytest.raises(PermissionDenied):
+            parse_token(bad)
