@@ -1,18 +1,16 @@
-"""The typed Python API of gns: what apps call, and what every CLI command is a thin layer on.
+"""The :class:`Client` facade: every operation of the typed Python API in one object.
 
-``Client`` routes data requests itself: it resolves global paths from a watch-fed copy of
-the mount table (no etcd round trip per request) and talks straight to the owning
-controller, or enters through ``via`` and lets that controller forward. Files stream in
-chunks both ways; nothing here holds a whole file in memory.
+Control commands go to etcd (or, with ``controller=``, to one controller:
+:mod:`federation.remote`); data commands are routed by :class:`~federation.client.routing.Routing`
+and stream through :mod:`federation.client.streams`.
 """
 from __future__ import annotations
 
 import io
 import os
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -21,60 +19,35 @@ import grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
-from federation.channels import CHUNK_SIZE, sync_channel
-from federation.home import home_dir, read_state
+from federation.channels import CHUNK_SIZE
+from federation.client.discovery import find_etcd, find_tls_dir
+from federation.client.routing import Routing
+from federation.client.streams import (
+    ChangeStream,
+    Progress,
+    RangedReader,
+    StreamingWriter,
+    info_dict,
+    seekable_source,
+    size_of,
+)
 from federation.loop_thread import LoopThread
 from federation.resolution import describe
 from namespace.cache import NamespaceCache, NamespaceView
 from namespace.control import ControlPlane, resolve_in
 from namespace.errors import (
     Conflict,
-    EpochNotSeen,
     GnsError,
     InvalidInput,
     NotFound,
-    NotOwner,
-    StaleEpoch,
     Unavailable,
 )
 from namespace.etcd import Etcd, EtcdConfig
 from namespace.models import ClusterView, Mount, VolumeView
 from namespace.paths import check_name, normalize
 
-Progress = Callable[[int], None]
-"""Called with the number of bytes just moved."""
 
-_REROUTE = (StaleEpoch, NotOwner, EpochNotSeen)
-"""The owner or epoch we routed by moved on: refresh the view and route once more."""
-
-
-def find_etcd(etcd: str | None, home: str | Path | None) -> str:
-    """The etcd endpoints to use: explicit > ``GNS_ETCD`` > the local federation's."""
-    if etcd:
-        return etcd
-    if os.environ.get("GNS_ETCD"):
-        return os.environ["GNS_ETCD"]
-    state = read_state(home)
-    if state and state.get("etcd"):
-        return str(state["etcd"])
-    raise Unavailable(
-        f"no federation to talk to: pass --etcd URL or set GNS_ETCD, or run `gns up` "
-        f"(looked for {home_dir(home) / 'federation.json'})"
-    )
-
-
-def find_tls_dir(tls_dir: str | Path | None, home: str | Path | None) -> Path | None:
-    if tls_dir:
-        return Path(tls_dir)
-    if os.environ.get("GNS_TLS_DIR"):
-        return Path(os.environ["GNS_TLS_DIR"])
-    state = read_state(home)
-    if state and state.get("tls_dir"):
-        return Path(state["tls_dir"])
-    return None
-
-
-class Client:
+class Client(Routing):
     """A connection to one federation. Thread-safe for data calls; close it when done."""
 
     def __new__(cls, *args: Any, controller: str | None = None, **kw: Any) -> Client:
@@ -154,16 +127,6 @@ class Client:
                     self._loop.run(cache.start())  # type: ignore[union-attr]
                     self._cache = cache
         return self._cache.view
-
-    def _channel(self, endpoint: str) -> grpc.Channel:
-        with self._lock:
-            ch = self._channels.get(endpoint)
-            if ch is None:
-                ch = self._channels[endpoint] = sync_channel(endpoint, self.tls_dir, self.identity)
-        return ch
-
-    def _stub(self, endpoint: str) -> pb_grpc.FederationStub:
-        return pb_grpc.FederationStub(self._channel(endpoint))
 
     def close(self) -> None:
         for ch in self._channels.values():
@@ -433,90 +396,10 @@ class Client:
             for r in reply.reports
         ]
 
-    # -- routing --------------------------------------------------------------------------
-    def _route(self, path: str, epoch: int | None = None, *, read: bool = False) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
-        path = normalize(path)
-        view = self.view()
-        if self.via is not None:
-            spec = view.clusters.get(self.via)
-            if spec is None:
-                raise NotFound(f"cluster {self.via!r} not found")
-            if self.via not in view.alive:
-                raise Unavailable(f"cluster {self.via} (--via) is Down")
-            target = pb.Target(
-                global_path=path, epoch=epoch or 0,
-                consistency=self.consistency, max_staleness_s=self.max_staleness,
-            )
-            return self._stub(spec.endpoint), target, self.via
-        res = resolve_in(view, path)
-        vol = view.volumes[res.volume]
-        if vol.owner not in view.alive and self.consistency == "any":
-            replica = self._fresh_replica(view, res.volume)
-            if replica is not None:
-                target = pb.Target(
-                    global_path=path, volume=res.volume, relative_path=res.relative_path,
-                    epoch=epoch or vol.epoch, consistency="any", max_staleness_s=self.max_staleness,
-                )
-                return self._stub(view.clusters[replica].endpoint), target, replica
-        if read and vol.owner not in view.alive:
-            from federation.resolution import away_site_replica
-
-            away = away_site_replica(view, res.volume)  # SPEC §8: Unavailable if no core mirror
-            if away is not None:
-                target = pb.Target(
-                    global_path=path, volume=res.volume, relative_path=res.relative_path,
-                    epoch=epoch or vol.epoch, consistency="any", max_staleness_s=1e12,
-                )
-                return self._stub(view.clusters[away["target"]].endpoint), target, away["target"]
-        if vol.owner not in view.alive:
-            raise Unavailable(
-                f"owner {vol.owner} of volume {res.volume!r} is Down and no usable replica "
-                f"can serve {path}"
-            )
-        spec = view.clusters.get(vol.owner)
-        if spec is None or not spec.endpoint:
-            raise Unavailable(f"owner {vol.owner} of volume {res.volume!r} has no endpoint")
-        target = pb.Target(
-            global_path=path, volume=res.volume, relative_path=res.relative_path,
-            epoch=epoch or vol.epoch, consistency=self.consistency,
-            max_staleness_s=self.max_staleness,
-        )
-        return self._stub(spec.endpoint), target, vol.owner
-
-    def _fresh_replica(self, view: NamespaceView, volume: str) -> str | None:
-        """The nearest Ready replica cluster within ``max_staleness`` (None if none)."""
-        from federation.resolution import replicas_of
-
-        for r in replicas_of(view, volume):
-            cid = r["target"]
-            if cid in view.clusters and cid in view.alive and r["lag_seconds"] <= self.max_staleness:
-                return str(cid)
-        return None
-
-    def _call(self, fn: Callable[[pb_grpc.FederationStub, pb.Target], Any], path: str, epoch: int | None = None,
-              *, read: bool = False) -> Any:
-        """Route and call; once, re-route after a moved owner (unless an epoch was pinned)."""
-        for attempt in (0, 1):
-            stub, target, where = self._route(path, epoch, read=read)
-            try:
-                return fn(stub, target)
-            except grpc.RpcError as exc:
-                err = from_rpc_error(exc, f"cluster {where}")
-            # Only errors that say our view of the namespace lagged are worth a re-route.
-            retry = attempt == 0 and epoch is None and isinstance(err, _REROUTE)
-            if not retry:
-                raise err
-            self._refresh()
-        raise AssertionError("unreachable")
-
-    def _refresh(self) -> None:
-        """Give the watch a moment to deliver a newer owner or epoch."""
-        time.sleep(0.3)
-
     # -- data -----------------------------------------------------------------------------
     def stat(self, path: str) -> dict[str, Any]:
         info = self._call(lambda s, t: s.Stat(pb.StatRequest(target=t), timeout=30), path, read=True)
-        out = _info_dict(info)
+        out = info_dict(info)
         if info.stale:
             from federation.resolution import away_site_replica
 
@@ -651,9 +534,9 @@ class Client:
         self, fh: BinaryIO, path: str, epoch: int | None, mtime: float | None, progress: Progress | None,
         mode: int | None = None, if_absent: bool = False,
     ) -> dict[str, Any]:
-        size_hint = _size_of(fh)
+        size_hint = size_of(fh)
         # A non-seekable source (stdin) can be sent once only: no re-route retry for it.
-        seekable = _seekable(fh)
+        seekable = seekable_source(fh)
         start = fh.tell() if seekable else 0
 
         def call(stub: pb_grpc.FederationStub, target: pb.Target) -> Any:
@@ -671,7 +554,7 @@ class Client:
                 raise from_rpc_error(exc, f"cluster {where}") from None
         else:
             reply = self._call(call, path, epoch)
-        return _info_dict(reply.info)
+        return info_dict(reply.info)
 
     def _chunks(self, fh: BinaryIO, header: pb.WriteHeader, progress: Progress | None) -> Iterator[pb.WriteChunk]:
         yield pb.WriteChunk(header=header)
@@ -735,191 +618,7 @@ class Client:
             info = self.stat(path)
             if info.get("type") == "dir":
                 raise InvalidInput(f"{path} is a directory")
-            return io.BufferedReader(_RangedReader(self, path, int(info["size"])), self.chunk_size)
+            return io.BufferedReader(RangedReader(self, path, int(info["size"])), self.chunk_size)
         if mode in ("wb", "w"):
-            return _StreamingWriter(self, path)
+            return StreamingWriter(self, path)
         raise InvalidInput(f"unsupported mode {mode!r}: use 'rb' or 'wb'")
-
-
-class ChangeStream:
-    """The iterator ``Client.watch`` returns: one dict per committed change."""
-
-    def __init__(self, call: Any, where: str) -> None:
-        self._call = call
-        self._where = where
-
-    def __iter__(self) -> ChangeStream:
-        return self
-
-    def __next__(self) -> dict[str, Any]:
-        try:
-            c = next(self._call)
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED:
-                raise StopIteration from None
-            raise from_rpc_error(exc, f"cluster {self._where}") from None
-        return {
-            "version": int(c.version), "op": c.op, "path": c.path, "src": c.src,
-            "volume": c.volume, "relative_path": c.relative_path, "size": int(c.size),
-            "mtime": c.mtime, "mode": int(c.mode),
-        }
-
-    def close(self) -> None:
-        self._call.cancel()
-
-    def __enter__(self) -> ChangeStream:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-def _info_dict(info: pb.FileInfo) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "path": info.path,
-        "type": info.type or "file",
-        "size": int(info.size),
-        "mtime": info.mtime,
-        "sha256": info.sha256,
-        "version": int(info.version),
-        "mode": int(info.mode),
-    }
-    if info.served_by:
-        out["served_by"] = info.served_by
-    if info.stale:
-        out["stale"] = True
-    return out
-
-
-def _seekable(fh: Any) -> bool:
-    try:
-        return bool(fh.seekable())
-    except (AttributeError, ValueError):
-        return False
-
-
-def _size_of(fh: Any) -> int:
-    try:
-        return max(0, os.fstat(fh.fileno()).st_size - (fh.tell() if _seekable(fh) else 0))
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        return 0
-
-
-class _RangedReader(io.RawIOBase):
-    """A seekable raw reader: each read after a seek opens a new ranged stream."""
-
-    def __init__(self, client: Client, path: str, size: int) -> None:
-        self.client, self.path, self.size = client, path, size
-        self.pos = 0
-        self._it: Iterator[bytes] | None = None
-        self._buf = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        new = {io.SEEK_SET: offset, io.SEEK_CUR: self.pos + offset, io.SEEK_END: self.size + offset}[whence]
-        if new != self.pos:
-            self._drop()
-            self.pos = max(0, new)
-        return self.pos
-
-    def readinto(self, b: Any) -> int:
-        if self.pos >= self.size:
-            return 0
-        if not self._buf:
-            if self._it is None:
-                self._it = self.client.read_chunks(self.path, offset=self.pos)
-            self._buf = next(self._it, b"")
-            if not self._buf:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        self.pos += n
-        return n
-
-    def _drop(self) -> None:
-        if self._it is not None:
-            close = getattr(self._it, "close", None)
-            if close:
-                close()
-        self._it, self._buf = None, b""
-
-    def close(self) -> None:
-        self._drop()
-        super().close()
-
-
-class _StreamingWriter(io.RawIOBase):
-    """Bytes written go straight into a Write stream (bounded queue); close() commits."""
-
-    def __init__(self, client: Client, path: str) -> None:
-        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self._result: dict[str, Any] | None = None
-        self._error: BaseException | None = None
-        self._pending = bytearray()
-        self._chunk = client.chunk_size
-
-        def run() -> None:
-            try:
-                self._result = client.put(_QueueReader(self._q), path)
-            except BaseException as exc:  # noqa: BLE001 - handed to the writer: close() raises it
-                self._error = exc
-                while self._q.get() is not None:  # unblock the writer side
-                    pass
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        if self._error is not None:
-            raise self._error
-        self._pending += bytes(b)
-        while len(self._pending) >= self._chunk:
-            self._q.put(bytes(self._pending[: self._chunk]))
-            del self._pending[: self._chunk]
-        return len(b)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        if self._pending:
-            self._q.put(bytes(self._pending))
-            self._pending.clear()
-        self._q.put(None)
-        self._thread.join()
-        super().close()
-        if self._error is not None:
-            raise self._error
-
-    @property
-    def info(self) -> dict[str, Any] | None:
-        return self._result
-
-
-class _QueueReader(io.RawIOBase):
-    def __init__(self, q: queue.Queue[bytes | None]) -> None:
-        self.q = q
-        self.done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        if self.done:
-            return b""
-        data = self.q.get()
-        if data is None:
-            self.done = True
-            return b""
-        return data

@@ -1,0 +1,18 @@
+"""The typed Python API of gns: what apps call, and what every CLI command is a thin layer on.
+
+``Client`` routes data requests itself: it resolves global paths from a watch-fed copy of
+the mount table (no etcd round trip per request) and talks straight to the owning
+controller, or enters through ``via`` and lets that controller forward. Files stream in
+chunks both ways; nothing here holds a whole file in memory.
+
+One job per module: :mod:`.discovery` finds etcd and TLS material, :mod:`.routing` picks
+the controller for a path and holds the channels, :mod:`.streams` has the file objects and
+the change stream, :mod:`.facade` is the :class:`Client` itself.
+"""
+from __future__ import annotations
+
+from federation.client.discovery import find_etcd, find_tls_dir
+from federation.client.facade import Client
+from federation.client.streams import ChangeStream, Progress
+
+__all__ = ["ChangeStream", "Client", "Progress", "find_etcd", "find_tls_dir"]

@@ -1,0 +1,133 @@
+"""Which controller a data request goes to, and the channels it goes over.
+
+Global paths resolve against the client's watch-fed copy of the mount table (no etcd round
+trip per request): straight to the owner, through ``via``, to a fresh-enough replica under
+``consistency="any"``, or to an away-site mirror for reads while the owner is Down. When the
+answer says our view lagged (a moved owner or epoch) the call is routed once more.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.api.errors import from_rpc_error
+from federation.channels import sync_channel
+from namespace.cache import NamespaceView
+from namespace.control import resolve_in
+from namespace.errors import EpochNotSeen, NotFound, NotOwner, StaleEpoch, Unavailable
+from namespace.paths import normalize
+
+_REROUTE = (StaleEpoch, NotOwner, EpochNotSeen)
+"""The owner or epoch we routed by moved on: refresh the view and route once more."""
+
+
+class Routing:
+    """The routing half of :class:`federation.client.Client` (a base class of it)."""
+
+    via: str | None
+    consistency: str
+    max_staleness: float
+    tls_dir: Path | None
+    identity: str
+    _channels: dict[str, grpc.Channel]
+    _lock: threading.Lock
+
+    def view(self) -> NamespaceView:
+        raise NotImplementedError  # the Client's watch-fed namespace
+
+    def _channel(self, endpoint: str) -> grpc.Channel:
+        with self._lock:
+            ch = self._channels.get(endpoint)
+            if ch is None:
+                ch = self._channels[endpoint] = sync_channel(endpoint, self.tls_dir, self.identity)
+        return ch
+
+    def _stub(self, endpoint: str) -> pb_grpc.FederationStub:
+        return pb_grpc.FederationStub(self._channel(endpoint))
+
+
+    def _route(self, path: str, epoch: int | None = None, *, read: bool = False) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
+        path = normalize(path)
+        view = self.view()
+        if self.via is not None:
+            spec = view.clusters.get(self.via)
+            if spec is None:
+                raise NotFound(f"cluster {self.via!r} not found")
+            if self.via not in view.alive:
+                raise Unavailable(f"cluster {self.via} (--via) is Down")
+            target = pb.Target(
+                global_path=path, epoch=epoch or 0,
+                consistency=self.consistency, max_staleness_s=self.max_staleness,
+            )
+            return self._stub(spec.endpoint), target, self.via
+        res = resolve_in(view, path)
+        vol = view.volumes[res.volume]
+        if vol.owner not in view.alive and self.consistency == "any":
+            replica = self._fresh_replica(view, res.volume)
+            if replica is not None:
+                target = pb.Target(
+                    global_path=path, volume=res.volume, relative_path=res.relative_path,
+                    epoch=epoch or vol.epoch, consistency="any", max_staleness_s=self.max_staleness,
+                )
+                return self._stub(view.clusters[replica].endpoint), target, replica
+        if read and vol.owner not in view.alive:
+            from federation.resolution import away_site_replica
+
+            away = away_site_replica(view, res.volume)  # SPEC §8: Unavailable if no core mirror
+            if away is not None:
+                target = pb.Target(
+                    global_path=path, volume=res.volume, relative_path=res.relative_path,
+                    epoch=epoch or vol.epoch, consistency="any", max_staleness_s=1e12,
+                )
+                return self._stub(view.clusters[away["target"]].endpoint), target, away["target"]
+        if vol.owner not in view.alive:
+            raise Unavailable(
+                f"owner {vol.owner} of volume {res.volume!r} is Down and no usable replica "
+                f"can serve {path}"
+            )
+        spec = view.clusters.get(vol.owner)
+        if spec is None or not spec.endpoint:
+            raise Unavailable(f"owner {vol.owner} of volume {res.volume!r} has no endpoint")
+        target = pb.Target(
+            global_path=path, volume=res.volume, relative_path=res.relative_path,
+            epoch=epoch or vol.epoch, consistency=self.consistency,
+            max_staleness_s=self.max_staleness,
+        )
+        return self._stub(spec.endpoint), target, vol.owner
+
+    def _fresh_replica(self, view: NamespaceView, volume: str) -> str | None:
+        """The nearest Ready replica cluster within ``max_staleness`` (None if none)."""
+        from federation.resolution import replicas_of
+
+        for r in replicas_of(view, volume):
+            cid = r["target"]
+            if cid in view.clusters and cid in view.alive and r["lag_seconds"] <= self.max_staleness:
+                return str(cid)
+        return None
+
+    def _call(self, fn: Callable[[pb_grpc.FederationStub, pb.Target], Any], path: str, epoch: int | None = None,
+              *, read: bool = False) -> Any:
+        """Route and call; once, re-route after a moved owner (unless an epoch was pinned)."""
+        for attempt in (0, 1):
+            stub, target, where = self._route(path, epoch, read=read)
+            try:
+                return fn(stub, target)
+            except grpc.RpcError as exc:
+                err = from_rpc_error(exc, f"cluster {where}")
+            # Only errors that say our view of the namespace lagged are worth a re-route.
+            retry = attempt == 0 and epoch is None and isinstance(err, _REROUTE)
+            if not retry:
+                raise err
+            self._refresh()
+        raise AssertionError("unreachable")
+
+    def _refresh(self) -> None:
+        """Give the watch a moment to deliver a newer owner or epoch."""
+        time.sleep(0.3)
