@@ -212,7 +212,8 @@ class LocalFederation:
                 from federation.tls import init_certs
 
                 tls_dir = self.home / "tls"
-                init_certs(tls_dir, [c.id for c in config.clusters] + [e.id for e in config.edge_sites()])
+                # Edge sites get no certificate here: they trade their token for one (SPEC §8).
+                init_certs(tls_dir, [c.id for c in config.clusters])
                 state["tls_dir"] = str(tls_dir)
             old_ctl = old.get("controllers", {})
             for c in config.clusters:
@@ -258,7 +259,7 @@ class LocalFederation:
             cmd = [sys.executable, "-m", "federation.cli.main", "edge", "join", "--hub", hub["endpoint"],
                    "--site", e.id, "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}",
                    "--heartbeat", f"{e.heartbeat}s"]
-            if tls_dir is not None:
+            if tls_dir is not None and (tls_dir / f"{e.id}.crt").exists():  # a home from before token-only joins
                 cmd += ["--tls-dir", str(tls_dir), "--identity", e.id]
             if not (data_dir / "identity.json").exists():
                 with Client(etcd, home=self.home, tls_dir=tls_dir, watch=False) as client:
