@@ -62,10 +62,6 @@ def _fail(message: str, code: int) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (what tests call)."""
-    from cloud_adapters.errors import ObjectStoreError
-    from federation.api.errors import exit_code_for
-    from namespace.errors import GnsError
-
     logging.basicConfig(
         level=os.environ.get("GNS_LOG_LEVEL", "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -85,8 +81,6 @@ def run(argv: list[str] | None = None) -> int:
         return _fail("aborted", 130)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
-    except (GnsError, ObjectStoreError) as exc:
-        return _fail(str(exc), exit_code_for(exc))
     except BrokenPipeError:
         # `gns cat big | head`: the reader left; not an error worth a traceback.
         try:
@@ -95,6 +89,14 @@ def run(argv: list[str] | None = None) -> int:
             pass
         return 1
     except Exception as exc:
+        # Imported only on the way out: they pull in grpc, which `--help` and usage errors
+        # never need (neither error tree derives from BrokenPipeError, so the order holds).
+        from cloud_adapters.errors import ObjectStoreError
+        from federation.api.errors import exit_code_for
+        from namespace.errors import GnsError
+
+        if isinstance(exc, (GnsError, ObjectStoreError)):
+            return _fail(str(exc), exit_code_for(exc))
         if os.environ.get("GNS_DEBUG"):
             raise
         return _fail(f"{type(exc).__name__}: {exc}", 1)

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-from pydantic import BaseModel
-from rich.console import Console
-from rich.table import Table
+
+# pydantic and rich cost about a third of a short command's start-up, and most commands
+# print neither a model nor a table: they are imported where they are used (issue 14).
 
 
 class DurationParam(click.ParamType):
@@ -107,7 +107,9 @@ def removed(env: Env, what: str, sentence: str) -> None:
 
 
 def to_plain(obj: Any) -> Any:
-    if isinstance(obj, BaseModel):
+    # A model can only exist once pydantic has been imported by whoever built it.
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(obj, pydantic.BaseModel):
         return obj.model_dump()
     if isinstance(obj, (list, tuple)):
         return [to_plain(o) for o in obj]
@@ -121,6 +123,9 @@ def emit_json(obj: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left", header_style="bold")
     for c in columns:
         t.add_column(c)
@@ -170,6 +175,7 @@ class progress_bar:
     def __enter__(self) -> Callable[[int], None] | None:
         if not self.enabled:
             return None
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             DownloadColumn,
