@@ -10,9 +10,9 @@ import io
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, TypeVar, cast
 
 import grpc
 
@@ -45,6 +45,8 @@ from namespace.errors import (
 from namespace.etcd import Etcd, EtcdConfig
 from namespace.models import ClusterView, Mount, VolumeView
 from namespace.paths import check_name, normalize
+
+T = TypeVar("T")
 
 
 class Client(Routing):
@@ -98,7 +100,7 @@ class Client(Routing):
         self._lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------
-    def _run(self, coro: Any) -> Any:
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._ensure_loop().run(coro)
 
     def _ensure_loop(self) -> LoopThread:
@@ -112,6 +114,8 @@ class Client(Routing):
             loop = self._ensure_loop()
             with self._lock:
                 if self._etcd is None:
+                    if self.etcd_config is None:  # a RemoteClient has its own _control
+                        raise Unavailable("this client talks to a controller, not to etcd")
                     self._etcd = loop.run(Etcd.connect(self.etcd_config))
         return ControlPlane(self._etcd)
 
@@ -119,7 +123,7 @@ class Client(Routing):
         """The cached namespace (watch-fed when ``watch``), loaded on first use."""
         control = self._control()
         if not self._watch:
-            return self._run(control.view())  # type: ignore[no-any-return]
+            return self._run(control.view())
         if self._cache is None:
             with self._lock:
                 if self._cache is None:
@@ -156,16 +160,16 @@ class Client(Routing):
 
     # -- control plane --------------------------------------------------------------------
     def clusters(self) -> list[ClusterView]:
-        return self._run(self._control().clusters())  # type: ignore[no-any-return]
+        return self._run(self._control().clusters())
 
     def cluster(self, cluster_id: str) -> ClusterView:
-        return self._run(self._control().cluster(cluster_id))  # type: ignore[no-any-return]
+        return self._run(self._control().cluster(cluster_id))
 
     def remove_cluster(self, cluster_id: str) -> None:
         self._run(self._control().remove_cluster(cluster_id))
 
     def create_volume(self, name: str, cluster: str) -> VolumeView:
-        return self._run(self._control().create_volume(name, cluster))  # type: ignore[no-any-return]
+        return self._run(self._control().create_volume(name, cluster))
 
     def volumes(self) -> list[VolumeView]:
         found = self._run(self._control().volumes())
@@ -220,10 +224,10 @@ class Client(Routing):
         return self.volume(name)
 
     def add_mount(self, path: str, target: str) -> Mount:
-        return self._run(self._control().add_mount(path, target))  # type: ignore[no-any-return]
+        return self._run(self._control().add_mount(path, target))
 
     def mounts(self) -> list[Mount]:
-        return self._run(self._control().mounts())  # type: ignore[no-any-return]
+        return self._run(self._control().mounts())
 
     def remove_mount(self, path: str) -> None:
         self._run(self._control().remove_mount(path))
@@ -232,7 +236,7 @@ class Client(Routing):
     def acl_grant(self, path: str, subject: str, perms: str) -> dict[str, Any]:
         from namespace import acl
 
-        return self._run(acl.grant(self._control().etcd, path, subject, perms)).as_dict()  # type: ignore[no-any-return]
+        return self._run(acl.grant(self._control().etcd, path, subject, perms)).as_dict()
 
     def acl_revoke(self, path: str, subject: str) -> None:
         from namespace import acl
@@ -242,7 +246,7 @@ class Client(Routing):
     def acl_list(self, path: str | None = None) -> list[dict[str, Any]]:
         from namespace import acl
 
-        return self._run(acl.list_grants(self._control().etcd, path))  # type: ignore[no-any-return]
+        return self._run(acl.list_grants(self._control().etcd, path))
 
     def acl_check(self, path: str, subject: str, groups: list[str] | None = None) -> dict[str, Any]:
         from namespace import acl
@@ -297,25 +301,25 @@ class Client(Routing):
         if spec.provider == "edge":
             raise InvalidInput(f"cluster {hub!r} is an edge site; a hub must be a core cluster")
         ca = (self.tls_dir / "ca.crt").read_bytes() if self.tls_dir is not None else None
-        return self._run(edge.create_token(self._control().etcd, site, hub, ttl, edge.ca_fingerprint(ca)))  # type: ignore[no-any-return]
+        return self._run(edge.create_token(self._control().etcd, site, hub, ttl, edge.ca_fingerprint(ca)))
 
     def edge_sites(self) -> list[dict[str, Any]]:
         """Every joined edge site: hub, state, connected-since, backlog (``gns edge list``)."""
         from namespace import edge
 
-        return self._run(edge.list_sites(self._control().etcd))  # type: ignore[no-any-return]
+        return self._run(edge.list_sites(self._control().etcd))
 
     # -- mirror policies ------------------------------------------------------------------
     def mirror_apply(self, text: str, *, dry_run: bool = False) -> dict[str, Any]:
         """Validate and store a mirror policy document (YAML or JSON)."""
         from mirroring.policy_store import apply_policy
 
-        return self._run(apply_policy(self._control().etcd, text, dry_run=dry_run))  # type: ignore[no-any-return]
+        return self._run(apply_policy(self._control().etcd, text, dry_run=dry_run))
 
     def mirror_list(self) -> list[dict[str, Any]]:
         from mirroring.policy_store import list_policies
 
-        return self._run(list_policies(self._control().etcd))  # type: ignore[no-any-return]
+        return self._run(list_policies(self._control().etcd))
 
     def mirror_status(self, name: str | None = None) -> list[dict[str, Any]]:
         """SPEC §4 ``mirror status``; NotFound for an unknown policy NAME."""
@@ -461,10 +465,12 @@ class Client(Routing):
 
     def set_attrs(self, path: str, *, mode: int | None = None, mtime: float | None = None) -> int:
         """``chmod`` and/or set the mtime of a file or directory, as one version."""
-        request = lambda t: pb.SetAttrRequest(  # noqa: E731
-            target=t, set_mode=mode is not None, mode=mode or 0,
-            set_mtime=mtime is not None, mtime=mtime or 0.0,
-        )
+        def request(t: pb.Target) -> pb.SetAttrRequest:
+            return pb.SetAttrRequest(
+                target=t, set_mode=mode is not None, mode=mode or 0,
+                set_mtime=mtime is not None, mtime=mtime or 0.0,
+            )
+
         reply = self._call(lambda s, t: s.SetAttr(request(t), timeout=30), path)
         return int(reply.version)
 
@@ -620,5 +626,5 @@ class Client(Routing):
                 raise InvalidInput(f"{path} is a directory")
             return io.BufferedReader(RangedReader(self, path, int(info["size"])), self.chunk_size)
         if mode in ("wb", "w"):
-            return StreamingWriter(self, path)
+            return cast(IO[bytes], StreamingWriter(self, path))
         raise InvalidInput(f"unsupported mode {mode!r}: use 'rb' or 'wb'")

@@ -10,7 +10,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import grpc
 
@@ -152,7 +152,7 @@ class StreamingWriter(io.RawIOBase):
 
         def run() -> None:
             try:
-                self._result = client.put(QueueReader(self._q), path)
+                self._result = client.put(cast(BinaryIO, QueueReader(self._q)), path)
             except BaseException as exc:  # noqa: BLE001 - handed to the writer: close() raises it
                 self._error = exc
                 while self._q.get() is not None:  # unblock the writer side
