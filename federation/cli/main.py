@@ -6,26 +6,72 @@ import os
 # gRPC's C core logs handshake failures to stderr; the CLI reports errors in one line itself.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
+import importlib
 import logging
 import sys
 from typing import Any
 
 import click
 
-from federation.cli import (
-    commands_data,
-    commands_edge,
-    commands_fuse,
-    commands_kube,
-    commands_namespace,
-    commands_run,
-    commands_security,
-)
-
 EXIT_USAGE = 2
 
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "commands_run": ("up", "down", "controller"),
+    "commands_namespace": ("cluster", "volume", "mount", "resolve", "status"),
+    "commands_data": ("put", "get", "cat", "ls", "stat", "rm", "mv"),
+    "commands_kube": ("csi",),
+    "commands_fuse": ("fuse",),
+    "commands_edge": ("edge",),
+    "commands_security": ("certs", "acl"),
+    "commands_mirror": ("mirror",),
+}
+"""Each ``federation.cli`` module and the top-level commands its ``register`` adds.
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+A hint only: a name missing here is still found (every module is then loaded), so a new
+command works before this table learns of it; tests/unit/test_cli_lazy.py keeps it exact."""
+
+
+class LazyGroup(click.Group):
+    """The root group: a command's module is imported when that command is asked for.
+
+    ``gns stat`` then loads ``commands_data`` alone, not the other seven modules; listings
+    (``--help``, completion) load them all, so what they print is unchanged."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loaded: set[str] = set()
+
+    def _load(self, module: str) -> None:
+        if module in self._loaded:
+            return
+        self._loaded.add(module)
+        try:
+            mod = importlib.import_module(f"federation.cli.{module}")
+        except ImportError:  # pragma: no cover - mirroring commands arrive with the mirroring package
+            if module != "commands_mirror":
+                raise
+            return
+        mod.register(self)
+
+    def _load_all(self) -> None:
+        for module in COMMAND_MODULES:
+            self._load(module)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            holders = [m for m, names in COMMAND_MODULES.items() if cmd_name in names]
+            for module in holders:
+                self._load(module)
+            if cmd_name not in self.commands:
+                self._load_all()
+        return self.commands.get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_all()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--etcd", metavar="URL[,URL...]", help="etcd endpoints (env GNS_ETCD).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--tls-dir", metavar="DIR", help="Client TLS certificates (env GNS_TLS_DIR).")
@@ -38,18 +84,6 @@ def cli(ctx: click.Context, etcd: str | None, as_json: bool, tls_dir: str | None
     """gns: a global namespace over federated clusters."""
     ctx.obj = {"etcd": etcd, "as_json": as_json, "tls_dir": tls_dir,
                "controller": controller, "identity": identity}
-
-
-for module in (commands_run, commands_namespace, commands_data, commands_kube, commands_fuse, commands_edge):
-    module.register(cli)
-commands_security.register(cli)
-
-try:  # mirroring commands arrive with the mirroring package
-    from federation.cli import commands_mirror
-
-    commands_mirror.register(cli)
-except ImportError:  # pragma: no cover
-    pass
 
 
 def _fail(message: str, code: int) -> int:
