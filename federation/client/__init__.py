@@ -5,9 +5,11 @@ the mount table (no etcd round trip per request) and talks straight to the ownin
 controller, or enters through ``via`` and lets that controller forward. Files stream in
 chunks both ways; nothing here holds a whole file in memory.
 
-One job per module: :mod:`.discovery` finds etcd and TLS material, :mod:`.routing` picks
-the controller for a path and holds the channels, :mod:`.streams` has the file objects and
-the change stream, :mod:`.facade` is the :class:`Client` itself.
+One job per module: :mod:`.discovery` finds etcd and TLS material; :mod:`.connection`
+holds the loop thread, etcd connection, namespace cache and channels; :mod:`.control` has
+the control commands; :mod:`.routing` picks the controller for a path; :mod:`.streams` has
+the file objects and the change stream; :mod:`.facade` is the :class:`Client` (data
+commands) built from those.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Which controller a data request goes to, and the channels it goes over.
+"""Which controller a data request goes to.
 
 Global paths resolve against the client's watch-fed copy of the mount table (no etcd round
 trip per request): straight to the owner, through ``via``, to a fresh-enough replica under
@@ -7,10 +7,8 @@ answer says our view lagged (a moved owner or epoch) the call is routed once mor
 """
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,7 +16,7 @@ import grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
-from federation.channels import sync_channel
+from federation.client.connection import Connection
 from namespace.cache import NamespaceView
 from namespace.control import resolve_in
 from namespace.errors import EpochNotSeen, NotFound, NotOwner, StaleEpoch, Unavailable
@@ -28,30 +26,8 @@ _REROUTE = (StaleEpoch, NotOwner, EpochNotSeen)
 """The owner or epoch we routed by moved on: refresh the view and route once more."""
 
 
-class Routing:
-    """The routing half of :class:`federation.client.Client` (a base class of it)."""
-
-    via: str | None
-    consistency: str
-    max_staleness: float
-    tls_dir: Path | None
-    identity: str
-    _channels: dict[str, grpc.Channel]
-    _lock: threading.Lock
-
-    def view(self) -> NamespaceView:
-        raise NotImplementedError  # the Client's watch-fed namespace
-
-    def _channel(self, endpoint: str) -> grpc.Channel:
-        with self._lock:
-            ch = self._channels.get(endpoint)
-            if ch is None:
-                ch = self._channels[endpoint] = sync_channel(endpoint, self.tls_dir, self.identity)
-        return ch
-
-    def _stub(self, endpoint: str) -> pb_grpc.FederationStub:
-        return pb_grpc.FederationStub(self._channel(endpoint))
-
+class Routing(Connection):
+    """The routing half of :class:`~federation.client.Client` (a base class of it)."""
 
     def _route(self, path: str, epoch: int | None = None, *, read: bool = False) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
         path = normalize(path)

@@ -1,0 +1,106 @@
+"""What a :class:`~federation.client.Client` holds: settings, its loop thread, its etcd
+connection and watch-fed namespace cache, and one gRPC channel per controller.
+
+Everything here is created lazily and torn down by ``close()``; the other client modules
+only borrow it.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.channels import sync_channel
+from federation.loop_thread import LoopThread
+from namespace.cache import NamespaceCache, NamespaceView
+from namespace.control import ControlPlane
+from namespace.errors import Unavailable
+from namespace.etcd import Etcd, EtcdConfig
+
+T = TypeVar("T")
+
+
+class Connection:
+    """The state half of :class:`~federation.client.Client` (its base class)."""
+
+    # Set by Client.__init__ (the constructor's signature stays on the class users call).
+    etcd_config: EtcdConfig | None
+    tls_dir: Path | None
+    identity: str
+    via: str | None
+    consistency: str
+    max_staleness: float
+    chunk_size: int
+    _watch: bool
+    _loop: LoopThread | None
+    _etcd: Etcd | None
+    _cache: NamespaceCache | None
+    _channels: dict[str, grpc.Channel]
+    _lock: threading.Lock
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._ensure_loop().run(coro)
+
+    def _ensure_loop(self) -> LoopThread:
+        with self._lock:
+            if self._loop is None:
+                self._loop = LoopThread()
+            return self._loop
+
+    def _control(self) -> ControlPlane:
+        if self._etcd is None:
+            loop = self._ensure_loop()
+            with self._lock:
+                if self._etcd is None:
+                    if self.etcd_config is None:  # a RemoteClient has its own _control
+                        raise Unavailable("this client talks to a controller, not to etcd")
+                    self._etcd = loop.run(Etcd.connect(self.etcd_config))
+        return ControlPlane(self._etcd)
+
+    def view(self) -> NamespaceView:
+        """The cached namespace (watch-fed when ``watch``), loaded on first use."""
+        control = self._control()
+        if not self._watch:
+            return self._run(control.view())
+        if self._cache is None:
+            with self._lock:
+                if self._cache is None:
+                    cache = NamespaceCache(control.etcd)
+                    self._loop.run(cache.start())  # type: ignore[union-attr]
+                    self._cache = cache
+        return self._cache.view
+
+    def close(self) -> None:
+        for ch in self._channels.values():
+            ch.close()
+        self._channels.clear()
+        if self._loop is not None:
+            async def shutdown() -> None:
+                if self._cache is not None:
+                    await self._cache.stop()
+                if self._etcd is not None:
+                    await self._etcd.close()
+
+            try:
+                self._loop.run(shutdown(), timeout=10)
+            except Exception:  # noqa: BLE001 - closing is best effort: the process may be busy or exiting
+                pass
+            finally:
+                self._loop.close()
+                self._loop = None
+                self._etcd = self._cache = None
+
+    def _channel(self, endpoint: str) -> grpc.Channel:
+        with self._lock:
+            ch = self._channels.get(endpoint)
+            if ch is None:
+                ch = self._channels[endpoint] = sync_channel(endpoint, self.tls_dir, self.identity)
+        return ch
+
+    def _stub(self, endpoint: str) -> pb_grpc.FederationStub:
+        return pb_grpc.FederationStub(self._channel(endpoint))

@@ -1,0 +1,274 @@
+"""The control commands of :class:`~federation.client.Client` on the etcd path (SPEC §4):
+clusters, volumes, mounts, access grants, status, edge sites and mirror policies.
+
+A ``--controller`` client (:mod:`federation.remote`) overrides each of these with one call
+to the controller's Control service, which runs this very code.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.api.errors import from_rpc_error
+from federation.client.connection import Connection
+from federation.client.streams import Progress
+from federation.resolution import describe
+from namespace.cache import NamespaceView
+from namespace.errors import (
+    Conflict,
+    GnsError,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
+from namespace.models import ClusterView, Mount, VolumeView
+from namespace.paths import check_name
+
+
+class ControlCommands(Connection):
+    """The control-plane half of :class:`~federation.client.Client` (a base class of it)."""
+
+    def clusters(self) -> list[ClusterView]:
+        return self._run(self._control().clusters())
+
+    def cluster(self, cluster_id: str) -> ClusterView:
+        return self._run(self._control().cluster(cluster_id))
+
+    def remove_cluster(self, cluster_id: str) -> None:
+        self._run(self._control().remove_cluster(cluster_id))
+
+    def create_volume(self, name: str, cluster: str) -> VolumeView:
+        return self._run(self._control().create_volume(name, cluster))
+
+    def volumes(self) -> list[VolumeView]:
+        found = self._run(self._control().volumes())
+        view = self.view()
+        return [self._live_version(v, view) for v in found]
+
+    def volume(self, name: str) -> VolumeView:
+        return self._live_version(self._run(self._control().volume(name)), self.view())
+
+    def _live_version(self, v: VolumeView, view: NamespaceView) -> VolumeView:
+        """The owner's committed version if it answers (etcd's copy is batched)."""
+        if v.state != "Ready":
+            return v
+        try:
+            spec = view.clusters.get(v.owner)
+            if spec is None:
+                return v
+            reply = self._stub(spec.endpoint).VolumeState(
+                pb.VolumeStateRequest(volume=v.name), timeout=2.0
+            )
+            return v.model_copy(update={"version": max(v.version, reply.version)})
+        except (grpc.RpcError, GnsError):
+            return v
+
+    def remove_volume(self, name: str) -> None:
+        """Forget volume ``name``; refused (Conflict) while a mount or policy names it."""
+        self._run(self._control().remove_volume(name))
+
+    def promote(self, name: str, to: str, *, force: bool = False) -> VolumeView:
+        """Make ``to`` (a cluster, or an object-store target of the volume's policy) own
+        volume ``name``. Refused while the owner is Ready unless ``force`` (planned hand-over:
+        drain, final sync, switch)."""
+        check_name("volume", name)
+        if not to or ("://" not in to):
+            check_name("cluster", to)
+        view = self.view()
+        vol = view.volumes.get(name)
+        if vol is None:
+            raise NotFound(f"volume {name!r} not found")
+        if vol.owner in view.alive and not force:
+            raise Conflict(f"owner {vol.owner} of volume {name!r} is Ready; use --force for a planned hand-over")
+        # Any Ready controller can orchestrate; prefer the one taking over, then the leader.
+        entry = next((c for c in (to, view.leader) if c and c in view.alive and c in view.clusters),
+                     next(iter(sorted(view.alive)), None))
+        if entry is None:
+            raise Unavailable("no controller is Ready to carry out the promotion")
+        stub = pb_grpc.FailoverStub(self._channel(view.clusters[entry].endpoint))
+        try:
+            stub.Promote(pb.PromoteRequest(volume=name, to=to, force=force, reason="manual"), timeout=3600)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"cluster {entry}") from None
+        return self.volume(name)
+
+    def add_mount(self, path: str, target: str) -> Mount:
+        return self._run(self._control().add_mount(path, target))
+
+    def mounts(self) -> list[Mount]:
+        return self._run(self._control().mounts())
+
+    def remove_mount(self, path: str) -> None:
+        self._run(self._control().remove_mount(path))
+
+    # -- access control (SPEC §10) ---------------------------------------------------------
+    def acl_grant(self, path: str, subject: str, perms: str) -> dict[str, Any]:
+        from namespace import acl
+
+        return self._run(acl.grant(self._control().etcd, path, subject, perms)).as_dict()
+
+    def acl_revoke(self, path: str, subject: str) -> None:
+        from namespace import acl
+
+        self._run(acl.revoke(self._control().etcd, path, subject))
+
+    def acl_list(self, path: str | None = None) -> list[dict[str, Any]]:
+        from namespace import acl
+
+        return self._run(acl.list_grants(self._control().etcd, path))
+
+    def acl_check(self, path: str, subject: str, groups: list[str] | None = None) -> dict[str, Any]:
+        from namespace import acl
+
+        grants, _ = self._run(acl.load_grants(self._control().etcd))
+        return acl.check_report(grants, path, subject, groups or [])
+
+    def resolve(self, path: str) -> dict[str, Any]:
+        return describe(self.view(), path)
+
+    def status(self) -> dict[str, Any]:
+        """Clusters, volumes, mounts and mirrors with health and lag (``gns status``)."""
+        view = self.view()
+        clusters = [view.cluster_view(cid).model_dump() for cid in sorted(view.clusters)]  # type: ignore[union-attr]
+        volumes = []
+        for name in sorted(view.volumes):
+            d = self._live_version(view.volume_view(name), view).model_dump()  # type: ignore[arg-type]
+            d["diverged"] = [
+                {"cluster": r["cluster"], "epoch": r["epoch"], "paths": r["paths"]}
+                for r in view.diverged.values() if r.get("volume") == name
+            ]
+            volumes.append(d)
+        return {
+            "leader": view.leader,
+            "clusters": clusters,
+            "volumes": volumes,
+            "mounts": [m.model_dump() for m in view.mount_list()],
+            "mirrors": self._mirror_statuses(view),
+        }
+
+    def _mirror_statuses(self, view: NamespaceView) -> list[dict[str, Any]]:
+        from mirroring.status import statuses
+
+        return statuses(view)
+
+    # -- edge sites (SPEC §8) -------------------------------------------------------------
+    def edge_token_create(self, site: str, *, ttl: float = 3600.0, hub: str | None = None) -> dict[str, Any]:
+        """A single-use join token for ``site``, pinning this federation's CA."""
+        from namespace import edge
+
+        check_name("site", site)
+        view = self.view()
+        if hub is None:
+            ready = sorted(c for c in view.alive if c in view.clusters and view.clusters[c].provider != "edge")
+            hub = view.leader if view.leader in ready else (ready[0] if ready else None)
+            if hub is None:
+                raise Unavailable("no Ready hub cluster to join through; start one or pass --hub")
+        check_name("hub cluster", hub)
+        spec = view.clusters.get(hub)
+        if spec is None:
+            raise NotFound(f"hub cluster {hub!r} not found")
+        if spec.provider == "edge":
+            raise InvalidInput(f"cluster {hub!r} is an edge site; a hub must be a core cluster")
+        ca = (self.tls_dir / "ca.crt").read_bytes() if self.tls_dir is not None else None
+        return self._run(edge.create_token(self._control().etcd, site, hub, ttl, edge.ca_fingerprint(ca)))
+
+    def edge_sites(self) -> list[dict[str, Any]]:
+        """Every joined edge site: hub, state, connected-since, backlog (``gns edge list``)."""
+        from namespace import edge
+
+        return self._run(edge.list_sites(self._control().etcd))
+
+    # -- mirror policies ------------------------------------------------------------------
+    def mirror_apply(self, text: str, *, dry_run: bool = False) -> dict[str, Any]:
+        """Validate and store a mirror policy document (YAML or JSON)."""
+        from mirroring.policy_store import apply_policy
+
+        return self._run(apply_policy(self._control().etcd, text, dry_run=dry_run))
+
+    def mirror_list(self) -> list[dict[str, Any]]:
+        from mirroring.policy_store import list_policies
+
+        return self._run(list_policies(self._control().etcd))
+
+    def mirror_status(self, name: str | None = None) -> list[dict[str, Any]]:
+        """SPEC §4 ``mirror status``; NotFound for an unknown policy NAME."""
+        from mirroring.status import statuses
+
+        if name is not None:
+            check_name("policy", name)
+        view = self.view()
+        if name is not None and name not in view.policies:
+            raise NotFound(f"mirror policy {name!r} not found")
+        return statuses(view, name)
+
+    def mirror_remove(self, name: str) -> None:
+        from mirroring.policy_store import remove_policy
+
+        self._run(remove_policy(self._control().etcd, name))
+
+    def _mirroring_stub(self, policy: str) -> tuple[pb_grpc.MirroringStub, str]:
+        """Any Ready controller serves the Mirroring RPCs (forwarding to the owner)."""
+        check_name("policy", policy)
+        view = self.view()
+        from mirroring.policy import stored_policy
+
+        found = stored_policy(view, policy)
+        if found is None:
+            raise NotFound(f"mirror policy {policy!r} not found")
+        owner = view.volumes.get(found.spec.volume)
+        entry = self.via or (owner.owner if owner else None)
+        if entry is None or entry not in view.alive:
+            raise Unavailable(f"owner {entry} of policy {policy!r}'s volume is Down")
+        return pb_grpc.MirroringStub(self._channel(view.clusters[entry].endpoint)), entry
+
+    def mirror_sync(self, name: str, *, wait: bool = False, progress: Progress | None = None,
+                    timeout: float | None = None) -> list[dict[str, Any]]:
+        """Run passes to every target of policy ``name`` now; with ``wait``, until they end.
+
+        Raises the last target error (as :class:`GnsError`) if a pass failed."""
+        stub, where = self._mirroring_stub(name)
+        seen: dict[str, int] = {}
+        errors: list[str] = []
+        try:
+            for msg in stub.Sync(pb.MirrorSyncRequest(policy=name, wait=wait), timeout=timeout):
+                if progress and msg.bytes >= seen.get(msg.target, 0):
+                    progress(int(msg.bytes) - seen.get(msg.target, 0))
+                    seen[msg.target] = int(msg.bytes)
+                if msg.done and msg.error:
+                    errors.append(f"{msg.target}: {msg.error}")
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"cluster {where}") from None
+        if errors:
+            raise Unavailable("mirror sync failed for " + "; ".join(errors))
+        if wait:
+            self._wait_status_seen(name)
+        return self.mirror_status(name)
+
+    def _wait_status_seen(self, name: str, timeout: float = 5.0) -> None:
+        """The owner published the statuses; give our watch a moment to deliver them."""
+        if not self._watch:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.mirror_status(name)
+            if all(t["state"] != "Syncing" for p in st for t in p["targets"]):
+                return
+            time.sleep(0.05)
+
+    def mirror_verify(self, name: str, *, repair: bool = True, deep: bool = False) -> list[dict[str, Any]]:
+        """Compare every target of policy ``name`` with the volume by sha256 (and repair)."""
+        stub, where = self._mirroring_stub(name)
+        try:
+            reply = stub.Verify(pb.MirrorVerifyRequest(policy=name, repair=repair, deep=deep), timeout=3600)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, f"cluster {where}") from None
+        return [
+            {"target": r.target, "version": int(r.version), "missing": list(r.missing),
+             "extra": list(r.extra), "mismatched": list(r.mismatched), "repaired": r.repaired,
+             "ok": not (r.missing or r.extra or r.mismatched or r.error), "error": r.error or None}
+            for r in reply.reports
+        ]
