@@ -210,7 +210,7 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         if self.issues_certs:
             log.info("edge hub %s: signs site certificates (cluster:<site>) with the federation CA", cluster)
         else:
-            log.warning("edge hub %s: %s; joining sites get a bearer credential only, no certificate",
+            log.info("edge hub %s: %s; joining sites get a bearer credential only, no certificate",
                         cluster, "no TLS" if tls_dir is None else f"no CA key in {tls_dir}")
         self.links: dict[str, SiteLink] = {}
         self._relay: grpc.aio.Server | None = None
@@ -309,7 +309,7 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         except GnsError as exc:
             await context.abort(kind_of(exc).code, str(exc), trailing_metadata=trailing_metadata(exc))
             raise  # unreachable: abort raises
-        log.warning("edge site %s joined through hub %s%s", request.site, self.cluster,
+        log.info("edge site %s joined through hub %s%s", request.site, self.cluster,
                     " (certificate issued)" if signed else "")
         reply = epb.JoinReply(site=request.site, credential=credential,
                               credential_expires_at=rec["credential_expires_at"],
@@ -358,7 +358,7 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
             await context.abort(kind_of(exc).code, str(exc), trailing_metadata=trailing_metadata(exc))
             return
         self.links[site] = link
-        log.warning("edge site %s connected to hub %s (heartbeat %.2fs)", site, self.cluster, link.heartbeat)
+        log.info("edge site %s connected to hub %s (heartbeat %.2fs)", site, self.cluster, link.heartbeat)
         view = json.dumps(site_slice(self.cache.view, site), sort_keys=True).encode()
         link.sent_view = view
         link.view_generation = self._generation

@@ -43,17 +43,18 @@ def secure_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     init_certs(tls, ["etcd-server"])
     cport, pport = free_port(), free_port()
     endpoint = f"https://127.0.0.1:{cport}"
-    proc = subprocess.Popen(
-        [binary, "--name", "s", "--data-dir", str(root / "data"),
-         "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
-         "--listen-peer-urls", f"http://127.0.0.1:{pport}",
-         "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
-         "--initial-cluster", f"s=http://127.0.0.1:{pport}",
-         "--client-cert-auth", "--trusted-ca-file", str(tls / "ca.crt"),
-         "--cert-file", str(tls / "etcd-server.crt"), "--key-file", str(tls / "etcd-server.key"),
-         "--auth-token", "simple"],
-        stdout=subprocess.DEVNULL, stderr=open(root / "etcd.log", "wb"), start_new_session=True,
-    )
+    with open(root / "etcd.log", "wb") as etcd_log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [binary, "--name", "s", "--data-dir", str(root / "data"),
+             "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+             "--listen-peer-urls", f"http://127.0.0.1:{pport}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
+             "--initial-cluster", f"s=http://127.0.0.1:{pport}",
+             "--client-cert-auth", "--trusted-ca-file", str(tls / "ca.crt"),
+             "--cert-file", str(tls / "etcd-server.crt"), "--key-file", str(tls / "etcd-server.key"),
+             "--auth-token", "simple"],
+            stdout=subprocess.DEVNULL, stderr=etcd_log, start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 30
         while _etcdctl(endpoint, tls, "endpoint", "health").returncode != 0:
