@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import _ssl
 import hashlib
-import os
-import secrets
 import socket
 import ssl
 from pathlib import Path
@@ -29,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from federation.certs import replace_atomic
 from federation.tls import CA_CERT, identity_of
 from namespace.errors import PermissionDenied, Unavailable
 
@@ -79,10 +78,10 @@ class Request:
             raise PermissionDenied(f"the hub returned a certificate for {who.subject}, not cluster:{self.site}")
         d = cert_dir(data_dir)
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _replace(d / CA_CERT, ca_pem, 0o644)
-        _replace(d / f"{self.site}.key", self._key.private_bytes(
+        replace_atomic(d / CA_CERT, ca_pem, 0o644)
+        replace_atomic(d / f"{self.site}.key", self._key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
-        _replace(d / f"{self.site}.crt", cert_pem, 0o644)
+        replace_atomic(d / f"{self.site}.crt", cert_pem, 0o644)
         return cert.not_valid_after_utc.timestamp()
 
 
@@ -111,22 +110,3 @@ def fetch_pinned_ca(address: str, pin: str, timeout: float = 10.0) -> bytes:
     raise PermissionDenied(f"{address} presents no CA with the token's pin: refusing to trust it")
 
 
-def _replace(path: Path, data: bytes, mode: int) -> None:
-    """Write ``path`` whole or not at all, with ``mode`` from birth (never wider, even briefly)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -374,13 +374,15 @@ def rotate_cluster(
     ca, signer = _signer(tls_dir)
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     cert = _make_leaf_cert(cluster, leaf_key, ca, signer, sans=sans, days=days, kind="cluster")
-    _replace_atomic(key_path, _key_pem(leaf_key), 0o600)
-    _replace_atomic(crt, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    replace_atomic(key_path, _key_pem(leaf_key), 0o600)
+    replace_atomic(crt, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     log.info("tls: rotated certificate %s", crt)
     return [key_path, crt]
 
 
-def _replace_atomic(path: Path, data: bytes, mode: int) -> None:
+def replace_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write ``path`` whole or not at all, with ``mode`` from birth (never wider, even
+    briefly), and make the rename durable: a reloading reader sees the old file or the new."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -393,6 +395,11 @@ def _replace_atomic(path: Path, data: bytes, mode: int) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def can_issue(tls_dir: Path | None) -> bool:

@@ -23,6 +23,7 @@ from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.local.ports import free_port
 from federation.local.tcpproxy import TcpProxy
 from tests.fixtures.federation import Federation, assert_error
+from tests.support import wait_for
 
 HB = 0.3
 
@@ -61,17 +62,6 @@ def edge_list(fed: Federation) -> dict[str, dict[str, Any]]:
 
 def wait_cluster(fed: Federation, cid: str, state: str, timeout: float) -> None:
     wait_for(lambda: fed.state(cid) == state, timeout, f"{cid} {state}")
-
-
-def wait_for(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} after {timeout}s")
-        time.sleep(0.05)
 
 
 def test_join_ready_serve_both_ways(federation: Federation) -> None:

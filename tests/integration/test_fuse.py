@@ -18,28 +18,17 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.fixtures.federation import Federation
+from tests.support import wait_for
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="/dev/fuse is missing"),
     pytest.mark.skipif(shutil.which("fusermount3") is None, reason="fusermount3 is missing (fuse3)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="FUSE mounts in these tests need root"),
 ]
-
-
-def wait_for(cond: Any, timeout: float = 15.0, step: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(step)
 
 
 class Mount:
@@ -346,11 +335,11 @@ def test_two_mounts_close_to_open_within_a_second(fed: Federation, tmp_path: Pat
             body = f"version {i}\n"
             (a.mnt / "fz/fzb/shared/doc.txt").write_text(body)
             t0 = time.monotonic()
-            wait_for(lambda body=body: seen.exists() and seen.read_text() == body, 5, 0.01)
+            wait_for(lambda body=body: seen.exists() and seen.read_text() == body, 5, every=0.01)
             assert time.monotonic() - t0 < 1.0
         os.rename(a.mnt / "fz/fzb/shared/doc.txt", a.mnt / "fz/fzb/shared/renamed.txt")
         t0 = time.monotonic()
-        wait_for(lambda: sorted(os.listdir(b.mnt / "shared")) == ["renamed.txt"], 5, 0.01)
+        wait_for(lambda: sorted(os.listdir(b.mnt / "shared")) == ["renamed.txt"], 5, every=0.01)
         assert time.monotonic() - t0 < 1.0
         assert (b.mnt / "shared" / "renamed.txt").read_text() == "version 2\n"
     finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 from federation.local.etcd_server import EtcdCluster
 from federation.local.fake_kube_apiserver import FakeKube
 from tests.fixtures.federation import Federation
+from tests.support import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +47,6 @@ def fed(etcd_module: EtcdCluster, kube: FakeKube,
             f.stop_all()
 
 
-def _until(what: str, fn: Callable[[], Any], timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def _cond(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     for c in ((obj or {}).get("status") or {}).get("conditions") or []:
         if c["type"] == type_:
@@ -78,7 +68,7 @@ def _status_for(kube: FakeKube, kind: str, name: str, generation: int | None = N
                 or (reason is not None and c["reason"] != reason):
             return None
         return obj
-    return _until(f"{kind} {name} status (gen {generation}, Ready={ready} {reason})", check)  # type: ignore[no-any-return]
+    return wait_for(check, 15, f"{kind} {name} status (gen {generation}, Ready={ready} {reason})")  # type: ignore[no-any-return]
 
 
 def policy(name: str, volume: str = "sensors", targets: list[dict[str, str]] | None = None,
@@ -122,8 +112,9 @@ def test_mirror_policy_create_update_delete(fed: Federation, kube: FakeKube) -> 
         assert key in st["targets"][0]
     ready = _cond(obj, "Ready")
     assert ready is not None and ready["reason"] == "Applied" and ready["lastTransitionTime"]
-    synced = _until("Synced=True", lambda: _cond(kube.get("MirrorPolicy", "sensors-dr"), "Synced")
-                    if (_cond(kube.get("MirrorPolicy", "sensors-dr"), "Synced") or {}).get("status") == "True" else None)
+    synced = wait_for(lambda: _cond(kube.get("MirrorPolicy", "sensors-dr"), "Synced")
+                      if (_cond(kube.get("MirrorPolicy", "sensors-dr"), "Synced") or {}).get("status") == "True"
+                      else None, 15, "Synced=True")
     assert synced["reason"] == "Synced"
 
     # a status-only change does not bump generation; a spec change does, and is applied
@@ -133,7 +124,7 @@ def test_mirror_policy_create_update_delete(fed: Federation, kube: FakeKube) -> 
     assert _policies(fed)["sensors-dr"]["mode"] == "manual"
 
     assert kube.delete("MirrorPolicy", "sensors-dr") == 200
-    _until("policy gone from Kubernetes", lambda: kube.get("MirrorPolicy", "sensors-dr") is None)
+    wait_for(lambda: kube.get("MirrorPolicy", "sensors-dr") is None, 15, "policy gone from Kubernetes")
     assert "sensors-dr" not in _policies(fed)
 
 
@@ -152,7 +143,7 @@ def test_invalid_mirror_policy_lists_every_problem(fed: Federation, kube: FakeKu
     _status_for(kube, "MirrorPolicy", "broken", generation=2, ready="True")
     assert "broken" in _policies(fed)
     kube.delete("MirrorPolicy", "broken")
-    _until("deleted", lambda: kube.get("MirrorPolicy", "broken") is None)
+    wait_for(lambda: kube.get("MirrorPolicy", "broken") is None, 15, "deleted")
     assert "broken" not in _policies(fed)
 
 
@@ -165,7 +156,7 @@ def test_conflict_with_a_policy_made_elsewhere(fed: Federation, kube: FakeKube, 
     assert "gns mirror apply" in _cond(obj, "Ready")["message"]  # type: ignore[index]
     assert _policies(fed)["cli-made"]["mode"] == "manual"  # unchanged
     kube.delete("MirrorPolicy", "cli-made")
-    _until("deleted", lambda: kube.get("MirrorPolicy", "cli-made") is None)
+    wait_for(lambda: kube.get("MirrorPolicy", "cli-made") is None, 15, "deleted")
     assert "cli-made" in _policies(fed)  # not ours: left alone
     assert fed.gns("mirror", "remove", "cli-made").returncode == 0
 
@@ -188,8 +179,8 @@ def test_global_mount_create_update_delete_and_conflict(fed: Federation, kube: F
     _status_for(kube, "GlobalMount", "taken", ready="False", reason="Conflict")
     # a path another resource holds: Conflict too
     kube.apply(mount("twin", "/health/all"), namespace="other")
-    _status_for_ns = _until("twin conflict", lambda: (
-        c := _cond(kube.get("GlobalMount", "twin", "other"), "Ready")) and c["reason"] == "Conflict")
+    _status_for_ns = wait_for(lambda: (
+        c := _cond(kube.get("GlobalMount", "twin", "other"), "Ready")) and c["reason"] == "Conflict", 15, "twin conflict")
     assert _status_for_ns
     assert _mounts(fed)["/taken"]["subpath"] == ""
 
@@ -203,7 +194,7 @@ def test_global_mount_create_update_delete_and_conflict(fed: Federation, kube: F
 
     for name, ns in (("health", "default"), ("taken", "default"), ("twin", "other"), ("bad", "default")):
         kube.delete("GlobalMount", name, ns)
-        _until(f"{name} deleted", lambda name=name, ns=ns: kube.get("GlobalMount", name, ns) is None)
+        wait_for(lambda name=name, ns=ns: kube.get("GlobalMount", name, ns) is None, 15, f"{name} deleted")
     ms = _mounts(fed)
     assert "/health/all" not in ms
     assert "/taken" in ms  # made by the CLI: the Conflict resource removed nothing
@@ -234,5 +225,5 @@ def test_watch_expiry_410_and_api_server_restart(fed: Federation, kube: FakeKube
     for kind, name in (("GlobalMount", "after-410"), ("GlobalMount", "after-restart"),
                        ("MirrorPolicy", "after-both")):
         kube.delete(kind, name)
-        _until(f"{name} deleted", lambda kind=kind, name=name: kube.get(kind, name) is None)
+        wait_for(lambda kind=kind, name=name: kube.get(kind, name) is None, 15, f"{name} deleted")
     assert "/after/410" not in _mounts(fed) and "after-both" not in _policies(fed)

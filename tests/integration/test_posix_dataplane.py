@@ -9,7 +9,6 @@ onprem-b with ``--consistency any`` (answered from its own copy: ``stale`` is se
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 
 from namespace.errors import Conflict, FileNotFound, InvalidInput
 from tests.fixtures.federation import Federation, assert_error
+from tests.support import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +46,6 @@ def client(fed: Federation) -> Any:
 def replica(fed: Federation) -> Any:
     with fed.client(via="onprem-b", consistency="any") as c:
         yield c
-
-
-def wait_for(cond: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def replica_has(replica: Any, path: str, **want: Any) -> bool:
