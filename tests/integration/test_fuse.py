@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from federation.csi.mountinfo import is_stale
 from tests.fixtures.federation import Federation
 from tests.support import wait_for
 
@@ -36,7 +37,7 @@ class Mount:
 
     def __init__(self, fed: Federation, mnt: Path, cache: Path, *args: str) -> None:
         self.fed, self.mnt, self.cache = fed, mnt, cache
-        if not _stale(mnt):  # a dead mount there is the CLI's to clear
+        if not is_stale(str(mnt)):  # a dead mount there is the CLI's to clear
             mnt.mkdir(parents=True, exist_ok=True)
         self.log = mnt.parent / f"{mnt.name}.log"
         with open(self.log, "wb") as err:
@@ -56,7 +57,7 @@ class Mount:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if os.path.ismount(self.mnt) or _stale(self.mnt):
+        if os.path.ismount(self.mnt) or is_stale(str(self.mnt)):
             subprocess.run(["fusermount3", "-uz", str(self.mnt)], check=False)
 
 
@@ -69,14 +70,6 @@ def _serving(p: Path) -> bool:
     except OSError:
         return False
     return True
-
-
-def _stale(p: Path) -> bool:
-    try:
-        os.stat(p)
-    except OSError as exc:
-        return exc.errno == errno.ENOTCONN
-    return False
 
 
 @pytest.fixture(scope="module")
