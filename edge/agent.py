@@ -28,7 +28,8 @@ from typing import Any
 import grpc
 
 from edge.bootstrap import Dialer, Identity, join, load_identity, save_identity
-from edge.link import HubLink
+from edge.follow import Follower
+from edge.link import DIVERGED_KIND, HubLink, Report
 from edge.shipping import Shipper
 from edge.site import EdgeFederationService, EdgeVolumes, LocalNamespace, NeverFenced
 from edge.sitecert import cert_dir, has_certificate
@@ -179,18 +180,32 @@ class EdgeController:
 
         link_up = asyncio.Event()
         shipper = Shipper(cfg.site, cache, volumes, pool, self.uplink, link_up)
+        follower = Follower(cfg.site, cache, volumes, pool, self.uplink, link_up)
+
+        def report() -> Report:
+            """The shipper's report, plus diverged-write reports (SPEC §7) for the hub to publish."""
+            r = shipper.report()
+            diverged = volumes.diverged_reports()
+            if diverged:
+                entries = json.loads(r.mirror_status_json or b"[]")
+                entries += [dict(d, kind=DIVERGED_KIND) for d in diverged]
+                r.mirror_status_json = json.dumps(entries).encode()
+            return r
+
         self.link = link = HubLink(list(cfg.hubs), identity, cfg.heartbeat, cfg.data_dir, replayer=replay_down,
-                                   on_view=cache.update, report=shipper.report, listen=listen,
+                                   on_view=cache.update, report=report, listen=listen,
                                    max_backoff=cfg.max_backoff, dialer=dialer)
         link.up = link_up
-        link.on_up.append(shipper.kick)
+        link.on_up += [shipper.kick, follower.kick]
         volumes.subscribe_commits(shipper.committed)
         cache.subscribe(lambda kind, name, value: shipper.kick())
-        status = _StatusFile(cfg.data_dir, cfg.site, listen, link, shipper)
+        cache.subscribe(lambda kind, name, value: follower.kick())
+        status = _StatusFile(cfg.data_dir, cfg.site, listen, link, shipper, follower)
         tasks = [
             asyncio.create_task(self._stop.wait(), name="stop-signal"),
             asyncio.create_task(link.run(), name="edge-link"),
             asyncio.create_task(shipper.run(), name="edge-shipper"),
+            asyncio.create_task(follower.run(), name="edge-follower"),
             asyncio.create_task(status.run(), name="edge-status"),
             asyncio.create_task(volumes.run(), name="edge-volumes"),
         ]
@@ -229,9 +244,10 @@ class _EdgePeers:
 class _StatusFile:
     """``<data-dir>/edge.json``: state, hub, listen address, backlog (for operators and tests)."""
 
-    def __init__(self, data_dir: Path, site: str, listen: str, link: HubLink, shipper: Shipper) -> None:
+    def __init__(self, data_dir: Path, site: str, listen: str, link: HubLink, shipper: Shipper,
+                 follower: Follower) -> None:
         self.path = data_dir / "edge.json"
-        self.site, self.listen, self.link, self.shipper = site, listen, link, shipper
+        self.site, self.listen, self.link, self.shipper, self.follower = site, listen, link, shipper, follower
 
     async def run(self) -> None:
         last = b""
@@ -243,6 +259,7 @@ class _StatusFile:
                 "pid": os.getpid(), "backlog": {"versions": versions, "bytes": nbytes},
                 "shipped": {f"{w.volume}->{w.target}": w.shipped[-50:] for w in self.shipper.workers.values()},
                 "first_ack_after_up": self.shipper.first_ack_after_up,
+                "followed": {n: list(ve) for n, ve in self.follower.followed.items()},
             }, sort_keys=True).encode()
             if doc != last:
                 tmp = self.path.with_name("edge.json.tmp")

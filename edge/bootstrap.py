@@ -55,9 +55,10 @@ class Identity:
     def renew_due(self, now: float | None = None) -> bool:
         """In the last third of its lifetime: time to ask for a new one."""
         now = time.time() if now is None else now
-        life = max(1.0, self.credential_expires_at - self.issued_at)
-        if now >= self.credential_expires_at - life / 3:
-            return True
+        if self.credential_expires_at:  # 0: no bearer credential (TLS: the certificate is the identity)
+            life = max(1.0, self.credential_expires_at - self.issued_at)
+            if now >= self.credential_expires_at - life / 3:
+                return True
         return self.cert_due(now)
 
     def cert_due(self, now: float | None = None) -> bool:

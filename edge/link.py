@@ -38,6 +38,11 @@ from namespace.errors import PermissionDenied
 log = logging.getLogger(__name__)
 
 
+DIVERGED_KIND = "diverged"
+"""An entry of ``Heartbeat.mirror_status_json`` that reports diverged writes (SPEC §7), not a
+mirror status: ``{"kind": "diverged", "volume", "cluster", "epoch", "paths", "at"}``."""
+
+
 @dataclass
 class Report:
     """What a heartbeat tells the hub."""
@@ -186,8 +191,10 @@ class HubLink:
 
     def _renewed(self, renewed: epb.Renewed) -> None:
         old = self.identity
-        ident = Identity(site=old.site, credential=renewed.credential,
-                         credential_expires_at=renewed.credential_expires_at, issued_at=time.time(),
+        fresh = bool(renewed.credential)  # with TLS the hub renews the certificate alone
+        ident = Identity(site=old.site, credential=renewed.credential if fresh else old.credential,
+                         credential_expires_at=renewed.credential_expires_at if fresh else old.credential_expires_at,
+                         issued_at=time.time() if fresh else old.issued_at,
                          ca_sha256=old.ca_sha256, hub=self.hub or old.hub,
                          cert_expires_at=old.cert_expires_at, cert_issued_at=old.cert_issued_at)
         pending, self._pending = self._pending, None
@@ -203,5 +210,6 @@ class HubLink:
                             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ident.cert_expires_at)))
         save_identity(self.data_dir, ident)
         self.identity = ident
-        log.warning("site %s: credential renewed (expires %s)", ident.site,
-                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ident.credential_expires_at)))
+        if fresh:
+            log.warning("site %s: credential renewed (expires %s)", ident.site,
+                        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ident.credential_expires_at)))

@@ -15,11 +15,13 @@ the epoch the hub last confirmed. Nothing here talks to etcd.
 """
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -122,10 +124,43 @@ class _NoEtcd:
 
 
 class EdgeVolumes(VolumeManager):
-    """The controller's volume manager, minus publishing to etcd (heartbeats carry versions)."""
+    """The controller's volume manager, minus publishing to etcd (heartbeats carry versions).
+
+    Diverged writes (a volume promoted away while the site was cut off, SPEC §7) are kept
+    aside by the controller's own fail-back; the report it would write to etcd is kept in
+    ``<data-dir>/diverged.json`` instead (durably: it must outlive a restart before the hub
+    has it) and rides every heartbeat until the site's volume is gone from its view."""
+
+    @property
+    def diverged_path(self) -> Path:
+        return self.root.parent / "diverged.json"
+
+    def diverged_reports(self) -> list[dict[str, Any]]:
+        try:
+            reports = json.loads(self.diverged_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return []
+        return [r for r in reports if isinstance(r, dict)] if isinstance(reports, list) else []
 
     async def publish_now(self) -> None:
         self._dirty.clear()
+
+    async def _publish_diverged(self, name: str, epoch: int, kept: list[str]) -> None:
+        record = {"volume": name, "cluster": self.cluster, "epoch": epoch, "paths": kept, "at": time.time()}
+        reports = [r for r in self.diverged_reports()
+                   if (r.get("volume"), r.get("epoch")) != (name, epoch)] + [record]
+        await asyncio.to_thread(_write_durably, self.diverged_path, json.dumps(reports).encode())
+        log.warning("site %s: volume %s: %d diverged path(s) kept aside; reported through the hub",
+                    self.cluster, name, len(kept))
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 class NeverFenced:

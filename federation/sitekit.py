@@ -15,6 +15,7 @@ from federation.controller.rpc_errors import ErrorInterceptor
 from federation.controller.service import API_VERSIONS, RELEASE, FederationService, Resolved
 from federation.controller.service import add_to_server as add_federation_service
 from federation.controller.volumes import VolumeManager
+from federation.storage.models import FileMeta
 
 __all__ = [
     "API_VERSIONS",
@@ -22,6 +23,7 @@ __all__ = [
     "ClusterTarget",
     "ControllerMetrics",
     "ErrorInterceptor",
+    "FileMeta",
     "FederationService",
     "IOPool",
     "Resolved",

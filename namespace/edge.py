@@ -130,9 +130,12 @@ async def create_token(etcd: Etcd, site: str, hub: str, ttl: float, ca_sha256: s
 
 
 async def redeem_token(etcd: Etcd, token: str, site: str, hub: str, ca_sha256: str,
-                       credential_ttl: float) -> tuple[str, dict[str, Any]]:
+                       credential_ttl: float, *, issue_credential: bool = True) -> tuple[str, dict[str, Any]]:
     """Check ``token`` for ``site`` and, in one transaction, mark it used and (re)write the
     site record with a fresh credential. Returns (credential, site record).
+
+    ``issue_credential=False`` (a TLS federation: the site's certificate is its identity)
+    records no credential at all: ``""`` is returned and no credential ever matches.
 
     Refusals (exit 4, nothing written): forged (unknown id, wrong secret, wrong CA pin),
     wrong site, already used, expired.
@@ -155,10 +158,11 @@ async def redeem_token(etcd: Etcd, token: str, site: str, hub: str, ca_sha256: s
     now = time.time()
     if now >= float(record.get("expires_at", 0)):
         raise Conflict("token refused: expired")
-    credential = secrets.token_urlsafe(32)
+    credential = secrets.token_urlsafe(32) if issue_credential else ""
     site_record = {
-        "site": site, "hub": hub, "credential_sha256": sha256_hex(credential), "previous_sha256": "",
-        "credential_expires_at": now + credential_ttl, "joined_at": now, "token": parsed.token_id,
+        "site": site, "hub": hub, "credential_sha256": sha256_hex(credential) if credential else "",
+        "previous_sha256": "", "credential_expires_at": now + credential_ttl if credential else 0.0,
+        "joined_at": now, "token": parsed.token_id,
     }
     used = dict(record, used_at=now, used_by_hub=hub)
     tx = etcd.tx
@@ -182,6 +186,9 @@ async def check_credential(etcd: Etcd, site: str, credential: str) -> dict[str, 
     record = await site_record(etcd, site)
     if record is None:
         raise PermissionDenied(f"site {site!r} has not joined (no identity on record)")
+    if not credential or not record.get("credential_sha256"):
+        raise PermissionDenied(f"site {site!r}: identity refused (no credential: the site links with "
+                               "its certificate)")
     digest = sha256_hex(credential)
     ok = hmac.compare_digest(record["credential_sha256"], digest) or (
         bool(record.get("previous_sha256")) and hmac.compare_digest(record["previous_sha256"], digest))

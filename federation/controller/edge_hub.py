@@ -37,11 +37,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from prometheus_client import CollectorRegistry, Gauge
 
 from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
 from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
 from federation.api.errors import kind_of, trailing_metadata
 from federation.channels import AioChannelPool
+from federation.controller.metrics import ControllerMetrics
 from federation.edge_mux import ON_BEHALF_OF, InCall, LinkMux, RelayHandler, forwardable, replay
 from namespace import edge as records
 from namespace import schema
@@ -99,6 +101,45 @@ def site_slice(view: NamespaceView, site: str) -> dict[str, Any]:
     }
 
 
+DIVERGED_KIND = "diverged"
+"""A heartbeat report entry of writes a site kept aside (edge.link.DIVERGED_KIND)."""
+
+
+def _diverged_record(site: str, report: dict[str, Any]) -> bytes:
+    """The etcd record of a site's diverged writes: the controller's own shape (SPEC §7),
+    named for the site that reported it, whatever the report claims."""
+    paths = [str(p) for p in report.get("paths") or []][:10_000]
+    return json.dumps({"volume": str(report.get("volume", "")), "cluster": site,
+                       "epoch": int(report.get("epoch") or 0), "paths": paths,
+                       "at": float(report.get("at") or time.time())}).encode()
+
+
+class BacklogMetrics:
+    """What a site's heartbeats say it still has to ship, per site linked to this hub
+    (Prometheus; the alert rule ``GnsEdgeBacklogGrowing`` in deploy/monitoring watches it).
+
+    A site's series goes when its link does: a hub knows a site's backlog only while the
+    site reports it (a Down site is its own alert)."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        r = registry if registry is not None else CollectorRegistry()
+        self.changes = Gauge("gns_edge_backlog_changes",
+                             "changes (versions) an edge site holds that its mirror targets lack",
+                             ["site"], registry=r)
+        self.bytes = Gauge("gns_edge_backlog_bytes", "bytes of those changes", ["site"], registry=r)
+
+    def set(self, site: str, versions: int, nbytes: int) -> None:
+        self.changes.labels(site).set(versions)
+        self.bytes.labels(site).set(nbytes)
+
+    def forget(self, site: str) -> None:
+        for gauge in (self.changes, self.bytes):
+            try:
+                gauge.remove(site)
+            except KeyError:
+                pass
+
+
 class SiteLink:
     """One connected site on this hub."""
 
@@ -142,24 +183,21 @@ class _SiteMetadata:
 
 
 # grpc.aio files an interceptor under the FIRST kind it is an instance of: one class per kind.
-class _SiteUU(_SiteMetadata, grpc.aio.UnaryUnaryClientInterceptor):
-    intercept_unary_unary = _SiteMetadata._go
-
-
-class _SiteUS(_SiteMetadata, grpc.aio.UnaryStreamClientInterceptor):
-    intercept_unary_stream = _SiteMetadata._go
-
-
-class _SiteSU(_SiteMetadata, grpc.aio.StreamUnaryClientInterceptor):
-    intercept_stream_unary = _SiteMetadata._go
-
-
-class _SiteSS(_SiteMetadata, grpc.aio.StreamStreamClientInterceptor):
-    intercept_stream_stream = _SiteMetadata._go
+# Built with type(): grpc.aio's interceptor bases are untyped, and a class statement
+# subclassing them would need a type: ignore.
+_SITE_INTERCEPTOR_KINDS: tuple[type, ...] = tuple(
+    type(f"_Site{kind}", (_SiteMetadata, base), {f"intercept_{method}": _SiteMetadata._go})
+    for kind, base, method in (
+        ("UU", grpc.aio.UnaryUnaryClientInterceptor, "unary_unary"),
+        ("US", grpc.aio.UnaryStreamClientInterceptor, "unary_stream"),
+        ("SU", grpc.aio.StreamUnaryClientInterceptor, "stream_unary"),
+        ("SS", grpc.aio.StreamStreamClientInterceptor, "stream_stream"),
+    )
+)
 
 
 def site_interceptors(site: str) -> list[Any]:
-    return [cls(site) for cls in (_SiteUU, _SiteUS, _SiteSU, _SiteSS)]
+    return [cls(site) for cls in _SITE_INTERCEPTOR_KINDS]
 
 
 class EdgeAwarePeers:
@@ -196,8 +234,10 @@ class _JoinOnly(epb_grpc.EdgeLinkServicer):
 
 class EdgeHub(epb_grpc.EdgeLinkServicer):
     def __init__(self, cluster: str, cache: NamespaceCache, peers: AioChannelPool,
-                 tls_dir: Path | None, own_endpoint: Callable[[], str]) -> None:
+                 tls_dir: Path | None, own_endpoint: Callable[[], str],
+                 metrics: ControllerMetrics | None = None) -> None:
         self.cluster = cluster
+        self.backlog_metrics = BacklogMetrics(metrics.registry if metrics is not None else None)
         self.cache = cache
         self.etcd = cache.etcd
         self.peers = peers
@@ -242,14 +282,37 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
 
         chain = (d / f"{self.cluster}.crt").read_bytes() + (d / CA_CERT).read_bytes()
         creds = grpc.ssl_server_credentials([((d / f"{self.cluster}.key").read_bytes(), chain)])
-        self._join = grpc.aio.server()
-        epb_grpc.add_EdgeLinkServicer_to_server(_JoinOnly(self), self._join)
         host = self.own_endpoint().rpartition(":")[0] or "127.0.0.1"
-        port = self._join.add_secure_port(f"{host}:0", creds)
+        previous = await self._published_join_port(host)
+        port = 0
+        for want in ([previous] if previous else []) + [0]:
+            # No SO_REUSEPORT: binding the old port must fail if someone else holds it now,
+            # rather than share it with them.
+            self._join = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            epb_grpc.add_EdgeLinkServicer_to_server(_JoinOnly(self), self._join)
+            try:
+                port = self._join.add_secure_port(f"{host}:{want}", creds)
+            except RuntimeError:  # grpc raises on a failed bind (older releases return 0)
+                port = 0
+            if port:
+                break
+            log.warning("edge hub %s: token-only join port %s:%d is taken; tokens that name it "
+                        "must be made again", self.cluster, host, want)
+        if not port or self._join is None:
+            raise Unavailable(f"edge hub {self.cluster}: cannot open a token-only join port on {host}")
         await self._join.start()
         addr = f"{host}:{port}"
         await self.etcd.put(records.hub_key(self.cluster), json.dumps({"join": addr}).encode())
         log.info("edge hub %s: token-only joins on %s", self.cluster, addr)
+
+    async def _published_join_port(self, host: str) -> int:
+        """The port this hub published before (a restart keeps it: tokens name it), or 0."""
+        try:
+            raw = await self.etcd.get(records.hub_key(self.cluster))
+            old_host, _, port = str(json.loads(raw or b"{}").get("join") or "").rpartition(":")
+        except (ValueError, AttributeError):
+            return 0
+        return int(port) if old_host == host and port.isdigit() and 0 < int(port) < 65536 else 0
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         epb_grpc.add_EdgeLinkServicer_to_server(self, server)
@@ -303,8 +366,10 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
                 from federation.certs import check_csr
 
                 check_csr(request.csr_pem)  # a bad CSR must not use the token up
+            # With TLS the site's certificate is its identity: no bearer credential is issued.
             credential, rec = await records.redeem_token(
-                self.etcd, request.token, request.site, self.cluster, self.ca_sha256, identity_ttl())
+                self.etcd, request.token, request.site, self.cluster, self.ca_sha256, identity_ttl(),
+                issue_credential=self.tls_dir is None)
             signed = await self._sign(request.site, request.csr_pem)
         except GnsError as exc:
             await context.abort(kind_of(exc).code, str(exc), trailing_metadata=trailing_metadata(exc))
@@ -340,7 +405,7 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
             hello = first.hello
             if not 0.05 <= hello.heartbeat_s <= 3600:
                 raise InvalidInput(f"heartbeat {hello.heartbeat_s}s out of range")
-            await records.check_credential(self.etcd, hello.site, hello.credential)
+            await self._authenticate(hello, context)
         except (GnsError, StopAsyncIteration, TimeoutError) as exc:
             err = exc if isinstance(exc, GnsError) else InvalidInput("edge link closed before hello")
             await context.abort(kind_of(err).code, str(err), trailing_metadata=trailing_metadata(err))
@@ -379,6 +444,7 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
             await link.mux.wait_incoming()
             if self.links.get(site) is link:
                 del self.links[site]
+                self.backlog_metrics.forget(site)
             await self._unregister(link)
             log.warning("edge site %s disconnected from hub %s", site, self.cluster)
 
@@ -414,6 +480,30 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
                 await self._unregister(link)
                 return
             await asyncio.sleep(max(0.02, min(link.heartbeat / 2, link.ttl / 6, 3 * link.heartbeat - silent)))
+
+    async def _authenticate(self, hello: epb.Hello, context: grpc.aio.ServicerContext) -> None:
+        """Who may open the link of ``hello.site``.
+
+        With TLS, the client certificate the handshake proved (signed by the federation CA:
+        the main port verifies the chain) must name ``cluster:<site>``, and the site must be
+        on record (joined, not forgotten); the bearer credential plays no part. Without TLS
+        there is no certificate, and the credential the site got at join is all there is."""
+        if self.tls_dir is None:
+            await records.check_credential(self.etcd, hello.site, hello.credential)
+            return
+        from federation.controller.authz import peer_identity
+
+        peer = peer_identity(context)
+        want = f"cluster:{hello.site}"
+        if peer is None:
+            raise PermissionDenied(f"edge link for site {hello.site!r} refused: no client certificate "
+                                   f"(a site links with its own certificate {want})")
+        if not peer.is_cluster or peer.name != hello.site:
+            raise PermissionDenied(f"edge link for site {hello.site!r} refused: its certificate names "
+                                   f"{peer.subject}, not {want}")
+        if await records.site_record(self.etcd, hello.site) is None:
+            raise PermissionDenied(f"edge link for site {hello.site!r} refused: the site has not joined "
+                                   "(or was forgotten); join it with a new token")
 
     # -- registration and its lease ---------------------------------------------------------
     async def _register(self, link: SiteLink) -> None:
@@ -504,11 +594,16 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         if hb.mirror_status_json:
             for status in json.loads(hb.mirror_status_json):
                 vol = self.cache.view.volumes.get(status.get("volume", ""))
+                if status.get("kind") == DIVERGED_KIND:
+                    if vol is not None and vol.owner != link.site and link.site in vol.former_owners:
+                        want[schema.diverged(vol.name, link.site)] = _diverged_record(link.site, status)
+                    continue
                 if vol is None or vol.owner != link.site:
                     continue
                 key = schema.mirror_status(status["policy"], status["target"])
                 want[key] = json.dumps(status, sort_keys=True).encode()
         backlog = {"versions": int(hb.backlog_versions), "bytes": int(hb.backlog_bytes)}
+        self.backlog_metrics.set(link.site, backlog["versions"], backlog["bytes"])
         if backlog != link.backlog and link.lease_id is not None:
             link.backlog = backlog
             want[records.link_key(link.site)] = json.dumps({
@@ -529,14 +624,18 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
                 log.warning("edge site %s: publishing its report failed: %s", link.site, exc)
 
     async def _renew(self, link: SiteLink, frame: epb.Frame) -> None:
-        """A fresh credential for the site, sent over its authenticated link."""
-        try:
-            fresh, expires = await records.renew_credential(self.etcd, link.site, link.credential, identity_ttl())
-        except GnsError as exc:
-            log.warning("edge site %s: credential renewal failed: %s", link.site, exc)
-            return
-        link.credential = fresh
-        renewed = epb.Renewed(credential=fresh, credential_expires_at=expires)
+        """A fresh certificate (with TLS) or credential (without) for the site, sent over
+        its authenticated link."""
+        renewed = epb.Renewed()
+        if self.tls_dir is None:
+            try:
+                fresh, expires = await records.renew_credential(self.etcd, link.site, link.credential,
+                                                                identity_ttl())
+            except GnsError as exc:
+                log.warning("edge site %s: credential renewal failed: %s", link.site, exc)
+                return
+            link.credential = fresh
+            renewed.credential, renewed.credential_expires_at = fresh, expires
         try:
             signed = await self._sign(link.site, frame.renew.csr_pem)
         except GnsError as exc:
