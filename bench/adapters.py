@@ -38,22 +38,34 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def _raw_put(backend: str, store: ObjectStore, key: str, data: bytes) -> None:
+    """The same upload through the SDK object the adapter holds (the bare-SDK baseline)."""
     full = store._full(key)
     if backend.startswith("s3"):
         from boto3.s3.transfer import TransferConfig
 
-        client = store._client  # type: ignore[attr-defined]
-        client.upload_fileobj(io.BytesIO(data), store._store_uri.container, full,
-                              Config=TransferConfig(multipart_chunksize=16 * MiB,
-                                                    max_concurrency=4))
+        from cloud_adapters.s3 import S3Store
+
+        assert isinstance(store, S3Store)
+        store._client.upload_fileobj(io.BytesIO(data), store._store_uri.container, full,
+                                     Config=TransferConfig(multipart_chunksize=16 * MiB,
+                                                           max_concurrency=4))
     elif backend == "gcs":
-        blob = store._bucket.blob(full, chunk_size=16 * MiB)  # type: ignore[attr-defined]
+        from cloud_adapters.gcs import GCSStore
+
+        assert isinstance(store, GCSStore)
+        blob = store._bucket.blob(full, chunk_size=16 * MiB)
         blob.upload_from_file(io.BytesIO(data), size=len(data), checksum=None)
     elif backend == "azure":
-        store._container.get_blob_client(full).upload_blob(  # type: ignore[attr-defined]
+        from cloud_adapters.azure import AzureStore
+
+        assert isinstance(store, AzureStore)
+        store._container.get_blob_client(full).upload_blob(
             data, overwrite=True, max_concurrency=4, length=len(data))
     else:
-        path = store._path(full)  # type: ignore[attr-defined]
+        from cloud_adapters.local import LocalStore
+
+        assert isinstance(store, LocalStore)
+        path = store._path(full)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
             f.write(data)

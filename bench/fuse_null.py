@@ -30,7 +30,7 @@ def _serve_pyfuse3(mnt: str, size: int, files: int) -> None:
 
     names = {f"f{i}".encode(): i + 3 for i in range(files)}
 
-    class Null(pyfuse3.Operations):  # type: ignore[misc]
+    class Null(pyfuse3.Operations):
         def _attr(self, ino: int) -> pyfuse3.EntryAttributes:
             e = pyfuse3.EntryAttributes()
             e.st_ino = ino
@@ -70,7 +70,7 @@ def _serve_mfusepy(mnt: str, size: int, files: int) -> None:
 
     names = {f"/f{i}" for i in range(files)}
 
-    class Null(mfusepy.Operations):  # type: ignore[misc]
+    class Null(mfusepy.Operations):
         use_ns = True
 
         def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:

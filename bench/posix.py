@@ -302,8 +302,8 @@ def main() -> None:
                 if not args.skip_rclone:
                     srv = _start_seaweed()
                     log("rclone mount figures")
-                    r = _rclone_figures(srv, work, big, args)
-                    for k, v in r.items():
+                    rc = _rclone_figures(srv, work, big, args)
+                    for k, v in rc.items():
                         result[f"rclone_{k}"] = rnd(v, 1 if "mib" in k or "per_s" in k else 3)
             finally:
                 fed.stop_all()

@@ -26,7 +26,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from federation.tls import (
@@ -130,7 +133,7 @@ def init_certs(
             _write_atomic(key_path, _key_pem(leaf_key), 0o600)
             written.append(key_path)
         kind = "user" if name == CLIENT_NAME else "cluster"
-        cert = _make_leaf_cert(name, leaf_key, ca_cert, signer, sans=sans, days=days, kind=kind)
+        cert = _make_leaf_cert(name, leaf_key.public_key(), ca_cert, signer, sans=sans, days=days, kind=kind)
         _write_atomic(crt, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         written.append(crt)
         log.info("tls: issued certificate %s for %s", crt, name)
@@ -199,7 +202,7 @@ def _make_ca_cert(key: CertificateIssuerPrivateKeyTypes, *, days: int) -> x509.C
 
 def _make_leaf_cert(
     name: str,
-    key: CertificateIssuerPrivateKeyTypes,
+    public: CertificatePublicKeyTypes,
     ca_cert: x509.Certificate,
     ca_key: CertificateIssuerPrivateKeyTypes,
     *,
@@ -230,7 +233,7 @@ def _make_leaf_cert(
             )
         )
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(not_after)
@@ -257,7 +260,7 @@ def _make_leaf_cert(
         )
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+            x509.SubjectKeyIdentifier.from_public_key(public),
             critical=False,
         )
         .add_extension(
@@ -339,7 +342,7 @@ def issue_user(
     sans = _san_entries(hosts)
     ca, signer = _signer(tls_dir)
     leaf_key = ec.generate_private_key(ec.SECP256R1())
-    cert = _make_leaf_cert(name, leaf_key, ca, signer, sans=sans, days=ttl_seconds / 86400.0,
+    cert = _make_leaf_cert(name, leaf_key.public_key(), ca, signer, sans=sans, days=ttl_seconds / 86400.0,
                            kind="user", groups=group_list)
     _write_atomic(key_path, _key_pem(leaf_key), 0o600)
     _write_atomic(crt, cert.public_bytes(serialization.Encoding.PEM), 0o644)
@@ -373,7 +376,7 @@ def rotate_cluster(
         pass
     ca, signer = _signer(tls_dir)
     leaf_key = ec.generate_private_key(ec.SECP256R1())
-    cert = _make_leaf_cert(cluster, leaf_key, ca, signer, sans=sans, days=days, kind="cluster")
+    cert = _make_leaf_cert(cluster, leaf_key.public_key(), ca, signer, sans=sans, days=days, kind="cluster")
     replace_atomic(key_path, _key_pem(leaf_key), 0o600)
     replace_atomic(crt, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     log.info("tls: rotated certificate %s", crt)
@@ -422,16 +425,6 @@ def check_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
     return csr
 
 
-class _PublicOnly:
-    """A CSR's public key where :func:`_make_leaf_cert` asks a key for ``public_key()``."""
-
-    def __init__(self, public: object) -> None:
-        self._public = public
-
-    def public_key(self) -> object:
-        return self._public
-
-
 def sign_cluster_csr(
     tls_dir: Path,
     cluster: str,
@@ -449,7 +442,7 @@ def sign_cluster_csr(
         raise InvalidInput(f"invalid certificate ttl {ttl_seconds!r}: must be positive")
     csr = check_csr(csr_pem)
     ca, signer = _signer(Path(tls_dir))
-    cert = _make_leaf_cert(cluster, _PublicOnly(csr.public_key()), ca, signer,  # type: ignore[arg-type]
+    cert = _make_leaf_cert(cluster, csr.public_key(), ca, signer,
                            sans=_san_entries(hosts), days=ttl_seconds / 86400.0, kind="cluster")
     log.info("tls: signed a certificate for cluster %s (edge site)", cluster)
     return (cert.public_bytes(serialization.Encoding.PEM), (Path(tls_dir) / CA_CERT).read_bytes(),

@@ -32,6 +32,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from cryptography import x509
@@ -366,8 +367,6 @@ def is_loopback(host: str) -> bool:
 
     The wildcard ``0.0.0.0``/``::`` and the empty host listen on every interface: False.
     """
-    if not isinstance(host, str):
-        return False
     h = host.strip()
     if h.startswith("[") and h.endswith("]"):
         h = h[1:-1]
@@ -382,8 +381,13 @@ def is_loopback(host: str) -> bool:
     return ip.is_loopback
 
 
+if TYPE_CHECKING:  # what __getattr__ below returns, for the type checker
+    from federation.certs import init_certs as init_certs
+
+
 def __getattr__(attr: str) -> object:
-    # Issuing moved to federation.certs; old imports of init_certs keep working.
+    # Issuing moved to federation.certs; old imports of init_certs keep working (imported
+    # when asked for: federation.certs imports this module).
     if attr == "init_certs":
         from federation.certs import init_certs
 

@@ -72,9 +72,13 @@ def channel_credentials(ca: str | None, cert: str | None, key: str | None) -> gr
     )
 
 
-class SecureClient(aetcd.Client):  # type: ignore[misc]
+class SecureClient(aetcd.Client):
     """An ``aetcd.Client`` whose channel is TLS (when given credentials) and whose token
     can be renewed in place."""
+
+    # Set by aetcd.Client (untyped); named here for the reads below.
+    _is_connecting: bool
+    metadata: tuple[tuple[str, str], ...] | None
 
     def __init__(self, *args: Any, credentials: grpc.ChannelCredentials | None = None, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -93,7 +97,7 @@ class SecureClient(aetcd.Client):  # type: ignore[misc]
         # The base class's connect, with a secure channel instead of an insecure one.
         if self._connected.is_set():
             return
-        if self._is_connecting:  # type: ignore[has-type]
+        if self._is_connecting:
             import asyncio
 
             await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
@@ -110,7 +114,7 @@ class SecureClient(aetcd.Client):  # type: ignore[misc]
             self.leasestub = rpc.LeaseStub(self.channel)
             self.maintenancestub = rpc.MaintenanceStub(self.channel)
             self._watcher = aetcd.client.watcher.Watcher(
-                rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata,  # type: ignore[has-type]
+                rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata,
             )
             self._connected.set()
         finally:

@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
 
 from mirroring.policy import API_VERSION, KIND, MirrorPolicy, PolicySpec  # noqa: E402
 from namespace.models import Mount  # noqa: E402
@@ -88,7 +89,7 @@ def _deref(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     prefix = "#/$defs/"
     if not ref.startswith(prefix):
         raise ValueError(f"unsupported $ref {ref!r}")
-    target = copy.deepcopy(defs[ref[len(prefix):]])
+    target: dict[str, Any] = copy.deepcopy(defs[ref[len(prefix):]])
     # siblings of $ref (pydantic puts description/default there) win over the definition
     target.update({k: v for k, v in node.items() if k != "$ref"})
     return target
@@ -146,7 +147,7 @@ def _apply_extra(schema: dict[str, Any], extra: dict[tuple[str, ...], dict[str, 
             node[k] = copy.deepcopy(v)
 
 
-def model_spec_schema(model: type, kind: str) -> dict[str, Any]:
+def model_spec_schema(model: type[BaseModel], kind: str) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True)
     schema = structural(raw, raw.get("$defs", {}))
     _apply_extra(schema, _EXTRA[kind])

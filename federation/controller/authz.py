@@ -306,7 +306,7 @@ def peer_identity(context: grpc.aio.ServicerContext) -> Identity | None:
     return identity_of_pem(bytes(pems[0]))
 
 
-class AuthzInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AuthzInterceptor(grpc.aio.ServerInterceptor):
     """Establish the caller for every call, and check the data and internal services."""
 
     def __init__(self, authorizer: Authorizer) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
 
@@ -53,20 +53,29 @@ def code_for(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 
-def rpc(method: F) -> F:
+def rpc(
+    method: Callable[[S, Req, grpc.ServicerContext], Resp],
+) -> Callable[[S, Req, grpc.ServicerContext], Resp]:
     """Run a servicer method; map what it raises through the table above."""
 
     @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+    def wrapper(self: S, request: Req, context: grpc.ServicerContext) -> Resp:
         try:
             return method(self, request, context)
         except GnsError as exc:
-            context.abort(code_for(exc), " ".join(str(exc).split()))
+            _abort(context, code_for(exc), " ".join(str(exc).split()))
         except Exception as exc:  # a bug: keep the traceback in the log, not on the wire
             log.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+            _abort(context, grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    context.abort(code, message)
+    raise AssertionError("unreachable: context.abort raises")

@@ -25,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from federation.csi import mountinfo
 from federation.csi.errors import AlreadyExists
+from federation.fuse import mountinfo
+from federation.pids import pid_alive
 from namespace.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -54,15 +55,7 @@ class Publication:
     def alive(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is None
-        if self.pid <= 0:
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_alive(self.pid)
 
     def record(self) -> dict[str, object]:
         return {"volume_id": self.volume_id, "path": self.path, "target": self.target,

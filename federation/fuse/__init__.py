@@ -18,5 +18,6 @@ Modules, one job each (after S3QL, by pyfuse3's author):
 * ``staging``    - the on-disk staging area (bounded, cleaned at unmount and after a crash);
 * ``cache``      - attributes and directory listings, invalidated by the change stream;
 * ``errnos``     - the one table from the gns error tree to errno;
-* ``mount``      - mount/unmount, signals, stale mounts, ``--daemon``.
+* ``mount``      - mount/unmount, signals, ``--daemon``;
+* ``mountinfo``  - the kernel's mount table and clearing stale mounts (CSI uses it too).
 """

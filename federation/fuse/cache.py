@@ -86,7 +86,7 @@ class MetaCache:
         with self._lock:
             for d in (self._attrs, self._lists):
                 for p in [p for p in d if p.startswith(prefix)]:
-                    del d[p]  # type: ignore[attr-defined]
+                    del d[p]
             self._lists.pop(path, None)
             self._attrs[path] = (None, time.monotonic(), volume)
             got = self._lists.get(parent)
@@ -106,7 +106,7 @@ class MetaCache:
         with self._lock:
             for d in (self._attrs, self._lists):
                 for p in [p for p in d if p == path or p.startswith(prefix)]:
-                    del d[p]  # type: ignore[attr-defined]
+                    del d[p]
             self._lists.pop(path.rpartition("/")[0], None)
 
     def set_healthy(self, volume: str, healthy: bool) -> None:
@@ -118,4 +118,4 @@ class MetaCache:
             # Events may have been missed: drop what the stream was vouching for.
             for d in (self._attrs, self._lists):
                 for p in [p for p, v in d.items() if v[2] == volume]:
-                    del d[p]  # type: ignore[attr-defined]
+                    del d[p]

@@ -1,26 +1,25 @@
 """Mounting and unmounting ``gns fuse``: stale mounts, signals, ``--daemon``.
 
 A mount left behind by a crashed process ("Transport endpoint is not connected") is
-cleared with ``fusermount3 -uz`` before mounting again. SIGTERM, SIGINT and SIGHUP end the
-FUSE loop; the mount is then unmounted, staged files that were never closed are dropped
-(never committed), and the staging directory is removed. With ``--daemon`` the command
-returns once the file system is mounted; the mount lives on in a detached child.
+cleared before mounting again (:func:`federation.fuse.mountinfo.clear_stale`). SIGTERM,
+SIGINT and SIGHUP end the FUSE loop; the mount is then unmounted, staged files that were
+never closed are dropped (never committed), and the staging directory is removed. With
+``--daemon`` the command returns once the file system is mounted; the mount lives on in a
+detached child.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import shutil
 import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from namespace.errors import Conflict, GnsError, InvalidInput, NotFound, Unavailable
+from federation.fuse.mountinfo import clear_stale
+from namespace.errors import GnsError, InvalidInput, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -43,32 +42,6 @@ class MountConfig:
     """Seconds any one call may take before the operation fails with EIO."""
     attr_timeout: float = 1.0
     """Seconds the kernel may cache attributes and entries without asking."""
-
-
-def fusermount() -> str:
-    found = shutil.which("fusermount3") or shutil.which("fusermount")
-    if not found:
-        raise Unavailable("fusermount3 not found: install fuse3 (apt-get install fuse3)")
-    return found
-
-
-def clear_stale(mountpoint: Path) -> None:
-    """Unmount a dead FUSE mount at ``mountpoint``; refuse a live one."""
-    try:
-        os.stat(mountpoint)
-    except OSError as exc:
-        if exc.errno == errno.ENOTCONN:
-            log.warning("clearing a stale mount at %s (its process died)", mountpoint)
-            subprocess.run([fusermount(), "-uz", str(mountpoint)], check=False,
-                           capture_output=True)
-            return
-        if exc.errno == errno.ENOENT:
-            raise NotFound(f"mount point {mountpoint} does not exist") from None
-        raise InvalidInput(f"mount point {mountpoint}: {exc.strerror}") from None
-    if os.path.ismount(mountpoint):
-        raise Conflict(f"{mountpoint} is already a mount point (unmount it first)")
-    if not mountpoint.is_dir():
-        raise InvalidInput(f"mount point {mountpoint} is not a directory")
 
 
 def run(config: MountConfig, client: Any, ready: Callable[[], None] | None = None) -> None:
@@ -96,7 +69,7 @@ def run(config: MountConfig, client: Any, ready: Callable[[], None] | None = Non
                         timeout=config.timeout, attr_timeout=config.attr_timeout,
                         cache=MetaCache())
     try:
-        top = ops._remote_attrs("")
+        top = ops.remote_attrs("")
         if top is None:
             raise NotFound(f"{config.root} is not in the global namespace")
         if top.kind != "dir":
@@ -155,12 +128,12 @@ def daemonize(child: Callable[[Callable[[], None]], None], log_file: Path) -> No
         msg = b"".join(chunks).decode(errors="replace")
         if msg.startswith("ok"):
             return
-        code, _, text = msg.partition("\t")
-        if not code:
+        exit_code, _, text = msg.partition("\t")
+        if not exit_code:
             os.waitpid(pid, 0)
             raise GnsError(f"gns fuse exited before mounting (see {log_file})")
         err = GnsError(text)
-        err.exit_code = int(code)
+        err.exit_code = int(exit_code)
         raise err
     # The child: own session, no terminal, logs to a file.
     try:

@@ -1,15 +1,23 @@
 """What the kernel says is mounted where (``/proc/self/mountinfo``), and clearing stale mounts.
 
 A FUSE mount whose process died stays in the mount table and answers every access with
-ENOTCONN ("Transport endpoint is not connected") until it is lazily unmounted.
+ENOTCONN ("Transport endpoint is not connected") until it is lazily unmounted. ``gns fuse``
+clears one before mounting again (:func:`clear_stale`); the CSI node's publisher does the
+same for the mounts it supervises. This is the one place that knows either.
 """
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
+
+from namespace.errors import Conflict, InvalidInput, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
 
 _ESCAPE = re.compile(r"\\([0-7]{3})")
 
@@ -19,11 +27,12 @@ def mount_points() -> set[str]:
         return {_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), line.split()[4]) for line in f}
 
 
-def is_mounted(path: str) -> bool:
-    return os.path.realpath(path) in mount_points() or path in mount_points()
+def is_mounted(path: str | Path) -> bool:
+    points = mount_points()
+    return os.path.realpath(path) in points or str(path) in points
 
 
-def is_stale(path: str) -> bool:
+def is_stale(path: str | Path) -> bool:
     """Mounted, but its file system process is gone."""
     try:
         os.stat(path)
@@ -32,15 +41,42 @@ def is_stale(path: str) -> bool:
     return False
 
 
-def is_live(path: str) -> bool:
+def is_live(path: str | Path) -> bool:
     return is_mounted(path) and not is_stale(path)
 
 
-def unmount(path: str, lazy: bool = False) -> None:
-    """``fusermount3 -u`` (``-uz`` when ``lazy``); quiet when nothing is mounted there."""
+def fusermount() -> str:
+    found = shutil.which("fusermount3") or shutil.which("fusermount")
+    if not found:
+        raise Unavailable("fusermount3 not found: install fuse3 (apt-get install fuse3)")
+    return found
+
+
+def unmount(path: str | Path, lazy: bool = False) -> None:
+    """``fusermount3 -u`` (``-uz`` when ``lazy``, or when a plain unmount left it mounted);
+    quiet when nothing is mounted there."""
     if not is_mounted(path):
         return
-    tool = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
-    subprocess.run([tool, "-uz" if lazy else "-u", path], capture_output=True, timeout=10)
+    tool = fusermount()
+    subprocess.run([tool, "-uz" if lazy else "-u", str(path)], capture_output=True, timeout=10)
     if is_mounted(path) and not lazy:
-        subprocess.run([tool, "-uz", path], capture_output=True, timeout=10)
+        subprocess.run([tool, "-uz", str(path)], capture_output=True, timeout=10)
+
+
+def clear_stale(mountpoint: Path) -> None:
+    """Before mounting on ``mountpoint``: unmount a dead FUSE mount there; refuse a live
+    mount, a missing path or one that is not a directory (nothing is changed then)."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            log.warning("clearing a stale mount at %s (its process died)", mountpoint)
+            unmount(mountpoint, lazy=True)
+            return
+        if exc.errno == errno.ENOENT:
+            raise NotFound(f"mount point {mountpoint} does not exist") from None
+        raise InvalidInput(f"mount point {mountpoint}: {exc.strerror}") from None
+    if os.path.ismount(mountpoint):
+        raise Conflict(f"{mountpoint} is already a mount point (unmount it first)")
+    if not mountpoint.is_dir():
+        raise InvalidInput(f"mount point {mountpoint} is not a directory")

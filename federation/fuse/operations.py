@@ -20,7 +20,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -44,7 +44,7 @@ def _join(a: str, b: str) -> str:
     return f"{a}/{b}" if a else b
 
 
-class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
+class GnsOperations(pyfuse3.Operations):
     """The file system: one instance per mount."""
 
     supports_dot_lookup = False
@@ -105,10 +105,14 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
         for attempt in range(_STALE_RETRIES):
             try:
                 job = functools.partial(fn, *args, **kw)
+                # Named T so the result keeps ``fn``'s type whether trio is typed or not.
+                result: T
                 if not bounded:
-                    return await trio.to_thread.run_sync(job)
+                    result = await trio.to_thread.run_sync(job)
+                    return result
                 with trio.move_on_after(self.timeout):
-                    return await trio.to_thread.run_sync(job, cancellable=True)
+                    result = await trio.to_thread.run_sync(job, cancellable=True)
+                    return result
                 raise pyfuse3.FUSEError(errno.EIO)
             except StaleEpoch:
                 if attempt + 1 < _STALE_RETRIES:
@@ -176,8 +180,9 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
     def _staged_attrs(self, sf: StagedFile) -> Attrs:
         return Attrs("file", sf.size, sf.mtime or sf.touched, sf.mode)
 
-    def _remote_attrs(self, rel: str) -> Attrs | None:
-        """Blocking: stat through the client (None: no such file or directory)."""
+    def remote_attrs(self, rel: str) -> Attrs | None:
+        """Blocking: stat through the client, past the caches (None: no such file or
+        directory). The mount also calls it to check ``--root`` before mounting."""
         g = self.gpath(rel)
         vol = self._volume(g)
         if vol is None:
@@ -211,14 +216,14 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
                 if i < len(entries) and entries[i][0] == name:
                     return entries[i][1]
                 return None
-        return self._remote_attrs(rel)
+        return self.remote_attrs(rel)
 
     async def attrs(self, rel: str, *, fresh: bool = False) -> Attrs | None:
         sf = self.pending.get(rel)
         if sf is not None:
             return self._staged_attrs(sf)
         if fresh:
-            return await self.call(self._remote_attrs, rel)
+            return await self.call(self.remote_attrs, rel)
         hit, a = self.cache.get_attrs(rel)
         if hit:
             return a
@@ -300,7 +305,7 @@ class GnsOperations(pyfuse3.Operations):  # type: ignore[misc]
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self.entry(inode, a)
 
-    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for ino, n in inode_list:
             self.inodes.forget(ino, n)
 

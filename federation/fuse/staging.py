@@ -16,22 +16,14 @@ import shutil
 import threading
 from pathlib import Path
 
+from federation.pids import pid_alive
+
 log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "gns" / "fuse"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Staging:
@@ -53,7 +45,7 @@ class Staging:
                 pid = int(d.name.split("-")[1])
             except (IndexError, ValueError):
                 continue
-            if not _alive(pid):
+            if not pid_alive(pid):
                 log.warning("removing staging left by a crashed mount (pid %d): %s", pid, d)
                 shutil.rmtree(d, ignore_errors=True)
         self.dir.mkdir(mode=0o700)

@@ -166,7 +166,8 @@ class KubeApi:
             self._session = None
 
     async def _call(self, method: str, path: str, *, body: Any = None,
-                    content_type: str = "application/json", timeout: float = 30) -> Any:
+                    content_type: str = "application/json", timeout: float = 30) -> dict[str, Any]:
+        """One request; every answer this client asks for is a JSON object."""
         headers = {"Accept": "application/json", **self.config.headers()}
         data = None
         if body is not None:
@@ -178,7 +179,10 @@ class KubeApi:
                 text = await resp.text()
                 if resp.status >= 400:
                     raise _error(resp.status, text)
-                return json.loads(text) if text else None
+                doc = json.loads(text) if text else {}
+                if not isinstance(doc, dict):
+                    raise ApiError(resp.status, f"expected a JSON object, got {type(doc).__name__}")
+                return doc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise Unavailable(f"kubernetes API {self.config.server} unreachable: {exc!r}") from None
 
@@ -215,11 +219,11 @@ class KubeApi:
     async def patch(self, res: Resource, namespace: str, name: str, patch: dict[str, Any],
                     sub: str | None = None) -> dict[str, Any]:
         """JSON merge patch. Put ``metadata.resourceVersion`` in it to make it conditional."""
-        return await self._call("PATCH", res.path(namespace, name, sub), body=patch,  # type: ignore[no-any-return]
+        return await self._call("PATCH", res.path(namespace, name, sub), body=patch,
                                 content_type="application/merge-patch+json")
 
     async def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any]:
-        return await self._call("GET", res.path(namespace, name))  # type: ignore[no-any-return]
+        return await self._call("GET", res.path(namespace, name))
 
 
 def _error(status: int, text: str) -> GnsError:

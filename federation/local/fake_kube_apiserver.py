@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 GROUP_VERSION = "gns.io/v1alpha1"
 KINDS = {"mirrorpolicies": "MirrorPolicy", "globalmounts": "GlobalMount"}
@@ -124,18 +125,18 @@ class FakeKube:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]  # the port the OS chose for port 0
 
     def stop(self) -> None:
         """Stop serving (open watches break); the store is kept for a restart."""
-        if self._loop is None:
+        if self._loop is None or self._runner is None or self._thread is None:
             return
-        loop = self._loop
+        loop, runner, thread = self._loop, self._runner, self._thread
 
         async def shutdown() -> None:
             self._closing = True
             self._wake()
-            await self._runner.cleanup()  # type: ignore[union-attr]
+            await runner.cleanup()
             current = asyncio.current_task()
             rest = [t for t in asyncio.all_tasks() if t is not current]
             for t in rest:
@@ -144,7 +145,7 @@ class FakeKube:
 
         asyncio.run_coroutine_threadsafe(shutdown(), loop).result(15)
         loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(10)  # type: ignore[union-attr]
+        thread.join(10)
         self._loop = None
 
     def restart(self) -> None:
@@ -192,11 +193,11 @@ class FakeKube:
 
     # -- HTTP ---------------------------------------------------------------------------------
     @web.middleware
-    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return _status(401, "Unauthorized", "Unauthorized")
-        return await handler(request)  # type: ignore[no-any-return]
+        return await handler(request)
 
     def _items(self, request: web.Request) -> tuple[str, dict[tuple[str, str], dict[str, Any]]]:
         plural = request.match_info["plural"]
@@ -385,8 +386,8 @@ class FakeKube:
             code, current = self.call("GET", path)
             assert code == 200, (code, current)
             code, out = self.call("PUT", path, {**current, "spec": doc["spec"]})
-        assert code in (200, 201), (code, out)
-        return out  # type: ignore[no-any-return]
+        assert code in (200, 201) and isinstance(out, dict), (code, out)
+        return out
 
     def get(self, kind: str, name: str, namespace: str = "default") -> dict[str, Any] | None:
         plural = {v: k for k, v in KINDS.items()}[kind]

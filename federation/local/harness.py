@@ -19,6 +19,7 @@ from typing import Any
 from federation.local.etcd_server import EtcdCluster
 from federation.local.ports import free_port
 from federation.local.runner import ClusterConfig, controller_command, spawn_controller
+from namespace.models import Provider
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Controller:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     """``time.monotonic()`` just before the process was spawned."""
+    extra: list[str] = field(default_factory=list)
+    """More ``gns controller`` arguments, after those every controller gets."""
 
     @property
     def endpoint(self) -> str:
@@ -70,14 +73,14 @@ class Federation:
             env["GNS_TLS_DIR"] = str(self.tls_dir)
         return env
 
-    def add(self, cid: str, provider: str = "onprem", region: str = "", start: bool = True,
+    def add(self, cid: str, provider: Provider = "onprem", region: str = "", start: bool = True,
             wait: bool = True, extra: list[str] | None = None) -> Controller:
         c = Controller(
-            ClusterConfig(id=cid, provider=provider, region=region),  # type: ignore[arg-type]
+            ClusterConfig(id=cid, provider=provider, region=region),
             port=free_port(), metrics_port=free_port(),
             data_dir=self.root / "clusters" / cid, log=self.root / "logs" / f"{cid}.log",
+            extra=extra or [],
         )
-        c.extra = extra or []  # type: ignore[attr-defined]
         self.controllers[cid] = c
         if start:
             self.start(cid, wait=wait)
@@ -88,7 +91,7 @@ class Federation:
         return controller_command(
             c.cluster, listen=c.endpoint, data_dir=c.data_dir, etcd=self.etcd_urls,
             lease_ttl=self.lease_ttl, metrics_port=c.metrics_port, tls_dir=self.tls_dir,
-        ) + getattr(c, "extra", [])
+        ) + c.extra
 
     def start(self, cid: str, wait: bool = True) -> Controller:
         c = self.controllers[cid]

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from federation.home import home_dir, read_state, write_state
 from federation.local.etcd_server import EtcdCluster, EtcdMember
 from federation.local.ports import free_port
+from federation.pids import pid_alive
 from namespace.errors import Conflict, InvalidInput, Unavailable
 from namespace.models import Provider
 from namespace.paths import check_name
@@ -104,23 +105,6 @@ def load_config(path: str | Path | None) -> UpConfig:
             f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
         )
         raise InvalidInput(f"invalid config {path}: {problems}") from None
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
 
 
 def stop_pid(pid: int, timeout: float = 15.0) -> None:
@@ -209,7 +193,7 @@ class LocalFederation:
             state["etcd"] = etcd_urls
             tls_dir = None
             if config.tls:
-                from federation.tls import init_certs
+                from federation.certs import init_certs
 
                 tls_dir = self.home / "tls"
                 # Edge sites get no certificate here: they trade their token for one (SPEC §8).

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.csi.mountinfo import is_stale
+from federation.fuse.mountinfo import is_stale
 from tests.fixtures.federation import Federation
 from tests.support import wait_for
 
