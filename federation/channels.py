@@ -75,7 +75,7 @@ class AioChannelPool:
 
     def get(self, endpoint: str) -> grpc.aio.Channel:
         if self.tls_dir is not None and time.monotonic() - self._checked > _ROTATION_CHECK_S:
-            self._follow_rotation()
+            self._follow_rotation(self.tls_dir)
         ch = self._channels.get(endpoint)
         if ch is None:
             ch = self._channels[endpoint] = aio_channel(endpoint, self.tls_dir, self.identity)
@@ -88,7 +88,7 @@ class AioChannelPool:
 
         return identity_stamp(self.tls_dir, self.identity)
 
-    def _follow_rotation(self) -> None:
+    def _follow_rotation(self, tls_dir: Path) -> None:
         self._checked = time.monotonic()
         stamp = self._files_stamp()
         if stamp == self._stamp:
@@ -97,7 +97,7 @@ class AioChannelPool:
         from namespace.errors import InvalidInput
 
         try:
-            check_tls_dir(self.tls_dir, self.identity)  # type: ignore[arg-type]
+            check_tls_dir(tls_dir, self.identity)
         except InvalidInput:
             return  # mid-rotation (new key, old certificate): look again later
         self._stamp = stamp
