@@ -35,6 +35,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from namespace.errors import InvalidInput
 
@@ -95,7 +96,8 @@ def below(path: str) -> tuple[str, str]:
     return path + "/", path + "0"
 
 
-def row_meta(row: tuple) -> FileMeta:  # type: ignore[type-arg]
+def row_meta(row: tuple[Any, ...]) -> FileMeta:
+    """A ``FILE_COLS`` row (sqlite3 rows are untyped) as a ``FileMeta``."""
     return FileMeta(
         path=row[0], size=row[1], sha256=row[2], mtime=row[3], version=row[4], mode=row[5]
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -87,4 +87,5 @@ class GroupCommitter(Generic[C, T]):
     def _outcome(req: Request[C, T]) -> T:
         if req.error is not None:
             raise req.error
-        return req.result  # type: ignore[return-value]
+        # done without an error: run_batch set the result (which may itself be None)
+        return cast(T, req.result)

@@ -47,7 +47,7 @@ def test_concurrent_puts_share_commits_and_each_gets_one_version(tmp_path: Path)
             t.join()
         assert sorted(versions) == list(range(1, 201))  # +1 per put, none shared
         assert vol.version == 200
-        assert vol._puts.items == 200 and vol._puts.batches <= 200
+        assert vol.put_committer.items == 200 and vol.put_committer.batches <= 200
         for k in range(8):
             assert _read(vol, f"t{k}/f24") == f"{k}-24".encode()
     finally:
@@ -59,13 +59,14 @@ def test_a_failing_put_fails_alone_in_its_batch(tmp_path: Path) -> None:
     try:
         vol.put_bytes("taken", b"first")
         gate = threading.Event()
-        real = vol._run_put_batch
+        committer = vol.put_committer
+        real = committer._run_batch
 
         def slow_first(batch: list[Request]) -> None:  # type: ignore[type-arg]
             gate.wait(5)  # let the others queue up behind this batch
             real(batch)
 
-        vol._puts._run_batch = slow_first  # type: ignore[method-assign]
+        committer._run_batch = slow_first  # type: ignore[method-assign]
         errors: dict[str, BaseException] = {}
 
         def put(path: str, **kw: object) -> None:
@@ -82,7 +83,7 @@ def test_a_failing_put_fails_alone_in_its_batch(tmp_path: Path) -> None:
         for t in threads[1:]:
             t.start()
         deadline = time.monotonic() + 5
-        while len(vol._puts._queue) < 3 and time.monotonic() < deadline:
+        while len(committer._queue) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
         gate.set()
         for t in threads:
@@ -90,7 +91,7 @@ def test_a_failing_put_fails_alone_in_its_batch(tmp_path: Path) -> None:
         assert set(errors) == {"taken"}
         assert _read(vol, "taken") == b"first"
         assert vol.version == 4 and {_read(vol, p) for p in "abc"} == {b"a", b"b", b"c"}
-        assert vol._puts.batches == 3  # "taken", then "a" alone, then b, taken and c together
+        assert committer.batches == 3  # "taken", then "a" alone, then b, taken and c together
     finally:
         vol.close()
 

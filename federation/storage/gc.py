@@ -1,0 +1,98 @@
+"""Garbage collection of blobs: unlink a blob once nothing can need it any more.
+
+A blob may be unlinked only when no ``files`` row and no staged ingest references it
+(``catalog.is_referenced``), no put between installing it and committing holds it
+(``hold``), and no pin is held at all (``Pins.held``; deletions then wait in
+``gc_pending``). At open, ``sweep_orphans`` removes blobs of puts killed before their commit.
+
+Callers hold the volume's lock around ``collect_locked`` and ``queue_unless_used_locked``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator
+
+from . import catalog as cat
+from .blobs import SHA256_RE
+from .pins import Pins
+from .state import VolumeState
+
+log = logging.getLogger(__name__)
+
+
+class BlobCollector:
+    """Decides which blobs to unlink, and unlinks them."""
+
+    def __init__(self, state: VolumeState, pins: Pins) -> None:
+        self._state = state
+        self._pins = pins
+        self._inflight: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def hold(self, sha256: str) -> Iterator[None]:
+        """Keep collection away from a blob that is about to be referenced."""
+        with self._state.lock:
+            self._inflight[sha256] += 1
+        try:
+            yield
+        finally:
+            with self._state.lock:
+                self._inflight[sha256] -= 1
+                if self._inflight[sha256] <= 0:
+                    del self._inflight[sha256]
+
+    def queue_unless_used_locked(self, sha256: str) -> None:
+        """After a failed commit: the installed blob may be nobody's; let collection decide."""
+        conn = self._state.catalog.conn()
+        if not conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                cat.queue_if_unreferenced(conn, [sha256])
+
+    def collect_locked(self) -> int:
+        """Unlink queued blobs nothing needs any more; deferred while any pin is held."""
+        if self._pins.held:
+            return 0
+        state = self._state
+        conn = state.catalog.conn()
+        removed = 0
+        last = ""
+        while True:
+            shas = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT sha256 FROM gc_pending WHERE sha256 > ? ORDER BY sha256 LIMIT 1000",
+                    (last,),
+                )
+            ]
+            if not shas:
+                return removed
+            last = shas[-1]
+            done = []
+            for sha in shas:
+                if sha in self._inflight:
+                    continue
+                if not cat.is_referenced(conn, sha) and state.blobs.unlink(sha):
+                    removed += 1
+                done.append(sha)
+            if done:
+                with state.write_txn() as wconn:
+                    wconn.executemany(
+                        "DELETE FROM gc_pending WHERE sha256 = ?", [(s,) for s in done]
+                    )
+
+    def sweep_orphans(self) -> int:
+        """At open: unlink blobs no row references (a put killed before its commit)."""
+        state = self._state
+        conn = state.catalog.conn()
+        removed = 0
+        for name in state.blobs.iter_all():
+            if not SHA256_RE.match(name):
+                log.warning("volume %s: stray file in blobs/: %s", state.name, name)
+                continue
+            if not cat.is_referenced(conn, name) and state.blobs.unlink(name):
+                removed += 1
+        return removed

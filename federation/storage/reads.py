@@ -1,0 +1,161 @@
+"""The get path: stat, listings and streaming reads of one volume's current state.
+
+A read resolves the path to a blob and opens it before returning, so a concurrent replace
+or delete never tears it (blobs are immutable; POSIX keeps an open inode alive). Reads take
+no lock: each runs in its own SQLite read snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import BinaryIO, Self
+
+from namespace.errors import FileNotFound, InvalidInput
+
+from . import catalog as cat
+from .checks import basename, check_path
+from .models import DirEntry, FileMeta
+from .state import VolumeState
+
+# A blob can be collected between resolving a path and opening its blob (the file was
+# replaced meanwhile); resolving again finds the new one. More misses than this in a row
+# mean the content really is gone.
+_OPEN_ATTEMPTS = 8
+
+
+class BlobReader:
+    """Chunks of one open blob between ``start`` and ``end``; the descriptor is already open."""
+
+    def __init__(self, f: BinaryIO, start: int, end: int, chunk_size: int) -> None:
+        self._f: BinaryIO | None = f
+        self._pos = start
+        self._end = end
+        self._chunk = chunk_size
+        if start:
+            f.seek(start)
+
+    def __iter__(self) -> BlobReader:
+        return self
+
+    def __next__(self) -> bytes:
+        f = self._f
+        if f is None:
+            raise StopIteration
+        remaining = self._end - self._pos
+        if remaining <= 0:
+            self.close()
+            raise StopIteration
+        data = f.read(min(self._chunk, remaining))
+        if not data:
+            self.close()
+            raise StopIteration
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        f, self._f = self._f, None
+        if f is not None:
+            f.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Reads:
+    """Lookups and content of the current state."""
+
+    def __init__(self, state: VolumeState) -> None:
+        self._state = state
+
+    def stat(self, path: str) -> FileMeta | DirEntry:
+        check_path(path)
+        if path == "":
+            return DirEntry(name="", type="dir", size=0)
+        with self._state.read_txn() as conn:
+            meta = cat.get_file(conn, path)
+            if meta is not None:
+                return meta
+            explicit = cat.get_dir(conn, path)
+            if explicit is not None:
+                mode, mtime = explicit
+                return DirEntry(name=basename(path), type="dir", size=0, mtime=mtime, mode=mode)
+            if cat.is_dir(conn, path):
+                return DirEntry(name=basename(path), type="dir", size=0)
+        raise FileNotFound(f"no such file or directory: {path!r}")
+
+    def listdir(self, path: str) -> list[DirEntry]:
+        """Children of a directory sorted by name; a file lists as itself."""
+        check_path(path)
+        with self._state.read_txn() as conn:
+            meta = cat.get_file(conn, path) if path else None
+            if meta is not None:
+                return [
+                    DirEntry(
+                        name=basename(path), type="file", size=meta.size, mtime=meta.mtime,
+                        mode=meta.mode,
+                    )
+                ]
+            explicit = cat.dir_children(conn, path)
+            by_name: dict[str, DirEntry] = {}
+            for name, d, size, mtime, mode in cat.list_children(conn, path):
+                if d:
+                    mode, mtime = explicit.pop(name, (0, 0.0))
+                by_name[name] = DirEntry(
+                    name=name, type="dir" if d else "file", size=size, mtime=mtime, mode=mode
+                )
+            for name, (mode, mtime) in explicit.items():
+                by_name[name] = DirEntry(name=name, type="dir", size=0, mtime=mtime, mode=mode)
+            if not by_name and path != "" and cat.get_dir(conn, path) is None:
+                raise FileNotFound(f"no such file or directory: {path!r}")
+        return [by_name[n] for n in sorted(by_name)]
+
+    def read(
+        self, path: str, start: int = 0, end: int | None = None, chunk_size: int = 1 << 20
+    ) -> BlobReader:
+        """Stream ``[start, end)`` of a file; the blob is open when this returns."""
+        check_path(path)
+        if start < 0 or (end is not None and end < start) or chunk_size <= 0:
+            raise InvalidInput(f"bad byte range [{start}, {end}) for {path!r}")
+        for _attempt in range(_OPEN_ATTEMPTS):
+            with self._state.read_txn() as conn:
+                meta = cat.get_file(conn, path) if path else None
+                if meta is None:
+                    if cat.is_dir(conn, path):
+                        raise InvalidInput(f"cannot read {path or '/'!r}: it is a directory")
+                    raise FileNotFound(f"no such file: {path!r}")
+            try:
+                f = self._state.blobs.open(meta.sha256)
+            except FileNotFoundError:
+                continue  # replaced and collected in between: resolve again
+            stop = meta.size if end is None else min(end, meta.size)
+            return BlobReader(f, min(start, stop), stop, chunk_size)
+        raise FileNotFound(f"volume {self._state.name!r}: content of {path!r} is missing")
+
+    def open_blob(self, sha256: str) -> BinaryIO:
+        """Open a blob by hash (mirror copies of a pinned version)."""
+        try:
+            return self._state.blobs.open(sha256)
+        except FileNotFoundError as exc:
+            raise FileNotFound(f"volume {self._state.name!r}: no blob {sha256}") from exc
+
+    def usage(self) -> tuple[int, int]:
+        """(files, bytes) of the current state: one aggregate query (a table scan)."""
+        with self._state.read_txn() as conn:
+            row = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files").fetchone()
+        return int(row[0]), int(row[1])
+
+    def files(self, prefix: str = "") -> Iterator[FileMeta]:
+        """Current files at or below directory ``prefix``, by path, from one snapshot."""
+        check_path(prefix)
+        return self._state.stream(lambda conn: cat.iter_files(conn, prefix))
+
+    def dirs(self) -> list[tuple[str, int, float]]:
+        """Every explicit directory as (path, mode, mtime): what a cluster replica mirrors."""
+        with self._state.read_txn() as conn:
+            return [(str(p), int(m), float(t)) for p, m, t in cat.iter_dirs(conn)]
