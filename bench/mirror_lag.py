@@ -49,10 +49,10 @@ def measure(srv_env: dict[str, str], s3_uri: str, seconds: float = 60.0, rate: f
             while not stop.is_set():
                 now = time.monotonic()
                 for p in client.mirror_status("lag"):
-                    for t in p["targets"]:
-                        hist = seen.setdefault(t["target"], [])
-                        if not hist or t["version"] > hist[-1][0]:
-                            hist.append((t["version"], now))
+                    for t in p.targets:
+                        hist = seen.setdefault(t.target, [])
+                        if not hist or t.version > hist[-1][0]:
+                            hist.append((t.version, now))
                 time.sleep(0.01)
 
         poller = threading.Thread(target=poll, daemon=True)
@@ -68,7 +68,7 @@ def measure(srv_env: dict[str, str], s3_uri: str, seconds: float = 60.0, rate: f
                 while time.monotonic() - start < seconds:
                     info = writer.put(data, f"/lag/w{k}-{i:06d}")
                     with lock:
-                        acks.append((info["version"], time.monotonic()))
+                        acks.append((info.version, time.monotonic()))
                     i += 1
                     time.sleep(max(0.0, start + i * writers_n / rate - time.monotonic()))
 

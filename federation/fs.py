@@ -14,11 +14,14 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from namespace.errors import Conflict, InvalidInput, NotFound, PermissionDenied, StaleEpoch
+
+if TYPE_CHECKING:  # the client (grpc, etcd) is imported on first use, not with fsspec's registry
+    from federation.client import Client, DirEntry
 
 _SPOOL = 8 << 20  # bytes of a write kept in memory before it spools to a temp file
 
@@ -38,19 +41,19 @@ def _builtin_errors(path: str) -> Iterator[None]:
         raise FileExistsError(path) from exc
 
 
-class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]
+class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no types: base is Any
     protocol = "gns"
     root_marker = "/"
 
     def __init__(self, etcd: str | None = None, via: str | None = None, tls_dir: str | None = None,
                  consistency: str = "owner", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._client_args = {"via": via, "tls_dir": tls_dir, "consistency": consistency}
+        self._client_args: dict[str, Any] = {"via": via, "tls_dir": tls_dir, "consistency": consistency}
         self._etcd = etcd
-        self._client: Any = None
+        self._client: Client | None = None
 
     @property
-    def client(self) -> Any:
+    def client(self) -> Client:
         if self._client is None:
             from federation.client import Client
 
@@ -67,11 +70,12 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         path = "/" + path.strip("/")
         return path
 
-    def _entry(self, base: str, e: dict[str, Any]) -> dict[str, Any]:
-        name = base.rstrip("/") + "/" + e["name"] if e["name"] else base
-        return {"name": name, "size": e["size"],
-                "type": "directory" if e["type"] == "dir" else "file",
-                "mtime": e.get("mtime") or None}
+    # fsspec's info/ls speak dicts ("directory", not "dir"): the models become them here.
+    @staticmethod
+    def _entry(base: str, e: DirEntry) -> dict[str, Any]:
+        name = base.rstrip("/") + "/" + e.name if e.name else base
+        return {"name": name, "size": e.size, "type": "directory" if e.is_dir else "file",
+                "mtime": e.mtime or None}
 
     # -- reads ---------------------------------------------------------------------------
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
@@ -88,9 +92,8 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         path = self._strip_protocol(path)
         with _builtin_errors(path):
             st = self.client.stat(path)
-        kind = "directory" if st["type"] == "dir" else "file"
-        return {"name": path, "size": st["size"], "type": kind, "mtime": st.get("mtime"),
-                "sha256": st.get("sha256"), "version": st.get("version"), "mode": st.get("mode")}
+        return {"name": path, "size": st.size, "type": "directory" if st.is_dir else "file",
+                "mtime": st.mtime, "sha256": st.sha256, "version": st.version, "mode": st.mode}
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         path = self._strip_protocol(path)
@@ -103,7 +106,7 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             return b""
         length = 0 if end is None else end - start
         with _builtin_errors(path):
-            if self.client.stat(path)["type"] == "dir":
+            if self.client.stat(path).is_dir:
                 raise IsADirectoryError(path)
             return b"".join(self.client.read_chunks(path, offset=start, length=length))
 
@@ -151,7 +154,7 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def rm_file(self, path: str) -> None:
         path = self._strip_protocol(path)
         with _builtin_errors(path):
-            if self.client.stat(path)["type"] == "dir":
+            if self.client.stat(path).is_dir:
                 self.client.rmdir(path)
             else:
                 self.client.rm(path)
@@ -170,11 +173,11 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 continue
             for q in reversed(self.expand_path(p, recursive=recursive, maxdepth=maxdepth)):
                 try:
-                    kind = self.client.stat(q)["type"]
+                    is_dir = self.client.stat(q).is_dir
                 except NotFound:
                     continue  # went with a directory removed before it
                 with _builtin_errors(q):
-                    if kind == "dir":
+                    if is_dir:
                         self.client.rm(q, recursive=True)
                     else:
                         self.client.rm(q)
@@ -220,12 +223,14 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]
                        autocommit=autocommit, cache_options=cache_options, **kwargs)
 
 
-class GnsFile(AbstractBufferedFile):  # type: ignore[misc]
+class GnsFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec has no types: base is Any
     """Reads fetch byte ranges; writes spool to a local temp file (memory stays bounded)
     and are committed as one put on close (``xb``: an exclusive create on the owner)."""
 
+    fs: GnsFileSystem
+
     def _fetch_range(self, start: int, end: int) -> bytes:
-        return self.fs.cat_file(self.path, start, end)  # type: ignore[no-any-return]
+        return self.fs.cat_file(self.path, start, end)
 
     def _initiate_upload(self) -> None:
         self._spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -22,10 +22,24 @@ from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
 from federation.client import Client, Progress
+from federation.client.models import (
+    AccessReport,
+    CallerIdentity,
+    MirrorApplyResult,
+    MirrorPolicySummary,
+    MirrorStatus,
+    MirrorVerifyReport,
+    Resolution,
+    Status,
+    grant_from_json,
+)
 from namespace.cache import NamespaceView
 from namespace.errors import InvalidInput, Unavailable
 from namespace.models import ClusterView, Mount, VolumeView
 from namespace.paths import check_name, normalize
+
+if TYPE_CHECKING:
+    from namespace.acl import Grant
 
 # Control calls that may run long (a promotion drains and syncs; a verify hashes a volume).
 _LONG = 3600.0
@@ -112,56 +126,59 @@ class RemoteClient(Client):
     def remove_mount(self, path: str) -> None:
         self._ctl("RemoveMount", path=normalize(path))
 
-    def resolve(self, path: str) -> dict[str, Any]:
-        return self._ctl("Resolve", path=normalize(path))  # type: ignore[no-any-return]
+    def resolve(self, path: str) -> Resolution:
+        return Resolution.from_json(self._ctl("Resolve", path=normalize(path)))
 
     def volume_of(self, path: str) -> str:
-        return str(self.resolve(path)["volume"])
+        return self.resolve(path).volume
 
-    def status(self) -> dict[str, Any]:
-        return self._ctl("Status")  # type: ignore[no-any-return]
+    def status(self) -> Status:
+        return Status.from_json(self._ctl("Status"))
 
     # -- mirror policies ------------------------------------------------------------------
-    def mirror_apply(self, text: str, *, dry_run: bool = False) -> dict[str, Any]:
-        return self._ctl("MirrorApply", text=text, dry_run=dry_run)  # type: ignore[no-any-return]
+    def mirror_apply(self, text: str, *, dry_run: bool = False) -> MirrorApplyResult:
+        return MirrorApplyResult.from_json(self._ctl("MirrorApply", text=text, dry_run=dry_run))
 
-    def mirror_list(self) -> list[dict[str, Any]]:
-        return self._ctl("MirrorList")  # type: ignore[no-any-return]
+    def mirror_list(self) -> list[MirrorPolicySummary]:
+        return [MirrorPolicySummary.from_json(p) for p in self._ctl("MirrorList")]
 
-    def mirror_status(self, name: str | None = None) -> list[dict[str, Any]]:
+    def mirror_status(self, name: str | None = None) -> list[MirrorStatus]:
         if name is not None:
             check_name("policy", name)
-        return self._ctl("MirrorStatus", name=name)  # type: ignore[no-any-return]
+        return [MirrorStatus.from_json(p) for p in self._ctl("MirrorStatus", name=name)]
 
     def mirror_remove(self, name: str) -> None:
         check_name("policy", name)
         self._ctl("MirrorRemove", name=name)
 
     def mirror_sync(self, name: str, *, wait: bool = False, progress: Progress | None = None,
-                    timeout: float | None = None) -> list[dict[str, Any]]:
+                    timeout: float | None = None) -> list[MirrorStatus]:
         # Progress is not relayed: the controller reports the final status only.
         check_name("policy", name)
-        return self._ctl("MirrorSync", timeout or _LONG, name=name, wait=wait)  # type: ignore[no-any-return]
+        return [MirrorStatus.from_json(p) for p in self._ctl("MirrorSync", timeout or _LONG, name=name, wait=wait)]
 
-    def mirror_verify(self, name: str, *, repair: bool = True, deep: bool = False) -> list[dict[str, Any]]:
+    def mirror_verify(self, name: str, *, repair: bool = True, deep: bool = False) -> list[MirrorVerifyReport]:
         check_name("policy", name)
-        return self._ctl("MirrorVerify", _LONG, name=name, repair=repair, deep=deep)  # type: ignore[no-any-return]
+        reports = self._ctl("MirrorVerify", _LONG, name=name, repair=repair, deep=deep)
+        return [MirrorVerifyReport.from_json(r) for r in reports]
 
     # -- access control -------------------------------------------------------------------
-    def acl_grant(self, path: str, subject: str, perms: str) -> dict[str, Any]:
-        return self._ctl("AclGrant", path=path, subject=subject, perms=perms)  # type: ignore[no-any-return]
+    def acl_grant(self, path: str, subject: str, perms: str) -> Grant:
+        return grant_from_json(self._ctl("AclGrant", path=path, subject=subject, perms=perms))
 
     def acl_revoke(self, path: str, subject: str) -> None:
         self._ctl("AclRevoke", path=path, subject=subject)
 
-    def acl_list(self, path: str | None = None) -> list[dict[str, Any]]:
-        return self._ctl("AclList", path=path)  # type: ignore[no-any-return]
+    def acl_list(self, path: str | None = None) -> list[Grant]:
+        return [grant_from_json(g) for g in self._ctl("AclList", path=path)]
 
-    def acl_check(self, path: str, subject: str, groups: list[str] | None = None) -> dict[str, Any]:
-        return self._ctl("AclCheck", path=path, subject=subject, groups=list(groups or []))  # type: ignore[no-any-return]
+    def acl_check(self, path: str, subject: str, groups: list[str] | None = None) -> AccessReport:
+        return AccessReport.from_json(
+            self._ctl("AclCheck", path=path, subject=subject, groups=list(groups or [])))
 
-    def whoami(self) -> dict[str, Any]:
-        return self._ctl("WhoAmI")  # type: ignore[no-any-return]
+    def whoami(self) -> CallerIdentity:
+        """Who the controller takes this client for (its certificate's identity)."""
+        return CallerIdentity.from_json(self._ctl("WhoAmI"))
 
     # -- data: everything enters at the controller, which resolves and forwards ------------
     def _route(self, path: str, epoch: int | None = None, **_: Any) -> tuple[pb_grpc.FederationStub, pb.Target, str]:

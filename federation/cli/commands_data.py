@@ -4,11 +4,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from federation.cli.output import DURATION, Env, common, emit_json, progress_bar, show
+
+if TYPE_CHECKING:
+    from federation.client import Client
 
 CONSISTENCY = click.Choice(["owner", "any"])
 
@@ -34,7 +37,7 @@ def routing(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _client(env: Env, via: str | None, consistency: str = "owner", max_staleness: float = 60.0) -> Any:
+def _client(env: Env, via: str | None, consistency: str = "owner", max_staleness: float = 60.0) -> Client:
     return env.client(via=via, consistency=consistency, max_staleness=max_staleness, watch=False)
 
 
@@ -71,11 +74,11 @@ def get(env: Env, path: str, dst: str, via: str | None, consistency: str, max_st
             sys.stdout.buffer.flush()
             return
         info = c.stat(path)
-        if info["type"] == "dir":
+        if info.is_dir:
             from namespace.errors import InvalidInput
 
             raise InvalidInput(f"{path} is a directory; gns get copies one file")
-        with progress_bar(env, info["size"], f"get {path}") as advance:
+        with progress_bar(env, info.size, f"get {path}") as advance:
             c.get(path, dst, progress=advance)
     if env.as_json:
         emit_json(info)
@@ -104,7 +107,7 @@ def ls(env: Env, path: str, via: str | None, consistency: str, max_staleness: fl
         emit_json(entries)
         return
     for e in entries:
-        click.echo(f"{e['type'][0]} {e['size']:>12} {e['name']}{'/' if e['type'] == 'dir' else ''}")
+        click.echo(f"{e.type[0]} {e.size:>12} {e.name}{'/' if e.is_dir else ''}")
 
 
 @click.command()

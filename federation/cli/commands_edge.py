@@ -74,5 +74,5 @@ def edge_list(env: Env) -> None:
         emit_json(sites)
         return
     table("edge sites", SITE_COLS, [
-        [s["site"], s["hub"], s["state"], s["connected_since"] or "",
-         f"{s['backlog']['versions']} versions, {s['backlog']['bytes']} bytes"] for s in sites])
+        [s.site, s.hub, s.state, s.connected_since or "",
+         f"{s.backlog.versions} versions, {s.backlog.bytes} bytes"] for s in sites])

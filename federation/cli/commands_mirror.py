@@ -5,12 +5,15 @@ Argument parsing and printing only: each command is one call of a
 """
 from __future__ import annotations
 
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
 import click
 
 from federation.cli.output import Env, common, emit_json, progress_bar, removed, show, table
 from namespace.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from federation.client import FailoverSettings, MirrorStatus
 
 LIST_COLS = ["name", "volume", "mode", "interval", "targets", "failover", "maxLag"]
 STATUS_COLS = ["policy", "volume", "target", "state", "version", "lag_versions", "lag_seconds",
@@ -43,17 +46,16 @@ def mirror_apply(env: Env, source: IO[bytes], dry_run: bool) -> None:
     if env.as_json:
         emit_json(result)
         return
-    targets = ", ".join(result.get("targets", []))
+    targets = ", ".join(result.targets)
     if dry_run:
-        click.echo(f"dry run: mirror policy {result['policy']} would be {result.get('change', 'applied')} "
-                   f"(volume {result['volume']} -> {targets}); nothing stored")
-        plan = result.get("plan")
-        if plan:
+        click.echo(f"dry run: mirror policy {result.policy} would be {result.change or 'applied'} "
+                   f"(volume {result.volume} -> {targets}); nothing stored")
+        if result.plan:
             table("would copy", ["target", "files", "bytes"],
-                  ([p.get("target"), p.get("files"), p.get("bytes")] for p in plan))
+                  ([p.target, p.files, p.bytes] for p in result.plan))
     else:
-        click.echo(f"mirror policy {result['policy']} {result['action']} "
-                   f"(volume {result['volume']} -> {targets})")
+        click.echo(f"mirror policy {result.policy} {result.action} "
+                   f"(volume {result.volume} -> {targets})")
 
 
 @mirror.command("list")
@@ -65,22 +67,20 @@ def mirror_list(env: Env) -> None:
     if env.as_json:
         emit_json(rows)
         return
-    show(env, [{**r, "failover": _failover(r.get("failover"))} for r in rows], LIST_COLS,
+    show(env, [{**r.to_json(), "failover": _failover(r.failover)} for r in rows], LIST_COLS,
          "mirror policies")
 
 
-def _failover(f: Any) -> str:
-    if not isinstance(f, dict):
-        return "" if f is None else str(f)
-    if not f.get("automatic"):
+def _failover(f: FailoverSettings) -> str:
+    if not f.automatic:
         return "manual"
-    text = f"automatic after {f.get('after')}"
-    if f.get("promoteTo"):
-        text += f", promote to {f['promoteTo']}"
+    text = f"automatic after {f.after}"
+    if f.promote_to:
+        text += f", promote to {f.promote_to}"
     return text
 
 
-def _status_table(env: Env, statuses: list[dict[str, Any]]) -> None:
+def _status_table(env: Env, statuses: list[MirrorStatus]) -> None:
     if env.as_json:
         emit_json(statuses)
         return
@@ -89,8 +89,9 @@ def _status_table(env: Env, statuses: list[dict[str, Any]]) -> None:
         return
     rows = []
     for p in statuses:
-        for t in p.get("targets", []):
-            rows.append([p.get("policy"), p.get("volume"), *(t.get(k) for k in STATUS_COLS[2:])])
+        for t in p.targets:
+            rows.append([p.policy, p.volume, t.target, t.state, t.version, t.lag_versions,
+                         t.lag_seconds, t.bytes, t.files, t.last_error])
     table(None, STATUS_COLS, rows)
 
 

@@ -1,11 +1,14 @@
 """Registry, volumes, mounts, resolve and status."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from federation.cli.output import Env, common, emit_json, removed, show, table, to_plain
+
+if TYPE_CHECKING:
+    from federation.client import Divergence
 
 CLUSTER_COLS = ["id", "provider", "region", "state", "endpoint", "labels"]
 VOLUME_COLS = ["name", "owner", "epoch", "version", "state"]
@@ -146,21 +149,21 @@ def status(env: Env) -> None:
     if env.as_json:
         emit_json(st)
         return
-    table("clusters", CLUSTER_COLS, ([_s(x.get(k)) for k in CLUSTER_COLS] for x in st["clusters"]))
+    table("clusters", CLUSTER_COLS, ([_s(getattr(x, k)) for k in CLUSTER_COLS] for x in st.clusters))
     table("volumes", VOLUME_COLS + ["diverged"],
-          ([_s(x.get(k)) for k in VOLUME_COLS] + [_diverged(x["diverged"])] for x in st["volumes"]))
-    table("mounts", MOUNT_COLS, ([_s(x.get(k)) for k in MOUNT_COLS] for x in st["mounts"]))
-    rows = []
-    for m in st["mirrors"]:
-        for t in m["targets"]:
-            rows.append([m["policy"], m["volume"], t["target"], t["state"], t["version"],
-                         t["lag_versions"], t["lag_seconds"], t.get("last_error") or ""])
+          ([_s(getattr(x, k)) for k in VOLUME_COLS] + [_diverged(x.diverged)] for x in st.volumes))
+    table("mounts", MOUNT_COLS, ([_s(getattr(x, k)) for k in MOUNT_COLS] for x in st.mounts))
+    rows: list[list[Any]] = []
+    for m in st.mirrors:
+        for t in m.targets:
+            rows.append([m.policy, m.volume, t.target, t.state, t.version,
+                         t.lag_versions, t.lag_seconds, t.last_error or ""])
     table("mirrors", ["policy", "volume", "target", "state", "version", "lag_versions",
                       "lag_seconds", "last_error"], rows)
 
 
-def _diverged(records: list[dict[str, Any]]) -> str:
-    return "; ".join(f"{r['cluster']} (epoch {r['epoch']}): {len(r['paths'])} path(s) kept" for r in records)
+def _diverged(records: list[Divergence]) -> str:
+    return "; ".join(f"{r.cluster} (epoch {r.epoch}): {len(r.paths)} path(s) kept" for r in records)
 
 
 def _s(v: Any) -> str:

@@ -136,5 +136,5 @@ def acl_check(env: Env, path: str, subject: str, groups: tuple[str, ...]) -> Non
     if env.as_json:
         emit_json(report)
     else:
-        perms = ",".join(report["perms"]) or "nothing"
+        perms = ",".join(report.perms) or "nothing"
         click.echo(f"{subject} may {perms} on {path}")

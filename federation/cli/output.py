@@ -7,15 +7,24 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from federation.client import Client
 
 # pydantic and rich cost about a third of a short command's start-up, and most commands
 # print neither a model nor a table: they are imported where they are used (issue 14).
 
 
-class DurationParam(click.ParamType):
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[float]
+else:  # click < 8.2 has no generic ParamType (pyproject allows 8.1)
+    _ParamType = click.ParamType
+
+
+class DurationParam(_ParamType):
     """A flag that takes a length of time: ``30s``, ``5m``, ``1h30m`` or plain seconds."""
 
     name = "duration"
@@ -44,7 +53,7 @@ class Env:
     """``--controller``: send every command to this controller, none to etcd (SPEC §4)."""
     identity: str | None = None
 
-    def client(self, **kw: Any) -> Any:
+    def client(self, **kw: Any) -> Client:
         from federation.client import Client
 
         if self.controller:
@@ -107,6 +116,14 @@ def removed(env: Env, what: str, sentence: str) -> None:
 
 
 def to_plain(obj: Any) -> Any:
+    """JSON-ready data: client results (``federation.client.models``) as their ``to_json()``,
+    an access grant as its ``as_dict()``, pydantic records as ``model_dump()``."""
+    to_json = getattr(obj, "to_json", None)
+    if callable(to_json):
+        return to_json()
+    as_dict = getattr(obj, "as_dict", None)
+    if callable(as_dict):
+        return as_dict()
     # A model can only exist once pydantic has been imported by whoever built it.
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and isinstance(obj, pydantic.BaseModel):

@@ -9,12 +9,42 @@ One job per module: :mod:`.discovery` finds etcd and TLS material; :mod:`.connec
 holds the loop thread, etcd connection, namespace cache and channels; :mod:`.control` has
 the control commands; :mod:`.routing` picks the controller for a path; :mod:`.streams` has
 the file objects and the change stream; :mod:`.facade` is the :class:`Client` (data
-commands) built from those.
+commands) built from those; :mod:`.models` has what its methods return (``FileInfo``,
+``DirEntry``, ``Resolution``, ``MirrorStatus``, ...), each with the ``to_json()`` the CLI prints.
 """
 from __future__ import annotations
 
 from federation.client.discovery import find_etcd, find_tls_dir
 from federation.client.facade import Client
+from federation.client.models import (
+    AccessReport,
+    CallerIdentity,
+    Change,
+    DirEntry,
+    Divergence,
+    EdgeBacklog,
+    EdgeSite,
+    EdgeToken,
+    FailoverSettings,
+    FileInfo,
+    MirrorApplyResult,
+    MirrorPlanEntry,
+    MirrorPolicySummary,
+    MirrorStatus,
+    MirrorTargetStatus,
+    MirrorVerifyReport,
+    Replica,
+    Resolution,
+    Status,
+    VolumeOwner,
+    VolumeStatus,
+)
 from federation.client.streams import ChangeStream, Progress
 
-__all__ = ["ChangeStream", "Client", "Progress", "find_etcd", "find_tls_dir"]
+__all__ = [
+    "AccessReport", "CallerIdentity", "Change", "ChangeStream", "Client", "DirEntry", "Divergence",
+    "EdgeBacklog", "EdgeSite", "EdgeToken", "FailoverSettings", "FileInfo", "MirrorApplyResult",
+    "MirrorPlanEntry", "MirrorPolicySummary", "MirrorStatus", "MirrorTargetStatus",
+    "MirrorVerifyReport", "Progress", "Replica", "Resolution", "Status", "VolumeOwner",
+    "VolumeStatus", "find_etcd", "find_tls_dir",
+]

@@ -68,10 +68,11 @@ class Connection:
         if not self._watch:
             return self._run(control.view())
         if self._cache is None:
+            loop = self._ensure_loop()  # outside the lock: it takes the lock itself
             with self._lock:
                 if self._cache is None:
                     cache = NamespaceCache(control.etcd)
-                    self._loop.run(cache.start())  # type: ignore[union-attr]
+                    loop.run(cache.start())
                     self._cache = cache
         return self._cache.view
 

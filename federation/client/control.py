@@ -7,7 +7,7 @@ to the controller's Control service, which runs this very code.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -15,6 +15,20 @@ from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
 from federation.client.connection import Connection
+from federation.client.models import (
+    AccessReport,
+    Divergence,
+    EdgeSite,
+    EdgeToken,
+    MirrorApplyResult,
+    MirrorPolicySummary,
+    MirrorStatus,
+    MirrorVerifyReport,
+    Resolution,
+    Status,
+    VolumeStatus,
+    grant_from_json,
+)
 from federation.client.streams import Progress
 from federation.resolution import describe
 from namespace.cache import NamespaceView
@@ -27,6 +41,9 @@ from namespace.errors import (
 )
 from namespace.models import ClusterView, Mount, VolumeView
 from namespace.paths import check_name
+
+if TYPE_CHECKING:
+    from namespace.acl import Grant
 
 
 class ControlCommands(Connection):
@@ -106,57 +123,54 @@ class ControlCommands(Connection):
         self._run(self._control().remove_mount(path))
 
     # -- access control (SPEC §10) ---------------------------------------------------------
-    def acl_grant(self, path: str, subject: str, perms: str) -> dict[str, Any]:
+    def acl_grant(self, path: str, subject: str, perms: str) -> Grant:
         from namespace import acl
 
-        return self._run(acl.grant(self._control().etcd, path, subject, perms)).as_dict()
+        return self._run(acl.grant(self._control().etcd, path, subject, perms))
 
     def acl_revoke(self, path: str, subject: str) -> None:
         from namespace import acl
 
         self._run(acl.revoke(self._control().etcd, path, subject))
 
-    def acl_list(self, path: str | None = None) -> list[dict[str, Any]]:
+    def acl_list(self, path: str | None = None) -> list[Grant]:
         from namespace import acl
 
-        return self._run(acl.list_grants(self._control().etcd, path))
+        return [grant_from_json(g) for g in self._run(acl.list_grants(self._control().etcd, path))]
 
-    def acl_check(self, path: str, subject: str, groups: list[str] | None = None) -> dict[str, Any]:
+    def acl_check(self, path: str, subject: str, groups: list[str] | None = None) -> AccessReport:
         from namespace import acl
 
         grants, _ = self._run(acl.load_grants(self._control().etcd))
-        return acl.check_report(grants, path, subject, groups or [])
+        return AccessReport.from_json(acl.check_report(grants, path, subject, groups or []))
 
-    def resolve(self, path: str) -> dict[str, Any]:
-        return describe(self.view(), path)
+    def resolve(self, path: str) -> Resolution:
+        return Resolution.from_json(describe(self.view(), path))
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         """Clusters, volumes, mounts and mirrors with health and lag (``gns status``)."""
         view = self.view()
-        clusters = [view.cluster_view(cid).model_dump() for cid in sorted(view.clusters)]  # type: ignore[union-attr]
+        clusters = [c for c in map(view.cluster_view, sorted(view.clusters)) if c is not None]
         volumes = []
         for name in sorted(view.volumes):
-            d = self._live_version(view.volume_view(name), view).model_dump()  # type: ignore[arg-type]
-            d["diverged"] = [
-                {"cluster": r["cluster"], "epoch": r["epoch"], "paths": r["paths"]}
+            v = view.volume_view(name)
+            if v is None:  # view.volumes names it: cannot happen, but never fail `gns status`
+                continue
+            diverged = [
+                Divergence(cluster=r["cluster"], epoch=r["epoch"], paths=list(r["paths"]))
                 for r in view.diverged.values() if r.get("volume") == name
             ]
-            volumes.append(d)
-        return {
-            "leader": view.leader,
-            "clusters": clusters,
-            "volumes": volumes,
-            "mounts": [m.model_dump() for m in view.mount_list()],
-            "mirrors": self._mirror_statuses(view),
-        }
+            volumes.append(VolumeStatus.of(self._live_version(v, view), diverged))
+        return Status(leader=view.leader, clusters=clusters, volumes=volumes,
+                      mounts=view.mount_list(), mirrors=self._mirror_statuses(view))
 
-    def _mirror_statuses(self, view: NamespaceView) -> list[dict[str, Any]]:
+    def _mirror_statuses(self, view: NamespaceView, name: str | None = None) -> list[MirrorStatus]:
         from mirroring.status import statuses
 
-        return statuses(view)
+        return [MirrorStatus.from_json(p) for p in statuses(view, name)]
 
     # -- edge sites (SPEC §8) -------------------------------------------------------------
-    def edge_token_create(self, site: str, *, ttl: float = 3600.0, hub: str | None = None) -> dict[str, Any]:
+    def edge_token_create(self, site: str, *, ttl: float = 3600.0, hub: str | None = None) -> EdgeToken:
         """A single-use join token for ``site``, pinning this federation's CA."""
         from namespace import edge
 
@@ -174,36 +188,35 @@ class ControlCommands(Connection):
         if spec.provider == "edge":
             raise InvalidInput(f"cluster {hub!r} is an edge site; a hub must be a core cluster")
         ca = (self.tls_dir / "ca.crt").read_bytes() if self.tls_dir is not None else None
-        return self._run(edge.create_token(self._control().etcd, site, hub, ttl, edge.ca_fingerprint(ca)))
+        token = self._run(edge.create_token(self._control().etcd, site, hub, ttl, edge.ca_fingerprint(ca)))
+        return EdgeToken.from_json(token)
 
-    def edge_sites(self) -> list[dict[str, Any]]:
+    def edge_sites(self) -> list[EdgeSite]:
         """Every joined edge site: hub, state, connected-since, backlog (``gns edge list``)."""
         from namespace import edge
 
-        return self._run(edge.list_sites(self._control().etcd))
+        return [EdgeSite.from_json(s) for s in self._run(edge.list_sites(self._control().etcd))]
 
     # -- mirror policies ------------------------------------------------------------------
-    def mirror_apply(self, text: str, *, dry_run: bool = False) -> dict[str, Any]:
+    def mirror_apply(self, text: str, *, dry_run: bool = False) -> MirrorApplyResult:
         """Validate and store a mirror policy document (YAML or JSON)."""
         from mirroring.policy_store import apply_policy
 
-        return self._run(apply_policy(self._control().etcd, text, dry_run=dry_run))
+        return MirrorApplyResult.from_json(self._run(apply_policy(self._control().etcd, text, dry_run=dry_run)))
 
-    def mirror_list(self) -> list[dict[str, Any]]:
+    def mirror_list(self) -> list[MirrorPolicySummary]:
         from mirroring.policy_store import list_policies
 
-        return self._run(list_policies(self._control().etcd))
+        return [MirrorPolicySummary.from_json(p) for p in self._run(list_policies(self._control().etcd))]
 
-    def mirror_status(self, name: str | None = None) -> list[dict[str, Any]]:
+    def mirror_status(self, name: str | None = None) -> list[MirrorStatus]:
         """SPEC §4 ``mirror status``; NotFound for an unknown policy NAME."""
-        from mirroring.status import statuses
-
         if name is not None:
             check_name("policy", name)
         view = self.view()
         if name is not None and name not in view.policies:
             raise NotFound(f"mirror policy {name!r} not found")
-        return statuses(view, name)
+        return self._mirror_statuses(view, name)
 
     def mirror_remove(self, name: str) -> None:
         from mirroring.policy_store import remove_policy
@@ -226,7 +239,7 @@ class ControlCommands(Connection):
         return pb_grpc.MirroringStub(self._channel(view.clusters[entry].endpoint)), entry
 
     def mirror_sync(self, name: str, *, wait: bool = False, progress: Progress | None = None,
-                    timeout: float | None = None) -> list[dict[str, Any]]:
+                    timeout: float | None = None) -> list[MirrorStatus]:
         """Run passes to every target of policy ``name`` now; with ``wait``, until they end.
 
         Raises the last target error (as :class:`GnsError`) if a pass failed."""
@@ -255,20 +268,22 @@ class ControlCommands(Connection):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             st = self.mirror_status(name)
-            if all(t["state"] != "Syncing" for p in st for t in p["targets"]):
+            if all(t.state != "Syncing" for p in st for t in p.targets):
                 return
             time.sleep(0.05)
 
-    def mirror_verify(self, name: str, *, repair: bool = True, deep: bool = False) -> list[dict[str, Any]]:
+    def mirror_verify(self, name: str, *, repair: bool = True, deep: bool = False) -> list[MirrorVerifyReport]:
         """Compare every target of policy ``name`` with the volume by sha256 (and repair)."""
         stub, where = self._mirroring_stub(name)
         try:
-            reply = stub.Verify(pb.MirrorVerifyRequest(policy=name, repair=repair, deep=deep), timeout=3600)
+            reply: pb.MirrorVerifyReply = stub.Verify(pb.MirrorVerifyRequest(policy=name, repair=repair, deep=deep), timeout=3600)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, f"cluster {where}") from None
         return [
-            {"target": r.target, "version": int(r.version), "missing": list(r.missing),
-             "extra": list(r.extra), "mismatched": list(r.mismatched), "repaired": r.repaired,
-             "ok": not (r.missing or r.extra or r.mismatched or r.error), "error": r.error or None}
+            MirrorVerifyReport(
+                target=r.target, version=int(r.version), missing=list(r.missing), extra=list(r.extra),
+                mismatched=list(r.mismatched), repaired=r.repaired,
+                ok=not (r.missing or r.extra or r.mismatched or r.error), error=r.error or None,
+            )
             for r in reply.reports
         ]

@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, Any, cast
 
 import grpc
 
@@ -22,13 +22,15 @@ from federation.api.errors import from_rpc_error
 from federation.channels import CHUNK_SIZE
 from federation.client.control import ControlCommands
 from federation.client.discovery import find_etcd, find_tls_dir
+from federation.client.models import DirEntry, FileInfo
 from federation.client.routing import Routing
 from federation.client.streams import (
     ChangeStream,
     Progress,
     RangedReader,
     StreamingWriter,
-    info_dict,
+    dir_entry,
+    file_info,
     seekable_source,
     size_of,
 )
@@ -59,7 +61,7 @@ class Client(ControlCommands, Routing):
 
     def __init__(
         self,
-        etcd: str | None = None,
+        etcd: str | EtcdConfig | None = None,
         *,
         home: str | Path | None = None,
         via: str | None = None,
@@ -102,26 +104,26 @@ class Client(ControlCommands, Routing):
         self.close()
 
     # -- data -----------------------------------------------------------------------------
-    def stat(self, path: str) -> dict[str, Any]:
-        info = self._call(lambda s, t: s.Stat(pb.StatRequest(target=t), timeout=30), path, read=True)
-        out = info_dict(info)
+    def stat(self, path: str) -> FileInfo:
+        info: pb.FileInfo = self._call(lambda s, t: s.Stat(pb.StatRequest(target=t), timeout=30), path, read=True)
+        mirrored = None
         if info.stale:
             from federation.resolution import away_site_replica
 
             away = away_site_replica(self.view(), resolve_in(self.view(), normalize(path)).volume)
             if away is not None:
-                out["mirrored_version"] = away["version"]
-        return out
+                mirrored = int(away["version"])
+        return file_info(info, mirrored_version=mirrored)
 
-    def ls(self, path: str) -> list[dict[str, Any]]:
-        reply = self._call(lambda s, t: s.List(pb.ListRequest(target=t), timeout=30), path, read=True)
-        return [{"name": e.name, "type": e.type, "size": e.size} for e in reply.entries]
+    def ls(self, path: str) -> list[DirEntry]:
+        """The entries of directory ``path`` (an away edge site's mirror may answer)."""
+        reply: pb.ListReply = self._call(lambda s, t: s.List(pb.ListRequest(target=t), timeout=30), path, read=True)
+        return [dir_entry(e) for e in reply.entries]
 
-    def listdir(self, path: str) -> list[dict[str, Any]]:
-        """Like ``ls`` with each entry's mtime and mode bits (0 for implicit directories)."""
-        reply = self._call(lambda s, t: s.List(pb.ListRequest(target=t), timeout=30), path)
-        return [{"name": e.name, "type": e.type, "size": int(e.size), "mtime": e.mtime,
-                 "mode": int(e.mode)} for e in reply.entries]
+    def listdir(self, path: str) -> list[DirEntry]:
+        """Like ``ls``, from the owner only (what FUSE and fsspec list)."""
+        reply: pb.ListReply = self._call(lambda s, t: s.List(pb.ListRequest(target=t), timeout=30), path)
+        return [dir_entry(e) for e in reply.entries]
 
     def rm(self, path: str, recursive: bool = False, *, epoch: int | None = None,
            keep_parent: bool = False) -> int:
@@ -184,11 +186,15 @@ class Client(ControlCommands, Routing):
     def watch(self, path: str | None = None, from_version: int = 0, *,
               volume: str | None = None) -> ChangeStream:
         """Follow the committed changes of ``volume`` (or of the volume holding global
-        ``path``) after ``from_version``: an iterator of dicts (version, op, path, src, ...)
-        in version order that blocks for new ones; ``close()`` it to stop."""
-        if (path is None) == (volume is None):
-            raise InvalidInput("watch takes a global path or a volume, not both")
-        if volume is not None:
+        ``path``) after ``from_version``: an iterator of :class:`Change` in version order
+        that blocks for new ones; ``close()`` it to stop."""
+        if volume is None:
+            if path is None:
+                raise InvalidInput("watch takes a global path or a volume, not both")
+            stub, target, where = self._route(path)
+        else:
+            if path is not None:
+                raise InvalidInput("watch takes a global path or a volume, not both")
             check_name("volume", volume)
             view = self.view()
             vol = view.volumes.get(volume)
@@ -199,14 +205,12 @@ class Client(ControlCommands, Routing):
             if spec is None or where not in view.alive:
                 raise Unavailable(f"cluster {where} (owner of {volume!r}) is Down")
             stub, target = self._stub(spec.endpoint), pb.Target(volume=volume)
-        else:
-            stub, target, where = self._route(path)  # type: ignore[arg-type]
         call = stub.Watch(pb.WatchRequest(target=target, from_version=from_version), timeout=None)
         return ChangeStream(call, where)
 
     def put(
         self,
-        src: str | Path | bytes | BinaryIO,
+        src: str | Path | bytes | IO[bytes],
         path: str,
         *,
         epoch: int | None = None,
@@ -214,7 +218,7 @@ class Client(ControlCommands, Routing):
         progress: Progress | None = None,
         mode: int | None = None,
         if_absent: bool = False,
-    ) -> dict[str, Any]:
+    ) -> FileInfo:
         """Write ``src`` (a local path, bytes or a binary file object) to global ``path``.
 
         ``mode`` sets the permission bits (None keeps a replaced file's, new files 0644);
@@ -226,7 +230,7 @@ class Client(ControlCommands, Routing):
             if local.is_dir():
                 raise InvalidInput(f"{local} is a directory; gns put copies one file")
             try:
-                fh: BinaryIO = open(local, "rb")
+                fh: IO[bytes] = open(local, "rb")
             except FileNotFoundError:
                 raise NotFound(f"local file {local} not found") from None
             except OSError as exc:
@@ -238,20 +242,21 @@ class Client(ControlCommands, Routing):
         return self._put_stream(src, path, epoch, mtime, progress, mode, if_absent)
 
     def _put_stream(
-        self, fh: BinaryIO, path: str, epoch: int | None, mtime: float | None, progress: Progress | None,
+        self, fh: IO[bytes], path: str, epoch: int | None, mtime: float | None, progress: Progress | None,
         mode: int | None = None, if_absent: bool = False,
-    ) -> dict[str, Any]:
+    ) -> FileInfo:
         size_hint = size_of(fh)
         # A non-seekable source (stdin) can be sent once only: no re-route retry for it.
         seekable = seekable_source(fh)
         start = fh.tell() if seekable else 0
 
-        def call(stub: pb_grpc.FederationStub, target: pb.Target) -> Any:
+        def call(stub: pb_grpc.FederationStub, target: pb.Target) -> pb.WriteReply:
             if seekable:
                 fh.seek(start)
             header = pb.WriteHeader(target=target, mtime=mtime or 0.0, size_hint=size_hint, mode=mode or 0,
                                     if_absent=if_absent)
-            return stub.Write(self._chunks(fh, header, progress), timeout=None)
+            reply: pb.WriteReply = stub.Write(self._chunks(fh, header, progress), timeout=None)
+            return reply
 
         if not seekable:
             stub, target, where = self._route(path, epoch)
@@ -261,9 +266,9 @@ class Client(ControlCommands, Routing):
                 raise from_rpc_error(exc, f"cluster {where}") from None
         else:
             reply = self._call(call, path, epoch)
-        return info_dict(reply.info)
+        return file_info(reply.info)
 
-    def _chunks(self, fh: BinaryIO, header: pb.WriteHeader, progress: Progress | None) -> Iterator[pb.WriteChunk]:
+    def _chunks(self, fh: IO[bytes], header: pb.WriteHeader, progress: Progress | None) -> Iterator[pb.WriteChunk]:
         yield pb.WriteChunk(header=header)
         while True:
             data = fh.read(self.chunk_size)
@@ -288,7 +293,7 @@ class Client(ControlCommands, Routing):
         finally:
             call.cancel()
 
-    def get(self, path: str, dst: str | Path | BinaryIO, *, progress: Progress | None = None) -> int:
+    def get(self, path: str, dst: str | Path | IO[bytes], *, progress: Progress | None = None) -> int:
         """Copy global ``path`` to a local path (atomically) or a binary file object."""
         if isinstance(dst, (str, Path)):
             dst = Path(dst)
@@ -323,9 +328,9 @@ class Client(ControlCommands, Routing):
         """A file object: ``rb`` streams (seekable by ranged reads), ``wb`` commits on close."""
         if mode in ("rb", "r"):
             info = self.stat(path)
-            if info.get("type") == "dir":
+            if info.is_dir:
                 raise InvalidInput(f"{path} is a directory")
-            return io.BufferedReader(RangedReader(self, path, int(info["size"])), self.chunk_size)
+            return io.BufferedReader(RangedReader(self, path, info.size), self.chunk_size)
         if mode in ("wb", "w"):
             return cast(IO[bytes], StreamingWriter(self, path))
         raise InvalidInput(f"unsupported mode {mode!r}: use 'rb' or 'wb'")

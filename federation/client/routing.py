@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 import grpc
 
@@ -21,6 +21,8 @@ from namespace.cache import NamespaceView
 from namespace.control import resolve_in
 from namespace.errors import EpochNotSeen, NotFound, NotOwner, StaleEpoch, Unavailable
 from namespace.paths import normalize
+
+R = TypeVar("R")
 
 _REROUTE = (StaleEpoch, NotOwner, EpochNotSeen)
 """The owner or epoch we routed by moved on: refresh the view and route once more."""
@@ -88,8 +90,8 @@ class Routing(Connection):
                 return str(cid)
         return None
 
-    def _call(self, fn: Callable[[pb_grpc.FederationStub, pb.Target], Any], path: str, epoch: int | None = None,
-              *, read: bool = False) -> Any:
+    def _call(self, fn: Callable[[pb_grpc.FederationStub, pb.Target], R], path: str, epoch: int | None = None,
+              *, read: bool = False) -> R:
         """Route and call; once, re-route after a moved owner (unless an epoch was pinned)."""
         for attempt in (0, 1):
             stub, target, where = self._route(path, epoch, read=read)

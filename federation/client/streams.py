@@ -10,12 +10,13 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import grpc
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api.errors import from_rpc_error
+from federation.client.models import Change, DirEntry, FileInfo
 
 if TYPE_CHECKING:
     from federation.client.facade import Client
@@ -25,27 +26,28 @@ Progress = Callable[[int], None]
 
 
 class ChangeStream:
-    """The iterator ``Client.watch`` returns: one dict per committed change."""
+    """The iterator ``Client.watch`` returns: one :class:`Change` per committed change."""
 
     def __init__(self, call: Any, where: str) -> None:
+        # ``call`` is grpc's server-stream call (an iterator of pb.Change with cancel());
+        # grpc ships no types, so it is Any at this boundary.
         self._call = call
         self._where = where
 
     def __iter__(self) -> ChangeStream:
         return self
 
-    def __next__(self) -> dict[str, Any]:
+    def __next__(self) -> Change:
         try:
-            c = next(self._call)
+            c: pb.Change = next(self._call)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED:
                 raise StopIteration from None
             raise from_rpc_error(exc, f"cluster {self._where}") from None
-        return {
-            "version": int(c.version), "op": c.op, "path": c.path, "src": c.src,
-            "volume": c.volume, "relative_path": c.relative_path, "size": int(c.size),
-            "mtime": c.mtime, "mode": int(c.mode),
-        }
+        return Change(
+            version=int(c.version), op=c.op, path=c.path, src=c.src, volume=c.volume,
+            relative_path=c.relative_path, size=int(c.size), mtime=c.mtime, mode=int(c.mode),
+        )
 
     def close(self) -> None:
         self._call.cancel()
@@ -57,21 +59,18 @@ class ChangeStream:
         self.close()
 
 
-def info_dict(info: pb.FileInfo) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "path": info.path,
-        "type": info.type or "file",
-        "size": int(info.size),
-        "mtime": info.mtime,
-        "sha256": info.sha256,
-        "version": int(info.version),
-        "mode": int(info.mode),
-    }
-    if info.served_by:
-        out["served_by"] = info.served_by
-    if info.stale:
-        out["stale"] = True
-    return out
+def file_info(info: pb.FileInfo, *, mirrored_version: int | None = None) -> FileInfo:
+    """The model of a FileInfo reply (``mirrored_version``: what the serving mirror holds)."""
+    return FileInfo(
+        path=info.path, type="dir" if info.type == "dir" else "file", size=int(info.size),
+        mtime=info.mtime, sha256=info.sha256, version=int(info.version), mode=int(info.mode),
+        served_by=info.served_by or None, stale=info.stale, mirrored_version=mirrored_version,
+    )
+
+
+def dir_entry(e: pb.DirEntry) -> DirEntry:
+    return DirEntry(name=e.name, type="dir" if e.type == "dir" else "file", size=int(e.size),
+                    mtime=e.mtime, mode=int(e.mode))
 
 
 def seekable_source(fh: Any) -> bool:
@@ -145,14 +144,14 @@ class StreamingWriter(io.RawIOBase):
 
     def __init__(self, client: Client, path: str) -> None:
         self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self._result: dict[str, Any] | None = None
+        self._result: FileInfo | None = None
         self._error: BaseException | None = None
         self._pending = bytearray()
         self._chunk = client.chunk_size
 
         def run() -> None:
             try:
-                self._result = client.put(cast(BinaryIO, QueueReader(self._q)), path)
+                self._result = client.put(cast(IO[bytes], QueueReader(self._q)), path)
             except BaseException as exc:  # noqa: BLE001 - handed to the writer: close() raises it
                 self._error = exc
                 while self._q.get() is not None:  # unblock the writer side
@@ -186,7 +185,8 @@ class StreamingWriter(io.RawIOBase):
             raise self._error
 
     @property
-    def info(self) -> dict[str, Any] | None:
+    def info(self) -> FileInfo | None:
+        """What the commit wrote (None until ``close()`` succeeded)."""
         return self._result
 
 

@@ -190,7 +190,7 @@ class ControlService:
         return await self._run(self.client.resolve, path)
 
     async def _status(self, a: dict[str, Any]) -> Any:
-        st = await self._run(self.client.status)
+        st = _plain(await self._run(self.client.status))
         if self.authz is None or caller() is None:
             return st
         visible = {v["name"] for v in st["volumes"] if self._may_read(self._volume_paths(v["name"]))}
@@ -210,7 +210,7 @@ class ControlService:
 
     async def _mirror_list(self, a: dict[str, Any]) -> Any:
         found = await self._run(self.client.mirror_list)
-        return [p for p in found if self._may_read(self._volume_paths(str(p.get("volume", ""))))]
+        return [p for p in found if self._may_read(self._volume_paths(p.volume))]
 
     async def _mirror_status(self, a: dict[str, Any]) -> Any:
         name = a.get("name")
@@ -218,7 +218,7 @@ class ControlService:
             self._require("read", self._volume_paths(self._policy_volume(_str(a, "name"))),
                           "mirror.status", every=False)
         found = await self._run(self.client.mirror_status, name)
-        return [p for p in found if self._may_read(self._volume_paths(str(p.get("volume", ""))))]
+        return [p for p in found if self._may_read(self._volume_paths(p.volume))]
 
     async def _mirror_sync(self, a: dict[str, Any]) -> Any:
         name = _str(a, "name")
@@ -285,8 +285,15 @@ def _str(args: dict[str, Any], key: str) -> str:
 
 
 def _plain(obj: Any) -> Any:
+    """What the client's result models say as JSON (``federation.remote`` reads it back)."""
     from pydantic import BaseModel
 
+    to_json = getattr(obj, "to_json", None)
+    if callable(to_json):
+        return to_json()
+    as_dict = getattr(obj, "as_dict", None)  # namespace.acl.Grant
+    if callable(as_dict):
+        return as_dict()
     if isinstance(obj, BaseModel):
         return obj.model_dump()
     if isinstance(obj, (list, tuple)):

@@ -21,9 +21,12 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from federation.fuse.staging import Staging
+
+if TYPE_CHECKING:
+    from federation.client import FileInfo
 
 WINDOW = 8 << 20
 STREAM_CHUNK = 1 << 20
@@ -42,7 +45,7 @@ class StreamingPut:
 
     def __init__(self, client: Any, gpath: str, mode: int, exclusive: bool) -> None:
         self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=STREAM_QUEUE)
-        self.result: dict[str, Any] | None = None
+        self.result: FileInfo | None = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._run, args=(client, gpath, mode, exclusive), daemon=True,
@@ -69,7 +72,7 @@ class StreamingPut:
         if self.error is None:
             self.q.put(chunk)
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> FileInfo:
         if self.error is None:
             self.q.put(self._END)
         self._thread.join()
@@ -264,7 +267,7 @@ class StagedFile:
         self.mtime = None
         self.touched = time.time()
 
-    def commit(self, client: Any, gpath: str) -> dict[str, Any] | None:
+    def commit(self, client: Any, gpath: str) -> FileInfo | None:
         """Send the staged content as one atomic put (if anything changed)."""
         with self.lock:
             if not self.dirty or self.unlinked:
@@ -276,8 +279,8 @@ class StagedFile:
                     up.push(bytes(self._pend))
                 self._pend.clear()
                 self.upload, self.stream_ok = None, False
-                info: dict[str, Any] = up.finish()
-                if self.mtime is not None or int(info.get("mode") or self.mode) != self.mode:
+                info: FileInfo = up.finish()
+                if self.mtime is not None or (info.mode or self.mode) != self.mode:
                     client.set_attrs(gpath, mode=self.mode, mtime=self.mtime)
             else:
                 self.stop_stream()

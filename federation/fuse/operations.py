@@ -195,8 +195,7 @@ class GnsOperations(pyfuse3.Operations):
             a = Attrs("dir", 0, self.started, 0o755) if self._mount_children(g) else None
             self.cache.put_attrs(rel, a, vol)
             return a
-        a = Attrs("dir" if st["type"] == "dir" else "file", int(st["size"]),
-                  float(st.get("mtime") or 0.0), int(st.get("mode") or 0), st.get("sha256", ""))
+        a = Attrs("dir" if st.is_dir else "file", st.size, st.mtime, st.mode, st.sha256)
         self.cache.put_attrs(rel, a, vol)
         return a
 
@@ -239,8 +238,7 @@ class GnsOperations(pyfuse3.Operations):
                 self.watcher.ensure(vol)
             try:
                 for e in self.client.listdir(g):
-                    kind = "dir" if e["type"] == "dir" else "file"
-                    names[e["name"]] = Attrs(kind, int(e["size"]), float(e["mtime"]), int(e["mode"]))
+                    names[e.name] = Attrs("dir" if e.is_dir else "file", e.size, e.mtime, e.mode)
             except FileNotFound:
                 if not self._mount_children(g):
                     raise
@@ -452,10 +450,9 @@ class GnsOperations(pyfuse3.Operations):
                                conflict=errno.EEXIST, bounded=False)
         if info is None:
             return
-        self.own(sf.rel, info.get("version"))
+        self.own(sf.rel, info.version)
         vol = self._volume(self.gpath(sf.rel)) or ""
-        self.cache.upsert(sf.rel, Attrs("file", int(info["size"]), float(info["mtime"]),
-                                        int(info.get("mode") or sf.mode), info.get("sha256", "")),
+        self.cache.upsert(sf.rel, Attrs("file", info.size, info.mtime, info.mode or sf.mode, info.sha256),
                           vol)
 
     async def flush(self, fh: int) -> None:

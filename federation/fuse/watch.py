@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from federation.client import Change
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +83,18 @@ class Watcher:
                 out.append(rel)
         return out
 
-    def _apply(self, change: dict[str, Any]) -> None:
-        volume = change["volume"]
-        if self.ops.is_own(volume, change["version"]):
+    def _apply(self, change: Change) -> None:
+        volume = change.volume
+        if self.ops.is_own(volume, change.version):
             return  # this mount made it and already knows
-        gone = change["op"] in ("rmdir", "delete") or (
-            change["op"] == "rename" and not change.get("src"))  # the old name's row
-        for rel in self._rels(volume, change["relative_path"]):
+        gone = change.op in ("rmdir", "delete") or (
+            change.op == "rename" and not change.src)  # the old name's row
+        for rel in self._rels(volume, change.relative_path):
             if gone:
                 self.ops.cache.invalidate_tree(rel)
             self.ops.invalidate(rel, gone=gone)
-        if change.get("src"):
-            res = self.client.view().resolve(change["src"])
+        if change.src:
+            res = self.client.view().resolve(change.src)
             if res is not None:
                 for rel in self._rels(volume, res.relative_path):
                     self.ops.cache.invalidate_tree(rel)

@@ -247,7 +247,7 @@ class LocalFederation:
                 cmd += ["--tls-dir", str(tls_dir), "--identity", e.id]
             if not (data_dir / "identity.json").exists():
                 with Client(etcd, home=self.home, tls_dir=tls_dir, watch=False) as client:
-                    cmd += ["--token", client.edge_token_create(e.id, ttl=600, hub=e.hub)["token"]]
+                    cmd += ["--token", client.edge_token_create(e.id, ttl=600, hub=e.hub).token]
             env = {k: v for k, v in os.environ.items() if k not in ("GNS_ETCD", "GNS_HOME")}
             proc = spawn_controller(cmd, self.home / "logs" / f"{e.id}.log", env=env)
             state["controllers"][e.id] = {"pid": proc.pid, "port": port, "endpoint": f"127.0.0.1:{port}",

@@ -188,7 +188,7 @@ def test_revoke_in_force_within_a_second(fed: Federation) -> None:
 
     admin(fed, "acl", "grant", "/data", "user:bob", "read")
     with Client(fed.etcd_urls, tls_dir=fed.tls_dir, identity="bob", watch=False) as bob:
-        assert bob.stat("/data/x")["size"] == 6
+        assert bob.stat("/data/x").size == 6
         with Client(fed.etcd_urls, tls_dir=fed.tls_dir, watch=False) as adm:
             start = time.monotonic()
             adm.acl_revoke("/data", "user:bob")

@@ -204,11 +204,11 @@ def test_python_client_and_fsspec_pandas(fed: Federation) -> None:
         with c.open("/dp/health/w.bin", "wb") as w:
             for _ in range(5):
                 w.write(b"z" * 300_000)
-        assert c.stat("/dp/health/w.bin")["size"] == 1_500_000
+        assert c.stat("/dp/health/w.bin").size == 1_500_000
         with c.open("/dp/health/w.bin", "rb") as r:
             r.seek(1_499_990)
             assert r.read() == b"z" * 10
-        assert c.resolve("/dp/health/w.bin")["owner"]["cluster"] == "onprem-a"
+        assert c.resolve("/dp/health/w.bin").owner.cluster == "onprem-a"
 
 
 def test_owner_down_is_exit_5(fed: Federation) -> None:

@@ -272,7 +272,7 @@ def test_failover_to_s3_hydrates_promote_to(federation: Federation, moto_s3: Any
     wait_for(lambda: owner(fed, "hy")["owner"] == "aws-1", 30, "hydration onto aws-1")
     with fed.client() as c:
         for p, data in files.items():
-            assert c.stat(p)["sha256"] == hashlib.sha256(data).hexdigest(), p
+            assert c.stat(p).sha256 == hashlib.sha256(data).hexdigest(), p
             assert c.cat(p) == data
     assert fed.gns_bytes("put", "-", "/hy/new", input=b"after hydration").returncode == 0
 

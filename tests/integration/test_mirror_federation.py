@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from federation.client import FileInfo, MirrorTargetStatus
 from tests.fixtures.federation import Federation
 from tests.fixtures.manifest import resolve_manifest
 from tests.fixtures.objectstores import ServerHandle
@@ -87,17 +88,17 @@ def make_volume(fed: Federation, name: str, owner: str) -> None:
     ok(fed.gns("mount", "add", f"/{name}", name))
 
 
-def fast_status(c: Any, policy: str) -> dict[str, dict[str, Any]]:
+def fast_status(c: Any, policy: str) -> dict[str, MirrorTargetStatus]:
     """The same statuses, read in-process (a ``watch=False`` client reads etcd each call)."""
     out = c.mirror_status(policy)
-    return {t["target"]: t for t in out[0]["targets"]}
+    return {t.target: t for t in out[0].targets}
 
 
 def put_all(c: Any, volume: str, files: dict[str, bytes]) -> int:
     """Write ``files`` through the owner; returns the volume version after the last one."""
     version = 0
     for path, data in files.items():
-        version = int(c.put(data, f"/{volume}/{path}")["version"])
+        version = c.put(data, f"/{volume}/{path}").version
     return version
 
 
@@ -128,14 +129,14 @@ def check_store(d: RawStore, expected: dict[str, bytes], version: int, volume: s
             assert d.sha_metadata(path) == sha(expected[path]), f"{d.uri}: {path} metadata"
 
 
-def replica_files(c: Any, root: str) -> dict[str, dict[str, Any]]:
+def replica_files(c: Any, root: str) -> dict[str, FileInfo]:
     """Every file under ``root`` as the client's route serves it: path -> stat."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, FileInfo] = {}
 
     def walk(d: str) -> None:
         for e in c.ls(d):
-            p = f"{d}/{e['name']}"
-            if e["type"] == "dir":
+            p = f"{d}/{e.name}"
+            if e.is_dir:
                 walk(p)
             else:
                 out[p[len(root) + 1:]] = c.stat(p)
@@ -152,8 +153,8 @@ def check_replica(fed: Federation, replica: str, volume: str, expected: dict[str
         assert sorted(got) == sorted(expected), f"replica {replica}: paths differ"
         for path, data in expected.items():
             st = got[path]
-            assert st.get("served_by") == replica and st.get("stale"), st
-            assert (st["size"], st["sha256"]) == (len(data), sha(data)), path
+            assert st.served_by == replica and st.stale, st
+            assert (st.size, st.sha256) == (len(data), sha(data)), path
             body = c.cat(f"/{volume}/{path}")
             assert sha(body) == sha(data), path
 
@@ -266,7 +267,7 @@ def test_incremental_sync_moves_only_changed_files(
     with fed.client() as c:
         for p in changed:
             files[p] = os.urandom(1500)
-            head = int(c.put(files[p], f"/inc/{p}")["version"])
+            head = c.put(files[p], f"/inc/{p}").version
     out = fed.gns("mirror", "sync", "inc-dr", "--wait", "--json", timeout=120)
     [t] = json.loads(ok(out))[0]["targets"]
     assert (t["state"], t["version"]) == ("Synced", head), t
@@ -548,7 +549,7 @@ def test_continuous_lag_under_max_lag_then_lagging_when_target_stopped(
                         return
                     path = f"w/{i % 40:02d}"  # new files and overwrites
                     data = f"{i} ".encode() * 50
-                    head[0] = int(c.put(data, f"/cont/{path}")["version"])
+                    head[0] = c.put(data, f"/cont/{path}").version
                     expected[path] = data
                     t_next += 1.0 / rate
                     time.sleep(max(0.0, t_next - time.monotonic()))
@@ -559,8 +560,8 @@ def test_continuous_lag_under_max_lag_then_lagging_when_target_stopped(
                c: Any) -> None:
         while not until():
             for t, e in fast_status(c, "cont-dr").items():
-                states.setdefault(t, set()).add(e["state"])
-                lags[t] = max(lags.get(t, 0.0), float(e["lag_seconds"]))
+                states.setdefault(t, set()).add(e.state)
+                lags[t] = max(lags.get(t, 0.0), e.lag_seconds)
             time.sleep(0.1)
 
     # steady writes: 10/s for 10 s
@@ -593,17 +594,17 @@ def test_continuous_lag_under_max_lag_then_lagging_when_target_stopped(
             # the healthy target keeps following the writes meanwhile ...
             wait_for(lambda: head[0] >= frozen_at + 6, 30, "writes while onprem-b is frozen", every=0.2)
             h = head[0]
-            wait_for(lambda: fast_status(c, "cont-dr")[local]["version"] >= h, 20, "the file target to follow", every=0.2)
+            wait_for(lambda: fast_status(c, "cont-dr")[local].version >= h, 20, "the file target to follow", every=0.2)
 
             # ... while the frozen one stays behind, and says so
-            def lagging() -> dict[str, Any] | None:
+            def lagging() -> MirrorTargetStatus | None:
                 e = fast_status(c, "cont-dr")["onprem-b"]
-                return e if e["state"] in ("Lagging", "Error") else None
+                return e if e.state in ("Lagging", "Error") else None
 
             bad = wait_for(lagging, 15, "onprem-b to show Lagging", every=0.1)
-            assert bad["version"] == frozen_at and bad["lag_versions"] >= 6, bad
-            if bad["state"] == "Lagging":
-                assert bad["lag_seconds"] > 2.0, bad
+            assert bad.version == frozen_at and bad.lag_versions >= 6, bad
+            if bad.state == "Lagging":
+                assert bad.lag_seconds > 2.0, bad
     finally:
         fed.kill("onprem-b", signal.SIGCONT)
         stop.set()
@@ -627,7 +628,7 @@ def test_lag_seconds_never_exceeds_time_since_first_unmirrored_write(
     local = f"file://{tmp_path}/dr/lag"
     make_volume(fed, "lagv", "onprem-a")
     apply_policy(fed, tmp_path, policy_doc("lag-dr", "lagv", "manual", [local], max_lag="2s"))
-    wrong: list[tuple[float, dict[str, Any]]] = []
+    wrong: list[tuple[float, MirrorTargetStatus]] = []
     with fed.client() as c, fed.client(watch=False) as r:
         for probe in range(3):
             c.put(b"x", f"/lagv/p{probe}")
@@ -640,7 +641,7 @@ def test_lag_seconds_never_exceeds_time_since_first_unmirrored_write(
                 e = fast_status(r, "lag-dr")[local]
                 since_write = time.time() - t_write
                 # (A manual target that is behind shows Lagging by design: nothing moves it.)
-                if e["lag_seconds"] > since_write + 0.3:
+                if e.lag_seconds > since_write + 0.3:
                     wrong.append((round(since_write, 3), e))
                 time.sleep(0.02)
             if wrong:
@@ -661,7 +662,7 @@ def test_status_says_syncing_only_while_a_pass_runs(federation: Federation,
     with fed.client(watch=False) as r:
         wait_for(lambda: any(v.get("policy") == "st-dr" for v in r.view().mirror_status.values()), 10, "the owner to publish the target's record", every=0.2)
         # (a) manual, behind, no pass running
-        assert fast_status(r, "st-dr")[local]["state"] == "Lagging"
+        assert fast_status(r, "st-dr")[local].state == "Lagging"
 
         sync = subprocess.Popen(
             [sys.executable, "-m", "federation.cli.main", "mirror", "sync", "st-dr", "--wait"],
@@ -676,7 +677,7 @@ def test_status_says_syncing_only_while_a_pass_runs(federation: Federation,
                 sync.wait()
         # (b) the owner is dead: nothing runs
         fed.wait_state("onprem-a", "Down", timeout=fed.lease_ttl + 10)
-        assert fast_status(r, "st-dr")[local]["state"] in ("Lagging", "Error")
+        assert fast_status(r, "st-dr")[local].state in ("Lagging", "Error")
         fed.start("onprem-a")
         time.sleep(2.0)
-        assert fast_status(r, "st-dr")[local]["state"] == "Lagging"
+        assert fast_status(r, "st-dr")[local].state == "Lagging"

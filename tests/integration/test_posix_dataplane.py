@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from federation.client import Change
 from namespace.errors import Conflict, FileNotFound, InvalidInput
 from tests.fixtures.federation import Federation, assert_error
 from tests.support import wait_for
@@ -53,12 +54,12 @@ def replica_has(replica: Any, path: str, **want: Any) -> bool:
         st = replica.stat(path)
     except FileNotFound:
         return False
-    return bool(st.get("stale")) and all(st.get(k) == v for k, v in want.items())
+    return st.stale and all(getattr(st, k) == v for k, v in want.items())
 
 
 def test_rename_file_and_directory_is_one_version(client: Any) -> None:
     client.put(b"one", "/pxd/mv/a/x.txt")
-    before = client.put(b"two", "/pxd/mv/a/sub/y.txt")["version"]
+    before = client.put(b"two", "/pxd/mv/a/sub/y.txt").version
     v = client.mv("/pxd/mv/a/x.txt", "/pxd/mv/b.txt")
     assert v == before + 1
     assert client.cat("/pxd/mv/b.txt") == b"one"
@@ -67,7 +68,7 @@ def test_rename_file_and_directory_is_one_version(client: Any) -> None:
     v2 = client.mv("/pxd/mv/a", "/pxd/mv/c")
     assert v2 == v + 1
     assert client.cat("/pxd/mv/c/sub/y.txt") == b"two"
-    assert [e["name"] for e in client.ls("/pxd/mv")] == ["b.txt", "c"]
+    assert [e.name for e in client.ls("/pxd/mv")] == ["b.txt", "c"]
     with pytest.raises(InvalidInput):
         client.mv("/pxd/mv/c", "/pxd/mv/c/inside")
     with pytest.raises(FileNotFound):
@@ -90,7 +91,7 @@ def test_rename_across_volumes_is_refused(fed: Federation, client: Any) -> None:
 def test_empty_directories_persist_and_rmdir(client: Any) -> None:
     client.mkdir("/pxd/dirs/empty", mode=0o750)
     st = client.stat("/pxd/dirs/empty")
-    assert st["type"] == "dir" and st["mode"] == 0o750
+    assert st.type == "dir" and st.mode == 0o750
     with pytest.raises(Conflict):
         client.mkdir("/pxd/dirs/empty")
     client.put(b"f", "/pxd/dirs/empty/f")
@@ -105,13 +106,13 @@ def test_empty_directories_persist_and_rmdir(client: Any) -> None:
 
 def test_mode_and_mtime_are_kept(client: Any) -> None:
     client.put(b"#!/bin/sh\n", "/pxd/attr/run.sh", mode=0o755)
-    assert client.stat("/pxd/attr/run.sh")["mode"] == 0o755
+    assert client.stat("/pxd/attr/run.sh").mode == 0o755
     client.put(b"#!/bin/sh\necho\n", "/pxd/attr/run.sh")  # a replace keeps the mode
-    assert client.stat("/pxd/attr/run.sh")["mode"] == 0o755
+    assert client.stat("/pxd/attr/run.sh").mode == 0o755
     client.chmod("/pxd/attr/run.sh", 0o700)
     client.set_mtime("/pxd/attr/run.sh", 1_000_000.25)
     st = client.stat("/pxd/attr/run.sh")
-    assert st["mode"] == 0o700 and st["mtime"] == 1_000_000.25
+    assert st.mode == 0o700 and st.mtime == 1_000_000.25
     assert client.cat("/pxd/attr/run.sh") == b"#!/bin/sh\necho\n"
 
 
@@ -130,8 +131,8 @@ def test_edits_replay_on_the_cluster_replica(client: Any, replica: Any) -> None:
 
 
 def test_watch_delivers_every_change_in_order(client: Any) -> None:
-    start = client.put(b"w0", "/pxd/watch/start")["version"]
-    seen: list[dict[str, Any]] = []
+    start = client.put(b"w0", "/pxd/watch/start").version
+    seen: list[Change] = []
     stream = client.watch("/pxd/watch", from_version=start)
 
     def follow() -> None:
@@ -146,29 +147,29 @@ def test_watch_delivers_every_change_in_order(client: Any) -> None:
     client.chmod("/pxd/watch/g", 0o600)
     client.rmdir("/pxd/watch/d")
     client.rm("/pxd/watch/g")
-    wait_for(lambda: len({c["version"] for c in seen}) >= 6)
+    wait_for(lambda: len({c.version for c in seen}) >= 6)
     stream.close()
     t.join(5)
-    versions = [c["version"] for c in seen]
+    versions = [c.version for c in seen]
     assert versions == sorted(versions) and versions[0] == start + 1
-    ops = [(c["op"], c["path"]) for c in seen]
+    ops = [(c.op, c.path) for c in seen]
     assert ops[0] == ("put", "/pxd/watch/f")
-    renamed = [c for c in seen if c["op"] == "rename" and c["path"] == "/pxd/watch/g"]
-    assert renamed and renamed[0]["src"] == "/pxd/watch/f"
+    renamed = [c for c in seen if c.op == "rename" and c.path == "/pxd/watch/g"]
+    assert renamed and renamed[0].src == "/pxd/watch/f"
     assert ("mkdir", "/pxd/watch/d") in ops and ("rmdir", "/pxd/watch/d") in ops
     assert ("chmod", "/pxd/watch/g") in ops and ops[-1] == ("delete", "/pxd/watch/g")
 
 
 def test_watch_by_volume_name_replays_from_a_version(client: Any) -> None:
-    first = client.put(b"a", "/pxd/wv/a")["version"]
-    last = client.put(b"b", "/pxd/wv/b")["version"]
+    first = client.put(b"a", "/pxd/wv/a").version
+    last = client.put(b"b", "/pxd/wv/b").version
     with client.watch(volume="pxd", from_version=first - 1) as stream:
         got = []
         for change in stream:
             got.append(change)
-            if change["version"] >= last:
+            if change.version >= last:
                 break
-    assert [(c["op"], c["relative_path"]) for c in got if c["version"] in (first, last)] == [
+    assert [(c.op, c.relative_path) for c in got if c.version in (first, last)] == [
         ("put", "wv/a"), ("put", "wv/b")]
     with pytest.raises(InvalidInput):
         client.watch()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from federation.client import MirrorTargetStatus
 from tests.fixtures.federation import Federation
 from tests.support.waiting import wait_for
 
@@ -17,31 +18,32 @@ def cli_status(fed: Federation, policy: str) -> dict[str, dict[str, Any]]:
     return {t["target"]: t for t in found[0]["targets"]}
 
 
-def _fast_status(fed: Federation, policy: str) -> dict[str, dict[str, Any]]:
+def _fast_status(fed: Federation, policy: str) -> dict[str, MirrorTargetStatus]:
     """The same statuses, read in-process (cheaper to poll than a CLI process)."""
     with fed.client(watch=False) as c:
-        return {t["target"]: t for p in c.mirror_status(policy) for t in p["targets"]}
+        return {t.target: t for p in c.mirror_status(policy) for t in p.targets}
 
 
 def wait_synced(fed: Federation, policy: str, head: int | None = None, *, timeout: float = 30.0,
                 targets: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Until every target of ``policy`` (or just ``targets``) is Synced (at version ``head``
     if given); returns the CLI's status at that point, which must agree."""
-    last: dict[str, dict[str, Any]] = {}
+    last: dict[str, MirrorTargetStatus] = {}
 
     def done() -> bool:
         nonlocal last
         last = _fast_status(fed, policy)
         names = targets or list(last)
         return bool(names) and all(
-            last[t]["state"] == "Synced" and (head is None or last[t]["version"] == head)
+            last[t].state == "Synced" and (head is None or last[t].version == head)
             for t in names)
 
     what = f"{policy} Synced" + (f" at v{head}" if head is not None else "")
     try:
         wait_for(done, timeout, what, every=0.2)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; last status {json.dumps(last, indent=1)}") from None
+        shown = {name: t.to_json() for name, t in last.items()}
+        raise AssertionError(f"{exc}; last status {json.dumps(shown, indent=1)}") from None
     st = cli_status(fed, policy)
     for t in targets or list(st):
         assert st[t]["state"] == "Synced", st[t]
