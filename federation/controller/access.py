@@ -58,7 +58,7 @@ class Access:
 
         # The etcd-path client, run by the controller for its Control service; it dials
         # peers as this cluster (a trusted identity), after the caller has been checked.
-        self._client = Client(self.cfg.etcd, tls_dir=self.cfg.tls_dir, identity=self.cfg.cluster)  # type: ignore[arg-type]
+        self._client = Client(self.cfg.etcd, tls_dir=self.cfg.tls_dir, identity=self.cfg.cluster)
         ControlService(self._client, self.cache, self.authz).add_to_server(server)
 
     async def stop(self) -> None:
