@@ -1,0 +1,116 @@
+"""An edge site's backlog as the hub exports it (Prometheus), and namespace edits made at a
+site while it was cut off (explicit empty directories, mkdir/rmdir, renames) reaching the
+core mirror once shipping resumes. Real processes; the link is cut by a loopback proxy.
+"""
+from __future__ import annotations
+
+import re
+import urllib.request
+from pathlib import Path
+
+import grpc
+
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.local.tcpproxy import TcpProxy
+from tests.fixtures.federation import Federation
+from tests.integration.test_edge import (
+    POLICY,
+    _try,
+    edge_site,
+    put,
+    replica_files,
+    stub,
+    token,
+    wait_cluster,
+)
+from tests.support import wait_for
+
+
+def backlog_metric(metrics_port: int, site: str) -> tuple[float, float] | None:
+    """(changes, bytes) the hub exports for ``site``, or None while it exports no series."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    found = {}
+    for name in ("gns_edge_backlog_changes", "gns_edge_backlog_bytes"):
+        m = re.search(rf'^{name}{{site="{site}"}} (\S+)$', text, re.M)
+        if m is None:
+            return None
+        found[name] = float(m.group(1))
+    return found["gns_edge_backlog_changes"], found["gns_edge_backlog_bytes"]
+
+
+def site_version(s: pb_grpc.FederationStub) -> int:
+    return int(s.VolumeState(pb.VolumeStateRequest(volume="sensors"), timeout=10).version)
+
+
+def test_backlog_metric_moves_and_offline_dir_edits_ship(federation: Federation, tmp_path: Path) -> None:
+    hub = federation.add("onprem-a")
+    core = federation.add("onprem-b")
+    proxy = TcpProxy(hub.endpoint).start()
+    e = edge_site(federation, "edge-1", [proxy.endpoint])
+    try:
+        e.start(token(federation, "edge-1"))
+        wait_cluster(federation, "edge-1", "Ready", timeout=20)
+        assert federation.gns("volume", "create", "sensors", "--cluster", "edge-1").returncode == 0
+        assert federation.gns("mount", "add", "/sensors", "sensors").returncode == 0
+        (tmp_path / "p.yaml").write_text(POLICY)
+        assert federation.gns("mirror", "apply", "-f", str(tmp_path / "p.yaml")).returncode == 0
+        s = stub(e)
+        wait_for(lambda: _try(lambda: put(s, "/sensors/a", b"first")), 10, "first write")
+        wait_for(lambda: replica_files(core.endpoint, "sensors")[0] == 1, 20, "live shipping")
+        wait_for(lambda: backlog_metric(hub.metrics_port, "edge-1") == (0, 0), 10, "backlog metric 0")
+
+        # The mirror target goes away: the site's backlog grows, and the hub's metric with it.
+        federation.stop("onprem-b")
+        wait_cluster(federation, "onprem-b", "Down", timeout=20)
+        for i in range(3):
+            put(s, f"/sensors/b{i}", b"x" * 1000)
+        first = wait_for(lambda: (m := backlog_metric(hub.metrics_port, "edge-1")) and m[0] >= 3 and m, 15,
+                         "backlog metric rises")
+        assert isinstance(first, tuple)
+        assert first[1] >= 3000, first
+        for i in range(3, 6):
+            put(s, f"/sensors/b{i}", b"y" * 1000)
+        wait_for(lambda: (m := backlog_metric(hub.metrics_port, "edge-1")) and m[0] > first[0] and m[1] > first[1],
+                 15, "backlog metric keeps growing")
+        federation.start("onprem-b", wait=False)
+        federation.wait_healthy("onprem-b", timeout=30)
+        wait_for(lambda: backlog_metric(hub.metrics_port, "edge-1") == (0, 0), 40, "backlog drained, metric 0")
+
+        # Cut off: explicit directories and renames, made while nothing ships.
+        proxy.stall()
+        e.wait_link("Down", timeout=10)
+        meta = s  # the site's own Federation API: local edits, nothing crosses the link
+        meta.Mkdir(pb.MkdirRequest(target=pb.Target(global_path="/sensors/empty"), mode=0o750), timeout=10)
+        meta.Mkdir(pb.MkdirRequest(target=pb.Target(global_path="/sensors/gone")), timeout=10)
+        meta.Rmdir(pb.RmdirRequest(target=pb.Target(global_path="/sensors/gone")), timeout=10)
+        meta.Mkdir(pb.MkdirRequest(target=pb.Target(global_path="/sensors/e1")), timeout=10)
+        meta.Rename(pb.RenameRequest(target=pb.Target(global_path="/sensors/e1"), destination="/sensors/e2"),
+                    timeout=10)
+        put(s, "/sensors/d1/f", b"in a directory")
+        meta.Rename(pb.RenameRequest(target=pb.Target(global_path="/sensors/d1"), destination="/sensors/d2"),
+                    timeout=10)
+        meta.Rename(pb.RenameRequest(target=pb.Target(global_path="/sensors/a"), destination="/sensors/a.moved"),
+                    timeout=10)
+        head = site_version(s)
+        proxy.resume()
+        proxy.drop()
+        e.wait_link("Ready", timeout=20)
+        wait_for(lambda: replica_files(core.endpoint, "sensors")[0] == head, 30, "offline edits shipped")
+        _, files = replica_files(core.endpoint, "sensors")
+        assert "a.moved" in files and "a" not in files
+        assert "d2/f" in files and "d1/f" not in files
+        # The mirror's explicit directories: read from it while the site is away (stale).
+        e.stop()
+        wait_cluster(federation, "edge-1", "Down", timeout=20)
+        with grpc.insecure_channel(core.endpoint) as ch:
+            listing = pb_grpc.FederationStub(ch).List(pb.ListRequest(target=pb.Target(global_path="/sensors")),
+                                                      timeout=10)
+        entries = {en.name: en for en in listing.entries}
+        assert listing.stale and listing.served_by == "onprem-b"
+        assert entries["empty"].type == "dir" and entries["empty"].mode == 0o750, entries
+        assert entries["e2"].type == "dir" and "e1" not in entries and "gone" not in entries, sorted(entries)
+        assert "d2" in entries and "d1" not in entries
+    finally:
+        e.stop()
+        proxy.stop()

@@ -1,0 +1,121 @@
+"""`gns volume promote --force` while an edge site is away (SPEC §7, §8), real processes:
+the site's later writes are diverged on its return. The site keeps them under
+``.gns/diverged/<epoch>/``, the report reaches etcd through its hub (`gns status` shows it
+from the core), the new owner's data wins, and the site's copy follows the new owner.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.local.tcpproxy import TcpProxy
+from tests.fixtures.federation import Federation
+from tests.integration.test_edge import (
+    _try,
+    edge_site,
+    put,
+    read,
+    replica_files,
+    stub,
+    token,
+    wait_cluster,
+)
+from tests.support import wait_for
+
+POLICY = """
+apiVersion: gns.io/v1alpha1
+kind: MirrorPolicy
+metadata: {name: sensors-dr}
+spec:
+  volume: sensors
+  mode: continuous
+  targets: [{cluster: onprem-b}]
+"""
+
+
+def diverged(fed: Federation) -> list[dict[str, Any]]:
+    out = fed.gns("status", "--json")
+    assert out.returncode == 0, out.stderr
+    vols = {v["name"]: v for v in json.loads(out.stdout)["volumes"]}
+    return list(vols["sensors"]["diverged"])
+
+
+def test_forced_promotion_while_away_site_writes_diverge_and_follow(federation: Federation, tmp_path: Path) -> None:
+    hub = federation.add("onprem-a")
+    core = federation.add("onprem-b")
+    proxy = TcpProxy(hub.endpoint).start()
+    e = edge_site(federation, "edge-1", [proxy.endpoint])
+    try:
+        e.start(token(federation, "edge-1"))
+        wait_cluster(federation, "edge-1", "Ready", timeout=20)
+        assert federation.gns("volume", "create", "sensors", "--cluster", "edge-1").returncode == 0
+        assert federation.gns("mount", "add", "/sensors", "sensors").returncode == 0
+        (tmp_path / "p.yaml").write_text(POLICY)
+        assert federation.gns("mirror", "apply", "-f", str(tmp_path / "p.yaml")).returncode == 0
+        s = stub(e)
+        wait_for(lambda: _try(lambda: put(s, "/sensors/shared", b"v1 from the site")), 10, "first write")
+        put(s, "/sensors/kept", b"mirrored before the cut")
+        wait_for(lambda: replica_files(core.endpoint, "sensors")[0] == 2, 20, "live shipping")
+
+        proxy.stall()
+        wait_cluster(federation, "edge-1", "Down", timeout=15)
+        e.wait_link("Down", timeout=10)
+        out = federation.gns("volume", "promote", "sensors", "--to", "onprem-b", "--force")
+        assert out.returncode == 0, out.stderr
+        vol = json.loads(federation.gns("volume", "show", "sensors", "--json").stdout)
+        assert vol["owner"] == "onprem-b" and vol["epoch"] == 2
+        # The site, cut off, does not know: it keeps accepting writes at epoch 1.
+        put(s, "/sensors/shared", b"v2 from the site, never mirrored")
+        put(s, "/sensors/site-only", b"written at the site while away")
+        # The new owner writes too: its data is what the federation keeps.
+        assert federation.gns("put", "-", "/sensors/shared", input=b"v2 from the new owner").returncode == 0
+        assert federation.gns("put", "-", "/sensors/core-only", input=b"core").returncode == 0
+
+        proxy.resume()
+        proxy.drop()
+        e.wait_link("Ready", timeout=20)
+        # The diverged report reaches etcd through the hub: the core sees it.
+        reports = wait_for(lambda: diverged(federation) or None, 30, "diverged report in gns status")
+        assert reports is not None
+        assert [r["cluster"] for r in reports] == ["edge-1"] and reports[0]["epoch"] == 1, reports
+        assert ".gns/diverged/1/site-only" in reports[0]["paths"], reports
+        assert ".gns/diverged/1/shared" in reports[0]["paths"], reports
+        # The site kept its writes aside, byte for byte.
+        aside = e.data_dir / "volumes" / "sensors" / ".gns" / "diverged" / "1"
+        assert (aside / "site-only").read_bytes() == b"written at the site while away"
+        assert (aside / "shared").read_bytes() == b"v2 from the site, never mirrored"
+        # The site follows the new owner: its copy is a replica at the owner's version.
+        owner_version = replica_state(core.endpoint)
+        st = wait_for(lambda: (got := e.status().get("followed", {}).get("sensors")) and got[0] == owner_version
+                      and got, 30, "site follows the new owner")
+        assert st == [owner_version, 2]
+        at_site = s.VolumeState(pb.VolumeStateRequest(volume="sensors"), timeout=10)
+        assert at_site.role == "replica" and int(at_site.version) == owner_version and int(at_site.epoch) == 2
+        # New owner's data wins, everywhere; the site's version never reached the core.
+        # (calls that cross the link are retried: a 0.3 s heartbeat can flap on a loaded box)
+        assert wait_for(lambda: _try(lambda: read(s, "/sensors/shared")), 15, "read") == b"v2 from the new owner"
+        assert federation.gns("cat", "/sensors/shared").stdout == "v2 from the new owner"
+        assert federation.gns("cat", "/sensors/site-only").returncode != 0
+        assert wait_for(lambda: _try(lambda: read(s, "/sensors/kept")), 15, "read") == b"mirrored before the cut"
+        # Later writes at the owner reach the site's copy too.
+        assert federation.gns("put", "-", "/sensors/later", input=b"after the return").returncode == 0
+        later = replica_state(core.endpoint)
+        wait_for(lambda: (e.status().get("followed", {}).get("sensors") or [0])[0] == later, 30, "follows again")
+        # Writes at the site now go to the owner (up the link), not into the replica.
+        info = wait_for(lambda: _try(lambda: put(s, "/sensors/from-site-again", b"to the owner")), 15, "write")
+        assert info.served_by == "onprem-b"
+    finally:
+        e.stop()
+        proxy.stop()
+
+
+def replica_state(endpoint: str) -> int:
+    """The owner's committed version of ``sensors``."""
+    from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(endpoint) as ch:
+        return int(pb_grpc.FederationStub(ch).VolumeState(pb.VolumeStateRequest(volume="sensors"), timeout=10).version)
