@@ -108,6 +108,8 @@ def test_forced_promotion_while_away_site_writes_diverge_and_follow(federation: 
         # Writes at the site now go to the owner (up the link), not into the replica.
         info = wait_for(lambda: _try(lambda: put(s, "/sensors/from-site-again", b"to the owner")), 15, "write")
         assert info.served_by == "onprem-b"
+        # Nobody pushed the site's replica to its hub's endpoint: the hub holds no copy of it.
+        assert not (hub.data_dir / "volumes" / "sensors").exists()
     finally:
         e.stop()
         proxy.stop()
