@@ -21,12 +21,12 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, cast
 
 from federation.fuse.staging import Staging
 
 if TYPE_CHECKING:
-    from federation.client import FileInfo
+    from federation.client import Client, FileInfo
 
 WINDOW = 8 << 20
 STREAM_CHUNK = 1 << 20
@@ -43,7 +43,7 @@ class StreamingPut:
 
     _END = b""
 
-    def __init__(self, client: Any, gpath: str, mode: int, exclusive: bool) -> None:
+    def __init__(self, client: Client, gpath: str, mode: int, exclusive: bool) -> None:
         self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=STREAM_QUEUE)
         self.result: FileInfo | None = None
         self.error: BaseException | None = None
@@ -52,9 +52,11 @@ class StreamingPut:
             name="gns-fuse-put")
         self._thread.start()
 
-    def _run(self, client: Any, gpath: str, mode: int, exclusive: bool) -> None:
+    def _run(self, client: Client, gpath: str, mode: int, exclusive: bool) -> None:
         try:
-            self.result = client.put(_QueueSource(self.q), gpath, mode=mode, if_absent=exclusive)
+            # put only read()s a source that is not seekable(); _QueueSource is that much of IO.
+            source = cast("IO[bytes]", _QueueSource(self.q))
+            self.result = client.put(source, gpath, mode=mode, if_absent=exclusive)
         except BaseException as exc:  # noqa: BLE001 - handed to the writer by finish()
             self.error = exc
             while True:  # unblock a writer waiting on a full queue
@@ -114,7 +116,7 @@ class _QueueSource:
 class RemoteReader:
     """Windowed ranged reads of one committed file, prefetching the next window."""
 
-    def __init__(self, client: Any, gpath: str, size: int, pool: ThreadPoolExecutor,
+    def __init__(self, client: Client, gpath: str, size: int, pool: ThreadPoolExecutor,
                  timeout: float, window: int = WINDOW) -> None:
         self.client, self.gpath, self.size = client, gpath, size
         self._pool, self._timeout, self._window = pool, timeout, window
@@ -205,7 +207,7 @@ class StagedFile:
         self.lock = threading.Lock()  # one commit at a time
         self.touched = time.time()
 
-    def fill(self, client: Any, gpath: str, size: int, timeout: float) -> None:
+    def fill(self, client: Client, gpath: str, size: int, timeout: float) -> None:
         """Copy the committed content in (open for write without O_TRUNC), window by
         window so each call is bounded by ``timeout``."""
         self.staging.reserve(0, size)
@@ -235,7 +237,7 @@ class StagedFile:
         self.touched = time.time()
         return n
 
-    def stream_chunk(self, client: Any, gpath: str) -> bytes | None:
+    def stream_chunk(self, client: Client, gpath: str) -> bytes | None:
         """A full chunk for the streaming put (started with the first one), if any."""
         if not self.stream_ok or len(self._pend) < STREAM_CHUNK:
             return None
@@ -267,7 +269,7 @@ class StagedFile:
         self.mtime = None
         self.touched = time.time()
 
-    def commit(self, client: Any, gpath: str) -> FileInfo | None:
+    def commit(self, client: Client, gpath: str) -> FileInfo | None:
         """Send the staged content as one atomic put (if anything changed)."""
         with self.lock:
             if not self.dirty or self.unlinked:

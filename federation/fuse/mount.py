@@ -16,10 +16,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from federation.fuse.mountinfo import clear_stale
 from namespace.errors import GnsError, InvalidInput, NotFound, Unavailable
+
+if TYPE_CHECKING:
+    from federation.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ class MountConfig:
     """Seconds the kernel may cache attributes and entries without asking."""
 
 
-def run(config: MountConfig, client: Any, ready: Callable[[], None] | None = None) -> None:
+def run(config: MountConfig, client: Client, ready: Callable[[], None] | None = None) -> None:
     """Mount, serve until unmounted or signalled, then unmount cleanly (blocking)."""
     try:
         import pyfuse3

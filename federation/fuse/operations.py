@@ -22,7 +22,7 @@ import stat
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyfuse3
 import trio
@@ -33,6 +33,10 @@ from federation.fuse.handles import RemoteReader, StagedFile
 from federation.fuse.inodes import InodeTable
 from federation.fuse.staging import Staging
 from namespace.errors import FileNotFound, GnsError, StaleEpoch
+
+if TYPE_CHECKING:
+    from federation.client import Client
+    from federation.fuse.watch import Watcher
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,7 +55,7 @@ class GnsOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, client: Any, root: str, staging: Staging, *, read_only: bool = False,
+    def __init__(self, client: Client, root: str, staging: Staging, *, read_only: bool = False,
                  timeout: float = 30.0, attr_timeout: float = 1.0,
                  cache: MetaCache | None = None) -> None:
         super().__init__()
@@ -74,7 +78,7 @@ class GnsOperations(pyfuse3.Operations):
         # Versions this mount committed: their echo on the change stream changes nothing.
         self._own: set[tuple[str, int]] = set()
         self._own_order: collections.deque[tuple[str, int]] = collections.deque()
-        self.watcher: Any = None  # set by the mount: follows the change stream per volume
+        self.watcher: Watcher | None = None  # set by the mount: follows the change stream per volume
 
     # ------------------------------------------------------------------ plumbing
 
@@ -287,7 +291,7 @@ class GnsOperations(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ lookups
 
-    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
         rel = _join(self._path(parent_inode), os.fsdecode(name))
         a = await self.attrs(rel)
         if a is None:
@@ -296,7 +300,7 @@ class GnsOperations(pyfuse3.Operations):
         self.inodes.looked_up(ino)
         return self.entry(ino, a)
 
-    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
         rel = self._path(inode)
         a = await self.attrs(rel)
         if a is None:
@@ -307,7 +311,7 @@ class GnsOperations(pyfuse3.Operations):
         for ino, n in inode_list:
             self.inodes.forget(ino, n)
 
-    async def opendir(self, inode: int, ctx: Any) -> int:
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         rel = self._path(inode)
         entries = self.cache.get_list(rel)
         if entries is None:
@@ -324,7 +328,7 @@ class GnsOperations(pyfuse3.Operations):
         self._dir_paths[fh] = rel
         return fh
 
-    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         entries = self._dirs.get(fh, [])
         parent = self._dir_paths.get(fh, "")
         for i in range(start_id, len(entries)):
@@ -339,7 +343,7 @@ class GnsOperations(pyfuse3.Operations):
         self._dirs.pop(fh, None)
         self._dir_paths.pop(fh, None)
 
-    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         s = pyfuse3.StatvfsData()
         s.f_bsize = s.f_frsize = 4096
         s.f_blocks = s.f_bfree = s.f_bavail = 1 << 40
@@ -349,7 +353,7 @@ class GnsOperations(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ files
 
-    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         rel = self._path(inode)
         writing = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if writing:
@@ -387,7 +391,7 @@ class GnsOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=self._new_fh(sf), keep_cache=False)
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         self._writable()
         rel = _join(self._path(parent_inode), os.fsdecode(name))
         g = self.gpath(rel)
@@ -487,8 +491,8 @@ class GnsOperations(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ attributes
 
-    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: Any,
-                      fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         rel = self._path(inode)
         changes = (fields.update_size or fields.update_mode or fields.update_mtime)
         if changes:
@@ -540,7 +544,7 @@ class GnsOperations(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ namespace edits
 
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._writable()
         rel = _join(self._path(parent_inode), os.fsdecode(name))
         g = self.gpath(rel)
@@ -553,7 +557,7 @@ class GnsOperations(pyfuse3.Operations):
                           self._volume(g) or "")
         return await self.lookup(parent_inode, name, ctx)
 
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._writable()
         rel = _join(self._path(parent_inode), os.fsdecode(name))
         g = self.gpath(rel)
@@ -564,7 +568,7 @@ class GnsOperations(pyfuse3.Operations):
         self.own(rel, version)
         self.cache.remove(rel, self._volume(g) or "")
 
-    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._writable()
         rel = _join(self._path(parent_inode), os.fsdecode(name))
         sf = self.pending.pop(rel, None)
@@ -579,7 +583,7 @@ class GnsOperations(pyfuse3.Operations):
         self.cache.remove(rel, self._volume(self.gpath(rel)) or "")
 
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
-                     name_new: bytes, flags: int, ctx: Any) -> None:
+                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         self._writable()
         old = _join(self._path(parent_inode_old), os.fsdecode(name_old))
         new = _join(self._path(parent_inode_new), os.fsdecode(name_new))
@@ -616,13 +620,13 @@ class GnsOperations(pyfuse3.Operations):
         self.cache.invalidate_tree(old)
         self.cache.invalidate_tree(new)
 
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Any:
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         raise pyfuse3.FUSEError(errno.EPERM)  # no hard links: one path per file
 
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Any:
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         raise pyfuse3.FUSEError(errno.EPERM)
 
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Any:
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         raise pyfuse3.FUSEError(errno.EPERM)
 
     # ------------------------------------------------------------------ shutdown

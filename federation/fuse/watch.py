@@ -13,7 +13,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from federation.client import Change
+    from federation.client import Change, Client
+    from federation.fuse.operations import GnsOperations
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ _RETRY_S = 0.5
 
 
 class Watcher:
-    def __init__(self, ops: Any, client: Any) -> None:
+    def __init__(self, ops: GnsOperations, client: Client) -> None:
         self.ops = ops
         self.client = client
         self._threads: dict[str, threading.Thread] = {}

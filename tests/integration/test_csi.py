@@ -12,8 +12,9 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -49,13 +50,13 @@ def driver(fed: Federation, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         d.stop()
 
 
-def _code(call: object) -> tuple[grpc.StatusCode, str]:
+def _code(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
-        call()  # type: ignore[operator]
+        call()
     return info.value.code(), info.value.details()
 
 
-def _js(fed: Federation, *args: str) -> object:
+def _js(fed: Federation, *args: str) -> Any:
     out = fed.gns(*args, "--json")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
@@ -99,10 +100,10 @@ def test_create_twice_same_volume_then_delete_twice(fed: Federation, driver: Csi
     assert dict(first.volume.volume_context) == {
         "path": "/k8s/apps/data", "volume": name, "cluster": "onprem-a"}
     vol = _js(fed, "volume", "show", name)
-    assert vol["owner"] == "onprem-a"  # type: ignore[index]
+    assert vol["owner"] == "onprem-a"
     mounts = _js(fed, "mount", "list")
-    assert {"path": "/k8s/apps/data", "volume": name, "subpath": ""} in mounts  # type: ignore[operator]
-    (policy,) = [p for p in _js(fed, "mirror", "list") if p["name"] == name]  # type: ignore[union-attr]
+    assert {"path": "/k8s/apps/data", "volume": name, "subpath": ""} in mounts
+    (policy,) = [p for p in _js(fed, "mirror", "list") if p["name"] == name]
     assert policy["targets"] == ["onprem-b"] and policy["mode"] == "continuous"
     assert policy["failover"]["automatic"] is True and policy["failover"]["after"] == "30s"
 
@@ -115,8 +116,8 @@ def test_create_twice_same_volume_then_delete_twice(fed: Federation, driver: Csi
     for _ in range(2):
         driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id="/k8s/apps/data"))
     assert fed.gns("volume", "show", name).returncode == 3
-    assert all(m["path"] != "/k8s/apps/data" for m in _js(fed, "mount", "list"))  # type: ignore[union-attr]
-    assert all(p["name"] != name for p in _js(fed, "mirror", "list"))  # type: ignore[union-attr]
+    assert all(m["path"] != "/k8s/apps/data" for m in _js(fed, "mount", "list"))
+    assert all(p["name"] != name for p in _js(fed, "mirror", "list"))
 
 
 def test_create_defaults_and_names(fed: Federation, driver: CsiProcess) -> None:
@@ -132,7 +133,7 @@ def test_create_defaults_and_names(fed: Federation, driver: CsiProcess) -> None:
     assert vol.volume_id == "/scratch/My_Volume.1"
     name = vol.volume_context["volume"]
     assert name.startswith("my-volume-1-") and len(name) <= 63
-    assert _js(fed, "volume", "show", name)["owner"] == "onprem-b"  # type: ignore[index]
+    assert _js(fed, "volume", "show", name)["owner"] == "onprem-b"
     driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vol.volume_id))
     assert fed.gns("volume", "show", name).returncode == 3
 
@@ -177,12 +178,12 @@ BAD_CREATE = [
 
 @pytest.mark.parametrize(("change", "named"), BAD_CREATE, ids=[n for _, n in BAD_CREATE])
 def test_create_volume_invalid_argument(fed: Federation, driver: CsiProcess,
-                                        change: dict[str, object], named: str) -> None:
+                                        change: dict[str, Any], named: str) -> None:
     req = csi.CreateVolumeRequest(
         name=str(change.get("name", "pvc-bad-input")),
-        volume_capabilities=change.get("caps", [mount_cap()]),  # type: ignore[arg-type]
-        parameters=change.get("params", {}),  # type: ignore[arg-type]
-        capacity_range=change.get("capacity"),  # type: ignore[arg-type]
+        volume_capabilities=change.get("caps", [mount_cap()]),
+        parameters=change.get("params", {}),
+        capacity_range=change.get("capacity"),
     )
     code, msg = _code(lambda: driver.controller.CreateVolume(req))
     assert code == grpc.StatusCode.INVALID_ARGUMENT, msg
@@ -244,7 +245,7 @@ def fuse_ok() -> None:
 
 
 def _publish(driver: CsiProcess, vid: str, target: Path, *, readonly: bool = False,
-             mode: int = Mode.SINGLE_NODE_WRITER) -> None:
+             mode: Mode.Mode = Mode.SINGLE_NODE_WRITER) -> None:
     driver.node.NodePublishVolume(csi.NodePublishVolumeRequest(
         volume_id=vid, target_path=str(target), volume_capability=mount_cap(mode),
         readonly=readonly), timeout=30)

@@ -48,10 +48,18 @@ def fed(etcd_module: EtcdCluster, kube: FakeKube,
 
 
 def _cond(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+    conditions: list[dict[str, Any]] = ((obj or {}).get("status") or {}).get("conditions") or []
+    for c in conditions:
         if c["type"] == type_:
-            return c  # type: ignore[no-any-return]
+            return c
     return None
+
+
+def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    """The condition ``type_`` of ``obj``, which must have one."""
+    c = _cond(obj, type_)
+    assert c is not None, (type_, obj)
+    return c
 
 
 def _status_for(kube: FakeKube, kind: str, name: str, generation: int | None = None,
@@ -68,7 +76,9 @@ def _status_for(kube: FakeKube, kind: str, name: str, generation: int | None = N
                 or (reason is not None and c["reason"] != reason):
             return None
         return obj
-    return wait_for(check, 15, f"{kind} {name} status (gen {generation}, Ready={ready} {reason})")  # type: ignore[no-any-return]
+    found = wait_for(check, 15, f"{kind} {name} status (gen {generation}, Ready={ready} {reason})")
+    assert found is not None  # wait_for returns only a truthy value
+    return found
 
 
 def policy(name: str, volume: str = "sensors", targets: list[dict[str, str]] | None = None,
@@ -115,7 +125,7 @@ def test_mirror_policy_create_update_delete(fed: Federation, kube: FakeKube) -> 
     synced = wait_for(lambda: _cond(kube.get("MirrorPolicy", "sensors-dr"), "Synced")
                       if (_cond(kube.get("MirrorPolicy", "sensors-dr"), "Synced") or {}).get("status") == "True"
                       else None, 15, "Synced=True")
-    assert synced["reason"] == "Synced"
+    assert synced is not None and synced["reason"] == "Synced"
 
     # a status-only change does not bump generation; a spec change does, and is applied
     updated = kube.apply(policy("sensors-dr", mode="manual"))
@@ -133,10 +143,10 @@ def test_invalid_mirror_policy_lists_every_problem(fed: Federation, kube: FakeKu
                  targets=[{"cluster": "nowhere"}, {"uri": "ftp://x/y"}, {"cluster": "nowhere"}])
     kube.apply(bad)
     obj = _status_for(kube, "MirrorPolicy", "broken", generation=1, ready="False", reason="Invalid")
-    msg = _cond(obj, "Ready")["message"]  # type: ignore[index]
+    msg = _condition(obj, "Ready")["message"]
     for part in ("no-such-volume", "nowhere", "ftp"):
         assert part in msg, msg
-    assert _cond(obj, "Synced")["status"] == "False"  # type: ignore[index]
+    assert _condition(obj, "Synced")["status"] == "False"
     assert "broken" not in _policies(fed)
     # fixing it makes it Ready; deleting removes it
     kube.apply(policy("broken"))
@@ -153,7 +163,7 @@ def test_conflict_with_a_policy_made_elsewhere(fed: Federation, kube: FakeKube, 
     assert fed.gns("mirror", "apply", "-f", str(doc)).returncode == 0
     kube.apply(policy("cli-made"))
     obj = _status_for(kube, "MirrorPolicy", "cli-made", ready="False", reason="Conflict")
-    assert "gns mirror apply" in _cond(obj, "Ready")["message"]  # type: ignore[index]
+    assert "gns mirror apply" in _condition(obj, "Ready")["message"]
     assert _policies(fed)["cli-made"]["mode"] == "manual"  # unchanged
     kube.delete("MirrorPolicy", "cli-made")
     wait_for(lambda: kube.get("MirrorPolicy", "cli-made") is None, 15, "deleted")
@@ -188,7 +198,7 @@ def test_global_mount_create_update_delete_and_conflict(fed: Federation, kube: F
     kube.apply({"apiVersion": "gns.io/v1alpha1", "kind": "GlobalMount", "metadata": {"name": "bad"},
                 "spec": {"path": "relative/p", "volume": "Bad_Name", "subpath": "../up"}})
     obj = _status_for(kube, "GlobalMount", "bad", ready="False", reason="Invalid")
-    msg = _cond(obj, "Ready")["message"]  # type: ignore[index]
+    msg = _condition(obj, "Ready")["message"]
     for part in ("spec.path", "spec.volume", "spec.subpath"):
         assert part in msg, msg
 

@@ -14,6 +14,7 @@ import stat
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -100,7 +101,7 @@ def test_certificate_contents(tmp_path: Path) -> None:
 def test_invalid_names_refused_before_writing(tmp_path: Path, names: object) -> None:
     d = tmp_path / "tls"
     with pytest.raises(InvalidInput):
-        tls.init_certs(d, names)  # type: ignore[arg-type]
+        tls.init_certs(d, names)  # type: ignore[arg-type]  # bad input on purpose (a str too)
     assert not d.exists()
 
 
@@ -114,7 +115,7 @@ def test_invalid_names_refused_before_writing(tmp_path: Path, names: object) -> 
         ({"days": -5}, "days"),
     ],
 )
-def test_invalid_hosts_and_days_refused(tmp_path: Path, kwargs: dict, needle: str) -> None:
+def test_invalid_hosts_and_days_refused(tmp_path: Path, kwargs: dict[str, Any], needle: str) -> None:
     d = tmp_path / "tls"
     with pytest.raises(InvalidInput, match=needle):
         tls.init_certs(d, ["east"], **kwargs)
@@ -344,7 +345,7 @@ def _echo(channel: grpc.Channel, payload: bytes = b"ping") -> bytes:
         channel.close()
 
 
-def _secure(address: str, creds: grpc.ChannelCredentials, options: list) -> grpc.Channel:
+def _secure(address: str, creds: grpc.ChannelCredentials, options: list[tuple[str, str]]) -> grpc.Channel:
     return grpc.secure_channel(address, creds, options=options)
 
 
@@ -367,7 +368,7 @@ def test_good_certificate_works_without_name_override(
 def _assert_refused(channel: grpc.Channel) -> None:
     with pytest.raises(grpc.RpcError) as exc:
         _echo(channel)
-    assert exc.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_foreign_ca_is_refused(pki: tuple[Path, Path], tls_server: str) -> None:
