@@ -73,3 +73,36 @@ def test_filter_survives_growth_and_removals() -> None:
     table.set("/", "root", "sub")
     got = table.resolve(paths[1])
     assert got is not None and got.relative_path == "sub" + paths[1]
+
+
+def test_depth_cut_follows_the_deepest_mount() -> None:
+    """Prefixes deeper than the deepest mount are skipped; adding or removing the deepest
+    mount moves that bound, and the answers stay those of the naive walk."""
+    table = MountTable()
+    table.set("/a", "va")
+    deep = "/a/b/c/d/e/f/g/h"
+    assert table.resolve(deep) == ("/a/b/c/d/e/f/g/h", "/a", "va", "b/c/d/e/f/g/h")
+    table.set("/a/b/c/d/e", "ve", "s/t")
+    assert table.resolve(deep) == (deep, "/a/b/c/d/e", "ve", "s/t/f/g/h")
+    table.set("/a/b/c/d/e/f/g/h/i/j", "vj")
+    assert table.resolve(deep + "/i/j/k") == (deep + "/i/j/k", deep + "/i/j", "vj", "k")
+    table.remove("/a/b/c/d/e/f/g/h/i/j")
+    assert table.resolve(deep + "/i/j/k") == (deep + "/i/j/k", "/a/b/c/d/e", "ve", "s/t/f/g/h/i/j/k")
+    table.remove("/a/b/c/d/e")
+    table.remove("/a")
+    assert table.resolve(deep) is None
+    table.set("/", "root")
+    assert table.resolve(deep) == (deep, "/", "root", deep[1:])
+    assert table.resolve("/") == ("/", "/", "root", "")
+
+
+def test_targets_are_shared_and_reported_as_set() -> None:
+    table = MountTable()
+    for i in range(3000):
+        table.set(f"/m/{i}", "vol", f"sub/{i % 3}" if i % 2 else "")
+    assert table.get("/m/1") == ("vol", "sub/1") and table.get("/m/2") == ("vol", "")
+    for i in range(3000):  # churn through many distinct subpaths: the shared set stays bounded
+        table.set(f"/u/{i}", "vol", f"unique/{i}")
+        table.remove(f"/u/{i}")
+    assert len(table) == 3000 and table.get("/u/5") is None
+    assert dict(table.items())["/m/7"] == ("vol", "sub/1")
