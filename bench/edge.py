@@ -27,10 +27,13 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import signal
+import subprocess
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -45,9 +48,10 @@ from federation.local.harness import Federation
 from federation.local.ports import free_port
 
 _LOOP: asyncio.AbstractEventLoop | None = None
+T = TypeVar("T")
 
 
-def arun(coro: Any) -> Any:
+def arun(coro: Coroutine[Any, Any, T]) -> T:
     """One event loop for the whole run: grpc.aio binds its poller to the first loop it sees."""
     global _LOOP
     if _LOOP is None:
@@ -251,9 +255,32 @@ def replica_version(endpoint: str, volume: str) -> int:
         ch.close()
 
 
-def bench_drain(fed: Federation, root: Path, hub: str, core: str, changes: int, size: int, live: int) -> dict[str, Any]:
+def profile_start(pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    """``GNS_BENCH_PYSPY=DIR``: sample each process of the drain path with py-spy (flame
+    input in ``DIR/<name>.txt``); nothing otherwise."""
+    out = os.environ.get("GNS_BENCH_PYSPY")
+    if not out:
+        return []
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen(["py-spy", "record", "-p", str(pid), "-f", "raw", "-r", "50", "--nonblocking",
+                              "-o", str(Path(out) / f"{name}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, pid in pids.items()]
+
+
+def profile_stop(spies: list[subprocess.Popen[bytes]]) -> None:
+    for p in spies:
+        p.send_signal(signal.SIGINT)
+    for p in spies:
+        p.wait(30)
+
+
+def bench_drain(fed: Federation, root: Path, hub: Any, core: Any, changes: int, size: int, live: int) -> dict[str, Any]:
+    """Backlog drain vs ``gns put``, with CPU seconds per MiB of each process on the path
+    (edge, hub, core replica) so the figure says where the time goes."""
     from federation.local.tcpproxy import TcpProxy  # the same link cutter the tests use
 
+    hub_pid, core_pid = hub.pid, core.pid
+    hub, core = hub.endpoint, core.endpoint
     proxy = TcpProxy(hub).start()
     tok = json.loads(fed.gns("edge", "token", "create", "--site", "edge-b").stdout)["token"]
     e = EdgeProcess("edge-b", [proxy.endpoint], root / "edges" / "edge-b", f"127.0.0.1:{free_port()}", "1s")
@@ -299,6 +326,10 @@ def bench_drain(fed: Federation, root: Path, hub: str, core: str, changes: int, 
             put_edge(stub, f"/data/f{i:05d}", blob[:size - 8] + i.to_bytes(8, "big"))
         head = changes + 1
         before = replica_version(core, "data")
+        assert e.proc is not None
+        pids = {"edge": e.proc.pid, "hub": hub_pid, "core": core_pid}
+        cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+        spies = profile_start(pids)
         proxy.resume()
         proxy.drop()
         t_up = time.monotonic()
@@ -328,13 +359,18 @@ def bench_drain(fed: Federation, root: Path, hub: str, core: str, changes: int, 
         during = live_puts(live)  # apps at the site while the backlog drains on the bulk lane
         watcher.join(600)
         drain_s = marks["done"]
+        drain_cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+        profile_stop(spies)
         drained_bytes = changes * size
+        put_cpu0 = cpu_seconds(core_pid)
         # The peer: `gns put` (Client.put) of the same files to a core volume, same run.
         with fed.client() as c:
             t0 = time.monotonic()
             for i in range(changes):
                 c.put(blob[:size - 8] + i.to_bytes(8, "big"), f"/corev/f{i:05d}")
             put_s = time.monotonic() - t0
+        put_core_cpu = cpu_seconds(core_pid) - put_cpu0
+        mib = drained_bytes / MIB
         shipped = e.status().get("shipped", {}).get("data->onprem-b", [])
         return {
             "backlog_changes": changes, "backlog_mib": rnd(drained_bytes / MIB),
@@ -348,6 +384,9 @@ def bench_drain(fed: Federation, root: Path, hub: str, core: str, changes: int, 
             "live_put_p99_ms_during_drain": rnd(percentile(during, 99) * 1000),
             "live_put_p99_ratio": rnd(percentile(during, 99) / percentile(idle, 99)),
             "live_puts": live,
+            # CPU seconds per MiB drained (live puts during the drain included, a small share).
+            "drain_cpu_s_per_mib": {k: rnd(v / mib, 4) for k, v in drain_cpu.items()},
+            "put_core_cpu_s_per_mib": rnd(put_core_cpu / mib, 4),
         }
     finally:
         e.stop()
@@ -421,9 +460,13 @@ def main() -> None:
     ap.add_argument("--storm", type=int, default=1000)
     ap.add_argument("--storm-procs", type=int, default=4)
     ap.add_argument("--live", type=int, default=100)
+    ap.add_argument("--parts", default="join,drain,storm", help="comma-separated subset of join,drain,storm")
     args = ap.parse_args()
     changes = args.changes or (10_000 if args.full else 200)
     size = (args.size_kib or (105 if args.full else 256)) * 1024
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts <= {"join", "drain", "storm"}:
+        ap.error(f"--parts: unknown part(s) {sorted(parts - {'join', 'drain', 'storm'})}")
     with tempfile.TemporaryDirectory(prefix="gns-bench-edge-") as tmp:
         root = Path(tmp)
         etcd = EtcdCluster(root / "etcd", size=1)
@@ -432,22 +475,27 @@ def main() -> None:
         try:
             a = fed.add("onprem-a")
             b = fed.add("onprem-b")
-            result: dict[str, Any] = {"benchmark": "edge"}
-            log("join / down detection")
-            result.update(bench_join_and_down(fed, a.endpoint, args.joins))
-            result["join_to_ready_process_s"] = rnd(bench_process_join(fed, root, a.endpoint))
-            log("backlog drain")
-            result.update(bench_drain(fed, root, a.endpoint, b.endpoint, changes, size, args.live))
-            log("storm")
-            result.update(bench_storm(fed, a.endpoint, a.pid, args.storm, args.storm_procs))
-            result["goals"] = {
-                "join_to_ready_p99_ms<=1000": result["join_to_ready_p99_ms"] <= 1000,
-                "down_detect_s<=3.5": result["down_detect_s"] <= 3.5,
-                "reconnect_to_shipping_ms<=1000": result["reconnect_to_shipping_ms"] <= 1000,
-                "backlog_drain>=0.7x_put": result["drain_vs_put_ratio"] >= 0.7,
-                "live_put_p99_ratio<=2": result["live_put_p99_ratio"] <= 2,
-                "storm_all_ready_s<=30": result["storm_all_ready_s"] <= 30 and result["storm_ready"] == result["storm_sites"],
-            }
+            result: dict[str, Any] = {"benchmark": "edge", "loadavg_start": [rnd(x) for x in os.getloadavg()]}
+            goals: dict[str, bool] = {}
+            if "join" in parts:
+                log("join / down detection")
+                result.update(bench_join_and_down(fed, a.endpoint, args.joins))
+                result["join_to_ready_process_s"] = rnd(bench_process_join(fed, root, a.endpoint))
+                goals["join_to_ready_p99_ms<=1000"] = result["join_to_ready_p99_ms"] <= 1000
+                goals["down_detect_s<=3.5"] = result["down_detect_s"] <= 3.5
+            if "drain" in parts:
+                log("backlog drain")
+                result.update(bench_drain(fed, root, a, b, changes, size, args.live))
+                goals["reconnect_to_shipping_ms<=1000"] = result["reconnect_to_shipping_ms"] <= 1000
+                goals["backlog_drain>=0.7x_put"] = result["drain_vs_put_ratio"] >= 0.7
+                goals["live_put_p99_ratio<=2"] = result["live_put_p99_ratio"] <= 2
+            if "storm" in parts:
+                log("storm")
+                result.update(bench_storm(fed, a.endpoint, a.pid, args.storm, args.storm_procs))
+                goals["storm_all_ready_s<=30"] = (result["storm_all_ready_s"] <= 30
+                                                  and result["storm_ready"] == result["storm_sites"])
+            result["goals"] = goals
+            result["loadavg_end"] = [rnd(x) for x in os.getloadavg()]
             result["machine"] = machine_info()
             emit(result)
         finally:

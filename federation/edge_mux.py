@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 
 LANE_LINK, LANE_LIVE, LANE_BULK = 0, 1, 2
 _QUEUE_FRAMES = 32
-_CALL_WINDOW = 64
+_CALL_BUFFER = 64 << 20
+"""Bytes one call may hold received but not yet consumed before the link reader waits for
+it. Below that, a slow consumer of one call (a core ingesting a backlog's blobs) never
+stalls the frames of the others: heartbeats, live calls (no head-of-line blocking)."""
 _SKIP_METADATA = {"user-agent", "content-type", "te", "grpc-accept-encoding", "grpc-timeout",
                   "grpc-encoding", "authority", ":authority"}
 ON_BEHALF_OF = "gns-on-behalf-of"
@@ -53,6 +56,46 @@ def forwardable(metadata: Any) -> list[tuple[str, str]]:
     return out
 
 
+_IDLE = epb.Frame()
+"""``outgoing``'s marker for "every lane is empty"."""
+
+
+class _Inbox:
+    """A call's received messages, bounded in bytes (see ``_CALL_BUFFER``), not in count."""
+
+    def __init__(self) -> None:
+        self._q: asyncio.Queue[Any] = asyncio.Queue()
+        self._bytes = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def put(self, item: Any) -> None:
+        while self._bytes > _CALL_BUFFER:
+            self._room.clear()
+            await self._room.wait()
+        if isinstance(item, bytes):
+            self._bytes += len(item)
+        self._q.put_nowait(item)
+
+    def put_nowait(self, item: Any) -> None:
+        """The end of a call: always accepted (it matters more than any limit)."""
+        self._q.put_nowait(item)
+
+    async def get(self) -> Any:
+        item = await self._q.get()
+        if isinstance(item, bytes):
+            self._bytes -= len(item)
+            if self._bytes <= _CALL_BUFFER:
+                self._room.set()
+        return item
+
+    def clear(self) -> None:
+        while not self._q.empty():
+            self._q.get_nowait()
+        self._bytes = 0
+        self._room.set()
+
+
 class LinkClosed(Unavailable):
     """The link died (or was closed) while a call used it."""
 
@@ -62,7 +105,7 @@ class OutCall:
 
     def __init__(self, mux: LinkMux, call_id: int, lane: int) -> None:
         self.mux, self.id, self.lane = mux, call_id, lane
-        self.inbox: asyncio.Queue[bytes | epb.CallEnd] = asyncio.Queue(_CALL_WINDOW)
+        self.inbox = _Inbox()  # bytes, then one CallEnd
         self.end: epb.CallEnd | None = None
         self.start = epb.CallStart()
 
@@ -76,8 +119,7 @@ class OutCall:
         if self.end is None and not self.mux.closed:
             self.mux.put_nowait(epb.Frame(call=self.id, cancel=True), LANE_LIVE)
         self.mux.calls.pop(self.id, None)
-        while not self.inbox.empty():  # unblock a dispatcher waiting to hand us a frame
-            self.inbox.get_nowait()
+        self.inbox.clear()  # unblock a dispatcher waiting to hand us a frame
 
     async def responses(self) -> AsyncIterator[bytes]:
         while True:
@@ -95,7 +137,7 @@ class InCall:
     def __init__(self, mux: LinkMux, call_id: int, start: epb.CallStart) -> None:
         self.mux, self.id, self.start = mux, call_id, start
         self.lane = LANE_BULK if start.bulk else LANE_LIVE
-        self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue(_CALL_WINDOW)
+        self.inbox = _Inbox()  # bytes, then None at the caller's end of sending
         self.cancelled = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -126,11 +168,14 @@ class LinkMux:
     def __init__(self, *, odd: bool, replayer: Replayer, name: str = "") -> None:
         self.name = name
         self._ids = itertools.count(1 if odd else 2, 2)
-        self._seq = itertools.count()
         self.replayer = replayer
         self.calls: dict[int, OutCall] = {}
         self.incoming: dict[int, InCall] = {}
-        self.queue: asyncio.PriorityQueue[tuple[int, int, epb.Frame | None]] = asyncio.PriorityQueue(_QUEUE_FRAMES)
+        # One queue per lane: link frames unbounded (few, small), live and bulk bounded
+        # apart, so a live call never waits for room behind queued bulk frames.
+        self._lanes: tuple[asyncio.Queue[epb.Frame | None], ...] = (
+            asyncio.Queue(), asyncio.Queue(_QUEUE_FRAMES), asyncio.Queue(_QUEUE_FRAMES))
+        self._ready = asyncio.Event()
         self.closed = False
         self.frames_in = 0
         self.frames_out = 0
@@ -139,18 +184,24 @@ class LinkMux:
     async def put(self, frame: epb.Frame, lane: int = LANE_LINK) -> None:
         if self.closed:
             raise LinkClosed(f"edge link {self.name} is down")
-        await self.queue.put((lane, next(self._seq), frame))
+        await self._lanes[lane].put(frame)
+        self._ready.set()
 
     def put_nowait(self, frame: epb.Frame, lane: int = LANE_LINK) -> None:
         try:
-            self.queue.put_nowait((lane, next(self._seq), frame))
+            self._lanes[lane].put_nowait(frame)
         except asyncio.QueueFull:
             pass  # a cancel that cannot be queued: the far side ends the call with the link
+        self._ready.set()
 
     async def outgoing(self) -> AsyncIterator[epb.Frame]:
         """What the stream writer sends, link frames and live calls first."""
         while True:
-            _, _, frame = await self.queue.get()
+            frame = next((q.get_nowait() for q in self._lanes if not q.empty()), _IDLE)
+            if frame is _IDLE:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
             if frame is None:
                 return
             self.frames_out += 1
@@ -218,21 +269,17 @@ class LinkMux:
                           trailers=[epb.KeyValue(key=k, value=v)
                                     for k, v in trailing_metadata(Unavailable("link down"))])
         for call in list(self.calls.values()):
-            try:
-                call.inbox.put_nowait(end)
-            except asyncio.QueueFull:
-                # The reader is behind: make room, the end matters more than stale data.
-                while not call.inbox.empty():
-                    call.inbox.get_nowait()
-                call.inbox.put_nowait(end)
+            call.inbox.put_nowait(end)
         self.calls.clear()
         for inc in list(self.incoming.values()):
             if inc.task is not None:
                 inc.task.cancel()
         self.incoming.clear()
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait((-1, -1, None))
+        for q in self._lanes:
+            while not q.empty():
+                q.get_nowait()
+        self._lanes[LANE_LINK].put_nowait(None)
+        self._ready.set()
 
     async def wait_incoming(self) -> None:
         tasks = [i.task for i in self.incoming.values() if i.task is not None]

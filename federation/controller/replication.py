@@ -25,7 +25,7 @@ from federation.controller.handler_io import IOPool, read_header
 from federation.controller.volumes import VolumeManager
 from federation.storage import FileMeta
 from mirroring.protocols import FileLike, TargetFile, TargetState
-from namespace.errors import Conflict, StaleEpoch, Unavailable
+from namespace.errors import Conflict, InvalidInput, StaleEpoch, Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,51 +97,81 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         return pb.ReplicaHasReply(has=bool(vs.has_blob(request.sha256)))
 
     async def PutBlob(self, request_iterator: AsyncIterator[pb.ReplicaBlobChunk], context: grpc.aio.ServicerContext) -> pb.ReplicaBlobReply:
+        """One or more blobs, each a header then its data (several small blobs in one call
+        save a round trip each over a slow path such as an edge link)."""
         h, it = await read_header(request_iterator, "blob")
-        self._check_sender(h.volume, h.source, h.epoch)
-        vs = await self._io(self._replica, h.volume)
         loop = asyncio.get_running_loop()
-        # ingest_blob pulls chunks from a blocking iterator; feed it from the stream.
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
+        digest = ""
+        while h is not None:
+            self._check_sender(h.volume, h.source, h.epoch)
+            vs = await self._io(self._replica, h.volume)
+            # ingest_blob pulls chunks from a blocking iterator; feed it from the stream.
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
 
-        def chunks() -> Iterator[bytes]:
-            while True:
-                data = asyncio.run_coroutine_threadsafe(queue.get(), loop).result()
-                if data is None:
-                    return
-                yield data
+            def ingest(vs: Any = vs, sha: str = h.sha256, q: asyncio.Queue[bytes | None] = queue) -> str:
+                def chunks() -> Iterator[bytes]:
+                    while True:
+                        data = asyncio.run_coroutine_threadsafe(q.get(), loop).result()
+                        if data is None:
+                            return
+                        yield data
+                return str(vs.ingest_blob(chunks(), expect_sha256=sha))
 
-        task = loop.run_in_executor(self.pool, lambda: vs.ingest_blob(chunks(), expect_sha256=h.sha256))
-        try:
-            async for msg in it:
-                await queue.put(msg.data)
-        finally:
-            await queue.put(None)
-        digest = await task
+            task = loop.run_in_executor(self.pool, ingest)
+            h = None
+            try:
+                async for msg in it:
+                    if msg.WhichOneof("part") == "header":
+                        h = msg.header
+                        break
+                    await queue.put(msg.data)
+            finally:
+                await queue.put(None)
+            digest = await task
         return pb.ReplicaBlobReply(sha256=digest)
 
     async def Commit(self, request_iterator: AsyncIterator[pb.ReplicaCommitChunk], context: grpc.aio.ServicerContext) -> pb.ReplicaCommitReply:
+        """One version, or several consecutive ones (each header starts the next version).
+
+        Each version is applied in its own transaction, in order: a replica never shows a
+        partial version, and a failure part-way leaves the versions before it committed
+        (the sender asks ``State`` and resumes from there)."""
         h, it = await read_header(request_iterator, "commit")
-        self._check_sender(h.volume, h.source, h.epoch)
-        puts: list[FileMeta] = []
-        deletes: list[str] = []
-        dirs: list[tuple[str, int, float]] | None = [] if h.with_dirs else None
-        async for msg in it:
-            kind = msg.WhichOneof("part")
-            if kind == "put":
-                p = msg.put
-                puts.append(FileMeta(p.path, p.size, p.sha256, p.mtime, h.version, p.mode or 0o644))
-            elif kind == "delete":
-                deletes.append(msg.delete)
-            elif kind == "dir" and dirs is not None:
-                dirs.append((msg.dir.path, msg.dir.mode or 0o755, msg.dir.mtime))
-        vs = await self._io(self._replica, h.volume)
+        versions: list[tuple[Any, list[FileMeta], list[str], list[tuple[str, int, float]] | None]] = []
+        while h is not None:
+            self._check_sender(h.volume, h.source, h.epoch)
+            if versions:
+                prev = versions[-1][0]
+                if h.volume != prev.volume or h.full or h.version != prev.version + 1:
+                    raise InvalidInput(f"commit stream: v{h.version} of {h.volume!r} does not follow "
+                                       f"v{prev.version} of {prev.volume!r}")
+            puts: list[FileMeta] = []
+            deletes: list[str] = []
+            dirs: list[tuple[str, int, float]] | None = [] if h.with_dirs else None
+            versions.append((h, puts, deletes, dirs))
+            h = None
+            async for msg in it:
+                kind = msg.WhichOneof("part")
+                if kind == "header":
+                    h = msg.header
+                    break
+                if kind == "put":
+                    p = msg.put
+                    puts.append(FileMeta(p.path, p.size, p.sha256, p.mtime, versions[-1][0].version, p.mode or 0o644))
+                elif kind == "delete":
+                    deletes.append(msg.delete)
+                elif kind == "dir" and dirs is not None:
+                    dirs.append((msg.dir.path, msg.dir.mode or 0o755, msg.dir.mtime))
+        volume = versions[0][0].volume
+        vs = await self._io(self._replica, volume)
 
         def apply() -> int:
-            with self._commit_lock(h.volume):
-                return commit()
+            with self._commit_lock(volume):
+                for hv, puts, deletes, dirs in versions:
+                    commit(hv, puts, deletes, dirs)
+                return int(vs.version)
 
-        def commit() -> int:
+        def commit(h: Any, puts: list[FileMeta], deletes: list[str], dirs: list[tuple[str, int, float]] | None) -> None:
             if vs.epoch > h.epoch:
                 raise StaleEpoch(f"replica of {h.volume!r} holds epoch {vs.epoch} > {h.epoch}")
             if vs.epoch < h.epoch:
@@ -150,10 +180,9 @@ class ReplicationService(pb_grpc.ReplicationServicer):
                 vs.reset_to(puts, h.version, dirs)
             elif h.version != vs.version:
                 vs.apply_changes(puts, deletes, h.version, dirs)
-            return int(vs.version)
 
         version = await self._io(apply)
-        log.debug("replica %s of %s committed v%d", self.cluster, h.volume, version)
+        log.debug("replica %s of %s committed v%d", self.cluster, volume, version)
         return pb.ReplicaCommitReply(version=version)
 
 
