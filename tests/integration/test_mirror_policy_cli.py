@@ -11,8 +11,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -23,6 +24,8 @@ from namespace.control import ControlPlane
 from namespace.etcd import Etcd, EtcdConfig
 from namespace.models import ClusterSpec
 from tests.fixtures.federation import assert_error
+
+T = TypeVar("T")
 
 POLICY = """\
 apiVersion: gns.io/v1alpha1
@@ -61,7 +64,7 @@ spec:
 """
 
 
-async def _with_etcd(urls: str, fn: Any) -> Any:
+async def _with_etcd(urls: str, fn: Callable[[Etcd], Awaitable[T]]) -> T:
     etcd = await Etcd.connect(EtcdConfig.parse(urls))
     try:
         return await fn(etcd)
@@ -84,7 +87,7 @@ def _snapshot(urls: str) -> list[tuple[bytes, bytes]]:
         kvs, _ = await etcd.get_prefix(b"/gns/")
         return sorted(kvs)
 
-    return asyncio.run(_with_etcd(urls, snap))  # type: ignore[no-any-return]
+    return asyncio.run(_with_etcd(urls, snap))
 
 
 def _put(urls: str, key: bytes, value: bytes) -> None:

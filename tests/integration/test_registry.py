@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from tests.fixtures.federation import Federation, assert_error
 
@@ -32,7 +33,7 @@ def test_restart_after_kill_becomes_ready_again(federation: Federation) -> None:
     assert federation.state("onprem-a") == "Ready"
 
 
-def test_duplicate_live_id_is_refused(federation: Federation, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_duplicate_live_id_is_refused(federation: Federation, tmp_path: Path) -> None:
     federation.add("onprem-a")
     from federation.local.ports import free_port
 
@@ -74,7 +75,7 @@ def test_cluster_list_shape_and_remove(federation: Federation) -> None:
     assert_error(federation.gns("cluster", "remove", "onprem-a"), 3)
 
 
-def test_controller_bad_flags(federation: Federation, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_controller_bad_flags(federation: Federation, tmp_path: Path) -> None:
     base = [sys.executable, "-m", "federation.cli.main", "controller", "--etcd", federation.etcd_urls,
             "--data-dir", str(tmp_path / "d")]
     cases = [

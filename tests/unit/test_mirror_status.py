@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ def policy(name: str = "p1", mode: str = "continuous", max_lag: str = "60s", **s
     return MirrorPolicy.model_validate({"metadata": {"name": name}, "spec": body})
 
 
-def view_with(*policies: MirrorPolicy, head: int = 10, records: list[TargetStatus] = ()) -> NamespaceView:  # type: ignore[assignment]
+def view_with(*policies: MirrorPolicy, head: int = 10, records: Sequence[TargetStatus] = ()) -> NamespaceView:
     view = NamespaceView(
         clusters={c: ClusterSpec(id=c) for c in ("onprem-a", "onprem-b")},
         volumes={"sensors": Volume(name="sensors", owner="onprem-a")},
