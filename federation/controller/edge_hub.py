@@ -3,24 +3,28 @@
 Why it exists: an edge site never talks to etcd and nothing dials in to it, so its hub does
 the control-plane work on its behalf:
 
-- ``Join`` redeems a single-use token (one etcd transaction, :mod:`namespace.edge`) and
-  hands the site its own credential; the hub's CA fingerprint goes back so the site can
-  check the token's pin. Where this hub's TLS dir holds the federation CA's key, the
-  site's CSR is signed too (identity ``cluster:<site>``, ``GNS_EDGE_CERT_TTL``, default
-  30 days) and the site dials with that certificate from then on; renewals (a new CSR)
-  ride the link. Without the CA key (or without TLS) the site gets the credential alone.
-- ``Link`` is the site's one long-lived stream. On its ``Hello`` the hub checks the
-  credential and registers cluster ``<site>`` (provider ``edge``, endpoint = this hub) with
-  an etcd lease of its own (TTL = 3 heartbeats, at least etcd's 2 s) that it refreshes only
-  while beats arrive. Three beats of silence and the hub revokes the lease: the site is
-  ``Down`` at once; if the hub itself dies the lease runs out on its own.
+- ``Join`` redeems a single-use token (one etcd transaction, :mod:`namespace.edge`); the
+  hub's CA fingerprint goes back so the site can check the token's pin. With TLS the
+  site's CSR is signed (identity ``cluster:<site>``, ``GNS_EDGE_CERT_TTL``, default 30
+  days) where this hub holds the federation CA's key; sites holding only a token reach
+  a Join-only port whose address is kept across restarts (tokens name it). Without TLS
+  the site gets a bearer credential instead (with TLS none is issued).
+- ``Link`` is the site's one long-lived stream. Its ``Hello`` is authenticated by the
+  client certificate (TLS: ``cluster:<site>`` from the federation CA, the site on
+  record) or by the credential (no TLS); renewals (a new CSR, or a new credential) ride
+  the link. The hub registers cluster ``<site>`` (provider ``edge``, endpoint = this
+  hub) with an etcd lease of its own (TTL = 3 heartbeats, at least etcd's 2 s) that it
+  refreshes only while frames arrive. Three beats of silence and the hub revokes the
+  lease: the site is ``Down`` at once; if the hub itself dies the lease runs out.
 - Calls relay both ways (:mod:`federation.edge_mux`): the site's calls run against this
   hub's own server (or a core cluster it names, for mirror shipping) with
   ``gns-on-behalf-of: edge:<site>``; core requests for volumes a connected site owns are
   forwarded by the Federation service to ``edge-link:<site>``, which the peer pool maps to
   a loopback relay server that pushes them down the site's stream.
-- What the site reports in heartbeats (volume versions, mirror statuses, backlog) is
-  published to etcd when it changes, batched in one transaction.
+- What the site reports in heartbeats (volume versions, mirror statuses, backlog, and
+  writes it kept aside as diverged after a forced promotion, SPEC §7) is published to
+  etcd when it changes, batched in one transaction; the backlog is also exported to
+  Prometheus (``gns_edge_backlog_changes``/``_bytes{site}``).
 
 Never blocks the event loop on disk; never trusts a site for another site's name.
 """
