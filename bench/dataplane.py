@@ -60,6 +60,7 @@ from bench._util import (
     terminate_on_sigterm,
 )
 from federation.local.harness import Federation
+from namespace.models import Provider
 
 GOALS = {
     "resolve_rpc_per_s": ">= 5000",
@@ -70,7 +71,7 @@ GOALS = {
     "get_via_ratio": ">= 0.85",
 }
 
-CLUSTERS = [("onprem-a", "onprem", "dc1"), ("onprem-b", "onprem", "dc2"), ("aws-1", "aws", "us-east-1")]
+CLUSTERS: list[tuple[str, Provider, str]] = [("onprem-a", "onprem", "dc1"), ("onprem-b", "onprem", "dc2"), ("aws-1", "aws", "us-east-1")]
 
 
 # -- Resolve RPC load: one child process ---------------------------------------------------
@@ -218,7 +219,7 @@ def bench_large(urls: str, work: Path, size_mib: int, rounds: int, pids: dict[st
                 info = client.put(src, f"/bench/big-{kind}.bin")
                 times[key].append(time.perf_counter() - t0)
                 record(key, c0)
-                assert info["size"] == size_mib * MIB
+                assert info.size == size_mib * MIB
                 log(f"round {r + 1}: {key} {size_mib / times[key][-1]:.0f} MiB/s")
             for kind in order:
                 client, key = (direct, "get") if kind == "direct" else (via, "get_via")
@@ -254,7 +255,9 @@ def bench_large(urls: str, work: Path, size_mib: int, rounds: int, pids: dict[st
 
 
 # -- small files ---------------------------------------------------------------------------
-def bench_small(urls: str, threads: int, seconds: float) -> dict[str, Any]:
+def bench_small(urls: str, threads: int, seconds: float, owner_pid: int) -> dict[str, Any]:
+    """Small puts through the owner's gRPC Write; CPU per put of the owner and this client
+    process (robust to a busy machine, unlike the rate)."""
     from federation.client import Client
 
     payload = os.urandom(4096)
@@ -279,14 +282,19 @@ def bench_small(urls: str, threads: int, seconds: float) -> dict[str, Any]:
                 lat.extend(mine)
 
         t0 = time.perf_counter()
+        owner0, client0 = _cpu_seconds(owner_pid), time.process_time()
         workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
         for w in workers:
             w.start()
         for w in workers:
             w.join()
         took = time.perf_counter() - t0
+        owner_cpu, client_cpu = _cpu_seconds(owner_pid) - owner0, time.process_time() - client0
+    n = max(1, sum(counts))
     return {
         "small_put_per_s": rnd(sum(counts) / took, 1),
+        "small_put_owner_cpu_ms_per_put": rnd(owner_cpu * 1000 / n, 3),
+        "small_put_client_cpu_ms_per_put": rnd(client_cpu * 1000 / n, 3),
         "small_put_p50_ms": rnd(percentile([x * 1000 for x in lat], 50), 2),
         "small_put_p99_ms": rnd(percentile([x * 1000 for x in lat], 99), 2),
         "small_put_threads": threads,
@@ -298,9 +306,10 @@ def bench_storage_small(threads: int, seconds: float, rounds: int = 3) -> dict[s
 
     payload = os.urandom(4096)
 
-    def one(root: Path, batch: int) -> tuple[float, float]:
+    def one(root: Path, batch: int) -> tuple[float, float, float]:
         vol = VolumeStorage.open(root, "small", create=True)
-        vol._puts._max_batch = batch
+        committer = vol.put_committer
+        committer.max_batch = batch
         counts = [0] * threads
         stop_at = time.perf_counter() + seconds
 
@@ -313,25 +322,28 @@ def bench_storage_small(threads: int, seconds: float, rounds: int = 3) -> dict[s
 
         try:
             t0 = time.perf_counter()
+            cpu0 = time.process_time()
             workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
             for w in workers:
                 w.start()
             for w in workers:
                 w.join()
             rate = sum(counts) / (time.perf_counter() - t0)
-            per_batch = vol._puts.items / max(1, vol._puts.batches)
+            cpu_ms = (time.process_time() - cpu0) * 1000 / max(1, sum(counts))
+            per_batch = committer.items / max(1, committer.batches)
         finally:
             vol.close()
             shutil.rmtree(root, ignore_errors=True)
-        return rate, per_batch
+        return rate, per_batch, cpu_ms
 
-    grouped, single, sizes = [], [], []
+    grouped, single, sizes, cpus = [], [], [], []
     base = Path(tempfile.mkdtemp(prefix="gns-bench-small-"))
     try:
         for i in range(rounds):
-            rate, size = one(base / f"g{i}", 256)
+            rate, size, cpu_ms = one(base / f"g{i}", 256)
             grouped.append(rate)
             sizes.append(size)
+            cpus.append(cpu_ms)
             single.append(one(base / f"s{i}", 1)[0])
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -340,6 +352,7 @@ def bench_storage_small(threads: int, seconds: float, rounds: int = 3) -> dict[s
         "storage_small_put_per_s_one_commit_per_put": rnd(median(single), 1),
         "storage_group_commit_speedup": rnd(median(grouped) / median(single), 2),
         "storage_puts_per_commit": rnd(median(sizes), 2),
+        "storage_small_put_cpu_ms_per_put": rnd(median(cpus), 3),
         "storage_small_put_runs": [rnd(x, 1) for x in grouped],
         "storage_small_put_runs_one_commit_per_put": [rnd(x, 1) for x in single],
     }
@@ -436,7 +449,7 @@ def main() -> None:
                 }
             if "small" not in skip:
                 log(f"small puts: {args.small_threads} threads for {args.small_seconds}s")
-                result.update(bench_small(etcd.urls, args.small_threads, args.small_seconds))
+                result.update(bench_small(etcd.urls, args.small_threads, args.small_seconds, owner.pid))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     result["notes"] = (

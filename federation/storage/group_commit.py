@@ -47,7 +47,7 @@ class GroupCommitter(Generic[C, T]):
     def __init__(self, run_batch: Callable[[list[Request[C, T]]], None],
                  max_batch: int = 256) -> None:
         self._run_batch = run_batch
-        self._max_batch = max_batch
+        self.max_batch = max_batch  # benchmarks compare with 1 (one commit per put)
         self._cond = threading.Condition()
         self._queue: list[Request[C, T]] = []
         self._busy = False
@@ -66,8 +66,8 @@ class GroupCommitter(Generic[C, T]):
                 if req.done:
                     return self._outcome(req)
                 self._busy = True
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
             try:
                 self._run_batch(batch)
             except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the batch
