@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -23,6 +23,9 @@ from federation.controller.metrics import ControllerMetrics
 from namespace.acl import AclCache
 from namespace.cache import NamespaceCache
 from namespace.etcd import Etcd
+
+if TYPE_CHECKING:
+    from federation.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +38,13 @@ class Access:
         self.acl: AclCache | None = None
         self.authz: Authorizer | None = None
         self.audit: AuditLog | None = None
-        self._client: Any = None
+        self._client: Client | None = None
         if cfg.tls_dir is not None and os.environ.get("GNS_ACCESS_CONTROL", "on") == "off":
             # Only for measuring what access control costs (bench.security): never in service.
             log.warning("GNS_ACCESS_CONTROL=off: TLS without access control on %s", cfg.cluster)
         elif cfg.tls_dir is not None:
             self.acl = AclCache(etcd)
-            audit_path = getattr(cfg, "audit_log", None) or cfg.data_dir / "audit.log"
+            audit_path = cfg.audit_log or cfg.data_dir / "audit.log"
             self.audit = AuditLog(audit_path)
             self.authz = Authorizer(self.acl, lambda: cache.view, self.audit, metrics.registry)
 

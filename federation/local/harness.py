@@ -14,12 +14,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from federation.local.etcd_server import EtcdCluster
 from federation.local.ports import free_port
 from federation.local.runner import ClusterConfig, controller_command, spawn_controller
 from namespace.models import Provider
+
+if TYPE_CHECKING:
+    from federation.client import Client
 
 
 @dataclass
@@ -189,7 +192,7 @@ class Federation:
             capture_output=True, env=self.env(), timeout=timeout,
         )
 
-    def client(self, **kw: Any) -> Any:
+    def client(self, **kw: Any) -> Client:
         from federation.client import Client
 
         return Client(self.etcd_urls, tls_dir=self.tls_dir, **kw)
