@@ -11,6 +11,14 @@ mirror engine and ``ObjectStoreTarget`` in this process (``gns_path``).
   time to bring the target up to date (median of ``--inc-reps``). gns reads the journal;
   rclone relists both sides (with its defaults, and with ``--fast-list --checksum``: the
   faster variant is the one the ratio is computed against).
+* Requests in flight: gns copies at most ``--workers`` large files at once and keeps up to
+  ``--small-workers`` (default 4 x workers) requests in flight for files under 1 MiB
+  (``mirroring.engine.SMALL_FILE``); rclone gets ``--transfers`` and ``--checkers`` equal to
+  ``--small-workers`` in the same run, so both tools have the same number of requests in
+  flight on these files.
+* CPU: each figure also has the CPU seconds of the tool itself (gns: this process's
+  ``process_time`` over the pass; rclone: its child rusage), and the 1-minute load average
+  at the start of each phase, since the machine may be shared.
 * ``continuous_lag_p99_s``: end to end through real controllers (``bench.mirror_lag``): 50
   writes/s for 60 s into a volume mirrored continuously to a replica cluster and to S3.
 
@@ -32,11 +40,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 from cloud_adapters.registry import open_store
 from federation.local.emulators import ServerHandle, start_seaweed
 from federation.storage import FileMeta, VolumeStorage
 from mirroring.engine import run_pass
+from mirroring.protocols import VolumeSource
 from mirroring.targets import ObjectStoreTarget
 
 MIB = 1 << 20
@@ -87,25 +97,44 @@ def _rclone_env(srv: ServerHandle, cfg_dir: Path) -> Iterator[dict[str, str]]:
     yield env
 
 
-def _rclone(env: dict[str, str], src: Path, uri: str, workers: int, *extra: str) -> float:
+CPU: list[dict[str, Any]] = []
+"""One record per timed run: tool, phase, wall and CPU seconds, load at its start."""
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _rclone(env: dict[str, str], src: Path, uri: str, transfers: int, *extra: str,
+            phase: str = "") -> float:
     bucket_path = uri.split("://", 1)[1]
-    argv = [RCLONE, "sync", str(src), f"gnss3:{bucket_path}", "--transfers", str(workers),
-            "--checkers", str(workers), "--log-level", "ERROR", *extra]
-    t0 = time.perf_counter()
+    argv = [RCLONE, "sync", str(src), f"gnss3:{bucket_path}", "--transfers", str(transfers),
+            "--checkers", str(transfers), "--log-level", "ERROR", *extra]
+    load, c0, t0 = os.getloadavg()[0], _children_cpu(), time.perf_counter()
     subprocess.run(argv, env=env, check=True, stdin=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    dt = time.perf_counter() - t0
+    CPU.append({"tool": "rclone" + ("-fast" if extra else ""), "phase": phase,
+                "wall_s": round(dt, 3), "cpu_s": round(_children_cpu() - c0, 3),
+                "load_1m": round(load, 2)})
+    return dt
 
 
-def _gns(vol: VolumeStorage, srv: ServerHandle, uri: str, workers: int,
-         target: ObjectStoreTarget | None = None) -> tuple[float, ObjectStoreTarget, int]:
+def _gns(vol: VolumeStorage, srv: ServerHandle, uri: str, workers: int, small_workers: int,
+         target: ObjectStoreTarget | None = None, phase: str = ""
+         ) -> tuple[float, ObjectStoreTarget, int]:
     if target is None:
         with srv.env():
             store = open_store(uri)
             store.exists("warm-up")
         target = ObjectStoreTarget(store, uri, volume=vol.name)
-    t0 = time.perf_counter()
-    r = run_pass(vol, target, workers=workers)
+    load, c0, t0 = os.getloadavg()[0], time.process_time(), time.perf_counter()
+    # VolumeStorage is a VolumeSource; mypy only objects that changes_since returns
+    # list[FileMeta] where the protocol says list[FileLike] (lists are invariant).
+    r = run_pass(cast(VolumeSource, vol), target, workers=workers, small_workers=small_workers)
     dt = time.perf_counter() - t0
+    CPU.append({"tool": "gns", "phase": phase, "wall_s": round(dt, 3),
+                "cpu_s": round(time.process_time() - c0, 3), "load_1m": round(load, 2)})
     assert r.committed
     return dt, target, r.files_copied
 
@@ -125,10 +154,14 @@ def main() -> None:
     ap.add_argument("--inc-size", type=int, default=4096)
     ap.add_argument("--inc-reps", type=int, default=3)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--small-workers", type=int, default=None,
+                    help="requests in flight for small files (default 4 x workers); "
+                         "rclone gets the same --transfers/--checkers")
     ap.add_argument("--skip-full", action="store_true", help="only the 20k-file figures")
     ap.add_argument("--skip-lag", action="store_true", help="no continuous_lag (controllers)")
     args = ap.parse_args()
     loadavg = os.getloadavg()[0]
+    small = args.small_workers or 4 * args.workers
 
     work = Path(tempfile.mkdtemp(prefix="gns-bench-mirror-"))
     srv = start_seaweed()
@@ -143,11 +176,11 @@ def main() -> None:
             gns_full, rc_full = [], []
             for _ in range(0 if args.skip_full else args.full_reps):
                 uri = srv.new_store_uri("full")
-                dt, _, n = _gns(full_vol, srv, uri, args.workers)
+                dt, _, n = _gns(full_vol, srv, uri, args.workers, small, phase="full")
                 assert n == args.full_files
                 gns_full.append(dt)
                 uri = srv.new_store_uri("full")
-                rc_full.append(_rclone(renv, full_dir, uri, args.workers))
+                rc_full.append(_rclone(renv, full_dir, uri, small, phase="full"))
                 assert _count(srv, uri) == args.full_files
             full_vol.close()
             shutil.rmtree(full_dir)
@@ -159,21 +192,24 @@ def main() -> None:
             _write_tree(inc_dir, args.inc_files, args.inc_size, inc_vol)
             g_uri, r_uri = srv.new_store_uri("inc"), srv.new_store_uri("inc")
             r2_uri = srv.new_store_uri("inc")
-            initial_gns, target, _ = _gns(inc_vol, srv, g_uri, args.workers)
-            initial_rc = _rclone(renv, inc_dir, r_uri, args.workers)
-            _rclone(renv, inc_dir, r2_uri, args.workers, "--fast-list", "--checksum")
+            initial_gns, target, _ = _gns(inc_vol, srv, g_uri, args.workers, small,
+                                          phase="initial")
+            initial_rc = _rclone(renv, inc_dir, r_uri, small, phase="initial")
+            _rclone(renv, inc_dir, r2_uri, small, "--fast-list", "--checksum",
+                    phase="initial")
             all_paths = sorted(p.relative_to(inc_dir).as_posix()
                                for p in inc_dir.rglob("*.bin"))
             changed = max(1, args.inc_files // 100)
             gns_inc, rc_inc, rc_inc_fast = [], [], []
             for rep in range(args.inc_reps):
                 _rewrite(inc_dir, inc_vol, all_paths[rep::args.inc_reps][:changed])
-                dt, _, n = _gns(inc_vol, srv, g_uri, args.workers, target)
+                dt, _, n = _gns(inc_vol, srv, g_uri, args.workers, small, target,
+                                phase="incremental")
                 assert n == changed, n
                 gns_inc.append(dt)
-                rc_inc.append(_rclone(renv, inc_dir, r_uri, args.workers))
-                rc_inc_fast.append(_rclone(renv, inc_dir, r2_uri, args.workers,
-                                           "--fast-list", "--checksum"))
+                rc_inc.append(_rclone(renv, inc_dir, r_uri, small, phase="incremental"))
+                rc_inc_fast.append(_rclone(renv, inc_dir, r2_uri, small,
+                                           "--fast-list", "--checksum", phase="incremental"))
             inc_vol.close()
             # what the last incremental pass rewrote at the commit point
             manifest_bytes = target.store.stat(".gns/manifest.json").size
@@ -192,7 +228,8 @@ def main() -> None:
                                      check=False).stdout.splitlines()[0],
             "loadavg_1m_at_start": round(loadavg, 2),
             "workers": args.workers,
-            "rclone_flags": f"sync --transfers {args.workers} --checkers {args.workers}",
+            "gns_small_requests_in_flight": small,
+            "rclone_flags": f"sync --transfers {small} --checkers {small}",
             "full_files": args.full_files,
             "full_bytes": args.full_files * size,
             "full_sync_s": round(full_s, 3),
@@ -214,6 +251,14 @@ def main() -> None:
             "rclone_incremental_runs_s": [round(x, 3) for x in rc_inc],
             "rclone_incremental_fastlist_runs_s": [round(x, 3) for x in rc_inc_fast],
             "manifest_object_bytes_after_incremental": manifest_bytes,
+            "runs": CPU,
+            "initial_cpu_s": {t: next((r["cpu_s"] for r in CPU if r["tool"] == t
+                                       and r["phase"] == "initial"), None)
+                              for t in ("gns", "rclone")},
+            "incremental_cpu_s_median": {
+                t: med([r["cpu_s"] for r in CPU if r["tool"] == t
+                        and r["phase"] == "incremental"] or [float("nan")])
+                for t in ("gns", "rclone", "rclone-fast")},
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         if not args.skip_lag:

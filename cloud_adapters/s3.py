@@ -31,6 +31,7 @@ from cloud_adapters.errors import (
     PreconditionFailed,
     TransientError,
 )
+from cloud_adapters.s3_direct import DirectS3
 from cloud_adapters.transfer import TransferPool
 from cloud_adapters.uri import StoreURI
 
@@ -95,28 +96,43 @@ class S3Store(ObjectStore):
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
     delete_batch_size: ClassVar[int] = 1000
 
+    pool_connections: ClassVar[int] = 64
+    """Connections kept per store: enough for a mirror pass's requests in flight."""
+
     def __init__(self, uri: StoreURI) -> None:
         super().__init__(uri)
         self._bucket = uri.container
+        self._direct: DirectS3 | None = None
 
     def _make_sdk(self) -> Any:
         with _sdk_errors(self.uri):
             session = boto3.session.Session()
             region = session.region_name or "us-east-1"
-            return session.client(
+            client = session.client(
                 "s3",
                 region_name=region,
                 config=Config(
                     retries={"total_max_attempts": 1, "mode": "standard"},
-                    max_pool_connections=32,
+                    max_pool_connections=self.pool_connections,
                     connect_timeout=10,
                     read_timeout=60,
                 ),
             )
+        # Small puts and heads skip botocore's per-call pipeline (see s3_direct); built
+        # here, under the SDK lock, from the same session, so both see the same settings.
+        self._direct = DirectS3.build(client, session, self._bucket,
+                                      pool_size=self.pool_connections)
+        return client
 
     @property
     def _client(self) -> Any:
         return self._sdk
+
+    @property
+    def _fast(self) -> DirectS3 | None:
+        if self._sdk_obj is None:
+            self._sdk  # noqa: B018 - builds the client and the direct path
+        return self._direct
 
     def _info(self, full_key: str, size: int, meta: dict[str, str] | None, etag: str,
               mtime: Any) -> ObjectInfo:
@@ -136,12 +152,17 @@ class S3Store(ObjectStore):
     def _put_small(
         self, full_key: str, data: bytes, sha256: str, if_absent: bool, if_match: str | None
     ) -> ObjectInfo:
+        fast = self._fast
         with _sdk_errors(self._obj_uri(self._rel(full_key))):
-            r = self._client.put_object(
-                Bucket=self._bucket, Key=full_key, Body=data, Metadata={"sha256": sha256},
-                **self._conditions(if_absent, if_match),
-            )
-        return self._info(full_key, len(data), {"sha256": sha256}, r["ETag"], time.time())
+            if fast is not None:
+                etag = fast.put_object(full_key, data, sha256,
+                                       self._conditions(if_absent, if_match)).etag
+            else:
+                etag = self._client.put_object(
+                    Bucket=self._bucket, Key=full_key, Body=data, Metadata={"sha256": sha256},
+                    **self._conditions(if_absent, if_match),
+                )["ETag"]
+        return self._info(full_key, len(data), {"sha256": sha256}, etag, time.time())
 
     def _put_parts(
         self,
@@ -214,7 +235,14 @@ class S3Store(ObjectStore):
         return info, ClosingIterator(chunks(), body.close)
 
     def _stat(self, full_key: str) -> ObjectInfo:
+        fast = self._fast
         with _sdk_errors(self._obj_uri(self._rel(full_key))):
+            if fast is not None:
+                h = fast.head_object(full_key)
+                meta = {"sha256": h.headers["x-amz-meta-sha256"]} if (
+                    "x-amz-meta-sha256" in h.headers) else None
+                return self._info(full_key, int(h.headers.get("content-length", 0)), meta,
+                                  h.etag, h.mtime)
             r = self._client.head_object(Bucket=self._bucket, Key=full_key)
         return self._info(full_key, r["ContentLength"], r.get("Metadata"), r["ETag"],
                           r.get("LastModified"))

@@ -8,8 +8,9 @@ is running and propagates. It never materialises ``items`` and never spawns unbo
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 __all__ = ["TransferPool"]
@@ -35,19 +36,27 @@ class TransferPool:
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         """Yield ``fn(item)`` for each item, in completion order."""
+        # Each finished future posts itself to one queue: taking the next result costs
+        # O(1), where ``concurrent.futures.wait`` installs a waiter on every pending future
+        # per call (with many small transfers in flight that was most of this thread's CPU).
+        finished: queue.SimpleQueue[Future[R]] = queue.SimpleQueue()
         with ThreadPoolExecutor(self.workers, thread_name_prefix="gns-transfer") as ex:
             pending: set[Future[R]] = set()
+
+            def take() -> R:
+                fut = finished.get()
+                pending.discard(fut)
+                return fut.result()
+
             try:
                 for item in items:
                     while len(pending) >= self.max_in_flight:
-                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in done:
-                            yield fut.result()
-                    pending.add(ex.submit(fn, item))
+                        yield take()
+                    fut = ex.submit(fn, item)
+                    pending.add(fut)
+                    fut.add_done_callback(finished.put)
                 while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        yield fut.result()
+                    yield take()
             finally:
                 for fut in pending:
                     fut.cancel()

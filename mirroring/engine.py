@@ -17,8 +17,10 @@ How a pass works (``run_pass``):
    promise an order), comparing sha256. Full compare happens on a first sync, a journal gap,
    a target ahead of V, or a target committed by an older epoch (after a failover its
    version numbers may describe another history).
-3. Copies run on a bounded worker pool (``cloud_adapters.transfer.TransferPool``); a file the
-   target already holds (``has`` / same sha256 in the listing) is skipped, which is what
+3. Copies run on a bounded worker pool (``cloud_adapters.transfer.TransferPool``): at most
+   ``workers`` files of ``SMALL_FILE`` bytes or more at once, and up to ``small_workers``
+   (default ``SMALL_FACTOR`` x ``workers``) requests in flight in all, since a small object
+   costs the store a round trip, not bandwidth; a file the target already holds (``has`` / same sha256 in the listing) is skipped, which is what
    makes a killed pass resume without re-sending.
 4. Phases, for targets that replace files in place (plain object-store layouts, see
    :class:`InPlaceTarget`): new paths first (harmless: not part of any version); then, only if
@@ -41,6 +43,7 @@ import heapq
 import logging
 import pickle
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -68,6 +71,10 @@ DELETE_BATCH = 1000
 """Paths per ``target.delete`` call."""
 SAMPLE_LIMIT = 1000
 """Paths listed by name in a ``Plan`` / ``VerifyReport`` (counts are always exact)."""
+SMALL_FILE = 1 << 20
+"""Files below this size may be copied beyond ``workers`` at once (up to ``small_workers``)."""
+SMALL_FACTOR = 4
+"""Default ``small_workers`` = ``SMALL_FACTOR`` x ``workers``."""
 _RUN_SIZE = 100_000
 _SPOOL_IN_MEMORY = 10_000
 
@@ -268,11 +275,11 @@ def external_sort(
             buf.append(item)
             if len(buf) >= run_size:
                 buf.sort(key=key)
-                f = tempfile.TemporaryFile(prefix="gns-mirror-sort-")
+                spill: IO[bytes] = tempfile.TemporaryFile(prefix="gns-mirror-sort-")
                 for i in range(0, len(buf), 1000):
-                    pickle.dump(buf[i:i + 1000], f, protocol=pickle.HIGHEST_PROTOCOL)
-                f.seek(0)
-                runs.append(f)
+                    pickle.dump(buf[i:i + 1000], spill, protocol=pickle.HIGHEST_PROTOCOL)
+                spill.seek(0)
+                runs.append(spill)
                 buf = []
         buf.sort(key=key)
         if not runs:
@@ -289,8 +296,8 @@ def external_sort(
 
         yield from heapq.merge(*(read_run(f) for f in runs), iter(buf), key=key)
     finally:
-        for f in runs:
-            f.close()
+        for run in runs:
+            run.close()
 
 
 def _sorted_checked(items: Iterable[FileLike], what: str) -> Iterator[FileLike]:
@@ -442,6 +449,8 @@ class _Run:
     version: int
     st: TargetState
     pool: TransferPool
+    """``small_workers`` threads; ``large`` admits ``workers`` of them to large files."""
+    large: threading.BoundedSemaphore
     progress: Callable[[int, int], None] | None
     should_stop: Callable[[], bool] | None
     copied: int = 0
@@ -478,12 +487,19 @@ class _Run:
 
     def copy(self, f: _Copy) -> int:
         """Worker: stream one blob to the target."""
+        if f.size < SMALL_FILE:
+            self._put(f)
+        else:
+            with self.large:
+                self._put(f)
+        return f.size
+
+    def _put(self, f: _Copy) -> None:
         data = self.source.open_blob(f.sha256)
         try:
             self.target.put(f.path, f.size, f.sha256, f.mtime, data)
         finally:
             data.close()
-        return f.size
 
     def feed(self, items: Iterable[_Copy]) -> Iterator[_Copy]:
         for f in items:
@@ -596,15 +612,29 @@ class _Run:
         self.run_copies(new_files())
 
 
+def _pools(workers: int, small_workers: int | None
+           ) -> tuple[TransferPool, threading.BoundedSemaphore]:
+    if workers < 1:
+        raise ValueError("workers must be >= 1")
+    small = SMALL_FACTOR * workers if small_workers is None else small_workers
+    if small < workers:
+        raise ValueError("small_workers must be >= workers")
+    return TransferPool(small), threading.BoundedSemaphore(workers)
+
+
 def run_pass(
     source: VolumeSource,
     target: MirrorTarget,
     *,
     workers: int = 8,
+    small_workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> PassResult:
     """Mirror exactly the version pinned now to ``target`` (see the module docstring).
+
+    ``workers`` files of ``SMALL_FILE`` bytes or more are copied at once; ``small_workers``
+    (default ``SMALL_FACTOR`` x ``workers``) bounds all requests in flight.
 
     ``progress(bytes_done, files_done)`` counts files copied or found already present (and
     their bytes), from the calling thread. ``should_stop()`` is polled between files; when it
@@ -629,7 +659,8 @@ def run_pass(
                 full, reason = True, "journal-gap"
         log.info("volume %s -> %s: pass v%d -> v%d (%s)",
                  source.name, target.name, st.version, version, reason)
-        run = _Run(source, target, version, st, TransferPool(workers), progress, should_stop)
+        run = _Run(source, target, version, st, *_pools(workers, small_workers), progress,
+                   should_stop)
         try:
             if isinstance(target, WriteIntentTarget):
                 clean = target.begin_writing(version, source.epoch)
@@ -671,6 +702,7 @@ def verify(
     repair: bool,
     deep: bool = False,
     workers: int = 8,
+    small_workers: int | None = None,
 ) -> VerifyReport:
     """Compare the target's files with the source's current version V by sha256.
 
@@ -687,12 +719,12 @@ def verify(
                 f"volume {source.name!r}: target committed by epoch {st.epoch}, "
                 f"this owner has epoch {source.epoch}"
             )
-        pool = TransferPool(workers)
+        pool, large = _pools(workers, small_workers)
         missing: list[str] = []
         extra: list[str] = []
         mismatched: list[str] = []
         counts = {"missing": 0, "extra": 0, "mismatched": 0, "checked": 0}
-        run = _Run(source, target, version, st, pool, None, None)
+        run = _Run(source, target, version, st, pool, large, None, None)
         rehash = target.rehash if deep and isinstance(target, RehashTarget) else None
         if deep and rehash is None:
             raise NotImplementedError(f"target {target.name}: deep verify needs rehash()")

@@ -180,7 +180,7 @@ _CHILD = textwrap.dedent("""
         time.sleep(0.02)  # keep the pass long enough to be killed in the middle
     t.put = slow_put
     print("started", flush=True)
-    run_pass(vol, t, workers=2)
+    run_pass(vol, t, workers=2, small_workers=2)  # 2 requests in flight: a slow pass
     print("finished", flush=True)
 """)
 
