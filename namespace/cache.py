@@ -70,13 +70,7 @@ class NamespaceView:
                 _store(self.volstates, name, value, VolumeState.model_validate_json)
                 return "volstate", name
             if k.startswith(schema.MOUNTS):
-                if value is None:
-                    path = schema.mount_path(key)
-                    self.mounts.remove(path)
-                else:
-                    path, volume, subpath = _mount_fields(value)
-                    self.mounts.set(path, volume, subpath)
-                return "mount", path
+                return self.apply_mount(key, value)
             if k.startswith(schema.POLICIES):
                 name = k[len(schema.POLICIES) :]
                 _store(self.policies, name, value, json.loads)
@@ -95,6 +89,24 @@ class NamespaceView:
         except (ValidationError, ValueError) as exc:
             log.warning("ignoring malformed etcd key %s: %s", k, exc)
         return None
+
+    def apply_mount(
+        self, key: bytes, value: bytes | None, decode: Callable[[bytes], tuple[str, str, str]] | None = None
+    ) -> tuple[str, str] | None:
+        """Apply one key under the mounts prefix (the bulk of a load)."""
+        try:
+            if decode is None:
+                decode = _mount_fields
+            if value is None:
+                path = schema.mount_path(key)
+                self.mounts.remove(path)
+            else:
+                path, volume, subpath = decode(value)
+                self.mounts.set(path, volume, subpath)
+        except (ValidationError, ValueError) as exc:
+            log.warning("ignoring malformed etcd key %s: %s", key.decode(errors="replace"), exc)
+            return None
+        return "mount", path
 
     # -- questions ------------------------------------------------------------------------
     def cluster_state(self, cluster_id: str) -> Literal["Ready", "Down"]:
@@ -138,6 +150,38 @@ def _mount_fields(value: bytes) -> tuple[str, str, str]:
     return m.path, m.volume, m.subpath
 
 
+class _MountDecoder:
+    """:func:`_mount_fields` for a bulk load: the JSON text scanned by the C scanner alone
+    (no encoding sniffing or wrapper frames), and the few distinct volume names and subpaths
+    of a large table checked once each. Same answers and same errors as ``_mount_fields``."""
+
+    __slots__ = ("_scan", "_volumes", "_subpaths")
+
+    def __init__(self) -> None:
+        decoder: Any = json.JSONDecoder()  # scan_once: set by __init__, not in typeshed
+        self._scan: Callable[[str, int], tuple[Any, int]] = decoder.scan_once
+        self._volumes: set[str] = set()
+        self._subpaths: dict[str, str] = {}
+
+    def __call__(self, value: bytes) -> tuple[str, str, str]:
+        try:
+            text = value.decode()
+            doc, end = self._scan(text, 0)
+        except (UnicodeDecodeError, StopIteration):
+            return _mount_fields(value)
+        if end != len(text) or type(doc) is not dict:
+            return _mount_fields(value)
+        path, volume, subpath = doc.get("path"), doc.get("volume"), doc.get("subpath", "")
+        if type(path) is not str or type(volume) is not str or type(subpath) is not str:
+            return _mount_fields(value)
+        if volume not in self._volumes:
+            self._volumes.add(check_name("volume", volume))
+        sub = self._subpaths.get(subpath)
+        if sub is None:
+            sub = self._subpaths[subpath] = normalize_relative(subpath)
+        return normalize(path), volume, sub
+
+
 def _store(table: dict[str, Any], name: str, value: bytes | None, decode: Callable[[bytes], Any]) -> None:
     if value is None:
         table.pop(name, None)
@@ -145,37 +189,77 @@ def _store(table: dict[str, Any], name: str, value: bytes | None, decode: Callab
         table[name] = decode(value)
 
 
-LOAD_PAGE = 5000
-"""Keys per range read of a (re)load: 100k mounts in ONE read outlast the etcd call timeout
-on a busy host (bench.scale, issue 14); pages of this size stay well inside it."""
+LOAD_PAGE = 25000
+"""Keys per range read of a (re)load. One read of 100k mounts outlasts the etcd call timeout
+on a busy host; but every page also costs etcd a walk over the rest of the range (a limited
+Range still counts every key up to its end), so many small pages cost more than they save.
+A page that times out is retried at half the size (down to ``MIN_PAGE``)."""
+MIN_PAGE = 500
 
 
-async def _range_page(client: Any, start: bytes, end: bytes, revision: int, limit: int) -> Any:
+class _PageTooBig(Exception):
+    """A page timed out: ask again for fewer keys."""
+
+
+async def _range_page(
+    client: Any, start: bytes, end: bytes, revision: int, limit: int, serializable: bool = False
+) -> Any:
     # aetcd's get_range has no limit/revision: build its request and set them here.
     req = client._build_get_range_request(key=start, range_end=end)
     req.limit = limit
     req.revision = revision
+    req.serializable = serializable
     try:
         return await client.kvstub.Range(req, timeout=client._timeout, metadata=client.metadata)
     except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and limit > MIN_PAGE:
+            raise _PageTooBig from exc
         aetcd.exceptions._handle_exception(exc)  # raises aetcd's error for this status
 
 
 async def load_view(etcd: Etcd) -> NamespaceView:
-    """One consistent snapshot of the whole control plane: range reads of ``LOAD_PAGE``
-    keys, every page at the revision of the first."""
+    """One consistent snapshot of the whole control plane: range reads of up to
+    ``LOAD_PAGE`` keys, every page at the revision of the first.
+
+    The next page is asked for as soon as a page arrives, before that page is decoded, so
+    etcd serves one while this process decodes the other. Only the first page is a
+    linearizable read; the others name its revision, which the member that served it has
+    applied, so they are served locally (serializable) without another quorum round."""
     view = NamespaceView()
     prefix = schema.ROOT.encode()
-    start, end, revision = prefix, prefix_end(prefix), 0
+    end = prefix_end(prefix)
+    limit = LOAD_PAGE
+
+    async def page(start: bytes, revision: int) -> Any:
+        nonlocal limit
+        while True:
+            try:
+                return await etcd.call(_range_page, etcd.client, start, end, revision, limit, bool(revision))
+            except _PageTooBig:
+                limit = max(MIN_PAGE, limit // 2)
+                log.info("namespace load: page timed out; asking for %d keys a page", limit)
+
+    rsp = await page(prefix, 0)
+    revision = rsp.header.revision
+    view.mounts.reserve(rsp.count)
+    mount_prefix = schema.MOUNTS.encode()
+    decode = _MountDecoder()
     while True:
-        rsp = await etcd.call(_range_page, etcd.client, start, end, revision, LOAD_PAGE)
-        if not revision:
-            revision = rsp.header.revision
-        for kv in rsp.kvs:
-            view.apply(kv.key, kv.value)
-        if not rsp.more or not rsp.kvs:
+        more = rsp.more and rsp.kvs
+        ahead = asyncio.ensure_future(page(rsp.kvs[-1].key + b"\0", revision)) if more else None
+        try:
+            for kv in rsp.kvs:
+                if kv.key.startswith(mount_prefix):
+                    view.apply_mount(kv.key, kv.value, decode)
+                else:
+                    view.apply(kv.key, kv.value)
+        except BaseException:
+            if ahead is not None:
+                ahead.cancel()
+            raise
+        if ahead is None:
             break
-        start = rsp.kvs[-1].key + b"\0"
+        rsp = await ahead
     view.revision = revision
     return view
 

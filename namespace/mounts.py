@@ -71,20 +71,29 @@ class MountTable:
         return path in self._mounts
 
     def set(self, path: str, volume: str, subpath: str = "") -> None:
-        if path not in self._mounts:
-            if (len(self._mounts) + 1) * _SLOTS_PER_MOUNT > len(self._filter):
-                self._rebuild(len(self._mounts) + 1)
-            depth = _depth(path)
-            while len(self._depths) <= depth:
-                self._depths.append(0)
-            self._depths[depth] += 1
+        mounts = self._mounts
+        if path not in mounts:
+            if (len(mounts) + 1) * _SLOTS_PER_MOUNT > len(self._filter):
+                self._rebuild(len(mounts) + 1)
+            depth = 0 if path == "/" else path.count("/")
+            depths = self._depths
+            if depth >= len(depths):
+                depths.extend([0] * (depth + 1 - len(depths)))
+            depths[depth] += 1
             if depth > self._maxdepth:
                 self._maxdepth = depth
-        _mark(self._filter, path)
+        filt = self._filter
+        filt[hash(path) & (len(filt) - 1)] = 1
         target = self._targets.get((volume, subpath))
         if target is None:
             target = self._targets[(volume, subpath)] = (volume, subpath) if subpath else volume
-        self._mounts[path] = target
+        mounts[path] = target
+
+    def reserve(self, count: int) -> None:
+        """Size the filter for ``count`` mounts at once (a bulk load knows its key count),
+        instead of rebuilding it each time the table doubles."""
+        if count * _SLOTS_PER_MOUNT > len(self._filter):
+            self._rebuild(count)
 
     def remove(self, path: str) -> None:
         if self._mounts.pop(path, None) is None:

@@ -52,3 +52,40 @@ async def _scenario(urls: str) -> None:
 def test_paged_load_is_one_snapshot(etcd: EtcdCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(nscache, "LOAD_PAGE", 5)
     asyncio.run(_scenario(etcd.urls))
+
+
+_ODD_VALUES = [
+    b' {"path": "/odd/space", "volume": "v1"} ',  # whitespace around: still a mount
+    b'{"path": "/odd//slashes/", "volume": "v1", "subpath": "/a//b/"}',  # normalised
+    b'{"path": "/odd/\xc3\xa9t\xc3\xa9", "volume": "v2"}',  # UTF-8
+    b'{"path": "/odd/bad-volume", "volume": "Not_A_Name"}',  # refused
+    b'{"path": "relative", "volume": "v1"}',  # refused
+    b'["/odd/list", "v1"]',  # refused: not an object
+    b'{"path": "/odd/trailing", "volume": "v1"} x',  # refused: trailing garbage
+    b'\xff\xfe',  # refused: not UTF-8
+    b'{"path": "/odd/dup", "volume": "v1", "volume": "v2"}',  # last one wins, as json does
+]
+
+
+async def _odd_scenario(urls: str) -> None:
+    etcd = await Etcd.connect(EtcdConfig.parse(urls))
+    try:
+        for i, value in enumerate(_ODD_VALUES):
+            await etcd.put(schema.MOUNTS.encode() + b"%2Fodd%2F" + str(i).encode(), value)
+        bulk = await nscache.load_view(etcd)
+        one_by_one = nscache.NamespaceView()  # the watch's path: one key at a time
+        for key, value in (await etcd.get_prefix(schema.ROOT.encode()))[0]:
+            one_by_one.apply(key, value)
+        assert list(bulk.mounts.items()) == list(one_by_one.mounts.items())
+        assert {p: t for p, t in bulk.mounts.items() if p.startswith("/odd/")} == {
+            "/odd/space": ("v1", ""), "/odd/slashes": ("v1", "a/b"), "/odd/été": ("v2", ""),
+            "/odd/dup": ("v2", ""),
+        }
+    finally:
+        await etcd.close()
+
+
+def test_bulk_decoding_matches_the_watch_path(etcd: EtcdCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load's fast mount decoder accepts and refuses exactly what one-key apply does."""
+    monkeypatch.setattr(nscache, "LOAD_PAGE", 4)
+    asyncio.run(_odd_scenario(etcd.urls))
