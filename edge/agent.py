@@ -130,7 +130,7 @@ class EdgeController:
                                    "joined with: refusing to trust it")
         from federation.tls import check_tls_dir
 
-        check_tls_dir(own.tls_dir, self.cfg.site)  # type: ignore[arg-type]
+        check_tls_dir(cert_dir(self.cfg.data_dir), self.cfg.site)
         return own
 
     # -- run ------------------------------------------------------------------------------------
@@ -161,9 +161,12 @@ class EdgeController:
         cache.load()
         metrics = ControllerMetrics(cfg.site)
         pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"io-{cfg.site}")
+        # LocalNamespace / NeverFenced stand in for NamespaceCache / LeaseKeeper (the parts the
+        # volume manager uses); the controller types them as those classes, not protocols.
         volumes = EdgeVolumes(cfg.site, cfg.data_dir, cache, NeverFenced(), metrics)  # type: ignore[arg-type]
         up = await self.uplink("")
         peers = _EdgePeers(AioChannelPool(None, cfg.site), up)
+        # The same stand-ins, plus _EdgePeers for the controller's AioChannelPool.
         service = EdgeFederationService(cfg.site, cache, volumes, metrics, peers, pool)  # type: ignore[arg-type]
         server = grpc.aio.server(options=BASE_OPTIONS, interceptors=[ErrorInterceptor(metrics)])
         add_federation_service(service, server)
@@ -213,8 +216,9 @@ class EdgeController:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
-                if t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
+                exc = t.exception()
+                if exc is not None:
+                    raise exc
         finally:
             for t in tasks:
                 t.cancel()

@@ -1,11 +1,12 @@
 """Bootstrap: trade a single-use join token for the site's own identity (once).
 
 Why it exists: the token is a one-time secret that a person carried to the site; what the
-site keeps afterwards is its own credential, in ``<data-dir>/identity.json`` (mode 0600),
-so a restart needs no token (Open Cluster Management's bootstrap kubeconfig, K3s's token).
-Where the hub holds the federation CA's key, the site also sends a CSR and gets its own
-certificate (identity ``cluster:<site>``, :mod:`edge.sitecert`), which it dials with from
-then on; a hub without the CA key answers with the credential alone (and says so in its log).
+site keeps afterwards is its own identity, in ``<data-dir>`` (``identity.json``, mode
+0600), so a restart needs no token (Open Cluster Management's bootstrap kubeconfig, K3s's
+token). With TLS that identity is the site's own certificate: it sends a CSR and gets
+``cluster:<site>`` signed by the federation CA (:mod:`edge.sitecert`), which it dials
+with from then on and which alone authenticates its link (no bearer credential is issued).
+Without TLS the hub hands out a bearer credential instead.
 The token pins the hub's CA fingerprint (``K10<ca-sha256>::<id>.<secret>``); the hub's
 answer must carry the same fingerprint or the site refuses it.
 

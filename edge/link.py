@@ -167,7 +167,8 @@ class HubLink:
             raise ConnectionError(f"no word from the hub for {deadline:.2f}s (three heartbeats)") from None
         if frame is grpc.aio.EOF:
             return None
-        return frame  # type: ignore[no-any-return]
+        assert isinstance(frame, epb.Frame)
+        return frame
 
     async def _beat(self, mux: LinkMux) -> None:
         seq = 0

@@ -222,6 +222,7 @@ class EdgeFederationService(FederationService):
             return await super().Resolve(request, context)
         stub = pb_grpc.FederationStub(self.peers.get(UPLINK))
         try:
-            return await stub.Resolve(request, metadata=forwardable(context.invocation_metadata()))  # type: ignore[no-any-return]
+            reply: pb.ResolveReply = await stub.Resolve(request, metadata=forwardable(context.invocation_metadata()))
+            return reply
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, "hub") from None

@@ -98,7 +98,8 @@ def fetch_pinned_ca(address: str, pin: str, timeout: float = 10.0) -> bytes:
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
             with ctx.wrap_socket(sock) as tls:
-                # Public as SSLSocket.get_unverified_chain from Python 3.13; _ssl has it since 3.10.
+                # Public as SSLSocket.get_unverified_chain from Python 3.13; _ssl has it since 3.10
+                # (typeshed does not declare the private _sslobj).
                 chain = tls._sslobj.get_unverified_chain() or []  # type: ignore[attr-defined]
                 ders = [c.public_bytes(_ssl.ENCODING_DER) for c in chain]
     except (OSError, ValueError) as exc:

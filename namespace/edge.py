@@ -11,7 +11,8 @@ Keys (under ``/gns/v1/``, values JSON)::
 
     edge/tokens/<id>   {id, site, hub, secret_sha256, ca_sha256, created, expires_at, used_at}
     edge/sites/<site>  {site, hub, credential_sha256, previous_sha256, credential_expires_at,
-                        joined_at, token}
+                        joined_at, token}   (credential fields empty with TLS: there the
+                        site's certificate is its identity)
     edge/links/<site>  {site, hub, connected_since, backlog: {versions, bytes}} bound to the
                        site's liveness lease (gone when the site is Down)
 

@@ -189,12 +189,13 @@ def test_offline_writes_kill9_backlog_ships_in_order(federation: Federation, tmp
         s = stub(e)
         expected: dict[str, str] = {}
 
-        def write(i: int) -> None:
+        def write(i: int) -> bool:
             data = f"reading {i} ".encode() * (i % 7 + 1)
             put(s, f"/sensors/r{i:03d}", data)
             expected[f"r{i:03d}"] = hashlib.sha256(data).hexdigest()
+            return True
 
-        wait_for(lambda: _try(lambda: write(0) or True), 10, "first write")
+        wait_for(lambda: _try(lambda: write(0)), 10, "first write")
         for i in range(1, 5):
             write(i)
         wait_for(lambda: replica_files(core.endpoint, "sensors")[0] == 5, 20, "live shipping")
@@ -226,7 +227,7 @@ def test_offline_writes_kill9_backlog_ships_in_order(federation: Federation, tmp
         e.kill()  # kill -9 while offline
         e.start()
         s = stub(e)
-        wait_for(lambda: _try(lambda: write(15) or True), 15, "write after restart")
+        wait_for(lambda: _try(lambda: write(15)), 15, "write after restart")
         for i in range(16, 20):
             write(i)
         assert replica_files(core.endpoint, "sensors")[0] == 5

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
@@ -11,9 +13,11 @@ from namespace import edge
 from namespace.errors import Conflict, InvalidInput, PermissionDenied
 from namespace.etcd import Etcd, EtcdConfig
 
+T = TypeVar("T")
 
-def run(etcd: EtcdCluster, body):  # type: ignore[no-untyped-def]
-    async def main():  # type: ignore[no-untyped-def]
+
+def run(etcd: EtcdCluster, body: Callable[[Etcd], Awaitable[T]]) -> T:
+    async def main() -> T:
         client = await Etcd.connect(EtcdConfig.parse(etcd.urls))
         try:
             return await body(client)
