@@ -62,6 +62,7 @@ def test_tls_link_is_the_sites_certificate_not_a_credential(federation: Federati
         assert "names cluster:edge-t, not cluster:edge-u" in (err.details() or ""), err.details()
         assert federation.state("edge-u") == "Down"  # nothing registered for the impostor
         # The administrator's certificate is not a site's either.
+        assert federation.tls_dir is not None
         err = link_as(hub.endpoint, federation.tls_dir, "client", "edge-t")
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "not cluster:edge-t" in (err.details() or ""), err.details()
