@@ -174,8 +174,10 @@ def test_controller_down_or_malformed(fed: Federation, tmp_path: Path) -> None:
     env = fed.env()
     env.pop("GNS_ETCD")
     env["GNS_HOME"] = str(tmp_path / "empty")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "federation.cli.main", *a],  # noqa: E731
-                                    capture_output=True, text=True, env=env, timeout=60)
+    def run(*a: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "federation.cli.main", *a],
+                              capture_output=True, text=True, env=env, timeout=60)
+
     assert_error(run("--controller", "127.0.0.1:1", "cluster", "list"), 5)
     assert_error(run("--controller", "127.0.0.1:1", "cat", "/x"), 5)
     assert_error(run("--controller", "no-port", "cluster", "list"), 2, "--controller")

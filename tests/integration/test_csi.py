@@ -63,8 +63,9 @@ def _js(fed: Federation, *args: str) -> Any:
 
 
 def create(driver: CsiProcess, name: str, **params: str) -> csi.CreateVolumeResponse:
-    return driver.controller.CreateVolume(csi.CreateVolumeRequest(
+    resp: csi.CreateVolumeResponse = driver.controller.CreateVolume(csi.CreateVolumeRequest(
         name=name, volume_capabilities=[mount_cap()], parameters=params), timeout=30)
+    return resp
 
 
 # -- identity ---------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def test_unknown_ids_get_the_specs_codes(driver: CsiProcess, tmp_path: Path) -> 
                                               volume_capabilities=[mount_cap()])))
     assert code == grpc.StatusCode.NOT_FOUND
     for vid in ("/no/such/volume", "reallyfakevolumeid"):
-        code, _ = _code(lambda vid=vid: driver.node.NodePublishVolume(csi.NodePublishVolumeRequest(
+        code, _ = _code(lambda: driver.node.NodePublishVolume(csi.NodePublishVolumeRequest(
             volume_id=vid, target_path=str(tmp_path / "t"), volume_capability=mount_cap())))
         assert code == grpc.StatusCode.NOT_FOUND
     # NodeUnpublishVolume of something never published: OK (idempotent)

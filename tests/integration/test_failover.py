@@ -208,7 +208,7 @@ def test_leader_dies_during_failover(fed3: Federation) -> None:
     survivors = [c for c in fed.controllers if c not in victims]
     vol = wait_for(lambda: (lambda o: o if o["owner"] in survivors else None)(owner(fed, "ld")),
                    30, "promotion by a new leader")
-    assert vol["state"] == "Ready" and vol["epoch"] == 2
+    assert vol is not None and vol["state"] == "Ready" and vol["epoch"] == 2
     assert fed.gns("cat", "/ld/f").stdout == "x"
     # still exactly one owner after things settle
     holds_for(lambda: owner(fed, "ld")["owner"] == vol["owner"], 3, "one owner", every=0.5)

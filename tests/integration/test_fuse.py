@@ -328,7 +328,7 @@ def test_two_mounts_close_to_open_within_a_second(fed: Federation, tmp_path: Pat
             body = f"version {i}\n"
             (a.mnt / "fz/fzb/shared/doc.txt").write_text(body)
             t0 = time.monotonic()
-            wait_for(lambda body=body: seen.exists() and seen.read_text() == body, 5, every=0.01)
+            wait_for(lambda: seen.exists() and seen.read_text() == body, 5, every=0.01)
             assert time.monotonic() - t0 < 1.0
         os.rename(a.mnt / "fz/fzb/shared/doc.txt", a.mnt / "fz/fzb/shared/renamed.txt")
         t0 = time.monotonic()

@@ -204,7 +204,7 @@ def test_global_mount_create_update_delete_and_conflict(fed: Federation, kube: F
 
     for name, ns in (("health", "default"), ("taken", "default"), ("twin", "other"), ("bad", "default")):
         kube.delete("GlobalMount", name, ns)
-        wait_for(lambda name=name, ns=ns: kube.get("GlobalMount", name, ns) is None, 15, f"{name} deleted")
+        wait_for(lambda: kube.get("GlobalMount", name, ns) is None, 15, f"{name} deleted")
     ms = _mounts(fed)
     assert "/health/all" not in ms
     assert "/taken" in ms  # made by the CLI: the Conflict resource removed nothing
@@ -235,5 +235,5 @@ def test_watch_expiry_410_and_api_server_restart(fed: Federation, kube: FakeKube
     for kind, name in (("GlobalMount", "after-410"), ("GlobalMount", "after-restart"),
                        ("MirrorPolicy", "after-both")):
         kube.delete(kind, name)
-        wait_for(lambda kind=kind, name=name: kube.get(kind, name) is None, 15, f"{name} deleted")
+        wait_for(lambda: kube.get(kind, name) is None, 15, f"{name} deleted")
     assert "/after/410" not in _mounts(fed) and "after-both" not in _policies(fed)

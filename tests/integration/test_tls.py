@@ -60,8 +60,10 @@ def test_mutual_tls_everywhere(federation: Federation, tmp_path: Path) -> None:
 
 
 def test_certs_init_cli(tmp_path: Path) -> None:
-    run = lambda *a: subprocess.run([sys.executable, "-m", "federation.cli.main", *a],  # noqa: E731
-                                    capture_output=True, text=True, timeout=60)
+    def run(*a: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "federation.cli.main", *a],
+                              capture_output=True, text=True, timeout=60)
+
     ok = run("certs", "init", "--dir", str(tmp_path / "t"), "--cluster", "onprem-a", "--json")
     assert ok.returncode == 0, ok.stderr
     for name in ("ca.crt", "ca.key", "onprem-a.crt", "onprem-a.key", "client.crt", "client.key"):

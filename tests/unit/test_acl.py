@@ -37,7 +37,8 @@ def naive(granted: dict[tuple[str, str], set[str]], subjects: set[str], path: st
 
 @settings(max_examples=300, deadline=None)
 @given(grants, callers, paths, st.sampled_from(PERMS))
-def test_check_matches_naive_reference(gs: list, who: tuple, path: str, perm: str) -> None:
+def test_check_matches_naive_reference(gs: list[tuple[str, str, set[str]]], who: tuple[str, set[str]],
+                                       path: str, perm: str) -> None:
     table = Grants()
     granted: dict[tuple[str, str], set[str]] = {}
     for gpath, subject, perms in gs:

@@ -80,7 +80,8 @@ def _crd(name: str) -> dict[str, Any]:
 
 def _openapi(name: str) -> dict[str, Any]:
     (version,) = _crd(name)["spec"]["versions"]
-    return version["schema"]["openAPIV3Schema"]
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
 
 
 def _closed(schema: dict[str, Any]) -> dict[str, Any]:
@@ -614,6 +615,7 @@ def test_controller_runs_the_reconciler(kustomization: str) -> None:
 
 
 def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any]
     (found,) = [c for c in pod["containers"] if c["name"] == name]
     return found
 

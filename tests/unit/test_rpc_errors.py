@@ -102,7 +102,7 @@ class Servers:
         async def go() -> int:
             server = grpc.aio.server(interceptors=[ErrorInterceptor(self.metrics)])
             pb_grpc.add_FederationServicer_to_server(servicer, server)
-            port = server.add_insecure_port("127.0.0.1:0")
+            port: int = server.add_insecure_port("127.0.0.1:0")
             await server.start()
             self.servers.append(server)
             return port
