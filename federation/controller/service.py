@@ -483,25 +483,41 @@ class FederationService(pb_grpc.FederationServicer):
         self.volumes.check_writable(r.volume, r.epoch)
         self.volumes.begin_write(r.volume)
         try:
-            vs = await self._io(self.volumes.storage, r.volume, create=True)
-            writer = await self._io(vs.writer, r.rel)
-            committed = False
-            try:
-                async for msg in it:
-                    data = write_relay.data_of(msg)
-                    self.metrics.bytes_in.inc(len(data))
-                    await self._io(writer.write, data)
-                meta = await self._io(self._gated_commit, writer, r, header)
-                committed = True
-            finally:
-                if not committed:
-                    await self._io(writer.abort)
+            # A small file arrives whole in one data message: store it in ONE hop to the I/O
+            # pool instead of four (each hop costs the loop and a worker ~0.2 ms; issue 14).
+            first = await anext(it, None)
+            second = None if first is None else await anext(it, None)
+            if second is None:
+                data = b"" if first is None else write_relay.data_of(first)
+                self.metrics.bytes_in.inc(len(data))
+                meta = await self._io(self._put_whole, r, header, data)
+            else:
+                vs = await self._io(self.volumes.storage, r.volume, create=True)
+                writer = await self._io(vs.writer, r.rel)
+                committed = False
+                try:
+                    async for msg in _chain((first, second), it):
+                        data = write_relay.data_of(msg)
+                        self.metrics.bytes_in.inc(len(data))
+                        await self._io(writer.write, data)
+                    meta = await self._io(self._gated_commit, writer, r, header)
+                    committed = True
+                finally:
+                    if not committed:
+                        await self._io(writer.abort)
         finally:
             self.volumes.end_write(r.volume)
         self.volumes.committed(r.volume, meta.version)
         if self.mirrors is not None:
             await self.mirrors.wait_sync_targets(r.volume, meta.version)
         return pb.WriteReply(info=self._info(meta, r))
+
+    def _put_whole(self, r: Resolved, header: pb.WriteHeader, data: bytes | memoryview) -> FileMeta:
+        """A file that came in one message: open, write and commit in one pool call."""
+        vs = self.volumes.storage(r.volume, create=True)
+        with vs.writer(r.rel) as writer:
+            writer.write(data)
+            return self._gated_commit(writer, r, header)
 
     def _gated_commit(self, writer: Any, r: Resolved, header: pb.WriteHeader) -> FileMeta:
         self.volumes.check_writable(r.volume, r.epoch)
@@ -540,6 +556,14 @@ class FederationService(pb_grpc.FederationServicer):
             return await raw_write(relay(), metadata=self._hops(context))  # type: ignore[no-any-return]
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, f"owner {owner[0]}") from None
+
+
+async def _chain(head: tuple[Any, ...], rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The messages already taken from a stream, then the rest of it."""
+    for msg in head:
+        yield msg
+    async for msg in rest:
+        yield msg
 
 
 def add_to_server(service: FederationService, server: grpc.aio.Server) -> None:
