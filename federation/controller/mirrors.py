@@ -120,9 +120,13 @@ class MirrorRunner:
                 if t.is_cluster and t.cluster == self.cluster:
                     continue  # after a failover the policy may name us: we are the source now
                 wanted[(p.name, t.name)] = (p, t)
-            # Former owners come back as replicas of the new owner (failback).
+            # Former owners come back as replicas of the new owner (failback). Not edge sites:
+            # nothing dials in to one (pushing to its endpoint would fill its hub); a site
+            # pulls from the new owner over its link (edge.follow).
             for former in vol.former_owners:
-                if former != self.cluster and (p.name, former) not in wanted:
+                site = view.clusters.get(former)
+                edge = site is not None and site.provider == "edge"
+                if former != self.cluster and (p.name, former) not in wanted and not edge:
                     wanted[(p.name, former)] = (p, Target(cluster=former))
         for key in list(self.workers):
             if key not in wanted:
