@@ -222,7 +222,8 @@ def _metrics(fed: Federation, cid: str) -> str:
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{fed.controllers[cid].metrics_port}/metrics", timeout=5) as r:
-        return r.read().decode()
+        text: str = r.read().decode()
+        return text
 
 
 def test_expired_and_foreign_certificates_are_refused(fed: Federation, tmp_path: Path) -> None:
@@ -286,7 +287,10 @@ def test_rotation_serves_the_new_certificate_without_restart(fed: Federation) ->
 
 def test_bad_input_on_every_new_command(fed: Federation) -> None:
     assert fed.tls_dir is not None
-    gns = lambda *a: as_user(fed, "client", *a)  # noqa: E731
+
+    def gns(*a: str) -> subprocess.CompletedProcess[bytes]:
+        return as_user(fed, "client", *a)
+
     before = gns("acl", "list", "--json").stdout
     for args in (
         ["acl", "grant", "data", "user:bob", "read"],
