@@ -11,6 +11,10 @@ mounted at ``/bench`` holding one small file), for:
 * ``help``: ``gns --help`` (start-up and command registration alone);
 * ``python_floor``: ``python -c pass``, the interpreter's own start, the floor under all of them.
 
+``--mounts N`` first adds N more mounts of volume ``bench`` (``/other/m-i``, values exactly as
+``ControlPlane.add_mount`` writes them), so a command's cost can be seen against the size of
+the namespace: one path's command should not read all of it.
+
 Each is ``--runs`` new processes, interleaved round-robin so machine load hits all alike;
 medians and p90 in milliseconds. ``import_cli_main_ms`` is the median cumulative time of
 ``import federation.cli.main`` as ``python -X importtime`` reports it (``--import-runs``
@@ -23,6 +27,7 @@ as they are for anyone who runs ``gns`` twice. Everything it starts is stopped b
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import shutil
@@ -74,6 +79,23 @@ def import_time_ms(env: dict[str, str]) -> float:
     return int(m.group(1)) / 1000.0
 
 
+async def add_mounts(urls: str, count: int) -> None:
+    from namespace import schema
+    from namespace.etcd import Etcd, EtcdConfig
+    from namespace.models import Mount
+
+    etcd = await Etcd.connect(EtcdConfig.parse(urls))
+    try:
+        for start in range(0, count, 100):
+            puts = []
+            for i in range(start, min(start + 100, count)):
+                m = Mount(path=f"/other/g-{i % 97}/m-{i}", volume="bench")
+                puts.append(etcd.tx.put(schema.mount(m.path), m.dump()))
+            await etcd.txn([], puts)
+    finally:
+        await etcd.close()
+
+
 def summary(seconds: list[float]) -> dict[str, float]:
     ms = [s * 1000.0 for s in seconds]
     return {"median_ms": rnd(median(ms), 1), "p90_ms": rnd(percentile(ms, 90), 1),
@@ -85,6 +107,7 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=15, help="processes per command")
     p.add_argument("--import-runs", type=int, default=9, help="processes for the import-time figure")
+    p.add_argument("--mounts", type=int, default=0, help="extra mounts in the namespace")
     args = p.parse_args()
     terminate_on_sigterm()
     started = time.monotonic()
@@ -102,6 +125,10 @@ def main() -> None:
             for argv in (["volume", "create", "bench", "--cluster", "onprem-a"],
                          ["mount", "add", "/bench", "bench"], ["put", str(seed), "/bench/f"]):
                 subprocess.run(gns + argv, env=env, check=True, capture_output=True, timeout=60)
+            if args.mounts:
+                log(f"adding {args.mounts} mounts")
+                asyncio.run(add_mounts(etcd.urls, args.mounts))
+            result["mounts"] = args.mounts + 1
             cases = {
                 "stat": gns + ["stat", "/bench/f"],
                 "stat_controller": gns + ["--controller", ctl.endpoint, "stat", "/bench/f"],

@@ -264,6 +264,43 @@ async def load_view(etcd: Etcd) -> NamespaceView:
     return view
 
 
+async def load_path_view(etcd: Etcd, path: str) -> NamespaceView:
+    """The part of the namespace that routing one request to ``path`` reads: the mount keys
+    on the path's prefixes (one transaction of gets), the volume the longest of them names,
+    then that volume's owner record and liveness key. A one-shot command (``gns stat``) then
+    costs three small round trips whatever the size of the namespace, instead of a read of
+    all of it. Nothing else is in the view: callers that need more (replicas, mirrors, error
+    messages about the whole table) load the whole view."""
+    path = normalize(path)
+    prefixes = [path]
+    cut = path.rfind("/")
+    while cut > 0:
+        prefixes.append(path[:cut])
+        cut = path.rfind("/", 0, cut)
+    if path != "/":
+        prefixes.append("/")
+    view = NamespaceView()
+    await _read_keys(etcd, view, [schema.mount(p) for p in prefixes])
+    res = view.resolve(path)
+    if res is not None:
+        await _read_keys(etcd, view, [schema.volume(res.volume)])
+        vol = view.volumes.get(res.volume)
+        if vol is not None:
+            await _read_keys(etcd, view, [schema.cluster(vol.owner), schema.alive(vol.owner)])
+    return view
+
+
+async def _read_keys(etcd: Etcd, view: NamespaceView, keys: list[bytes]) -> None:
+    """Get ``keys`` in one transaction (one revision) and apply those that exist; the view's
+    revision becomes that of the latest read."""
+    tx = etcd.tx
+    _, responses = await etcd.txn([], [tx.get(k) for k in keys])
+    for key, found in zip(keys, responses, strict=True):
+        for value, meta in found:
+            view.apply(key, value)
+            view.revision = max(view.revision, meta.header.revision)
+
+
 class NamespaceCache:
     """A :class:`NamespaceView` kept current by an etcd watch."""
 

@@ -10,7 +10,7 @@ from federation.local.etcd_server import EtcdCluster
 from namespace import cache as nscache
 from namespace import schema
 from namespace.etcd import Etcd, EtcdConfig
-from namespace.models import Mount
+from namespace.models import ClusterSpec, Mount
 
 
 async def _scenario(urls: str) -> None:
@@ -89,3 +89,36 @@ def test_bulk_decoding_matches_the_watch_path(etcd: EtcdCluster, monkeypatch: py
     """The load's fast mount decoder accepts and refuses exactly what one-key apply does."""
     monkeypatch.setattr(nscache, "LOAD_PAGE", 4)
     asyncio.run(_odd_scenario(etcd.urls))
+
+
+async def _path_view_scenario(urls: str) -> None:
+    from namespace.control import ControlPlane
+
+    etcd = await Etcd.connect(EtcdConfig.parse(urls))
+    try:
+        cp = ControlPlane(etcd)
+        for cid in ("pc-1", "pc-2"):
+            await etcd.put(schema.cluster(cid), ClusterSpec(id=cid, endpoint="127.0.0.1:1").dump())
+        await cp.create_volume("pv-a", "pc-1")
+        await cp.create_volume("pv-b", "pc-2")
+        for path, target in (("/pv", "pv-a"), ("/pv/deep/er", "pv-b:in/side"), ("/pv/other", "pv-b")):
+            await cp.add_mount(path, target)
+        await etcd.put(schema.alive("pc-2"), b"1")
+        whole = await nscache.load_view(etcd)
+        for path in ("/pv", "/pv/x/y", "/pv/deep", "/pv/deep/er", "/pv/deep/er/f/g", "//pv/deep/er/"):
+            part = await nscache.load_path_view(etcd, path)
+            assert part.resolve(path) == whole.resolve(path), path
+            res = part.resolve(path)
+            assert res is not None and set(part.volumes) == {res.volume}
+            owner = whole.volumes[res.volume].owner
+            assert set(part.clusters) == {owner} and set(part.alive) <= {owner}
+            assert "/pv/other" not in part.mounts  # only the mounts on the path's way
+        unmounted = await nscache.load_path_view(etcd, "/nowhere/x")
+        assert unmounted.resolve("/nowhere/x") is None and not unmounted.volumes
+    finally:
+        await etcd.close()
+
+
+def test_path_view_reads_only_the_way_to_one_path(etcd: EtcdCluster) -> None:
+    """A one-shot command's view: the same answer as the whole view, from a few gets."""
+    asyncio.run(_path_view_scenario(etcd.urls))
