@@ -16,7 +16,7 @@ import grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.channels import sync_channel
 from federation.loop_thread import LoopThread
-from namespace.cache import NamespaceCache, NamespaceView
+from namespace.cache import NamespaceCache, NamespaceView, load_path_view
 from namespace.control import ControlPlane
 from namespace.errors import Unavailable
 from namespace.etcd import Etcd, EtcdConfig
@@ -75,6 +75,20 @@ class Connection:
                     loop.run(cache.start())
                     self._cache = cache
         return self._cache.view
+
+    def route_view(self, path: str) -> NamespaceView:
+        """The view to route one request to ``path`` by. Without a watch (a one-shot command)
+        only the keys on that path's way are read (a few gets, whatever the namespace's
+        size); the whole view is read where routing may need more of it: ``via``,
+        ``consistency="any"``, an unmounted path or a Down owner (replicas, error messages)."""
+        if self._watch or self.via is not None or self.consistency == "any":
+            return self.view()
+        partial = self._run(load_path_view(self._control().etcd, path))
+        res = partial.resolve(path)
+        vol = partial.volumes.get(res.volume) if res is not None else None
+        if vol is None or vol.owner not in partial.alive:
+            return self.view()
+        return partial
 
     def close(self) -> None:
         for ch in self._channels.values():

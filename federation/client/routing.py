@@ -33,7 +33,7 @@ class Routing(Connection):
 
     def _route(self, path: str, epoch: int | None = None, *, read: bool = False) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
         path = normalize(path)
-        view = self.view()
+        view = self.route_view(path)
         if self.via is not None:
             spec = view.clusters.get(self.via)
             if spec is None:
