@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.storage import VolumeStorage
+from federation.storage import FileMeta, VolumeStorage
 from federation.storage.group_commit import GroupCommitter, Request
 from namespace.errors import Conflict
 
@@ -62,16 +63,16 @@ def test_a_failing_put_fails_alone_in_its_batch(tmp_path: Path) -> None:
         committer = vol.put_committer
         real = committer._run_batch
 
-        def slow_first(batch: list[Request]) -> None:  # type: ignore[type-arg]
+        def slow_first(batch: list[Request[sqlite3.Connection, FileMeta]]) -> None:
             gate.wait(5)  # let the others queue up behind this batch
             real(batch)
 
-        committer._run_batch = slow_first  # type: ignore[method-assign]
+        committer._run_batch = slow_first
         errors: dict[str, BaseException] = {}
 
-        def put(path: str, **kw: object) -> None:
+        def put(path: str, if_absent: bool = False) -> None:
             try:
-                vol.put_bytes(path, path.encode(), **kw)
+                vol.put_bytes(path, path.encode(), if_absent=if_absent)
             except Conflict as exc:
                 errors[path] = exc
 
@@ -143,9 +144,9 @@ def test_kill9_mid_batch_loses_nothing_acknowledged(tmp_path: Path) -> None:
         child.stdout.close()
         with VolumeStorage.open(root, "gc") as vol:
             files = {f.path: f for f in vol.files()}
-            for path, (version, sha) in acked.items():
+            for path, (acked_version, acked_sha) in acked.items():
                 assert path in files, f"acknowledged put {path} lost"
-                assert files[path].sha256 == sha and files[path].version == version
+                assert files[path].sha256 == acked_sha and files[path].version == acked_version
             # nothing partial: every visible file is whole, and one version per put
             for f in list(files.values())[:: max(1, len(files) // 50)]:
                 assert hashlib.sha256(_read(vol, f.path)).hexdigest() == f.sha256

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.storage import VolumeStorage
+from federation.storage import FileMeta, VolumeStorage
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -155,7 +155,8 @@ def test_fault_points(tmp_path: Path, fault: str, expect_new: bool) -> None:
     assert "committed" not in out
     vol = _check_invariants(root)
     meta = vol.stat("big/file.bin")
-    assert meta.sha256 == (new_sha if expect_new else old_sha)  # type: ignore[union-attr]
+    assert isinstance(meta, FileMeta)
+    assert meta.sha256 == (new_sha if expect_new else old_sha)
     assert vol.version == (2 if expect_new else 1)
     assert [e.name for e in vol.listdir("")] == ["big"]
     assert [e.name for e in vol.listdir("big")] == ["file.bin"]
@@ -176,7 +177,8 @@ def test_sigkill_mid_large_write(tmp_path: Path) -> None:
         if proc.returncode == 0:  # finished first on a very fast disk: nothing to test
             continue
         vol = _check_invariants(root)
-        assert vol.stat("big/file.bin").sha256 == old_sha  # type: ignore[union-attr]
+        meta = vol.stat("big/file.bin")
+        assert isinstance(meta, FileMeta) and meta.sha256 == old_sha
         assert vol.version == 1, attempt
         vol.close()
 
@@ -193,7 +195,7 @@ def test_large_put_memory_is_bounded(tmp_path: Path) -> None:
     peak_mib = int(last[3]) / 1024  # VmHWM is in KiB
     assert peak_mib < 100, peak_mib
     vol = _check_invariants(root)
-    assert vol.stat("big/file.bin").size == 768 << 20  # type: ignore[union-attr]
+    assert vol.stat("big/file.bin").size == 768 << 20
     vol.close()
 
 
