@@ -3,6 +3,7 @@ read, and nothing written between pages leaks in (the watch delivers it after)."
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from namespace.etcd import Etcd, EtcdConfig
 from namespace.models import ClusterSpec, Mount
 
 
-async def _scenario(urls: str) -> None:
+async def _scenario(urls: str, monkeypatch: pytest.MonkeyPatch) -> None:
     etcd = await Etcd.connect(EtcdConfig.parse(urls))
     try:
         for i in range(23):
@@ -30,20 +31,18 @@ async def _scenario(urls: str) -> None:
         real = nscache._range_page
         calls = 0
 
-        async def page_then_write(*args: object) -> object:
+        async def page_then_write(*args: Any) -> Any:
             nonlocal calls
             calls += 1
-            rsp = await real(*args)  # type: ignore[arg-type]
+            rsp = await real(*args)
             if calls == 1:
                 late = Mount(path="/p/99", volume="v0")
                 await etcd.put(schema.mount(late.path), late.dump())
             return rsp
 
-        nscache._range_page = page_then_write  # type: ignore[assignment]
-        try:
+        with monkeypatch.context() as patch:
+            patch.setattr(nscache, "_range_page", page_then_write)
             view2 = await nscache.load_view(etcd)
-        finally:
-            nscache._range_page = real
         assert calls > 1 and "/p/99" not in view2.mounts and view2.revision == revision
     finally:
         await etcd.close()
@@ -51,7 +50,7 @@ async def _scenario(urls: str) -> None:
 
 def test_paged_load_is_one_snapshot(etcd: EtcdCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(nscache, "LOAD_PAGE", 5)
-    asyncio.run(_scenario(etcd.urls))
+    asyncio.run(_scenario(etcd.urls, monkeypatch))
 
 
 _ODD_VALUES = [
