@@ -16,7 +16,7 @@ mounted at ``/bench`` holding one small file), for:
 the namespace: one path's command should not read all of it.
 
 Each is ``--runs`` new processes, interleaved round-robin so machine load hits all alike;
-medians and p90 in milliseconds. ``import_cli_main_ms`` is the median cumulative time of
+medians and p90 in milliseconds, and the median CPU time (user+system) of the process. ``import_cli_main_ms`` is the median cumulative time of
 ``import federation.cli.main`` as ``python -X importtime`` reports it (``--import-runs``
 processes). The command run is the installed ``gns`` console script beside ``sys.executable``
 when there is one (what users run), else ``python -m federation.cli.main``.
@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -60,13 +61,22 @@ def gns_command() -> list[str]:
     return [sys.executable, "-m", "federation.cli.main"]
 
 
-def time_run(cmd: list[str], env: dict[str, str]) -> float:
+CPU: dict[str, list[float]] = {}
+"""CPU seconds (user+system) of each timed process, by command: on a loaded machine the
+wall time mostly says how loaded it was, the CPU time says what the command cost."""
+
+
+def time_run(cmd: list[str], env: dict[str, str], name: str = "") -> float:
     """Wall seconds of one whole process; a failing command is an error, not a figure."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run(cmd, env=env, capture_output=True, timeout=60)
     elapsed = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise RuntimeError(f"{cmd} exited {out.returncode}: {out.stderr.decode(errors='replace')[-500:]}")
+    if name:
+        CPU.setdefault(name, []).append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
     return elapsed
 
 
@@ -142,9 +152,10 @@ def main() -> None:
             times: dict[str, list[float]] = {name: [] for name in cases}
             for _ in range(args.runs):
                 for name, cmd in cases.items():
-                    times[name].append(time_run(cmd, env))
+                    times[name].append(time_run(cmd, env, name))
             for name, ts in times.items():
                 result[name] = summary(ts)
+                result[name]["cpu_median_ms"] = rnd(median(CPU[name]) * 1000.0, 1)
             imports = [import_time_ms(env) for _ in range(args.import_runs)]
             result["import_cli_main_ms"] = {"median": rnd(median(imports), 1),
                                             "p90": rnd(percentile(imports, 90), 1)}
