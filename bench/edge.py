@@ -262,7 +262,8 @@ def profile_start(pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
     if not out:
         return []
     Path(out).mkdir(parents=True, exist_ok=True)
-    return [subprocess.Popen(["py-spy", "record", "-p", str(pid), "-f", "raw", "-r", "50", "--nonblocking",
+    extra = os.environ.get("GNS_BENCH_PYSPY_ARGS", "").split()  # e.g. --native
+    return [subprocess.Popen(["py-spy", "record", "-p", str(pid), "-f", "raw", "-r", "50", "--nonblocking", *extra,
                               "-o", str(Path(out) / f"{name}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for name, pid in pids.items()]
 
@@ -362,6 +363,7 @@ def bench_drain(fed: Federation, root: Path, hub: Any, core: Any, changes: int, 
         drain_cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
         profile_stop(spies)
         drained_bytes = changes * size
+        after_first = (changes - 1) * size
         put_cpu0 = cpu_seconds(core_pid)
         # The peer: `gns put` (Client.put) of the same files to a core volume, same run.
         with fed.client() as c:
@@ -375,10 +377,16 @@ def bench_drain(fed: Federation, root: Path, hub: Any, core: Any, changes: int, 
         return {
             "backlog_changes": changes, "backlog_mib": rnd(drained_bytes / MIB),
             "reconnect_to_shipping_ms": rnd(first * 1000),
-            "backlog_drain_s": rnd(drain_s),
-            "backlog_drain_mib_s": rnd(drained_bytes / MIB / drain_s),
+            # Draining proper: first backlog version acknowledged -> last one (the redial
+            # before it is reconnect_to_shipping_ms, its own goal); the bytes of the first
+            # version are left out, so this is not flattered.
+            "backlog_drain_s": rnd(drain_s - first),
+            "backlog_drain_mib_s": rnd(after_first / MIB / max(drain_s - first, 1e-9)),
             "gns_put_mib_s": rnd(drained_bytes / MIB / put_s),
-            "drain_vs_put_ratio": rnd((drained_bytes / drain_s) / (drained_bytes / put_s)),
+            "drain_vs_put_ratio": rnd((after_first / max(drain_s - first, 1e-9)) / (drained_bytes / put_s)),
+            # The same counted from the moment the link was let through again (redial included).
+            "backlog_drain_incl_reconnect_s": rnd(drain_s),
+            "drain_incl_reconnect_vs_put_ratio": rnd((drained_bytes / drain_s) / (drained_bytes / put_s)),
             "shipped_in_order": shipped == sorted(shipped) and len(set(shipped)) == len(shipped),
             "live_put_p99_ms_idle": rnd(percentile(idle, 99) * 1000),
             "live_put_p99_ms_during_drain": rnd(percentile(during, 99) * 1000),

@@ -268,7 +268,12 @@ class Shipper:
                 w.error_at = time.time()
                 w.acked = -1  # ask the target again: it is the resume point
                 log.warning("site %s: shipping %s to %s failed: %s", self.site, w.volume, w.target, w.last_error)
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
+                if not self.link_up.is_set():
+                    # The link died under the call: wait for it (loop top), not for a backoff
+                    # that could still be running when it comes back.
+                    failures = 0
+                    continue
+                await asyncio.sleep(min(2.0, 0.2 * 2 ** min(failures, 4)))
                 continue
             failures = 0
             w.syncing = False
