@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -36,7 +37,8 @@ def fuse(env: Env, mountpoint: Path, root: str, read_only: bool, via: str | None
          consistency: str, max_staleness: float, daemon: bool, cache_dir: Path | None,
          timeout: float) -> None:
     """Mount the global namespace (or --root PATH) at MOUNTPOINT through FUSE."""
-    from federation.fuse.mount import MountConfig, clear_stale, daemonize, run
+    from federation.fuse.mount import MountConfig, daemonize, run
+    from federation.fuse.mountinfo import clear_stale
     from federation.fuse.staging import default_cache_dir
     from namespace.errors import InvalidInput
     from namespace.paths import check_name, normalize
@@ -51,13 +53,13 @@ def fuse(env: Env, mountpoint: Path, root: str, read_only: bool, via: str | None
     config = MountConfig(mountpoint=mountpoint, root=root, read_only=read_only,
                          cache_dir=cache_dir.absolute() if cache_dir else None, timeout=timeout)
 
-    def serve(ready: object = None) -> None:
+    def serve(ready: Callable[[], None] | None = None) -> None:
         with env.client(via=via, consistency=consistency, max_staleness=max_staleness) as c:
-            run(config, c, ready)  # type: ignore[arg-type]
+            run(config, c, ready)
 
     if daemon:
         log_file = (cache_dir or default_cache_dir()) / f"gns-fuse-{os.getpid()}.log"
-        daemonize(serve, log_file)  # type: ignore[arg-type]
+        daemonize(serve, log_file)
         click.echo(f"mounted {root} at {mountpoint}")
         return
     serve()
