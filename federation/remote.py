@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
@@ -71,7 +71,7 @@ class RemoteClient(Client):
         self.controller = address
 
     # -- plumbing -------------------------------------------------------------------------
-    def _control(self) -> Any:
+    def _control(self) -> NoReturn:
         raise Unavailable("this client talks to a controller (--controller) and has no etcd access")
 
     def view(self) -> NamespaceView:
