@@ -75,7 +75,8 @@ def test_live_frames_go_before_bulk_and_a_dead_link_fails_calls() -> None:
         assert kinds[1].data == b"live"
 
         async def reqs() -> AsyncIterator[bytes]:
-            for item in ():  # an async generator that sends nothing
+            nothing: tuple[bytes, ...] = ()
+            for item in nothing:  # an async generator that sends nothing
                 yield item
 
         async def call() -> None:
