@@ -210,9 +210,8 @@ class ObjectRelayHandler:
                 info, chunks = await asyncio.to_thread(store._open_range, head["key"], int(head["start"]),
                                                        head["end"], int(head["chunk_size"]))
                 yield json.dumps({"result": _info_dict(info)}).encode()
-                done = object()
-                while (block := await asyncio.to_thread(next, chunks, done)) is not done:
-                    for piece in _pieces(block):  # type: ignore[arg-type]  # bytes: ``done`` is the only other value
+                while (block := await asyncio.to_thread(_next_or_none, chunks)) is not None:
+                    for piece in _pieces(block):
                         yield piece
             else:
                 yield json.dumps({"result": await asyncio.to_thread(_simple, store, head)}).encode()
@@ -257,6 +256,10 @@ async def _unframed(it: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             want = -1
     if want >= 0:
         raise ValueError("a part ended early")
+
+
+def _next_or_none(it: Iterator[bytes]) -> bytes | None:
+    return next(it, None)
 
 
 def _keys(head: dict[str, Any]) -> list[str]:
