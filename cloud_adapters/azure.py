@@ -20,6 +20,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import azure.core.exceptions as aex
@@ -200,6 +201,9 @@ class AzureStore(ObjectStore):
                     return self._stat(full_key), iter(())
                 raise
         info = self._info(full_key, dl.properties)
+        total = str(getattr(dl.properties, "content_range", None) or "").rpartition("/")[2]
+        if total.isdigit():  # a ranged read: properties.size is the range's, not the blob's
+            info = replace(info, size=int(total))
 
         def chunks() -> Iterator[bytes]:
             with _sdk_errors(uri):

@@ -19,8 +19,9 @@ How a pass works (``run_pass``):
    version numbers may describe another history).
 3. Copies run on a bounded worker pool (``cloud_adapters.transfer.TransferPool``): at most
    ``workers`` files of ``SMALL_FILE`` bytes or more at once, and up to ``small_workers``
-   (default ``SMALL_FACTOR`` x ``workers``) requests in flight in all, since a small object
-   costs the store a round trip, not bandwidth; a file the target already holds (``has`` / same sha256 in the listing) is skipped, which is what
+   (default for object-store targets ``SMALL_FACTOR`` x ``workers``, else ``workers``)
+   requests in flight in all, since a small object costs a store a round trip, not
+   bandwidth; a file the target already holds (``has`` / same sha256 in the listing) is skipped, which is what
    makes a killed pass resume without re-sending.
 4. Phases, for targets that replace files in place (plain object-store layouts, see
    :class:`InPlaceTarget`): new paths first (harmless: not part of any version); then, only if
@@ -74,7 +75,7 @@ SAMPLE_LIMIT = 1000
 SMALL_FILE = 1 << 20
 """Files below this size may be copied beyond ``workers`` at once (up to ``small_workers``)."""
 SMALL_FACTOR = 4
-"""Default ``small_workers`` = ``SMALL_FACTOR`` x ``workers``."""
+"""Default ``small_workers`` for object-store targets = ``SMALL_FACTOR`` x ``workers``."""
 _RUN_SIZE = 100_000
 _SPOOL_IN_MEMORY = 10_000
 
@@ -612,11 +613,15 @@ class _Run:
         self.run_copies(new_files())
 
 
-def _pools(workers: int, small_workers: int | None
+def _pools(workers: int, small_workers: int | None, target: MirrorTarget
            ) -> tuple[TransferPool, threading.BoundedSemaphore]:
     if workers < 1:
         raise ValueError("workers must be >= 1")
-    small = SMALL_FACTOR * workers if small_workers is None else small_workers
+    small = small_workers
+    if small is None:
+        # Only object stores by default: a small object costs them a round trip. A cluster
+        # replica fsyncs each blob, so more streams in flight buy it nothing.
+        small = SMALL_FACTOR * workers if isinstance(target, InPlaceTarget) else workers
     if small < workers:
         raise ValueError("small_workers must be >= workers")
     return TransferPool(small), threading.BoundedSemaphore(workers)
@@ -634,7 +639,8 @@ def run_pass(
     """Mirror exactly the version pinned now to ``target`` (see the module docstring).
 
     ``workers`` files of ``SMALL_FILE`` bytes or more are copied at once; ``small_workers``
-    (default ``SMALL_FACTOR`` x ``workers``) bounds all requests in flight.
+    (default: ``SMALL_FACTOR`` x ``workers`` for object-store targets, else ``workers``)
+    bounds all requests in flight.
 
     ``progress(bytes_done, files_done)`` counts files copied or found already present (and
     their bytes), from the calling thread. ``should_stop()`` is polled between files; when it
@@ -659,7 +665,7 @@ def run_pass(
                 full, reason = True, "journal-gap"
         log.info("volume %s -> %s: pass v%d -> v%d (%s)",
                  source.name, target.name, st.version, version, reason)
-        run = _Run(source, target, version, st, *_pools(workers, small_workers), progress,
+        run = _Run(source, target, version, st, *_pools(workers, small_workers, target), progress,
                    should_stop)
         try:
             if isinstance(target, WriteIntentTarget):
@@ -719,7 +725,7 @@ def verify(
                 f"volume {source.name!r}: target committed by epoch {st.epoch}, "
                 f"this owner has epoch {source.epoch}"
             )
-        pool, large = _pools(workers, small_workers)
+        pool, large = _pools(workers, small_workers, target)
         missing: list[str] = []
         extra: list[str] = []
         mismatched: list[str] = []

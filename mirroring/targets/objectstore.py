@@ -25,7 +25,8 @@ base.
 Segments are written by streaming JSON from the files iterable (sorted by path, one entry per
 line) so a million-file volume never sits in memory; the manifest is put conditionally
 (``if_match`` the etag read by ``state()``, ``if_absent`` for the first) so two writers cannot
-both commit. ``state()`` reads only the manifest (one stat + one small ranged read).
+both commit. ``state()`` reads only the manifest's head (one ranged read, which also gives its etag)
+and the in-place marker.
 
 The plain layout updates files in place, so a pass that must overwrite or delete files of the
 committed version cannot keep that version intact. The engine therefore writes new paths first
@@ -207,8 +208,7 @@ class ObjectStoreTarget:
     def _read_json(self, key: str) -> tuple[ObjectInfo, dict[str, object]] | None:
         """The object's info and, for the manifest, its header (first line) only."""
         try:
-            info = self.store.stat(key)
-            head = b"".join(self.store.open(key, 0, min(info.size, _HEAD_BYTES)))
+            info, head = self.store.read_head(key, _HEAD_BYTES)  # one request, not stat+read
         except ObjectNotFound:
             return None
         line = head.split(b"\n", 1)[0]

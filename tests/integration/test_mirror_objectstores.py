@@ -210,7 +210,7 @@ def test_sigkill_mid_pass_then_resume(kind: str, request: pytest.FixtureRequest,
         deadline = time.monotonic() + 60
         arrived = 0
         while time.monotonic() < deadline and child.poll() is None:
-            arrived = sum(1 for k in raw.objects() if k.startswith("new/"))
+            arrived = sum(1 for k in raw.listing() if k.startswith("new/"))  # keys only
             if arrived >= 30:
                 break
             time.sleep(0.05)

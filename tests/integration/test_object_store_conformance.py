@@ -50,6 +50,24 @@ def test_small_roundtrip_and_stat(object_store_backend: ObjectStore) -> None:
     assert s.exists("dir/hello.txt") and not s.exists("dir/nope")
 
 
+def test_read_head_gives_info_and_first_bytes(object_store_backend: ObjectStore) -> None:
+    s = object_store_backend
+    data = os.urandom(40_000)
+    put = s.put("head/big", data)
+    info, head = s.read_head("head/big", 16384)
+    assert head == data[:16384]
+    assert (info.key, info.size, info.sha256, info.etag) == ("head/big", len(data), _sha(data),
+                                                             put.etag)
+    s.put("head/small", b"tiny")
+    info, head = s.read_head("head/small", 16384)
+    assert (head, info.size, info.sha256) == (b"tiny", 4, _sha(b"tiny"))
+    s.put("head/empty", b"")
+    info, head = s.read_head("head/empty", 16384)
+    assert (head, info.size) == (b"", 0)
+    with pytest.raises(ObjectNotFound):
+        s.read_head("head/missing", 10)
+
+
 def test_empty_and_unicode_keys(object_store_backend: ObjectStore) -> None:
     s = object_store_backend
     s.put("empty", b"")
