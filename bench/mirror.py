@@ -40,13 +40,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from cloud_adapters.registry import open_store
 from federation.local.emulators import ServerHandle, start_seaweed
 from federation.storage import FileMeta, VolumeStorage
 from mirroring.engine import run_pass
-from mirroring.protocols import VolumeSource
 from mirroring.targets import ObjectStoreTarget
 
 MIB = 1 << 20
@@ -129,9 +128,7 @@ def _gns(vol: VolumeStorage, srv: ServerHandle, uri: str, workers: int, small_wo
             store.exists("warm-up")
         target = ObjectStoreTarget(store, uri, volume=vol.name)
     load, c0, t0 = os.getloadavg()[0], time.process_time(), time.perf_counter()
-    # VolumeStorage is a VolumeSource; mypy only objects that changes_since returns
-    # list[FileMeta] where the protocol says list[FileLike] (lists are invariant).
-    r = run_pass(cast(VolumeSource, vol), target, workers=workers, small_workers=small_workers)
+    r = run_pass(vol, target, workers=workers, small_workers=small_workers)
     dt = time.perf_counter() - t0
     CPU.append({"tool": "gns", "phase": phase, "wall_s": round(dt, 3),
                 "cpu_s": round(time.process_time() - c0, 3), "load_1m": round(load, 2)})

@@ -46,7 +46,7 @@ import pickle
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 
@@ -463,7 +463,7 @@ class _Run:
     in_place_begun: bool = False
     overwrites: _Spool = field(default_factory=_Spool)
     deletes: _Spool = field(default_factory=_Spool)
-    changes: tuple[list[FileLike], list[str]] | None = None
+    changes: tuple[Sequence[FileLike], Sequence[str]] | None = None
     """Incremental passes: the journal's net changes since the target's committed version."""
     existed: set[str] | None = None
     """Incremental passes on a target no pass has written to since its commit: the changed
@@ -554,7 +554,7 @@ class _Run:
 
     # -- the two modes ------------------------------------------------------------------------
 
-    def incremental(self, copies: list[FileLike], deleted: list[str]) -> None:
+    def incremental(self, copies: Sequence[FileLike], deleted: Sequence[str]) -> None:
         in_place = isinstance(self.target, InPlaceTarget)
 
         existed = self.existed
@@ -656,8 +656,8 @@ def run_pass(
         if reason == "up-to-date":
             return PassResult(version, st.version, False, 0, 0, 0, 0,
                               time.monotonic() - t0, True, reason)
-        copies: list[FileLike] = []
-        deleted: list[str] = []
+        copies: Sequence[FileLike] = ()
+        deleted: Sequence[str] = ()
         if not full:
             try:
                 copies, deleted = source.changes_since(st.version, version)

@@ -214,7 +214,7 @@ def test_sigkill_mid_pass_then_resume(kind: str, request: pytest.FixtureRequest,
             if arrived >= 30:
                 break
             time.sleep(0.05)
-        assert child.poll() is None, child.stderr.read() if child.stderr else ""  # type: ignore[union-attr]
+        assert child.poll() is None, child.stderr.read() if child.stderr else ""
         os.kill(child.pid, signal.SIGKILL)
     finally:
         if child.poll() is None:

@@ -12,7 +12,9 @@ import io
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
+from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -79,7 +81,7 @@ def test_empty_and_unicode_keys(object_store_backend: ObjectStore) -> None:
 
 
 @pytest.mark.parametrize("kind", ["file", "iterable", "bytes_with_sha"])
-def test_put_sources(object_store_backend: ObjectStore, kind: str, tmp_path) -> None:
+def test_put_sources(object_store_backend: ObjectStore, kind: str, tmp_path: Path) -> None:
     s = object_store_backend
     data = os.urandom(300_000)
     if kind == "file":
@@ -329,7 +331,7 @@ def test_open_is_lazy_and_bounded(object_store_backend: ObjectStore) -> None:
     s = object_store_backend
     data = os.urandom(2 * MiB)
     s.put("lazy", data)
-    gen: Iterator[bytes] = s.open("lazy", chunk_size=64 * 1024)
+    gen = cast(Generator[bytes, None, None], s.open("lazy", chunk_size=64 * 1024))
     first = next(gen)
     assert first == data[: len(first)] and 0 < len(first) <= 64 * 1024
     gen.close()  # abandoning a stream mid-way is fine

@@ -363,9 +363,9 @@ def test_listing_without_metadata_uses_manifest_then_head(vol: VolumeStorage,
     assert {f.path: f.sha256 for f in files} == _snapshot(vol)
     assert stats == []  # all from the manifest
     store.put("dir0/f0000.bin", b"behind our back")  # newer than the manifest -> HEAD
-    files = {f.path: f.sha256 for f in t.files()}
+    shas = {f.path: f.sha256 for f in t.files()}
     assert stats == ["dir0/f0000.bin"]
-    assert files["dir0/f0000.bin"] == hashlib.sha256(b"behind our back").hexdigest()
+    assert shas["dir0/f0000.bin"] == hashlib.sha256(b"behind our back").hexdigest()
 
 
 def test_verify_detects_and_repairs(vol: VolumeStorage, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,8 +51,9 @@ def _committed(t: ObjectStoreTarget) -> dict[str, str]:
     return {p: e["sha256"] for p, e in m["files"].items()}
 
 
-def _manifest(t: ObjectStoreTarget) -> dict:  # type: ignore[type-arg]
-    return json.loads(t.store.read_bytes(MANIFEST_KEY))
+def _manifest(t: ObjectStoreTarget) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(t.store.read_bytes(MANIFEST_KEY))
+    return doc
 
 
 def _segments(t: ObjectStoreTarget) -> set[str]:
