@@ -121,8 +121,10 @@ def test_drain_survives_kill9_of_hub_and_edge(federation: Federation, tmp_path: 
         assert replica(core.endpoint)[1] == dict(written)
         shipped = wait_for(lambda: (got := e.status()["shipped"].get("sensors->onprem-b")) and got[-1] == len(written)
                            and got, 10, "shipping record")
-        # This edge process shipped from the replica's version on, every version once, in order.
-        assert shipped == list(range(shipped[0], len(written) + 1)) and shipped[0] <= at_edge_kill + 1, shipped
+        # This edge process resumed at the replica's version (a group the killed process had
+        # already handed over may still land after the kill: it is not sent again), then
+        # shipped every later version once, in order.
+        assert shipped == list(range(shipped[0], len(written) + 1)) and shipped[0] > at_edge_kill, shipped
         print(f"hub killed at v{at_kill}, edge killed at v{at_edge_kill}")
     finally:
         print(e.tail())  # shown by pytest only if the test failed
