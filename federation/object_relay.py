@@ -165,13 +165,17 @@ def _error(e: dict[str, str], uri: str) -> store_errors.ObjectStoreError:
 Allowed = Callable[[str, str], bool]
 """(site, normalised store URI) -> may this site write there (a policy of a volume it owns
 names it)?"""
+TrustedCaller = Callable[[grpc.aio.ServicerContext], bool]
+"""Did this call come from the hub's own relay? Only then is its ``gns-on-behalf-of: edge:<site>``
+the hub's word rather than the caller's claim."""
 
 
 class ObjectRelayHandler:
     """Runs relayed object-store hooks on the real store, for edge sites only."""
 
-    def __init__(self, allowed: Allowed) -> None:
+    def __init__(self, allowed: Allowed, trusted_caller: TrustedCaller) -> None:
         self.allowed = allowed
+        self.trusted_caller = trusted_caller
         self._stores: dict[str, ObjectStore] = {}
         self._stores_lock = threading.Lock()
 
@@ -193,7 +197,7 @@ class ObjectRelayHandler:
         try:
             head = json.loads(await it.__anext__())
             md = dict(context.invocation_metadata() or ())
-            who = str(md.get(ON_BEHALF_OF, ""))
+            who = str(md.get(ON_BEHALF_OF, "")) if self.trusted_caller(context) else ""
             uri = str(parse_uri(str(head.get("uri", ""))))
             if not who.startswith("edge:") or not self.allowed(who[len("edge:"):], uri):
                 raise store_errors.PermissionDenied(

@@ -49,6 +49,7 @@ from federation.api.errors import kind_of, trailing_metadata
 from federation.channels import AioChannelPool
 from federation.controller.metrics import ControllerMetrics
 from federation.edge_mux import ON_BEHALF_OF, InCall, LinkMux, RelayHandler, forwardable, replay
+from federation.object_relay import ObjectRelayHandler, policy_allows
 from namespace import edge as records
 from namespace import schema
 from namespace.cache import NamespaceCache, NamespaceView
@@ -320,6 +321,19 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         epb_grpc.add_EdgeLinkServicer_to_server(self, server)
+        # Object-store mirror targets of edge volumes: the site's requests, made here.
+        ObjectRelayHandler(policy_allows(lambda: self.cache.view), self._from_own_relay).add_to_server(server)
+
+    def _from_own_relay(self, context: grpc.aio.ServicerContext) -> bool:
+        """A site's relayed call reaches this server from the hub itself (``_replay_up``), with
+        the hub's own certificate; any other caller's on-behalf-of claim is not believed.
+        Without TLS nothing can be proved, as everywhere else in that mode."""
+        if self.tls_dir is None:
+            return True
+        from federation.controller.authz import peer_identity
+
+        peer = peer_identity(context)
+        return peer is not None and peer.is_cluster and peer.name == self.cluster
 
     async def stop(self) -> None:
         self._stopping = True
