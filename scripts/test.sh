@@ -35,7 +35,7 @@ if ! git diff --quiet -- federation/api/_gen 2>/dev/null; then
 fi
 lint-imports
 ruff check .
-# --strict over the modules listed in pyproject.toml ([tool.mypy] packages/modules).
+# --strict over every package, the tests and scripts/gen-crds.py ([tool.mypy] files).
 python -m mypy
 
 # Everything the tests need is installed above: a skip for any other reason fails the run.
