@@ -13,9 +13,8 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -52,7 +51,8 @@ def fed(etcd_module: EtcdCluster, tmp_path_factory: pytest.TempPathFactory) -> I
         f.stop_all()
 
 
-_IN_PROCESS: list[Any] = []
+InProcess = Callable[[dict[str, str], list[str], bytes | None], subprocess.CompletedProcess[bytes]]
+_IN_PROCESS: list[InProcess] = []
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +87,7 @@ def as_user(f: Federation, who: str, *args: str, input: bytes | None = None,
     env = f.env()
     env["GNS_IDENTITY"] = who
     if _IN_PROCESS and not real:
-        return _IN_PROCESS[-1](env, list(args), input)  # type: ignore[no-any-return]
+        return _IN_PROCESS[-1](env, list(args), input)
     return subprocess.run([sys.executable, "-m", "federation.cli.main", *args], input=input,
                           capture_output=True, env=env, timeout=60)
 
@@ -280,7 +280,8 @@ def test_rotation_serves_the_new_certificate_without_restart(fed: Federation) ->
     while _served_serial(fed, "onprem-b") != new:
         assert time.monotonic() < deadline, "rotated certificate not served within 30 s"
         time.sleep(0.2)
-    assert fed.controllers["onprem-b"].pid == pid and fed.controllers["onprem-b"].proc.poll() is None  # type: ignore[union-attr]
+    b = fed.controllers["onprem-b"]
+    assert b.pid == pid and b.proc is not None and b.proc.poll() is None
     # and it still works both ways: forwarding through b, and b's own peer calls
     assert fed.gns_bytes("cat", "/data/x", "--via", "onprem-b").stdout == b"x-data"
 
