@@ -435,9 +435,9 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
 
     fed.start("onprem-a")
     fed.wait_state("onprem-a", "Ready", timeout=30)
-    st = cli_status(fed, "crash-dr")[uri]
-    assert st["version"] == v1 and st["files"] == files_v1, st
-    assert st["state"] != "Synced"
+    target = cli_status(fed, "crash-dr")[uri]
+    assert target["version"] == v1 and target["files"] == files_v1, target
+    assert target["state"] != "Synced"
 
     time.sleep(1.1)  # LastModified has one-second resolution
     out = fed.gns("mirror", "sync", "crash-dr", "--wait", "--json", timeout=180)
@@ -498,6 +498,7 @@ def test_kill9_leader_reelected_and_interval_passes_go_on(
     # kill the leader once the interval pass is moving files
     wait_for(lambda: any(k.startswith("b/") for k in d.listing()), 30, "the interval pass to start", every=0.05)
     t0 = time.monotonic()
+    assert leader is not None
     fed.kill(leader, signal.SIGKILL)
     new_leader = wait_for(lambda: (lambda x: x if x not in (None, leader) else None)(leader_of(fed)), fed.lease_ttl + 15, "a new leader", every=0.1)
     took = time.monotonic() - t0
@@ -602,6 +603,7 @@ def test_continuous_lag_under_max_lag_then_lagging_when_target_stopped(
                 return e if e.state in ("Lagging", "Error") else None
 
             bad = wait_for(lagging, 15, "onprem-b to show Lagging", every=0.1)
+            assert bad is not None
             assert bad.version == frozen_at and bad.lag_versions >= 6, bad
             if bad.state == "Lagging":
                 assert bad.lag_seconds > 2.0, bad

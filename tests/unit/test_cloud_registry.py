@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,8 +42,8 @@ def test_missing_sdk_gives_install_hint(
     monkeypatch.delitem(sys.modules, mod, raising=False)
     for name in list(sys.modules):
         if name == sdk or name.startswith(sdk + "."):
-            monkeypatch.setitem(sys.modules, name, None)  # type: ignore[arg-type]
-    monkeypatch.setitem(sys.modules, sdk, None)  # type: ignore[arg-type]
+            monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, sdk, None)
     with pytest.raises(MissingDependency) as ei:
         registry.open_store(uri)
     assert f"pip install 'gns[{extra}]'" in str(ei.value) and uri in str(ei.value)
@@ -66,7 +67,7 @@ def test_unknown_scheme() -> None:
         registry.open_store("hdfs://x/y")
 
 
-def test_missing_credentials_name_the_uri(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_missing_credentials_name_the_uri(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # Azure: nothing configured -> refused before any request.
     for v in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_URL",
               "AZURE_STORAGE_ACCOUNT"):

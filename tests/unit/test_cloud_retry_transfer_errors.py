@@ -6,6 +6,7 @@ import pickle
 import random
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -81,7 +82,7 @@ def test_pool_bounded_lazy_and_complete() -> None:
     peak = 0
     lock = threading.Lock()
 
-    def items():
+    def items() -> Iterator[int]:
         nonlocal pulled
         for i in range(200):
             pulled += 1
