@@ -7,7 +7,7 @@ implemented here, in :mod:`mirroring.targets.objectstore`.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -50,7 +50,7 @@ class VolumeSource(Protocol):
     def pin(self) -> tuple[int, object]:
         """Hold the current version's blobs readable; returns (version, token)."""
     def unpin(self, token: object) -> None: ...
-    def changes_since(self, after_version: int, upto_version: int) -> tuple[list[FileLike], list[str]]:
+    def changes_since(self, after_version: int, upto_version: int) -> tuple[Sequence[FileLike], Sequence[str]]:
         """Net effect of versions (after, upto]: files to copy and paths deleted.
         Raises ``namespace.errors.Conflict`` when the journal no longer reaches back."""
     def snapshot_files(self, version: int) -> Iterator[FileLike]:
