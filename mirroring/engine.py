@@ -558,6 +558,7 @@ class _Run:
         in_place = isinstance(self.target, InPlaceTarget)
 
         existed = self.existed
+        target = self.target
 
         def classify(f: _Copy) -> tuple[str, _Copy]:
             if in_place and existed is not None:
@@ -565,8 +566,8 @@ class _Run:
                     return "defer", f  # an overwrite: after begin_in_place
                 self.copy(f)
                 return "copied", f
-            if in_place:
-                held = self.target.held_sha256(f.path)  # type: ignore[attr-defined]
+            if isinstance(target, InPlaceTarget):
+                held = target.held_sha256(f.path)
                 if held == f.sha256:
                     return "skip", f
                 if held is not None:

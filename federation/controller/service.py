@@ -24,7 +24,7 @@ from federation.controller.handler_io import IOPool, read_header
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.mirrors import MirrorRunner
 from federation.controller.volumes import VolumeManager
-from federation.storage import DirEntry, FileMeta, JournalEntry
+from federation.storage import DirEntry, FileMeta, JournalEntry, PutWriter, VolumeStorage
 from namespace.cache import NamespaceCache
 from namespace.control import resolve_in
 from namespace.errors import Conflict, InvalidInput, NotFound, Unavailable
@@ -170,7 +170,7 @@ class FederationService(pb_grpc.FederationServicer):
             version=meta.version, type="file", served_by=self.cluster, mode=meta.mode,
         )
 
-    def _local_storage(self, volume: str):  # type: ignore[no-untyped-def]
+    def _local_storage(self, volume: str) -> VolumeStorage:
         vol = self.volumes.volume(volume)
         return self.volumes.storage(volume, create=vol.owner == self.cluster)
 
@@ -519,9 +519,9 @@ class FederationService(pb_grpc.FederationServicer):
             writer.write(data)
             return self._gated_commit(writer, r, header)
 
-    def _gated_commit(self, writer: Any, r: Resolved, header: pb.WriteHeader) -> FileMeta:
+    def _gated_commit(self, writer: PutWriter, r: Resolved, header: pb.WriteHeader) -> FileMeta:
         self.volumes.check_writable(r.volume, r.epoch)
-        return writer.commit(  # type: ignore[no-any-return]
+        return writer.commit(
             mtime=header.mtime or None, expect_sha256=header.expect_sha256 or None,
             mode=header.mode or None, if_absent=header.if_absent,
         )
@@ -553,7 +553,8 @@ class FederationService(pb_grpc.FederationServicer):
             response_deserializer=pb.WriteReply.FromString,
         )
         try:
-            return await raw_write(relay(), metadata=self._hops(context))  # type: ignore[no-any-return]
+            reply: pb.WriteReply = await raw_write(relay(), metadata=self._hops(context))
+            return reply
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, f"owner {owner[0]}") from None
 

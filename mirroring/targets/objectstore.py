@@ -238,7 +238,7 @@ class ObjectStoreTarget:
         fmt = head.get("format")
         if fmt not in _READABLE_FORMATS:
             raise Conflict(f"{self.name}: manifest format {fmt!r} unsupported")
-        version, epoch = int(head["version"]), int(head["epoch"])  # type: ignore[call-overload]
+        version, epoch = int(str(head["version"])), int(str(head["epoch"]))
         vol = head.get("volume")
         raw_segments: Any = head.get("segments", ())
         raw_retired: Any = head.get("retired", ())
