@@ -18,50 +18,22 @@ import grpc
 import pytest
 
 from edge.harness import EdgeProcess
-from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
-from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
-from federation.local.ports import free_port
-from federation.local.tcpproxy import TcpProxy
 from tests.fixtures.federation import Federation, assert_error
 from tests.support import wait_for
-
-HB = 0.3
-
-
-def token(fed: Federation, site: str, *extra: str) -> str:
-    out = fed.gns("edge", "token", "create", "--site", site, *extra)
-    assert out.returncode == 0, out.stderr
-    doc = json.loads(out.stdout)
-    assert set(doc) >= {"token", "site", "hub", "expires_at"} and doc["site"] == site
-    return str(doc["token"])
-
-
-def edge_site(fed: Federation, site: str, hubs: list[str]) -> EdgeProcess:
-    return EdgeProcess(site=site, hubs=hubs, data_dir=fed.root / "edges" / site,
-                       listen=f"127.0.0.1:{free_port()}", heartbeat=f"{HB}s")
-
-
-def stub(e: EdgeProcess) -> pb_grpc.FederationStub:
-    return pb_grpc.FederationStub(grpc.insecure_channel(e.listen))
-
-
-def put(s: pb_grpc.FederationStub, path: str, data: bytes) -> Any:
-    header = pb.WriteChunk(header=pb.WriteHeader(target=pb.Target(global_path=path)))
-    return s.Write(iter([header, pb.WriteChunk(data=data)]), timeout=30).info
-
-
-def read(s: pb_grpc.FederationStub, path: str) -> bytes:
-    return b"".join(c.data for c in s.Read(pb.ReadRequest(target=pb.Target(global_path=path)), timeout=30))
-
-
-def edge_list(fed: Federation) -> dict[str, dict[str, Any]]:
-    out = fed.gns("edge", "list", "--json")
-    assert out.returncode == 0, out.stderr
-    return {s["site"]: s for s in json.loads(out.stdout)}
-
-
-def wait_cluster(fed: Federation, cid: str, state: str, timeout: float) -> None:
-    wait_for(lambda: fed.state(cid) == state, timeout, f"{cid} {state}")
+from tests.support.edge import (
+    HB,
+    edge_list,
+    edge_site,
+    mirrored,
+    put,
+    read,
+    replica_files,
+    start_mirrored_site,
+    stub,
+    token,
+    try_rpc,
+    wait_cluster,
+)
 
 
 def test_join_ready_serve_both_ways(federation: Federation) -> None:
@@ -80,7 +52,7 @@ def test_join_ready_serve_both_ways(federation: Federation) -> None:
         assert federation.gns("volume", "create", "core", "--cluster", "onprem-a").returncode == 0
         assert federation.gns("mount", "add", "/core", "core").returncode == 0
         s = stub(e)
-        wait_for(lambda: _try(lambda: put(s, "/sensors/a.txt", b"at the site").served_by == "edge-1"), 10, "local write")
+        wait_for(lambda: try_rpc(lambda: put(s, "/sensors/a.txt", b"at the site").served_by == "edge-1"), 10, "local write")
         # Core -> hub -> down the site's own stream (nothing dials the edge).
         out = federation.gns("cat", "/sensors/a.txt")
         assert out.returncode == 0 and out.stdout == "at the site", out.stderr
@@ -98,13 +70,6 @@ def test_join_ready_serve_both_ways(federation: Federation) -> None:
         e.wait_link("Ready")
     finally:
         e.stop()
-
-
-def _try(fn: Any) -> Any:
-    try:
-        return fn()
-    except grpc.RpcError:
-        return None
 
 
 def test_bad_tokens_refused_nothing_registered(federation: Federation) -> None:
@@ -147,45 +112,10 @@ def test_bad_tokens_refused_nothing_registered(federation: Federation) -> None:
     assert set(sites) == {"edge-ok"}
 
 
-def mirrored(fed: Federation) -> int:
-    out = fed.gns("mirror", "status", "sensors-dr", "--json")
-    return int(json.loads(out.stdout)[0]["targets"][0]["version"]) if out.returncode == 0 else -1
-
-
-def replica_files(endpoint: str, volume: str) -> tuple[int, dict[str, str]]:
-    ch = grpc.insecure_channel(endpoint)
-    rs = pb_grpc.ReplicationStub(ch)
-    version = int(rs.State(pb.ReplicaStateRequest(volume=volume), timeout=10).version)
-    files = {f.path: f.sha256 for f in rs.Files(pb.ReplicaFilesRequest(volume=volume), timeout=10)}
-    ch.close()
-    return version, files
-
-
-POLICY = """
-apiVersion: gns.io/v1alpha1
-kind: MirrorPolicy
-metadata: {name: sensors-dr}
-spec:
-  volume: sensors
-  mode: continuous
-  targets: [{cluster: onprem-b}]
-  failover: {automatic: true, after: 1s}
-"""
-
-
 @pytest.mark.slow
 def test_offline_writes_kill9_backlog_ships_in_order(federation: Federation, tmp_path: Path) -> None:
-    hub = federation.add("onprem-a")
-    core = federation.add("onprem-b")
-    proxy = TcpProxy(hub.endpoint).start()
-    e = edge_site(federation, "edge-1", [proxy.endpoint])
+    hub, core, proxy, e = start_mirrored_site(federation, tmp_path)
     try:
-        e.start(token(federation, "edge-1"))
-        wait_cluster(federation, "edge-1", "Ready", timeout=20)
-        assert federation.gns("volume", "create", "sensors", "--cluster", "edge-1").returncode == 0
-        assert federation.gns("mount", "add", "/sensors", "sensors").returncode == 0
-        (tmp_path / "p.yaml").write_text(POLICY)
-        assert federation.gns("mirror", "apply", "-f", str(tmp_path / "p.yaml")).returncode == 0
         s = stub(e)
         expected: dict[str, str] = {}
 
@@ -195,7 +125,7 @@ def test_offline_writes_kill9_backlog_ships_in_order(federation: Federation, tmp
             expected[f"r{i:03d}"] = hashlib.sha256(data).hexdigest()
             return True
 
-        wait_for(lambda: _try(lambda: write(0)), 10, "first write")
+        wait_for(lambda: try_rpc(lambda: write(0)), 10, "first write")
         for i in range(1, 5):
             write(i)
         wait_for(lambda: replica_files(core.endpoint, "sensors")[0] == 5, 20, "live shipping")
@@ -227,7 +157,7 @@ def test_offline_writes_kill9_backlog_ships_in_order(federation: Federation, tmp
         e.kill()  # kill -9 while offline
         e.start()
         s = stub(e)
-        wait_for(lambda: _try(lambda: write(15)), 15, "write after restart")
+        wait_for(lambda: try_rpc(lambda: write(15)), 15, "write after restart")
         for i in range(16, 20):
             write(i)
         assert replica_files(core.endpoint, "sensors")[0] == 5
@@ -315,7 +245,7 @@ def test_full_disk_refuses_new_writes_keeps_old(federation: Federation, tmp_path
         assert federation.gns("volume", "create", "sensors", "--cluster", "edge-1").returncode == 0
         assert federation.gns("mount", "add", "/sensors", "sensors").returncode == 0
         s = stub(e)
-        wait_for(lambda: _try(lambda: put(s, "/sensors/keep", b"kept")), 10, "first write")
+        wait_for(lambda: try_rpc(lambda: put(s, "/sensors/keep", b"kept")), 10, "first write")
         refused = None
         for i in range(40):
             try:

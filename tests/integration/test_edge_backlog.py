@@ -12,19 +12,16 @@ import grpc
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
-from federation.local.tcpproxy import TcpProxy
 from tests.fixtures.federation import Federation
-from tests.integration.test_edge import (
-    POLICY,
-    _try,
-    edge_site,
+from tests.support import wait_for
+from tests.support.edge import (
     put,
     replica_files,
+    start_mirrored_site,
     stub,
-    token,
+    try_rpc,
     wait_cluster,
 )
-from tests.support import wait_for
 
 
 def backlog_metric(metrics_port: int, site: str) -> tuple[float, float] | None:
@@ -44,19 +41,10 @@ def site_version(s: pb_grpc.FederationStub) -> int:
 
 
 def test_backlog_metric_moves_and_offline_dir_edits_ship(federation: Federation, tmp_path: Path) -> None:
-    hub = federation.add("onprem-a")
-    core = federation.add("onprem-b")
-    proxy = TcpProxy(hub.endpoint).start()
-    e = edge_site(federation, "edge-1", [proxy.endpoint])
+    hub, core, proxy, e = start_mirrored_site(federation, tmp_path)
     try:
-        e.start(token(federation, "edge-1"))
-        wait_cluster(federation, "edge-1", "Ready", timeout=20)
-        assert federation.gns("volume", "create", "sensors", "--cluster", "edge-1").returncode == 0
-        assert federation.gns("mount", "add", "/sensors", "sensors").returncode == 0
-        (tmp_path / "p.yaml").write_text(POLICY)
-        assert federation.gns("mirror", "apply", "-f", str(tmp_path / "p.yaml")).returncode == 0
         s = stub(e)
-        wait_for(lambda: _try(lambda: put(s, "/sensors/a", b"first")), 10, "first write")
+        wait_for(lambda: try_rpc(lambda: put(s, "/sensors/a", b"first")), 10, "first write")
         wait_for(lambda: replica_files(core.endpoint, "sensors")[0] == 1, 20, "live shipping")
         wait_for(lambda: backlog_metric(hub.metrics_port, "edge-1") == (0, 0), 10, "backlog metric 0")
 

@@ -12,19 +12,17 @@ from typing import Any
 import grpc
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
-from federation.local.tcpproxy import TcpProxy
 from tests.fixtures.federation import Federation
-from tests.integration.test_edge import (
-    _try,
-    edge_site,
+from tests.support import wait_for
+from tests.support.edge import (
     put,
     read,
     replica_files,
+    start_mirrored_site,
     stub,
-    token,
+    try_rpc,
     wait_cluster,
 )
-from tests.support import wait_for
 
 POLICY = """
 apiVersion: gns.io/v1alpha1
@@ -45,19 +43,10 @@ def diverged(fed: Federation) -> list[dict[str, Any]]:
 
 
 def test_forced_promotion_while_away_site_writes_diverge_and_follow(federation: Federation, tmp_path: Path) -> None:
-    hub = federation.add("onprem-a")
-    core = federation.add("onprem-b")
-    proxy = TcpProxy(hub.endpoint).start()
-    e = edge_site(federation, "edge-1", [proxy.endpoint])
+    hub, core, proxy, e = start_mirrored_site(federation, tmp_path)
     try:
-        e.start(token(federation, "edge-1"))
-        wait_cluster(federation, "edge-1", "Ready", timeout=20)
-        assert federation.gns("volume", "create", "sensors", "--cluster", "edge-1").returncode == 0
-        assert federation.gns("mount", "add", "/sensors", "sensors").returncode == 0
-        (tmp_path / "p.yaml").write_text(POLICY)
-        assert federation.gns("mirror", "apply", "-f", str(tmp_path / "p.yaml")).returncode == 0
         s = stub(e)
-        wait_for(lambda: _try(lambda: put(s, "/sensors/shared", b"v1 from the site")), 10, "first write")
+        wait_for(lambda: try_rpc(lambda: put(s, "/sensors/shared", b"v1 from the site")), 10, "first write")
         put(s, "/sensors/kept", b"mirrored before the cut")
         wait_for(lambda: replica_files(core.endpoint, "sensors")[0] == 2, 20, "live shipping")
 
@@ -97,17 +86,17 @@ def test_forced_promotion_while_away_site_writes_diverge_and_follow(federation: 
         assert at_site.role == "replica" and int(at_site.version) == owner_version and int(at_site.epoch) == 2
         # New owner's data wins, everywhere; the site's version never reached the core.
         # (calls that cross the link are retried: a 0.3 s heartbeat can flap on a loaded box)
-        assert wait_for(lambda: _try(lambda: read(s, "/sensors/shared")), 15, "read") == b"v2 from the new owner"
+        assert wait_for(lambda: try_rpc(lambda: read(s, "/sensors/shared")), 15, "read") == b"v2 from the new owner"
         assert federation.gns("cat", "/sensors/shared").stdout == "v2 from the new owner"
         assert federation.gns("cat", "/sensors/site-only").returncode != 0
-        assert wait_for(lambda: _try(lambda: read(s, "/sensors/kept")), 15, "read") == b"mirrored before the cut"
+        assert wait_for(lambda: try_rpc(lambda: read(s, "/sensors/kept")), 15, "read") == b"mirrored before the cut"
         # Later writes at the owner reach the site's copy too.
         assert federation.gns("put", "-", "/sensors/later", input=b"after the return").returncode == 0
         later = replica_state(core.endpoint)
         wait_for(lambda: (e.status().get("followed", {}).get("sensors") or [0])[0] == later, 30, "follows again")
         # Writes at the site now go to the owner (up the link), not into the replica.
-        info = wait_for(lambda: _try(lambda: put(s, "/sensors/from-site-again", b"to the owner")), 15, "write")
-        assert info.served_by == "onprem-b"
+        info = wait_for(lambda: try_rpc(lambda: put(s, "/sensors/from-site-again", b"to the owner")), 15, "write")
+        assert info is not None and info.served_by == "onprem-b"
         # Nobody pushed the site's replica to its hub's endpoint: the hub holds no copy of it.
         assert not (hub.data_dir / "volumes" / "sensors").exists()
     finally:

@@ -16,7 +16,11 @@ from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
 from federation.certs import init_certs
 from federation.tls import channel_credentials, channel_options
 from tests.fixtures.federation import Federation
-from tests.integration.test_edge import edge_site, token, wait_cluster
+from tests.support.edge import (
+    edge_site,
+    token,
+    wait_cluster,
+)
 
 
 def tls_federation(fed: Federation, tmp_path: Path) -> None:

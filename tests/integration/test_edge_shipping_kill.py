@@ -22,8 +22,15 @@ from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.local.ports import free_port
 from federation.local.tcpproxy import TcpProxy
 from tests.fixtures.federation import Federation
-from tests.integration.test_edge import POLICY, _try, put, stub, token, wait_cluster
 from tests.support import wait_for
+from tests.support.edge import (
+    POLICY,
+    put,
+    stub,
+    token,
+    try_rpc,
+    wait_cluster,
+)
 
 SIZE = 192 << 10
 
@@ -89,7 +96,7 @@ def test_drain_survives_kill9_of_hub_and_edge(federation: Federation, tmp_path: 
             written.append((name, hashlib.sha256(data).hexdigest()))
             return True
 
-        wait_for(lambda: _try(write), 10, "first write")
+        wait_for(lambda: try_rpc(write), 10, "first write")
         drain_until(core.endpoint, written, 1, 30)
 
         # Backlog 1, then kill -9 of the hub mid-drain.

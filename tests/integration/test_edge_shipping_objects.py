@@ -26,8 +26,13 @@ from federation.local.tcpproxy import TcpProxy
 from federation.object_relay import METHOD, ON_BEHALF_OF, relayed_store
 from mirroring.targets import ObjectStoreTarget
 from tests.fixtures.federation import Federation
-from tests.integration.test_edge import _try, stub, token, wait_cluster
 from tests.support import wait_for
+from tests.support.edge import (
+    stub,
+    token,
+    try_rpc,
+    wait_cluster,
+)
 
 POLICY = """
 apiVersion: gns.io/v1alpha1
@@ -90,7 +95,7 @@ def test_site_ships_to_object_store_through_hub(federation: Federation, moto_s3:
             expected[f"r{i:03d}"] = hashlib.sha256(data).hexdigest()
             return True
 
-        wait_for(lambda: _try(lambda: write(0)), 10, "first write")
+        wait_for(lambda: try_rpc(lambda: write(0)), 10, "first write")
         write(1)
         write(2, 9 << 20)  # a multipart upload through the relay
         wait_for(lambda: store_state(moto_s3, uri) == (3, expected), 60, "live shipping to S3")
@@ -103,7 +108,7 @@ def test_site_ships_to_object_store_through_hub(federation: Federation, moto_s3:
         e.kill()
         e.start()
         s = stub(e)
-        wait_for(lambda: _try(lambda: write(8)), 15, "write after restart")
+        wait_for(lambda: try_rpc(lambda: write(8)), 15, "write after restart")
         assert store_state(moto_s3, uri)[0] == 3
         proxy.resume()
         proxy.drop()
