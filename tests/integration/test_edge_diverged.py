@@ -43,7 +43,7 @@ def diverged(fed: Federation) -> list[dict[str, Any]]:
 
 
 def test_forced_promotion_while_away_site_writes_diverge_and_follow(federation: Federation, tmp_path: Path) -> None:
-    hub, core, proxy, e = start_mirrored_site(federation, tmp_path)
+    hub, core, proxy, e = start_mirrored_site(federation, tmp_path, POLICY)
     try:
         s = stub(e)
         wait_for(lambda: try_rpc(lambda: put(s, "/sensors/shared", b"v1 from the site")), 10, "first write")

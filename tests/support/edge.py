@@ -94,10 +94,11 @@ def replica_files(endpoint: str, volume: str) -> tuple[int, dict[str, str]]:
     return version, files
 
 
-def start_mirrored_site(fed: Federation, tmp_path: Path) -> tuple[Controller, Controller, TcpProxy, EdgeProcess]:
+def start_mirrored_site(fed: Federation, tmp_path: Path, policy: str = POLICY
+                        ) -> tuple[Controller, Controller, TcpProxy, EdgeProcess]:
     """Hub ``onprem-a``, core ``onprem-b``, and site ``edge-1`` joined through a loopback proxy
-    (the test cuts the link there), owning volume ``sensors`` at ``/sensors`` with
-    :data:`POLICY`. Returns (hub, core, proxy, site); the caller stops the site and proxy."""
+    (the test cuts the link there), owning volume ``sensors`` at ``/sensors`` mirrored by
+    ``policy``. Returns (hub, core, proxy, site); the caller stops the site and proxy."""
     hub = fed.add("onprem-a")
     core = fed.add("onprem-b")
     proxy = TcpProxy(hub.endpoint).start()
@@ -107,7 +108,7 @@ def start_mirrored_site(fed: Federation, tmp_path: Path) -> tuple[Controller, Co
         wait_cluster(fed, "edge-1", "Ready", timeout=20)
         assert fed.gns("volume", "create", "sensors", "--cluster", "edge-1").returncode == 0
         assert fed.gns("mount", "add", "/sensors", "sensors").returncode == 0
-        (tmp_path / "p.yaml").write_text(POLICY)
+        (tmp_path / "p.yaml").write_text(policy)
         assert fed.gns("mirror", "apply", "-f", str(tmp_path / "p.yaml")).returncode == 0
     except BaseException:
         e.stop()
