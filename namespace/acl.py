@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote
 from namespace import schema
 from namespace.errors import InvalidInput, NotFound
 from namespace.etcd import Etcd
-from namespace.paths import check_name, normalize
+from namespace.paths import ancestors, check_name, normalize
 
 log = logging.getLogger(__name__)
 
@@ -119,19 +119,6 @@ def _hit(granted: dict[str, frozenset[str]], subjects: tuple[str, ...], perm: st
         if perms is not None and perm in perms:
             return True
     return False
-
-
-def ancestors(path: str) -> list[str]:
-    """``/a/b`` → ``["/", "/a", "/a/b"]`` (``path`` must be normal)."""
-    if path == "/":
-        return ["/"]
-    out = ["/"]
-    end = path.find("/", 1)
-    while end != -1:
-        out.append(path[:end])
-        end = path.find("/", end + 1)
-    out.append(path)
-    return out
 
 
 class Grants:

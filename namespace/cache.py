@@ -25,7 +25,7 @@ from namespace import schema
 from namespace.etcd import FAILURES, Etcd, prefix_end
 from namespace.models import ClusterSpec, ClusterView, Mount, Volume, VolumeState, VolumeView
 from namespace.mounts import MountTable, Resolution
-from namespace.paths import check_name, normalize, normalize_relative
+from namespace.paths import ancestors, check_name, normalize, normalize_relative
 
 log = logging.getLogger(__name__)
 
@@ -272,15 +272,8 @@ async def load_path_view(etcd: Etcd, path: str) -> NamespaceView:
     all of it. Nothing else is in the view: callers that need more (replicas, mirrors, error
     messages about the whole table) load the whole view."""
     path = normalize(path)
-    prefixes = [path]
-    cut = path.rfind("/")
-    while cut > 0:
-        prefixes.append(path[:cut])
-        cut = path.rfind("/", 0, cut)
-    if path != "/":
-        prefixes.append("/")
     view = NamespaceView()
-    await _read_keys(etcd, view, [schema.mount(p) for p in prefixes])
+    await _read_keys(etcd, view, [schema.mount(p) for p in ancestors(path)])
     res = view.resolve(path)
     if res is not None:
         await _read_keys(etcd, view, [schema.volume(res.volume)])

@@ -111,3 +111,16 @@ def check_name(kind: str, name: str) -> str:
             "starting and ending with a letter or digit"
         )
     return name
+
+
+def ancestors(path: str) -> list[str]:
+    """``/a/b`` → ``["/", "/a", "/a/b"]`` (``path`` must be normal)."""
+    if path == "/":
+        return ["/"]
+    out = ["/"]
+    end = path.find("/", 1)
+    while end != -1:
+        out.append(path[:end])
+        end = path.find("/", end + 1)
+    out.append(path)
+    return out
