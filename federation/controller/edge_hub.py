@@ -47,6 +47,7 @@ from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
 from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
 from federation.api.errors import kind_of, trailing_metadata
 from federation.channels import AioChannelPool
+from federation.controller.authz import peer_identity
 from federation.controller.metrics import ControllerMetrics
 from federation.edge_mux import ON_BEHALF_OF, InCall, LinkMux, RelayHandler, forwardable, replay
 from federation.object_relay import ObjectRelayHandler, policy_allows
@@ -330,8 +331,6 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         Without TLS nothing can be proved, as everywhere else in that mode."""
         if self.tls_dir is None:
             return True
-        from federation.controller.authz import peer_identity
-
         peer = peer_identity(context)
         return peer is not None and peer.is_cluster and peer.name == self.cluster
 
@@ -509,8 +508,6 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         if self.tls_dir is None:
             await records.check_credential(self.etcd, hello.site, hello.credential)
             return
-        from federation.controller.authz import peer_identity
-
         peer = peer_identity(context)
         want = f"cluster:{hello.site}"
         if peer is None:
