@@ -16,6 +16,8 @@ Tables::
     staged(sha256 PK, ts)     blobs ingested for a coming reset_to/apply (kept by the sweep)
     dirs(path PK, mode, mtime)  directories made explicitly (mkdir, or chmod/utime of one):
                               they persist while empty; other directories stay implicit
+    inline_blobs(sha256 PK, data)  small blobs kept in the catalog (``inline.py``); an older
+                              catalog gets the (empty) table at open
 
 Later columns (added in place to older catalogs): ``files.mode``; ``journal.mode``,
 ``journal.kind`` (NULL for a plain put/delete; ``rename``, ``chmod``, ``utime`` for file
@@ -35,7 +37,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from namespace.errors import InvalidInput
 
@@ -72,6 +74,9 @@ CREATE TABLE IF NOT EXISTS dirs(
     mode INTEGER NOT NULL,
     mtime REAL NOT NULL
 ) WITHOUT ROWID;
+-- A rowid table, not WITHOUT ROWID: rows of up to 64 KiB live in overflow pages, which
+-- SQLite advises against for WITHOUT ROWID tables.
+CREATE TABLE IF NOT EXISTS inline_blobs(sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);
 """
 
 FILE_COLS = "path, size, sha256, mtime, version, mode"
@@ -250,13 +255,42 @@ def file_ancestor(conn: sqlite3.Connection, path: str) -> str | None:
 
 def check_put_shape(conn: sqlite3.Connection, path: str) -> None:
     """Refuse a put where a directory is, or below a file."""
+    put_target(conn, path)
+
+
+def put_target(conn: sqlite3.Connection, path: str) -> FileMeta | None:
+    """The file a put at ``path`` replaces (None: a new file); refuses a put where a
+    directory is, or below a file.
+
+    Why one statement: every put runs this inside its commit, and the five lookups as
+    separate queries cost more CPU than the put's own rows.
+    """
     if path == "":
         raise InvalidInput("cannot write the volume root: '' is a directory")
-    if is_dir(conn, path):
+    lo, hi = below(path)
+    anc = ancestors(path)
+    marks = ",".join("?" * len(anc))
+    ancestor_sql = (
+        f"(SELECT path FROM files WHERE path IN ({marks}) ORDER BY path LIMIT 1)"
+        if anc else "NULL"
+    )
+    row = conn.execute(
+        "SELECT EXISTS(SELECT 1 FROM dirs WHERE path = ?) "
+        "OR EXISTS(SELECT 1 FROM files WHERE path >= ? AND path < ?) "
+        "OR EXISTS(SELECT 1 FROM dirs WHERE path >= ? AND path < ?), "
+        f"{ancestor_sql}, f.size, f.sha256, f.mtime, f.version, f.mode "
+        "FROM (SELECT 1) LEFT JOIN files f ON f.path = ?",
+        (path, lo, hi, lo, hi, *anc, path),
+    ).fetchone()
+    if row[0]:
         raise InvalidInput(f"cannot write {path!r}: it is a directory")
-    anc = file_ancestor(conn, path)
-    if anc is not None:
-        raise InvalidInput(f"cannot write {path!r}: {anc!r} is a file")
+    if row[1] is not None:
+        raise InvalidInput(f"cannot write {path!r}: {row[1]!r} is a file")
+    if row[3] is None:
+        return None
+    return FileMeta(
+        path=path, size=row[2], sha256=row[3], mtime=row[4], version=row[5], mode=row[6]
+    )
 
 
 def list_children(
@@ -362,11 +396,15 @@ def put_file(
     *,
     kind: str | None = None,
     src: str | None = None,
-) -> None:
+    old: FileMeta | None | Literal["lookup"] = "lookup",
+) -> int:
     """Create or replace one file, journal it, and queue the old blob if now unreferenced.
 
-    ``mode`` None keeps a replaced file's mode bits (a new file gets 0644)."""
-    old = get_file(conn, path)
+    ``mode`` None keeps a replaced file's mode bits (a new file gets 0644); the mode written
+    is returned. ``old`` is the file being replaced when the caller looked it up already
+    (None: there is none); by default it is looked up here."""
+    if old == "lookup":
+        old = get_file(conn, path)
     if mode is None:
         mode = old.mode if old else DEFAULT_FILE_MODE
     conn.execute(
@@ -397,6 +435,7 @@ def put_file(
     )
     if old is not None and old.sha256 != sha256:
         queue_if_unreferenced(conn, [old.sha256])
+    return mode
 
 
 def delete_file(

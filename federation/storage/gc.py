@@ -1,9 +1,12 @@
 """Garbage collection of blobs: unlink a blob once nothing can need it any more.
 
-A blob may be unlinked only when no ``files`` row and no staged ingest references it
+Blobs are files under ``blobs/`` or rows of ``inline_blobs`` (small content); one sha256
+may be both, and collection removes both. A blob may be removed only when no ``files`` row and no staged ingest references it
 (``catalog.is_referenced``), no put between installing it and committing holds it
 (``hold``), and no pin is held at all (``Pins.held``; deletions then wait in
-``gc_pending``). At open, ``sweep_orphans`` removes blobs of puts killed before their commit.
+``gc_pending``). At open, ``sweep_orphans`` removes blob files of puts killed before their
+commit. Inline blobs need no sweep: one is written in the same transaction as the row that
+references it, and the transaction that drops the last reference queues it in ``gc_pending``.
 
 Callers hold the volume's lock around ``collect_locked`` and ``queue_unless_used_locked``.
 """
@@ -17,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from . import catalog as cat
+from . import inline
 from .blobs import SHA256_RE
 from .pins import Pins
 from .state import VolumeState
@@ -53,7 +57,9 @@ class BlobCollector:
                 cat.queue_if_unreferenced(conn, [sha256])
 
     def collect_locked(self) -> int:
-        """Unlink queued blobs nothing needs any more; deferred while any pin is held."""
+        """Remove queued blobs nothing needs any more; deferred while any pin is held.
+
+        Returns how many blob files were unlinked (inline rows go in the same pass)."""
         if self._pins.held:
             return 0
         state = self._state
@@ -72,14 +78,18 @@ class BlobCollector:
                 return removed
             last = shas[-1]
             done = []
+            dead = []
             for sha in shas:
                 if sha in self._inflight:
                     continue
-                if not cat.is_referenced(conn, sha) and state.blobs.unlink(sha):
-                    removed += 1
+                if not cat.is_referenced(conn, sha):
+                    dead.append(sha)
+                    if state.blobs.unlink(sha):
+                        removed += 1
                 done.append(sha)
             if done:
                 with state.write_txn() as wconn:
+                    inline.delete(wconn, dead)
                     wconn.executemany(
                         "DELETE FROM gc_pending WHERE sha256 = ?", [(s,) for s in done]
                     )

@@ -1,17 +1,22 @@
 """The put path: stream a file's new content, then make it durable and visible at once.
 
-A put streams into a temp file while hashing (``blobs.TempBlob``), fsyncs it, renames it to
-``blobs/<sha[:2]>/<sha>`` (directory fsynced), and only then commits its catalog row (files
-row, journal row, version + 1). Puts that reach the commit together share ONE catalog
-transaction (``group_commit``), each in its own savepoint. A crash leaves the old or the new
-file, never a part; nothing is acknowledged before its commit is durable.
+Small content (up to ``inline.INLINE_MAX``) is buffered in memory and stored as an inline
+blob row in the same savepoint as its files row: no file, rename or directory fsync.
+Larger content streams into a temp file while hashing (``blobs.TempBlob``), is fsynced,
+renamed to ``blobs/<sha[:2]>/<sha>`` (directory fsynced), and only then its catalog row is
+committed. Either way the catalog commit (files row, journal row, version + 1) is the
+point of visibility. Puts that reach the commit together share ONE catalog transaction
+(``group_commit``), each in its own savepoint. A crash leaves the old or the new file, never
+a part; nothing is acknowledged before its commit is durable.
 
 Set ``GNS_STORAGE_FAULT`` to ``before_install``, ``after_install`` or ``after_commit`` to make
-the process SIGKILL itself at that point of a put (crash tests only).
+the process SIGKILL itself at that point of a put (crash tests only; a small put has no
+install, and the first two points come right before it is queued for commit).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import sqlite3
@@ -22,7 +27,8 @@ from typing import Self
 from namespace.errors import Conflict, InvalidInput
 
 from . import catalog as cat
-from .blobs import TempBlob
+from . import inline
+from .blobs import BlobStore, TempBlob
 from .checks import check_mode, check_path
 from .gc import BlobCollector
 from .group_commit import GroupCommitter, Request
@@ -39,22 +45,41 @@ def fault(point: str) -> None:
 
 
 class PutWriter:
-    """Streams one file's new content; nothing is visible until ``commit``."""
+    """Streams one file's new content; nothing is visible until ``commit``.
 
-    def __init__(self, puts: Puts, path: str, temp: TempBlob) -> None:
+    Content stays in memory while it fits ``inline.INLINE_MAX``; the first write past that
+    moves it to a temp blob file and streams from then on (memory stays bounded).
+    """
+
+    def __init__(self, puts: Puts, path: str, blobs: BlobStore) -> None:
         self._puts = puts
         self.path = path
-        self._temp = temp
+        self._blobs = blobs
+        self._small: bytearray | None = bytearray()
+        self._temp: TempBlob | None = None
         self._done = False
 
     @property
     def size(self) -> int:
         """Bytes written so far."""
+        if self._small is not None:
+            return len(self._small)
+        assert self._temp is not None
         return self._temp.size
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
         if self._done:
             raise ValueError(f"writer for {self.path!r} is finished")
+        small = self._small
+        if small is not None:
+            if len(small) + len(chunk) <= inline.INLINE_MAX:
+                small += chunk
+                return
+            self._temp = self._blobs.new_temp()
+            self._small = None
+            if small:
+                self._temp.write(small)
+        assert self._temp is not None
         self._temp.write(chunk)
 
     def commit(
@@ -76,24 +101,39 @@ class PutWriter:
         if self._done:
             raise ValueError(f"writer for {self.path!r} is finished")
         self._done = True
+        small, temp = self._small, self._temp
+        self._small = None
         try:
-            sha = self._temp.finish()
+            if small is not None:
+                sha = hashlib.sha256(small).hexdigest()
+            else:
+                assert temp is not None
+                sha = temp.finish()
             if expect_sha256 is not None and expect_sha256.lower() != sha:
                 raise InvalidInput(
                     f"sha256 mismatch for {self.path!r}: expected {expect_sha256}, got {sha}"
                 )
             fault("before_install")
+            if small is not None:
+                fault("after_install")
+                return self._puts.commit_inline(
+                    self.path, small, sha, mtime, version, mode, if_absent
+                )
+            assert temp is not None
             return self._puts.commit_put(
-                self.path, self._temp, sha, self._temp.size, mtime, version, mode, if_absent
+                self.path, temp, sha, temp.size, mtime, version, mode, if_absent
             )
         finally:
-            self._temp.discard()
+            if temp is not None:
+                temp.discard()
 
     def abort(self) -> None:
         """Drop what was written; the volume is unchanged."""
         if not self._done:
             self._done = True
-            self._temp.discard()
+            self._small = None
+            if self._temp is not None:
+                self._temp.discard()
 
     def __enter__(self) -> Self:
         return self
@@ -107,21 +147,43 @@ class PutWriter:
         self.abort()
 
 
+class Batch:
+    """The leader's open transaction while it applies one batch of puts.
+
+    ``version`` is the volume version as of the puts applied so far: read once per batch
+    and written to ``meta`` once at its end, instead of once per put.
+    """
+
+    __slots__ = ("conn", "version")
+
+    def __init__(self, conn: sqlite3.Connection, version: int) -> None:
+        self.conn = conn
+        self.version = version
+
+    def next_version(self, name: str, version: int | None) -> int:
+        """Current + 1, or exactly ``version`` (replicas), which must be above current."""
+        if version is None:
+            return self.version + 1
+        if version <= self.version:
+            raise Conflict(
+                f"volume {name!r}: cannot apply version {version}, already at {self.version}"
+            )
+        return version
+
+
 class Puts:
     """Starts puts and commits them in groups."""
 
     def __init__(self, state: VolumeState, gc: BlobCollector) -> None:
         self._state = state
         self._gc = gc
-        self.committer: GroupCommitter[sqlite3.Connection, FileMeta] = GroupCommitter(
-            self.run_batch
-        )
+        self.committer: GroupCommitter[Batch, FileMeta] = GroupCommitter(self.run_batch)
 
     def writer(self, path: str) -> PutWriter:
         """Start a put; a path where a directory is, or below a file, fails now."""
         check_path(path)
         cat.check_put_shape(self._state.catalog.conn(), path)
-        return PutWriter(self, path, self._state.blobs.new_temp())
+        return PutWriter(self, path, self._state.blobs)
 
     def put_bytes(
         self,
@@ -134,12 +196,68 @@ class Puts:
         mode: int | None = None,
         if_absent: bool = False,
     ) -> FileMeta:
-        with self.writer(path) as w:
+        if len(data) <= inline.INLINE_MAX:
+            # Nothing streams, so checking the shape before the commit (which checks it
+            # again in its transaction) would only cost a query.
+            check_path(path)
+            w = PutWriter(self, path, self._state.blobs)
+        else:
+            w = self.writer(path)
+        with w:
             w.write(data)
             return w.commit(
                 mtime=mtime, expect_sha256=expect_sha256, version=version, mode=mode,
                 if_absent=if_absent,
             )
+
+    def _apply(
+        self,
+        batch: Batch,
+        path: str,
+        sha256: str,
+        size: int,
+        mtime: float,
+        version: int | None,
+        mode: int | None,
+        if_absent: bool,
+    ) -> FileMeta:
+        """The put's rows, inside the batch's transaction (its savepoint is open)."""
+        conn = batch.conn
+        old = cat.put_target(conn, path)
+        if if_absent and old is not None:
+            raise Conflict(f"{path!r} exists")
+        v = batch.next_version(self._state.name, version)
+        mode = cat.put_file(conn, path, size, sha256, mtime, v, mode, old=old)
+        return FileMeta(path=path, size=size, sha256=sha256, mtime=mtime, version=v, mode=mode)
+
+    def commit_inline(
+        self,
+        path: str,
+        data: bytes | bytearray,
+        sha256: str,
+        mtime: float | None,
+        version: int | None,
+        mode: int | None = None,
+        if_absent: bool = False,
+    ) -> FileMeta:
+        """Commit small content at ``path``: its inline blob row goes in the put's savepoint.
+
+        No collection hold is needed: the blob and the row that references it become
+        visible in the same commit, and a refused put leaves neither.
+        """
+        if mtime is None:
+            mtime = time.time()
+        if mode is not None:
+            mode = check_mode(mode)
+        size = len(data)
+        at = float(mtime)
+
+        def apply(batch: Batch) -> FileMeta:
+            meta = self._apply(batch, path, sha256, size, at, version, mode, if_absent)
+            inline.store(batch.conn, sha256, data)
+            return meta
+
+        return self.committer.submit(apply)
 
     def commit_put(
         self,
@@ -158,21 +276,14 @@ class Puts:
         if mode is not None:
             mode = check_mode(mode)
         state = self._state
+        at = float(mtime)
         try:
             with self._gc.hold(sha256):
                 state.blobs.install(temp, sha256)
                 fault("after_install")
 
-                def apply(conn: sqlite3.Connection) -> FileMeta:
-                    cat.check_put_shape(conn, path)
-                    if if_absent and cat.get_file(conn, path) is not None:
-                        raise Conflict(f"{path!r} exists")
-                    v = state.next_version(conn, version)
-                    cat.put_file(conn, path, size, sha256, mtime, v, mode)
-                    cat.set_meta(conn, "version", v)
-                    got = cat.get_file(conn, path)
-                    assert got is not None
-                    return got
+                def apply(batch: Batch) -> FileMeta:
+                    return self._apply(batch, path, sha256, size, at, version, mode, if_absent)
 
                 try:
                     meta = self.committer.submit(apply)
@@ -186,22 +297,28 @@ class Puts:
             raise
         return meta
 
-    def run_batch(self, batch: list[Request[sqlite3.Connection, FileMeta]]) -> None:
+    def run_batch(self, batch: list[Request[Batch, FileMeta]]) -> None:
         """The puts waiting together (``group_commit``): one transaction, one savepoint each,
         so one fsync makes them all durable and a failing put fails alone."""
         state = self._state
         with state.lock:
             with state.write_txn() as conn:
+                ctx = Batch(conn, state.txn_version(conn))
+                start = ctx.version
                 for req in batch:
                     conn.execute("SAVEPOINT put")
                     try:
-                        req.result = req.apply(conn)
+                        meta = req.apply(ctx)
                     except Exception as exc:  # noqa: BLE001 - this put only: its savepoint is undone
                         conn.execute("ROLLBACK TO put")
                         req.error = exc
+                    else:
+                        req.result = meta
+                        ctx.version = meta.version
                     finally:
                         conn.execute("RELEASE put")
-                version = state.txn_version(conn)
-            state.version = version
+                if ctx.version != start:
+                    cat.set_meta(conn, "version", ctx.version)
+            state.version = ctx.version
             fault("after_commit")
             self._gc.collect_locked()

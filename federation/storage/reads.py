@@ -1,18 +1,22 @@
 """The get path: stat, listings and streaming reads of one volume's current state.
 
 A read resolves the path to a blob and opens it before returning, so a concurrent replace
-or delete never tears it (blobs are immutable; POSIX keeps an open inode alive). Reads take
-no lock: each runs in its own SQLite read snapshot.
+or delete never tears it (blobs are immutable; POSIX keeps an open inode alive). Small
+content stored inline is read in the same snapshot that resolved the path, so it is
+always there. Reads take no lock: each runs in its own SQLite read snapshot.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import BinaryIO, Self
 
 from namespace.errors import FileNotFound, InvalidInput
 
 from . import catalog as cat
+from . import inline
+from .blobs import SHA256_RE
 from .checks import basename, check_path
 from .models import DirEntry, FileMeta
 from .state import VolumeState
@@ -129,16 +133,26 @@ class Reads:
                     if cat.is_dir(conn, path):
                         raise InvalidInput(f"cannot read {path or '/'!r}: it is a directory")
                     raise FileNotFound(f"no such file: {path!r}")
-            try:
-                f = self._state.blobs.open(meta.sha256)
-            except FileNotFoundError:
-                continue  # replaced and collected in between: resolve again
+                # only small content can be inline (an older volume's is a file)
+                data = inline.load(conn, meta.sha256) if meta.size <= inline.INLINE_MAX else None
+            f: BinaryIO
+            if data is not None:
+                f = io.BytesIO(data)
+            else:
+                try:
+                    f = self._state.blobs.open(meta.sha256)
+                except FileNotFoundError:
+                    continue  # replaced and collected in between: resolve again
             stop = meta.size if end is None else min(end, meta.size)
             return BlobReader(f, min(start, stop), stop, chunk_size)
         raise FileNotFound(f"volume {self._state.name!r}: content of {path!r} is missing")
 
     def open_blob(self, sha256: str) -> BinaryIO:
-        """Open a blob by hash (mirror copies of a pinned version)."""
+        """Open a blob by hash (mirror copies of a pinned version), inline or a file."""
+        if SHA256_RE.match(sha256):
+            data = inline.load(self._state.catalog.conn(), sha256)
+            if data is not None:
+                return io.BytesIO(data)
         try:
             return self._state.blobs.open(sha256)
         except FileNotFoundError as exc:

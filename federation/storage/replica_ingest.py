@@ -1,9 +1,11 @@
 """Replica ingest: blobs arriving ahead of the version that uses them, then that version.
 
 A replica (or a hydrating owner) first stores each blob durably with ``ingest_blob`` (marked
-``staged``, so the sweep at open keeps it), then applies one primary version's net changes
+``staged``, so the sweep at open keeps it; always a blob file, even small content: this
+path is unchanged by inline blobs, which only the put path writes), then applies one primary version's net changes
 (``apply_changes``) or replaces the whole state (``reset_to``) in ONE transaction. A file
-whose blob is missing aborts the whole transaction: nothing changes.
+whose blob is missing (neither inline nor a file) aborts the whole transaction: nothing
+changes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterable
 from namespace.errors import FileNotFound, InvalidInput
 
 from . import catalog as cat
+from . import inline
 from .blobs import SHA256_RE
 from .checks import check_path
 from .gc import BlobCollector
@@ -59,8 +62,14 @@ class ReplicaIngest:
             temp.discard()
 
     def has_blob(self, sha256: str) -> bool:
-        """Whether a blob with this content is on disk (lets a mirror skip sending it)."""
-        return bool(SHA256_RE.match(sha256)) and self._state.blobs.exists(sha256)
+        """Whether a blob with this content is stored, inline or as a file (lets a mirror
+        skip sending it)."""
+        return self._stored(self._state.catalog.conn(), sha256)
+
+    def _stored(self, conn: sqlite3.Connection, sha256: str) -> bool:
+        if not SHA256_RE.match(sha256):
+            return False
+        return inline.exists(conn, sha256) or self._state.blobs.exists(sha256)
 
     def apply_changes(
         self,
@@ -86,7 +95,7 @@ class ReplicaIngest:
                         cat.delete_tree(conn, path, now, v)
                 for f in files:
                     check_path(f.path)
-                    self._require_blob(f)
+                    self._require_blob(conn, f)
                     cat.remove_dir(conn, f.path, now, v)  # a directory renamed away, then a file
                     cat.check_put_shape(conn, f.path)
                     cat.put_file(conn, f.path, f.size, f.sha256, f.mtime, v, f.mode)
@@ -123,7 +132,7 @@ class ReplicaIngest:
                     check_path(f.path)
                     if f.path == "":
                         raise InvalidInput("reset_to: a file cannot be the volume root")
-                    self._require_blob(f)
+                    self._require_blob(conn, f)
                     try:
                         conn.execute(
                             "INSERT INTO files(path, size, sha256, mtime, version, mode) "
@@ -152,8 +161,8 @@ class ReplicaIngest:
             self._state.floor = version
             self._gc.collect_locked()
 
-    def _require_blob(self, f: FileMeta) -> None:
-        if not SHA256_RE.match(f.sha256) or not self._state.blobs.exists(f.sha256):
+    def _require_blob(self, conn: sqlite3.Connection, f: FileMeta) -> None:
+        if not self._stored(conn, f.sha256):
             raise FileNotFound(
                 f"volume {self._state.name!r}: no blob {f.sha256} for {f.path!r}; ingest it first"
             )

@@ -4,12 +4,13 @@
 constructors, and keeps the methods callers use:
 
 * ``state.py``: the catalog, blob store, write lock and cached meta every part shares;
-* ``puts.py``: the put path (stream, hash, fsync, install, group commit);
+* ``puts.py``: the put path (small content inline in the commit; larger content streamed,
+  hashed, fsynced and installed as a blob file; group commit);
 * ``reads.py``: the get path (stat, listings, streaming reads, snapshots of files);
 * ``edits.py``: namespace edits (delete, rename, mkdir, rmdir, chmod/utime);
 * ``journal.py`` and ``pins.py``: the change journal's queries and truncation, and pins;
 * ``replica_ingest.py``: blobs ahead of the version that uses them, then that version;
-* ``gc.py``: which blobs may be unlinked, and when.
+* ``gc.py``: which blobs (files, inline rows) may be removed, and when.
 
 A put's content is durable and visible only after its catalog commit; a crash leaves the old
 or the new file, never a part, and leftovers are swept at the next open. Writers are
@@ -17,8 +18,8 @@ serialised by one lock around commit transactions only; the streaming of several
 all reads, run in parallel. One process owns a volume directory at a time (an ``flock`` on
 ``<root>/lock`` enforces it).
 
-This package must never touch etcd, the network, or the gRPC layer; never hold a file's
-content in memory; never rewrite a blob in place; never let a failed put change anything
+This package must never touch etcd, the network, or the gRPC layer; never hold more of a
+file's content in memory than ``inline.INLINE_MAX`` (64 KiB); never rewrite a blob in place; never let a failed put change anything
 visible.
 """
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Self
@@ -43,7 +43,7 @@ from .group_commit import GroupCommitter
 from .journal import DIVERGED_DIR, Journal
 from .models import DirEntry, FileMeta, JournalEntry
 from .pins import Pins
-from .puts import FAULT_ENV, Puts, PutWriter
+from .puts import FAULT_ENV, Batch, Puts, PutWriter
 from .reads import BlobReader, Reads
 from .replica_ingest import ReplicaIngest
 from .state import VolumeState
@@ -162,7 +162,7 @@ class VolumeStorage:
         return self._state.floor
 
     @property
-    def put_committer(self) -> GroupCommitter[sqlite3.Connection, FileMeta]:
+    def put_committer(self) -> GroupCommitter[Batch, FileMeta]:
         """The group committer of puts (its counters are for tests and benchmarks)."""
         return self._puts.committer
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ import pytest
 
 from federation.storage import FileMeta, VolumeStorage
 from federation.storage.group_commit import GroupCommitter, Request
+from federation.storage.puts import Batch
 from namespace.errors import Conflict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +63,7 @@ def test_a_failing_put_fails_alone_in_its_batch(tmp_path: Path) -> None:
         committer = vol.put_committer
         real = committer._run_batch
 
-        def slow_first(batch: list[Request[sqlite3.Connection, FileMeta]]) -> None:
+        def slow_first(batch: list[Request[Batch, FileMeta]]) -> None:
             gate.wait(5)  # let the others queue up behind this batch
             real(batch)
 

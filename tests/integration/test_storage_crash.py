@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from federation.storage import FileMeta, VolumeStorage
+from tests.support.stored_blobs import stored_blobs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,12 +105,12 @@ def _spawn(args: list[str], fault: str | None = None) -> subprocess.Popen[str]:
 
 
 def _check_invariants(root: Path) -> VolumeStorage:
-    """Reopen, then check: no temp files, blobs == referenced, version == journal."""
+    """Reopen, then check: no temp files, blobs (both kinds) == referenced, version ==
+    journal."""
     vol = VolumeStorage.open(root, "crash")
     assert list((root / "tmp").iterdir()) == []
     files = list(vol.files())
-    on_disk = {p.name for p in (root / "blobs").rglob("*") if p.is_file()}
-    assert on_disk == {f.sha256 for f in files}
+    assert stored_blobs(root) == {f.sha256 for f in files}  # blob files and inline rows
     for f in files:
         h = hashlib.sha256()
         for chunk in vol.read(f.path):
@@ -144,9 +145,10 @@ def _seed_old(root: Path, size: int) -> str:
     ("fault", "expect_new"),
     [("before_install", False), ("after_install", False), ("after_commit", True)],
 )
-def test_fault_points(tmp_path: Path, fault: str, expect_new: bool) -> None:
+# a blob file (O_DIRECT stages and a tail), and small content stored inline in the commit
+@pytest.mark.parametrize("size", [8 * (1 << 20) + 3, 4096], ids=["file", "inline"])
+def test_fault_points(tmp_path: Path, fault: str, expect_new: bool, size: int) -> None:
     root = tmp_path / "vol"
-    size = 8 * (1 << 20) + 3
     old_sha = _seed_old(root, size)
     new_sha = hashlib.sha256(_content(2, size)).hexdigest()
     proc = _spawn(["one", str(root), str(size)], fault)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from federation.storage import VolumeStorage
+from tests.support.stored_blobs import stored_blobs
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_readers_never_see_torn_files(vol: VolumeStorage) -> None:
     assert reads[0] > 10
     assert vol.version == 121
     # only the current content's blob is left
-    blobs = {p.name for p in (vol.root / "blobs").rglob("*") if p.is_file()}
+    blobs = stored_blobs(vol.root)
     assert blobs == {vol.stat("hot").sha256}  # type: ignore[union-attr]
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from federation.storage import DirEntry, FileMeta, VolumeStorage
 from namespace.errors import Conflict, FileNotFound, InvalidInput, StaleEpoch
+from tests.support.stored_blobs import stored_blobs
 
 
 @pytest.fixture
@@ -25,7 +26,8 @@ def sha(data: bytes) -> str:
 
 
 def blob_names(root: Path) -> set[str]:
-    return {p.name for p in (root / "blobs").rglob("*") if p.is_file()}
+    """Every stored blob: files and inline rows (small content)."""
+    return stored_blobs(root)
 
 
 def test_open_missing_without_create(tmp_path: Path) -> None:
@@ -128,15 +130,17 @@ def test_namespace_shape_errors(vol: VolumeStorage) -> None:
     assert vol.version == 1
 
 
-def test_commit_rechecks_shape_under_lock(vol: VolumeStorage) -> None:
+# small content is an inline row; larger content a blob file, installed before the commit
+@pytest.mark.parametrize("late", [b"late", b"late" * 40_000], ids=["inline", "file"])
+def test_commit_rechecks_shape_under_lock(vol: VolumeStorage, late: bytes) -> None:
     w = vol.writer("p")
-    w.write(b"late")
+    w.write(late)
     vol.put_bytes("p/q", b"now p is a directory")
     with pytest.raises(InvalidInput, match="is a directory"):
         w.commit()
     assert vol.version == 1
     assert vol.stat("p") == DirEntry("p", "dir", 0)
-    assert sha(b"late") not in blob_names(vol.root)  # the refused blob is collected
+    assert sha(late) not in blob_names(vol.root)  # the refused blob is collected
     assert list((vol.root / "tmp").iterdir()) == []
 
 

@@ -1,0 +1,167 @@
+"""Small blobs stored inline in the catalog (issue 14): where content goes by size, reads and
+blob lookups of both kinds, collection of both kinds, pins, replicas, and volumes made
+before inline blobs existed."""
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from federation.storage import FileMeta, VolumeStorage
+from federation.storage.inline import INLINE_MAX
+from namespace.errors import FileNotFound
+from tests.support.stored_blobs import blob_files, inline_blobs, stored_blobs
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read(vol: VolumeStorage, path: str, start: int = 0, end: int | None = None) -> bytes:
+    with vol.read(path, start, end, chunk_size=1000) as r:
+        return b"".join(r)
+
+
+@pytest.fixture
+def vol(tmp_path: Path) -> Iterator[VolumeStorage]:
+    v = VolumeStorage.open(tmp_path / "v", "v", create=True)
+    yield v
+    v.close()
+
+
+def test_content_goes_inline_up_to_the_threshold(vol: VolumeStorage) -> None:
+    sizes = {"empty": 0, "small": 4096, "edge": INLINE_MAX, "over": INLINE_MAX + 1}
+    data = {p: bytes([i + 1]) * n for i, (p, n) in enumerate(sizes.items())}
+    for p, d in data.items():
+        vol.put_bytes(p, d)
+    assert inline_blobs(vol.root) == {sha(data[p]) for p in ("empty", "small", "edge")}
+    assert blob_files(vol.root) == {sha(data["over"])}
+    assert list((vol.root / "tmp").iterdir()) == []
+    for p, d in data.items():
+        assert read(vol, p) == d
+        assert read(vol, p, 3, 9000) == d[3:9000]
+        with vol.open_blob(sha(d)) as f:
+            assert f.read() == d
+        assert vol.has_blob(sha(d))
+        meta = vol.stat(p)
+        assert isinstance(meta, FileMeta) and (meta.size, meta.sha256) == (len(d), sha(d))
+    assert vol.usage() == (4, sum(sizes.values()))
+
+
+def test_a_streamed_writer_moves_to_a_file_when_it_outgrows_inline(vol: VolumeStorage) -> None:
+    chunk = b"x" * 1000
+    with vol.writer("grows") as w:
+        for _ in range(INLINE_MAX // len(chunk)):
+            w.write(chunk)
+        assert list((vol.root / "tmp").iterdir()) == []  # still in memory
+        w.write(chunk)  # crosses the threshold: the content so far goes to a temp file
+        assert len(list((vol.root / "tmp").iterdir())) == 1
+        w.write(b"tail")
+        assert w.size == (INLINE_MAX // len(chunk) + 1) * len(chunk) + 4
+        meta = w.commit()
+    want = chunk * (INLINE_MAX // len(chunk) + 1) + b"tail"
+    assert meta.sha256 == sha(want) and read(vol, "grows") == want
+    assert blob_files(vol.root) == {sha(want)} and inline_blobs(vol.root) == set()
+    # an aborted small writer leaves nothing
+    with vol.writer("gone") as w:
+        w.write(b"never")
+    assert stored_blobs(vol.root) == {sha(want)}
+    assert list((vol.root / "tmp").iterdir()) == []
+
+
+def test_inline_blobs_are_collected_and_shared(vol: VolumeStorage) -> None:
+    vol.put_bytes("a", b"one")
+    vol.put_bytes("b", b"one")  # same content: one row
+    vol.put_bytes("a", b"two")
+    assert inline_blobs(vol.root) == {sha(b"one"), sha(b"two")}
+    vol.delete("b")
+    assert inline_blobs(vol.root) == {sha(b"two")}
+    new = vol.diverge(0, 7)  # copies share the blob
+    assert new and all(read(vol, p) == b"two" for p in new)
+    vol.delete("a")
+    assert inline_blobs(vol.root) == {sha(b"two")}
+    vol.delete(".gns", recursive=True)
+    assert stored_blobs(vol.root) == set()
+    with pytest.raises(FileNotFound):
+        vol.open_blob(sha(b"two"))
+    assert not vol.has_blob(sha(b"two")) and not vol.has_blob("not-a-sha")
+
+
+def test_pin_keeps_an_old_inline_blob_until_unpin(vol: VolumeStorage) -> None:
+    vol.put_bytes("f", b"v1")
+    version, token = vol.pin()
+    vol.put_bytes("f", b"v2")
+    vol.delete("f")
+    old = next(iter(vol.snapshot_files(version)))
+    with vol.open_blob(old.sha256) as f:
+        assert f.read() == b"v1"
+    vol.unpin(token)
+    assert stored_blobs(vol.root) == set()
+
+
+def test_same_content_as_file_and_inline_is_read_and_collected(tmp_path: Path) -> None:
+    v = VolumeStorage.open(tmp_path / "r", "r", create=True)
+    try:
+        s = v.ingest_blob([b"shared"])  # replica ingest stores a file, even small content
+        assert blob_files(v.root) == {s}
+        v.apply_changes([FileMeta("x", 6, s, 1.0, 1)], [], 1)
+        v.put_bytes("y", b"shared")  # a put of the same content stores it inline too
+        assert inline_blobs(v.root) == {s} and blob_files(v.root) == {s}
+        assert read(v, "x") == read(v, "y") == b"shared"
+        v.delete("x")
+        assert stored_blobs(v.root) == {s}  # y still uses it
+        v.delete("y")
+        assert stored_blobs(v.root) == set()
+    finally:
+        v.close()
+
+
+def test_replica_apply_and_reset_accept_inline_blobs(vol: VolumeStorage) -> None:
+    """A promoted replica's own inline blobs count as present (a mirror skips sending them)."""
+    m = vol.put_bytes("a", b"inline content")
+    assert vol.has_blob(m.sha256)
+    v = vol.apply_changes([FileMeta("b", m.size, m.sha256, 2.0, 2)], [], vol.version + 1)
+    assert read(vol, "b") == b"inline content"
+    vol.reset_to([FileMeta("c", m.size, m.sha256, 3.0, 1)], v + 1)
+    assert [f.path for f in vol.files()] == ["c"] and read(vol, "c") == b"inline content"
+    assert stored_blobs(vol.root) == {m.sha256}
+    with pytest.raises(FileNotFound):
+        vol.reset_to([FileMeta("d", 1, sha(b"?"), 3.0, 1)], v + 2)
+    assert read(vol, "c") == b"inline content"
+
+
+def test_a_volume_made_before_inline_blobs_opens_and_works(tmp_path: Path) -> None:
+    root = tmp_path / "old"
+    v = VolumeStorage.open(root, "old", create=True)
+    s = v.ingest_blob([b"old small file"])
+    v.apply_changes([FileMeta("f", 14, s, 1.0, 1)], [], 1)
+    v.close()
+    with sqlite3.connect(root / "catalog.sqlite") as conn:  # the catalog of an older release
+        conn.execute("DROP TABLE inline_blobs")
+    v = VolumeStorage.open(root, "old")
+    try:
+        assert read(v, "f") == b"old small file" and v.has_blob(s)
+        v.put_bytes("f", b"new small file")  # now inline; the old file blob is collected
+        assert blob_files(root) == set() and inline_blobs(root) == {sha(b"new small file")}
+        assert read(v, "f") == b"new small file" and v.version == 2
+    finally:
+        v.close()
+
+
+def test_concurrent_small_puts_create_no_files(vol: VolumeStorage) -> None:
+    def run(k: int) -> None:
+        for i in range(40):
+            vol.put_bytes(f"t{k}/f{i}", f"{k}/{i}".encode() * 100)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert vol.version == 320 and blob_files(vol.root) == set()
+    assert len(inline_blobs(vol.root)) == 320
+    assert read(vol, "t7/f39") == b"7/39" * 100
