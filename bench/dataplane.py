@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -41,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +88,16 @@ async def _resolve_child(endpoint: str, inflight: int, start_at: float, end_at: 
     paths = [f"/bench/d{rng.randrange(100)}/sub/file-{i}.bin" for i in range(1000)]
     lat: list[float] = []
     errors = 0
+    cpu = [0.0, 0.0]  # this process's CPU seconds at the window's start and end
     async with grpc.aio.insecure_channel(endpoint) as channel:
         stub = pb_grpc.FederationStub(channel)
         await stub.Resolve(pb.ResolveRequest(path=paths[0]), timeout=10)
+
+        async def clock() -> None:
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            cpu[0] = time.process_time()
+            await asyncio.sleep(max(0.0, end_at - time.time()))
+            cpu[1] = time.process_time()
 
         async def worker(k: int) -> None:
             nonlocal errors
@@ -107,8 +116,56 @@ async def _resolve_child(endpoint: str, inflight: int, start_at: float, end_at: 
                     lat.append(t1 - t0)
                 i += inflight
 
-        await asyncio.gather(*(worker(k) for k in range(inflight)))
-    print(json.dumps({"lat": [round(x * 1000, 4) for x in lat], "errors": errors}))
+        await asyncio.gather(clock(), *(worker(k) for k in range(inflight)))
+    print(json.dumps({"lat": [round(x * 1000, 4) for x in lat], "errors": errors,
+                      "cpu_s": cpu[1] - cpu[0]}))
+
+
+# -- the gRPC floor: the same calls answered by an empty grpc.aio server --------------------
+async def _floor_server(port_file: str) -> None:
+    """Serve ``Federation/Resolve`` with no work at all: raw request bytes in, one canned
+    serialized reply out (no parsing, no lookup, no interceptor), with the controller's server
+    options. What the controller spends above this is ours; this much is gRPC's."""
+    import grpc
+
+    from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+    from federation.channels import BASE_OPTIONS
+
+    reply: bytes = pb.ResolveReply(
+        path="/bench/d1/sub/file-1.bin", mount="/bench", volume="bench",
+        relative_path="d1/sub/file-1.bin",
+        owner=pb.Owner(cluster="onprem-a", endpoint="127.0.0.1:50000", epoch=1),
+    ).SerializeToString()
+
+    async def resolve(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return reply
+
+    server = grpc.aio.server(options=BASE_OPTIONS)
+    # Registered as the controller's generated code registers it (a generic-only handler
+    # takes a slower path in gRPC on both ends).
+    name, handlers = "gns.federation.v1.Federation", {"Resolve": grpc.unary_unary_rpc_method_handler(resolve)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    Path(port_file).write_text(str(port))
+    await server.wait_for_termination()
+
+
+@contextlib.contextmanager
+def floor_server(work: Path) -> Iterator[tuple[str, int]]:
+    """(endpoint, pid) of a running floor server; stopped by PID on exit."""
+    port_file = work / "floor.port"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.dataplane", "--floor-server", str(port_file)])
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() or not port_file.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the gRPC floor server did not start")
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port_file.read_text()}", proc.pid
+    finally:
+        stop_process(proc)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -130,6 +187,7 @@ def bench_resolve_rpc(endpoint: str, pid: int, procs: int, inflight: int, second
     ]
     lat: list[float] = []
     errors = 0
+    client_cpu = 0.0
     try:
         time.sleep(max(0.0, start_at - time.time()))
         cpu0 = _cpu_seconds(pid)
@@ -142,10 +200,12 @@ def bench_resolve_rpc(endpoint: str, pid: int, procs: int, inflight: int, second
             found = json.loads(out)
             lat += found["lat"]
             errors += found["errors"]
+            client_cpu += found["cpu_s"]
     finally:
         for c in children:
             stop_process(c)
     rate = len(lat) / seconds
+    calls = max(1, len(lat))
     return {
         "resolve_rpc_per_s": round(rate),
         "resolve_rpc_p50_ms": rnd(percentile(lat, 50), 3),
@@ -154,7 +214,49 @@ def bench_resolve_rpc(endpoint: str, pid: int, procs: int, inflight: int, second
         "resolve_rpc_clients": f"{procs} processes x {inflight} in flight (grpc.aio)",
         "resolve_rpc_controller_cpu_s": rnd(cpu1 - cpu0, 2),
         "resolve_rpc_per_controller_cpu_s": round(len(lat) / max(1e-9, cpu1 - cpu0)),
+        # CPU per completed call: the server's, and all client processes' together.
+        "resolve_rpc_server_cpu_us_per_call": rnd((cpu1 - cpu0) * 1e6 / calls, 1),
+        "resolve_rpc_client_cpu_us_per_call": rnd(client_cpu * 1e6 / calls, 1),
     }
+
+
+def bench_resolve_vs_floor(
+    endpoint: str, pid: int, work: Path, procs: int, inflight: int, seconds: float, warmup: float,
+    rounds: int,
+) -> dict[str, Any]:
+    """The controller's Resolve and the empty gRPC server under the same client harness,
+    interleaved (alternating order) ``rounds`` times; medians, and the ratio of the medians."""
+    ours: list[dict[str, Any]] = []
+    floor: list[dict[str, Any]] = []
+    with floor_server(work) as (floor_ep, floor_pid):
+        for r in range(rounds):
+            order = [("ours", endpoint, pid), ("floor", floor_ep, floor_pid)]
+            for kind, ep, p in order if r % 2 == 0 else order[::-1]:
+                got = bench_resolve_rpc(ep, p, procs, inflight, seconds, warmup)
+                (ours if kind == "ours" else floor).append(got)
+                log(f"round {r + 1}: {kind} {got['resolve_rpc_per_s']}/s, "
+                    f"server {got['resolve_rpc_server_cpu_us_per_call']} us/call")
+
+    def med(runs: list[dict[str, Any]], key: str) -> float:
+        return median([float(x[key]) for x in runs])
+
+    result = {k: v for k, v in ours[len(ours) // 2].items() if k in ("resolve_rpc_errors", "resolve_rpc_clients")}
+    for key in ("resolve_rpc_per_s", "resolve_rpc_p50_ms", "resolve_rpc_p99_ms",
+                "resolve_rpc_controller_cpu_s", "resolve_rpc_per_controller_cpu_s"):
+        result[key] = rnd(med(ours, key), 3)
+    result["resolve_rpc_per_s"] = round(med(ours, "resolve_rpc_per_s"))
+    result["resolve_rpc_controller_cpu_us_per_call"] = rnd(med(ours, "resolve_rpc_server_cpu_us_per_call"), 1)
+    result["resolve_rpc_client_cpu_us_per_call"] = rnd(med(ours, "resolve_rpc_client_cpu_us_per_call"), 1)
+    result["resolve_rpc_grpc_floor_per_s"] = round(med(floor, "resolve_rpc_per_s"))
+    result["resolve_rpc_grpc_floor_p99_ms"] = rnd(med(floor, "resolve_rpc_p99_ms"), 3)
+    result["resolve_rpc_grpc_floor_server_cpu_us_per_call"] = rnd(med(floor, "resolve_rpc_server_cpu_us_per_call"), 1)
+    result["resolve_rpc_grpc_floor_client_cpu_us_per_call"] = rnd(med(floor, "resolve_rpc_client_cpu_us_per_call"), 1)
+    result["resolve_rpc_vs_grpc_floor"] = rnd(result["resolve_rpc_per_s"] / max(1, result["resolve_rpc_grpc_floor_per_s"]), 3)
+    result["resolve_rpc_server_cpu_vs_grpc_floor"] = rnd(
+        result["resolve_rpc_controller_cpu_us_per_call"] / max(1e-9, result["resolve_rpc_grpc_floor_server_cpu_us_per_call"]), 3)
+    result["resolve_rpc_runs_per_s"] = {"ours": [x["resolve_rpc_per_s"] for x in ours],
+                                        "grpc_floor": [x["resolve_rpc_per_s"] for x in floor]}
+    return result
 
 
 # -- large files ---------------------------------------------------------------------------
@@ -394,10 +496,16 @@ def main() -> None:
     p.add_argument("--small-threads", type=int, default=8)
     p.add_argument("--small-seconds", type=float, default=8.0)
     p.add_argument("--skip", default="", help="comma list of phases to skip: resolve,large,small,storage")
+    p.add_argument("--resolve-rounds", type=int, default=3,
+                   help="interleaved rounds of controller vs the empty gRPC server")
     p.add_argument("--resolve-child", metavar="ENDPOINT", help=argparse.SUPPRESS)
+    p.add_argument("--floor-server", metavar="PORT_FILE", help=argparse.SUPPRESS)
     p.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--end-at", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.floor_server:
+        asyncio.run(_floor_server(args.floor_server))
+        return
     if args.resolve_child:
         asyncio.run(_resolve_child(args.resolve_child, args.inflight, args.start_at, args.end_at))
         return
@@ -425,8 +533,9 @@ def main() -> None:
             owner = ctl.controllers["onprem-a"]
             if "resolve" not in skip:
                 log(f"Resolve RPC load: {args.procs} x {args.inflight} for {args.seconds}s")
-                result.update(bench_resolve_rpc(
-                    owner.endpoint, owner.pid, args.procs, args.inflight, args.seconds, args.warmup
+                result.update(bench_resolve_vs_floor(
+                    owner.endpoint, owner.pid, root, args.procs, args.inflight, args.seconds,
+                    args.warmup, args.resolve_rounds,
                 ))
                 # Little's law: 64 in flight at 5k/s is 12.8 ms mean latency, so the p99 goal
                 # can only hold at lower concurrency; measure that too.

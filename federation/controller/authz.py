@@ -311,6 +311,9 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, authorizer: Authorizer) -> None:
         self.authz = authorizer
+        # full method name -> (the inner handler, our wrapper of it). The wrapper checks the
+        # caller on every call; only building it (four closures, a handler) is done once.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -320,11 +323,16 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
+        full = details.method
+        cached = self._wrapped.get(full)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         # "/gns.federation.v1.Federation/Read" -> ("Federation", "Read")
-        full = str(details.method)
-        service, _, method = full.rpartition("/")
+        service, _, method = str(full).rpartition("/")
         service = service.rsplit(".", 1)[-1]
-        return self._wrap(handler, service, method)
+        wrapped = self._wrap(handler, service, method)
+        self._wrapped[full] = (handler, wrapped)
+        return wrapped
 
     def _who(self, context: grpc.aio.ServicerContext) -> Identity:
         peer = peer_identity(context)

@@ -24,6 +24,7 @@ from federation.controller.handler_io import IOPool, read_header
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.mirrors import MirrorRunner
 from federation.controller.volumes import VolumeManager
+from federation.resolution import away_site_replica, replicas_of
 from federation.storage import DirEntry, FileMeta, JournalEntry, PutWriter, VolumeStorage
 from namespace.cache import NamespaceCache
 from namespace.control import resolve_in
@@ -98,15 +99,11 @@ class FederationService(pb_grpc.FederationServicer):
         vol = self.cache.view.volumes.get(volume)
         if vol is None or vol.owner == self.cluster:
             return False
-        from federation.resolution import replicas_of
-
         bound = t.max_staleness_s if t.max_staleness_s > 0 else 60.0
         return any(r["target"] == self.cluster and r["lag_seconds"] <= bound
                    for r in replicas_of(self.cache.view, volume))
 
     def _away_site_mirror(self, volume: str) -> str | None:
-        from federation.resolution import away_site_replica
-
         try:
             away = away_site_replica(self.cache.view, volume)
         except Unavailable:
@@ -185,14 +182,20 @@ class FederationService(pb_grpc.FederationServicer):
         )
 
     async def Resolve(self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext) -> pb.ResolveReply:
-        from federation.resolution import describe
-
-        d = describe(self.cache.view, request.path)
-        return pb.ResolveReply(
-            path=d["path"], mount=d["mount"], volume=d["volume"], relative_path=d["relative_path"],
-            owner=pb.Owner(**d["owner"]),
-            replicas=[pb.Replica(**r) for r in d["replicas"]],
+        # The answer of federation.resolution.describe, built straight into the reply (no
+        # dicts in between): this is the RPC clients call most (issue 14).
+        view = self.cache.view
+        res = resolve_in(view, request.path)
+        vol = view.volumes[res.volume]
+        away_site_replica(view, res.volume)  # an away edge site with no mirror: Unavailable
+        spec = view.clusters.get(vol.owner)
+        reply = pb.ResolveReply(
+            path=res.path, mount=res.mount, volume=res.volume, relative_path=res.relative_path,
+            owner=pb.Owner(cluster=vol.owner, endpoint=spec.endpoint if spec else "", epoch=vol.epoch),
         )
+        if view.mirror_status:
+            reply.replicas.extend(pb.Replica(**r) for r in replicas_of(view, res.volume))
+        return reply
 
     async def Stat(self, request: pb.StatRequest, context: grpc.aio.ServicerContext) -> pb.FileInfo:
         r = self._resolve(request.target)
