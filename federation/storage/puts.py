@@ -58,18 +58,12 @@ class PutWriter:
         self._small: bytearray | None = bytearray()
         self._temp: TempBlob | None = None
         self._done = False
-
-    @property
-    def size(self) -> int:
-        """Bytes written so far."""
-        if self._small is not None:
-            return len(self._small)
-        assert self._temp is not None
-        return self._temp.size
+        self.size = 0  # bytes written so far
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
         if self._done:
             raise ValueError(f"writer for {self.path!r} is finished")
+        self.size += len(chunk)
         small = self._small
         if small is not None:
             if len(small) + len(chunk) <= inline.INLINE_MAX:

@@ -63,13 +63,18 @@ def test_a_streamed_writer_moves_to_a_file_when_it_outgrows_inline(vol: VolumeSt
         w.write(b"tail")
         assert w.size == (INLINE_MAX // len(chunk) + 1) * len(chunk) + 4
         meta = w.commit()
+        assert w.size == meta.size
     want = chunk * (INLINE_MAX // len(chunk) + 1) + b"tail"
     assert meta.sha256 == sha(want) and read(vol, "grows") == want
     assert blob_files(vol.root) == {sha(want)} and inline_blobs(vol.root) == set()
     # an aborted small writer leaves nothing
     with vol.writer("gone") as w:
         w.write(b"never")
-    assert stored_blobs(vol.root) == {sha(want)}
+        assert w.size == 5
+    with vol.writer("small") as w:
+        w.write(b"abc")
+        assert w.commit().size == w.size == 3
+    assert stored_blobs(vol.root) == {sha(want), sha(b"abc")}
     assert list((vol.root / "tmp").iterdir()) == []
 
 
