@@ -40,6 +40,8 @@ class Connection:
     _etcd: Etcd | None
     _cache: NamespaceCache | None
     _channels: dict[str, grpc.Channel]
+    # One stub per endpoint: building one makes a callable per method (~15), per request.
+    _stubs: dict[str, pb_grpc.FederationStub]
     _lock: threading.Lock
 
     # -- plumbing -------------------------------------------------------------------------
@@ -94,6 +96,7 @@ class Connection:
         for ch in self._channels.values():
             ch.close()
         self._channels.clear()
+        self._stubs.clear()
         if self._loop is not None:
             async def shutdown() -> None:
                 if self._cache is not None:
@@ -118,4 +121,9 @@ class Connection:
         return ch
 
     def _stub(self, endpoint: str) -> pb_grpc.FederationStub:
-        return pb_grpc.FederationStub(self._channel(endpoint))
+        stub = self._stubs.get(endpoint)
+        if stub is None:
+            stub = pb_grpc.FederationStub(self._channel(endpoint))
+            with self._lock:
+                stub = self._stubs.setdefault(endpoint, stub)
+        return stub

@@ -515,6 +515,30 @@ class FederationService(pb_grpc.FederationServicer):
             await self.mirrors.wait_sync_targets(r.volume, meta.version)
         return pb.WriteReply(info=self._info(meta, r))
 
+    async def Put(self, request: pb.PutRequest, context: grpc.aio.ServicerContext) -> pb.WriteReply:
+        """A whole small file in one message: stored by one pool call (issue 14). Forwarded
+        as the Write stream every owner understands."""
+        header = request.header
+        if not header.HasField("target"):
+            raise InvalidInput("put names no target")
+        r = self._resolve(header.target)
+        owner = self._owner_endpoint(r.volume)
+        if owner is not None:
+            return await self._forward_write(owner, r, header, _one(pb.WriteChunk(data=request.data)), context)
+        if not r.rel:
+            raise InvalidInput("cannot write to the root of a volume")
+        self.volumes.check_writable(r.volume, r.epoch)
+        self.volumes.begin_write(r.volume)
+        try:
+            self.metrics.bytes_in.inc(len(request.data))
+            meta = await self._io(self._put_whole, r, header, request.data)
+        finally:
+            self.volumes.end_write(r.volume)
+        self.volumes.committed(r.volume, meta.version)
+        if self.mirrors is not None:
+            await self.mirrors.wait_sync_targets(r.volume, meta.version)
+        return pb.WriteReply(info=self._info(meta, r))
+
     def _put_whole(self, r: Resolved, header: pb.WriteHeader, data: bytes | memoryview) -> FileMeta:
         """A file that came in one message: open, write and commit in one pool call."""
         vs = self.volumes.storage(r.volume, create=True)
@@ -560,6 +584,10 @@ class FederationService(pb_grpc.FederationServicer):
             return reply
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, f"owner {owner[0]}") from None
+
+
+async def _one(msg: Any) -> AsyncIterator[Any]:
+    yield msg
 
 
 async def _chain(head: tuple[Any, ...], rest: AsyncIterator[Any]) -> AsyncIterator[Any]:

@@ -188,6 +188,14 @@ class WriteReply(_message.Message):
     info: FileInfo
     def __init__(self, info: _Optional[_Union[FileInfo, _Mapping]] = ...) -> None: ...
 
+class PutRequest(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: WriteHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[WriteHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class DeleteRequest(_message.Message):
     __slots__ = ("target", "recursive", "keep_parent")
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -361,6 +369,20 @@ class ReplicaHasReply(_message.Message):
     HAS_FIELD_NUMBER: _ClassVar[int]
     has: bool
     def __init__(self, has: _Optional[bool] = ...) -> None: ...
+
+class ReplicaLacksRequest(_message.Message):
+    __slots__ = ("volume", "sha256")
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    volume: str
+    sha256: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, volume: _Optional[str] = ..., sha256: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReplicaLacksReply(_message.Message):
+    __slots__ = ("lacking",)
+    LACKING_FIELD_NUMBER: _ClassVar[int]
+    lacking: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, lacking: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ReplicaBlobHeader(_message.Message):
     __slots__ = ("volume", "source", "epoch", "sha256", "size")

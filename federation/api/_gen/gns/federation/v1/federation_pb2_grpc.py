@@ -64,6 +64,11 @@ class FederationStub:
                 request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WriteChunk.SerializeToString,
                 response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WriteReply.FromString,
                 _registered_method=True)
+        self.Put = channel.unary_unary(
+                '/gns.federation.v1.Federation/Put',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PutRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WriteReply.FromString,
+                _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/gns.federation.v1.Federation/Delete',
                 request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.DeleteRequest.SerializeToString,
@@ -135,6 +140,12 @@ class FederationServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Write(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Put(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -213,6 +224,11 @@ def add_FederationServicer_to_server(servicer, server):
             'Write': grpc.stream_unary_rpc_method_handler(
                     servicer.Write,
                     request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WriteChunk.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WriteReply.SerializeToString,
+            ),
+            'Put': grpc.unary_unary_rpc_method_handler(
+                    servicer.Put,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PutRequest.FromString,
                     response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WriteReply.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
@@ -412,6 +428,33 @@ class Federation:
             target,
             '/gns.federation.v1.Federation/Write',
             federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WriteChunk.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WriteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Put(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.federation.v1.Federation/Put',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PutRequest.SerializeToString,
             federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WriteReply.FromString,
             options,
             channel_credentials,
@@ -637,6 +680,11 @@ class ReplicationStub:
                 request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaHasRequest.SerializeToString,
                 response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaHasReply.FromString,
                 _registered_method=True)
+        self.Lacks = channel.unary_unary(
+                '/gns.federation.v1.Replication/Lacks',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaLacksRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaLacksReply.FromString,
+                _registered_method=True)
         self.PutBlob = channel.stream_unary(
                 '/gns.federation.v1.Replication/PutBlob',
                 request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaBlobChunk.SerializeToString,
@@ -665,6 +713,12 @@ class ReplicationServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Has(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Lacks(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -699,6 +753,11 @@ def add_ReplicationServicer_to_server(servicer, server):
                     servicer.Has,
                     request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaHasRequest.FromString,
                     response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaHasReply.SerializeToString,
+            ),
+            'Lacks': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lacks,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaLacksRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaLacksReply.SerializeToString,
             ),
             'PutBlob': grpc.stream_unary_rpc_method_handler(
                     servicer.PutBlob,
@@ -792,6 +851,33 @@ class Replication:
             '/gns.federation.v1.Replication/Has',
             federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaHasRequest.SerializeToString,
             federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaHasReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Lacks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.federation.v1.Replication/Lacks',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaLacksRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.ReplicaLacksReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,174 @@
+"""Small files in one unary ``Put`` (issue 14), forwarded by a non-owner as a ``Write``, and
+the client's fall-back to ``Write`` against a server that has no ``Put`` (an older release)."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import threading
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import grpc
+import pytest
+
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.remote import RemoteClient
+from namespace.errors import Conflict, InvalidInput, NotFound
+from tests.fixtures.federation import Federation
+
+WRITE = "/gns.federation.v1.Federation/Write"
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def fed(federation3: Federation) -> Federation:
+    assert federation3.gns("volume", "create", "pu", "--cluster", "onprem-a").returncode == 0
+    assert federation3.gns("mount", "add", "/pu", "pu").returncode == 0
+    return federation3
+
+
+def calls(fed: Federation, cid: str, method: str) -> float:
+    """The owner's request counter of ``Federation/<method>`` that ended OK."""
+    port = fed.controllers[cid].metrics_port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    key = f'gns_requests_total{{code="OK",method="Federation/{method}"}} '
+    return sum(float(line[len(key):]) for line in text.splitlines() if line.startswith(key))
+
+
+def test_small_put_is_one_unary_call_and_round_trips(fed: Federation) -> None:
+    data = random.randbytes(4096)
+    with fed.client() as c:
+        puts, writes = calls(fed, "onprem-a", "Put"), calls(fed, "onprem-a", "Write")
+        info = c.put(data, "/pu/small/a.bin", mode=0o600)
+        assert info.sha256 == sha(data) and info.size == 4096 and info.mode == 0o600
+        assert c.cat("/pu/small/a.bin") == data
+        assert calls(fed, "onprem-a", "Put") == puts + 1
+        assert calls(fed, "onprem-a", "Write") == writes
+        # exactly one chunk still goes whole; one byte more streams
+        whole = random.randbytes(c.chunk_size)
+        assert c.put(whole, "/pu/small/chunk.bin").sha256 == sha(whole)
+        assert calls(fed, "onprem-a", "Write") == writes
+        bigger = whole + b"!"
+        assert c.put(bigger, "/pu/small/bigger.bin").sha256 == sha(bigger)
+        assert calls(fed, "onprem-a", "Write") == writes + 1
+        assert c.cat("/pu/small/bigger.bin") == bigger
+        # an empty file is a file
+        assert c.put(b"", "/pu/small/empty").size == 0
+        assert c.cat("/pu/small/empty") == b""
+
+
+def test_small_put_forwarded_by_a_non_owner(fed: Federation) -> None:
+    data = random.randbytes(1000)
+    with fed.client(via="aws-1") as c:
+        info = c.put(data, "/pu/via/f.bin")
+        assert info.served_by == "onprem-a" and info.sha256 == sha(data)
+    with fed.client() as c:
+        assert c.cat("/pu/via/f.bin") == data
+
+
+def test_put_bad_input_changes_nothing(fed: Federation) -> None:
+    with fed.client() as c:
+        c.put(b"old", "/pu/bad/kept")
+        version = c.stat("/pu/bad/kept").version
+        with pytest.raises(Conflict):
+            c.put(b"new", "/pu/bad/kept", if_absent=True)
+        with pytest.raises(InvalidInput):
+            c.put(b"x", "/pu")  # the root of the volume
+        assert c.cat("/pu/bad/kept") == b"old" and c.stat("/pu/bad/kept").version == version
+        with pytest.raises(NotFound):
+            c.stat("/pu/bad/never")
+    with grpc.insecure_channel(fed.controllers["onprem-a"].endpoint) as ch:
+        stub = pb_grpc.FederationStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Put(pb.PutRequest(data=b"no header"), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # a wrong end-to-end hash commits nothing
+        header = pb.WriteHeader(target=pb.Target(global_path="/pu/bad/kept"), expect_sha256="0" * 64)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Put(pb.PutRequest(header=header, data=b"new"), timeout=10)
+    with fed.client() as c:
+        assert c.cat("/pu/bad/kept") == b"old" and c.stat("/pu/bad/kept").version == version
+
+
+class _Record(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types: the base is Any
+    """Every method asked for, known or not."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        self.methods.append(str(details.method).rsplit("/", 1)[-1])
+        return await continuation(details)
+
+
+class _OldRelease:
+    """A real gRPC server that knows ``Write`` only (as releases before ``Put`` did): it
+    relays each Write stream, as the bytes it came in, to the real controller."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.writes: list[int] = []  # messages per Write stream seen
+        self.asked = _Record()
+        self.port = 0
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with grpc.aio.insecure_channel(self.upstream) as up:
+            relay = up.stream_unary(WRITE, request_serializer=None, response_deserializer=None)
+
+            async def write(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+                seen: list[bytes] = [m async for m in requests]
+                self.writes.append(len(seen))
+                reply: bytes = await relay(iter(seen))
+                return reply
+
+            server = grpc.aio.server(interceptors=[self.asked])
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+                "gns.federation.v1.Federation", {"Write": grpc.stream_unary_rpc_method_handler(write)}),))
+            self.port = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+            self._ready.set()
+            await self._stop.wait()
+            await server.stop(None)
+
+    def __enter__(self) -> _OldRelease:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def old_release(fed: Federation) -> Iterator[_OldRelease]:
+    with _OldRelease(fed.controllers["onprem-a"].endpoint) as old:
+        yield old
+
+
+def test_client_falls_back_to_write_on_a_server_without_put(fed: Federation, old_release: _OldRelease) -> None:
+    first, second = random.randbytes(3000), random.randbytes(10)
+    with RemoteClient(controller=f"127.0.0.1:{old_release.port}") as c:
+        assert c.put(first, "/pu/old/a.bin").sha256 == sha(first)
+        assert c.put(second, "/pu/old/b.bin").sha256 == sha(second)
+    # one header and one data message each; the second put did not try Put again
+    assert old_release.writes == [2, 2]
+    assert old_release.asked.methods == ["Put", "Write", "Write"]
+    with fed.client() as c:
+        assert c.cat("/pu/old/a.bin") == first and c.cat("/pu/old/b.bin") == second
