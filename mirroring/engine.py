@@ -19,10 +19,10 @@ How a pass works (``run_pass``):
    version numbers may describe another history).
 3. Copies run on a bounded worker pool (``cloud_adapters.transfer.TransferPool``): at most
    ``workers`` files of ``SMALL_FILE`` bytes or more at once, and up to ``small_workers``
-   (default for object-store targets ``SMALL_FACTOR`` x ``workers``, else ``workers``)
-   requests in flight in all, since a small object costs a store a round trip, not
-   bandwidth; a file the target already holds (``has`` / same sha256 in the listing) is skipped, which is what
-   makes a killed pass resume without re-sending.
+   (default ``SMALL_FACTOR`` x ``workers``) requests in flight in all, since a small file
+   costs a target a round trip, not bandwidth; a file the target already holds (same sha256
+   in its listing, or ``has`` / ``has_many`` for what the listing lacks) is skipped, which is
+   what makes a killed pass resume without re-sending.
 4. Phases, for targets that replace files in place (plain object-store layouts, see
    :class:`InPlaceTarget`): new paths first (harmless: not part of any version); then, only if
    needed, ``begin_in_place`` (the target stops claiming its old version), overwrites and
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import logging
 import pickle
 import tempfile
@@ -55,6 +56,7 @@ from mirroring.protocols import FileLike, MirrorTarget, TargetFile, TargetState,
 from namespace.errors import Conflict, StaleEpoch
 
 __all__ = [
+    "BatchHasTarget",
     "InPlaceTarget",
     "Plan",
     "PassResult",
@@ -75,7 +77,9 @@ SAMPLE_LIMIT = 1000
 SMALL_FILE = 1 << 20
 """Files below this size may be copied beyond ``workers`` at once (up to ``small_workers``)."""
 SMALL_FACTOR = 4
-"""Default ``small_workers`` for object-store targets = ``SMALL_FACTOR`` x ``workers``."""
+"""Default ``small_workers`` = ``SMALL_FACTOR`` x ``workers``."""
+HAS_BATCH = 1000
+"""Files per ``has_many`` question (:class:`BatchHasTarget`)."""
 _RUN_SIZE = 100_000
 _SPOOL_IN_MEMORY = 10_000
 
@@ -127,6 +131,16 @@ class DeltaTarget(Protocol):
     ) -> None:
         """Commit ``version`` = the committed version plus ``changed`` / ``deleted``;
         ``files()`` streams the full list, for a target that decides to rewrite it."""
+
+
+@runtime_checkable
+class BatchHasTarget(Protocol):
+    """A target that answers ``has`` for a batch of files in one round trip (a cluster
+    replica: one ``Lacks`` RPC). A pass asks it before sending anything its listing does not
+    show, so a resumed pass skips the blobs an interrupted one already delivered."""
+
+    def has_many(self, files: Sequence[tuple[str, str]]) -> list[bool]:
+        """``has(path, sha256)`` for each (path, sha256), in order."""
 
 
 @runtime_checkable
@@ -486,14 +500,14 @@ class _Run:
                      self.source.name, self.target.name, self.version)
         return self.stopped
 
-    def copy(self, f: _Copy) -> int:
-        """Worker: stream one blob to the target."""
+    def copy(self, f: _Copy) -> tuple[_Copy, int | None]:
+        """Worker: stream one blob to the target; (the file, its size)."""
         if f.size < SMALL_FILE:
             self._put(f)
         else:
             with self.large:
                 self._put(f)
-        return f.size
+        return f, f.size
 
     def _put(self, f: _Copy) -> None:
         data = self.source.open_blob(f.sha256)
@@ -508,11 +522,43 @@ class _Run:
                 return
             yield f
 
-    def run_copies(self, items: Iterable[_Copy]) -> None:
-        for size in self.pool.map_unordered(self.copy, self.feed(items)):
+    def run_copies(self, items: Iterable[_Copy], *, ask: bool = False) -> None:
+        """Copy ``items``; with ``ask``, each worker first asks ``target.has`` (a target
+        without ``has_many``) and skips what the target holds."""
+        fn = self.copy_if_lacking if ask else self.copy
+        for f, size in self.pool.map_unordered(fn, self.feed(items)):
+            if size is None:
+                self.skipped += 1
+                self.tick(f.size)
+                continue
             self.copied += 1
             self.bytes_copied += size
             self.tick(size)
+
+    def copy_if_lacking(self, f: _Copy) -> tuple[_Copy, int | None]:
+        """Worker: ``copy`` unless the target already holds the file (size None)."""
+        if self.target.has(f.path, f.sha256):
+            return f, None
+        return self.copy(f)
+
+    def lacking(self, items: Iterable[_Copy]) -> Iterator[_Copy]:
+        """The items a :class:`BatchHasTarget` does not hold, asked ``HAS_BATCH`` at a time
+        (from the calling thread; copies already in flight go on meanwhile)."""
+        assert isinstance(self.target, BatchHasTarget)
+        it = iter(items)
+        while batch := list(itertools.islice(it, HAS_BATCH)):
+            if self.stop_now():
+                return
+            held = self.target.has_many([(f.path, f.sha256) for f in batch])
+            if len(held) != len(batch):
+                raise RuntimeError(f"target {self.target.name}: has_many answered "
+                                   f"{len(held)} of {len(batch)}")
+            for f, h in zip(batch, held, strict=True):
+                if h:
+                    self.skipped += 1
+                    self.tick(f.size)
+                else:
+                    yield f
 
     def begin_in_place(self) -> None:
         if not self.in_place_begun and isinstance(self.target, InPlaceTarget):
@@ -556,6 +602,12 @@ class _Run:
 
     def incremental(self, copies: Sequence[FileLike], deleted: Sequence[str]) -> None:
         in_place = isinstance(self.target, InPlaceTarget)
+        if not in_place and isinstance(self.target, BatchHasTarget):
+            # One question per HAS_BATCH changed files instead of one per file.
+            self.run_copies(self.lacking(_as_copy(f) for f in copies))
+            for path in deleted:
+                self.deletes.append(path)
+            return
 
         existed = self.existed
         target = self.target
@@ -611,7 +663,15 @@ class _Run:
                     else:
                         yield _as_copy(s)
 
-        self.run_copies(new_files())
+        if in_place:
+            # Its listing shows every object it holds, with its sha256: nothing to ask.
+            self.run_copies(new_files())
+        elif isinstance(self.target, BatchHasTarget):
+            # A listing shows committed files only: blobs an interrupted pass delivered
+            # are not in it, so ask before sending (a resumed pass sends only the rest).
+            self.run_copies(self.lacking(new_files()))
+        else:
+            self.run_copies(new_files(), ask=True)
 
 
 def _pools(workers: int, small_workers: int | None, target: MirrorTarget
@@ -620,9 +680,9 @@ def _pools(workers: int, small_workers: int | None, target: MirrorTarget
         raise ValueError("workers must be >= 1")
     small = small_workers
     if small is None:
-        # Only object stores by default: a small object costs them a round trip. A cluster
-        # replica fsyncs each blob, so more streams in flight buy it nothing.
-        small = SMALL_FACTOR * workers if isinstance(target, InPlaceTarget) else workers
+        # A small file costs an object store, or a replica (which fsyncs each blob), a round
+        # trip more than bandwidth: keep more of them in flight.
+        small = SMALL_FACTOR * workers
     if small < workers:
         raise ValueError("small_workers must be >= workers")
     return TransferPool(small), threading.BoundedSemaphore(workers)
@@ -640,8 +700,7 @@ def run_pass(
     """Mirror exactly the version pinned now to ``target`` (see the module docstring).
 
     ``workers`` files of ``SMALL_FILE`` bytes or more are copied at once; ``small_workers``
-    (default: ``SMALL_FACTOR`` x ``workers`` for object-store targets, else ``workers``)
-    bounds all requests in flight.
+    (default: ``SMALL_FACTOR`` x ``workers``) bounds all requests in flight.
 
     ``progress(bytes_done, files_done)`` counts files copied or found already present (and
     their bytes), from the calling thread. ``should_stop()`` is polled between files; when it

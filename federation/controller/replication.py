@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -29,6 +29,11 @@ from namespace.errors import Conflict, InvalidInput, StaleEpoch, Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+MAX_LACKS_BATCH = 10_000
+"""Blobs per ``Lacks`` call (the request stays well under gRPC's 4 MiB message limit)."""
+SMALL_BLOB = 1 << 20
+"""Blobs up to this size are gathered in memory, then written by one pool call."""
 
 
 class ReplicationService(pb_grpc.ReplicationServicer):
@@ -96,6 +101,21 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         vs = await self._io(self._replica, request.volume)
         return pb.ReplicaHasReply(has=bool(vs.has_blob(request.sha256)))
 
+    async def Lacks(self, request: pb.ReplicaLacksRequest, context: grpc.aio.ServicerContext) -> pb.ReplicaLacksReply:
+        """Which of a batch of blobs this replica does not hold (indexes into the request)."""
+        if len(request.sha256) > MAX_LACKS_BATCH:
+            raise InvalidInput(f"at most {MAX_LACKS_BATCH} blobs per Lacks call, got {len(request.sha256)}")
+        self.volumes.volume(request.volume)
+        if not self.volumes.has_local(request.volume):
+            return pb.ReplicaLacksReply(lacking=range(len(request.sha256)))
+        vs = await self._io(self._replica, request.volume)
+        shas = list(request.sha256)
+
+        def lacking() -> list[int]:
+            return [i for i, sha in enumerate(shas) if not vs.has_blob(sha)]
+
+        return pb.ReplicaLacksReply(lacking=await self._io(lacking))
+
     async def PutBlob(self, request_iterator: AsyncIterator[pb.ReplicaBlobChunk], context: grpc.aio.ServicerContext) -> pb.ReplicaBlobReply:
         """One or more blobs, each a header then its data (several small blobs in one call
         save a round trip each over a slow path such as an edge link)."""
@@ -105,6 +125,22 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         while h is not None:
             self._check_sender(h.volume, h.source, h.epoch)
             vs = await self._io(self._replica, h.volume)
+            if 0 < h.size <= SMALL_BLOB:
+                # Gathered here, then written in one go: a pool thread is held only for the
+                # write and fsync, not while the bytes cross the network (an owner keeps
+                # many small blobs in flight; the pool also serves reads).
+                blob_h, h, parts = h, None, []
+                got = 0
+                async for msg in it:
+                    if msg.WhichOneof("part") == "header":
+                        h = msg.header
+                        break
+                    got += len(msg.data)
+                    if got > blob_h.size:
+                        raise InvalidInput(f"blob {blob_h.sha256}: more than the {blob_h.size} bytes its header says")
+                    parts.append(msg.data)
+                digest = str(await self._io(vs.ingest_blob, parts, expect_sha256=blob_h.sha256))
+                continue
             # ingest_blob pulls chunks from a blocking iterator; feed it from the stream.
             queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
 
@@ -232,6 +268,23 @@ class ClusterTarget:
         found = bool(self._call(self._stub.Has, pb.ReplicaHasRequest(volume=self.volume, sha256=sha256)).has)
         if found:
             self._touched.add(path)  # placed by the commit without sending bytes
+        return found
+
+    def has_many(self, files: Sequence[tuple[str, str]]) -> list[bool]:
+        """``has`` for a batch of (path, sha256), in one ``Lacks`` call per
+        ``MAX_LACKS_BATCH``: a full-compare pass asks before sending, so blobs an
+        interrupted pass already delivered are not sent again."""
+        found: list[bool] = []
+        for i in range(0, len(files), MAX_LACKS_BATCH):
+            batch = files[i:i + MAX_LACKS_BATCH]
+            r = self._call(self._stub.Lacks, pb.ReplicaLacksRequest(
+                volume=self.volume, sha256=[sha for _, sha in batch]))
+            lacking = set(r.lacking)
+            for j, (path, _) in enumerate(batch):
+                held = j not in lacking
+                if held:
+                    self._touched.add(path)  # placed by the commit without sending bytes
+                found.append(held)
         return found
 
     def put(self, path: str, size: int, sha256: str, mtime: float, data: BinaryIO) -> None:

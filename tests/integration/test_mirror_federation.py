@@ -34,6 +34,7 @@ from tests.fixtures.federation import Federation
 from tests.fixtures.manifest import resolve_manifest
 from tests.fixtures.objectstores import ServerHandle
 from tests.support import RawStore, cli_status, holds_for, wait_for, wait_synced
+from tests.support.edge import replica_files as replica_state
 
 pytestmark = pytest.mark.slow
 
@@ -389,6 +390,7 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
     check_store(d, files, v1, "crashv")
     st = cli_status(fed, "crash-dr")
     files_v1, files_v1_b = st[uri]["files"], st["onprem-b"]["files"]
+    bytes_v1_b = st["onprem-b"]["bytes"]
     assert files_v1 == files_v1_b == 20
 
     n_new = 300
@@ -402,6 +404,12 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
         head = c.rm("/crashv/old/001")
         del files["old/001"]
     to_move = n_new + 1 + 1  # new files, one overwrite, one deletion
+    # blobs of this pass that reached the replica (its content-addressed blob files on disk)
+    wanted = {sha(b) for p, b in files.items() if p.startswith("new/") or p == "old/000"}
+
+    def replica_blobs() -> set[str]:
+        return {b.name for b in fed.controllers["onprem-b"].data_dir.rglob("*")
+                if b.is_file() and b.parent.parent.name == "blobs" and b.name in wanted}
 
     watch = ManifestWatch(d)
     watch.start()
@@ -422,10 +430,7 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
         sync.communicate()
     time.sleep(1.0)  # a blob the replica was finishing lands (or is dropped) now
     present = {k: v for k, v in d.listing().items() if k.startswith("new/")}
-    # blobs of this pass that reached the replica (its content-addressed blob files on disk)
-    wanted = {sha(b) for p, b in files.items() if p.startswith("new/") or p == "old/000"}
-    present_b = {b.name for b in fed.controllers["onprem-b"].data_dir.rglob("*")
-                 if b.is_file() and b.parent.parent.name == "blobs" and b.name in wanted}
+    present_b = replica_blobs()
     assert 40 <= len(present) < n_new, f"killed too late to test a resume: {len(present)}"
     # what arrived is whole (object stores never show a partial object)
     for k in list(present)[:10]:
@@ -458,10 +463,82 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
     moved_b = tb["files"] - files_v1_b
     assert moved_b == to_move - len(present_b), (
         f"resume moved {moved_b} files to onprem-b; {len(present_b)} had already arrived")
+    # ... and only their bytes: none of the blobs the replica held was sent again (the
+    # count covers the pass cut by the kill, whose status was never published, and the
+    # resumed one: its bytes are exactly the blobs the replica lacked at the kill)
+    lacked = sum(len(b) for p, b in files.items()
+                 if (p.startswith("new/") or p == "old/000") and sha(b) not in present_b)
+    assert tb["bytes"] - bytes_v1_b == lacked, (tb["bytes"] - bytes_v1_b, lacked)
     check_replica(fed, "onprem-b", "crashv", files)
 
     assert not watch.violations, watch.violations
     assert {v1, head} <= watch.claimed, (watch.claimed, watch.errors)
+
+
+def test_kill9_owner_mid_replica_pass_sends_only_the_blobs_the_replica_lacks(
+    federation: Federation, tmp_path: Path,
+) -> None:
+    """A cluster replica keeps the blobs a pass delivered before its owner was killed, but
+    no committed version lists them. Here the cut pass is the first sync, so the next one is
+    a full compare (as after an epoch change or a journal gap): it must ask the replica
+    (``Lacks``) and send only the rest, counted in files and in bytes against the blob
+    files on the replica's disk."""
+    fed = federation
+    fed.add("onprem-a", wait=False)
+    fed.add("onprem-b", wait=False)
+    for cid in fed.controllers:
+        fed.wait_healthy(cid, timeout=30)
+    make_volume(fed, "resumev", "onprem-a")
+    apply_policy(fed, tmp_path, policy_doc("resume-dr", "resumev", "manual", ["onprem-b"]))
+    n_files = 1200
+    block = os.urandom(24 * 1024)
+    files = {f"new/{i:04d}.bin": i.to_bytes(4, "big") + block[4:] for i in range(n_files)}
+    with fed.client() as c:
+        head = put_all(c, "resumev", files)
+    wanted = {sha(b) for b in files.values()}
+    b_dir = fed.controllers["onprem-b"].data_dir
+    b_endpoint = fed.controllers["onprem-b"].endpoint
+
+    def replica_blobs() -> frozenset[str]:
+        return frozenset(b.name for b in b_dir.rglob("*")
+                         if b.is_file() and b.parent.parent.name == "blobs" and b.name in wanted)
+
+    sync = subprocess.Popen(
+        [sys.executable, "-m", "federation.cli.main", "mirror", "sync", "resume-dr", "--wait",
+         "--json"], env=fed.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        n = wait_for(lambda: len(replica_blobs()) >= 40 or sync.poll() is not None, 90,
+                     "blobs to reach the replica", every=0.02)
+        assert sync.poll() is None, f"the pass ended before the kill: {n}"
+        fed.kill("onprem-a", signal.SIGKILL)
+        assert sync.wait(60) != 0, "sync --wait reported success though its owner died"
+    finally:
+        if sync.poll() is None:
+            sync.kill()
+        sync.communicate()
+    # a blob the replica was finishing lands (or is dropped): wait until the set is still
+    seen: list[frozenset[str]] = [replica_blobs()]
+
+    def settled() -> bool:
+        seen.append(replica_blobs())
+        return seen[-1] == seen[-2]
+
+    wait_for(settled, 30, "the replica's blobs to settle", every=0.5)
+    present_b = seen[-1]
+    assert 40 <= len(present_b) < n_files, f"killed too late to test a resume: {len(present_b)}"
+    version_b, listed_b = replica_state(b_endpoint, "resumev")
+    assert (version_b, listed_b) == (0, {}), "onprem-b committed before the kill"
+
+    fed.start("onprem-a")
+    fed.wait_state("onprem-a", "Ready", timeout=30)
+    out = fed.gns("mirror", "sync", "resume-dr", "--wait", "--json", timeout=180)
+    (tb,) = json.loads(ok(out))[0]["targets"]
+    assert (tb["state"], tb["version"], tb["lag_versions"]) == ("Synced", head, 0), tb
+    lacked = [b for b in files.values() if sha(b) not in present_b]
+    assert tb["files"] == len(lacked), (
+        f"resume moved {tb['files']} files; {len(present_b)} of {n_files} had arrived")
+    assert tb["bytes"] == sum(len(b) for b in lacked), "blobs the replica held were sent again"
+    check_replica(fed, "onprem-b", "resumev", files)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -117,6 +117,58 @@ class MemoryTarget:
         self.committed = TargetState(version, epoch)
 
 
+class StagingTarget:
+    """TEST DOUBLE: a target shaped like a cluster replica. Blobs arrive ahead of the commit
+    (content-addressed, kept across passes); the listing shows committed files only, so a
+    killed pass's blobs are invisible to it and only ``has`` / ``has_many`` can tell.
+    ``batched`` gives it ``has_many`` (the engine's ``BatchHasTarget``)."""
+
+    def __init__(self, *, batched: bool) -> None:
+        self.name = "staging"
+        self.blobs: dict[str, bytes] = {}
+        self.files_at: dict[str, tuple[int, str]] = {}
+        self.committed = TargetState(0, 0)
+        self.puts = 0
+        self.bytes_received = 0
+        self.has_calls = 0
+        self.batches: list[int] = []
+        if batched:
+            self.has_many = self._has_many
+
+    def state(self) -> TargetState:
+        return self.committed
+
+    def files(self) -> Iterator[TargetFile]:
+        for path, (size, sha) in self.files_at.items():
+            yield TargetFile(path, size, sha)
+
+    def has(self, path: str, sha256: str) -> bool:
+        self.has_calls += 1
+        return sha256 in self.blobs
+
+    def _has_many(self, files: list[tuple[str, str]]) -> list[bool]:
+        self.batches.append(len(files))
+        return [sha in self.blobs for _, sha in files]
+
+    def put(self, path: str, size: int, sha256: str, mtime: float, data: BinaryIO) -> None:
+        body = data.read()
+        assert hashlib.sha256(body).hexdigest() == sha256 and len(body) == size
+        self.blobs[sha256] = body
+        self.puts += 1
+        self.bytes_received += size
+
+    def delete(self, paths: Iterable[str]) -> None:
+        pass  # a full commit replaces the whole state
+
+    def commit(self, version: int, epoch: int, files: Iterable[FileLike]) -> None:
+        if self.committed.epoch > epoch:
+            raise StaleEpoch("newer epoch")
+        got = {f.path: (f.size, f.sha256) for f in files}
+        assert all(sha in self.blobs for _, sha in got.values()), "commit of a missing blob"
+        self.files_at = got
+        self.committed = TargetState(version, epoch)
+
+
 class NoListMetadata(LocalStore):
     """A local store whose listings carry no sha256, like S3's ListObjectsV2."""
 
@@ -325,6 +377,54 @@ def test_memory_target_unsorted_listing(vol: VolumeStorage) -> None:
     puts = t.puts
     r = run_pass(vol, t)
     assert (r.full, r.files_copied, t.puts - puts) == (False, 1, 1)
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["has_many", "has"])
+def test_full_compare_resume_sends_only_what_the_replica_lacks(
+        vol: VolumeStorage, batched: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A killed pass's blobs are on a replica but in no committed listing; the resumed pass
+    is a full compare (the owner's epoch changed) and must not send them again."""
+    monkeypatch.setattr("mirroring.engine.HAS_BATCH", 16)  # several batches, fewer files
+    _fill(vol, 10)
+    t = StagingTarget(batched=batched)
+    assert run_pass(vol, t, workers=2).files_copied == 10
+    for i in range(50):
+        vol.put_bytes(f"new/{i:03d}", f"new {i} ".encode() * (i + 1))
+    done: list[int] = []
+    r = run_pass(vol, t, workers=1, progress=lambda b, f: done.append(f),
+                 should_stop=lambda: bool(done) and done[-1] >= 25)
+    assert not r.committed and 10 <= r.files_copied < 50, r
+    sent_before = t.bytes_received
+    staged = set(t.blobs)
+    vol.set_epoch(2)  # an owner restarted after kill -9: a new epoch, hence a full compare
+    vol.put_bytes("after.txt", b"written after the restart")
+    t.puts, t.has_calls, t.batches = 0, 0, []
+    r2 = run_pass(vol, t, workers=2)
+    assert (r2.full, r2.reason, r2.committed) == (True, "epoch-changed", True)
+    lacking = {f.path: f for f in _snapshot_iter(vol) if f.sha256 not in staged}
+    assert t.puts == r2.files_copied == len(lacking) == 50 - r.files_copied + 1
+    assert t.bytes_received - sent_before == sum(f.size for f in lacking.values())
+    assert r2.files_skipped == 10 + r.files_copied
+    assert t.files_at == {p: (len(b), sha) for p, sha, b in
+                          ((f.path, f.sha256, t.blobs[f.sha256]) for f in _snapshot_iter(vol))}
+    if batched:
+        assert t.has_calls == 0 and max(t.batches) <= 16
+        assert sum(t.batches) == 50 + 1  # every file the listing lacks, asked once
+    else:
+        assert t.has_calls == 50 + 1
+
+
+def test_incremental_to_batched_target_asks_once_per_batch(vol: VolumeStorage) -> None:
+    _fill(vol, 5)
+    t = StagingTarget(batched=True)
+    run_pass(vol, t)
+    vol.put_bytes("a.txt", b"a")
+    vol.put_bytes("b.txt", b"b")
+    t.blobs[hashlib.sha256(b"b").hexdigest()] = b"b"  # delivered by an earlier, killed pass
+    t.batches.clear()
+    r = run_pass(vol, t)
+    assert (r.full, r.files_copied, r.files_skipped, t.batches, t.has_calls) == (
+        False, 1, 1, [2], 0)
 
 
 # ---------------------------------------------------------------------------------------------
