@@ -1,14 +1,15 @@
 """Garbage collection of blobs: unlink a blob once nothing can need it any more.
 
 Blobs are files under ``blobs/`` or rows of ``inline_blobs`` (small content); one sha256
-may be both, and collection removes both. A blob may be removed only when no ``files`` row and no staged ingest references it
-(``catalog.is_referenced``), no put between installing it and committing holds it
-(``hold``), and no pin is held at all (``Pins.held``; deletions then wait in
-``gc_pending``). At open, ``sweep_orphans`` removes blob files of puts killed before their
+may be both, and collection removes both. A blob may be removed only when no ``files`` row
+and no staged ingest references it (``catalog.is_referenced``), no put between installing
+it and committing holds it (``hold``), and no pin is held at all (``Pins.held``; deletions
+then wait in ``gc_pending``). At open, ``sweep_orphans`` removes blob files of puts killed before their
 commit. Inline blobs need no sweep: one is written in the same transaction as the row that
 references it, and the transaction that drops the last reference queues it in ``gc_pending``.
 
-Callers hold the volume's lock around ``collect_locked`` and ``queue_unless_used_locked``.
+Callers hold the volume's lock around ``collect_locked``, ``queue_unless_used_locked`` and
+``drop_dead_inline_locked`` (the last one inside their write transaction).
 """
 
 from __future__ import annotations
@@ -55,6 +56,35 @@ class BlobCollector:
         if not conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 cat.queue_if_unreferenced(conn, [sha256])
+
+    def drop_dead_inline_locked(self, conn: sqlite3.Connection) -> None:
+        """Inside a write transaction: delete the inline blobs nothing references any more.
+
+        Why here and not in ``collect_locked``: an inline row goes away atomically with the
+        transaction that drops its last reference, so it needs no commit of its own; after
+        a batch of overwrites, collection would otherwise cost a second transaction and
+        WAL fsync. The ``gc_pending`` row stays only while a blob file of the same content
+        exists (``collect_locked`` unlinks it after the commit). Deferred while a pin is
+        held, like all collection.
+        """
+        if self._pins.held:
+            return
+        dead = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT g.sha256 FROM gc_pending g JOIN inline_blobs b ON b.sha256 = g.sha256 "
+                "WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = g.sha256) "
+                "AND NOT EXISTS (SELECT 1 FROM staged s WHERE s.sha256 = g.sha256)"
+            )
+        ]
+        if not dead:
+            return
+        inline.delete(conn, dead)
+        settled = [
+            (sha,) for sha in dead
+            if sha not in self._inflight and not self._state.blobs.exists(sha)
+        ]
+        conn.executemany("DELETE FROM gc_pending WHERE sha256 = ?", settled)
 
     def collect_locked(self) -> int:
         """Remove queued blobs nothing needs any more; deferred while any pin is held.

@@ -313,6 +313,7 @@ class Puts:
                         conn.execute("RELEASE put")
                 if ctx.version != start:
                     cat.set_meta(conn, "version", ctx.version)
+                    self._gc.drop_dead_inline_locked(conn)  # overwritten small content
             state.version = ctx.version
             fault("after_commit")
             self._gc.collect_locked()

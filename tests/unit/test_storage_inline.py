@@ -170,3 +170,26 @@ def test_concurrent_small_puts_create_no_files(vol: VolumeStorage) -> None:
     assert vol.version == 320 and blob_files(vol.root) == set()
     assert len(inline_blobs(vol.root)) == 320
     assert read(vol, "t7/f39") == b"7/39" * 100
+
+
+def test_overwritten_inline_blob_goes_in_the_same_commit(vol: VolumeStorage) -> None:
+    vol.put_bytes("a", b"first")
+    begins: list[str] = []
+    # this thread leads its own batch: its connection runs every write transaction
+    vol._state.catalog.conn().set_trace_callback(
+        lambda sql: begins.append(sql) if sql.startswith("BEGIN IMMEDIATE") else None
+    )
+    try:
+        vol.put_bytes("a", b"second")
+    finally:
+        vol._state.catalog.conn().set_trace_callback(None)
+    assert len(begins) == 1, begins  # no separate collection transaction
+    assert stored_blobs(vol.root) == {sha(b"second")}
+    # the same content also as a blob file (replica ingest): the row goes now, the file
+    # once the commit is durable
+    s = vol.ingest_blob([b"second"])
+    vol.apply_changes([], [], vol.version + 1)  # the staged mark is dropped
+    assert blob_files(vol.root) == {s} and inline_blobs(vol.root) == {s}
+    vol.put_bytes("a", b"third")
+    assert stored_blobs(vol.root) == {sha(b"third")}
+    assert read(vol, "a") == b"third"
