@@ -5,11 +5,15 @@ bounded queue and commit on ``close()``; nothing holds a whole file in memory.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import io
+import mmap
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 import grpc
@@ -23,6 +27,10 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int], None]
 """Called with the number of bytes just moved."""
+
+# A download is staged in page-aligned blocks of this size and written with O_DIRECT.
+_STAGE = 4 << 20
+_O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 
 
 class ChangeStream:
@@ -85,6 +93,96 @@ def size_of(fh: Any) -> int:
         return max(0, os.fstat(fh.fileno()).st_size - (fh.tell() if seekable_source(fh) else 0))
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         return 0
+
+
+def write_local_file(dst: Path, chunks: Iterable[bytes], progress: Progress | None = None) -> int:
+    """Write ``chunks`` to a new local file ``dst`` and fsync it; the byte count.
+
+    Why direct I/O: writing a downloaded file through the page cache and fsyncing it cost
+    the client about 2.2 CPU-s per GiB of kernel time (allocating, copying and writing back
+    every page) against 0.06 with O_DIRECT (issue 14). Full blocks therefore go straight
+    from a page-aligned staging buffer to the device; the tail (and any filesystem that
+    refuses O_DIRECT, such as tmpfs) goes through the page cache. The fsync makes the
+    result equally durable either way.
+    """
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        sink = _DirectSink(fd)
+        try:
+            n = 0
+            for data in chunks:
+                sink.write(data)
+                n += len(data)
+                if progress:
+                    progress(len(data))
+            sink.flush()
+        finally:
+            sink.close()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return n
+
+
+class _DirectSink:
+    """Appends to ``fd`` in whole page-aligned blocks with O_DIRECT where it can."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._stage = mmap.mmap(-1, _STAGE)  # page-aligned, as O_DIRECT needs
+        self._fill = 0
+        self._direct = bool(_O_DIRECT)
+
+    def write(self, data: bytes | memoryview) -> None:
+        with memoryview(data) as view:
+            while view:
+                n = min(len(view), _STAGE - self._fill)
+                self._stage[self._fill : self._fill + n] = view[:n]
+                self._fill += n
+                view = view[n:]
+                if self._fill == _STAGE:
+                    self._write_stage()
+
+    def flush(self) -> None:
+        """Write what is staged (a partial block goes through the page cache)."""
+        if self._fill:
+            self._write_stage()
+
+    def close(self) -> None:
+        self._stage.close()
+
+    def _write_stage(self) -> None:
+        with memoryview(self._stage) as stage:
+            rest = stage[: self._fill]
+            if self._direct and self._fill == _STAGE:
+                rest = rest[self._write_direct(rest):]
+            if rest and _O_DIRECT:
+                _set_flag(self._fd, _O_DIRECT, False)
+            while rest:
+                rest = rest[os.write(self._fd, rest):]
+            rest.release()
+        self._fill = 0
+
+    def _write_direct(self, data: memoryview) -> int:
+        """Bytes of ``data`` written with O_DIRECT (0 if this file cannot: fall back)."""
+        try:
+            _set_flag(self._fd, _O_DIRECT, True)
+            done = os.write(self._fd, data)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            done = 0  # the filesystem refuses O_DIRECT (tmpfs, some FUSE): page cache
+        if done != len(data):
+            # a short direct write leaves the offset unaligned: buffered from here on
+            self._direct = False
+        return done
+
+
+def _set_flag(fd: int, flag: int, on: bool) -> None:
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    want = flags | flag if on else flags & ~flag
+    if want != flags:
+        fcntl.fcntl(fd, fcntl.F_SETFL, want)
 
 
 class RangedReader(io.RawIOBase):

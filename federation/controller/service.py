@@ -19,7 +19,7 @@ from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
 from federation.channels import Peers
-from federation.controller import write_relay
+from federation.controller import read_relay, write_relay
 from federation.controller.handler_io import IOPool, read_header
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.mirrors import MirrorRunner
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 API_VERSIONS = ["v1"]
-READ_METHOD = "/gns.federation.v1.Federation/Read"
 RELEASE = "0.1.0"
 _HOPS = "gns-hops"
 _MAX_HOPS = 2
@@ -432,13 +431,8 @@ class FederationService(pb_grpc.FederationServicer):
             fwd = pb.ReadRequest(
                 target=self._forward_target(r, request.target), offset=request.offset, length=request.length
             )
-            raw_read = self.peers.get(owner[1]).unary_stream(
-                READ_METHOD, request_serializer=pb.ReadRequest.SerializeToString,
-                response_deserializer=None,
-            )
-            call = raw_read(fwd, metadata=self._hops(context))
             try:
-                async for message in call:
+                async for message in read_relay.relay(self.peers.get(owner[1]), fwd, self._hops(context)):
                     self.metrics.bytes_out.inc(len(message))
                     yield message
             except grpc.RpcError as exc:
@@ -451,28 +445,19 @@ class FederationService(pb_grpc.FederationServicer):
         info = self._info(meta, r)
         info.stale = stale
         end = None if not request.length else request.offset + request.length
-        it: Iterator[bytes] = await self._io(
+        chunks: Iterator[bytes] = await self._io(
             lambda: vs.read(r.rel, request.offset, end, self.chunk_size)
         )
-        first = True
-        sentinel = object()
+        # Read and encoded in one pool call per chunk (read_relay.Messages).
+        messages = read_relay.Messages(chunks, info)
+        counted = 0
         try:
-            while True:
-                data = await self._io(next, it, sentinel)
-                if data is sentinel:
-                    break
-                self.metrics.bytes_out.inc(len(data))
-                if first:
-                    yield pb.ReadChunk(info=info, data=data).SerializeToString()
-                    first = False
-                else:
-                    yield pb.ReadChunk(data=data).SerializeToString()
+            while (encoded := await self._io(messages.next_message)) is not None:
+                self.metrics.bytes_out.inc(messages.sent - counted)
+                counted = messages.sent
+                yield encoded
         finally:
-            close = getattr(it, "close", None)
-            if close:
-                await self._io(close)
-        if first:
-            yield pb.ReadChunk(info=info).SerializeToString()
+            await self._io(messages.close)
 
     async def Write(self, request_iterator: AsyncIterator[pb.WriteChunk], context: grpc.aio.ServicerContext) -> pb.WriteReply:
         # Data messages arrive as raw bytes (write_relay.deserialize): relayed as they are.
@@ -499,10 +484,8 @@ class FederationService(pb_grpc.FederationServicer):
                 writer = await self._io(vs.writer, r.rel)
                 committed = False
                 try:
-                    async for msg in _chain((first, second), it):
-                        data = write_relay.data_of(msg)
-                        self.metrics.bytes_in.inc(len(data))
-                        await self._io(writer.write, data)
+                    await write_relay.store(_chain((first, second), it), writer.write, self._io,
+                                            self.metrics.bytes_in.inc)
                     meta = await self._io(self._gated_commit, writer, r, header)
                     committed = True
                 finally:

@@ -2,7 +2,7 @@
 
 Why: a controller that is not the owner of a volume forwards ``Write`` to the owner. Parsing
 every 1 MiB ``WriteChunk`` only to serialise it again costs a copy each way per hop; reads
-already pass the owner's serialized chunks through (``READ_METHOD``). Here the server's
+already pass the owner's serialized chunks through (``read_relay``). Here the server's
 deserializer for ``Write`` leaves a message that is exactly one ``data`` field as the bytes it
 came in (the header, and anything unexpected, is parsed as usual, so access checks and the
 handler see a real ``WriteChunk`` first). The owner then takes the payload as a memoryview
@@ -10,7 +10,8 @@ of those bytes (no copy), and a forwarder sends them on as they are.
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
@@ -18,6 +19,9 @@ from namespace.errors import InvalidInput
 
 WRITE_METHOD = "/gns.federation.v1.Federation/Write"
 _DATA_TAG = 0x12  # field 2 (data), wire type 2 (length-delimited)
+# Payload handed to the owner's I/O pool per call (one storage stage): a pool hop costs the
+# loop and a worker ~0.2 ms, so one per 1 MiB message was ~0.2 CPU-s per GiB (issue 14).
+_BATCH = 4 << 20
 
 
 def _payload_at(raw: bytes) -> int | None:
@@ -69,3 +73,43 @@ async def header_first(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
             msg = pb.WriteChunk.FromString(msg)
         first = False
         yield msg
+
+
+async def store(
+    messages: AsyncIterator[bytes | pb.WriteChunk],
+    write: Callable[[bytes | memoryview], object],
+    run: Callable[..., Awaitable[object]],
+    received: Callable[[int], object],
+) -> None:
+    """Give every payload of ``messages`` to the blocking ``write``, in order, through
+    ``run`` (the I/O pool): about ``_BATCH`` bytes per pool call, the next batch received
+    while the previous one is written. No write is running when this returns or raises, so
+    the caller may commit or abort the writer at once."""
+    in_flight: asyncio.Future[object] | None = None
+    batch: list[bytes | memoryview] = []
+    size = 0
+    try:
+        async for msg in messages:
+            data = data_of(msg)
+            received(len(data))
+            batch.append(data)
+            size += len(data)
+            if size >= _BATCH:
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.ensure_future(run(_write_each, write, batch))
+                batch, size = [], 0
+        if in_flight is not None:
+            await in_flight
+        if batch:
+            await run(_write_each, write, batch)
+    finally:
+        if in_flight is not None and not in_flight.done():
+            await asyncio.wait([in_flight])  # never abort a writer a pool thread still writes
+        if in_flight is not None and not in_flight.cancelled():
+            in_flight.exception()  # retrieved: the error that matters is already raised
+
+
+def _write_each(write: Callable[[bytes | memoryview], object], batch: list[bytes | memoryview]) -> None:
+    for data in batch:
+        write(data)

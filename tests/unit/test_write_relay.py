@@ -1,6 +1,10 @@
 """Write data messages stay the bytes they came in; everything else is parsed (issue 14)."""
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+
 import pytest
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
@@ -29,3 +33,56 @@ def test_headers_and_unexpected_shapes_are_parsed() -> None:
     parsed = write_relay.deserialize(odd)
     assert isinstance(parsed, pb.WriteChunk) and parsed.data == b"xyz"
     assert write_relay.serialized(parsed) == pb.WriteChunk.FromString(odd).SerializeToString()
+
+
+def _raw(data: bytes) -> bytes:
+    raw: bytes = pb.WriteChunk(data=data).SerializeToString()
+    return raw
+
+
+async def _messages(chunks: list[bytes]) -> AsyncIterator[bytes | pb.WriteChunk]:
+    for c in chunks:
+        yield write_relay.deserialize(_raw(c))
+
+
+def test_store_writes_every_payload_in_order_in_few_pool_calls() -> None:
+    chunks = [bytes([i]) * (1 << 20) for i in range(9)] + [b"tail"]
+    written: list[bytes] = []
+    calls = 0
+    received: list[int] = []
+
+    async def run(fn: Callable[..., object], *args: object) -> object:
+        nonlocal calls
+        calls += 1
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    asyncio.run(write_relay.store(_messages(chunks), lambda d: written.append(bytes(d)), run,
+                                  received.append))
+    assert written == chunks
+    assert received == [len(c) for c in chunks]
+    assert calls == 3  # 4 MiB, 4 MiB, then the rest
+
+
+def test_store_leaves_no_write_running_when_the_stream_fails() -> None:
+    release = threading.Event()
+    running = threading.Event()
+    finished: list[int] = []
+
+    def slow_write(data: bytes | memoryview) -> None:
+        running.set()
+        release.wait(5)
+        finished.append(len(data))
+
+    async def failing() -> AsyncIterator[bytes | pb.WriteChunk]:
+        for _ in range(4):
+            yield write_relay.deserialize(_raw(bytes(1 << 20)))
+        await asyncio.to_thread(running.wait, 5)  # the first batch is being written now
+        asyncio.get_running_loop().call_later(0.05, release.set)
+        raise InvalidInput("client went away")
+
+    async def run(fn: Callable[..., object], *args: object) -> object:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    with pytest.raises(InvalidInput):
+        asyncio.run(write_relay.store(failing(), slow_write, run, lambda n: None))
+    assert finished == [1 << 20] * 4  # the batch in flight finished before store() raised
