@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import os
 import warnings
 from collections.abc import Iterator
@@ -99,6 +100,44 @@ def _sdk_errors(uri: str) -> Iterator[None]:
         raise
 
 
+class _PartsReader(io.RawIOBase):
+    """The stream an upload reads: the parts in order, handed out as they are when a read
+    asks for at least a whole part (the chunk size is the part size), and a position for
+    the SDK's ``tell()``. Not seekable: the SDK's retries are off."""
+
+    def __init__(self, parts: Iterator[bytes]) -> None:
+        self._parts = parts
+        self._head = b""
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = None if size is None or size < 0 else size
+        out: list[bytes] = []
+        got = 0
+        while want is None or got < want:
+            if not self._head:
+                self._head = next(self._parts, b"")
+                if not self._head:
+                    break
+            take = self._head if want is None else self._head[:want - got]
+            self._head = self._head[len(take):]
+            out.append(take)
+            got += len(take)
+        self._pos += got
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[:len(data)] = data
+        return len(data)
+
+
 class GCSStore(ObjectStore):
     """A GCS bucket plus key prefix."""
 
@@ -178,20 +217,13 @@ class GCSStore(ObjectStore):
         with _sdk_errors(uri):
             blob = self._bucket.blob(full_key, chunk_size=chunk)
             blob.metadata = {"sha256": sha256}
-            writer = blob.open("wb", chunk_size=chunk, ignore_flush=True, retry=None,
-                               content_type="application/octet-stream", **cond)
-            try:
-                for part in parts:
-                    writer.write(part)
-            except BaseException:
-                # ``parts`` raises before yielding the final part if the bytes are wrong.
-                # BlobWriter.close() (also called by IOBase.__del__) would *finalise* the
-                # upload with what it has: discard its buffer so the session is never
-                # finalised and nothing becomes visible.
-                writer._buffer.close()
-                raise
-            writer.close()
-            blob.reload(retry=None)
+            # The SDK's own resumable upload, reading our parts as a stream: each chunk
+            # request carries a part as is (no copy through a writer's buffer), and the
+            # final response sets the blob's properties (no reload). ``parts`` raises
+            # before yielding the final part if the bytes are wrong, so the final chunk is
+            # never sent and the unfinished session never becomes visible.
+            blob.upload_from_file(_PartsReader(parts), size=size, checksum=None, retry=None,
+                                  content_type="application/octet-stream", **cond)
         return self._info(blob)
 
     def _open_range(
