@@ -1,27 +1,38 @@
 """``python -m bench.adapters``: adapter throughput against the bare SDK, per backend.
 
 Starts the same loopback servers as the tests (``tests/fixtures/objectstores.py``), and per
-backend measures, as medians of ``--reps`` runs in the same process: ``put_mib_s`` and
-``get_mib_s`` for one 256 MiB object (sha256 computed by the adapter, the default path),
-``put_known_sha_mib_s`` (same, sha256 supplied, as mirroring does), ``small_put_per_s``
-(10k x 4 KiB through ``TransferPool``), ``raw_sdk_put_mib_s`` (the same 256 MiB upload by
-the SDK's own managed call), and ``adapter_overhead_ratio`` = raw / adapter put time - 1
-(<= 0.10 is the goal). Prints ONE JSON object on stdout; progress goes to stderr.
+backend times, in the same process and interleaved (each rep runs the three uploads in a
+rotated order, so a burst of load on the shared machine hits each one alike), for one
+256 MiB object read from a file on disk, as mirroring reads a blob:
+
+- ``raw``: the SDK's own managed upload of that file (the bare-SDK baseline);
+- ``known``: the adapter's put with ``size`` and ``sha256`` given (the path mirroring
+  uses: the engine knows every blob's hash from the journal);
+- ``computed``: the adapter's put without a hash (it has to compute one).
+
+Per backend it reports ``<name>_mib_s`` (median), and per rep the ratio of each adapter
+put's time to the raw upload's time in that rep: ``mirror_path_ratio`` and
+``computed_ratio`` as ``{median, min, max}`` (goal: mirror-path median <= 1.10), plus the
+process CPU seconds per GiB of each (``cpu_s_per_gib``: every thread of this process, the
+SDK's included), ``get_mib_s``, ``small_put_per_s`` (10k x 4 KiB through
+``TransferPool``; ``--small 0`` skips it) and the 1-minute load average at the start of each
+rep. Prints ONE JSON object on stdout; progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
-import io
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 from cloud_adapters.base import ObjectStore
 from cloud_adapters.registry import open_store
@@ -37,16 +48,23 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
-def _raw_put(backend: str, store: ObjectStore, key: str, data: bytes) -> None:
-    """The same upload through the SDK object the adapter holds (the bare-SDK baseline)."""
+def _raw_put(backend: str, store: ObjectStore, key: str, path: str, size: int) -> None:
+    """The same upload of the file at ``path`` through the SDK object the adapter holds
+    (the bare-SDK baseline)."""
     full = store._full(key)
+    with open(path, "rb") as data:
+        _raw_put_file(backend, store, full, data, size)
+
+
+def _raw_put_file(backend: str, store: ObjectStore, full: str, data: BinaryIO,
+                  size: int) -> None:
     if backend.startswith("s3"):
         from boto3.s3.transfer import TransferConfig
 
         from cloud_adapters.s3 import S3Store
 
         assert isinstance(store, S3Store)
-        store._client.upload_fileobj(io.BytesIO(data), store._store_uri.container, full,
+        store._client.upload_fileobj(data, store._store_uri.container, full,
                                      Config=TransferConfig(multipart_chunksize=16 * MiB,
                                                            max_concurrency=4))
     elif backend == "gcs":
@@ -54,54 +72,97 @@ def _raw_put(backend: str, store: ObjectStore, key: str, data: bytes) -> None:
 
         assert isinstance(store, GCSStore)
         blob = store._bucket.blob(full, chunk_size=16 * MiB)
-        blob.upload_from_file(io.BytesIO(data), size=len(data), checksum=None)
+        blob.upload_from_file(data, size=size, checksum=None)
     elif backend == "azure":
         from cloud_adapters.azure import AzureStore
 
         assert isinstance(store, AzureStore)
         store._container.get_blob_client(full).upload_blob(
-            data, overwrite=True, max_concurrency=4, length=len(data))
+            data, overwrite=True, max_concurrency=4, length=size)
     else:
         from cloud_adapters.local import LocalStore
 
         assert isinstance(store, LocalStore)
-        path = store._path(full)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
+        dest = store._path(full)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "wb") as f:
+            shutil.copyfileobj(data, f, MiB)
             f.flush()
             os.fsync(f.fileno())
 
 
+def _spread(xs: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(xs), 3), "min": round(min(xs), 3),
+            "max": round(max(xs), 3)}
+
+
+def _cpu_timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall, process CPU) seconds of ``fn``."""
+    c = time.process_time()
+    w = time.perf_counter()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+
 def bench_backend(backend: str, store: ObjectStore, *, size_mib: int, reps: int,
                   small: int) -> dict[str, Any]:
-    data = os.urandom(size_mib * MiB)
-    sha = hashlib.sha256(data).hexdigest()
-    put_t, put_sha_t, get_t, raw_t = [], [], [], []
-    for r in range(reps):
-        raw_t.append(_timed(lambda: _raw_put(backend, store, f"raw{r}", data)))
-        put_t.append(_timed(lambda: store.put(f"big{r}", data)))
-        put_sha_t.append(_timed(lambda: store.put(f"bigsha{r}", data, sha256=sha)))
-        get_t.append(_timed(lambda: sum(len(c) for c in store.open(f"big{r}", chunk_size=MiB))))
-        store.delete_many([f"raw{r}", f"bigsha{r}"])
-        print(f"  {backend} rep {r}: raw {raw_t[-1]:.2f}s put {put_t[-1]:.2f}s "
-              f"put+sha {put_sha_t[-1]:.2f}s get {get_t[-1]:.2f}s", file=sys.stderr)
-    payload = os.urandom(4096)
-    pool = TransferPool(workers=16)
-    small_t = _timed(lambda: pool.run(lambda i: store.put(f"small/{i:05d}", payload),
-                                      range(small)))
-    mp = statistics.median(put_t)
-    mr = statistics.median(raw_t)
-    return {
-        "put_mib_s": round(size_mib / mp, 1),
-        "put_known_sha_mib_s": round(size_mib / statistics.median(put_sha_t), 1),
-        "get_mib_s": round(size_mib / statistics.median(get_t), 1),
-        "small_put_per_s": round(small / small_t, 1),
-        "raw_sdk_put_mib_s": round(size_mib / mr, 1),
-        "adapter_overhead_ratio": round(mp / mr - 1.0, 3),
-        "object_mib": size_mib,
-        "reps": reps,
+    size = size_mib * MiB
+    with tempfile.NamedTemporaryFile(prefix="gns-bench-blob-") as tf:
+        h = hashlib.sha256()
+        for _ in range(size_mib):
+            block = os.urandom(MiB)
+            h.update(block)
+            tf.write(block)
+        tf.flush()
+        sha = h.hexdigest()
+        path = tf.name
+
+        def known(key: str) -> None:
+            with open(path, "rb") as f:  # as the engine hands the adapter a blob file
+                store.put(key, f, size=size, sha256=sha)
+
+        def computed(key: str) -> None:
+            with open(path, "rb") as f:
+                store.put(key, f, size=size)
+
+        kinds: dict[str, Callable[[str], None]] = {
+            "raw": lambda key: _raw_put(backend, store, key, path, size),
+            "known": known,
+            "computed": computed,
+        }
+        wall: dict[str, list[float]] = {k: [] for k in kinds}
+        cpu: dict[str, list[float]] = {k: [] for k in kinds}
+        loads: list[float] = []
+        get_t: list[float] = []
+        order = list(kinds)
+        for r in range(reps):
+            loads.append(round(os.getloadavg()[0], 2))
+            for kind in order[r % 3:] + order[:r % 3]:
+                w, c = _cpu_timed(functools.partial(kinds[kind], f"{kind}{r}"))
+                wall[kind].append(w)
+                cpu[kind].append(c)
+            get_t.append(_timed(lambda: sum(len(c) for c in store.open(f"known{r}",
+                                                                         chunk_size=MiB))))
+            store.delete_many([f"{k}{r}" for k in kinds])
+            print(f"  {backend} rep {r} (load {loads[-1]}): "
+                  + " ".join(f"{k} {wall[k][-1]:.2f}s/{cpu[k][-1]:.2f}cpu" for k in kinds)
+                  + f" get {get_t[-1]:.2f}s", file=sys.stderr)
+    out: dict[str, Any] = {
+        f"{k}_mib_s": round(size_mib / statistics.median(wall[k]), 1) for k in kinds
     }
+    out["mirror_path_ratio"] = _spread([a / b for a, b in zip(wall["known"], wall["raw"], strict=True)])
+    out["computed_ratio"] = _spread([a / b for a, b in zip(wall["computed"], wall["raw"], strict=True)])
+    out["cpu_s_per_gib"] = {k: round(statistics.median(cpu[k]) * 1024 / size_mib, 2)
+                            for k in kinds}
+    out["get_mib_s"] = round(size_mib / statistics.median(get_t), 1)
+    if small:
+        payload = os.urandom(4096)
+        pool = TransferPool(workers=16)
+        small_t = _timed(lambda: pool.run(lambda i: store.put(f"small/{i:05d}", payload),
+                                          range(small)))
+        out["small_put_per_s"] = round(small / small_t, 1)
+    out.update({"object_mib": size_mib, "reps": reps, "load_1m_at_rep_start": loads})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--small", type=int, default=10_000)
     args = ap.parse_args(argv)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"load_1m_at_start": round(os.getloadavg()[0], 2)}
     for backend in args.backends.split(","):
         print(f"{backend}...", file=sys.stderr)
         if backend == "local":
