@@ -1,20 +1,23 @@
 """The mount table: longest-prefix resolution of global paths on whole components.
 
-A plain dict from normal mount path to its target: resolving walks the path's prefixes
-from longest to shortest. Two things keep that walk short and cheap:
+Resolving walks the path's prefixes from longest to shortest and looks each one up. On a
+big table every lookup is a cache (and TLB) miss, so the cost of a resolve is the number
+of distinct cold cache lines it touches, not the Python it runs. The structure is built to
+touch few of them:
 
-* no prefix deeper than the deepest mount is ever looked at: the table knows how many
-  mounts it has at each depth, and a path below that depth is first cut back with ``rfind``
-  alone (no slice, no hash). File paths are usually much deeper than mounts;
-* the remaining prefixes are screened by a small filter of the mounts' string hashes (a
-  Bloom filter with one hash: a bytearray of 8 slots per mount, one byte per slot so the
-  test is a single subscript; about 12% false positives). In a table of a million mounts a
-  dict miss is a cache and TLB miss in tens of megabytes; the filter is 1/4 of the dict's
-  index alone, and costs fewer bytecodes than the two-bit version it replaced.
+* no prefix deeper than the deepest mount is ever looked at: the table counts its mounts
+  per depth, and a path below that depth is first cut back with ``rfind`` alone (no slice,
+  no hash). File paths are usually much deeper than mounts;
+* the table is one flat open-addressing hash table in a single list: slot ``i`` holds a
+  mount path at ``2i`` and its target beside it at ``2i + 1``, in the same cache line. At
+  most a quarter of the slots are used, so a prefix that is not a mount almost always lands
+  on an empty slot: one line, no key compared (what the Bloom filter in front of a dict used
+  to cost, without its false positives). A hit costs that line plus the mount's own path
+  string (the exact comparison); a dict costs its index, its entry and the key, and the
+  filter's line on top.
 
-Per-resolve cost then depends on path depth and not on the number of mounts. Targets are
-interned (a volume name, or one shared ``(volume, subpath)`` pair), so a hit reaches no
-per-mount object other than the dict's own key. The table is an in-memory index only; etcd
+Targets are interned (a volume name, or one shared ``(volume, subpath)`` pair), so a hit
+reaches no per-mount object other than the key. The table is an in-memory index only; etcd
 is the source of truth and :mod:`namespace.cache` keeps this table current.
 """
 from __future__ import annotations
@@ -24,8 +27,11 @@ from typing import NamedTuple
 
 from namespace.paths import normalize
 
-_MIN_SLOTS = 1 << 16
-_SLOTS_PER_MOUNT = 8
+_MIN_SLOTS = 1 << 10
+_SLOTS_PER_MOUNT = 4  # load factor at most 1/4: a miss rarely meets an occupied slot
+# A removed mount's key slot: keeps probe chains intact until the next rebuild. Never equal
+# to a prefix (a prefix starts with '/'), and never reused (see MountTable).
+_GONE = "\0removed"
 
 
 class Resolution(NamedTuple):
@@ -43,84 +49,103 @@ class Resolution(NamedTuple):
 
 _new_resolution = tuple.__new__
 _Target = str | tuple[str, str]
+# Slot 2i: a mount path, _GONE, or None (never used); slot 2i + 1: that mount's target.
+_Slots = list[str | tuple[str, str] | None]
 
 
 class MountTable:
     """Mount path → (volume, subpath). Not thread-safe for writers; readers may race freely
-    with a single writer: a mount's filter slot and depth are recorded before its dict entry
-    appears (and forgotten after it is gone), and a rebuilt filter (whose size gives its
-    mask) replaces the old one in one assignment."""
+    with a single writer:
 
-    __slots__ = ("_mounts", "_filter", "_stale", "_depths", "_maxdepth", "_targets")
+    * a new mount's target is stored before its key, so a reader that finds the key finds
+      the target; a removed key is replaced by ``_GONE`` before its target is cleared, and a
+      reader that still saw the key but reads no target treats the slot as a miss (as if it
+      had looked after the removal);
+    * a slot once used is never reused for another key until a rebuild, so a reader cannot
+      pair one mount's key with another's target;
+    * a rebuilt table (whose length gives its mask) replaces the old one in one assignment;
+    * a mount's depth is counted before its key appears and forgotten after it is gone.
+    """
+
+    __slots__ = ("_slots", "_count", "_used", "_depths", "_maxdepth", "_targets")
 
     def __init__(self) -> None:
-        # The value is the interned volume name alone when there is no subpath (most
-        # mounts), else an interned (volume, subpath) pair shared by every such mount.
-        self._mounts: dict[str, _Target] = {}
-        self._filter = bytearray(_MIN_SLOTS)
-        self._stale = 0  # removed mounts whose filter slots are still set
+        self._slots: _Slots = [None] * (2 * _MIN_SLOTS)
+        self._count = 0  # live mounts
+        self._used = 0  # key slots not None: live mounts plus _GONE ones
         self._depths: list[int] = [0]  # mounts per depth (number of components)
         self._maxdepth = 0  # deepest depth with a mount (0: none, or only '/')
         # Writer only: one shared target object per distinct (volume, subpath).
         self._targets: dict[tuple[str, str], _Target] = {}
 
     def __len__(self) -> int:
-        return len(self._mounts)
+        return self._count
 
     def __contains__(self, path: str) -> bool:
-        return path in self._mounts
+        return self._find(path) >= 0
 
     def set(self, path: str, volume: str, subpath: str = "") -> None:
-        mounts = self._mounts
-        if path not in mounts:
-            if (len(mounts) + 1) * _SLOTS_PER_MOUNT > len(self._filter):
-                self._rebuild(len(mounts) + 1)
-            depth = 0 if path == "/" else path.count("/")
-            depths = self._depths
-            if depth >= len(depths):
-                depths.extend([0] * (depth + 1 - len(depths)))
-            depths[depth] += 1
-            if depth > self._maxdepth:
-                self._maxdepth = depth
-        filt = self._filter
-        filt[hash(path) & (len(filt) - 1)] = 1
         target = self._targets.get((volume, subpath))
         if target is None:
             target = self._targets[(volume, subpath)] = (volume, subpath) if subpath else volume
-        mounts[path] = target
+        slots = self._slots
+        at = self._find(path)
+        if at >= 0:
+            slots[at + 1] = target
+            return
+        if (self._used + 1) * _SLOTS_PER_MOUNT * 2 > len(slots):
+            # Twice the live count: a full table doubles; one full of removed mounts' slots
+            # is rebuilt at least half empty, so rebuilds stay rare under churn.
+            self._rebuild(2 * self._count)
+            slots = self._slots
+        depth = _depth(path)
+        depths = self._depths
+        if depth >= len(depths):
+            depths.extend([0] * (depth + 1 - len(depths)))
+        depths[depth] += 1
+        if depth > self._maxdepth:
+            self._maxdepth = depth
+        at = _free_slot(slots, path)
+        slots[at + 1] = target  # before the key: a reader that sees the key sees this
+        slots[at] = path
+        self._count += 1
+        self._used += 1
 
     def reserve(self, count: int) -> None:
-        """Size the filter for ``count`` mounts at once (a bulk load knows its key count),
+        """Size the table for ``count`` mounts at once (a bulk load knows its key count),
         instead of rebuilding it each time the table doubles."""
-        if count * _SLOTS_PER_MOUNT > len(self._filter):
-            self._rebuild(count)
+        if (self._used + count) * _SLOTS_PER_MOUNT * 2 > len(self._slots):
+            self._rebuild(self._count + count)
 
     def remove(self, path: str) -> None:
-        if self._mounts.pop(path, None) is None:
+        at = self._find(path)
+        if at < 0:
             return
+        slots = self._slots
+        slots[at] = _GONE
+        slots[at + 1] = None
+        self._count -= 1
         depth = _depth(path)
         self._depths[depth] -= 1
         while self._maxdepth and not self._depths[self._maxdepth]:
             self._maxdepth -= 1
-        self._stale += 1
-        if self._stale > len(self._mounts) + 1024:
-            self._rebuild(len(self._mounts))
-        if len(self._targets) > 2 * len(self._mounts) + 1024:  # unique subpaths churned
-            self._targets = {_pair(v): v for v in self._mounts.values()}
+        if len(self._targets) > 2 * self._count + 1024:  # unique subpaths churned
+            self._targets = {_pair(v): v for _, v in self._live_raw()}
 
     def clear(self) -> None:
-        self._mounts.clear()
+        self._slots = [None] * (2 * _MIN_SLOTS)
+        self._count = self._used = 0
         self._targets.clear()
         self._depths = [0]
         self._maxdepth = 0
-        self._rebuild(0)
 
     def get(self, path: str) -> tuple[str, str] | None:
-        hit = self._mounts.get(path)
+        at = self._find(path)
+        hit = self._slots[at + 1] if at >= 0 else None
         return None if hit is None else _pair(hit)
 
     def items(self) -> Iterator[tuple[str, tuple[str, str]]]:
-        return ((p, _pair(v)) for p, v in sorted(self._mounts.items()))
+        return iter(sorted(self._live()))
 
     def resolve(self, path: str) -> Resolution | None:
         """Resolve a global path (normalised here) to its longest matching mount."""
@@ -135,9 +160,8 @@ class MountTable:
 
     def resolve_normal(self, path: str) -> Resolution | None:
         """Resolve an already-normal path; the hot path of every data request."""
-        mounts = self._mounts
-        filt = self._filter
-        mask = len(filt) - 1
+        slots = self._slots
+        mask = len(slots) - 2  # 0b11..10: a hash masked with it is an even index, a key slot
         # Prefixes deeper than the deepest mount cannot be mounts: skip them unhashed.
         excess = path.count("/") - (self._maxdepth or 1)
         if excess > 0:
@@ -149,9 +173,13 @@ class MountTable:
         else:
             prefix = path
         while True:
-            if filt[hash(prefix) & mask]:
-                hit = mounts.get(prefix)
-                if hit is not None:
+            at = hash(prefix) & mask
+            key = slots[at]
+            while key is not None:  # None: not a mount (the usual case; no key touched)
+                if key == prefix:
+                    hit = slots[at + 1]
+                    if hit is None:  # removed while we looked
+                        break
                     below = path[len(prefix) + 1 :] if prefix != "/" else path[1:]
                     if isinstance(hit, str):
                         return _new_resolution(Resolution, (path, prefix, hit, below))
@@ -159,6 +187,8 @@ class MountTable:
                     return _new_resolution(
                         Resolution, (path, prefix, volume, subpath + "/" + below if below else subpath)
                     )
+                at = (at + 2) & mask
+                key = slots[at]
             cut = prefix.rfind("/")
             if cut > 0:
                 prefix = prefix[:cut]
@@ -167,15 +197,52 @@ class MountTable:
             else:
                 prefix = "/"
 
+    def _live(self) -> Iterator[tuple[str, tuple[str, str]]]:
+        return ((key, _pair(target)) for key, target in self._live_raw())
+
+    def _live_raw(self) -> Iterator[tuple[str, _Target]]:
+        slots = self._slots
+        for key, target in zip(slots[::2], slots[1::2], strict=True):
+            if isinstance(key, str) and key is not _GONE and target is not None:
+                yield key, target
+
+    def _find(self, path: str) -> int:
+        """The key slot holding ``path``, or -1."""
+        slots = self._slots
+        mask = len(slots) - 2
+        at = hash(path) & mask
+        while True:
+            key = slots[at]
+            if key is None:
+                return -1
+            if key == path and key is not _GONE:
+                return at
+            at = (at + 2) & mask
+
     def _rebuild(self, size: int) -> None:
+        """A new table for ``size`` live mounts, without the removed ones' slots."""
         nslots = _MIN_SLOTS
         while nslots < size * _SLOTS_PER_MOUNT:
             nslots <<= 1
-        bits = bytearray(nslots)
-        for path in self._mounts:
-            _mark(bits, path)
-        self._filter = bits
-        self._stale = 0
+        new: _Slots = [None] * (2 * nslots)
+        count = 0
+        for key, target in self._live_raw():
+            at = _free_slot(new, key)
+            new[at + 1] = target
+            new[at] = key
+            count += 1
+        self._slots = new
+        self._used = count
+
+
+def _free_slot(slots: _Slots, path: str) -> int:
+    """The first never-used key slot on ``path``'s probe chain (slots of removed mounts are
+    not reused: see MountTable)."""
+    mask = len(slots) - 2
+    at = hash(path) & mask
+    while slots[at] is not None:
+        at = (at + 2) & mask
+    return at
 
 
 def _depth(path: str) -> int:
@@ -185,7 +252,3 @@ def _depth(path: str) -> int:
 
 def _pair(value: _Target) -> tuple[str, str]:
     return (value, "") if isinstance(value, str) else value
-
-
-def _mark(bits: bytearray, path: str) -> None:
-    bits[hash(path) & (len(bits) - 1)] = 1
