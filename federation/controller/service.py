@@ -499,15 +499,15 @@ class FederationService(pb_grpc.FederationServicer):
         return pb.WriteReply(info=self._info(meta, r))
 
     async def Put(self, request: pb.PutRequest, context: grpc.aio.ServicerContext) -> pb.WriteReply:
-        """A whole small file in one message: stored by one pool call (issue 14). Forwarded
-        as the Write stream every owner understands."""
+        """A whole small file in one message: stored by one pool call (issue 14); forwarded
+        to the owner as a Put too."""
         header = request.header
         if not header.HasField("target"):
             raise InvalidInput("put names no target")
         r = self._resolve(header.target)
         owner = self._owner_endpoint(r.volume)
         if owner is not None:
-            return await self._forward_write(owner, r, header, _one(pb.WriteChunk(data=request.data)), context)
+            return await self._forward_put(owner, r, header, request.data, context)
         if not r.rel:
             raise InvalidInput("cannot write to the root of a volume")
         self.volumes.check_writable(r.volume, r.epoch)
@@ -521,6 +521,32 @@ class FederationService(pb_grpc.FederationServicer):
         if self.mirrors is not None:
             await self.mirrors.wait_sync_targets(r.volume, meta.version)
         return pb.WriteReply(info=self._info(meta, r))
+
+    async def _forward_put(
+        self,
+        owner: tuple[str, str],
+        r: Resolved,
+        header: pb.WriteHeader,
+        data: bytes,
+        context: grpc.aio.ServicerContext,
+    ) -> pb.WriteReply:
+        """A Put relayed to the owner as one unary call; an owner of a release without Put
+        (UNIMPLEMENTED) gets the same header and data as the Write stream it knows."""
+        fwd_header = pb.WriteHeader(
+            target=self._forward_target(r, header.target), mtime=header.mtime,
+            expect_sha256=header.expect_sha256, size_hint=header.size_hint, mode=header.mode,
+            if_absent=header.if_absent,
+        )
+        try:
+            reply: pb.WriteReply = await self._stub(owner[1]).Put(
+                pb.PutRequest(header=fwd_header, data=data), metadata=self._hops(context))
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise from_rpc_error(exc, f"owner {owner[0]}") from None
+            return await self._forward_write(owner, r, header, _one(pb.WriteChunk(data=data)), context)
+        self.metrics.forwarded.labels("Put", owner[0]).inc()
+        self.metrics.bytes_in.inc(len(data))
+        return reply
 
     def _put_whole(self, r: Resolved, header: pb.WriteHeader, data: bytes | memoryview) -> FileMeta:
         """A file that came in one message: open, write and commit in one pool call."""

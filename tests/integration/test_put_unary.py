@@ -64,9 +64,15 @@ def test_small_put_is_one_unary_call_and_round_trips(fed: Federation) -> None:
 
 def test_small_put_forwarded_by_a_non_owner(fed: Federation) -> None:
     data = random.randbytes(1000)
+    puts, writes = calls(fed, "onprem-a", "Put"), calls(fed, "onprem-a", "Write")
     with fed.client(via="aws-1") as c:
         info = c.put(data, "/pu/via/f.bin")
         assert info.served_by == "onprem-a" and info.sha256 == sha(data)
+    # the forwarder relayed it as a Put too
+    assert calls(fed, "aws-1", "Put") >= 1
+    assert (calls(fed, "onprem-a", "Put"), calls(fed, "onprem-a", "Write")) == (puts + 1, writes)
+    with fed.client(via="aws-1") as c, pytest.raises(Conflict):
+        c.put(b"again", "/pu/via/f.bin", if_absent=True)  # the owner's refusal comes back as is
     with fed.client() as c:
         assert c.cat("/pu/via/f.bin") == data
 
