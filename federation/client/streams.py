@@ -192,7 +192,7 @@ class RangedReader(io.RawIOBase):
         self.client, self.path, self.size = client, path, size
         self.pos = 0
         self._it: Iterator[bytes] | None = None
-        self._buf = b""
+        self._buf = memoryview(b"")  # the rest of the current chunk, sliced without copies
 
     def readable(self) -> bool:
         return True
@@ -216,7 +216,7 @@ class RangedReader(io.RawIOBase):
         if not self._buf:
             if self._it is None:
                 self._it = self.client.read_chunks(self.path, offset=self.pos)
-            self._buf = next(self._it, b"")
+            self._buf = memoryview(next(self._it, b""))
             if not self._buf:
                 return 0
         n = min(len(b), len(self._buf))
@@ -230,7 +230,7 @@ class RangedReader(io.RawIOBase):
             close = getattr(self._it, "close", None)
             if close:
                 close()
-        self._it, self._buf = None, b""
+        self._it, self._buf = None, memoryview(b"")
 
     def close(self) -> None:
         self._drop()
@@ -264,11 +264,14 @@ class StreamingWriter(io.RawIOBase):
     def write(self, b: Any) -> int:
         if self._error is not None:
             raise self._error
-        self._pending += bytes(b)
+        n = len(b)
+        self._pending += b
         while len(self._pending) >= self._chunk:
-            self._q.put(bytes(self._pending[: self._chunk]))
+            with memoryview(self._pending) as view:  # one copy per chunk, not three
+                piece = bytes(view[: self._chunk])
+            self._q.put(piece)
             del self._pending[: self._chunk]
-        return len(b)
+        return n
 
     def close(self) -> None:
         if self.closed:
