@@ -100,6 +100,21 @@ def _sdk_errors(uri: str) -> Iterator[None]:
         raise
 
 
+_POOL_CONNECTIONS = 64
+"""Keep-alive connections per host: every thread of a transfer pool (and of the mirror
+engine's small-file pipeline) keeps its own, where requests' default of 10 made the others
+discard and reopen a connection per request."""
+
+
+def _widen_pool(session: Any) -> None:
+    """Give the SDK's HTTP session ``_POOL_CONNECTIONS`` connections per host; adapters
+    other than requests' plain one (an mTLS set-up, say) are left as they are."""
+    for prefix in ("https://", "http://"):
+        if type(session.adapters.get(prefix)) is requests.adapters.HTTPAdapter:
+            session.mount(prefix, requests.adapters.HTTPAdapter(
+                pool_connections=_POOL_CONNECTIONS, pool_maxsize=_POOL_CONNECTIONS))
+
+
 class _PartsReader(io.RawIOBase):
     """The stream an upload reads: the parts in order, handed out as they are when a read
     asks for at least a whole part (the chunk size is the part size), and a position for
@@ -158,12 +173,15 @@ class GCSStore(ObjectStore):
 
                 if "://" not in emulator:
                     emulator = "http://" + emulator
-                return storage.Client(
+                client = storage.Client(
                     project=project or "gns",
                     credentials=AnonymousCredentials(),
                     client_options={"api_endpoint": emulator},
                 )
-            return storage.Client(project=project)
+            else:
+                client = storage.Client(project=project)
+            _widen_pool(client._http)
+            return client
 
     @property
     def _bucket(self) -> Any:
