@@ -10,9 +10,11 @@ What it measures, and how:
   pass and the thread-CPU-time rate beside it; p50/p99 come from per-call ``perf_counter_ns``
   pairs (the timer's own cost is reported in ``notes`` and not subtracted).
 * ``resolve_ratio_1m_to_1k``: mean thread-CPU time per resolve on a 1M-mount table over a
-  1k-mount table (same path shapes, best pass each).
+  1k-mount table (same path shapes, best pass each). Mounts are drawn uniformly over the
+  whole table, so at 1M nearly every resolve meets a mount no recent resolve touched: the
+  cache-hostile case, with no hot set (real traffic is skewed and would do better).
 * ``bytes_per_mount``: tracemalloc-traced bytes of building a 1M-mount ``MountTable`` (the
-  path strings, subpaths and tuples the table keeps, plus the dict), divided by 1M; the RSS
+  path strings, subpaths and tuples the table keeps, plus its slot list), divided by 1M; the RSS
   delta of the same build is reported beside it.
 * ``propagation_p50_ms`` / ``propagation_p99_ms``: a real etcd; a child process holds a
   ``NamespaceCache`` (etcd watch) and writes ``path monotonic_ns`` to a pipe from its
@@ -427,7 +429,7 @@ def main() -> None:
         "ratio uses thread CPU time (mean per call, best pass); p50/p99 from per-call "
         f"perf_counter_ns pairs, timer overhead {overhead:.0f} ns included, GC on. "
         "bytes_per_mount: tracemalloc of building a 1M-mount MountTable (path strings, subpath "
-        "strings, tuples, dict; volume names interned, 1000 volumes); RSS delta beside it. "
+        "strings, tuples, slot list; volume names interned, 1000 volumes); RSS delta beside it. "
         "propagation: separate process with NamespaceCache (etcd watch), timestamps from its "
         "listener vs the parent's monotonic_ns before ControlPlane.add_mount. "
         "register: in-process LeaseKeeper.register() + ControlPlane.cluster() reads until Ready. "
