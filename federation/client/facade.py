@@ -33,6 +33,7 @@ from federation.client.streams import (
     file_info,
     seekable_source,
     size_of,
+    write_local_file,
 )
 from federation.loop_thread import LoopThread
 from namespace.cache import NamespaceCache
@@ -341,10 +342,7 @@ class Client(ControlCommands, Routing):
                 dst = dst / normalize(path).rsplit("/", 1)[-1]
             tmp = dst.with_name(f".{dst.name}.gns-partial")
             try:
-                with open(tmp, "wb") as out:
-                    n = self._copy_out(path, out, progress)
-                    out.flush()
-                    os.fsync(out.fileno())
+                n = write_local_file(tmp, self.read_chunks(path), progress)
                 os.replace(tmp, dst)
             except BaseException:
                 tmp.unlink(missing_ok=True)
