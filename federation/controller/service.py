@@ -493,10 +493,7 @@ class FederationService(pb_grpc.FederationServicer):
                         await self._io(writer.abort)
         finally:
             self.volumes.end_write(r.volume)
-        self.volumes.committed(r.volume, meta.version)
-        if self.mirrors is not None:
-            await self.mirrors.wait_sync_targets(r.volume, meta.version)
-        return pb.WriteReply(info=self._info(meta, r))
+        return await self._committed(r, meta)
 
     async def Put(self, request: pb.PutRequest, context: grpc.aio.ServicerContext) -> pb.WriteReply:
         """A whole small file in one message: stored by one pool call (issue 14); forwarded
@@ -517,10 +514,7 @@ class FederationService(pb_grpc.FederationServicer):
             meta = await self._io(self._put_whole, r, header, request.data)
         finally:
             self.volumes.end_write(r.volume)
-        self.volumes.committed(r.volume, meta.version)
-        if self.mirrors is not None:
-            await self.mirrors.wait_sync_targets(r.volume, meta.version)
-        return pb.WriteReply(info=self._info(meta, r))
+        return await self._committed(r, meta)
 
     async def _forward_put(
         self,
@@ -547,6 +541,14 @@ class FederationService(pb_grpc.FederationServicer):
         self.metrics.forwarded.labels("Put", owner[0]).inc()
         self.metrics.bytes_in.inc(len(data))
         return reply
+
+    async def _committed(self, r: Resolved, meta: FileMeta) -> pb.WriteReply:
+        """After a local commit (Write or Put): publish the version, wait for the volume's
+        synchronous mirrors, answer."""
+        self.volumes.committed(r.volume, meta.version)
+        if self.mirrors is not None:
+            await self.mirrors.wait_sync_targets(r.volume, meta.version)
+        return pb.WriteReply(info=self._info(meta, r))
 
     def _put_whole(self, r: Resolved, header: pb.WriteHeader, data: bytes | memoryview) -> FileMeta:
         """A file that came in one message: open, write and commit in one pool call."""
