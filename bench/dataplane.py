@@ -23,6 +23,8 @@ Starts a real etcd and three real ``gns controller`` processes (``onprem-a``, ``
 * ``local_copy_mib_s``: ``shutil.copyfile`` + fsync of the same source file on the same disk;
   ``direct_put_vs_local_copy`` = put_mib_s / local_copy_mib_s.
 * ``small_put_per_s``: 4 KiB puts from ``--small-threads`` threads sharing one ``Client``.
+  Beside it, the same puts as raw ``Put`` calls answered by the empty gRPC server
+  (``small_put_grpc_floor_per_s``, CPU per put on both sides, ``small_put_vs_grpc_floor``).
 * ``storage_small_put_per_s``: the owner's put path alone (``VolumeStorage.put_bytes``, 4 KiB,
   ``--small-threads`` threads, no RPC), with group commit, and beside it the same code with
   batches of one (``..._one_commit_per_put``: one catalog fsync per put, as before group
@@ -142,13 +144,24 @@ async def _floor_server(port_file: str) -> None:
         owner=pb.Owner(cluster="onprem-a", endpoint="127.0.0.1:50000", epoch=1),
     ).SerializeToString()
 
+    put_reply: bytes = pb.WriteReply(info=pb.FileInfo(
+        path="/bench/small/t0/f1", size=4096, mtime=time.time(), sha256="0" * 64, version=1,
+        type="file", served_by="onprem-a", mode=0o644,
+    )).SerializeToString()
+
     async def resolve(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return reply
+
+    async def put(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return put_reply
 
     server = grpc.aio.server(options=BASE_OPTIONS)
     # Registered as the controller's generated code registers it (a generic-only handler
     # takes a slower path in gRPC on both ends).
-    name, handlers = "gns.federation.v1.Federation", {"Resolve": grpc.unary_unary_rpc_method_handler(resolve)}
+    name, handlers = "gns.federation.v1.Federation", {
+        "Resolve": grpc.unary_unary_rpc_method_handler(resolve),
+        "Put": grpc.unary_unary_rpc_method_handler(put),
+    }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     server.add_registered_method_handlers(name, handlers)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -409,6 +422,48 @@ def bench_small(urls: str, threads: int, seconds: float, owner_pid: int) -> dict
     }
 
 
+def bench_small_floor(endpoint: str, pid: int, threads: int, seconds: float) -> dict[str, Any]:
+    """The same 4 KiB puts, as raw ``Put`` calls from ``threads`` threads on one sync channel,
+    answered by the empty gRPC server (``floor_server``): the rate and CPU per put that gRPC
+    alone costs on this machine, the ceiling ``small_put_per_s`` is judged against."""
+    import grpc
+
+    from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+    from federation.channels import BASE_OPTIONS
+
+    payload = os.urandom(4096)
+    counts = [0] * threads
+    with grpc.insecure_channel(endpoint, options=BASE_OPTIONS) as channel:
+        put = channel.unary_unary("/gns.federation.v1.Federation/Put")
+        stop_at = time.perf_counter() + seconds
+
+        def run(k: int) -> None:
+            i = 0
+            while time.perf_counter() < stop_at:
+                put(pb.PutRequest(
+                    header=pb.WriteHeader(target=pb.Target(global_path=f"/bench/small/t{k}/f{i}")),
+                    data=payload[:-8] + i.to_bytes(8, "big"),
+                ).SerializeToString())
+                i += 1
+            counts[k] = i
+
+        t0 = time.perf_counter()
+        server0, client0 = _cpu_seconds(pid), time.process_time()
+        workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        took = time.perf_counter() - t0
+        server_cpu, client_cpu = _cpu_seconds(pid) - server0, time.process_time() - client0
+    n = max(1, sum(counts))
+    return {
+        "small_put_grpc_floor_per_s": rnd(n / took, 1),
+        "small_put_grpc_floor_server_cpu_ms_per_put": rnd(server_cpu * 1000 / n, 3),
+        "small_put_grpc_floor_client_cpu_ms_per_put": rnd(client_cpu * 1000 / n, 3),
+    }
+
+
 def bench_storage_small(threads: int, seconds: float, rounds: int = 3) -> dict[str, Any]:
     from federation.storage import VolumeStorage
 
@@ -571,6 +626,11 @@ def main() -> None:
             if "small" not in skip:
                 log(f"small puts: {args.small_threads} threads for {args.small_seconds}s")
                 result.update(bench_small(etcd.urls, args.small_threads, args.small_seconds, owner.pid))
+                with floor_server(root) as (floor_endpoint, floor_pid):
+                    result.update(bench_small_floor(
+                        floor_endpoint, floor_pid, args.small_threads, args.small_seconds))
+                result["small_put_vs_grpc_floor"] = rnd(
+                    result["small_put_per_s"] / max(1.0, result["small_put_grpc_floor_per_s"]), 3)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     result["notes"] = (

@@ -76,6 +76,10 @@ class VolumeManager:
                 self._open[name] = vs
             return vs
 
+    def opened(self, name: str) -> VolumeStorage | None:
+        """The volume's storage if it is open already (no disk access: safe on the loop)."""
+        return self._open.get(name)
+
     def has_local(self, name: str) -> bool:
         return name in self._open or (self.root / name).exists()
 

@@ -22,7 +22,8 @@ from ``mirroring`` or above, never hold a whole file in memory, and never show i
 internals (temp files, the catalog, blobs) as volume files.
 """
 
+from .inline import INLINE_MAX
 from .models import DirEntry, FileMeta, JournalEntry
 from .volume import PutWriter, VolumeStorage
 
-__all__ = ["DirEntry", "FileMeta", "JournalEntry", "PutWriter", "VolumeStorage"]
+__all__ = ["INLINE_MAX", "DirEntry", "FileMeta", "JournalEntry", "PutWriter", "VolumeStorage"]

@@ -13,10 +13,17 @@ returns only after that commit: nothing is acknowledged before it is durable, an
 mid-batch loses the whole uncommitted batch, of which nobody was told anything. Each item
 still gets its own version (+1 per put), in queue order.
 
+An event loop can queue without a thread of its own (``submit_async``): its request joins
+the same queue and resolves an asyncio future once its batch committed. A drain scheduled on
+the caller's executor leads batches while such requests wait, so a batch costs one thread
+wake-up and one loop wake-up however many requests it holds, where a blocking ``submit`` per
+request costs a pool hop each way and a condition wake-up per waiter (issue 14).
+
 This module knows nothing about SQLite or volumes: ``VolumeStorage`` supplies ``run_batch``.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar, cast
@@ -28,13 +35,14 @@ C = TypeVar("C")
 class Request(Generic[C, T]):
     """One queued item: ``apply(ctx)`` runs inside the batch; its result or error lands here."""
 
-    __slots__ = ("apply", "result", "error", "done")
+    __slots__ = ("apply", "result", "error", "done", "future")
 
-    def __init__(self, apply: Callable[[C], T]) -> None:
+    def __init__(self, apply: Callable[[C], T], future: asyncio.Future[T] | None = None) -> None:
         self.apply = apply
         self.result: T | None = None
         self.error: BaseException | None = None
         self.done = False
+        self.future = future  # set for submit_async: settled on its loop after the batch
 
 
 class GroupCommitter(Generic[C, T]):
@@ -51,6 +59,7 @@ class GroupCommitter(Generic[C, T]):
         self._cond = threading.Condition()
         self._queue: list[Request[C, T]] = []
         self._busy = False
+        self._draining = False  # a drain is scheduled or running (submit_async)
         self.batches = 0  # for tests and benchmarks: how many commits ran
         self.items = 0
 
@@ -65,23 +74,66 @@ class GroupCommitter(Generic[C, T]):
                     self._cond.wait()
                 if req.done:
                     return self._outcome(req)
-                self._busy = True
-                batch = self._queue[: self.max_batch]
-                del self._queue[: self.max_batch]
+                batch = self._take_locked()
+            self._lead(batch)
+
+    def submit_async(
+        self, apply: Callable[[C], T], schedule: Callable[[Callable[[], None]], object]
+    ) -> asyncio.Future[T]:
+        """Queue ``apply`` from an event loop; the future resolves once its batch committed.
+
+        ``schedule(fn)`` runs ``fn`` on a worker thread (an executor's ``submit``): it leads
+        batches until the queue is empty. Cancelling the future does not withdraw the request.
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        req = Request(apply, future)
+        with self._cond:
+            self._queue.append(req)
+            start, self._draining = not self._draining, True
+        if start:
             try:
-                self._run_batch(batch)
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the batch
-                for r in batch:
-                    if r.error is None:
-                        r.error = exc
-            finally:
+                schedule(self._drain)
+            except BaseException:  # e.g. the executor shut down: refused, so never applied
                 with self._cond:
-                    for r in batch:
-                        r.done = True
-                    self.batches += 1
-                    self.items += len(batch)
-                    self._busy = False
-                    self._cond.notify_all()
+                    self._draining = False
+                    if req in self._queue:
+                        self._queue.remove(req)
+                raise
+        return future
+
+    def _drain(self) -> None:
+        while True:
+            with self._cond:
+                while self._busy:  # a blocking submitter leads; its batch may hold ours
+                    self._cond.wait()
+                if not self._queue:
+                    self._draining = False
+                    return
+                batch = self._take_locked()
+            self._lead(batch)
+
+    def _take_locked(self) -> list[Request[C, T]]:
+        self._busy = True
+        batch = self._queue[: self.max_batch]
+        del self._queue[: self.max_batch]
+        return batch
+
+    def _lead(self, batch: list[Request[C, T]]) -> None:
+        try:
+            self._run_batch(batch)
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the batch
+            for r in batch:
+                if r.error is None:
+                    r.error = exc
+        finally:
+            with self._cond:
+                for r in batch:
+                    r.done = True
+                self.batches += 1
+                self.items += len(batch)
+                self._busy = False
+                self._cond.notify_all()
+            _settle_futures(batch)
 
     @staticmethod
     def _outcome(req: Request[C, T]) -> T:
@@ -89,3 +141,28 @@ class GroupCommitter(Generic[C, T]):
             raise req.error
         # done without an error: run_batch set the result (which may itself be None)
         return cast(T, req.result)
+
+
+def _settle_futures(batch: list[Request[C, T]]) -> None:
+    """Hand the batch's asyncio requests their outcomes: one loop wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Request[C, T]]] = {}
+    for r in batch:
+        if r.future is not None:
+            by_loop.setdefault(r.future.get_loop(), []).append(r)
+    for loop, reqs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_on_loop, reqs)
+        except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
+            pass
+
+
+def _settle_on_loop(reqs: list[Request[C, T]]) -> None:
+    for r in reqs:
+        future = r.future
+        assert future is not None
+        if future.done():  # cancelled: the caller went away (the put itself stands)
+            continue
+        if r.error is not None:
+            future.set_exception(r.error)
+        else:
+            future.set_result(cast(T, r.result))

@@ -16,11 +16,13 @@ install, and the first two points come right before it is queued for commit).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -252,6 +254,44 @@ class Puts:
             return meta
 
         return self.committer.submit(apply)
+
+    def put_small_async(
+        self,
+        path: str,
+        data: bytes,
+        schedule: Callable[[Callable[[], None]], object],
+        *,
+        mtime: float | None = None,
+        expect_sha256: str | None = None,
+        mode: int | None = None,
+        if_absent: bool = False,
+        gate: Callable[[], object] | None = None,
+    ) -> asyncio.Future[FileMeta]:
+        """``put_bytes`` for inline-sized ``data``, queued from an event loop: the hash and
+        checks run here (cheap at this size), the commit in the next batch, led on a thread
+        that ``schedule`` provides. ``gate()`` runs inside that batch, just before the put's
+        rows: a fencing check as close to the commit as it can be."""
+        if len(data) > inline.INLINE_MAX:
+            raise ValueError(f"{len(data)} bytes is not inline-sized")
+        check_path(path)
+        sha = hashlib.sha256(data).hexdigest()
+        if expect_sha256 is not None and expect_sha256.lower() != sha:
+            raise InvalidInput(f"sha256 mismatch for {path!r}: expected {expect_sha256}, got {sha}")
+        if mode is not None:
+            mode = check_mode(mode)
+        at = time.time() if mtime is None else float(mtime)
+        size = len(data)
+
+        def apply(batch: Batch) -> FileMeta:
+            if gate is not None:
+                gate()
+            fault("before_install")  # the same crash points as a blocking small put
+            fault("after_install")
+            meta = self._apply(batch, path, sha, size, at, None, mode, if_absent)
+            inline.store(batch.conn, sha, data)
+            return meta
+
+        return self.committer.submit_async(apply, schedule)
 
     def commit_put(
         self,

@@ -25,10 +25,11 @@ visible.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Self
 
@@ -207,6 +208,25 @@ class VolumeStorage:
         return self._puts.put_bytes(
             path, data, mtime=mtime, expect_sha256=expect_sha256, version=version, mode=mode,
             if_absent=if_absent,
+        )
+
+    def put_small_async(
+        self,
+        path: str,
+        data: bytes,
+        schedule: Callable[[Callable[[], None]], object],
+        *,
+        mtime: float | None = None,
+        expect_sha256: str | None = None,
+        mode: int | None = None,
+        if_absent: bool = False,
+        gate: Callable[[], object] | None = None,
+    ) -> asyncio.Future[FileMeta]:
+        """``put_bytes`` of at most ``INLINE_MAX`` bytes from an event loop, without a thread
+        of the caller's waiting for the commit (``Puts.put_small_async``)."""
+        return self._puts.put_small_async(
+            path, data, schedule, mtime=mtime, expect_sha256=expect_sha256, mode=mode,
+            if_absent=if_absent, gate=gate,
         )
 
     # ------------------------------------------------------------------ edits (edits.py)

@@ -5,6 +5,7 @@ The kill test runs a real writer subprocess with eight threads and SIGKILLs it m
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
@@ -12,14 +13,16 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from federation.storage import FileMeta, VolumeStorage
 from federation.storage.group_commit import GroupCommitter, Request
 from federation.storage.puts import Batch
-from namespace.errors import Conflict
+from namespace.errors import Conflict, InvalidInput, Unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,6 +107,147 @@ def test_committer_gives_every_waiter_the_batch_error() -> None:
     gc: GroupCommitter[None, int] = GroupCommitter(boom)
     with pytest.raises(OSError):
         gc.submit(lambda _: 1)
+
+
+# -- queued from an event loop (submit_async / put_small_async) ------------------------------
+def test_puts_from_an_event_loop_share_batches_with_blocking_ones(tmp_path: Path) -> None:
+    """Loop puts and thread puts at once: every put gets its own version, each future and
+    each call its own result, and batches mix both kinds."""
+    vol = VolumeStorage.open(tmp_path / "v", "gc", create=True)
+    pool = ThreadPoolExecutor(4)
+    versions: list[int] = []
+    lock = threading.Lock()
+
+    def blocking(k: int) -> None:
+        for i in range(20):
+            m = vol.put_bytes(f"sync{k}/f{i}", f"s{k}-{i}".encode())
+            with lock:
+                versions.append(m.version)
+
+    async def from_loop() -> list[FileMeta]:
+        return await asyncio.gather(*(
+            vol.put_small_async(f"async/f{i}", f"a{i}".encode(), pool.submit) for i in range(120)
+        ))
+
+    try:
+        threads = [threading.Thread(target=blocking, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        metas = asyncio.run(from_loop())
+        for t in threads:
+            t.join()
+        versions += [m.version for m in metas]
+        assert sorted(versions) == list(range(1, 201))
+        assert [m.path for m in metas] == [f"async/f{i}" for i in range(120)]
+        assert vol.put_committer.batches < 200  # loop puts shared commits
+        assert _read(vol, "async/f119") == b"a119" and _read(vol, "sync3/f19") == b"s3-19"
+    finally:
+        pool.shutdown()
+        vol.close()
+
+
+def test_a_refused_loop_put_fails_alone_and_changes_nothing(tmp_path: Path) -> None:
+    vol = VolumeStorage.open(tmp_path / "v", "gc", create=True)
+    pool = ThreadPoolExecutor(2)
+    vol.put_bytes("taken", b"first")
+    fenced = Unavailable("fenced")
+
+    def gate() -> None:
+        raise fenced
+
+    async def run() -> tuple[FileMeta | BaseException, ...]:
+        return await asyncio.gather(
+            vol.put_small_async("a", b"a", pool.submit),
+            vol.put_small_async("taken", b"second", pool.submit, if_absent=True),
+            vol.put_small_async("b", b"b", pool.submit, gate=gate),
+            vol.put_small_async("taken/below", b"x", pool.submit),
+            vol.put_small_async("c", b"c", pool.submit),
+            return_exceptions=True,
+        )
+
+    try:
+        a, taken, b, below, c = asyncio.run(run())
+        assert isinstance(taken, Conflict) and b is fenced and isinstance(below, InvalidInput)
+        assert isinstance(a, FileMeta) and isinstance(c, FileMeta)
+        assert (a.version, c.version) == (2, 3) and vol.version == 3
+        assert _read(vol, "taken") == b"first" and {f.path for f in vol.files()} == {"a", "c", "taken"}
+        # checks that need no catalog fail before anything is queued
+        with pytest.raises(InvalidInput, match="sha256 mismatch"):
+            asyncio.run(_await(vol.put_small_async, "d", b"d", pool.submit, expect_sha256="0" * 64))
+        with pytest.raises(ValueError, match="inline-sized"):
+            asyncio.run(_await(vol.put_small_async, "d", bytes(64 * 1024 + 1), pool.submit))
+        assert vol.version == 3
+    finally:
+        pool.shutdown()
+        vol.close()
+
+
+async def _await(fn: Any, *args: Any, **kw: Any) -> Any:
+    return await fn(*args, **kw)
+
+
+def test_a_loop_put_whose_caller_went_away_still_commits(tmp_path: Path) -> None:
+    """Cancelling the future withdraws nobody's put (as a gRPC cancel after the send):
+    the batch commits it and the settling skips the cancelled future quietly."""
+    vol = VolumeStorage.open(tmp_path / "v", "gc", create=True)
+    pool = ThreadPoolExecutor(2)
+    release = threading.Event()
+    real = vol.put_committer._run_batch
+
+    def held(batch: list[Request[Batch, FileMeta]]) -> None:
+        release.wait(5)
+        real(batch)
+
+    vol.put_committer._run_batch = held
+
+    async def run() -> FileMeta:
+        gone = vol.put_small_async("gone", b"g", pool.submit)
+        kept = vol.put_small_async("kept", b"k", pool.submit)
+        gone.cancel()
+        release.set()
+        return await kept
+
+    try:
+        assert asyncio.run(run()).path == "kept"
+        pool.shutdown(wait=True)
+        assert {f.path for f in vol.files()} == {"gone", "kept"}
+    finally:
+        vol.close()
+
+
+def test_loop_waiters_get_the_batch_error_and_a_refused_schedule_leaves_no_drain() -> None:
+    def boom(batch: list[Request[None, int]]) -> None:
+        raise OSError("disk gone")
+
+    gc: GroupCommitter[None, int] = GroupCommitter(boom)
+    pool = ThreadPoolExecutor(1)
+
+    def refuse(fn: Any) -> None:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    applied: list[int] = []
+
+    def record(batch: list[Request[None, int]]) -> None:
+        for r in batch:
+            r.result = r.apply(None)
+            applied.append(r.result)
+
+    async def run() -> None:
+        with pytest.raises(OSError, match="disk gone"):
+            await gc.submit_async(lambda _: 1, pool.submit)
+        gc._run_batch = record
+        while gc._draining:  # the first drain ends just after it settled our future
+            await asyncio.sleep(0.001)
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            gc.submit_async(lambda _: 2, refuse)
+        # the refused request is never applied, and no drain is thought to be running
+        assert await gc.submit_async(lambda _: 3, pool.submit) == 3
+        assert applied == [3]
+
+    try:
+        asyncio.run(run())
+    finally:
+        pool.shutdown()
 
 
 CHILD = r"""
