@@ -486,7 +486,7 @@ class FederationService(pb_grpc.FederationServicer):
             if second is None:
                 data = b"" if first is None else write_relay.data_of(first)
                 self.metrics.bytes_in.inc(len(data))
-                meta = await self._io(self._put_whole, r, header, data)
+                meta = await self._store_whole(r, header, data)
             else:
                 vs = await self._io(self.volumes.storage, r.volume, create=True)
                 writer = await self._io(vs.writer, r.rel)
@@ -504,7 +504,7 @@ class FederationService(pb_grpc.FederationServicer):
         return await self._committed(r, meta)
 
     async def Put(self, request: pb.PutRequest, context: grpc.aio.ServicerContext) -> pb.WriteReply:
-        """A whole small file in one message: stored by one pool call (issue 14); forwarded
+        """A whole small file in one message (issue 14): committed without a stream; forwarded
         to the owner as a Put too."""
         header = request.header
         if not header.HasField("target"):
@@ -519,18 +519,7 @@ class FederationService(pb_grpc.FederationServicer):
         self.volumes.begin_write(r.volume)
         try:
             self.metrics.bytes_in.inc(len(request.data))
-            vs = self.volumes.opened(r.volume)
-            if vs is not None and len(request.data) <= INLINE_MAX:
-                # Queued for the next group commit straight from the loop: no pool thread
-                # waits for it (issue 14). The write gate runs again inside the batch.
-                meta = await vs.put_small_async(
-                    r.rel, request.data, self.pool.submit, mtime=header.mtime or None,
-                    expect_sha256=header.expect_sha256 or None, mode=header.mode or None,
-                    if_absent=header.if_absent,
-                    gate=functools.partial(self.volumes.check_writable, r.volume, r.epoch),
-                )
-            else:
-                meta = await self._io(self._put_whole, r, header, request.data)
+            meta = await self._store_whole(r, header, request.data)
         finally:
             self.volumes.end_write(r.volume)
         return await self._committed(r, meta)
@@ -568,6 +557,20 @@ class FederationService(pb_grpc.FederationServicer):
         if self.mirrors is not None:
             await self.mirrors.wait_sync_targets(r.volume, meta.version)
         return pb.WriteReply(info=self._info(meta, r))
+
+    async def _store_whole(self, r: Resolved, header: pb.WriteHeader, data: bytes | memoryview) -> FileMeta:
+        """Commit a file that came in one message (a Put, or a Write of one data message)."""
+        vs = self.volumes.opened(r.volume)
+        if vs is None or len(data) > INLINE_MAX:
+            return await self._io(self._put_whole, r, header, data)
+        # Small: queued for the next group commit straight from the loop, so no pool thread
+        # waits for it (issue 14). The write gate runs again inside the batch.
+        return await vs.put_small_async(
+            r.rel, bytes(data), self.pool.submit, mtime=header.mtime or None,
+            expect_sha256=header.expect_sha256 or None, mode=header.mode or None,
+            if_absent=header.if_absent,
+            gate=functools.partial(self.volumes.check_writable, r.volume, r.epoch),
+        )
 
     def _put_whole(self, r: Resolved, header: pb.WriteHeader, data: bytes | memoryview) -> FileMeta:
         """A file that came in one message: open, write and commit in one pool call."""
