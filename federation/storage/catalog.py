@@ -385,6 +385,48 @@ def is_referenced(conn: sqlite3.Connection, sha256: str) -> bool:
 # ---------------------------------------------------------------- writes (inside BEGIN)
 
 
+_PUT_JOURNAL_SQL = (
+    "INSERT INTO journal(version, op, path, size, sha256, mtime, "
+    "prev_size, prev_sha256, prev_mtime, prev_version, mode, kind, src, prev_mode) "
+    "VALUES (?, 'put', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_PUT_FILE_SQL = (
+    "INSERT INTO files(path, size, sha256, mtime, version, mode) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
+    "mtime = excluded.mtime, version = excluded.version, mode = excluded.mode"
+)
+
+JournalRow = tuple[Any, ...]
+FileRow = tuple[str, int, str, float, int, int]
+
+
+def put_rows(
+    path: str,
+    size: int,
+    sha256: str,
+    mtime: float,
+    version: int,
+    mode: int | None,
+    old: FileMeta | None,
+    kind: str | None = None,
+    src: str | None = None,
+) -> tuple[JournalRow, FileRow, int]:
+    """The journal row and files row of a put replacing ``old`` (None: a new file), and the
+    mode written: ``mode`` None keeps a replaced file's mode bits (a new file gets 0644)."""
+    if mode is None:
+        mode = old.mode if old else DEFAULT_FILE_MODE
+    journal = (
+        version, path, size, sha256, mtime,
+        old.size if old else None,
+        old.sha256 if old else None,
+        old.mtime if old else None,
+        old.version if old else None,
+        mode, kind, src,
+        old.mode if old else None,
+    )
+    return journal, (path, size, sha256, mtime, version, mode), mode
+
+
 def put_file(
     conn: sqlite3.Connection,
     path: str,
@@ -405,37 +447,24 @@ def put_file(
     (None: there is none); by default it is looked up here."""
     if old == "lookup":
         old = get_file(conn, path)
-    if mode is None:
-        mode = old.mode if old else DEFAULT_FILE_MODE
-    conn.execute(
-        "INSERT INTO journal(version, op, path, size, sha256, mtime, "
-        "prev_size, prev_sha256, prev_mtime, prev_version, mode, kind, src, prev_mode) "
-        "VALUES (?, 'put', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            version,
-            path,
-            size,
-            sha256,
-            mtime,
-            old.size if old else None,
-            old.sha256 if old else None,
-            old.mtime if old else None,
-            old.version if old else None,
-            mode,
-            kind,
-            src,
-            old.mode if old else None,
-        ),
-    )
-    conn.execute(
-        "INSERT INTO files(path, size, sha256, mtime, version, mode) VALUES (?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT(path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
-        "mtime = excluded.mtime, version = excluded.version, mode = excluded.mode",
-        (path, size, sha256, mtime, version, mode),
-    )
+    journal, file, mode = put_rows(path, size, sha256, mtime, version, mode, old, kind, src)
+    conn.execute(_PUT_JOURNAL_SQL, journal)
+    conn.execute(_PUT_FILE_SQL, file)
     if old is not None and old.sha256 != sha256:
         queue_if_unreferenced(conn, [old.sha256])
     return mode
+
+
+def put_files_many(
+    conn: sqlite3.Connection, journal: list[JournalRow], files: list[FileRow],
+    replaced: list[str],
+) -> None:
+    """``put_file`` for many puts at once (rows from ``put_rows``, in version order), with
+    the shas they replaced: three statements for a whole batch of small puts."""
+    conn.executemany(_PUT_JOURNAL_SQL, journal)
+    conn.executemany(_PUT_FILE_SQL, files)
+    if replaced:
+        queue_if_unreferenced(conn, replaced)
 
 
 def delete_file(

@@ -26,11 +26,9 @@ from collections.abc import Iterable
 INLINE_MAX = 64 << 10
 
 
-def store(conn: sqlite3.Connection, sha256: str, data: bytes | bytearray) -> None:
-    """Keep ``data`` under ``sha256`` (inside the caller's transaction); same sha, same bytes."""
-    conn.execute(
-        "INSERT OR IGNORE INTO inline_blobs(sha256, data) VALUES (?, ?)", (sha256, data)
-    )
+def store_many(conn: sqlite3.Connection, blobs: list[tuple[str, bytes]]) -> None:
+    """Keep each (sha256, data) pair (inside the caller's transaction); same sha, same bytes."""
+    conn.executemany("INSERT OR IGNORE INTO inline_blobs(sha256, data) VALUES (?, ?)", blobs)
 
 
 def load(conn: sqlite3.Connection, sha256: str) -> bytes | None:

@@ -6,6 +6,7 @@ The kill test runs a real writer subprocess with eight threads and SIGKILLs it m
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import signal
@@ -184,6 +185,63 @@ def test_a_refused_loop_put_fails_alone_and_changes_nothing(tmp_path: Path) -> N
 
 async def _await(fn: Any, *args: Any, **kw: Any) -> Any:
     return await fn(*args, **kw)
+
+
+def test_small_puts_in_one_batch_see_each_other_as_if_alone(tmp_path: Path) -> None:
+    """Small puts leave their rows to the end of the batch; one whose path meets a pending
+    put (same path, ancestor, descendant) must still see it, and a large put between them
+    too: the same outcomes, versions and journal as one put per batch."""
+    vol = VolumeStorage.open(tmp_path / "v", "gc", create=True)
+    pool = ThreadPoolExecutor(2)
+    release = threading.Event()
+    real = vol.put_committer._run_batch
+
+    def held(batch: list[Request[Batch, FileMeta]]) -> None:
+        release.wait(5)
+        real(batch)
+
+    vol.put_committer._run_batch = held
+    big = os.urandom(100 * 1024)  # past INLINE_MAX: a blob file, applied in its savepoint
+    release.set()
+    vol.put_bytes("keep", b"k")  # version 1, alone
+    release.clear()
+
+    async def run() -> list[Any]:
+        first = vol.put_small_async("p", b"one", pool.submit)
+        await asyncio.sleep(0.05)  # the drain holds that batch; the rest queue behind it
+        rest = [
+            vol.put_small_async("p", b"two", pool.submit),  # same path: replaces "one"
+            vol.put_small_async("a", b"file", pool.submit),
+            vol.put_small_async("a/b", b"below a file", pool.submit),  # refused
+            vol.put_small_async("x/y", b"y", pool.submit),
+            vol.put_small_async("x", b"where a dir is", pool.submit),  # refused
+            vol.put_small_async("new", b"n", pool.submit, if_absent=True),
+            vol.put_small_async("new", b"again", pool.submit, if_absent=True),  # refused
+        ]
+        loop = asyncio.get_running_loop()
+        large = loop.run_in_executor(None, functools.partial(vol.put_bytes, "big", big))
+        while len(vol.put_committer._queue) < 8:  # the large put queued behind the seven
+            await asyncio.sleep(0.005)
+        tail = vol.put_small_async("big/below", b"z", pool.submit)  # refused: big is a file
+        release.set()
+        return await asyncio.gather(first, *rest, large, tail, return_exceptions=True)
+
+    try:
+        out = asyncio.run(run())
+        p1, p2, a, ab, xy, x, new, again, large, tail = out
+        assert isinstance(ab, InvalidInput) and isinstance(x, InvalidInput)
+        assert isinstance(again, Conflict) and isinstance(tail, InvalidInput)
+        assert _read(vol, "p") == b"two" and _read(vol, "a") == b"file"
+        assert _read(vol, "x/y") == b"y" and _read(vol, "new") == b"n" and _read(vol, "big") == big
+        good = [p1, p2, a, xy, new, large]
+        assert sorted(m.version for m in good) == list(range(2, 8)) and vol.version == 7
+        assert [m.version for m in good[:5]] == sorted(m.version for m in good[:5])  # queue order
+        replaced = [e for e in vol.journal(0) if e.path == "p"]
+        assert [e.sha256 for e in replaced] == [p1.sha256, p2.sha256]
+        assert {f.path for f in vol.files()} == {"keep", "p", "a", "x/y", "new", "big"}
+    finally:
+        pool.shutdown()
+        vol.close()
 
 
 def test_a_loop_put_whose_caller_went_away_still_commits(tmp_path: Path) -> None:
