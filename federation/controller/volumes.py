@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -296,12 +297,18 @@ class VolumeManager:
                 log.warning("publishing volume versions failed: %s", exc)
             await asyncio.sleep(self.publish_interval)
 
-    def _usage(self, name: str, vs: VolumeStorage) -> tuple[int, int]:
-        """Files and bytes, recounted at most every few seconds (a scan of the catalog)."""
+    async def _usage(self, name: str, vs: VolumeStorage) -> tuple[int, int] | None:
+        """Files and bytes, recounted at most every few seconds; None if the count failed
+        (the volume closed meanwhile). The count scans the catalog (~100 ns per file): off
+        the loop, which a 1M-file volume would stall ~0.1 s each time."""
         now = time.monotonic()
         cached = self._usage_cache.get(name)
         if cached is None or now - cached[0] > 5.0:
-            cached = (now, *vs.usage())
+            try:
+                cached = (now, *await asyncio.to_thread(vs.usage))
+            except (sqlite3.Error, ValueError, OSError) as exc:
+                log.debug("volume %s: usage not counted: %s", name, exc)
+                return None
             self._usage_cache[name] = cached
         return cached[1], cached[2]
 
@@ -317,7 +324,10 @@ class VolumeManager:
                 continue
             if vs.role != "primary":
                 continue  # only the owner speaks for a volume's version
-            files, nbytes = self._usage(name, vs)
+            usage = await self._usage(name, vs)
+            if usage is None:
+                continue
+            files, nbytes = usage
             state = VolumeState(version=vs.version, epoch=vs.epoch, updated=time.time(),
                                 files=files, bytes=nbytes)
             ops.append(etcd.tx.put(schema.volstate(name), state.dump()))
