@@ -24,7 +24,8 @@ Starts a real etcd and three real ``gns controller`` processes (``onprem-a``, ``
   ``direct_put_vs_local_copy`` = put_mib_s / local_copy_mib_s.
 * ``small_put_per_s``: 4 KiB puts from ``--small-threads`` threads sharing one ``Client``.
   Beside it, the same puts as raw ``Put`` calls answered by the empty gRPC server
-  (``small_put_grpc_floor_per_s``, CPU per put on both sides, ``small_put_vs_grpc_floor``).
+  (``small_put_grpc_floor_per_s``, CPU per put on both sides, ``small_put_vs_grpc_floor``),
+  interleaved over ``--small-rounds``; medians.
 * ``storage_small_put_per_s``: the owner's put path alone (``VolumeStorage.put_bytes``, 4 KiB,
   ``--small-threads`` threads, no RPC), with group commit, and beside it the same code with
   batches of one (``..._one_commit_per_put``: one catalog fsync per put, as before group
@@ -376,9 +377,9 @@ def bench_large(urls: str, work: Path, size_mib: int, rounds: int, pids: dict[st
 
 
 # -- small files ---------------------------------------------------------------------------
-def bench_small(urls: str, threads: int, seconds: float, owner_pid: int) -> dict[str, Any]:
-    """Small puts through the owner's gRPC Write; CPU per put of the owner and this client
-    process (robust to a busy machine, unlike the rate)."""
+def bench_small(urls: str, threads: int, seconds: float, owner_pid: int, run_id: int = 0) -> dict[str, Any]:
+    """Small puts through the owner's gRPC ``Put``; CPU per put of the owner and this client
+    process (robust to a busy machine, unlike the rate). ``run_id`` keeps runs' paths apart."""
     from federation.client import Client
 
     payload = os.urandom(4096)
@@ -395,7 +396,7 @@ def bench_small(urls: str, threads: int, seconds: float, owner_pid: int) -> dict
             while time.perf_counter() < stop_at:
                 data = payload[:-8] + i.to_bytes(8, "big")
                 t0 = time.perf_counter()
-                client.put(data, f"/bench/small/t{k}/f{i}")
+                client.put(data, f"/bench/small/r{run_id}/t{k}/f{i}")
                 mine.append(time.perf_counter() - t0)
                 i += 1
             counts[k] = i
@@ -462,6 +463,36 @@ def bench_small_floor(endpoint: str, pid: int, threads: int, seconds: float) -> 
         "small_put_grpc_floor_server_cpu_ms_per_put": rnd(server_cpu * 1000 / n, 3),
         "small_put_grpc_floor_client_cpu_ms_per_put": rnd(client_cpu * 1000 / n, 3),
     }
+
+
+def bench_small_vs_floor(urls: str, work: Path, owner_pid: int, threads: int, seconds: float,
+                         rounds: int) -> dict[str, Any]:
+    """``bench_small`` and ``bench_small_floor`` interleaved (alternating order) ``rounds``
+    times: medians, the runs, and the ratio of the medians."""
+    ours: list[dict[str, Any]] = []
+    floors: list[dict[str, Any]] = []
+    with floor_server(work) as (floor_endpoint, floor_pid):
+        for r in range(rounds):
+            for kind in ("ours", "floor") if r % 2 == 0 else ("floor", "ours"):
+                if kind == "ours":
+                    ours.append(bench_small(urls, threads, seconds, owner_pid, r))
+                    log(f"small puts round {r + 1}: {ours[-1]['small_put_per_s']}/s, owner "
+                        f"{ours[-1]['small_put_owner_cpu_ms_per_put']} ms/put")
+                else:
+                    floors.append(bench_small_floor(floor_endpoint, floor_pid, threads, seconds))
+                    log(f"small puts round {r + 1}: gRPC floor {floors[-1]['small_put_grpc_floor_per_s']}/s")
+    result: dict[str, Any] = {"small_put_threads": threads, "small_put_rounds": rounds}
+    for runs in (ours, floors):
+        for key in runs[0]:
+            if key != "small_put_threads":
+                result[key] = rnd(median([float(x[key]) for x in runs]), 3)
+    result["small_put_vs_grpc_floor"] = rnd(
+        result["small_put_per_s"] / max(1.0, result["small_put_grpc_floor_per_s"]), 3)
+    result["small_put_runs_per_s"] = {
+        "ours": [x["small_put_per_s"] for x in ours],
+        "grpc_floor": [x["small_put_grpc_floor_per_s"] for x in floors],
+    }
+    return result
 
 
 def bench_storage_small(threads: int, seconds: float, rounds: int = 3) -> dict[str, Any]:
@@ -556,6 +587,8 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--small-threads", type=int, default=8)
     p.add_argument("--small-seconds", type=float, default=8.0)
+    p.add_argument("--small-rounds", type=int, default=3,
+                   help="interleaved rounds of small puts and the empty gRPC server")
     p.add_argument("--skip", default="", help="comma list of phases to skip: resolve,large,small,storage")
     p.add_argument("--resolve-rounds", type=int, default=3,
                    help="interleaved rounds of controller vs the empty gRPC server")
@@ -624,13 +657,11 @@ def main() -> None:
                     cid: rnd(peak_rss_bytes(c.pid) / MIB, 1) for cid, c in ctl.controllers.items()
                 }
             if "small" not in skip:
-                log(f"small puts: {args.small_threads} threads for {args.small_seconds}s")
-                result.update(bench_small(etcd.urls, args.small_threads, args.small_seconds, owner.pid))
-                with floor_server(root) as (floor_endpoint, floor_pid):
-                    result.update(bench_small_floor(
-                        floor_endpoint, floor_pid, args.small_threads, args.small_seconds))
-                result["small_put_vs_grpc_floor"] = rnd(
-                    result["small_put_per_s"] / max(1.0, result["small_put_grpc_floor_per_s"]), 3)
+                log(f"small puts: {args.small_threads} threads for {args.small_seconds}s, "
+                    f"{args.small_rounds} rounds beside the gRPC floor")
+                result.update(bench_small_vs_floor(
+                    etcd.urls, root, owner.pid, args.small_threads, args.small_seconds,
+                    args.small_rounds))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     result["notes"] = (
