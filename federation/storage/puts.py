@@ -153,7 +153,8 @@ class Batch:
     ``flush`` writes the rows of all of them with three statements. Why: a statement costs
     the batch's thread a GIL hand-off against the busy event loop, and a small put was six
     statements. A put whose path meets a pending one (the same path, an ancestor, a
-    descendant) flushes first, so every check sees the puts before it, as it would alone.
+    descendant) flushes first, so every check sees the puts before it, as it would alone. A
+    failed flush fails the batch: nothing of it commits, and every put in it gets the error.
     """
 
     __slots__ = ("conn", "version", "_journal", "_files", "_blobs", "_replaced", "_paths",
@@ -169,22 +170,24 @@ class Batch:
         self._paths: set[str] = set()  # pending puts' paths
         self._above: set[str] = set()  # their ancestors
 
-    def meets_pending(self, path: str, ancestors: list[str]) -> bool:
-        """Whether a put at ``path`` (with these ancestors) could see a pending put."""
+    def flush_if_meets(self, path: str) -> None:
+        """Flush first if a put at ``path`` could see a pending put (the same path, an
+        ancestor, a descendant). Outside any put's own error handling: a failed flush fails
+        the whole batch, as it holds puts already answered as applied."""
         paths = self._paths
-        return bool(paths) and (
-            path in paths or path in self._above or any(a in paths for a in ancestors)
-        )
+        if paths and (path in paths or path in self._above
+                      or any(a in paths for a in cat.ancestors(path))):
+            self.flush()
 
     def defer(self, journal: cat.JournalRow, file: cat.FileRow, blob: tuple[str, bytes],
-              replaced: str | None, ancestors: list[str]) -> None:
+              replaced: str | None) -> None:
         self._journal.append(journal)
         self._files.append(file)
         self._blobs.append(blob)
         if replaced is not None:
             self._replaced.append(replaced)
         self._paths.add(file[0])
-        self._above.update(ancestors)
+        self._above.update(cat.ancestors(file[0]))
 
     def flush(self) -> None:
         """Write the pending puts' rows (in version order); the batch may go on after."""
@@ -230,14 +233,13 @@ class SmallPut:
         self.gate = gate
 
     def __call__(self, batch: Batch) -> FileMeta:
+        """Check and plan the put; the batch must have flushed what it could see first
+        (``Batch.flush_if_meets``)."""
         if self.gate is not None:
             self.gate()
         fault("before_install")  # the crash points of a put, though a small one installs nothing
         fault("after_install")
         path = self.path
-        ancestors = cat.ancestors(path)
-        if batch.meets_pending(path, ancestors):
-            batch.flush()
         old = cat.put_target(batch.conn, path)
         if self.if_absent and old is not None:
             raise Conflict(f"{path!r} exists")
@@ -245,7 +247,7 @@ class SmallPut:
         size = len(self.data)
         journal, file, mode = cat.put_rows(path, size, self.sha256, self.mtime, v, self.mode, old)
         replaced = old.sha256 if old is not None and old.sha256 != self.sha256 else None
-        batch.defer(journal, file, (self.sha256, self.data), replaced, ancestors)
+        batch.defer(journal, file, (self.sha256, self.data), replaced)
         return FileMeta(path=path, size=size, sha256=self.sha256, mtime=self.mtime, version=v,
                         mode=mode)
 
@@ -409,6 +411,7 @@ class Puts:
                 start = ctx.version
                 for req in batch:
                     if isinstance(req.apply, SmallPut):
+                        ctx.flush_if_meets(req.apply.path)
                         try:
                             meta = req.apply(ctx)
                         except Exception as exc:  # noqa: BLE001 - this put only; it wrote nothing

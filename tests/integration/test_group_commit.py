@@ -10,6 +10,7 @@ import functools
 import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from federation.storage import FileMeta, VolumeStorage
+from federation.storage import catalog as cat
 from federation.storage.group_commit import GroupCommitter, Request
 from federation.storage.puts import Batch
 from namespace.errors import Conflict, InvalidInput, Unavailable
@@ -239,6 +241,53 @@ def test_small_puts_in_one_batch_see_each_other_as_if_alone(tmp_path: Path) -> N
         replaced = [e for e in vol.journal(0) if e.path == "p"]
         assert [e.sha256 for e in replaced] == [p1.sha256, p2.sha256]
         assert {f.path for f in vol.files()} == {"keep", "p", "a", "x/y", "new", "big"}
+    finally:
+        pool.shutdown()
+        vol.close()
+
+
+def test_a_failed_flush_fails_the_whole_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows of puts already planned are written by a flush. If it fails half-way (here:
+    journal rows written, files rows not), none of the batch may be answered as committed
+    and nothing of it may stay: not even the half-written rows, once the failure is gone."""
+    vol = VolumeStorage.open(tmp_path / "v", "gc", create=True)
+    pool = ThreadPoolExecutor(2)
+    vol.put_bytes("before", b"b")
+    release = threading.Event()
+    real = vol.put_committer._run_batch
+
+    def held(batch: list[Request[Batch, FileMeta]]) -> None:
+        release.wait(5)
+        real(batch)
+
+    vol.put_committer._run_batch = held
+    real_many = cat.put_files_many
+    failures = [1]
+
+    def half_then_fail(conn: Any, journal: Any, files: Any, replaced: Any) -> None:
+        if failures and len(files) == 2:  # once: the flush of x and y the second "x" forces
+            failures.pop()
+            conn.executemany(cat._PUT_JOURNAL_SQL, journal)
+            raise sqlite3.OperationalError("disk I/O error")
+        real_many(conn, journal, files, replaced)
+
+    async def run() -> list[Any]:
+        first = vol.put_small_async("hold", b"h", pool.submit)
+        await asyncio.sleep(0.05)  # the drain holds that batch; these three queue together
+        rest = [vol.put_small_async(p, p.encode() + b"1", pool.submit) for p in ("x", "y")]
+        rest.append(vol.put_small_async("x", b"x2", pool.submit))
+        release.set()
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    try:
+        monkeypatch.setattr(cat, "put_files_many", half_then_fail)
+        hold, *rest = asyncio.run(run())
+        assert isinstance(hold, FileMeta) and hold.version == 2  # its own batch: fine
+        assert all(isinstance(r, sqlite3.OperationalError) for r in rest), rest
+        assert vol.version == 2 and {f.path for f in vol.files()} == {"before", "hold"}
+        assert [e.path for e in vol.journal(0)] == ["before", "hold"]
+        vol.put_committer._run_batch = real
+        assert vol.put_bytes("x", b"x3").version == 3  # and the volume goes on
     finally:
         pool.shutdown()
         vol.close()
