@@ -239,6 +239,7 @@ class ClusterTarget:
         self._touched: set[str] = set()
         self._deleted: list[str] = []
         self._epoch = epoch  # the owner's epoch: replicas refuse older ones
+        self._no_lacks = False  # the replica answered Lacks with UNIMPLEMENTED (older release)
 
     def close(self) -> None:
         self._channel.close()
@@ -277,8 +278,19 @@ class ClusterTarget:
         found: list[bool] = []
         for i in range(0, len(files), MAX_LACKS_BATCH):
             batch = files[i:i + MAX_LACKS_BATCH]
-            r = self._call(self._stub.Lacks, pb.ReplicaLacksRequest(
-                volume=self.volume, sha256=[sha for _, sha in batch]))
+            if self._no_lacks:
+                found += [self.has(path, sha) for path, sha in batch]
+                continue
+            try:
+                r = self._stub.Lacks(pb.ReplicaLacksRequest(
+                    volume=self.volume, sha256=[sha for _, sha in batch]), timeout=60)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise from_rpc_error(exc, f"replica {self.name}") from None
+                # A replica of a release before Lacks: ask per blob, as that release did.
+                self._no_lacks = True
+                found += [self.has(path, sha) for path, sha in batch]
+                continue
             lacking = set(r.lacking)
             for j, (path, _) in enumerate(batch):
                 held = j not in lacking
