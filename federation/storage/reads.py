@@ -9,6 +9,9 @@ always there. Reads take no lock: each runs in its own SQLite read snapshot.
 from __future__ import annotations
 
 import io
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import BinaryIO, Self
 
@@ -18,6 +21,7 @@ from . import catalog as cat
 from . import inline
 from .blobs import SHA256_RE
 from .checks import basename, check_path
+from .cold_reads import MIN_RANGE, ColdReads
 from .models import DirEntry, FileMeta
 from .state import VolumeState
 
@@ -25,17 +29,25 @@ from .state import VolumeState
 # replaced meanwhile); resolving again finds the new one. More misses than this in a row
 # mean the content really is gone.
 _OPEN_ATTEMPTS = 8
+REREAD_S = 600.0
+"""A large blob read again within this long is read buffered (and so cached)."""
+_RECENT_MAX = 4096
 
 
 class BlobReader:
-    """Chunks of one open blob between ``start`` and ``end``; the descriptor is already open."""
+    """Chunks of one open blob between ``start`` and ``end``; the descriptor is already open.
 
-    def __init__(self, f: BinaryIO, start: int, end: int, chunk_size: int) -> None:
+    A large range that is not in the page cache is read with ``O_DIRECT`` (``cold_reads``)
+    unless ``buffered``."""
+
+    def __init__(self, f: BinaryIO, start: int, end: int, chunk_size: int, *,
+                 buffered: bool = False) -> None:
         self._f: BinaryIO | None = f
         self._pos = start
         self._end = end
         self._chunk = chunk_size
-        if start:
+        self._cold = None if buffered else ColdReads.open(f, start, end - start, chunk_size)
+        if start and self._cold is None:
             f.seek(start)
 
     def __iter__(self) -> BlobReader:
@@ -49,7 +61,8 @@ class BlobReader:
         if remaining <= 0:
             self.close()
             raise StopIteration
-        data = f.read(min(self._chunk, remaining))
+        want = min(self._chunk, remaining)
+        data = f.read(want) if self._cold is None else self._cold.read(self._pos, want)
         if not data:
             self.close()
             raise StopIteration
@@ -60,6 +73,9 @@ class BlobReader:
         f, self._f = self._f, None
         if f is not None:
             f.close()
+        cold, self._cold = self._cold, None
+        if cold is not None:
+            cold.close()
 
     def __enter__(self) -> Self:
         return self
@@ -76,6 +92,21 @@ class Reads:
 
     def __init__(self, state: VolumeState) -> None:
         self._state = state
+        # Large blobs read lately (sha256 -> monotonic time): one read again within REREAD_S
+        # is read buffered, so the page cache keeps what is read more than once.
+        self._recent: OrderedDict[str, float] = OrderedDict()
+        self._recent_lock = threading.Lock()
+
+    def _read_lately(self, sha256: str) -> bool:
+        """Whether ``sha256`` was read within ``REREAD_S``; notes this read."""
+        now = time.monotonic()
+        with self._recent_lock:
+            recent = self._recent
+            last = recent.pop(sha256, None)
+            recent[sha256] = now
+            while len(recent) > _RECENT_MAX or next(iter(recent.values())) < now - REREAD_S:
+                recent.popitem(last=False)
+        return last is not None and now - last < REREAD_S
 
     def stat(self, path: str) -> FileMeta | DirEntry:
         check_path(path)
@@ -144,7 +175,10 @@ class Reads:
                 except FileNotFoundError:
                     continue  # replaced and collected in between: resolve again
             stop = meta.size if end is None else min(end, meta.size)
-            return BlobReader(f, min(start, stop), stop, chunk_size)
+            first = min(start, stop)
+            buffered = data is not None or (
+                stop - first >= MIN_RANGE and self._read_lately(meta.sha256))
+            return BlobReader(f, first, stop, chunk_size, buffered=buffered)
         raise FileNotFound(f"volume {self._state.name!r}: content of {path!r} is missing")
 
     def open_blob(self, sha256: str) -> BinaryIO:
