@@ -50,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -377,6 +377,20 @@ def bench_large(urls: str, work: Path, size_mib: int, rounds: int, pids: dict[st
 
 
 # -- small files ---------------------------------------------------------------------------
+def _timed_threads(run: Callable[[int], None], threads: int, server_pid: int) -> tuple[float, float, float]:
+    """Run ``run(k)`` in ``threads`` threads: (wall seconds, the server's CPU seconds, this
+    process's CPU seconds) over the run."""
+    t0 = time.perf_counter()
+    server0, client0 = _cpu_seconds(server_pid), time.process_time()
+    workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    took = time.perf_counter() - t0
+    return took, _cpu_seconds(server_pid) - server0, time.process_time() - client0
+
+
 def bench_small(urls: str, threads: int, seconds: float, owner_pid: int, run_id: int = 0) -> dict[str, Any]:
     """Small puts through the owner's gRPC ``Put``; CPU per put of the owner and this client
     process (robust to a busy machine, unlike the rate). ``run_id`` keeps runs' paths apart."""
@@ -403,15 +417,7 @@ def bench_small(urls: str, threads: int, seconds: float, owner_pid: int, run_id:
             with lock:
                 lat.extend(mine)
 
-        t0 = time.perf_counter()
-        owner0, client0 = _cpu_seconds(owner_pid), time.process_time()
-        workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        took = time.perf_counter() - t0
-        owner_cpu, client_cpu = _cpu_seconds(owner_pid) - owner0, time.process_time() - client0
+        took, owner_cpu, client_cpu = _timed_threads(run, threads, owner_pid)
     n = max(1, sum(counts))
     return {
         "small_put_per_s": rnd(sum(counts) / took, 1),
@@ -448,15 +454,7 @@ def bench_small_floor(endpoint: str, pid: int, threads: int, seconds: float) -> 
                 i += 1
             counts[k] = i
 
-        t0 = time.perf_counter()
-        server0, client0 = _cpu_seconds(pid), time.process_time()
-        workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        took = time.perf_counter() - t0
-        server_cpu, client_cpu = _cpu_seconds(pid) - server0, time.process_time() - client0
+        took, server_cpu, client_cpu = _timed_threads(run, threads, pid)
     n = max(1, sum(counts))
     return {
         "small_put_grpc_floor_per_s": rnd(n / took, 1),

@@ -112,6 +112,20 @@ def test_committer_gives_every_waiter_the_batch_error() -> None:
         gc.submit(lambda _: 1)
 
 
+def _hold_batches(vol: VolumeStorage) -> threading.Event:
+    """Make every batch wait (at most 5 s) until the returned event is set, so that the
+    requests queued meanwhile land together in the next one."""
+    release = threading.Event()
+    real = vol.put_committer._run_batch
+
+    def held(batch: list[Request[Batch, FileMeta]]) -> None:
+        release.wait(5)
+        real(batch)
+
+    vol.put_committer._run_batch = held
+    return release
+
+
 # -- queued from an event loop (submit_async / put_small_async) ------------------------------
 def test_puts_from_an_event_loop_share_batches_with_blocking_ones(tmp_path: Path) -> None:
     """Loop puts and thread puts at once: every put gets its own version, each future and
@@ -195,14 +209,7 @@ def test_small_puts_in_one_batch_see_each_other_as_if_alone(tmp_path: Path) -> N
     too: the same outcomes, versions and journal as one put per batch."""
     vol = VolumeStorage.open(tmp_path / "v", "gc", create=True)
     pool = ThreadPoolExecutor(2)
-    release = threading.Event()
-    real = vol.put_committer._run_batch
-
-    def held(batch: list[Request[Batch, FileMeta]]) -> None:
-        release.wait(5)
-        real(batch)
-
-    vol.put_committer._run_batch = held
+    release = _hold_batches(vol)
     big = os.urandom(100 * 1024)  # past INLINE_MAX: a blob file, applied in its savepoint
     release.set()
     vol.put_bytes("keep", b"k")  # version 1, alone
@@ -253,14 +260,7 @@ def test_a_failed_flush_fails_the_whole_batch(tmp_path: Path, monkeypatch: pytes
     vol = VolumeStorage.open(tmp_path / "v", "gc", create=True)
     pool = ThreadPoolExecutor(2)
     vol.put_bytes("before", b"b")
-    release = threading.Event()
-    real = vol.put_committer._run_batch
-
-    def held(batch: list[Request[Batch, FileMeta]]) -> None:
-        release.wait(5)
-        real(batch)
-
-    vol.put_committer._run_batch = held
+    release = _hold_batches(vol)
     real_many = cat.put_files_many
     failures = [1]
 
@@ -286,7 +286,6 @@ def test_a_failed_flush_fails_the_whole_batch(tmp_path: Path, monkeypatch: pytes
         assert all(isinstance(r, sqlite3.OperationalError) for r in rest), rest
         assert vol.version == 2 and {f.path for f in vol.files()} == {"before", "hold"}
         assert [e.path for e in vol.journal(0)] == ["before", "hold"]
-        vol.put_committer._run_batch = real
         assert vol.put_bytes("x", b"x3").version == 3  # and the volume goes on
     finally:
         pool.shutdown()
@@ -298,14 +297,7 @@ def test_a_loop_put_whose_caller_went_away_still_commits(tmp_path: Path) -> None
     the batch commits it and the settling skips the cancelled future quietly."""
     vol = VolumeStorage.open(tmp_path / "v", "gc", create=True)
     pool = ThreadPoolExecutor(2)
-    release = threading.Event()
-    real = vol.put_committer._run_batch
-
-    def held(batch: list[Request[Batch, FileMeta]]) -> None:
-        release.wait(5)
-        real(batch)
-
-    vol.put_committer._run_batch = held
+    release = _hold_batches(vol)
 
     async def run() -> FileMeta:
         gone = vol.put_small_async("gone", b"g", pool.submit)
