@@ -175,6 +175,7 @@ async def _floor_server(port_file: str) -> None:
 def floor_server(work: Path) -> Iterator[tuple[str, int]]:
     """(endpoint, pid) of a running floor server; stopped by PID on exit."""
     port_file = work / "floor.port"
+    port_file.unlink(missing_ok=True)  # a previous floor server's: its port is closed
     proc = subprocess.Popen([sys.executable, "-m", "bench.dataplane", "--floor-server", str(port_file)])
     try:
         deadline = time.monotonic() + 30
@@ -379,15 +380,25 @@ def bench_large(urls: str, work: Path, size_mib: int, rounds: int, pids: dict[st
 # -- small files ---------------------------------------------------------------------------
 def _timed_threads(run: Callable[[int], None], threads: int, server_pid: int) -> tuple[float, float, float]:
     """Run ``run(k)`` in ``threads`` threads: (wall seconds, the server's CPU seconds, this
-    process's CPU seconds) over the run."""
+    process's CPU seconds) over the run; raises if any thread did."""
+    errors: list[BaseException] = []
+
+    def guarded(k: int) -> None:
+        try:
+            run(k)
+        except BaseException as exc:  # re-raised below: a failed put fails the bench
+            errors.append(exc)
+
     t0 = time.perf_counter()
     server0, client0 = _cpu_seconds(server_pid), time.process_time()
-    workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    workers = [threading.Thread(target=guarded, args=(k,)) for k in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
     took = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {threads} threads failed") from errors[0]
     return took, _cpu_seconds(server_pid) - server0, time.process_time() - client0
 
 
