@@ -134,7 +134,9 @@ def main() -> None:
             seed.write_bytes(b"x" * 4096)
             for argv in (["volume", "create", "bench", "--cluster", "onprem-a"],
                          ["mount", "add", "/bench", "bench"], ["put", str(seed), "/bench/f"]):
-                subprocess.run(gns + argv, env=env, check=True, capture_output=True, timeout=60)
+                done = subprocess.run(gns + argv, env=env, capture_output=True, timeout=60, text=True)
+            if done.returncode:
+                raise RuntimeError(f"gns {' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
             if args.mounts:
                 log(f"adding {args.mounts} mounts")
                 asyncio.run(add_mounts(etcd.urls, args.mounts))

@@ -76,9 +76,8 @@ def patched_env(values: dict[str, str | None]) -> Iterator[None]:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # As the servers bind (SO_REUSEADDR): a port left in TIME_WAIT by a closed client
-        # connection is free for a listener. Without it, after a benchmark has churned
-        # through tens of thousands of connections no block of free ports could be found.
+        # As the servers bind (SO_REUSEADDR): a port whose last server connections linger
+        # in TIME_WAIT is free for a new listener.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
@@ -93,8 +92,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def free_port_block(n: int, *, low: int = 42000, high: int = 60000) -> int:
-    """First port of ``n`` consecutive ports that are free right now (random start)."""
+def _below_ephemeral() -> tuple[int, int]:
+    """Ports under the kernel's ephemeral range. Why: no client connection takes one as its
+    local port, and a client socket (or its TIME_WAIT, for a minute after it closed) blocks
+    a listener's bind even with SO_REUSEADDR, unless the client had set it too. After
+    bench.mirror's tens of thousands of S3 requests, no block of 10 free ports was left in
+    the ephemeral range."""
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 0
+    if first - 12000 < 10000:
+        return 42000, 60000  # no room below it: try the old range
+    return first - 12000, first
+
+
+def free_port_block(n: int, *, low: int | None = None, high: int | None = None) -> int:
+    """First port of ``n`` consecutive ports that are free right now (random start), below
+    the ephemeral range unless ``low``/``high`` say otherwise."""
+    default_low, default_high = _below_ephemeral()
+    low, high = low or default_low, high or default_high
     rng = secrets.SystemRandom()
     for _ in range(200):
         base = rng.randrange(low, high - n)
