@@ -135,8 +135,8 @@ def main() -> None:
             for argv in (["volume", "create", "bench", "--cluster", "onprem-a"],
                          ["mount", "add", "/bench", "bench"], ["put", str(seed), "/bench/f"]):
                 done = subprocess.run(gns + argv, env=env, capture_output=True, timeout=60, text=True)
-            if done.returncode:
-                raise RuntimeError(f"gns {' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
+                if done.returncode:
+                    raise RuntimeError(f"gns {' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
             if args.mounts:
                 log(f"adding {args.mounts} mounts")
                 asyncio.run(add_mounts(etcd.urls, args.mounts))
