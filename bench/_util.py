@@ -13,8 +13,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,29 @@ def peak_rss_bytes(pid: int) -> int:
 
 
 # -- signals ------------------------------------------------------------------------------
+def run_threads(work: Callable[[int], None], threads: int) -> float:
+    """Run ``work(k)`` for k in 0..threads-1, each in its own thread; the wall seconds it
+    took. A thread that raised fails the whole run (its count would otherwise read as zero)."""
+    errors: list[BaseException] = []
+
+    def guarded(k: int) -> None:
+        try:
+            work(k)
+        except BaseException as exc:  # re-raised below
+            errors.append(exc)
+
+    t0 = time.perf_counter()
+    workers = [threading.Thread(target=guarded, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    took = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {threads} threads failed") from errors[0]
+    return took
+
+
 def terminate_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit so ``finally`` blocks stop what we started."""
     def handler(signum: int, frame: Any) -> None:

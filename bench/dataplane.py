@@ -65,6 +65,7 @@ from bench._util import (
     peak_rss_bytes,
     percentile,
     rnd,
+    run_threads,
     start_etcd,
     stop_process,
     terminate_on_sigterm,
@@ -378,28 +379,14 @@ def bench_large(urls: str, work: Path, size_mib: int, rounds: int, pids: dict[st
 
 
 # -- small files ---------------------------------------------------------------------------
-def _timed_threads(run: Callable[[int], None], threads: int, server_pid: int) -> tuple[float, float, float]:
-    """Run ``run(k)`` in ``threads`` threads: (wall seconds, the server's CPU seconds, this
-    process's CPU seconds) over the run; raises if any thread did."""
-    errors: list[BaseException] = []
-
-    def guarded(k: int) -> None:
-        try:
-            run(k)
-        except BaseException as exc:  # re-raised below: a failed put fails the bench
-            errors.append(exc)
-
-    t0 = time.perf_counter()
-    server0, client0 = _cpu_seconds(server_pid), time.process_time()
-    workers = [threading.Thread(target=guarded, args=(k,)) for k in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    took = time.perf_counter() - t0
-    if errors:
-        raise RuntimeError(f"{len(errors)} of {threads} threads failed") from errors[0]
-    return took, _cpu_seconds(server_pid) - server0, time.process_time() - client0
+def _timed_threads(run: Callable[[int], None], threads: int, server_pid: int | None = None
+                   ) -> tuple[float, float, float]:
+    """``run_threads``, with (wall seconds, the server's CPU seconds (0 without one), this
+    process's CPU seconds) over the run."""
+    server0, client0 = _cpu_seconds(server_pid) if server_pid else 0.0, time.process_time()
+    took = run_threads(run, threads)
+    server_cpu = _cpu_seconds(server_pid) - server0 if server_pid else 0.0
+    return took, server_cpu, time.process_time() - client0
 
 
 def bench_small(urls: str, threads: int, seconds: float, owner_pid: int, run_id: int = 0) -> dict[str, Any]:
@@ -524,15 +511,9 @@ def bench_storage_small(threads: int, seconds: float, rounds: int = 3) -> dict[s
             counts[k] = i
 
         try:
-            t0 = time.perf_counter()
-            cpu0 = time.process_time()
-            workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
-            rate = sum(counts) / (time.perf_counter() - t0)
-            cpu_ms = (time.process_time() - cpu0) * 1000 / max(1, sum(counts))
+            took, _, cpu = _timed_threads(run, threads)
+            rate = sum(counts) / took
+            cpu_ms = cpu * 1000 / max(1, sum(counts))
             per_batch = committer.items / max(1, committer.batches)
         finally:
             vol.close()

@@ -34,7 +34,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +47,7 @@ from bench._util import (
     machine_info,
     median,
     rnd,
+    run_threads,
     start_etcd,
     stop_process,
     terminate_on_sigterm,
@@ -148,26 +148,13 @@ def _cached_stats(paths: list[Path], seconds: float = 0.5) -> float:
 def _creates(base: Path, n: int, threads: int) -> float:
     base.mkdir(parents=True, exist_ok=True)
     payload = os.urandom(4096)
-    errors: list[BaseException] = []
 
     def work(k: int) -> None:
-        try:
-            for i in range(k, n, threads):
-                with open(base / f"c{i}", "wb") as f:
-                    f.write(payload)
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(k, n, threads):
+            with open(base / f"c{i}", "wb") as f:
+                f.write(payload)
 
-    t0 = time.perf_counter()
-    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    dt = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
-    return n / dt
+    return n / run_threads(work, threads)
 
 
 def _ls_lr(path: Path) -> float:
