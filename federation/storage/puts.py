@@ -46,6 +46,18 @@ def fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def check_sha256(path: str, expect: str | None, sha256: str) -> None:
+    """Refuse content whose sha256 is not the one the writer promised (commits nothing)."""
+    if expect is not None and expect.lower() != sha256:
+        raise InvalidInput(f"sha256 mismatch for {path!r}: expected {expect}, got {sha256}")
+
+
+def _stamp(mtime: float | None, mode: int | None) -> tuple[float, int | None]:
+    """A put's mtime (None: now) and its checked mode bits (None: keep the replaced file's)."""
+    return (time.time() if mtime is None else float(mtime)), (
+        None if mode is None else check_mode(mode))
+
+
 class PutWriter:
     """Streams one file's new content; nothing is visible until ``commit``.
 
@@ -105,10 +117,7 @@ class PutWriter:
             else:
                 assert temp is not None
                 sha = temp.finish()
-            if expect_sha256 is not None and expect_sha256.lower() != sha:
-                raise InvalidInput(
-                    f"sha256 mismatch for {self.path!r}: expected {expect_sha256}, got {sha}"
-                )
+            check_sha256(self.path, expect_sha256, sha)
             fault("before_install")
             if small is not None:
                 fault("after_install")
@@ -198,6 +207,15 @@ class Batch:
         self._journal, self._files, self._blobs, self._replaced = [], [], [], []
         self._paths, self._above = set(), set()
 
+    def claim(self, name: str, path: str, version: int | None, if_absent: bool
+              ) -> tuple[FileMeta | None, int]:
+        """Before a put's rows: the file it replaces (shape checked; ``if_absent`` refuses
+        one) and the version it gets."""
+        old = cat.put_target(self.conn, path)
+        if if_absent and old is not None:
+            raise Conflict(f"{path!r} exists")
+        return old, self.next_version(name, version)
+
     def next_version(self, name: str, version: int | None) -> int:
         """Current + 1, or exactly ``version`` (replicas), which must be above current."""
         if version is None:
@@ -240,10 +258,7 @@ class SmallPut:
         fault("before_install")  # the crash points of a put, though a small one installs nothing
         fault("after_install")
         path = self.path
-        old = cat.put_target(batch.conn, path)
-        if self.if_absent and old is not None:
-            raise Conflict(f"{path!r} exists")
-        v = batch.next_version(self.name, self.version)
+        old, v = batch.claim(self.name, path, self.version, self.if_absent)
         size = len(self.data)
         journal, file, mode = cat.put_rows(path, size, self.sha256, self.mtime, v, self.mode, old)
         replaced = old.sha256 if old is not None and old.sha256 != self.sha256 else None
@@ -303,12 +318,8 @@ class Puts:
         if_absent: bool,
     ) -> FileMeta:
         """The put's rows, inside the batch's transaction (its savepoint is open)."""
-        conn = batch.conn
-        old = cat.put_target(conn, path)
-        if if_absent and old is not None:
-            raise Conflict(f"{path!r} exists")
-        v = batch.next_version(self._state.name, version)
-        mode = cat.put_file(conn, path, size, sha256, mtime, v, mode, old=old)
+        old, v = batch.claim(self._state.name, path, version, if_absent)
+        mode = cat.put_file(batch.conn, path, size, sha256, mtime, v, mode, old=old)
         return FileMeta(path=path, size=size, sha256=sha256, mtime=mtime, version=v, mode=mode)
 
     def commit_inline(
@@ -327,12 +338,15 @@ class Puts:
         No collection hold is needed: the blob and the row that references it become
         visible in the same commit, and a refused put leaves neither.
         """
-        if mode is not None:
-            mode = check_mode(mode)
-        at = time.time() if mtime is None else float(mtime)
         return self.committer.submit(
-            SmallPut(self._state.name, path, bytes(data), sha256, at, version, mode, if_absent, None)
+            self._small_put(path, bytes(data), sha256, mtime, version, mode, if_absent, None)
         )
+
+    def _small_put(self, path: str, data: bytes, sha256: str, mtime: float | None,
+                   version: int | None, mode: int | None, if_absent: bool,
+                   gate: Callable[[], object] | None) -> SmallPut:
+        at, mode = _stamp(mtime, mode)
+        return SmallPut(self._state.name, path, data, sha256, at, version, mode, if_absent, gate)
 
     def put_small_async(
         self,
@@ -354,13 +368,9 @@ class Puts:
             raise ValueError(f"{len(data)} bytes is not inline-sized")
         check_path(path)
         sha = hashlib.sha256(data).hexdigest()
-        if expect_sha256 is not None and expect_sha256.lower() != sha:
-            raise InvalidInput(f"sha256 mismatch for {path!r}: expected {expect_sha256}, got {sha}")
-        if mode is not None:
-            mode = check_mode(mode)
-        at = time.time() if mtime is None else float(mtime)
+        check_sha256(path, expect_sha256, sha)
         return self.committer.submit_async(
-            SmallPut(self._state.name, path, data, sha, at, None, mode, if_absent, gate), schedule
+            self._small_put(path, data, sha, mtime, None, mode, if_absent, gate), schedule
         )
 
     def commit_put(
@@ -375,12 +385,8 @@ class Puts:
         if_absent: bool = False,
     ) -> FileMeta:
         """Install a finished temp file as blob ``sha256`` and commit it at ``path``."""
-        if mtime is None:
-            mtime = time.time()
-        if mode is not None:
-            mode = check_mode(mode)
+        at, mode = _stamp(mtime, mode)
         state = self._state
-        at = float(mtime)
         try:
             with self._gc.hold(sha256):
                 state.blobs.install(temp, sha256)
