@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -103,11 +104,12 @@ def test_a_failing_put_fails_alone_in_its_batch(tmp_path: Path) -> None:
         vol.close()
 
 
-def test_committer_gives_every_waiter_the_batch_error() -> None:
-    def boom(batch: list[Request[None, int]]) -> None:
-        raise OSError("disk gone")
+def _boom(batch: list[Request[None, int]]) -> None:
+    raise OSError("disk gone")
 
-    gc: GroupCommitter[None, int] = GroupCommitter(boom)
+
+def test_committer_gives_every_waiter_the_batch_error() -> None:
+    gc: GroupCommitter[None, int] = GroupCommitter(_boom)
     with pytest.raises(OSError):
         gc.submit(lambda _: 1)
 
@@ -127,11 +129,28 @@ def _hold_batches(vol: VolumeStorage) -> threading.Event:
 
 
 # -- queued from an event loop (submit_async / put_small_async) ------------------------------
-def test_puts_from_an_event_loop_share_batches_with_blocking_ones(tmp_path: Path) -> None:
+@pytest.fixture
+def vol(tmp_path: Path) -> Iterator[VolumeStorage]:
+    v = VolumeStorage.open(tmp_path / "v", "gc", create=True)
+    try:
+        yield v
+    finally:
+        v.close()
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    """Where loop puts' drains run (the controller passes its I/O pool)."""
+    executor = ThreadPoolExecutor(4)
+    try:
+        yield executor
+    finally:
+        executor.shutdown()
+
+
+def test_puts_from_an_event_loop_share_batches_with_blocking_ones(vol: VolumeStorage, pool: ThreadPoolExecutor) -> None:
     """Loop puts and thread puts at once: every put gets its own version, each future and
     each call its own result, and batches mix both kinds."""
-    vol = VolumeStorage.open(tmp_path / "v", "gc", create=True)
-    pool = ThreadPoolExecutor(4)
     versions: list[int] = []
     lock = threading.Lock()
 
@@ -146,26 +165,20 @@ def test_puts_from_an_event_loop_share_batches_with_blocking_ones(tmp_path: Path
             vol.put_small_async(f"async/f{i}", f"a{i}".encode(), pool.submit) for i in range(120)
         ))
 
-    try:
-        threads = [threading.Thread(target=blocking, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        metas = asyncio.run(from_loop())
-        for t in threads:
-            t.join()
-        versions += [m.version for m in metas]
-        assert sorted(versions) == list(range(1, 201))
-        assert [m.path for m in metas] == [f"async/f{i}" for i in range(120)]
-        assert vol.put_committer.batches < 200  # loop puts shared commits
-        assert _read(vol, "async/f119") == b"a119" and _read(vol, "sync3/f19") == b"s3-19"
-    finally:
-        pool.shutdown()
-        vol.close()
+    threads = [threading.Thread(target=blocking, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    metas = asyncio.run(from_loop())
+    for t in threads:
+        t.join()
+    versions += [m.version for m in metas]
+    assert sorted(versions) == list(range(1, 201))
+    assert [m.path for m in metas] == [f"async/f{i}" for i in range(120)]
+    assert vol.put_committer.batches < 200  # loop puts shared commits
+    assert _read(vol, "async/f119") == b"a119" and _read(vol, "sync3/f19") == b"s3-19"
 
 
-def test_a_refused_loop_put_fails_alone_and_changes_nothing(tmp_path: Path) -> None:
-    vol = VolumeStorage.open(tmp_path / "v", "gc", create=True)
-    pool = ThreadPoolExecutor(2)
+def test_a_refused_loop_put_fails_alone_and_changes_nothing(vol: VolumeStorage, pool: ThreadPoolExecutor) -> None:
     vol.put_bytes("taken", b"first")
     fenced = Unavailable("fenced")
 
@@ -182,33 +195,27 @@ def test_a_refused_loop_put_fails_alone_and_changes_nothing(tmp_path: Path) -> N
             return_exceptions=True,
         )
 
-    try:
-        a, taken, b, below, c = asyncio.run(run())
-        assert isinstance(taken, Conflict) and b is fenced and isinstance(below, InvalidInput)
-        assert isinstance(a, FileMeta) and isinstance(c, FileMeta)
-        assert (a.version, c.version) == (2, 3) and vol.version == 3
-        assert _read(vol, "taken") == b"first" and {f.path for f in vol.files()} == {"a", "c", "taken"}
-        # checks that need no catalog fail before anything is queued
-        with pytest.raises(InvalidInput, match="sha256 mismatch"):
-            asyncio.run(_await(vol.put_small_async, "d", b"d", pool.submit, expect_sha256="0" * 64))
-        with pytest.raises(ValueError, match="inline-sized"):
-            asyncio.run(_await(vol.put_small_async, "d", bytes(64 * 1024 + 1), pool.submit))
-        assert vol.version == 3
-    finally:
-        pool.shutdown()
-        vol.close()
+    a, taken, b, below, c = asyncio.run(run())
+    assert isinstance(taken, Conflict) and b is fenced and isinstance(below, InvalidInput)
+    assert isinstance(a, FileMeta) and isinstance(c, FileMeta)
+    assert (a.version, c.version) == (2, 3) and vol.version == 3
+    assert _read(vol, "taken") == b"first" and {f.path for f in vol.files()} == {"a", "c", "taken"}
+    # checks that need no catalog fail before anything is queued
+    with pytest.raises(InvalidInput, match="sha256 mismatch"):
+        asyncio.run(_await(vol.put_small_async, "d", b"d", pool.submit, expect_sha256="0" * 64))
+    with pytest.raises(ValueError, match="inline-sized"):
+        asyncio.run(_await(vol.put_small_async, "d", bytes(64 * 1024 + 1), pool.submit))
+    assert vol.version == 3
 
 
 async def _await(fn: Any, *args: Any, **kw: Any) -> Any:
     return await fn(*args, **kw)
 
 
-def test_small_puts_in_one_batch_see_each_other_as_if_alone(tmp_path: Path) -> None:
+def test_small_puts_in_one_batch_see_each_other_as_if_alone(vol: VolumeStorage, pool: ThreadPoolExecutor) -> None:
     """Small puts leave their rows to the end of the batch; one whose path meets a pending
     put (same path, ancestor, descendant) must still see it, and a large put between them
     too: the same outcomes, versions and journal as one put per batch."""
-    vol = VolumeStorage.open(tmp_path / "v", "gc", create=True)
-    pool = ThreadPoolExecutor(2)
     release = _hold_batches(vol)
     big = os.urandom(100 * 1024)  # past INLINE_MAX: a blob file, applied in its savepoint
     release.set()
@@ -235,30 +242,24 @@ def test_small_puts_in_one_batch_see_each_other_as_if_alone(tmp_path: Path) -> N
         release.set()
         return await asyncio.gather(first, *rest, large, tail, return_exceptions=True)
 
-    try:
-        out = asyncio.run(run())
-        p1, p2, a, ab, xy, x, new, again, large, tail = out
-        assert isinstance(ab, InvalidInput) and isinstance(x, InvalidInput)
-        assert isinstance(again, Conflict) and isinstance(tail, InvalidInput)
-        assert _read(vol, "p") == b"two" and _read(vol, "a") == b"file"
-        assert _read(vol, "x/y") == b"y" and _read(vol, "new") == b"n" and _read(vol, "big") == big
-        good = [p1, p2, a, xy, new, large]
-        assert sorted(m.version for m in good) == list(range(2, 8)) and vol.version == 7
-        assert [m.version for m in good[:5]] == sorted(m.version for m in good[:5])  # queue order
-        replaced = [e for e in vol.journal(0) if e.path == "p"]
-        assert [e.sha256 for e in replaced] == [p1.sha256, p2.sha256]
-        assert {f.path for f in vol.files()} == {"keep", "p", "a", "x/y", "new", "big"}
-    finally:
-        pool.shutdown()
-        vol.close()
+    out = asyncio.run(run())
+    p1, p2, a, ab, xy, x, new, again, large, tail = out
+    assert isinstance(ab, InvalidInput) and isinstance(x, InvalidInput)
+    assert isinstance(again, Conflict) and isinstance(tail, InvalidInput)
+    assert _read(vol, "p") == b"two" and _read(vol, "a") == b"file"
+    assert _read(vol, "x/y") == b"y" and _read(vol, "new") == b"n" and _read(vol, "big") == big
+    good = [p1, p2, a, xy, new, large]
+    assert sorted(m.version for m in good) == list(range(2, 8)) and vol.version == 7
+    assert [m.version for m in good[:5]] == sorted(m.version for m in good[:5])  # queue order
+    replaced = [e for e in vol.journal(0) if e.path == "p"]
+    assert [e.sha256 for e in replaced] == [p1.sha256, p2.sha256]
+    assert {f.path for f in vol.files()} == {"keep", "p", "a", "x/y", "new", "big"}
 
 
-def test_a_failed_flush_fails_the_whole_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_flush_fails_the_whole_batch(vol: VolumeStorage, pool: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
     """The rows of puts already planned are written by a flush. If it fails half-way (here:
     journal rows written, files rows not), none of the batch may be answered as committed
     and nothing of it may stay: not even the half-written rows, once the failure is gone."""
-    vol = VolumeStorage.open(tmp_path / "v", "gc", create=True)
-    pool = ThreadPoolExecutor(2)
     vol.put_bytes("before", b"b")
     release = _hold_batches(vol)
     real_many = cat.put_files_many
@@ -279,24 +280,18 @@ def test_a_failed_flush_fails_the_whole_batch(tmp_path: Path, monkeypatch: pytes
         release.set()
         return await asyncio.gather(first, *rest, return_exceptions=True)
 
-    try:
-        monkeypatch.setattr(cat, "put_files_many", half_then_fail)
-        hold, *rest = asyncio.run(run())
-        assert isinstance(hold, FileMeta) and hold.version == 2  # its own batch: fine
-        assert all(isinstance(r, sqlite3.OperationalError) for r in rest), rest
-        assert vol.version == 2 and {f.path for f in vol.files()} == {"before", "hold"}
-        assert [e.path for e in vol.journal(0)] == ["before", "hold"]
-        assert vol.put_bytes("x", b"x3").version == 3  # and the volume goes on
-    finally:
-        pool.shutdown()
-        vol.close()
+    monkeypatch.setattr(cat, "put_files_many", half_then_fail)
+    hold, *rest = asyncio.run(run())
+    assert isinstance(hold, FileMeta) and hold.version == 2  # its own batch: fine
+    assert all(isinstance(r, sqlite3.OperationalError) for r in rest), rest
+    assert vol.version == 2 and {f.path for f in vol.files()} == {"before", "hold"}
+    assert [e.path for e in vol.journal(0)] == ["before", "hold"]
+    assert vol.put_bytes("x", b"x3").version == 3  # and the volume goes on
 
 
-def test_a_loop_put_whose_caller_went_away_still_commits(tmp_path: Path) -> None:
+def test_a_loop_put_whose_caller_went_away_still_commits(vol: VolumeStorage, pool: ThreadPoolExecutor) -> None:
     """Cancelling the future withdraws nobody's put (as a gRPC cancel after the send):
     the batch commits it and the settling skips the cancelled future quietly."""
-    vol = VolumeStorage.open(tmp_path / "v", "gc", create=True)
-    pool = ThreadPoolExecutor(2)
     release = _hold_batches(vol)
 
     async def run() -> FileMeta:
@@ -306,20 +301,15 @@ def test_a_loop_put_whose_caller_went_away_still_commits(tmp_path: Path) -> None
         release.set()
         return await kept
 
-    try:
-        assert asyncio.run(run()).path == "kept"
-        pool.shutdown(wait=True)
-        assert {f.path for f in vol.files()} == {"gone", "kept"}
-    finally:
-        vol.close()
+    assert asyncio.run(run()).path == "kept"
+    pool.shutdown(wait=True)
+    assert {f.path for f in vol.files()} == {"gone", "kept"}
 
 
-def test_loop_waiters_get_the_batch_error_and_a_refused_schedule_leaves_no_drain() -> None:
-    def boom(batch: list[Request[None, int]]) -> None:
-        raise OSError("disk gone")
-
-    gc: GroupCommitter[None, int] = GroupCommitter(boom)
-    pool = ThreadPoolExecutor(1)
+def test_loop_waiters_get_the_batch_error_and_a_refused_schedule_leaves_no_drain(
+    pool: ThreadPoolExecutor,
+) -> None:
+    gc: GroupCommitter[None, int] = GroupCommitter(_boom)
 
     def refuse(fn: Any) -> None:
         raise RuntimeError("cannot schedule new futures after shutdown")
@@ -343,10 +333,7 @@ def test_loop_waiters_get_the_batch_error_and_a_refused_schedule_leaves_no_drain
         assert await gc.submit_async(lambda _: 3, pool.submit) == 3
         assert applied == [3]
 
-    try:
-        asyncio.run(run())
-    finally:
-        pool.shutdown()
+    asyncio.run(run())
 
 
 CHILD = r"""
