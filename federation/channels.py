@@ -12,12 +12,12 @@ _ROTATION_CHECK_S = 5.0
 CHUNK_SIZE = 1 << 20
 # Room for one data chunk plus its envelope; larger messages are a bug, not a file.
 MAX_MESSAGE = 8 * CHUNK_SIZE
-# A fixed HTTP/2 receive window per stream, so memory per transfer is bounded. gRPC's
-# default sizes the window from a bandwidth-delay estimate, which a busy receiver inflates
-# (its ping acks wait behind the data it cannot process yet): a 1 GiB put through a
-# forwarder grew the owner's RSS by 40 to 100 MiB and the forwarder's by 25 to 140, run to
-# run; with this window, 44 to 54 and 32 to 42 over 11 runs, at the same throughput on
-# loopback. Across a WAN it caps one stream at window / RTT (160 MiB/s at 50 ms).
+# A fixed HTTP/2 receive window per stream, so the memory a transfer holds is bounded.
+# gRPC's default grows the window from its bandwidth-delay estimate, without a cap that
+# matters here: a 1 GiB put through a forwarder grew the owner's RSS by 36 to 101 MiB and
+# the forwarder's by 25 to 141 over 20 runs; with this window, 44 to 54 and 33 to 42 over 8
+# runs, at the same loopback throughput. Across a WAN it caps one stream at window / RTT
+# (160 MiB/s at 50 ms).
 STREAM_WINDOW = 8 << 20
 
 BASE_OPTIONS: list[tuple[str, int | str]] = [
