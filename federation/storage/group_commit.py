@@ -19,12 +19,20 @@ the caller's executor leads batches while such requests wait, so a batch costs o
 wake-up and one loop wake-up however many requests it holds, where a blocking ``submit`` per
 request costs a pool hop each way and a condition wake-up per waiter (issue 14).
 
+A drain may also wait a little before it takes a batch (``linger``), as PostgreSQL's
+``commit_delay`` does when ``commit_siblings`` transactions are active: only when the
+previous batch held several requests, so puts are arriving concurrently, and only until as
+many are queued again. A batch's fixed cost (BEGIN, the version row, the gc checks, COMMIT)
+is then shared by more puts, and the CPU it frees serves more of them; a lone writer's
+batches hold one request and never wait.
+
 This module knows nothing about SQLite or volumes: ``VolumeStorage`` supplies ``run_batch``.
 """
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar, cast
 
@@ -53,9 +61,12 @@ class GroupCommitter(Generic[C, T]):
     """
 
     def __init__(self, run_batch: Callable[[list[Request[C, T]]], None],
-                 max_batch: int = 256) -> None:
+                 max_batch: int = 256, linger: float = 0.0) -> None:
         self._run_batch = run_batch
         self.max_batch = max_batch  # benchmarks compare with 1 (one commit per put)
+        self.linger = linger  # seconds a drain may wait for a batch as big as the last
+        self._last = 0  # requests in the last batch
+        self._gathering = False  # a drain waits for requests (submit_async wakes it)
         self._cond = threading.Condition()
         self._queue: list[Request[C, T]] = []
         self._busy = False
@@ -90,6 +101,8 @@ class GroupCommitter(Generic[C, T]):
         with self._cond:
             self._queue.append(req)
             start, self._draining = not self._draining, True
+            if self._gathering and len(self._queue) >= self._last:
+                self._cond.notify_all()
         if start:
             try:
                 schedule(self._drain)
@@ -102,6 +115,7 @@ class GroupCommitter(Generic[C, T]):
         return future
 
     def _drain(self) -> None:
+        gathered = False
         while True:
             with self._cond:
                 while self._busy:  # a blocking submitter leads; its batch may hold ours
@@ -109,8 +123,28 @@ class GroupCommitter(Generic[C, T]):
                 if not self._queue:
                     self._draining = False
                     return
+                if not gathered and self.linger and self._last > max(1, len(self._queue)):
+                    self._gather_locked()
+                    gathered = True
+                    continue  # the lock was let go: a blocking submitter may have led
+                gathered = False
                 batch = self._take_locked()
             self._lead(batch)
+
+    def _gather_locked(self) -> None:
+        """Wait up to ``linger`` until as many requests are queued as the last batch held,
+        or until another leader took them."""
+        deadline = time.monotonic() + self.linger
+        batches = self.batches
+        self._gathering = True
+        try:
+            while len(self._queue) < self._last and not self._busy and self.batches == batches:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
+        finally:
+            self._gathering = False
 
     def _take_locked(self) -> list[Request[C, T]]:
         self._busy = True
@@ -131,6 +165,7 @@ class GroupCommitter(Generic[C, T]):
                     r.done = True
                 self.batches += 1
                 self.items += len(batch)
+                self._last = len(batch)
                 self._busy = False
                 self._cond.notify_all()
             _settle_futures(batch)

@@ -267,13 +267,21 @@ class SmallPut:
                         mode=mode)
 
 
+# How long a drain of loop puts may wait for a batch as big as the last one. 8 writers of
+# 4 KiB through one owner, 5 interleaved pairs of runs: batches of 2.0 puts became 3.1, the
+# owner's CPU per put went from 0.71 to 0.66 ms (medians) and puts/s from 1,404 to 1,517
+# (4 pairs of 5 won). A lone writer's batches hold one put: it never waits.
+_LINGER_S = 0.001
+
+
 class Puts:
     """Starts puts and commits them in groups."""
 
     def __init__(self, state: VolumeState, gc: BlobCollector) -> None:
         self._state = state
         self._gc = gc
-        self.committer: GroupCommitter[Batch, FileMeta] = GroupCommitter(self.run_batch)
+        self.committer: GroupCommitter[Batch, FileMeta] = GroupCommitter(
+            self.run_batch, linger=_LINGER_S)
 
     def writer(self, path: str) -> PutWriter:
         """Start a put; a path where a directory is, or below a file, fails now."""

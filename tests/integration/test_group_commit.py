@@ -382,3 +382,94 @@ def test_kill9_mid_batch_loses_nothing_acknowledged(tmp_path: Path) -> None:
                 assert hashlib.sha256(_read(vol, f.path)).hexdigest() == f.sha256
             assert vol.version == len(files)
             assert sorted(f.version for f in files.values()) == list(range(1, len(files) + 1))
+
+
+# -- linger: a drain waits for a batch as big as the last one --------------------------------
+def _sizes_recorder(sizes: list[int]) -> Any:
+    def record(batch: list[Request[None, int]]) -> None:
+        sizes.append(len(batch))
+        for r in batch:
+            r.result = r.apply(None)
+
+    return record
+
+
+def _const(i: int) -> Any:
+    return lambda _: i
+
+
+async def _until_drained(gc: GroupCommitter[None, int], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while gc._draining and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    return not gc._draining
+
+
+async def _queued_together(gc: GroupCommitter[None, int], pool: ThreadPoolExecutor, n: int) -> list[int]:
+    """``n`` loop requests queued before their drain starts, so they form one batch."""
+    drains: list[Any] = []
+    futures = [gc.submit_async(_const(i), drains.append) for i in range(n)]
+    assert len(drains) == 1  # one drain for all of them
+    pool.submit(drains[0])
+    return list(await asyncio.gather(*futures))
+
+
+def test_a_drain_after_a_batch_of_three_waits_until_three_are_queued(pool: ThreadPoolExecutor) -> None:
+    sizes: list[int] = []
+    gc: GroupCommitter[None, int] = GroupCommitter(_sizes_recorder(sizes), linger=60.0)
+
+    async def run() -> float:
+        assert await _queued_together(gc, pool, 3) == [0, 1, 2]
+        assert await _until_drained(gc)
+        start = time.monotonic()
+        first = gc.submit_async(lambda _: 10, pool.submit)  # its drain waits for two more
+        await asyncio.sleep(0.05)
+        assert not first.done()
+        rest = [gc.submit_async(_const(i), pool.submit) for i in (11, 12)]
+        assert await asyncio.gather(first, *rest) == [10, 11, 12]
+        return time.monotonic() - start
+
+    elapsed = asyncio.run(run())
+    assert sizes == [3, 3]
+    assert elapsed < 30  # woken by the third request, not by the 60 s linger
+
+
+def test_linger_is_bounded_and_a_lone_writer_never_waits(pool: ThreadPoolExecutor) -> None:
+    sizes: list[int] = []
+    gc: GroupCommitter[None, int] = GroupCommitter(_sizes_recorder(sizes), linger=0.2)
+
+    async def run() -> tuple[float, float]:
+        await _queued_together(gc, pool, 3)
+        assert await _until_drained(gc)
+        start = time.monotonic()
+        assert await gc.submit_async(lambda _: 7, pool.submit) == 7  # waits out the linger
+        waited = time.monotonic() - start
+        assert await _until_drained(gc)
+        gc.linger = 60.0  # the last batch held one request: the next must not wait at all
+        start = time.monotonic()
+        assert await gc.submit_async(lambda _: 8, pool.submit) == 8
+        return waited, time.monotonic() - start
+
+    waited, lone = asyncio.run(run())
+    assert sizes == [3, 1, 1]
+    assert 0.19 <= waited < 30
+    assert lone < 30
+
+
+def test_a_blocking_submitter_may_lead_while_a_drain_waits(pool: ThreadPoolExecutor) -> None:
+    sizes: list[int] = []
+    gc: GroupCommitter[None, int] = GroupCommitter(_sizes_recorder(sizes), linger=60.0)
+
+    async def run() -> list[int]:
+        await _queued_together(gc, pool, 3)
+        assert await _until_drained(gc)
+        waiting = gc.submit_async(lambda _: 20, pool.submit)
+        await asyncio.sleep(0.05)
+        # a blocking put does not wait for a batch: it leads one, taking the waiting request
+        blocking = await asyncio.get_running_loop().run_in_executor(None, gc.submit, lambda _: 21)
+        results = [await waiting, blocking]
+        assert await _until_drained(gc)  # it saw its requests taken, not its 60 s linger out
+        return results
+
+    assert asyncio.run(run()) == [20, 21]
+    assert sizes == [3, 2]
