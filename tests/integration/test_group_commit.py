@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -385,7 +385,7 @@ def test_kill9_mid_batch_loses_nothing_acknowledged(tmp_path: Path) -> None:
 
 
 # -- linger: a drain waits for a batch as big as the last one --------------------------------
-def _sizes_recorder(sizes: list[int]) -> Any:
+def _sizes_recorder(sizes: list[int]) -> Callable[[list[Request[None, int]]], None]:
     def record(batch: list[Request[None, int]]) -> None:
         sizes.append(len(batch))
         for r in batch:
@@ -394,7 +394,7 @@ def _sizes_recorder(sizes: list[int]) -> Any:
     return record
 
 
-def _const(i: int) -> Any:
+def _const(i: int) -> Callable[[None], int]:
     return lambda _: i
 
 
