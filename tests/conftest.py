@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fixtures.etcd",
     "tests.fixtures.federation",
     "tests.fixtures.objectstores",
+    "tests.fixtures.storage",
 ]
 
 EXPECTED_SKIPS: tuple[str, ...] = (

@@ -130,15 +130,6 @@ def _hold_batches(vol: VolumeStorage) -> threading.Event:
 
 # -- queued from an event loop (submit_async / put_small_async) ------------------------------
 @pytest.fixture
-def vol(tmp_path: Path) -> Iterator[VolumeStorage]:
-    v = VolumeStorage.open(tmp_path / "v", "gc", create=True)
-    try:
-        yield v
-    finally:
-        v.close()
-
-
-@pytest.fixture
 def pool() -> Iterator[ThreadPoolExecutor]:
     """Where loop puts' drains run (the controller passes its I/O pool)."""
     executor = ThreadPoolExecutor(4)

@@ -31,15 +31,6 @@ from tests.fixtures.manifest import resolve_manifest
 # helpers
 
 
-@pytest.fixture
-def vol(tmp_path: Path) -> Iterator[VolumeStorage]:
-    v = VolumeStorage.open(tmp_path / "vol", "sensors", create=True)
-    try:
-        yield v
-    finally:
-        v.close()
-
-
 def _target(tmp_path: Path, name: str = "t") -> ObjectStoreTarget:
     store = open_store(f"file://{tmp_path}/{name}/sensors")
     store.make_container()

@@ -7,11 +7,8 @@ is read back with the plain reader in ``tests.fixtures.manifest`` as any other t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from cloud_adapters.registry import open_store
 from federation.storage import VolumeStorage
@@ -20,15 +17,6 @@ from mirroring.protocols import TargetState
 from mirroring.targets import MANIFEST_KEY, ObjectStoreTarget
 from mirroring.targets.objectstore import SEGMENTS_PREFIX
 from tests.fixtures.manifest import resolve_manifest
-
-
-@pytest.fixture
-def vol(tmp_path: Path) -> Iterator[VolumeStorage]:
-    v = VolumeStorage.open(tmp_path / "vol", "sensors", create=True)
-    try:
-        yield v
-    finally:
-        v.close()
 
 
 def _target(tmp_path: Path) -> ObjectStoreTarget:

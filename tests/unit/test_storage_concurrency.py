@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from federation.storage import VolumeStorage
 from tests.support.stored_blobs import stored_blobs
-
-
-@pytest.fixture
-def vol(tmp_path: Path) -> Iterator[VolumeStorage]:
-    v = VolumeStorage.open(tmp_path / "vol", "vol", create=True)
-    yield v
-    v.close()
 
 
 def test_readers_never_see_torn_files(vol: VolumeStorage) -> None:

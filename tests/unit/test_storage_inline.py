@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +23,6 @@ def sha(data: bytes) -> str:
 def read(vol: VolumeStorage, path: str, start: int = 0, end: int | None = None) -> bytes:
     with vol.read(path, start, end, chunk_size=1000) as r:
         return b"".join(r)
-
-
-@pytest.fixture
-def vol(tmp_path: Path) -> Iterator[VolumeStorage]:
-    v = VolumeStorage.open(tmp_path / "v", "v", create=True)
-    yield v
-    v.close()
 
 
 def test_content_goes_inline_up_to_the_threshold(vol: VolumeStorage) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,6 @@ import pytest
 from federation.storage import FileMeta, VolumeStorage
 from namespace.errors import Conflict, FileNotFound, InvalidInput
 from tests.support.stored_blobs import stored_blobs
-
-
-@pytest.fixture
-def vol(tmp_path: Path) -> Iterator[VolumeStorage]:
-    v = VolumeStorage.open(tmp_path / "vol", "vol", create=True)
-    yield v
-    v.close()
 
 
 def sha(data: bytes) -> str:

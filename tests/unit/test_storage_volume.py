@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,6 @@ import pytest
 from federation.storage import DirEntry, FileMeta, VolumeStorage
 from namespace.errors import Conflict, FileNotFound, InvalidInput, StaleEpoch
 from tests.support.stored_blobs import stored_blobs
-
-
-@pytest.fixture
-def vol(tmp_path: Path) -> Iterator[VolumeStorage]:
-    v = VolumeStorage.open(tmp_path / "vol", "vol", create=True)
-    yield v
-    v.close()
 
 
 def sha(data: bytes) -> str:
@@ -101,7 +93,7 @@ def test_version_survives_reopen(tmp_path: Path) -> None:
 
 def test_second_process_style_open_is_refused(vol: VolumeStorage) -> None:
     with pytest.raises(Conflict):
-        VolumeStorage.open(vol.root, "vol")
+        VolumeStorage.open(vol.root, vol.name)
 
 
 def test_namespace_shape_errors(vol: VolumeStorage) -> None:
