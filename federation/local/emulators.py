@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud_adapters.registry import open_store
+from federation.local.ports import free_port, free_port_block
 
 __all__ = [
     "ServerHandle", "ServerUnavailable", "patched_env", "free_port", "free_port_block",
@@ -72,52 +72,6 @@ def patched_env(values: dict[str, str | None]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # As the servers bind (SO_REUSEADDR): a port whose last server connections linger
-        # in TIME_WAIT is free for a new listener.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _below_ephemeral() -> tuple[int, int]:
-    """Ports under the kernel's ephemeral range. Why: no client connection takes one as its
-    local port, and a client socket (or its TIME_WAIT, for a minute after it closed) blocks
-    a listener's bind even with SO_REUSEADDR, unless the client had set it too. After
-    bench.mirror's tens of thousands of S3 requests, no block of 10 free ports was left in
-    the ephemeral range."""
-    try:
-        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        first = 0
-    if first - 12000 < 10000:
-        return 42000, 60000  # no room below it: try the old range
-    return first - 12000, first
-
-
-def free_port_block(n: int, *, low: int | None = None, high: int | None = None) -> int:
-    """First port of ``n`` consecutive ports that are free right now (random start), below
-    the ephemeral range unless ``low``/``high`` say otherwise."""
-    default_low, default_high = _below_ephemeral()
-    low, high = low or default_low, high or default_high
-    rng = secrets.SystemRandom()
-    for _ in range(200):
-        base = rng.randrange(low, high - n)
-        if all(_port_free(base + i) for i in range(n)):
-            return base
-    raise RuntimeError(f"no block of {n} free loopback ports in [{low}, {high})")
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:

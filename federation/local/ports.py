@@ -1,11 +1,64 @@
-"""Free loopback ports for servers started on this machine."""
+"""Free loopback ports for servers started on this machine (tests, benchmarks, local runs).
+
+Ports come from below the kernel's ephemeral range. A port the OS picked for ``bind(0)`` is
+an ephemeral one, and between our closing it and the server binding it, any client
+connection on the machine may take it as its local port: the controller then dies with
+"Failed to bind" (seen in CI). No client connection takes a port below that range.
+"""
 from __future__ import annotations
 
+import secrets
 import socket
+import threading
+from pathlib import Path
+
+_handed_out: set[int] = set()  # never give the same port twice (its server may not be up yet)
+_lock = threading.Lock()
+
+
+def _below_ephemeral() -> tuple[int, int]:
+    """Ports under the kernel's ephemeral range. Why: a client socket (or its TIME_WAIT, for
+    a minute after it closed) blocks a listener's bind even with SO_REUSEADDR, unless the
+    client had set it too. After bench.mirror's tens of thousands of S3 requests, no block
+    of 10 free ports was left in the ephemeral range."""
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 0
+    if first - 12000 < 10000:
+        return 42000, 60000  # no room below it: try the old range
+    return first - 12000, first
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the servers bind (SO_REUSEADDR): a port whose last server connections linger
+        # in TIME_WAIT is free for a new listener.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(n: int, *, low: int | None = None, high: int | None = None) -> int:
+    """First port of ``n`` consecutive ports that are free right now and were not handed out
+    before by this process (random start), below the ephemeral range unless ``low``/``high``
+    say otherwise."""
+    default_low, default_high = _below_ephemeral()
+    low, high = low or default_low, high or default_high
+    rng = secrets.SystemRandom()
+    with _lock:
+        for _ in range(200):
+            base = rng.randrange(low, high - n + 1)
+            block = range(base, base + n)
+            if _handed_out.isdisjoint(block) and all(_port_free(p) for p in block):
+                _handed_out.update(block)
+                return base
+    raise RuntimeError(f"no block of {n} free loopback ports in [{low}, {high})")
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that is free now, below the ephemeral range."""
+    return free_port_block(1)
