@@ -46,7 +46,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
 from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
 from federation.api.errors import kind_of, trailing_metadata
-from federation.channels import AioChannelPool
+from federation.channels import BASE_OPTIONS, AioChannelPool
 from federation.controller.authz import peer_identity
 from federation.controller.metrics import ControllerMetrics
 from federation.edge_mux import ON_BEHALF_OF, InCall, LinkMux, RelayHandler, forwardable, replay
@@ -268,7 +268,9 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        self._relay = grpc.aio.server()
+        # The relay hop carries file data too: the same fixed stream window and message
+        # limits as every other hop, so a relayed transfer's memory stays bounded.
+        self._relay = grpc.aio.server(options=BASE_OPTIONS)
         self._relay.add_generic_rpc_handlers((RelayHandler(self._route_down),))
         port = self._relay.add_insecure_port("127.0.0.1:0")
         self._relay_addr = f"127.0.0.1:{port}"
@@ -364,7 +366,7 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         ch = self._site_channels.get(site)
         if ch is None:
             ch = self._site_channels[site] = grpc.aio.insecure_channel(
-                self._relay_addr, interceptors=site_interceptors(site))
+                self._relay_addr, options=BASE_OPTIONS, interceptors=site_interceptors(site))
         return ch
 
     def _route_down(self, method: str, md: dict[str, str]) -> tuple[LinkMux, str, bool]:
