@@ -8,10 +8,15 @@ the signature from the recorded request: they must be equal.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import http.server
+import ssl
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,6 +27,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from cloud_adapters import s3_direct
 from cloud_adapters.s3_direct import DirectS3
 
 _SEEN: list[dict[str, Any]] = []
@@ -143,3 +149,103 @@ def test_unmodelled_client_falls_back_to_botocore(endpoint: str) -> None:
     session = boto3.session.Session(region_name="us-east-1")
     client = session.client("s3", endpoint_url=endpoint, config=Config(signature_version=UNSIGNED))
     assert DirectS3.build(client, session, "bkt", pool_size=4) is None
+
+
+# -- connections ------------------------------------------------------------------------------
+
+
+class _KeepAlive(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive; records each request's client port. A key ending in
+    ``/hangup`` is answered, then the connection closed without a ``Connection: close``
+    header, as a server does with an idle connection it times out."""
+
+    protocol_version = "HTTP/1.1"
+    ports: list[int] = []
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        type(self).ports.append(self.client_address[1])
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        if self.path.endswith("/hangup"):
+            self.wfile.flush()
+            self.close_connection = True
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _serve(handler: type[http.server.BaseHTTPRequestHandler],
+           tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{srv.server_address[1]}/bkt/"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _plain(base_url: str, ca_certs: str | None = None) -> DirectS3:
+    return DirectS3(base_url=base_url, region="us-east-1",
+                    credentials=Credentials("AKIDEXAMPLE", "secret"), ca_certs=ca_certs,
+                    pool_size=2, connect_timeout=5, read_timeout=5)
+
+
+def _put(direct: DirectS3, key: str) -> None:
+    direct.put_object(key, b"x", hashlib.sha256(b"x").hexdigest(), {})
+
+
+def test_requests_reuse_one_kept_alive_connection() -> None:
+    _KeepAlive.ports = []
+    with _serve(_KeepAlive) as url:
+        direct = _plain(url)
+        for i in range(5):
+            _put(direct, f"k{i}")
+    assert len(_KeepAlive.ports) == 5 and len(set(_KeepAlive.ports)) == 1
+
+
+def test_a_connection_the_server_closed_is_replaced_not_failed() -> None:
+    _KeepAlive.ports = []
+    with _serve(_KeepAlive) as url:
+        direct = _plain(url)
+        _put(direct, "a/hangup")
+        idle = direct._pool._idle[0]
+        assert idle.sock is not None  # kept: the server never said it would close
+        deadline = time.monotonic() + 5
+        while not s3_direct._dropped(idle) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the server's close reached this side
+        _put(direct, "b")  # on a new connection, without an error
+        _put(direct, "c")
+    assert len(_KeepAlive.ports) == 3 and _KeepAlive.ports[1] != _KeepAlive.ports[0]
+    assert _KeepAlive.ports[2] == _KeepAlive.ports[1]
+
+
+def test_idle_connections_close_with_the_store() -> None:
+    with _serve(_KeepAlive) as url:
+        direct = _plain(url)
+        _put(direct, "k")
+        (conn,) = direct._pool._idle
+        del direct
+        gc.collect()
+        assert conn.sock is None
+
+
+def test_https_verifies_the_server_against_the_ca_bundle(tmp_path: Path) -> None:
+    from federation.certs import init_certs
+
+    init_certs(tmp_path, ["s3"])
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(tmp_path / "s3.crt", tmp_path / "s3.key")
+    _KeepAlive.ports = []
+    with _serve(_KeepAlive, tls) as url:
+        _put(_plain(url, ca_certs=str(tmp_path / "ca.crt")), "k")
+        assert len(_KeepAlive.ports) == 1
+        with pytest.raises(bex.HTTPClientError, match="CERTIFICATE_VERIFY_FAILED"):
+            _put(_plain(url), "k")  # the system's CAs did not issue it
+    assert len(_KeepAlive.ports) == 1
