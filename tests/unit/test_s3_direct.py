@@ -63,16 +63,25 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+@contextlib.contextmanager
+def _serve(handler: type[http.server.BaseHTTPRequestHandler],
+           tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        srv.socket = tls.wrap_socket(srv.socket, server_side=True)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{srv.server_address[1]}"
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with _serve(_Recorder) as url:
+        yield url
 
 
 def _direct(endpoint: str, token: str | None = None) -> tuple[DirectS3, Credentials]:
@@ -176,23 +185,8 @@ class _KeepAlive(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
-def _serve(handler: type[http.server.BaseHTTPRequestHandler],
-           tls: ssl.SSLContext | None = None) -> Iterator[str]:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    if tls is not None:
-        srv.socket = tls.wrap_socket(srv.socket, server_side=True)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{srv.server_address[1]}/bkt/"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-
-
-def _plain(base_url: str, ca_certs: str | None = None) -> DirectS3:
-    return DirectS3(base_url=base_url, region="us-east-1",
+def _plain(origin: str, ca_certs: str | None = None) -> DirectS3:
+    return DirectS3(base_url=origin + "/bkt/", region="us-east-1",
                     credentials=Credentials("AKIDEXAMPLE", "secret"), ca_certs=ca_certs,
                     pool_size=2, connect_timeout=5, read_timeout=5)
 
