@@ -1,4 +1,4 @@
-"""Argument checks shared by the volume's modules: volume paths and mode bits.
+"""Argument checks shared by the volume's modules: volume paths, mode bits and promised hashes.
 
 They raise ``InvalidInput`` before anything is read or written, so bad input changes
 nothing. This module must stay free of I/O.
@@ -32,3 +32,9 @@ def check_mode(mode: int) -> int:
 
 def basename(path: str) -> str:
     return path.rsplit("/", 1)[-1]
+
+
+def check_sha256(what: str, expect: str | None, sha256: str) -> None:
+    """Refuse content whose sha256 is not the one the writer promised (commits nothing)."""
+    if expect is not None and expect.lower() != sha256:
+        raise InvalidInput(f"sha256 mismatch for {what}: expected {expect}, got {sha256}")

@@ -26,12 +26,12 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from namespace.errors import Conflict, InvalidInput
+from namespace.errors import Conflict
 
 from . import catalog as cat
 from . import inline
 from .blobs import BlobStore, TempBlob
-from .checks import check_mode, check_path
+from .checks import check_mode, check_path, check_sha256
 from .gc import BlobCollector
 from .group_commit import GroupCommitter, Request
 from .models import FileMeta
@@ -44,12 +44,6 @@ def fault(point: str) -> None:
     """Crash-test hook: SIGKILL this process at ``point`` when ``GNS_STORAGE_FAULT`` says so."""
     if os.environ.get(FAULT_ENV) == point:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def check_sha256(path: str, expect: str | None, sha256: str) -> None:
-    """Refuse content whose sha256 is not the one the writer promised (commits nothing)."""
-    if expect is not None and expect.lower() != sha256:
-        raise InvalidInput(f"sha256 mismatch for {path!r}: expected {expect}, got {sha256}")
 
 
 def _stamp(mtime: float | None, mode: int | None) -> tuple[float, int | None]:
@@ -117,7 +111,7 @@ class PutWriter:
             else:
                 assert temp is not None
                 sha = temp.finish()
-            check_sha256(self.path, expect_sha256, sha)
+            check_sha256(repr(self.path), expect_sha256, sha)
             fault("before_install")
             if small is not None:
                 fault("after_install")
@@ -376,7 +370,7 @@ class Puts:
             raise ValueError(f"{len(data)} bytes is not inline-sized")
         check_path(path)
         sha = hashlib.sha256(data).hexdigest()
-        check_sha256(path, expect_sha256, sha)
+        check_sha256(repr(path), expect_sha256, sha)
         return self.committer.submit_async(
             self._small_put(path, data, sha, mtime, None, mode, if_absent, gate), schedule
         )

@@ -1,15 +1,23 @@
 """Replica ingest: blobs arriving ahead of the version that uses them, then that version.
 
-A replica (or a hydrating owner) first stores each blob durably with ``ingest_blob`` (marked
-``staged``, so the sweep at open keeps it; always a blob file, even small content: this
-path is unchanged by inline blobs, which only the put path writes), then applies one primary version's net changes
-(``apply_changes``) or replaces the whole state (``reset_to``) in ONE transaction. A file
-whose blob is missing (neither inline nor a file) aborts the whole transaction: nothing
-changes.
+A replica (or a hydrating owner) first stores each blob with ``ingest_blob`` (marked
+``staged``, so neither the sweep at open nor collection takes it), then applies one primary
+version's net changes (``apply_changes``) or replaces the whole state (``reset_to``) in ONE
+transaction. A file whose blob is missing (neither inline nor a file) aborts the whole
+transaction: nothing changes.
+
+Content up to ``inline.INLINE_MAX`` is staged as an inline row, in the same transaction as
+its ``staged`` row, as the put path stores it: a mirror pass of many small files then costs
+a replica one small transaction per blob instead of a temp file, its fsync, a rename and a
+directory fsync each. Staging skips the WAL fsync (a staged blob lost in a crash only costs
+a re-copy: the sender asks ``Lacks`` again); the apply that uses it commits with
+``synchronous=FULL``, and that fsync of the WAL covers every frame written before it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -19,7 +27,7 @@ from namespace.errors import FileNotFound, InvalidInput
 from . import catalog as cat
 from . import inline
 from .blobs import SHA256_RE
-from .checks import check_path
+from .checks import check_path, check_sha256
 from .gc import BlobCollector
 from .models import FileMeta
 from .state import VolumeState
@@ -33,33 +41,60 @@ class ReplicaIngest:
         self._gc = gc
 
     def ingest_blob(self, chunks: Iterable[bytes], expect_sha256: str | None = None) -> str:
-        """Store a blob durably for a coming ``reset_to``/``apply_changes``; return its sha256.
+        """Stage a blob for a coming ``reset_to``/``apply_changes``; return its sha256.
 
         The blob is marked staged, so the sweep at open keeps it until a reset or apply
-        makes use of it (an interrupted replica sync does not lose what arrived).
+        makes use of it (an interrupted replica sync does not lose what arrived). Inline-sized
+        content is gathered in memory and staged as an inline row; larger content streams to
+        a blob file.
         """
+        rest = iter(chunks)
+        head: list[bytes] = []
+        size = 0
+        for chunk in rest:
+            head.append(chunk)
+            size += len(chunk)
+            if size > inline.INLINE_MAX:
+                return self._ingest_file(itertools.chain(head, rest), expect_sha256)
+        data = b"".join(head)
+        sha = hashlib.sha256(data).hexdigest()
+        check_sha256("a blob", expect_sha256, sha)
+        self._stage(sha, data)
+        return sha
+
+    def _ingest_file(self, chunks: Iterable[bytes], expect_sha256: str | None) -> str:
         temp = self._state.blobs.new_temp()
         try:
             for chunk in chunks:
                 temp.write(chunk)
             sha = temp.finish()
-            if expect_sha256 is not None and expect_sha256.lower() != sha:
-                raise InvalidInput(f"sha256 mismatch: expected {expect_sha256}, got {sha}")
+            check_sha256("a blob", expect_sha256, sha)
             with self._gc.hold(sha):
                 self._state.blobs.install(temp, sha)
-                conn = self._state.catalog.conn()
-                # Losing this row in a crash only costs a re-copy: skip the WAL fsync.
-                conn.execute("PRAGMA synchronous=NORMAL")
-                try:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO staged(sha256, ts) VALUES (?, ?)",
-                        (sha, time.time()),
-                    )
-                finally:
-                    conn.execute("PRAGMA synchronous=FULL")
+                self._stage(sha, None)
             return sha
         finally:
             temp.discard()
+
+    def _stage(self, sha256: str, data: bytes | None) -> None:
+        """The ``staged`` row, and the inline row when ``data`` is given, in one transaction
+        under the volume's lock (collection, which holds it, never sees one without the
+        other)."""
+        state = self._state
+        with state.lock:
+            conn = state.catalog.conn()
+            # Losing these rows in a crash only costs a re-copy: skip the WAL fsync.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with state.write_txn() as txn:
+                    if data is not None:
+                        inline.store_many(txn, [(sha256, data)])
+                    txn.execute(
+                        "INSERT OR REPLACE INTO staged(sha256, ts) VALUES (?, ?)",
+                        (sha256, time.time()),
+                    )
+            finally:
+                conn.execute("PRAGMA synchronous=FULL")
 
     def has_blob(self, sha256: str) -> bool:
         """Whether a blob with this content is stored, inline or as a file (lets a mirror

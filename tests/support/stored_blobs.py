@@ -6,6 +6,8 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
+from federation.storage.blobs import BlobStore
+
 
 def blob_files(root: Path) -> set[str]:
     """Names of the blob files under ``<root>/blobs``."""
@@ -22,3 +24,18 @@ def inline_blobs(root: Path) -> set[str]:
 def stored_blobs(root: Path) -> set[str]:
     """Every blob the volume stores, whichever its kind."""
     return blob_files(root) | inline_blobs(root)
+
+
+def small_blob_file(root: Path, data: bytes) -> str:
+    """Store ``data`` as a blob file of the volume at ``root``, however small, as replicas of
+    releases before inline replica ingest did; return its sha256. Nothing references it:
+    the caller commits a file that does."""
+    store = BlobStore(root)
+    temp = store.new_temp()
+    try:
+        temp.write(data)
+        sha = temp.finish()
+        store.install(temp, sha)
+        return sha
+    finally:
+        temp.discard()

@@ -3,6 +3,7 @@ blob lookups of both kinds, collection of both kinds, pins, replicas, and volume
 before inline blobs existed."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import threading
@@ -12,8 +13,8 @@ import pytest
 
 from federation.storage import FileMeta, VolumeStorage
 from federation.storage.inline import INLINE_MAX
-from namespace.errors import FileNotFound
-from tests.support.stored_blobs import blob_files, inline_blobs, stored_blobs
+from namespace.errors import FileNotFound, InvalidInput
+from tests.support.stored_blobs import blob_files, inline_blobs, small_blob_file, stored_blobs
 
 
 def sha(data: bytes) -> str:
@@ -103,7 +104,7 @@ def test_pin_keeps_an_old_inline_blob_until_unpin(vol: VolumeStorage) -> None:
 def test_same_content_as_file_and_inline_is_read_and_collected(tmp_path: Path) -> None:
     v = VolumeStorage.open(tmp_path / "r", "r", create=True)
     try:
-        s = v.ingest_blob([b"shared"])  # replica ingest stores a file, even small content
+        s = small_blob_file(v.root, b"shared")  # as an older release's replica stored it
         assert blob_files(v.root) == {s}
         v.apply_changes([FileMeta("x", 6, s, 1.0, 1)], [], 1)
         v.put_bytes("y", b"shared")  # a put of the same content stores it inline too
@@ -131,10 +132,62 @@ def test_replica_apply_and_reset_accept_inline_blobs(vol: VolumeStorage) -> None
     assert read(vol, "c") == b"inline content"
 
 
+def staged(root: Path) -> set[str]:
+    uri = f"file:{root / 'catalog.sqlite'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+        return {str(r[0]) for r in conn.execute("SELECT sha256 FROM staged")}
+
+
+def test_replica_ingest_stages_small_content_inline(vol: VolumeStorage) -> None:
+    """Up to INLINE_MAX a replica keeps what arrives as an inline row, chunked or not; above
+    it, a blob file. Either way staged, and no temp file is left."""
+    edge, over = b"e" * INLINE_MAX, b"o" * (INLINE_MAX + 1)
+
+    def chunks(d: bytes) -> list[bytes]:
+        return [d[i : i + 1000] for i in range(0, len(d), 1000)]
+
+    shas = [vol.ingest_blob(chunks(edge)), vol.ingest_blob([b""]), vol.ingest_blob([]),
+            vol.ingest_blob(chunks(over), expect_sha256=sha(over))]
+    assert shas == [sha(edge), sha(b""), sha(b""), sha(over)]
+    assert inline_blobs(vol.root) == {sha(edge), sha(b"")}
+    assert blob_files(vol.root) == {sha(over)}
+    assert staged(vol.root) == set(shas)
+    assert list((vol.root / "tmp").iterdir()) == []
+    files = [FileMeta("e", len(edge), sha(edge), 1.0, 1), FileMeta("o", len(over), sha(over), 1.0, 1)]
+    vol.apply_changes(files, [], vol.version + 1)
+    assert read(vol, "e") == edge and read(vol, "o") == over
+    assert staged(vol.root) == {sha(b"")}  # used ones lose the mark; the unused one keeps it
+    vol.reset_to([], vol.version + 1)  # a reset drops what was staged and not used
+    assert stored_blobs(vol.root) == set() and staged(vol.root) == set()
+
+
+def test_replica_ingest_refuses_a_wrong_hash_and_stores_nothing(vol: VolumeStorage) -> None:
+    for data in (b"small", b"x" * (INLINE_MAX + 1)):
+        with pytest.raises(InvalidInput, match="sha256 mismatch"):
+            vol.ingest_blob([data], expect_sha256=sha(b"other"))
+    assert stored_blobs(vol.root) == set() and staged(vol.root) == set()
+    assert list((vol.root / "tmp").iterdir()) == []
+
+
+def test_a_staged_inline_blob_outlives_collection_and_a_restart(tmp_path: Path) -> None:
+    """Content a put stops using while the same content is staged (a replica promoted while
+    a mirror pass was under way) stays until the apply that uses it."""
+    root = tmp_path / "r"
+    with VolumeStorage.open(root, "r", create=True) as v:
+        v.put_bytes("a", b"shared")
+        s = v.ingest_blob([b"shared"])
+        v.put_bytes("a", b"other")  # its commit collects what no file uses any more
+        assert s in inline_blobs(root) and blob_files(root) == set()
+    with VolumeStorage.open(root, "r") as v:
+        assert v.has_blob(s)
+        v.apply_changes([FileMeta("b", 6, s, 1.0, 3)], [], v.version + 1)
+        assert read(v, "b") == b"shared"
+
+
 def test_a_volume_made_before_inline_blobs_opens_and_works(tmp_path: Path) -> None:
     root = tmp_path / "old"
     v = VolumeStorage.open(root, "old", create=True)
-    s = v.ingest_blob([b"old small file"])
+    s = small_blob_file(root, b"old small file")  # an older release kept only files
     v.apply_changes([FileMeta("f", 14, s, 1.0, 1)], [], 1)
     v.close()
     with sqlite3.connect(root / "catalog.sqlite") as conn:  # the catalog of an older release
@@ -177,10 +230,9 @@ def test_overwritten_inline_blob_goes_in_the_same_commit(vol: VolumeStorage) -> 
         vol._state.catalog.conn().set_trace_callback(None)
     assert len(begins) == 1, begins  # no separate collection transaction
     assert stored_blobs(vol.root) == {sha(b"second")}
-    # the same content also as a blob file (replica ingest): the row goes now, the file
-    # once the commit is durable
-    s = vol.ingest_blob([b"second"])
-    vol.apply_changes([], [], vol.version + 1)  # the staged mark is dropped
+    # the same content also as a blob file (an older release's replica ingest): the row goes
+    # now, the file once the commit is durable
+    s = small_blob_file(vol.root, b"second")
     assert blob_files(vol.root) == {s} and inline_blobs(vol.root) == {s}
     vol.put_bytes("a", b"third")
     assert stored_blobs(vol.root) == {sha(b"third")}
