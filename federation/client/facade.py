@@ -31,6 +31,7 @@ from federation.client.streams import (
     StreamingWriter,
     dir_entry,
     file_info,
+    read_at_least,
     seekable_source,
     size_of,
     write_local_file,
@@ -240,19 +241,34 @@ class Client(ControlCommands, Routing):
             except OSError as exc:
                 raise InvalidInput(f"cannot read {local}: {exc.strerror}") from None
             with fh:
-                if size_of(fh) <= self.chunk_size:
-                    # Read one byte past a chunk: a file that grew since fstat still streams.
-                    data = fh.read(self.chunk_size + 1)
-                    if len(data) <= self.chunk_size:
-                        return self._put_whole(data, path, epoch, mtime, progress, mode, if_absent)
-                    fh.seek(0)
-                return self._put_stream(fh, path, epoch, mtime, progress, mode, if_absent)
+                return self._put_file(fh, path, epoch, mtime, progress, mode, if_absent)
         if isinstance(src, (bytes, bytearray, memoryview)):
             data = bytes(src)
             if len(data) <= self.chunk_size:
                 return self._put_whole(data, path, epoch, mtime, progress, mode, if_absent)
             return self._put_stream(io.BytesIO(data), path, epoch, mtime, progress, mode, if_absent)
-        return self._put_stream(src, path, epoch, mtime, progress, mode, if_absent)
+        return self._put_file(src, path, epoch, mtime, progress, mode, if_absent)
+
+    def _put_file(
+        self, fh: IO[bytes], path: str, epoch: int | None, mtime: float | None, progress: Progress | None,
+        mode: int | None, if_absent: bool,
+    ) -> FileInfo:
+        """A file object (a local file, stdin, fsspec's and FUSE's write queues). Unless its
+        size says it is longer, read one byte past a chunk first: content that ends within
+        it goes whole, in one unary Put, which may also be re-routed (its bytes are in
+        memory, even from a pipe); longer content streams, from the start again where the
+        source can seek, else with the bytes already read first. A local file that grew
+        since fstat streams too."""
+        seekable = seekable_source(fh)
+        start = fh.tell() if seekable else 0
+        if not seekable or size_of(fh) <= self.chunk_size:
+            head = read_at_least(fh, self.chunk_size + 1)
+            if len(head) <= self.chunk_size:
+                return self._put_whole(head, path, epoch, mtime, progress, mode, if_absent)
+            if not seekable:
+                return self._put_stream(fh, path, epoch, mtime, progress, mode, if_absent, head)
+            fh.seek(start)
+        return self._put_stream(fh, path, epoch, mtime, progress, mode, if_absent)
 
     def _put_whole(
         self, data: bytes, path: str, epoch: int | None, mtime: float | None, progress: Progress | None,
@@ -284,9 +300,11 @@ class Client(ControlCommands, Routing):
 
     def _put_stream(
         self, fh: IO[bytes], path: str, epoch: int | None, mtime: float | None, progress: Progress | None,
-        mode: int | None = None, if_absent: bool = False,
+        mode: int | None = None, if_absent: bool = False, head: bytes = b"",
     ) -> FileInfo:
-        size_hint = size_of(fh)
+        """Stream ``head`` (bytes already read from a source that cannot seek back), then
+        the rest of ``fh``."""
+        size_hint = size_of(fh) + len(head)
         # A non-seekable source (stdin) can be sent once only: no re-route retry for it.
         seekable = seekable_source(fh)
         start = fh.tell() if seekable else 0
@@ -296,7 +314,7 @@ class Client(ControlCommands, Routing):
                 fh.seek(start)
             header = pb.WriteHeader(target=target, mtime=mtime or 0.0, size_hint=size_hint, mode=mode or 0,
                                     if_absent=if_absent)
-            reply: pb.WriteReply = stub.Write(self._chunks(fh, header, progress), timeout=None)
+            reply: pb.WriteReply = stub.Write(self._chunks(fh, header, progress, head), timeout=None)
             return reply
 
         if not seekable:
@@ -309,8 +327,14 @@ class Client(ControlCommands, Routing):
             reply = self._call(call, path, epoch)
         return file_info(reply.info)
 
-    def _chunks(self, fh: IO[bytes], header: pb.WriteHeader, progress: Progress | None) -> Iterator[pb.WriteChunk]:
+    def _chunks(self, fh: IO[bytes], header: pb.WriteHeader, progress: Progress | None,
+                head: bytes = b"") -> Iterator[pb.WriteChunk]:
         yield pb.WriteChunk(header=header)
+        for at in range(0, len(head), self.chunk_size):
+            piece = head[at : at + self.chunk_size]
+            yield pb.WriteChunk(data=piece)
+            if progress:
+                progress(len(piece))
         while True:
             data = fh.read(self.chunk_size)
             if not data:

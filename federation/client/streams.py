@@ -95,6 +95,20 @@ def size_of(fh: Any) -> int:
         return 0
 
 
+def read_at_least(fh: IO[bytes], n: int) -> bytes:
+    """At least ``n`` bytes of ``fh`` unless it ends first (b"" from ``read``). A pipe, or a
+    queue-fed source, may return fewer bytes per read than asked, or more."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        data = fh.read(n - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
 def write_local_file(dst: Path, chunks: Iterable[bytes], progress: Progress | None = None) -> int:
     """Write ``chunks`` to a new local file ``dst`` and fsync it; the byte count.
 

@@ -8,6 +8,7 @@ import random
 import threading
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import IO, cast
 
 import grpc
 import pytest
@@ -75,6 +76,43 @@ def test_small_put_forwarded_by_a_non_owner(fed: Federation) -> None:
         c.put(b"again", "/pu/via/f.bin", if_absent=True)  # the owner's refusal comes back as is
     with fed.client() as c:
         assert c.cat("/pu/via/f.bin") == data
+
+
+class _Pieces:
+    """A source with ``read`` only (no seek, no fileno), as a pipe or a write queue is: it
+    hands out ``piece`` bytes per call whatever it is asked for, fewer or more."""
+
+    def __init__(self, data: bytes, piece: int) -> None:
+        self._data, self._at, self._piece = data, 0, piece
+
+    def read(self, n: int = -1) -> bytes:
+        out = self._data[self._at : self._at + self._piece]
+        self._at += len(out)
+        return out
+
+
+def test_a_source_that_cannot_seek_goes_whole_when_small_and_streams_the_rest(fed: Federation) -> None:
+    """stdin, fsspec's and FUSE's write queues: small content in one Put (re-routable, its
+    bytes are in memory), longer content streamed with the bytes read ahead going first."""
+    with fed.client() as c:
+        puts, writes = calls(fed, "onprem-a", "Put"), calls(fed, "onprem-a", "Write")
+        small = random.randbytes(5000)
+        assert c.put(cast(IO[bytes], _Pieces(small, 777)), "/pu/pipe/small").sha256 == sha(small)
+        assert c.put(cast(IO[bytes], _Pieces(b"", 1)), "/pu/pipe/empty").size == 0
+        assert (calls(fed, "onprem-a", "Put"), calls(fed, "onprem-a", "Write")) == (puts + 2, writes)
+        for piece in (300_001, 3 * c.chunk_size):  # fewer bytes per read than asked, and more
+            big = random.randbytes(2 * c.chunk_size + 12_345)
+            seen: list[int] = []
+            info = c.put(cast(IO[bytes], _Pieces(big, piece)), "/pu/pipe/big", progress=seen.append)
+            assert info.sha256 == sha(big) and info.size == len(big)
+            assert c.cat("/pu/pipe/big") == big and sum(seen) == len(big)
+        assert calls(fed, "onprem-a", "Write") == writes + 2
+        assert c.cat("/pu/pipe/small") == small
+    out = fed.gns_bytes("put", "-", "/pu/pipe/stdin", input=small)
+    assert out.returncode == 0, out.stderr
+    assert (calls(fed, "onprem-a", "Put"), calls(fed, "onprem-a", "Write")) == (puts + 3, writes + 2)
+    with fed.client() as c:
+        assert c.cat("/pu/pipe/stdin") == small
 
 
 def test_put_bad_input_changes_nothing(fed: Federation) -> None:
