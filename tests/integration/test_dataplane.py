@@ -63,7 +63,7 @@ def test_via_forwarding_both_ways(fed: Federation) -> None:
     import urllib.request
 
     metrics = urllib.request.urlopen(f"http://{ctl}/metrics", timeout=5).read().decode()
-    assert 'gns_forwarded_total{method="Write",to="onprem-b"}' in metrics
+    assert 'gns_forwarded_total{method="Put",to="onprem-b"}' in metrics  # small: one unary Put
     assert "gns_request_seconds_bucket" in metrics and "gns_bytes_in_total" in metrics
     assert "gns_lease_renewals" in metrics
 

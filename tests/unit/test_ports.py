@@ -4,6 +4,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
 from federation.local import ports
 
 
@@ -26,7 +28,9 @@ def test_a_block_is_free_and_does_not_overlap_ports_handed_out() -> None:
             s.bind(("127.0.0.1", p))
 
 
-def test_a_port_in_use_is_never_handed_out() -> None:
+def test_a_port_in_use_is_never_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ports handed out to earlier tests of this process are never given again: start afresh.
+    monkeypatch.setattr(ports, "_handed_out", set())
     low, _ = ports._below_ephemeral()
     with socket.socket() as s:
         s.bind(("127.0.0.1", low))
