@@ -8,8 +8,9 @@ never leave the row without its blob or the blob without its row.
 
 Inline blobs are content-addressed like blob files and obey the same rules: immutable, and
 deleted only by garbage collection (``gc.py``) once nothing references them and no pin is
-held. The same content may exist both inline and as a file (a replica ingests files; an
-older volume has only files): readers accept either, collection removes both.
+held. The same content may exist both inline and as a file (a replica of an earlier release
+ingested every blob as a file; an older volume has only files): readers accept either,
+collection removes both.
 
 This module only speaks SQL on a connection the caller owns (transactions included).
 """
