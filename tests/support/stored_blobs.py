@@ -14,11 +14,21 @@ def blob_files(root: Path) -> set[str]:
     return {p.name for p in (root / "blobs").rglob("*") if p.is_file()}
 
 
-def inline_blobs(root: Path) -> set[str]:
-    """sha256 of every inline blob row in ``<root>/catalog.sqlite`` (read-only)."""
+def _catalog_shas(root: Path, table: str) -> set[str]:
+    """The sha256 column of ``table`` in ``<root>/catalog.sqlite``, opened read-only."""
     uri = f"file:{root / 'catalog.sqlite'}?mode=ro"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-        return {str(r[0]) for r in conn.execute("SELECT sha256 FROM inline_blobs")}
+        return {str(r[0]) for r in conn.execute(f"SELECT sha256 FROM {table}")}
+
+
+def inline_blobs(root: Path) -> set[str]:
+    """sha256 of every inline blob row."""
+    return _catalog_shas(root, "inline_blobs")
+
+
+def staged_blobs(root: Path) -> set[str]:
+    """sha256 of every blob a replica staged for a coming apply or reset."""
+    return _catalog_shas(root, "staged")
 
 
 def stored_blobs(root: Path) -> set[str]:

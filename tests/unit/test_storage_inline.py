@@ -3,7 +3,6 @@ blob lookups of both kinds, collection of both kinds, pins, replicas, and volume
 before inline blobs existed."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import sqlite3
 import threading
@@ -14,7 +13,13 @@ import pytest
 from federation.storage import FileMeta, VolumeStorage
 from federation.storage.inline import INLINE_MAX
 from namespace.errors import FileNotFound, InvalidInput
-from tests.support.stored_blobs import blob_files, inline_blobs, small_blob_file, stored_blobs
+from tests.support.stored_blobs import (
+    blob_files,
+    inline_blobs,
+    small_blob_file,
+    staged_blobs,
+    stored_blobs,
+)
 
 
 def sha(data: bytes) -> str:
@@ -132,12 +137,6 @@ def test_replica_apply_and_reset_accept_inline_blobs(vol: VolumeStorage) -> None
     assert read(vol, "c") == b"inline content"
 
 
-def staged(root: Path) -> set[str]:
-    uri = f"file:{root / 'catalog.sqlite'}?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-        return {str(r[0]) for r in conn.execute("SELECT sha256 FROM staged")}
-
-
 def test_replica_ingest_stages_small_content_inline(vol: VolumeStorage) -> None:
     """Up to INLINE_MAX a replica keeps what arrives as an inline row, chunked or not; above
     it, a blob file. Either way staged, and no temp file is left."""
@@ -151,21 +150,21 @@ def test_replica_ingest_stages_small_content_inline(vol: VolumeStorage) -> None:
     assert shas == [sha(edge), sha(b""), sha(b""), sha(over)]
     assert inline_blobs(vol.root) == {sha(edge), sha(b"")}
     assert blob_files(vol.root) == {sha(over)}
-    assert staged(vol.root) == set(shas)
+    assert staged_blobs(vol.root) == set(shas)
     assert list((vol.root / "tmp").iterdir()) == []
     files = [FileMeta("e", len(edge), sha(edge), 1.0, 1), FileMeta("o", len(over), sha(over), 1.0, 1)]
     vol.apply_changes(files, [], vol.version + 1)
     assert read(vol, "e") == edge and read(vol, "o") == over
-    assert staged(vol.root) == {sha(b"")}  # used ones lose the mark; the unused one keeps it
+    assert staged_blobs(vol.root) == {sha(b"")}  # used ones lose the mark; the unused one keeps it
     vol.reset_to([], vol.version + 1)  # a reset drops what was staged and not used
-    assert stored_blobs(vol.root) == set() and staged(vol.root) == set()
+    assert stored_blobs(vol.root) == set() and staged_blobs(vol.root) == set()
 
 
 def test_replica_ingest_refuses_a_wrong_hash_and_stores_nothing(vol: VolumeStorage) -> None:
     for data in (b"small", b"x" * (INLINE_MAX + 1)):
         with pytest.raises(InvalidInput, match="sha256 mismatch"):
             vol.ingest_blob([data], expect_sha256=sha(b"other"))
-    assert stored_blobs(vol.root) == set() and staged(vol.root) == set()
+    assert stored_blobs(vol.root) == set() and staged_blobs(vol.root) == set()
     assert list((vol.root / "tmp").iterdir()) == []
 
 
