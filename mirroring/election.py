@@ -48,6 +48,11 @@ class LeaderElection:
                     self.is_leader = False
                     log.warning("cluster %s is no longer the federation leader", self.cluster)
                     await self._on_demoted()
+                if not self.is_leader and holder == self.cluster:
+                    # Our key outlives our term when we stepped down while our lease lived
+                    # on (fenced by a freeze shorter than the TTL), or a killed predecessor
+                    # left it: nobody else campaigns while it stands, so end it.
+                    await self._release()
                 if not self.is_leader and holder is None and lease is not None and self._can_lead():
                     ok, _ = await etcd.txn(
                         [tx.create(key) == 0], [tx.put(key, self.cluster.encode(), lease=lease)]
@@ -71,11 +76,14 @@ class LeaderElection:
 
     async def resign(self) -> None:
         if self.is_leader:
-            etcd = self.cache.etcd
-            tx = etcd.tx
-            key = schema.LEADER.encode()
             try:
-                await etcd.txn([tx.value(key) == self.cluster.encode()], [tx.delete(key)])
+                await self._release()
             except GnsError:  # best effort: the key goes with our lease anyway
                 pass
             self.is_leader = False
+
+    async def _release(self) -> None:
+        """Delete the leader key if it names us."""
+        tx = self.cache.etcd.tx
+        key = schema.LEADER.encode()
+        await self.cache.etcd.txn([tx.value(key) == self.cluster.encode()], [tx.delete(key)])
