@@ -179,6 +179,21 @@ class Federation:
         for cid in self.controllers:
             self.stop(cid)
 
+    def log_digest(self, lines: int = 15) -> str:
+        """The last warnings and errors of each controller's log: what a failed test's
+        report shows, since timing failures in CI cannot be re-run with a debugger."""
+        parts = []
+        for cid, c in self.controllers.items():
+            try:
+                text = c.log.read_text(errors="replace")
+            except OSError:
+                continue
+            notable = [ln for ln in text.splitlines()
+                       if " WARNING " in ln or " ERROR " in ln or ln.startswith(("Traceback", "  File"))]
+            parts.append(f"-- {cid} ({len(notable)} warnings and errors; the last {lines}):")
+            parts.extend(notable[-lines:])
+        return "\n".join(parts)
+
     def gns(self, *args: str, input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the real CLI (text output)."""
         return subprocess.run(

@@ -200,6 +200,14 @@ def test_python_client_and_fsspec_pandas(fed: Federation) -> None:
         assert fs.cat_file("/dp/health/copy.csv") == csv
     finally:
         os.environ.pop("GNS_ETCD", None)
+        # fsspec keeps the instances it made: their clients would follow this test's etcd
+        # (retrying, and logging, once it is gone) for the rest of the session.
+        from federation.fs import GnsFileSystem
+
+        for cached in list(GnsFileSystem._cache.values()):
+            if cached._client is not None:
+                cached._client.close()
+        GnsFileSystem.clear_instance_cache()
     with fed.client() as c:
         with c.open("/dp/health/w.bin", "wb") as w:
             for _ in range(5):
