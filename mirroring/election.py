@@ -3,7 +3,9 @@
 The leader key is bound to the winner's cluster lease: when its controller dies or is cut
 off, etcd deletes the key with the lease and every other controller's watch sees it gone
 and campaigns again. Losing the key (for example after our own lease lapsed) demotes us at
-once. Elections are one transaction (create-if-absent), so there is never more than one.
+once; stepping down while our lease lives (fenced for a moment) deletes the key, which would
+otherwise outlive our term. Elections are one transaction (create-if-absent), so there is
+never more than one.
 """
 from __future__ import annotations
 
