@@ -39,4 +39,5 @@ ruff check .
 python -m mypy
 
 # Everything the tests need is installed above: a skip for any other reason fails the run.
-GNS_FAIL_ON_SKIP=1 python -m pytest "$@"
+# The ten slowest steps are listed: the suite's time budget is watched from CI logs.
+GNS_FAIL_ON_SKIP=1 python -m pytest --durations=10 "$@"
