@@ -346,7 +346,7 @@ class Shipper:
                 for version, copies, deleted in group:
                     yield pb.ReplicaCommitChunk(header=pb.ReplicaCommitHeader(
                         volume=w.volume, source=self.site, epoch=epoch, version=version, full=False,
-                        with_dirs=version == last))
+                        with_dirs=version == last, ends=True))
                     if version == last:  # explicit (empty) dirs are no journal file change: the set, whole
                         for dpath, dmode, dmtime in vs.dirs():
                             yield pb.ReplicaCommitChunk(dir=pb.ReplicaDir(path=dpath, mode=dmode, mtime=dmtime))
@@ -355,6 +355,7 @@ class Shipper:
                             path=f.path, size=f.size, sha256=f.sha256, mtime=f.mtime, mode=getattr(f, "mode", 0)))
                     for path in deleted:
                         yield pb.ReplicaCommitChunk(delete=path)
+                    yield pb.ReplicaCommitChunk(end=pb.ReplicaCommitEnd())
 
             reply = stub.Commit(chunks(), timeout=600)
             last = group[-1][0]

@@ -174,6 +174,7 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         (the sender asks ``State`` and resumes from there)."""
         h, it = await read_header(request_iterator, "commit")
         versions: list[tuple[Any, list[FileMeta], list[str], list[tuple[str, int, float]] | None]] = []
+        cut: int | None = None  # a version whose header promised an end that never came
         while h is not None:
             self._check_sender(h.volume, h.source, h.epoch)
             if versions:
@@ -185,19 +186,28 @@ class ReplicationService(pb_grpc.ReplicationServicer):
             deletes: list[str] = []
             dirs: list[tuple[str, int, float]] | None = [] if h.with_dirs else None
             versions.append((h, puts, deletes, dirs))
+            ended = not h.ends
             h = None
             async for msg in it:
                 kind = msg.WhichOneof("part")
                 if kind == "header":
                     h = msg.header
                     break
-                if kind == "put":
+                if kind == "end":
+                    ended = True
+                elif kind == "put":
                     p = msg.put
                     puts.append(FileMeta(p.path, p.size, p.sha256, p.mtime, versions[-1][0].version, p.mode or 0o644))
                 elif kind == "delete":
                     deletes.append(msg.delete)
                 elif kind == "dir" and dirs is not None:
                     dirs.append((msg.dir.path, msg.dir.mode or 0o755, msg.dir.mtime))
+            if not ended and cut is None:
+                cut = int(versions[-1][0].version)
+        if cut is not None:
+            # The sender went away inside a version: nothing of this stream is applied (it
+            # resumes from State, and the versions before the cut come again).
+            raise Unavailable(f"commit stream ended inside v{cut} (the sender went away); nothing applied")
         volume = versions[0][0].volume
         vs = await self._io(self._replica, volume)
 
@@ -317,7 +327,7 @@ class ClusterTarget:
     def commit(self, version: int, epoch: int, files: Iterable[FileLike]) -> None:
         header = pb.ReplicaCommitHeader(volume=self.volume, source=self.source, epoch=epoch,
                                         version=version, full=self._full,
-                                        with_dirs=self._dirs is not None)
+                                        with_dirs=self._dirs is not None, ends=True)
         dirs = self._dirs() if self._dirs is not None else []
         full, touched, deleted = self._full, self._touched, self._deleted
 
@@ -333,6 +343,7 @@ class ClusterTarget:
                     yield pb.ReplicaCommitChunk(delete=path)
             for path, mode, mtime in dirs:
                 yield pb.ReplicaCommitChunk(dir=pb.ReplicaDir(path=path, mode=mode, mtime=mtime))
+            yield pb.ReplicaCommitChunk(end=pb.ReplicaCommitEnd())
 
         self._call(self._stub.Commit, chunks(), timeout=3600)
         self._full, self._touched, self._deleted = False, set(), []

@@ -413,32 +413,40 @@ class ReplicaBlobReply(_message.Message):
     def __init__(self, sha256: _Optional[str] = ...) -> None: ...
 
 class ReplicaCommitHeader(_message.Message):
-    __slots__ = ("volume", "source", "epoch", "version", "full", "with_dirs")
+    __slots__ = ("volume", "source", "epoch", "version", "full", "with_dirs", "ends")
     VOLUME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
     WITH_DIRS_FIELD_NUMBER: _ClassVar[int]
+    ENDS_FIELD_NUMBER: _ClassVar[int]
     volume: str
     source: str
     epoch: int
     version: int
     full: bool
     with_dirs: bool
-    def __init__(self, volume: _Optional[str] = ..., source: _Optional[str] = ..., epoch: _Optional[int] = ..., version: _Optional[int] = ..., full: _Optional[bool] = ..., with_dirs: _Optional[bool] = ...) -> None: ...
+    ends: bool
+    def __init__(self, volume: _Optional[str] = ..., source: _Optional[str] = ..., epoch: _Optional[int] = ..., version: _Optional[int] = ..., full: _Optional[bool] = ..., with_dirs: _Optional[bool] = ..., ends: _Optional[bool] = ...) -> None: ...
+
+class ReplicaCommitEnd(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ReplicaCommitChunk(_message.Message):
-    __slots__ = ("header", "put", "delete", "dir")
+    __slots__ = ("header", "put", "delete", "dir", "end")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
     DIR_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
     header: ReplicaCommitHeader
     put: ReplicaFile
     delete: str
     dir: ReplicaDir
-    def __init__(self, header: _Optional[_Union[ReplicaCommitHeader, _Mapping]] = ..., put: _Optional[_Union[ReplicaFile, _Mapping]] = ..., delete: _Optional[str] = ..., dir: _Optional[_Union[ReplicaDir, _Mapping]] = ...) -> None: ...
+    end: ReplicaCommitEnd
+    def __init__(self, header: _Optional[_Union[ReplicaCommitHeader, _Mapping]] = ..., put: _Optional[_Union[ReplicaFile, _Mapping]] = ..., delete: _Optional[str] = ..., dir: _Optional[_Union[ReplicaDir, _Mapping]] = ..., end: _Optional[_Union[ReplicaCommitEnd, _Mapping]] = ...) -> None: ...
 
 class ReplicaCommitReply(_message.Message):
     __slots__ = ("version",)
