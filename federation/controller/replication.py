@@ -171,7 +171,8 @@ class ReplicationService(pb_grpc.ReplicationServicer):
 
         Each version is applied in its own transaction, in order: a replica never shows a
         partial version, and a failure part-way leaves the versions before it committed
-        (the sender asks ``State`` and resumes from there)."""
+        (the sender asks ``State`` and resumes from there). A stream that ends inside a
+        version whose header promised an ``end`` (its sender died) is refused whole."""
         h, it = await read_header(request_iterator, "commit")
         versions: list[tuple[Any, list[FileMeta], list[str], list[tuple[str, int, float]] | None]] = []
         cut: int | None = None  # a version whose header promised an end that never came

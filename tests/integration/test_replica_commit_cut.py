@@ -57,8 +57,6 @@ def test_commit_cut_by_a_killed_sender_applies_nothing(federation: Federation) -
                                   stdout=subprocess.PIPE, text=True, env=federation.env())
         try:
             assert sender.stdout is not None and sender.stdout.readline().strip() == "sent"
-            # The header and the dir are on the replica's side before the kill.
-            grpc.channel_ready_future(channel).result(timeout=10)
         finally:
             sender.send_signal(signal.SIGKILL)
             sender.wait(10)
