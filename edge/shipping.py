@@ -58,8 +58,19 @@ Version = tuple[int, list[Any], list[str]]
 """(version, files put, paths deleted) of one version."""
 
 
+class ContentGone(Exception):
+    """A version to ship names content that is no longer stored.
+
+    A file written and then replaced or deleted before its version shipped (a site that
+    writes while disconnected) leaves its content to garbage collection once nothing
+    references it: that version cannot be sent as it was. The shipper then sends the
+    current state as one version instead (the target skips the versions in between)."""
+
+
 def _group(vs: Any, nxt: int, head: int, most: int) -> tuple[list[Version], int]:
-    """Consecutive versions from ``nxt``: up to ``most`` of them and about GROUP_BYTES."""
+    """Consecutive versions from ``nxt``: up to ``most`` of them and about GROUP_BYTES.
+    Raises ContentGone if one of them names content no longer stored (the caller holds a
+    pin, so what is stored now stays stored until it ships)."""
     group: list[Version] = []
     seen: set[str] = set()
     nbytes = 0
@@ -68,6 +79,8 @@ def _group(vs: Any, nxt: int, head: int, most: int) -> tuple[list[Version], int]
         group.append((nxt, list(copies), list(deleted)))
         for f in copies:
             if f.sha256 not in seen:
+                if not vs.has_blob(f.sha256):
+                    raise ContentGone(f"v{nxt} of {f.path} is no longer stored")
                 seen.add(f.sha256)
                 nbytes += int(f.size)
         nxt += 1
@@ -127,7 +140,10 @@ class Worker:
     uri: str = ""
     """An object-store target's URI (empty: ``target`` is a cluster)."""
     acked: int = -1
-    """Version the target holds (-1: not asked yet)."""
+    """Version the target holds (-1: not asked yet, or to be asked again after a failure)."""
+    held: int = -1
+    """The last version the target was known to hold, kept across failures for the status
+    (which must show the failure's ``last_error`` beside it)."""
     epoch: int = 0
     bytes: int = 0
     files: int = 0
@@ -246,18 +262,28 @@ class Shipper:
                 else:
                     if w.acked < 0:  # the target itself is the resume point
                         w.acked, w.epoch = await self._io(self._target_state, w, endpoint)
+                        w.held = w.acked
                         if w.acked >= head:
                             w.syncing = False
                             continue
                     same_history = w.epoch == int(vs.epoch) or w.acked == 0
+                    replayed = False
                     if same_history and w.acked >= int(vs.journal_floor):
                         loop = asyncio.get_running_loop()
-                        await self._io(self._ship_versions, w, vs, endpoint, head,
-                                       lambda v, n, f: loop.call_soon_threadsafe(self._acked, w, v, int(vs.epoch), n, f))
+                        try:
+                            await self._io(self._ship_versions, w, vs, endpoint, head,
+                                           lambda v, n, f: loop.call_soon_threadsafe(
+                                               self._acked, w, v, int(vs.epoch), n, f))
+                            replayed = True
+                        except ContentGone as gone:
+                            log.info("site %s: %s; shipping %s to %s as one full pass", self.site,
+                                     gone, w.volume, w.target)
+                    if replayed:
                         w.syncing = False
                         failures = 0
                         continue
-                    # A journal gap or another epoch's history: one full pass by the mirror engine.
+                    # A journal gap, another epoch's history, or a version whose content is
+                    # gone: one full pass by the mirror engine.
                     result = await self._io(self._pass, w, vs, endpoint, head)
             except asyncio.CancelledError:
                 raise
@@ -284,7 +310,7 @@ class Shipper:
                     w.shipped = (w.shipped + [result.version])[-1000:]
                     w.bytes += result.bytes_copied
                     w.files += result.files_copied + result.files_deleted
-                w.acked = result.version
+                w.acked = w.held = result.version
                 w.epoch = int(vs.epoch)
                 w.synced_at = time.time()
                 if w.acked >= int(vs.version):
@@ -295,6 +321,7 @@ class Shipper:
             self.first_ack_after_up = time.monotonic()
         w.shipped = (w.shipped + [version])[-1000:]
         w.acked, w.epoch = version, epoch
+        w.held = version
         w.bytes += nbytes
         w.files += nfiles
         w.synced_at = time.time()
@@ -321,6 +348,7 @@ class Shipper:
 
         Blocking (a worker thread); ``acked(v, bytes, files)`` after the target committed v.
         """
+        _, pin = vs.pin()  # what is stored now stays stored while it ships (ContentGone)
         channel = sync_channel(endpoint, None)
         stub = pb_grpc.ReplicationStub(channel)
         epoch = int(vs.epoch)
@@ -383,6 +411,7 @@ class Shipper:
         finally:
             uploads.shutdown(wait=True, cancel_futures=True)
             channel.close()
+            vs.unpin(pin)
 
     def _object_pass(self, w: Worker, vs: Any, endpoint: str, cap: int) -> Any:
         store = relayed_store(w.uri, endpoint)
@@ -403,11 +432,11 @@ class Shipper:
     # -- what the heartbeat reports ---------------------------------------------------------
     def statuses(self) -> list[dict[str, Any]]:
         return [{
-            "policy": w.policy, "volume": w.volume, "target": w.target, "version": max(0, w.acked),
+            "policy": w.policy, "volume": w.volume, "target": w.target, "version": max(0, w.held),
             "epoch": w.epoch, "synced_at": w.synced_at, "bytes": w.bytes, "files": w.files,
             "last_error": w.last_error, "error_at": w.error_at, "syncing": w.syncing,
             "pending_since": w.pending_since, "updated": time.time(),
-        } for w in self.workers.values() if w.acked >= 0]
+        } for w in self.workers.values() if w.held >= 0 or w.last_error]
 
     def backlog(self) -> tuple[int, int]:
         """(versions, bytes) not yet at every target, as last counted (``run`` recounts it
