@@ -91,12 +91,15 @@ class VolumeState:
 
     @contextlib.contextmanager
     def write_txn(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT on this thread's connection; caller holds ``lock``."""
+        """BEGIN IMMEDIATE ... COMMIT on this thread's connection; caller holds ``lock``.
+        A body that rolled back itself (a change that turned out to be none) is not
+        committed."""
         conn = self.catalog.conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

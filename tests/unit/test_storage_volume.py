@@ -214,6 +214,20 @@ def test_empty_root_rm_r_is_a_noop(vol: VolumeStorage) -> None:
     assert vol.listdir("") == []
 
 
+def test_changes_that_change_nothing_commit_nothing(vol: VolumeStorage) -> None:
+    """A rename onto itself and attributes on the volume root are no-ops: same version, no
+    error (they once rolled back and then tried to commit, an internal error)."""
+    vol.put_bytes("d/f", b"1")
+    v = vol.version
+    assert vol.rename("d/f", "d/f") == v
+    assert vol.rename("d", "d") == v
+    assert vol.set_attrs("", mode=0o700) == v
+    assert b"".join(vol.read("d/f")) == b"1" and vol.version == v
+    with pytest.raises(FileNotFound):
+        vol.rename("nope", "nope")
+    assert vol.rename("d/f", "d/g") == v + 1  # the connection is usable afterwards
+
+
 def test_open_sweeps_temp_files_and_orphan_blobs(tmp_path: Path) -> None:
     v = VolumeStorage.open(tmp_path / "v", "v", create=True)
     v.put_bytes("keep", b"keep")
