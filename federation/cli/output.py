@@ -181,10 +181,13 @@ def _cell(v: Any) -> str:
 
 
 class progress_bar:
-    """A rich progress bar on a terminal; nothing when piped or with ``--json``."""
+    """A rich progress bar on a terminal; nothing when piped or with ``--json``.
+
+    Drawn on stderr, and only when stdout is a terminal too: ``gns get F out | cat`` or a
+    script capturing stdout is piped (SPEC 4), whatever stderr is."""
 
     def __init__(self, env: Env, total: int | None, label: str) -> None:
-        self.enabled = not env.as_json and sys.stderr.isatty()
+        self.enabled = not env.as_json and sys.stderr.isatty() and sys.stdout.isatty()
         self.total, self.label = total, label
         self._progress: Any = None
         self._task: Any = None

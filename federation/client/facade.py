@@ -41,6 +41,7 @@ from namespace.cache import NamespaceCache
 from namespace.control import resolve_in
 from namespace.errors import (
     Conflict,
+    FileNotFound,
     InvalidInput,
     NotFound,
     Unavailable,
@@ -364,6 +365,16 @@ class Client(ControlCommands, Routing):
             dst = Path(dst)
             if dst.is_dir():
                 dst = dst / normalize(path).rsplit("/", 1)[-1]
+            if dst.is_symlink():  # write where it points, as cp does; never replace the link
+                dst = Path(os.path.realpath(dst))
+            if dst.exists() and not dst.is_file():
+                # A device, FIFO or socket (/dev/null, a named pipe) is written to, never
+                # replaced: the temp-and-rename that makes a regular file atomic would put a
+                # plain file in its place.
+                with open(dst, "wb") as out:
+                    return self._copy_out(path, out, progress)
+            if not dst.parent.is_dir():
+                raise FileNotFound(f"local directory {str(dst.parent)!r} does not exist")
             tmp = dst.with_name(f".{dst.name}.gns-partial")
             try:
                 n = write_local_file(tmp, self.read_chunks(path), progress)

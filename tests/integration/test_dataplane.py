@@ -129,6 +129,31 @@ def test_bad_input_changes_nothing(fed: Federation, tmp_path: Path) -> None:
     assert json.loads(fed.gns("ls", "/dp/bad", "--json").stdout) == [{"name": "file", "type": "file", "size": 1}]
 
 
+def test_get_writes_through_fifos_and_symlinks_never_replacing_them(fed: Federation, tmp_path: Path) -> None:
+    """``gns get`` to something that is not a regular file (a FIFO, as /dev/null is a device)
+    writes into it; to a symlink, writes where it points. A temp-and-rename put a plain
+    file in their place (as root, /dev/null itself)."""
+    data = random.randbytes(300_000)
+    assert fed.gns_bytes("put", "-", "/dp/special/f.bin", input=data).returncode == 0
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    out = fed.gns("get", "/dp/special/f.bin", str(fifo))
+    reader.join(30)
+    assert out.returncode == 0, out.stderr
+    assert got == [data] and fifo.is_fifo()
+    real = tmp_path / "real.bin"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.bin"
+    link.symlink_to(real)
+    assert fed.gns("get", "/dp/special/f.bin", str(link)).returncode == 0
+    assert link.is_symlink() and real.read_bytes() == data
+    assert_error(fed.gns("get", "/dp/special/f.bin", str(tmp_path / "no" / "dir" / "x")), 3, "does not exist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.bin", "pipe", "real.bin"]
+
+
 @pytest.mark.parametrize("staleness", ["1h", "90s", "1.5", "1h30m", "0"])
 def test_max_staleness_takes_durations(fed: Federation, staleness: str) -> None:
     fed.gns_bytes("put", "-", "/dp/dur/file", input=b"fresh")
