@@ -99,6 +99,10 @@ class ControlCommands(Connection):
         vol = view.volumes.get(name)
         if vol is None:
             raise NotFound(f"volume {name!r} not found")
+        # What the controller checks first (failover.promote), so the answer is the same
+        # with or without --force: a target that does not exist is "not found".
+        if "://" not in to and to not in view.clusters:
+            raise NotFound(f"cluster {to!r} not found")
         if vol.owner in view.alive and not force:
             raise Conflict(f"owner {vol.owner} of volume {name!r} is Ready; use --force for a planned hand-over")
         # Any Ready controller can orchestrate; prefer the one taking over, then the leader.

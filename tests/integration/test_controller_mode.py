@@ -113,6 +113,7 @@ TABLE: list[tuple[list[str], bytes | None]] = [
     (["mount", "remove", "/{v}"], None),  # 3
     (["cluster", "remove", "onprem-a"], None),  # owns volumes: 4
     (["volume", "promote", "{v}", "--to", "onprem-b"], None),  # owner Ready: 4
+    (["volume", "promote", "{v}", "--to", "ghost"], None),  # no such cluster: 3, either way
 ]
 
 

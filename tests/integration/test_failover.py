@@ -241,6 +241,7 @@ def test_promote_bad_input(fed3: Federation) -> None:
         (("volume", "promote", "nope", "--to", "onprem-b"), 3, "not found"),
         (("volume", "promote", "pb", "--to", "Bad_Id"), 2, "invalid cluster name"),
         (("volume", "promote", "pb", "--to", "ghost", "--force"), 3, "ghost"),
+        (("volume", "promote", "pb", "--to", "ghost"), 3, "ghost"),  # not-found before "owner is Ready"
         (("volume", "promote", "pb", "--to", "onprem-a", "--force"), 4, "already owns"),
         (("volume", "promote", "pb"), 2, "--to"),
     ]:
