@@ -44,8 +44,9 @@ from federation.tls import (
     _check_pair,
     _load_cert,
     _load_key,
+    identity_of,
 )
-from namespace.errors import InvalidInput
+from namespace.errors import Conflict, InvalidInput, NotFound
 from namespace.paths import check_name
 
 log = logging.getLogger(__name__)
@@ -293,7 +294,8 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         # link() fails if path appeared meanwhile: never overwrite an identity.
         os.link(tmp, path)
     except FileExistsError:
-        raise InvalidInput(f"{path} appeared while it was being created; not overwritten") from None
+        # Someone else made it meanwhile: the identity exists, which is a conflict (exit 4).
+        raise Conflict(f"{path} appeared while it was being created; not overwritten") from None
     finally:
         tmp.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -304,11 +306,16 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
 
 
 def _signer(tls_dir: Path) -> tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]:
+    # A missing directory or CA file is something absent, not malformed input: NotFound (exit 3).
+    if tls_dir.exists() and not tls_dir.is_dir():
+        raise InvalidInput(f"TLS directory {tls_dir} is not a directory")
+    if not tls_dir.is_dir():
+        raise NotFound(f"TLS directory {tls_dir} does not exist: run `gns certs init --dir {tls_dir}` first")
     ca_crt, ca_key = tls_dir / CA_CERT, tls_dir / CA_KEY
     if not ca_crt.exists():
-        raise InvalidInput(f"{ca_crt} does not exist: run `gns certs init --dir {tls_dir}` first")
+        raise NotFound(f"{ca_crt} does not exist: run `gns certs init --dir {tls_dir}` first")
     if not ca_key.exists():
-        raise InvalidInput(f"{ca_key} is missing: only the CA's holder can issue certificates")
+        raise NotFound(f"{ca_key} is missing: only the CA's holder can issue certificates")
     ca = _load_cert(ca_crt)
     key = _load_key(ca_key)
     _check_pair(ca, key, ca_crt, ca_key)
@@ -338,7 +345,8 @@ def issue_user(
         raise InvalidInput(f"invalid ttl {ttl_seconds!r}: must be positive")
     crt, key_path = tls_dir / f"{name}.crt", tls_dir / f"{name}.key"
     if crt.exists() or key_path.exists():
-        raise InvalidInput(f"{crt} already exists: identities are never overwritten")
+        # The name is taken (by a user or a cluster): a conflict with what exists (exit 4).
+        raise Conflict(f"{crt} already exists: identities are never overwritten")
     sans = _san_entries(hosts)
     ca, signer = _signer(tls_dir)
     leaf_key = ec.generate_private_key(ec.SECP256R1())
@@ -366,8 +374,12 @@ def rotate_cluster(
     check_name("cluster", cluster)
     crt, key_path = tls_dir / f"{cluster}.crt", tls_dir / f"{cluster}.key"
     if not crt.exists():
-        raise InvalidInput(f"{crt} does not exist: no cluster {cluster!r} to rotate in {tls_dir}")
+        # Naming a cluster the directory has no certificate for is "not found" (exit 3).
+        raise NotFound(f"{crt} does not exist: no cluster {cluster!r} to rotate in {tls_dir}")
     old = _load_cert(crt)
+    if identity_of(old).kind != "cluster":
+        # A user's certificate (or the administrator's) must not come back as cluster:NAME.
+        raise NotFound(f"{crt} is not a cluster's certificate: no cluster {cluster!r} to rotate in {tls_dir}")
     sans = _san_entries(hosts)
     try:
         kept = old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

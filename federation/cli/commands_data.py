@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from federation.cli.output import DURATION, Env, common, emit_json, progress_bar, show
+from namespace.paths import normalize
 
 if TYPE_CHECKING:
     from federation.client import Client
@@ -132,7 +133,8 @@ def rm(env: Env, path: str, recursive: bool, epoch: int | None, via: str | None)
     with _client(env, via) as c:
         version = c.rm(path, recursive, epoch=epoch)
     if env.as_json:
-        emit_json({"path": path, "version": version})
+        # The path as the namespace knows it (`//a//b/` -> `/a/b`), not as typed.
+        emit_json({"path": normalize(path), "version": version})
 
 
 @click.command()
@@ -145,4 +147,4 @@ def mv(env: Env, src: str, dst: str, via: str | None) -> None:
     with _client(env, via) as c:
         version = c.mv(src, dst)
     if env.as_json:
-        emit_json({"src": src, "dst": dst, "version": version})
+        emit_json({"src": normalize(src), "dst": normalize(dst), "version": version})

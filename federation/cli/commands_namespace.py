@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from federation.cli.output import Env, common, emit_json, removed, show, table, to_plain
+from namespace.paths import normalize
 
 if TYPE_CHECKING:
     from federation.client import Divergence
@@ -128,6 +129,8 @@ def mount_remove(env: Env, path: str) -> None:
     """Remove the mount at PATH."""
     with env.client(watch=False) as c:
         c.remove_mount(path)
+    # Report the mount table's own form of the path (`//data/` -> `/data`), not as typed.
+    path = normalize(path)
     removed(env, path, f"unmounted {path}")
 
 

@@ -201,12 +201,27 @@ class ControlService:
 
     # -- mirror policies ------------------------------------------------------------------
     async def _mirror_apply(self, a: dict[str, Any]) -> Any:
-        from mirroring.policy import parse_policy
-
         text = _str(a, "text")
-        volume = parse_policy(text).spec.volume
-        return await self._admin("mirror.apply", self._volume_paths(volume), self.client.mirror_apply,
+        return await self._admin("mirror.apply", self._apply_paths(text), self.client.mirror_apply,
                                  text, dry_run=bool(a.get("dry_run")))
+
+    def _apply_paths(self, text: str) -> list[str]:
+        """The paths whose ``admin`` a policy document needs: its volume's mounts.
+
+        Only the raw document is read here, never the model: a model parse stops at the
+        first structural problem, and the caller must get the same full list of problems the
+        etcd path gives (the Client's own validation, run after this check). Text that is
+        not a mapping raises here exactly as it would there. A document too broken to name a
+        valid volume needs admin on "/", as an unknown or unmounted volume does."""
+        from mirroring.policy import parse_document
+
+        spec = parse_document(text).get("spec")
+        volume = spec.get("volume") if isinstance(spec, dict) else None
+        try:
+            name = check_name("volume", volume if isinstance(volume, str) else "")
+        except InvalidInput:
+            return ["/"]
+        return self._volume_paths(name)
 
     async def _mirror_list(self, a: dict[str, Any]) -> Any:
         found = await self._run(self.client.mirror_list)

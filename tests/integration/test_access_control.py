@@ -183,6 +183,31 @@ def test_control_commands_through_controller_need_admin(fed: Federation) -> None
         fed.gns("acl", "revoke", "/data/team/sub", "user:bob")
 
 
+_BROKEN_POLICY = b"""\
+apiVersion: gns.io/v1alpha1
+kind: MirrorPolicy
+metadata: {name: sec-dr}
+spec:
+  volume: VOLUME
+  targets: [{uri: "s3://Bad_Bucket!/x"}, {cluster: onprem-a}, {cluster: nowhere}, {cluster: nowhere}]
+"""
+
+
+def test_mirror_apply_with_problems_still_needs_admin(fed: Federation) -> None:
+    """Listing every problem (as the etcd way does) must not bypass the access check: the
+    volume's mounts when the document names one, "/" when it is too broken to."""
+    ctl = ["--controller", fed.controllers["onprem-b"].endpoint]
+    for volume in (b"sec", b"Not_A_Volume", b"[1]"):
+        doc = _BROKEN_POLICY.replace(b"VOLUME", volume)
+        for dry in ([], ["--dry-run"]):
+            denied(as_user(fed, "mallory", *ctl, "mirror", "apply", "-f", "-", *dry, input=doc))
+            by_etcd = as_user(fed, "client", "mirror", "apply", "-f", "-", *dry, input=doc)
+            by_ctl = as_user(fed, "client", *ctl, "mirror", "apply", "-f", "-", *dry, input=doc)
+            assert by_etcd.returncode == by_ctl.returncode == 2, (by_etcd.stderr, by_ctl.stderr)
+            assert by_ctl.stderr == by_etcd.stderr
+            assert b"unknown cluster 'nowhere'" in by_ctl.stderr and b"spec.targets[0].uri" in by_ctl.stderr
+
+
 def test_revoke_in_force_within_a_second(fed: Federation) -> None:
     from federation.client import Client
 
@@ -321,12 +346,13 @@ def test_bad_input_on_every_new_command(fed: Federation) -> None:
         ["certs", "issue", "carol", "--dir", d, "--group", "no spaces"],
         ["certs", "issue", "carol", "--dir", d, "--ttl", "soon"],
         ["certs", "issue", "carol", "--dir", d, "--ttl", "0s"],
-        ["certs", "issue", "alice", "--dir", d],
         ["certs", "issue", "client", "--dir", d],
-        ["certs", "issue", "carol", "--dir", str(Path(d) / "nowhere")],
         ["certs", "rotate", "Bad_Cluster", "--dir", d],
-        ["certs", "rotate", "nope", "--dir", d],
         ["certs", "rotate", "onprem-a"],
     ):
         assert_error(gns(*args), 2)
+    # An identity that exists is a conflict; a missing cluster or CA directory is not found.
+    assert_error(gns("certs", "issue", "alice", "--dir", d), 4, "already exists")
+    assert_error(gns("certs", "issue", "carol", "--dir", str(Path(d) / "nowhere")), 3, "nowhere")
+    assert_error(gns("certs", "rotate", "nope", "--dir", d), 3, "nope")
     assert sorted(os.listdir(d)) == files

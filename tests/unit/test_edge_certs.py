@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from edge.sitecert import Request, has_certificate
 from federation.certs import can_issue, init_certs, sign_cluster_csr
 from federation.tls import check_tls_dir, identity_of
-from namespace.errors import InvalidInput, PermissionDenied
+from namespace.errors import InvalidInput, NotFound, PermissionDenied
 
 
 def test_csr_signed_as_the_site_and_kept_checked(tmp_path: Path) -> None:
@@ -76,7 +76,7 @@ def test_hub_ignores_the_requested_subject_and_refuses_bad_csrs(tmp_path: Path) 
         sign_cluster_csr(hub, "edge-1", pem, ttl_seconds=0)
     (hub / "ca.key").unlink()
     assert not can_issue(hub)
-    with pytest.raises(InvalidInput, match="ca.key"):
+    with pytest.raises(NotFound, match="ca.key"):  # the hub's CA key is missing, not the CSR bad
         sign_cluster_csr(hub, "edge-1", pem, ttl_seconds=60)
 
 
