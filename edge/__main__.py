@@ -29,18 +29,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-dir")
     parser.add_argument("--identity", default="client")
     args = parser.parse_args(argv)
+    data_dir = Path(args.data_dir)
+    fresh = not data_dir.exists()
     try:
-        cfg = EdgeConfig(site=args.site, hubs=EdgeConfig.parse_hubs(args.hub), data_dir=Path(args.data_dir),
+        cfg = EdgeConfig(site=args.site, hubs=EdgeConfig.parse_hubs(args.hub), data_dir=data_dir,
                          token=os.environ.pop("GNS_EDGE_TOKEN", None) or None, listen=args.listen,
                          heartbeat=args.heartbeat, tls_dir=Path(args.tls_dir) if args.tls_dir else None,
                          identity=args.identity)
         run_edge(cfg)
         return 0
     except GnsError as exc:
+        if fresh:
+            _unclaim(data_dir)
         sys.stderr.write(f"gns: error: {' '.join(str(exc).split())}\n")
         return exit_code_for(exc)
     except KeyboardInterrupt:
         return 130
+
+
+def _unclaim(data_dir: Path) -> None:
+    """Undo what start-up wrote to a ``--data-dir`` this run created, if the site never
+    joined: a refused join changes nothing (SPEC §4), and a leftover lock and node id would
+    make the dir look like a site's. Only those files go; anything else keeps the dir."""
+    from edge.bootstrap import identity_path
+
+    if identity_path(data_dir).exists():
+        return
+    for name in ("controller.lock", "node-id", "node-id.tmp"):
+        (data_dir / name).unlink(missing_ok=True)
+    try:
+        data_dir.rmdir()
+    except OSError:  # not empty (or already gone): leave it as it is
+        pass
 
 
 if __name__ == "__main__":

@@ -77,6 +77,9 @@ class HubLink:
         self.sessions = 0
         self.refused: Exception | None = None
         self._pending: Request | None = None
+        self._welcomed_at: float | None = None
+        """When the current attempt's hub welcomed the site (monotonic); None until it does.
+        Per attempt on purpose: ``sessions`` counts every success since start."""
 
     async def run(self) -> None:
         """Forever: connect, serve the link until it dies, back off, try the next hub."""
@@ -84,7 +87,6 @@ class HubLink:
         index = 0
         while True:
             address = self.hubs[index % len(self.hubs)]
-            started = time.monotonic()
             try:
                 await self._session(address)
             except asyncio.CancelledError:
@@ -96,14 +98,19 @@ class HubLink:
                 log.error("site %s: hub %s refused the site's identity: %s", self.identity.site, address, exc)
             except Exception as exc:
                 log.warning("site %s: link to %s failed: %s", self.identity.site, address, exc)
-            if time.monotonic() - started > 3 * self.heartbeat and self.sessions:
-                attempt = 0  # it had worked for a while: come back quickly
-            else:
-                index += 1  # never got going there: the next hub
+            # Whatever ended it, the next dial goes to the next --hub address (SPEC §8; the
+            # list wraps round, so a lone hub is simply redialed). Retrying the same hub first
+            # would stall on one that hangs rather than refuses (SIGSTOP, a dead VM, a
+            # blackholing firewall): each try there costs the whole first-frame deadline.
+            index += 1
+            up = self._welcomed_at
+            if up is not None and time.monotonic() - up > 3 * self.heartbeat:
+                attempt = 0  # this attempt's link had worked for a while: come back quickly
             attempt += 1
             await asyncio.sleep(backoff(attempt, self.max_backoff))
 
     async def _session(self, address: str) -> None:
+        self._welcomed_at = None
         channel = self.dialer.channel(address)
         mux = LinkMux(odd=True, replayer=self.replayer, name=f"{self.identity.site}->{address}")
         hello = epb.Frame(hello=epb.Hello(site=self.identity.site, credential=self.identity.credential,
@@ -124,6 +131,7 @@ class HubLink:
             self.mux, self.hub, self.hub_address = mux, first.welcome.hub, address
             self.state, self.connected_since = "Ready", time.time()
             self.sessions += 1
+            self._welcomed_at = time.monotonic()
             self.refused = None
             log.warning("site %s: link up to hub %s (%s)", self.identity.site, self.hub, address)
             if first.welcome.view_json:

@@ -101,24 +101,54 @@ def _is_address(text: str) -> bool:
     return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
+async def site_name_free(etcd: Etcd, site: str) -> Any:
+    """Refuse (Conflict) a site name that a registered core cluster holds, else return the
+    etcd compare that keeps it so until the caller's transaction commits.
+
+    Why: a site is registered as cluster ``<site>`` and gets a certificate for
+    ``cluster:<site>``; under a core cluster's name it would be handed that cluster's
+    identity and could overwrite its record. A cluster of provider ``edge`` is the site
+    itself (joined before), which may join again."""
+    key = schema.cluster(site)
+    kv = await etcd.call(etcd.client.get, key)
+    if kv is None:
+        return etcd.tx.create(key) == 0
+    try:
+        provider = json.loads(kv.value).get("provider")
+    except (ValueError, AttributeError):  # unreadable: something holds the name, never take it
+        provider = None
+    if provider != "edge":
+        raise Conflict(f"site name {site!r} is taken: {site!r} is a registered core cluster "
+                       f"(provider {provider or 'unknown'}); pick another site name")
+    return etcd.tx.mod(key) == kv.mod_revision
+
+
 async def create_token(etcd: Etcd, site: str, hub: str, ttl: float, ca_sha256: str) -> dict[str, Any]:
-    """Store a new token record and return ``{"token", "site", "hub", "expires_at"}``."""
+    """Store a new token record and return ``{"token", "site", "hub", "expires_at"}``.
+
+    Refused (Conflict, nothing stored) if a core cluster is named ``site``."""
     check_name("site", site)
     check_name("hub cluster", hub)
     if not 0 < ttl <= MAX_TOKEN_TTL:
         raise InvalidInput(f"invalid --ttl {ttl:g}s: more than 0 and at most 30 days")
-    token_id = secrets.token_hex(8)
-    secret = secrets.token_urlsafe(24)
-    now = time.time()
-    record = {
-        "id": token_id, "site": site, "hub": hub, "secret_sha256": sha256_hex(secret),
-        "ca_sha256": ca_sha256, "created": now, "expires_at": now + ttl, "used_at": None,
-    }
     tx = etcd.tx
-    ok, _ = await etcd.txn([tx.create(token_key(token_id)) == 0],
-                           [tx.put(token_key(token_id), json.dumps(record).encode())])
-    if not ok:  # 64 random bits collided: astronomically unlikely, never silently overwrite
-        raise Conflict("token id collision; try again")
+    for _ in range(3):
+        # A fresh id each try: the cluster record may move under us (a joined site
+        # re-registering), and 64 random bits may collide; neither is ever overwritten.
+        name_free = await site_name_free(etcd, site)
+        token_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(24)
+        now = time.time()
+        record = {
+            "id": token_id, "site": site, "hub": hub, "secret_sha256": sha256_hex(secret),
+            "ca_sha256": ca_sha256, "created": now, "expires_at": now + ttl, "used_at": None,
+        }
+        ok, _ = await etcd.txn([tx.create(token_key(token_id)) == 0, name_free],
+                               [tx.put(token_key(token_id), json.dumps(record).encode())])
+        if ok:
+            break
+    else:
+        raise Conflict(f"could not store a token for site {site!r} (its cluster record keeps changing); try again")
     join = ""
     if ca_sha256 != INSECURE_CA:  # the hub's token-only port, if it signs site certificates
         try:
@@ -139,7 +169,8 @@ async def redeem_token(etcd: Etcd, token: str, site: str, hub: str, ca_sha256: s
     records no credential at all: ``""`` is returned and no credential ever matches.
 
     Refusals (exit 4, nothing written): forged (unknown id, wrong secret, wrong CA pin),
-    wrong site, already used, expired.
+    wrong site, already used, expired, and a site named like a registered core cluster
+    (the token may predate that cluster).
     """
     check_name("site", site)
     parsed = parse_token(token)
@@ -159,6 +190,7 @@ async def redeem_token(etcd: Etcd, token: str, site: str, hub: str, ca_sha256: s
     now = time.time()
     if now >= float(record.get("expires_at", 0)):
         raise Conflict("token refused: expired")
+    name_free = await site_name_free(etcd, site)  # before the token is used up
     credential = secrets.token_urlsafe(32) if issue_credential else ""
     site_record = {
         "site": site, "hub": hub, "credential_sha256": sha256_hex(credential) if credential else "",
@@ -168,11 +200,14 @@ async def redeem_token(etcd: Etcd, token: str, site: str, hub: str, ca_sha256: s
     used = dict(record, used_at=now, used_by_hub=hub)
     tx = etcd.tx
     ok, _ = await etcd.txn(
-        [tx.value(key) == kv.value],
+        [tx.value(key) == kv.value, name_free],
         [tx.put(key, json.dumps(used).encode()),
          tx.put(site_key(site), json.dumps(site_record).encode())],
     )
     if not ok:
+        if await etcd.get(key) == kv.value:  # the token is intact: the name is what changed
+            await site_name_free(etcd, site)
+            raise Conflict(f"site {site!r}: its cluster record changed during the join; retry")
         raise Conflict("token refused: already used (another join won the race)")
     return credential, site_record
 

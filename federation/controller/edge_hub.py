@@ -55,7 +55,7 @@ from namespace import edge as records
 from namespace import schema
 from namespace.cache import NamespaceCache, NamespaceView
 from namespace.durations import parse_duration
-from namespace.errors import GnsError, InvalidInput, PermissionDenied, Unavailable
+from namespace.errors import Conflict, GnsError, InvalidInput, PermissionDenied, Unavailable
 from namespace.models import ClusterSpec, VolumeState
 
 log = logging.getLogger(__name__)
@@ -532,9 +532,13 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         link_rec = json.dumps({"site": link.site, "hub": self.cluster, "connected_since": link.connected_since,
                                "backlog": link.backlog}).encode()
         for _ in range(3):
+            try:  # a site joined under a core cluster's name (before joins refused that)
+                name_free = await records.site_name_free(etcd, link.site)
+            except Conflict as exc:  # must never overwrite that cluster's record
+                raise PermissionDenied(f"edge link for site {link.site!r} refused: {exc}") from None
             lease = await etcd.call(etcd.client.lease, link.ttl)
             ok, _ = await etcd.txn(
-                [tx.create(alive_key) == 0],
+                [tx.create(alive_key) == 0, name_free],
                 [tx.put(schema.cluster(link.site), spec.dump()),
                  tx.put(alive_key, holder, lease=lease.id),
                  tx.put(records.link_key(link.site), link_rec, lease=lease.id)],

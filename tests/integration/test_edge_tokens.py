@@ -77,3 +77,29 @@ def test_token_refusals_write_nothing(etcd: EtcdCluster) -> None:
         assert await edge.list_sites(client) == []
 
     run(etcd, body)
+
+
+def test_core_cluster_name_refused_for_tokens_and_joins(etcd: EtcdCluster) -> None:
+    from namespace import schema
+    from namespace.models import ClusterSpec
+
+    async def body(client: Etcd) -> None:
+        early = await edge.create_token(client, "onprem-b", "onprem-a", 60, edge.INSECURE_CA)
+        await client.put(schema.cluster("onprem-a"), ClusterSpec(id="onprem-a").dump())
+        await client.put(schema.cluster("onprem-b"), ClusterSpec(id="onprem-b").dump())
+        tokens_before, _ = await client.get_prefix(edge.TOKENS.encode())
+        with pytest.raises(Conflict, match="'onprem-a' is a registered core cluster"):
+            await edge.create_token(client, "onprem-a", "onprem-b", 60, edge.INSECURE_CA)
+        assert (await client.get_prefix(edge.TOKENS.encode()))[0] == tokens_before  # nothing stored
+        # A token minted before the name was taken: refused, and left unused.
+        with pytest.raises(Conflict, match="'onprem-b' is a registered core cluster"):
+            await edge.redeem_token(client, early["token"], "onprem-b", "onprem-a", edge.INSECURE_CA, 60)
+        assert (await client.get_prefix(edge.TOKENS.encode()))[0] == tokens_before
+        assert (await client.get_prefix(edge.SITES.encode()))[0] == []
+        # A site that joined before (its cluster is an edge one) may join again.
+        await client.put(schema.cluster("edge-9"), ClusterSpec(id="edge-9", provider="edge").dump())
+        again = await edge.create_token(client, "edge-9", "onprem-a", 60, edge.INSECURE_CA)
+        _, rec = await edge.redeem_token(client, again["token"], "edge-9", "onprem-a", edge.INSECURE_CA, 60)
+        assert rec["site"] == "edge-9"
+
+    run(etcd, body)
