@@ -36,11 +36,14 @@ from edge.sitecert import cert_dir, has_certificate
 from federation.channels import BASE_OPTIONS, AioChannelPool
 from federation.edge_mux import InCall, LinkMux, RelayHandler, forwardable, replay
 from federation.sitekit import (
+    AuthzInterceptor,
+    CallerOnly,
     ControllerMetrics,
     ErrorInterceptor,
     add_federation_service,
     claim_data_dir,
 )
+from federation.tls import channel_credentials, channel_options, reloading_server_credentials
 from namespace.edge import parse_token
 from namespace.errors import InvalidInput, PermissionDenied, Unavailable
 from namespace.paths import check_name
@@ -168,14 +171,29 @@ class EdgeController:
         peers = _EdgePeers(AioChannelPool(None, cfg.site), up)
         # The same stand-ins, plus _EdgePeers for the controller's AioChannelPool.
         service = EdgeFederationService(cfg.site, cache, volumes, metrics, peers, pool)  # type: ignore[arg-type]
-        server = grpc.aio.server(options=BASE_OPTIONS, interceptors=[ErrorInterceptor(metrics)])
+        # A site with its own certificate (it joined a hub that runs TLS) serves apps with
+        # mutual TLS too, as every controller of such a federation does (SPEC §10): a caller
+        # without a certificate from the federation CA is refused at the handshake, and the
+        # identity TLS proved travels with every call the site forwards, so the hub and the
+        # owner decide on it (they hold the grants; the site holds none).
+        tls = cert_dir(cfg.data_dir) if has_certificate(cfg.data_dir, cfg.site) else None
+        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(metrics)]
+        if tls is not None:
+            interceptors.append(AuthzInterceptor(CallerOnly()))
+        server = grpc.aio.server(options=BASE_OPTIONS, interceptors=interceptors)
         add_federation_service(service, server)
-        self.port = server.add_insecure_port(cfg.listen)
+        if tls is not None:
+            self.port = server.add_secure_port(cfg.listen, reloading_server_credentials(tls, cfg.site))
+        else:
+            self.port = server.add_insecure_port(cfg.listen)
         if self.port == 0:
             raise Unavailable(f"cannot listen on {cfg.listen} (address in use?)")
         listen = f"{cfg.listen.rpartition(':')[0]}:{self.port}"
         await server.start()
-        own = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}", options=BASE_OPTIONS)
+        # Calls the hub relays down the link enter the site's own server (as the site).
+        own = (grpc.aio.secure_channel(f"127.0.0.1:{self.port}", channel_credentials(tls, cfg.site),
+                                       options=[*BASE_OPTIONS, *channel_options(tls)])
+               if tls is not None else grpc.aio.insecure_channel(f"127.0.0.1:{self.port}", options=BASE_OPTIONS))
 
         async def replay_down(inc: InCall) -> None:
             md = forwardable(tuple((kv.key, kv.value) for kv in inc.start.metadata))

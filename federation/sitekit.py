@@ -7,6 +7,7 @@ here, so what the edge depends on is one list that can be kept stable.
 """
 from __future__ import annotations
 
+from federation.controller.authz import AuthzInterceptor, CallerOnly
 from federation.controller.handler_io import IOPool
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.process import claim_data_dir
@@ -20,6 +21,8 @@ from federation.storage.models import FileMeta
 __all__ = [
     "API_VERSIONS",
     "RELEASE",
+    "AuthzInterceptor",
+    "CallerOnly",
     "ClusterTarget",
     "ControllerMetrics",
     "ErrorInterceptor",

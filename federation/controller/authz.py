@@ -261,6 +261,20 @@ class Authorizer:
 _TARGET_FIELDS: dict[str, tuple[tuple[str, str | None], ...]] = {}
 
 
+class CallerOnly(Authorizer):
+    """Establishes who calls and decides nothing: for an edge site's ``--listen`` server.
+
+    The site holds no grants (it never reads etcd), so it cannot decide; it passes the caller
+    TLS proved on with every call it forwards (``forward_metadata``), and the hub and the
+    owner decide there, as for any forwarding controller (SPEC §10)."""
+
+    def __init__(self) -> None:
+        super().__init__(Grants(), lambda: NamespaceView())
+
+    def check_message(self, who: Identity, service: str, method: str, request: Any) -> None:
+        return None
+
+
 def _target_fields(descriptor: Any) -> tuple[tuple[str, str | None], ...]:
     """(field, subfield) pairs that hold a ``Target`` in a message type: top level, or one
     level down (a write header), worked out once per type from its descriptor."""

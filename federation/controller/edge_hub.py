@@ -47,7 +47,7 @@ from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
 from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
 from federation.api.errors import kind_of, trailing_metadata
 from federation.channels import BASE_OPTIONS, AioChannelPool
-from federation.controller.authz import peer_identity
+from federation.controller.authz import decode_identity, peer_identity
 from federation.controller.metrics import ControllerMetrics
 from federation.edge_mux import ON_BEHALF_OF, InCall, LinkMux, RelayHandler, forwardable, replay
 from federation.object_relay import ObjectRelayHandler, policy_allows
@@ -200,6 +200,19 @@ _SITE_INTERCEPTOR_KINDS: tuple[type, ...] = tuple(
         ("SS", grpc.aio.StreamStreamClientInterceptor, "stream_stream"),
     )
 )
+
+
+def _acting_as(site: str, metadata: Any) -> str:
+    """Who a site's relayed call acts as: the user it names, else the site itself."""
+    claimed = next((kv.value for kv in metadata if kv.key == ON_BEHALF_OF), None)
+    if claimed:
+        try:
+            who = decode_identity(str(claimed))
+        except InvalidInput:
+            who = None
+        if who is not None and not who.is_cluster:
+            return str(claimed)
+    return f"edge:{site}"
 
 
 def site_interceptors(site: str) -> list[Any]:
@@ -668,10 +681,13 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
 
     # -- calls from the site ----------------------------------------------------------------
     async def _replay_up(self, site: str, inc: InCall) -> None:
-        """Run a site's call here (or at the core cluster it names) as the site."""
+        """Run a site's call here (or at the core cluster it names) as the site, or as the
+        user an app at the site proved to be over TLS: the site holds a cluster certificate,
+        so like any forwarding controller it may act for a user (SPEC §10), never for
+        another cluster or site."""
         md = [(k, v) for k, v in forwardable(tuple((kv.key, kv.value) for kv in inc.start.metadata))
               if k not in (ON_BEHALF_OF, SITE_KEY)]
-        md.append((ON_BEHALF_OF, f"edge:{site}"))
+        md.append((ON_BEHALF_OF, _acting_as(site, inc.start.metadata)))
         target = inc.start.cluster
         if not target or target == self.cluster:
             endpoint = self.own_endpoint()

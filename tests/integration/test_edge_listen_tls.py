@@ -1,0 +1,65 @@
+"""An edge site of a TLS federation serves apps with mutual TLS, and what it forwards is
+decided on the app's identity, not the site's (SPEC §8, §10). Real processes.
+
+Before, the site's ``--listen`` port was plaintext whatever the federation ran: the CLI of
+``gns up`` (TLS by default) could not reach it, and a caller with no certificate at all could
+write core paths through it, since the hub ran every forwarded call as the site."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import grpc
+
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.certs import init_certs, issue_user
+from tests.fixtures.federation import Federation, assert_error
+from tests.support.edge import edge_site, token, wait_cluster
+
+
+def test_site_listen_is_mutual_tls_and_forwards_the_callers_identity(federation: Federation,
+                                                                     tmp_path: Path) -> None:
+    tls = tmp_path / "tls"
+    init_certs(tls, ["onprem-a"])
+    issue_user(tls, "carol")
+    federation.tls_dir = tls
+    hub = federation.add("onprem-a")
+    assert federation.gns("volume", "create", "core", "--cluster", "onprem-a").returncode == 0
+    assert federation.gns("mount", "add", "/core", "core").returncode == 0
+    assert federation.gns("put", "-", "/core/x", input=b"core data").returncode == 0
+    e = edge_site(federation, "edge-t", [hub.endpoint])
+    try:
+        e.start(token(federation, "edge-t"))
+        wait_cluster(federation, "edge-t", "Ready", timeout=30)
+
+        # No certificate: refused at the handshake, nothing written.
+        with grpc.insecure_channel(e.listen) as ch:
+            header = pb.WriteChunk(header=pb.WriteHeader(target=pb.Target(global_path="/core/anon")))
+            try:
+                pb_grpc.FederationStub(ch).Write(iter([header, pb.WriteChunk(data=b"x")]), timeout=10)
+                raise AssertionError("a caller without a certificate wrote through the site")
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+
+        def at_site(*args: str, identity: str = "client", data: bytes | None = None) -> subprocess.CompletedProcess[str]:
+            return federation.gns("--controller", e.listen, "--tls-dir", str(tls), "--identity", identity,
+                                  *args, input=data)
+
+        # The administrator (what `gns up`'s CLI uses) works through the site.
+        out = at_site("cat", "/core/x")
+        assert out.returncode == 0 and out.stdout == "core data", out
+        assert at_site("put", "-", "/core/by-admin", data=b"a").returncode == 0
+        # A user with no grants is refused by the owner, on the user's identity.
+        assert_error(at_site("cat", "/core/x", identity="carol"), 4, "permission denied")
+        assert_error(at_site("put", "-", "/core/by-carol", identity="carol", data=b"c"), 4,
+                     "permission denied")
+        assert federation.gns("acl", "grant", "/core", "user:carol", "read").returncode == 0
+        out = at_site("cat", "/core/x", identity="carol")
+        assert out.returncode == 0 and out.stdout == "core data", out
+        assert_error(at_site("put", "-", "/core/by-carol", identity="carol", data=b"c"), 4,
+                     "permission denied")
+        assert federation.gns("stat", "/core/by-carol").returncode == 3
+        assert federation.gns("stat", "/core/anon").returncode == 3
+    finally:
+        e.stop()
