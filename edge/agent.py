@@ -42,6 +42,7 @@ from federation.sitekit import (
     ErrorInterceptor,
     add_federation_service,
     claim_data_dir,
+    forward_metadata,
 )
 from federation.tls import channel_credentials, channel_options, reloading_server_credentials
 from namespace.edge import parse_token
@@ -182,6 +183,11 @@ class EdgeController:
             interceptors.append(AuthzInterceptor(CallerOnly()))
         server = grpc.aio.server(options=BASE_OPTIONS, interceptors=interceptors)
         add_federation_service(service, server)
+        # Control commands sent to the site (--controller) are the hub's to answer: it holds
+        # the namespace and the grants. Relayed up the link as the caller TLS proved.
+        server.add_generic_rpc_handlers((RelayHandler(
+            self._route_up("", bulk=False), extra_metadata=lambda _md: list(forward_metadata()),
+            prefix="/gns.control.v1.Control/"),))
         if tls is not None:
             self.port = server.add_secure_port(cfg.listen, reloading_server_credentials(tls, cfg.site))
         else:

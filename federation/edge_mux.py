@@ -343,14 +343,19 @@ Route = Callable[[str, dict[str, str]], tuple[LinkMux, str, bool]]
 
 
 class RelayHandler(grpc.GenericRpcHandler):
-    """Any method called on this server is relayed over the link ``route`` picks."""
+    """Any method called on this server (or only those under ``prefix``: one service
+    beside others the server runs itself) is relayed over the link ``route`` picks."""
 
-    def __init__(self, route: Route, extra_metadata: Callable[[dict[str, str]], list[tuple[str, str]]] | None = None) -> None:
+    def __init__(self, route: Route, extra_metadata: Callable[[dict[str, str]], list[tuple[str, str]]] | None = None,
+                 prefix: str = "") -> None:
         self.route = route
         self.extra_metadata = extra_metadata
+        self.prefix = prefix
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
+        if not str(method).startswith(self.prefix):
+            return None
 
         async def relay(request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
             md = forwardable(context.invocation_metadata())

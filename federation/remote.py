@@ -25,6 +25,8 @@ from federation.client import Client, Progress
 from federation.client.models import (
     AccessReport,
     CallerIdentity,
+    EdgeSite,
+    EdgeToken,
     MirrorApplyResult,
     MirrorPolicySummary,
     MirrorStatus,
@@ -161,6 +163,16 @@ class RemoteClient(Client):
         check_name("policy", name)
         reports = self._ctl("MirrorVerify", _LONG, name=name, repair=repair, deep=deep)
         return [MirrorVerifyReport.from_json(r) for r in reports]
+
+    # -- edge sites -----------------------------------------------------------------------
+    def edge_token_create(self, site: str, *, ttl: float = 3600.0, hub: str | None = None) -> EdgeToken:
+        check_name("site", site)
+        if hub is not None:
+            check_name("hub cluster", hub)
+        return EdgeToken.from_json(self._ctl("EdgeTokenCreate", site=site, ttl=ttl, hub=hub))
+
+    def edge_sites(self) -> list[EdgeSite]:
+        return [EdgeSite.from_json(s) for s in self._ctl("EdgeList")]
 
     # -- access control -------------------------------------------------------------------
     def acl_grant(self, path: str, subject: str, perms: str) -> Grant:

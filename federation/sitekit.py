@@ -7,7 +7,7 @@ here, so what the edge depends on is one list that can be kept stable.
 """
 from __future__ import annotations
 
-from federation.controller.authz import AuthzInterceptor, CallerOnly
+from federation.controller.authz import AuthzInterceptor, CallerOnly, forward_metadata
 from federation.controller.handler_io import IOPool
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.process import claim_data_dir
@@ -33,4 +33,5 @@ __all__ = [
     "VolumeManager",
     "add_federation_service",
     "claim_data_dir",
+    "forward_metadata",
 ]

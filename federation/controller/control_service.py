@@ -62,6 +62,8 @@ class ControlService:
             "AclList": self._acl_list,
             "AclCheck": self._acl_check,
             "WhoAmI": self._whoami,
+            "EdgeTokenCreate": self._edge_token_create,
+            "EdgeList": self._edge_list,
         }
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
@@ -290,6 +292,26 @@ class ControlService:
         if who is None:
             return {"identity": None, "groups": [], "access_control": False}
         return {"identity": who.subject, "groups": list(who.groups), "access_control": True}
+
+
+    # -- edge sites (SPEC §8) -------------------------------------------------------------
+    async def _edge_token_create(self, a: dict[str, Any]) -> Any:
+        """A join token: an admin operation on the whole federation (a site it admits may
+        own volumes anywhere), pinning this controller's CA, as the etcd path pins the
+        client's."""
+        site = _str(a, "site")
+        ttl = a.get("ttl", 3600.0)
+        hub = a.get("hub")
+        if not isinstance(ttl, (int, float)) or isinstance(ttl, bool):
+            raise InvalidInput("EdgeTokenCreate: ttl must be a number of seconds")
+        if hub is not None and not isinstance(hub, str):
+            raise InvalidInput("EdgeTokenCreate: hub must be a cluster name")
+        return await self._admin("edge.token.create", ["/"], self.client.edge_token_create, site,
+                                 ttl=float(ttl), hub=hub)
+
+    async def _edge_list(self, a: dict[str, Any]) -> Any:
+        # Like the cluster list: visible to every authenticated identity.
+        return await self._run(self.client.edge_sites)
 
 
 def _str(args: dict[str, Any], key: str) -> str:

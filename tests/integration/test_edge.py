@@ -64,6 +64,16 @@ def test_join_ready_serve_both_ways(federation: Federation) -> None:
         with pytest.raises(grpc.RpcError) as info:
             read(s, "/core/missing")
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        # Control commands at the site (--controller) are answered by the hub, as at any
+        # controller: the same answers as through etcd.
+        for args in (["volume", "list", "--json"], ["edge", "list", "--json"], ["mount", "list", "--json"]):
+            at_site = federation.gns("--controller", e.listen, *args)
+            assert at_site.returncode == 0, at_site.stderr
+            direct = json.loads(federation.gns(*args).stdout)
+            if args[0] == "edge":  # connected_since and backlog move with every heartbeat
+                assert [d["site"] for d in json.loads(at_site.stdout)] == [d["site"] for d in direct]
+            else:
+                assert json.loads(at_site.stdout) == direct
         # A restart needs no token: the identity is in the data dir.
         e.stop()
         e.start()

@@ -6,6 +6,7 @@ Before, the site's ``--listen`` port was plaintext whatever the federation ran: 
 write core paths through it, since the hub ran every forwarded call as the site."""
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -61,5 +62,23 @@ def test_site_listen_is_mutual_tls_and_forwards_the_callers_identity(federation:
                      "permission denied")
         assert federation.gns("stat", "/core/by-carol").returncode == 3
         assert federation.gns("stat", "/core/anon").returncode == 3
+
+        # Control commands at the site go to the hub, decided on the caller's identity.
+        out = at_site("edge", "list", "--json")
+        assert out.returncode == 0 and [s["site"] for s in json.loads(out.stdout)] == ["edge-t"], out
+        out = at_site("volume", "list", "--json")
+        assert out.returncode == 0 and [v["name"] for v in json.loads(out.stdout)] == ["core"], out
+        assert_error(at_site("volume", "create", "carols", "--cluster", "onprem-a", identity="carol"), 4,
+                     "permission denied")
+        assert at_site("volume", "create", "admins", "--cluster", "onprem-a").returncode == 0
+        assert_error(at_site("edge", "token", "create", "--site", "edge-u", identity="carol"), 4,
+                     "permission denied")
+        out = at_site("edge", "token", "create", "--site", "edge-u")
+        assert out.returncode == 0 and json.loads(out.stdout)["site"] == "edge-u", out
+        # The same commands straight at a core controller (--controller), without etcd.
+        core = federation.gns("--controller", hub.endpoint, "--tls-dir", str(tls), "edge", "list", "--json")
+        assert core.returncode == 0 and [s["site"] for s in json.loads(core.stdout)] == ["edge-t"], core
+        assert_error(federation.gns("--controller", hub.endpoint, "--tls-dir", str(tls), "edge", "token",
+                                    "create", "--site", "Bad_Name"), 2, "invalid site name")
     finally:
         e.stop()

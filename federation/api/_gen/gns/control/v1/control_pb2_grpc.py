@@ -149,6 +149,16 @@ class ControlStub:
                 request_serializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.SerializeToString,
                 response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.FromString,
                 _registered_method=True)
+        self.EdgeTokenCreate = channel.unary_unary(
+                '/gns.control.v1.Control/EdgeTokenCreate',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.FromString,
+                _registered_method=True)
+        self.EdgeList = channel.unary_unary(
+                '/gns.control.v1.Control/EdgeList',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -292,6 +302,18 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EdgeTokenCreate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EdgeList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -407,6 +429,16 @@ def add_ControlServicer_to_server(servicer, server):
             ),
             'WhoAmI': grpc.unary_unary_rpc_method_handler(
                     servicer.WhoAmI,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.SerializeToString,
+            ),
+            'EdgeTokenCreate': grpc.unary_unary_rpc_method_handler(
+                    servicer.EdgeTokenCreate,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.SerializeToString,
+            ),
+            'EdgeList': grpc.unary_unary_rpc_method_handler(
+                    servicer.EdgeList,
                     request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.FromString,
                     response_serializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.SerializeToString,
             ),
@@ -1030,6 +1062,60 @@ class Control:
             request,
             target,
             '/gns.control.v1.Control/WhoAmI',
+            federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EdgeTokenCreate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.control.v1.Control/EdgeTokenCreate',
+            federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EdgeList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.control.v1.Control/EdgeList',
             federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.SerializeToString,
             federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.FromString,
             options,
