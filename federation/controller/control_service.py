@@ -217,13 +217,23 @@ class ControlService:
         valid volume needs admin on "/", as an unknown or unmounted volume does."""
         from mirroring.policy import parse_document
 
-        spec = parse_document(text).get("spec")
+        doc = parse_document(text)
+        spec = doc.get("spec")
         volume = spec.get("volume") if isinstance(spec, dict) else None
         try:
-            name = check_name("volume", volume if isinstance(volume, str) else "")
+            paths = self._volume_paths(check_name("volume", volume if isinstance(volume, str) else ""))
         except InvalidInput:
-            return ["/"]
-        return self._volume_paths(name)
+            paths = ["/"]
+        # Re-applying a stored policy replaces it: that needs admin on the volume it covers
+        # now too, or admin on one volume would let a caller rewrite another's policy.
+        meta = doc.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        stored = self.view.policies.get(name) if isinstance(name, str) else None
+        old_spec = (stored or {}).get("spec") if isinstance(stored, dict) else None
+        old_volume = old_spec.get("volume") if isinstance(old_spec, dict) else None
+        if isinstance(old_volume, str) and old_volume != volume:
+            paths += [p for p in self._volume_paths(old_volume) if p not in paths]
+        return paths
 
     async def _mirror_list(self, a: dict[str, Any]) -> Any:
         found = await self._run(self.client.mirror_list)

@@ -208,6 +208,34 @@ def test_mirror_apply_with_problems_still_needs_admin(fed: Federation) -> None:
             assert b"unknown cluster 'nowhere'" in by_ctl.stderr and b"spec.targets[0].uri" in by_ctl.stderr
 
 
+def test_reapplying_a_policy_needs_admin_on_the_volume_it_covers_now(fed: Federation) -> None:
+    """Admin on one volume must not let a caller overwrite the policy of another: replacing
+    a stored policy needs admin on the volume it covers as well as on the new one."""
+    ctl = ["--controller", fed.controllers["onprem-b"].endpoint]
+    admin(fed, "volume", "create", "mals", "--cluster", "onprem-a")
+    admin(fed, "mount", "add", "/mal", "mals")
+    policy = b"""apiVersion: gns.io/v1alpha1
+kind: MirrorPolicy
+metadata: {name: guarded-dr}
+spec: {volume: VOLUME, mode: manual, targets: [{cluster: onprem-b}]}
+"""
+    assert as_user(fed, "client", "mirror", "apply", "-f", "-",
+                   input=policy.replace(b"VOLUME", b"sec")).returncode == 0
+    admin(fed, "acl", "grant", "/mal", "user:mallory", "admin")
+    try:
+        hijack = policy.replace(b"VOLUME", b"mals")
+        denied(as_user(fed, "mallory", *ctl, "mirror", "apply", "-f", "-", input=hijack))
+        shown = json.loads(as_user(fed, "client", "mirror", "list", "--json").stdout)
+        assert {p["name"]: p["volume"] for p in shown}["guarded-dr"] == "sec"
+        # Her own volume's new policy is hers to make.
+        own = policy.replace(b"guarded-dr", b"mal-dr").replace(b"VOLUME", b"mals")
+        assert as_user(fed, "mallory", *ctl, "mirror", "apply", "-f", "-", input=own).returncode == 0
+    finally:
+        admin(fed, "acl", "revoke", "/mal", "user:mallory")
+        for name in ("guarded-dr", "mal-dr"):
+            as_user(fed, "client", "mirror", "remove", name)
+
+
 def test_revoke_in_force_within_a_second(fed: Federation) -> None:
     from federation.client import Client
 
