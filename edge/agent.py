@@ -225,6 +225,7 @@ class EdgeController:
         link.up = link_up
         link.on_up += [shipper.kick, follower.kick]
         volumes.subscribe_commits(shipper.committed)
+        volumes.subscribe_commits(lambda *_: link.report_soon())  # the version, federation-wide
         cache.subscribe(lambda kind, name, value: shipper.kick())
         cache.subscribe(lambda kind, name, value: follower.kick())
         status = _StatusFile(cfg.data_dir, cfg.site, listen, link, shipper, follower)

@@ -38,6 +38,8 @@ from namespace.errors import PermissionDenied
 log = logging.getLogger(__name__)
 
 
+_SOONEST = 0.05
+"""Least time between two reports (a busy site asks for one at every commit)."""
 DIVERGED_KIND = "diverged"
 """An entry of ``Heartbeat.mirror_status_json`` that reports diverged writes (SPEC §7), not a
 mirror status: ``{"kind": "diverged", "volume", "cluster", "epoch", "paths", "at"}``."""
@@ -80,6 +82,7 @@ class HubLink:
         self._welcomed_at: float | None = None
         """When the current attempt's hub welcomed the site (monotonic); None until it does.
         Per attempt on purpose: ``sessions`` counts every success since start."""
+        self._soon = asyncio.Event()
 
     async def run(self) -> None:
         """Forever: connect, serve the link until it dies, back off, try the next hub."""
@@ -196,7 +199,19 @@ class HubLink:
                     self._pending = Request(self.identity.site)
                     renew.csr_pem = self._pending.csr_pem
                 await mux.put(epb.Frame(renew=renew))
-            await asyncio.sleep(self.heartbeat)
+            # The next beat after a heartbeat, or sooner when asked (report_soon), but never
+            # more than 20 a second.
+            try:
+                await asyncio.wait_for(self._soon.wait(), timeout=self.heartbeat)
+            except TimeoutError:
+                continue
+            self._soon.clear()
+            await asyncio.sleep(min(self.heartbeat, _SOONEST))
+
+    def report_soon(self) -> None:
+        """Send the report now rather than at the next heartbeat: a commit at the site moved
+        a volume's version, which the federation shows (``volume show``) from the report."""
+        self._soon.set()
 
     def _renewed(self, renewed: epb.Renewed) -> None:
         old = self.identity
