@@ -10,7 +10,7 @@ from typing import IO, TYPE_CHECKING
 import click
 
 from federation.cli.output import Env, common, emit_json, progress_bar, removed, show, table
-from namespace.errors import InvalidInput
+from namespace.errors import GnsError, InvalidInput, Unavailable
 
 if TYPE_CHECKING:
     from federation.client import FailoverSettings, MirrorStatus
@@ -131,6 +131,13 @@ def mirror_verify(env: Env, name: str, no_repair: bool) -> None:
     with env.client(watch=False) as c:
         reports = c.mirror_verify(name, repair=not no_repair)
     show(env, reports, title="targets")
+    # Like diff or rclone check: the report on stdout, and an exit status a script can test.
+    failed = [r.target for r in reports if r.error]
+    if failed:
+        raise Unavailable(f"mirror verify {name}: could not check {', '.join(failed)}")
+    left = [r.target for r in reports if not r.ok and not r.repaired]
+    if left:
+        raise GnsError(f"mirror verify {name}: {', '.join(left)} differ from the volume (not repaired)")
 
 
 @mirror.command("remove")

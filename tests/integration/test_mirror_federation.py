@@ -216,6 +216,18 @@ def test_every_target_kind_at_once_contents_match(
         assert d.read("day2/r003.csv") is None, f"{d.uri}: deleted object still there"
     check_replica(fed, "onprem-b", "sensors", files)
 
+    # `mirror verify` finds a target changed behind our back: with --no-repair it reports it
+    # and exits 1 (as diff does); without, it repairs and exits 0.
+    (tmp_path / "nfs" / "sensors" / "readme.txt").write_bytes(b"changed behind gns's back\n")
+    out = fed.gns("mirror", "verify", "sensors-dr", "--no-repair", "--json")
+    assert out.returncode == 1 and "differ from the volume" in out.stderr, out
+    reports = {r["target"]: r for r in json.loads(out.stdout)}
+    assert reports[local]["mismatched"] == ["readme.txt"] and not reports[local]["ok"], reports[local]
+    assert all(r["ok"] for t, r in reports.items() if t != local), reports
+    assert fed.gns("mirror", "verify", "sensors-dr").returncode == 0
+    assert fed.gns("mirror", "verify", "sensors-dr", "--no-repair").returncode == 0
+    assert (tmp_path / "nfs" / "sensors" / "readme.txt").read_bytes() == files["readme.txt"]
+
     # with the owner gone, the replica alone serves the volume (`gns cat --consistency any`)
     fed.kill("onprem-a", signal.SIGKILL)
     fed.wait_state("onprem-a", "Down", timeout=fed.lease_ttl + 10)
