@@ -219,9 +219,9 @@ def test_every_target_kind_at_once_contents_match(
     # `mirror verify` finds a target changed behind our back: with --no-repair it reports it
     # and exits 1 (as diff does); without, it repairs and exits 0.
     (tmp_path / "nfs" / "sensors" / "readme.txt").write_bytes(b"changed behind gns's back\n")
-    out = fed.gns("mirror", "verify", "sensors-dr", "--no-repair", "--json")
-    assert out.returncode == 1 and "differ from the volume" in out.stderr, out
-    reports = {r["target"]: r for r in json.loads(out.stdout)}
+    verified = fed.gns("mirror", "verify", "sensors-dr", "--no-repair", "--json")
+    assert verified.returncode == 1 and "differ from the volume" in verified.stderr, verified
+    reports = {r["target"]: r for r in json.loads(verified.stdout)}
     assert reports[local]["mismatched"] == ["readme.txt"] and not reports[local]["ok"], reports[local]
     assert all(r["ok"] for t, r in reports.items() if t != local), reports
     assert fed.gns("mirror", "verify", "sensors-dr").returncode == 0
