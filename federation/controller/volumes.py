@@ -176,6 +176,10 @@ class VolumeManager:
                 await asyncio.to_thread(vs.set_role, "primary")
                 log.warning("volume %s: this cluster is the owner now (epoch %d, version %d)",
                             name, vol.epoch, vs.version)
+                # The federation shows the version the new owner holds (a lagging replica
+                # promoted by force is behind the old owner's), not the old owner's last one.
+                self._dirty.add(name)
+                self._dirty_event.set()
         elif vs.role == "primary":
             await self.fail_back(vol, vs)
 

@@ -234,6 +234,29 @@ def test_planned_promote_force_loses_nothing(fed3: Federation) -> None:
     assert (vol["owner"], vol["epoch"]) == ("onprem-b", 2)
 
 
+def test_promoted_lagging_replica_shows_its_own_version(fed3: Federation) -> None:
+    """After a promotion onto a replica that lags, ``volume show`` reports the version the
+    new owner serves, not the lost owner's last one (it showed v5 while v3 was served)."""
+    fed = fed3
+    assert fed.gns("volume", "create", "lag", "--cluster", "onprem-a").returncode == 0
+    assert fed.gns("mount", "add", "/lag", "lag").returncode == 0
+    apply(fed, policy("lag-dr", "lag", "manual", [{"cluster": "onprem-b"}], automatic=False))
+    for i in range(3):
+        assert fed.gns("put", "-", f"/lag/f{i}", input=b"synced").returncode == 0
+    assert fed.gns("mirror", "sync", "lag-dr", "--wait", timeout=120).returncode == 0
+    for i in range(3, 5):
+        assert fed.gns("put", "-", f"/lag/f{i}", input=b"never mirrored").returncode == 0
+    wait_for(lambda: owner(fed, "lag")["version"] == 5, 10, "volume show at v5")
+    fed.kill("onprem-a", signal.SIGKILL)
+    fed.wait_state("onprem-a", "Down", timeout=fed.lease_ttl + 10)
+    out = fed.gns("volume", "promote", "lag", "--to", "onprem-b")
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: (o := owner(fed, "lag"))["owner"] == "onprem-b" and o["version"] == 3, 10,
+             "volume show at the promoted replica's version")
+    assert fed.gns("put", "-", "/lag/after", input=b"x").returncode == 0
+    wait_for(lambda: owner(fed, "lag")["version"] == 4, 10, "the next write is v4")
+
+
 def test_promote_bad_input(fed3: Federation) -> None:
     fed = fed3
     fed.gns("volume", "create", "pb", "--cluster", "onprem-a")
