@@ -72,7 +72,7 @@ class GnsOperations(pyfuse3.Operations):
         self.uid, self.gid = os.getuid(), os.getgid()
         self._handles: dict[int, RemoteReader | StagedFile] = {}
         self._dirs: dict[int, list[tuple[str, Attrs]]] = {}
-        self._dir_paths: dict[int, str] = {}
+        self._dir_paths: dict[int, tuple[int, str]] = {}  # fh -> (inode, path) of the directory
         self._next_fh = 1
         self.pending: dict[str, StagedFile] = {}
         # Versions this mount committed: their echo on the change stream changes nothing.
@@ -167,6 +167,11 @@ class GnsOperations(pyfuse3.Operations):
         return e
 
     # ------------------------------------------------------------------ namespace view
+
+    def _mounted_at_or_below(self, g: str) -> bool:
+        """Blocking: a volume is mounted at ``g`` or below it (rmdir there is EBUSY)."""
+        return any(m.path == g for m in self.client.view().mount_list()) or bool(
+            self._mount_children(g))
 
     def _mount_children(self, g: str) -> set[str]:
         """Names of mount prefixes directly below global path ``g``."""
@@ -325,17 +330,40 @@ class GnsOperations(pyfuse3.Operations):
         fh = self._next_fh
         self._next_fh += 1
         self._dirs[fh] = entries
-        self._dir_paths[fh] = rel
+        self._dir_paths[fh] = (inode, rel)
         return fh
 
+    def _dot_entries(self, ino: int, rel: str) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
+        """``.`` and ``..`` of directory ``rel``, listed as on a local disk (``ls -a``). The
+        mount root is its own parent here: the kernel answers ``..`` above the mount."""
+        parent = rel.rpartition("/")[0]
+        pino = ino if not rel else (self.inodes.find(parent) or self.inodes.ino_for(parent))
+        out = []
+        for name, i, r in ((b".", ino, rel), (b"..", pino, parent)):
+            hit, a = self.cache.get_attrs(r)
+            if not hit or a is None or a.kind != "dir":
+                a = Attrs("dir", 0, self.started, 0o755)  # the kernel keeps no attrs of these
+            out.append((name, self.entry(i, a)))
+        return out
+
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        # Offsets: 1 and 2 follow "." and "..", i + 3 follows entries[i] of the listing
+        # snapshot taken at opendir, so a listing resumed at any offset skips and repeats
+        # nothing.
         entries = self._dirs.get(fh, [])
-        parent = self._dir_paths.get(fh, "")
-        for i in range(start_id, len(entries)):
+        dino, parent = self._dir_paths.get(fh, (0, ""))
+        if dino and start_id < 2:
+            dots = self._dot_entries(dino, parent)
+            for i in range(start_id, 2):
+                dot, attrs = dots[i]
+                # No lookup count for "." and "..": the kernel takes none for them.
+                if not pyfuse3.readdir_reply(token, dot, attrs, i + 1):
+                    return
+        for i in range(max(start_id - 2, 0), len(entries)):
             name, a = entries[i]
             rel = _join(parent, name)
             ino = self.inodes.ino_for(rel)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), self.entry(ino, a), i + 1):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self.entry(ino, a), i + 3):
                 return
             self.inodes.looked_up(ino)
 
@@ -386,6 +414,8 @@ class GnsOperations(pyfuse3.Operations):
         except BaseException:
             sf.close()
             raise
+        if not sf.dirty:  # nothing changed yet: stat shows the committed mtime, as before open
+            sf.touched = a.mtime or sf.touched
         sf.refs += 1
         self.pending[rel] = sf
         return pyfuse3.FileInfo(fh=self._new_fh(sf), keep_cache=False)
@@ -455,6 +485,8 @@ class GnsOperations(pyfuse3.Operations):
         if info is None:
             return
         self.own(sf.rel, info.version)
+        if sf.mtime is None:  # until released, stat answers from sf: show the commit's mtime
+            sf.touched = info.mtime or sf.touched
         vol = self._volume(self.gpath(sf.rel)) or ""
         self.cache.upsert(sf.rel, Attrs("file", info.size, info.mtime, info.mode or sf.mode, info.sha256),
                           vol)
@@ -513,10 +545,12 @@ class GnsOperations(pyfuse3.Operations):
                 self.own(rel, await self.call(self.client.chmod, g, mode))
         if fields.update_mtime:
             mtime = attr.st_mtime_ns / 1e9
-            if sf is not None and sf.dirty:
-                sf.mtime = mtime
-            else:
+            if sf is None or not sf.dirty:
                 self.own(rel, await self.call(self.client.set_mtime, g, mtime))
+            if sf is not None:
+                # A staged file answers stat until released (touch's close comes before its
+                # utimensat): it must show the new mtime at once, committed or not.
+                sf.mtime = mtime
         # uid/gid (chown) are accepted and not kept: gns has no file owners.
         if changes:
             self.cache.invalidate(rel)
@@ -561,7 +595,7 @@ class GnsOperations(pyfuse3.Operations):
         self._writable()
         rel = _join(self._path(parent_inode), os.fsdecode(name))
         g = self.gpath(rel)
-        if await self.call(self._mount_children, g):
+        if await self.call(self._mounted_at_or_below, g):
             raise pyfuse3.FUSEError(errno.EBUSY)
         version = await self.call(self.client.rmdir, g, conflict=errno.ENOTEMPTY,
                                   invalid=errno.ENOTDIR)

@@ -365,6 +365,105 @@ def test_bad_invocations_exit_with_one_error_line(fed: Federation, tmp_path: Pat
 
 
 # ---------------------------------------------------------------------------------------------
+# as a local disk: utimens, rmdir of a mount point, "." and ".."
+
+_2016 = 1_451_606_400  # 2016-01-01T00:00:00Z
+
+
+def test_touch_d_takes_effect_at_once(fed: Federation, mnt: Path) -> None:
+    d = mnt / "fz/fz/touch"
+    d.mkdir()
+    env = {**os.environ, "TZ": "UTC"}
+    # touch closes its descriptor and then calls utimensat: the release is still pending.
+    subprocess.run(["touch", "-d", "2016-01-01", str(d / "new.txt")], check=True, env=env)
+    assert os.stat(d / "new.txt").st_mtime == _2016
+    (d / "old.txt").write_text("x")
+    subprocess.run(["touch", "-d", "2016-01-01", str(d / "old.txt")], check=True, env=env)
+    assert os.stat(d / "old.txt").st_mtime == _2016
+    # futimens on a descriptor open for writing with nothing written, then on a new file.
+    with open(d / "old.txt", "r+b") as f:
+        assert os.stat(d / "old.txt").st_mtime == _2016  # opening changed nothing
+        os.utime(f.fileno(), (_2016, _2016 + 7))
+        assert os.stat(d / "old.txt").st_mtime == _2016 + 7
+    with open(d / "created.txt", "wb") as f:
+        os.utime(f.fileno(), (_2016, _2016 + 9))
+        assert os.stat(d / "created.txt").st_mtime == _2016 + 9
+    for name, want in (("new.txt", _2016), ("old.txt", _2016 + 7), ("created.txt", _2016 + 9)):
+        assert os.stat(d / name).st_mtime == want
+        with fed.client() as c:
+            assert c.stat(f"/fz/fz/touch/{name}").mtime == want
+
+
+def test_rmdir_of_a_volume_root_is_ebusy(fed: Federation, mnt: Path) -> None:
+    assert fed.gns("volume", "create", "fzempty", "--cluster", "onprem-a").returncode == 0
+    assert fed.gns("mount", "add", "/fz/fzempty", "fzempty").returncode == 0
+    wait_for(lambda: (mnt / "fz/fzempty").is_dir(), 10)
+    (mnt / "fz/fzb/keep.txt").write_text("k")
+    for root in (mnt / "fz/fzb", mnt / "fz/fzempty", mnt / "fz"):
+        with pytest.raises(OSError) as exc:
+            os.rmdir(root)
+        assert exc.value.errno == errno.EBUSY, root
+    assert (mnt / "fz/fzempty").is_dir()
+
+
+def test_listings_have_dot_and_dotdot(mnt: Path) -> None:
+    d = mnt / "fz/fz/dots"
+    (d / "sub").mkdir(parents=True)
+    names = [f"entry-with-a-fairly-long-name-{i:04d}.txt" for i in range(400)]
+    for n in names:
+        (d / n).write_bytes(b"")
+
+    def ls_ai(p: Path) -> list[tuple[int, str]]:
+        out = subprocess.run(["ls", "-ai1", str(p)], check=True, capture_output=True, text=True,
+                             env={**os.environ, "LC_ALL": "C"})
+        return [(int(i), n) for i, n in (ln.split(None, 1) for ln in out.stdout.splitlines())]
+
+    top = ls_ai(mnt)
+    assert [n for _, n in top] == [".", "..", "fz"]
+    listed = ls_ai(d)
+    # Many readdir calls (the kernel's buffer holds far fewer): nothing lost or repeated.
+    assert [n for _, n in listed] == [".", "..", *names, "sub"]
+    inos = dict((n, i) for i, n in listed)
+    assert inos["."] == os.stat(d).st_ino
+    assert inos[".."] == os.stat(d.parent).st_ino
+    long = subprocess.run(["ls", "-la", str(d / "sub")], check=True, capture_output=True,
+                          text=True, env={**os.environ, "LC_ALL": "C"}).stdout.splitlines()
+    assert [ln.split()[-1] for ln in long[1:]] == [".", ".."]
+    assert all(ln.startswith("d") for ln in long[1:])
+    assert sorted(os.listdir(d)) == sorted([*names, "sub"])  # Python still hides them
+
+
+def _refused(fed: Federation, tmp_path: Path, args: tuple[str, ...], code: int,
+             fragment: str) -> None:
+    """``gns fuse`` with ``args`` fails the SPEC way, in the foreground and with --daemon,
+    and leaves nothing mounted."""
+    from tests.fixtures.federation import assert_error
+
+    mnt = tmp_path / "m"
+    mnt.mkdir(exist_ok=True)
+    for mode in ((), ("--daemon",)):
+        try:
+            proc = fed.gns("fuse", str(mnt), "--cache-dir", str(tmp_path / "c"), *args, *mode,
+                           timeout=30)
+            assert_error(proc, code, fragment)
+            assert not os.path.ismount(mnt), mode
+        finally:
+            if os.path.ismount(mnt) or is_stale(str(mnt)):
+                subprocess.run(["fusermount3", "-uz", str(mnt)], check=False)
+
+
+def test_mount_through_an_unknown_cluster_is_refused(fed: Federation, tmp_path: Path) -> None:
+    _refused(fed, tmp_path, ("--via", "nosuch"), 3, "cluster 'nosuch' not found")
+
+
+def test_bad_root_is_refused_in_daemon_mode_too(fed: Federation, tmp_path: Path) -> None:
+    with fed.client() as c:
+        c.put(b"f", "/fz/fz/not-a-dir.txt")
+    _refused(fed, tmp_path, ("--root", "/fz/fz/nonexistent"), 3, "/fz/fz/nonexistent")
+    _refused(fed, tmp_path, ("--root", "/fz/fz/not-a-dir.txt"), 2, "not a directory")
+
+
+# ---------------------------------------------------------------------------------------------
 # crashes and failures (last: they kill processes)
 
 
