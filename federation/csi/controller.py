@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -19,11 +21,15 @@ from federation.api._gen.csi.v1 import csi_pb2_grpc as csi_grpc
 from federation.client import Client
 from federation.csi import fields, params
 from federation.csi.errors import AlreadyExists, FailedPrecondition, rpc
-from namespace.errors import Conflict, InvalidInput, NotFound
+from namespace.errors import Conflict, InvalidInput, NotFound, Unavailable
+from namespace.paths import check_name
 
 log = logging.getLogger(__name__)
 
 TOPOLOGY_KEY = "topology.gns.io/cluster"
+DRIVER = "csi.gns.io"
+RECORD = ".gns/csi.json"
+"""Where CreateVolume marks a volume as its own (relative to the volume's root)."""
 
 
 def _topology_cluster(req: csi.CreateVolumeRequest) -> str | None:
@@ -58,22 +64,34 @@ class ControllerService(csi_grpc.ControllerServicer):
         if req.HasField("volume_content_source"):
             problems.append("volume_content_source: gns volumes cannot be cloned or restored "
                             "from snapshots")
+        owner = (req.parameters.get("cluster", "").strip()
+                 or _topology_cluster(req) or self.cluster)
+        plan: params.VolumePlan | None = None
         try:
-            plan = params.plan(req.name, dict(req.parameters),
-                               _topology_cluster(req) or self.cluster)
+            plan = params.plan(req.name, dict(req.parameters), owner)
         except InvalidInput as exc:
             problems.append(str(exc))
-        if problems:
+        if owner and _valid_cluster_name(owner):  # a malformed name is reported by plan
+            try:
+                self.client.cluster(owner)
+            except NotFound:
+                problems.append(f"parameters.cluster: cluster {owner!r} not found")
+        if plan is not None:
+            view = self.client.view()
+            if plan.volume not in view.volumes:  # an existing one is compared in _ensure
+                problems += params.policy_problems(plan, view)
+        if problems or plan is None:
             raise InvalidInput("; ".join(problems))
-        self._ensure(plan)
+        record = self._ensure(plan, _Capacity(cap.required_bytes, cap.limit_bytes))
         return csi.CreateVolumeResponse(volume=csi.Volume(
             volume_id=plan.path,
-            capacity_bytes=cap.required_bytes or cap.limit_bytes,
+            capacity_bytes=record.capacity_bytes,
             volume_context=plan.context(),
         ))
 
-    def _ensure(self, plan: params.VolumePlan) -> None:
-        """Make what ``plan`` names, or find it made by an earlier identical call."""
+    def _ensure(self, plan: params.VolumePlan, asked: _Capacity) -> _Capacity:
+        """Make what ``plan`` names, or find it made by an earlier compatible call; return the
+        capacity recorded for the volume."""
         view = self.client.view()
         mounted = view.mounts.get(plan.path)
         if mounted is not None and mounted != (plan.volume, ""):
@@ -83,17 +101,22 @@ class ControllerService(csi_grpc.ControllerServicer):
         made_volume = False
         if existing is None:
             try:
-                self.client.cluster(plan.cluster)
-            except NotFound:
-                raise InvalidInput(f"parameters.cluster: cluster {plan.cluster!r} not found") from None
-            try:
                 self.client.create_volume(plan.volume, plan.cluster)
                 made_volume = True
             except Conflict:
                 existing = self.client.view().volumes.get(plan.volume)
-        if existing is not None and existing.epoch == 1 and existing.owner != plan.cluster:
-            raise AlreadyExists(f"volume {plan.volume} exists with owner {existing.owner}, "
-                                f"not {plan.cluster}")
+        if existing is not None:
+            if existing.epoch == 1 and existing.owner != plan.cluster:
+                raise AlreadyExists(f"volume {plan.volume} exists with owner {existing.owner}, "
+                                    f"not {plan.cluster}")
+            recorded = self._record(plan.path, plan.volume) if mounted is not None else None
+            if recorded is not None:
+                _check_capacity(plan.volume, recorded, asked)
+            elif self.client.volume(plan.volume).version > 0:
+                # Holds data but no record of ours: not ours to adopt, or DeleteVolume would
+                # later destroy it. An empty one is a retry that stopped before the record.
+                raise AlreadyExists(f"volume {plan.volume} exists and holds data, but was not "
+                                    "provisioned by csi.gns.io")
         try:
             self._ensure_policy(plan)
             if mounted is None:
@@ -103,10 +126,54 @@ class ControllerService(csi_grpc.ControllerServicer):
                     if self.client.view().mounts.get(plan.path) != (plan.volume, ""):
                         raise AlreadyExists(f"global path {plan.path} was mounted by someone "
                                             "else meanwhile") from None
+            self._wait_mounted(plan.path, plan.volume)
+            return self._write_record(plan, asked)
         except Exception:
             if made_volume:  # a refused request leaves nothing behind
                 self._forget(plan.volume, plan.path)
             raise
+
+    def _record(self, path: str, volume: str) -> _Capacity | None:
+        """The record CreateVolume left in the volume mounted at ``path``, or None when that
+        volume was not made by this driver (no record, or one about another volume)."""
+        try:
+            data = json.loads(self.client.cat(f"{path}/{RECORD}"))
+        except NotFound:
+            return None
+        except ValueError:  # not JSON: not written by us
+            return None
+        if not isinstance(data, dict) or data.get("driver") != DRIVER \
+                or data.get("volume") != volume or data.get("path") != path:
+            return None
+        return _Capacity(int(data.get("requiredBytes", 0)), int(data.get("limitBytes", 0)))
+
+    def _wait_mounted(self, path: str, volume: str, timeout: float = 10.0) -> None:
+        """Wait until the client's watch-fed view shows the mount just added: the record is
+        written through it (a write routes by the mount table)."""
+        deadline = time.monotonic() + timeout
+        while self.client.view().mounts.get(path) != (volume, ""):
+            if time.monotonic() > deadline:
+                raise Unavailable(f"the mount of {path} is not visible yet; try again")
+            time.sleep(0.05)
+
+    def _write_record(self, plan: params.VolumePlan, asked: _Capacity) -> _Capacity:
+        """Mark the volume as made by this driver, with the capacity asked for: what makes a
+        repeat with another size ALREADY_EXISTS, and DeleteVolume touch only our volumes.
+        Kept in the volume itself (``.gns/`` holds gns's own files), so it follows the
+        volume through mirrors and failover and goes away with it."""
+        body = json.dumps({"driver": DRIVER, "volume": plan.volume, "path": plan.path,
+                           "requiredBytes": asked.required, "limitBytes": asked.limit},
+                          sort_keys=True).encode()
+        try:
+            self.client.put(body, f"{plan.path}/{RECORD}", if_absent=True)
+            return asked
+        except Conflict:  # there already: an earlier call, or a concurrent one, wrote it
+            recorded = self._record(plan.path, plan.volume)
+            if recorded is None:
+                raise AlreadyExists(f"volume {plan.volume} holds a {RECORD} that csi.gns.io "
+                                    "did not write") from None
+            _check_capacity(plan.volume, recorded, asked)
+            return recorded
 
     def _ensure_policy(self, plan: params.VolumePlan) -> None:
         stored = self.client.view().policies.get(plan.volume)
@@ -144,6 +211,13 @@ class ControllerService(csi_grpc.ControllerServicer):
     @rpc
     def DeleteVolume(self, req: csi.DeleteVolumeRequest,
                      context: grpc.ServicerContext) -> csi.DeleteVolumeResponse:
+        """Remove what CreateVolume made; everything is checked before the first change, so a
+        refused call changes nothing.
+
+        An id this driver did not provision (a static PV's path, a hand-made volume) is
+        answered OK without touching it: for this plugin there is no such volume, and the
+        spec makes DeleteVolume of an unknown id OK. FAILED_PRECONDITION would leave the
+        external-provisioner retrying forever, and deleting would destroy data we never made."""
         fields.required("volume_id", req.volume_id)
         if not req.volume_id.startswith("/"):
             return csi.DeleteVolumeResponse()  # not an id this driver made: nothing to delete
@@ -153,14 +227,21 @@ class ControllerService(csi_grpc.ControllerServicer):
         if mounted is None:
             return csi.DeleteVolumeResponse()  # deleted already (or never made): OK per spec
         volume, subpath = mounted
-        others = sorted(p for p, (v, _) in view.mounts.items() if v == volume and p != path)
-        if subpath or others:
+        if subpath or self._record(path, volume) is None:
+            log.warning("DeleteVolume %s: %s%s was not provisioned by csi.gns.io; left as it is",
+                        path, volume, f":{subpath}" if subpath else "")
+            return csi.DeleteVolumeResponse()
+        users = sorted(p for p, (v, _) in view.mounts.items() if v == volume and p != path)
+        own = view.policies.get(volume)
+        own_policy = isinstance(own, dict) and own.get("spec", {}).get("volume") == volume
+        users += sorted(f"mirror policy {name}" for name, d in view.policies.items()
+                        if name != volume and isinstance(d, dict)
+                        and d.get("spec", {}).get("volume") == volume)
+        if users:
             raise FailedPrecondition(
-                f"{path} mounts volume {volume}{':' + subpath if subpath else ''}, which is "
-                f"also mounted at {', '.join(others) or 'its subpath'}: not a volume this driver "
-                "provisioned alone; remove the other mounts first")
-        policy = view.policies.get(volume)
-        if isinstance(policy, dict) and policy.get("spec", {}).get("volume") == volume:
+                f"volume {volume} (mounted at {path}) is still used by {', '.join(users)}; "
+                "remove those first")
+        if own_policy:
             try:
                 self.client.mirror_remove(volume)
             except NotFound:
@@ -173,7 +254,7 @@ class ControllerService(csi_grpc.ControllerServicer):
             self.client.remove_volume(volume)
         except NotFound:
             pass
-        except Conflict as exc:
+        except Conflict as exc:  # a mount or policy added since the checks above
             raise FailedPrecondition(str(exc)) from None
         return csi.DeleteVolumeResponse()
 
@@ -205,6 +286,36 @@ class ControllerService(csi_grpc.ControllerServicer):
         return csi.ControllerGetCapabilitiesResponse(capabilities=[
             csi.ControllerServiceCapability(rpc=rpc_cap(type=rpc_cap.CREATE_DELETE_VOLUME)),
         ])
+
+
+@dataclass(frozen=True)
+class _Capacity:
+    """A CreateVolume capacity_range (0: not given)."""
+
+    required: int
+    limit: int
+
+    @property
+    def capacity_bytes(self) -> int:
+        """What the volume is said to hold: gns volumes are not sized, so what was asked."""
+        return self.required or self.limit
+
+
+def _check_capacity(volume: str, recorded: _Capacity, asked: _Capacity) -> None:
+    """A repeated CreateVolume is idempotent only if the volume it made fits the new range."""
+    have = recorded.capacity_bytes
+    if (asked.required and have < asked.required) or (asked.limit and have > asked.limit):
+        raise AlreadyExists(
+            f"volume {volume} exists with capacity {have} bytes, outside the requested "
+            f"capacity_range (required_bytes {asked.required}, limit_bytes {asked.limit})")
+
+
+def _valid_cluster_name(name: str) -> bool:
+    try:
+        check_name("cluster", name)
+    except InvalidInput:
+        return False
+    return True
 
 
 def _summary(policy: dict[str, Any]) -> str:

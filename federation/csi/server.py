@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,10 +19,12 @@ from federation.csi.controller import ControllerService
 from federation.csi.identity import IdentityService
 from federation.csi.node import NodeService
 from federation.csi.publisher import Publisher
-from namespace.errors import InvalidInput
+from namespace.errors import InvalidInput, NotFound, Unavailable
 from namespace.paths import check_name
 
 log = logging.getLogger(__name__)
+
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 @dataclass
@@ -49,6 +52,12 @@ class CsiConfig:
         self.socket_path()
         if not self.node_id:
             raise InvalidInput("--node-id must not be empty")
+        if len(self.node_id) > 253 or not _NODE_NAME.fullmatch(self.node_id):
+            # kubelet registers the plugin under this id and the CO matches it against the
+            # Node object's name: anything else would fail later, far from the typo
+            raise InvalidInput(f"--node-id {self.node_id!r} is not a Kubernetes node name "
+                               "(DNS-1123 subdomain: lowercase letters, digits, '-' and '.', "
+                               "starting and ending with a letter or digit, at most 253)")
         if self.cluster is not None:
             check_name("cluster", self.cluster)
         if self.controller is not None:
@@ -88,7 +97,24 @@ class CsiDriver:
         csi_grpc.add_NodeServicer_to_server(
             NodeService(self.client, self.publisher, config.node_id, config.cluster), self.server)
 
+    def check_cluster(self) -> None:
+        """Refuse an unknown ``--cluster`` (NotFound: exit 3) before serving: it is the
+        default owner of every new volume and the node's topology, so a typo would
+        otherwise surface only as failed provisioning. Checking costs one lookup; if the
+        federation cannot be reached now, serve anyway (kubelet needs the socket, and the
+        RPCs report UNAVAILABLE themselves) but say so."""
+        if self.config.cluster is None:
+            return
+        try:
+            self.client.cluster(self.config.cluster)
+        except Unavailable as exc:
+            log.error("cannot check --cluster %s now: %s", self.config.cluster, exc)
+        except NotFound:
+            raise NotFound(f"--cluster {self.config.cluster!r}: no such cluster in the "
+                           "federation") from None
+
     def start(self) -> None:
+        self.check_cluster()
         sock = self.config.socket_path()
         Path(sock).parent.mkdir(parents=True, exist_ok=True)
         if os.path.exists(sock):

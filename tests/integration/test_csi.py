@@ -201,6 +201,113 @@ def test_every_problem_is_reported_at_once(driver: CsiProcess) -> None:
         assert part in msg
 
 
+def test_every_bad_parameter_is_named(driver: CsiProcess) -> None:
+    code, msg = _code(lambda: create(driver, "pvc-many-bad", bogus="1", cluster="nosuch",
+                                     mirrorTargets="ftp://x", mirrorMode="weird"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    for part in ("bogus", "nosuch", "ftp", "weird"):
+        assert part in msg, (part, msg)
+
+
+def test_example_continuous_storage_class_provisions(fed: Federation, driver: CsiProcess) -> None:
+    """deploy/examples/storageclass-continuous.yaml: a store target with automatic failover."""
+    name = "pvc-example-continuous"
+    params = {**PVC, "csi.storage.k8s.io/pvc/name": "cont",
+              "mirrorTargets": "onprem-b,s3://dr-bucket/k8s", "mirrorMode": "continuous",
+              "failoverAfter": "30s"}
+    vid = create(driver, name, **params).volume.volume_id
+    try:
+        (policy,) = [p for p in _js(fed, "mirror", "list") if p["name"] == name]
+        assert policy["failover"]["promoteTo"] == "onprem-b"
+        assert create(driver, name, **params).volume.volume_id == vid  # still idempotent
+    finally:
+        driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
+    assert fed.gns("volume", "show", name).returncode == 3
+
+
+def _create_sized(driver: CsiProcess, name: str, required: int, limit: int = 0
+                  ) -> csi.CreateVolumeResponse:
+    resp: csi.CreateVolumeResponse = driver.controller.CreateVolume(csi.CreateVolumeRequest(
+        name=name, volume_capabilities=[mount_cap()],
+        capacity_range=csi.CapacityRange(required_bytes=required, limit_bytes=limit),
+        parameters={**PVC, "csi.storage.k8s.io/pvc/name": "sized"}), timeout=30)
+    return resp
+
+
+def test_same_name_other_capacity_already_exists(fed: Federation, driver: CsiProcess) -> None:
+    gib = 1 << 30
+    name = "pvc-sized"
+    first = _create_sized(driver, name, gib)
+    try:
+        assert first.volume.capacity_bytes == gib
+        assert _create_sized(driver, name, gib).volume == first.volume
+        # a range the volume made first fits: OK, with the recorded capacity
+        assert _create_sized(driver, name, 0, 2 * gib).volume.capacity_bytes == gib
+        assert _create_sized(driver, name, gib // 2, 2 * gib).volume.capacity_bytes == gib
+        for required, limit in ((2 * gib, 0), (2 * gib, 2 * gib), (0, gib // 2)):
+            code, msg = _code(lambda: _create_sized(driver, name, required, limit))
+            assert code == grpc.StatusCode.ALREADY_EXISTS, (required, limit, msg)
+            assert "capacity" in msg
+    finally:
+        driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=first.volume.volume_id))
+    assert fed.gns("volume", "show", name).returncode == 3
+
+
+def test_refused_delete_changes_nothing(fed: Federation, driver: CsiProcess,
+                                        tmp_path: Path) -> None:
+    name = "pvc-still-used"
+    vid = create(driver, name, **{**PVC, "csi.storage.k8s.io/pvc/name": "used"}).volume.volume_id
+    doc = tmp_path / "extra.json"
+    doc.write_text(json.dumps({
+        "apiVersion": "gns.io/v1alpha1", "kind": "MirrorPolicy", "metadata": {"name": "extra-dr"},
+        "spec": {"volume": name, "mode": "manual", "targets": [{"cluster": "onprem-b"}]}}))
+    assert fed.gns("mirror", "apply", "-f", str(doc)).returncode == 0
+    try:
+        code, msg = _code(lambda: driver.controller.DeleteVolume(
+            csi.DeleteVolumeRequest(volume_id=vid)))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "extra-dr" in msg
+        assert {"path": vid, "volume": name, "subpath": ""} in _js(fed, "mount", "list")
+        assert _js(fed, "volume", "show", name)["name"] == name
+    finally:
+        assert fed.gns("mirror", "remove", "extra-dr").returncode == 0
+    driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
+    assert fed.gns("volume", "show", name).returncode == 3
+    assert all(m["path"] != vid for m in _js(fed, "mount", "list"))
+
+
+def test_delete_leaves_volumes_it_did_not_make(fed: Federation, driver: CsiProcess) -> None:
+    assert fed.gns("volume", "create", "emptyv", "--cluster", "onprem-a").returncode == 0
+    assert fed.gns("mount", "add", "/health/emptyv", "emptyv").returncode == 0
+    assert fed.gns("put", "-", "/health/emptyv/keep.txt", input=b"mine\n").returncode == 0
+    try:
+        driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id="/health/emptyv"))
+        assert {"path": "/health/emptyv", "volume": "emptyv", "subpath": ""} in _js(
+            fed, "mount", "list")
+        assert fed.gns("cat", "/health/emptyv/keep.txt").stdout == "mine\n"
+        # nor does CreateVolume adopt it (DeleteVolume would then destroy it)
+        code, _ = _code(lambda: create(driver, "emptyv", mountPrefix="/health"))
+        assert code == grpc.StatusCode.ALREADY_EXISTS
+        assert fed.gns("cat", "/health/emptyv/keep.txt").stdout == "mine\n"
+    finally:
+        fed.gns("mount", "remove", "/health/emptyv")
+        fed.gns("volume", "remove", "emptyv")
+
+
+@pytest.mark.parametrize(("args", "exit_code", "named"), [
+    (["--node-id", "Bad Node", "--cluster", "onprem-a"], 2, "--node-id"),
+    (["--node-id", "node-1", "--cluster", "nosuch"], 3, "nosuch"),
+], ids=["bad-node-id", "unknown-cluster"])
+def test_csi_refuses_bad_flags_at_start(fed: Federation, tmp_path: Path, args: list[str],
+                                        exit_code: int, named: str) -> None:
+    sock = f"/tmp/gns-csi-bad-{os.getpid()}.sock"
+    out = fed.gns("csi", "--endpoint", f"unix://{sock}", "--state-dir", str(tmp_path / "s"),
+                  *args, timeout=30)
+    assert out.returncode == exit_code, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gns: error:") and named in lines[0], lines
+    assert not os.path.exists(sock)
+
+
 def test_other_rpcs_invalid_argument(driver: CsiProcess, tmp_path: Path) -> None:
     target = str(tmp_path / "t")
     cases = [

@@ -36,14 +36,14 @@ def test_defaults() -> None:
 
 def test_policy_from_parameters_numbers_accepted() -> None:
     p = plan("pvc-1", {**PVC, "cluster": "aws-1", "mountPrefix": "/data//k8s/",
-                       "mirrorTargets": " onprem-b , s3://b/x ,", "mirrorMode": "interval",
+                       "mirrorTargets": " onprem-b , s3://bkt/x ,", "mirrorMode": "interval",
                        "mirrorInterval": "90", "failoverAfter": "30"}, None)
     assert p.path == "/data/k8s/apps/db" and p.cluster == "aws-1"
     assert p.policy == {
         "apiVersion": "gns.io/v1alpha1", "kind": "MirrorPolicy", "metadata": {"name": "pvc-1"},
         "spec": {"volume": "pvc-1", "mode": "interval", "interval": "90s",
-                 "targets": [{"cluster": "onprem-b"}, {"uri": "s3://b/x"}],
-                 "failover": {"automatic": True, "after": "30s"}},
+                 "targets": [{"cluster": "onprem-b"}, {"uri": "s3://bkt/x"}],
+                 "failover": {"automatic": True, "after": "30s", "promoteTo": "onprem-b"}},
     }
     assert targets("") == []
 
@@ -61,3 +61,45 @@ def test_every_problem_at_once() -> None:
 def test_owner_is_required_somewhere() -> None:
     with pytest.raises(InvalidInput, match="parameters.cluster is required"):
         plan("pvc-1", dict(PVC), None)
+
+
+STORE = "s3://dr-bucket/k8s"
+
+
+def _failover(parameters: dict[str, str]) -> dict[str, object]:
+    policy = plan("pvc-1", {**PVC, **parameters}, "onprem-a").policy
+    assert policy is not None
+    return dict(policy["spec"]["failover"])
+
+
+def test_promote_to_defaults_to_the_first_cluster_target() -> None:
+    # what the shipped gns-continuous class asks for: mirror policies refuse automatic
+    # failover to a store without promoteTo
+    got = _failover({"mirrorTargets": f"{STORE},onprem-b,aws-1", "failoverAfter": "30s"})
+    assert got == {"automatic": True, "after": "30s", "promoteTo": "onprem-b"}
+    got = _failover({"mirrorTargets": f"onprem-b,{STORE}", "failoverAfter": "30s",
+                     "failoverPromoteTo": "aws-1"})
+    assert got["promoteTo"] == "aws-1"
+    # only cluster targets: nothing to hydrate, the policy stays as before
+    assert "promoteTo" not in _failover({"mirrorTargets": "onprem-b", "failoverAfter": "30"})
+
+
+def test_promote_to_required_with_only_store_targets() -> None:
+    with pytest.raises(InvalidInput, match="failoverPromoteTo is required"):
+        plan("pvc-1", {"mirrorTargets": STORE, "failoverAfter": "30s"}, "onprem-a")
+    p = plan("pvc-1", {"mirrorTargets": STORE, "failoverAfter": "30s",
+                       "failoverPromoteTo": "aws-1"}, "onprem-a")
+    assert p.policy is not None and p.policy["spec"]["failover"]["promoteTo"] == "aws-1"
+    with pytest.raises(InvalidInput) as info:
+        plan("pvc-1", {"mirrorTargets": STORE, "failoverPromoteTo": "Bad_Name"}, "onprem-a")
+    assert "only meaningful with failoverAfter" in str(info.value)
+    assert "parameters.failoverPromoteTo:" in str(info.value)
+
+
+def test_malformed_targets_listed_with_the_rest() -> None:
+    with pytest.raises(InvalidInput) as info:
+        plan("pvc-1", {"bogus": "1", "mirrorTargets": "ftp://x,Bad_Cluster",
+                       "mirrorMode": "weird"}, "onprem-a")
+    msg = str(info.value)
+    for part in ("bogus", "ftp", "Bad_Cluster", "weird"):
+        assert part in msg, part
