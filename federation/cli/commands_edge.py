@@ -74,5 +74,14 @@ def edge_list(env: Env) -> None:
         emit_json(sites)
         return
     table("edge sites", SITE_COLS, [
-        [s.site, s.hub, s.state, s.connected_since or "",
+        [s.site, s.hub, s.state, _when(s.connected_since),
          f"{s.backlog.versions} versions, {s.backlog.bytes} bytes"] for s in sites])
+
+
+def _when(epoch: float | None) -> str:
+    """An epoch time for people (the JSON keeps the number): local time, to the second."""
+    if not epoch:
+        return ""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
