@@ -200,6 +200,11 @@ class RemoteClient(Client):
         )
         return self._stub(self.controller), target, f"controller {self.controller}"
 
+    def _mount_points(self, path: str) -> tuple[list[str], bool]:
+        # No mount table here: the controller's List adds the mount points below a global
+        # path (and answers a path that is only a prefix of mounts) itself.
+        return [], True
+
     def _refresh(self) -> None:
         # The controller's own view is watch-fed; give it a moment to catch up.
         time.sleep(0.3)

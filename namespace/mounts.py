@@ -22,8 +22,8 @@ is the source of truth and :mod:`namespace.cache` keeps this table current.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple, Protocol, TypeVar
 
 from namespace.paths import normalize
 
@@ -147,6 +147,18 @@ class MountTable:
     def items(self) -> Iterator[tuple[str, tuple[str, str]]]:
         return iter(sorted(self._live()))
 
+    def children(self, path: str) -> list[str]:
+        """The next component of every mount strictly below normal ``path``, sorted, once
+        each: the mount points a listing of ``path`` shows as directories (``/a`` and
+        ``/a/b/c`` mounted: ``/`` has ``a``, ``/a`` has ``b``). A scan of the table, which
+        is laid out for resolves; listings are rare next to them."""
+        if _depth(path) >= self._maxdepth:  # no mount is deeper than path itself
+            return []
+        prefix = "/" if path == "/" else path + "/"
+        cut = len(prefix)
+        return sorted({key[cut:].split("/", 1)[0] for key, _ in self._live_raw()
+                       if len(key) > cut and key.startswith(prefix)})
+
     def resolve(self, path: str) -> Resolution | None:
         """Resolve a global path (normalised here) to its longest matching mount."""
         if (
@@ -252,3 +264,31 @@ def _depth(path: str) -> int:
 
 def _pair(value: _Target) -> tuple[str, str]:
     return (value, "") if isinstance(value, str) else value
+
+
+class _Entry(Protocol):
+    """A directory entry as listings carry it (the client's model, the gRPC message)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+
+E = TypeVar("E", bound=_Entry)
+
+
+def with_mount_points(entries: Iterable[E], mount_points: Iterable[str], mount_dir: Callable[[str], E]) -> list[E]:
+    """A volume's listing with the mount points below it merged in, sorted by name with no
+    name twice (what HDFS router-based federation and MapR show, and FUSE).
+
+    A mount point is a directory: the volume's own entry of that name stays if it is a
+    directory too (it keeps its mtime and mode); a file of that name is shadowed, since
+    every path below the mount point resolves into the mounted volume."""
+    by_name = {e.name: e for e in entries}
+    for name in mount_points:
+        mine = by_name.get(name)
+        if mine is None or mine.type != "dir":
+            by_name[name] = mount_dir(name)
+    return [by_name[n] for n in sorted(by_name)]

@@ -47,6 +47,7 @@ from namespace.errors import (
     Unavailable,
 )
 from namespace.etcd import Etcd, EtcdConfig
+from namespace.mounts import with_mount_points
 from namespace.paths import check_name, normalize
 
 
@@ -122,9 +123,28 @@ class Client(ControlCommands, Routing):
         return file_info(info, mirrored_version=mirrored)
 
     def ls(self, path: str) -> list[DirEntry]:
-        """The entries of directory ``path`` (an away edge site's mirror may answer)."""
-        reply: pb.ListReply = self._call(lambda s, t: s.List(pb.ListRequest(target=t), timeout=30), path, read=True)
-        return [dir_entry(e) for e in reply.entries]
+        """The entries of directory ``path`` (an away edge site's mirror may answer), with
+        the mount points below it as directories. A path under no mount that is a prefix
+        of mounts (``/``) lists just those; NotFound if it is not even that."""
+        path = normalize(path)
+        below, mounted = self._mount_points(path)
+        if below and not mounted:
+            return with_mount_points([], below, _mount_dir)
+        try:
+            reply: pb.ListReply = self._call(lambda s, t: s.List(pb.ListRequest(target=t), timeout=30),
+                                             path, read=True)
+        except FileNotFound:
+            if not below:  # no such directory in the volume, and no mount below it either
+                raise
+            return with_mount_points([], below, _mount_dir)
+        return with_mount_points([dir_entry(e) for e in reply.entries], below, _mount_dir)
+
+    def _mount_points(self, path: str) -> tuple[list[str], bool]:
+        """The mount points directly below normal ``path`` (their names in its listing),
+        and whether ``path`` itself is under a mount. A RemoteClient leaves both to its
+        controller, whose List adds them."""
+        view = self.view()
+        return view.mounts.children(path), view.resolve(path) is not None
 
     def listdir(self, path: str) -> list[DirEntry]:
         """Like ``ls``, from the owner only (what FUSE and fsspec list)."""
@@ -305,9 +325,12 @@ class Client(ControlCommands, Routing):
     ) -> FileInfo:
         """Stream ``head`` (bytes already read from a source that cannot seek back), then
         the rest of ``fh``."""
-        size_hint = size_of(fh) + len(head)
         # A non-seekable source (stdin) can be sent once only: no re-route retry for it.
         seekable = seekable_source(fh)
+        if not seekable:
+            held, fh = _unbuffered(fh)
+            head += held
+        size_hint = size_of(fh) + len(head)
         start = fh.tell() if seekable else 0
 
         def call(stub: pb_grpc.FederationStub, target: pb.Target) -> pb.WriteReply:
@@ -315,7 +338,14 @@ class Client(ControlCommands, Routing):
                 fh.seek(start)
             header = pb.WriteHeader(target=target, mtime=mtime or 0.0, size_hint=size_hint, mode=mode or 0,
                                     if_absent=if_absent)
-            reply: pb.WriteReply = stub.Write(self._chunks(fh, header, progress, head), timeout=None)
+            future = stub.Write.future(self._chunks(fh, header, progress, head), timeout=None)
+            try:
+                reply: pb.WriteReply = future.result()
+            except BaseException:
+                # Ctrl-C (KeyboardInterrupt) lands here: end the stream now, so the owner
+                # drops the partial file and gRPC's request thread stops asking for chunks.
+                future.cancel()
+                raise
             return reply
 
         if not seekable:
@@ -337,7 +367,9 @@ class Client(ControlCommands, Routing):
             if progress:
                 progress(len(piece))
         while True:
-            data = fh.read(self.chunk_size)
+            # Whole chunks even from a raw pipe, whose reads return at most what the pipe
+            # holds (64 KiB): fewer, fuller messages.
+            data = read_at_least(fh, self.chunk_size)
             if not data:
                 return
             yield pb.WriteChunk(data=data)
@@ -407,3 +439,25 @@ class Client(ControlCommands, Routing):
         if mode in ("wb", "w"):
             return cast(IO[bytes], StreamingWriter(self, path))
         raise InvalidInput(f"unsupported mode {mode!r}: use 'rb' or 'wb'")
+
+
+def _mount_dir(name: str) -> DirEntry:
+    """A mount point's entry: a directory with no size, mtime or mode of its own."""
+    return DirEntry(name=name, type="dir", size=0, mtime=0.0, mode=0)
+
+
+def _unbuffered(fh: IO[bytes]) -> tuple[bytes, IO[bytes]]:
+    """For a buffered pipe (``sys.stdin.buffer``): the bytes its buffer already holds, and
+    the raw file under it, to read the rest from.
+
+    gRPC pulls a streaming request from a daemon thread. Blocked in a ``BufferedReader``'s
+    read, that thread holds the buffer's lock, and when Ctrl-C ends the process the
+    interpreter aborts (``Fatal Python error: _enter_buffered_busy``) because closing stdin
+    needs that lock. A raw read holds no lock. Other sources are returned as they are."""
+    raw = getattr(fh, "raw", None)
+    if not isinstance(fh, io.BufferedReader) or not isinstance(raw, io.FileIO):
+        return b"", fh
+    # peek returns whatever is buffered (one raw read, here on the caller's thread, if
+    # nothing is); reading exactly that much then empties the buffer without a raw read.
+    held = fh.read(len(fh.peek()))
+    return held, cast(IO[bytes], raw)

@@ -36,7 +36,8 @@ from federation.storage import (
 )
 from namespace.cache import NamespaceCache
 from namespace.control import resolve_in
-from namespace.errors import Conflict, InvalidInput, NotFound, Unavailable
+from namespace.errors import Conflict, FileNotFound, InvalidInput, NotFound, Unavailable
+from namespace.mounts import with_mount_points
 from namespace.paths import normalize, normalize_relative
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,31 @@ class FederationService(pb_grpc.FederationServicer):
         return self._info(await self._io(vs.stat, r.rel), r)
 
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListReply:
+        t = request.target
+        if t.volume or not t.global_path:
+            return await self._list(request, context)
+        # A global path this controller resolves itself (``--controller``, ``--via``): its
+        # listing shows the mount points below it as directories, as the etcd-path client's
+        # does (Client.ls), and a path that is only a prefix of mounts lists just those.
+        path = normalize(t.global_path)
+        view = self.cache.view
+        below = view.mounts.children(path)
+        if below and view.resolve(path) is None:
+            return pb.ListReply(entries=with_mount_points([], below, _mount_dir), served_by=self.cluster)
+        try:
+            reply = await self._list(request, context)
+        except FileNotFound:
+            if not below:
+                raise
+            reply = pb.ListReply(served_by=self.cluster)
+        if below:
+            merged = with_mount_points(list(reply.entries), below, _mount_dir)
+            del reply.entries[:]
+            reply.entries.extend(merged)
+        return reply
+
+    async def _list(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListReply:
+        """The volume's own listing: served here or by the owner (or a fresh replica)."""
         r = self._resolve(request.target)
         stale = self._replica_fresh(r.volume, request.target)
         owner = None if stale else self._read_endpoint(r.volume)
@@ -617,6 +643,11 @@ class FederationService(pb_grpc.FederationServicer):
             return reply
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, f"owner {owner[0]}") from None
+
+
+def _mount_dir(name: str) -> pb.DirEntry:
+    """A mount point's entry in a listing: a directory with no size, mtime or mode."""
+    return pb.DirEntry(name=name, type="dir")
 
 
 async def _one(msg: Any) -> AsyncIterator[Any]:

@@ -1,10 +1,12 @@
 """The resolver against a naive reference: longest prefix on whole components."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from namespace.mounts import MountTable
+from namespace.mounts import MountTable, with_mount_points
 
 comp = st.sampled_from(["a", "b", "bc", "health", "s", "x y", "é"])
 path = st.lists(comp, max_size=5).map(lambda p: "/" + "/".join(p))
@@ -59,3 +61,59 @@ def test_root_mount_catches_everything() -> None:
     t.set("/", "root")
     r = t.resolve("//x//y/")
     assert r is not None and (r.path, r.relative_path) == ("/x/y", "x/y")
+
+
+def naive_children(table: dict[str, tuple[str, str]], p: str) -> list[str]:
+    prefix = "/" if p == "/" else p + "/"
+    return sorted({m[len(prefix):].split("/")[0] for m in table if m.startswith(prefix) and m != prefix})
+
+
+@settings(max_examples=400)
+@given(mounts, path, st.lists(path, max_size=4))
+def test_children_agree_with_reference(table: dict[str, tuple[str, str]], p: str, removed: list[str]) -> None:
+    t = MountTable()
+    for m, (v, sub) in table.items():
+        t.set(m, v, sub)
+    for m in removed:  # removed mounts' slots must not show up
+        t.remove(m)
+        table.pop(m, None)
+    assert t.children(p) == naive_children(table, p)
+
+
+def test_children_are_next_components_of_deeper_mounts_only() -> None:
+    t = MountTable()
+    t.set("/data", "a")
+    t.set("/data/b", "b")
+    t.set("/x/y/z", "c")
+    t.set("/x/y/w", "d")
+    assert t.children("/") == ["data", "x"]
+    assert t.children("/data") == ["b"]
+    assert t.children("/data/b") == []  # a mount is not below itself
+    assert t.children("/x") == ["y"]
+    assert t.children("/x/y") == ["w", "z"]
+    assert t.children("/da") == []  # whole components only
+    assert t.children("/x/y/z/deeper") == []
+    t.set("/", "root")
+    assert t.children("/") == ["data", "x"]
+    assert MountTable().children("/") == []
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    type: str
+    size: int = 0
+
+
+def test_with_mount_points_merges_sorted_without_duplicates() -> None:
+    listing = [Entry("a.csv", "file", 3), Entry("b", "dir"), Entry("z.txt", "file", 1)]
+    merged = with_mount_points(listing, ["m", "b", "c"], lambda n: Entry(n, "dir"))
+    assert merged == [Entry("a.csv", "file", 3), Entry("b", "dir"), Entry("c", "dir"),
+                      Entry("m", "dir"), Entry("z.txt", "file", 1)]
+
+
+def test_a_mount_point_shadows_a_file_of_its_name_but_keeps_a_directory() -> None:
+    mine = Entry("b", "dir", 0)
+    assert with_mount_points([mine], ["b"], lambda n: Entry(n, "dir", 9))[0] is mine
+    assert with_mount_points([Entry("b", "file", 5)], ["b"], lambda n: Entry(n, "dir")) == [Entry("b", "dir")]
+    assert with_mount_points([], [], lambda n: Entry(n, "dir")) == []
