@@ -283,6 +283,21 @@ async def load_path_view(etcd: Etcd, path: str) -> NamespaceView:
     return view
 
 
+async def load_mount_points(etcd: Etcd, path: str) -> tuple[list[str], bool]:
+    """What a one-shot listing of ``path`` needs of the mount table: the mount points
+    directly below it (names, sorted) and whether ``path`` itself is under a mount. Reads
+    the mount keys below ``path`` (one range: keys are the quoted paths, so a quoted prefix
+    is a key prefix) and those on its way up, not the whole namespace."""
+    path = normalize(path)
+    prefix = "/" if path == "/" else path + "/"
+    kvs, _ = await etcd.get_prefix(schema.mount(prefix))
+    names = {schema.mount_path(key)[len(prefix):].split("/", 1)[0] for key, _ in kvs}
+    names.discard("")
+    view = NamespaceView()
+    await _read_keys(etcd, view, [schema.mount(p) for p in ancestors(path)])
+    return sorted(names), view.resolve(path) is not None
+
+
 async def _read_keys(etcd: Etcd, view: NamespaceView, keys: list[bytes]) -> None:
     """Get ``keys`` in one transaction (one revision) and apply those that exist; the view's
     revision becomes that of the latest read."""

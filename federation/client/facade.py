@@ -37,7 +37,7 @@ from federation.client.streams import (
     write_local_file,
 )
 from federation.loop_thread import LoopThread
-from namespace.cache import NamespaceCache
+from namespace.cache import NamespaceCache, load_mount_points
 from namespace.control import resolve_in
 from namespace.errors import (
     Conflict,
@@ -142,7 +142,10 @@ class Client(ControlCommands, Routing):
     def _mount_points(self, path: str) -> tuple[list[str], bool]:
         """The mount points directly below normal ``path`` (their names in its listing),
         and whether ``path`` itself is under a mount. A RemoteClient leaves both to its
-        controller, whose List adds them."""
+        controller, whose List adds them. A one-shot client (no watch) reads only the mount
+        keys below and above ``path``, not the whole namespace (issue 14: CLI latency)."""
+        if not self._watch:
+            return self._run(load_mount_points(self._control().etcd, path))
         view = self.view()
         return view.mounts.children(path), view.resolve(path) is not None
 
