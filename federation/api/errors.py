@@ -61,6 +61,7 @@ __all__ = [
     "ErrorKind",
     "KINDS",
     "kind_of",
+    "error_of_kind",
     "exit_code_for",
     "trailing_metadata",
     "from_rpc_error",
@@ -163,6 +164,16 @@ def _metadata(exc: grpc.RpcError) -> dict[str, str]:
     return out
 
 
+def error_of_kind(name: str, message: str) -> GnsError | store.ObjectStoreError:
+    """The exception whose kind is called ``name`` (``kind_of(exc).name``, as trailing
+    metadata and other pipes carry it), with ``message``; a plain GnsError (exit 1) for a
+    name this release does not know."""
+    row = _BY_NAME.get(name)
+    err = row.type(message) if row is not None else GnsError(message)
+    assert isinstance(err, (GnsError, store.ObjectStoreError))  # every row is one of both
+    return err
+
+
 def from_rpc_error(exc: grpc.RpcError, where: str = "") -> GnsError | store.ObjectStoreError:
     """The error a failed call stands for: the server's exception type, message and
     ``retryable``; ``where`` names the party called when it could not be reached."""
@@ -171,10 +182,9 @@ def from_rpc_error(exc: grpc.RpcError, where: str = "") -> GnsError | store.Obje
     details_fn = getattr(exc, "details", None)
     detail = (details_fn() if callable(details_fn) else str(exc)) or code.name
     md = _metadata(exc)
-    row = _BY_NAME.get(md.get(KIND_KEY, ""))
-    if row is not None:
-        err = row.type(detail)
-        assert isinstance(err, (GnsError, store.ObjectStoreError))  # every row is one of both
+    name = md.get(KIND_KEY, "")
+    if name in _BY_NAME:
+        err = error_of_kind(name, detail)
         if isinstance(err, store.ObjectStoreError):
             err.uri = md.get(URI_KEY)
         err.retryable = md.get(RETRYABLE_KEY) == "true"

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from federation.api.errors import error_of_kind, kind_of
 from federation.fuse.mountinfo import clear_stale
-from namespace import errors
-from namespace.errors import Conflict, GnsError, InvalidInput, NotFound, Unavailable
+from namespace.errors import GnsError, InvalidInput, NotFound, Unavailable
 
 if TYPE_CHECKING:
     from federation.client import Client
@@ -121,21 +121,6 @@ def run(config: MountConfig, client: Client, ready: Callable[[], None] | None = 
         log.info("gns fuse: %s unmounted", config.mountpoint)
 
 
-_KIND_BY_EXIT: dict[int, type[GnsError]] = {
-    InvalidInput.exit_code: InvalidInput, NotFound.exit_code: NotFound,
-    Conflict.exit_code: Conflict, Unavailable.exit_code: Unavailable,
-}
-
-
-def _rebuilt(kind: str, exit_code: int, text: str) -> GnsError:
-    """The child's error as the parent raises it: the CLI picks the exit code from the
-    error's class, so the class must come back, not only the code."""
-    cls = getattr(errors, kind, None)
-    if not (isinstance(cls, type) and issubclass(cls, GnsError)):
-        cls = _KIND_BY_EXIT.get(exit_code, GnsError)  # a class defined outside namespace.errors
-    return cls(text)
-
-
 def daemonize(child: Callable[[Callable[[], None]], None], log_file: Path) -> None:
     """Run ``child(ready)`` in a detached process; return once it called ``ready()``, or
     raise its error (with its exit code) if it failed first. Fork happens before any
@@ -155,8 +140,10 @@ def daemonize(child: Callable[[Callable[[], None]], None], log_file: Path) -> No
         if not exit_code:
             os.waitpid(pid, 0)
             raise GnsError(f"gns fuse exited before mounting (see {log_file})")
+        # The child's error as the parent raises it: the CLI picks the exit code from the
+        # error's kind, so the kind must come back, not only the code.
         kind, _, text = rest.partition("\t")
-        raise _rebuilt(kind, int(exit_code), text)
+        raise error_of_kind(kind, text)
     # The child: own session, no terminal, logs to a file.
     try:
         os.close(r)
@@ -178,7 +165,7 @@ def daemonize(child: Callable[[Callable[[], None]], None], log_file: Path) -> No
         code = 0
     except GnsError as exc:
         try:
-            os.write(w, f"{exc.exit_code}\t{type(exc).__name__}\t{exc}".encode())
+            os.write(w, f"{exc.exit_code}\t{kind_of(exc).name}\t{exc}".encode())
         except OSError:
             log.error("gns fuse failed: %s", exc)
         code = exc.exit_code
