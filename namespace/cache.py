@@ -289,13 +289,12 @@ async def load_mount_points(etcd: Etcd, path: str) -> tuple[list[str], bool]:
     the mount keys below ``path`` (one range: keys are the quoted paths, so a quoted prefix
     is a key prefix) and those on its way up, not the whole namespace."""
     path = normalize(path)
-    prefix = "/" if path == "/" else path + "/"
-    kvs, _ = await etcd.get_prefix(schema.mount(prefix))
-    names = {schema.mount_path(key)[len(prefix):].split("/", 1)[0] for key, _ in kvs}
-    names.discard("")
     view = NamespaceView()
+    kvs, _ = await etcd.get_prefix(schema.mount("/" if path == "/" else path + "/"))
+    for key, value in kvs:
+        view.apply(key, value)
     await _read_keys(etcd, view, [schema.mount(p) for p in ancestors(path)])
-    return sorted(names), view.resolve(path) is not None
+    return view.mounts.children(path), view.resolve(path) is not None
 
 
 async def _read_keys(etcd: Etcd, view: NamespaceView, keys: list[bytes]) -> None:

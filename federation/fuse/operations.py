@@ -170,17 +170,12 @@ class GnsOperations(pyfuse3.Operations):
 
     def _mounted_at_or_below(self, g: str) -> bool:
         """Blocking: a volume is mounted at ``g`` or below it (rmdir there is EBUSY)."""
-        return any(m.path == g for m in self.client.view().mount_list()) or bool(
-            self._mount_children(g))
+        mounts = self.client.view().mounts
+        return g in mounts or bool(mounts.children(g))
 
-    def _mount_children(self, g: str) -> set[str]:
+    def _mount_children(self, g: str) -> list[str]:
         """Names of mount prefixes directly below global path ``g``."""
-        prefix = "/" if g == "/" else g + "/"
-        out = set()
-        for m in self.client.view().mount_list():
-            if m.path.startswith(prefix) and m.path != g:
-                out.add(m.path[len(prefix):].split("/", 1)[0])
-        return out
+        return self.client.view().mounts.children(g)
 
     def _volume(self, g: str) -> str | None:
         res = self.client.view().resolve(g)
