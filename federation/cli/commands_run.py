@@ -21,12 +21,19 @@ def register(cli: click.Group) -> None:
 @click.option("--detach", is_flag=True, help="Return once every cluster is Ready.")
 @common
 def up(env: Env, config_file: str | None, detach: bool) -> None:
-    """Start etcd and one controller per cluster on this machine (GNS_HOME)."""
+    """Start etcd and one controller per cluster on this machine (GNS_HOME).
+
+    On a federation that is already running, start again only what of it has stopped."""
     from federation.local.runner import LocalFederation, load_config
 
     config = load_config(config_file)
     fed = LocalFederation()
+    was_running = fed.running()
     state = fed.up(config, etcd_override=env.etcd)
+    if was_running:
+        restarted = state["restarted"]
+        click.echo(f"federation already running (GNS_HOME={fed.home}); "
+                   + (f"restarted {', '.join(restarted)}" if restarted else "nothing to restart"), err=True)
     _print_status(env, state["etcd"])
     if detach:
         return

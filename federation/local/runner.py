@@ -171,8 +171,11 @@ class LocalFederation:
         return any(pid_alive(p) for p in pids)
 
     def up(self, config: UpConfig, etcd_override: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        """Start the federation of ``config``; on one that is already running, start only
+        what of it has stopped (``restart_stopped``). The state's ``restarted`` lists what
+        this call started again."""
         if self.running():
-            raise Conflict(f"a federation is already running under {self.home} (run `gns down` first)")
+            return self.restart_stopped(config, etcd_override, timeout)
         old = read_state(self.home) or {}
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "logs").mkdir(exist_ok=True)
@@ -180,16 +183,7 @@ class LocalFederation:
         etcd_urls = etcd_override or config.etcd
         try:
             if not etcd_urls:
-                member = EtcdMember("gns", self.home / "etcd" / "gns.etcd")
-                ports = old.get("etcd_ports") or {}
-                if ports and _free(ports.get("client")) and _free(ports.get("peer")):
-                    member.client_port, member.peer_port = ports["client"], ports["peer"]
-                cluster = EtcdCluster.__new__(EtcdCluster)
-                cluster.members = [member]
-                cluster.start(detach=True)
-                etcd_urls = cluster.urls
-                state["etcd_pids"] = [member.pid]
-                state["etcd_ports"] = {"client": member.client_port, "peer": member.peer_port}
+                etcd_urls = self._start_etcd(state, old.get("etcd_ports") or {}, keep_ports=False)
             state["etcd"] = etcd_urls
             tls_dir = None
             if config.tls:
@@ -201,57 +195,129 @@ class LocalFederation:
                 state["tls_dir"] = str(tls_dir)
             old_ctl = old.get("controllers", {})
             for c in config.clusters:
-                prev = old_ctl.get(c.id, {})
-                port = prev.get("port") if _free(prev.get("port")) else free_port()
-                mport = prev.get("metrics_port") if _free(prev.get("metrics_port")) else free_port()
-                data_dir = self.home / "clusters" / c.id
-                proc = spawn_controller(
-                    controller_command(
-                        c, listen=f"127.0.0.1:{port}", data_dir=data_dir, etcd=etcd_urls,
-                        lease_ttl=config.lease_ttl, metrics_port=mport, tls_dir=tls_dir,
-                    ),
-                    self.home / "logs" / f"{c.id}.log",
-                )
-                state["controllers"][c.id] = {
-                    "pid": proc.pid, "port": port, "metrics_port": mport,
-                    "endpoint": f"127.0.0.1:{port}", "data_dir": str(data_dir),
-                }
+                self._start_cluster(c, config, state, old_ctl.get(c.id, {}), tls_dir)
             write_state(state, self.home)
             self._wait_ready(etcd_urls, [c.id for c in config.clusters], state, timeout)
             if config.edge_sites():
-                self._join_edges(config, etcd_urls, tls_dir, state, old_ctl)
+                for e in config.edge_sites():
+                    self._start_edge(e, state, old_ctl.get(e.id, {}), tls_dir)
                 write_state(state, self.home)
                 self._wait_ready(etcd_urls, [c.id for c in config.clusters] + [e.id for e in config.edge_sites()],
                                  state, timeout)
         except BaseException:
             self.down(quiet=True)
             raise
+        state["restarted"] = []
         return state
 
-    def _join_edges(self, config: UpConfig, etcd: str, tls_dir: Path | None, state: dict[str, Any],
-                    old_ctl: dict[str, Any]) -> None:
-        """Start each edge site, with a fresh token only if it has no identity yet."""
+    def restart_stopped(self, config: UpConfig, etcd_override: str | None = None,
+                        timeout: float = 60.0) -> dict[str, Any]:
+        """``gns up`` on a running federation, as ``docker compose up`` on a running project:
+        whatever of it has stopped (a controller that crashed or was killed, an edge site,
+        etcd) starts again with its old ports and data; what runs is left alone. The
+        federation must be the one ``config`` describes: another set of clusters, etcd or TLS
+        setting needs ``gns down`` first. If a restart fails, what this call started is
+        stopped again and the rest keeps running."""
+        state = read_state(self.home) or {}
+        ctl: dict[str, Any] = state.get("controllers", {})
+        clusters = {c.id: c for c in config.clusters}
+        edges = {e.id: e for e in config.edge_sites()}
+        want_etcd = etcd_override or config.etcd
+        own_etcd = bool(state.get("etcd_pids"))
+        differs = []
+        if set(ctl) != set(clusters) | set(edges):
+            differs.append(f"it runs {', '.join(sorted(ctl))}")
+        if (want_etcd and want_etcd != state.get("etcd")) or (not want_etcd and not own_etcd):
+            differs.append(f"it uses etcd {state.get('etcd')}")
+        if config.tls != bool(state.get("tls_dir")):
+            differs.append("its TLS setting differs")
+        if differs:
+            raise Conflict(f"a different federation is running under {self.home} ({'; '.join(differs)}): "
+                           "run `gns down` first")
+        tls_dir = Path(state["tls_dir"]) if state.get("tls_dir") else None
+        etcd_urls: str = state["etcd"]
+        restarted: list[str] = []
+        try:
+            if own_etcd and not any(pid_alive(p) for p in state["etcd_pids"]):
+                # The controllers dial the URL they were given: etcd must come back on it.
+                self._start_etcd(state, state.get("etcd_ports") or {}, keep_ports=True)
+                restarted.append("etcd")
+            for cid, c in clusters.items():
+                if not pid_alive(ctl[cid].get("pid")):
+                    self._start_cluster(c, config, state, ctl[cid], tls_dir)
+                    restarted.append(cid)
+            write_state(state, self.home)
+            self._wait_ready(etcd_urls, list(clusters), state, timeout)
+            for eid, e in edges.items():
+                if not pid_alive(ctl[eid].get("pid")):
+                    self._start_edge(e, state, ctl[eid], tls_dir)
+                    restarted.append(eid)
+            write_state(state, self.home)
+            self._wait_ready(etcd_urls, list(clusters) + list(edges), state, timeout)
+        except BaseException:
+            for name in restarted:
+                for pid in (state["etcd_pids"] if name == "etcd" else [ctl[name]["pid"]]):
+                    stop_pid(pid)
+            raise
+        state["restarted"] = restarted
+        return state
+
+    def _start_etcd(self, state: dict[str, Any], ports: dict[str, int], *, keep_ports: bool) -> str:
+        """Start the built-in etcd (data under GNS_HOME/etcd); its old ports when free, which
+        ``keep_ports`` requires. Records it in ``state``; returns its client URL."""
+        member = EtcdMember("gns", self.home / "etcd" / "gns.etcd")
+        if ports and _free(ports.get("client")) and _free(ports.get("peer")):
+            member.client_port, member.peer_port = ports["client"], ports["peer"]
+        elif keep_ports:
+            raise Unavailable(f"etcd cannot restart: its ports {ports.get('client')}/{ports.get('peer')} "
+                              "are taken by another process")
+        cluster = EtcdCluster.__new__(EtcdCluster)
+        cluster.members = [member]
+        cluster.start(detach=True)
+        state["etcd_pids"] = [member.pid]
+        state["etcd_ports"] = {"client": member.client_port, "peer": member.peer_port}
+        return cluster.urls
+
+    def _start_cluster(self, c: ClusterConfig, config: UpConfig, state: dict[str, Any],
+                       prev: dict[str, Any], tls_dir: Path | None) -> None:
+        """Spawn one cluster's controller (its old ports when still free)."""
+        port = prev.get("port") if _free(prev.get("port")) else free_port()
+        mport = prev.get("metrics_port") if _free(prev.get("metrics_port")) else free_port()
+        data_dir = self.home / "clusters" / c.id
+        proc = spawn_controller(
+            controller_command(
+                c, listen=f"127.0.0.1:{port}", data_dir=data_dir, etcd=state["etcd"],
+                lease_ttl=config.lease_ttl, metrics_port=mport, tls_dir=tls_dir,
+            ),
+            self.home / "logs" / f"{c.id}.log",
+        )
+        state["controllers"][c.id] = {
+            "pid": proc.pid, "port": port, "metrics_port": mport,
+            "endpoint": f"127.0.0.1:{port}", "data_dir": str(data_dir),
+        }
+
+    def _start_edge(self, e: EdgeSiteConfig, state: dict[str, Any], prev: dict[str, Any],
+                    tls_dir: Path | None) -> None:
+        """Start one edge site, with a fresh token only if it has no identity yet."""
         from federation.client import Client
 
-        for e in config.edge_sites():
-            hub = state["controllers"].get(e.hub)
-            if hub is None:
-                raise InvalidInput(f"edge site {e.id}: hub {e.hub} is not a cluster of this config")
-            data_dir = self.home / "clusters" / e.id
-            prev = old_ctl.get(e.id, {})
-            port = prev.get("port") if _free(prev.get("port")) else free_port()
-            cmd = [sys.executable, "-m", "federation.cli.main", "edge", "join", "--hub", hub["endpoint"],
-                   "--site", e.id, "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}",
-                   "--heartbeat", f"{e.heartbeat}s"]
-            if tls_dir is not None and (tls_dir / f"{e.id}.crt").exists():  # a home from before token-only joins
-                cmd += ["--tls-dir", str(tls_dir), "--identity", e.id]
-            if not (data_dir / "identity.json").exists():
-                with Client(etcd, home=self.home, tls_dir=tls_dir, watch=False) as client:
-                    cmd += ["--token", client.edge_token_create(e.id, ttl=600, hub=e.hub).token]
-            env = {k: v for k, v in os.environ.items() if k not in ("GNS_ETCD", "GNS_HOME")}
-            proc = spawn_controller(cmd, self.home / "logs" / f"{e.id}.log", env=env)
-            state["controllers"][e.id] = {"pid": proc.pid, "port": port, "endpoint": f"127.0.0.1:{port}",
-                                          "data_dir": str(data_dir), "edge": True, "hub": e.hub}
+        hub = state["controllers"].get(e.hub)
+        if hub is None:
+            raise InvalidInput(f"edge site {e.id}: hub {e.hub} is not a cluster of this config")
+        data_dir = self.home / "clusters" / e.id
+        port = prev.get("port") if _free(prev.get("port")) else free_port()
+        cmd = [sys.executable, "-m", "federation.cli.main", "edge", "join", "--hub", hub["endpoint"],
+               "--site", e.id, "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}",
+               "--heartbeat", f"{e.heartbeat}s"]
+        if tls_dir is not None and (tls_dir / f"{e.id}.crt").exists():  # a home from before token-only joins
+            cmd += ["--tls-dir", str(tls_dir), "--identity", e.id]
+        if not (data_dir / "identity.json").exists():
+            with Client(state["etcd"], home=self.home, tls_dir=tls_dir, watch=False) as client:
+                cmd += ["--token", client.edge_token_create(e.id, ttl=600, hub=e.hub).token]
+        env = {k: v for k, v in os.environ.items() if k not in ("GNS_ETCD", "GNS_HOME")}
+        proc = spawn_controller(cmd, self.home / "logs" / f"{e.id}.log", env=env)
+        state["controllers"][e.id] = {"pid": proc.pid, "port": port, "endpoint": f"127.0.0.1:{port}",
+                                      "data_dir": str(data_dir), "edge": True, "hub": e.hub}
 
     def _wait_ready(self, etcd: str, ids: list[str], state: dict[str, Any], timeout: float) -> None:
         from federation.client import Client
@@ -298,6 +364,9 @@ def _free(port: int | None) -> bool:
     import socket
 
     with socket.socket() as s:
+        # As the servers bind (etcd and gRPC set it): a port whose old connections linger in
+        # TIME_WAIT after a kill is free to them, while a port another process listens on is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", int(port)))
             return True
