@@ -79,13 +79,15 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no 
 
     # -- reads ---------------------------------------------------------------------------
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        """What ``gns ls`` lists: a directory's entries with the mount points below it as
+        directories; a path above mounts lists those (``/``)."""
         path = self._strip_protocol(path)
         info = self.info(path)
         if info["type"] == "file":
             out = [info]
         else:
             with _builtin_errors(path):
-                out = [self._entry(path, e) for e in self.client.listdir(path)]
+                out = [self._entry(path, e) for e in self.client.ls(path)]
         return out if detail else [o["name"] for o in out]
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from federation.client.models import (
 from namespace.cache import NamespaceView
 from namespace.errors import InvalidInput, Unavailable
 from namespace.models import ClusterView, Mount, VolumeView
+from namespace.mounts import MountsAt
 from namespace.paths import check_name, normalize
 
 if TYPE_CHECKING:
@@ -200,10 +201,10 @@ class RemoteClient(Client):
         )
         return self._stub(self.controller), target, f"controller {self.controller}"
 
-    def _mount_points(self, path: str) -> tuple[list[str], bool]:
+    def _mount_points(self, path: str) -> MountsAt:
         # No mount table here: the controller's List adds the mount points below a global
-        # path (and answers a path that is only a prefix of mounts) itself.
-        return [], True
+        # path, and its List and Stat answer mount points and their prefixes, itself.
+        return MountsAt(below=[], mount_point=False, mounted=True)
 
     def _refresh(self) -> None:
         # The controller's own view is watch-fed; give it a moment to catch up.

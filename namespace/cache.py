@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from namespace import schema
 from namespace.etcd import FAILURES, Etcd, prefix_end
 from namespace.models import ClusterSpec, ClusterView, Mount, Volume, VolumeState, VolumeView
-from namespace.mounts import MountTable, Resolution
+from namespace.mounts import MountsAt, MountTable, Resolution
 from namespace.paths import ancestors, check_name, normalize, normalize_relative
 
 log = logging.getLogger(__name__)
@@ -283,18 +283,18 @@ async def load_path_view(etcd: Etcd, path: str) -> NamespaceView:
     return view
 
 
-async def load_mount_points(etcd: Etcd, path: str) -> tuple[list[str], bool]:
-    """What a one-shot listing of ``path`` needs of the mount table: the mount points
-    directly below it (names, sorted) and whether ``path`` itself is under a mount. Reads
-    the mount keys below ``path`` (one range: keys are the quoted paths, so a quoted prefix
-    is a key prefix) and those on its way up, not the whole namespace."""
+async def load_mount_points(etcd: Etcd, path: str) -> MountsAt:
+    """What a one-shot listing or stat of ``path`` needs of the mount table (the mount
+    points directly below it, whether one is at it, whether it is under one). Reads the
+    mount keys below ``path`` (one range: keys are the quoted paths, so a quoted prefix is
+    a key prefix) and those on its way up, not the whole namespace."""
     path = normalize(path)
     view = NamespaceView()
     kvs, _ = await etcd.get_prefix(schema.mount("/" if path == "/" else path + "/"))
     for key, value in kvs:
         view.apply(key, value)
     await _read_keys(etcd, view, [schema.mount(p) for p in ancestors(path)])
-    return view.mounts.children(path), view.resolve(path) is not None
+    return view.mounts.at(path)
 
 
 async def _read_keys(etcd: Etcd, view: NamespaceView, keys: list[bytes]) -> None:

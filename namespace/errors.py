@@ -15,11 +15,18 @@
         └── EpochNotSeen          retry    a write named an epoch this cluster has not seen yet
 
 Errors say what was wrong in one line; ``retryable`` tells callers whether trying again
-(after refreshing their view of the namespace) can help. How these cross gRPC, and how
+(after refreshing their view of the namespace) can help. An error about paths inside a
+volume (made with :meth:`GnsError.naming`) keeps them apart from its message, so that the
+controller, which knows the global path the caller named, says that one instead
+(:meth:`GnsError.renamed`): storage only knows ``day.csv``, the user typed
+``/health/day.csv``. How these cross gRPC, and how
 ``cloud_adapters`` errors join them on the wire and in exit codes, is the one table in
 :mod:`federation.api.errors`. Nothing here may import from a higher layer.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Self
 
 
 class GnsError(Exception):
@@ -27,6 +34,27 @@ class GnsError(Exception):
 
     exit_code: int = 1
     retryable: bool = False
+    template: str = ""
+    """With ``paths``: the message with one ``{}`` per path it names (see ``naming``)."""
+    paths: tuple[str, ...] = ()
+    """The volume-relative paths the message names, in ``template`` order."""
+
+    @classmethod
+    def naming(cls, template: str, *paths: str) -> Self:
+        """An error whose message names ``paths`` (volume-relative, quoted, the root as
+        '/') where ``template`` has ``{}``; ``renamed`` can name them otherwise later."""
+        err = cls(template.format(*map(_quoted, paths)))
+        err.template, err.paths = template, paths
+        return err
+
+    def renamed(self, name: Callable[[str], str]) -> Self:
+        """The same error naming ``name(p)`` for each path ``p`` it names; itself if it
+        names none (its message was not made by ``naming``)."""
+        if not self.template:
+            return self
+        err = type(self).naming(self.template, *map(name, self.paths))
+        err.retryable = self.retryable
+        return err
 
 
 class InternalError(GnsError):
@@ -78,3 +106,7 @@ class Unavailable(GnsError):
 
 class EpochNotSeen(Unavailable):
     """A request named a newer epoch than this cluster has seen: its view lags; retry."""
+
+
+def _quoted(path: str) -> str:
+    return repr(path or "/")

@@ -27,6 +27,8 @@ from typing import NamedTuple, Protocol, TypeVar
 
 from namespace.paths import normalize
 
+MOUNT_DIR_MODE = 0o755
+"""The permission bits of a directory that only the mount table makes (a mount prefix)."""
 _MIN_SLOTS = 1 << 10
 _SLOTS_PER_MOUNT = 4  # load factor at most 1/4: a miss rarely meets an occupied slot
 # A removed mount's key slot: keeps probe chains intact until the next rebuild. Never equal
@@ -45,6 +47,24 @@ class Resolution(NamedTuple):
     mount: str
     volume: str
     relative_path: str  # inside the volume, '' for the volume root
+
+
+class MountsAt(NamedTuple):
+    """What the mount table says of one path: all a listing or a stat of it needs of it."""
+
+    below: list[str]
+    """The mount points directly below it: their names in its listing, sorted."""
+    mount_point: bool
+    """A mount is at this very path."""
+    mounted: bool
+    """It resolves into a volume (it is at or below a mount point)."""
+
+    @property
+    def is_dir(self) -> bool:
+        """A directory of the namespace whatever a volume holds there (SPEC §12: mount
+        prefixes appear as directories): a mount point, even one whose subpath the volume
+        does not have yet, or a prefix of mount points."""
+        return self.mount_point or bool(self.below)
 
 
 _new_resolution = tuple.__new__
@@ -158,6 +178,11 @@ class MountTable:
         cut = len(prefix)
         return sorted({key[cut:].split("/", 1)[0] for key, _ in self._live_raw()
                        if len(key) > cut and key.startswith(prefix)})
+
+    def at(self, path: str) -> MountsAt:
+        """What the table says of normal ``path``: the mount points below it, whether one
+        is at it, whether it resolves."""
+        return MountsAt(self.children(path), self._find(path) >= 0, self.resolve_normal(path) is not None)
 
     def resolve(self, path: str) -> Resolution | None:
         """Resolve a global path (normalised here) to its longest matching mount."""

@@ -86,6 +86,25 @@ def join(base: str, relative: str) -> str:
     return base.rstrip("/") + "/" + relative
 
 
+def shown_at(relative: str, anchor: str, path: str, mount: str) -> str | None:
+    """The global path of volume-relative ``relative``, knowing that the volume's ``anchor``
+    is normal global ``path`` under mount point ``mount``: at or below the anchor, or above
+    it up to the mount point. None where that mount does not show ``relative`` (another
+    branch of the volume, or above the mount's subpath)."""
+    if relative == anchor:
+        return path
+    if not anchor or relative.startswith(anchor + "/"):
+        return join(path, relative[len(anchor):].lstrip("/"))
+    if relative and not anchor.startswith(relative + "/"):
+        return None
+    shown = path
+    for _ in range((anchor[len(relative) + 1:] if relative else anchor).count("/") + 1):
+        if shown == mount:
+            return None
+        shown = shown.rsplit("/", 1)[0] or "/"
+    return shown
+
+
 def relative_to(path: str, prefix: str) -> str:
     """The part of normal ``path`` below normal ``prefix`` ('' when equal)."""
     if prefix == "/":

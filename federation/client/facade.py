@@ -47,7 +47,7 @@ from namespace.errors import (
     Unavailable,
 )
 from namespace.etcd import Etcd, EtcdConfig
-from namespace.mounts import with_mount_points
+from namespace.mounts import MOUNT_DIR_MODE, MountsAt, with_mount_points
 from namespace.paths import check_name, normalize
 
 
@@ -112,7 +112,18 @@ class Client(ControlCommands, Routing):
 
     # -- data -----------------------------------------------------------------------------
     def stat(self, path: str) -> FileInfo:
-        info: pb.FileInfo = self._call(lambda s, t: s.Stat(pb.StatRequest(target=t), timeout=30), path, read=True)
+        """A file or directory. A mount point, or a path under no mount that is a prefix of
+        mounts (``/``), is a directory whatever a volume holds there, as ``ls`` shows it;
+        NotFound if it is not even that."""
+        path = normalize(path)
+        try:
+            info: pb.FileInfo = self._call(lambda s, t: s.Stat(pb.StatRequest(target=t), timeout=30),
+                                           path, read=True)
+        except NotFound:
+            # Asked only now: a one-shot stat costs no mount-table reads when it succeeds.
+            if not self._mount_points(path).is_dir:
+                raise
+            return _mount_dir_info(path)
         mirrored = None
         if info.stale:
             from federation.resolution import away_site_replica
@@ -127,30 +138,32 @@ class Client(ControlCommands, Routing):
         the mount points below it as directories. A path under no mount that is a prefix
         of mounts (``/``) lists just those; NotFound if it is not even that."""
         path = normalize(path)
-        below, mounted = self._mount_points(path)
-        if below and not mounted:
-            return with_mount_points([], below, _mount_dir)
+        at = self._mount_points(path)
+        if at.below and not at.mounted:
+            return with_mount_points([], at.below, _mount_dir)
         try:
             reply: pb.ListReply = self._call(lambda s, t: s.List(pb.ListRequest(target=t), timeout=30),
                                              path, read=True)
         except FileNotFound:
-            if not below:  # no such directory in the volume, and no mount below it either
+            # No such directory in the volume: still one if a mount is at it (its subpath
+            # has nothing yet) or below it.
+            if not at.is_dir:
                 raise
-            return with_mount_points([], below, _mount_dir)
-        return with_mount_points([dir_entry(e) for e in reply.entries], below, _mount_dir)
+            return with_mount_points([], at.below, _mount_dir)
+        return with_mount_points([dir_entry(e) for e in reply.entries], at.below, _mount_dir)
 
-    def _mount_points(self, path: str) -> tuple[list[str], bool]:
-        """The mount points directly below normal ``path`` (their names in its listing),
-        and whether ``path`` itself is under a mount. A RemoteClient leaves both to its
-        controller, whose List adds them. A one-shot client (no watch) reads only the mount
-        keys below and above ``path``, not the whole namespace (issue 14: CLI latency)."""
+    def _mount_points(self, path: str) -> MountsAt:
+        """What the mount table says of normal ``path`` (mount points below it, one at it,
+        whether it is under one). A RemoteClient leaves it to its controller, whose List and
+        Stat add mount points. A one-shot client (no watch) reads only the mount keys below
+        and above ``path``, not the whole namespace (issue 14: CLI latency)."""
         if not self._watch:
             return self._run(load_mount_points(self._control().etcd, path))
-        view = self.view()
-        return view.mounts.children(path), view.resolve(path) is not None
+        return self.view().mounts.at(path)
 
     def listdir(self, path: str) -> list[DirEntry]:
-        """Like ``ls``, from the owner only (what FUSE and fsspec list)."""
+        """The volume's own entries of ``path``, from the owner only, without mount points
+        (FUSE lists through it and adds the mount points itself)."""
         reply: pb.ListReply = self._call(lambda s, t: s.List(pb.ListRequest(target=t), timeout=30), path)
         return [dir_entry(e) for e in reply.entries]
 
@@ -447,6 +460,13 @@ class Client(ControlCommands, Routing):
 def _mount_dir(name: str) -> DirEntry:
     """A mount point's entry: a directory with no size, mtime or mode of its own."""
     return DirEntry(name=name, type="dir", size=0, mtime=0.0, mode=0)
+
+
+def _mount_dir_info(path: str) -> FileInfo:
+    """``stat`` of a directory only the mount table makes: no size, time, hash or version
+    of its own (as an implicit directory inside a volume has no time), and no server."""
+    return FileInfo(path=path, type="dir", size=0, mtime=0.0, sha256="", version=0,
+                    mode=MOUNT_DIR_MODE)
 
 
 def _unbuffered(fh: IO[bytes]) -> tuple[bytes, IO[bytes]]:

@@ -8,6 +8,7 @@ relaying the stream chunk by chunk so a forwarder never holds a whole file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -21,6 +22,7 @@ from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
 from federation.channels import Peers
 from federation.controller import read_relay, write_relay
+from federation.controller.global_names import Anchor, named_globally
 from federation.controller.handler_io import IOPool, read_header
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.mirrors import MirrorRunner
@@ -37,7 +39,7 @@ from federation.storage import (
 from namespace.cache import NamespaceCache
 from namespace.control import resolve_in
 from namespace.errors import Conflict, FileNotFound, InvalidInput, NotFound, Unavailable
-from namespace.mounts import with_mount_points
+from namespace.mounts import MOUNT_DIR_MODE, with_mount_points
 from namespace.paths import normalize, normalize_relative
 
 log = logging.getLogger(__name__)
@@ -168,8 +170,14 @@ class FederationService(pb_grpc.FederationServicer):
     def _info(self, meta: FileMeta | DirEntry, r: Resolved) -> pb.FileInfo:
         shown = r.global_path or r.rel
         if isinstance(meta, DirEntry):
+            mtime = meta.mtime
+            if not mtime and not r.rel:
+                # A volume root whose journal records no change (a new volume, or one
+                # reset from a copy): it last changed when the volume was made.
+                vol = self.cache.view.volumes.get(r.volume)
+                mtime = vol.created if vol is not None else 0.0
             return pb.FileInfo(path=shown, type="dir", served_by=self.cluster,
-                               mtime=meta.mtime, mode=meta.mode)
+                               mtime=mtime, mode=meta.mode)
         return pb.FileInfo(
             path=shown, size=meta.size, mtime=meta.mtime, sha256=meta.sha256,
             version=meta.version, type="file", served_by=self.cluster, mode=meta.mode,
@@ -178,6 +186,10 @@ class FederationService(pb_grpc.FederationServicer):
     def _local_storage(self, volume: str) -> VolumeStorage:
         vol = self.volumes.volume(volume)
         return self.volumes.storage(volume, create=vol.owner == self.cluster)
+
+    def _named(self, r: Resolved, *more: Anchor) -> contextlib.AbstractContextManager[None]:
+        """Around local storage calls for ``r``: errors name the caller's global paths."""
+        return named_globally(self.cache.view, r.volume, (r.rel, r.global_path), *more)
 
     # -- unary ----------------------------------------------------------------------------
     async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthReply:
@@ -206,10 +218,29 @@ class FederationService(pb_grpc.FederationServicer):
         return reply
 
     async def Stat(self, request: pb.StatRequest, context: grpc.aio.ServicerContext) -> pb.FileInfo:
+        t = request.target
+        if t.volume or not t.global_path:
+            return await self._stat(request, context)
+        # A global path this controller resolves itself (``--controller``, ``--via``): a
+        # mount point or a prefix of mount points is a directory whatever its volume holds
+        # there, as ls shows it (and the etcd-path client's stat answers).
+        path = normalize(t.global_path)
+        try:
+            return await self._stat(request, context)
+        except NotFound:
+            if not self.cache.view.mounts.at(path).is_dir:
+                raise
+        # The mount table's directory, no volume's: no size, time, hash or version of its
+        # own, and nobody served it (as the etcd-path client's answer has no server).
+        return pb.FileInfo(path=path, type="dir", mode=MOUNT_DIR_MODE)
+
+    async def _stat(self, request: pb.StatRequest, context: grpc.aio.ServicerContext) -> pb.FileInfo:
+        """The volume's own answer: served here or by the owner (or a fresh replica)."""
         r = self._resolve(request.target)
         if self._replica_fresh(r.volume, request.target):
             vs = await self._io(self.volumes.storage, r.volume)
-            info = self._info(await self._io(vs.stat, r.rel), r)
+            with self._named(r):
+                info = self._info(await self._io(vs.stat, r.rel), r)
             info.stale = True
             return info
         owner = self._read_endpoint(r.volume)
@@ -224,7 +255,8 @@ class FederationService(pb_grpc.FederationServicer):
             except grpc.RpcError as exc:
                 raise from_rpc_error(exc, f"owner {owner[0]}") from None
         vs = await self._io(self._local_storage, r.volume)
-        return self._info(await self._io(vs.stat, r.rel), r)
+        with self._named(r):
+            return self._info(await self._io(vs.stat, r.rel), r)
 
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListReply:
         t = request.target
@@ -234,14 +266,14 @@ class FederationService(pb_grpc.FederationServicer):
         # listing shows the mount points below it as directories, as the etcd-path client's
         # does (Client.ls), and a path that is only a prefix of mounts lists just those.
         path = normalize(t.global_path)
-        view = self.cache.view
-        below = view.mounts.children(path)
-        if below and view.resolve(path) is None:
+        at = self.cache.view.mounts.at(path)
+        below = at.below
+        if below and not at.mounted:
             return pb.ListReply(entries=with_mount_points([], below, _mount_dir), served_by=self.cluster)
         try:
             reply = await self._list(request, context)
         except FileNotFound:
-            if not below:
+            if not at.is_dir:  # a mount point lists (empty) before its subpath has files
                 raise
             reply = pb.ListReply(served_by=self.cluster)
         if below:
@@ -266,7 +298,8 @@ class FederationService(pb_grpc.FederationServicer):
             except grpc.RpcError as exc:
                 raise from_rpc_error(exc, f"owner {owner[0]}") from None
         vs = await self._io(self._local_storage, r.volume)
-        entries = await self._io(vs.listdir, r.rel)
+        with self._named(r):
+            entries = await self._io(vs.listdir, r.rel)
         return pb.ListReply(
             entries=[pb.DirEntry(name=e.name, type=e.type, size=e.size, mtime=e.mtime, mode=e.mode)
                      for e in entries],
@@ -293,7 +326,8 @@ class FederationService(pb_grpc.FederationServicer):
         self.volumes.begin_write(r.volume)
         try:
             vs = await self._io(self.volumes.storage, r.volume, create=True)
-            version = await self._io(self._gated_delete, vs, r, request.recursive, request.keep_parent)
+            with self._named(r):
+                version = await self._io(self._gated_delete, vs, r, request.recursive, request.keep_parent)
         finally:
             self.volumes.end_write(r.volume)
         self.volumes.committed(r.volume, version)
@@ -324,9 +358,11 @@ class FederationService(pb_grpc.FederationServicer):
         context: grpc.aio.ServicerContext,
         forward: Callable[[pb_grpc.FederationStub, pb.Target, Any], Awaitable[pb.MutationReply]],
         local: Callable[[Any], int],
+        *more: Anchor,
     ) -> pb.MutationReply:
         """Forward a metadata edit to the volume's owner, or commit it here as one version
-        (fenced like a write, waited on by `mode: sync` mirrors)."""
+        (fenced like a write, waited on by `mode: sync` mirrors). Errors name ``r`` and the
+        ``more`` paths the edit names globally."""
         owner = self._owner_endpoint(r.volume)
         if owner is not None:
             self.metrics.forwarded.labels(name, owner[0]).inc()
@@ -343,7 +379,8 @@ class FederationService(pb_grpc.FederationServicer):
                 self.volumes.check_writable(r.volume, r.epoch)
                 return int(local(vs))
 
-            version = await self._io(gated)
+            with self._named(r, *more):
+                version = await self._io(gated)
         finally:
             self.volumes.end_write(r.volume)
         self.volumes.committed(r.volume, version)
@@ -371,6 +408,7 @@ class FederationService(pb_grpc.FederationServicer):
                 pb.RenameRequest(target=t, destination=request.destination,
                                  destination_relative=dst_rel), metadata=md),
             lambda vs: vs.rename(r.rel, dst_rel),
+            (dst_rel, request.destination),
         )
 
     async def Mkdir(self, request: pb.MkdirRequest, context: grpc.aio.ServicerContext) -> pb.MutationReply:
@@ -473,15 +511,17 @@ class FederationService(pb_grpc.FederationServicer):
                 raise from_rpc_error(exc, f"owner {owner[0]}") from None
             return
         vs = await self._io(self._local_storage, r.volume)
-        meta = await self._io(vs.stat, r.rel)
+        with self._named(r):
+            meta = await self._io(vs.stat, r.rel)
         if isinstance(meta, DirEntry):
             raise InvalidInput(f"{r.global_path or r.rel} is a directory")
         info = self._info(meta, r)
         info.stale = stale
         end = None if not request.length else request.offset + request.length
-        chunks: Iterator[bytes] = await self._io(
-            lambda: vs.read(r.rel, request.offset, end, self.chunk_size)
-        )
+        with self._named(r):
+            chunks: Iterator[bytes] = await self._io(
+                lambda: vs.read(r.rel, request.offset, end, self.chunk_size)
+            )
         # Read and encoded in one pool call per chunk (read_relay.Messages).
         messages = read_relay.Messages(chunks, info)
         counted = 0

@@ -24,6 +24,9 @@ class Attrs:
     mtime: float
     mode: int
     sha256: str = ""
+    stand_in: bool = False
+    """A listing's placeholder for a mount point whose own attributes (its volume root's)
+    were not fetched: the kernel must not keep it, and a lookup fetches the real ones."""
 
 
 class MetaCache:
@@ -64,7 +67,8 @@ class MetaCache:
         with self._lock:
             self._lists[path] = (entries, now, volume)
             for name, attrs in entries:
-                self._attrs[prefix + name] = (attrs, now, volume)
+                if not attrs.stand_in:  # a lookup must fetch what a stand-in stands for
+                    self._attrs[prefix + name] = (attrs, now, volume)
 
     def upsert(self, path: str, attrs: Attrs, volume: str) -> None:
         """Our own change (we know the result): update the entry and the parent's listing
@@ -100,6 +104,11 @@ class MetaCache:
             self._attrs.pop(path, None)
             self._lists.pop(path, None)
             self._lists.pop(parent, None)
+
+    def forget_attrs(self, path: str) -> None:
+        """Forget ``path``'s attributes only (its listing is still good)."""
+        with self._lock:
+            self._attrs.pop(path, None)
 
     def invalidate_tree(self, path: str) -> None:
         prefix = path + "/"

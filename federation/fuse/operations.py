@@ -48,6 +48,10 @@ def _join(a: str, b: str) -> str:
     return f"{a}/{b}" if a else b
 
 
+# A mount point in a listing before its volume root was stat'ed (see Attrs.stand_in).
+_MOUNT_POINT = Attrs("dir", 0, 0.0, 0o755, stand_in=True)
+
+
 class GnsOperations(pyfuse3.Operations):
     """The file system: one instance per mount."""
 
@@ -151,6 +155,8 @@ class GnsOperations(pyfuse3.Operations):
         e.generation = 0
         e.entry_timeout = self.attr_timeout
         e.attr_timeout = self.attr_timeout
+        if a.stand_in:
+            e.attr_timeout = 0  # a stat asks us, and gets the mounted volume root's
         if a.kind == "dir":
             e.st_mode = stat.S_IFDIR | (a.mode or 0o755)
             e.st_nlink = 2
@@ -170,8 +176,7 @@ class GnsOperations(pyfuse3.Operations):
 
     def _mounted_at_or_below(self, g: str) -> bool:
         """Blocking: a volume is mounted at ``g`` or below it (rmdir there is EBUSY)."""
-        mounts = self.client.view().mounts
-        return g in mounts or bool(mounts.children(g))
+        return self.client.view().mounts.at(g).is_dir
 
     def _mount_children(self, g: str) -> list[str]:
         """Names of mount prefixes directly below global path ``g``."""
@@ -194,11 +199,12 @@ class GnsOperations(pyfuse3.Operations):
         if self.watcher is not None:
             self.watcher.ensure(vol)
         try:
+            # A mount point is its volume root (a directory of the mount table if the
+            # volume has nothing there): what ``gns stat`` shows of it, this shows.
             st = self.client.stat(g)
         except FileNotFound:
-            a = Attrs("dir", 0, self.started, 0o755) if self._mount_children(g) else None
-            self.cache.put_attrs(rel, a, vol)
-            return a
+            self.cache.put_attrs(rel, None, vol)
+            return None
         a = Attrs("dir" if st.is_dir else "file", st.size, st.mtime, st.mode, st.sha256)
         self.cache.put_attrs(rel, a, vol)
         return a
@@ -216,9 +222,10 @@ class GnsOperations(pyfuse3.Operations):
                     entries = None
             if entries is not None:
                 i = bisect.bisect_left(entries, (name,))
-                if i < len(entries) and entries[i][0] == name:
+                if i >= len(entries) or entries[i][0] != name:
+                    return None
+                if not entries[i][1].stand_in:
                     return entries[i][1]
-                return None
         return self.remote_attrs(rel)
 
     async def attrs(self, rel: str, *, fresh: bool = False) -> Attrs | None:
@@ -244,20 +251,32 @@ class GnsOperations(pyfuse3.Operations):
                 for e in self.client.listdir(g):
                     names[e.name] = Attrs("dir" if e.is_dir else "file", e.size, e.mtime, e.mode)
             except FileNotFound:
-                if not self._mount_children(g):
+                if not self.client.view().mounts.at(g).is_dir:  # a mount point lists (empty)
                     raise
-        for name in self._mount_children(g):
-            names.setdefault(name, Attrs("dir", 0, self.started, 0o755))
+        mounts = self.client.view().mounts
+        for name in mounts.children(g):
+            if g.rstrip("/") + "/" + name in mounts:
+                # A mount point shows its volume root, not what the parent volume may hold
+                # under that name: known if stat'ed lately, else fetched when looked up.
+                hit, a = self.cache.get_attrs(_join(rel, name))
+                names[name] = a if hit and a is not None and a.kind == "dir" else _MOUNT_POINT
+            else:
+                names.setdefault(name, Attrs("dir", 0, self.started, 0o755))
         entries = sorted(names.items())
         self.cache.put_list(rel, entries, vol or "")
         return entries
 
     def own(self, rel: str, version: int | None) -> None:
-        """Remember that this mount committed ``version`` of the volume holding ``rel``."""
-        vol = self._volume(self.gpath(rel))
-        if vol is None or not version:
+        """Remember that this mount committed ``version`` of the volume holding ``rel``
+        (the change stream's echo of it then changes nothing, so the volume root's mtime,
+        its tree's last change, is forgotten here)."""
+        res = self.client.view().resolve(self.gpath(rel))
+        if res is None or not version:
             return
-        key = (vol, int(version))
+        root = self.rel_of(res.mount)
+        if root is not None:
+            self.cache.forget_attrs(root)
+        key = (str(res.volume), int(version))
         self._own.add(key)
         self._own_order.append(key)
         if len(self._own_order) > 100_000:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RETRY_S = 0.5
+_ATTR_ONLY = ("chmod", "utime", "dirattr")  # changes that leave the tree as it is
 
 
 class Watcher:
@@ -90,6 +91,10 @@ class Watcher:
             return  # this mount made it and already knows
         gone = change.op in ("rmdir", "delete") or (
             change.op == "rename" and not change.src)  # the old name's row
+        if change.op not in _ATTR_ONLY:
+            # A volume root's mtime is its tree's last change (what `gns stat` shows).
+            for rel in self._rels(volume, ""):
+                self.ops.cache.forget_attrs(rel)
         for rel in self._rels(volume, change.relative_path):
             if gone:
                 self.ops.cache.invalidate_tree(rel)

@@ -52,15 +52,14 @@ class NamespaceEdits:
                         _keep_parent(conn, path, now, v)
                 elif cat.is_dir(conn, path):
                     if not recursive:
-                        shown = path or "/"
-                        raise InvalidInput(f"{shown!r} is a directory; use -r")
+                        raise InvalidInput.naming("{} is a directory; use -r", path)
                     removed = cat.delete_tree(conn, path, now, v)
                     if path:
                         removed += cat.remove_dir(conn, path, now, v)
                     if removed == 0:
                         return self._state.version  # the empty root: nothing to commit
                 else:
-                    raise FileNotFound(f"no such file or directory: {path!r}")
+                    raise FileNotFound.naming("no such file or directory: {}", path)
                 cat.set_meta(conn, "version", v)
             self._state.version = v
             self._gc.collect_locked()
@@ -82,35 +81,40 @@ class NamespaceEdits:
     def rename(self, src: str, dst: str, *, version: int | None = None) -> int:
         """Move a file or a directory (with everything below it) to ``dst`` as ONE version.
 
-        POSIX rules: a file replaces a file; a directory replaces only an empty directory;
-        nothing moves below itself. Journal rows carry kind ``rename`` (and the put row the
-        old path), so followers see a rename and mirrors need no new bytes."""
+        POSIX ``rename`` rules: a file replaces a file; a directory replaces only an empty
+        directory (Conflict otherwise, as for a file onto a directory or the other way
+        round); nothing moves below itself. Journal rows carry kind ``rename`` (and the put
+        row the old path), so followers see a rename and mirrors need no new bytes."""
         check_path(src)
         check_path(dst)
         if not src or not dst:
             raise InvalidInput("cannot rename the root of a volume")
         if dst.startswith(src + "/"):
-            raise InvalidInput(f"cannot move {src!r} below itself ({dst!r})")
+            raise InvalidInput.naming("cannot move {} below itself ({})", src, dst)
         now = time.time()
 
         def change(conn: sqlite3.Connection, v: int) -> bool:
+            f = cat.get_file(conn, src)
+            if f is None and not cat.is_dir(conn, src):  # the source first, as rename(2)
+                raise FileNotFound.naming("no such file or directory: {}", src)
             if src == dst:
-                if cat.get_file(conn, src) is None and not cat.is_dir(conn, src):
-                    raise FileNotFound(f"no such file or directory: {src!r}")
                 return False
             anc = cat.file_ancestor(conn, dst)
             if anc is not None:
-                raise InvalidInput(f"cannot move to {dst!r}: {anc!r} is a file")
-            f = cat.get_file(conn, src)
+                raise InvalidInput.naming("cannot move to {}: {} is a file", dst, anc)
+            # The destination is there and of the other kind: a conflict with what exists
+            # (exit 4, as mv's "cannot overwrite"), not a malformed request.
             if f is not None:
                 if cat.is_dir(conn, dst):
-                    raise InvalidInput(f"cannot move file {src!r} over directory {dst!r}")
+                    raise Conflict.naming(
+                        "cannot overwrite directory {} with non-directory {}", dst, src)
                 _move_file(conn, f, dst, v, now)
-            elif cat.is_dir(conn, src):
+            else:
                 if cat.get_file(conn, dst) is not None:
-                    raise InvalidInput(f"cannot move directory {src!r} over file {dst!r}")
+                    raise Conflict.naming(
+                        "cannot overwrite non-directory {} with directory {}", dst, src)
                 if cat.has_below(conn, dst):
-                    raise Conflict(f"cannot move {src!r} to {dst!r}: directory not empty")
+                    raise Conflict.naming("cannot move {} to {}: directory not empty", src, dst)
                 cat.remove_dir(conn, dst, now, v)
                 lo, hi = cat.below(src)
                 moved = [
@@ -131,8 +135,6 @@ class NamespaceEdits:
                 for dpath, dmode, dmtime in dirs:
                     cat.remove_dir(conn, dpath, now, v)
                     cat.make_dir(conn, dst + dpath[len(src):], dmode, dmtime, v)
-            else:
-                raise FileNotFound(f"no such file or directory: {src!r}")
             _keep_parent(conn, src, now, v)
             return True
 
@@ -150,10 +152,10 @@ class NamespaceEdits:
 
         def change(conn: sqlite3.Connection, v: int) -> bool:
             if cat.get_file(conn, path) is not None or cat.is_dir(conn, path):
-                raise Conflict(f"{path!r} exists")
+                raise Conflict.naming("{} exists", path)
             anc = cat.file_ancestor(conn, path)
             if anc is not None:
-                raise InvalidInput(f"cannot make {path!r}: {anc!r} is a file")
+                raise InvalidInput.naming("cannot make {}: {} is a file", path, anc)
             cat.make_dir(conn, path, mode, time.time() if mtime is None else mtime, v)
             return True
 
@@ -168,11 +170,11 @@ class NamespaceEdits:
 
         def change(conn: sqlite3.Connection, v: int) -> bool:
             if cat.get_file(conn, path) is not None:
-                raise InvalidInput(f"{path!r} is not a directory")
+                raise InvalidInput.naming("{} is not a directory", path)
             if cat.has_below(conn, path):
-                raise Conflict(f"directory {path!r} is not empty")
+                raise Conflict.naming("directory {} is not empty", path)
             if not cat.remove_dir(conn, path, now, v):
-                raise FileNotFound(f"no such directory: {path!r}")
+                raise FileNotFound.naming("no such directory: {}", path)
             return True
 
         return self._mutate(change, version)
@@ -202,7 +204,7 @@ class NamespaceEdits:
             if not path:
                 return False  # the volume root has fixed attributes
             if not cat.is_dir(conn, path):
-                raise FileNotFound(f"no such file or directory: {path!r}")
+                raise FileNotFound.naming("no such file or directory: {}", path)
             old_mode, old_mtime = cat.get_dir(conn, path) or (cat.DEFAULT_DIR_MODE, time.time())
             cat.make_dir(
                 conn, path, old_mode if mode is None else mode,

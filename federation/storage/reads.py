@@ -9,6 +9,7 @@ always there. Reads take no lock: each runs in its own SQLite read snapshot.
 from __future__ import annotations
 
 import io
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +33,29 @@ _OPEN_ATTEMPTS = 8
 REREAD_S = 600.0
 """A large blob read again within this long is read buffered (and so cached)."""
 _RECENT_MAX = 4096
+
+
+# Journal rows that change which paths exist (put, delete, rename, mkdir, rmdir), not only
+# the attributes of one (chmod, utime, dirattr): what moves a directory's mtime in POSIX.
+_TREE_ROWS = "(kind IS NULL OR kind NOT IN ('chmod', 'utime', 'dirattr'))"
+# The newest rows of the newest version that changed the tree. Bounded: an `rm -r` or a
+# directory rename is one version of as many rows as files, all of one time.
+_LAST_TREE_CHANGE = (
+    "SELECT MAX(mtime) FROM (SELECT mtime FROM journal WHERE "
+    f"{_TREE_ROWS} AND version = (SELECT version FROM journal WHERE {_TREE_ROWS} "
+    "ORDER BY seq DESC LIMIT 1) ORDER BY seq DESC LIMIT 64)"
+)
+
+
+def _last_tree_change(conn: sqlite3.Connection) -> float:
+    """When the volume's tree last changed (what its root's mtime shows): the newest time
+    that the last version to add, replace, remove or rename something recorded. Its
+    delete rows (a remove, the old half of a rename) hold the commit time; a put row holds
+    the file's mtime, which is the commit time unless the writer gave one. 0 when the
+    journal holds no such row (a new volume, or one reset from a copy): the caller knows
+    better. Index walks from the end, whatever the volume's size."""
+    row = conn.execute(_LAST_TREE_CHANGE).fetchone()
+    return float(row[0]) if row and row[0] is not None else 0.0
 
 
 class BlobReader:
@@ -110,9 +134,10 @@ class Reads:
 
     def stat(self, path: str) -> FileMeta | DirEntry:
         check_path(path)
-        if path == "":
-            return DirEntry(name="", type="dir", size=0)
         with self._state.read_txn() as conn:
+            if path == "":
+                return DirEntry(name="", type="dir", size=0, mtime=_last_tree_change(conn),
+                                mode=cat.DEFAULT_DIR_MODE)
             meta = cat.get_file(conn, path)
             if meta is not None:
                 return meta
@@ -122,7 +147,7 @@ class Reads:
                 return DirEntry(name=basename(path), type="dir", size=0, mtime=mtime, mode=mode)
             if cat.is_dir(conn, path):
                 return DirEntry(name=basename(path), type="dir", size=0)
-        raise FileNotFound(f"no such file or directory: {path!r}")
+        raise FileNotFound.naming("no such file or directory: {}", path)
 
     def listdir(self, path: str) -> list[DirEntry]:
         """Children of a directory sorted by name; a file lists as itself."""
@@ -147,7 +172,7 @@ class Reads:
             for name, (mode, mtime) in explicit.items():
                 by_name[name] = DirEntry(name=name, type="dir", size=0, mtime=mtime, mode=mode)
             if not by_name and path != "" and cat.get_dir(conn, path) is None:
-                raise FileNotFound(f"no such file or directory: {path!r}")
+                raise FileNotFound.naming("no such file or directory: {}", path)
         return [by_name[n] for n in sorted(by_name)]
 
     def read(
@@ -162,8 +187,8 @@ class Reads:
                 meta = cat.get_file(conn, path) if path else None
                 if meta is None:
                     if cat.is_dir(conn, path):
-                        raise InvalidInput(f"cannot read {path or '/'!r}: it is a directory")
-                    raise FileNotFound(f"no such file: {path!r}")
+                        raise InvalidInput.naming("cannot read {}: it is a directory", path)
+                    raise FileNotFound.naming("no such file: {}", path)
                 # only small content can be inline (an older volume's is a file)
                 data = inline.load(conn, meta.sha256) if meta.size <= inline.INLINE_MAX else None
             f: BinaryIO
@@ -179,7 +204,7 @@ class Reads:
             buffered = data is not None or (
                 stop - first >= MIN_RANGE and self._read_lately(meta.sha256))
             return BlobReader(f, first, stop, chunk_size, buffered=buffered)
-        raise FileNotFound(f"volume {self._state.name!r}: content of {path!r} is missing")
+        raise FileNotFound.naming(f"volume {self._state.name!r}: content of {{}} is missing", path)
 
     def open_blob(self, sha256: str) -> BinaryIO:
         """Open a blob by hash (mirror copies of a pinned version), inline or a file."""

@@ -88,3 +88,35 @@ def test_errors_are_builtins(gns_fs: Any) -> None:
     assert gns_fs.cat_file("/fss/err/y") == b"1"
     gns_fs.rm("/fss/err", recursive=True)
     assert not gns_fs.exists("/fss/err")
+
+
+def test_mount_points_list_as_gns_ls_lists_them(federation3: Federation, gns_fs: Any) -> None:
+    """``ls``/``info``/``find`` agree with ``gns ls``: nested mounts are directories of
+    their parent's listing, and paths above mounts are directories that list them."""
+    import json
+
+    f = federation3
+    for vol, owner, mount in (("fsm-top", "onprem-a", "/fsm/top"), ("fsm-in", "onprem-b", "/fsm/top/in"),
+                              ("fsm-deep", "aws-1", "/fsm/deep/x/y")):
+        assert f.gns("volume", "create", vol, "--cluster", owner).returncode == 0
+        assert f.gns("mount", "add", mount, vol).returncode == 0
+    gns_fs.pipe_file("/fsm/top/a.txt", b"a")
+    gns_fs.pipe_file("/fsm/top/in/b.txt", b"bb")
+
+    def gns_ls(path: str) -> list[tuple[str, str]]:
+        proc = f.gns("ls", path, "--json")
+        assert proc.returncode == 0, proc.stderr
+        return [(posixpath.join(path, e["name"]), "directory" if e["type"] == "dir" else "file")
+                for e in json.loads(proc.stdout)]
+
+    for path in ("/", "/fsm", "/fsm/top", "/fsm/deep", "/fsm/deep/x", "/fsm/top/in"):
+        assert [(e["name"], e["type"]) for e in gns_fs.ls(path)] == gns_ls(path), path
+        assert gns_fs.info(path)["type"] == "directory" and gns_fs.isdir(f"gns://{path}")
+    assert gns_fs.ls("/fsm", detail=False) == ["/fsm/deep", "/fsm/top"]
+    assert "/fsm/top/in" in gns_fs.ls("/fsm/top", detail=False)
+    assert gns_fs.find("/fsm") == ["/fsm/top/a.txt", "/fsm/top/in/b.txt"]
+    assert gns_fs.info("/fsm/top")["mode"] == 0o755
+    with pytest.raises(FileNotFoundError):
+        gns_fs.ls("/fsm/nowhere")
+    with pytest.raises(FileNotFoundError):
+        gns_fs.info("/fsm/dee")

@@ -119,6 +119,46 @@ def test_mount_prefixes_are_directories(mnt: Path) -> None:
     assert (mnt / "fz" / "fz").is_dir()
 
 
+def test_a_mount_point_stats_as_gns_stat_shows_its_volume_root(fed: Federation, mnt: Path) -> None:
+    """A volume's root (a mount point) is a directory with the mtime of the volume's last
+    change, the same through FUSE as ``gns stat``, in a listing (``ls -l``) as on its own,
+    and it follows changes made elsewhere (the change stream) and through the mount."""
+    import json
+    import stat as st
+
+    def gns_stat() -> tuple[int, float]:
+        proc = fed.gns("stat", "/fz/fzb", "--json")
+        assert proc.returncode == 0, proc.stderr
+        info = json.loads(proc.stdout)
+        assert info["type"] == "dir" and info["mtime"] > 0
+        return info["mode"], info["mtime"]
+
+    def fuse_stat() -> tuple[int, float]:
+        s = os.stat(mnt / "fz" / "fzb")
+        assert st.S_ISDIR(s.st_mode)
+        return st.S_IMODE(s.st_mode), s.st_mtime
+
+    def agree() -> bool:
+        (mode, mtime), (fmode, fmtime) = gns_stat(), fuse_stat()
+        return mode == fmode == 0o755 and abs(fmtime - mtime) < 1e-6
+
+    assert agree()
+    listed = {e.name: e.stat() for e in os.scandir(mnt / "fz")}  # what ls -l shows
+    assert abs(listed["fzb"].st_mtime - gns_stat()[1]) < 1e-6
+    before = fuse_stat()[1]
+    time.sleep(0.05)
+    assert fed.gns("put", "-", "/fz/fzb/root-mtime-1.txt", input=b"elsewhere").returncode == 0
+    wait_for(lambda: fuse_stat()[1] > before and agree(), 10)
+    before = fuse_stat()[1]
+    time.sleep(0.05)
+    (mnt / "fz" / "fzb" / "root-mtime-2.txt").write_bytes(b"through the mount")
+    wait_for(lambda: fuse_stat()[1] > before and agree(), 10)
+    # A mount point whose subpath the volume does not have yet is an empty directory.
+    assert fed.gns("mount", "add", "/fz/fzlater", "fzb:not-yet").returncode == 0
+    wait_for(lambda: (mnt / "fz" / "fzlater").is_dir(), 10)
+    assert os.listdir(mnt / "fz" / "fzlater") == []
+
+
 def test_cp_large_and_empty_files(mnt: Path, tmp_path: Path) -> None:
     big = tmp_path / "big.bin"
     with open(big, "wb") as f:

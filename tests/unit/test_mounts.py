@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from namespace.mounts import MountTable, with_mount_points
+from namespace.mounts import MountsAt, MountTable, with_mount_points
 
 comp = st.sampled_from(["a", "b", "bc", "health", "s", "x y", "é"])
 path = st.lists(comp, max_size=5).map(lambda p: "/" + "/".join(p))
@@ -117,3 +117,16 @@ def test_a_mount_point_shadows_a_file_of_its_name_but_keeps_a_directory() -> Non
     assert with_mount_points([mine], ["b"], lambda n: Entry(n, "dir", 9))[0] is mine
     assert with_mount_points([Entry("b", "file", 5)], ["b"], lambda n: Entry(n, "dir")) == [Entry("b", "dir")]
     assert with_mount_points([], [], lambda n: Entry(n, "dir")) == []
+
+
+def test_what_the_table_says_of_a_path() -> None:
+    t = MountTable()
+    for m in ("/a/b", "/a/b/c/d", "/x"):
+        t.set(m, "v")
+    assert t.at("/") == MountsAt(["a", "x"], False, False) and t.at("/").is_dir
+    assert t.at("/a") == MountsAt(["b"], False, False)
+    assert t.at("/a/b") == MountsAt(["c"], True, True)
+    assert t.at("/a/b/c") == MountsAt(["d"], False, True) and t.at("/a/b/c").is_dir
+    assert t.at("/x") == MountsAt([], True, True) and t.at("/x").is_dir  # a mount point
+    assert t.at("/x/y") == MountsAt([], False, True) and not t.at("/x/y").is_dir
+    assert t.at("/elsewhere") == MountsAt([], False, False) and not t.at("/elsewhere").is_dir

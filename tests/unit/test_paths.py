@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from namespace.errors import InvalidInput
-from namespace.paths import check_name, normalize, normalize_relative
+from namespace.errors import Conflict, FileNotFound, InvalidInput
+from namespace.paths import check_name, normalize, normalize_relative, shown_at
 
 component = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\x7f"),
@@ -93,3 +93,32 @@ def test_good_names(name: str) -> None:
 def test_bad_names(name: str) -> None:
     with pytest.raises(InvalidInput, match="invalid cluster name"):
         check_name("cluster", name)
+
+
+@pytest.mark.parametrize("relative, anchor, path, mount, shown", [
+    ("a/b", "a/b", "/m/a/b", "/m", "/m/a/b"),  # the anchor itself
+    ("a/b/c", "a/b", "/m/a/b", "/m", "/m/a/b/c"),  # below it
+    ("x", "", "/m", "/m", "/m/x"),  # below a volume root
+    ("a", "a/b", "/m/a/b", "/m", "/m/a"),  # above it, within the mount
+    ("", "a/b", "/m/a/b", "/m", "/m"),  # up to the mount point
+    ("", "a", "/a", "/", "/"),
+    ("raw", "raw/b", "/o/b", "/o", "/o"),  # a subpath mount: its subpath is the mount point
+    ("", "raw/b", "/o/b", "/o", None),  # above the subpath: not shown there
+    ("", "raw/b", "/x/raw/b", "/x/raw", None),  # whatever the mount point is called
+    ("z", "a/b", "/m/a/b", "/m", None),  # another branch
+])
+def test_volume_paths_shown_globally(relative: str, anchor: str, path: str, mount: str,
+                                     shown: str | None) -> None:
+    assert shown_at(relative, anchor, path, mount) == shown
+
+
+def test_errors_keep_the_paths_they_name_apart() -> None:
+    err = Conflict.naming("cannot overwrite {} with {}", "d/f", "")
+    assert str(err) == "cannot overwrite 'd/f' with '/'" and err.paths == ("d/f", "")
+    err.retryable = True
+    again = err.renamed(lambda p: "/g/" + p)
+    assert type(again) is Conflict and again.retryable
+    assert str(again) == "cannot overwrite '/g/d/f' with '/g/'"
+    plain = FileNotFound("no such volume")
+    assert plain.renamed(lambda p: "/g") is plain  # names no path: left as it is
+    assert isinstance(FileNotFound.naming("no such file: {}", "x"), FileNotFoundError)

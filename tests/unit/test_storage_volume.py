@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -282,3 +283,36 @@ def test_diverge_keeps_changes_aside(vol: VolumeStorage) -> None:
     assert b"".join(vol.read(".gns/diverged/2/a")) == b"unmirrored"
     assert [e.name for e in vol.listdir(".gns/diverged/2")] == ["a", "n"]
     assert vol.diverge(vol.version, 3) == []
+
+
+def test_root_stat_is_a_directory_with_the_last_tree_change(vol: VolumeStorage) -> None:
+    root = vol.stat("")
+    assert isinstance(root, DirEntry) and (root.mode, root.mtime) == (0o755, 0.0)  # none yet
+    vol.put_bytes("a", b"1", mtime=100.0)
+    assert vol.stat("").mtime == 100.0  # a put records the file's mtime
+    before = time.time()
+    vol.put_bytes("d/b", b"2")
+    last = vol.stat("").mtime
+    assert before <= last <= time.time()
+    vol.set_attrs("a", mode=0o600, mtime=5.0)  # attributes only: the tree is as it was
+    assert vol.stat("").mtime == last
+    time.sleep(0.01)
+    vol.rename("a", "c")  # the moved file keeps mtime 5; the rename is now
+    assert vol.stat("").mtime > last
+
+
+def test_rename_onto_the_other_kind_is_a_conflict_and_changes_nothing(vol: VolumeStorage) -> None:
+    vol.put_bytes("f", b"1")
+    vol.put_bytes("d/x", b"2")
+    vol.put_bytes("ne/y", b"3")
+    v = vol.version
+    with pytest.raises(Conflict, match="cannot overwrite non-directory 'f' with directory 'd'") as exc:
+        vol.rename("d", "f")
+    assert exc.value.paths == ("f", "d")  # kept apart, for the controller to name globally
+    with pytest.raises(Conflict, match="cannot overwrite directory 'd' with non-directory 'f'"):
+        vol.rename("f", "d")
+    with pytest.raises(Conflict, match="directory not empty"):
+        vol.rename("d", "ne")
+    with pytest.raises(FileNotFound):
+        vol.rename("nope", "f/x")  # the source is looked at first, as rename(2) does
+    assert vol.version == v and [e.name for e in vol.listdir("")] == ["d", "f", "ne"]
