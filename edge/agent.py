@@ -224,6 +224,7 @@ class EdgeController:
                                    max_backoff=cfg.max_backoff, dialer=dialer)
         link.up = link_up
         link.on_up += [shipper.kick, follower.kick]
+        shipper.on_report.append(link.report_soon)  # a target caught up, the backlog moved
         volumes.subscribe_commits(shipper.committed)
         volumes.subscribe_commits(lambda *_: link.report_soon())  # the version, federation-wide
         cache.subscribe(lambda kind, name, value: shipper.kick())

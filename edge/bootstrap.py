@@ -10,6 +10,12 @@ Without TLS the hub hands out a bearer credential instead.
 The token pins the hub's CA fingerprint (``K10<ca-sha256>::<id>.<secret>``); the hub's
 answer must carry the same fingerprint or the site refuses it.
 
+The token is redeemed at the ``--hub`` addresses the user gave, in order, as the link
+dials them. A site holding nothing but the token cannot pass a hub's main port (it demands
+a client certificate), so it goes to that hub's token-only join port instead, which the
+token names for each hub's endpoint (:func:`join_addresses`); a token that names none of
+the ``--hub`` addresses falls back to the ports it names.
+
 A refused token (reused, expired, wrong site, forged) ends bootstrap with the hub's reason
 (exit 4); an unreachable hub is retried with jittered backoff, moving through the ``--hub``
 list, forever.
@@ -21,7 +27,9 @@ import json
 import logging
 import os
 import random
+import socket
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -138,12 +146,15 @@ async def join(hubs: list[str], token: str, site: str, *, max_delay: float = 5.0
     pin = parsed.ca_sha256
     if dialer.tls_dir is not None and dialer.ca_fingerprint() != pin:
         raise PermissionDenied("the CA in --tls-dir is not the one the token pins: refusing to trust it")
-    # Token only, no certificate at all: the hub's token-only port (named in the token).
+    # Token only, no certificate at all: the --hub addresses' token-only join ports (the
+    # token names them; a hub's main port demands a client certificate).
     token_only = dialer.tls_dir is None and bool(parsed.join) and pin != INSECURE_CA and data_dir is not None
     request = Request(site) if (dialer.tls_dir is not None or token_only) and data_dir is not None else None
+    addresses = (await asyncio.to_thread(join_addresses, site, hubs, parsed.join, parsed.join_ports)
+                 if token_only else list(hubs))
     attempt = 0
     while True:
-        address = parsed.join if token_only else hubs[attempt % len(hubs)]
+        address = addresses[attempt % len(addresses)]
         try:
             channel = await _token_only_channel(address, pin) if token_only else dialer.channel(address)
         except Unavailable as exc:
@@ -180,6 +191,47 @@ async def join(hubs: list[str], token: str, site: str, *, max_delay: float = 5.0
             await channel.close()
         attempt += 1
         await asyncio.sleep(backoff(attempt, max_delay))
+
+
+def join_addresses(site: str, hubs: Sequence[str], issuer: str, ports: Sequence[tuple[str, str]]) -> list[str]:
+    """Where a site holding only a token redeems it: the token-only join port of each of
+    its ``--hub`` addresses, in that order (the token pairs each hub's endpoint with its
+    join port, ``ports``). A ``--hub`` the token does not know is skipped with a warning;
+    only if it knows none of them do the join ports it names (``issuer``'s, the issuing
+    hub's, first) stand in."""
+    found: list[str] = []
+    for hub in hubs:
+        join = next((j for endpoint, j in ports if same_address(endpoint, hub)), None)
+        if join is None:
+            log.warning("site %s: the join token names no join port for --hub %s (not a hub of the "
+                        "federation that signs site certificates when the token was made)", site, hub)
+        elif join not in found:
+            found.append(join)
+    if found:
+        return found
+    fallback = list(dict.fromkeys([issuer, *(j for _, j in ports)]))
+    log.warning("site %s: the join token names none of --hub %s; redeeming it at the join port(s) it "
+                "names: %s", site, ",".join(hubs), ",".join(fallback))
+    return fallback
+
+
+def same_address(a: str, b: str) -> bool:
+    """``HOST:PORT`` ``a`` and ``b`` reach the same server: equal, or the same port on host
+    names that resolve to a common address (``localhost:7000`` is ``127.0.0.1:7000``)."""
+    if a == b:
+        return True
+    host_a, _, port_a = a.rpartition(":")
+    host_b, _, port_b = b.rpartition(":")
+    if port_a != port_b:
+        return False
+    return bool(_resolve(host_a, port_a) & _resolve(host_b, port_b))
+
+
+def _resolve(host: str, port: str) -> set[str]:
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)}
+    except (OSError, UnicodeError):
+        return set()
 
 
 async def _token_only_channel(address: str, pin: str) -> grpc.aio.Channel:

@@ -210,7 +210,8 @@ class HubLink:
 
     def report_soon(self) -> None:
         """Send the report now rather than at the next heartbeat: a commit at the site moved
-        a volume's version, which the federation shows (``volume show``) from the report."""
+        a volume's version, or shipping moved a target's version or the backlog, which the
+        federation shows (``volume show``, ``mirror status``, ``edge list``) from the report."""
         self._soon.set()
 
     def _renewed(self, renewed: epb.Renewed) -> None:

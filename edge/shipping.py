@@ -170,6 +170,12 @@ class Shipper:
         self._kick = asyncio.Event()
         self._backlog = (0, 0)
         self._backlog_at = 0.0
+        self._stale = False
+        """A commit or an ack since the backlog was last counted: the loop counts again as
+        soon as the once-a-second throttle allows."""
+        self.on_report: list[Callable[[], None]] = []
+        """Called when what :meth:`report` says changed in a way the federation should see
+        now, not at the next heartbeat (a target caught up, the backlog count moved)."""
         self.first_ack_after_up: float | None = None
 
     # -- triggers -------------------------------------------------------------------------
@@ -181,16 +187,33 @@ class Shipper:
         for w in self.workers.values():
             if w.volume == volume and w.pending_since is None:
                 w.pending_since = now
+        self._stale = True
         self._kick.set()
+
+    def _progressed(self, caught_up: bool) -> None:
+        """A target committed a version: the backlog shrank (the loop recounts it within a
+        second and reports a change). Once a target has caught up, the federation hears it
+        now: ``mirror status`` would show it one behind until the next heartbeat."""
+        self._stale = True
+        if caught_up:
+            self._report_soon()
+
+    def _report_soon(self) -> None:
+        for cb in list(self.on_report):
+            cb()
 
     # -- the loop -------------------------------------------------------------------------
     async def run(self) -> None:
         try:
             while True:
                 self._reconcile()
-                await self._recount()
+                if await self._recount():
+                    self._report_soon()
+                wait = 1.0
+                if self._stale:  # recount once the throttle allows
+                    wait = max(0.01, 1.0 - (time.monotonic() - self._backlog_at))
                 try:
-                    await asyncio.wait_for(self._kick.wait(), timeout=1.0)
+                    await asyncio.wait_for(self._kick.wait(), timeout=wait)
                 except TimeoutError:
                     pass
                 self._kick.clear()
@@ -273,7 +296,7 @@ class Shipper:
                         try:
                             await self._io(self._ship_versions, w, vs, endpoint, head,
                                            lambda v, n, f: loop.call_soon_threadsafe(
-                                               self._acked, w, v, int(vs.epoch), n, f))
+                                               self._acked, w, v, int(vs.epoch), n, f, v >= head))
                             replayed = True
                         except ContentGone as gone:
                             log.info("site %s: %s; shipping %s to %s as one full pass", self.site,
@@ -315,8 +338,9 @@ class Shipper:
                 w.synced_at = time.time()
                 if w.acked >= int(vs.version):
                     w.pending_since = None
+                self._progressed(caught_up=w.acked >= int(vs.version))
 
-    def _acked(self, w: Worker, version: int, epoch: int, nbytes: int, nfiles: int) -> None:
+    def _acked(self, w: Worker, version: int, epoch: int, nbytes: int, nfiles: int, caught_up: bool) -> None:
         if self.first_ack_after_up is None:
             self.first_ack_after_up = time.monotonic()
         w.shipped = (w.shipped + [version])[-1000:]
@@ -325,6 +349,7 @@ class Shipper:
         w.bytes += nbytes
         w.files += nfiles
         w.synced_at = time.time()
+        self._progressed(caught_up)
 
     def _target_state(self, w: Worker, endpoint: str) -> tuple[int, int]:
         target = ClusterTarget(w.target, w.volume, self.site, endpoint, None, self.site, 0)
@@ -444,22 +469,32 @@ class Shipper:
         return self._backlog
 
     def _count_backlog(self) -> tuple[int, int]:
+        """Versions (and their bytes) past what each target last held. ``held``, not
+        ``acked``: a failed call (a link cut mid-ship, a target down) forgets ``acked`` so
+        the target is asked again, but what it held is still there; counting from 0 then
+        showed the whole volume as backlog."""
         versions = nbytes = 0
         for w in list(self.workers.values()):
             if not self.volumes.has_local(w.volume):
                 continue
             vs = self.volumes.storage(w.volume)
-            behind = max(0, int(vs.version) - max(0, w.acked))
+            held = max(0, w.held)
+            behind = max(0, int(vs.version) - held)
             versions += behind
             if behind:
-                nbytes += sum(e.size for e in vs.journal(max(0, w.acked)))
+                nbytes += sum(e.size for e in vs.journal(held))
         return versions, nbytes
 
-    async def _recount(self) -> None:
+    async def _recount(self) -> bool:
+        """Count the backlog again (at most once a second); whether the count changed."""
         now = time.monotonic()
-        if now - self._backlog_at >= 1.0:
-            self._backlog_at = now
-            self._backlog = await self._io(self._count_backlog)
+        if now - self._backlog_at < 1.0:
+            return False
+        self._backlog_at = now
+        self._stale = False
+        counted = await self._io(self._count_backlog)
+        changed, self._backlog = counted != self._backlog, counted
+        return changed
 
     def report(self) -> Report:
         vols = []

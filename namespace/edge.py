@@ -79,21 +79,37 @@ class ParsedToken:
     token_id: str
     secret: str
     join: str = ""
-    """The hub's token-only join port (``HOST:PORT``), where the hub signs site certificates."""
+    """The issuing hub's token-only join port (``HOST:PORT``), where the hub signs site
+    certificates (what sites of every release read)."""
+    join_ports: tuple[tuple[str, str], ...] = ()
+    """``(endpoint, token-only join port)`` of each hub of the federation that signs site
+    certificates, the issuing hub first, so a site can redeem the token at the hub its
+    ``--hub`` names. Empty in tokens made before tokens carried it."""
 
 
 def parse_token(token: str) -> ParsedToken:
-    """Split ``K10<ca>::<id>.<secret>[@<join HOST:PORT>]``; a malformed token is refused as
-    forged (exit 4)."""
+    """Split ``K10<ca>::<id>.<secret>[~<endpoint>=<join>[,...]][@<join>]``; a malformed token
+    is refused as forged (exit 4).
+
+    The ``~`` list sits inside what older sites take for the secret (they only read the
+    ``@`` join port, and send the token on whole), so they still join with a new token."""
     text = token.strip()
     head, sep, rest = text.partition("::")
     tid, dot, tail = rest.partition(".")
-    secret, at, join = tail.partition("@")
+    tail, at, join = tail.partition("@")
+    secret, tilde, listed = tail.partition("~")
+    ports = tuple(_join_entry(e) for e in listed.split(",")) if tilde else ()
     if (not sep or not dot or not head.startswith(TOKEN_PREFIX) or len(head) <= len(TOKEN_PREFIX)
             or not tid or not secret or not all(c in "0123456789abcdef" for c in tid)
-            or (at and not _is_address(join))):
+            or (at and not _is_address(join)) or (tilde and not at) or not all(ports)):
         raise PermissionDenied("token refused: malformed or forged (expected K10<ca-hash>::<id>.<secret>)")
-    return ParsedToken(head[len(TOKEN_PREFIX):], tid, secret, join)
+    return ParsedToken(head[len(TOKEN_PREFIX):], tid, secret, join, tuple(p for p in ports if p))
+
+
+def _join_entry(text: str) -> tuple[str, str] | None:
+    """``ENDPOINT=JOIN``, None if malformed."""
+    endpoint, eq, join = text.partition("=")
+    return (endpoint, join) if eq and _is_address(endpoint) and _is_address(join) else None
 
 
 def _is_address(text: str) -> bool:
@@ -149,15 +165,47 @@ async def create_token(etcd: Etcd, site: str, hub: str, ttl: float, ca_sha256: s
             break
     else:
         raise Conflict(f"could not store a token for site {site!r} (its cluster record keeps changing); try again")
-    join = ""
-    if ca_sha256 != INSECURE_CA:  # the hub's token-only port, if it signs site certificates
-        try:
-            join = str(json.loads(await etcd.get(hub_key(hub)) or b"{}").get("join") or "")
-        except ValueError:
-            join = ""
-    suffix = f"@{join}" if join and _is_address(join) else ""
-    return {"token": f"{TOKEN_PREFIX}{ca_sha256}::{token_id}.{secret}{suffix}", "site": site, "hub": hub,
+    ports = await _join_ports(etcd, hub) if ca_sha256 != INSECURE_CA else []
+    return {"token": token_text(ca_sha256, token_id, secret, ports), "site": site, "hub": hub,
             "expires_at": record["expires_at"]}
+
+
+def token_text(ca_sha256: str, token_id: str, secret: str, ports: list[tuple[str, str]]) -> str:
+    """The token :func:`parse_token` reads; ``ports`` as in ``ParsedToken.join_ports``."""
+    suffix = f"~{','.join(f'{ep}={j}' for ep, j in ports)}@{ports[0][1]}" if ports else ""
+    return f"{TOKEN_PREFIX}{ca_sha256}::{token_id}.{secret}{suffix}"
+
+
+# A token stays short enough to paste: in a federation of many clusters it names the issuing
+# hub and a few more; a --hub beyond them falls back to the ones it names.
+_TOKEN_HUBS_MAX = 8
+
+
+async def _join_ports(etcd: Etcd, hub: str) -> list[tuple[str, str]]:
+    """``(endpoint, token-only join port)`` of every core hub that signs site certificates,
+    ``hub`` first: a token names them all, so the site can redeem it at whichever of them
+    its ``--hub`` addresses are (a site holding only a token cannot speak to a hub's main
+    port, which demands a client certificate)."""
+    records, _ = await etcd.get_prefix(HUBS.encode())
+    clusters, _ = await etcd.get_prefix(schema.CLUSTERS.encode())
+    endpoints: dict[str, str] = {}
+    for key, value in clusters:
+        try:
+            spec = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(spec, dict) and spec.get("provider") != "edge" and _is_address(str(spec.get("endpoint") or "")):
+            endpoints[key.decode()[len(schema.CLUSTERS):]] = str(spec["endpoint"])
+    joins: dict[str, tuple[str, str]] = {}
+    for key, value in records:
+        name = key.decode()[len(HUBS):]
+        try:
+            join = str(json.loads(value or b"{}").get("join") or "")
+        except (ValueError, AttributeError):
+            continue
+        if name in endpoints and _is_address(join):
+            joins[name] = (endpoints[name], join)
+    return [joins[h] for h in sorted(joins, key=lambda h: (h != hub, h))][:_TOKEN_HUBS_MAX]
 
 
 async def redeem_token(etcd: Etcd, token: str, site: str, hub: str, ca_sha256: str,

@@ -4,6 +4,7 @@ core mirror once shipping resumes. Real processes; the link is cut by a loopback
 """
 from __future__ import annotations
 
+import json
 import re
 import urllib.request
 from pathlib import Path
@@ -13,8 +14,9 @@ import grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from tests.fixtures.federation import Federation
-from tests.support import wait_for
+from tests.support import holds_for, wait_for
 from tests.support.edge import (
+    edge_list,
     put,
     replica_files,
     start_mirrored_site,
@@ -99,6 +101,48 @@ def test_backlog_metric_moves_and_offline_dir_edits_ship(federation: Federation,
         assert entries["empty"].type == "dir" and entries["empty"].mode == 0o750, entries
         assert entries["e2"].type == "dir" and "e1" not in entries and "gone" not in entries, sorted(entries)
         assert "d2" in entries and "d1" not in entries
+    finally:
+        e.stop()
+        proxy.stop()
+
+
+def shown(fed: Federation) -> tuple[dict[str, int], int]:
+    """(``gns edge list`` backlog of edge-1, ``mirror status`` lag_versions of its target)."""
+    out = fed.gns("mirror", "status", "sensors-dr", "--json")
+    assert out.returncode == 0, out.stderr
+    return edge_list(fed)["edge-1"]["backlog"], int(json.loads(out.stdout)[0]["targets"][0]["lag_versions"])
+
+
+def test_backlog_is_what_has_not_shipped(federation: Federation, tmp_path: Path) -> None:
+    """The backlog and the lag a site reports count exactly the versions its target lacks:
+    0 as soon as they shipped (not one behind until the next heartbeat), k after k writes
+    with the link cut (not the whole volume because a shipping call the cut broke made the
+    site forget what the target holds), and 0 again once the link is back and they shipped."""
+    hb = 6.0  # long enough that "at the next heartbeat" is visibly late
+    _, core, proxy, e = start_mirrored_site(federation, tmp_path, heartbeat=hb)
+    zero = ({"versions": 0, "bytes": 0}, 0)
+    try:
+        s = stub(e)
+        for i in range(3):
+            wait_for(lambda: try_rpc(lambda: put(s, f"/sensors/a{i}", b"a" * 10)), 10, "write")
+        wait_for(lambda: replica_files(core.endpoint, "sensors")[0] == 3, 20, "shipped")
+        wait_for(lambda: shown(federation) == zero, hb / 2, "backlog and lag 0 once shipped")
+
+        # Cut while the site still believes in its link: the writes start shipping, and the
+        # cut breaks that call.
+        proxy.stall()
+        for i in range(2):
+            put(s, f"/sensors/b{i}", b"b" * 100)
+        e.wait_link("Down", timeout=4 * hb)
+        k = {"versions": 2, "bytes": 200}
+        wait_for(lambda: e.status()["backlog"] == k, 5, "backlog of exactly the two writes")
+        holds_for(lambda: e.status()["backlog"] == k, 2.5, "a backlog of exactly the two writes")  # recounts later
+
+        proxy.resume()
+        proxy.drop()
+        e.wait_link("Ready", timeout=20)
+        wait_for(lambda: replica_files(core.endpoint, "sensors")[0] == 5, 20, "the two writes shipped")
+        wait_for(lambda: shown(federation) == zero, hb / 2, "backlog and lag back to 0")
     finally:
         e.stop()
         proxy.stop()

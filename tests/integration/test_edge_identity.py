@@ -6,6 +6,7 @@ name a join port that survives a hub restart.
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import grpc
@@ -15,6 +16,7 @@ from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
 from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
 from federation.certs import init_certs
 from federation.tls import channel_credentials, channel_options
+from namespace.edge import parse_token
 from tests.fixtures.federation import Federation
 from tests.support.edge import (
     edge_site,
@@ -99,3 +101,26 @@ def test_token_made_before_hub_restart_still_joins(federation: Federation, tmp_p
         assert (e.data_dir / "tls" / "edge-r.crt").exists()
     finally:
         e.stop()
+
+
+def test_token_is_redeemed_at_the_hub_the_site_is_told(federation: Federation, tmp_path: Path) -> None:
+    """A token made through one hub, joined with ``--hub`` another hub of the federation:
+    the site redeems it there, not at the port of the hub that made it (frozen here)."""
+    federation.tls_dir = tmp_path / "tls"
+    init_certs(federation.tls_dir, ["onprem-a", "onprem-b"])
+    federation.add("onprem-a")
+    b = federation.add("onprem-b")
+    tok = token(federation, "edge-m", "--hub", "onprem-a")
+    federation.kill("onprem-a", signal.SIGSTOP)  # its join port accepts, and never answers
+    e = edge_site(federation, "edge-m", [b.endpoint])
+    try:
+        e.start(tok)
+        e.wait_link("Ready", timeout=40)
+        wait_cluster(federation, "edge-m", "Ready", timeout=20)
+        ident = json.loads((e.data_dir / "identity.json").read_text())
+        assert ident["hub"] == "onprem-b", ident
+        assert (e.data_dir / "tls" / "edge-m.crt").exists()
+        assert parse_token(tok).join not in e.tail(), e.tail()  # never tried onprem-a's join port
+    finally:
+        e.stop()
+        federation.kill("onprem-a", signal.SIGCONT)

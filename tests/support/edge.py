@@ -44,9 +44,9 @@ def token(fed: Federation, site: str, *extra: str) -> str:
     return str(doc["token"])
 
 
-def edge_site(fed: Federation, site: str, hubs: list[str]) -> EdgeProcess:
+def edge_site(fed: Federation, site: str, hubs: list[str], heartbeat: float = HB) -> EdgeProcess:
     return EdgeProcess(site=site, hubs=hubs, data_dir=fed.root / "edges" / site,
-                       listen=f"127.0.0.1:{free_port()}", heartbeat=f"{HB}s")
+                       listen=f"127.0.0.1:{free_port()}", heartbeat=f"{heartbeat}s")
 
 
 def stub(e: EdgeProcess) -> pb_grpc.FederationStub:
@@ -94,7 +94,7 @@ def replica_files(endpoint: str, volume: str) -> tuple[int, dict[str, str]]:
     return version, files
 
 
-def start_mirrored_site(fed: Federation, tmp_path: Path, policy: str = POLICY
+def start_mirrored_site(fed: Federation, tmp_path: Path, policy: str = POLICY, heartbeat: float = HB
                         ) -> tuple[Controller, Controller, TcpProxy, EdgeProcess]:
     """Hub ``onprem-a``, core ``onprem-b``, and site ``edge-1`` joined through a loopback proxy
     (the test cuts the link there), owning volume ``sensors`` at ``/sensors`` mirrored by
@@ -102,7 +102,7 @@ def start_mirrored_site(fed: Federation, tmp_path: Path, policy: str = POLICY
     hub = fed.add("onprem-a")
     core = fed.add("onprem-b")
     proxy = TcpProxy(hub.endpoint).start()
-    e = edge_site(fed, "edge-1", [proxy.endpoint])
+    e = edge_site(fed, "edge-1", [proxy.endpoint], heartbeat)
     try:
         e.start(token(fed, "edge-1"))
         wait_cluster(fed, "edge-1", "Ready", timeout=20)

@@ -89,9 +89,47 @@ def test_token_names_the_token_only_join_port() -> None:
     from namespace.edge import parse_token
 
     assert parse_token("K10ab::00ff.s3cr-t_").join == ""
-    parsed = parse_token("K10ab::00ff.s3cr-t_@127.0.0.1:7000")
-    assert (parsed.secret, parsed.join) == ("s3cr-t_", "127.0.0.1:7000")
+    parsed = parse_token("K10ab::00ff.s3cr-t_@127.0.0.1:7000")  # a token made before hubs were listed
+    assert (parsed.secret, parsed.join, parsed.join_ports) == ("s3cr-t_", "127.0.0.1:7000", ())
+    parsed = parse_token("K10ab::00ff.s3~10.0.0.1:7000=10.0.0.1:7100,10.0.0.2:7000=10.0.0.2:7200@10.0.0.1:7100")
+    assert (parsed.secret, parsed.join) == ("s3", "10.0.0.1:7100")  # the issuing hub's
+    assert parsed.join_ports == (("10.0.0.1:7000", "10.0.0.1:7100"), ("10.0.0.2:7000", "10.0.0.2:7200"))
     for bad in ("K10ab::00ff.s@", "K10ab::00ff.s@host", "K10ab::00ff.s@host:0", "K10ab::00ff.s@:80",
-                "K10ab::00ff.@127.0.0.1:1"):
+                "K10ab::00ff.@127.0.0.1:1", "K10ab::00ff.s~h:1=h:2", "K10ab::00ff.s~h:1@h:2",
+                "K10ab::00ff.s~h:1=h:2,@h:2", "K10ab::00ff.s~h=h:2@h:2", "K10ab::00ff.s~=h:3@h:3",
+                "K10ab::00ff.~h:1=h:2@h:2"):
         with pytest.raises(PermissionDenied):
             parse_token(bad)
+
+
+def test_older_sites_read_the_issuing_hubs_join_port_from_a_new_token() -> None:
+    """A token as hubs make it now, read back, and read by a site of the previous release
+    (its parser, inlined): that site gets the issuing hub's join port, so a site that lags
+    the hub still joins with a new token."""
+    from namespace.edge import parse_token, token_text
+
+    ports = [("10.0.0.1:7000", "10.0.0.1:7100"), ("10.0.0.2:7000", "10.0.0.2:7200")]
+    token = token_text("ab", "00ff", "s3cr-t_", ports)
+    parsed = parse_token(token)
+    assert (parsed.secret, parsed.join, list(parsed.join_ports)) == ("s3cr-t_", "10.0.0.1:7100", ports)
+    assert parse_token(token_text("ab", "00ff", "s3cr-t_", [])).join == ""
+    head, _, rest = token.partition("::")
+    tid, _, tail = rest.partition(".")
+    secret, at, join = tail.partition("@")
+    assert (head, tid, at, join) == ("K10ab", "00ff", "@", "10.0.0.1:7100") and secret
+
+
+def test_join_goes_to_the_join_port_of_each_hub_the_site_is_told() -> None:
+    """The site redeems its token at its own --hub addresses, in their order: each one's
+    token-only join port as the token pairs them; the token's own list only if it knows none."""
+    from edge.bootstrap import join_addresses
+
+    ports = (("10.0.0.1:7000", "10.0.0.1:7100"), ("10.0.0.2:7000", "10.0.0.2:7200"),
+             ("127.0.0.1:7000", "127.0.0.1:7300"))
+    issuer = "10.0.0.1:7100"
+    assert join_addresses("e", ["10.0.0.2:7000"], issuer, ports) == ["10.0.0.2:7200"]
+    assert join_addresses("e", ["10.0.0.2:7000", "10.0.0.1:7000"], issuer, ports) == ["10.0.0.2:7200", "10.0.0.1:7100"]
+    assert join_addresses("e", ["10.0.0.9:7000", "10.0.0.1:7000"], issuer, ports) == ["10.0.0.1:7100"]  # unknown: skipped
+    assert join_addresses("e", ["localhost:7000"], issuer, ports) == ["127.0.0.1:7300"]  # the same server, by name
+    assert join_addresses("e", ["10.0.0.9:7000"], issuer, ports) == ["10.0.0.1:7100", "10.0.0.2:7200", "127.0.0.1:7300"]
+    assert join_addresses("e", ["10.0.0.9:7000"], issuer, ()) == [issuer]  # an older token
