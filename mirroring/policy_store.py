@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from mirroring.policy import MirrorPolicy, load_and_validate, stored_policies
-from mirroring.status import status_key
+from mirroring.status import effective_targets, status_key
 from namespace import schema
 from namespace.cache import NamespaceView, load_view
 from namespace.errors import Conflict, NotFound
@@ -81,11 +81,12 @@ async def _store(etcd: Etcd, view: NamespaceView, policy: MirrorPolicy) -> bool:
         compare.append(tx.create(schema.cluster(cid)) != 0)
 
     success = [tx.put(schema.policy(name), policy.to_json())]
-    # Status of targets the policy no longer has (or of another volume) is meaningless now.
+    # Status of targets the policy no longer has (or of another volume) is meaningless now;
+    # a former owner the new owner mirrors to (SPEC §7) is still a target.
     old = view.policies.get(name)
     old_volume = old.get("spec", {}).get("volume") if isinstance(old, dict) else None
     keep = set() if old_volume != policy.spec.volume else {
-        status_key(name, t) for t in policy.target_names
+        status_key(name, t) for t in [*policy.target_names, *(n for n, _ in effective_targets(view, policy))]
     }
     prefix = name + "/"
     for key in sorted(view.mirror_status):
@@ -116,15 +117,21 @@ def plan(view: NamespaceView, policy: MirrorPolicy) -> list[dict[str, Any]]:
     return out
 
 
-def policy_summary(policy: MirrorPolicy) -> dict[str, Any]:
-    """One row of ``mirror list``."""
+def policy_summary(policy: MirrorPolicy, view: NamespaceView | None = None) -> dict[str, Any]:
+    """One row of ``mirror list``.
+
+    With ``view``, ``targets`` are the ones the volume's owner mirrors to now, as
+    ``mirror status`` lists them: after a failover the policy may name the new owner, which
+    is the source now and not a target of itself, and the former owner has become a target
+    of the new one (SPEC §7). Without a failover they are the policy's targets."""
     f = policy.spec.failover
+    targets = [n for n, _ in effective_targets(view, policy)] if view is not None else policy.target_names
     return {
         "name": policy.name,
         "volume": policy.spec.volume,
         "mode": policy.spec.mode,
         "interval": None if policy.spec.interval is None else str(policy.spec.interval),
-        "targets": policy.target_names,
+        "targets": targets,
         "failover": {
             "automatic": f.automatic,
             "after": str(f.after),
@@ -136,9 +143,10 @@ def policy_summary(policy: MirrorPolicy) -> dict[str, Any]:
 
 
 async def list_policies(etcd: Etcd) -> list[dict[str, Any]]:
-    """Every stored policy, sorted by name (malformed stored documents are skipped)."""
+    """Every stored policy, sorted by name (malformed stored documents are skipped), with
+    the targets its volume's owner mirrors to now (:func:`policy_summary`)."""
     view = await load_view(etcd)
-    return [policy_summary(p) for p in stored_policies(view)]
+    return [policy_summary(p, view) for p in stored_policies(view)]
 
 
 async def get_policy(etcd: Etcd, name: str) -> MirrorPolicy:

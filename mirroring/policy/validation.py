@@ -126,6 +126,16 @@ def _components(store: StoreURI) -> tuple[str, ...]:
     return (store.scheme, store.container, *[p for p in store.prefix.split("/") if p])
 
 
+def _stored_cluster_targets(view: NamespaceView, metadata: Any, volume: Any) -> set[str]:
+    """The cluster targets of the stored policy named in ``metadata``, if it covers ``volume``."""
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    stored = view.policies.get(name) if isinstance(name, str) else None
+    spec = stored.get("spec") if isinstance(stored, dict) else None
+    if not isinstance(spec, dict) or spec.get("volume") != volume or not isinstance(spec.get("targets"), list):
+        return set()
+    return {t["cluster"] for t in spec["targets"] if isinstance(t, dict) and isinstance(t.get("cluster"), str)}
+
+
 def _meaning_problems(data: Any, view: NamespaceView) -> list[str]:
     """Cross-field and namespace checks on the well-formed parts of a raw document."""
     problems: list[str] = []
@@ -151,7 +161,10 @@ def _meaning_problems(data: Any, view: NamespaceView) -> list[str]:
     if mode == "interval" and not has_interval:
         problems.append("spec.interval: required when mode is 'interval'")
 
-    # Targets.
+    # Targets. One the stored policy of this name already had for this volume may be the
+    # owner now: a failover promoted it (SPEC §7), and re-applying the unchanged document
+    # (GitOps, the Kubernetes reconciler's resync) must still work. It is no target then.
+    inherited = _stored_cluster_targets(view, data.get("metadata"), volume)
     raw_targets = spec.get("targets")
     if isinstance(raw_targets, list) and not raw_targets:
         problems.append("spec.targets: no targets (give at least one cluster or uri)")
@@ -167,7 +180,7 @@ def _meaning_problems(data: Any, view: NamespaceView) -> list[str]:
         if t.cluster is not None:
             if t.cluster not in view.clusters:
                 problems.append(f"{where}.cluster: unknown cluster {t.cluster!r}")
-            if owner is not None and t.cluster == owner:
+            if owner is not None and t.cluster == owner and t.cluster not in inherited:
                 problems.append(
                     f"{where}.cluster: {t.cluster!r} is the owner of volume {volume!r} "
                     "(a volume cannot mirror to its own owner)"

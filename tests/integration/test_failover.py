@@ -257,6 +257,66 @@ def test_promoted_lagging_replica_shows_its_own_version(fed3: Federation) -> Non
     wait_for(lambda: owner(fed, "lag")["version"] == 4, 10, "the next write is v4")
 
 
+def mirror_targets(fed: Federation, name: str) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """(``mirror list`` targets of policy ``name``, ``mirror status`` of its targets by name)."""
+    listed = fed.gns("mirror", "list", "--json")
+    status = fed.gns("mirror", "status", name, "--json")
+    assert listed.returncode == 0 and status.returncode == 0, listed.stderr + status.stderr
+    row = next(p for p in json.loads(listed.stdout) if p["name"] == name)
+    return row["targets"], {t["target"]: t for t in json.loads(status.stdout)[0]["targets"]}
+
+
+def test_mirror_list_and_status_after_promotion(fed3: Federation) -> None:
+    """After a failover the policy still names the new owner as a target: ``mirror list`` and
+    ``mirror status`` show what is mirrored now (SPEC §7): the new owner is the source, not
+    a target of itself, and the old owner is a target of the new one (Down, then resynced)."""
+    fed = fed3
+    assert fed.gns("volume", "create", "ml", "--cluster", "onprem-a").returncode == 0
+    assert fed.gns("mount", "add", "/ml", "ml").returncode == 0
+    apply(fed, policy("ml-dr", "ml", "continuous", [{"cluster": "onprem-b"}, {"cluster": "aws-1"}],
+                      automatic=False))
+    for i in range(3):
+        assert fed.gns("put", "-", f"/ml/f{i}", input=b"x").returncode == 0
+    wait_synced(fed, "ml-dr", 3)
+    listed, status = mirror_targets(fed, "ml-dr")
+    assert listed == ["onprem-b", "aws-1"] and list(status) == listed
+
+    fed.kill("onprem-a", signal.SIGKILL)
+    fed.wait_state("onprem-a", "Down", timeout=fed.lease_ttl + 10)
+    out = fed.gns("volume", "promote", "ml", "--to", "onprem-b")
+    assert out.returncode == 0, out.stderr
+    listed, status = mirror_targets(fed, "ml-dr")
+    assert listed == ["aws-1", "onprem-a"], listed
+    assert list(status) == listed, status
+
+    def old_owner_down() -> bool:  # once the new owner has tried it
+        st = mirror_targets(fed, "ml-dr")[1]["onprem-a"]
+        return st["state"] == "Error" and "Down" in (st["last_error"] or "")
+    wait_for(old_owner_down, 15, "the old owner shown as a target that is Down")
+    table = fed.gns("mirror", "list")
+    assert table.returncode == 0 and "onprem-b" not in table.stdout and "onprem-a" in table.stdout, table.stdout
+
+    # The old owner comes back as a replica of the new one and catches up.
+    fed.start("onprem-a")
+    assert fed.gns("put", "-", "/ml/on-b", input=b"y").returncode == 0
+    wait_synced(fed, "ml-dr", 4, targets=["aws-1", "onprem-a"])
+    listed, status = mirror_targets(fed, "ml-dr")
+    assert listed == ["aws-1", "onprem-a"] and list(status) == listed
+    # The unchanged document applied again (GitOps, the Kubernetes reconciler's resync) is
+    # accepted though it names the new owner; a new target equal to the owner still is not.
+    apply(fed, policy("ml-dr", "ml", "continuous", [{"cluster": "onprem-b"}, {"cluster": "aws-1"}],
+                      automatic=False))
+    assert mirror_targets(fed, "ml-dr")[0] == ["aws-1", "onprem-a"]
+    other = fed.gns("mirror", "apply", "-f", "-", input=policy(
+        "ml-dr2", "ml", "continuous", [{"cluster": "onprem-b"}], automatic=False).encode())
+    assert other.returncode == 2 and "is the owner of volume" in other.stderr, other.stderr
+    # The policy edited to drop the new owner (a target equal to the owner is refused): the
+    # old owner is still a target, and its status is kept, not reset to "nothing mirrored".
+    apply(fed, policy("ml-dr", "ml", "continuous", [{"cluster": "aws-1"}], automatic=False))
+    holds_for(lambda: (lambda st: st["onprem-a"]["state"] == "Synced" and st["onprem-a"]["version"] == 4)(
+        mirror_targets(fed, "ml-dr")[1]), 2, "the old owner's status")
+
+
 def test_promote_bad_input(fed3: Federation) -> None:
     fed = fed3
     fed.gns("volume", "create", "pb", "--cluster", "onprem-a")

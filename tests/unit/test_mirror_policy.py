@@ -196,6 +196,21 @@ def test_target_equal_to_owner() -> None:
     )
 
 
+def test_target_that_became_the_owner_by_failover_is_accepted_again() -> None:
+    """The stored policy named onprem-b; a failover made onprem-b the owner. The unchanged
+    document applied again (GitOps, a reconciler's resync) is valid; another policy, or the
+    same one for another volume, naming the owner is not."""
+    view = make_view()
+    view.volumes["sensors"] = Volume(name="sensors", owner="onprem-b")
+    view.policies["p1"] = doc(targets=[{"cluster": "onprem-b"}, {"cluster": "aws-1"}])
+    again = yaml.safe_dump(doc(targets=[{"cluster": "onprem-b"}, {"cluster": "aws-1"}]))
+    assert load_and_validate(again, view).target_names == ["onprem-b", "aws-1"]
+    other = doc(targets=[{"cluster": "onprem-b"}])
+    other["metadata"]["name"] = "p2"
+    with pytest.raises(InvalidInput, match="'onprem-b' is the owner"):
+        load_and_validate(yaml.safe_dump(other), view)
+
+
 def test_unknown_target_cluster() -> None:
     assert "spec.targets[0].cluster: unknown cluster 'gcp-9'" in problems_of(
         doc(targets=[{"cluster": "gcp-9"}])
