@@ -50,8 +50,15 @@ def _client(env: Env, via: str | None, consistency: str = "owner", max_staleness
 @via
 @common
 def put(env: Env, src: str, path: str, epoch: int | None, via: str | None) -> None:
-    """Write local file SRC ('-' = stdin) to global PATH, atomically."""
+    """Write local file SRC ('-' = stdin) to global PATH, atomically.
+
+    If PATH is an existing directory (a volume root, a directory in a volume), SRC is
+    written into it under its own name, as cp does: `gns put day.csv /health/sensors`
+    writes /health/sensors/day.csv. A directory that only holds mount points takes no
+    files (exit 3); stdin has no name, so give it the file's path (exit 2 otherwise).
+    Any other PATH is the file to create or replace. --json prints the file written."""
     with _client(env, via) as c:
+        path = c.into_dir(path, None if src == "-" else os.path.basename(os.path.abspath(src)))
         if src == "-":
             info = c.put(sys.stdin.buffer, path, epoch=epoch)
         else:
@@ -143,8 +150,18 @@ def rm(env: Env, path: str, recursive: bool, epoch: int | None, via: str | None)
 @via
 @common
 def mv(env: Env, src: str, dst: str, via: str | None) -> None:
-    """Rename global SRC to DST (file or directory) atomically, within one volume."""
+    """Rename global SRC to DST (file or directory) atomically, within one volume.
+
+    If DST is an existing directory, SRC moves into it under its own name, as mv does:
+    `gns mv /v/a.csv /v/dir` makes /v/dir/a.csv. What that name already holds is
+    replaced as rename(2) would (a file by a file, an empty directory by a directory),
+    anything else is a conflict (exit 4). A directory never moves into itself (exit 2);
+    across volumes is exit 4. --json prints the new path as dst."""
+    src = normalize(src)
     with _client(env, via) as c:
+        name = src.rpartition("/")[2]
+        if name:  # "/" has none; c.mv says what is wrong with moving it
+            dst = c.into_dir(dst, name)
         version = c.mv(src, dst)
     if env.as_json:
-        emit_json({"src": normalize(src), "dst": normalize(dst), "version": version})
+        emit_json({"src": src, "dst": normalize(dst), "version": version})

@@ -48,7 +48,7 @@ from namespace.errors import (
 )
 from namespace.etcd import Etcd, EtcdConfig
 from namespace.mounts import MOUNT_DIR_MODE, MountsAt, with_mount_points
-from namespace.paths import check_name, normalize
+from namespace.paths import check_name, join, normalize
 
 
 class Client(ControlCommands, Routing):
@@ -186,7 +186,10 @@ class Client(ControlCommands, Routing):
     def mv(self, src: str, dst: str) -> int:
         """Rename a file or directory within one volume atomically (one version); returns it.
 
-        Across volumes: Conflict (exit 4); callers copy and delete instead (FUSE: EXDEV)."""
+        ``dst`` is the new name exactly, as in ``rename(2)``: an existing directory there is
+        replaced if empty (Conflict otherwise), not moved into; ``gns mv`` moves into it
+        (``mv(1)``) by asking :meth:`into_dir` first. Across volumes: Conflict (exit 4);
+        callers copy and delete instead (FUSE: EXDEV)."""
         src, dst = normalize(src), normalize(dst)
         if self.volume_of(src) != self.volume_of(dst):
             raise Conflict(f"cannot move {src} to {dst}: they are on different volumes")
@@ -194,6 +197,38 @@ class Client(ControlCommands, Routing):
             lambda s, t: s.Rename(pb.RenameRequest(target=t, destination=dst), timeout=60), src
         )
         return int(reply.version)
+
+    def into_dir(self, path: str, name: str | None) -> str:
+        """Where ``cp``, ``mv`` and ``hdfs dfs -put`` would write a source called ``name``
+        when told ``path``: ``path/name`` if ``path`` is an existing directory (a volume
+        root, a directory inside a volume, a prefix of mounts), else ``path`` itself (a
+        file to create or replace). ``gns put`` and ``gns mv`` ask this first; :meth:`put`
+        and :meth:`mv` themselves always take their path as the exact one.
+
+        One ``stat`` (two for a directory only the mount table makes). A ``path`` that
+        cannot be stat'ed (not there, malformed below a file, not readable) is returned as
+        it is, for the write to report on; Unavailable is raised, as the write would be.
+        A directory is InvalidInput for a source without a name (``name`` None or empty:
+        stdin), and NotFound when no mount holds ``path/name`` (a prefix of mounts holds
+        mount points, not files)."""
+        path = normalize(path)
+        try:
+            info = self.stat(path)
+        except (InvalidInput, NotFound, Conflict):
+            return path
+        if not info.is_dir:
+            return path
+        if not name:
+            raise InvalidInput(f"{path} is a directory and the data has no file name (stdin): "
+                               f"give the file's path, {join(path, 'NAME')}")
+        target = normalize(join(path, name))
+        if info.served_by is None:  # no volume answered: the mount table made this one
+            try:
+                self.volume_of(target)
+            except NotFound:
+                raise NotFound(f"cannot write {target}: {path} is not under any mount "
+                               "(it holds mount points, not files)") from None
+        return target
 
     def mkdir(self, path: str, *, mode: int = 0o755, mtime: float | None = None) -> int:
         """Make an empty directory that persists (Conflict if something is there)."""
@@ -263,6 +298,8 @@ class Client(ControlCommands, Routing):
     ) -> FileInfo:
         """Write ``src`` (a local path, bytes or a binary file object) to global ``path``.
 
+        ``path`` is the file written, exactly: a directory there is an error (InvalidInput),
+        not a place to write into; ``gns put`` writes into one by asking :meth:`into_dir`.
         ``mode`` sets the permission bits (None keeps a replaced file's, new files 0644);
         ``if_absent`` makes it an exclusive create (Conflict if the file exists)."""
 

@@ -8,6 +8,10 @@ through ``--controller`` and with ``--via`` alike:
   directory; a path that is neither mounted nor above a mount stays exit 3;
 * ``mv`` of a directory onto a file (and of a file onto a directory) is a conflict (exit 4,
   mv's "cannot overwrite"), not invalid input, and changes nothing;
+* ``put`` and ``mv`` to an existing directory write into it under the source's name, as
+  ``cp``/``mv``/``hdfs dfs -put``/``-mv`` do (stdin has no name: exit 2; a prefix of mounts
+  holds no files: exit 3; a directory never moves into itself: exit 2); the Python API
+  keeps exact paths (``rename(2)``);
 * errors name the global path the user typed (``/mf/health/nosuch.csv``), not the
   volume-relative one storage knows (``nosuch.csv``), also through nested and subpath
   mounts.
@@ -16,7 +20,8 @@ Volumes: ``mfh`` (onprem-a) at ``/mf/health``, ``mfs`` (onprem-b) nested at
 ``/mf/health/sensors``, ``mfd`` (onprem-a) at ``/mf/deep/x/y`` under prefixes no mount
 covers, ``mfe`` (onprem-b, never written) at ``/mf/empty``, and subpath mounts of ``mfh``:
 ``/mf/raw`` (``mfh:raw``, which has files) and ``/mf/later`` (``mfh:later``, which does
-not). The ``--controller`` and ``--via`` ways enter at onprem-b, so ``mfh`` is forwarded.
+not); some tests add ``/mf/fresh-*`` (``mfh:fresh-*``) mount points of their own. The
+``--controller`` and ``--via`` ways enter at onprem-b, so ``mfh`` is forwarded.
 """
 from __future__ import annotations
 
@@ -30,7 +35,9 @@ from typing import Any
 
 import pytest
 
+from federation.client import Client
 from federation.local.etcd_server import EtcdCluster
+from namespace.errors import Conflict, InvalidInput
 from tests.fixtures.federation import Federation, assert_error
 
 WAYS = ["etcd", "controller", "via"]
@@ -158,26 +165,197 @@ def test_python_client_stats_mount_prefixes_both_ways(fed: Federation) -> None:
 # -- mv collisions ----------------------------------------------------------------------------
 @pytest.mark.parametrize("way", WAYS)
 def test_mv_collisions_are_conflicts_and_change_nothing(fed: Federation, tmp_path: Path, way: str) -> None:
+    """Onto a file, or into a directory (``gns mv`` moves into one, as mv(1) does) where
+    the name is taken by the other kind or by a directory that is not empty."""
     base = f"/mf/health/mv-{way}"
-    for rel in ("file", "d/x", "ne/y"):
+    for rel in ("file", "d/x", "ne/y", "in/file/z", "in/d/w", "fin/d"):
         _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/{rel}", stdin=b"1"))
-    listing = _gns(fed, way, tmp_path, "ls", base, "--json").stdout
+    listings = {p: _gns(fed, way, tmp_path, "ls", p, "--json").stdout
+                for p in (base, f"{base}/in", f"{base}/in/d", f"{base}/fin")}
     version = _version(fed, "mfh")
     assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/d", f"{base}/file"), 4,
                  f"cannot overwrite non-directory '{base}/file' with directory '{base}/d'")
-    assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/file", f"{base}/d"), 4,
-                 f"cannot overwrite directory '{base}/d' with non-directory '{base}/file'")
-    assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/d", f"{base}/ne"), 4, "directory not empty")
+    assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/file", f"{base}/in"), 4,
+                 f"cannot overwrite directory '{base}/in/file' with non-directory '{base}/file'")
+    assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/d", f"{base}/in/"), 4,
+                 f"cannot move '{base}/d' to '{base}/in/d': directory not empty")
+    assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/d", f"{base}/fin"), 4,
+                 f"cannot overwrite non-directory '{base}/fin/d' with directory '{base}/d'")
     assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/nope", f"{base}/file/z"), 3,
                  f"no such file or directory: '{base}/nope'")  # the source is looked at first
-    assert _gns(fed, way, tmp_path, "ls", base, "--json").stdout == listing
+    assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/nope", f"{base}/in"), 3,
+                 f"no such file or directory: '{base}/nope'")
+    assert {p: _gns(fed, way, tmp_path, "ls", p, "--json").stdout for p in listings} == listings
     assert _gns(fed, way, tmp_path, "cat", f"{base}/d/x").stdout == "1"
     assert _version(fed, "mfh") == version
-    # What POSIX allows still works: a file onto a file, a directory onto an empty one.
-    _ok(_gns(fed, way, tmp_path, "mv", f"{base}/ne/y", f"{base}/file"))
-    _ok(_gns(fed, way, tmp_path, "mv", f"{base}/d", f"{base}/ne"))
+    # What POSIX allows still works: a file replaces a file (onto it, or of its name in a
+    # directory), a directory replaces an empty one of its name.
+    _ok(_gns(fed, way, tmp_path, "mv", f"{base}/ne/y", f"{base}/file"))  # leaves ne empty
+    _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/d2/file", stdin=b"22"))
+    _ok(_gns(fed, way, tmp_path, "mv", f"{base}/d2/file", base))  # leaves d2 empty
+    assert _gns(fed, way, tmp_path, "cat", f"{base}/file").stdout == "22"
+    _ok(_gns(fed, way, tmp_path, "mv", f"{base}/ne", f"{base}/d2"))  # d2/ne: empty
+    _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/ne/q", stdin=b"q"))
+    _ok(_gns(fed, way, tmp_path, "mv", f"{base}/ne", f"{base}/d2"))
+    assert json.loads(_gns(fed, way, tmp_path, "ls", f"{base}/d2/ne", "--json").stdout) == [
+        {"name": "q", "type": "file", "size": 1}]
+    # The Python API keeps rename(2)'s exact destination: a directory replaces an empty
+    # one there, a file onto a directory is a conflict, and put does not write into one.
+    with _api_client(fed, way) as c:
+        c.mkdir(f"{base}/empty")
+        c.mv(f"{base}/d", f"{base}/empty")
+        assert c.cat(f"{base}/empty/x") == b"1"
+        with pytest.raises(Conflict):
+            c.mv(f"{base}/file", f"{base}/d2")
+        with pytest.raises(InvalidInput):
+            c.put(b"p", f"{base}/d2")
     assert json.loads(_gns(fed, way, tmp_path, "ls", base, "--json").stdout) == [
-        {"name": "file", "type": "file", "size": 1}, {"name": "ne", "type": "dir", "size": 0}]
+        {"name": "d2", "type": "dir", "size": 0}, {"name": "empty", "type": "dir", "size": 0},
+        {"name": "file", "type": "file", "size": 2}, {"name": "fin", "type": "dir", "size": 0},
+        {"name": "in", "type": "dir", "size": 0}]
+
+
+def _api_client(fed: Federation, way: str) -> Client:
+    """The Python client the CLI runs as in ``way``."""
+    if way == "controller":
+        return Client(controller=fed.controllers["onprem-b"].endpoint)
+    return fed.client(via="onprem-b" if way == "via" else None, watch=False)
+
+
+# -- put and mv into an existing directory (cp, mv, hdfs dfs -put/-mv) -------------------------
+def _local(tmp: Path, name: str, data: bytes) -> str:
+    path = tmp / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def _mount(fed: Federation, tmp: Path, path: str, target: str) -> None:
+    """Add a mount and wait until the controller the other ways enter at sees it."""
+    _ok(fed.gns("mount", "add", path, target))
+    deadline = time.monotonic() + 15
+    while _gns(fed, "controller", tmp, "resolve", path).returncode != 0:
+        assert time.monotonic() < deadline, f"onprem-b never saw mount {path}"
+        time.sleep(0.1)
+
+
+def _tree(f: Federation, way: str, tmp: Path, *dirs: str) -> dict[str, Any]:
+    return {d: json.loads(_gns(f, way, tmp, "ls", d, "--json").stdout or "null") for d in dirs}
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_put_into_a_directory_writes_the_local_name(fed: Federation, tmp_path: Path, way: str) -> None:
+    base = f"/mf/health/into-{way}"
+    _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/dir/old.csv", stdin=b"old"))
+    fresh = f"/mf/fresh-put-{way}"  # a mount point whose subpath the volume does not have yet
+    _mount(fed, tmp_path, fresh, f"mfh:fresh-put-{way}")
+    cases = [
+        ("root", "/mf/health", "/mf/health"),  # a volume root (mount point)
+        ("nested", "/mf/health/sensors", "/mf/health/sensors"),  # one owned by onprem-b
+        ("inner", f"{base}/dir", f"{base}/dir"),  # a directory inside a volume
+        ("slash", f"{base}/dir/", f"{base}/dir"),  # the trailing '/' is dropped (SPEC §3)
+        ("slashes", f"/{base}//dir//", f"{base}/dir"),
+        ("fresh", fresh, fresh),
+    ]
+    for tag, dest, directory in cases:
+        name = f"{tag}-{way}.csv"
+        proc = _gns(fed, way, tmp_path, "put", _local(tmp_path, name, tag.encode()), dest, "--json")
+        _ok(proc)
+        written = f"{directory}/{name}"
+        assert json.loads(proc.stdout)["path"] == written, (dest, proc.stdout)
+        assert _gns(fed, way, tmp_path, "cat", written).stdout == tag
+        assert _stat(fed, way, tmp_path, directory)["type"] == "dir"
+    # A path that is not there stays the file to write; a file there is replaced.
+    for dest in (f"{base}/dir/new.csv", f"{base}/dir/old.csv"):
+        proc = _gns(fed, way, tmp_path, "put", _local(tmp_path, "other.csv", b"new"), dest, "--json")
+        _ok(proc)
+        assert json.loads(proc.stdout)["path"] == dest
+        assert _gns(fed, way, tmp_path, "cat", dest).stdout == "new"
+    assert [e["name"] for e in json.loads(_gns(fed, way, tmp_path, "ls", f"{base}/dir", "--json").stdout)] == [
+        f"inner-{way}.csv", "new.csv", "old.csv", f"slash-{way}.csv", f"slashes-{way}.csv"]
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_put_into_a_prefix_of_mounts_is_refused(fed: Federation, tmp_path: Path, way: str) -> None:
+    """/mf/deep is a directory (ls, stat), but only of mount points: no volume holds files there."""
+    before = _tree(fed, way, tmp_path, "/mf/deep", "/mf/deep/x")
+    src = _local(tmp_path, "day.csv", b"d")
+    for dest in ("/mf/deep", "/mf/deep/x/"):
+        shown = dest.rstrip("/")
+        assert_error(_gns(fed, way, tmp_path, "put", src, dest), 3,
+                     f"cannot write {shown}/day.csv: {shown} is not under any mount")
+    assert_error(_gns(fed, way, tmp_path, "mv", "/mf/health/raw/r.csv", "/mf/deep"), 3,
+                 "cannot write /mf/deep/r.csv: /mf/deep is not under any mount")
+    assert _tree(fed, way, tmp_path, "/mf/deep", "/mf/deep/x") == before
+    assert _gns(fed, way, tmp_path, "cat", "/mf/raw/r.csv").stdout == "r"
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_put_from_stdin_into_a_directory_is_refused(fed: Federation, tmp_path: Path, way: str) -> None:
+    base = f"/mf/health/stdin-{way}"
+    _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/dir/f", stdin=b"f"))
+    fresh = f"/mf/fresh-stdin-{way}"
+    _mount(fed, tmp_path, fresh, f"mfh:fresh-stdin-{way}")
+    dirs = ("/mf/health", base, f"{base}/dir", fresh)
+    before, version = _tree(fed, way, tmp_path, *dirs), _version(fed, "mfh")
+    for dest in ("/mf/health", f"{base}/dir", f"{base}/dir/", fresh):
+        shown = dest.rstrip("/")
+        assert_error(_gns(fed, way, tmp_path, "put", "-", dest, stdin=b"nameless"), 2,
+                     f"{shown} is a directory and the data has no file name (stdin): "
+                     f"give the file's path, {shown}/NAME")
+    assert _tree(fed, way, tmp_path, *dirs) == before
+    assert _stat(fed, way, tmp_path, fresh)["type"] == "dir"  # not a file at the mount point
+    assert _version(fed, "mfh") == version
+    # Stdin to a file path is as before.
+    _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/dir/g", stdin=b"g"))
+    assert _gns(fed, way, tmp_path, "cat", f"{base}/dir/g").stdout == "g"
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_mv_into_a_directory_keeps_the_name(fed: Federation, tmp_path: Path, way: str) -> None:
+    base = f"/mf/health/mvinto-{way}"
+    a = f"a-{way}.csv"
+    for rel in (a, "dir/keep", "d1/sub/x", "d2/y"):
+        _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/{rel}", stdin=rel.encode()))
+    version = _version(fed, "mfh")
+
+    def mv(src: str, dst: str) -> Any:
+        proc = _gns(fed, way, tmp_path, "mv", src, dst, "--json")
+        _ok(proc)
+        return json.loads(proc.stdout)
+
+    # A file into a directory: its name kept, one version, --json names where it went.
+    assert mv(f"{base}/{a}", f"{base}/dir") == {
+        "src": f"{base}/{a}", "dst": f"{base}/dir/{a}", "version": version + 1}
+    assert _gns(fed, way, tmp_path, "cat", f"{base}/dir/{a}").stdout == a
+    # A directory into a directory, with a trailing slash, everything below it along.
+    assert mv(f"{base}/d1", f"{base}/d2/") == {
+        "src": f"{base}/d1", "dst": f"{base}/d2/d1", "version": version + 2}
+    assert _gns(fed, way, tmp_path, "cat", f"{base}/d2/d1/sub/x").stdout == "d1/sub/x"
+    assert [e["name"] for e in json.loads(_gns(fed, way, tmp_path, "ls", base, "--json").stdout)] == ["d2", "dir"]
+    # Into a volume root: the subpath mount /mf/raw is mfh's raw/.
+    assert mv(f"{base}/dir/{a}", "/mf/raw")["dst"] == f"/mf/raw/{a}"
+    assert _gns(fed, way, tmp_path, "cat", f"/mf/health/raw/{a}").stdout == a
+    assert mv(f"/mf/raw/{a}", f"{base}/dir")["dst"] == f"{base}/dir/{a}"
+    # Across volumes, into a directory too: exit 4, nothing moved.
+    assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/dir/{a}", "/mf/health/sensors"), 4,
+                 f"cannot move {base}/dir/{a} to /mf/health/sensors/{a}: they are on different volumes")
+    assert _gns(fed, way, tmp_path, "cat", f"{base}/dir/{a}").stdout == a
+    assert _version(fed, "mfh") == version + 4
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_mv_directory_into_itself_is_refused(fed: Federation, tmp_path: Path, way: str) -> None:
+    base = f"/mf/health/self-{way}"
+    for rel in ("d/x", "d/sub/y"):
+        _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/{rel}", stdin=b"1"))
+    dirs = (base, f"{base}/d", f"{base}/d/sub")
+    before, version = _tree(fed, way, tmp_path, *dirs), _version(fed, "mfh")
+    for dst, into in ((f"{base}/d", f"{base}/d/d"), (f"{base}/d/", f"{base}/d/d"),
+                      (f"{base}/d/sub", f"{base}/d/sub/d")):
+        assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/d", dst), 2,
+                     f"cannot move '{base}/d' below itself ('{into}')")
+    assert _tree(fed, way, tmp_path, *dirs) == before
+    assert _version(fed, "mfh") == version
 
 
 # -- errors name global paths ---------------------------------------------------------------

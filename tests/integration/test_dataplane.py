@@ -99,8 +99,8 @@ def test_bad_input_changes_nothing(fed: Federation, tmp_path: Path) -> None:
         (("put", "-", "/dp/../x"), 2, "'..'"),
         (("put", "-", "/nomount/x"), 3, "not under any mount"),
         (("put", "-", "/dp/bad/file/below"), 2, "is a file"),
-        (("put", "-", "/dp/bad"), 2, "is a directory"),
-        (("put", "-", "/dp"), 2, "root"),
+        (("put", "-", "/dp/bad"), 2, "/dp/bad is a directory and the data has no file name"),
+        (("put", "-", "/dp"), 2, "/dp is a directory and the data has no file name"),  # a volume root
         (("get", "/dp/bad/nothing", str(tmp_path / "out")), 3, ""),
         (("get", "/dp/bad", str(tmp_path / "out")), 2, "directory"),
         (("cat", "/dp/bad"), 2, "directory"),
