@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,9 +37,9 @@ import pytest
 from federation.client import Client
 from federation.local.etcd_server import EtcdCluster
 from namespace.errors import Conflict, InvalidInput
-from tests.fixtures.federation import Federation, assert_error
+from tests.fixtures.federation import CLI_WAYS as WAYS
+from tests.fixtures.federation import Federation, assert_error, gns_way
 
-WAYS = ["etcd", "controller", "via"]
 STAT_FIELDS = {"path", "size", "mtime", "sha256", "version"}  # SPEC §4: these names stay
 
 
@@ -70,22 +69,8 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def _gns(f: Federation, way: str, tmp: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    """The CLI as a user runs it; the controller way has no etcd address anywhere."""
-    env = f.env()
-    if way == "controller":
-        env.pop("GNS_ETCD")
-        env["GNS_HOME"] = str(tmp / "empty-home")  # no federation.json to find etcd in
-        env["GNS_CONTROLLER"] = f.controllers["onprem-b"].endpoint
-    if way == "via":
-        args = (*args, "--via", "onprem-b")
-    proc = subprocess.run([sys.executable, "-m", "federation.cli.main", *args], input=stdin,
-                          capture_output=True, env=env, timeout=60)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
-
-
 def _stat(f: Federation, way: str, tmp: Path, path: str) -> Any:
-    proc = _gns(f, way, tmp, "stat", path, "--json")
+    proc = gns_way(f, way, tmp, "stat", path, "--json")
     assert proc.returncode == 0, (way, path, proc.stderr)
     out = json.loads(proc.stdout)
     assert STAT_FIELDS <= out.keys(), out
@@ -102,7 +87,7 @@ def _version(f: Federation, volume: str) -> int:
 @pytest.mark.parametrize("way", WAYS)
 def test_volume_root_is_a_directory_with_its_last_change(fed: Federation, tmp_path: Path, way: str) -> None:
     before = time.time()
-    _ok(_gns(fed, way, tmp_path, "put", "-", f"/mf/health/{way}.txt", stdin=b"x"))
+    _ok(gns_way(fed, way, tmp_path, "put", "-", f"/mf/health/{way}.txt", stdin=b"x"))
     after = time.time()
     root = _stat(fed, way, tmp_path, "/mf/health")
     assert (root["path"], root["type"], root["size"], root["mode"]) == ("/mf/health", "dir", 0, 0o755)
@@ -110,7 +95,7 @@ def test_volume_root_is_a_directory_with_its_last_change(fed: Federation, tmp_pa
     assert _stat(fed, way, tmp_path, "/mf/health")["mtime"] == root["mtime"]  # stable
     # An rm changes the tree: the root's mtime follows it.
     time.sleep(0.05)
-    _ok(_gns(fed, way, tmp_path, "rm", f"/mf/health/{way}.txt"))
+    _ok(gns_way(fed, way, tmp_path, "rm", f"/mf/health/{way}.txt"))
     assert _stat(fed, way, tmp_path, "/mf/health")["mtime"] > root["mtime"]
     # Nested, owned elsewhere: its own volume root.
     nested = _stat(fed, way, tmp_path, "/mf/health/sensors")
@@ -132,13 +117,13 @@ def test_prefixes_of_mounts_and_mount_points_stat_as_directories(fed: Federation
         want_path = "/" if path == "/" else "/" + path.strip("/")
         assert got == {"path": want_path, "type": "dir", "size": 0, "mtime": 0.0, "sha256": "",
                        "version": 0, "mode": 0o755}, (path, got)
-        assert "dir" in [e["type"] for e in json.loads(_gns(fed, way, tmp_path, "ls", path, "--json").stdout)]
+        assert "dir" in [e["type"] for e in json.loads(gns_way(fed, way, tmp_path, "ls", path, "--json").stdout)]
     # A mount point whose subpath the volume does not have yet: ls shows it as a directory
     # in /mf, and it is one (empty) itself.
     assert {"name": "later", "type": "dir", "size": 0} in json.loads(
-        _gns(fed, way, tmp_path, "ls", "/mf", "--json").stdout)
+        gns_way(fed, way, tmp_path, "ls", "/mf", "--json").stdout)
     assert _stat(fed, way, tmp_path, "/mf/later")["type"] == "dir"
-    later = _gns(fed, way, tmp_path, "ls", "/mf/later", "--json")
+    later = gns_way(fed, way, tmp_path, "ls", "/mf/later", "--json")
     assert (later.returncode, json.loads(later.stdout or "null")) == (0, []), later.stderr
     # The subpath mount that has files stats as that directory of the volume.
     assert _stat(fed, way, tmp_path, "/mf/raw")["type"] == "dir"
@@ -146,11 +131,11 @@ def test_prefixes_of_mounts_and_mount_points_stat_as_directories(fed: Federation
 
 @pytest.mark.parametrize("way", WAYS)
 def test_neither_mounted_nor_above_a_mount_is_still_not_found(fed: Federation, tmp_path: Path, way: str) -> None:
-    assert_error(_gns(fed, way, tmp_path, "stat", "/elsewhere"), 3, "/elsewhere")
-    assert_error(_gns(fed, way, tmp_path, "stat", "/mf/dee"), 3)  # whole components only
-    assert_error(_gns(fed, way, tmp_path, "stat", "/mf/deep/nope"), 3)
-    assert_error(_gns(fed, way, tmp_path, "stat", "/mf/health/nope"), 3)
-    assert_error(_gns(fed, way, tmp_path, "stat", "/mf/later/nope"), 3)
+    assert_error(gns_way(fed, way, tmp_path, "stat", "/elsewhere"), 3, "/elsewhere")
+    assert_error(gns_way(fed, way, tmp_path, "stat", "/mf/dee"), 3)  # whole components only
+    assert_error(gns_way(fed, way, tmp_path, "stat", "/mf/deep/nope"), 3)
+    assert_error(gns_way(fed, way, tmp_path, "stat", "/mf/health/nope"), 3)
+    assert_error(gns_way(fed, way, tmp_path, "stat", "/mf/later/nope"), 3)
 
 
 def test_python_client_stats_mount_prefixes_both_ways(fed: Federation) -> None:
@@ -169,35 +154,35 @@ def test_mv_collisions_are_conflicts_and_change_nothing(fed: Federation, tmp_pat
     the name is taken by the other kind or by a directory that is not empty."""
     base = f"/mf/health/mv-{way}"
     for rel in ("file", "d/x", "ne/y", "in/file/z", "in/d/w", "fin/d"):
-        _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/{rel}", stdin=b"1"))
-    listings = {p: _gns(fed, way, tmp_path, "ls", p, "--json").stdout
+        _ok(gns_way(fed, way, tmp_path, "put", "-", f"{base}/{rel}", stdin=b"1"))
+    listings = {p: gns_way(fed, way, tmp_path, "ls", p, "--json").stdout
                 for p in (base, f"{base}/in", f"{base}/in/d", f"{base}/fin")}
     version = _version(fed, "mfh")
-    assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/d", f"{base}/file"), 4,
+    assert_error(gns_way(fed, way, tmp_path, "mv", f"{base}/d", f"{base}/file"), 4,
                  f"cannot overwrite non-directory '{base}/file' with directory '{base}/d'")
-    assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/file", f"{base}/in"), 4,
+    assert_error(gns_way(fed, way, tmp_path, "mv", f"{base}/file", f"{base}/in"), 4,
                  f"cannot overwrite directory '{base}/in/file' with non-directory '{base}/file'")
-    assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/d", f"{base}/in/"), 4,
+    assert_error(gns_way(fed, way, tmp_path, "mv", f"{base}/d", f"{base}/in/"), 4,
                  f"cannot move '{base}/d' to '{base}/in/d': directory not empty")
-    assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/d", f"{base}/fin"), 4,
+    assert_error(gns_way(fed, way, tmp_path, "mv", f"{base}/d", f"{base}/fin"), 4,
                  f"cannot overwrite non-directory '{base}/fin/d' with directory '{base}/d'")
-    assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/nope", f"{base}/file/z"), 3,
+    assert_error(gns_way(fed, way, tmp_path, "mv", f"{base}/nope", f"{base}/file/z"), 3,
                  f"no such file or directory: '{base}/nope'")  # the source is looked at first
-    assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/nope", f"{base}/in"), 3,
+    assert_error(gns_way(fed, way, tmp_path, "mv", f"{base}/nope", f"{base}/in"), 3,
                  f"no such file or directory: '{base}/nope'")
-    assert {p: _gns(fed, way, tmp_path, "ls", p, "--json").stdout for p in listings} == listings
-    assert _gns(fed, way, tmp_path, "cat", f"{base}/d/x").stdout == "1"
+    assert {p: gns_way(fed, way, tmp_path, "ls", p, "--json").stdout for p in listings} == listings
+    assert gns_way(fed, way, tmp_path, "cat", f"{base}/d/x").stdout == "1"
     assert _version(fed, "mfh") == version
     # What POSIX allows still works: a file replaces a file (onto it, or of its name in a
     # directory), a directory replaces an empty one of its name.
-    _ok(_gns(fed, way, tmp_path, "mv", f"{base}/ne/y", f"{base}/file"))  # leaves ne empty
-    _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/d2/file", stdin=b"22"))
-    _ok(_gns(fed, way, tmp_path, "mv", f"{base}/d2/file", base))  # leaves d2 empty
-    assert _gns(fed, way, tmp_path, "cat", f"{base}/file").stdout == "22"
-    _ok(_gns(fed, way, tmp_path, "mv", f"{base}/ne", f"{base}/d2"))  # d2/ne: empty
-    _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/ne/q", stdin=b"q"))
-    _ok(_gns(fed, way, tmp_path, "mv", f"{base}/ne", f"{base}/d2"))
-    assert json.loads(_gns(fed, way, tmp_path, "ls", f"{base}/d2/ne", "--json").stdout) == [
+    _ok(gns_way(fed, way, tmp_path, "mv", f"{base}/ne/y", f"{base}/file"))  # leaves ne empty
+    _ok(gns_way(fed, way, tmp_path, "put", "-", f"{base}/d2/file", stdin=b"22"))
+    _ok(gns_way(fed, way, tmp_path, "mv", f"{base}/d2/file", base))  # leaves d2 empty
+    assert gns_way(fed, way, tmp_path, "cat", f"{base}/file").stdout == "22"
+    _ok(gns_way(fed, way, tmp_path, "mv", f"{base}/ne", f"{base}/d2"))  # d2/ne: empty
+    _ok(gns_way(fed, way, tmp_path, "put", "-", f"{base}/ne/q", stdin=b"q"))
+    _ok(gns_way(fed, way, tmp_path, "mv", f"{base}/ne", f"{base}/d2"))
+    assert json.loads(gns_way(fed, way, tmp_path, "ls", f"{base}/d2/ne", "--json").stdout) == [
         {"name": "q", "type": "file", "size": 1}]
     # The Python API keeps rename(2)'s exact destination: a directory replaces an empty
     # one there, a file onto a directory is a conflict, and put does not write into one.
@@ -209,7 +194,7 @@ def test_mv_collisions_are_conflicts_and_change_nothing(fed: Federation, tmp_pat
             c.mv(f"{base}/file", f"{base}/d2")
         with pytest.raises(InvalidInput):
             c.put(b"p", f"{base}/d2")
-    assert json.loads(_gns(fed, way, tmp_path, "ls", base, "--json").stdout) == [
+    assert json.loads(gns_way(fed, way, tmp_path, "ls", base, "--json").stdout) == [
         {"name": "d2", "type": "dir", "size": 0}, {"name": "empty", "type": "dir", "size": 0},
         {"name": "file", "type": "file", "size": 2}, {"name": "fin", "type": "dir", "size": 0},
         {"name": "in", "type": "dir", "size": 0}]
@@ -233,19 +218,19 @@ def _mount(fed: Federation, tmp: Path, path: str, target: str) -> None:
     """Add a mount and wait until the controller the other ways enter at sees it."""
     _ok(fed.gns("mount", "add", path, target))
     deadline = time.monotonic() + 15
-    while _gns(fed, "controller", tmp, "resolve", path).returncode != 0:
+    while gns_way(fed, "controller", tmp, "resolve", path).returncode != 0:
         assert time.monotonic() < deadline, f"onprem-b never saw mount {path}"
         time.sleep(0.1)
 
 
 def _tree(f: Federation, way: str, tmp: Path, *dirs: str) -> dict[str, Any]:
-    return {d: json.loads(_gns(f, way, tmp, "ls", d, "--json").stdout or "null") for d in dirs}
+    return {d: json.loads(gns_way(f, way, tmp, "ls", d, "--json").stdout or "null") for d in dirs}
 
 
 @pytest.mark.parametrize("way", WAYS)
 def test_put_into_a_directory_writes_the_local_name(fed: Federation, tmp_path: Path, way: str) -> None:
     base = f"/mf/health/into-{way}"
-    _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/dir/old.csv", stdin=b"old"))
+    _ok(gns_way(fed, way, tmp_path, "put", "-", f"{base}/dir/old.csv", stdin=b"old"))
     fresh = f"/mf/fresh-put-{way}"  # a mount point whose subpath the volume does not have yet
     _mount(fed, tmp_path, fresh, f"mfh:fresh-put-{way}")
     cases = [
@@ -258,19 +243,19 @@ def test_put_into_a_directory_writes_the_local_name(fed: Federation, tmp_path: P
     ]
     for tag, dest, directory in cases:
         name = f"{tag}-{way}.csv"
-        proc = _gns(fed, way, tmp_path, "put", _local(tmp_path, name, tag.encode()), dest, "--json")
+        proc = gns_way(fed, way, tmp_path, "put", _local(tmp_path, name, tag.encode()), dest, "--json")
         _ok(proc)
         written = f"{directory}/{name}"
         assert json.loads(proc.stdout)["path"] == written, (dest, proc.stdout)
-        assert _gns(fed, way, tmp_path, "cat", written).stdout == tag
+        assert gns_way(fed, way, tmp_path, "cat", written).stdout == tag
         assert _stat(fed, way, tmp_path, directory)["type"] == "dir"
     # A path that is not there stays the file to write; a file there is replaced.
     for dest in (f"{base}/dir/new.csv", f"{base}/dir/old.csv"):
-        proc = _gns(fed, way, tmp_path, "put", _local(tmp_path, "other.csv", b"new"), dest, "--json")
+        proc = gns_way(fed, way, tmp_path, "put", _local(tmp_path, "other.csv", b"new"), dest, "--json")
         _ok(proc)
         assert json.loads(proc.stdout)["path"] == dest
-        assert _gns(fed, way, tmp_path, "cat", dest).stdout == "new"
-    assert [e["name"] for e in json.loads(_gns(fed, way, tmp_path, "ls", f"{base}/dir", "--json").stdout)] == [
+        assert gns_way(fed, way, tmp_path, "cat", dest).stdout == "new"
+    assert [e["name"] for e in json.loads(gns_way(fed, way, tmp_path, "ls", f"{base}/dir", "--json").stdout)] == [
         f"inner-{way}.csv", "new.csv", "old.csv", f"slash-{way}.csv", f"slashes-{way}.csv"]
 
 
@@ -281,33 +266,33 @@ def test_put_into_a_prefix_of_mounts_is_refused(fed: Federation, tmp_path: Path,
     src = _local(tmp_path, "day.csv", b"d")
     for dest in ("/mf/deep", "/mf/deep/x/"):
         shown = dest.rstrip("/")
-        assert_error(_gns(fed, way, tmp_path, "put", src, dest), 3,
+        assert_error(gns_way(fed, way, tmp_path, "put", src, dest), 3,
                      f"cannot write {shown}/day.csv: {shown} is not under any mount")
-    assert_error(_gns(fed, way, tmp_path, "mv", "/mf/health/raw/r.csv", "/mf/deep"), 3,
+    assert_error(gns_way(fed, way, tmp_path, "mv", "/mf/health/raw/r.csv", "/mf/deep"), 3,
                  "cannot write /mf/deep/r.csv: /mf/deep is not under any mount")
     assert _tree(fed, way, tmp_path, "/mf/deep", "/mf/deep/x") == before
-    assert _gns(fed, way, tmp_path, "cat", "/mf/raw/r.csv").stdout == "r"
+    assert gns_way(fed, way, tmp_path, "cat", "/mf/raw/r.csv").stdout == "r"
 
 
 @pytest.mark.parametrize("way", WAYS)
 def test_put_from_stdin_into_a_directory_is_refused(fed: Federation, tmp_path: Path, way: str) -> None:
     base = f"/mf/health/stdin-{way}"
-    _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/dir/f", stdin=b"f"))
+    _ok(gns_way(fed, way, tmp_path, "put", "-", f"{base}/dir/f", stdin=b"f"))
     fresh = f"/mf/fresh-stdin-{way}"
     _mount(fed, tmp_path, fresh, f"mfh:fresh-stdin-{way}")
     dirs = ("/mf/health", base, f"{base}/dir", fresh)
     before, version = _tree(fed, way, tmp_path, *dirs), _version(fed, "mfh")
     for dest in ("/mf/health", f"{base}/dir", f"{base}/dir/", fresh):
         shown = dest.rstrip("/")
-        assert_error(_gns(fed, way, tmp_path, "put", "-", dest, stdin=b"nameless"), 2,
+        assert_error(gns_way(fed, way, tmp_path, "put", "-", dest, stdin=b"nameless"), 2,
                      f"{shown} is a directory and the data has no file name (stdin): "
                      f"give the file's path, {shown}/NAME")
     assert _tree(fed, way, tmp_path, *dirs) == before
     assert _stat(fed, way, tmp_path, fresh)["type"] == "dir"  # not a file at the mount point
     assert _version(fed, "mfh") == version
     # Stdin to a file path is as before.
-    _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/dir/g", stdin=b"g"))
-    assert _gns(fed, way, tmp_path, "cat", f"{base}/dir/g").stdout == "g"
+    _ok(gns_way(fed, way, tmp_path, "put", "-", f"{base}/dir/g", stdin=b"g"))
+    assert gns_way(fed, way, tmp_path, "cat", f"{base}/dir/g").stdout == "g"
 
 
 @pytest.mark.parametrize("way", WAYS)
@@ -315,31 +300,31 @@ def test_mv_into_a_directory_keeps_the_name(fed: Federation, tmp_path: Path, way
     base = f"/mf/health/mvinto-{way}"
     a = f"a-{way}.csv"
     for rel in (a, "dir/keep", "d1/sub/x", "d2/y"):
-        _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/{rel}", stdin=rel.encode()))
+        _ok(gns_way(fed, way, tmp_path, "put", "-", f"{base}/{rel}", stdin=rel.encode()))
     version = _version(fed, "mfh")
 
     def mv(src: str, dst: str) -> Any:
-        proc = _gns(fed, way, tmp_path, "mv", src, dst, "--json")
+        proc = gns_way(fed, way, tmp_path, "mv", src, dst, "--json")
         _ok(proc)
         return json.loads(proc.stdout)
 
     # A file into a directory: its name kept, one version, --json names where it went.
     assert mv(f"{base}/{a}", f"{base}/dir") == {
         "src": f"{base}/{a}", "dst": f"{base}/dir/{a}", "version": version + 1}
-    assert _gns(fed, way, tmp_path, "cat", f"{base}/dir/{a}").stdout == a
+    assert gns_way(fed, way, tmp_path, "cat", f"{base}/dir/{a}").stdout == a
     # A directory into a directory, with a trailing slash, everything below it along.
     assert mv(f"{base}/d1", f"{base}/d2/") == {
         "src": f"{base}/d1", "dst": f"{base}/d2/d1", "version": version + 2}
-    assert _gns(fed, way, tmp_path, "cat", f"{base}/d2/d1/sub/x").stdout == "d1/sub/x"
-    assert [e["name"] for e in json.loads(_gns(fed, way, tmp_path, "ls", base, "--json").stdout)] == ["d2", "dir"]
+    assert gns_way(fed, way, tmp_path, "cat", f"{base}/d2/d1/sub/x").stdout == "d1/sub/x"
+    assert [e["name"] for e in json.loads(gns_way(fed, way, tmp_path, "ls", base, "--json").stdout)] == ["d2", "dir"]
     # Into a volume root: the subpath mount /mf/raw is mfh's raw/.
     assert mv(f"{base}/dir/{a}", "/mf/raw")["dst"] == f"/mf/raw/{a}"
-    assert _gns(fed, way, tmp_path, "cat", f"/mf/health/raw/{a}").stdout == a
+    assert gns_way(fed, way, tmp_path, "cat", f"/mf/health/raw/{a}").stdout == a
     assert mv(f"/mf/raw/{a}", f"{base}/dir")["dst"] == f"{base}/dir/{a}"
     # Across volumes, into a directory too: exit 4, nothing moved.
-    assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/dir/{a}", "/mf/health/sensors"), 4,
+    assert_error(gns_way(fed, way, tmp_path, "mv", f"{base}/dir/{a}", "/mf/health/sensors"), 4,
                  f"cannot move {base}/dir/{a} to /mf/health/sensors/{a}: they are on different volumes")
-    assert _gns(fed, way, tmp_path, "cat", f"{base}/dir/{a}").stdout == a
+    assert gns_way(fed, way, tmp_path, "cat", f"{base}/dir/{a}").stdout == a
     assert _version(fed, "mfh") == version + 4
 
 
@@ -347,12 +332,12 @@ def test_mv_into_a_directory_keeps_the_name(fed: Federation, tmp_path: Path, way
 def test_mv_directory_into_itself_is_refused(fed: Federation, tmp_path: Path, way: str) -> None:
     base = f"/mf/health/self-{way}"
     for rel in ("d/x", "d/sub/y"):
-        _ok(_gns(fed, way, tmp_path, "put", "-", f"{base}/{rel}", stdin=b"1"))
+        _ok(gns_way(fed, way, tmp_path, "put", "-", f"{base}/{rel}", stdin=b"1"))
     dirs = (base, f"{base}/d", f"{base}/d/sub")
     before, version = _tree(fed, way, tmp_path, *dirs), _version(fed, "mfh")
     for dst, into in ((f"{base}/d", f"{base}/d/d"), (f"{base}/d/", f"{base}/d/d"),
                       (f"{base}/d/sub", f"{base}/d/sub/d")):
-        assert_error(_gns(fed, way, tmp_path, "mv", f"{base}/d", dst), 2,
+        assert_error(gns_way(fed, way, tmp_path, "mv", f"{base}/d", dst), 2,
                      f"cannot move '{base}/d' below itself ('{into}')")
     assert _tree(fed, way, tmp_path, *dirs) == before
     assert _version(fed, "mfh") == version
@@ -369,7 +354,7 @@ def test_not_found_names_the_global_path(fed: Federation, tmp_path: Path, way: s
                                          relative: str) -> None:
     for args in (("cat", path), ("get", path, str(tmp_path / "out")), ("stat", path),
                  ("rm", path), ("mv", path, path + ".moved"), ("ls", path)):
-        proc = _gns(fed, way, tmp_path, *args)
+        proc = gns_way(fed, way, tmp_path, *args)
         assert_error(proc, 3, f"no such file or directory: '{path}'")
         assert f"'{relative}'" not in proc.stderr, (args, proc.stderr)
     assert not (tmp_path / "out").exists()
@@ -377,12 +362,12 @@ def test_not_found_names_the_global_path(fed: Federation, tmp_path: Path, way: s
 
 @pytest.mark.parametrize("way", WAYS)
 def test_other_path_errors_name_global_paths(fed: Federation, tmp_path: Path, way: str) -> None:
-    _ok(_gns(fed, way, tmp_path, "put", "-", f"/mf/raw/{way}/f", stdin=b"1"))
-    assert_error(_gns(fed, way, tmp_path, "rm", f"/mf/raw/{way}"), 2,
+    _ok(gns_way(fed, way, tmp_path, "put", "-", f"/mf/raw/{way}/f", stdin=b"1"))
+    assert_error(gns_way(fed, way, tmp_path, "rm", f"/mf/raw/{way}"), 2,
                  f"'/mf/raw/{way}' is a directory; use -r")
-    assert_error(_gns(fed, way, tmp_path, "mv", f"/mf/raw/{way}/g", f"/mf/raw/{way}/h"), 3,
+    assert_error(gns_way(fed, way, tmp_path, "mv", f"/mf/raw/{way}/g", f"/mf/raw/{way}/h"), 3,
                  f"'/mf/raw/{way}/g'")
     # A file above the destination, named through the mount that shows it.
-    _ok(_gns(fed, way, tmp_path, "put", "-", f"/mf/raw/{way}/g", stdin=b"2"))
-    assert_error(_gns(fed, way, tmp_path, "mv", f"/mf/raw/{way}/g", f"/mf/raw/{way}/f/x"), 2,
+    _ok(gns_way(fed, way, tmp_path, "put", "-", f"/mf/raw/{way}/g", stdin=b"2"))
+    assert_error(gns_way(fed, way, tmp_path, "mv", f"/mf/raw/{way}/g", f"/mf/raw/{way}/f/x"), 2,
                  f"cannot move to '/mf/raw/{way}/f/x': '/mf/raw/{way}/f' is a file")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from federation.local.etcd_server import EtcdCluster
-from tests.fixtures.federation import Federation, assert_error
+from tests.fixtures.federation import Federation, assert_error, gns_way
 
 WAYS = ["etcd", "controller"]
 
@@ -47,18 +46,8 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def _gns(f: Federation, way: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = f.env()
-    if way == "controller":
-        env.pop("GNS_ETCD")
-        env["GNS_HOME"] = str(tmp / "empty-home")  # no federation.json to find etcd in
-        env["GNS_CONTROLLER"] = f.controllers["onprem-b"].endpoint
-    return subprocess.run([sys.executable, "-m", "federation.cli.main", *args],
-                          capture_output=True, text=True, env=env, timeout=60)
-
-
 def _ls(f: Federation, way: str, tmp: Path, path: str) -> Any:
-    proc = _gns(f, way, tmp, "ls", path, "--json")
+    proc = gns_way(f, way, tmp, "ls", path, "--json")
     assert proc.returncode == 0, (way, path, proc.stderr)
     return json.loads(proc.stdout)
 
@@ -86,17 +75,17 @@ def test_prefixes_of_mounts_list_without_a_mount_of_their_own(fed: Federation, t
     assert _ls(fed, way, tmp_path, "/lm") == [_dir("data"), _dir("deep")]
     assert _ls(fed, way, tmp_path, "/lm/deep/x") == [_dir("y")]
     assert _ls(fed, way, tmp_path, "//lm/deep/") == [_dir("x")]  # normalised first
-    text = _gns(fed, way, tmp_path, "ls", "/lm")
+    text = gns_way(fed, way, tmp_path, "ls", "/lm")
     assert text.returncode == 0, text.stderr
     assert [ln.split()[-1] for ln in text.stdout.splitlines()] == ["data/", "deep/"]
 
 
 @pytest.mark.parametrize("way", WAYS)
 def test_neither_mounted_nor_a_prefix_is_still_not_found(fed: Federation, tmp_path: Path, way: str) -> None:
-    assert_error(_gns(fed, way, tmp_path, "ls", "/elsewhere"), 3, "not under any mount")
-    assert_error(_gns(fed, way, tmp_path, "ls", "/lm/dat"), 3)  # whole components only
-    assert_error(_gns(fed, way, tmp_path, "ls", "/lm/data/nope"), 3)
-    assert_error(_gns(fed, way, tmp_path, "ls", "/lm/deep/x/nope"), 3)
+    assert_error(gns_way(fed, way, tmp_path, "ls", "/elsewhere"), 3, "not under any mount")
+    assert_error(gns_way(fed, way, tmp_path, "ls", "/lm/dat"), 3)  # whole components only
+    assert_error(gns_way(fed, way, tmp_path, "ls", "/lm/data/nope"), 3)
+    assert_error(gns_way(fed, way, tmp_path, "ls", "/lm/deep/x/nope"), 3)
 
 
 def test_python_client_lists_mount_points_both_ways(fed: Federation) -> None:
