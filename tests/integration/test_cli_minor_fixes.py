@@ -29,6 +29,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -352,9 +353,12 @@ def test_mv_directory_into_itself_is_refused(fed: Federation, tmp_path: Path, wa
 ])
 def test_not_found_names_the_global_path(fed: Federation, tmp_path: Path, way: str, path: str,
                                          relative: str) -> None:
-    for args in (("cat", path), ("get", path, str(tmp_path / "out")), ("stat", path),
-                 ("rm", path), ("mv", path, path + ".moved"), ("ls", path)):
-        proc = gns_way(fed, way, tmp_path, *args)
+    commands = (("cat", path), ("get", path, str(tmp_path / "out")), ("stat", path),
+                ("rm", path), ("mv", path, path + ".moved"), ("ls", path))
+    # Independent and all refused: run side by side (each is a CLI process start-up).
+    with ThreadPoolExecutor(len(commands)) as pool:
+        procs = list(pool.map(lambda args: gns_way(fed, way, tmp_path, *args), commands))
+    for args, proc in zip(commands, procs, strict=True):
         assert_error(proc, 3, f"no such file or directory: '{path}'")
         assert f"'{relative}'" not in proc.stderr, (args, proc.stderr)
     assert not (tmp_path / "out").exists()
