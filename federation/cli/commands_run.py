@@ -28,10 +28,9 @@ def up(env: Env, config_file: str | None, detach: bool) -> None:
 
     config = load_config(config_file)
     fed = LocalFederation()
-    was_running = fed.running()
     state = fed.up(config, etcd_override=env.etcd)
-    if was_running:
-        restarted = state["restarted"]
+    restarted = state.get("restarted")
+    if restarted is not None:  # it was running already
         click.echo(f"federation already running (GNS_HOME={fed.home}); "
                    + (f"restarted {', '.join(restarted)}" if restarted else "nothing to restart"), err=True)
     _print_status(env, state["etcd"])

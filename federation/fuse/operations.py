@@ -243,6 +243,8 @@ class GnsOperations(pyfuse3.Operations):
         """Blocking: a directory's entries (volume listing plus mount prefixes)."""
         g = self.gpath(rel)
         vol = self._volume(g)
+        mounts = self.client.view().mounts
+        at = mounts.at(g)
         names: dict[str, Attrs] = {}
         if vol is not None:
             if self.watcher is not None:
@@ -251,10 +253,9 @@ class GnsOperations(pyfuse3.Operations):
                 for e in self.client.listdir(g):
                     names[e.name] = Attrs("dir" if e.is_dir else "file", e.size, e.mtime, e.mode)
             except FileNotFound:
-                if not self.client.view().mounts.at(g).is_dir:  # a mount point lists (empty)
+                if not at.is_dir:  # a mount point lists (empty)
                     raise
-        mounts = self.client.view().mounts
-        for name in mounts.children(g):
+        for name in at.below:
             if g.rstrip("/") + "/" + name in mounts:
                 # A mount point shows its volume root, not what the parent volume may hold
                 # under that name: known if stat'ed lately, else fetched when looked up.

@@ -172,8 +172,8 @@ class LocalFederation:
 
     def up(self, config: UpConfig, etcd_override: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
         """Start the federation of ``config``; on one that is already running, start only
-        what of it has stopped (``restart_stopped``). The state's ``restarted`` lists what
-        this call started again."""
+        what of it has stopped (``restart_stopped``: its state's ``restarted`` lists what
+        it started again; a fresh start's state has no ``restarted``)."""
         if self.running():
             return self.restart_stopped(config, etcd_override, timeout)
         old = read_state(self.home) or {}
@@ -207,7 +207,6 @@ class LocalFederation:
         except BaseException:
             self.down(quiet=True)
             raise
-        state["restarted"] = []
         return state
 
     def restart_stopped(self, config: UpConfig, etcd_override: str | None = None,
