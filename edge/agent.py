@@ -33,6 +33,7 @@ from edge.link import DIVERGED_KIND, HubLink, Report
 from edge.shipping import Shipper
 from edge.site import EdgeFederationService, EdgeVolumes, LocalNamespace, NeverFenced
 from edge.sitecert import cert_dir, has_certificate
+from federation import event_loop
 from federation.channels import BASE_OPTIONS, AioChannelPool
 from federation.edge_mux import InCall, LinkMux, RelayHandler, forwardable, replay
 from federation.sitekit import (
@@ -309,4 +310,4 @@ def run_edge(cfg: EdgeConfig) -> None:
             loop.add_signal_handler(sig, ctl.request_stop)
         await ctl.run()
 
-    asyncio.run(main())
+    event_loop.run(main())

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 
+from federation import event_loop
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.channels import BASE_OPTIONS, AioChannelPool
 from federation.controller.access import Access
@@ -228,4 +229,4 @@ def run_controller(config: ControllerConfig) -> None:
             loop.add_signal_handler(sig, ctl.request_stop)
         await ctl.run()
 
-    asyncio.run(main())
+    event_loop.run(main())
