@@ -1,9 +1,10 @@
 """The event loop that gns's long-running processes (controller, edge site) run on.
 
 uvloop where it is installed (a core dependency on Linux and macOS): it runs asyncio's own
-machinery (tasks, futures, handles, the selector) in C. In a controller that machinery,
-around gRPC's, was a fifth of the CPU of a small RPC; on uvloop the owner's CPU per 4 KiB
-put fell from 0.73 to 0.65 ms and per Resolve from 457 to 404 µs (issue 14).
+machinery (tasks, futures, handles, the selector) in C. Profiled under small puts, that
+machinery around gRPC's (``asyncio.wait`` alone: 10 % of the GIL samples) outweighed our
+handlers; on uvloop the owner's CPU per 4 KiB put fell from 0.78 to 0.66 ms and per Resolve
+from 457 to 423 µs (issue 14, medians of three ``bench.dataplane`` runs).
 
 ``GNS_EVENT_LOOP=asyncio`` selects the standard library's loop, to rule uvloop out when
 chasing a problem.
