@@ -22,8 +22,9 @@ Starts a real etcd and three real ``gns controller`` processes (``onprem-a``, ``
   of ``--rounds``. ``get`` writes to a local file and fsyncs it (what ``gns get`` does).
 * ``local_copy_mib_s``: ``shutil.copyfile`` + fsync of the same source file on the same disk;
   ``direct_put_vs_local_copy`` = put_mib_s / local_copy_mib_s.
-* ``small_put_per_s``: 4 KiB puts from ``--small-threads`` threads sharing one ``Client``.
-  Beside it, the same puts as raw ``Put`` calls answered by the empty gRPC server
+* ``small_put_per_s``: 4 KiB puts from ``--small-threads`` threads sharing one ``Client``
+  (whose puts to one controller share ``PutBatch`` calls while one is in flight).
+  Beside it, the same puts as raw unary ``Put`` calls (one call each) answered by the empty gRPC server
   (``small_put_grpc_floor_per_s``, CPU per put on both sides, ``small_put_vs_grpc_floor``),
   interleaved over ``--small-rounds``; medians.
 * ``storage_small_put_per_s``: the owner's put path alone (``VolumeStorage.put_bytes``, 4 KiB,

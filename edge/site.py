@@ -16,13 +16,15 @@ the epoch the hub last confirmed. Nothing here talks to etcd.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,10 +208,23 @@ class EdgeFederationService(FederationService):
                               api_versions=API_VERSIONS, release=RELEASE)
 
     async def Write(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> pb.WriteReply:
-        try:
+        with self._refused_when_disk_full():
             return await super().Write(request_iterator, context)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+
+    async def _put(self, request: pb.PutRequest, context: grpc.aio.ServicerContext) -> pb.WriteReply:
+        # Put and each put of a PutBatch
+        with self._refused_when_disk_full():
+            return await super()._put(request, context)
+
+    @contextlib.contextmanager
+    def _refused_when_disk_full(self) -> Iterator[None]:
+        try:
+            yield
+        except (OSError, sqlite3.OperationalError) as exc:
+            # a file's blocks (ENOSPC, EDQUOT), or a small file's row in the catalog (SQLITE_FULL)
+            full = (exc.errno in (errno.ENOSPC, errno.EDQUOT) if isinstance(exc, OSError)
+                    else getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL)
+            if not full:
                 raise
             # The journal is bounded only by the disk: refuse the new write, drop nothing old.
             raise Unavailable(f"edge site {self.cluster}: disk full, write refused "

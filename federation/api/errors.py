@@ -65,6 +65,7 @@ __all__ = [
     "exit_code_for",
     "trailing_metadata",
     "from_rpc_error",
+    "from_outcome",
 ]
 
 KIND_KEY = "gns-error-kind"
@@ -199,3 +200,11 @@ def from_rpc_error(exc: grpc.RpcError, where: str = "") -> GnsError | store.Obje
     if code == Code.UNAVAILABLE and where:
         detail = f"{where} unavailable: {detail}"
     return kind(detail)
+
+
+def from_outcome(kind: str, message: str, is_retryable: bool) -> GnsError | store.ObjectStoreError:
+    """The error one item of a batched reply carries (``PutOutcome``: the same kind,
+    message and ``retryable`` a status's trailing metadata would)."""
+    err = error_of_kind(kind, message)
+    err.retryable = is_retryable
+    return err

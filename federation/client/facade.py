@@ -23,6 +23,7 @@ from federation.channels import CHUNK_SIZE
 from federation.client.control import ControlCommands
 from federation.client.discovery import find_etcd, find_tls_dir
 from federation.client.models import DirEntry, FileInfo
+from federation.client.put_batching import PutBatcher
 from federation.client.routing import Routing
 from federation.client.streams import (
     ChangeStream,
@@ -102,6 +103,7 @@ class Client(ControlCommands, Routing):
         self._stubs: dict[str, pb_grpc.FederationStub] = {}
         # Endpoints that answered Put with UNIMPLEMENTED (older servers): Write there.
         self._no_put: set[pb_grpc.FederationStub] = set()
+        self._put_batcher = PutBatcher()
         self._lock = threading.Lock()
 
     def __enter__(self) -> Client:
@@ -349,7 +351,8 @@ class Client(ControlCommands, Routing):
         mode: int | None, if_absent: bool,
     ) -> FileInfo:
         """A file of at most one chunk, in one unary ``Put`` (issue 14: a client-streaming
-        call costs the sync client a thread per call, and the server three stream awaits);
+        call costs the sync client a thread per call, and the server three stream awaits),
+        or in one ``PutBatch`` with other threads' puts (:mod:`~federation.client.put_batching`);
         a server without ``Put`` gets the same header and data as a ``Write`` stream."""
 
         def call(stub: pb_grpc.FederationStub, target: pb.Target) -> pb.WriteReply:
@@ -358,8 +361,7 @@ class Client(ControlCommands, Routing):
             reply: pb.WriteReply
             if stub not in self._no_put:
                 try:
-                    reply = stub.Put(pb.PutRequest(header=header, data=data), timeout=None)
-                    return reply
+                    return self._put_batcher.put(stub, pb.PutRequest(header=header, data=data))
                 except grpc.RpcError as exc:
                     if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                         raise

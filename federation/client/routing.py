@@ -99,6 +99,8 @@ class Routing(Connection):
                 return fn(stub, target)
             except grpc.RpcError as exc:
                 err = from_rpc_error(exc, f"cluster {where}")
+            except _REROUTE as exc:  # one put's own outcome in a PutBatch reply
+                err = exc
             # Only errors that say our view of the namespace lagged are worth a re-route.
             retry = attempt == 0 and epoch is None and isinstance(err, _REROUTE)
             if not retry:

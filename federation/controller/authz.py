@@ -222,6 +222,12 @@ class Authorizer:
             if method == "Resolve":
                 self._check(who, "read", [normalize(request.path)], f"{service}/{method}")
                 return
+            if method == "PutBatch":
+                # Each put as if it came alone; one denied refuses the call (the client then
+                # sends its puts one by one, so each gets its own answer).
+                for put in request.puts:
+                    self.check_message(who, service, "Put", put)
+                return
             perm = "read" if method in READ_METHODS else "write"
             targets = list(_targets(request))
             if not targets:

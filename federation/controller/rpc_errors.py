@@ -3,7 +3,8 @@
 Every servicer on the controller's server just raises (:mod:`namespace.errors`,
 :mod:`cloud_adapters.errors`, or a bug); :class:`ErrorInterceptor` wraps each method's
 behaviour (unary and streaming alike), maps the exception through the one table in
-:mod:`federation.api.errors`, sends its kind and ``retryable`` in trailing metadata, counts
+:mod:`federation.api.errors`, sends its kind and ``retryable`` in trailing metadata (or, for
+one put of a ``PutBatch``, in its outcome: :func:`put_failure`), counts
 every call by (method, code) and logs unexpected exceptions once, with their traceback.
 
 Per call it does as little as it can (issue 14: a Resolve is ~300 µs of controller CPU, most
@@ -20,7 +21,8 @@ from typing import Any, NoReturn
 
 import grpc
 
-from federation.api.errors import kind_of, trailing_metadata
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api.errors import ErrorKind, kind_of, retryable, trailing_metadata
 from federation.controller.metrics import ControllerMetrics
 from namespace.errors import InternalError
 
@@ -104,11 +106,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         """End the call with the status ``exc`` stands for (always raises)."""
         if not isinstance(exc, Exception) or isinstance(exc, grpc.aio.AbortError):
             raise exc  # cancelled, or the handler chose a status itself
-        kind = kind_of(exc)
-        detail = str(exc) or type(exc).__name__
-        if kind.type is InternalError and not isinstance(exc, InternalError):
-            log.error("%s failed unexpectedly", method, exc_info=exc)
-            detail = f"internal error in {method}: {type(exc).__name__}: {detail}"
+        kind, detail = _described(exc, method)
         await context.abort(kind.code, detail, trailing_metadata(exc))
         raise AssertionError("unreachable: context.abort raises")
 
@@ -127,6 +125,23 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             observe(perf_counter() - start)
 
         return count
+
+
+def put_failure(exc: Exception, method: str) -> pb.PutOutcome:
+    """One failed item of a ``PutBatch``: what a failed ``Put`` would have ended with, as
+    the outcome carries it (the call itself succeeds)."""
+    kind, detail = _described(exc, method)
+    return pb.PutOutcome(error_kind=kind.name, error=detail, retryable=retryable(exc))
+
+
+def _described(exc: Exception, method: str) -> tuple[ErrorKind, str]:
+    """The table row and message for ``exc``; a bug is logged once, with its traceback."""
+    kind = kind_of(exc)
+    detail = str(exc) or type(exc).__name__
+    if kind.type is InternalError and not isinstance(exc, InternalError):
+        log.error("%s failed unexpectedly", method, exc_info=exc)
+        detail = f"internal error in {method}: {type(exc).__name__}: {detail}"
+    return kind, detail
 
 
 def _no_count(code: str, start: float) -> None:

@@ -26,6 +26,7 @@ from federation.controller.global_names import Anchor, named_globally
 from federation.controller.handler_io import IOPool, read_header
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.mirrors import MirrorRunner
+from federation.controller.rpc_errors import put_failure
 from federation.controller.volumes import VolumeManager
 from federation.resolution import away_site_replica, replicas_of
 from federation.storage import (
@@ -572,6 +573,24 @@ class FederationService(pb_grpc.FederationServicer):
     async def Put(self, request: pb.PutRequest, context: grpc.aio.ServicerContext) -> pb.WriteReply:
         """A whole small file in one message (issue 14): committed without a stream; forwarded
         to the owner as a Put too."""
+        return await self._put(request, context)
+
+    async def PutBatch(self, request: pb.PutBatchRequest, context: grpc.aio.ServicerContext) -> pb.PutBatchReply:
+        """Several puts of one client, each handled as its own ``Put`` would be, all at once:
+        those for this controller's volumes join the same group commit. Every put succeeds
+        or fails alone; a failure is its outcome, not the call's status."""
+        results = await asyncio.gather(*(self._put(p, context) for p in request.puts), return_exceptions=True)
+        reply = pb.PutBatchReply()
+        for result in results:
+            if isinstance(result, pb.WriteReply):
+                reply.outcomes.add(reply=result)
+            elif isinstance(result, Exception):
+                reply.outcomes.append(put_failure(result, "Federation/PutBatch"))
+            else:  # cancelled (the call went away) or interrupted: not a put's outcome
+                raise result
+        return reply
+
+    async def _put(self, request: pb.PutRequest, context: grpc.aio.ServicerContext) -> pb.WriteReply:
         header = request.header
         if not header.HasField("target"):
             raise InvalidInput("put names no target")

@@ -153,6 +153,55 @@ def test_user_claiming_a_forwarded_identity_is_refused(fed: Federation) -> None:
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+def test_put_batch_is_checked_put_by_put(fed: Federation) -> None:
+    """A PutBatch is allowed only if every put in it would be; a client's batched puts still
+    get each its own answer (the refused batch is sent again one put at a time)."""
+    import threading
+
+    from federation.client import Client
+    from namespace.errors import PermissionDenied
+
+    def put(path: str) -> pb.PutRequest:
+        return pb.PutRequest(header=pb.WriteHeader(target=pb.Target(global_path=path)), data=b"b")
+
+    admin(fed, "acl", "grant", "/data/team", "group:ops", "write")
+    try:
+        with _user_channel(fed, "alice", "onprem-b") as ch:
+            stub = pb_grpc.FederationStub(ch)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.PutBatch(pb.PutBatchRequest(puts=[put("/data/team/pb1"), put("/data/pb2")]), timeout=10)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert fed.gns("stat", "/data/team/pb1").returncode == 3  # nothing of it was written
+            reply = stub.PutBatch(pb.PutBatchRequest(puts=[put("/data/team/pb3"), put("/data/team/pb4")]),
+                                  timeout=10)
+            assert [o.reply.info.size for o in reply.outcomes] == [1, 1]
+        outcome: dict[str, object] = {}
+        with Client(fed.etcd_urls, tls_dir=fed.tls_dir, identity="alice") as c:
+            def run(t: int) -> None:
+                for i in range(10):
+                    path = f"/data/team/t{t}-{i}" if t % 2 else f"/data/t{t}-{i}"
+                    try:
+                        outcome[path] = c.put(b"x", path).size
+                    except PermissionDenied as exc:
+                        outcome[path] = exc
+
+            threads = [threading.Thread(target=run, args=(t,)) for t in range(6)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(60)
+            assert c._put_batcher.batches > 0  # the threads' puts did share calls
+        assert len(outcome) == 60
+        for path, got in outcome.items():
+            if path.startswith("/data/team/"):
+                assert got == 1, path
+            else:
+                assert isinstance(got, PermissionDenied), path
+        assert fed.gns("stat", "/data/t0-0").returncode == 3
+    finally:
+        fed.gns("acl", "revoke", "/data/team", "group:ops")
+
+
 def test_control_commands_through_controller_need_admin(fed: Federation) -> None:
     ctl = ["--controller", fed.controllers["onprem-b"].endpoint]
     for args in (

@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from edge.harness import EdgeProcess
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from tests.fixtures.federation import Federation, assert_error
 from tests.support import wait_for
 from tests.support.edge import (
@@ -265,6 +266,21 @@ def test_full_disk_refuses_new_writes_keeps_old(federation: Federation, tmp_path
                 break
         assert refused is not None, "the disk never filled"
         assert refused.code() == grpc.StatusCode.UNAVAILABLE and "disk full" in (refused.details() or "")
+        # small files (a unary Put, each put of a PutBatch) are refused the same way
+        small = None
+        for i in range(40):
+            try:
+                s.Put(pb.PutRequest(header=pb.WriteHeader(target=pb.Target(global_path=f"/sensors/s{i}")),
+                                    data=os.urandom(60 * 1024)), timeout=30)
+            except grpc.RpcError as exc:
+                small = exc
+                break
+        assert small is not None and small.code() == grpc.StatusCode.UNAVAILABLE, small
+        assert "disk full" in (small.details() or "")
+        batch = s.PutBatch(pb.PutBatchRequest(puts=[
+            pb.PutRequest(header=pb.WriteHeader(target=pb.Target(global_path=f"/sensors/b{i}")),
+                          data=os.urandom(60 * 1024)) for i in range(3)]), timeout=30)
+        assert [o.error_kind for o in batch.outcomes] == ["unavailable"] * 3
         assert read(s, "/sensors/keep") == b"kept"
     finally:
         e.stop()

@@ -8,7 +8,7 @@ import random
 import threading
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import IO, cast
+from typing import IO, Any, cast
 
 import grpc
 import pytest
@@ -216,3 +216,68 @@ def test_client_falls_back_to_write_on_a_server_without_put(fed: Federation, old
     assert old_release.asked.methods == ["Put", "Write", "Write"]
     with fed.client() as c:
         assert c.cat("/pu/old/a.bin") == first and c.cat("/pu/old/b.bin") == second
+
+
+def test_concurrent_small_puts_share_put_batch_calls(fed: Federation) -> None:
+    """Eight threads of one client: their puts travel in PutBatch calls, each committed and
+    answered on its own, straight to the owner and through a forwarder alike."""
+    for via, prefix in ((None, "/pu/many/direct"), ("aws-1", "/pu/many/via")):
+        batches = calls(fed, "onprem-a" if via is None else "aws-1", "PutBatch")
+        payloads = {f"{prefix}/t{t}/f{i}": random.randbytes(100 + 37 * i + t) for t in range(8) for i in range(25)}
+        by_thread = [[p for p in payloads if f"/t{t}/" in p] for t in range(8)]
+        infos: dict[str, str] = {}
+
+        def run(paths: list[str], c: RemoteClient) -> None:
+            for p in paths:
+                infos[p] = c.put(payloads[p], p).sha256
+
+        with fed.client(via=via) as c:
+            threads = [threading.Thread(target=run, args=(paths, c)) for paths in by_thread]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(60)
+            assert c._put_batcher.batches > 0  # the threads did overlap
+        assert calls(fed, "onprem-a" if via is None else "aws-1", "PutBatch") > batches
+        assert infos == {p: sha(d) for p, d in payloads.items()}
+        with fed.client() as c:
+            for p, d in payloads.items():
+                assert c.cat(p) == d
+            versions = [c.stat(p).version for p in payloads]
+        assert len(set(versions)) == len(versions)  # one version per put, none merged
+
+
+def test_put_batch_outcomes_are_per_put(fed: Federation) -> None:
+    """One PutBatch call: each put commits or fails alone, with the error its own Put would
+    have ended with; the owner and a forwarder answer the same."""
+    with fed.client() as c:
+        c.put(b"old", "/pu/outcomes/kept")
+
+    def put(path: str, data: bytes, **header: Any) -> pb.PutRequest:
+        return pb.PutRequest(header=pb.WriteHeader(target=pb.Target(global_path=path), **header), data=data)
+
+    for cid in ("onprem-a", "aws-1"):
+        with grpc.insecure_channel(fed.controllers[cid].endpoint) as ch:
+            reply = pb_grpc.FederationStub(ch).PutBatch(pb.PutBatchRequest(puts=[
+                put(f"/pu/outcomes/{cid}-new", b"new"),
+                put("/pu/outcomes/kept", b"x", if_absent=True),  # exists: a conflict
+                put("/pu", b"x"),  # the root of the volume
+                pb.PutRequest(data=b"no header"),
+                put("/nowhere/f", b"x"),  # no mount
+                put("/pu/outcomes/bad-hash", b"x", expect_sha256="0" * 64),
+            ]), timeout=30)
+        first, *failed = reply.outcomes
+        assert first.HasField("reply") and first.reply.info.sha256 == sha(b"new")
+        assert [(o.HasField("reply"), o.error_kind) for o in failed] == [
+            (False, "conflict"), (False, "invalid-input"), (False, "invalid-input"),
+            (False, "not-found"), (False, "invalid-input"),
+        ]
+        assert all(o.error for o in failed)
+    with fed.client() as c:
+        assert c.cat("/pu/outcomes/kept") == b"old"
+        assert c.cat("/pu/outcomes/onprem-a-new") == b"new" and c.cat("/pu/outcomes/aws-1-new") == b"new"
+        with pytest.raises(NotFound):
+            c.stat("/pu/outcomes/bad-hash")
+    # an empty batch is an empty answer
+    with grpc.insecure_channel(fed.controllers["onprem-a"].endpoint) as ch:
+        assert len(pb_grpc.FederationStub(ch).PutBatch(pb.PutBatchRequest(), timeout=10).outcomes) == 0

@@ -7,11 +7,14 @@ sent, whole: a put in flight at the kill may have landed or not, never partly.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import signal
 import threading
 from pathlib import Path
+
+import pytest
 
 from namespace.errors import GnsError
 from tests.fixtures.federation import Federation
@@ -31,7 +34,10 @@ def temp_files(data_dir: Path) -> list[Path]:
     return [p for p in data_dir.rglob("*") if p.is_file() and "tmp" in p.relative_to(data_dir).parts]
 
 
-def test_kill9_owner_during_small_puts_loses_nothing_acknowledged(federation: Federation) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["client-per-thread", "shared-client-put-batch"])
+def test_kill9_owner_during_small_puts_loses_nothing_acknowledged(federation: Federation, shared: bool) -> None:
+    """Threads with a client each (one Put per file), or sharing one client, whose puts
+    travel together in PutBatch calls: the kill then lands in the middle of batches."""
     fed = federation
     fed.add("onprem-a")
     assert fed.gns("volume", "create", "sp", "--cluster", "onprem-a").returncode == 0
@@ -42,9 +48,11 @@ def test_kill9_owner_during_small_puts_loses_nothing_acknowledged(federation: Fe
     lock = threading.Lock()
     stop = threading.Event()
 
+    shared_client = fed.client() if shared else None
+
     def run(k: int) -> None:
         rng = random.Random(k)
-        with fed.client() as c:
+        with contextlib.nullcontext(shared_client) if shared_client else fed.client() as c:
             i = 0
             while not stop.is_set():
                 path = f"/sp/t{k}/f{i:05d}"
@@ -70,6 +78,9 @@ def test_kill9_owner_during_small_puts_loses_nothing_acknowledged(federation: Fe
         for t in writers:
             t.join(60)
     assert not any(t.is_alive() for t in writers)
+    if shared_client is not None:
+        assert shared_client._put_batcher.batches > 0
+        shared_client.close()
     in_flight = set(sent) - set(acked)
     assert len(in_flight) <= THREADS
 

@@ -40,3 +40,17 @@ def test_put_needs_write_on_its_target() -> None:
     with pytest.raises(PermissionDenied):  # no target: only a cluster may send that
         authz.check_message(alice, "Federation", "Put", pb.PutRequest(data=b"x"))
     authz.check_message(Identity("cluster", "onprem-b"), "Federation", "Put", pb.PutRequest(data=b"x"))
+
+
+def test_put_batch_needs_write_on_every_target() -> None:
+    authz = _authz()
+    alice = Identity("user", "alice", ("ops",))
+    ok = [_put(pb.Target(global_path="/team/a")), _put(pb.Target(volume="sec", relative_path="team/b"))]
+    authz.check_message(alice, "Federation", "PutBatch", pb.PutBatchRequest(puts=ok))
+    for bad in (_put(pb.Target(global_path="/public/f")), pb.PutRequest(data=b"x"),
+                _put(pb.Target(volume="sec", relative_path="other", global_path="/team/x"))):
+        with pytest.raises(PermissionDenied):  # one put alice may not write refuses them all
+            authz.check_message(alice, "Federation", "PutBatch", pb.PutBatchRequest(puts=[*ok, bad]))
+    authz.check_message(alice, "Federation", "PutBatch", pb.PutBatchRequest())  # nothing to write
+    authz.check_message(Identity("cluster", "onprem-b"), "Federation", "PutBatch",
+                        pb.PutBatchRequest(puts=[pb.PutRequest(data=b"x")]))

@@ -69,6 +69,11 @@ class FederationStub:
                 request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PutRequest.SerializeToString,
                 response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WriteReply.FromString,
                 _registered_method=True)
+        self.PutBatch = channel.unary_unary(
+                '/gns.federation.v1.Federation/PutBatch',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PutBatchRequest.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PutBatchReply.FromString,
+                _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/gns.federation.v1.Federation/Delete',
                 request_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.DeleteRequest.SerializeToString,
@@ -146,6 +151,12 @@ class FederationServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Put(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutBatch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -230,6 +241,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.Put,
                     request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PutRequest.FromString,
                     response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WriteReply.SerializeToString,
+            ),
+            'PutBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutBatch,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PutBatchRequest.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PutBatchReply.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
@@ -456,6 +472,33 @@ class Federation:
             '/gns.federation.v1.Federation/Put',
             federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PutRequest.SerializeToString,
             federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.WriteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.federation.v1.Federation/PutBatch',
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PutBatchRequest.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_federation_dot_v1_dot_federation__pb2.PutBatchReply.FromString,
             options,
             channel_credentials,
             insecure,
