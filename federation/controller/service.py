@@ -51,6 +51,7 @@ RELEASE = "0.1.0"
 _HOPS = "gns-hops"
 _MAX_HOPS = 2
 _WATCH_POLL_S = 0.05  # how often an idle Watch looks for new commits
+MAX_PUT_BATCH = 1024  # puts one PutBatch may hold (the client sends up to 64)
 
 
 class Resolved:
@@ -579,6 +580,8 @@ class FederationService(pb_grpc.FederationServicer):
         """Several puts of one client, each handled as its own ``Put`` would be, all at once:
         those for this controller's volumes join the same group commit. Every put succeeds
         or fails alone; a failure is its outcome, not the call's status."""
+        if len(request.puts) > MAX_PUT_BATCH:
+            raise InvalidInput(f"a PutBatch holds at most {MAX_PUT_BATCH} puts, not {len(request.puts)}")
         results = await asyncio.gather(*(self._put(p, context) for p in request.puts), return_exceptions=True)
         reply = pb.PutBatchReply()
         for result in results:

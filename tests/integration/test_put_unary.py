@@ -278,6 +278,13 @@ def test_put_batch_outcomes_are_per_put(fed: Federation) -> None:
         assert c.cat("/pu/outcomes/onprem-a-new") == b"new" and c.cat("/pu/outcomes/aws-1-new") == b"new"
         with pytest.raises(NotFound):
             c.stat("/pu/outcomes/bad-hash")
-    # an empty batch is an empty answer
     with grpc.insecure_channel(fed.controllers["onprem-a"].endpoint) as ch:
-        assert len(pb_grpc.FederationStub(ch).PutBatch(pb.PutBatchRequest(), timeout=10).outcomes) == 0
+        stub = pb_grpc.FederationStub(ch)
+        # an empty batch is an empty answer
+        assert len(stub.PutBatch(pb.PutBatchRequest(), timeout=10).outcomes) == 0
+        # too many puts in one call: refused whole, nothing written
+        with pytest.raises(grpc.RpcError) as err:
+            stub.PutBatch(pb.PutBatchRequest(puts=[put(f"/pu/outcomes/many/{i}", b"") for i in range(1025)]),
+                          timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most 1024" in (err.value.details() or "")
+    assert fed.gns("stat", "/pu/outcomes/many").returncode == 3
