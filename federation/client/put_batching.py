@@ -9,13 +9,14 @@ How (natural batching, as Kafka's producer and etcd's proposals do): a put to a 
 with nothing in flight goes out at once, as a plain ``Put``, so a lone writer waits for
 nobody. Puts that arrive while a call is in flight queue; when it returns, the first queued
 thread leads: it takes the queue, sends it as one ``PutBatch`` (a plain ``Put`` if it holds
-one put) and hands every thread its own outcome. Each put still succeeds or fails alone and is acknowledged only after its own
-commit, as with ``Put``.
+one put) and hands every thread its own outcome. Each put still succeeds or fails alone and
+is acknowledged only after its own commit, as with ``Put``.
 
-A leader may wait a little first (``LINGER_S``), as the owner's group commit does, and
-only while fewer puts are queued than the previous call held: the threads that call
-answered are about to put again. A lone writer's calls hold one put, so it never waits. Without it, eight writers fell into a rhythm of one lone
-put and one batch of seven, each paying a commit's latency, for half the throughput.
+A leader may wait a little first (``LINGER_S``), as the owner's group commit does, and only
+while fewer puts are queued than the previous call held: the threads that call answered are
+about to put again. A lone writer's calls hold one put, so it never waits. Without it, eight
+writers fell into a rhythm of one lone put and one batch of seven, each paying a commit's
+latency, for half the throughput.
 
 A server that answers the batch UNIMPLEMENTED (an older release) is sent single puts from
 then on; a refused batch (one put the caller may not write) is retried one put at a time,
@@ -95,10 +96,7 @@ class PutBatcher:
         if not me.lead:
             self._wait(line, me)
         if me.lead:
-            try:
-                self._send(stub, self._gather(line))
-            finally:
-                self._hand_over(line)
+            self._lead(line)
         if me.alone:
             return _put_one(stub, request)
         if me.error is not None:
@@ -116,11 +114,15 @@ class PutBatcher:
                     line.queue.remove(me)  # never sent: withdrawn
                     raise
             if me.lead:  # the line waits for us: send the batch all the same
-                try:
-                    self._send(line.stub, self._gather(line))
-                finally:
-                    self._hand_over(line)
+                self._lead(line)
             raise
+
+    def _lead(self, line: _Line) -> None:
+        """Send the next batch of ``line``, then pass the lead on."""
+        try:
+            self._send(line.stub, self._gather(line))
+        finally:
+            self._hand_over(line)
 
     def _hand_over(self, line: _Line) -> None:
         """After a call returned: the first queued thread leads the next one."""
@@ -203,4 +205,3 @@ def _take(queue: list[_Pending]) -> tuple[list[_Pending], list[_Pending]]:
 def _put_one(stub: Stub, request: pb.PutRequest) -> pb.WriteReply:
     reply: pb.WriteReply = stub.Put(request, timeout=None)
     return reply
-

@@ -77,10 +77,11 @@ def test_kill9_owner_during_small_puts_loses_nothing_acknowledged(federation: Fe
         stop.set()
         for t in writers:
             t.join(60)
+        if shared_client is not None:
+            shared_client.close()
     assert not any(t.is_alive() for t in writers)
     if shared_client is not None:
         assert shared_client._put_batcher.batches > 0
-        shared_client.close()
     in_flight = set(sent) - set(acked)
     assert len(in_flight) <= THREADS
 
