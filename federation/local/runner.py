@@ -194,16 +194,19 @@ class LocalFederation:
                 init_certs(tls_dir, [c.id for c in config.clusters])
                 state["tls_dir"] = str(tls_dir)
             old_ctl = old.get("controllers", {})
+            stale = self._holders(etcd_urls)
             for c in config.clusters:
                 self._start_cluster(c, config, state, old_ctl.get(c.id, {}), tls_dir)
             write_state(state, self.home)
-            self._wait_ready(etcd_urls, [c.id for c in config.clusters], state, timeout)
+            self._wait_ready(etcd_urls, [c.id for c in config.clusters], state, timeout, stale)
             if config.edge_sites():
+                holders = self._holders(etcd_urls)
+                stale = {e.id: holders[e.id] for e in config.edge_sites() if e.id in holders}
                 for e in config.edge_sites():
                     self._start_edge(e, state, old_ctl.get(e.id, {}), tls_dir)
                 write_state(state, self.home)
                 self._wait_ready(etcd_urls, [c.id for c in config.clusters] + [e.id for e in config.edge_sites()],
-                                 state, timeout)
+                                 state, timeout, stale)
         except BaseException:
             self.down(quiet=True)
             raise
@@ -241,18 +244,22 @@ class LocalFederation:
                 # The controllers dial the URL they were given: etcd must come back on it.
                 self._start_etcd(state, state.get("etcd_ports") or {}, keep_ports=True)
                 restarted.append("etcd")
+            holders = self._holders(etcd_urls)
             for cid, c in clusters.items():
                 if not pid_alive(ctl[cid].get("pid")):
                     self._start_cluster(c, config, state, ctl[cid], tls_dir)
                     restarted.append(cid)
             write_state(state, self.home)
-            self._wait_ready(etcd_urls, list(clusters), state, timeout)
+            stale = {cid: holders[cid] for cid in restarted if cid in holders}
+            self._wait_ready(etcd_urls, list(clusters), state, timeout, stale)
+            holders = self._holders(etcd_urls)
             for eid, e in edges.items():
                 if not pid_alive(ctl[eid].get("pid")):
                     self._start_edge(e, state, ctl[eid], tls_dir)
                     restarted.append(eid)
             write_state(state, self.home)
-            self._wait_ready(etcd_urls, list(clusters) + list(edges), state, timeout)
+            stale |= {eid: holders[eid] for eid in restarted if eid in holders and eid in edges}
+            self._wait_ready(etcd_urls, list(clusters) + list(edges), state, timeout, stale)
         except BaseException:
             for name in restarted:
                 for pid in (state["etcd_pids"] if name == "etcd" else [ctl[name]["pid"]]):
@@ -318,13 +325,27 @@ class LocalFederation:
         state["controllers"][e.id] = {"pid": proc.pid, "port": port, "endpoint": f"127.0.0.1:{port}",
                                       "data_dir": str(data_dir), "edge": True, "hub": e.hub}
 
-    def _wait_ready(self, etcd: str, ids: list[str], state: dict[str, Any], timeout: float) -> None:
+    def _holders(self, etcd: str) -> dict[str, bytes]:
+        """Who holds each cluster's liveness key (``alive/<id>``) now: taken before starting
+        controllers, for ``_wait_ready`` to tell their holders from the ones before."""
+        from federation.client import Client
+
+        with Client(etcd, home=self.home, watch=False) as client:
+            return dict(client.view().alive)
+
+    def _wait_ready(self, etcd: str, ids: list[str], state: dict[str, Any], timeout: float,
+                    stale: dict[str, bytes]) -> None:
+        """Until every one of ``ids`` is Ready, each under a holder other than its ``stale``
+        one: a controller killed with -9 leaves its lease alive for its TTL (and an etcd
+        restored from disk brings old leases back), so Ready alone could still be the dead
+        process while the one just started is not serving yet."""
         from federation.client import Client
 
         deadline = time.monotonic() + timeout
         with Client(etcd, home=self.home, watch=False) as client:
             while True:
-                ready = {c.id for c in client.clusters() if c.state == "Ready"}
+                alive = client.view().alive
+                ready = {cid for cid in ids if cid in alive and alive[cid] != stale.get(cid)}
                 if set(ids) <= ready:
                     return
                 for cid in ids:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from federation.client import Client
 from federation.local.etcd_server import etcd_binary
 from federation.pids import pid_alive
 from tests.fixtures.federation import assert_error
@@ -80,6 +81,11 @@ def test_up_restarts_what_stopped_and_leaves_the_rest(tmp_path: Path) -> None:
         assert pid_alive(after["controllers"]["onprem-a"]["pid"]) and pid_alive(after["etcd_pids"][0])
         assert after["controllers"]["onprem-a"]["port"] == before["controllers"]["onprem-a"]["port"]
         assert after["etcd"] == before["etcd"]
+        # up returned only once the new process holds the lease: the killed one's lease
+        # (restored with etcd's data) said Ready before the new one served anything.
+        with Client(after["etcd"], home=home, watch=False) as client:
+            holder = json.loads(client.view().alive["onprem-a"])
+        assert f":{after['controllers']['onprem-a']['pid']}:" in holder["instance"]
         cat = gns("cat", "/s/day.csv")
         assert (cat.returncode, cat.stdout) == (0, "a,b\n1,2\n"), cat.stderr
         assert gns("put", "-", "/s/two.csv", data=b"2\n").returncode == 0
