@@ -12,6 +12,9 @@ _ROTATION_CHECK_S = 5.0
 CHUNK_SIZE = 1 << 20
 # Room for one data chunk plus its envelope; larger messages are a bug, not a file.
 MAX_MESSAGE = 8 * CHUNK_SIZE
+# Puts one PutBatch may hold (the client sends up to 64): a call of 8 MiB of empty puts
+# would otherwise start 100k tasks on the server.
+MAX_PUT_BATCH = 1024
 # A fixed HTTP/2 receive window per stream, so the memory a transfer holds is bounded.
 # gRPC's default grows the window from its bandwidth-delay estimate, without a cap that
 # matters here: a 1 GiB put through a forwarder grew the owner's RSS by 36 to 101 MiB and

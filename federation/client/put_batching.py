@@ -19,8 +19,9 @@ writers fell into a rhythm of one lone put and one batch of seven, each paying a
 latency, for half the throughput.
 
 A server that answers the batch UNIMPLEMENTED (an older release) is sent single puts from
-then on; a refused batch (one put the caller may not write) is retried one put at a time,
-so every put gets its own answer.
+then on. A controller answers a put the caller may not write as that put's own outcome;
+a batch refused whole (PERMISSION_DENIED, from a release that did so) is retried one put at
+a time, so every put gets its own answer either way.
 """
 from __future__ import annotations
 

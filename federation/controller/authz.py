@@ -39,7 +39,10 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter
 
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api.errors import kind_of, trailing_metadata
+from federation.channels import MAX_PUT_BATCH
+from federation.controller.rpc_errors import put_failure
 from federation.tls import Identity, identity_of_pem
 from namespace.acl import AclCache, Grants, check_principal, check_subject
 from namespace.cache import NamespaceView
@@ -223,8 +226,8 @@ class Authorizer:
                 self._check(who, "read", [normalize(request.path)], f"{service}/{method}")
                 return
             if method == "PutBatch":
-                # Each put as if it came alone; one denied refuses the call (the client then
-                # sends its puts one by one, so each gets its own answer).
+                # Each put as if it came alone (the interceptor lets the allowed ones through
+                # and answers the denied ones each with its own outcome: ``_put_batch``).
                 for put in request.puts:
                     self.check_message(who, service, "Put", put)
                 return
@@ -376,6 +379,41 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
         except InvalidInput as exc:
             raise PermissionDenied(f"permission denied: bad {ON_BEHALF_OF}: {exc}") from None
 
+    def _put_batch(
+        self,
+        fn: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+        refuse: Callable[[Exception, grpc.aio.ServicerContext], Awaitable[None]],
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        """``PutBatch``: each put checked as a lone ``Put`` would be. A denied put is its own
+        outcome (denied once, audited once) and the rest go on to the handler, as a client
+        sending them one by one would see; only an unknown caller refuses the whole call."""
+        authz = self.authz
+
+        async def put_batch(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                who = self._who(context)
+            except PermissionDenied as exc:
+                await refuse(exc, context)
+            _CALLER.set(who)
+            if len(request.puts) > MAX_PUT_BATCH:
+                return await fn(request, context)  # refused whole, nothing written or checked
+            denied: dict[int, PermissionDenied] = {}
+            for i, put in enumerate(request.puts):
+                try:
+                    authz.check_message(who, "Federation", "Put", put)
+                except PermissionDenied as exc:
+                    denied[i] = exc
+            if not denied:
+                return await fn(request, context)
+            allowed = pb.PutBatchRequest(puts=[p for i, p in enumerate(request.puts) if i not in denied])
+            done = iter((await fn(allowed, context)).outcomes if allowed.puts else ())
+            reply = pb.PutBatchReply()
+            for i in range(len(request.puts)):
+                reply.outcomes.append(put_failure(denied[i], "Federation/PutBatch") if i in denied else next(done))
+            return reply
+
+        return put_batch
+
     def _wrap(self, h: grpc.RpcMethodHandler, service: str, method: str) -> grpc.RpcMethodHandler:
         kw = {"request_deserializer": h.request_deserializer,
               "response_serializer": h.response_serializer}
@@ -384,6 +422,8 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
         async def refuse(exc: Exception, context: grpc.aio.ServicerContext) -> None:
             await context.abort(kind_of(exc).code, str(exc), trailing_metadata(exc))
 
+        if (service, method) == ("Federation", "PutBatch") and h.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(self._put_batch(h.unary_unary, refuse), **kw)
         if h.unary_unary is not None or h.unary_stream is not None:
             fn = h.unary_unary or h.unary_stream
 

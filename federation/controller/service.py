@@ -20,7 +20,7 @@ import grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
-from federation.channels import Peers
+from federation.channels import MAX_PUT_BATCH, Peers
 from federation.controller import read_relay, write_relay
 from federation.controller.global_names import Anchor, named_globally
 from federation.controller.handler_io import IOPool, read_header
@@ -51,7 +51,6 @@ RELEASE = "0.1.0"
 _HOPS = "gns-hops"
 _MAX_HOPS = 2
 _WATCH_POLL_S = 0.05  # how often an idle Watch looks for new commits
-MAX_PUT_BATCH = 1024  # puts one PutBatch may hold (the client sends up to 64)
 
 
 class Resolved:

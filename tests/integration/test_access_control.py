@@ -154,8 +154,9 @@ def test_user_claiming_a_forwarded_identity_is_refused(fed: Federation) -> None:
 
 
 def test_put_batch_is_checked_put_by_put(fed: Federation) -> None:
-    """A PutBatch is allowed only if every put in it would be; a client's batched puts still
-    get each its own answer (the refused batch is sent again one put at a time)."""
+    """Each put of a PutBatch is checked as a lone Put would be: a denied one is its own
+    PERMISSION_DENIED outcome, denied and audited once, and the allowed ones are written; a
+    client's batched puts each get their own answer."""
     import threading
 
     from federation.client import Client
@@ -168,10 +169,20 @@ def test_put_batch_is_checked_put_by_put(fed: Federation) -> None:
     try:
         with _user_channel(fed, "alice", "onprem-b") as ch:
             stub = pb_grpc.FederationStub(ch)
-            with pytest.raises(grpc.RpcError) as err:
-                stub.PutBatch(pb.PutBatchRequest(puts=[put("/data/team/pb1"), put("/data/pb2")]), timeout=10)
-            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-            assert fed.gns("stat", "/data/team/pb1").returncode == 3  # nothing of it was written
+            audit = fed.controllers["onprem-b"].data_dir / "audit.log"
+            before = audit.read_text() if audit.exists() else ""
+            mixed = stub.PutBatch(pb.PutBatchRequest(puts=[put("/data/pb0"), put("/data/team/pb1"),
+                                                           put("/data/pb2")]), timeout=10)
+            assert [o.error_kind for o in mixed.outcomes] == ["permission-denied", "", "permission-denied"]
+            assert mixed.outcomes[1].reply.info.size == 1 and not mixed.outcomes[0].retryable
+            assert "has no write on /data/pb2" in mixed.outcomes[2].error
+            assert fed.gns("cat", "/data/team/pb1").stdout == "b"
+            assert fed.gns("stat", "/data/pb0").returncode == 3 and fed.gns("stat", "/data/pb2").returncode == 3
+            lines = [json.loads(ln) for ln in audit.read_text()[len(before):].splitlines()]
+            assert sorted((ln["path"], ln["result"]) for ln in lines) == [
+                ("/data/pb0", "denied: no write"), ("/data/pb2", "denied: no write")]  # once each
+            only_denied = stub.PutBatch(pb.PutBatchRequest(puts=[put("/data/pb5")]), timeout=10)
+            assert [o.error_kind for o in only_denied.outcomes] == ["permission-denied"]
             reply = stub.PutBatch(pb.PutBatchRequest(puts=[put("/data/team/pb3"), put("/data/team/pb4")]),
                                   timeout=10)
             assert [o.reply.info.size for o in reply.outcomes] == [1, 1]
