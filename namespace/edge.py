@@ -15,6 +15,9 @@ Keys (under ``/gns/v1/``, values JSON)::
                         site's certificate is its identity)
     edge/links/<site>  {site, hub, connected_since, backlog: {versions, bytes}} bound to the
                        site's liveness lease (gone when the site is Down)
+    edge/backlogs/<site>  {backlog: {versions, bytes}, reported_at}: the last count the site
+                       reported, kept when its link goes (what ``gns edge list`` shows for a
+                       Down site, with its time, instead of a 0 nobody counted)
 
 The hub (never the edge itself, which has no etcd access) calls in here. Nothing here
 decides from message text; reasons are carried by the exception types.
@@ -38,6 +41,7 @@ EDGE = schema.ROOT + "edge/"
 TOKENS = EDGE + "tokens/"
 SITES = EDGE + "sites/"
 LINKS = EDGE + "links/"
+BACKLOGS = EDGE + "backlogs/"
 HUBS = EDGE + "hubs/"
 
 TOKEN_PREFIX = "K10"
@@ -57,6 +61,10 @@ def site_key(site: str) -> bytes:
 
 def link_key(site: str) -> bytes:
     return (LINKS + site).encode()
+
+
+def backlog_key(site: str) -> bytes:
+    return (BACKLOGS + site).encode()
 
 
 def hub_key(hub: str) -> bytes:
@@ -302,24 +310,33 @@ async def renew_credential(etcd: Etcd, site: str, credential: str, credential_tt
 
 
 async def list_sites(etcd: Etcd) -> list[dict[str, Any]]:
-    """``gns edge list``: every joined site with its hub, state, connected-since, backlog."""
+    """``gns edge list``: every joined site with its hub, state, connected-since, backlog.
+
+    A Ready site's backlog is its hub's live count (``backlog_as_of`` None). A Down site's
+    is the last count it reported before its link went (``backlog_as_of`` its time): the
+    site goes on writing while away, so the backlog can only have grown since."""
     sites, _ = await etcd.get_prefix(SITES.encode())
     links, _ = await etcd.get_prefix(LINKS.encode())
+    reports, _ = await etcd.get_prefix(BACKLOGS.encode())
     alive, _ = await etcd.get_prefix(schema.ALIVE.encode())
     live = {k.decode()[len(schema.ALIVE):] for k, _ in alive}
     link_of = {k.decode()[len(LINKS):]: json.loads(v) for k, v in links}
+    report_of = {k.decode()[len(BACKLOGS):]: json.loads(v) for k, v in reports}
     out = []
     for key, value in sites:
         rec = json.loads(value)
         name = key.decode()[len(SITES):]
         link = link_of.get(name, {})
-        backlog = link.get("backlog") or {"versions": 0, "bytes": 0}
+        ready = name in live and bool(link)
+        report = {} if ready else report_of.get(name, {})
+        backlog = (link if ready else report).get("backlog") or {"versions": 0, "bytes": 0}
         out.append({
             "site": name,
             "hub": link.get("hub") or rec.get("hub", ""),
-            "state": "Ready" if name in live and link else "Down",
+            "state": "Ready" if ready else "Down",
             "connected_since": link.get("connected_since"),
             "backlog": {"versions": int(backlog.get("versions", 0)), "bytes": int(backlog.get("bytes", 0))},
+            "backlog_as_of": report.get("reported_at"),
         })
     return sorted(out, key=lambda s: s["site"])
 
@@ -327,6 +344,7 @@ async def list_sites(etcd: Etcd) -> list[dict[str, Any]]:
 async def forget_site(etcd: Etcd, site: str) -> None:
     """Drop a site's identity (its credential stops working at the next connect)."""
     tx = etcd.tx
-    ok, _ = await etcd.txn([tx.create(site_key(site)) != 0], [tx.delete(site_key(site))])
+    ok, _ = await etcd.txn([tx.create(site_key(site)) != 0],
+                           [tx.delete(site_key(site)), tx.delete(backlog_key(site))])
     if not ok:
         raise NotFound(f"edge site {site!r} not found")

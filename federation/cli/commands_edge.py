@@ -75,7 +75,8 @@ def edge_list(env: Env) -> None:
         return
     table("edge sites", SITE_COLS, [
         [s.site, s.hub, s.state, _when(s.connected_since),
-         f"{s.backlog.versions} versions, {s.backlog.bytes} bytes"] for s in sites])
+         f"{s.backlog.versions} versions, {s.backlog.bytes} bytes"
+         + (f" (as of {_when(s.backlog_as_of)})" if s.backlog_as_of else "")] for s in sites])
 
 
 def _when(epoch: float | None) -> str:

@@ -511,13 +511,18 @@ class EdgeSite:
     state: Literal["Ready", "Down"]
     connected_since: float | None
     backlog: EdgeBacklog
+    # None while Ready (the hub's live count); for a Down site, when it last reported the
+    # backlog shown (it may have grown since: the site goes on writing while away).
+    backlog_as_of: float | None = None
 
     def to_json(self) -> Json:
         return {"site": self.site, "hub": self.hub, "state": self.state,
-                "connected_since": self.connected_since, "backlog": self.backlog.to_json()}
+                "connected_since": self.connected_since, "backlog": self.backlog.to_json(),
+                "backlog_as_of": self.backlog_as_of}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> EdgeSite:
         b = d.get("backlog") or {}
         return cls(site=d["site"], hub=d["hub"], state=d["state"], connected_since=d.get("connected_since"),
-                   backlog=EdgeBacklog(versions=b.get("versions", 0), bytes=b.get("bytes", 0)))
+                   backlog=EdgeBacklog(versions=b.get("versions", 0), bytes=b.get("bytes", 0)),
+                   backlog_as_of=d.get("backlog_as_of"))

@@ -162,6 +162,7 @@ class SiteLink:
         self.view_generation = -1
         self.published: dict[bytes, bytes] = {}
         self.backlog = {"versions": 0, "bytes": 0}
+        self.backlog_recorded = False  # edge/backlogs/<site> holds this link's count
         self.closed = asyncio.Event()
         self.credential = ""
 
@@ -638,11 +639,15 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
                 want[key] = json.dumps(status, sort_keys=True).encode()
         backlog = {"versions": int(hb.backlog_versions), "bytes": int(hb.backlog_bytes)}
         self.backlog_metrics.set(link.site, backlog["versions"], backlog["bytes"])
-        if backlog != link.backlog and link.lease_id is not None:
+        if link.lease_id is not None and (backlog != link.backlog or not link.backlog_recorded):
             link.backlog = backlog
+            link.backlog_recorded = True
             want[records.link_key(link.site)] = json.dumps({
                 "site": link.site, "hub": self.cluster, "connected_since": link.connected_since,
                 "backlog": backlog}).encode()
+            # Outlives the link: what the site last counted, for when it is Down.
+            want[records.backlog_key(link.site)] = json.dumps({
+                "backlog": backlog, "reported_at": time.time()}).encode()
         ops = []
         for key, value in want.items():
             if link.published.get(key) == value:
@@ -655,6 +660,7 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
                 await self.etcd.txn([], ops)
             except GnsError as exc:
                 link.published.clear()
+                link.backlog_recorded = False  # written again with the next beat
                 log.warning("edge site %s: publishing its report failed: %s", link.site, exc)
 
     async def _renew(self, link: SiteLink, frame: epb.Frame) -> None:

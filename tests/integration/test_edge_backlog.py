@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.request
 from pathlib import Path
 
@@ -119,6 +120,7 @@ def test_backlog_is_what_has_not_shipped(federation: Federation, tmp_path: Path)
     with the link cut (not the whole volume because a shipping call the cut broke made the
     site forget what the target holds), and 0 again once the link is back and they shipped."""
     hb = 6.0  # long enough that "at the next heartbeat" is visibly late
+    started = time.time()
     _, core, proxy, e = start_mirrored_site(federation, tmp_path, heartbeat=hb)
     zero = ({"versions": 0, "bytes": 0}, 0)
     try:
@@ -131,9 +133,16 @@ def test_backlog_is_what_has_not_shipped(federation: Federation, tmp_path: Path)
         # Cut while the site still believes in its link: the writes start shipping, and the
         # cut breaks that call.
         proxy.stall()
+        cut_at = time.time()
         for i in range(2):
             put(s, f"/sensors/b{i}", b"b" * 100)
         e.wait_link("Down", timeout=4 * hb)
+        # The hub cannot count what the site writes while away: `edge list` shows the last
+        # count it had (0: all shipped before the cut), dated, not a fresh-looking 0.
+        site = wait_for(lambda: (s := edge_list(federation)["edge-1"])["state"] == "Down" and s, 4 * hb,
+                        "the hub sees the site Down")
+        assert site["backlog"] == {"versions": 0, "bytes": 0}
+        assert started <= site["backlog_as_of"] <= cut_at  # nothing after the cut reached the hub
         k = {"versions": 2, "bytes": 200}
         wait_for(lambda: e.status()["backlog"] == k, 5, "backlog of exactly the two writes")
         holds_for(lambda: e.status()["backlog"] == k, 2.5, "a backlog of exactly the two writes")  # recounts later

@@ -103,3 +103,39 @@ def test_core_cluster_name_refused_for_tokens_and_joins(etcd: EtcdCluster) -> No
         assert rec["site"] == "edge-9"
 
     run(etcd, body)
+
+
+def test_a_down_site_shows_its_last_reported_backlog_with_its_time(etcd: EtcdCluster) -> None:
+    """The hub's live count while the link lives; once it is gone, the last count the site
+    reported, dated (it can only have grown since), not a 0 nobody counted."""
+    from namespace import schema
+
+    async def body(client: Etcd) -> None:
+        made = await edge.create_token(client, "edge-5", "onprem-a", 60, edge.INSECURE_CA)
+        await edge.redeem_token(client, made["token"], "edge-5", "onprem-a", edge.INSECURE_CA, 3600)
+        [site] = await edge.list_sites(client)
+        assert (site["state"], site["backlog"], site["backlog_as_of"]) == ("Down", {"versions": 0, "bytes": 0}, None)
+
+        lease = await client.call(client.client.lease, 30)
+        tx = client.tx
+        live = {"versions": 3, "bytes": 300}
+        await client.txn([], [
+            tx.put(schema.alive("edge-5"), b"{}", lease=lease.id),
+            tx.put(edge.link_key("edge-5"), json.dumps({"site": "edge-5", "hub": "onprem-a",
+                                                        "connected_since": 1.0, "backlog": live}).encode(),
+                   lease=lease.id),
+            tx.put(edge.backlog_key("edge-5"), json.dumps({"backlog": {"versions": 2, "bytes": 200},
+                                                           "reported_at": 5.0}).encode()),
+        ])
+        [site] = await edge.list_sites(client)
+        assert (site["state"], site["backlog"], site["backlog_as_of"]) == ("Ready", live, None)
+
+        await client.call(client.client.revoke_lease, lease.id)  # the link is gone
+        [site] = await edge.list_sites(client)
+        assert (site["state"], site["backlog"], site["backlog_as_of"]) == ("Down", {"versions": 2, "bytes": 200}, 5.0)
+        assert site["connected_since"] is None
+
+        await edge.forget_site(client, "edge-5")
+        assert await client.get(edge.backlog_key("edge-5")) is None
+
+    run(etcd, body)

@@ -94,6 +94,8 @@ MODELS: list[Any] = [
     EdgeToken(token="t", site="s", hub="c1", expires_at=1.0),
     EdgeSite(site="s", hub="c1", state="Ready", connected_since=1.0,
              backlog=EdgeBacklog(versions=1, bytes=2)),
+    EdgeSite(site="s", hub="c1", state="Down", connected_since=None,
+             backlog=EdgeBacklog(versions=1, bytes=2), backlog_as_of=5.0),
 ]
 
 
