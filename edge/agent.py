@@ -37,10 +37,11 @@ from federation import event_loop
 from federation.channels import BASE_OPTIONS, AioChannelPool
 from federation.edge_mux import InCall, LinkMux, RelayHandler, forwardable, replay
 from federation.sitekit import (
+    AuditLog,
     AuthzInterceptor,
-    CallerOnly,
     ControllerMetrics,
     ErrorInterceptor,
+    SiteAuthorizer,
     add_federation_service,
     claim_data_dir,
     forward_metadata,
@@ -175,13 +176,14 @@ class EdgeController:
         service = EdgeFederationService(cfg.site, cache, volumes, metrics, peers, pool)  # type: ignore[arg-type]
         # A site with its own certificate (it joined a hub that runs TLS) serves apps with
         # mutual TLS too, as every controller of such a federation does (SPEC §10): a caller
-        # without a certificate from the federation CA is refused at the handshake, and the
-        # identity TLS proved travels with every call the site forwards, so the hub and the
-        # owner decide on it (they hold the grants; the site holds none).
+        # without a certificate from the federation CA is refused at the handshake. The site
+        # decides on the identity TLS proved for its own paths (with the grants its hub
+        # sent), and passes it on with every call it forwards, for the hub and the owner.
         tls = cert_dir(cfg.data_dir) if has_certificate(cfg.data_dir, cfg.site) else None
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(metrics)]
         if tls is not None:
-            interceptors.append(AuthzInterceptor(CallerOnly()))
+            audit = AuditLog(cfg.data_dir / "audit.log")
+            interceptors.append(AuthzInterceptor(SiteAuthorizer(cfg.site, cache, audit)))
         server = grpc.aio.server(options=BASE_OPTIONS, interceptors=interceptors)
         add_federation_service(service, server)
         # Control commands sent to the site (--controller) are the hub's to answer: it holds

@@ -35,6 +35,7 @@ from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
 from federation.edge_mux import forwardable
 from federation.sitekit import API_VERSIONS, RELEASE, FederationService, Resolved, VolumeManager
+from namespace.acl import Grant, Grants, check_subject, parse_perms
 from namespace.cache import NamespaceView
 from namespace.errors import InvalidInput, Unavailable
 from namespace.models import ClusterSpec, Volume
@@ -59,6 +60,9 @@ class LocalNamespace:
         self.site = site
         self.path = data_dir / "view.json"
         self.view = NamespaceView()
+        # The grants on the site's paths (None: the hub sent none, access control is off or
+        # the hub predates it); the site decides on them for what it serves itself.
+        self.grants: Grants | None = None
         self.etcd: Any = _NoEtcd()
         self.raw: dict[str, Any] = {}
         self._listeners: list[Listener] = []
@@ -99,8 +103,9 @@ class LocalNamespace:
             view.clusters[cid] = ClusterSpec.model_validate(spec)
         view.alive = {c: b"" for c in data.get("alive") or []}
         view.alive[self.site] = b""  # the site is always alive to itself
+        grants = None if data.get("grants") is None else _grants(data["grants"])
         with self._lock:
-            old, self.view, self.raw = self.view, view, data
+            old, self.view, self.raw, self.grants = self.view, view, data, grants
         if not notify:
             return
         for name in set(old.volumes) | set(view.volumes):
@@ -113,6 +118,16 @@ class LocalNamespace:
 
     def owned(self) -> list[str]:
         return sorted(n for n, v in self.view.volumes.items() if v.owner == self.site)
+
+
+def _grants(raw: list[dict[str, Any]]) -> Grants:
+    grants = Grants()
+    for g in raw:
+        try:
+            grants.set(Grant(normalize(g["path"]), check_subject(g["subject"]), parse_perms(g["perms"])))
+        except (KeyError, TypeError, ValueError) as exc:  # the hub's word, but never a crash
+            log.warning("ignoring a malformed grant from the hub: %s (%s)", g, exc)
+    return grants
 
 
 class _NoEtcd:

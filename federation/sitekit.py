@@ -7,7 +7,7 @@ here, so what the edge depends on is one list that can be kept stable.
 """
 from __future__ import annotations
 
-from federation.controller.authz import AuthzInterceptor, CallerOnly, forward_metadata
+from federation.controller.authz import AuditLog, AuthzInterceptor, SiteAuthorizer, forward_metadata
 from federation.controller.handler_io import IOPool
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.process import claim_data_dir
@@ -21,8 +21,8 @@ from federation.storage.models import FileMeta
 __all__ = [
     "API_VERSIONS",
     "RELEASE",
+    "AuditLog",
     "AuthzInterceptor",
-    "CallerOnly",
     "ClusterTarget",
     "ControllerMetrics",
     "ErrorInterceptor",
@@ -30,6 +30,7 @@ __all__ = [
     "FederationService",
     "IOPool",
     "Resolved",
+    "SiteAuthorizer",
     "VolumeManager",
     "add_federation_service",
     "claim_data_dir",

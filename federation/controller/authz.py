@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter
@@ -270,18 +270,59 @@ class Authorizer:
 _TARGET_FIELDS: dict[str, tuple[tuple[str, str | None], ...]] = {}
 
 
-class CallerOnly(Authorizer):
-    """Establishes who calls and decides nothing: for an edge site's ``--listen`` server.
+class SiteNamespace(Protocol):
+    """What an edge site knows of the namespace: its hub's last slice (``edge.site``)."""
 
-    The site holds no grants (it never reads etcd), so it cannot decide; it passes the caller
-    TLS proved on with every call it forwards (``forward_metadata``), and the hub and the
-    owner decide there, as for any forwarding controller (SPEC §10)."""
+    @property
+    def view(self) -> NamespaceView: ...
 
-    def __init__(self) -> None:
-        super().__init__(Grants(), lambda: NamespaceView())
+    @property
+    def grants(self) -> Grants | None: ...
+
+
+class SiteAuthorizer(Authorizer):
+    """An edge site's ``--listen`` server: decides for the paths the site serves itself.
+
+    Its hub sends, with the site's slice of the namespace, the grants on the site's mount
+    paths (kept on disk with it, so they hold while the site is away). A data call whose
+    every path is on one of the site's own volumes is checked on them as any controller
+    checks (SPEC §10: the controller that serves a request decides). What the site forwards
+    it leaves to where it lands: the identity TLS proved travels with it
+    (``forward_metadata``), and the hub and the owner hold every grant. A slice without
+    grants (a hub of an older release) leaves the site deciding nothing, as before."""
+
+    def __init__(self, site: str, namespace: SiteNamespace, audit: AuditLog | None = None) -> None:
+        super().__init__(Grants(), lambda: namespace.view, audit)
+        self.site = site
+        self._namespace = namespace
+
+    @property
+    def grants(self) -> Grants:
+        return self._namespace.grants or Grants()
 
     def check_message(self, who: Identity, service: str, method: str, request: Any) -> None:
-        return None
+        if service != "Federation" or method in OPEN_METHODS or self._namespace.grants is None:
+            return
+        if method == "PutBatch":
+            for put in request.puts:
+                self.check_message(who, service, "Put", put)
+            return
+        if method == "Resolve":
+            paths = [normalize(request.path)]
+        else:
+            paths = [p for t in _targets(request) for p in self.target_paths(t)]
+            dest = getattr(request, "destination", "")
+            if isinstance(dest, str) and dest:
+                paths.append(normalize(dest))
+        if paths and all(self._serves(p) for p in paths):
+            super().check_message(who, service, method, request)
+
+    def _serves(self, path: str) -> bool:
+        """True if ``path`` is on a volume this site owns (it answers for it itself)."""
+        view = self._namespace.view
+        res = view.resolve(path)
+        vol = view.volumes.get(res.volume) if res is not None else None
+        return vol is not None and vol.owner == self.site
 
 
 def _target_fields(descriptor: Any) -> tuple[tuple[str, str | None], ...]:

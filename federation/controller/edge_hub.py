@@ -53,6 +53,7 @@ from federation.edge_mux import ON_BEHALF_OF, InCall, LinkMux, RelayHandler, for
 from federation.object_relay import ObjectRelayHandler, policy_allows
 from namespace import edge as records
 from namespace import schema
+from namespace.acl import AclCache, Grants
 from namespace.cache import NamespaceCache, NamespaceView
 from namespace.durations import parse_duration
 from namespace.errors import Conflict, GnsError, InvalidInput, PermissionDenied, Unavailable
@@ -87,8 +88,12 @@ def hub_ca_fingerprint(tls_dir: Path | None) -> str:
     return records.ca_fingerprint((tls_dir / CA_CERT).read_bytes())
 
 
-def site_slice(view: NamespaceView, site: str) -> dict[str, Any]:
-    """The part of the namespace a site needs to serve and ship its own volumes offline."""
+def site_slice(view: NamespaceView, site: str, grants: Grants | None = None) -> dict[str, Any]:
+    """The part of the namespace a site needs to serve and ship its own volumes offline.
+
+    With access control on (``grants`` given) it holds the grants on the site's mount
+    paths, their ancestors and everything below them: the site decides on them for the
+    paths it serves itself (SPEC §10), connected or not."""
     vols = {n: v for n, v in view.volumes.items() if v.owner == site or site in v.former_owners}
     policies = {n: p for n, p in view.policies.items()
                 if isinstance(p, dict) and (p.get("spec") or {}).get("volume") in vols}
@@ -98,13 +103,18 @@ def site_slice(view: NamespaceView, site: str) -> dict[str, Any]:
             if isinstance(t, dict) and t.get("cluster"):
                 targets.add(t["cluster"])
     clusters = {c: view.clusters[c].model_dump() for c in targets | {site} if c in view.clusters}
-    return {
+    mounts = [m for m in view.mount_list() if m.volume in vols]
+    out: dict[str, Any] = {
         "volumes": {n: v.model_dump() for n, v in sorted(vols.items())},
-        "mounts": [m.model_dump() for m in view.mount_list() if m.volume in vols],
+        "mounts": [m.model_dump() for m in mounts],
         "policies": dict(sorted(policies.items())),
         "clusters": clusters,
         "alive": sorted(c for c in clusters if c in view.alive),
     }
+    if grants is not None:
+        relevant = {(g.path, g.subject): g for m in mounts for g in grants.relevant(m.path)}
+        out["grants"] = [relevant[k].as_dict() for k in sorted(relevant)]
+    return out
 
 
 DIVERGED_KIND = "diverged"
@@ -159,7 +169,7 @@ class SiteLink:
         self.last_rx = time.monotonic()
         self.last_refresh = time.monotonic()
         self.sent_view = b""
-        self.view_generation = -1
+        self.view_generation: tuple[int, int] = (-1, -1)
         self.published: dict[bytes, bytes] = {}
         self.backlog = {"versions": 0, "bytes": 0}
         self.backlog_recorded = False  # edge/backlogs/<site> holds this link's count
@@ -255,8 +265,9 @@ class _JoinOnly(epb_grpc.EdgeLinkServicer):
 class EdgeHub(epb_grpc.EdgeLinkServicer):
     def __init__(self, cluster: str, cache: NamespaceCache, peers: AioChannelPool,
                  tls_dir: Path | None, own_endpoint: Callable[[], str],
-                 metrics: ControllerMetrics | None = None) -> None:
+                 metrics: ControllerMetrics | None = None, acl: AclCache | None = None) -> None:
         self.cluster = cluster
+        self.acl = acl  # access control on: sites get the grants on their paths
         self.backlog_metrics = BacklogMetrics(metrics.registry if metrics is not None else None)
         self.cache = cache
         self.etcd = cache.etcd
@@ -364,6 +375,14 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         for ch in self._site_channels.values():
             await ch.close()
 
+    def _slice(self, site: str) -> bytes:
+        grants = self.acl.grants if self.acl is not None else None
+        return json.dumps(site_slice(self.cache.view, site, grants), sort_keys=True).encode()
+
+    def _slice_generation(self) -> tuple[int, int]:
+        """Changes when a site's slice may have: the namespace, or a grant (its revision)."""
+        return self._generation, self.acl.revision if self.acl is not None else 0
+
     def _on_change(self, kind: str, name: str, value: bytes | None) -> None:
         if kind in ("volume", "mount", "policy", "cluster", "alive"):
             self._generation += 1
@@ -457,9 +476,9 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
             return
         self.links[site] = link
         log.info("edge site %s connected to hub %s (heartbeat %.2fs)", site, self.cluster, link.heartbeat)
-        view = json.dumps(site_slice(self.cache.view, site), sort_keys=True).encode()
+        link.view_generation = self._slice_generation()
+        view = self._slice(site)
         link.sent_view = view
-        link.view_generation = self._generation
         rec = await records.site_record(self.etcd, site) or {}
         reader = asyncio.create_task(self._read(link, it), name=f"edge-read-{site}")
         watchdog = asyncio.create_task(self._watchdog(link), name=f"edge-watch-{site}")
@@ -607,9 +626,9 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
     async def _on_heartbeat(self, link: SiteLink, hb: epb.Heartbeat) -> None:
         await self._publish(link, hb)
         ack = epb.HeartbeatAck(seq=hb.seq)
-        if link.view_generation != self._generation:  # recompute only after a namespace change
-            link.view_generation = self._generation
-            view = json.dumps(site_slice(self.cache.view, link.site), sort_keys=True).encode()
+        if link.view_generation != self._slice_generation():  # only after a namespace or grant change
+            link.view_generation = self._slice_generation()
+            view = self._slice(link.site)
             if view != link.sent_view:
                 ack.view_json = view
                 link.sent_view = view

@@ -88,7 +88,8 @@ class Controller:
             volumes = VolumeManager(cfg.cluster, cfg.data_dir, cache, lease, self.metrics)
             lease.subscribe(volumes)  # lease lost: fence writes; regained: bump epochs
             mirrors = MirrorRunner(cfg.cluster, cache, volumes, self.metrics, pool, cfg.tls_dir)
-            edge_hub = EdgeHub(cfg.cluster, cache, peers, cfg.tls_dir, lambda: spec.endpoint, self.metrics)
+            edge_hub = EdgeHub(cfg.cluster, cache, peers, cfg.tls_dir, lambda: spec.endpoint, self.metrics,
+                               acl=access.acl)
             service = FederationService(
                 cfg.cluster, cache, volumes, self.metrics, edge_hub.wrap(peers), pool, cfg.chunk_size,
                 mirrors=mirrors, edge_relay=edge_hub.relay_endpoint,

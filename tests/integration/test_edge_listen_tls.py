@@ -16,6 +16,7 @@ from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.certs import init_certs, issue_user
 from tests.fixtures.federation import Federation, assert_error
+from tests.support import wait_for
 from tests.support.edge import edge_site, token, wait_cluster
 
 
@@ -80,5 +81,70 @@ def test_site_listen_is_mutual_tls_and_forwards_the_callers_identity(federation:
         assert core.returncode == 0 and [s["site"] for s in json.loads(core.stdout)] == ["edge-t"], core
         assert_error(federation.gns("--controller", hub.endpoint, "--tls-dir", str(tls), "edge", "token",
                                     "create", "--site", "Bad_Name"), 2, "invalid site name")
+    finally:
+        e.stop()
+
+
+def test_site_decides_for_its_own_paths_on_the_grants_its_hub_sent(federation: Federation,
+                                                                   tmp_path: Path) -> None:
+    """The site serves its own volumes itself, so it decides for them (SPEC §10: the
+    controller that serves a request decides), on the grants its hub sends with its slice of
+    the namespace: a grant or a revoke reaches it, a denial is audited at the site, and the
+    grants hold while the hub is away, across a restart of the site. Before, any holder of a
+    certificate from the federation CA could read and write the site's paths there."""
+    tls = tmp_path / "tls"
+    init_certs(tls, ["onprem-a"])
+    issue_user(tls, "carol")
+    issue_user(tls, "dave", groups=["field"])
+    federation.tls_dir = tls
+    hub = federation.add("onprem-a")
+    e = edge_site(federation, "edge-t", [hub.endpoint])
+    try:
+        e.start(token(federation, "edge-t"))
+        wait_cluster(federation, "edge-t", "Ready", timeout=30)
+        assert federation.gns("volume", "create", "sitevol", "--cluster", "edge-t").returncode == 0
+        assert federation.gns("mount", "add", "/site", "sitevol").returncode == 0
+
+        def at_site(*args: str, identity: str = "client", data: bytes | None = None) -> subprocess.CompletedProcess[str]:
+            return federation.gns("--controller", e.listen, "--tls-dir", str(tls), "--identity", identity,
+                                  *args, input=data)
+
+        wait_for(lambda: at_site("put", "-", "/site/a", data=b"site data").returncode == 0, 20,
+                 "the administrator writes at the site once it has the mount")
+        # No grant: refused by the site itself, audited there, nothing written.
+        assert_error(at_site("cat", "/site/a", identity="carol"), 4, "permission denied")
+        assert_error(at_site("put", "-", "/site/c", identity="carol", data=b"c"), 4, "permission denied")
+        assert_error(at_site("rm", "/site/a", identity="carol"), 4, "permission denied")
+        audit = [json.loads(ln) for ln in (e.data_dir / "audit.log").read_text().splitlines()]
+        assert {(a["identity"], a["path"], a["result"]) for a in audit} >= {
+            ("user:carol", "/site/a", "denied: no read"), ("user:carol", "/site/c", "denied: no write")}
+
+        # A grant (to carol, and to dave's group) reaches the site with its slice.
+        assert federation.gns("acl", "grant", "/site", "user:carol", "read").returncode == 0
+        assert federation.gns("acl", "grant", "/site", "group:field", "read,write").returncode == 0
+        wait_for(lambda: at_site("cat", "/site/a", identity="carol").stdout == "site data", 20,
+                 "carol's grant reached the site")
+        assert_error(at_site("put", "-", "/site/c", identity="carol", data=b"c"), 4, "permission denied")
+        wait_for(lambda: at_site("put", "-", "/site/d", identity="dave", data=b"d").returncode == 0, 20,
+                 "the group's grant reached the site")
+
+        # The hub away, the site restarted: it decides on the grants it kept.
+        federation.stop("onprem-a")
+        e.stop()
+        e.start()
+        e.wait(lambda st: st.get("state") != "Ready", 20, "the restarted site serving, its hub away")
+        assert at_site("cat", "/site/a").stdout == "site data"
+        assert at_site("cat", "/site/a", identity="carol").stdout == "site data"
+        assert_error(at_site("put", "-", "/site/c", identity="carol", data=b"c"), 4, "permission denied")
+        assert at_site("put", "-", "/site/e", identity="dave", data=b"e").returncode == 0
+
+        # Back: a revoke reaches the site too.
+        federation.start("onprem-a")
+        e.wait_link("Ready", timeout=30)
+        assert federation.gns("acl", "revoke", "/site", "user:carol").returncode == 0
+        wait_for(lambda: at_site("cat", "/site/a", identity="carol").returncode == 4, 20,
+                 "the revoke reached the site")
+        assert at_site("stat", "/site/c").returncode == 3  # carol never wrote
+        assert at_site("cat", "/site/e").stdout == "e"
     finally:
         e.stop()
