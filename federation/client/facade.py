@@ -435,7 +435,14 @@ class Client(ControlCommands, Routing):
                     timeout: float | None = None) -> Iterator[bytes]:
         """Stream a file's bytes (``length`` 0 = to the end; ``timeout`` bounds the whole
         stream, so give one only for bounded ranges)."""
-        stub, target, where = self._route(path, read=True)
+        try:
+            stub, target, where = self._route(path, read=True)
+        except NotFound:
+            # ``/`` and other prefixes of mounts are directories (ls, stat): reading one is
+            # the same error as reading a directory inside a volume, not "not found".
+            if self._mount_points(normalize(path)).is_dir:
+                raise InvalidInput(f"{normalize(path)} is a directory") from None
+            raise
         call = stub.Read(pb.ReadRequest(target=target, offset=offset, length=length), timeout=timeout)
         try:
             for chunk in call:

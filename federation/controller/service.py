@@ -496,7 +496,14 @@ class FederationService(pb_grpc.FederationServicer):
     async def Read(self, request: pb.ReadRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         """Serialized ``ReadChunk`` messages: a forwarder relays the owner's bytes as they
         are (decoding and re-encoding every chunk cost it about half the throughput)."""
-        r = self._resolve(request.target)
+        try:
+            r = self._resolve(request.target)
+        except NotFound:
+            t = request.target
+            # ``/`` and other prefixes of mounts are directories, as Stat and List answer.
+            if not t.volume and self.cache.view.mounts.at(normalize(t.global_path)).is_dir:
+                raise InvalidInput(f"{normalize(t.global_path)} is a directory") from None
+            raise
         stale = self._replica_fresh(r.volume, request.target)
         owner = None if stale else self._read_endpoint(r.volume)
         if owner is not None:

@@ -375,3 +375,17 @@ def test_other_path_errors_name_global_paths(fed: Federation, tmp_path: Path, wa
     _ok(gns_way(fed, way, tmp_path, "put", "-", f"/mf/raw/{way}/g", stdin=b"2"))
     assert_error(gns_way(fed, way, tmp_path, "mv", f"/mf/raw/{way}/g", f"/mf/raw/{way}/f/x"), 2,
                  f"cannot move to '/mf/raw/{way}/f/x': '/mf/raw/{way}/f' is a file")
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_reading_a_directory_of_the_mount_table_is_invalid_input(fed: Federation, tmp_path: Path, way: str) -> None:
+    """``/`` and the prefixes of mounts are directories (ls and stat say so): cat and get
+    refuse them as they refuse a directory inside a volume (exit 2), not as missing (exit 3,
+    which ``gns cat /`` said before). A path under no mount is still not found."""
+    out = tmp_path / "out"
+    for path in ("/", "/mf", "/mf/deep", "/mf/deep/x"):
+        assert_error(gns_way(fed, way, tmp_path, "cat", path), 2, f"{path} is a directory")
+        assert_error(gns_way(fed, way, tmp_path, "get", path, str(out)), 2, f"{path} is a directory")
+    assert not out.exists()
+    for missing in ("/nowhere/x", "/mf/deep/z"):
+        assert_error(gns_way(fed, way, tmp_path, "cat", missing), 3, "is not under any mount")
