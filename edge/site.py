@@ -2,7 +2,8 @@
 
 Why it exists: an edge site must answer apps at the site while its link is down, so it keeps
 the slice of the namespace its hub last sent (its volumes, their mounts and mirror
-policies, the target clusters) in ``<data-dir>/view.json`` and serves from that. The
+policies, the target clusters, and with access control the grants on its paths) in
+``<data-dir>/view.json`` and serves from that. The
 Federation gRPC API at the site is the controller's own :class:`FederationService`; this
 module only changes where a request goes:
 

@@ -24,7 +24,11 @@ the control-plane work on its behalf:
 - What the site reports in heartbeats (volume versions, mirror statuses, backlog, and
   writes it kept aside as diverged after a forced promotion, SPEC §7) is published to
   etcd when it changes, batched in one transaction; the backlog is also exported to
-  Prometheus (``gns_edge_backlog_changes``/``_bytes{site}``).
+  Prometheus (``gns_edge_backlog_changes``/``_bytes{site}``), and its last count outlives
+  the link (``gns edge list`` shows it, dated, for a Down site).
+- Heartbeat acks carry the site's slice of the namespace again whenever it changed
+  (:func:`site_slice`): its volumes, mounts, policies, and with access control the
+  grants on its paths, which the site decides on for what it serves itself.
 
 Never blocks the event loop on disk; never trusts a site for another site's name.
 """
