@@ -197,6 +197,9 @@ def start_moto(port: int | None = None) -> ServerHandle:
     ).start()
 
 
+SEAWEED_MAX_VOLUMES = 10_000
+
+
 def start_seaweed(base_port: int | None = None, data_dir: Path | None = None) -> ServerHandle:
     """SeaweedFS ``weed mini``: ten ports ``base_port .. base_port+9``, loopback only,
     no telemetry, no webdav/admin UI/iceberg/lance."""
@@ -217,6 +220,11 @@ def start_seaweed(base_port: int | None = None, data_dir: Path | None = None) ->
         f"-volume.port={b + 4}", f"-volume.port.grpc={b + 5}",
         f"-filer.port={b + 6}", f"-filer.port.grpc={b + 7}",
         f"-admin.port={b + 8}", f"-admin.port.grpc={b + 9}",
+        # Every bucket is a collection that grows volumes of its own, and by default the
+        # volume count is capped at free disk / 128 MiB: on a disk with 53 GiB free, the 52nd
+        # bucket's first put failed with InternalError. Volumes are sparse files until
+        # written, so a high cap costs nothing a test does not write.
+        f"-volume.max={SEAWEED_MAX_VOLUMES}",
     ]
     return ServerHandle(
         name="s3-seaweedfs", endpoint=endpoint,
