@@ -218,6 +218,16 @@ class Authorizer:
             return [normalize(target.global_path)]
         return ["/"]
 
+    def _path_groups(self, targets: list[Any], request: Any) -> list[list[str]]:
+        """The global paths a data request touches: for each target the paths it reaches
+        (permission on any one of them suffices), then a rename's destination (a global
+        path beside its target)."""
+        groups = [self.target_paths(t) for t in targets]
+        dest = getattr(request, "destination", "")
+        if isinstance(dest, str) and dest:
+            groups.append([normalize(dest)])
+        return groups
+
     def check_message(self, who: Identity, service: str, method: str, request: Any) -> None:
         if service == "Federation":
             if method in OPEN_METHODS:
@@ -237,12 +247,8 @@ class Authorizer:
                 if who.is_cluster:
                     return
                 self.deny(who, f"{service}/{method}", "/", perm)
-            for t in targets:
-                self._check(who, perm, self.target_paths(t), f"{service}/{method}")
-            # A rename's destination is a global path beside its target.
-            dest = getattr(request, "destination", "")
-            if isinstance(dest, str) and dest:
-                self._check(who, perm, [normalize(dest)], f"{service}/{method}")
+            for paths in self._path_groups(targets, request):
+                self._check(who, perm, paths, f"{service}/{method}")
             return
         if service in INTERNAL_SERVICES:
             if who.is_cluster:
@@ -310,10 +316,7 @@ class SiteAuthorizer(Authorizer):
         if method == "Resolve":
             paths = [normalize(request.path)]
         else:
-            paths = [p for t in _targets(request) for p in self.target_paths(t)]
-            dest = getattr(request, "destination", "")
-            if isinstance(dest, str) and dest:
-                paths.append(normalize(dest))
+            paths = [p for group in self._path_groups(list(_targets(request)), request) for p in group]
         if paths and all(self._serves(p) for p in paths):
             super().check_message(who, service, method, request)
 

@@ -630,8 +630,9 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
     async def _on_heartbeat(self, link: SiteLink, hb: epb.Heartbeat) -> None:
         await self._publish(link, hb)
         ack = epb.HeartbeatAck(seq=hb.seq)
-        if link.view_generation != self._slice_generation():  # only after a namespace or grant change
-            link.view_generation = self._slice_generation()
+        generation = self._slice_generation()
+        if link.view_generation != generation:  # only after a namespace or grant change
+            link.view_generation = generation
             view = self._slice(link.site)
             if view != link.sent_view:
                 ack.view_json = view
