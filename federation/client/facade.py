@@ -51,6 +51,9 @@ from namespace.etcd import Etcd, EtcdConfig
 from namespace.mounts import MOUNT_DIR_MODE, MountsAt, with_mount_points
 from namespace.paths import check_name, join, normalize
 
+# Closes the data of a write whose header says ``ends``: without it the owner takes the
+# stream as cut (its sender killed) and commits nothing (WriteHeader.ends in the proto).
+_WRITE_END = pb.WriteChunk(data=b"")
 
 class Client(ControlCommands, Routing):
     """A connection to one federation. Thread-safe for data calls; close it when done."""
@@ -357,7 +360,7 @@ class Client(ControlCommands, Routing):
 
         def call(stub: pb_grpc.FederationStub, target: pb.Target) -> pb.WriteReply:
             header = pb.WriteHeader(target=target, mtime=mtime or 0.0, size_hint=len(data), mode=mode or 0,
-                                    if_absent=if_absent)
+                                    if_absent=if_absent, ends=True)
             reply: pb.WriteReply
             if stub not in self._no_put:
                 try:
@@ -366,7 +369,8 @@ class Client(ControlCommands, Routing):
                     if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                         raise
                     self._no_put.add(stub)
-            reply = stub.Write(iter((pb.WriteChunk(header=header), pb.WriteChunk(data=data))), timeout=None)
+            reply = stub.Write(iter((pb.WriteChunk(header=header), pb.WriteChunk(data=data), _WRITE_END)),
+                               timeout=None)
             return reply
 
         reply = self._call(call, path, epoch)
@@ -392,7 +396,7 @@ class Client(ControlCommands, Routing):
             if seekable:
                 fh.seek(start)
             header = pb.WriteHeader(target=target, mtime=mtime or 0.0, size_hint=size_hint, mode=mode or 0,
-                                    if_absent=if_absent)
+                                    if_absent=if_absent, ends=True)
             future = stub.Write.future(self._chunks(fh, header, progress, head), timeout=None)
             try:
                 reply: pb.WriteReply = future.result()
@@ -426,10 +430,11 @@ class Client(ControlCommands, Routing):
             # holds (64 KiB): fewer, fuller messages.
             data = read_at_least(fh, self.chunk_size)
             if not data:
-                return
+                break
             yield pb.WriteChunk(data=data)
             if progress:
                 progress(len(data))
+        yield _WRITE_END  # the header promised it (``ends``): the owner commits only after it
 
     def read_chunks(self, path: str, offset: int = 0, length: int = 0,
                     timeout: float | None = None) -> Iterator[bytes]:

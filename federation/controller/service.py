@@ -543,13 +543,15 @@ class FederationService(pb_grpc.FederationServicer):
 
     async def Write(self, request_iterator: AsyncIterator[pb.WriteChunk], context: grpc.aio.ServicerContext) -> pb.WriteReply:
         # Data messages arrive as raw bytes (write_relay.deserialize): relayed as they are.
-        header, it = await read_header(write_relay.header_first(request_iterator), "write")
+        header, rest = await read_header(write_relay.header_first(request_iterator), "write")
         r = self._resolve(header.target)
         owner = self._owner_endpoint(r.volume)
         if owner is not None:
-            return await self._forward_write(owner, r, header, it, context)
+            # The end (if promised) is relayed with the data: the owner checks it.
+            return await self._forward_write(owner, r, header, rest, context)
         if not r.rel:
             raise InvalidInput("cannot write to the root of a volume")
+        it = write_relay.until_end(rest, header.ends)
         self.volumes.check_writable(r.volume, r.epoch)
         self.volumes.begin_write(r.volume)
         try:
@@ -558,6 +560,7 @@ class FederationService(pb_grpc.FederationServicer):
             first = await anext(it, None)
             second = None if first is None else await anext(it, None)
             if second is None:
+                _not_cancelled(context)
                 data = b"" if first is None else write_relay.data_of(first)
                 self.metrics.bytes_in.inc(len(data))
                 meta = await self._store_whole(r, header, data)
@@ -568,6 +571,7 @@ class FederationService(pb_grpc.FederationServicer):
                 try:
                     await write_relay.store(_chain((first, second), it), writer.write, self._io,
                                             self.metrics.bytes_in.inc)
+                    _not_cancelled(context)
                     meta = await self._io(self._gated_commit, writer, r, header)
                     committed = True
                 finally:
@@ -692,7 +696,7 @@ class FederationService(pb_grpc.FederationServicer):
         fwd_header = pb.WriteHeader(
             target=self._forward_target(r, header.target), mtime=header.mtime,
             expect_sha256=header.expect_sha256, size_hint=header.size_hint, mode=header.mode,
-            if_absent=header.if_absent,
+            if_absent=header.if_absent, ends=header.ends,
         )
 
         async def relay() -> AsyncIterator[bytes]:
@@ -716,6 +720,14 @@ class FederationService(pb_grpc.FederationServicer):
 def _mount_dir(name: str) -> pb.DirEntry:
     """A mount point's entry in a listing: a directory with no size, mtime or mode."""
     return pb.DirEntry(name=name, type="dir")
+
+
+def _not_cancelled(context: grpc.aio.ServicerContext) -> None:
+    """Before a commit: a call already seen as cancelled commits nothing. Only a partial
+    guard (a cut stream often shows as cancelled only later, see ``write_relay.until_end``),
+    kept for senders that promise no end."""
+    if context.cancelled():
+        raise Unavailable("the write's call was cancelled; nothing committed")
 
 
 async def _one(msg: Any) -> AsyncIterator[Any]:

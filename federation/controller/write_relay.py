@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
-from namespace.errors import InvalidInput
+from namespace.errors import InvalidInput, Unavailable
 
 WRITE_METHOD = "/gns.federation.v1.Federation/Write"
 _DATA_TAG = 0x12  # field 2 (data), wire type 2 (length-delimited)
+_END = bytes((_DATA_TAG, 0))  # an empty data message: the end a header with ``ends`` promises
 # Payload handed to the owner's I/O pool per call (one storage stage): a pool hop costs the
 # loop and a worker ~0.2 ms, so one per 1 MiB message was ~0.2 CPU-s per GiB (issue 14).
 _BATCH = 4 << 20
@@ -73,6 +74,37 @@ async def header_first(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
             msg = pb.WriteChunk.FromString(msg)
         first = False
         yield msg
+
+
+def _is_end(msg: bytes | pb.WriteChunk) -> bool:
+    if isinstance(msg, bytes):
+        return msg == _END
+    return msg.WhichOneof("part") == "data" and not msg.data
+
+
+async def until_end(messages: AsyncIterator[Any], promised: bool) -> AsyncIterator[Any]:
+    """The data messages of a write whose header says whether it ``promised`` an end.
+
+    Why: a grpc.aio handler sees a sender that was killed mid-stream (the client, or a
+    forwarder) as a clean end of its request stream, most of the time before the call shows
+    as cancelled; committing then would make a partial file visible. With the promise, the
+    data closes with one empty data message: the end is consumed here, anything after it is
+    refused, and a stream that stops before it raises ``Unavailable``, so nothing is
+    committed. Without it (an older sender) the end of the stream is the end, as before."""
+    if not promised:
+        async for msg in messages:
+            yield msg
+        return
+    ended = False
+    async for msg in messages:
+        if ended:
+            raise InvalidInput("write stream carried data after its end")
+        if _is_end(msg):
+            ended = True
+        else:
+            yield msg
+    if not ended:
+        raise Unavailable("write stream stopped before its end (the sender went away); nothing committed")
 
 
 async def store(

@@ -156,7 +156,8 @@ class _Record(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships n
 
 class _OldRelease:
     """A real gRPC server that knows ``Write`` only (as releases before ``Put`` did): it
-    relays each Write stream, as the bytes it came in, to the real controller."""
+    relays each Write stream to the real controller, the header read as such a release
+    reads it (without ``ends``, a field it does not know), the data as the bytes they came in."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
@@ -177,6 +178,9 @@ class _OldRelease:
             async def write(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
                 seen: list[bytes] = [m async for m in requests]
                 self.writes.append(len(seen))
+                head = pb.WriteChunk.FromString(seen[0])
+                head.header.ends = False
+                seen[0] = head.SerializeToString()
                 reply: bytes = await relay(iter(seen))
                 return reply
 
@@ -211,8 +215,9 @@ def test_client_falls_back_to_write_on_a_server_without_put(fed: Federation, old
     with RemoteClient(controller=f"127.0.0.1:{old_release.port}") as c:
         assert c.put(first, "/pu/old/a.bin").sha256 == sha(first)
         assert c.put(second, "/pu/old/b.bin").sha256 == sha(second)
-    # one header and one data message each; the second put did not try Put again
-    assert old_release.writes == [2, 2]
+    # a header, a data message and the (empty) end each; the second put did not try Put
+    # again; the end reads as no data to a release that does not know it, so the files are whole
+    assert old_release.writes == [3, 3]
     assert old_release.asked.methods == ["Put", "Write", "Write"]
     with fed.client() as c:
         assert c.cat("/pu/old/a.bin") == first and c.cat("/pu/old/b.bin") == second

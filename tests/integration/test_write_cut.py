@@ -3,6 +3,11 @@ of the controller that forwards its stream to the owner.
 
 Both leave the file as it was (old content, or no file) and the volume writable. The owner's
 own death mid-write is covered in ``test_fencing_and_crash``; this covers the hops before it.
+
+A grpc.aio owner mostly sees a killed sender as a clean end of the request stream, so what
+keeps the cut file invisible is the end the header promises (``WriteHeader.ends``). The kill
+tests race against that; ``test_a_stream_that_stops_before_its_end_commits_nothing`` shows
+the owner exactly what such a kill looks like (the data, then a clean half-close), every time.
 """
 from __future__ import annotations
 
@@ -10,8 +15,11 @@ import subprocess
 import sys
 import textwrap
 
+import grpc
 import pytest
 
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from tests.fixtures.federation import Federation
 from tests.support import holds_for
 
@@ -20,7 +28,8 @@ WRITER = textwrap.dedent("""
     from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
     from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
     def chunks():
-        yield pb.WriteChunk(header=pb.WriteHeader(target=pb.Target(global_path=sys.argv[2])))
+        # ends=True, as the gns client sends: the owner commits only after an empty data message
+        yield pb.WriteChunk(header=pb.WriteHeader(target=pb.Target(global_path=sys.argv[2]), ends=True))
         for _ in range(32):
             yield pb.WriteChunk(data=b"n" * 65536)
         print("sent", flush=True)
@@ -64,3 +73,43 @@ def test_write_cut_by_a_killed_sender_commits_nothing(federation: Federation, ki
     assert federation.gns("put", "-", "/wc/f.bin", input=b"new").returncode == 0
     assert federation.gns_bytes("cat", "/wc/f.bin").stdout == b"new"
     assert federation.gns_bytes("cat", "/wc/keep.bin").stdout == b"keep"
+
+
+def _write(endpoint: str, path: str, parts: list[bytes], ends: bool) -> pb.WriteReply:
+    """A raw Write: the header, then each of ``parts`` as a data message, then a clean
+    half-close (an empty part is the end the header promises when ``ends``)."""
+    head = pb.WriteChunk(header=pb.WriteHeader(target=pb.Target(global_path=path), ends=ends))
+    with grpc.insecure_channel(endpoint) as ch:
+        reply: pb.WriteReply = pb_grpc.FederationStub(ch).Write(
+            iter([head] + [pb.WriteChunk(data=p) for p in parts]), timeout=30)
+        return reply
+
+
+@pytest.mark.parametrize("via", ["owner", "forwarder"])
+def test_a_stream_that_stops_before_its_end_commits_nothing(federation: Federation, via: str) -> None:
+    owner = federation.add("onprem-a")
+    forwarder = federation.add("onprem-b")
+    assert federation.gns("volume", "create", "we", "--cluster", "onprem-a").returncode == 0
+    assert federation.gns("mount", "add", "/we", "we").returncode == 0
+    assert federation.gns("put", "-", "/we/f.bin", input=b"old").returncode == 0
+    endpoint = (owner if via == "owner" else forwarder).endpoint
+    big = b"n" * (1 << 20)
+    # one data message (the owner's one-hop path) and several (the streamed path), cut
+    for parts in ([b"cut"], [big, big, b"tail"], []):
+        with pytest.raises(grpc.RpcError) as cut:
+            _write(endpoint, "/we/f.bin", parts, ends=True)
+        assert cut.value.code() == grpc.StatusCode.UNAVAILABLE, cut.value.details()
+        assert "before its end" in str(cut.value.details())
+        assert federation.gns_bytes("cat", "/we/f.bin").stdout == b"old"
+    # data after the end: refused, nothing committed
+    with pytest.raises(grpc.RpcError) as late:
+        _write(endpoint, "/we/f.bin", [b"a", b"", b"b"], ends=True)
+    assert late.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert federation.gns_bytes("cat", "/we/f.bin").stdout == b"old"
+    # with its end the same streams commit, the end adding nothing
+    assert _write(endpoint, "/we/f.bin", [big, big, b"tail", b""], ends=True).info.size == 2 * len(big) + 4
+    assert _write(endpoint, "/we/one.bin", [b"one", b""], ends=True).info.size == 3
+    assert federation.gns_bytes("cat", "/we/one.bin").stdout == b"one"
+    # a sender that promises no end (an older release): the stream's end is the file's end
+    assert _write(endpoint, "/we/old.bin", [b"o", b"", b"ld"], ends=False).info.size == 3
+    assert federation.gns_bytes("cat", "/we/old.bin").stdout == b"old"

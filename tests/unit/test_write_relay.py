@@ -9,7 +9,7 @@ import pytest
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.controller import write_relay
-from namespace.errors import InvalidInput
+from namespace.errors import InvalidInput, Unavailable
 
 
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 16383, 16384, 1 << 20, (1 << 20) + 7])
@@ -86,3 +86,36 @@ def test_store_leaves_no_write_running_when_the_stream_fails() -> None:
     with pytest.raises(InvalidInput):
         asyncio.run(write_relay.store(failing(), slow_write, run, lambda n: None))
     assert finished == [1 << 20] * 4  # the batch in flight finished before store() raised
+
+
+async def _collect(stream: AsyncIterator[bytes | pb.WriteChunk]) -> list[bytes]:
+    return [bytes(write_relay.data_of(m)) async for m in stream]
+
+
+@pytest.mark.parametrize("parsed", [False, True])
+def test_a_promised_end_is_consumed_and_the_data_before_it_passes(parsed: bool) -> None:
+    async def stream() -> AsyncIterator[bytes | pb.WriteChunk]:
+        for c in (b"a", b"bc", b""):
+            raw = _raw(c)
+            yield pb.WriteChunk.FromString(raw) if parsed else write_relay.deserialize(raw)
+
+    assert asyncio.run(_collect(write_relay.until_end(stream(), promised=True))) == [b"a", b"bc"]
+
+
+def test_a_stream_that_stops_before_its_promised_end_is_a_cut_one() -> None:
+    # What a grpc.aio handler sees when the sender is killed mid-stream: a clean end.
+    with pytest.raises(Unavailable, match="stopped before its end"):
+        asyncio.run(_collect(write_relay.until_end(_messages([b"a", b"b"]), promised=True)))
+    with pytest.raises(Unavailable):  # the header alone came
+        asyncio.run(_collect(write_relay.until_end(_messages([]), promised=True)))
+
+
+def test_data_after_the_end_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="after its end"):
+        asyncio.run(_collect(write_relay.until_end(_messages([b"a", b"", b"b"]), promised=True)))
+
+
+def test_without_the_promise_the_stream_end_is_the_end() -> None:
+    # an older sender: every message is data, empty ones included
+    got = asyncio.run(_collect(write_relay.until_end(_messages([b"a", b"", b"b"]), promised=False)))
+    assert got == [b"a", b"", b"b"]

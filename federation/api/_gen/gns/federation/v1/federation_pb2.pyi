@@ -159,20 +159,22 @@ class ReadChunk(_message.Message):
     def __init__(self, info: _Optional[_Union[FileInfo, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class WriteHeader(_message.Message):
-    __slots__ = ("target", "mtime", "expect_sha256", "size_hint", "mode", "if_absent")
+    __slots__ = ("target", "mtime", "expect_sha256", "size_hint", "mode", "if_absent", "ends")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     MTIME_FIELD_NUMBER: _ClassVar[int]
     EXPECT_SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_HINT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     IF_ABSENT_FIELD_NUMBER: _ClassVar[int]
+    ENDS_FIELD_NUMBER: _ClassVar[int]
     target: Target
     mtime: float
     expect_sha256: str
     size_hint: int
     mode: int
     if_absent: bool
-    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., mtime: _Optional[float] = ..., expect_sha256: _Optional[str] = ..., size_hint: _Optional[int] = ..., mode: _Optional[int] = ..., if_absent: _Optional[bool] = ...) -> None: ...
+    ends: bool
+    def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., mtime: _Optional[float] = ..., expect_sha256: _Optional[str] = ..., size_hint: _Optional[int] = ..., mode: _Optional[int] = ..., if_absent: _Optional[bool] = ..., ends: _Optional[bool] = ...) -> None: ...
 
 class WriteChunk(_message.Message):
     __slots__ = ("header", "data")
