@@ -240,10 +240,11 @@ spec: {volume: data, mode: continuous, targets: [{cluster: onprem-b}]}
 
 
 def put_edge(stub: pb_grpc.FederationStub, path: str, data: bytes, chunk: int = 1 << 20) -> None:
-    def chunks() -> Any:
-        yield pb.WriteChunk(header=pb.WriteHeader(target=pb.Target(global_path=path)))
+    def chunks() -> Any:  # what the gns client sends: the data, then the end its header promises
+        yield pb.WriteChunk(header=pb.WriteHeader(target=pb.Target(global_path=path), ends=True))
         for i in range(0, len(data), chunk):
             yield pb.WriteChunk(data=data[i:i + chunk])
+        yield pb.WriteChunk(data=b"")
     stub.Write(chunks(), timeout=120)
 
 
