@@ -30,9 +30,12 @@ WRITER = textwrap.dedent("""
     def chunks():
         # ends=True, as the gns client sends: the owner commits only after an empty data message
         yield pb.WriteChunk(header=pb.WriteHeader(target=pb.Target(global_path=sys.argv[2]), ends=True))
-        for _ in range(32):
+        sent = int(sys.argv[3])
+        for _ in range(sent):
             yield pb.WriteChunk(data=b"n" * 65536)
-        print("sent", flush=True)
+        print("sent", flush=True)  # (gRPC asks for a message once the one before it went out)
+        if sent == 1:  # the owner holds one data message: its one-hop path for a small file
+            time.sleep(600)
         while True:  # killed in here, the file never finished
             yield pb.WriteChunk(data=b"n" * 65536)
             time.sleep(0.02)
@@ -40,15 +43,16 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.parametrize("sent", [1, 32])
 @pytest.mark.parametrize("killed", ["client", "forwarder"])
-def test_write_cut_by_a_killed_sender_commits_nothing(federation: Federation, killed: str) -> None:
+def test_write_cut_by_a_killed_sender_commits_nothing(federation: Federation, killed: str, sent: int) -> None:
     federation.add("onprem-a")
     forwarder = federation.add("onprem-b")
     assert federation.gns("volume", "create", "wc", "--cluster", "onprem-a").returncode == 0
     assert federation.gns("mount", "add", "/wc", "wc").returncode == 0
     assert federation.gns("put", "-", "/wc/f.bin", input=b"old").returncode == 0
     assert federation.gns("put", "-", "/wc/keep.bin", input=b"keep").returncode == 0
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, forwarder.endpoint, "/wc/f.bin"],
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, forwarder.endpoint, "/wc/f.bin", str(sent)],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                               env=federation.env())
     try:
