@@ -55,6 +55,7 @@ from namespace.paths import check_name, join, normalize
 # stream as cut (its sender killed) and commits nothing (WriteHeader.ends in the proto).
 _WRITE_END = pb.WriteChunk(data=b"")
 
+
 class Client(ControlCommands, Routing):
     """A connection to one federation. Thread-safe for data calls; close it when done."""
 

@@ -82,7 +82,7 @@ def _is_end(msg: bytes | pb.WriteChunk) -> bool:
     return msg.WhichOneof("part") == "data" and not msg.data
 
 
-async def until_end(messages: AsyncIterator[Any], promised: bool) -> AsyncIterator[Any]:
+def until_end(messages: AsyncIterator[Any], promised: bool) -> AsyncIterator[Any]:
     """The data messages of a write whose header says whether it ``promised`` an end.
 
     Why: a grpc.aio handler sees a sender that was killed mid-stream (the client, or a
@@ -91,10 +91,10 @@ async def until_end(messages: AsyncIterator[Any], promised: bool) -> AsyncIterat
     data closes with one empty data message: the end is consumed here, anything after it is
     refused, and a stream that stops before it raises ``Unavailable``, so nothing is
     committed. Without it (an older sender) the end of the stream is the end, as before."""
-    if not promised:
-        async for msg in messages:
-            yield msg
-        return
+    return _until_end(messages) if promised else messages
+
+
+async def _until_end(messages: AsyncIterator[Any]) -> AsyncIterator[Any]:
     ended = False
     async for msg in messages:
         if ended:
