@@ -361,7 +361,7 @@ class Client(ControlCommands, Routing):
 
         def call(stub: pb_grpc.FederationStub, target: pb.Target) -> pb.WriteReply:
             header = pb.WriteHeader(target=target, mtime=mtime or 0.0, size_hint=len(data), mode=mode or 0,
-                                    if_absent=if_absent, ends=True)
+                                    if_absent=if_absent)
             reply: pb.WriteReply
             if stub not in self._no_put:
                 try:
@@ -370,6 +370,7 @@ class Client(ControlCommands, Routing):
                     if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                         raise
                     self._no_put.add(stub)
+            header.ends = True  # only the stream has an end to promise; a Put's data comes whole
             reply = stub.Write(iter((pb.WriteChunk(header=header), pb.WriteChunk(data=data), _WRITE_END)),
                                timeout=None)
             return reply
