@@ -40,4 +40,9 @@ python -m mypy
 
 # Everything the tests need is installed above: a skip for any other reason fails the run.
 # The ten slowest steps are listed: the suite's time budget is watched from CI logs.
-GNS_FAIL_ON_SKIP=1 python -m pytest --durations=10 "$@"
+# Two xdist workers (GNS_TEST_WORKERS; 0 runs in this process), each starting its own
+# session servers, stealing work from each other so the slow cases do not queue behind one
+# worker. pytest-benchmark, where installed, disables itself under xdist with a warning that
+# filterwarnings=error would turn into a failure: it is not ours (bench/ prints JSON).
+GNS_FAIL_ON_SKIP=1 python -m pytest -p no:benchmark -n "${GNS_TEST_WORKERS:-2}" --dist worksteal \
+  --durations=10 "$@"

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -424,6 +425,9 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
         return {b.name for b in fed.controllers["onprem-b"].data_dir.rglob("*")
                 if b.is_file() and b.parent.parent.name == "blobs" and b.name in wanted}
 
+    def new_objects() -> dict[str, Any]:
+        return {k: v for k, v in d.listing().items() if k.startswith("new/")}
+
     watch = ManifestWatch(d)
     watch.start()
     sync = subprocess.Popen(
@@ -441,9 +445,16 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
         if sync.poll() is None:
             sync.kill()
         sync.communicate()
-    time.sleep(1.0)  # a blob the replica was finishing lands (or is dropped) now
-    present = {k: v for k, v in d.listing().items() if k.startswith("new/")}
-    present_b = replica_blobs()
+    # an object or a blob the dead owner was sending lands (or is dropped): wait until both
+    # sets hold still
+    seen: list[tuple[dict[str, Any], set[str]]] = [(new_objects(), replica_blobs())]
+
+    def settled() -> bool:
+        seen.append((new_objects(), replica_blobs()))
+        return seen[-1] == seen[-2]
+
+    wait_for(settled, 30, "the targets to settle", every=0.5)
+    present, present_b = seen[-1]
     assert 40 <= len(present) < n_new, f"killed too late to test a resume: {len(present)}"
     # what arrived is whole (object stores never show a partial object)
     for k in list(present)[:10]:
@@ -523,9 +534,10 @@ def test_kill9_owner_mid_replica_pass_sends_only_the_blobs_the_replica_lacks(
 
     def replica_blobs() -> frozenset[str]:
         # 24 KiB blobs are staged inline: rows of the replica's catalog (read-only, as it runs)
-        if not (b_volume / "catalog.sqlite").is_file():
+        try:
+            return frozenset(stored_blobs(b_volume) & wanted)
+        except sqlite3.OperationalError:  # the catalog is not there, or not its tables yet
             return frozenset()
-        return frozenset(stored_blobs(b_volume) & wanted)
 
     sync = subprocess.Popen(
         [sys.executable, "-m", "federation.cli.main", "mirror", "sync", "resume-dr", "--wait",
