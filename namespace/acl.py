@@ -22,7 +22,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -285,6 +285,15 @@ class AclCache:
         self.grants = Grants()
         self.revision = 0
         self._task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on the event loop) after every change of the grants."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            listener()
 
     async def start(self) -> None:
         self.grants, self.revision = await load_grants(self.etcd)
@@ -310,6 +319,7 @@ class AclCache:
                     value = None if event.kind == "DELETE" else event.kv.value
                     self.grants.apply(event.kv.key, value)
                     self.revision = max(self.revision, event.kv.mod_revision)
+                    self._changed()
                 raise ConnectionError("watch stream ended")
             except asyncio.CancelledError:
                 raise
@@ -319,6 +329,7 @@ class AclCache:
                     await asyncio.sleep(0.2)
                     try:
                         self.grants, self.revision = await load_grants(self.etcd)
+                        self._changed()
                         break
                     except asyncio.CancelledError:
                         raise

@@ -26,9 +26,12 @@ the control-plane work on its behalf:
   etcd when it changes, batched in one transaction; the backlog is also exported to
   Prometheus (``gns_edge_backlog_changes``/``_bytes{site}``), and its last count outlives
   the link (``gns edge list`` shows it, dated, for a Down site).
-- Heartbeat acks carry the site's slice of the namespace again whenever it changed
-  (:func:`site_slice`): its volumes, mounts, policies, and with access control the
-  grants on its paths, which the site decides on for what it serves itself.
+- The site's slice of the namespace (:func:`site_slice`: its volumes, mounts, policies, and
+  with access control the grants on its paths, which the site decides on for what it
+  serves itself) goes down the link as soon as it changes, in an ack with no heartbeat
+  (``seq`` 0), not at the site's next beat: a revoke must not wait a heartbeat (10 s by
+  default). Bursts of changes coalesce (``VIEW_PUSH_GAP``); every ack still carries the
+  slice if it changed since the last one sent, so a site of any release converges.
 
 Never blocks the event loop on disk; never trusts a site for another site's name.
 """
@@ -70,6 +73,9 @@ SITE_KEY = "gns-edge-site"
 API_VERSION = "v1"
 DEFAULT_IDENTITY_TTL = 30 * 86400.0
 DEFAULT_CERT_TTL = 30 * 86400.0
+# After pushing a changed slice to a site, wait this long before the next push, so a burst
+# of changes (a thousand mounts made by a script) costs a few slices, not one per change.
+VIEW_PUSH_GAP = 0.1
 
 
 def cert_ttl() -> float:
@@ -178,6 +184,7 @@ class SiteLink:
         self.backlog = {"versions": 0, "bytes": 0}
         self.backlog_recorded = False  # edge/backlogs/<site> holds this link's count
         self.closed = asyncio.Event()
+        self.view_stale = asyncio.Event()  # the namespace or a grant changed since the last push
         self.credential = ""
 
 
@@ -305,6 +312,8 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         self._relay_addr = f"127.0.0.1:{port}"
         await self._relay.start()
         self.cache.subscribe(self._on_change)
+        if self.acl is not None:
+            self.acl.subscribe(self._views_changed)
         if self.issues_certs:
             await self._start_join_listener()
 
@@ -390,6 +399,33 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
     def _on_change(self, kind: str, name: str, value: bytes | None) -> None:
         if kind in ("volume", "mount", "policy", "cluster", "alive"):
             self._generation += 1
+            self._views_changed()
+
+    def _views_changed(self) -> None:
+        for link in self.links.values():
+            link.view_stale.set()
+
+    def _new_view(self, link: SiteLink) -> bytes | None:
+        """The site's slice if it changed since the last one sent (which it then is)."""
+        generation = self._slice_generation()
+        if link.view_generation == generation:  # only after a namespace or grant change
+            return None
+        link.view_generation = generation
+        view = self._slice(link.site)
+        if view == link.sent_view:
+            return None
+        link.sent_view = view
+        return view
+
+    async def _push_views(self, link: SiteLink) -> None:
+        """Send the site its slice whenever it changes, without waiting for a heartbeat."""
+        while not link.mux.closed:
+            await link.view_stale.wait()
+            link.view_stale.clear()
+            view = self._new_view(link)
+            if view is not None:
+                await link.mux.put(epb.Frame(ack=epb.HeartbeatAck(seq=0, view_json=view)))
+            await asyncio.sleep(VIEW_PUSH_GAP)
 
     # -- routing hooks used by the Federation service ---------------------------------------
     def relay_endpoint(self, owner: str) -> str | None:
@@ -484,8 +520,10 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         view = self._slice(site)
         link.sent_view = view
         rec = await records.site_record(self.etcd, site) or {}
-        reader = asyncio.create_task(self._read(link, it), name=f"edge-read-{site}")
-        watchdog = asyncio.create_task(self._watchdog(link), name=f"edge-watch-{site}")
+        # The link's own tasks: they end with its stream (the finally below), not later.
+        tasks = (asyncio.create_task(self._read(link, it), name=f"edge-read-{site}"),
+                 asyncio.create_task(self._watchdog(link), name=f"edge-watch-{site}"),
+                 asyncio.create_task(self._push_views(link), name=f"edge-views-{site}"))
         try:
             yield epb.Frame(welcome=epb.Welcome(hub=self.cluster, view_json=view,
                                                 credential_expires_at=float(rec.get("credential_expires_at", 0))))
@@ -494,9 +532,9 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         finally:
             link.mux.close()
             link.closed.set()
-            for t in (reader, watchdog):
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(reader, watchdog, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await link.mux.wait_incoming()
             if self.links.get(site) is link:
                 del self.links[site]
@@ -630,13 +668,9 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
     async def _on_heartbeat(self, link: SiteLink, hb: epb.Heartbeat) -> None:
         await self._publish(link, hb)
         ack = epb.HeartbeatAck(seq=hb.seq)
-        generation = self._slice_generation()
-        if link.view_generation != generation:  # only after a namespace or grant change
-            link.view_generation = generation
-            view = self._slice(link.site)
-            if view != link.sent_view:
-                ack.view_json = view
-                link.sent_view = view
+        view = self._new_view(link)
+        if view is not None:
+            ack.view_json = view
         await link.mux.put(epb.Frame(ack=ack))
 
     async def _publish(self, link: SiteLink, hb: epb.Heartbeat) -> None:

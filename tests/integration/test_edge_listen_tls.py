@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import grpc
@@ -146,5 +147,47 @@ def test_site_decides_for_its_own_paths_on_the_grants_its_hub_sent(federation: F
                  "the revoke reached the site")
         assert at_site("stat", "/site/c").returncode == 3  # carol never wrote
         assert at_site("cat", "/site/e").stdout == "e"
+    finally:
+        e.stop()
+
+
+def test_grant_and_namespace_changes_reach_a_site_before_its_next_heartbeat(
+        federation: Federation, tmp_path: Path) -> None:
+    """The hub pushes a site its slice as soon as the namespace or a grant changes. Before, it
+    rode only the ack of the site's next heartbeat (10 s by default), so a revoke left a
+    user reading at the site for up to that long. The heartbeat here is a minute: the site
+    beats once as its link comes up, and everything below must reach it long before the
+    second beat."""
+    heartbeat = 60.0
+    tls = tmp_path / "tls"
+    init_certs(tls, ["onprem-a"])
+    issue_user(tls, "carol")
+    federation.tls_dir = tls
+    hub = federation.add("onprem-a")
+    e = edge_site(federation, "edge-t", [hub.endpoint], heartbeat=heartbeat)
+    try:
+        e.start(token(federation, "edge-t"))
+        wait_cluster(federation, "edge-t", "Ready", timeout=30)
+        linked = time.monotonic()
+
+        def at_site(*args: str, identity: str = "client", data: bytes | None = None) -> subprocess.CompletedProcess[str]:
+            return federation.gns("--controller", e.listen, "--tls-dir", str(tls), "--identity", identity,
+                                  *args, input=data)
+
+        # A volume and a mount made after the link came up: the site serves them.
+        assert federation.gns("volume", "create", "sitevol", "--cluster", "edge-t").returncode == 0
+        assert federation.gns("mount", "add", "/site", "sitevol").returncode == 0
+        wait_for(lambda: at_site("put", "-", "/site/a", data=b"site data").returncode == 0, 15,
+                 "the new mount to reach the site")
+        assert_error(at_site("cat", "/site/a", identity="carol"), 4, "permission denied")
+        # A grant, then a revoke, each decided by the site itself.
+        assert federation.gns("acl", "grant", "/site", "user:carol", "read").returncode == 0
+        wait_for(lambda: at_site("cat", "/site/a", identity="carol").stdout == "site data", 15,
+                 "carol's grant to reach the site")
+        assert federation.gns("acl", "revoke", "/site", "user:carol").returncode == 0
+        wait_for(lambda: at_site("cat", "/site/a", identity="carol").returncode == 4, 15,
+                 "the revoke to reach the site")
+        took = time.monotonic() - linked
+        assert took < heartbeat, f"{took:.1f}s: the changes may have ridden the second heartbeat"
     finally:
         e.stop()
