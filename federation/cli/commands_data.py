@@ -56,7 +56,9 @@ def put(env: Env, src: str, path: str, epoch: int | None, via: str | None) -> No
     written into it under its own name, as cp does: `gns put day.csv /health/sensors`
     writes /health/sensors/day.csv. A directory that only holds mount points takes no
     files (exit 3); stdin has no name, so give it the file's path (exit 2 otherwise).
-    Any other PATH is the file to create or replace. --json prints the file written."""
+    An identity that may write but not read PATH cannot see that it is a directory: end
+    it with / (`gns put day.csv /drop/`). Any other PATH is the file to create or
+    replace. --json prints the file written."""
     with _client(env, via) as c:
         path = c.into_dir(path, None if src == "-" else os.path.basename(os.path.abspath(src)))
         if src == "-":

@@ -45,6 +45,7 @@ from namespace.errors import (
     FileNotFound,
     InvalidInput,
     NotFound,
+    PermissionDenied,
     Unavailable,
 )
 from namespace.etcd import Etcd, EtcdConfig
@@ -214,12 +215,17 @@ class Client(ControlCommands, Routing):
         One ``stat`` (two for a directory only the mount table makes). A ``path`` that
         cannot be stat'ed (not there, malformed below a file, not readable) is returned as
         it is, for the write to report on; Unavailable is raised, as the write would be.
-        A directory is InvalidInput for a source without a name (``name`` None or empty:
-        stdin), and NotFound when no mount holds ``path/name`` (a prefix of mounts holds
-        mount points, not files)."""
+        Only a caller that may not read ``path`` (a write-only drop box) and ends it with
+        ``/`` gets ``path/name`` unseen: the slash says what the stat could not. A directory
+        is InvalidInput for a source without a name (``name`` None or empty: stdin), and
+        NotFound when no mount holds ``path/name`` (a prefix of mounts holds mount points,
+        not files)."""
+        as_dir = path.endswith("/")
         path = normalize(path)
         try:
             info = self.stat(path)
+        except PermissionDenied:
+            return normalize(join(path, name)) if as_dir and name else path
         except (InvalidInput, NotFound, Conflict):
             return path
         if not info.is_dir:

@@ -97,9 +97,13 @@ def admin(f: Federation, *args: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def denied(proc: subprocess.CompletedProcess[bytes]) -> None:
+def refused(proc: subprocess.CompletedProcess[bytes], code: int, fragment: str) -> None:
     proc_text = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, proc.stderr.decode())
-    assert_error(proc_text, 4, "permission denied")
+    assert_error(proc_text, code, fragment)
+
+
+def denied(proc: subprocess.CompletedProcess[bytes]) -> None:
+    refused(proc, 4, "permission denied")
 
 
 def test_reads_and_writes_per_grant_with_inheritance(fed: Federation) -> None:
@@ -119,6 +123,33 @@ def test_reads_and_writes_per_grant_with_inheritance(fed: Federation) -> None:
     finally:
         fed.gns("acl", "revoke", "/data", "user:alice")
         fed.gns("acl", "revoke", "/data/team", "group:ops")
+
+
+def test_write_only_drop_box(fed: Federation, tmp_path: Path) -> None:
+    """A write-only identity (a sensor dropping files, no read) puts files it cannot see.
+    It cannot stat the directory, so ``gns put FILE DIR/`` says with the slash that DIR is a
+    directory: the file lands under its own name. Before, the slash was dropped and the put
+    aimed at DIR itself. Without the slash PATH is the file, and a directory is refused."""
+    src = tmp_path / "reading.csv"
+    src.write_bytes(b"t,v\n1,2\n")
+    admin(fed, "acl", "grant", "/data/team", "user:bob", "write")
+    try:
+        denied(as_user(fed, "bob", "stat", "/data/team"))
+        assert as_user(fed, "bob", "put", str(src), "/data/team/").returncode == 0
+        assert fed.gns_bytes("cat", "/data/team/reading.csv").stdout == b"t,v\n1,2\n"
+        assert as_user(fed, "bob", "put", str(src), "/data/team/r2.csv").returncode == 0
+        assert fed.gns_bytes("cat", "/data/team/r2.csv").stdout == b"t,v\n1,2\n"
+        # no slash: PATH is the file to write, and a directory is no file; nothing changes
+        refused(as_user(fed, "bob", "put", str(src), "/data/team"), 2, "it is a directory")
+        assert fed.gns("stat", "/data/team/y").returncode == 0
+        # stdin has no name: into a directory it is refused too
+        refused(as_user(fed, "bob", "put", "-", "/data/team/", input=b"x"), 2, "it is a directory")
+        denied(as_user(fed, "bob", "put", str(src), "/data/"))
+        assert fed.gns("stat", "/data/reading.csv").returncode == 3
+    finally:
+        admin(fed, "acl", "revoke", "/data/team", "user:bob")
+        for name in ("reading.csv", "r2.csv"):
+            fed.gns("rm", f"/data/team/{name}")
 
 
 def test_via_does_not_launder_identity(fed: Federation) -> None:
