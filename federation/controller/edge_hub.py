@@ -73,9 +73,10 @@ SITE_KEY = "gns-edge-site"
 API_VERSION = "v1"
 DEFAULT_IDENTITY_TTL = 30 * 86400.0
 DEFAULT_CERT_TTL = 30 * 86400.0
-# After pushing a changed slice to a site, wait this long before the next push, so a burst
-# of changes (a thousand mounts made by a script) costs a few slices, not one per change.
-VIEW_PUSH_GAP = 0.1
+# After pushing a changed slice to a site, wait this long before the next push: a change
+# after a quiet spell goes down at once, a burst (a thousand mounts made by a script, clusters
+# coming and going) costs one slice a second per site, each a walk over every mount.
+VIEW_PUSH_GAP = 1.0
 
 
 def cert_ttl() -> float:
