@@ -9,16 +9,26 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
+from edge.harness import EdgeProcess
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.certs import init_certs, issue_user
 from tests.fixtures.federation import Federation, assert_error
 from tests.support import wait_for
 from tests.support.edge import edge_site, token, wait_cluster
+
+
+def site_cli(federation: Federation, site: EdgeProcess, tls: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """The gns CLI at the site's ``--listen`` port, as ``identity`` (default the admin)."""
+    def at_site(*args: str, identity: str = "client", data: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        return federation.gns("--controller", site.listen, "--tls-dir", str(tls), "--identity", identity,
+                              *args, input=data)
+    return at_site
 
 
 def test_site_listen_is_mutual_tls_and_forwards_the_callers_identity(federation: Federation,
@@ -45,9 +55,7 @@ def test_site_listen_is_mutual_tls_and_forwards_the_callers_identity(federation:
             except grpc.RpcError as exc:
                 assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
 
-        def at_site(*args: str, identity: str = "client", data: bytes | None = None) -> subprocess.CompletedProcess[str]:
-            return federation.gns("--controller", e.listen, "--tls-dir", str(tls), "--identity", identity,
-                                  *args, input=data)
+        at_site = site_cli(federation, e, tls)
 
         # The administrator (what `gns up`'s CLI uses) works through the site.
         out = at_site("cat", "/core/x")
@@ -106,9 +114,7 @@ def test_site_decides_for_its_own_paths_on_the_grants_its_hub_sent(federation: F
         assert federation.gns("volume", "create", "sitevol", "--cluster", "edge-t").returncode == 0
         assert federation.gns("mount", "add", "/site", "sitevol").returncode == 0
 
-        def at_site(*args: str, identity: str = "client", data: bytes | None = None) -> subprocess.CompletedProcess[str]:
-            return federation.gns("--controller", e.listen, "--tls-dir", str(tls), "--identity", identity,
-                                  *args, input=data)
+        at_site = site_cli(federation, e, tls)
 
         wait_for(lambda: at_site("put", "-", "/site/a", data=b"site data").returncode == 0, 20,
                  "the administrator writes at the site once it has the mount")
@@ -170,9 +176,7 @@ def test_grant_and_namespace_changes_reach_a_site_before_its_next_heartbeat(
         wait_cluster(federation, "edge-t", "Ready", timeout=30)
         linked = time.monotonic()
 
-        def at_site(*args: str, identity: str = "client", data: bytes | None = None) -> subprocess.CompletedProcess[str]:
-            return federation.gns("--controller", e.listen, "--tls-dir", str(tls), "--identity", identity,
-                                  *args, input=data)
+        at_site = site_cli(federation, e, tls)
 
         # A volume and a mount made after the link came up: the site serves them.
         assert federation.gns("volume", "create", "sitevol", "--cluster", "edge-t").returncode == 0

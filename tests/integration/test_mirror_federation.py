@@ -34,7 +34,7 @@ from federation.client import FileInfo, MirrorTargetStatus
 from tests.fixtures.federation import Federation
 from tests.fixtures.manifest import resolve_manifest
 from tests.fixtures.objectstores import ServerHandle
-from tests.support import RawStore, cli_status, holds_for, wait_for, wait_synced
+from tests.support import RawStore, cli_status, holds_for, wait_for, wait_still, wait_synced
 from tests.support.edge import replica_files as replica_state
 from tests.support.stored_blobs import stored_blobs
 
@@ -445,16 +445,8 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
         if sync.poll() is None:
             sync.kill()
         sync.communicate()
-    # an object or a blob the dead owner was sending lands (or is dropped): wait until both
-    # sets hold still
-    seen: list[tuple[dict[str, Any], set[str]]] = [(new_objects(), replica_blobs())]
-
-    def settled() -> bool:
-        seen.append((new_objects(), replica_blobs()))
-        return seen[-1] == seen[-2]
-
-    wait_for(settled, 30, "the targets to settle", every=0.5)
-    present, present_b = seen[-1]
+    # an object or a blob the dead owner was sending lands (or is dropped) first
+    present, present_b = wait_still(lambda: (new_objects(), replica_blobs()), 30, "the targets")
     assert 40 <= len(present) < n_new, f"killed too late to test a resume: {len(present)}"
     # what arrived is whole (object stores never show a partial object)
     for k in list(present)[:10]:
@@ -552,15 +544,8 @@ def test_kill9_owner_mid_replica_pass_sends_only_the_blobs_the_replica_lacks(
         if sync.poll() is None:
             sync.kill()
         sync.communicate()
-    # a blob the replica was finishing lands (or is dropped): wait until the set is still
-    seen: list[frozenset[str]] = [replica_blobs()]
-
-    def settled() -> bool:
-        seen.append(replica_blobs())
-        return seen[-1] == seen[-2]
-
-    wait_for(settled, 30, "the replica's blobs to settle", every=0.5)
-    present_b = seen[-1]
+    # a blob the replica was finishing lands (or is dropped) first
+    present_b = wait_still(replica_blobs, 30, "the replica's blobs")
     assert 40 <= len(present_b) < n_files, f"killed too late to test a resume: {len(present_b)}"
     version_b, listed_b = replica_state(b_endpoint, "resumev")
     assert (version_b, listed_b) == (0, {}), "onprem-b committed before the kill"

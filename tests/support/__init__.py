@@ -3,6 +3,6 @@
 reading object stores with the vendor SDKs directly (:class:`RawStore`)."""
 from tests.support.mirrors import cli_status, wait_synced
 from tests.support.raw_store import RawStore
-from tests.support.waiting import holds_for, wait_for
+from tests.support.waiting import holds_for, wait_for, wait_still
 
-__all__ = ["RawStore", "cli_status", "holds_for", "wait_for", "wait_synced"]
+__all__ = ["RawStore", "cli_status", "holds_for", "wait_for", "wait_still", "wait_synced"]

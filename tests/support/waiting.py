@@ -32,3 +32,17 @@ def holds_for(condition: Callable[[], object], duration: float, message: str = "
         if time.monotonic() > deadline:
             return
         time.sleep(every)
+
+
+def wait_still(read: Callable[[], T], timeout: float, message: str = "the value", *,
+               every: float = 0.5) -> T:
+    """Call ``read`` until two calls ``every`` seconds apart return the same, and return it:
+    what a dead process was still delivering has landed (or was dropped)."""
+    seen = [read()]
+
+    def still() -> bool:
+        seen.append(read())
+        return seen[-1] == seen[-2]
+
+    wait_for(still, timeout, f"{message} to hold still", every=every)
+    return seen[-1]
