@@ -52,6 +52,15 @@ def sha(data: bytes) -> str:
 # federation helpers
 
 
+def blobs_held(volume_dir: Path, wanted: set[str]) -> frozenset[str]:
+    """Which of ``wanted`` a running replica's volume stores, as blob files or inline rows of
+    its catalog (read-only, as it runs)."""
+    try:
+        return frozenset(stored_blobs(volume_dir) & wanted)
+    except sqlite3.OperationalError:  # the catalog is not there, or not its tables yet
+        return frozenset()
+
+
 def use_servers(monkeypatch: pytest.MonkeyPatch, *servers: ServerHandle) -> None:
     """Export the servers' endpoint/credential variables (controllers inherit them)."""
     for srv in servers:
@@ -418,12 +427,13 @@ def test_kill9_owner_mid_pass_resumes_without_recopy(
         head = c.rm("/crashv/old/001")
         del files["old/001"]
     to_move = n_new + 1 + 1  # new files, one overwrite, one deletion
-    # blobs of this pass that reached the replica (its content-addressed blob files on disk)
+    # blobs of this pass that reached the replica, as files or inline rows ("replaced in
+    # place" is small enough to be inline, and may arrive after every new blob)
     wanted = {sha(b) for p, b in files.items() if p.startswith("new/") or p == "old/000"}
+    b_volume = fed.controllers["onprem-b"].data_dir / "volumes" / "crashv"
 
-    def replica_blobs() -> set[str]:
-        return {b.name for b in fed.controllers["onprem-b"].data_dir.rglob("*")
-                if b.is_file() and b.parent.parent.name == "blobs" and b.name in wanted}
+    def replica_blobs() -> frozenset[str]:
+        return blobs_held(b_volume, wanted)
 
     def new_objects() -> dict[str, Any]:
         return {k: v for k, v in d.listing().items() if k.startswith("new/")}
@@ -525,11 +535,8 @@ def test_kill9_owner_mid_replica_pass_sends_only_the_blobs_the_replica_lacks(
     b_endpoint = fed.controllers["onprem-b"].endpoint
 
     def replica_blobs() -> frozenset[str]:
-        # 24 KiB blobs are staged inline: rows of the replica's catalog (read-only, as it runs)
-        try:
-            return frozenset(stored_blobs(b_volume) & wanted)
-        except sqlite3.OperationalError:  # the catalog is not there, or not its tables yet
-            return frozenset()
+        # 24 KiB blobs are staged inline: rows of the replica's catalog
+        return blobs_held(b_volume, wanted)
 
     sync = subprocess.Popen(
         [sys.executable, "-m", "federation.cli.main", "mirror", "sync", "resume-dr", "--wait",
