@@ -55,6 +55,8 @@ class Federation:
     root: Path
     lease_ttl: int = 3
     tls_dir: Path | None = None
+    log_level: str = ""
+    """The controllers' ``GNS_LOG_LEVEL`` (empty: whatever the environment says)."""
     controllers: dict[str, Controller] = field(default_factory=dict)
 
     @property
@@ -99,7 +101,10 @@ class Federation:
     def start(self, cid: str, wait: bool = True) -> Controller:
         c = self.controllers[cid]
         c.started_at = time.monotonic()
-        c.proc = spawn_controller(self.command(cid), c.log, env=self.env())
+        env = self.env()
+        if self.log_level:
+            env["GNS_LOG_LEVEL"] = self.log_level
+        c.proc = spawn_controller(self.command(cid), c.log, env=env)
         if wait:
             self.wait_healthy(cid, timeout=20)
         return c
@@ -179,18 +184,19 @@ class Federation:
         for cid in self.controllers:
             self.stop(cid)
 
-    def log_digest(self, lines: int = 15) -> str:
-        """The last warnings and errors of each controller's log: what a failed test's
-        report shows, since timing failures in CI cannot be re-run with a debugger."""
+    def log_digest(self, lines: int = 25) -> str:
+        """The last notable lines of each controller's log: warnings, errors, and our own
+        packages' INFO lines (mirror passes, hand-overs) where ``log_level`` lets them in.
+        What a failed test's report shows, since timing failures in CI cannot be re-run
+        with a debugger."""
         parts = []
         for cid, c in self.controllers.items():
             try:
                 text = c.log.read_text(errors="replace")
             except OSError:
                 continue
-            notable = [ln for ln in text.splitlines()
-                       if " WARNING " in ln or " ERROR " in ln or ln.startswith(("Traceback", "  File"))]
-            parts.append(f"-- {cid} ({len(notable)} warnings and errors; the last {lines}):")
+            notable = [ln for ln in text.splitlines() if _notable(ln)]
+            parts.append(f"-- {cid} ({len(notable)} notable lines; the last {lines}):")
             parts.extend(notable[-lines:])
         return "\n".join(parts)
 
@@ -213,3 +219,12 @@ class Federation:
         return Client(self.etcd_urls, tls_dir=self.tls_dir, **kw)
 
 
+_OUR_LOGGERS = (" mirroring.", " federation.", " namespace.", " edge.", " cloud_adapters.")
+
+
+def _notable(line: str) -> bool:
+    """A warning, an error, a traceback, or an INFO line of one of our packages (not the
+    libraries': an SDK's INFO is a line per HTTP request)."""
+    if " WARNING " in line or " ERROR " in line or line.startswith(("Traceback", "  File")):
+        return True
+    return " INFO " in line and any(name in line for name in _OUR_LOGGERS)
