@@ -20,7 +20,7 @@ import pytest
 from edge.harness import EdgeProcess
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from tests.fixtures.federation import Federation, assert_error
-from tests.support import wait_for
+from tests.support import holds_for, wait_for
 from tests.support.edge import (
     HB,
     edge_list,
@@ -163,8 +163,8 @@ def test_offline_writes_kill9_backlog_ships_in_order(federation: Federation, tmp
         res = json.loads(federation.gns("resolve", "/sensors/r001", "--json").stdout)
         assert res.get("stale") is True and res.get("mirrored_version") == 5
         # The leader never promotes an edge-owned volume, even with automatic failover.
-        time.sleep(1.5)
-        assert json.loads(federation.gns("volume", "show", "sensors", "--json").stdout)["owner"] == "edge-1"
+        holds_for(lambda: json.loads(federation.gns("volume", "show", "sensors", "--json").stdout)["owner"]
+                  == "edge-1", 1.5, "edge-1's ownership of sensors")
         e.kill()  # kill -9 while offline
         e.start()
         s = stub(e)
