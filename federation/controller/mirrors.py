@@ -55,6 +55,8 @@ class Worker:
     in_sync_set: bool = True
     done: asyncio.Condition = field(default_factory=asyncio.Condition)
     listeners: list[Progress] = field(default_factory=list)
+    publishing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One status publication at a time, so etcd ends up with the newest (see _publish)."""
 
     @property
     def name(self) -> str:
@@ -340,14 +342,20 @@ class MirrorRunner:
             w.done.notify_all()
 
     async def _publish(self, w: Worker) -> None:
-        if w.status is None:
-            return
-        w.status = w.status.model_copy(update={"updated": time.time()})
-        try:
-            await self.cache.etcd.put(schema.mirror_status(w.policy, w.name), w.status.model_dump_json().encode())
-            w.dirty = False
-        except GnsError as exc:  # etcd away: the ticker publishes it again (w.dirty)
-            log.warning("publishing mirror status %s/%s failed: %s", w.policy, w.name, exc)
+        # The ticker, the write path and the worker all publish. Two puts in flight at once
+        # may land in either order, and a "running" snapshot landing after the pass's result
+        # left a target shown in Error after it had synced, until its next pass. So: one
+        # put at a time per worker, each of the status as it is when its turn comes.
+        async with w.publishing:
+            if w.status is None:
+                return
+            sent = w.status = w.status.model_copy(update={"updated": time.time()})
+            try:
+                await self.cache.etcd.put(schema.mirror_status(w.policy, w.name), sent.model_dump_json().encode())
+                if w.status is sent:  # not changed while the put was in flight
+                    w.dirty = False
+            except GnsError as exc:  # etcd away: the ticker publishes it again (w.dirty)
+                log.warning("publishing mirror status %s/%s failed: %s", w.policy, w.name, exc)
         lag_v = max(0, self.volumes.storage(w.volume).version - w.status.version) if self.volumes.has_local(w.volume) else 0
         self.metrics.mirror_lag_versions.labels(w.policy, w.name).set(lag_v)
         lag_s = (time.time() - w.status.pending_since) if (lag_v and w.status.pending_since) else 0.0
