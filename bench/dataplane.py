@@ -139,7 +139,7 @@ async def _floor_server(port_file: str) -> None:
     import grpc
 
     from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
-    from federation.channels import BASE_OPTIONS
+    from federation.channels import SERVER_OPTIONS
 
     reply: bytes = pb.ResolveReply(
         path="/bench/d1/sub/file-1.bin", mount="/bench", volume="bench",
@@ -158,7 +158,7 @@ async def _floor_server(port_file: str) -> None:
     async def put(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return put_reply
 
-    server = grpc.aio.server(options=BASE_OPTIONS)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     # Registered as the controller's generated code registers it (a generic-only handler
     # takes a slower path in gRPC on both ends).
     name, handlers = "gns.federation.v1.Federation", {

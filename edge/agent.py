@@ -34,7 +34,7 @@ from edge.shipping import Shipper
 from edge.site import EdgeFederationService, EdgeVolumes, LocalNamespace, NeverFenced
 from edge.sitecert import cert_dir, has_certificate
 from federation import event_loop
-from federation.channels import BASE_OPTIONS, AioChannelPool
+from federation.channels import BASE_OPTIONS, SERVER_OPTIONS, AioChannelPool
 from federation.edge_mux import InCall, LinkMux, RelayHandler, forwardable, replay
 from federation.sitekit import (
     AuditLog,
@@ -117,7 +117,7 @@ class EdgeController:
         async with self._uplink_lock:
             found = self._uplinks.get(cluster)
             if found is None:
-                server = grpc.aio.server(options=BASE_OPTIONS)
+                server = grpc.aio.server(options=SERVER_OPTIONS)
                 server.add_generic_rpc_handlers((RelayHandler(self._route_up(cluster, bulk=bool(cluster))),))
                 port = server.add_insecure_port("127.0.0.1:0")
                 await server.start()
@@ -184,17 +184,20 @@ class EdgeController:
         if tls is not None:
             audit = AuditLog(cfg.data_dir / "audit.log")
             interceptors.append(AuthzInterceptor(SiteAuthorizer(cfg.site, cache, audit)))
-        server = grpc.aio.server(options=BASE_OPTIONS, interceptors=interceptors)
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         add_federation_service(service, server)
         # Control commands sent to the site (--controller) are the hub's to answer: it holds
         # the namespace and the grants. Relayed up the link as the caller TLS proved.
         server.add_generic_rpc_handlers((RelayHandler(
             self._route_up("", bulk=False), extra_metadata=lambda _md: list(forward_metadata()),
             prefix="/gns.control.v1.Control/"),))
-        if tls is not None:
-            self.port = server.add_secure_port(cfg.listen, reloading_server_credentials(tls, cfg.site))
-        else:
-            self.port = server.add_insecure_port(cfg.listen)
+        try:
+            if tls is not None:
+                self.port = server.add_secure_port(cfg.listen, reloading_server_credentials(tls, cfg.site))
+            else:
+                self.port = server.add_insecure_port(cfg.listen)
+        except RuntimeError:  # grpc raises on a failed bind (older releases return 0)
+            self.port = 0
         if self.port == 0:
             raise Unavailable(f"cannot listen on {cfg.listen} (address in use?)")
         listen = f"{cfg.listen.rpartition(':')[0]}:{self.port}"

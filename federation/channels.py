@@ -39,6 +39,14 @@ BASE_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 
+SERVER_OPTIONS: list[tuple[str, int | str]] = [
+    *BASE_OPTIONS,
+    # gRPC sets SO_REUSEPORT on listeners by default: a second server on a port in use then
+    # binds too, and the kernel splits new connections between the two (a stale controller
+    # and its replacement, or two test workers' servers). Without it the second one fails.
+    ("grpc.so_reuseport", 0),
+]
+
 
 def _options(tls_dir: Path | None) -> list[tuple[str, int | str]]:
     opts = list(BASE_OPTIONS)

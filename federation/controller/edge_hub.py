@@ -53,7 +53,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
 from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
 from federation.api.errors import kind_of, trailing_metadata
-from federation.channels import BASE_OPTIONS, AioChannelPool
+from federation.channels import BASE_OPTIONS, SERVER_OPTIONS, AioChannelPool
 from federation.controller.authz import decode_identity, peer_identity
 from federation.controller.metrics import ControllerMetrics
 from federation.edge_mux import ON_BEHALF_OF, InCall, LinkMux, RelayHandler, forwardable, replay
@@ -307,7 +307,7 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
     async def start(self) -> None:
         # The relay hop carries file data too: the same fixed stream window and message
         # limits as every other hop, so a relayed transfer's memory stays bounded.
-        self._relay = grpc.aio.server(options=BASE_OPTIONS)
+        self._relay = grpc.aio.server(options=SERVER_OPTIONS)
         self._relay.add_generic_rpc_handlers((RelayHandler(self._route_down),))
         port = self._relay.add_insecure_port("127.0.0.1:0")
         self._relay_addr = f"127.0.0.1:{port}"

@@ -20,7 +20,7 @@ import grpc
 
 from federation import event_loop
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
-from federation.channels import BASE_OPTIONS, AioChannelPool
+from federation.channels import SERVER_OPTIONS, AioChannelPool
 from federation.controller.access import Access
 from federation.controller.config import ControllerConfig
 from federation.controller.edge_hub import EdgeHub
@@ -65,7 +65,7 @@ class Controller:
         # Access control sits inside the error mapping: its denials become statuses too.
         access = Access(cfg, etcd, cache, self.metrics)
         server = grpc.aio.server(
-            options=BASE_OPTIONS, interceptors=[ErrorInterceptor(self.metrics), *access.interceptors]
+            options=SERVER_OPTIONS, interceptors=[ErrorInterceptor(self.metrics), *access.interceptors]
         )
         lease: LeaseKeeper | None = None
         volumes: VolumeManager | None = None
@@ -146,13 +146,17 @@ class Controller:
 
     def _bind(self, server: grpc.aio.Server) -> int:
         cfg = self.config
-        if cfg.tls_dir is not None:
-            from federation.tls import reloading_server_credentials
+        try:
+            if cfg.tls_dir is not None:
+                from federation.tls import reloading_server_credentials
 
-            # Re-read on rotation (`gns certs rotate`): a renewed certificate needs no restart.
-            port: int = server.add_secure_port(cfg.listen, reloading_server_credentials(cfg.tls_dir, cfg.cluster))
-        else:
-            port = server.add_insecure_port(cfg.listen)
+                # Re-read on rotation (`gns certs rotate`): a renewed certificate needs no restart.
+                creds = reloading_server_credentials(cfg.tls_dir, cfg.cluster)
+                port: int = server.add_secure_port(cfg.listen, creds)
+            else:
+                port = server.add_insecure_port(cfg.listen)
+        except RuntimeError:  # grpc raises on a failed bind (older releases return 0)
+            port = 0
         if port == 0:
             from namespace.errors import Unavailable
 

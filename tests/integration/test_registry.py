@@ -50,6 +50,22 @@ def test_duplicate_live_id_is_refused(federation: Federation, tmp_path: Path) ->
     assert original.proc is not None and original.proc.poll() is None
 
 
+def test_a_controller_on_a_port_in_use_is_refused(federation: Federation, tmp_path: Path) -> None:
+    """gRPC would share a port in use (SO_REUSEPORT) and split its connections between the
+    two servers; a controller must fail to start instead, and register nothing."""
+    first = federation.add("onprem-a")
+    second = subprocess.run(
+        [sys.executable, "-m", "federation.cli.main", "controller", "--cluster", "onprem-b",
+         "--listen", first.endpoint, "--data-dir", str(tmp_path / "second"),
+         "--etcd", federation.etcd_urls],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert_error(second, 5, f"cannot listen on {first.endpoint}")
+    assert federation.state("onprem-b") == "Missing"
+    assert federation.state("onprem-a") == "Ready"
+    assert first.proc is not None and first.proc.poll() is None
+
+
 def test_graceful_stop_goes_down_at_once(federation: Federation) -> None:
     federation.lease_ttl = 10
     federation.add("edge-x", provider="edge")
