@@ -34,7 +34,7 @@ from edge.shipping import Shipper
 from edge.site import EdgeFederationService, EdgeVolumes, LocalNamespace, NeverFenced
 from edge.sitecert import cert_dir, has_certificate
 from federation import event_loop
-from federation.channels import BASE_OPTIONS, SERVER_OPTIONS, AioChannelPool
+from federation.channels import BASE_OPTIONS, SERVER_OPTIONS, AioChannelPool, bind
 from federation.edge_mux import InCall, LinkMux, RelayHandler, forwardable, replay
 from federation.sitekit import (
     AuditLog,
@@ -191,13 +191,7 @@ class EdgeController:
         server.add_generic_rpc_handlers((RelayHandler(
             self._route_up("", bulk=False), extra_metadata=lambda _md: list(forward_metadata()),
             prefix="/gns.control.v1.Control/"),))
-        try:
-            if tls is not None:
-                self.port = server.add_secure_port(cfg.listen, reloading_server_credentials(tls, cfg.site))
-            else:
-                self.port = server.add_insecure_port(cfg.listen)
-        except RuntimeError:  # grpc raises on a failed bind (older releases return 0)
-            self.port = 0
+        self.port = bind(server, cfg.listen, reloading_server_credentials(tls, cfg.site) if tls is not None else None)
         if self.port == 0:
             raise Unavailable(f"cannot listen on {cfg.listen} (address in use?)")
         listen = f"{cfg.listen.rpartition(':')[0]}:{self.port}"

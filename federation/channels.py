@@ -48,6 +48,18 @@ SERVER_OPTIONS: list[tuple[str, int | str]] = [
 ]
 
 
+def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None = None) -> int:
+    """Add a listening port to ``server`` (TLS when ``credentials`` are given) and return it;
+    0 if the address cannot be bound. Why: grpc raises on a failed bind, while older
+    releases returned 0, and callers report either as one clear error."""
+    try:
+        if credentials is None:
+            return int(server.add_insecure_port(address))
+        return int(server.add_secure_port(address, credentials))
+    except RuntimeError:
+        return 0
+
+
 def _options(tls_dir: Path | None) -> list[tuple[str, int | str]]:
     opts = list(BASE_OPTIONS)
     if tls_dir is not None:

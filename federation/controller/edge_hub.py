@@ -53,7 +53,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
 from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
 from federation.api.errors import kind_of, trailing_metadata
-from federation.channels import BASE_OPTIONS, SERVER_OPTIONS, AioChannelPool
+from federation.channels import BASE_OPTIONS, SERVER_OPTIONS, AioChannelPool, bind
 from federation.controller.authz import decode_identity, peer_identity
 from federation.controller.metrics import ControllerMetrics
 from federation.edge_mux import ON_BEHALF_OF, InCall, LinkMux, RelayHandler, forwardable, replay
@@ -333,14 +333,11 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         previous = await self._published_join_port(host)
         port = 0
         for want in ([previous] if previous else []) + [0]:
-            # No SO_REUSEPORT: binding the old port must fail if someone else holds it now,
-            # rather than share it with them.
-            self._join = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            # No SO_REUSEPORT (SERVER_OPTIONS): binding the old port must fail if someone
+            # else holds it now, rather than share it with them.
+            self._join = grpc.aio.server(options=SERVER_OPTIONS)
             epb_grpc.add_EdgeLinkServicer_to_server(_JoinOnly(self), self._join)
-            try:
-                port = self._join.add_secure_port(f"{host}:{want}", creds)
-            except RuntimeError:  # grpc raises on a failed bind (older releases return 0)
-                port = 0
+            port = bind(self._join, f"{host}:{want}", creds)
             if port:
                 break
             log.warning("edge hub %s: token-only join port %s:%d is taken; tokens that name it "

@@ -20,7 +20,7 @@ import grpc
 
 from federation import event_loop
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
-from federation.channels import SERVER_OPTIONS, AioChannelPool
+from federation.channels import SERVER_OPTIONS, AioChannelPool, bind
 from federation.controller.access import Access
 from federation.controller.config import ControllerConfig
 from federation.controller.edge_hub import EdgeHub
@@ -146,17 +146,13 @@ class Controller:
 
     def _bind(self, server: grpc.aio.Server) -> int:
         cfg = self.config
-        try:
-            if cfg.tls_dir is not None:
-                from federation.tls import reloading_server_credentials
+        creds = None
+        if cfg.tls_dir is not None:
+            from federation.tls import reloading_server_credentials
 
-                # Re-read on rotation (`gns certs rotate`): a renewed certificate needs no restart.
-                creds = reloading_server_credentials(cfg.tls_dir, cfg.cluster)
-                port: int = server.add_secure_port(cfg.listen, creds)
-            else:
-                port = server.add_insecure_port(cfg.listen)
-        except RuntimeError:  # grpc raises on a failed bind (older releases return 0)
-            port = 0
+            # Re-read on rotation (`gns certs rotate`): a renewed certificate needs no restart.
+            creds = reloading_server_credentials(cfg.tls_dir, cfg.cluster)
+        port = bind(server, cfg.listen, creds)
         if port == 0:
             from namespace.errors import Unavailable
 
