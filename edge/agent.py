@@ -192,8 +192,6 @@ class EdgeController:
             self._route_up("", bulk=False), extra_metadata=lambda _md: list(forward_metadata()),
             prefix="/gns.control.v1.Control/"),))
         self.port = bind(server, cfg.listen, reloading_server_credentials(tls, cfg.site) if tls is not None else None)
-        if self.port == 0:
-            raise Unavailable(f"cannot listen on {cfg.listen} (address in use?)")
         listen = f"{cfg.listen.rpartition(':')[0]}:{self.port}"
         await server.start()
         # Calls the hub relays down the link enter the site's own server (as the site).

@@ -49,15 +49,19 @@ SERVER_OPTIONS: list[tuple[str, int | str]] = [
 
 
 def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None = None) -> int:
-    """Add a listening port to ``server`` (TLS when ``credentials`` are given) and return it;
-    0 if the address cannot be bound. Why: grpc raises on a failed bind, while older
-    releases returned 0, and callers report either as one clear error."""
+    """Add a listening port to ``server`` (TLS when ``credentials`` are given) and return it.
+    Raises ``Unavailable`` if the address cannot be bound: grpc raises ``RuntimeError`` on a
+    failed bind, older releases return 0, and either is one clear error here."""
+    from namespace.errors import Unavailable
+
     try:
-        if credentials is None:
-            return int(server.add_insecure_port(address))
-        return int(server.add_secure_port(address, credentials))
+        port = (server.add_insecure_port(address) if credentials is None
+                else server.add_secure_port(address, credentials))
     except RuntimeError:
-        return 0
+        port = 0
+    if not port:
+        raise Unavailable(f"cannot listen on {address} (address in use?)")
+    return int(port)
 
 
 def _options(tls_dir: Path | None) -> list[tuple[str, int | str]]:

@@ -337,11 +337,12 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
             # else holds it now, rather than share it with them.
             self._join = grpc.aio.server(options=SERVER_OPTIONS)
             epb_grpc.add_EdgeLinkServicer_to_server(_JoinOnly(self), self._join)
-            port = bind(self._join, f"{host}:{want}", creds)
-            if port:
+            try:
+                port = bind(self._join, f"{host}:{want}", creds)
                 break
-            log.warning("edge hub %s: token-only join port %s:%d is taken; tokens that name it "
-                        "must be made again", self.cluster, host, want)
+            except Unavailable:
+                log.warning("edge hub %s: token-only join port %s:%d is taken; tokens that name it "
+                            "must be made again", self.cluster, host, want)
         if not port or self._join is None:
             raise Unavailable(f"edge hub {self.cluster}: cannot open a token-only join port on {host}")
         await self._join.start()

@@ -152,12 +152,7 @@ class Controller:
 
             # Re-read on rotation (`gns certs rotate`): a renewed certificate needs no restart.
             creds = reloading_server_credentials(cfg.tls_dir, cfg.cluster)
-        port = bind(server, cfg.listen, creds)
-        if port == 0:
-            from namespace.errors import Unavailable
-
-            raise Unavailable(f"cannot listen on {cfg.listen} (address in use?)")
-        return port
+        return bind(server, cfg.listen, creds)
 
     async def _export_lease_metrics(self, lease: LeaseKeeper) -> None:
         while True:
