@@ -18,8 +18,10 @@ Starts a real etcd and three real ``gns controller`` processes (``onprem-a``, ``
   is ours, robust to a busy machine.
 * ``put_mib_s`` / ``get_mib_s``: ``federation.client.Client`` straight to the owner, one
   ``--size-mib`` (1 GiB) file; ``put_via_ratio`` / ``get_via_ratio``: the same through
-  ``via="onprem-b"`` (forwarding to onprem-a) over direct, interleaved in the same run, median
-  of ``--rounds``. ``get`` writes to a local file and fsyncs it (what ``gns get`` does).
+  ``via="onprem-b"`` (forwarding to onprem-a, through its bulk tunnel) over direct;
+  ``put_via_relay_ratio`` / ``get_via_relay_ratio``: through onprem-b with tunnels off (it
+  relays gRPC messages); interleaved in the same run, median of ``--rounds``. ``get`` writes
+  to a local file and fsyncs it (what ``gns get`` does).
 * ``local_copy_mib_s``: ``shutil.copyfile`` + fsync of the same source file on the same disk;
   ``direct_put_vs_local_copy`` = put_mib_s / local_copy_mib_s.
 * ``small_put_per_s``: 4 KiB puts from ``--small-threads`` threads sharing one ``Client``
@@ -328,30 +330,39 @@ def bench_large(urls: str, work: Path, size_mib: int, rounds: int, pids: dict[st
     src = work / "source.bin"
     log(f"writing a {size_mib} MiB source file")
     make_source(src, size_mib)
-    times: dict[str, list[float]] = {k: [] for k in ("copy", "put", "put_via", "get", "get_via")}
-    with Client(urls) as direct, Client(urls, via="onprem-b") as via:
-        direct.put(b"warm", "/bench/warm.bin")
-        via.put(b"warm", "/bench/warm-via.bin")
+    times: dict[str, list[float]] = {
+        k: [] for k in ("copy", "put", "put_via", "put_relay", "get", "get_via", "get_relay")
+    }
+    # via: the default, streams through onprem-b's bulk tunnel; relay: the same client with
+    # tunnels off, so onprem-b relays gRPC messages (the path before tunnels, and the one a
+    # forwarder without a tunnel takes).
+    with (Client(urls) as direct, Client(urls, via="onprem-b") as via,
+          Client(urls, via="onprem-b", tunnel=False) as relay):
+        clients = {"direct": direct, "via": via, "relay": relay}
+        for c in clients.values():
+            c.put(b"warm", f"/bench/warm-{id(c)}.bin")
+            c.cat(f"/bench/warm-{id(c)}.bin")  # a tunnel opens on first use: not in a timed round
+        kinds = list(clients)
         for r in range(rounds):
-            # Interleave (and alternate the order) so drift in machine load hits both alike.
-            order = ["direct", "via"] if r % 2 == 0 else ["via", "direct"]
+            # Interleave (and rotate the order) so drift in machine load hits all alike.
+            order = kinds[r % 3:] + kinds[: r % 3]
             times["copy"].append(local_copy_seconds(src, work / "copy.bin"))
             log(f"round {r + 1}: local copy {size_mib / times['copy'][-1]:.0f} MiB/s")
             for kind in order:
-                client, key = (direct, "put") if kind == "direct" else (via, "put_via")
+                key = "put" if kind == "direct" else f"put_{kind}"
                 c0 = cpu_now()
                 t0 = time.perf_counter()
-                info = client.put(src, f"/bench/big-{kind}.bin")
+                info = clients[kind].put(src, f"/bench/big-{kind}.bin")
                 times[key].append(time.perf_counter() - t0)
                 record(key, c0)
                 assert info.size == size_mib * MIB
                 log(f"round {r + 1}: {key} {size_mib / times[key][-1]:.0f} MiB/s")
             for kind in order:
-                client, key = (direct, "get") if kind == "direct" else (via, "get_via")
+                key = "get" if kind == "direct" else f"get_{kind}"
                 dst = work / f"got-{kind}.bin"
                 c0 = cpu_now()
                 t0 = time.perf_counter()
-                n = client.get(f"/bench/big-{kind}.bin", dst)
+                n = clients[kind].get(f"/bench/big-{kind}.bin", dst)
                 times[key].append(time.perf_counter() - t0)
                 record(key, c0)
                 assert n == size_mib * MIB
@@ -368,6 +379,8 @@ def bench_large(urls: str, work: Path, size_mib: int, rounds: int, pids: dict[st
         "get_via_mib_s": rnd(rate["get_via"], 1),
         "put_via_ratio": rnd(rate["put_via"] / rate["put"], 3),
         "get_via_ratio": rnd(rate["get_via"] / rate["get"], 3),
+        "put_via_relay_ratio": rnd(rate["put_relay"] / rate["put"], 3),
+        "get_via_relay_ratio": rnd(rate["get_relay"] / rate["get"], 3),
         "local_copy_mib_s": rnd(rate["copy"], 1),
         "direct_put_vs_local_copy": rnd(rate["put"] / rate["copy"], 3),
         "direct_get_vs_local_copy": rnd(rate["get"] / rate["copy"], 3),
@@ -659,7 +672,8 @@ def main() -> None:
         "etcd + 3 real controller processes on 127.0.0.1 (lease TTL 5 s), volume 'bench' on "
         "onprem-a; Resolve load from separate processes (grpc.aio), latencies per call inside a "
         "common window; large files via federation.client.Client (1 MiB chunks), get writes and "
-        "fsyncs a local file; via = Client(via='onprem-b') forwarding to onprem-a; throughputs are "
+        "fsyncs a local file; via = Client(via='onprem-b') forwarding to onprem-a through its bulk "
+        "tunnel, relay = the same with tunnel=False (gRPC messages relayed); throughputs are "
         "medians of interleaved rounds; local copy = shutil.copyfile + fsync on the same disk. "
         f"Machine shared with other jobs (load {result['machine']['loadavg_1m_at_start']} on "
         f"{result['machine']['cpus']} cores at start): figures are noisy."

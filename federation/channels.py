@@ -95,6 +95,22 @@ def sync_channel(endpoint: str, tls_dir: Path | None, identity: str = "client") 
     )
 
 
+def tunnel_channel(tunnel: str, endpoint: str, tls_dir: Path | None, identity: str = "client") -> grpc.Channel:
+    """A blocking channel to ``endpoint`` through the bulk tunnel at ``tunnel`` (a
+    forwarder's CONNECT port, ``federation.controller.tunnel``). TLS, if any, runs end to
+    end with ``endpoint``: the forwarder sees only ciphertext."""
+    # gRPC's own CONNECT handshaker runs when this argument names a server. Unlike the public
+    # ``grpc.http_proxy`` it ignores ``no_proxy``, which would silently skip the tunnel. Were
+    # a release to drop it, the channel would speak HTTP/2 to the tunnel port, which answers
+    # 400, and the client relays through the controller instead (``_opens``).
+    opts = [*_options(tls_dir), ("grpc.http_connect_server", endpoint)]
+    if tls_dir is None:
+        return grpc.insecure_channel(tunnel, options=opts)
+    from federation.tls import channel_credentials
+
+    return grpc.secure_channel(tunnel, channel_credentials(tls_dir, identity), options=opts)
+
+
 class Peers(Protocol):
     """Where a controller's forwarded calls go: a channel per endpoint (a pool, or a pool
     that also reaches edge sites down their links)."""

@@ -31,6 +31,8 @@ class ClusterSpec(Record):
     labels: dict[str, str] = Field(default_factory=dict)
     endpoint: str = ""
     metrics_endpoint: str = ""
+    tunnel: str = ""
+    """HOST:PORT of its bulk tunnel (``federation.controller.tunnel``); empty if it has none."""
     lease_ttl: int = 10
     """Seconds its controller's liveness lease lasts without renewal."""
 

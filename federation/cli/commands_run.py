@@ -84,6 +84,9 @@ def down(env: Env) -> None:
               "(whole seconds: 10s, 1m or 10).")
 @click.option("--advertise", default="", metavar="HOST:PORT", help="Endpoint others dial.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None)
+@click.option("--tunnel", default="auto", show_default=True, metavar="HOST:PORT|auto|off",
+              help="Where clients entering here (--via) open bulk tunnels to owners; auto: the "
+              "listen host on a free port; off: forwarded streams are relayed as gRPC messages.")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --listen without TLS.")
 @click.option("--audit-log", "audit_log", type=click.Path(dir_okay=False), default=None,
               help="Access-control audit log, JSON lines (default: DATA_DIR/audit.log).")
@@ -92,7 +95,8 @@ def down(env: Env) -> None:
 @common
 def controller(env: Env, cluster_id: str, listen: str, data_dir: str, provider: str, region: str,
                labels: tuple[str, ...], lease_ttl: float, advertise: str, metrics_port: int | None,
-               insecure: bool, kubernetes: bool = False, audit_log: str | None = None) -> None:
+               insecure: bool, kubernetes: bool = False, audit_log: str | None = None,
+               tunnel: str = "auto") -> None:
     """Run one cluster's federation controller (what a Kubernetes Deployment runs)."""
     from federation.client import find_etcd
     from federation.controller.config import ControllerConfig, parse_labels
@@ -113,7 +117,7 @@ def controller(env: Env, cluster_id: str, listen: str, data_dir: str, provider: 
         etcd=EtcdConfig.parse(find_etcd(env.etcd, None)), provider=provider, region=region,
         labels=parse_labels(labels), lease_ttl=int(lease_ttl), advertise=advertise,
         metrics_port=metrics_port, tls_dir=tls_dir, insecure=insecure, kubernetes=kubernetes,
-        audit_log=Path(audit_log) if audit_log else None,
+        audit_log=Path(audit_log) if audit_log else None, tunnel=tunnel,
     )
     if kubernetes:  # a missing or broken kubeconfig is refused before anything starts
         from federation.kube.api import KubeConfig

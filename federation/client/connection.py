@@ -7,6 +7,7 @@ only borrow it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 import grpc
 
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
-from federation.channels import sync_channel
+from federation.channels import sync_channel, tunnel_channel
 from federation.loop_thread import LoopThread
 from namespace.cache import NamespaceCache, NamespaceView, load_path_view
 from namespace.control import ControlPlane
@@ -32,6 +33,8 @@ class Connection:
     tls_dir: Path | None
     identity: str
     via: str | None
+    tunnel: bool
+    """Whether streams entering at ``via`` go through its bulk tunnel when it has one."""
     consistency: str
     max_staleness: float
     chunk_size: int
@@ -43,6 +46,8 @@ class Connection:
     # One stub per endpoint: building one makes a callable per method (~15), per request.
     _stubs: dict[str, pb_grpc.FederationStub]
     _lock: threading.Lock
+    # Tunnels that did not open, and until when they are not tried again.
+    _tunnels_down: dict[str, float]
 
     # -- plumbing -------------------------------------------------------------------------
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -120,6 +125,27 @@ class Connection:
                 ch = self._channels[endpoint] = sync_channel(endpoint, self.tls_dir, self.identity)
         return ch
 
+    def _tunnel_stub(self, tunnel: str, endpoint: str) -> pb_grpc.FederationStub | None:
+        """A stub for ``endpoint`` through the bulk tunnel at ``tunnel``, or None if that
+        tunnel did not open lately (the caller then relays through the controller)."""
+        key = f"{endpoint} through {tunnel}"
+        stub = self._stubs.get(key)
+        if stub is not None:
+            return stub
+        if time.monotonic() < self._tunnels_down.get(key, 0.0):
+            return None
+        channel = tunnel_channel(tunnel, endpoint, self.tls_dir, self.identity)
+        if not _opens(channel, _TUNNEL_OPEN_S):
+            channel.close()
+            self._tunnels_down[key] = time.monotonic() + _TUNNEL_RETRY_S
+            return None
+        with self._lock:
+            if key in self._channels:  # another thread opened it meanwhile
+                channel.close()
+            else:
+                self._channels[key] = channel
+            return self._stubs.setdefault(key, pb_grpc.FederationStub(self._channels[key]))
+
     def _stub(self, endpoint: str) -> pb_grpc.FederationStub:
         stub = self._stubs.get(endpoint)
         if stub is None:
@@ -127,3 +153,28 @@ class Connection:
             with self._lock:
                 stub = self._stubs.setdefault(endpoint, stub)
         return stub
+
+
+_TUNNEL_OPEN_S = 2.0
+_TUNNEL_RETRY_S = 30.0
+
+
+def _opens(channel: grpc.Channel, timeout: float) -> bool:
+    """Whether ``channel`` connects within ``timeout``. A refused tunnel shows at once (gRPC
+    turns TRANSIENT_FAILURE), so falling back costs a round trip, not the whole timeout."""
+    seen: list[grpc.ChannelConnectivity] = []
+    settled = threading.Event()
+    ends = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+            grpc.ChannelConnectivity.SHUTDOWN)
+
+    def note(state: grpc.ChannelConnectivity) -> None:
+        if state in ends:
+            seen.append(state)
+            settled.set()
+
+    channel.subscribe(note, try_to_connect=True)
+    try:
+        settled.wait(timeout)
+    finally:
+        channel.unsubscribe(note)
+    return bool(seen) and seen[0] is grpc.ChannelConnectivity.READY

@@ -82,6 +82,7 @@ class Client(ControlCommands, Routing):
         watch: bool = True,
         controller: str | None = None,
         identity: str | None = None,
+        tunnel: bool = True,
     ) -> None:
         if via is not None:
             check_name("cluster", via)
@@ -97,6 +98,7 @@ class Client(ControlCommands, Routing):
         self.tls_dir = find_tls_dir(tls_dir, home)
         self.identity = identity or os.environ.get("GNS_IDENTITY") or "client"
         self.via = via
+        self.tunnel = tunnel
         self.consistency = consistency
         self.max_staleness = max_staleness
         self.chunk_size = chunk_size
@@ -110,6 +112,7 @@ class Client(ControlCommands, Routing):
         self._no_put: set[pb_grpc.FederationStub] = set()
         self._put_batcher = PutBatcher()
         self._lock = threading.Lock()
+        self._tunnels_down: dict[str, float] = {}
 
     def __enter__(self) -> Client:
         return self
@@ -416,13 +419,13 @@ class Client(ControlCommands, Routing):
             return reply
 
         if not seekable:
-            stub, target, where = self._route(path, epoch)
+            stub, target, where = self._route(path, epoch, bulk=True)
             try:
                 reply = call(stub, target)
             except grpc.RpcError as exc:
                 raise from_rpc_error(exc, f"cluster {where}") from None
         else:
-            reply = self._call(call, path, epoch)
+            reply = self._call(call, path, epoch, bulk=True)
         return file_info(reply.info)
 
     def _chunks(self, fh: IO[bytes], header: pb.WriteHeader, progress: Progress | None,
@@ -449,7 +452,7 @@ class Client(ControlCommands, Routing):
         """Stream a file's bytes (``length`` 0 = to the end; ``timeout`` bounds the whole
         stream, so give one only for bounded ranges)."""
         try:
-            stub, target, where = self._route(path, read=True)
+            stub, target, where = self._route(path, read=True, bulk=True)
         except NotFound:
             # ``/`` and other prefixes of mounts are directories (ls, stat): reading one is
             # the same error as reading a directory inside a volume, not "not found".

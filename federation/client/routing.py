@@ -20,6 +20,7 @@ from federation.client.connection import Connection
 from namespace.cache import NamespaceView
 from namespace.control import resolve_in
 from namespace.errors import EpochNotSeen, NotFound, NotOwner, StaleEpoch, Unavailable
+from namespace.models import ClusterSpec
 from namespace.paths import normalize
 
 R = TypeVar("R")
@@ -31,7 +32,10 @@ _REROUTE = (StaleEpoch, NotOwner, EpochNotSeen)
 class Routing(Connection):
     """The routing half of :class:`~federation.client.Client` (a base class of it)."""
 
-    def _route(self, path: str, epoch: int | None = None, *, read: bool = False) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
+    def _route(self, path: str, epoch: int | None = None, *, read: bool = False,
+               bulk: bool = False) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
+        """Where a request on ``path`` goes; ``bulk`` for a file's byte stream (Read, Write),
+        which enters at ``via`` through its bulk tunnel where it has one."""
         path = normalize(path)
         view = self.route_view(path)
         if self.via is not None:
@@ -40,6 +44,9 @@ class Routing(Connection):
                 raise NotFound(f"cluster {self.via!r} not found")
             if self.via not in view.alive:
                 raise Unavailable(f"cluster {self.via} (--via) is Down")
+            tunneled = self._through_tunnel(view, path, spec, epoch, where=self.via) if bulk else None
+            if tunneled is not None:
+                return tunneled
             target = pb.Target(
                 global_path=path, epoch=epoch or 0,
                 consistency=self.consistency, max_staleness_s=self.max_staleness,
@@ -80,6 +87,31 @@ class Routing(Connection):
         )
         return self._stub(spec.endpoint), target, vol.owner
 
+    def _through_tunnel(self, view: NamespaceView, path: str, via: ClusterSpec,
+                        epoch: int | None, *, where: str) -> tuple[pb_grpc.FederationStub, pb.Target, str] | None:
+        """A stream entering at ``via``, run end to end with the owner through ``via``'s bulk
+        tunnel (``federation.controller.tunnel``): the forwarder moves its bytes in the kernel
+        instead of relaying gRPC messages. None where ``via`` must answer itself: it has no
+        tunnel, may serve a replica (``consistency="any"``), or the owner is ``via``, Down,
+        unknown or an edge site (reached over its link, not by address)."""
+        if not (self.tunnel and via.tunnel) or self.consistency == "any":
+            return None
+        res = view.resolve(path)
+        vol = view.volumes.get(res.volume) if res is not None else None
+        if res is None or vol is None or vol.owner == where or vol.owner not in view.alive:
+            return None
+        owner = view.clusters.get(vol.owner)
+        if owner is None or not owner.endpoint or owner.provider == "edge":
+            return None
+        stub = self._tunnel_stub(via.tunnel, owner.endpoint)
+        if stub is None:
+            return None
+        target = pb.Target(
+            global_path=path, volume=res.volume, relative_path=res.relative_path,
+            epoch=epoch or vol.epoch, consistency=self.consistency, max_staleness_s=self.max_staleness,
+        )
+        return stub, target, where
+
     def _fresh_replica(self, view: NamespaceView, volume: str) -> str | None:
         """The nearest Ready replica cluster within ``max_staleness`` (None if none)."""
         from federation.resolution import replicas_of
@@ -91,10 +123,10 @@ class Routing(Connection):
         return None
 
     def _call(self, fn: Callable[[pb_grpc.FederationStub, pb.Target], R], path: str, epoch: int | None = None,
-              *, read: bool = False) -> R:
+              *, read: bool = False, bulk: bool = False) -> R:
         """Route and call; once, re-route after a moved owner (unless an epoch was pinned)."""
         for attempt in (0, 1):
-            stub, target, where = self._route(path, epoch, read=read)
+            stub, target, where = self._route(path, epoch, read=read, bulk=bulk)
             try:
                 return fn(stub, target)
             except grpc.RpcError as exc:

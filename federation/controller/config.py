@@ -37,6 +37,9 @@ class ControllerConfig:
     """Reconcile MirrorPolicy and GlobalMount resources (kubeconfig in-cluster or KUBECONFIG)."""
     audit_log: Path | None = None
     """Where access-control decisions are logged (default ``<data_dir>/audit.log``)."""
+    tunnel: str = "auto"
+    """HOST:PORT for bulk tunnels (``federation.controller.tunnel``); ``auto``: the listen
+    host on a free port; ``off``: none (forwarded streams are relayed as gRPC messages)."""
 
     def __post_init__(self) -> None:
         check_name("cluster", self.cluster)
@@ -54,10 +57,36 @@ class ControllerConfig:
                 f"refusing to listen on non-loopback {self.listen} without TLS: "
                 "pass --tls-dir (see `gns certs init`) or --insecure"
             )
+        if self.tunnel not in ("auto", "off"):
+            t_host, t_sep, t_port = self.tunnel.rpartition(":")
+            if not t_sep or not t_host or not t_port.isdigit() or not 0 <= int(t_port) < 65536:
+                raise InvalidInput(f"invalid --tunnel {self.tunnel!r}: expected HOST:PORT, auto or off")
+            if self.tls_dir is None and not self.insecure and not is_loopback(t_host.strip("[]")):
+                raise InvalidInput(
+                    f"refusing to open tunnels on non-loopback {self.tunnel} without TLS: "
+                    "pass --tls-dir or --insecure"
+                )
 
     @property
     def endpoint(self) -> str:
         return self.advertise or self.listen
+
+    @property
+    def tunnel_listen(self) -> str | None:
+        """Where the tunnel listener binds (None: no tunnel)."""
+        if self.tunnel == "off":
+            return None
+        if self.tunnel == "auto":
+            return self.listen.rpartition(":")[0] + ":0"
+        return self.tunnel
+
+    def tunnel_endpoint(self, port: int) -> str:
+        """What clients dial for the tunnel bound on ``port``: its own host unless that is a
+        wildcard, else the host others dial for gRPC."""
+        host = (self.tunnel_listen or "").rpartition(":")[0]
+        if self.tunnel == "auto" or host.strip("[]") in ("0.0.0.0", "::", ""):
+            host = self.endpoint.rpartition(":")[0]
+        return f"{host}:{port}"
 
     def spec(self, metrics_endpoint: str = "") -> ClusterSpec:
         return ClusterSpec(

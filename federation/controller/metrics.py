@@ -24,6 +24,13 @@ class ControllerMetrics:
         self.forwarded = Counter(
             "gns_forwarded", "requests forwarded to another cluster", ["method", "to"], registry=r
         )
+        self.tunnels_open = Gauge("gns_tunnels_open", "bulk tunnels open through this controller", registry=r)
+        self.tunnel_bytes = Counter(
+            "gns_tunnel_bytes", "bytes moved through bulk tunnels", ["direction", "to"], registry=r
+        )
+        self.tunnels_refused = Counter(
+            "gns_tunnels_refused", "bulk tunnel requests refused, by reason", ["reason"], registry=r
+        )
         self.lease_renewals = Gauge("gns_lease_renewals", "successful lease renewals", registry=r)
         self.lease_failures = Gauge("gns_lease_renewal_failures", "failed lease renewals", registry=r)
         self.lease_losses = Gauge("gns_lease_losses", "times the lease was lost", registry=r)

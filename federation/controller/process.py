@@ -35,6 +35,7 @@ from federation.controller.rpc_errors import ErrorInterceptor
 from federation.controller.service import FederationService
 from federation.controller.service import add_to_server as add_federation_service
 from federation.controller.supervisor import Supervisor
+from federation.controller.tunnel import TunnelServer, core_cluster_at
 from federation.controller.volumes import VolumeManager
 from namespace.cache import NamespaceCache
 from namespace.errors import Conflict
@@ -72,6 +73,7 @@ class Controller:
         mirrors: MirrorRunner | None = None
         leader: FederationLeader | None = None
         edge_hub: EdgeHub | None = None
+        tunnel: TunnelServer | None = None
         supervisor = self.supervisor
         try:
             await cache.load()
@@ -84,6 +86,9 @@ class Controller:
             spec = cfg.spec(metrics_ep)
             if cfg.listen.endswith(":0") and not cfg.advertise:
                 spec = spec.model_copy(update={"endpoint": f"{cfg.listen.rpartition(':')[0]}:{self.port}"})
+            if cfg.tunnel_listen is not None:
+                tunnel = TunnelServer(cfg.tunnel_listen, lambda at: core_cluster_at(cache.view, at), self.metrics)
+                spec = spec.model_copy(update={"tunnel": cfg.tunnel_endpoint(tunnel.bind())})
             lease = LeaseKeeper(etcd, spec, cfg.lease_ttl, node_id=node_id)
             volumes = VolumeManager(cfg.cluster, cfg.data_dir, cache, lease, self.metrics)
             lease.subscribe(volumes)  # lease lost: fence writes; regained: bump epochs
@@ -108,6 +113,8 @@ class Controller:
             pb_grpc.add_FailoverServicer_to_server(FailoverService(failover), server)
             await edge_hub.start()
             await server.start()
+            if tunnel is not None:
+                supervisor.spawn("tunnel", tunnel.serve())
             await lease.register()
             supervisor.spawn("lease-renewal", lease.renew_forever())
             supervisor.spawn("volumes", volumes.run())
@@ -130,6 +137,8 @@ class Controller:
                 await mirrors.stop()
             if edge_hub is not None:
                 await edge_hub.stop()
+            if tunnel is not None:
+                await tunnel.stop()
             await server.stop(grace=2.0)
             if volumes is not None:
                 try:

@@ -1,5 +1,6 @@
 """A write whose sender dies mid-stream commits nothing: kill -9 of the writing client, or
-of the controller that forwards its stream to the owner.
+of the controller that forwards its stream to the owner (relaying gRPC messages, or moving
+the bytes of a stream run end to end through its bulk tunnel).
 
 Both leave the file as it was (old content, or no file) and the volume writable. The owner's
 own death mid-write is covered in ``test_fencing_and_crash``; this covers the hops before it.
@@ -11,6 +12,7 @@ the owner exactly what such a kill looks like (the data, then a clean half-close
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -39,25 +41,32 @@ WRITER = textwrap.dedent("""
         while True:  # killed in here, the file never finished
             yield pb.WriteChunk(data=b"n" * 65536)
             time.sleep(0.02)
-    pb_grpc.FederationStub(grpc.insecure_channel(sys.argv[1])).Write(chunks(), timeout=600)
+    # with a 5th argument, through the tunnel at argv[1] to the owner at argv[4], as a client
+    # entering at --via does
+    tunneled = [("grpc.http_connect_server", sys.argv[4])] if len(sys.argv) > 4 else []
+    pb_grpc.FederationStub(grpc.insecure_channel(sys.argv[1], options=tunneled)).Write(chunks(), timeout=600)
 """)
 
 
 @pytest.mark.parametrize("sent", [1, 32])
-@pytest.mark.parametrize("killed", ["client", "forwarder"])
+@pytest.mark.parametrize("killed", ["client", "forwarder", "tunnel"])
 def test_write_cut_by_a_killed_sender_commits_nothing(federation: Federation, killed: str, sent: int) -> None:
-    federation.add("onprem-a")
+    owner = federation.add("onprem-a")
     forwarder = federation.add("onprem-b")
     assert federation.gns("volume", "create", "wc", "--cluster", "onprem-a").returncode == 0
     assert federation.gns("mount", "add", "/wc", "wc").returncode == 0
     assert federation.gns("put", "-", "/wc/f.bin", input=b"old").returncode == 0
     assert federation.gns("put", "-", "/wc/keep.bin", input=b"keep").returncode == 0
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, forwarder.endpoint, "/wc/f.bin", str(sent)],
+    route = [forwarder.endpoint]
+    if killed == "tunnel":
+        tunnel = json.loads(federation.gns("cluster", "show", "onprem-b", "--json").stdout)["tunnel"]
+        route = [tunnel, owner.endpoint]
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, route[0], "/wc/f.bin", str(sent), *route[1:]],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                               env=federation.env())
     try:
         assert writer.stdout is not None and writer.stdout.readline().strip() == "sent"
-        if killed == "forwarder":
+        if killed in ("forwarder", "tunnel"):
             federation.kill("onprem-b")
     finally:
         writer.kill()

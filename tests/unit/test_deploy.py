@@ -185,6 +185,7 @@ def test_deployment_runs_the_controller_with_its_data_volume(kustomization: str)
     assert flags["--data-dir"] == "/data"
     assert flags["--tls-dir"] == "/tls"
     assert flags["--metrics-port"] == "9090"
+    assert flags["--tunnel"] == "0.0.0.0:7444"
 
     env = {e["name"]: e for e in container["env"]}
     for var in ("GNS_ETCD", "GNS_CLUSTER"):
@@ -195,7 +196,7 @@ def test_deployment_runs_the_controller_with_its_data_volume(kustomization: str)
         assert container[probe]["tcpSocket"]["port"] == "grpc"
 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": 7443, "metrics": 9090}
+    assert ports == {"grpc": 7443, "metrics": 9090, "tunnel": 7444}
     service = _one(docs, "Service", "gns-controller")
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == ports
     assert all(p["targetPort"] in ports for p in service["spec"]["ports"])
