@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import random
 import threading
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import IO, Any, cast
 
@@ -17,7 +16,7 @@ from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.remote import RemoteClient
 from namespace.errors import Conflict, InvalidInput, NotFound
-from tests.fixtures.federation import Federation
+from tests.fixtures.federation import Federation, metric
 
 WRITE = "/gns.federation.v1.Federation/Write"
 
@@ -35,10 +34,7 @@ def fed(federation3: Federation) -> Federation:
 
 def calls(fed: Federation, cid: str, method: str) -> float:
     """The owner's request counter of ``Federation/<method>`` that ended OK."""
-    port = fed.controllers[cid].metrics_port
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    key = f'gns_requests_total{{code="OK",method="Federation/{method}"}} '
-    return sum(float(line[len(key):]) for line in text.splitlines() if line.startswith(key))
+    return metric(fed, cid, "gns_requests_total", code="OK", method=f"Federation/{method}")
 
 
 def test_small_put_is_one_unary_call_and_round_trips(fed: Federation) -> None:

@@ -10,7 +10,7 @@ import grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.tls import init_certs
-from tests.fixtures.federation import Federation, assert_error
+from tests.fixtures.federation import Federation, assert_error, metric
 
 
 def test_mutual_tls_everywhere(federation: Federation, tmp_path: Path) -> None:
@@ -22,9 +22,17 @@ def test_mutual_tls_everywhere(federation: Federation, tmp_path: Path) -> None:
     assert fed.gns("volume", "create", "sec", "--cluster", "onprem-a").returncode == 0
     assert fed.gns("mount", "add", "/sec", "sec").returncode == 0
 
-    # good certificates: direct and through a forwarder (controller-to-controller TLS)
+    # good certificates: direct, through a forwarder's bulk tunnel (TLS end to end with the
+    # owner: the forwarder moves ciphertext), and relayed by a forwarder (controller-to-controller TLS)
     assert fed.gns_bytes("put", "-", "/sec/a", input=b"secret").returncode == 0
     assert fed.gns_bytes("cat", "/sec/a", "--via", "onprem-b").stdout == b"secret"
+    big = b"s" * ((1 << 20) + 1)
+    assert fed.gns_bytes("put", "-", "/sec/big", "--via", "onprem-b", input=big).returncode == 0
+    assert metric(fed, "onprem-b", "gns_tunnel_bytes_total", direction="to-owner") > len(big)
+    with fed.client(via="onprem-b", tunnel=False) as relayed:
+        assert relayed.cat("/sec/big") == big
+    assert metric(fed, "onprem-b", "gns_forwarded_total", method="Read") == 1
+    assert metric(fed, "onprem-b", "gns_forwarded_total", method="Write") == 0
 
     endpoint = fed.controllers["onprem-a"].endpoint
     # plaintext to a TLS controller is refused

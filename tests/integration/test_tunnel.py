@@ -4,7 +4,9 @@ with the owner through the forwarder's CONNECT tunnel, which moves the bytes in 
 Real controller processes, the real CLI and Client; raw sockets for the requests a tunnel
 must refuse. What shows which path a stream took is each controller's own metrics: the
 forwarder's tunnel byte counter against its ``gns_forwarded`` counter, and the owner's
-request counter. The kill -9 of a tunnelling forwarder mid-write is in ``test_write_cut``.
+request counter. The kill -9 of a tunnelling forwarder mid-write is in ``test_write_cut``;
+TLS end to end through a tunnel in ``test_tls``, and the owner's own access decisions on
+what comes through one in ``test_access_control``.
 """
 from __future__ import annotations
 
@@ -12,13 +14,13 @@ import hashlib
 import json
 import random
 import socket
-import urllib.request
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from federation.tls import init_certs
-from tests.fixtures.federation import Federation, assert_error
+from tests.fixtures.federation import Federation, assert_error, metric
 
 
 @pytest.fixture(scope="module")
@@ -27,20 +29,6 @@ def fed(federation3: Federation) -> Federation:
     assert federation3.gns("volume", "create", "tn", "--cluster", "onprem-a").returncode == 0
     assert federation3.gns("mount", "add", "/tn", "tn").returncode == 0
     return federation3
-
-
-def metric(fed: Federation, cid: str, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples on ``cid`` whose labels include ``labels``."""
-    port = fed.controllers[cid].metrics_port
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    want = [f'{k}="{v}"' for k, v in labels.items()]
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            series, _, value = line.rpartition(" ")
-            if all(w in series for w in want):
-                total += float(value)
-    return total
 
 
 def counters(fed: Federation, forwarder: str = "onprem-b") -> dict[str, float]:
@@ -137,9 +125,6 @@ def test_a_tunnel_goes_only_to_a_ready_core_cluster(fed: Federation) -> None:
 
 
 def test_tunnel_flag_is_checked(fed: Federation, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     base = [sys.executable, "-m", "federation.cli.main", "controller", "--etcd", fed.etcd_urls,
             "--cluster", "tn-bad", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")]
     for value, fragment in [("nonsense", "--tunnel"), ("127.0.0.1:99999", "--tunnel"), (":5", "--tunnel"),
@@ -147,21 +132,3 @@ def test_tunnel_flag_is_checked(fed: Federation, tmp_path: Path) -> None:
         assert_error(subprocess.run([*base, "--tunnel", value], capture_output=True, text=True, timeout=30),
                      2, fragment)
     assert fed.gns("cluster", "show", "tn-bad").returncode == 3  # nothing registered
-
-
-def test_tunnel_under_mutual_tls(federation: Federation, tmp_path: Path) -> None:
-    """TLS runs end to end between client and owner inside the tunnel; the owner decides
-    on the identity it proves (SPEC §10), as ``test_access_control`` checks for denials."""
-    fed = federation
-    fed.tls_dir = tmp_path / "tls"
-    init_certs(fed.tls_dir, ["onprem-a", "onprem-b"])
-    fed.add("onprem-a")
-    fed.add("onprem-b")
-    assert fed.gns("volume", "create", "tt", "--cluster", "onprem-a").returncode == 0
-    assert fed.gns("mount", "add", "/tt", "tt").returncode == 0
-    data = random.randbytes((1 << 20) + 1)
-    before = metric(fed, "onprem-b", "gns_tunnel_bytes_total", direction="to-owner")
-    assert fed.gns_bytes("put", "-", "/tt/a.bin", "--via", "onprem-b", input=data).returncode == 0
-    assert fed.gns_bytes("cat", "/tt/a.bin", "--via", "onprem-b").stdout == data
-    assert metric(fed, "onprem-b", "gns_tunnel_bytes_total", direction="to-owner") - before >= len(data)
-    assert metric(fed, "onprem-b", "gns_forwarded_total", method="Write") == 0
