@@ -103,7 +103,16 @@ class TunnelServer:
         assert self._listener is not None, "bind() first"
         loop = asyncio.get_running_loop()
         while True:
-            conn, _ = await loop.sock_accept(self._listener)
+            try:
+                conn, _ = await loop.sock_accept(self._listener)
+            except OSError as exc:
+                if self._listener.fileno() == -1:  # closed by stop()
+                    return
+                # Out of file descriptors, say: this root task ending would stop the whole
+                # controller, so wait a moment for connections to close and accept again.
+                log.warning("tunnel listener cannot accept (%s); retrying", exc.strerror or exc)
+                await asyncio.sleep(0.5)
+                continue
             task = asyncio.create_task(self._handshake(conn))
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,3 +219,55 @@ def test_where_the_tunnel_listens_and_what_it_advertises(tmp_path: Path) -> None
             _config(tmp_path, tunnel=bad)
     with pytest.raises(InvalidInput, match="without TLS"):
         _config(tmp_path, tunnel="10.0.0.1:7001")
+
+
+OUT_OF_FDS = textwrap.dedent("""
+    import asyncio, logging, resource, socket, sys
+    from federation.controller.metrics import ControllerMetrics
+    from federation.controller.tunnel import TunnelServer
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+
+    async def main():
+        server = TunnelServer("127.0.0.1:0", lambda at: None, ControllerMetrics("unit"))
+        port = server.bind()
+        serving = asyncio.create_task(server.serve())
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        held = []
+        # connect until this process runs out of descriptors: the listener's accept fails too
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        try:
+            while True:
+                s = socket.socket()
+                s.setblocking(False)
+                held.append(s)
+                try:
+                    s.connect(("127.0.0.1", port))
+                except BlockingIOError:
+                    pass
+        except OSError:
+            pass
+        await asyncio.sleep(1.0)  # the accept loop meets EMFILE meanwhile
+        for s in held:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        print("serving", not serving.done(), flush=True)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"CONNECT 127.0.0.1:1 HTTP/1.1\\r\\n\\r\\n")
+        print((await asyncio.wait_for(reader.readline(), 10)).decode().strip(), flush=True)
+        writer.close()
+        serving.cancel()
+        await server.stop()
+
+    asyncio.run(main())
+""")
+
+
+def test_running_out_of_descriptors_does_not_end_the_listener() -> None:
+    """A root task that ended would stop the whole controller: an accept that fails (EMFILE)
+    is logged and retried, and the listener answers again once descriptors are free."""
+    out = subprocess.run([sys.executable, "-c", OUT_OF_FDS], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert any("tunnel listener cannot accept" in ln for ln in lines), lines
+    assert "serving True" in lines and "HTTP/1.1 403 Forbidden" in lines, lines
