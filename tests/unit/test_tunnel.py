@@ -271,3 +271,43 @@ def test_running_out_of_descriptors_does_not_end_the_listener() -> None:
     lines = out.stdout.splitlines()
     assert any("tunnel listener cannot accept" in ln for ln in lines), lines
     assert "serving True" in lines and "HTTP/1.1 403 Forbidden" in lines, lines
+
+
+def test_a_client_takes_a_tunnel_that_opens_and_relays_when_one_does_not() -> None:
+    """The client half (``Connection._tunnel_stub``) against a real gRPC server behind a
+    real tunnel: a tunnel that answers 200 gives a stub whose calls reach that server; one
+    that refuses (403) gives None at once, so the caller relays, and is not asked again
+    for a while."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+    from federation.client import Client
+
+    server = grpc.server(ThreadPoolExecutor(2))  # no services: every call is UNIMPLEMENTED
+    owner = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+    approving, refusing = Running(owner), Running("127.0.0.1:1")
+    client = Client("http://127.0.0.1:1", watch=False)  # never dials etcd here
+    try:
+        stub = client._tunnel_stub(f"127.0.0.1:{approving.port}", owner)
+        assert stub is not None
+        with pytest.raises(grpc.RpcError) as reached:
+            stub.Health(pb.HealthRequest(), timeout=10)
+        assert reached.value.code() == grpc.StatusCode.UNIMPLEMENTED  # the owner answered
+        assert client._tunnel_stub(f"127.0.0.1:{approving.port}", owner) is stub  # kept
+        assert approving.open_count() == 1
+
+        refused_at = f"127.0.0.1:{refusing.port}"
+        assert client._tunnel_stub(refused_at, owner) is None
+        assert (refusing.metrics.registry.get_sample_value(
+            "gns_tunnels_refused_total", {"reason": "not a cluster"}) or 0) >= 1
+        # not asked again for a while: the next streams relay at once
+        assert f"{owner} through {refused_at}" in client._tunnels_down
+        assert client._tunnel_stub(refused_at, owner) is None
+    finally:
+        client.close()
+        approving.stop()
+        refusing.stop()
+        server.stop(None)
