@@ -21,6 +21,7 @@ from namespace.cache import NamespaceView
 from namespace.control import resolve_in
 from namespace.errors import EpochNotSeen, NotFound, NotOwner, StaleEpoch, Unavailable
 from namespace.models import ClusterSpec
+from namespace.mounts import Resolution
 from namespace.paths import normalize
 
 R = TypeVar("R")
@@ -57,20 +58,14 @@ class Routing(Connection):
         if vol.owner not in view.alive and self.consistency == "any":
             replica = self._fresh_replica(view, res.volume)
             if replica is not None:
-                target = pb.Target(
-                    global_path=path, volume=res.volume, relative_path=res.relative_path,
-                    epoch=epoch or vol.epoch, consistency="any", max_staleness_s=self.max_staleness,
-                )
+                target = self._target(path, res, epoch or vol.epoch, consistency="any")
                 return self._stub(view.clusters[replica].endpoint), target, replica
         if read and vol.owner not in view.alive:
             from federation.resolution import away_site_replica
 
             away = away_site_replica(view, res.volume)  # SPEC §8: Unavailable if no core mirror
             if away is not None:
-                target = pb.Target(
-                    global_path=path, volume=res.volume, relative_path=res.relative_path,
-                    epoch=epoch or vol.epoch, consistency="any", max_staleness_s=1e12,
-                )
+                target = self._target(path, res, epoch or vol.epoch, consistency="any", max_staleness=1e12)
                 return self._stub(view.clusters[away["target"]].endpoint), target, away["target"]
         if vol.owner not in view.alive:
             raise Unavailable(
@@ -80,12 +75,7 @@ class Routing(Connection):
         spec = view.clusters.get(vol.owner)
         if spec is None or not spec.endpoint:
             raise Unavailable(f"owner {vol.owner} of volume {res.volume!r} has no endpoint")
-        target = pb.Target(
-            global_path=path, volume=res.volume, relative_path=res.relative_path,
-            epoch=epoch or vol.epoch, consistency=self.consistency,
-            max_staleness_s=self.max_staleness,
-        )
-        return self._stub(spec.endpoint), target, vol.owner
+        return self._stub(spec.endpoint), self._target(path, res, epoch or vol.epoch), vol.owner
 
     def _through_tunnel(self, view: NamespaceView, path: str, via: ClusterSpec,
                         epoch: int | None, *, where: str) -> tuple[pb_grpc.FederationStub, pb.Target, str] | None:
@@ -106,11 +96,17 @@ class Routing(Connection):
         stub = self._tunnel_stub(via.tunnel, owner.endpoint)
         if stub is None:
             return None
-        target = pb.Target(
-            global_path=path, volume=res.volume, relative_path=res.relative_path,
-            epoch=epoch or vol.epoch, consistency=self.consistency, max_staleness_s=self.max_staleness,
+        return stub, self._target(path, res, epoch or vol.epoch), where
+
+    def _target(self, path: str, res: Resolution, epoch: int, *, consistency: str | None = None,
+                max_staleness: float | None = None) -> pb.Target:
+        """The target of a request sent to a cluster holding ``res``'s volume itself (owner or
+        replica): resolved here, so it needs no second resolution there."""
+        return pb.Target(
+            global_path=path, volume=res.volume, relative_path=res.relative_path, epoch=epoch,
+            consistency=consistency or self.consistency,
+            max_staleness_s=self.max_staleness if max_staleness is None else max_staleness,
         )
-        return stub, target, where
 
     def _fresh_replica(self, view: NamespaceView, volume: str) -> str | None:
         """The nearest Ready replica cluster within ``max_staleness`` (None if none)."""

@@ -45,27 +45,26 @@ class ControllerConfig:
         check_name("cluster", self.cluster)
         if self.provider not in PROVIDERS:
             raise InvalidInput(f"invalid provider {self.provider!r}: one of {', '.join(PROVIDERS)}")
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise InvalidInput(f"invalid --listen {self.listen!r}: expected HOST:PORT")
+        self._check_listener("--listen", self.listen)
         if not 2 <= self.lease_ttl <= 3600:
             raise InvalidInput(f"invalid --lease-ttl {self.lease_ttl}: 2..3600 seconds")
+        if self.tunnel not in ("auto", "off"):
+            self._check_listener("--tunnel", self.tunnel, expected="HOST:PORT, auto or off", host_required=True)
+
+    def _check_listener(self, flag: str, address: str, *, expected: str = "HOST:PORT",
+                        host_required: bool = False) -> None:
+        """``address`` is HOST:PORT, and a non-loopback one only with TLS (or --insecure)."""
+        host, sep, port = address.rpartition(":")
+        if (not sep or (host_required and not host) or not port.isdigit()
+                or not 0 <= int(port) < 65536):
+            raise InvalidInput(f"invalid {flag} {address!r}: expected {expected}")
         from federation.tls import is_loopback
 
         if self.tls_dir is None and not self.insecure and not is_loopback(host.strip("[]")):
             raise InvalidInput(
-                f"refusing to listen on non-loopback {self.listen} without TLS: "
+                f"refusing to listen on non-loopback {address} ({flag}) without TLS: "
                 "pass --tls-dir (see `gns certs init`) or --insecure"
             )
-        if self.tunnel not in ("auto", "off"):
-            t_host, t_sep, t_port = self.tunnel.rpartition(":")
-            if not t_sep or not t_host or not t_port.isdigit() or not 0 <= int(t_port) < 65536:
-                raise InvalidInput(f"invalid --tunnel {self.tunnel!r}: expected HOST:PORT, auto or off")
-            if self.tls_dir is None and not self.insecure and not is_loopback(t_host.strip("[]")):
-                raise InvalidInput(
-                    f"refusing to open tunnels on non-loopback {self.tunnel} without TLS: "
-                    "pass --tls-dir or --insecure"
-                )
 
     @property
     def endpoint(self) -> str:

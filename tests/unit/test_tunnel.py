@@ -19,6 +19,7 @@ from federation.controller.metrics import ControllerMetrics
 from federation.controller.tunnel import TunnelServer, parse_connect
 from namespace.errors import InvalidInput
 from namespace.etcd import EtcdConfig
+from tests.support import wait_for
 
 
 @pytest.mark.parametrize("head, target", [
@@ -124,16 +125,6 @@ class Running:
         await self.server.stop()
 
 
-def wait_until(check: object, timeout: float = 5.0) -> None:
-    import time
-
-    end = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached")
-        time.sleep(0.01)
-
-
 def test_a_tunnel_carries_bytes_both_ways_and_passes_a_half_close_on(echo: Echo) -> None:
     tunnel = Running(echo.address)
     try:
@@ -156,7 +147,7 @@ def test_a_tunnel_carries_bytes_both_ways_and_passes_a_half_close_on(echo: Echo)
         sent = tunnel.metrics.registry.get_sample_value(
             "gns_tunnel_bytes_total", {"direction": "to-owner", "to": "owner"})
         assert sent == len(payload)
-        wait_until(lambda: tunnel.open_count() == 0)
+        wait_for(lambda: tunnel.open_count() == 0, 5, "the tunnel to close")
     finally:
         tunnel.stop()
 
