@@ -12,6 +12,8 @@ import contextlib
 import gc
 import hashlib
 import http.server
+import re
+import socket
 import ssl
 import threading
 import time
@@ -243,3 +245,119 @@ def test_https_verifies_the_server_against_the_ca_bundle(tmp_path: Path) -> None
         with pytest.raises(bex.HTTPClientError, match="CERTIFICATE_VERIFY_FAILED"):
             _put(_plain(url), "k")  # the system's CAs did not issue it
     assert len(_KeepAlive.ports) == 1
+
+
+# -- reading answers ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _canned(*answers: bytes) -> Iterator[tuple[str, list[bytes]]]:
+    """A loopback server that answers the n-th request on one connection with
+    ``answers[n]`` (raw bytes, sent as they are) and closes the connection after the last
+    answer. Records each request head."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    heads: list[bytes] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                buf = b""
+                for answer in answers:
+                    while b"\r\n\r\n" not in buf:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        buf += chunk
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    heads.append(head)
+                    declared = re.search(rb"content-length: (\d+)", head)
+                    length = int(declared.group(1)) if declared else 0
+                    while len(buf) < length:
+                        buf += conn.recv(65536)
+                    buf = buf[length:]
+                    conn.sendall(answer)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", heads
+    finally:
+        listener.close()
+        t.join(5)
+
+
+_OK = b"HTTP/1.1 200 OK\r\nETag: \"e1\"\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_a_chunked_error_answer_is_read_whole() -> None:
+    xml = (b"<?xml version='1.0'?><Error><Code>PreconditionFailed</Code>"
+           b"<Message>no</Message></Error>")
+    body = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in (xml[:10], xml[10:])) + b"0\r\nX-T: 1\r\n\r\n"
+    answer = b"HTTP/1.1 412 Precondition Failed\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    with _canned(answer, _OK) as (url, heads):
+        direct = _plain(url)
+        with pytest.raises(bex.ClientError) as ei:
+            _put(direct, "a")
+        assert ei.value.response["Error"]["Code"] == "PreconditionFailed"
+        _put(direct, "b")  # the same connection, positioned after the chunked body
+    assert len(heads) == 2
+
+
+def test_interim_answers_folded_and_repeated_headers() -> None:
+    answer = (b"HTTP/1.1 100 Continue\r\n\r\n"
+              b"HTTP/1.1 200 OK\r\nETag: \"e2\"\r\nX-Amz-Meta-Sha256: abc\r\n def\r\n"
+              b"Vary: Origin\r\nVary: Accept\r\nContent-Length: 0\r\n\r\n")
+    with _canned(answer) as (url, _):
+        r = _plain(url).put_object("k", b"x", hashlib.sha256(b"x").hexdigest(), {})
+    assert r.status == 200 and r.etag == '"e2"'
+    assert r.headers["x-amz-meta-sha256"] == "abc def" and r.headers["vary"] == "Origin, Accept"
+
+
+def test_head_answer_has_no_body_whatever_its_length_says() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nLast-Modified: Thu, 03 Dec 2026 12:00:00 GMT\r\n\r\n"
+    with _canned(head, head) as (url, heads):
+        direct = _plain(url)
+        assert direct.head_object("a").mtime == 1796299200.0
+        assert direct.head_object("b").headers["content-length"] == "5"  # kept alive, in step
+    assert [h.split(b" ")[0] for h in heads] == [b"HEAD", b"HEAD"]
+    assert all(b"content-length" not in h for h in heads)
+
+
+def test_an_answer_without_length_runs_to_the_close_and_ends_the_connection() -> None:
+    answer = b"HTTP/1.0 500 Internal Error\r\n\r\n<Error><Code>InternalError</Code></Error>"
+    with _canned(answer) as (url, _):
+        direct = _plain(url)
+        with pytest.raises(bex.ClientError) as ei:
+            _put(direct, "a")
+        assert ei.value.response["Error"]["Code"] == "InternalError"
+        assert direct._pool._idle == []  # not kept: the server ended it
+
+
+@pytest.mark.parametrize("answer", [
+    b"SPDY/3 200 OK\r\n\r\n",
+    b"HTTP/1.1 2x0 OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # then the server closes
+    b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (70 << 10),
+])
+def test_a_malformed_or_cut_answer_fails_the_request_and_drops_the_connection(answer: bytes) -> None:
+    with _canned(answer) as (url, _):
+        direct = _plain(url)
+        with pytest.raises(bex.HTTPClientError):
+            _put(direct, "a")
+        assert direct._pool._idle == []
+
+
+def test_a_header_value_with_a_line_break_is_refused_before_anything_is_sent() -> None:
+    with _canned(_OK) as (url, heads):
+        direct = _plain(url)
+        with pytest.raises(ValueError, match="line break"):
+            direct.put_object("k", b"x", hashlib.sha256(b"x").hexdigest(),
+                              {"IfMatch": '"e"\r\nx-evil: 1'})
+        _put(direct, "k")
+    assert len(heads) == 1 and b"x-evil" not in heads[0]
