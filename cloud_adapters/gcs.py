@@ -30,6 +30,7 @@ with warnings.catch_warnings():
     import google.api_core.exceptions as gex
     import google.auth.exceptions as gauth
     import requests
+    from google.api_core.datetime_helpers import from_rfc3339
     from google.cloud import storage
 
 from cloud_adapters.base import Capability, ObjectInfo, ObjectStore
@@ -42,6 +43,7 @@ from cloud_adapters.errors import (
     PreconditionFailed,
     TransientError,
 )
+from cloud_adapters.gcs_direct import DirectGCS
 from cloud_adapters.transfer import TransferPool
 from cloud_adapters.uri import StoreURI
 
@@ -163,6 +165,7 @@ class GCSStore(ObjectStore):
     def __init__(self, uri: StoreURI) -> None:
         super().__init__(uri)
         self._bucket_name = uri.container
+        self._direct: DirectGCS | None = None
 
     def _make_sdk(self) -> Any:
         with _sdk_errors(self.uri):
@@ -181,7 +184,16 @@ class GCSStore(ObjectStore):
             else:
                 client = storage.Client(project=project)
             _widen_pool(client._http)
-            return client
+        # Small uploads skip the library's per-call machinery (see gcs_direct); built here,
+        # under the SDK lock, from the same client, so both see the same settings.
+        self._direct = DirectGCS.build(client, self._bucket_name, pool_size=_POOL_CONNECTIONS)
+        return client
+
+    @property
+    def _fast(self) -> DirectGCS | None:
+        if self._sdk_obj is None:
+            self._sdk  # noqa: B018 - builds the client and the direct path
+        return self._direct
 
     @property
     def _bucket(self) -> Any:
@@ -195,6 +207,19 @@ class GCSStore(ObjectStore):
             sha256=sha.lower() if sha else None,
             etag=str(blob.generation),
             mtime=blob.updated.timestamp() if blob.updated else 0.0,
+        )
+
+    @staticmethod
+    def _resource_info(resource: dict[str, Any]) -> ObjectInfo:
+        """``_info`` of an object resource as the JSON API returns it."""
+        sha = (resource.get("metadata") or {}).get("sha256")
+        updated = resource.get("updated")
+        return ObjectInfo(
+            key=str(resource["name"]),
+            size=int(resource.get("size") or 0),
+            sha256=sha.lower() if sha else None,
+            etag=str(resource["generation"]),
+            mtime=from_rfc3339(updated).timestamp() if updated else 0.0,
         )
 
     @staticmethod
@@ -212,7 +237,11 @@ class GCSStore(ObjectStore):
     ) -> ObjectInfo:
         uri = self._obj_uri(self._rel(full_key))
         cond = self._conditions(if_absent, if_match, uri)
+        fast = self._fast
         with _sdk_errors(uri):
+            if fast is not None:
+                return self._resource_info(
+                    fast.put_object(full_key, data, sha256, cond.get("if_generation_match")))
             blob = self._bucket.blob(full_key)
             blob.metadata = {"sha256": sha256}
             blob.upload_from_string(data, content_type="application/octet-stream",

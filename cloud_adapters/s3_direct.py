@@ -19,11 +19,8 @@ most of what a mirror's first pass spent on one core. The signer follows botocor
 ``S3SigV4Auth`` exactly (same canonical request, same signed headers, the signing key kept
 for the day), and the unit tests check every signature against botocore's own.
 
-The connections are kept alive in a small pool of this module's. An idle connection the
-server has closed is noticed before use (it polls readable) and replaced, as urllib3 does; a
-request that fails on the wire raises, and the store's retry layer decides. The answers
-read are those an S3 server gives: a status line, headers, and a body by
-``Content-Length``, by chunks, or up to the server's close; 1xx interim answers are skipped.
+The connections are :mod:`cloud_adapters.http1`'s, kept alive in a pool per store; a
+request that fails on the wire raises, and the store's retry layer decides.
 
 Nothing is configured here: it is derived from a boto3 client and session built by
 ``S3Store`` through boto3's default chain. The URL layout (path or virtual-hosted style,
@@ -45,20 +42,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import select
-import socket
-import ssl
-import threading
 import time
 import urllib.request
-import weakref
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import SplitResult, quote, urlsplit
+from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 
 import botocore.exceptions as bex
 from botocore.httpsession import get_cert_path
+
+from cloud_adapters.http1 import Connections, host_header
 
 __all__ = ["DirectS3", "DirectResponse"]
 
@@ -96,11 +90,11 @@ class DirectS3:
     def __init__(self, *, base_url: str, region: str, credentials: Any, ca_certs: str | None,
                  pool_size: int, connect_timeout: float, read_timeout: float) -> None:
         parts = urlsplit(base_url)
-        self._host = _host_header(parts)
+        self._host = host_header(parts)
         self._base_path = parts.path  # encoded by botocore, ends with '/'
         self._credentials = credentials
         self._signer = _SigV4(region)
-        self._pool = _Connections(parts, ca_certs, pool_size, connect_timeout, read_timeout)
+        self._pool = Connections(parts, ca_certs, pool_size, connect_timeout, read_timeout)
 
     @classmethod
     def build(cls, client: Any, session: Any, bucket: str, *, pool_size: int
@@ -164,20 +158,12 @@ class DirectS3:
                  amz: dict[str, str], extra: dict[str, str]) -> DirectResponse:
         path = self._base_path + quote(full_key, safe="/~")
         headers = {**amz, **extra, "host": self._host, "x-amz-content-sha256": payload_sha}
-        if any("\r" in v or "\n" in v for v in headers.values()):  # (an etag a server gave)
-            raise ValueError(f"{op} {full_key!r}: a header value holds a line break")
         # Fresh frozen credentials each time: they may refresh.
         self._signer.sign(method, path, headers, payload_sha, self._credentials.get_frozen_credentials())
-        head = "".join([f"{method} {path} HTTP/1.1\r\n",
-                        *(f"{k}: {v}\r\n" for k, v in headers.items()),
-                        f"content-length: {len(body)}\r\n\r\n" if body or method == "PUT" else "\r\n"])
-        conn = self._pool.take()
         try:
-            status, rheaders, data = conn.exchange(method, head.encode("latin-1"), body)
-        except (OSError, _BadResponse) as exc:
-            conn.close()  # in an unknown state: never reused
+            status, rheaders, data = self._pool.request(method, path, headers, body)
+        except OSError as exc:  # the wire, or an answer that is not HTTP
             raise bex.HTTPClientError(error=exc) from exc
-        self._pool.give(conn)  # closed by exchange() if the server said it closes
         if status >= 300:
             raise _client_error(op, status, data)
         return DirectResponse(status, rheaders)
@@ -224,226 +210,6 @@ class _SigV4:
                 key = hmac.digest(key, part.encode(), "sha256")
             self._key = (secret, day, key)
         return key
-
-
-class _BadResponse(Exception):
-    """The server's answer is not HTTP/1.x as this module reads it."""
-
-
-_MAX_HEAD = 64 << 10  # an S3 answer's status line and headers are a few hundred bytes
-_READ = 64 << 10
-
-
-class _Conn:
-    """One kept-alive HTTP/1.1 connection: its socket (None once closed) and what has been
-    read beyond the last answer."""
-
-    __slots__ = ("sock", "_buf")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock: socket.socket | None = sock
-        self._buf = bytearray()
-
-    @property
-    def unread(self) -> bool:
-        """Bytes arrived beyond the last answer (which nothing asked for)."""
-        return bool(self._buf)
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-    def exchange(self, method: str, head: bytes, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        """Send one request, read its answer: status, headers (lower-case names), body.
-        Closes the connection after an answer that ends it."""
-        sock = self.sock
-        assert sock is not None
-        if len(body) <= _READ:
-            sock.sendall(head + body)  # one segment for a small request
-        else:
-            sock.sendall(head)
-            sock.sendall(body)
-        status, keep, headers = self._read_head()
-        while 100 <= status < 200:  # interim answers (100 Continue): the final one follows
-            status, keep, headers = self._read_head()
-        if method == "HEAD" or status in (204, 304):
-            data = b""
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            data = self._read_chunked()
-        elif "content-length" in headers:
-            try:
-                length = int(headers["content-length"])
-            except ValueError:
-                raise _BadResponse(f"bad Content-Length {headers['content-length']!r}") from None
-            data = self._read_exact(length)
-        else:  # the body runs until the server closes
-            data, keep = self._read_to_close(), False
-        if not keep:
-            self.close()
-        return status, headers, data
-
-    def _read_head(self) -> tuple[int, bool, dict[str, str]]:
-        buf = self._buf
-        end = buf.find(b"\r\n\r\n")
-        while end < 0:
-            if len(buf) > _MAX_HEAD:
-                raise _BadResponse("answer headers over 64 KiB")
-            seen = len(buf)
-            self._fill()
-            end = buf.find(b"\r\n\r\n", max(0, seen - 3))
-        lines = buf[:end].decode("latin-1").split("\r\n")
-        del buf[: end + 4]
-        version, _, rest = lines[0].partition(" ")
-        code = rest[:3]
-        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
-            raise _BadResponse(f"bad status line {lines[0][:80]!r}")
-        headers: dict[str, str] = {}
-        name = ""
-        for line in lines[1:]:
-            if line[:1] in (" ", "\t") and name:  # an obsolete folded continuation
-                headers[name] += " " + line.strip()
-                continue
-            name, colon, value = line.partition(":")
-            if not colon:
-                raise _BadResponse(f"bad header line {line[:80]!r}")
-            name = name.strip().lower()
-            value = value.strip()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        tokens = headers.get("connection", "").lower()
-        keep = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
-        return int(code), keep, headers
-
-    def _fill(self) -> None:
-        assert self.sock is not None
-        chunk = self.sock.recv(_READ)
-        if not chunk:
-            raise ConnectionError("the server closed the connection mid-answer")
-        self._buf += chunk
-
-    def _read_exact(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            self._fill()
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
-        return data
-
-    def _read_line(self) -> bytes:
-        end = self._buf.find(b"\r\n")
-        while end < 0:
-            if len(self._buf) > _MAX_HEAD:
-                raise _BadResponse("chunk line over 64 KiB")
-            self._fill()
-            end = self._buf.find(b"\r\n")
-        line = bytes(self._buf[:end])
-        del self._buf[: end + 2]
-        return line
-
-    def _read_chunked(self) -> bytes:
-        parts: list[bytes] = []
-        while True:
-            size_field = self._read_line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_field, 16)
-            except ValueError:
-                raise _BadResponse(f"bad chunk size {size_field[:20]!r}") from None
-            if size == 0:
-                while self._read_line():  # trailers, up to the blank line
-                    pass
-                return b"".join(parts)
-            parts.append(self._read_exact(size))
-            if self._read_line():
-                raise _BadResponse("chunk not followed by CRLF")
-
-    def _read_to_close(self) -> bytes:
-        assert self.sock is not None
-        while chunk := self.sock.recv(_READ):
-            self._buf += chunk
-        data = bytes(self._buf)
-        self._buf.clear()
-        return data
-
-
-def _host_header(parts: SplitResult) -> str:
-    """The Host header botocore signs and a client sends: no port where it is the scheme's
-    default, an IPv6 address in brackets."""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None and parts.port != {"http": 80, "https": 443}.get(parts.scheme):
-        host = f"{host}:{parts.port}"
-    return host
-
-
-class _Connections:
-    """Idle kept-alive connections to one origin, most recently used first; at most
-    ``size`` are kept (a burst beyond that opens more, closed when given back)."""
-
-    def __init__(self, origin: SplitResult, ca_certs: str | None, size: int,
-                 connect_timeout: float, read_timeout: float) -> None:
-        self._host = origin.hostname or ""
-        self._port = origin.port or (443 if origin.scheme == "https" else 80)
-        self._tls: ssl.SSLContext | None = None
-        if origin.scheme == "https":
-            self._tls = ssl.create_default_context(cafile=ca_certs)  # verifies the host name
-        self._size = size
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
-        self._idle: list[_Conn] = []
-        self._lock = threading.Lock()
-        # Like urllib3's pools: connections still idle when the store goes are closed,
-        # not left to the garbage collector (which warns about unclosed sockets).
-        weakref.finalize(self, _close_all, self._idle)
-
-    def take(self) -> _Conn:
-        while True:
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                return self._connect()
-            if not _dropped(conn):
-                return conn
-            conn.close()
-
-    def give(self, conn: _Conn) -> None:
-        if conn.sock is None:  # the answer said the server closes it
-            return
-        with self._lock:
-            if len(self._idle) < self._size:
-                self._idle.append(conn)
-                return
-        conn.close()
-
-    def _connect(self) -> _Conn:
-        sock: socket.socket | None = None
-        try:
-            sock = socket.create_connection((self._host, self._port),
-                                            timeout=self._connect_timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._tls is not None:
-                sock = self._tls.wrap_socket(sock, server_hostname=self._host)
-            sock.settimeout(self._read_timeout)
-        except OSError as exc:
-            if sock is not None:
-                sock.close()
-            raise bex.HTTPClientError(error=exc) from exc
-        return _Conn(sock)
-
-
-def _dropped(conn: _Conn) -> bool:
-    """An idle connection with something to read has been closed by the server (or holds
-    bytes nobody asked for): either way it cannot carry the next request."""
-    if conn.sock is None or conn.unread:
-        return True
-    poller = select.poll()
-    poller.register(conn.sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
-def _close_all(conns: list[_Conn]) -> None:
-    for conn in conns:
-        conn.close()
-    conns.clear()
 
 
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()

@@ -28,11 +28,10 @@ import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from cloud_adapters import s3_direct
+from cloud_adapters import http1
 from cloud_adapters.s3_direct import DirectS3
+from tests.support.http_servers import serve_http
 
 _SEEN: list[dict[str, Any]] = []
 
@@ -67,24 +66,9 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
-def _serve(handler: type[http.server.BaseHTTPRequestHandler],
-           tls: ssl.SSLContext | None = None) -> Iterator[str]:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    if tls is not None:
-        srv.socket = tls.wrap_socket(srv.socket, server_side=True)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-
-
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    with _serve(_Recorder) as url:
+    with serve_http(_Recorder) as url:
         yield url
 
 
@@ -201,7 +185,7 @@ def _put(direct: DirectS3, key: str) -> None:
 
 def test_requests_reuse_one_kept_alive_connection() -> None:
     _KeepAlive.ports = []
-    with _serve(_KeepAlive) as url:
+    with serve_http(_KeepAlive) as url:
         direct = _plain(url)
         for i in range(5):
             _put(direct, f"k{i}")
@@ -210,13 +194,13 @@ def test_requests_reuse_one_kept_alive_connection() -> None:
 
 def test_a_connection_the_server_closed_is_replaced_not_failed() -> None:
     _KeepAlive.ports = []
-    with _serve(_KeepAlive) as url:
+    with serve_http(_KeepAlive) as url:
         direct = _plain(url)
         _put(direct, "a/hangup")
         idle = direct._pool._idle[0]
         assert idle.sock is not None  # kept: the server never said it would close
         deadline = time.monotonic() + 5
-        while not s3_direct._dropped(idle) and time.monotonic() < deadline:
+        while not http1.dropped(idle) and time.monotonic() < deadline:
             time.sleep(0.01)  # until the server's close reached this side
         _put(direct, "b")  # on a new connection, without an error
         _put(direct, "c")
@@ -225,7 +209,7 @@ def test_a_connection_the_server_closed_is_replaced_not_failed() -> None:
 
 
 def test_idle_connections_close_with_the_store() -> None:
-    with _serve(_KeepAlive) as url:
+    with serve_http(_KeepAlive) as url:
         direct = _plain(url)
         _put(direct, "k")
         (conn,) = direct._pool._idle
@@ -241,7 +225,7 @@ def test_https_verifies_the_server_against_the_ca_bundle(tmp_path: Path) -> None
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(tmp_path / "s3.crt", tmp_path / "s3.key")
     _KeepAlive.ports = []
-    with _serve(_KeepAlive, tls) as url:
+    with serve_http(_KeepAlive, tls) as url:
         _put(_plain(url, ca_certs=str(tmp_path / "ca.crt")), "k")
         assert len(_KeepAlive.ports) == 1
         with pytest.raises(bex.HTTPClientError, match="CERTIFICATE_VERIFY_FAILED"):
@@ -364,63 +348,3 @@ def test_a_header_value_with_a_line_break_is_refused_before_anything_is_sent() -
         _put(direct, "k")
     assert len(heads) == 1 and b"x-evil" not in heads[0]
 
-
-class _Segments:
-    """A socket stand-in that hands the answer stream out in the given pieces, as TCP may."""
-
-    def __init__(self, pieces: list[bytes]) -> None:
-        self._pieces = pieces
-
-    def sendall(self, data: bytes) -> None:
-        pass
-
-    def recv(self, n: int) -> bytes:
-        return self._pieces.pop(0) if self._pieces else b""
-
-    def close(self) -> None:
-        pass
-
-
-_answer = st.tuples(
-    st.sampled_from([200, 204, 404, 412, 500]),
-    st.dictionaries(st.sampled_from(["etag", "x-amz-meta-sha256", "last-modified", "x-amz-request-id"]),
-                    st.text(alphabet="abcdef0123456789 \"-:", min_size=1, max_size=20).map(str.strip)
-                    .filter(bool), max_size=4),
-    st.binary(max_size=300),
-    st.booleans(),
-)
-
-
-@settings(max_examples=300)
-@given(st.lists(_answer, min_size=1, max_size=4), st.lists(st.integers(1, 97), min_size=1, max_size=60))
-def test_answers_split_anywhere_by_the_network_read_the_same(
-        answers: list[tuple[int, dict[str, str], bytes, bool]], cuts: list[int]) -> None:
-    """A run of kept-alive answers (by length and by chunks), cut into arbitrary pieces,
-    is read back answer by answer with nothing lost or left over."""
-    stream = b""
-    for status, headers, body, chunked in answers:
-        body = b"" if status == 204 else body
-        head = f"HTTP/1.1 {status} X\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        if status == 204:
-            framed = b""
-        elif chunked:
-            head += "Transfer-Encoding: chunked\r\n"
-            framed = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 50]), body[i:i + 50])
-                              for i in range(0, len(body), 50)) + b"0\r\n\r\n"
-        else:
-            head += f"Content-Length: {len(body)}\r\n"
-            framed = body
-        stream += (head + "\r\n").encode() + framed
-    pieces, at = [], 0
-    for n in cuts * (len(stream) // max(1, sum(cuts)) + 1):
-        if at >= len(stream):
-            break
-        pieces.append(stream[at:at + n])
-        at += n
-    conn = s3_direct._Conn(_Segments(pieces))  # type: ignore[arg-type]
-    for status, headers, body, _ in answers:
-        got_status, got_headers, got_body = conn.exchange("PUT", b"", b"")
-        assert got_status == status
-        assert got_body == (b"" if status == 204 else body)
-        assert all(got_headers[k] == v for k, v in headers.items())
-    assert conn.sock is not None and not conn.unread

@@ -1,0 +1,26 @@
+"""A loopback HTTP server on a free port, in a thread, for the direct object-store paths'
+unit tests: it records what a client sends and answers as the store would."""
+from __future__ import annotations
+
+import contextlib
+import http.server
+import ssl
+import threading
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def serve_http(handler: type[http.server.BaseHTTPRequestHandler],
+               tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """``handler`` served on 127.0.0.1 (TLS with ``tls``) until the block ends; yields its
+    base URL."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
