@@ -6,4 +6,9 @@ on-prem node or NFS mount). Implementations are imported lazily through the regi
 missing SDK only matters to whoever uses that scheme. Credentials come from each SDK's
 standard chain; this package never stores or logs a secret, and knows nothing of volumes,
 etcd or gRPC.
+
+The small requests mirroring sends per file (S3 PutObject and HeadObject, GCS uploads) skip
+their SDK's per-call machinery where the SDK's configuration allows: ``s3_direct`` and
+``gcs_direct`` build them from the SDK's own client and credentials and send them over
+``http1``'s kept-alive connections.
 """
