@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import urllib.request
 import warnings
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -37,7 +36,7 @@ with warnings.catch_warnings():
 
 import requests
 
-from cloud_adapters.http1 import Connections, host_header
+from cloud_adapters.http1 import Connections, host_header, proxied
 
 __all__ = ["DirectGCS"]
 
@@ -72,8 +71,7 @@ class DirectGCS:
             parts = urlsplit(api_base)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 return None
-            proxies = urllib.request.getproxies()
-            if parts.scheme in proxies and not urllib.request.proxy_bypass(parts.hostname):
+            if proxied(parts):
                 return None
             verify = session.verify if isinstance(session.verify, str) else None
             # requests' own order: the environment's bundle, then the session's, then certifi
@@ -88,9 +86,9 @@ class DirectGCS:
                    ) -> dict[str, Any]:
         """Upload ``data`` as ``key`` with metadata ``sha256``; the new object's resource.
         ``if_generation_match`` 0 means only if absent."""
-        boundary = b"===============" + secrets.token_hex(16).encode() + b"=="
+        boundary = _boundary()
         while boundary in data:  # (never, in practice: 128 random bits)
-            boundary = b"===============" + secrets.token_hex(16).encode() + b"=="
+            boundary = _boundary()
         resource = {"name": key, "metadata": {"sha256": sha256}}  # the type: the bytes' part
         sep = b"--" + boundary
         body = b"".join([
@@ -114,6 +112,11 @@ class DirectGCS:
         if status >= 300:
             raise gex.from_http_status(status, _error_message(answer) or f"HTTP {status}")
         return dict(json.loads(answer))
+
+
+def _boundary() -> bytes:
+    """A multipart boundary in the library's own form, with 128 random bits."""
+    return b"===============" + secrets.token_hex(16).encode() + b"=="
 
 
 def _error_message(body: bytes) -> str:

@@ -21,10 +21,11 @@ import select
 import socket
 import ssl
 import threading
+import urllib.request
 import weakref
 from urllib.parse import SplitResult
 
-__all__ = ["BadResponse", "Conn", "Connections", "dropped", "host_header"]
+__all__ = ["BadResponse", "Conn", "Connections", "dropped", "host_header", "proxied"]
 
 
 class BadResponse(ConnectionError):
@@ -86,16 +87,7 @@ class Conn:
         return status, headers, data
 
     def _read_head(self) -> tuple[int, bool, dict[str, str]]:
-        buf = self._buf
-        end = buf.find(b"\r\n\r\n")
-        while end < 0:
-            if len(buf) > _MAX_HEAD:
-                raise BadResponse("answer headers over 64 KiB")
-            seen = len(buf)
-            self._fill()
-            end = buf.find(b"\r\n\r\n", max(0, seen - 3))
-        lines = buf[:end].decode("latin-1").split("\r\n")
-        del buf[: end + 4]
+        lines = self._read_until(b"\r\n\r\n", "answer headers").decode("latin-1").split("\r\n")
         version, _, rest = lines[0].partition(" ")
         code = rest[:3]
         if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
@@ -130,31 +122,34 @@ class Conn:
         del self._buf[:n]
         return data
 
-    def _read_line(self) -> bytes:
-        end = self._buf.find(b"\r\n")
+    def _read_until(self, sep: bytes, what: str) -> bytes:
+        """The bytes before the next ``sep`` (consumed with it), at most 64 KiB of them."""
+        buf = self._buf
+        end = buf.find(sep)
         while end < 0:
-            if len(self._buf) > _MAX_HEAD:
-                raise BadResponse("chunk line over 64 KiB")
+            if len(buf) > _MAX_HEAD:
+                raise BadResponse(f"{what} over 64 KiB")
+            seen = len(buf)
             self._fill()
-            end = self._buf.find(b"\r\n")
-        line = bytes(self._buf[:end])
-        del self._buf[: end + 2]
-        return line
+            end = buf.find(sep, max(0, seen - len(sep) + 1))  # sep may straddle the reads
+        found = bytes(buf[:end])
+        del buf[: end + len(sep)]
+        return found
 
     def _read_chunked(self) -> bytes:
         parts: list[bytes] = []
         while True:
-            size_field = self._read_line().split(b";", 1)[0].strip()
+            size_field = self._read_until(b"\r\n", "chunk line").split(b";", 1)[0].strip()
             try:
                 size = int(size_field, 16)
             except ValueError:
                 raise BadResponse(f"bad chunk size {size_field[:20]!r}") from None
             if size == 0:
-                while self._read_line():  # trailers, up to the blank line
+                while self._read_until(b"\r\n", "chunk trailer"):  # up to the blank line
                     pass
                 return b"".join(parts)
             parts.append(self._read_exact(size))
-            if self._read_line():
+            if self._read_until(b"\r\n", "chunk end"):
                 raise BadResponse("chunk not followed by CRLF")
 
     def _read_to_close(self) -> bytes:
@@ -164,6 +159,13 @@ class Conn:
         data = bytes(self._buf)
         self._buf.clear()
         return data
+
+
+def proxied(origin: SplitResult) -> bool:
+    """The environment sends requests to ``origin`` through a proxy, which this client does
+    not speak (then a store keeps its SDK)."""
+    proxies = urllib.request.getproxies()
+    return origin.scheme in proxies and not urllib.request.proxy_bypass(origin.hostname or "")
 
 
 def host_header(parts: SplitResult) -> str:

@@ -43,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-import urllib.request
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -52,7 +51,7 @@ from xml.etree import ElementTree
 import botocore.exceptions as bex
 from botocore.httpsession import get_cert_path
 
-from cloud_adapters.http1 import Connections, host_header
+from cloud_adapters.http1 import Connections, host_header, proxied
 
 __all__ = ["DirectS3", "DirectResponse"]
 
@@ -120,9 +119,7 @@ class DirectS3:
             parts = urlsplit(url)
             if not parts.path.endswith("/" + _PROBE):
                 return None
-            proxies = urllib.request.getproxies()
-            if parts.scheme in proxies and not urllib.request.proxy_bypass(
-                    parts.hostname or ""):
+            if proxied(parts):
                 return None
             # boto3's Session keeps botocore's (the one with the config chain) as _session.
             core = getattr(session, "_session", session)
