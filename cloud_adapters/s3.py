@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import boto3
 import botocore.exceptions as bex
 from botocore.config import Config
+from botocore.httpchecksum import DEFAULT_CHECKSUM_ALGORITHM
 
 from cloud_adapters.base import Capability, ClosingIterator, ObjectInfo, ObjectStore
 from cloud_adapters.errors import (
@@ -141,6 +142,17 @@ class S3Store(ObjectStore):
         return ObjectInfo(key=full_key, size=int(size), sha256=sha.lower() if sha else None,
                           etag=etag, mtime=ts)
 
+    def _part_checksum(self) -> dict[str, str]:
+        """What boto3's managed upload (s3transfer) declares for a multipart upload when
+        botocore computes request checksums (``when_supported``, its default since 1.36):
+        the upload is created with the algorithm its parts' checksums use, and the parts'
+        checksums go into the completion, so the store ties them to the object as it does
+        for boto3's own uploads (and moto, for one, took a fifth longer per upload without
+        the declaration)."""
+        if self._client.meta.config.request_checksum_calculation != "when_supported":
+            return {}
+        return {"ChecksumAlgorithm": DEFAULT_CHECKSUM_ALGORITHM}
+
     @staticmethod
     def _conditions(if_absent: bool, if_match: str | None) -> dict[str, str]:
         if if_absent:
@@ -176,17 +188,24 @@ class S3Store(ObjectStore):
     ) -> ObjectInfo:
         uri = self._obj_uri(self._rel(full_key))
         client = self._client
+        checksum = self._part_checksum()
         with _sdk_errors(uri):
             upload_id = client.create_multipart_upload(
-                Bucket=self._bucket, Key=full_key, Metadata={"sha256": sha256}
+                Bucket=self._bucket, Key=full_key, Metadata={"sha256": sha256}, **checksum
             )["UploadId"]
         try:
             def send(numbered: tuple[int, bytes]) -> dict[str, Any]:
                 n, body = numbered
                 with _sdk_errors(uri):
                     r = client.upload_part(Bucket=self._bucket, Key=full_key,
-                                           UploadId=upload_id, PartNumber=n, Body=body)
-                return {"PartNumber": n, "ETag": r["ETag"]}
+                                           UploadId=upload_id, PartNumber=n, Body=body,
+                                           **checksum)
+                part = {"PartNumber": n, "ETag": r["ETag"]}
+                if checksum:
+                    member = "Checksum" + checksum["ChecksumAlgorithm"]
+                    if member in r:
+                        part[member] = r[member]
+                return part
 
             pool = TransferPool(self.upload_workers, max_in_flight=self.upload_workers)
             done = sorted(pool.map_unordered(send, enumerate(parts, start=1)),

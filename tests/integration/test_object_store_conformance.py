@@ -21,6 +21,7 @@ import pytest
 from cloud_adapters.base import Capability, ObjectStore
 from cloud_adapters.errors import IntegrityError, ObjectNotFound, PreconditionFailed
 from cloud_adapters.transfer import TransferPool
+from federation.local.emulators import ServerHandle
 
 MiB = 2**20
 PART = 5 * MiB
@@ -118,6 +119,51 @@ def test_large_object_multipart_roundtrip(object_store_backend: ObjectStore) -> 
     assert n == size and h.hexdigest() == _sha(data)
     if Capability.MULTIPART in s.capabilities and s.scheme == "s3":
         assert st.etag.strip('"').endswith("-5")  # really went up in 5 parts
+
+
+@pytest.mark.parametrize("server", ["moto_s3", "seaweed_s3"])
+def test_s3_multipart_object_keeps_its_parts_checksum(server: str,
+                                                      request: pytest.FixtureRequest) -> None:
+    """A multipart put declares the checksum its parts carry, as boto3's managed upload does,
+    so the store ties the parts' CRC32s to the object; the raw upload beside it shows that
+    the server keeps one when it is declared."""
+    from boto3.s3.transfer import TransferConfig
+
+    from cloud_adapters.registry import open_store
+    from cloud_adapters.s3 import S3Store
+
+    srv = request.getfixturevalue(server)
+    data = os.urandom(LARGE)
+    with srv.env():
+        s = open_store(srv.new_store_uri("crc"))
+        assert isinstance(s, S3Store)
+        s.put("ours", data, part_size=PART)
+        s._client.upload_fileobj(io.BytesIO(data), s._bucket, s._full("sdk"),
+                                 Config=TransferConfig(multipart_threshold=PART,
+                                                       multipart_chunksize=PART))
+        heads = {k: s._client.head_object(Bucket=s._bucket, Key=s._full(k), ChecksumMode="ENABLED")
+                 for k in ("ours", "sdk")}
+    assert heads["ours"]["ETag"].strip('"').endswith("-3")  # really went up in parts
+    assert heads["sdk"].get("ChecksumCRC32"), "the server keeps no checksum of an SDK upload"
+    assert heads["ours"].get("ChecksumCRC32"), "our multipart upload left the object without one"
+    assert s.read_bytes("ours", verify=True) == data
+
+
+def test_s3_multipart_without_sdk_checksums(moto_s3: ServerHandle,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """With botocore told to send checksums only where required, a multipart put declares
+    none (a declared algorithm would oblige every part to carry one) and still lands whole."""
+    from cloud_adapters.registry import open_store
+    from cloud_adapters.s3 import S3Store
+
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    data = os.urandom(LARGE)
+    with moto_s3.env():
+        s = open_store(moto_s3.new_store_uri("nocrc"))
+        assert isinstance(s, S3Store)
+        info = s.put("k", data, part_size=PART)
+        assert s._client.meta.config.request_checksum_calculation == "when_required"
+    assert info.size == LARGE and s.read_bytes("k", verify=True) == data
 
 
 def test_ranged_reads(object_store_backend: ObjectStore) -> None:
