@@ -7,8 +7,8 @@ missing SDK only matters to whoever uses that scheme. Credentials come from each
 standard chain; this package never stores or logs a secret, and knows nothing of volumes,
 etcd or gRPC.
 
-The small requests mirroring sends per file (S3 PutObject and HeadObject, GCS uploads) skip
-their SDK's per-call machinery where the SDK's configuration allows: ``s3_direct`` and
-``gcs_direct`` build them from the SDK's own client and credentials and send them over
-``http1``'s kept-alive connections.
+The small requests mirroring sends per file (S3 PutObject and HeadObject, GCS uploads, Azure
+Put Blob) skip their SDK's per-call machinery where the SDK's configuration allows:
+``s3_direct``, ``gcs_direct`` and ``azure_direct`` build them from the SDK's own client and
+credentials and send them over ``http1``'s kept-alive connections.
 """

@@ -8,14 +8,17 @@ workload/managed identity, az CLI). Neither set -> ``PermissionDenied`` before a
 Large objects are staged as blocks and committed with one ``Put Block List`` that carries
 the sha256 metadata and the condition (``If-None-Match: *`` / ``If-Match: etag``), so the
 object appears atomically; blocks of a failed upload stay uncommitted, never visible, and
-are garbage-collected by the service. The SDK's own retries are off (``retry_total=0``):
-``cloud_adapters.retry`` owns retrying. SDK exceptions are translated in ``_sdk_errors``.
+are garbage-collected by the service. Small objects are one Put Blob, sent by
+``azure_direct`` where the credential is the account's shared key. The SDK's own retries
+are off (``retry_total=0``): ``cloud_adapters.retry`` owns retrying. SDK exceptions (and
+the direct path's, which are the same types) are translated in ``_sdk_errors``.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import email.utils
 import os
 import secrets
 import time
@@ -27,6 +30,7 @@ import azure.core.exceptions as aex
 from azure.core import MatchConditions
 from azure.storage.blob import BlobBlock, BlobServiceClient
 
+from cloud_adapters.azure_direct import DirectAzure
 from cloud_adapters.base import Capability, ObjectInfo, ObjectStore
 from cloud_adapters.errors import (
     InvalidURI,
@@ -43,6 +47,7 @@ from cloud_adapters.uri import StoreURI
 __all__ = ["AzureStore"]
 
 _CLIENT_KW: dict[str, Any] = {"retry_total": 0, "connection_timeout": 10, "read_timeout": 60}
+_POOL_CONNECTIONS = 64  # kept-alive connections of the direct path, as for S3 and GCS
 _PRECONDITION_CODES = {"BlobAlreadyExists", "ConditionNotMet", "TargetConditionNotMet"}
 _NOT_FOUND_CODES = {"BlobNotFound", "ContainerNotFound", "ResourceNotFound"}
 
@@ -98,14 +103,25 @@ class AzureStore(ObjectStore):
     def __init__(self, uri: StoreURI) -> None:
         super().__init__(uri)
         self._container_name = uri.container
+        self._container_obj: Any = None
+        self._direct: DirectAzure | None = None
 
     def _make_sdk(self) -> Any:
         with _sdk_errors(self.uri):
-            return self._make_service()
+            service = self._make_service()
+            # One container client for the store's life (one per call cost a tenth of a
+            # small put), and small puts skip the SDK's per-call pipeline (see
+            # azure_direct); both built here, under the SDK lock, from the same client.
+            self._container_obj = service.get_container_client(self._container_name)
+            self._direct = DirectAzure.build(self._container_obj,
+                                             pool_size=_POOL_CONNECTIONS)
+            return service
 
     @property
     def _container(self) -> Any:
-        return self._sdk.get_container_client(self._container_name)
+        if self._sdk_obj is None:
+            self._sdk  # noqa: B018 - builds the client, the container's and the direct path
+        return self._container_obj
 
     def _make_service(self) -> Any:
         conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
@@ -129,6 +145,14 @@ class AzureStore(ObjectStore):
     def _ts(value: Any) -> float:
         return value.timestamp() if value is not None else time.time()
 
+    @staticmethod
+    def _http_ts(value: str) -> float:
+        """A Last-Modified header's time (the SDK's ``last_modified``, unparsed)."""
+        try:
+            return email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            return time.time()
+
     def _info(self, full_key: str, props: Any) -> ObjectInfo:
         sha = (props.metadata or {}).get("sha256")
         return ObjectInfo(key=full_key, size=int(props.size or 0),
@@ -147,7 +171,14 @@ class AzureStore(ObjectStore):
         self, full_key: str, data: bytes, sha256: str, if_absent: bool, if_match: str | None
     ) -> ObjectInfo:
         with _sdk_errors(self._obj_uri(self._rel(full_key))):
-            blob = self._container.get_blob_client(full_key)
+            container = self._container  # (builds the SDK client and the direct path)
+            fast = self._direct
+            if fast is not None:
+                etag, modified = fast.put_blob(full_key, data, sha256, if_none_match=if_absent,
+                                               if_match=if_match)
+                return ObjectInfo(key=full_key, size=len(data), sha256=sha256, etag=etag,
+                                  mtime=self._http_ts(modified))
+            blob = container.get_blob_client(full_key)
             r = blob.upload_blob(data, length=len(data), overwrite=True,
                                  metadata={"sha256": sha256}, max_concurrency=1,
                                  **self._conditions(if_absent, if_match))
