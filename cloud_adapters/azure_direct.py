@@ -133,12 +133,7 @@ class DirectAzure:
             headers["if-none-match"] = "*"
         elif if_match is not None:
             headers["if-match"] = if_match
-        try:
-            status, answer_headers, answer = self._pool.request("PUT", target, headers, data)
-        except (ConnectionError, TimeoutError):
-            raise
-        except OSError as exc:  # TLS, name resolution: a connection failure, as in requests
-            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        status, answer_headers, answer = self._pool.request("PUT", target, headers, data)
         if status >= 300:
             raise _service_error(status, answer_headers, answer)
         return answer_headers.get("etag", ""), answer_headers.get("last-modified", "")

@@ -103,12 +103,7 @@ class DirectGCS:
         headers = {"host": self._host, "accept": "application/json",
                    "content-type": f'multipart/related; boundary="{boundary.decode()}"'}
         self._credentials.before_request(self._auth_request, "POST", self._url + target, headers)
-        try:
-            status, _, answer = self._pool.request("POST", target, headers, body)
-        except (ConnectionError, TimeoutError):
-            raise
-        except OSError as exc:  # TLS, name resolution: a connection failure, as in requests
-            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        status, _, answer = self._pool.request("POST", target, headers, body)
         if status >= 300:
             raise gex.from_http_status(status, _error_message(answer) or f"HTTP {status}")
         return dict(json.loads(answer))

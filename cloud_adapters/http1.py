@@ -204,20 +204,25 @@ class Connections:
         """One request on a kept-alive connection: its answer's status, headers (lower-case
         names) and body. ``headers`` are sent as given, with ``content-length`` added for a
         body (and for any PUT or POST). Raises ``ValueError`` for a header value holding a
-        line break, before anything is sent, and ``OSError`` (``BadResponse`` included)
-        for the wire; a connection that failed is closed, never reused."""
+        line break, before anything is sent, and ``ConnectionError`` (``BadResponse``
+        included; TLS and name-resolution failures become one, as in requests) or
+        ``TimeoutError`` for the wire; a connection that failed is closed, never reused."""
         if any("\r" in v or "\n" in v for v in headers.values()):  # (an etag a server gave)
             raise ValueError(f"{method} {target!r}: a header value holds a line break")
         lines = [f"{method} {target} HTTP/1.1\r\n", *(f"{k}: {v}\r\n" for k, v in headers.items())]
         if body or method in ("PUT", "POST"):
             lines.append(f"content-length: {len(body)}\r\n")
         lines.append("\r\n")
-        conn = self.take()
+        conn: Conn | None = None
         try:
+            conn = self.take()
             answer = conn.exchange(method, "".join(lines).encode("latin-1"), body)
-        except OSError:
-            conn.close()  # in an unknown state
-            raise
+        except OSError as exc:
+            if conn is not None:
+                conn.close()  # in an unknown state
+            if isinstance(exc, (ConnectionError, TimeoutError)):
+                raise
+            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
         self.give(conn)  # closed by exchange() if the server said it closes
         return answer
 

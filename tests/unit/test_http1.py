@@ -2,15 +2,21 @@
 
 The request path of each store's direct module is tested with its store (``test_s3_direct``:
 real loopback servers, malformed and cut answers); here the parser alone, fed through a
-socket stand-in that hands out the bytes in whatever pieces hypothesis chooses.
+socket stand-in that hands out the bytes in whatever pieces hypothesis chooses; and how a
+failure below HTTP is reported.
 """
 
 from __future__ import annotations
 
+import http.server
+from urllib.parse import urlsplit
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_adapters.http1 import Conn
+from cloud_adapters.http1 import Conn, Connections
+from tests.support.http_servers import serve_http
 
 
 class _Segments:
@@ -72,3 +78,15 @@ def test_answers_split_anywhere_by_the_network_read_the_same(
         assert got_body == (b"" if status == 204 else body)
         assert all(got_headers[k] == v for k, v in headers.items())
     assert conn.sock is not None and not conn.unread
+
+
+def test_a_tls_failure_is_a_connection_error_and_leaves_no_connection() -> None:
+    """TLS to a server that speaks plain HTTP fails in the handshake with an ``SSLError``,
+    which is an ``OSError`` but not a ``ConnectionError``: the request raises it as one (as
+    requests does), so each store maps it as a broken connection."""
+    with serve_http(http.server.BaseHTTPRequestHandler) as url:
+        origin = urlsplit(url.replace("http://", "https://"))
+        pool = Connections(origin, None, 2, 5.0, 5.0)
+        with pytest.raises(ConnectionError, match="SSL"):
+            pool.request("GET", "/", {"host": origin.netloc}, b"")
+        assert not pool._idle
