@@ -7,6 +7,7 @@ import http.server
 import ssl
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -24,3 +25,18 @@ def serve_http(handler: type[http.server.BaseHTTPRequestHandler],
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A handler that logs nothing, with ``answer`` to send one whole response."""
+
+    def answer(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass

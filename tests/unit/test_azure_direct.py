@@ -11,7 +11,6 @@ the same path against Azurite, which checks every signature.
 from __future__ import annotations
 
 import hashlib
-import http.server
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +27,7 @@ from cloud_adapters.azure import AzureStore
 from cloud_adapters.azure_direct import DirectAzure
 from cloud_adapters.errors import PreconditionFailed
 from cloud_adapters.registry import open_store
-from tests.support.http_servers import serve_http
+from tests.support.http_servers import QuietHandler, serve_http
 
 _ACCOUNT = "devstoreaccount1"
 _KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -38,33 +37,22 @@ _PER_REQUEST = {"x-ms-date", "x-ms-client-request-id", "authorization", "user-ag
                 "accept-encoding", "connection"}
 
 
-class _BlobService(http.server.BaseHTTPRequestHandler):
+class _BlobService(QuietHandler):
     protocol_version = "HTTP/1.1"
 
     def do_PUT(self) -> None:
         body = self.rfile.read(int(self.headers["content-length"]))
         _SEEN.append({"path": self.path, "headers": dict(self.headers.items()), "body": body})
-        if self.path.endswith("/refuse"):
-            status, code = 412, "ConditionNotMet"
-        elif self.path.endswith("/taken"):
-            status, code = 409, "BlobAlreadyExists"
-        else:
-            status, code = 201, ""
-        answer = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>' + code.encode()
-                  + b"</Code><Message>The condition is not met.\nRequestId:1</Message></Error>"
-                  if code else b"")
-        self.send_response(status)
-        self.send_header("ETag", '"0x8DE3A1B2C3D4E5F"')
-        self.send_header("Last-Modified", "Thu, 03 Dec 2026 12:00:00 GMT")
-        if code:
-            self.send_header("x-ms-error-code", code)
-            self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        headers = {"ETag": '"0x8DE3A1B2C3D4E5F"', "Last-Modified": "Thu, 03 Dec 2026 12:00:00 GMT"}
+        code = ("ConditionNotMet" if self.path.endswith("/refuse")
+                else "BlobAlreadyExists" if self.path.endswith("/taken") else "")
+        if not code:
+            self.answer(201, headers)
+            return
+        self.answer({"ConditionNotMet": 412, "BlobAlreadyExists": 409}[code],
+                    {**headers, "x-ms-error-code": code, "Content-Type": "application/xml"},
+                    b'<?xml version="1.0" encoding="utf-8"?><Error><Code>' + code.encode()
+                    + b"</Code><Message>The condition is not met.\nRequestId:1</Message></Error>")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import hashlib
-import http.server
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -26,12 +25,12 @@ from google.oauth2.credentials import Credentials as TokenCredentials
 from cloud_adapters.gcs import GCSStore
 from cloud_adapters.gcs_direct import DirectGCS
 from cloud_adapters.registry import open_store
-from tests.support.http_servers import serve_http
+from tests.support.http_servers import QuietHandler, serve_http
 
 _SEEN: list[dict[str, Any]] = []
 
 
-class _JsonApi(http.server.BaseHTTPRequestHandler):
+class _JsonApi(QuietHandler):
     protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
@@ -53,14 +52,7 @@ class _JsonApi(http.server.BaseHTTPRequestHandler):
             answer = json.dumps({**resource, "bucket": "bkt", "generation": "1764763200123456",
                                  "size": str(len(data)), "updated": "2026-12-03T12:00:00.123456789Z"}).encode()
             status = 200
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.answer(status, {"Content-Type": "application/json"}, answer)
 
 
 @pytest.fixture(scope="module")
