@@ -9,7 +9,7 @@ Large objects are staged as blocks and committed with one ``Put Block List`` tha
 the sha256 metadata and the condition (``If-None-Match: *`` / ``If-Match: etag``), so the
 object appears atomically; blocks of a failed upload stay uncommitted, never visible, and
 are garbage-collected by the service. Small objects are one Put Blob, sent by
-``azure_direct`` where the credential is the account's shared key. The SDK's own retries
+``azure_direct`` for a shared key or a token credential. The SDK's own retries
 are off (``retry_total=0``): ``cloud_adapters.retry`` owns retrying. SDK exceptions (and
 the direct path's, which are the same types) are translated in ``_sdk_errors``.
 """
@@ -30,7 +30,7 @@ import azure.core.exceptions as aex
 from azure.core import MatchConditions
 from azure.storage.blob import BlobBlock, BlobServiceClient
 
-from cloud_adapters.azure_direct import DirectAzure
+from cloud_adapters.azure_direct import DirectAzure, NeedsSdk
 from cloud_adapters.base import Capability, ObjectInfo, ObjectStore
 from cloud_adapters.errors import (
     InvalidURI,
@@ -174,10 +174,13 @@ class AzureStore(ObjectStore):
             container = self._container  # (builds the SDK client and the direct path)
             fast = self._direct
             if fast is not None:
-                etag, modified = fast.put_blob(full_key, data, sha256, if_none_match=if_absent,
-                                               if_match=if_match)
-                return ObjectInfo(key=full_key, size=len(data), sha256=sha256, etag=etag,
-                                  mtime=self._http_ts(modified))
+                try:
+                    etag, modified = fast.put_blob(full_key, data, sha256,
+                                                   if_none_match=if_absent, if_match=if_match)
+                    return ObjectInfo(key=full_key, size=len(data), sha256=sha256, etag=etag,
+                                      mtime=self._http_ts(modified))
+                except NeedsSdk:
+                    self._direct = None  # the SDK answers the service's token challenges
             blob = container.get_blob_client(full_key)
             r = blob.upload_blob(data, length=len(data), overwrite=True,
                                  metadata={"sha256": sha256}, max_concurrency=1,

@@ -4,13 +4,18 @@ as the SDK signs it.
 A loopback HTTP server records the uploads of both, the SDK's (``upload_blob``, as
 ``AzureStore`` used it) and ours, and answers as the Blob service does; they must carry the
 same path, headers and bytes, and our shared-key signature must be the one the SDK's own
-``SharedKeyCredentialPolicy`` computes for the request we sent. The conformance suite runs
-the same path against Azurite, which checks every signature.
+``SharedKeyCredentialPolicy`` computes for the request we sent. With a token credential
+(over HTTPS, against the same server with a test CA) the token is the one the SDK's own
+pipeline holds, renewed as the SDK renews it, and a challenged token hands the upload to the
+SDK. The conformance suite runs the shared-key path against Azurite, which checks every
+signature.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ssl
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +32,7 @@ from cloud_adapters.azure import AzureStore
 from cloud_adapters.azure_direct import DirectAzure
 from cloud_adapters.errors import PreconditionFailed
 from cloud_adapters.registry import open_store
+from cloud_adapters.uri import parse_uri
 from tests.support.http_servers import QuietHandler, serve_http
 
 _ACCOUNT = "devstoreaccount1"
@@ -156,14 +162,108 @@ def test_a_refusal_is_the_sdks_exception(endpoint: str, name: str, status: int,
     assert caught.value.error_code == code  # type: ignore[attr-defined]
 
 
-def test_a_token_credential_keeps_the_sdk() -> None:
-    class Token:
-        def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-            return AccessToken("t", 2**31)
+class _Tokens:
+    """A token credential that hands out ``tok-1``, ``tok-2``, ... each living ``life_s``."""
 
-    # (the SDK takes a token only over HTTPS; nothing connects here)
-    service = BlobServiceClient(f"https://127.0.0.1:9/{_ACCOUNT}", credential=Token())
-    assert DirectAzure.build(service.get_container_client("cont"), pool_size=2) is None
+    def __init__(self, life_s: float) -> None:
+        self.life_s = life_s
+        self.calls: list[dict[str, Any]] = []
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.calls.append({"scopes": scopes, **kwargs})
+        return AccessToken(f"tok-{len(self.calls)}", int(time.time() + self.life_s))
+
+
+class _ChallengingBlobService(_BlobService):
+    """Challenges the first token (as Azure challenges a token of another tenant)."""
+
+    def do_PUT(self) -> None:
+        if self.headers.get("authorization") != "Bearer tok-1":
+            super().do_PUT()
+            return
+        self.rfile.read(int(self.headers["content-length"]))
+        _SEEN.append({"path": self.path, "headers": dict(self.headers.items()), "body": b""})
+        self.answer(401, {"WWW-Authenticate": "Bearer authorization_uri=https://login.example/"
+                          "tenant-2/oauth2/authorize resource_id=https://storage.azure.com"})
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, str]:
+    from federation.certs import init_certs
+
+    where = tmp_path_factory.mktemp("blob-tls")
+    init_certs(where, ["blob"])
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(where / "blob.crt", where / "blob.key")
+    return tls, str(where / "ca.crt")
+
+
+def _token_container(url: str, tokens: _Tokens) -> Any:
+    return BlobServiceClient(f"{url}/{_ACCOUNT}", credential=tokens,
+                             retry_total=0).get_container_client("cont")
+
+
+def test_a_token_credential_sends_the_sdks_bearer_over_https(
+        tls_files: tuple[ssl.SSLContext, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    tls, ca = tls_files
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)  # the SDK's requests and our path verify alike
+    data = b"token put"
+    sha = hashlib.sha256(data).hexdigest()
+    with serve_http(_BlobService, tls) as url:
+        tokens = _Tokens(life_s=3600)
+        container = _token_container(url, tokens)
+        direct = DirectAzure.build(container, pool_size=2)
+        assert direct is not None
+        _SEEN.clear()
+        container.get_blob_client("k").upload_blob(data, length=len(data), overwrite=True,
+                                                   metadata={"sha256": sha}, max_concurrency=1)
+        direct.put_blob("k", data, sha)
+        direct.put_blob("k", data, sha)
+    sdk, ours, again = _SEEN
+    assert sdk["headers"]["Authorization"] == "Bearer tok-1"
+    assert ours["headers"]["authorization"] == again["headers"]["authorization"] == "Bearer tok-1"
+    assert len(tokens.calls) == 1  # the SDK's cached token, shared with our path
+    assert tokens.calls[0]["scopes"] == ("https://storage.azure.com/.default",)
+    assert ours["path"] == sdk["path"] and ours["body"] == sdk["body"] == data
+
+    def compared(seen: dict[str, Any]) -> dict[str, str]:
+        return {k.lower(): v for k, v in seen["headers"].items() if k.lower() not in _PER_REQUEST}
+
+    assert compared(ours) == compared(sdk)
+
+
+def test_a_token_near_its_end_is_renewed_as_the_sdk_renews_it(
+        tls_files: tuple[ssl.SSLContext, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    tls, ca = tls_files
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)
+    with serve_http(_BlobService, tls) as url:
+        tokens = _Tokens(life_s=60)  # the SDK's policy renews within 300 s of the end
+        direct = DirectAzure.build(_token_container(url, tokens), pool_size=2)
+        assert direct is not None
+        _SEEN.clear()
+        for _ in range(2):
+            direct.put_blob("k", b"1", hashlib.sha256(b"1").hexdigest())
+    assert [s["headers"]["authorization"] for s in _SEEN] == ["Bearer tok-1", "Bearer tok-2"]
+
+
+def test_a_challenged_token_hands_the_upload_to_the_sdk(
+        tls_files: tuple[ssl.SSLContext, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 401 challenge is the SDK's to answer (it asks for a token of the challenge's
+    tenant): the store sends that upload, and every one after it, through the SDK."""
+    tls, ca = tls_files
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)
+    with serve_http(_ChallengingBlobService, tls) as url:
+        tokens = _Tokens(life_s=3600)
+        store = AzureStore(parse_uri("az://cont/pre"))
+        monkeypatch.setattr(store, "_make_service", lambda: BlobServiceClient(
+            f"{url}/{_ACCOUNT}", credential=tokens, retry_total=0))
+        _SEEN.clear()
+        info = store.put("x.bin", b"abc")
+        assert store._direct is None
+    assert info.etag == '"0x8DE3A1B2C3D4E5F"'
+    assert [s["headers"].get("authorization") or s["headers"].get("Authorization")
+            for s in _SEEN] == ["Bearer tok-1", "Bearer tok-1", "Bearer tok-2"]
+    assert tokens.calls[1].get("tenant_id") == "tenant-2"
 
 
 def test_a_sas_keeps_the_sdk(endpoint: str) -> None:
