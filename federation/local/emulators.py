@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -74,14 +75,16 @@ def patched_env(values: dict[str, str | None]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path,
+               ca_file: str | None = None) -> None:
     deadline = time.monotonic() + timeout
+    tls = ssl.create_default_context(cafile=ca_file) if url.startswith("https:") else None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}; log {log}:\n"
                                + log.read_text(errors="replace")[-2000:])
         try:
-            urllib.request.urlopen(url, timeout=1).close()
+            urllib.request.urlopen(url, timeout=1, context=tls).close()
             return
         except urllib.error.HTTPError as exc:
             exc.close()  # it answered (an error page holds the connection open)
@@ -102,6 +105,8 @@ class ServerHandle:
     ready_url: str
     workdir: Path
     make_env_for_store: Callable[[], dict[str, str]] | None = None
+    ca_file: str | None = None
+    """The CA the server's HTTPS certificate chains to (None: plain HTTP)."""
     proc: subprocess.Popen[bytes] | None = None
     _buckets: int = field(default=0, repr=False)
 
@@ -120,7 +125,7 @@ class ServerHandle:
         finally:
             out.close()
         try:
-            _wait_http(self.ready_url, self.proc, timeout, log)
+            _wait_http(self.ready_url, self.proc, timeout, log, self.ca_file)
         except BaseException:
             self.kill()
             if first:  # nobody holds this handle yet: do not leak its directory
@@ -271,20 +276,32 @@ def _azurite_binary() -> Path:
     raise ServerUnavailable("azurite-blob not found: run `npm ci` in the repo root")
 
 
-def start_azurite(port: int | None = None) -> ServerHandle:
+def start_azurite(port: int | None = None, *, tls_dir: Path | None = None) -> ServerHandle:
+    """Azurite's blob service. With ``tls_dir`` (``azurite.crt``/``.key`` and ``ca.crt``, as
+    ``federation.certs.init_certs(tls_dir, ["azurite"])`` makes them) it serves HTTPS and
+    takes bearer tokens beside the account key (``--oauth basic``: it checks a token's
+    issuer, audience and times, not its signature); its environment then names the CA
+    for the SDK's ``requests``."""
     exe = _azurite_binary()
     port = port or free_port()
-    endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
-    conn = (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+    scheme = "https" if tls_dir is not None else "http"
+    endpoint = f"{scheme}://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+    conn = (f"DefaultEndpointsProtocol={scheme};AccountName={AZURITE_ACCOUNT};"
             f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};")
+    env = {"AZURE_STORAGE_CONNECTION_STRING": conn}
+    argv = [str(exe), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+            "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck",
+            "--loose", "--silent"]
+    ca_file = None
+    if tls_dir is not None:
+        ca_file = str(tls_dir / "ca.crt")
+        env["REQUESTS_CA_BUNDLE"] = ca_file
+        argv += ["--cert", str(tls_dir / "azurite.crt"), "--key", str(tls_dir / "azurite.key"),
+                 "--oauth", "basic"]
     work = _workdir("azurite")
     return ServerHandle(
-        name="azure", endpoint=endpoint,
-        env_vars={"AZURE_STORAGE_CONNECTION_STRING": conn},
-        argv=[str(exe), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-              "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck",
-              "--loose", "--silent"],
-        ready_url=f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}?comp=list", workdir=work,
+        name="azure", endpoint=endpoint, env_vars=env, argv=argv,
+        ready_url=f"{endpoint}?comp=list", workdir=work, ca_file=ca_file,
     ).start()
 
 
