@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from azure.storage.blob import BlobServiceClient
 from cloud_adapters.azure import AzureStore
 from cloud_adapters.errors import PermissionDenied, PreconditionFailed
 from cloud_adapters.uri import parse_uri
-from federation.local.emulators import ServerHandle, ServerUnavailable, start_azurite
+from federation.local.emulators import ServerHandle
 
 MiB = 2**20
 
@@ -51,22 +50,6 @@ class _Tokens:
                   "scp": " ".join(scopes)}
         token = f"{_b64({'alg': 'RS256', 'typ': 'JWT'})}.{_b64(claims)}.c2lnbmF0dXJl"
         return AccessToken(token, now + self.life_s)
-
-
-@pytest.fixture(scope="module")
-def azurite_https(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
-    from federation.certs import init_certs
-
-    tls_dir = tmp_path_factory.mktemp("azurite-tls")
-    init_certs(tls_dir, ["azurite"])
-    try:
-        srv = start_azurite(tls_dir=tls_dir)
-    except ServerUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield srv
-    finally:
-        srv.close()
 
 
 def _token_store(srv: ServerHandle, monkeypatch: pytest.MonkeyPatch, tokens: _Tokens) -> AzureStore:
