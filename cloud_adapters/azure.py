@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import email.utils
 import os
 import secrets
 import time
@@ -145,14 +144,6 @@ class AzureStore(ObjectStore):
     def _ts(value: Any) -> float:
         return value.timestamp() if value is not None else time.time()
 
-    @staticmethod
-    def _http_ts(value: str) -> float:
-        """A Last-Modified header's time (the SDK's ``last_modified``, unparsed)."""
-        try:
-            return email.utils.parsedate_to_datetime(value).timestamp()
-        except (TypeError, ValueError):
-            return time.time()
-
     def _info(self, full_key: str, props: Any) -> ObjectInfo:
         sha = (props.metadata or {}).get("sha256")
         return ObjectInfo(key=full_key, size=int(props.size or 0),
@@ -178,7 +169,7 @@ class AzureStore(ObjectStore):
                     etag, modified = fast.put_blob(full_key, data, sha256,
                                                    if_none_match=if_absent, if_match=if_match)
                     return ObjectInfo(key=full_key, size=len(data), sha256=sha256, etag=etag,
-                                      mtime=self._http_ts(modified))
+                                      mtime=time.time() if modified is None else modified)
                 except NeedsSdk:
                     self._direct = None  # the SDK answers the service's token challenges
             blob = container.get_blob_client(full_key)

@@ -36,19 +36,17 @@ import base64
 import email.utils
 import hashlib
 import hmac
-import os
 import re
 import uuid
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import azure.core.exceptions as aex
-import requests
 from azure.core.pipeline import PipelineContext, PipelineRequest
 from azure.core.pipeline.policies import BearerTokenCredentialPolicy
 from azure.core.rest import HttpRequest
 
-from cloud_adapters.http1 import Connections, host_header, proxied
+from cloud_adapters.http1 import Connections, host_header, http_date, proxied, requests_ca_bundle
 
 __all__ = ["DirectAzure", "NeedsSdk"]
 
@@ -113,22 +111,20 @@ class DirectAzure:
                 token_policy = _token_policy(container)
                 if token_policy is None or parts.scheme != "https":
                     return None  # a SAS credential, anonymous; a token only over HTTPS
-            # requests' own order (azure-core sends through a requests session)
-            ca_certs = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                        or requests.utils.DEFAULT_CA_BUNDLE_PATH)
             policy = getattr(getattr(container, "_config", None), "user_agent_policy", None)
             user_agent = str(getattr(policy, "user_agent", None) or "gns")  # (not signed)
             return cls(container_url=str(container.url), api_version=str(container.api_version),
-                       user_agent=user_agent, ca_certs=ca_certs, pool_size=pool_size,
+                       user_agent=user_agent, pool_size=pool_size,
+                       ca_certs=requests_ca_bundle(),  # azure-core sends through requests
                        timeout=timeout, shared_key=shared_key, token_policy=token_policy)
         except Exception:  # noqa: BLE001 - any surprise: the SDK keeps doing every upload
             return None
 
     def put_blob(self, name: str, data: bytes, sha256: str, *, if_none_match: bool = False,
-                 if_match: str | None = None) -> tuple[str, str]:
+                 if_match: str | None = None) -> tuple[str, float | None]:
         """Upload ``data`` as block blob ``name`` with metadata ``sha256``, only if absent
-        (``if_none_match``) or only over etag ``if_match``; the new blob's (ETag,
-        Last-Modified) as the service sent them. ``NeedsSdk`` if the service challenged our
+        (``if_none_match``) or only over etag ``if_match``; the new blob's ETag and
+        Last-Modified time (None if the service sent none). ``NeedsSdk`` if the service challenged our
         token."""
         target = f"{self._path}/{quote(name, safe='~/')}"  # the SDK's own quoting of a name
         date = email.utils.formatdate(usegmt=True)
@@ -169,7 +165,7 @@ class DirectAzure:
             raise NeedsSdk(f"the service challenged the token ({status})")
         if status >= 300:
             raise _service_error(status, answer_headers, answer)
-        return answer_headers.get("etag", ""), answer_headers.get("last-modified", "")
+        return answer_headers.get("etag", ""), http_date(answer_headers.get("last-modified"))
 
 
 def _bearer(policy: BearerTokenCredentialPolicy[Any, Any], url: str) -> str:

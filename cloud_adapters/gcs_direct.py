@@ -23,7 +23,6 @@ Errors come back as the library's ``google.api_core`` exceptions (``from_http_st
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import warnings
 from typing import Any
@@ -34,9 +33,7 @@ with warnings.catch_warnings():
     import google.api_core.exceptions as gex
     from google.auth.transport.requests import Request as AuthRequest
 
-import requests
-
-from cloud_adapters.http1 import Connections, host_header, proxied
+from cloud_adapters.http1 import Connections, host_header, proxied, requests_ca_bundle
 
 __all__ = ["DirectGCS"]
 
@@ -73,12 +70,9 @@ class DirectGCS:
                 return None
             if proxied(parts):
                 return None
-            verify = session.verify if isinstance(session.verify, str) else None
-            # requests' own order: the environment's bundle, then the session's, then certifi
-            ca_certs = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                        or verify or requests.utils.DEFAULT_CA_BUNDLE_PATH)
             return cls(api_base=api_base, bucket=bucket, credentials=credentials,
-                       ca_certs=ca_certs, pool_size=pool_size, timeout=timeout)
+                       ca_certs=requests_ca_bundle(session.verify), pool_size=pool_size,
+                       timeout=timeout)
         except Exception:  # noqa: BLE001 - any surprise: the library keeps doing every upload
             return None
 

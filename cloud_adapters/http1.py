@@ -17,15 +17,18 @@ none of those (the ``build`` functions of the ``*_direct`` modules decide).
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import ssl
 import threading
 import urllib.request
 import weakref
+from email.utils import parsedate_to_datetime
 from urllib.parse import SplitResult
 
-__all__ = ["BadResponse", "Conn", "Connections", "dropped", "host_header", "proxied"]
+__all__ = ["BadResponse", "Conn", "Connections", "dropped", "host_header", "http_date",
+           "proxied", "requests_ca_bundle"]
 
 
 class BadResponse(ConnectionError):
@@ -166,6 +169,28 @@ def proxied(origin: SplitResult) -> bool:
     not speak (then a store keeps its SDK)."""
     proxies = urllib.request.getproxies()
     return origin.scheme in proxies and not urllib.request.proxy_bypass(origin.hostname or "")
+
+
+def requests_ca_bundle(session_verify: object = None) -> str:
+    """The CA bundle ``requests`` verifies with, in its own order: the environment's
+    (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``), then a session's ``verify`` path, then
+    certifi's. For the stores whose SDK sends through ``requests`` (GCS, Azure)."""
+    import requests  # (only those stores' SDKs bring it)
+
+    return (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            or (session_verify if isinstance(session_verify, str) else None)
+            or requests.utils.DEFAULT_CA_BUNDLE_PATH)
+
+
+def http_date(value: str | None) -> float | None:
+    """The time an HTTP date header (``Last-Modified``) names, or None if absent or
+    malformed."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def host_header(parts: SplitResult) -> str:

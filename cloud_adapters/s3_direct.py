@@ -43,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
@@ -51,7 +50,7 @@ from xml.etree import ElementTree
 import botocore.exceptions as bex
 from botocore.httpsession import get_cert_path
 
-from cloud_adapters.http1 import Connections, host_header, proxied
+from cloud_adapters.http1 import Connections, host_header, http_date, proxied
 
 __all__ = ["DirectS3", "DirectResponse"]
 
@@ -73,13 +72,7 @@ class DirectResponse:
 
     @property
     def mtime(self) -> float | None:
-        raw = self.headers.get("last-modified")
-        if not raw:
-            return None
-        try:
-            return parsedate_to_datetime(raw).timestamp()
-        except (TypeError, ValueError):
-            return None
+        return http_date(self.headers.get("last-modified"))
 
 
 class DirectS3:

@@ -7,6 +7,7 @@ import http.server
 import ssl
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -25,6 +26,17 @@ def serve_http(handler: type[http.server.BaseHTTPRequestHandler],
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def loopback_tls(where: Path) -> tuple[ssl.SSLContext, str]:
+    """A server TLS context for 127.0.0.1 from a fresh test CA made in ``where``, and the
+    path of that CA's certificate (the bundle a client must trust)."""
+    from federation.certs import init_certs
+
+    init_certs(where, ["server"])
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(where / "server.crt", where / "server.key")
+    return tls, str(where / "ca.crt")
 
 
 class QuietHandler(http.server.BaseHTTPRequestHandler):

@@ -14,7 +14,6 @@ import hashlib
 import http.server
 import re
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from botocore.credentials import Credentials
 
 from cloud_adapters import http1
 from cloud_adapters.s3_direct import DirectS3
-from tests.support.http_servers import serve_http
+from tests.support.http_servers import loopback_tls, serve_http
 
 _SEEN: list[dict[str, Any]] = []
 
@@ -219,14 +218,10 @@ def test_idle_connections_close_with_the_store() -> None:
 
 
 def test_https_verifies_the_server_against_the_ca_bundle(tmp_path: Path) -> None:
-    from federation.certs import init_certs
-
-    init_certs(tmp_path, ["s3"])
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(tmp_path / "s3.crt", tmp_path / "s3.key")
+    tls, ca = loopback_tls(tmp_path)
     _KeepAlive.ports = []
     with serve_http(_KeepAlive, tls) as url:
-        _put(_plain(url, ca_certs=str(tmp_path / "ca.crt")), "k")
+        _put(_plain(url, ca_certs=ca), "k")
         assert len(_KeepAlive.ports) == 1
         with pytest.raises(bex.HTTPClientError, match="CERTIFICATE_VERIFY_FAILED"):
             _put(_plain(url), "k")  # the system's CAs did not issue it
