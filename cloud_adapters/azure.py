@@ -47,6 +47,11 @@ __all__ = ["AzureStore"]
 
 _CLIENT_KW: dict[str, Any] = {"retry_total": 0, "connection_timeout": 10, "read_timeout": 60}
 _POOL_CONNECTIONS = 64  # kept-alive connections of the direct path, as for S3 and GCS
+# After the service challenges a token the direct path sent, small puts go through the SDK
+# for this long. The SDK answers the challenge and caches the token it got (the one the
+# direct path then sends too), so the direct path can take over again; the pause bounds what
+# a challenge that comes back every time costs to one wasted request per pause.
+_SDK_AFTER_CHALLENGE_S = 600.0
 _PRECONDITION_CODES = {"BlobAlreadyExists", "ConditionNotMet", "TargetConditionNotMet"}
 _NOT_FOUND_CODES = {"BlobNotFound", "ContainerNotFound", "ResourceNotFound"}
 
@@ -104,6 +109,7 @@ class AzureStore(ObjectStore):
         self._container_name = uri.container
         self._container_obj: Any = None
         self._direct: DirectAzure | None = None
+        self._direct_from = 0.0  # time.monotonic() before which small puts take the SDK
 
     def _make_sdk(self) -> Any:
         with _sdk_errors(self.uri):
@@ -164,14 +170,14 @@ class AzureStore(ObjectStore):
         with _sdk_errors(self._obj_uri(self._rel(full_key))):
             container = self._container  # (builds the SDK client and the direct path)
             fast = self._direct
-            if fast is not None:
+            if fast is not None and time.monotonic() >= self._direct_from:
                 try:
                     etag, modified = fast.put_blob(full_key, data, sha256,
                                                    if_none_match=if_absent, if_match=if_match)
                     return ObjectInfo(key=full_key, size=len(data), sha256=sha256, etag=etag,
                                       mtime=time.time() if modified is None else modified)
-                except NeedsSdk:
-                    self._direct = None  # the SDK answers the service's token challenges
+                except NeedsSdk:  # the SDK answers the service's token challenges
+                    self._direct_from = time.monotonic() + _SDK_AFTER_CHALLENGE_S
             blob = container.get_blob_client(full_key)
             r = blob.upload_blob(data, length=len(data), overwrite=True,
                                  metadata={"sha256": sha256}, max_concurrency=1,

@@ -20,7 +20,8 @@ credentials are modelled:
   over HTTPS: the ``Authorization`` header comes from the SDK's own bearer-token policy
   object, so the token's scope, caching and refresh are the SDK's. A 401 (the service
   challenging the token, as for another tenant) is not handled here: ``NeedsSdk`` tells the
-  store to send that upload, and all after it, through the SDK, which answers challenges.
+  store to send that upload, and those of the next minutes, through the SDK, which answers
+  the challenge and caches the token it got for this path's later requests.
 
 Where the client has neither (a SAS, anonymous access) or the environment names a proxy,
 ``DirectAzure.build`` returns None and the SDK does every upload as before.
@@ -63,7 +64,8 @@ _MESSAGE = re.compile(rb"<Message>(.*?)</Message>", re.DOTALL)
 
 
 class NeedsSdk(Exception):
-    """The service challenged a token this path sent: send through the SDK from now on."""
+    """The service challenged a token this path sent: send through the SDK, which answers
+    challenges, for a while."""
 
 
 class DirectAzure:

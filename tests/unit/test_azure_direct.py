@@ -28,7 +28,7 @@ from azure.core.rest import HttpRequest
 from azure.storage.blob import BlobServiceClient
 from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
 
-from cloud_adapters.azure import AzureStore
+from cloud_adapters.azure import _SDK_AFTER_CHALLENGE_S, AzureStore
 from cloud_adapters.azure_direct import DirectAzure
 from cloud_adapters.errors import PreconditionFailed
 from cloud_adapters.registry import open_store
@@ -240,10 +240,11 @@ def test_a_token_near_its_end_is_renewed_as_the_sdk_renews_it(
     assert [s["headers"]["authorization"] for s in _SEEN] == ["Bearer tok-1", "Bearer tok-2"]
 
 
-def test_a_challenged_token_hands_the_upload_to_the_sdk(
+def test_a_challenged_token_hands_the_upload_to_the_sdk_for_a_while(
         tls_files: tuple[ssl.SSLContext, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """A 401 challenge is the SDK's to answer (it asks for a token of the challenge's
-    tenant): the store sends that upload, and every one after it, through the SDK."""
+    tenant and caches it): the store sends that upload, and those of the next minutes,
+    through the SDK; then the direct path again, with the token the SDK got."""
     tls, ca = tls_files
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)
     with serve_http(_ChallengingBlobService, tls) as url:
@@ -253,11 +254,22 @@ def test_a_challenged_token_hands_the_upload_to_the_sdk(
             f"{url}/{_ACCOUNT}", credential=tokens, retry_total=0))
         _SEEN.clear()
         info = store.put("x.bin", b"abc")
-        assert store._direct is None
+        paused_for = store._direct_from - time.monotonic()
+        store.put("y.bin", b"abc")  # paused: the SDK
+        store._direct_from = time.monotonic()  # the pause is over
+        store.put("z.bin", b"abc")  # the direct path again
     assert info.etag == '"0x8DE3A1B2C3D4E5F"'
-    assert [s["headers"].get("authorization") or s["headers"].get("Authorization")
-            for s in _SEEN] == ["Bearer tok-1", "Bearer tok-1", "Bearer tok-2"]
-    assert tokens.calls[1].get("tenant_id") == "tenant-2"
+    assert _SDK_AFTER_CHALLENGE_S - 5 < paused_for <= _SDK_AFTER_CHALLENGE_S
+    # The SDK spells the header "Authorization", the direct path "authorization".
+    assert [(s["path"].rsplit("/", 1)[-1], next(f"{k} {v}" for k, v in s["headers"].items()
+                                               if k.lower() == "authorization")) for s in _SEEN] == [
+        ("x.bin", "authorization Bearer tok-1"),  # ours, challenged
+        ("x.bin", "Authorization Bearer tok-1"),  # the SDK's, challenged
+        ("x.bin", "Authorization Bearer tok-2"),  # the SDK's answer to the challenge
+        ("y.bin", "Authorization Bearer tok-2"),
+        ("z.bin", "authorization Bearer tok-2"),  # ours, with the token the SDK cached
+    ]
+    assert len(tokens.calls) == 2 and tokens.calls[1].get("tenant_id") == "tenant-2"
 
 
 def test_a_sas_keeps_the_sdk(endpoint: str) -> None:
