@@ -8,6 +8,7 @@ at 20 writes/s per volume. Real etcd and controller processes on loopback.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import statistics
 import sys
@@ -122,6 +123,7 @@ def main() -> None:
     finally:
         fed.stop_all()
         etcd.stop()
+        shutil.rmtree(root, ignore_errors=True)
     rtos = [r["rto_s"] for r in rounds if r["rto_s"] is not None]
     out = {
         "rounds": len(rounds),

@@ -7,6 +7,7 @@ acknowledgement until the target's published status reports a version that inclu
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import threading
 import time
@@ -97,6 +98,7 @@ def measure(srv_env: dict[str, str], s3_uri: str, seconds: float = 60.0, rate: f
     finally:
         fed.stop_all()
         etcd.stop()
+        shutil.rmtree(root, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
