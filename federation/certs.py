@@ -33,7 +33,6 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from federation.tls import (
-    _HOSTNAME,
     CA_CERT,
     CA_KEY,
     CLIENT_NAME,
@@ -46,6 +45,7 @@ from federation.tls import (
     _load_key,
     identity_of,
 )
+from federation.tls_files import HOSTNAME
 from namespace.errors import Conflict, InvalidInput, NotFound
 from namespace.paths import check_name
 
@@ -152,7 +152,7 @@ def _san_entries(hosts: Iterable[str]) -> list[x509.GeneralName]:
             ip = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             dns = host.lower().rstrip(".")
-            if not _HOSTNAME.fullmatch(dns):
+            if not HOSTNAME.fullmatch(dns):
                 raise InvalidInput(
                     f"invalid host {host!r}: not an IP address or DNS name"
                 ) from None

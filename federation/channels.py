@@ -67,7 +67,7 @@ def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredenti
 def _options(tls_dir: Path | None) -> list[tuple[str, int | str]]:
     opts = list(BASE_OPTIONS)
     if tls_dir is not None:
-        from federation.tls import channel_options
+        from federation.tls_files import channel_options
 
         opts += channel_options(tls_dir)
     return opts
@@ -77,7 +77,7 @@ def aio_channel(endpoint: str, tls_dir: Path | None, identity: str) -> grpc.aio.
     """An asyncio channel (controllers forwarding to each other)."""
     if tls_dir is None:
         return grpc.aio.insecure_channel(endpoint, options=_options(None))
-    from federation.tls import channel_credentials
+    from federation.tls_files import channel_credentials
 
     return grpc.aio.secure_channel(
         endpoint, channel_credentials(tls_dir, identity), options=_options(tls_dir)
@@ -88,7 +88,7 @@ def sync_channel(endpoint: str, tls_dir: Path | None, identity: str = "client") 
     """A blocking channel (the Python client and the CLI)."""
     if tls_dir is None:
         return grpc.insecure_channel(endpoint, options=_options(None))
-    from federation.tls import channel_credentials
+    from federation.tls_files import channel_credentials
 
     return grpc.secure_channel(
         endpoint, channel_credentials(tls_dir, identity), options=_options(tls_dir)
@@ -106,7 +106,7 @@ def tunnel_channel(tunnel: str, endpoint: str, tls_dir: Path | None, identity: s
     opts = [*_options(tls_dir), ("grpc.http_connect_server", endpoint)]
     if tls_dir is None:
         return grpc.insecure_channel(tunnel, options=opts)
-    from federation.tls import channel_credentials
+    from federation.tls_files import channel_credentials
 
     return grpc.secure_channel(tunnel, channel_credentials(tls_dir, identity), options=opts)
 
@@ -141,7 +141,7 @@ class AioChannelPool:
     def _files_stamp(self) -> tuple[int, ...]:
         if self.tls_dir is None:
             return ()
-        from federation.tls import identity_stamp
+        from federation.tls_files import identity_stamp
 
         return identity_stamp(self.tls_dir, self.identity)
 

@@ -4,7 +4,9 @@ Issuing (the CA, cluster and user certificates, rotation) lives in :mod:`federat
 this module loads what it wrote. A controller started with ``--tls-dir`` listens with
 :func:`reloading_server_credentials`, which requires every peer to present a certificate
 issued by that CA and picks up a rotated certificate without a restart; clients and
-forwarders dial with :func:`channel_credentials` and :func:`channel_options`.
+forwarders dial with :func:`channel_credentials` and :func:`channel_options`, which live in
+:mod:`federation.tls_files` (a client that dials with files already checked needs no
+``cryptography``).
 :func:`identity_of_pem` turns the certificate a peer proved into its gns identity
 (``cluster:ID`` or ``user:NAME`` with groups). :func:`is_loopback` lets the controller
 refuse a non-loopback ``--listen`` without TLS.
@@ -19,7 +21,8 @@ Everything here is synchronous, small and file-based; it works for ``grpc`` and
 :class:`~namespace.errors.InvalidInput` naming the path.
 
 This module must never log, print or put in an error message any private key material (key
-bytes, PEM text, or the text of a parser error about a key file); it never writes files.
+bytes, PEM text, or the text of a parser error about a key file); it never writes files
+(``tls_files`` writes the record of a passed check, which holds no key material).
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ import datetime as _dt
 import functools
 import ipaddress
 import logging
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +43,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
+from federation.tls_files import CA_CERT as CA_CERT
+from federation.tls_files import TARGET_NAME_OVERRIDE as TARGET_NAME_OVERRIDE
+from federation.tls_files import channel_credentials as channel_credentials
+from federation.tls_files import channel_options as channel_options
+from federation.tls_files import check_identity_name as _check_identity_name
+from federation.tls_files import identity_paths
+from federation.tls_files import identity_stamp as identity_stamp
+from federation.tls_files import stamp as _stamp
 from namespace.errors import InvalidInput
 
 __all__ = [
@@ -61,18 +70,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 CLIENT_NAME = "client"
-#: Every certificate carries this DNS SAN, so dialing by IP can check it (see channel_options).
-TARGET_NAME_OVERRIDE = "localhost"
 #: Subject OU entries: the identity's kind (``cluster``/``user``) and each group.
 KIND_PREFIX = "gns-kind:"
 GROUP_PREFIX = "gns-group:"
-_IDENTITY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
-_HOSTNAME = re.compile(
-    r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
-)
 
 
 # --------------------------------------------------------------------------- loading
@@ -83,6 +85,8 @@ class _Identity:
     ca_pem: bytes
     cert_pem: bytes
     key_pem: bytes
+    not_before: float  # the certificate's validity window, seconds since the epoch
+    not_after: float
 
     def __repr__(self) -> str:  # never show key bytes, even in a traceback or debugger
         return "_Identity(<redacted>)"
@@ -141,14 +145,6 @@ def _check_issued(
         raise InvalidInput(f"TLS certificate {crt_path} was not issued by {ca_path}") from None
 
 
-def _check_identity_name(name: str) -> str:
-    if not isinstance(name, str) or not _IDENTITY_NAME.fullmatch(name):
-        raise InvalidInput(
-            f"invalid identity {name!r}: letters, digits and . _ @ - (not first), at most 128"
-        )
-    return name
-
-
 def _check_current(cert: x509.Certificate, path: Path) -> None:
     """Refuse an expired (or not yet valid) certificate with one clear line."""
     now = _dt.datetime.now(_dt.UTC)
@@ -164,16 +160,13 @@ def _check_current(cert: x509.Certificate, path: Path) -> None:
         )
 
 
-def _load_identity(tls_dir: Path, name: str) -> _Identity:
+def load_identity(tls_dir: Path, name: str) -> _Identity:
+    """``name``'s files, checked (see :func:`check_tls_dir`)."""
     _check_identity_name(name)
     tls_dir = Path(tls_dir)
     if not tls_dir.is_dir():
         raise InvalidInput(f"TLS directory {tls_dir} does not exist or is not a directory")
-    ca_path, crt_path, key_path = (
-        tls_dir / CA_CERT,
-        tls_dir / f"{name}.crt",
-        tls_dir / f"{name}.key",
-    )
+    ca_path, crt_path, key_path = identity_paths(tls_dir, name)
     ca_pem, cert_pem, key_pem = _read(ca_path), _read(crt_path), _read(key_path)
     ca = _parse_cert(ca_pem, ca_path)
     cert = _parse_cert(cert_pem, crt_path)
@@ -181,7 +174,9 @@ def _load_identity(tls_dir: Path, name: str) -> _Identity:
     _check_pair(cert, key, crt_path, key_path)
     _check_issued(cert, ca, crt_path, ca_path)
     _check_current(cert, crt_path)
-    return _Identity(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem)
+    return _Identity(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem,
+                     not_before=cert.not_valid_before_utc.timestamp(),
+                     not_after=cert.not_valid_after_utc.timestamp())
 
 
 def check_tls_dir(tls_dir: Path, name: str) -> None:
@@ -190,12 +185,12 @@ def check_tls_dir(tls_dir: Path, name: str) -> None:
     Checks that ``ca.crt``, ``<name>.crt`` and ``<name>.key`` exist, are readable PEM, that
     the key matches the certificate and that the CA issued it.
     """
-    _load_identity(tls_dir, name)
+    load_identity(tls_dir, name)
 
 
 def server_credentials(tls_dir: Path, name: str) -> grpc.ServerCredentials:
     """Credentials for a server that accepts only peers with a certificate from our CA."""
-    ident = _load_identity(tls_dir, name)
+    ident = load_identity(tls_dir, name)
     return grpc.ssl_server_credentials(
         [(ident.key_pem, ident.cert_pem)],
         root_certificates=ident.ca_pem,
@@ -212,8 +207,8 @@ def reloading_server_credentials(tls_dir: Path, name: str) -> grpc.ServerCredent
     so a half-finished rotation never breaks the server.
     """
     tls_dir = Path(tls_dir)
-    ident = _load_identity(tls_dir, name)
-    paths = (tls_dir / CA_CERT, tls_dir / f"{name}.crt", tls_dir / f"{name}.key")
+    ident = load_identity(tls_dir, name)
+    paths = identity_paths(tls_dir, name)
     state: dict[str, object] = {"stamp": _stamp(paths)}
 
     def config(i: _Identity) -> object:
@@ -226,7 +221,7 @@ def reloading_server_credentials(tls_dir: Path, name: str) -> grpc.ServerCredent
         if stamp == state["stamp"]:
             return None
         try:
-            fresh = _load_identity(tls_dir, name)
+            fresh = load_identity(tls_dir, name)
         except InvalidInput as exc:  # mid-rotation or broken: keep serving the old pair
             log.warning("tls: not reloading %s yet: %s", name, exc)
             return None
@@ -237,23 +232,6 @@ def reloading_server_credentials(tls_dir: Path, name: str) -> grpc.ServerCredent
     return grpc.dynamic_ssl_server_credentials(
         config(ident), fetch, require_client_authentication=True
     )
-
-
-def identity_stamp(tls_dir: Path, name: str) -> tuple[int, ...]:
-    """Changes when ``name``'s certificate, key or the CA file is replaced (a stat each)."""
-    d = Path(tls_dir)
-    return _stamp((d / CA_CERT, d / f"{name}.crt", d / f"{name}.key"))
-
-
-def _stamp(paths: tuple[Path, ...]) -> tuple[int, ...]:
-    out = []
-    for p in paths:
-        try:
-            st = os.stat(p)
-            out += [st.st_mtime_ns, st.st_ino, st.st_size]
-        except OSError:
-            out += [0, 0, 0]
-    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -309,57 +287,6 @@ def identity_file(tls_dir: Path, name: str) -> Identity:
     """The identity in ``<tls_dir>/<name>.crt``."""
     path = Path(tls_dir) / f"{_check_identity_name(name)}.crt"
     return identity_of(_load_cert(path))
-
-
-def channel_credentials(tls_dir: Path, name: str = CLIENT_NAME) -> grpc.ChannelCredentials:
-    """Credentials for dialing a controller as identity ``name`` (``client`` by default)."""
-    ident = _load_identity(tls_dir, name)
-    return grpc.ssl_channel_credentials(
-        root_certificates=ident.ca_pem,
-        private_key=ident.key_pem,
-        certificate_chain=ident.cert_pem,
-    )
-
-
-def channel_options(tls_dir: Path | None, target: str | None = None) -> list[tuple[str, str]]:
-    """gRPC channel options to go with :func:`channel_credentials`; ``[]`` without TLS.
-
-    Controllers are usually dialed by IP (``127.0.0.1:PORT``), so the server's certificate
-    is checked against the name ``localhost``, which every certificate from
-    :func:`init_certs` carries. Given a ``target`` (``host:port``) that names a DNS host,
-    no override is set and gRPC checks the certificate against that host name instead.
-    """
-    if tls_dir is None:
-        return []
-    if target is not None and _is_dns_name(_target_host(target)):
-        return []
-    return [("grpc.ssl_target_name_override", TARGET_NAME_OVERRIDE)]
-
-
-def _target_host(target: str) -> str:
-    """The host part of a gRPC target (``host:port``, ``[v6]:port``, ``dns:///host:port``)."""
-    if target.startswith(("ipv4:", "ipv6:", "unix:")):
-        return ""  # addresses, not names: nothing a certificate's DNS name could match
-    if target.startswith("dns:"):
-        target = target[4:].lstrip("/")
-        target = target.split("/", 1)[-1] if "/" in target else target
-    if target.startswith("["):
-        return target[1 : target.find("]")] if "]" in target else target[1:]
-    if target.count(":") == 1:
-        return target.rsplit(":", 1)[0]
-    return target
-
-
-def _is_dns_name(host: str) -> bool:
-    return not _is_ip(host) and _HOSTNAME.fullmatch(host.lower().rstrip(".")) is not None
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def is_loopback(host: str) -> bool:
