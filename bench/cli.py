@@ -11,6 +11,10 @@ mounted at ``/bench`` holding one small file), for:
 * ``help``: ``gns --help`` (start-up and command registration alone);
 * ``python_floor``: ``python -c pass``, the interpreter's own start, the floor under all of them.
 
+``--tls`` runs the federation with mutual TLS (``federation.certs.init_certs``, as ``gns up``
+does), so every command dials with the ``client`` identity's certificate; ``tls`` in the
+output says which.
+
 ``--mounts N`` first adds N more mounts of volume ``bench`` (``/other/m-i``, values exactly as
 ``ControlPlane.add_mount`` writes them), so a command's cost can be seen against the size of
 the namespace: one path's command should not read all of it.
@@ -118,6 +122,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=15, help="processes per command")
     p.add_argument("--import-runs", type=int, default=9, help="processes for the import-time figure")
     p.add_argument("--mounts", type=int, default=0, help="extra mounts in the namespace")
+    p.add_argument("--tls", action="store_true", help="mutual TLS, as gns up runs it")
     args = p.parse_args()
     terminate_on_sigterm()
     started = time.monotonic()
@@ -126,7 +131,14 @@ def main() -> None:
     result["command"] = " ".join(Path(gns[0]).name if i == 0 else a for i, a in enumerate(gns))
     root = Path(tempfile.mkdtemp(prefix="gns-bench-cli-"))
     try:
-        with start_etcd(root) as etcd, Federation(etcd.urls, root, lease_ttl=5) as fed:
+        tls_dir = None
+        if args.tls:
+            from federation.certs import init_certs
+
+            tls_dir = root / "tls"
+            init_certs(tls_dir, ["onprem-a"])
+        result["tls"] = args.tls
+        with start_etcd(root) as etcd, Federation(etcd.urls, root, lease_ttl=5, tls_dir=tls_dir) as fed:
             ctl = fed.add("onprem-a", "onprem", "local")
             env = fed.env()
             env.pop("GNS_CONTROLLER", None)
