@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509.oid import NameOID
 
 from federation.tls_files import CA_CERT as CA_CERT
+from federation.tls_files import CLIENT_NAME as CLIENT_NAME
 from federation.tls_files import TARGET_NAME_OVERRIDE as TARGET_NAME_OVERRIDE
 from federation.tls_files import channel_credentials as channel_credentials
 from federation.tls_files import channel_options as channel_options
@@ -71,7 +72,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CA_KEY = "ca.key"
-CLIENT_NAME = "client"
 #: Subject OU entries: the identity's kind (``cluster``/``user``) and each group.
 KIND_PREFIX = "gns-kind:"
 GROUP_PREFIX = "gns-group:"

@@ -24,6 +24,7 @@ import ipaddress
 import json
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from namespace.errors import InvalidInput
 
 __all__ = [
     "CA_CERT",
+    "CLIENT_NAME",
     "TARGET_NAME_OVERRIDE",
     "channel_credentials",
     "channel_options",
@@ -42,6 +44,7 @@ __all__ = [
 ]
 
 CA_CERT = "ca.crt"
+CLIENT_NAME = "client"
 #: Every certificate carries this DNS SAN, so dialing by IP can check it (see channel_options).
 TARGET_NAME_OVERRIDE = "localhost"
 HOSTNAME = re.compile(
@@ -81,7 +84,7 @@ def stamp(paths: tuple[Path, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def channel_credentials(tls_dir: Path, name: str = "client") -> grpc.ChannelCredentials:
+def channel_credentials(tls_dir: Path, name: str = CLIENT_NAME) -> grpc.ChannelCredentials:
     """Credentials for dialing a controller as identity ``name`` (``client`` by default):
     the whole check of :mod:`federation.tls` the first time the files are seen, and after
     any change to them; their bytes alone while they stay as they were checked."""
@@ -150,7 +153,7 @@ def _remember(tls_dir: Path, name: str, checked: tuple[int, ...], not_before: fl
               not_after: float) -> None:
     """Write the record (atomically); a directory that refuses it only costs the check."""
     path = _record_path(tls_dir, name)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     body = {"version": _RECORD_VERSION, "stamp": list(checked), "not_before": not_before,
             "not_after": not_after}
     try:
