@@ -74,6 +74,7 @@ def identity_stamp(tls_dir: Path, name: str) -> tuple[int, ...]:
 
 
 def stamp(paths: tuple[Path, ...]) -> tuple[int, ...]:
+    """Each path's modification time (ns), inode and size; zeros for one that is missing."""
     out = []
     for p in paths:
         try:
