@@ -126,8 +126,8 @@ class DirectAzure:
                  if_match: str | None = None) -> tuple[str, float | None]:
         """Upload ``data`` as block blob ``name`` with metadata ``sha256``, only if absent
         (``if_none_match``) or only over etag ``if_match``; the new blob's ETag and
-        Last-Modified time (None if the service sent none). ``NeedsSdk`` if the service challenged our
-        token."""
+        Last-Modified time (None if the service sent none). ``NeedsSdk`` if the service
+        challenged our token."""
         target = f"{self._path}/{quote(name, safe='~/')}"  # the SDK's own quoting of a name
         date = email.utils.formatdate(usegmt=True)
         request_id = str(uuid.uuid4())
