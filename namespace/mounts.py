@@ -10,11 +10,15 @@ touch few of them:
   no hash). File paths are usually much deeper than mounts;
 * the table is one flat open-addressing hash table in a single list: slot ``i`` holds a
   mount path at ``2i`` and its target beside it at ``2i + 1``, in the same cache line. At
-  most a quarter of the slots are used, so a prefix that is not a mount almost always lands
+  most an eighth of the slots are used, so a prefix that is not a mount almost always lands
   on an empty slot: one line, no key compared (what the Bloom filter in front of a dict used
   to cost, without its false positives). A hit costs that line plus the mount's own path
   string (the exact comparison); a dict costs its index, its entry and the key, and the
-  filter's line on top.
+  filter's line on top. Every other mount's key met on the way is one more cold string to
+  compare: 0.30 of them per resolve in ``bench.namespace`` at this load, 0.75 at a quarter,
+  for 64 more bytes per mount;
+* a slot list of several MiB asks the kernel for huge pages (:mod:`namespace.huge_pages`): at
+  1M mounts a probe then misses the cache but no longer the TLB too.
 
 Targets are interned (a volume name, or one shared ``(volume, subpath)`` pair), so a hit
 reaches no per-mount object other than the key. The table is an in-memory index only; etcd
@@ -25,12 +29,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple, Protocol, TypeVar
 
+from namespace import huge_pages
 from namespace.paths import normalize
 
 MOUNT_DIR_MODE = 0o755
 """The permission bits of a directory that only the mount table makes (a mount prefix)."""
 _MIN_SLOTS = 1 << 10
-_SLOTS_PER_MOUNT = 4  # load factor at most 1/4: a miss rarely meets an occupied slot
+_SLOTS_PER_MOUNT = 8  # load factor at most 1/8: a miss rarely meets an occupied slot
 # A removed mount's key slot: keeps probe chains intact until the next rebuild. Never equal
 # to a prefix (a prefix starts with '/'), and never reused (see MountTable).
 _GONE = "\0removed"
@@ -268,6 +273,7 @@ class MountTable:
             new[at + 1] = target
             new[at] = key
             count += 1
+        huge_pages.advise(new)  # a big table's probes then miss the cache, not the TLB too
         self._slots = new
         self._used = count
 
