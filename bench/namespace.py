@@ -14,6 +14,10 @@ What it measures, and how:
   median of the ``--passes`` pairs (every pair beside it). Mounts are drawn uniformly over the
   whole table, so at 1M nearly every resolve meets a mount no recent resolve touched: the
   cache-hostile case, with no hot set (real traffic is skewed and would do better).
+  ``resolve_us_1m_small_pages`` and ``huge_pages_saved_1m``: a second 1M table with its slot
+  list copied onto small pages, in the same alternation: what ``namespace.huge_pages`` saves
+  (``slot_list_huge_page_mib``: which lists the kernel backed with huge pages). The ``_hot``
+  figures: both 1M tables on skewed traffic, paths under 10k of the mounts.
 * ``bytes_per_mount``: tracemalloc-traced bytes of building a 1M-mount ``MountTable`` (the
   path strings, subpaths and tuples the table keeps, plus its slot list), divided by 1M; the RSS
   delta of the same build is reported beside it.
@@ -61,6 +65,7 @@ from bench._util import (
     terminate_on_sigterm,
 )
 from federation.local.harness import Federation
+from namespace import huge_pages
 from namespace.mounts import MountTable
 from namespace.paths import normalize
 
@@ -94,14 +99,17 @@ def build_table(n: int, volumes: int = 1000) -> MountTable:
     return table
 
 
-def query_paths(n_mounts: int, count: int, seed: int) -> list[str]:
+def query_paths(n_mounts: int, count: int, seed: int, hot: int = 0) -> list[str]:
+    """``count`` paths under mounts drawn uniformly from the table's, or from a fixed sample
+    of ``hot`` of them (skewed traffic: a working set), and 5% under no mount."""
     rng = random.Random(seed)
+    chosen = [rng.randrange(n_mounts) for _ in range(hot)]
     out = []
     for _ in range(count):
         if rng.random() < 0.05:
             out.append(f"/unmounted-{rng.randrange(1000)}/a/b/c")
             continue
-        base = mount_path(rng.randrange(n_mounts))
+        base = mount_path(rng.choice(chosen) if hot else rng.randrange(n_mounts))
         below = rng.randrange(7)
         out.append(base + "".join("/" + rng.choice(_BELOW) for _ in range(below)))
     return out
@@ -185,26 +193,52 @@ def bench_resolve(passes: int) -> dict[str, Any]:
 def bench_ratio(passes: int) -> dict[str, Any]:
     """Both tables are built first and their timed passes alternate (1k, 1M, 1k, 1M, ...):
     each pair is measured within seconds, so a neighbour's load or the host's steal that
-    drifts over minutes moves both sides of a ratio alike. The figure is the median pair."""
-    tables: dict[int, tuple[MountTable, list[str]]] = {}
-    per_call: dict[int, list[float]] = {}
-    for n in (1_000, 1_000_000):
-        log(f"building {n}-mount table for the size ratio")
-        tables[n] = (build_table(n), query_paths(n, 200_000, seed=2))
-        per_call[n] = []
-    for table, paths in tables.values():
+    drifts over minutes moves both sides of a ratio alike. The figure is the median pair.
+
+    A second 1M table, its slot list copied onto small pages (a plain copy, which nobody
+    advised), runs in the same alternation: what huge pages save. Both 1M tables run on
+    skewed traffic too (paths under 10k of the mounts)."""
+    log("building a 1k-mount table and two 1M-mount ones for the size ratio")
+    big, big_small_pages = build_table(1_000_000), build_table(1_000_000)
+    big_small_pages._slots = list(big_small_pages._slots)  # a fresh array: small pages, same layout
+    uniform, hot = query_paths(1_000_000, 200_000, seed=2), query_paths(1_000_000, 200_000, seed=3, hot=10_000)
+    runs: dict[str, tuple[MountTable, list[str]]] = {
+        "1k": (build_table(1_000), query_paths(1_000, 200_000, seed=2)),
+        "1m": (big, uniform),
+        "1m_small_pages": (big_small_pages, uniform),
+        "1m_hot": (big, hot),
+        "1m_hot_small_pages": (big_small_pages, hot),
+    }
+    huge = {name: rnd(huge_pages.backed_bytes(table._slots) / 2**20, 1)
+            for name, table in (("1k", runs["1k"][0]), ("1m", big), ("1m_small_pages", big_small_pages))}
+    per_call: dict[str, list[float]] = {name: [] for name in runs}
+    for table, paths in runs.values():
         _throughput(table, paths[:20_000], 1)
     for _ in range(passes):
-        for n, (table, paths) in tables.items():
-            per_call[n].append(1.0 / _throughput(table, paths, 1)[2])
-    ratios = [big / small for small, big in zip(per_call[1_000], per_call[1_000_000], strict=True)]
-    del tables
+        for name, (table, paths) in runs.items():
+            per_call[name].append(1.0 / _throughput(table, paths, 1)[2])
+
+    def median_us(name: str) -> float:
+        return rnd(median(per_call[name]) * 1e6, 3)
+
+    def saved(name: str) -> float:
+        pairs = zip(per_call[name], per_call[name + "_small_pages"], strict=True)
+        return rnd(median([1 - advised / plain for advised, plain in pairs]), 3)
+
+    ratios = [large / small for small, large in zip(per_call["1k"], per_call["1m"], strict=True)]
+    del runs, big, big_small_pages
     gc.collect()
     return {
-        "resolve_us_1k": rnd(median(per_call[1_000]) * 1e6, 3),
-        "resolve_us_1m": rnd(median(per_call[1_000_000]) * 1e6, 3),
+        "resolve_us_1k": median_us("1k"),
+        "resolve_us_1m": median_us("1m"),
         "resolve_ratio_1m_to_1k": rnd(median(ratios), 3),
         "resolve_ratio_1m_to_1k_pairs": [rnd(r, 3) for r in ratios],
+        "resolve_us_1m_small_pages": median_us("1m_small_pages"),
+        "resolve_us_1m_hot": median_us("1m_hot"),
+        "resolve_us_1m_hot_small_pages": median_us("1m_hot_small_pages"),
+        "huge_pages_saved_1m": saved("1m"),
+        "huge_pages_saved_1m_hot": saved("1m_hot"),
+        "slot_list_huge_page_mib": huge,
     }
 
 
