@@ -14,8 +14,8 @@ What it measures, and how:
   median of the ``--passes`` pairs (every pair beside it). Mounts are drawn uniformly over the
   whole table, so at 1M nearly every resolve meets a mount no recent resolve touched: the
   cache-hostile case, with no hot set (real traffic is skewed and would do better).
-  ``resolve_us_1m_small_pages`` and ``huge_pages_saved_1m``: a second 1M table with its slot
-  list copied onto small pages, in the same alternation: what ``namespace.huge_pages`` saves
+  ``resolve_us_1m_small_pages`` and ``huge_pages_saved_1m``: a second 1M table that does not
+  ask for huge pages, in the same alternation: what ``namespace.huge_pages`` saves
   (``slot_list_huge_page_mib``: which lists the kernel backed with huge pages). The ``_hot``
   figures: both 1M tables on skewed traffic, paths under 10k of the mounts.
 * ``bytes_per_mount``: tracemalloc-traced bytes of building a 1M-mount ``MountTable`` (the
@@ -65,7 +65,7 @@ from bench._util import (
     terminate_on_sigterm,
 )
 from federation.local.harness import Federation
-from namespace import huge_pages
+from namespace.huge_pages import backed_bytes
 from namespace.mounts import MountTable
 from namespace.paths import normalize
 
@@ -92,8 +92,9 @@ def mount_path(i: int) -> str:
     return path
 
 
-def build_table(n: int, volumes: int = 1000) -> MountTable:
-    table = MountTable()
+def build_table(n: int, volumes: int = 1000, huge_pages: bool = True) -> MountTable:
+    """The first ``n`` mounts; on huge pages once big, as a controller's watch-fed table."""
+    table = MountTable(huge_pages=huge_pages)
     for i in range(n):
         table.set(mount_path(i), f"vol-{i % volumes}", "" if i % 4 else f"sub/{i % 17}")
     return table
@@ -195,12 +196,11 @@ def bench_ratio(passes: int) -> dict[str, Any]:
     each pair is measured within seconds, so a neighbour's load or the host's steal that
     drifts over minutes moves both sides of a ratio alike. The figure is the median pair.
 
-    A second 1M table, its slot list copied onto small pages (a plain copy, which nobody
-    advised), runs in the same alternation: what huge pages save. Both 1M tables run on
+    A second 1M table on small pages (one that does not ask for huge pages, as a one-shot
+    snapshot's) runs in the same alternation: what huge pages save. Both 1M tables run on
     skewed traffic too (paths under 10k of the mounts)."""
     log("building a 1k-mount table and two 1M-mount ones for the size ratio")
-    big, big_small_pages = build_table(1_000_000), build_table(1_000_000)
-    big_small_pages._slots = list(big_small_pages._slots)  # a fresh array: small pages, same layout
+    big, big_small_pages = build_table(1_000_000), build_table(1_000_000, huge_pages=False)
     uniform, hot = query_paths(1_000_000, 200_000, seed=2), query_paths(1_000_000, 200_000, seed=3, hot=10_000)
     runs: dict[str, tuple[MountTable, list[str]]] = {
         "1k": (build_table(1_000), query_paths(1_000, 200_000, seed=2)),
@@ -209,7 +209,7 @@ def bench_ratio(passes: int) -> dict[str, Any]:
         "1m_hot": (big, hot),
         "1m_hot_small_pages": (big_small_pages, hot),
     }
-    huge = {name: rnd(huge_pages.backed_bytes(table._slots) / 2**20, 1)
+    huge = {name: rnd(backed_bytes(table._slots) / 2**20, 1)
             for name, table in (("1k", runs["1k"][0]), ("1m", big), ("1m_small_pages", big_small_pages))}
     per_call: dict[str, list[float]] = {name: [] for name in runs}
     for table, paths in runs.values():

@@ -217,15 +217,18 @@ async def _range_page(
         aetcd.exceptions._handle_exception(exc)  # raises aetcd's error for this status
 
 
-async def load_view(etcd: Etcd) -> NamespaceView:
+async def load_view(etcd: Etcd, *, lasting: bool = False) -> NamespaceView:
     """One consistent snapshot of the whole control plane: range reads of up to
     ``LOAD_PAGE`` keys, every page at the revision of the first.
 
     The next page is asked for as soon as a page arrives, before that page is decoded, so
     etcd serves one while this process decodes the other. Only the first page is a
     linearizable read; the others name its revision, which the member that served it has
-    applied, so they are served locally (serializable) without another quorum round."""
-    view = NamespaceView()
+    applied, so they are served locally (serializable) without another quorum round.
+
+    ``lasting``: a watch will keep this view current for long (:class:`NamespaceCache`), so
+    its mount table asks for huge pages once it is big (see :class:`MountTable`)."""
+    view = NamespaceView(mounts=MountTable(huge_pages=lasting))
     prefix = schema.ROOT.encode()
     end = prefix_end(prefix)
     limit = LOAD_PAGE
@@ -313,7 +316,7 @@ class NamespaceCache:
 
     def __init__(self, etcd: Etcd) -> None:
         self.etcd = etcd
-        self.view = NamespaceView()
+        self.view = NamespaceView(mounts=MountTable(huge_pages=True))
         self._listeners: list[Listener] = []
         self._task: asyncio.Task[None] | None = None
         self._loaded = asyncio.Event()
@@ -359,7 +362,7 @@ class NamespaceCache:
                 return False
 
     async def _reload(self) -> None:
-        fresh = await load_view(self.etcd)
+        fresh = await load_view(self.etcd, lasting=True)
         old, self.view = self.view, fresh
         self.reloads += 1
         # Tell listeners about everything that may differ; they re-read the view.

@@ -17,8 +17,11 @@ touch few of them:
   filter's line on top. Every other mount's key met on the way is one more cold string to
   compare: 0.30 of them per resolve in ``bench.namespace`` at this load, 0.75 at a quarter,
   for 64 more bytes per mount;
-* a slot list of several MiB asks the kernel for huge pages (:mod:`namespace.huge_pages`): at
-  1M mounts a probe then misses the cache but no longer the TLB too.
+* a table that lives long (``huge_pages=True``: the watch-fed cache of a controller or a
+  long-lived client) asks the kernel for huge pages once its slot list spans several MiB
+  (:mod:`namespace.huge_pages`): at 1M mounts a probe then misses the cache but no longer
+  the TLB too. A one-shot snapshot does not ask: the collapse costs about 2 ms per MiB up
+  front, which a single command would never earn back.
 
 Targets are interned (a volume name, or one shared ``(volume, subpath)`` pair), so a hit
 reaches no per-mount object other than the key. The table is an in-memory index only; etcd
@@ -92,9 +95,10 @@ class MountTable:
     * a mount's depth is counted before its key appears and forgotten after it is gone.
     """
 
-    __slots__ = ("_slots", "_count", "_used", "_depths", "_maxdepth", "_targets")
+    __slots__ = ("_slots", "_count", "_used", "_depths", "_maxdepth", "_targets", "_huge_pages")
 
-    def __init__(self) -> None:
+    def __init__(self, *, huge_pages: bool = False) -> None:
+        self._huge_pages = huge_pages  # ask for huge pages under a big slot list (see above)
         self._slots: _Slots = [None] * (2 * _MIN_SLOTS)
         self._count = 0  # live mounts
         self._used = 0  # key slots not None: live mounts plus _GONE ones
@@ -273,7 +277,8 @@ class MountTable:
             new[at + 1] = target
             new[at] = key
             count += 1
-        huge_pages.advise(new)  # a big table's probes then miss the cache, not the TLB too
+        if self._huge_pages:
+            huge_pages.advise(new)  # a big table's probes then miss the cache, not the TLB too
         self._slots = new
         self._used = count
 
