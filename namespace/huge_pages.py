@@ -1,9 +1,9 @@
 """Back a big list's item array with transparent huge pages (Linux), as advice only.
 
 Why: a resolve on a table of a million mounts is bound by memory latency. Each probe is a
-random load in the table's slot list (64 MiB at 1M mounts), and with 4 KiB pages nearly every
-such load also misses the TLB: the list spans 16k pages. With 2 MiB pages it spans 32, and a
-probe pays for the cache line alone (``bench.namespace`` measures what that saves).
+random load in the table's slot list (128 MiB at 1M mounts), and with 4 KiB pages nearly
+every such load also misses the TLB: the list spans 32k pages. With 2 MiB pages it spans 64,
+and a probe pays for the cache line alone (``bench.namespace`` measures what that saves).
 
 Linux gives huge pages only to memory that asks for them (``transparent_hugepage`` in its
 usual ``madvise`` mode), and CPython never asks. This module asks for one list: it finds the
