@@ -263,6 +263,7 @@ async def load_view(etcd: Etcd, *, lasting: bool = False) -> NamespaceView:
         if ahead is None:
             break
         rsp = await ahead
+    view.mounts.settle()  # a lasting table's keys on huge pages too, now all are in
     view.revision = revision
     return view
 

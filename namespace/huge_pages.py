@@ -1,4 +1,4 @@
-"""Back a big list's item array with transparent huge pages (Linux), as advice only.
+"""Back a big mount table's memory with transparent huge pages (Linux), as advice only.
 
 Why: a resolve on a table of a million mounts is bound by memory latency. Each probe is a
 random load in the table's slot list (128 MiB at 1M mounts), and with 4 KiB pages nearly
@@ -11,6 +11,12 @@ list's item array (CPython keeps a list's items in one array, ``ob_item``), advi
 ``MADV_HUGEPAGE`` and collapses it into huge pages at once (``MADV_COLLAPSE``, Linux 6.1;
 older kernels collapse it in the background instead).
 
+A hit reads one more cold line: the mount's own path string, which the probe compares.
+Those strings live among other small objects in the arenas of CPython's allocator, so
+:func:`advise_pages` asks for huge pages under the 2 MiB pages that hold them as well: they
+stay where they are, and the other objects there get huge pages too. A page that spans a
+hole between arenas cannot be one huge page; at 1M mounts about 93% of the keys get them.
+
 It is best effort and never changes what memory holds. Another interpreter, a list whose
 header does not read back as this list's (its type, length and capacity), huge pages turned
 off by the administrator (``never``), or a kernel that refuses: the list keeps its small
@@ -18,13 +24,17 @@ pages, and nothing else changes.
 """
 from __future__ import annotations
 
+import bisect
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 MIN_BYTES = 4 << 20
 """Smaller arrays are left alone: under two huge pages the advice buys nothing."""
-_HUGE_PAGE = 2 << 20
+PAGE_SHIFT = 21
+"""A huge page is 2 MiB: an address's page is ``address >> PAGE_SHIFT``."""
+_HUGE_PAGE = 1 << PAGE_SHIFT
 _MADV_HUGEPAGE = 14  # <sys/mman.h>
 _MADV_COLLAPSE = 25
 _SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -39,6 +49,37 @@ def advise(items: list[Any]) -> bool:
     start, end = _huge_span(items)
     if end <= start or not _allowed():
         return False
+    return _advise_range(start, end)
+
+
+def advise_pages(pages: Iterable[int]) -> int:
+    """Ask for huge pages under these 2 MiB pages of memory (numbered ``address >>
+    PAGE_SHIFT``); how many the kernel took.
+
+    For many small objects that are read at random and live long, as a big mount table's
+    keys (the pages that hold them: ``id(key) >> PAGE_SHIFT``): each is a cold line anyway,
+    and on small pages a TLB miss too. Only whole pages of anonymous memory are advised: a
+    page across the edge of a memory map, or in a file's map, is left alone. Nothing moves;
+    the other objects on those pages (CPython's allocator packs unrelated objects together)
+    get huge pages as well, a little more memory where a page was only partly touched.
+    """
+    if sys.platform != "linux" or sys.implementation.name != "cpython" or not _allowed():
+        return 0
+    maps = _anonymous_maps()
+    starts = [low for low, _ in maps]
+    runs: list[list[int]] = []  # first page, end page, and the stretch of maps they lie in
+    for page in sorted(pages):
+        at = bisect.bisect_right(starts, page << PAGE_SHIFT) - 1
+        if at < 0 or (page + 1) << PAGE_SHIFT > maps[at][1]:
+            continue  # across a hole or into a file's map: cannot be one huge page
+        if runs and runs[-1][1] == page and runs[-1][2] == at:
+            runs[-1][1] = page + 1
+        else:
+            runs.append([page, page + 1, at])
+    return sum(end - first for first, end, _ in runs if _advise_range(first << PAGE_SHIFT, end << PAGE_SHIFT))
+
+
+def _advise_range(start: int, end: int) -> bool:
     import ctypes  # here, not at the top: only a big table pays for its import
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -74,24 +115,67 @@ def item_array(items: list[Any]) -> tuple[int, int]:
 
 
 def backed_bytes(items: list[Any]) -> int:
-    """Bytes of huge pages in the memory maps under ``items``' array, from
-    ``/proc/self/smaps`` (advice splits the array's map where its huge pages begin and end);
-    0 where that cannot be read."""
+    """Bytes of huge pages under ``items``' array, from ``/proc/self/smaps``: those of each
+    memory map it overlaps, up to the overlap (advice splits a map where its huge pages
+    begin and end, and joins neighbours advised alike); 0 where that cannot be read."""
     address, size = item_array(items)
-    try:
-        smaps = Path("/proc/self/smaps").read_text().splitlines()
-    except OSError:
-        return 0
+    end = address + size
+    return sum(min(huge, min(high, end) - max(low, address)) for low, high, huge in _smaps()
+               if low < end and address < high)
+
+
+def share_on_huge_pages(objects: Iterable[object]) -> float:
+    """About what share of ``objects`` lies on huge pages: each counts for the share of its
+    memory map that is (``/proc/self/smaps`` says how much of a map is, not which part;
+    advice splits a map where its huge pages begin and end). 0 where that cannot be read."""
+    maps = _smaps()
+    starts = [low for low, _, _ in maps]
     total = 0
-    inside = False
-    for line in smaps:
+    inside = 0.0
+    for o in objects:
+        total += 1
+        at = bisect.bisect_right(starts, id(o)) - 1
+        if at >= 0 and id(o) < maps[at][1]:
+            low, high, huge = maps[at]
+            inside += huge / (high - low)
+    return inside / total if total else 0.0
+
+
+def _smaps() -> list[tuple[int, int, int]]:
+    """Each memory map's start, end and bytes of huge pages in it."""
+    try:
+        lines = Path("/proc/self/smaps").read_text().splitlines()
+    except OSError:
+        return []
+    out: list[tuple[int, int, int]] = []
+    for line in lines:
         head = line.split(None, 1)[0] if line else ""
         if "-" in head and not head.endswith(":"):  # a map's first line: its address range
             low, high = (int(x, 16) for x in head.split("-"))
-            inside = low < address + size and address < high
-        elif inside and head == "AnonHugePages:":
-            total += int(line.split()[1]) * 1024
-    return total
+            out.append((low, high, 0))
+        elif out and head == "AnonHugePages:":
+            out[-1] = (out[-1][0], out[-1][1], int(line.split()[1]) * 1024)
+    return out
+
+
+def _anonymous_maps() -> list[tuple[int, int]]:
+    """Stretches of private, writable maps of no file (the allocators' arenas and heap), in
+    order; maps that touch are one stretch."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    out: list[tuple[int, int]] = []
+    for line in lines:
+        fields = line.split()
+        # start-end perms offset dev inode [path]: no path but the heap's
+        if len(fields) >= 5 and fields[1] == "rw-p" and fields[4] == "0" and fields[5:] in ([], ["[heap]"]):
+            low, high = (int(x, 16) for x in fields[0].split("-"))
+            if out and out[-1][1] == low:  # advised alike, the kernel joins them into one map
+                out[-1] = (out[-1][0], high)
+            else:
+                out.append((low, high))
+    return out
 
 
 def _huge_span(items: list[Any]) -> tuple[int, int]:

@@ -20,8 +20,10 @@ touch few of them:
 * a table that lives long (``huge_pages=True``: the watch-fed cache of a controller or a
   long-lived client) asks the kernel for huge pages once its slot list spans several MiB
   (:mod:`namespace.huge_pages`): at 1M mounts a probe then misses the cache but no longer
-  the TLB too. A one-shot snapshot does not ask: the collapse costs about 2 ms per MiB up
-  front, which a single command would never earn back.
+  the TLB too. Once it is loaded (:meth:`MountTable.settle`), it asks for them under the
+  pages that hold its keys as well, so a hit's compare does not miss the TLB either. A
+  one-shot snapshot does not ask: the collapse costs about 2 ms per MiB up front, which a
+  single command would never earn back.
 
 Targets are interned (a volume name, or one shared ``(volume, subpath)`` pair), so a hit
 reaches no per-mount object other than the key. The table is an in-memory index only; etcd
@@ -42,6 +44,7 @@ _SLOTS_PER_MOUNT = 8  # load factor at most 1/8: a miss rarely meets an occupied
 # A removed mount's key slot: keeps probe chains intact until the next rebuild. Never equal
 # to a prefix (a prefix starts with '/'), and never reused (see MountTable).
 _GONE = "\0removed"
+_PAGE_SHIFT = huge_pages.PAGE_SHIFT
 
 
 class Resolution(NamedTuple):
@@ -95,7 +98,7 @@ class MountTable:
     * a mount's depth is counted before its key appears and forgotten after it is gone.
     """
 
-    __slots__ = ("_slots", "_count", "_used", "_depths", "_maxdepth", "_targets", "_huge_pages")
+    __slots__ = ("_slots", "_count", "_used", "_depths", "_maxdepth", "_targets", "_huge_pages", "_key_pages")
 
     def __init__(self, *, huge_pages: bool = False) -> None:
         self._huge_pages = huge_pages  # ask for huge pages under a big slot list (see above)
@@ -106,6 +109,8 @@ class MountTable:
         self._maxdepth = 0  # deepest depth with a mount (0: none, or only '/')
         # Writer only: one shared target object per distinct (volume, subpath).
         self._targets: dict[tuple[str, str], _Target] = {}
+        # Once the slot list is on huge pages: the pages holding keys set since (settle()).
+        self._key_pages: set[int] | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -139,6 +144,15 @@ class MountTable:
         slots[at] = path
         self._count += 1
         self._used += 1
+        if self._key_pages is not None:
+            self._key_pages.add(id(path) >> _PAGE_SHIFT)
+
+    def settle(self) -> None:
+        """A bulk load is done (or a rebuild): a table on huge pages asks for them under
+        the keys set since, too. Later mounts wait for the next rebuild or load."""
+        if self._key_pages:
+            huge_pages.advise_pages(self._key_pages)
+            self._key_pages = set()
 
     def reserve(self, count: int) -> None:
         """Size the table for ``count`` mounts at once (a bulk load knows its key count),
@@ -163,6 +177,7 @@ class MountTable:
 
     def clear(self) -> None:
         self._slots = [None] * (2 * _MIN_SLOTS)
+        self._key_pages = None
         self._count = self._used = 0
         self._targets.clear()
         self._depths = [0]
@@ -271,16 +286,21 @@ class MountTable:
         while nslots < size * _SLOTS_PER_MOUNT:
             nslots <<= 1
         new: _Slots = [None] * (2 * nslots)
+        # A big table's probes then miss the cache but not the TLB too; so does the compare
+        # of a hit's key, once the pages that hold the keys are advised as well.
+        pages: set[int] | None = set() if self._huge_pages and huge_pages.advise(new) else None
         count = 0
         for key, target in self._live_raw():
             at = _free_slot(new, key)
             new[at + 1] = target
             new[at] = key
             count += 1
-        if self._huge_pages:
-            huge_pages.advise(new)  # a big table's probes then miss the cache, not the TLB too
+            if pages is not None:
+                pages.add(id(key) >> _PAGE_SHIFT)
         self._slots = new
         self._used = count
+        self._key_pages = pages
+        self.settle()
 
 
 def _free_slot(slots: _Slots, path: str) -> int:

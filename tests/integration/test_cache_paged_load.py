@@ -9,7 +9,7 @@ import pytest
 
 from federation.local.etcd_server import EtcdCluster
 from namespace import cache as nscache
-from namespace import schema
+from namespace import huge_pages, schema
 from namespace.etcd import Etcd, EtcdConfig
 from namespace.models import ClusterSpec, Mount
 
@@ -121,3 +121,35 @@ async def _path_view_scenario(urls: str) -> None:
 def test_path_view_reads_only_the_way_to_one_path(etcd: EtcdCluster) -> None:
     """A one-shot command's view: the same answer as the whole view, from a few gets."""
     asyncio.run(_path_view_scenario(etcd.urls))
+
+
+async def _lasting_scenario(urls: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    etcd = await Etcd.connect(EtcdConfig.parse(urls))
+    try:
+        await asyncio.gather(*(
+            etcd.put(schema.mount(f"/hp/{i:03d}"), Mount(path=f"/hp/{i:03d}", volume="v1").dump())
+            for i in range(200)))  # enough for the load to size its table (a rebuild)
+        asked: list[set[int]] = []
+
+        def record(pages: set[int]) -> int:
+            asked.append(set(pages))
+            return 0
+
+        monkeypatch.setattr(huge_pages, "advise", lambda items: True)  # as if the table were big
+        monkeypatch.setattr(huge_pages, "advise_pages", record)
+        await nscache.load_view(etcd)
+        assert asked == []  # a one-shot snapshot asks nothing
+        lasting = await nscache.load_view(etcd, lasting=True)
+        keys = [key for key, _ in lasting.mounts._live_raw()]
+        assert "/hp/199" in keys
+        assert set().union(*asked) == {id(key) >> huge_pages.PAGE_SHIFT for key in keys}
+    finally:
+        await etcd.close()
+
+
+def test_a_lasting_load_asks_for_huge_pages_under_its_keys(
+    etcd: EtcdCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a controller's cache loads, it settles: the pages that hold its mount keys are
+    advised once all are in (the table's own tests check what the kernel does with that)."""
+    asyncio.run(_lasting_scenario(etcd.urls, monkeypatch))

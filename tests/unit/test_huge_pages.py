@@ -100,3 +100,67 @@ def test_a_one_shot_table_does_not_ask_but_a_watch_fed_cache_does() -> None:
     cache = NamespaceCache(cast(Etcd, None))  # the controller's and long-lived clients' view
     _rebuilt(cache.view.mounts)
     assert huge_pages.backed_bytes(cache.view.mounts._slots) > 0
+
+
+def _loaded(table: MountTable, count: int) -> list[str]:
+    """``count`` mounts loaded as the cache loads them: sized first, then set, then settled."""
+    paths = [f"/tenant-{i % 211}/group-{i % 97}/proj-{i}" for i in range(count)]
+    table.reserve(count)
+    for i, p in enumerate(paths):
+        table.set(p, f"v-{i % 50}")
+    table.settle()
+    return paths
+
+
+def test_a_settled_lasting_table_has_its_keys_on_huge_pages_too() -> None:
+    """A hit compares the mount's own path string: one more random load, which on small
+    pages misses the TLB as well. Once loaded, a lasting table's keys sit on huge pages."""
+    _needs_thp()
+    table = MountTable(huge_pages=True)
+    paths = _loaded(table, 300_000)  # about 20 MiB of path strings
+    keys = [key for key, _ in table._live_raw()]
+    # Not all: a 2 MiB page across a hole in the allocator's arenas cannot be one huge page
+    # (about 0.65 of the keys here, 0.93 of a 1M table's in bench.namespace).
+    assert huge_pages.share_on_huge_pages(keys) >= 0.5
+    for p in paths[::97]:
+        hit = table.resolve(p + "/day.csv")
+        assert hit is not None and hit.mount == p
+    assert table.resolve("/tenant-1/nope/x") is None
+
+
+def test_only_a_lasting_table_asks_for_its_keys_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[set[int]] = []
+
+    def record(pages: set[int]) -> int:
+        asked.append(set(pages))
+        return 0
+
+    monkeypatch.setattr(huge_pages, "advise_pages", record)
+    monkeypatch.setattr(huge_pages, "advise", lambda items: len(items) * 8 >= huge_pages.MIN_BYTES)
+    _loaded(MountTable(), 40_000)  # a one-shot snapshot's: never asks
+    assert asked == []
+    table = MountTable(huge_pages=True)
+    _loaded(table, 40_000)
+    want = {id(key) >> huge_pages.PAGE_SHIFT for key, _ in table._live_raw()}
+    assert asked and set().union(*asked) == want  # every key's page, and only those
+    asked.clear()
+    table.settle()  # nothing new since: nothing asked
+    assert asked == []
+    table.set("/late/mount", "v-1")  # after the load: waits for the next settle or rebuild
+    table.settle()
+    assert asked == [{id(table._slots[table._find("/late/mount")]) >> huge_pages.PAGE_SHIFT}]
+
+
+def test_pages_that_are_not_whole_anonymous_memory_are_left_alone(tmp_path: Path) -> None:
+    _needs_thp()
+    import mmap
+
+    data = tmp_path / "file"
+    data.write_bytes(b"\0" * (8 << 20))
+    with data.open("r+b") as f, mmap.mmap(f.fileno(), 8 << 20) as mapped:
+        import ctypes
+
+        address = ctypes.addressof(ctypes.c_char.from_buffer(mapped))
+        first = (address >> huge_pages.PAGE_SHIFT) + 1  # a whole 2 MiB page inside the file's map
+        assert huge_pages.advise_pages({first, first + 1}) == 0
+    assert huge_pages.advise_pages({0, 1}) == 0  # in no map at all
