@@ -16,7 +16,8 @@ What it measures, and how:
   cache-hostile case, with no hot set (real traffic is skewed and would do better).
   ``resolve_us_1m_small_pages`` and ``huge_pages_saved_1m``: a second 1M table that does not
   ask for huge pages, in the same alternation: what ``namespace.huge_pages`` saves
-  (``slot_list_huge_page_mib``: which lists the kernel backed with huge pages). The ``_hot``
+  (``slot_list_huge_page_mib``: which slot lists the kernel backed with huge pages;
+  ``keys_on_huge_pages``: the share of each table's mount path strings on them). The ``_hot``
   figures: both 1M tables on skewed traffic, paths under 10k of the mounts.
 * ``bytes_per_mount``: tracemalloc-traced bytes of building a 1M-mount ``MountTable`` (the
   path strings, subpaths and tuples the table keeps, plus its slot list), divided by 1M; the RSS
@@ -65,7 +66,7 @@ from bench._util import (
     terminate_on_sigterm,
 )
 from federation.local.harness import Federation
-from namespace.huge_pages import backed_bytes
+from namespace.huge_pages import backed_bytes, share_on_huge_pages
 from namespace.mounts import MountTable
 from namespace.paths import normalize
 
@@ -93,10 +94,13 @@ def mount_path(i: int) -> str:
 
 
 def build_table(n: int, volumes: int = 1000, huge_pages: bool = True) -> MountTable:
-    """The first ``n`` mounts; on huge pages once big, as a controller's watch-fed table."""
+    """The first ``n`` mounts, loaded as a controller's cache loads them (sized first, then
+    settled); on huge pages once big, as that watch-fed table is."""
     table = MountTable(huge_pages=huge_pages)
+    table.reserve(n)
     for i in range(n):
         table.set(mount_path(i), f"vol-{i % volumes}", "" if i % 4 else f"sub/{i % 17}")
+    table.settle()
     return table
 
 
@@ -209,8 +213,10 @@ def bench_ratio(passes: int) -> dict[str, Any]:
         "1m_hot": (big, hot),
         "1m_hot_small_pages": (big_small_pages, hot),
     }
-    huge = {name: rnd(backed_bytes(table._slots) / 2**20, 1)
-            for name, table in (("1k", runs["1k"][0]), ("1m", big), ("1m_small_pages", big_small_pages))}
+    tables = {"1k": runs["1k"][0], "1m": big, "1m_small_pages": big_small_pages}
+    huge = {name: rnd(backed_bytes(table._slots) / 2**20, 1) for name, table in tables.items()}
+    keys_huge = {name: rnd(share_on_huge_pages(key for key, _ in table._live_raw()), 3)
+                 for name, table in tables.items()}
     per_call: dict[str, list[float]] = {name: [] for name in runs}
     for table, paths in runs.values():
         _throughput(table, paths[:20_000], 1)
@@ -239,6 +245,7 @@ def bench_ratio(passes: int) -> dict[str, Any]:
         "huge_pages_saved_1m": saved("1m"),
         "huge_pages_saved_1m_hot": saved("1m_hot"),
         "slot_list_huge_page_mib": huge,
+        "keys_on_huge_pages": keys_huge,
     }
 
 

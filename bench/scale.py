@@ -16,7 +16,8 @@ Then it measures:
   ``cache_etcd_cpu_s`` the CPU seconds that process and etcd spent on it (what load does
   not inflate). ``cache_ready_s`` starts when the child's code runs (after the interpreter and
   ``bench.scale`` itself have started); ``cache_process_s`` is the whole child process, from
-  the parent's side, start-up and exit included;
+  the parent's side, start-up and exit included; ``cache_keys_on_huge_pages`` about what
+  share of the loaded table's mount path strings the kernel put on huge pages;
 * ``fanout_p99_ms``: ``--watchers`` (1,000) etcd watches on the namespace prefix, spread over
   ``--watch-procs`` child processes (each watch is what one controller's cache follows);
   the parent adds ``--changes`` mounts one at a time and, for each, takes the time until the
@@ -103,7 +104,10 @@ async def _cache_child(urls: str, mounts: int) -> None:
     load = time.monotonic() - t1
     assert len(cache.view.mounts) >= mounts, len(cache.view.mounts)
     rss = int(next(ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmRSS:")))
-    print(json.dumps({"ready_s": ready, "load_s": load, "rss_kib": rss,
+    from namespace.huge_pages import share_on_huge_pages
+
+    keys_huge = share_on_huge_pages(key for key, _ in cache.view.mounts._live_raw())
+    print(json.dumps({"ready_s": ready, "load_s": load, "rss_kib": rss, "keys_huge": keys_huge,
                       "mounts": len(cache.view.mounts)}), flush=True)
     await etcd.close()
 
@@ -272,7 +276,7 @@ def _proc_cpu_s(pid: int | None) -> float:
 def bench_cache(urls: str, mounts: int, runs: int, etcd_pid: int | None = None) -> dict[str, Any]:
     """Wall time to a complete cache, and the CPU it took (the child's and etcd's): on a
     loaded machine the wall time mostly says how loaded it was, the CPU seconds do not."""
-    ready, load, rss, cpu, etcd_cpu, whole = [], [], [], [], [], []
+    ready, load, rss, cpu, etcd_cpu, whole, keys_huge = [], [], [], [], [], [], []
     for _ in range(runs):
         r0, e0 = resource.getrusage(resource.RUSAGE_CHILDREN), _proc_cpu_s(etcd_pid)
         t0 = time.monotonic()
@@ -286,6 +290,7 @@ def bench_cache(urls: str, mounts: int, runs: int, etcd_pid: int | None = None) 
         ready.append(doc["ready_s"])
         load.append(doc["load_s"])
         rss.append(doc["rss_kib"] / 1024)
+        keys_huge.append(doc["keys_huge"])
         cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
         etcd_cpu.append(e1 - e0)
     return {
@@ -296,6 +301,7 @@ def bench_cache(urls: str, mounts: int, runs: int, etcd_pid: int | None = None) 
         "cache_cpu_s": rnd(median(cpu), 3),
         "cache_etcd_cpu_s": rnd(median(etcd_cpu), 3),
         "controller_rss_mib": rnd(median(rss), 1),
+        "cache_keys_on_huge_pages": rnd(median(keys_huge), 3),
     }
 
 
