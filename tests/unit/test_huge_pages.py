@@ -120,7 +120,7 @@ def test_a_settled_lasting_table_has_its_keys_on_huge_pages_too() -> None:
     paths = _loaded(table, 300_000)  # about 20 MiB of path strings
     keys = [key for key, _ in table._live_raw()]
     # Not all: a 2 MiB page across a hole in the allocator's arenas cannot be one huge page
-    # (about 0.65 of the keys here, 0.93 of a 1M table's in bench.namespace).
+    # (about 0.65 of the keys here, 0.91 of a 1M table's in bench.namespace).
     assert huge_pages.share_on_huge_pages(keys) >= 0.5
     for p in paths[::97]:
         hit = table.resolve(p + "/day.csv")
