@@ -12,10 +12,13 @@ Starts a real etcd and three real ``gns controller`` processes (``onprem-a``, ``
   clients share the same 2 cores.
   ``resolve_rpc_light`` repeats it with 1 process x 8 in flight (p99 at low concurrency).
   The same run loads an empty ``grpc.aio`` server (raw bytes, one canned reply, no work) with
-  the same clients, interleaved with the controller (``--resolve-rounds``, medians):
-  ``resolve_rpc_grpc_floor_per_s``, ``resolve_rpc_vs_grpc_floor`` (rate ratio) and server and
-  client CPU us per call of both (``..._server_cpu_vs_grpc_floor``): what is gRPC's and what
-  is ours, robust to a busy machine.
+  the same clients, on the controller's event loop, interleaved with the controller
+  (``--resolve-rounds``, medians): ``resolve_rpc_grpc_floor_per_s``,
+  ``resolve_rpc_vs_grpc_floor`` (rate ratio) and server and client CPU us per call of both
+  (``..._server_cpu_vs_grpc_floor``): what is gRPC's and what is ours, robust to a busy
+  machine. A synchronous gRPC server (``grpc.server``, 8 threads) answering the same way runs
+  in the same interleave (``resolve_rpc_sync_grpc_floor_per_s`` and its CPU per call): what
+  gRPC costs without ``grpc.aio``, on which the controller is built.
 * ``put_mib_s`` / ``get_mib_s``: ``federation.client.Client`` straight to the owner, one
   ``--size-mib`` (1 GiB) file; ``put_via_ratio`` / ``get_via_ratio``: the same through
   ``via="onprem-b"`` (forwarding to onprem-a, through its bulk tunnel) over direct;
@@ -73,6 +76,7 @@ from bench._util import (
     stop_process,
     terminate_on_sigterm,
 )
+from federation import event_loop
 from federation.local.harness import Federation
 from namespace.models import Provider
 
@@ -133,11 +137,12 @@ async def _resolve_child(endpoint: str, inflight: int, start_at: float, end_at: 
                       "cpu_s": cpu[1] - cpu[0]}))
 
 
-# -- the gRPC floor: the same calls answered by an empty grpc.aio server --------------------
+# -- the gRPC floor: the same calls answered by an empty gRPC server ----------------------
 async def _floor_server(port_file: str) -> None:
     """Serve ``Federation/Resolve`` with no work at all: raw request bytes in, one canned
     serialized reply out (no parsing, no lookup, no interceptor), with the controller's server
-    options. What the controller spends above this is ours; this much is gRPC's."""
+    options, run on its event loop. What the controller spends above this is ours; this much
+    is gRPC's."""
     import grpc
 
     from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
@@ -175,12 +180,43 @@ async def _floor_server(port_file: str) -> None:
     await server.wait_for_termination()
 
 
+def _sync_floor_server(port_file: str, workers: int = 8) -> None:
+    """``_floor_server``'s Resolve on a synchronous ``grpc.server``: its handlers run on a
+    thread pool fed by gRPC's C core, with no event loop in between."""
+    from concurrent import futures
+
+    import grpc
+
+    from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+    from federation.channels import SERVER_OPTIONS
+
+    reply: bytes = pb.ResolveReply(
+        path="/bench/d1/sub/file-1.bin", mount="/bench", volume="bench",
+        relative_path="d1/sub/file-1.bin",
+        owner=pb.Owner(cluster="onprem-a", endpoint="127.0.0.1:50000", epoch=1),
+    ).SerializeToString()
+
+    def resolve(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return reply
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=SERVER_OPTIONS)
+    name, handlers = "gns.federation.v1.Federation", {"Resolve": grpc.unary_unary_rpc_method_handler(resolve)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    Path(port_file).write_text(str(port))
+    server.wait_for_termination()
+
+
 @contextlib.contextmanager
-def floor_server(work: Path) -> Iterator[tuple[str, int]]:
-    """(endpoint, pid) of a running floor server; stopped by PID on exit."""
-    port_file = work / "floor.port"
+def floor_server(work: Path, *, sync: bool = False) -> Iterator[tuple[str, int]]:
+    """(endpoint, pid) of a running floor server (``sync``: the synchronous one); stopped
+    by PID on exit."""
+    port_file = work / ("sync-floor.port" if sync else "floor.port")
     port_file.unlink(missing_ok=True)  # a previous floor server's: its port is closed
-    proc = subprocess.Popen([sys.executable, "-m", "bench.dataplane", "--floor-server", str(port_file)])
+    kind = "--sync-floor-server" if sync else "--floor-server"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.dataplane", kind, str(port_file)])
     try:
         deadline = time.monotonic() + 30
         while not port_file.exists() or not port_file.read_text():
@@ -246,21 +282,20 @@ def bench_resolve_rpc(endpoint: str, pid: int, procs: int, inflight: int, second
 
 def bench_resolve_vs_floor(
     endpoint: str, pid: int, floor: tuple[str, int], procs: int, inflight: int, seconds: float,
-    warmup: float, rounds: int,
+    warmup: float, rounds: int, sync_floor: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """The controller's Resolve and the empty gRPC server (``floor``: endpoint, pid) under the
     same client harness, interleaved (alternating order) ``rounds`` times; medians, and the
-    ratio of the medians."""
-    ours: list[dict[str, Any]] = []
-    floors: list[dict[str, Any]] = []
+    ratio of the medians. ``sync_floor``: the synchronous empty server, in the same rounds."""
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "floor": [], "sync_floor": []}
     for r in range(rounds):
-        order = [("ours", endpoint, pid), ("floor", *floor)]
+        order = [("ours", endpoint, pid), ("floor", *floor)] + ([("sync_floor", *sync_floor)] if sync_floor else [])
         for kind, ep, p in order if r % 2 == 0 else order[::-1]:
             got = bench_resolve_rpc(str(ep), int(p), procs, inflight, seconds, warmup)
-            (ours if kind == "ours" else floors).append(got)
+            runs[kind].append(got)
             log(f"{procs} x {inflight} round {r + 1}: {kind} {got['resolve_rpc_per_s']}/s, "
                 f"p99 {got['resolve_rpc_p99_ms']} ms, server {got['resolve_rpc_server_cpu_us_per_call']} us/call")
-    floor_runs = floors
+    ours, floor_runs, sync_runs = runs["ours"], runs["floor"], runs["sync_floor"]
 
     def med(runs: list[dict[str, Any]], key: str) -> float:
         return median([float(x[key]) for x in runs])
@@ -281,6 +316,13 @@ def bench_resolve_vs_floor(
         result["resolve_rpc_controller_cpu_us_per_call"] / max(1e-9, result["resolve_rpc_grpc_floor_server_cpu_us_per_call"]), 3)
     result["resolve_rpc_runs_per_s"] = {"ours": [x["resolve_rpc_per_s"] for x in ours],
                                         "grpc_floor": [x["resolve_rpc_per_s"] for x in floor_runs]}
+    if sync_runs:
+        result["resolve_rpc_sync_grpc_floor_per_s"] = round(med(sync_runs, "resolve_rpc_per_s"))
+        result["resolve_rpc_sync_grpc_floor_server_cpu_us_per_call"] = rnd(
+            med(sync_runs, "resolve_rpc_server_cpu_us_per_call"), 1)
+        result["resolve_rpc_vs_sync_grpc_floor"] = rnd(
+            result["resolve_rpc_per_s"] / max(1, result["resolve_rpc_sync_grpc_floor_per_s"]), 3)
+        result["resolve_rpc_runs_per_s"]["sync_grpc_floor"] = [x["resolve_rpc_per_s"] for x in sync_runs]
     return result
 
 
@@ -598,11 +640,15 @@ def main() -> None:
                    help="interleaved rounds of controller vs the empty gRPC server")
     p.add_argument("--resolve-child", metavar="ENDPOINT", help=argparse.SUPPRESS)
     p.add_argument("--floor-server", metavar="PORT_FILE", help=argparse.SUPPRESS)
+    p.add_argument("--sync-floor-server", metavar="PORT_FILE", help=argparse.SUPPRESS)
     p.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--end-at", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.floor_server:
-        asyncio.run(_floor_server(args.floor_server))
+        event_loop.run(_floor_server(args.floor_server))  # the controller's loop (uvloop)
+        return
+    if args.sync_floor_server:
+        _sync_floor_server(args.sync_floor_server)
         return
     if args.resolve_child:
         asyncio.run(_resolve_child(args.resolve_child, args.inflight, args.start_at, args.end_at))
@@ -631,10 +677,10 @@ def main() -> None:
             owner = ctl.controllers["onprem-a"]
             if "resolve" not in skip:
                 log(f"Resolve RPC load: {args.procs} x {args.inflight} for {args.seconds}s")
-                with floor_server(root) as floor:
+                with floor_server(root) as floor, floor_server(root, sync=True) as sync_floor:
                     result.update(bench_resolve_vs_floor(
                         owner.endpoint, owner.pid, floor, args.procs, args.inflight, args.seconds,
-                        args.warmup, args.resolve_rounds,
+                        args.warmup, args.resolve_rounds, sync_floor,
                     ))
                     # Little's law: 64 in flight at 5k/s is 12.8 ms mean latency, so the p99
                     # goal can only hold at lower concurrency; measure that too, beside the floor.
