@@ -138,6 +138,34 @@ async def _resolve_child(endpoint: str, inflight: int, start_at: float, end_at: 
 
 
 # -- the gRPC floor: the same calls answered by an empty gRPC server ----------------------
+def _canned_replies() -> tuple[bytes, bytes]:
+    """The serialized Resolve and Put replies the empty servers answer every call with."""
+    from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+
+    resolve = pb.ResolveReply(
+        path="/bench/d1/sub/file-1.bin", mount="/bench", volume="bench",
+        relative_path="d1/sub/file-1.bin",
+        owner=pb.Owner(cluster="onprem-a", endpoint="127.0.0.1:50000", epoch=1),
+    )
+    put = pb.WriteReply(info=pb.FileInfo(
+        path="/bench/small/t0/f1", size=4096, mtime=time.time(), sha256="0" * 64, version=1,
+        type="file", served_by="onprem-a", mode=0o644,
+    ))
+    return resolve.SerializeToString(), put.SerializeToString()
+
+
+def _register(server: Any, handlers: dict[str, Any]) -> int:
+    """Register ``handlers`` under the Federation service as the controller's generated code
+    does (a generic-only handler takes a slower path in gRPC on both ends); the free port
+    bound."""
+    import grpc
+
+    name = "gns.federation.v1.Federation"
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
+    return int(server.add_insecure_port("127.0.0.1:0"))
+
+
 async def _floor_server(port_file: str) -> None:
     """Serve ``Federation/Resolve`` with no work at all: raw request bytes in, one canned
     serialized reply out (no parsing, no lookup, no interceptor), with the controller's server
@@ -145,19 +173,9 @@ async def _floor_server(port_file: str) -> None:
     is gRPC's."""
     import grpc
 
-    from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
     from federation.channels import SERVER_OPTIONS
 
-    reply: bytes = pb.ResolveReply(
-        path="/bench/d1/sub/file-1.bin", mount="/bench", volume="bench",
-        relative_path="d1/sub/file-1.bin",
-        owner=pb.Owner(cluster="onprem-a", endpoint="127.0.0.1:50000", epoch=1),
-    ).SerializeToString()
-
-    put_reply: bytes = pb.WriteReply(info=pb.FileInfo(
-        path="/bench/small/t0/f1", size=4096, mtime=time.time(), sha256="0" * 64, version=1,
-        type="file", served_by="onprem-a", mode=0o644,
-    )).SerializeToString()
+    reply, put_reply = _canned_replies()
 
     async def resolve(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return reply
@@ -166,15 +184,8 @@ async def _floor_server(port_file: str) -> None:
         return put_reply
 
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    # Registered as the controller's generated code registers it (a generic-only handler
-    # takes a slower path in gRPC on both ends).
-    name, handlers = "gns.federation.v1.Federation", {
-        "Resolve": grpc.unary_unary_rpc_method_handler(resolve),
-        "Put": grpc.unary_unary_rpc_method_handler(put),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-    server.add_registered_method_handlers(name, handlers)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = _register(server, {"Resolve": grpc.unary_unary_rpc_method_handler(resolve),
+                              "Put": grpc.unary_unary_rpc_method_handler(put)})
     await server.start()
     Path(port_file).write_text(str(port))
     await server.wait_for_termination()
@@ -187,23 +198,15 @@ def _sync_floor_server(port_file: str, workers: int = 8) -> None:
 
     import grpc
 
-    from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
     from federation.channels import SERVER_OPTIONS
 
-    reply: bytes = pb.ResolveReply(
-        path="/bench/d1/sub/file-1.bin", mount="/bench", volume="bench",
-        relative_path="d1/sub/file-1.bin",
-        owner=pb.Owner(cluster="onprem-a", endpoint="127.0.0.1:50000", epoch=1),
-    ).SerializeToString()
+    reply, _ = _canned_replies()
 
     def resolve(request: bytes, context: grpc.ServicerContext) -> bytes:
         return reply
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=SERVER_OPTIONS)
-    name, handlers = "gns.federation.v1.Federation", {"Resolve": grpc.unary_unary_rpc_method_handler(resolve)}
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-    server.add_registered_method_handlers(name, handlers)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = _register(server, {"Resolve": grpc.unary_unary_rpc_method_handler(resolve)})
     server.start()
     Path(port_file).write_text(str(port))
     server.wait_for_termination()
