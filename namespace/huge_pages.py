@@ -15,7 +15,7 @@ A hit reads one more cold line: the mount's own path string, which the probe com
 Those strings live among other small objects in the arenas of CPython's allocator, so
 :func:`advise_pages` asks for huge pages under the 2 MiB pages that hold them as well: they
 stay where they are, and the other objects there get huge pages too. A page that spans a
-hole between arenas cannot be one huge page; at 1M mounts about 93% of the keys get them.
+hole between arenas cannot be one huge page; at 1M mounts about 91% of the keys get them.
 
 It is best effort and never changes what memory holds. Another interpreter, a list whose
 header does not read back as this list's (its type, length and capacity), huge pages turned
@@ -25,6 +25,7 @@ pages, and nothing else changes.
 from __future__ import annotations
 
 import bisect
+import functools
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -79,16 +80,24 @@ def advise_pages(pages: Iterable[int]) -> int:
     return sum(end - first for first, end, _ in runs if _advise_range(first << PAGE_SHIFT, end << PAGE_SHIFT))
 
 
-def _advise_range(start: int, end: int) -> bool:
+@functools.cache
+def _madvise() -> Any:
+    """libc's ``madvise``, looked up once (a rebuild advises its slot list and then each run
+    of its keys' pages)."""
     import ctypes  # here, not at the top: only a big table pays for its import
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    if libc.madvise(start, end - start, _MADV_HUGEPAGE) != 0:
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return madvise
+
+
+def _advise_range(start: int, end: int) -> bool:
+    madvise = _madvise()
+    if madvise(start, end - start, _MADV_HUGEPAGE) != 0:
         return False
     # The caller's thread waits for the copy (about 2 ms per MiB here; ctypes lets go of the
     # GIL meanwhile). A kernel before 6.1 refuses, and khugepaged collapses it later instead.
-    libc.madvise(start, end - start, _MADV_COLLAPSE)
+    madvise(start, end - start, _MADV_COLLAPSE)
     return True
 
 
