@@ -137,6 +137,12 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
+    """The ``gns`` process (the console script, and ``python -m federation.cli.main``, which
+    starts controllers): glibc tuned for streaming first, unlike :func:`run`, which tests
+    call inside their own process."""
+    from federation.malloc_tuning import tune_malloc
+
+    tune_malloc()
     sys.exit(run())
 
 

@@ -171,33 +171,6 @@ class Controller:
             await asyncio.sleep(1.0)
 
 
-def tune_malloc() -> None:
-    """Keep glibc from hoarding freed 1 MiB chunk buffers, without paying a page fault per page.
-
-    Streaming a file allocates and frees several chunk-sized buffers per message on many
-    threads; with glibc's defaults (an arena per thread) the freed memory stays fragmented
-    in the arenas and a forwarder's RSS grows by hundreds of MiB over a 1 GiB transfer, so
-    arenas are capped at two. Chunk buffers come from those arenas (mmap only above 32 MiB)
-    and an arena returns memory only when 16 MiB are free at its top: serving every 1 MiB
-    buffer by mmap instead cost 256 page faults each, about 0.4 CPU-s per GiB in a
-    forwarder and as much in the owner (issue 14), for the same bounded RSS.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
-        libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's maximum on 64-bit
-        libc.mallopt(m_trim_threshold, 16 << 20)
-        libc.mallopt(m_arena_max, 2)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
-
-
 def claim_data_dir(data_dir: Path) -> str:
     """Lock the data dir for this process's lifetime and return its persistent node id.
 
@@ -224,8 +197,8 @@ _held_locks: list[int] = []
 
 
 def run_controller(config: ControllerConfig) -> None:
-    """Run until SIGTERM/SIGINT; raises what made start-up fail."""
-    tune_malloc()
+    """Run until SIGTERM/SIGINT; raises what made start-up fail. (``gns`` has already
+    tuned this process's allocator: :mod:`federation.malloc_tuning`.)"""
 
     async def main() -> None:
         ctl = Controller(config)

@@ -1,0 +1,42 @@
+"""``federation.malloc_tuning``: the allocator settings every ``gns`` process asks glibc for.
+
+What they save is measured where it shows, on real downloads through a tunnel
+(``tests/integration/test_tunnel.py``); here, that glibc takes them, in a process of its own
+(they are process-wide, and this test process is not a ``gns`` one).
+"""
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt's parameters are glibc's")
+def test_glibc_takes_every_setting() -> None:
+    code = "from federation.malloc_tuning import tune_malloc; print(tune_malloc())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_the_gns_command_tunes_its_process_before_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from federation import malloc_tuning
+    from federation.cli import main as cli_main
+
+    calls: list[str] = []
+
+    def tune() -> bool:
+        calls.append("tuned")
+        return True
+
+    def run(argv: list[str] | None = None) -> int:
+        calls.append("ran")
+        return 0
+
+    monkeypatch.setattr(malloc_tuning, "tune_malloc", tune)
+    monkeypatch.setattr(cli_main, "run", run)
+    with pytest.raises(SystemExit) as stop:
+        cli_main.main()
+    assert stop.value.code == 0
+    assert calls == ["tuned", "ran"]
