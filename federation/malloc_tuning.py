@@ -3,20 +3,22 @@
 Streaming a file allocates and frees several chunk-sized buffers per message, on many
 threads. With glibc's defaults:
 
-* the memory freed at the top of the heap goes back to the kernel once 2 MiB of it are free
-  (the trim threshold follows the largest freed chunk), so the next chunks fault their pages
-  in again: 120k to 140k minor page faults per GiB that a client downloads, about 0.2 to
-  0.35 CPU-s per GiB, measured against a real federation (issue 14), and as much again in
-  a forwarder or an owner;
+* freed memory goes back to the kernel soon (a buffer above the mmap threshold is unmapped
+  when freed; the heap's top is trimmed once twice the largest freed chunk is free), so the
+  next chunks fault their pages in again. A 1 GiB ``gns get --via`` took 160k to 190k
+  minor faults and 1.7 to 1.9 CPU-s here, a direct one 72k to 77k (issue 14); a forwarder,
+  before controllers were tuned, 110k to 370k per GiB;
 * every thread gets an arena of its own, and the freed memory stays fragmented across them:
   a forwarder's RSS grew by hundreds of MiB over a 1 GiB transfer.
 
 So chunk buffers come from at most two arenas (mmap only above 32 MiB), and an arena gives
-memory back only when 16 MiB are free at its top: about 1k to 3k faults per GiB, for an RSS
-that stays bounded. The ``gns`` command sets this for every process it becomes (controller,
-edge agent, FUSE mount, CSI driver, a one-shot ``put`` or ``get``). The Python client does
-not set it in the application that imports it, since the allocator belongs to that
-application: one that streams large files can call :func:`tune_malloc` itself.
+memory back only when 16 MiB are free at its top. The same ``gns get --via`` then takes 19k
+to 23k faults (8k of them start-up) and 1.25 to 1.43 CPU-s, and RSS stays bounded.
+
+The ``gns`` command sets this for every process it becomes (controller, edge agent, FUSE
+mount, CSI driver, a one-shot ``put`` or ``get``). The Python client does not set it in the
+application that imports it, since the allocator belongs to that application: one that
+streams large files can call :func:`tune_malloc` itself.
 """
 from __future__ import annotations
 
