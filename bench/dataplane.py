@@ -26,12 +26,13 @@ Starts a real etcd and three real ``gns controller`` processes (``onprem-a``, ``
   relays gRPC messages); interleaved in the same run, median of ``--rounds`` (5: two rounds
   swung the median by 0.25). ``via_ratio_rounds`` gives the via ratios round by round, whose
   min and max are the spread. ``get`` writes to a local file and fsyncs it (what ``gns get``
-  does), and this process's allocator is tuned as the ``gns`` command tunes its own
-  (:mod:`federation.malloc_tuning`).
+  does); for these transfers this process's allocator is tuned as the ``gns`` command tunes
+  its own (:mod:`federation.malloc_tuning`).
 * ``local_copy_mib_s``: ``shutil.copyfile`` + fsync of the same source file on the same disk;
   ``direct_put_vs_local_copy`` = put_mib_s / local_copy_mib_s.
 * ``small_put_per_s``: 4 KiB puts from ``--small-threads`` threads sharing one ``Client``
-  (whose puts to one controller share ``PutBatch`` calls while one is in flight).
+  (whose puts to one controller share ``PutBatch`` calls while one is in flight), measured
+  before the large transfers, with the allocator an application has.
   Beside it, the same puts as raw unary ``Put`` calls (one call each) answered by the empty gRPC server
   (``small_put_grpc_floor_per_s``, CPU per put on both sides, ``small_put_vs_grpc_floor``),
   interleaved over ``--small-rounds``; medians.
@@ -668,9 +669,6 @@ def main() -> None:
         asyncio.run(_resolve_child(args.resolve_child, args.inflight, args.start_at, args.end_at))
         return
     terminate_on_sigterm()
-    # This process's clients stand for `gns put` and `gns get`, whose allocator the gns
-    # command tunes (federation.malloc_tuning), as it does its controllers'.
-    tune_malloc()
     skip = set(filter(None, args.skip.split(",")))
     started = time.monotonic()
     result: dict[str, Any] = {"bench": "dataplane", "machine": machine_info()}
@@ -714,7 +712,18 @@ def main() -> None:
                     "grpc_floor_p99_ms": light["resolve_rpc_grpc_floor_p99_ms"],
                     "grpc_floor_server_cpu_us_per_call": light["resolve_rpc_grpc_floor_server_cpu_us_per_call"],
                 }
+            if "small" not in skip:
+                log(f"small puts: {args.small_threads} threads for {args.small_seconds}s, "
+                    f"{args.small_rounds} rounds beside the gRPC floor")
+                result.update(bench_small_vs_floor(
+                    etcd.urls, root, owner.pid, args.small_threads, args.small_seconds,
+                    args.small_rounds))
             if "large" not in skip:
+                # From here this process's clients stand for `gns put` and `gns get`, whose
+                # allocator the gns command tunes (federation.malloc_tuning). The small puts
+                # ran before: they stand for an application's threads, whose allocator the
+                # Python client leaves alone.
+                tune_malloc()
                 pids = {"owner onprem-a": owner.pid, "forwarder onprem-b": ctl.controllers["onprem-b"].pid}
                 result["controller_rss_before_large_mib"] = {
                     cid: rnd(peak_rss_bytes(c.pid) / MIB, 1) for cid, c in ctl.controllers.items()
@@ -723,12 +732,6 @@ def main() -> None:
                 result["controller_peak_rss_mib"] = {
                     cid: rnd(peak_rss_bytes(c.pid) / MIB, 1) for cid, c in ctl.controllers.items()
                 }
-            if "small" not in skip:
-                log(f"small puts: {args.small_threads} threads for {args.small_seconds}s, "
-                    f"{args.small_rounds} rounds beside the gRPC floor")
-                result.update(bench_small_vs_floor(
-                    etcd.urls, root, owner.pid, args.small_threads, args.small_seconds,
-                    args.small_rounds))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     result["notes"] = (
