@@ -5,15 +5,17 @@ threads. With glibc's defaults:
 
 * freed memory goes back to the kernel soon (a buffer above the mmap threshold is unmapped
   when freed; the heap's top is trimmed once twice the largest freed chunk is free), so the
-  next chunks fault their pages in again. A 1 GiB ``gns get --via`` took 160k to 190k
-  minor faults and 1.7 to 1.9 CPU-s here, a direct one 72k to 77k (issue 14); a forwarder,
-  before controllers were tuned, 110k to 370k per GiB;
+  next chunks fault their pages in again. A 1 GiB ``gns get`` took 52k to 257k minor
+  faults here (median 130k of six runs), 1.56 CPU-s and 2.14 s by the median; through a
+  tunnel (``--via``) 137k, 1.65 CPU-s and 2.58 s (issue 14). A forwarder, before
+  controllers were tuned, took 110k to 370k per GiB;
 * every thread gets an arena of its own, and the freed memory stays fragmented across them:
   a forwarder's RSS grew by hundreds of MiB over a 1 GiB transfer.
 
 So chunk buffers come from at most two arenas (mmap only above 32 MiB), and an arena gives
-memory back only when 16 MiB are free at its top. The same ``gns get --via`` then takes 19k
-to 23k faults (8k of them start-up) and 1.25 to 1.43 CPU-s, and RSS stays bounded.
+memory back only when 16 MiB are free at its top. The same ``gns get`` then takes 18k
+faults (8k of them start-up), 1.23 CPU-s and 1.79 s; through the tunnel 22k, 1.39 CPU-s
+and 2.28 s. A forwarder's RSS stays bounded (the 1 GiB bounded-memory test).
 
 The ``gns`` command sets this for every process it becomes (controller, edge agent, FUSE
 mount, CSI driver, a one-shot ``put`` or ``get``). The Python client does not set it in the

@@ -153,8 +153,8 @@ def test_a_download_through_the_tunnel_keeps_its_freed_chunk_buffers(fed: Federa
     """``gns`` keeps the chunk buffers it frees (``federation.malloc_tuning``), so a download
     does not fault their pages in again chunk after chunk. What grows with the file is what
     counts: the faults of a 320 MiB get less those of a 64 MiB one (start-up and the
-    buffers' first touch), per MiB. Here that was 50 to 67 with glibc's defaults (and 140
-    over 1 GiB gets: 160k to 190k faults, 2.3 times a direct get's), 2.7 with the tuning."""
+    buffers' first touch), per MiB. Here that was 50 to 67 with glibc's defaults, 2.7 with
+    the tuning (a whole 1 GiB ``get --via``: 94k to 189k faults against 18k to 27k)."""
     sizes = {"small": 64, "big": 320}
     block = random.randbytes(1 << 20)
     for name, mib in sizes.items():
