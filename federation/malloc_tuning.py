@@ -40,5 +40,7 @@ def tune_malloc() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     # mallopt returns 1 on success; glibc's maximum mmap threshold on 64-bit is 32 MiB.
-    return all(mallopt(param, value) == 1 for param, value in (
-        (_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 16 << 20), (_M_ARENA_MAX, 2)))
+    # Each setting is asked for even if one before it was refused.
+    taken = [mallopt(param, value) == 1 for param, value in (
+        (_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 16 << 20), (_M_ARENA_MAX, 2))]
+    return all(taken)
