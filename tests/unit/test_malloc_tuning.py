@@ -40,3 +40,27 @@ def test_the_gns_command_tunes_its_process_before_it_runs(monkeypatch: pytest.Mo
         cli_main.main()
     assert stop.value.code == 0
     assert calls == ["tuned", "ran"]
+
+
+def test_a_refused_setting_does_not_keep_the_others_from_being_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in for libc (ctypes.CDLL) that refuses the first setting: the others are
+    still asked for, and the answer says not everything was taken."""
+    import ctypes
+
+    from federation.malloc_tuning import tune_malloc
+
+    asked: list[int] = []
+
+    class Mallopt:
+        argtypes: object = None
+
+        def __call__(self, param: int, value: int) -> int:
+            asked.append(param)
+            return 0 if len(asked) == 1 else 1
+
+    class Libc:
+        mallopt = Mallopt()
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    assert tune_malloc() is False
+    assert len(asked) == 3 and len(set(asked)) == 3
