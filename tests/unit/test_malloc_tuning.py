@@ -64,3 +64,24 @@ def test_a_refused_setting_does_not_keep_the_others_from_being_asked(monkeypatch
     monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
     assert tune_malloc() is False
     assert len(asked) == 3 and len(set(asked)) == 3
+
+
+def test_a_csi_spare_tunes_the_process_it_keeps_warm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CSI driver's warm spare becomes a ``gns fuse`` process without going through the
+    command's ``main``; it tunes itself as ``main`` would (here it is told to stop at once:
+    an empty stdin)."""
+    import io
+
+    from federation import malloc_tuning
+    from federation.csi import spare
+
+    calls: list[str] = []
+
+    def tune() -> bool:
+        calls.append("tuned")
+        return True
+
+    monkeypatch.setattr(malloc_tuning, "tune_malloc", tune)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert spare.main() == 0
+    assert calls == ["tuned"]
