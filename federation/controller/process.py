@@ -37,6 +37,7 @@ from federation.controller.service import add_to_server as add_federation_servic
 from federation.controller.supervisor import Supervisor
 from federation.controller.tunnel import TunnelServer, core_cluster_at
 from federation.controller.volumes import VolumeManager
+from federation.malloc_tuning import tune_malloc
 from namespace.cache import NamespaceCache
 from namespace.errors import Conflict
 from namespace.etcd import Etcd
@@ -197,8 +198,8 @@ _held_locks: list[int] = []
 
 
 def run_controller(config: ControllerConfig) -> None:
-    """Run until SIGTERM/SIGINT; raises what made start-up fail. (``gns`` has already
-    tuned this process's allocator: :mod:`federation.malloc_tuning`.)"""
+    """Run until SIGTERM/SIGINT; raises what made start-up fail."""
+    tune_malloc(arenas=2)  # many threads moving chunks: see federation.malloc_tuning
 
     async def main() -> None:
         ctl = Controller(config)

@@ -15,7 +15,7 @@ import pytest
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt's parameters are glibc's")
 def test_glibc_takes_every_setting() -> None:
-    code = "from federation.malloc_tuning import tune_malloc; print(tune_malloc())"
+    code = "from federation.malloc_tuning import tune_malloc; print(tune_malloc(arenas=2))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
 
@@ -62,8 +62,11 @@ def test_a_refused_setting_does_not_keep_the_others_from_being_asked(monkeypatch
         mallopt = Mallopt()
 
     monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
-    assert tune_malloc() is False
+    assert tune_malloc(arenas=2) is False
     assert len(asked) == 3 and len(set(asked)) == 3
+    asked.clear()
+    assert tune_malloc() is False  # without a cap the arenas are not asked about
+    assert len(asked) == 2
 
 
 def test_a_csi_spare_tunes_the_process_it_keeps_warm(monkeypatch: pytest.MonkeyPatch) -> None:
