@@ -14,8 +14,10 @@ threads. With glibc's defaults:
 
 So chunk buffers come from the heap (mmap only above 32 MiB), an arena gives memory back
 only when 16 MiB are free at its top, and a controller has at most two arenas. The same
-``gns get`` then takes 18k faults (8k of them start-up), 1.23 CPU-s and 1.79 s; through the
-tunnel 22k, 1.39 CPU-s and 2.28 s. A forwarder's RSS stays bounded (the 1 GiB
+``gns get`` then takes 18k to 24k faults (8k of them start-up). The CPU it saves is less
+clear: 1.35 against 1.40 CPU-s direct and 1.67 against 1.73 through the tunnel (medians of
+three alternated pairs); with its arenas capped at two as well, six pairs had given 1.23
+against 1.56 and 1.39 against 1.65. A forwarder's RSS stays bounded (the 1 GiB
 bounded-memory test).
 
 The ``gns`` command sets the thresholds for every process it becomes (controller, edge
