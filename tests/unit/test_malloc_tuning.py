@@ -20,21 +20,29 @@ def test_glibc_takes_every_setting() -> None:
     assert out.stdout.strip() == "True"
 
 
-def test_the_gns_command_tunes_its_process_before_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What happens, in order: "tuned" for each call of ``tune_malloc`` (recorded, not run)."""
     from federation import malloc_tuning
-    from federation.cli import main as cli_main
 
-    calls: list[str] = []
+    happened: list[str] = []
 
     def tune() -> bool:
-        calls.append("tuned")
+        happened.append("tuned")
         return True
+
+    monkeypatch.setattr(malloc_tuning, "tune_malloc", tune)
+    return happened
+
+
+def test_the_gns_command_tunes_its_process_before_it_runs(
+        calls: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from federation.cli import main as cli_main
 
     def run(argv: list[str] | None = None) -> int:
         calls.append("ran")
         return 0
 
-    monkeypatch.setattr(malloc_tuning, "tune_malloc", tune)
     monkeypatch.setattr(cli_main, "run", run)
     with pytest.raises(SystemExit) as stop:
         cli_main.main()
@@ -69,22 +77,14 @@ def test_a_refused_setting_does_not_keep_the_others_from_being_asked(monkeypatch
     assert len(asked) == 2
 
 
-def test_a_csi_spare_tunes_the_process_it_keeps_warm(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_csi_spare_tunes_the_process_it_keeps_warm(calls: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The CSI driver's warm spare becomes a ``gns fuse`` process without going through the
     command's ``main``; it tunes itself as ``main`` would (here it is told to stop at once:
     an empty stdin)."""
     import io
 
-    from federation import malloc_tuning
     from federation.csi import spare
 
-    calls: list[str] = []
-
-    def tune() -> bool:
-        calls.append("tuned")
-        return True
-
-    monkeypatch.setattr(malloc_tuning, "tune_malloc", tune)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     assert spare.main() == 0
     assert calls == ["tuned"]
