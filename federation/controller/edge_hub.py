@@ -53,7 +53,13 @@ from prometheus_client import CollectorRegistry, Gauge
 from federation.api._gen.gns.edge.v1 import edge_pb2 as epb
 from federation.api._gen.gns.edge.v1 import edge_pb2_grpc as epb_grpc
 from federation.api.errors import kind_of, trailing_metadata
-from federation.channels import BASE_OPTIONS, SERVER_OPTIONS, AioChannelPool, bind
+from federation.channels import (
+    BASE_OPTIONS,
+    SERVER_OPTIONS,
+    AioChannelPool,
+    GenericHandlersOnly,
+    bind,
+)
 from federation.controller.authz import decode_identity, peer_identity
 from federation.controller.metrics import ControllerMetrics
 from federation.edge_mux import ON_BEHALF_OF, InCall, LinkMux, RelayHandler, forwardable, replay
@@ -336,7 +342,7 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
             # No SO_REUSEPORT (SERVER_OPTIONS): binding the old port must fail if someone
             # else holds it now, rather than share it with them.
             self._join = grpc.aio.server(options=SERVER_OPTIONS)
-            epb_grpc.add_EdgeLinkServicer_to_server(_JoinOnly(self), self._join)
+            epb_grpc.add_EdgeLinkServicer_to_server(_JoinOnly(self), GenericHandlersOnly(self._join))
             try:
                 port = bind(self._join, f"{host}:{want}", creds)
                 break
@@ -360,7 +366,7 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
         return int(port) if old_host == host and port.isdigit() and 0 < int(port) < 65536 else 0
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        epb_grpc.add_EdgeLinkServicer_to_server(self, server)
+        epb_grpc.add_EdgeLinkServicer_to_server(self, GenericHandlersOnly(server))
         # Object-store mirror targets of edge volumes: the site's requests, made here.
         ObjectRelayHandler(policy_allows(lambda: self.cache.view), self._from_own_relay).add_to_server(server)
 

@@ -20,7 +20,7 @@ import grpc
 
 from federation import event_loop
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
-from federation.channels import SERVER_OPTIONS, AioChannelPool, bind
+from federation.channels import SERVER_OPTIONS, AioChannelPool, GenericHandlersOnly, bind
 from federation.controller.access import Access
 from federation.controller.config import ControllerConfig
 from federation.controller.edge_hub import EdgeHub
@@ -100,18 +100,19 @@ class Controller:
                 cfg.cluster, cache, volumes, self.metrics, edge_hub.wrap(peers), pool, cfg.chunk_size,
                 mirrors=mirrors, edge_relay=edge_hub.relay_endpoint,
             )
+            generic = GenericHandlersOnly(server)
             add_federation_service(service, server)
             edge_hub.add_to_server(server)
             access.add_services(server)
-            pb_grpc.add_ReplicationServicer_to_server(ReplicationService(cfg.cluster, volumes, pool), server)
-            pb_grpc.add_MirroringServicer_to_server(MirroringService(mirrors, peers), server)
+            pb_grpc.add_ReplicationServicer_to_server(ReplicationService(cfg.cluster, volumes, pool), generic)
+            pb_grpc.add_MirroringServicer_to_server(MirroringService(mirrors, peers), generic)
             failover = FailoverOps(cfg.cluster, cache, volumes, mirrors, peers, self.metrics)
             liveness = OwnerLiveness(cfg.cluster, cache, peers)
             leader = FederationLeader(
                 cfg.cluster, cache, lease, volumes, mirrors, peers,
                 duties=[AutomaticFailover(failover, liveness).run, liveness.probe_owners],
             )
-            pb_grpc.add_FailoverServicer_to_server(FailoverService(failover), server)
+            pb_grpc.add_FailoverServicer_to_server(FailoverService(failover), generic)
             await edge_hub.start()
             await server.start()
             if tunnel is not None:

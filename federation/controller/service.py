@@ -745,7 +745,8 @@ async def _chain(head: tuple[Any, ...], rest: AsyncIterator[Any]) -> AsyncIterat
 def add_to_server(service: FederationService, server: grpc.aio.Server) -> None:
     """Register the service as generated, except ``Read``, whose responses are already
     serialized (so a forwarder can relay the owner's bytes without re-encoding them), and
-    ``Write``, whose data messages stay the bytes they came in (``write_relay``)."""
+    ``Write``, whose data messages stay the bytes they came in (``write_relay``). Generic
+    handlers only, as :class:`~federation.channels.GenericHandlersOnly` says why."""
 
     class _Capture:
         handlers: dict[str, grpc.RpcMethodHandler] = {}
@@ -766,4 +767,3 @@ def add_to_server(service: FederationService, server: grpc.aio.Server) -> None:
         response_serializer=pb.WriteReply.SerializeToString)
     name = "gns.federation.v1.Federation"
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-    server.add_registered_method_handlers(name, handlers)
