@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: FUSE (mounts, CSI node; pyfuse3 builds against libfuse3-dev), rsync/rclone
 # (peers in the mirroring and FUSE tests, driven with git inside gns fuse mounts) and
-# kubectl (Debian's kubernetes-client; renders deploy/ in the deploy tests). Only what is
-# missing is installed, and the package lists are fetched only then.
+# kubectl (Debian's kubernetes-client; renders deploy/ in the deploy tests), and h2load
+# (nghttp2-client: no test uses it; bench.dataplane's Resolve load, so that a machine set up
+# by this script runs every benchmark). Only what is missing is installed, and the package
+# lists are fetched only then.
 need=()
-for pkg in fuse3 libfuse3-dev pkg-config rsync rclone git; do
+for pkg in fuse3 libfuse3-dev pkg-config rsync rclone git nghttp2-client; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
