@@ -12,3 +12,10 @@ python -m grpc_tools.protoc \
   --python_out=. --grpc_python_out=. --pyi_out=. \
   $(find federation/api/proto -name '*.proto' | sort)
 find "$out" -type d -exec touch {}/__init__.py \;
+# grpcio-tools stamps its own release into each *_pb2_grpc.py, and the module refuses to
+# import under an older grpcio. Stamp the floor pyproject.toml gives grpcio instead: a newer
+# grpcio-tools patch on a fresh machine then writes the same files, and the stamp says what
+# the package supports.
+floor=$(sed -n 's/^ *"grpcio>=\([0-9][0-9.]*\)".*/\1/p' pyproject.toml)
+[ -n "$floor" ] || { echo "gen-protos: no grpcio>= floor in pyproject.toml" >&2; exit 1; }
+find "$out" -name '*_pb2_grpc.py' -exec sed -i "s/^GRPC_GENERATED_VERSION = '.*'$/GRPC_GENERATED_VERSION = '$floor'/" {} +
