@@ -300,6 +300,26 @@ def bench_resolve_rpc(endpoint: str, pid: int, procs: int, inflight: int, second
     }
 
 
+def _interleaved(
+    targets: dict[str, tuple[str, int]], rounds: int, measure: Callable[[str, int], dict[str, Any]],
+    label: str, describe: Callable[[dict[str, Any]], str],
+) -> dict[str, list[dict[str, Any]]]:
+    """Every run of ``measure(endpoint, pid)`` per target (name: endpoint, pid), each target
+    once a round in alternating order, so that drift in the machine's load hits all alike."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    order = list(targets.items())
+    for r in range(rounds):
+        for name, (ep, pid) in order if r % 2 == 0 else order[::-1]:
+            got = measure(ep, pid)
+            runs[name].append(got)
+            log(f"{label} round {r + 1}: {name} {describe(got)}")
+    return runs
+
+
+def _median_of(runs: list[dict[str, Any]], key: str) -> float:
+    return median([float(x[key]) for x in runs])
+
+
 def bench_resolve_vs_floor(
     endpoint: str, pid: int, floor: tuple[str, int], procs: int, inflight: int, seconds: float,
     warmup: float, rounds: int, sync_floor: tuple[str, int] | None = None,
@@ -307,19 +327,14 @@ def bench_resolve_vs_floor(
     """The controller's Resolve and the empty gRPC server (``floor``: endpoint, pid) under the
     same client harness, interleaved (alternating order) ``rounds`` times; medians, and the
     ratio of the medians. ``sync_floor``: the synchronous empty server, in the same rounds."""
-    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "floor": [], "sync_floor": []}
-    for r in range(rounds):
-        order = [("ours", endpoint, pid), ("floor", *floor)] + ([("sync_floor", *sync_floor)] if sync_floor else [])
-        for kind, ep, p in order if r % 2 == 0 else order[::-1]:
-            got = bench_resolve_rpc(str(ep), int(p), procs, inflight, seconds, warmup)
-            runs[kind].append(got)
-            log(f"{procs} x {inflight} round {r + 1}: {kind} {got['resolve_rpc_per_s']}/s, "
-                f"p99 {got['resolve_rpc_p99_ms']} ms, server {got['resolve_rpc_server_cpu_us_per_call']} us/call")
-    ours, floor_runs, sync_runs = runs["ours"], runs["floor"], runs["sync_floor"]
-
-    def med(runs: list[dict[str, Any]], key: str) -> float:
-        return median([float(x[key]) for x in runs])
-
+    targets = {"ours": (endpoint, pid), "floor": floor, **({"sync_floor": sync_floor} if sync_floor else {})}
+    runs = _interleaved(
+        targets, rounds, lambda ep, p: bench_resolve_rpc(ep, p, procs, inflight, seconds, warmup),
+        f"{procs} x {inflight}",
+        lambda got: (f"{got['resolve_rpc_per_s']}/s, p99 {got['resolve_rpc_p99_ms']} ms, "
+                     f"server {got['resolve_rpc_server_cpu_us_per_call']} us/call"))
+    ours, floor_runs, sync_runs = runs["ours"], runs["floor"], runs.get("sync_floor", [])
+    med = _median_of
     result = {k: v for k, v in ours[len(ours) // 2].items() if k in ("resolve_rpc_errors", "resolve_rpc_clients")}
     for key in ("resolve_rpc_per_s", "resolve_rpc_p50_ms", "resolve_rpc_p99_ms",
                 "resolve_rpc_controller_cpu_s", "resolve_rpc_per_controller_cpu_s"):
@@ -411,17 +426,14 @@ def bench_resolve_h2load_vs_floor(
     message = pb.ResolveRequest(path=H2LOAD_PATH).SerializeToString()
     body = work / "resolve-request.grpc"
     body.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
-    for r in range(rounds):
-        order = list(targets.items())
-        for name, (ep, pid) in order if r % 2 == 0 else order[::-1]:
-            got = bench_resolve_h2load(ep, pid, body, conns, streams, seconds)
-            runs[name].append(got)
-            log(f"h2load {conns} x {streams} round {r + 1}: {name} {got['per_s']}/s, "
-                f"server {got['server_cpu_us_per_call']} us/call, unanswered {got['unanswered']}")
+    runs = _interleaved(
+        targets, rounds, lambda ep, pid: bench_resolve_h2load(ep, pid, body, conns, streams, seconds),
+        f"h2load {conns} x {streams}",
+        lambda got: (f"{got['per_s']}/s, server {got['server_cpu_us_per_call']} us/call, "
+                     f"unanswered {got['unanswered']}"))
 
     def med(name: str, key: str) -> float:
-        return median([float(x[key]) for x in runs[name]])
+        return _median_of(runs[name], key)
 
     result: dict[str, Any] = {
         "resolve_rpc_h2load_clients": f"h2load, {conns} connections x {streams} streams, one request body",
