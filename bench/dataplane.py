@@ -36,8 +36,8 @@ Starts a real etcd and three real ``gns controller`` processes (``onprem-a``, ``
   min and max are the spread. Each kind puts a source of its own content, so that each reads
   its own blob through the same page-cache history (one shared blob made the first round
   compare a cold read with a caching one). ``get`` writes to a local file and fsyncs it
-  (what ``gns get`` does); for these transfers this process's allocator is tuned as the
-  ``gns`` command tunes its own (:mod:`federation.malloc_tuning`).
+  (what ``gns get`` does); for these transfers this process's allocator is tuned as
+  ``gns get`` and ``gns put`` tune their own (:mod:`federation.malloc_tuning`).
 * ``local_copy_mib_s``: ``shutil.copyfile`` + fsync of the same source file on the same disk;
   ``direct_put_vs_local_copy`` = put_mib_s / local_copy_mib_s.
 * ``small_put_per_s``: 4 KiB puts from ``--small-threads`` threads sharing one ``Client``
@@ -94,7 +94,7 @@ from bench._util import (
 )
 from federation import event_loop
 from federation.local.harness import Federation
-from federation.malloc_tuning import tune_malloc
+from federation.malloc_tuning import tune_for_command
 from namespace.models import Provider
 
 GOALS = {
@@ -848,10 +848,10 @@ def main() -> None:
                     args.small_rounds))
             if "large" not in skip:
                 # From here this process's clients stand for `gns put` and `gns get`, whose
-                # allocator the gns command tunes (federation.malloc_tuning). The small puts
-                # ran before: they stand for an application's threads, whose allocator the
-                # Python client leaves alone.
-                tune_malloc()
+                # allocator the gns command tunes for a transfer (federation.malloc_tuning).
+                # The small puts ran before: they stand for an application's threads, whose
+                # allocator the Python client leaves alone.
+                tune_for_command("get")
                 pids = {"owner onprem-a": owner.pid, "forwarder onprem-b": ctl.controllers["onprem-b"].pid}
                 result["controller_rss_before_large_mib"] = {
                     cid: rnd(peak_rss_bytes(c.pid) / MIB, 1) for cid, c in ctl.controllers.items()

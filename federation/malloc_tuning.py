@@ -20,25 +20,55 @@ three alternated pairs); with its arenas capped at two as well, six pairs had gi
 against 1.56 and 1.39 against 1.65. A forwarder's RSS stays bounded (the 1 GiB
 bounded-memory test).
 
-The ``gns`` command sets the thresholds for every process it becomes (controller, edge
-agent, FUSE mount, CSI driver, a one-shot ``put`` or ``get``); a controller also caps its
-arenas. The Python client does not set them in the application that imports it, since the
-allocator belongs to that application: one that streams large files can call
-:func:`tune_malloc` itself.
+A one-shot transfer (``gns get``, ``put``, ``cat``) goes further: one arena, and 64 MiB
+kept. With an arena per thread, the 1 MiB buffers its threads hand each other fill extra
+arena heaps, which glibc unmaps once they are empty and maps afresh for the next burst (under
+load a 320 MiB ``get --via`` made 9 such heaps and unmapped 157 MiB of them against 5 and 63
+for a 64 MiB one). So the faults that grow with the file, a 320 MiB ``get --via``'s less a
+64 MiB one's, came to -9 to 46 per MiB with the settings above on a quiet machine (eight
+runs) and 21 to 57 with two busy processes beside it (four runs); CI once saw 24. With one
+arena and 64 MiB kept: -3 to 4 quiet (eight runs), -6 to 8 loaded (four). A 1 GiB
+``get --via`` took 14k to 17k faults against 17k to 39k, 1.35 against 1.42 CPU-s and 1.99
+against 2.03 s (medians of five alternated pairs); a 1 GiB ``put --via`` 10.2k faults and
+1.14 CPU-s either way. Such a process has few threads (its own and gRPC's), so the one arena
+is not a lock they wait on, as the figures show.
+
+The ``gns`` command tunes every process it becomes (controller, edge agent, FUSE mount, CSI
+driver, a one-shot command) by the command it runs (:func:`tune_for_command`); a controller
+then also caps its arenas at two. The Python client does not tune the application that
+imports it, since the allocator belongs to that application: one that streams large files
+can call :func:`tune_malloc` itself.
 """
 from __future__ import annotations
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 
+KEEP_FREE = 16 << 20
+"""How much free memory an arena keeps at its top before it gives the rest back."""
+TRANSFER_KEEP_FREE = 64 << 20
+"""The same for a one-shot transfer, which ends soon and gives everything back then."""
+TRANSFER_COMMANDS = frozenset({"get", "put", "cat"})
+"""The ``gns`` commands that stream a file and end: one arena, :data:`TRANSFER_KEEP_FREE`."""
 
-def tune_malloc(*, arenas: int | None = None) -> bool:
-    """Apply the thresholds above to this process, and cap its arenas at ``arenas`` if
-    given (a controller: many threads moving chunks); False where the C library is not glibc
-    (or has no ``mallopt``), which then keeps its own behaviour.
 
-    Other processes keep glibc's arenas: with two, a FUSE mount served 19% fewer uncached
-    ``stat`` calls a second and 25% fewer after a listing (``bench.posix``, two alternated
-    pairs), where its threads' small allocations wait on each other."""
+def tune_for_command(command: str | None) -> bool:
+    """What the ``gns`` command's ``main`` asks for, before anything runs: the transfer
+    settings for a command of :data:`TRANSFER_COMMANDS`, the general ones for any other (or
+    none: ``gns --help``)."""
+    if command in TRANSFER_COMMANDS:
+        return tune_malloc(arenas=1, keep_free=TRANSFER_KEEP_FREE)
+    return tune_malloc()
+
+
+def tune_malloc(*, arenas: int | None = None, keep_free: int = KEEP_FREE) -> bool:
+    """Apply the thresholds above to this process (``keep_free`` is glibc's trim
+    threshold), and cap its arenas at ``arenas`` if given; False where the C library is not
+    glibc (or has no ``mallopt``), which then keeps its own behaviour.
+
+    A long-lived process other than a controller keeps glibc's arenas: with two, a FUSE
+    mount served 19% fewer uncached ``stat`` calls a second and 25% fewer after a listing
+    (``bench.posix``, two alternated pairs), where its threads' small allocations wait on
+    each other."""
     import ctypes
 
     try:
@@ -50,7 +80,7 @@ def tune_malloc(*, arenas: int | None = None) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     # mallopt returns 1 on success; glibc's maximum mmap threshold on 64-bit is 32 MiB.
     # Each setting is asked for even if one before it was refused.
-    settings = [(_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 16 << 20)]
+    settings = [(_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, keep_free)]
     if arenas is not None:
         settings.append((_M_ARENA_MAX, arenas))
     taken = [mallopt(param, value) == 1 for param, value in settings]

@@ -136,13 +136,27 @@ def run(argv: list[str] | None = None) -> int:
         return _fail(f"{type(exc).__name__}: {exc}", 1)
 
 
+def command_of(argv: list[str]) -> str | None:
+    """The top-level command ``argv`` runs (None for none: ``gns --help``), found as click
+    finds it, past the root's options and their values, without parsing the rest."""
+    takes_value = {opt for param in cli.params if isinstance(param, click.Option) and not param.is_flag
+                   for opt in param.opts}
+    args = iter(argv)
+    for arg in args:
+        if arg in takes_value:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main() -> None:
     """The ``gns`` process (the console script, and ``python -m federation.cli.main``, which
-    starts controllers): glibc tuned for streaming first, unlike :func:`run`, which tests
+    starts controllers): glibc tuned for what it runs first, unlike :func:`run`, which tests
     call inside their own process."""
-    from federation.malloc_tuning import tune_malloc
+    from federation.malloc_tuning import tune_for_command
 
-    tune_malloc()
+    tune_for_command(command_of(sys.argv[1:]))
     sys.exit(run())
 
 

@@ -150,11 +150,13 @@ def _minor_faults(fed: Federation, *args: str) -> int:
 
 @pytest.mark.slow
 def test_a_download_through_the_tunnel_keeps_its_freed_chunk_buffers(fed: Federation, tmp_path: Path) -> None:
-    """``gns`` keeps the chunk buffers it frees (``federation.malloc_tuning``), so a download
-    does not fault their pages in again chunk after chunk. What grows with the file is what
-    counts: the faults of a 320 MiB get less those of a 64 MiB one (start-up and the
-    buffers' first touch), per MiB. Here that was 50 to 67 with glibc's defaults, 2.7 with
-    the tuning (a whole 1 GiB ``get --via``: 94k to 189k faults against 18k to 27k)."""
+    """``gns get`` keeps the chunk buffers it frees (``federation.malloc_tuning``: one arena,
+    64 MiB kept), so a download does not fault their pages in again chunk after chunk. What
+    grows with the file is what counts: the faults of a 320 MiB get less those of a 64 MiB
+    one (start-up and the buffers' first touch), per MiB. Here that was 50 to 67 with
+    glibc's defaults; -9 to 46 with the settings long-lived processes keep (an arena per
+    thread, 16 MiB kept), 21 to 57 beside two busy processes, and CI failed once at 24; now
+    -3 to 4, and -6 to 8 beside two busy processes."""
     sizes = {"small": 64, "big": 320}
     block = random.randbytes(1 << 20)
     for name, mib in sizes.items():

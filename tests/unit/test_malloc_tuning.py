@@ -14,29 +14,47 @@ import pytest
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt's parameters are glibc's")
-def test_glibc_takes_every_setting() -> None:
-    code = "from federation.malloc_tuning import tune_malloc; print(tune_malloc(arenas=2))"
+@pytest.mark.parametrize("call", ["tune_malloc(arenas=2)", "tune_for_command('get')", "tune_for_command('ls')"])
+def test_glibc_takes_every_setting(call: str) -> None:
+    code = f"from federation.malloc_tuning import tune_malloc, tune_for_command; print({call})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
 
 
+Call = tuple[str, dict[str, int]]
+
+
 @pytest.fixture
-def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """What happens, in order: "tuned" for each call of ``tune_malloc`` (recorded, not run)."""
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[Call | str]:
+    """What happens, in order: ("tuned", its settings) for each call of ``tune_malloc``
+    (recorded, not run)."""
     from federation import malloc_tuning
 
-    happened: list[str] = []
+    happened: list[Call | str] = []
 
-    def tune() -> bool:
-        happened.append("tuned")
+    def tune(**settings: int) -> bool:
+        happened.append(("tuned", settings))
         return True
 
     monkeypatch.setattr(malloc_tuning, "tune_malloc", tune)
     return happened
 
 
-def test_the_gns_command_tunes_its_process_before_it_runs(
-        calls: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+TRANSFER = {"arenas": 1, "keep_free": 64 << 20}
+
+
+@pytest.mark.parametrize(("argv", "settings"), [
+    (["ls", "/"], {}),
+    ([], {}),
+    (["--json", "get", "/a", "b"], TRANSFER),
+    (["--etcd", "http://127.0.0.1:1", "put", "-", "/a"], TRANSFER),
+    (["--controller=127.0.0.1:1", "cat", "/a"], TRANSFER),
+    (["--identity", "get", "ls", "/"], {}),  # an option's value is not the command
+    (["fuse", "/mnt", "get"], {}),
+    (["controller", "--cluster", "get"], {}),
+])
+def test_the_gns_command_tunes_its_process_for_its_command_before_it_runs(
+        calls: list[Call | str], monkeypatch: pytest.MonkeyPatch, argv: list[str], settings: dict[str, int]) -> None:
     from federation.cli import main as cli_main
 
     def run(argv: list[str] | None = None) -> int:
@@ -44,10 +62,11 @@ def test_the_gns_command_tunes_its_process_before_it_runs(
         return 0
 
     monkeypatch.setattr(cli_main, "run", run)
+    monkeypatch.setattr(sys, "argv", ["gns", *argv])
     with pytest.raises(SystemExit) as stop:
         cli_main.main()
     assert stop.value.code == 0
-    assert calls == ["tuned", "ran"]
+    assert calls == [("tuned", settings), "ran"]
 
 
 def test_a_refused_setting_does_not_keep_the_others_from_being_asked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,13 +76,13 @@ def test_a_refused_setting_does_not_keep_the_others_from_being_asked(monkeypatch
 
     from federation.malloc_tuning import tune_malloc
 
-    asked: list[int] = []
+    asked: list[tuple[int, int]] = []
 
     class Mallopt:
         argtypes: object = None
 
         def __call__(self, param: int, value: int) -> int:
-            asked.append(param)
+            asked.append((param, value))
             return 0 if len(asked) == 1 else 1
 
     class Libc:
@@ -71,13 +90,14 @@ def test_a_refused_setting_does_not_keep_the_others_from_being_asked(monkeypatch
 
     monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
     assert tune_malloc(arenas=2) is False
-    assert len(asked) == 3 and len(set(asked)) == 3
+    assert [value for _, value in asked] == [32 << 20, 16 << 20, 2]
+    assert len({param for param, _ in asked}) == 3
     asked.clear()
     assert tune_malloc() is False  # without a cap the arenas are not asked about
     assert len(asked) == 2
 
 
-def test_a_csi_spare_tunes_the_process_it_keeps_warm(calls: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_csi_spare_tunes_the_process_it_keeps_warm(calls: list[Call | str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The CSI driver's warm spare becomes a ``gns fuse`` process without going through the
     command's ``main``; it tunes itself as ``main`` would (here it is told to stop at once:
     an empty stdin)."""
@@ -87,4 +107,4 @@ def test_a_csi_spare_tunes_the_process_it_keeps_warm(calls: list[str], monkeypat
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     assert spare.main() == 0
-    assert calls == ["tuned"]
+    assert calls == [("tuned", {})]
