@@ -22,16 +22,17 @@ bounded-memory test).
 
 A one-shot transfer (``gns get``, ``put``, ``cat``) goes further: one arena, and 64 MiB
 kept. With an arena per thread, the 1 MiB buffers its threads hand each other fill extra
-arena heaps, which glibc unmaps once they are empty and maps afresh for the next burst (under
-load a 320 MiB ``get --via`` made 9 such heaps and unmapped 157 MiB of them against 5 and 63
-for a 64 MiB one). So the faults that grow with the file, a 320 MiB ``get --via``'s less a
-64 MiB one's, came to -9 to 46 per MiB with the settings above on a quiet machine (eight
-runs) and 21 to 57 with two busy processes beside it (four runs); CI once saw 24. With one
-arena and 64 MiB kept: -3 to 4 quiet (eight runs), -6 to 8 loaded (four). A 1 GiB
-``get --via`` took 14k to 17k faults against 17k to 39k, 1.35 against 1.42 CPU-s and 1.99
-against 2.03 s (medians of five alternated pairs); a 1 GiB ``put --via`` 10.2k faults and
-1.14 CPU-s either way. Such a process has few threads (its own and gRPC's), so the one arena
-is not a lock they wait on, as the figures show.
+arena heaps, which glibc shrinks or unmaps once they empty, so the next burst faults their
+pages in afresh (under load a 320 MiB ``get --via`` reserved 9 such heaps and gave back
+157 MiB of their pages, against 5 and 63 MiB for a 64 MiB one; keeping 64 MiB with an arena per
+thread still left 17 to 47 faults per MiB). So the faults that grow with the file, a 320 MiB
+``get --via``'s less a 64 MiB one's, came to -9 to 46 per MiB with the settings above on a
+quiet machine (eight runs) and 21 to 57 with two busy processes beside it (four runs); CI
+once saw 24. With one arena and 64 MiB kept: -3 to 4 quiet (eight runs), -6 to 8 loaded
+(four). A 1 GiB ``get --via`` took 14k to 17k faults against 17k to 39k, 1.35 against 1.42
+CPU-s and 1.99 against 2.03 s (medians of five alternated pairs); a 1 GiB ``put --via``
+10.2k faults and 1.14 CPU-s either way. Such a process has few threads (its own and gRPC's),
+so the one arena is not a lock they wait on, as the figures show.
 
 The ``gns`` command tunes every process it becomes (controller, edge agent, FUSE mount, CSI
 driver, a one-shot command) by the command it runs (:func:`tune_for_command`); a controller
