@@ -19,9 +19,9 @@ import grpc
 from federation.api._gen.gns.control.v1 import control_pb2 as cpb
 from federation.api._gen.gns.control.v1 import control_pb2_grpc as cpb_grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
-from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
 from federation.client import Client, Progress
+from federation.client.connection import FederationStub
 from federation.client.models import (
     AccessReport,
     CallerIdentity,
@@ -194,7 +194,7 @@ class RemoteClient(Client):
         return CallerIdentity.from_json(self._ctl("WhoAmI"))
 
     # -- data: everything enters at the controller, which resolves and forwards ------------
-    def _route(self, path: str, epoch: int | None = None, **_: Any) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
+    def _route(self, path: str, epoch: int | None = None, **_: Any) -> tuple[FederationStub, pb.Target, str]:
         target = pb.Target(
             global_path=normalize(path), epoch=epoch or 0,
             consistency=self.consistency, max_staleness_s=self.max_staleness,

@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 import grpc
 
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.api.wire import READ_METHOD
 from federation.channels import sync_channel, tunnel_channel
 from federation.loop_thread import LoopThread
 from namespace.cache import NamespaceCache, NamespaceView, load_path_view
@@ -23,6 +25,18 @@ from namespace.errors import Unavailable
 from namespace.etcd import Etcd, EtcdConfig
 
 T = TypeVar("T")
+
+
+class FederationStub(pb_grpc.FederationStub):
+    """The generated stub, plus ``read_raw``: ``Read`` with its replies left as the bytes
+    they came in, which the client takes the data out of itself (:mod:`federation.api.wire`)."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        super().__init__(channel)  # type: ignore[no-untyped-call]  # generated, unannotated
+        self.read_raw: grpc.UnaryStreamMultiCallable = channel.unary_stream(
+            READ_METHOD, request_serializer=pb.ReadRequest.SerializeToString, response_deserializer=None,
+            _registered_method=True,
+        )
 
 
 class Connection:
@@ -44,7 +58,7 @@ class Connection:
     _cache: NamespaceCache | None
     _channels: dict[str, grpc.Channel]
     # One stub per endpoint: building one makes a callable per method (~15), per request.
-    _stubs: dict[str, pb_grpc.FederationStub]
+    _stubs: dict[str, FederationStub]
     _lock: threading.Lock
     # Tunnels that did not open, and until when they are not tried again.
     _tunnels_down: dict[str, float]
@@ -125,7 +139,7 @@ class Connection:
                 ch = self._channels[endpoint] = sync_channel(endpoint, self.tls_dir, self.identity)
         return ch
 
-    def _tunnel_stub(self, tunnel: str, endpoint: str) -> pb_grpc.FederationStub | None:
+    def _tunnel_stub(self, tunnel: str, endpoint: str) -> FederationStub | None:
         """A stub for ``endpoint`` through the bulk tunnel at ``tunnel``, or None if that
         tunnel did not open lately (the caller then relays through the controller)."""
         key = f"{endpoint} through {tunnel}"
@@ -144,12 +158,12 @@ class Connection:
                 channel.close()
             else:
                 self._channels[key] = channel
-            return self._stubs.setdefault(key, pb_grpc.FederationStub(self._channels[key]))
+            return self._stubs.setdefault(key, FederationStub(self._channels[key]))
 
-    def _stub(self, endpoint: str) -> pb_grpc.FederationStub:
+    def _stub(self, endpoint: str) -> FederationStub:
         stub = self._stubs.get(endpoint)
         if stub is None:
-            stub = pb_grpc.FederationStub(self._channel(endpoint))
+            stub = FederationStub(self._channel(endpoint))
             with self._lock:
                 stub = self._stubs.setdefault(endpoint, stub)
         return stub

@@ -19,7 +19,9 @@ import grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
+from federation.api.wire import payload_at
 from federation.channels import CHUNK_SIZE
+from federation.client.connection import FederationStub
 from federation.client.control import ControlCommands
 from federation.client.discovery import find_etcd, find_tls_dir
 from federation.client.models import DirEntry, FileInfo
@@ -107,7 +109,7 @@ class Client(ControlCommands, Routing):
         self._etcd: Etcd | None = None
         self._cache: NamespaceCache | None = None
         self._channels: dict[str, grpc.Channel] = {}
-        self._stubs: dict[str, pb_grpc.FederationStub] = {}
+        self._stubs: dict[str, FederationStub] = {}
         # Endpoints that answered Put with UNIMPLEMENTED (older servers): Write there.
         self._no_put: set[pb_grpc.FederationStub] = set()
         self._put_batcher = PutBatcher()
@@ -459,11 +461,12 @@ class Client(ControlCommands, Routing):
             if self._mount_points(normalize(path)).is_dir:
                 raise InvalidInput(f"{normalize(path)} is a directory") from None
             raise
-        call = stub.Read(pb.ReadRequest(target=target, offset=offset, length=length), timeout=timeout)
+        call = stub.read_raw(pb.ReadRequest(target=target, offset=offset, length=length), timeout=timeout)
         try:
-            for chunk in call:
-                if chunk.data:
-                    yield chunk.data
+            for message in call:
+                data = _data_of(message)
+                if data:
+                    yield data
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, f"cluster {where}") from None
         finally:
@@ -517,6 +520,13 @@ class Client(ControlCommands, Routing):
         if mode in ("wb", "w"):
             return cast(IO[bytes], StreamingWriter(self, path))
         raise InvalidInput(f"unsupported mode {mode!r}: use 'rb' or 'wb'")
+
+
+def _data_of(message: bytes) -> bytes:
+    """The file bytes of one serialized ``ReadChunk``: a slice of the message where it is
+    only its ``data`` field (what an owner sends after the first), else protobuf's parse."""
+    at = payload_at(message)
+    return message[at:] if at is not None else pb.ReadChunk.FromString(message).data
 
 
 def _mount_dir(name: str) -> DirEntry:

@@ -16,7 +16,7 @@ import grpc
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
-from federation.client.connection import Connection
+from federation.client.connection import Connection, FederationStub
 from namespace.cache import NamespaceView
 from namespace.control import resolve_in
 from namespace.errors import EpochNotSeen, NotFound, NotOwner, StaleEpoch, Unavailable
@@ -34,7 +34,7 @@ class Routing(Connection):
     """The routing half of :class:`~federation.client.Client` (a base class of it)."""
 
     def _route(self, path: str, epoch: int | None = None, *, read: bool = False,
-               bulk: bool = False) -> tuple[pb_grpc.FederationStub, pb.Target, str]:
+               bulk: bool = False) -> tuple[FederationStub, pb.Target, str]:
         """Where a request on ``path`` goes; ``bulk`` for a file's byte stream (Read, Write),
         which enters at ``via`` through its bulk tunnel where it has one."""
         path = normalize(path)
@@ -78,7 +78,7 @@ class Routing(Connection):
         return self._stub(spec.endpoint), self._target(path, res, epoch or vol.epoch), vol.owner
 
     def _through_tunnel(self, view: NamespaceView, path: str, via: ClusterSpec,
-                        epoch: int | None, *, where: str) -> tuple[pb_grpc.FederationStub, pb.Target, str] | None:
+                        epoch: int | None, *, where: str) -> tuple[FederationStub, pb.Target, str] | None:
         """A stream entering at ``via``, run end to end with the owner through ``via``'s bulk
         tunnel (``federation.controller.tunnel``): the forwarder moves its bytes in the kernel
         instead of relaying gRPC messages. None where ``via`` must answer itself: it has no

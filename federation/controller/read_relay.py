@@ -13,18 +13,9 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api.wire import DATA_TAG, READ_METHOD, varint
 
-READ_METHOD = "/gns.federation.v1.Federation/Read"
-_DATA_TAG = b"\x12"  # ReadChunk.data: field 2, wire type 2 (length-delimited)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+_DATA_TAG = bytes((DATA_TAG,))
 
 
 def data_message(data: bytes, info: pb.FileInfo | None = None) -> bytes:
@@ -33,7 +24,7 @@ def data_message(data: bytes, info: pb.FileInfo | None = None) -> bytes:
     Concatenated encodings of a message are its merge, so ``info``'s encoding followed by
     the data field is exactly ``ReadChunk(info=info, data=data)``."""
     head = pb.ReadChunk(info=info).SerializeToString() if info is not None else b""
-    return b"".join((head, _DATA_TAG, _varint(len(data)), data))
+    return b"".join((head, _DATA_TAG, varint(len(data)), data))
 
 
 class Messages:

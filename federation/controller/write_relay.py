@@ -15,35 +15,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api.wire import DATA_TAG, payload_at
 from namespace.errors import InvalidInput, Unavailable
 
 WRITE_METHOD = "/gns.federation.v1.Federation/Write"
-_DATA_TAG = 0x12  # field 2 (data), wire type 2 (length-delimited)
-_END = bytes((_DATA_TAG, 0))  # an empty data message: the end a header with ``ends`` promises
+_END = bytes((DATA_TAG, 0))  # an empty data message: the end a header with ``ends`` promises
 # Payload handed to the owner's I/O pool per call (one storage stage): a pool hop costs the
 # loop and a worker ~0.2 ms, so one per 1 MiB message was ~0.2 CPU-s per GiB (issue 14).
 _BATCH = 4 << 20
 
 
-def _payload_at(raw: bytes) -> int | None:
-    """Offset of the payload when ``raw`` is exactly one ``data`` field, else None."""
-    if not raw or raw[0] != _DATA_TAG:
-        return None
-    size = shift = 0
-    pos = 1
-    while pos < len(raw) and pos < 11:
-        b = raw[pos]
-        size |= (b & 0x7F) << shift
-        pos += 1
-        if not b & 0x80:
-            return pos if pos + size == len(raw) else None
-        shift += 7
-    return None
-
-
 def deserialize(raw: bytes) -> bytes | pb.WriteChunk:
     """The server-side request deserializer of ``Write``."""
-    if _payload_at(raw) is not None:
+    if payload_at(raw) is not None:
         return raw
     chunk: pb.WriteChunk = pb.WriteChunk.FromString(raw)
     return chunk
@@ -52,7 +36,7 @@ def deserialize(raw: bytes) -> bytes | pb.WriteChunk:
 def data_of(msg: bytes | pb.WriteChunk) -> bytes | memoryview:
     """The payload of a data message (raw or parsed); a second header is refused."""
     if isinstance(msg, bytes):
-        at = _payload_at(msg)
+        at = payload_at(msg)
         if at is None:  # cannot happen for what deserialize() returns raw
             return data_of(pb.WriteChunk.FromString(msg))
         return memoryview(msg)[at:]

@@ -1,0 +1,42 @@
+"""The protobuf wire format of the messages that carry file bytes, read and written by hand.
+
+``ReadChunk`` and ``WriteChunk`` both carry a file's bytes in field 2 (``data``). Protobuf
+copies those bytes into every message it builds and out of every message it parses: taking
+``data`` out of a parsed 1 MiB ``ReadChunk`` costs 0.096 CPU-s per GiB here, against 0.032
+for one slice of the message's bytes. So the owner encodes its read data by hand
+(``federation.controller.read_relay``), a forwarder passes messages on as they came, and the
+owner of a write and a client reading a file take the payload of a message that is exactly
+one ``data`` field straight out of its bytes. Any other message is left to protobuf.
+"""
+from __future__ import annotations
+
+READ_METHOD = "/gns.federation.v1.Federation/Read"
+"""Called with no response deserializer by a forwarder and a client, which take the bytes."""
+DATA_TAG = 0x12
+"""Field 2 (``data``), wire type 2 (length-delimited), as one byte."""
+
+
+def varint(n: int) -> bytes:
+    """``n`` as a protobuf varint."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def payload_at(raw: bytes) -> int | None:
+    """Offset of the payload when ``raw`` is exactly one ``data`` field, else None."""
+    if not raw or raw[0] != DATA_TAG:
+        return None
+    size = shift = 0
+    pos = 1
+    while pos < len(raw) and pos < 11:
+        b = raw[pos]
+        size |= (b & 0x7F) << shift
+        pos += 1
+        if not b & 0x80:
+            return pos if pos + size == len(raw) else None
+        shift += 7
+    return None

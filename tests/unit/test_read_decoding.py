@@ -1,0 +1,43 @@
+"""A client takes a ``ReadChunk``'s data out of its bytes itself, as protobuf would (issue 14)."""
+from __future__ import annotations
+
+import pytest
+
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
+from federation.api.wire import payload_at
+from federation.client.facade import _data_of
+from federation.controller import read_relay
+
+INFO = pb.FileInfo(path="/a/b", size=3, sha256="0" * 64, version=7, type="file", served_by="x")
+
+
+def _payload(size: int) -> bytes:
+    return bytes(range(256)) * (size // 256) + bytes(size % 256)
+
+
+@pytest.mark.parametrize("size", [1, 127, 128, 16383, 16384, 2097151, 2097152, (1 << 20) + 7])
+def test_a_data_message_is_sliced_and_equals_protobufs_parse(size: int) -> None:
+    payload = _payload(size)
+    for message in (read_relay.data_message(payload), pb.ReadChunk(data=payload).SerializeToString()):
+        assert payload_at(message) is not None
+        got = _data_of(message)
+        assert type(got) is bytes and got == payload == pb.ReadChunk.FromString(message).data
+
+
+@pytest.mark.parametrize("message", [
+    read_relay.data_message(b"first", INFO),             # the first message carries info
+    pb.ReadChunk(info=INFO).SerializeToString(),          # an empty file: info only
+    pb.ReadChunk(data=b"xyz").SerializeToString() + b"\x1a\x01z",  # more after the data field
+    b"\x12\x05abc",                                       # shorter than its length says
+    b"\x12\x02abc",                                       # longer than its length says
+    b"",                                                  # an empty message
+], ids=["info-then-data", "info-only", "trailing-field", "short", "long", "empty"])
+def test_any_other_message_is_left_to_protobuf(message: bytes) -> None:
+    try:
+        expected = pb.ReadChunk.FromString(message).data
+    except Exception as exc:  # protobuf refuses it: so must we, not hand back a slice
+        assert payload_at(message) is None
+        with pytest.raises(type(exc)):
+            _data_of(message)
+        return
+    assert _data_of(message) == expected
