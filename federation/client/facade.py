@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
@@ -45,6 +46,7 @@ from namespace.control import resolve_in
 from namespace.errors import (
     Conflict,
     FileNotFound,
+    InternalError,
     InvalidInput,
     NotFound,
     PermissionDenied,
@@ -469,6 +471,8 @@ class Client(ControlCommands, Routing):
                     yield data
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, f"cluster {where}") from None
+        except DecodeError as exc:  # gRPC's own deserializer reported this as INTERNAL
+            raise InternalError(f"cluster {where}: a Read reply does not parse: {exc}") from None
         finally:
             call.cancel()
 

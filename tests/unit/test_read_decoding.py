@@ -1,12 +1,17 @@
 """A client takes a ``ReadChunk``'s data out of its bytes itself, as protobuf would (issue 14)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from types import SimpleNamespace
+
 import pytest
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api.wire import payload_at
+from federation.client import Client
 from federation.client.facade import _data_of
 from federation.controller import read_relay
+from namespace.errors import InternalError
 
 INFO = pb.FileInfo(path="/a/b", size=3, sha256="0" * 64, version=7, type="file", served_by="x")
 
@@ -41,3 +46,41 @@ def test_any_other_message_is_left_to_protobuf(message: bytes) -> None:
             _data_of(message)
         return
     assert _data_of(message) == expected
+
+
+class _Call:
+    """A finished ``Read`` call that delivered ``messages`` (what ``read_raw`` returns)."""
+
+    def __init__(self, messages: list[bytes]) -> None:
+        self.messages, self.cancelled = messages, False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.messages)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def _client_reading(messages: list[bytes]) -> tuple[Client, _Call]:
+    """A client whose every read is routed to a stub that answers ``messages``."""
+    call = _Call(messages)
+    client = Client.__new__(Client)  # no etcd, no cache: only read_chunks runs
+    stub = SimpleNamespace(read_raw=lambda request, timeout=None: call)
+    client._route = lambda path, epoch=None, **kw: (stub, pb.Target(global_path=path), "here")  # type: ignore[method-assign,assignment]
+    return client, call
+
+
+def test_read_chunks_yields_the_data_of_every_message() -> None:
+    first = read_relay.data_message(b"ab", INFO)
+    client, call = _client_reading([first, read_relay.data_message(b"cd"), pb.ReadChunk(info=INFO).SerializeToString()])
+    assert list(client.read_chunks("/a/b")) == [b"ab", b"cd"]
+    assert call.cancelled
+
+
+def test_a_reply_that_does_not_parse_is_an_internal_error_naming_the_cluster() -> None:
+    client, call = _client_reading([read_relay.data_message(b"ab"), b"\x12\x05abc"])
+    chunks = client.read_chunks("/a/b")
+    assert next(chunks) == b"ab"
+    with pytest.raises(InternalError, match="cluster here: a Read reply does not parse"):
+        next(chunks)
+    assert call.cancelled
