@@ -144,12 +144,33 @@ class PreparedSource:
             self._check(seen, h.hexdigest(), uri)
 
     def _check(self, n: int, digest: str, uri: str) -> None:
-        if n != self.size:
-            raise IntegrityError(f"source gave {n} bytes, expected {self.size}", uri=uri)
-        if digest != self.sha256:
-            raise IntegrityError(
-                f"sha256 mismatch: streamed {digest}, expected {self.sha256}", uri=uri
-            )
+        check_streamed(n, digest, self.size, self.sha256, uri)
+
+
+def check_streamed(n: int, digest: str, size: int | None, sha256: str | None, uri: str | None = None) -> None:
+    """``IntegrityError`` unless ``n`` bytes hashing to ``digest`` are the ``size`` bytes of
+    ``sha256`` promised (None: not promised)."""
+    if size is not None and n != size:
+        raise IntegrityError(f"source gave {n} bytes, expected {size}", uri=uri)
+    if sha256 is not None and digest != sha256:
+        raise IntegrityError(f"sha256 mismatch: streamed {digest}, expected {sha256}", uri=uri)
+
+
+def checked_parts(parts: Iterable[bytes], size: int, sha256: str, uri: str) -> Iterator[bytes]:
+    """``parts`` as ``_put_parts`` must get them when they cannot be read twice (a stream
+    relayed from elsewhere): the part that completes ``size`` bytes is yielded only once
+    they hash to ``sha256``, and a stream that ends short raises instead of ending, so an
+    upload is never completed on part of the bytes (``IntegrityError`` either way)."""
+    h = hashlib.sha256()
+    seen = 0
+    for part in parts:
+        seen += len(part)
+        h.update(part)
+        if seen >= size:
+            check_streamed(seen, h.hexdigest(), size, sha256, uri)
+        yield part
+    if seen < size:
+        check_streamed(seen, h.hexdigest(), size, sha256, uri)
 
 
 class _ChunkReader(io.RawIOBase):
@@ -243,13 +264,12 @@ def prepare_source(
         spool.write(chunk)
         n += len(chunk)
     spool.seek(0)
-    if size is not None and size != n:
-        spool.close()
-        raise IntegrityError(f"source gave {n} bytes, expected {size}")
     digest = h.hexdigest()
-    if sha256 is not None and sha256 != digest:
+    try:
+        check_streamed(n, digest, size, sha256)
+    except IntegrityError:
         spool.close()
-        raise IntegrityError(f"sha256 mismatch: streamed {digest}, expected {sha256}")
+        raise
     # A spooled file is a binary file (typeshed does not say so).
     return PreparedSource(cast(BinaryIO, spool), 0, n, digest, owned=True)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,10 +29,11 @@ from typing import Any
 import grpc
 
 from cloud_adapters import errors as store_errors
-from cloud_adapters.base import ObjectInfo, ObjectStore
+from cloud_adapters.base import ObjectInfo, ObjectStore, check_streamed, checked_parts
 from cloud_adapters.registry import implementation, open_store
 from cloud_adapters.uri import StoreURI, parse_uri
 from federation.channels import sync_channel
+from federation.stream_feed import feed_blocking
 
 METHOD = "/gns.edge.v1.ObjectRelay/Call"
 ON_BEHALF_OF = "gns-on-behalf-of"
@@ -205,10 +207,9 @@ class ObjectRelayHandler:
             store = await asyncio.to_thread(self._store, uri)  # may import an SDK: not on the loop
             if not all(str(k).startswith(store._key_prefix) for k in _keys(head)):
                 raise store_errors.PermissionDenied(f"key outside {uri}", uri=uri)
-            loop = asyncio.get_running_loop()
             op = head["op"]
             if op in ("put_small", "put_parts"):
-                result = await self._put(store, head, it, loop)
+                result = await self._put(store, head, it)
                 yield json.dumps({"result": _info_dict(result)}).encode()
             elif op == "open_range":
                 info, chunks = await asyncio.to_thread(store._open_range, head["key"], int(head["start"]),
@@ -224,26 +225,26 @@ class ObjectRelayHandler:
         except (KeyError, ValueError, TypeError, StopAsyncIteration) as exc:
             yield json.dumps({"error": {"type": "ObjectStoreError", "message": f"bad relay request: {exc}"}}).encode()
 
-    async def _put(self, store: ObjectStore, head: dict[str, Any], it: AsyncIterator[bytes],
-                   loop: asyncio.AbstractEventLoop) -> ObjectInfo:
+    async def _put(self, store: ObjectStore, head: dict[str, Any], it: AsyncIterator[bytes]) -> ObjectInfo:
         key, sha, if_absent, if_match = head["key"], head["sha256"], bool(head["if_absent"]), head["if_match"]
         if head["op"] == "put_small":
             data = b"".join([p async for p in _unframed(it)])
-            return await asyncio.to_thread(store._put_small, key, data, sha, if_absent, if_match)
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=2)
 
-        def parts() -> Iterator[bytes]:
-            while (block := asyncio.run_coroutine_threadsafe(queue.get(), loop).result()) is not None:
-                yield block
+            def put_small() -> ObjectInfo:
+                # As below: a site killed before its part ends the stream cleanly too.
+                check_streamed(len(data), hashlib.sha256(data).hexdigest(), None, sha, store.uri)
+                return store._put_small(key, data, sha, if_absent, if_match)
 
-        task = loop.run_in_executor(None, lambda: store._put_parts(
-            key, parts(), int(head["size"]), sha, if_absent, if_match, int(head["part_size"])))
-        try:
-            async for part in _unframed(it):
-                await queue.put(part)
-        finally:
-            await queue.put(None)
-        return await task
+            return await asyncio.to_thread(put_small)
+        size = int(head["size"])
+
+        def put_parts(parts: Iterator[bytes]) -> ObjectInfo:
+            # A site killed at a part boundary ends its stream cleanly: the parts are checked
+            # against the size and sha256 it promised, or the upload would complete partial.
+            return store._put_parts(key, checked_parts(parts, size, sha, store.uri), size, sha,
+                                    if_absent, if_match, int(head["part_size"]))
+
+        return await feed_blocking(put_parts, _unframed(it), depth=2)
 
 
 async def _unframed(it: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

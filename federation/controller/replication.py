@@ -7,7 +7,7 @@ SQLite transaction on the replica: it never reports a version it does not fully 
 """
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -24,6 +24,7 @@ from federation.channels import CHUNK_SIZE, sync_channel
 from federation.controller.handler_io import IOPool, read_header
 from federation.controller.volumes import VolumeManager
 from federation.storage import FileMeta
+from federation.stream_feed import feed_blocking
 from mirroring.protocols import FileLike, TargetFile, TargetState
 from namespace.errors import Conflict, InvalidInput, StaleEpoch, Unavailable
 
@@ -120,7 +121,6 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         """One or more blobs, each a header then its data (several small blobs in one call
         save a round trip each over a slow path such as an edge link)."""
         h, it = await read_header(request_iterator, "blob")
-        loop = asyncio.get_running_loop()
         digest = ""
         while h is not None:
             self._check_sender(h.volume, h.source, h.epoch)
@@ -141,29 +141,20 @@ class ReplicationService(pb_grpc.ReplicationServicer):
                     parts.append(msg.data)
                 digest = str(await self._io(vs.ingest_blob, parts, expect_sha256=blob_h.sha256))
                 continue
-            # ingest_blob pulls chunks from a blocking iterator; feed it from the stream.
-            queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
+            # ingest_blob pulls chunks from a blocking iterator: fed from the stream, up to
+            # the next blob's header.
+            blob_h, h = h, None
 
-            def ingest(vs: Any = vs, sha: str = h.sha256, q: asyncio.Queue[bytes | None] = queue) -> str:
-                def chunks() -> Iterator[bytes]:
-                    while True:
-                        data = asyncio.run_coroutine_threadsafe(q.get(), loop).result()
-                        if data is None:
-                            return
-                        yield data
-                return str(vs.ingest_blob(chunks(), expect_sha256=sha))
-
-            task = loop.run_in_executor(self.pool, ingest)
-            h = None
-            try:
+            async def data() -> AsyncIterator[bytes]:
+                nonlocal h
                 async for msg in it:
                     if msg.WhichOneof("part") == "header":
                         h = msg.header
-                        break
-                    await queue.put(msg.data)
-            finally:
-                await queue.put(None)
-            digest = await task
+                        return
+                    yield msg.data
+
+            digest = str(await feed_blocking(
+                functools.partial(vs.ingest_blob, expect_sha256=blob_h.sha256), data(), self.pool))
         return pb.ReplicaBlobReply(sha256=digest)
 
     async def Commit(self, request_iterator: AsyncIterator[pb.ReplicaCommitChunk], context: grpc.aio.ServicerContext) -> pb.ReplicaCommitReply:
