@@ -16,9 +16,9 @@ is up and behind.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,9 +28,11 @@ from edge.site import LocalNamespace
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
+from federation.api.wire import READ_METHOD, read_data
 from federation.channels import BASE_OPTIONS
-from federation.sitekit import FileMeta, IOPool, VolumeManager
-from namespace.errors import Conflict
+from federation.sitekit import FileMeta, IOPool, VolumeManager, VolumeStorage
+from federation.stream_feed import feed_blocking
+from namespace.errors import Conflict, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class Follower:
         self.volumes = volumes
         self.uplink = uplink
         self.link_up = link_up
+        self._pool = pool
         self._io = IOPool(pool).run
         self._kick = asyncio.Event()
         self.followed: dict[str, tuple[int, int]] = {}
@@ -91,7 +94,7 @@ class Follower:
             if (int(vs.version), int(vs.epoch)) == (version, epoch):
                 self.followed[name] = (version, epoch)
                 return False
-            files, dirs = await self._walk(stub, name, version)
+            files, dirs = await self._walk(channel, stub, name, version)
             after = await stub.VolumeState(pb.VolumeStateRequest(volume=name), timeout=30)
             if int(after.version) != version:
                 self._kick.set()  # it moved while we read: again, at once
@@ -112,7 +115,7 @@ class Follower:
                     self.site, name, owner, version, epoch, len(files))
         return True
 
-    async def _walk(self, stub: pb_grpc.FederationStub, name: str,
+    async def _walk(self, channel: grpc.aio.Channel, stub: pb_grpc.FederationStub, name: str,
                     version: int) -> tuple[list[FileMeta], list[tuple[str, int, float]]]:
         """Every file (blob fetched if missing) and explicit directory the owner holds."""
         vs = await self._io(self.volumes.storage, name)
@@ -132,16 +135,25 @@ class Follower:
                 info = await stub.Stat(pb.StatRequest(target=pb.Target(volume=name, relative_path=path)),
                                        timeout=60)
                 if not await self._io(vs.has_blob, info.sha256):
-                    data = b"".join([c.data async for c in stub.Read(
-                        pb.ReadRequest(target=pb.Target(volume=name, relative_path=path)), timeout=600)])
-                    if hashlib.sha256(data).hexdigest() != info.sha256:
-                        raise Conflict(f"{path} changed at the owner while the site read it")
-                    await self._io(vs.ingest_blob, _once(data), info.sha256)
+                    await self._fetch(channel, vs, name, path, info.sha256)
                 files.append(FileMeta(path, int(info.size), info.sha256, float(info.mtime),
                                       min(int(info.version) or version, version), int(info.mode) or 0o644))
         return files, dirs
 
+    async def _fetch(self, channel: grpc.aio.Channel, vs: VolumeStorage, name: str, path: str, sha256: str) -> None:
+        """Store one file's blob as it streams in (a file far larger than the site's memory
+        follows too), checked against the sha256 its ``Stat`` gave."""
+        read = channel.unary_stream(READ_METHOD, request_serializer=pb.ReadRequest.SerializeToString,
+                                    response_deserializer=None)
 
-def _once(data: bytes) -> Iterator[bytes]:
-    yield data
+        async def data() -> AsyncIterator[bytes]:
+            async for message in read(pb.ReadRequest(target=pb.Target(volume=name, relative_path=path)),
+                                      timeout=600):
+                if chunk := read_data(message):
+                    yield chunk
+
+        try:
+            await feed_blocking(functools.partial(vs.ingest_blob, expect_sha256=sha256), data(), self._pool)
+        except InvalidInput as exc:  # the bytes are not those its Stat described
+            raise Conflict(f"{path} changed at the owner while the site read it ({exc})") from None
 

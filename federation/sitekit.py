@@ -17,6 +17,7 @@ from federation.controller.service import API_VERSIONS, RELEASE, FederationServi
 from federation.controller.service import add_to_server as add_federation_service
 from federation.controller.volumes import VolumeManager
 from federation.storage.models import FileMeta
+from federation.storage.volume import VolumeStorage
 
 __all__ = [
     "API_VERSIONS",
@@ -32,6 +33,7 @@ __all__ = [
     "Resolved",
     "SiteAuthorizer",
     "VolumeManager",
+    "VolumeStorage",
     "add_federation_service",
     "claim_data_dir",
     "forward_metadata",

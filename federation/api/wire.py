@@ -6,9 +6,12 @@ copies those bytes into every message it builds and out of every message it pars
 for one slice of the message's bytes. So the owner encodes its read data by hand
 (``federation.controller.read_relay``), a forwarder passes messages on as they came, and the
 owner of a write and a client reading a file take the payload of a message that is exactly
-one ``data`` field straight out of its bytes. Any other message is left to protobuf.
+one ``data`` field straight out of its bytes (:func:`read_data`). Any other message is left
+to protobuf.
 """
 from __future__ import annotations
+
+from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 
 READ_METHOD = "/gns.federation.v1.Federation/Read"
 """Called with no response deserializer by a forwarder and a client, which take the bytes."""
@@ -40,3 +43,11 @@ def payload_at(raw: bytes) -> int | None:
             return pos if pos + size == len(raw) else None
         shift += 7
     return None
+
+
+def read_data(message: bytes) -> bytes:
+    """The file bytes of one serialized ``ReadChunk``: a slice of the message where it is
+    only its ``data`` field (what an owner sends after the first), else protobuf's parse
+    (which raises ``DecodeError`` on bytes that are no ``ReadChunk``)."""
+    at = payload_at(message)
+    return message[at:] if at is not None else pb.ReadChunk.FromString(message).data

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
-from federation.api.wire import payload_at
+from federation.api.wire import read_data
 from federation.channels import CHUNK_SIZE
 from federation.client.connection import FederationStub
 from federation.client.control import ControlCommands
@@ -466,7 +466,7 @@ class Client(ControlCommands, Routing):
         call = stub.read_raw(pb.ReadRequest(target=target, offset=offset, length=length), timeout=timeout)
         try:
             for message in call:
-                data = _data_of(message)
+                data = read_data(message)
                 if data:
                     yield data
         except grpc.RpcError as exc:
@@ -524,13 +524,6 @@ class Client(ControlCommands, Routing):
         if mode in ("wb", "w"):
             return cast(IO[bytes], StreamingWriter(self, path))
         raise InvalidInput(f"unsupported mode {mode!r}: use 'rb' or 'wb'")
-
-
-def _data_of(message: bytes) -> bytes:
-    """The file bytes of one serialized ``ReadChunk``: a slice of the message where it is
-    only its ``data`` field (what an owner sends after the first), else protobuf's parse."""
-    at = payload_at(message)
-    return message[at:] if at is not None else pb.ReadChunk.FromString(message).data
 
 
 def _mount_dir(name: str) -> DirEntry:

@@ -5,7 +5,9 @@ from the core), the new owner's data wins, and the site's copy follows the new o
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from tests.support.edge import (
     try_rpc,
     wait_cluster,
 )
+from tests.support.stored_blobs import blob_files
 
 POLICY = """
 apiVersion: gns.io/v1alpha1
@@ -63,6 +66,9 @@ def test_forced_promotion_while_away_site_writes_diverge_and_follow(federation: 
         # The new owner writes too: its data is what the federation keeps.
         assert federation.gns("put", "-", "/sensors/shared", input=b"v2 from the new owner").returncode == 0
         assert federation.gns("put", "-", "/sensors/core-only", input=b"core").returncode == 0
+        # A file of several Read messages: the site streams it into its store as it comes.
+        big = os.urandom(3 << 19).hex().encode()  # 3 MiB (the CLI helper passes text)
+        assert federation.gns("put", "-", "/sensors/big", input=big).returncode == 0
 
         proxy.resume()
         proxy.drop()
@@ -82,6 +88,8 @@ def test_forced_promotion_while_away_site_writes_diverge_and_follow(federation: 
         st = wait_for(lambda: (got := e.status().get("followed", {}).get("sensors")) and got[0] == owner_version
                       and got, 30, "site follows the new owner")
         assert st == [owner_version, 2]
+        site_volume = e.data_dir / "volumes" / "sensors"
+        assert hashlib.sha256(big).hexdigest() in blob_files(site_volume)
         at_site = s.VolumeState(pb.VolumeStateRequest(volume="sensors"), timeout=10)
         assert at_site.role == "replica" and int(at_site.version) == owner_version and int(at_site.epoch) == 2
         # New owner's data wins, everywhere; the site's version never reached the core.

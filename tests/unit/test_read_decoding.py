@@ -7,9 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
-from federation.api.wire import payload_at
+from federation.api.wire import payload_at, read_data
 from federation.client import Client
-from federation.client.facade import _data_of
 from federation.controller import read_relay
 from namespace.errors import InternalError
 
@@ -25,7 +24,7 @@ def test_a_data_message_is_sliced_and_equals_protobufs_parse(size: int) -> None:
     payload = _payload(size)
     for message in (read_relay.data_message(payload), pb.ReadChunk(data=payload).SerializeToString()):
         assert payload_at(message) is not None
-        got = _data_of(message)
+        got = read_data(message)
         assert type(got) is bytes and got == payload == pb.ReadChunk.FromString(message).data
 
 
@@ -43,9 +42,9 @@ def test_any_other_message_is_left_to_protobuf(message: bytes) -> None:
     except Exception as exc:  # protobuf refuses it: so must we, not hand back a slice
         assert payload_at(message) is None
         with pytest.raises(type(exc)):
-            _data_of(message)
+            read_data(message)
         return
-    assert _data_of(message) == expected
+    assert read_data(message) == expected
 
 
 class _Call:
