@@ -17,9 +17,9 @@ import sys
 
 def main() -> int:
     from federation.cli import main as cli
-    from federation.malloc_tuning import tune_malloc
+    from federation.malloc_tuning import tune_for_command
 
-    tune_malloc()  # what the gns command's main does for the process it becomes
+    tune_for_command("fuse")  # what the gns command's main does for the process it becomes
     try:  # the FUSE layer's own imports, so that nothing is left to load after the request
         for name in ("pyfuse3", "trio"):  # what gns fuse imports at mount time
             importlib.import_module(name)
