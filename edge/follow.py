@@ -146,7 +146,7 @@ class Follower:
         read = channel.unary_stream(READ_METHOD, request_serializer=pb.ReadRequest.SerializeToString,
                                     response_deserializer=None)
 
-        async def data() -> AsyncIterator[bytes]:
+        async def data() -> AsyncIterator[memoryview]:
             async for message in read(pb.ReadRequest(target=pb.Target(volume=name, relative_path=path)),
                                       timeout=600):
                 if chunk := read_data(message):

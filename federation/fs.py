@@ -110,7 +110,7 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no 
         with _builtin_errors(path):
             if self.client.stat(path).is_dir:
                 raise IsADirectoryError(path)
-            return b"".join(self.client.read_chunks(path, offset=start, length=length))
+            return b"".join(self.client.read_views(path, offset=start, length=length))
 
     # -- writes --------------------------------------------------------------------------
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:

@@ -6,8 +6,8 @@ copies those bytes into every message it builds and out of every message it pars
 for one slice of the message's bytes. So the owner encodes its read data by hand
 (``federation.controller.read_relay``), a forwarder passes messages on as they came, and the
 owner of a write and a client reading a file take the payload of a message that is exactly
-one ``data`` field straight out of its bytes (:func:`read_data`). Any other message is left
-to protobuf.
+one ``data`` field straight out of its bytes (:func:`read_data`, a view: whoever needs the
+bytes on their own copies them once). Any other message is left to protobuf.
 """
 from __future__ import annotations
 
@@ -45,9 +45,9 @@ def payload_at(raw: bytes) -> int | None:
     return None
 
 
-def read_data(message: bytes) -> bytes:
-    """The file bytes of one serialized ``ReadChunk``: a slice of the message where it is
-    only its ``data`` field (what an owner sends after the first), else protobuf's parse
-    (which raises ``DecodeError`` on bytes that are no ``ReadChunk``)."""
+def read_data(message: bytes) -> memoryview:
+    """The file bytes of one serialized ``ReadChunk``, without a copy: a view into the
+    message where it is only its ``data`` field (what an owner sends after the first), else
+    into protobuf's parse (which raises ``DecodeError`` on bytes that are no ``ReadChunk``)."""
     at = payload_at(message)
-    return message[at:] if at is not None else pb.ReadChunk.FromString(message).data
+    return memoryview(message)[at:] if at is not None else memoryview(pb.ReadChunk.FromString(message).data)

@@ -109,7 +109,7 @@ def read_at_least(fh: IO[bytes], n: int) -> bytes:
     return b"".join(parts)
 
 
-def write_local_file(dst: Path, chunks: Iterable[bytes], progress: Progress | None = None) -> int:
+def write_local_file(dst: Path, chunks: Iterable[bytes | memoryview], progress: Progress | None = None) -> int:
     """Write ``chunks`` to a new local file ``dst`` and fsync it; the byte count.
 
     Why direct I/O: writing a downloaded file through the page cache and fsyncing it cost
@@ -205,7 +205,7 @@ class RangedReader(io.RawIOBase):
     def __init__(self, client: Client, path: str, size: int) -> None:
         self.client, self.path, self.size = client, path, size
         self.pos = 0
-        self._it: Iterator[bytes] | None = None
+        self._it: Iterator[memoryview] | None = None
         self._buf = memoryview(b"")  # the rest of the current chunk, sliced without copies
 
     def readable(self) -> bool:
@@ -229,7 +229,7 @@ class RangedReader(io.RawIOBase):
             return 0
         if not self._buf:
             if self._it is None:
-                self._it = self.client.read_chunks(self.path, offset=self.pos)
+                self._it = self.client.read_views(self.path, offset=self.pos)
             self._buf = memoryview(next(self._it, b""))
             if not self._buf:
                 return 0

@@ -15,6 +15,8 @@
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 import queue
 import threading
@@ -113,6 +115,34 @@ class _QueueSource:
         return False
 
 
+class _Window:
+    """One window of a file as the messages it came in (views into them, never joined):
+    a slice inside one message is a view too, so the kernel's copy of it is the only one."""
+
+    def __init__(self, pieces: list[memoryview]) -> None:
+        self._pieces = pieces
+        self._starts = list(itertools.accumulate((len(p) for p in pieces), initial=0))
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def __getitem__(self, span: slice) -> bytes | memoryview:
+        start, stop = max(span.start or 0, 0), min(span.stop, len(self))
+        if start >= stop:
+            return b""
+        i = bisect.bisect_right(self._starts, start) - 1
+        first = self._pieces[i][start - self._starts[i]:stop - self._starts[i]]
+        if self._starts[i] + len(self._pieces[i]) >= stop:
+            return first
+        pieces = [first]  # a slice across messages: joined, the one copy
+        while (i := i + 1) < len(self._pieces) and self._starts[i] < stop:
+            pieces.append(self._pieces[i][:stop - self._starts[i]])
+        return b"".join(pieces)
+
+
+_EMPTY = _Window([])
+
+
 class RemoteReader:
     """Windowed ranged reads of one committed file, prefetching the next window."""
 
@@ -120,20 +150,21 @@ class RemoteReader:
                  timeout: float, window: int = WINDOW) -> None:
         self.client, self.gpath, self.size = client, gpath, size
         self._pool, self._timeout, self._window = pool, timeout, window
-        self._buf = b""
+        self._buf = _EMPTY
         self._buf_off = 0
-        self._next: tuple[int, Future[bytes]] | None = None
+        self._next: tuple[int, Future[_Window]] | None = None
         self._lock = threading.Lock()
 
-    def _fetch(self, off: int) -> bytes:
+    def _fetch(self, off: int) -> _Window:
         length = min(self._window, self.size - off)
         if length <= 0:
-            return b""
-        return b"".join(self.client.read_chunks(self.gpath, offset=off, length=length,
-                                                timeout=self._timeout))
+            return _EMPTY
+        return _Window(list(self.client.read_views(self.gpath, offset=off, length=length,
+                                                   timeout=self._timeout)))
 
-    def cached(self, off: int, size: int) -> bytes | None:
-        """The bytes if this window already holds them (no I/O: safe on the event loop)."""
+    def cached(self, off: int, size: int) -> bytes | memoryview | None:
+        """The bytes if this window already holds them (no I/O: safe on the event loop), as
+        a view into the window: the kernel's copy is the only one."""
         end = min(off + size, self.size)
         if off >= self.size:
             return b""
@@ -144,12 +175,12 @@ class RemoteReader:
                 return data
         return None
 
-    def read(self, off: int, size: int) -> bytes:
+    def read(self, off: int, size: int) -> bytes | memoryview:
         end = min(off + size, self.size)
         if off >= self.size:
             return b""
         with self._lock:
-            out = bytearray()
+            pieces: list[bytes | memoryview] = []
             pos = off
             while pos < end:
                 if not (self._buf_off <= pos < self._buf_off + len(self._buf)):
@@ -165,10 +196,11 @@ class RemoteReader:
                         break
                     self._buf, self._buf_off = data, pos
                 take = self._buf[pos - self._buf_off:end - self._buf_off]
-                out += take
+                pieces.append(take)
                 pos += len(take)
             self._maybe_prefetch(pos)
-            return bytes(out)
+            # Within one window (the usual case) a view; across two, the one copy that joins.
+            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _maybe_prefetch(self, pos: int) -> None:
         """Sequential reading near the window's end: start fetching the next one."""
@@ -182,7 +214,7 @@ class RemoteReader:
             if self._next is not None:
                 self._next[1].cancel()
                 self._next = None
-            self._buf = b""
+            self._buf = _EMPTY
 
 
 class StagedFile:
@@ -214,8 +246,8 @@ class StagedFile:
         pos = 0
         while pos < size:
             start = pos
-            for chunk in client.read_chunks(gpath, offset=pos, length=min(WINDOW, size - pos),
-                                            timeout=timeout):
+            for chunk in client.read_views(gpath, offset=pos, length=min(WINDOW, size - pos),
+                                           timeout=timeout):
                 os.pwrite(self.fd, chunk, pos)
                 pos += len(chunk)
             if pos == start:  # the file shrank since its stat: keep what there is

@@ -467,7 +467,9 @@ class GnsOperations(pyfuse3.Operations):
         return (pyfuse3.FileInfo(fh=self._new_fh(sf), keep_cache=False),
                 self.entry(ino, self._staged_attrs(sf)))
 
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    # pyfuse3 declares bytes but takes any contiguous buffer (PyObject_GetBuffer): a view
+    # into the read window spares a copy of every byte read.
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
         h = self._handles[fh]
         if isinstance(h, StagedFile):
             return h.read(off, size)

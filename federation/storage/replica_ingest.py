@@ -40,7 +40,7 @@ class ReplicaIngest:
         self._state = state
         self._gc = gc
 
-    def ingest_blob(self, chunks: Iterable[bytes], expect_sha256: str | None = None) -> str:
+    def ingest_blob(self, chunks: Iterable[bytes | memoryview], expect_sha256: str | None = None) -> str:
         """Stage a blob for a coming ``reset_to``/``apply_changes``; return its sha256.
 
         The blob is marked staged, so the sweep at open keeps it until a reset or apply
@@ -49,7 +49,7 @@ class ReplicaIngest:
         a blob file.
         """
         rest = iter(chunks)
-        head: list[bytes] = []
+        head: list[bytes | memoryview] = []
         size = 0
         for chunk in rest:
             head.append(chunk)
@@ -62,7 +62,7 @@ class ReplicaIngest:
         self._stage(sha, data)
         return sha
 
-    def _ingest_file(self, chunks: Iterable[bytes], expect_sha256: str | None) -> str:
+    def _ingest_file(self, chunks: Iterable[bytes | memoryview], expect_sha256: str | None) -> str:
         temp = self._state.blobs.new_temp()
         try:
             for chunk in chunks:

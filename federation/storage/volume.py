@@ -268,7 +268,7 @@ class VolumeStorage:
 
     # ------------------------------------------------------------------ replicas (replica_ingest.py)
 
-    def ingest_blob(self, chunks: Iterable[bytes], expect_sha256: str | None = None) -> str:
+    def ingest_blob(self, chunks: Iterable[bytes | memoryview], expect_sha256: str | None = None) -> str:
         """Store a blob durably for a coming ``reset_to``/``apply_changes``; return its sha256."""
         return self._ingest.ingest_blob(chunks, expect_sha256)
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,45 @@ def test_staging_bounds_and_crash_cleanup(tmp_path: Path) -> None:
     s.reserve(0, 10)
     s.close()
     assert not path.exists() and not s.dir.exists()
+
+
+class _MessageClient:
+    """``read_views`` as the client gives it: each 10-byte message of a range, as a view."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.messages = data, list[bytes]()
+
+    def read_views(self, gpath: str, offset: int, length: int, timeout: float) -> Iterator[memoryview]:
+        for at in range(offset, min(offset + length, len(self.data)), 10):
+            message = self.data[at:min(at + 10, offset + length)]
+            self.messages.append(message)
+            yield memoryview(message)
+
+
+def test_remote_reads_are_views_into_the_messages_and_whole_across_their_edges() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from federation.fuse.handles import RemoteReader
+
+    data = bytes(range(256)) * 2
+    client = _MessageClient(data)
+    with ThreadPoolExecutor(2) as pool:
+        reader = RemoteReader(client, "/f", len(data), pool, timeout=5, window=35)  # type: ignore[arg-type]
+        # Sequential reads of every size meet message edges (10) and window edges (35).
+        for size in (1, 3, 8, 10, 13, 35, 36, 100):
+            got, pos = bytearray(), 0
+            while chunk := reader.read(pos, size):
+                got += chunk
+                pos += len(chunk)
+            assert bytes(got) == data, size
+        # A miss fetches the window from where it is: 40 to 75, messages 40-50, 50-60, ...
+        inside = reader.read(40, 5)  # within one message: no copy
+        assert isinstance(inside, memoryview) and inside.obj in client.messages and inside == data[40:45]
+        across = reader.read(48, 5)
+        assert type(across) is bytes and across == data[48:53]  # across two messages: joined
+        assert reader.read(73, 5) == data[73:78]  # across two windows
+        cached = reader.cached(80, 1)
+        assert cached is not None and cached == data[80:81]
+        assert reader.read(len(data) - 3, 10) == data[-3:]
+        assert reader.read(len(data), 10) == b""
+        reader.close()

@@ -25,7 +25,8 @@ def test_a_data_message_is_sliced_and_equals_protobufs_parse(size: int) -> None:
     for message in (read_relay.data_message(payload), pb.ReadChunk(data=payload).SerializeToString()):
         assert payload_at(message) is not None
         got = read_data(message)
-        assert type(got) is bytes and got == payload == pb.ReadChunk.FromString(message).data
+        assert got == payload == pb.ReadChunk.FromString(message).data
+        assert got.obj is message and got.readonly  # a view into the message: no copy
 
 
 @pytest.mark.parametrize("message", [
@@ -72,7 +73,23 @@ def _client_reading(messages: list[bytes]) -> tuple[Client, _Call]:
 def test_read_chunks_yields_the_data_of_every_message() -> None:
     first = read_relay.data_message(b"ab", INFO)
     client, call = _client_reading([first, read_relay.data_message(b"cd"), pb.ReadChunk(info=INFO).SerializeToString()])
-    assert list(client.read_chunks("/a/b")) == [b"ab", b"cd"]
+    got = list(client.read_chunks("/a/b"))
+    assert got == [b"ab", b"cd"] and all(type(c) is bytes for c in got)
+    assert call.cancelled
+
+
+def test_read_views_yield_views_into_the_messages() -> None:
+    second = read_relay.data_message(b"cd")
+    client, _ = _client_reading([read_relay.data_message(b"ab", INFO), second])
+    views = list(client.read_views("/a/b"))
+    assert views == [b"ab", b"cd"] and views[1].obj is second
+
+
+def test_read_chunks_left_early_cancels_the_call() -> None:
+    client, call = _client_reading([read_relay.data_message(b"ab"), read_relay.data_message(b"cd")])
+    chunks = client.read_chunks("/a/b")
+    assert next(chunks) == b"ab"
+    chunks.close()
     assert call.cancelled
 
 
