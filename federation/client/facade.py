@@ -453,7 +453,7 @@ class Client(ControlCommands, Routing):
         yield _WRITE_END  # the header promised it (``ends``): the owner commits only after it
 
     def read_chunks(self, path: str, offset: int = 0, length: int = 0,
-                    timeout: float | None = None) -> Iterator[bytes]:
+                    timeout: float | None = None) -> Generator[bytes, None, None]:
         """Stream a file's bytes (``length`` 0 = to the end; ``timeout`` bounds the whole
         stream, so give one only for bounded ranges)."""
         with contextlib.closing(self.read_views(path, offset, length, timeout)) as views:
