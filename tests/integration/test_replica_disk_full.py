@@ -1,0 +1,68 @@
+"""A replica whose disk fills in the middle of a blob fails the mirror pass at once.
+
+Replication's ``PutBlob`` feeds a large blob from the gRPC stream to ``ingest_blob`` on a
+pool thread. It used to do that through a bounded queue alone: when the write failed
+(``ENOSPC``), nothing emptied the queue, the handler waited for room in it, and the owner's
+push waited with it, for the call's deadline of an hour. Now the failure ends the call
+(``federation.stream_feed``), the owner's pass reports it, and the replica keeps nothing of
+the blob.
+
+Real parts: etcd, two controller processes; the replica's data directory is a small tmpfs
+(root mounts it, as the FUSE tests need root too).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.federation import Federation
+from tests.support import cli_status, wait_for
+from tests.support.stored_blobs import blob_files
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root"),
+    pytest.mark.skipif(shutil.which("mount") is None, reason="mount(8) is missing"),
+]
+
+POLICY = """apiVersion: gns.io/v1alpha1
+kind: MirrorPolicy
+metadata: {name: full-dr}
+spec:
+  volume: full
+  mode: continuous
+  targets: [{cluster: onprem-b}]
+"""
+
+
+def test_a_replica_out_of_space_mid_blob_fails_the_pass_at_once(federation: Federation, tmp_path: Path) -> None:
+    fed = federation
+    fed.add("onprem-a")
+    replica = fed.add("onprem-b", start=False)
+    replica.data_dir.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(replica.data_dir)], check=True)
+    try:
+        fed.start("onprem-b")
+        assert fed.gns("volume", "create", "full", "--cluster", "onprem-a").returncode == 0
+        assert fed.gns("mount", "add", "/full", "full").returncode == 0
+        (tmp_path / "p.yaml").write_text(POLICY)
+        out = fed.gns("mirror", "apply", "-f", str(tmp_path / "p.yaml"))
+        assert out.returncode == 0, out.stderr
+        data = os.urandom(40 << 20)  # more than the replica's disk holds
+        (tmp_path / "big.bin").write_bytes(data)
+        assert fed.gns("put", str(tmp_path / "big.bin"), "/full/big.bin").returncode == 0
+        # The pass fails within moments, and says why (it hung for an hour before).
+        t = wait_for(lambda: (t := cli_status(fed, "full-dr")["onprem-b"])["last_error"] and t, 60,
+                     "the pass to fail")
+        assert "space" in str(t["last_error"]).lower(), t
+        # The replica holds nothing of the blob (a retry's temporary file may be on its way).
+        volume = replica.data_dir / "volumes" / "full"
+        assert hashlib.sha256(data).hexdigest() not in (blob_files(volume) if volume.exists() else set())
+    finally:
+        fed.stop("onprem-b")
+        subprocess.run(["umount", "-l", str(replica.data_dir)], check=False)
