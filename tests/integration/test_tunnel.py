@@ -156,7 +156,13 @@ def test_a_download_through_the_tunnel_keeps_its_freed_chunk_buffers(fed: Federa
     one (start-up and the buffers' first touch), per MiB. Here that was 50 to 67 with
     glibc's defaults; -9 to 46 with the settings long-lived processes keep (an arena per
     thread, 16 MiB kept), 21 to 57 beside two busy processes, and CI failed once at 24; now
-    -3 to 4, and -6 to 8 beside two busy processes."""
+    -3 to 4, and -6 to 8 beside two busy processes.
+
+    A process also takes about 3k more faults whatever the file when the machine is busy
+    (10.5k against 13.5k for either size here). CI once ran the small get in a quiet moment
+    and the big one in a busy one: 20.3. So each size is fetched twice, alternated, and
+    its fewer faults count: -3 to 2 with the settings (two runs quiet, three beside two busy
+    processes), 30 and 77 with glibc's defaults (two runs)."""
     sizes = {"small": 64, "big": 320}
     block = random.randbytes(1 << 20)
     for name, mib in sizes.items():
@@ -164,9 +170,12 @@ def test_a_download_through_the_tunnel_keeps_its_freed_chunk_buffers(fed: Federa
         src.write_bytes(block * mib)
         assert fed.gns("put", str(src), f"/tn/faults-{name}.bin").returncode == 0
         src.unlink()
-    faults = {name: _minor_faults(fed, "get", f"/tn/faults-{name}.bin", str(tmp_path / f"got-{name}.bin"),
-                                  "--via", "onprem-b")
-              for name in sizes}
+    runs: dict[str, list[int]] = {name: [] for name in sizes}
+    for _ in range(2):
+        for name in sizes:
+            runs[name].append(_minor_faults(fed, "get", f"/tn/faults-{name}.bin",
+                                            str(tmp_path / f"got-{name}.bin"), "--via", "onprem-b"))
+    faults = {name: min(counts) for name, counts in runs.items()}
     assert (tmp_path / "got-big.bin").stat().st_size == sizes["big"] << 20
     per_mib = (faults["big"] - faults["small"]) / (sizes["big"] - sizes["small"])
-    assert per_mib < 20, (per_mib, faults)
+    assert per_mib < 20, (per_mib, runs)
