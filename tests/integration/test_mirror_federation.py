@@ -36,6 +36,7 @@ from tests.fixtures.manifest import resolve_manifest
 from tests.fixtures.objectstores import ServerHandle
 from tests.support import RawStore, cli_status, holds_for, wait_for, wait_still, wait_synced
 from tests.support.edge import replica_files as replica_state
+from tests.support.mirrors import apply_policy, make_volume, ok, policy_doc
 from tests.support.stored_blobs import stored_blobs
 
 pytestmark = pytest.mark.slow
@@ -66,38 +67,6 @@ def use_servers(monkeypatch: pytest.MonkeyPatch, *servers: ServerHandle) -> None
     for srv in servers:
         for k, v in srv.env_vars.items():
             monkeypatch.setenv(k, v)
-
-
-def policy_doc(name: str, volume: str, mode: str, targets: list[str], *,
-               interval: str | None = None, max_lag: str = "60s") -> str:
-    lines = [
-        "apiVersion: gns.io/v1alpha1", "kind: MirrorPolicy", "metadata:", f"  name: {name}",
-        "spec:", f"  volume: {volume}", f"  mode: {mode}",
-    ]
-    if interval:
-        lines.append(f"  interval: {interval}")
-    lines.append("  targets:")
-    for t in targets:
-        key = "uri" if "://" in t else "cluster"
-        lines.append(f"    - {key}: {t}")
-    lines.append(f"  maxLag: {max_lag}")
-    return "\n".join(lines) + "\n"
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
-    return proc.stdout
-
-
-def apply_policy(fed: Federation, tmp: Path, text: str) -> None:
-    path = tmp / f"policy-{time.monotonic_ns()}.yaml"
-    path.write_text(text)
-    ok(fed.gns("mirror", "apply", "-f", str(path)))
-
-
-def make_volume(fed: Federation, name: str, owner: str) -> None:
-    ok(fed.gns("volume", "create", name, "--cluster", owner))
-    ok(fed.gns("mount", "add", f"/{name}", name))
 
 
 def fast_status(c: Any, policy: str) -> dict[str, MirrorTargetStatus]:

@@ -22,6 +22,7 @@ import pytest
 
 from tests.fixtures.federation import Federation
 from tests.support import cli_status, wait_for
+from tests.support.mirrors import apply_policy, make_volume, policy_doc
 from tests.support.stored_blobs import blob_files
 
 pytestmark = [
@@ -29,15 +30,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root"),
     pytest.mark.skipif(shutil.which("mount") is None, reason="mount(8) is missing"),
 ]
-
-POLICY = """apiVersion: gns.io/v1alpha1
-kind: MirrorPolicy
-metadata: {name: full-dr}
-spec:
-  volume: full
-  mode: continuous
-  targets: [{cluster: onprem-b}]
-"""
 
 
 def test_a_replica_out_of_space_mid_blob_fails_the_pass_at_once(federation: Federation, tmp_path: Path) -> None:
@@ -48,11 +40,8 @@ def test_a_replica_out_of_space_mid_blob_fails_the_pass_at_once(federation: Fede
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(replica.data_dir)], check=True)
     try:
         fed.start("onprem-b")
-        assert fed.gns("volume", "create", "full", "--cluster", "onprem-a").returncode == 0
-        assert fed.gns("mount", "add", "/full", "full").returncode == 0
-        (tmp_path / "p.yaml").write_text(POLICY)
-        out = fed.gns("mirror", "apply", "-f", str(tmp_path / "p.yaml"))
-        assert out.returncode == 0, out.stderr
+        make_volume(fed, "full", "onprem-a")
+        apply_policy(fed, tmp_path, policy_doc("full-dr", "full", "continuous", ["onprem-b"]))
         data = os.urandom(40 << 20)  # more than the replica's disk holds
         (tmp_path / "big.bin").write_bytes(data)
         assert fed.gns("put", str(tmp_path / "big.bin"), "/full/big.bin").returncode == 0

@@ -1,7 +1,11 @@
-"""Waiting for mirror policies, read the way users read them (``gns mirror status``)."""
+"""Mirror policies as users make and read them: a volume and its mount, a policy document
+applied with ``gns mirror apply``, and waiting on ``gns mirror status``."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 from federation.client import MirrorTargetStatus
@@ -50,3 +54,37 @@ def wait_synced(fed: Federation, policy: str, head: int | None = None, *, timeou
         if head is not None:
             assert (st[t]["version"], st[t]["lag_versions"]) == (head, 0), st[t]
     return st
+
+
+def policy_doc(name: str, volume: str, mode: str, targets: list[str], *,
+               interval: str | None = None, max_lag: str = "60s") -> str:
+    """A MirrorPolicy document; a target with ``://`` is a store URI, else a cluster."""
+    lines = [
+        "apiVersion: gns.io/v1alpha1", "kind: MirrorPolicy", "metadata:", f"  name: {name}",
+        "spec:", f"  volume: {volume}", f"  mode: {mode}",
+    ]
+    if interval:
+        lines.append(f"  interval: {interval}")
+    lines.append("  targets:")
+    for t in targets:
+        key = "uri" if "://" in t else "cluster"
+        lines.append(f"    - {key}: {t}")
+    lines.append(f"  maxLag: {max_lag}")
+    return "\n".join(lines) + "\n"
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    """A CLI run's output, once it exited 0."""
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def apply_policy(fed: Federation, tmp: Path, text: str) -> None:
+    path = tmp / f"policy-{time.monotonic_ns()}.yaml"
+    path.write_text(text)
+    ok(fed.gns("mirror", "apply", "-f", str(path)))
+
+
+def make_volume(fed: Federation, name: str, owner: str) -> None:
+    ok(fed.gns("volume", "create", name, "--cluster", owner))
+    ok(fed.gns("mount", "add", f"/{name}", name))
