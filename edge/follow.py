@@ -28,7 +28,7 @@ from edge.site import LocalNamespace
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
-from federation.api.wire import READ_METHOD, read_data
+from federation.api.wire import read_data, read_raw
 from federation.channels import BASE_OPTIONS
 from federation.sitekit import FileMeta, IOPool, VolumeManager, VolumeStorage
 from federation.stream_feed import feed_blocking
@@ -143,12 +143,9 @@ class Follower:
     async def _fetch(self, channel: grpc.aio.Channel, vs: VolumeStorage, name: str, path: str, sha256: str) -> None:
         """Store one file's blob as it streams in (a file far larger than the site's memory
         follows too), checked against the sha256 its ``Stat`` gave."""
-        read = channel.unary_stream(READ_METHOD, request_serializer=pb.ReadRequest.SerializeToString,
-                                    response_deserializer=None)
-
         async def data() -> AsyncIterator[memoryview]:
-            async for message in read(pb.ReadRequest(target=pb.Target(volume=name, relative_path=path)),
-                                      timeout=600):
+            async for message in read_raw(channel)(
+                    pb.ReadRequest(target=pb.Target(volume=name, relative_path=path)), timeout=600):
                 if chunk := read_data(message):
                     yield chunk
 

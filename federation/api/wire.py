@@ -11,12 +11,23 @@ bytes on their own copies them once). Any other message is left to protobuf.
 """
 from __future__ import annotations
 
+from typing import Any
+
+import grpc
+
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 
 READ_METHOD = "/gns.federation.v1.Federation/Read"
 """Called with no response deserializer by a forwarder and a client, which take the bytes."""
 DATA_TAG = 0x12
 """Field 2 (``data``), wire type 2 (length-delimited), as one byte."""
+
+
+def read_raw(channel: grpc.Channel | grpc.aio.Channel) -> Any:
+    """``Read`` on ``channel`` (synchronous or asyncio) with its replies left as the bytes
+    they came in: a forwarder passes them on, a reader takes their data (:func:`read_data`)."""
+    return channel.unary_stream(READ_METHOD, request_serializer=pb.ReadRequest.SerializeToString,
+                                response_deserializer=None, _registered_method=True)
 
 
 def varint(n: int) -> bytes:

@@ -14,9 +14,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
-from federation.api.wire import READ_METHOD
+from federation.api.wire import read_raw
 from federation.channels import sync_channel, tunnel_channel
 from federation.loop_thread import LoopThread
 from namespace.cache import NamespaceCache, NamespaceView, load_path_view
@@ -33,10 +32,7 @@ class FederationStub(pb_grpc.FederationStub):
 
     def __init__(self, channel: grpc.Channel) -> None:
         super().__init__(channel)  # type: ignore[no-untyped-call]  # generated, unannotated
-        self.read_raw: grpc.UnaryStreamMultiCallable = channel.unary_stream(
-            READ_METHOD, request_serializer=pb.ReadRequest.SerializeToString, response_deserializer=None,
-            _registered_method=True,
-        )
+        self.read_raw: grpc.UnaryStreamMultiCallable = read_raw(channel)
 
 
 class Connection:

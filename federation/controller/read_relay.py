@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
-from federation.api.wire import DATA_TAG, READ_METHOD, varint
+from federation.api.wire import DATA_TAG, read_raw, varint
 
 _DATA_TAG = bytes((DATA_TAG,))
 
@@ -53,8 +53,5 @@ class Messages:
 async def relay(channel: grpc.aio.Channel, request: pb.ReadRequest,
                 metadata: tuple[tuple[str, str], ...]) -> AsyncIterator[bytes]:
     """The owner's serialized messages for ``request``, as they arrive (never decoded)."""
-    raw_read = channel.unary_stream(
-        READ_METHOD, request_serializer=pb.ReadRequest.SerializeToString, response_deserializer=None,
-    )
-    async for message in raw_read(request, metadata=metadata):
+    async for message in read_raw(channel)(request, metadata=metadata):
         yield message
