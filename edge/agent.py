@@ -180,7 +180,7 @@ class EdgeController:
         # decides on the identity TLS proved for its own paths (with the grants its hub
         # sent), and passes it on with every call it forwards, for the hub and the owner.
         tls = cert_dir(cfg.data_dir) if has_certificate(cfg.data_dir, cfg.site) else None
-        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(metrics)]
+        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(metrics, where=f"site {cfg.site}")]
         if tls is not None:
             audit = AuditLog(cfg.data_dir / "audit.log")
             interceptors.append(AuthzInterceptor(SiteAuthorizer(cfg.site, cache, audit)))

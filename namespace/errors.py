@@ -4,6 +4,7 @@
 
     GnsError                      exit 1   anything else
     ├── InternalError                      a server failed in a way it did not expect (a bug)
+    ├── OutOfSpace                         a cluster's disk had no room: nothing committed
     ├── InvalidInput (ValueError) exit 2   malformed name, path, document or flag
     ├── NotFound (LookupError)    exit 3   unknown cluster, volume, mount or file
     │   └── FileNotFound (FileNotFoundError)  a file or directory inside a volume
@@ -59,6 +60,12 @@ class GnsError(Exception):
 
 class InternalError(GnsError):
     """A server failed unexpectedly (its log holds the traceback); what the client sees."""
+
+
+class OutOfSpace(GnsError):
+    """A cluster's disk (or its quota) had no room for a write; the write committed nothing.
+
+    Not a bug and not retryable as it is: someone has to free space or move the volume."""
 
 
 class InvalidInput(GnsError, ValueError):

@@ -11,6 +11,7 @@ The tree (``namespace.errors`` and ``cloud_adapters.errors`` roots, plus anythin
     Exception                                 kind              status               exit
     ├── GnsError                              gns               UNKNOWN              1
     │   ├── InternalError                     internal          INTERNAL             1
+    │   ├── OutOfSpace                        no-space          RESOURCE_EXHAUSTED   1
     │   ├── InvalidInput (ValueError)         invalid-input     INVALID_ARGUMENT     2
     │   ├── NotFound (LookupError)            not-found         NOT_FOUND            3
     │   │   └── FileNotFound                  file-not-found    NOT_FOUND            3
@@ -50,6 +51,7 @@ from namespace.errors import (
     InvalidInput,
     NotFound,
     NotOwner,
+    OutOfSpace,
     PermissionDenied,
     StaleEpoch,
     Unavailable,
@@ -88,6 +90,7 @@ class ErrorKind:
 KINDS: tuple[ErrorKind, ...] = (
     ErrorKind("gns", GnsError, Code.UNKNOWN, 1),
     ErrorKind("internal", InternalError, Code.INTERNAL, 1),
+    ErrorKind("no-space", OutOfSpace, Code.RESOURCE_EXHAUSTED, 1),
     ErrorKind("invalid-input", InvalidInput, Code.INVALID_ARGUMENT, 2),
     ErrorKind("not-found", NotFound, Code.NOT_FOUND, 3),
     ErrorKind("file-not-found", FileNotFound, Code.NOT_FOUND, 3),

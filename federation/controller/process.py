@@ -67,7 +67,7 @@ class Controller:
         # Access control sits inside the error mapping: its denials become statuses too.
         access = Access(cfg, etcd, cache, self.metrics)
         server = grpc.aio.server(
-            options=SERVER_OPTIONS, interceptors=[ErrorInterceptor(self.metrics), *access.interceptors]
+            options=SERVER_OPTIONS, interceptors=[ErrorInterceptor(self.metrics, where=f"cluster {cfg.cluster}"), *access.interceptors]
         )
         lease: LeaseKeeper | None = None
         volumes: VolumeManager | None = None

@@ -5,7 +5,9 @@ Every servicer on the controller's server just raises (:mod:`namespace.errors`,
 behaviour (unary and streaming alike), maps the exception through the one table in
 :mod:`federation.api.errors`, sends its kind and ``retryable`` in trailing metadata (or, for
 one put of a ``PutBatch``, in its outcome: :func:`put_failure`), counts
-every call by (method, code) and logs unexpected exceptions once, with their traceback.
+every call by (method, code) and logs unexpected exceptions once, with their traceback. A
+full disk is not a bug: whatever layer met it, it is reported as ``OutOfSpace``, naming the
+cluster (:mod:`federation.storage.space`).
 
 Per call it does as little as it can (issue 14: a Resolve is ~300 µs of controller CPU, most
 of it gRPC's own): the wrapped handler of a method is built once and reused while the inner
@@ -17,25 +19,28 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from time import perf_counter
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api.errors import ErrorKind, kind_of, retryable, trailing_metadata
 from federation.controller.metrics import ControllerMetrics
-from namespace.errors import InternalError
+from federation.storage.space import disk_full_reason
+from namespace.errors import GnsError, InternalError, OutOfSpace
 
 log = logging.getLogger(__name__)
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext], Any]
+E = TypeVar("E", bound=BaseException)
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Install on ``grpc.aio.server(interceptors=[...])``; servicers then only raise."""
 
-    def __init__(self, metrics: ControllerMetrics | None = None) -> None:
+    def __init__(self, metrics: ControllerMetrics | None = None, *, where: str = "this cluster") -> None:
         self.metrics = metrics
+        self.where = where  # who serves: "cluster onprem-a", "site edge-1" (errors name it)
         # full method name -> (the inner handler, our wrapper of it)
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -79,7 +84,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     async for reply in replies:
                         yield reply
-                except BaseException as exc:  # noqa: BLE001 - the one mapping; _abort always raises
+                except BaseException as raised:  # noqa: BLE001 - the one mapping; _abort always raises
+                    exc = known(raised, self.where)
                     code = _code_name(exc, context)
                     await self._abort(exc, context, method)
                 finally:
@@ -94,7 +100,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             start = perf_counter()
             try:
                 reply = await fn(request, context)
-            except BaseException as exc:  # noqa: BLE001 - the one mapping; _abort always raises
+            except BaseException as raised:  # noqa: BLE001 - the one mapping; _abort always raises
+                exc = known(raised, self.where)
                 count(_code_name(exc, context), start)
                 await self._abort(exc, context, method)
             count("OK", start)
@@ -127,11 +134,24 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return count
 
 
-def put_failure(exc: Exception, method: str) -> pb.PutOutcome:
+def put_failure(exc: Exception, method: str, where: str = "this cluster") -> pb.PutOutcome:
     """One failed item of a ``PutBatch``: what a failed ``Put`` would have ended with, as
     the outcome carries it (the call itself succeeds)."""
+    exc = known(exc, where)
     kind, detail = _described(exc, method)
     return pb.PutOutcome(error_kind=kind.name, error=detail, retryable=retryable(exc))
+
+
+def known(exc: E, where: str) -> E | OutOfSpace:
+    """``exc``, or the gns error it stands for where that is not a bug: a full disk met by
+    ``where`` (the serving cluster) becomes ``OutOfSpace``, logged without a traceback."""
+    if isinstance(exc, GnsError) or not isinstance(exc, Exception):
+        return exc
+    reason = disk_full_reason(exc)
+    if reason is None:
+        return exc
+    log.warning("out of disk space: %s", reason)
+    return OutOfSpace(f"{where} has no space left on its disk ({reason}): the write was not committed")
 
 
 def _described(exc: Exception, method: str) -> tuple[ErrorKind, str]:

@@ -598,7 +598,7 @@ class FederationService(pb_grpc.FederationServicer):
             if isinstance(result, pb.WriteReply):
                 reply.outcomes.add(reply=result)
             elif isinstance(result, Exception):
-                reply.outcomes.append(put_failure(result, "Federation/PutBatch"))
+                reply.outcomes.append(put_failure(result, "Federation/PutBatch", f"cluster {self.cluster}"))
             else:  # cancelled (the call went away) or interrupted: not a put's outcome
                 raise result
         return reply

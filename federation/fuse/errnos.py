@@ -14,6 +14,7 @@ from namespace.errors import (
     GnsError,
     InvalidInput,
     NotFound,
+    OutOfSpace,
     PermissionDenied,
     StaleEpoch,
     Unavailable,
@@ -26,6 +27,7 @@ _TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (FileNotFound, errno.ENOENT),
     (NotFound, errno.ENOENT),
     (Unavailable, errno.EIO),
+    (OutOfSpace, errno.ENOSPC),  # the owner's disk is full: what cp and editors know to say
     (InvalidInput, errno.EINVAL),
     (Conflict, errno.EEXIST),
     (GnsError, errno.EIO),

@@ -11,6 +11,7 @@ On-disk layout of one volume (``<data-dir>/volumes/<name>``)::
     catalog.sqlite (+ -wal)   WAL, synchronous=FULL: files, journal, meta, gc_pending, staged
     blobs/<sha[:2]>/<sha256>  immutable, content-addressed file bodies
     tmp/                      puts being streamed; swept at open
+    headroom                  4 MiB kept back so that a delete commits on a full disk
 
 A put streams to ``tmp/`` while hashing, fsyncs, renames into ``blobs/`` (directory fsynced),
 then commits ONE SQLite transaction (files row, journal row, version + 1). Readers open the

@@ -36,11 +36,15 @@ class NamespaceEdits:
         recursive: bool = False,
         version: int | None = None,
         keep_parent: bool = False,
+        collect: bool = True,
     ) -> int:
         """Delete a file, or with ``recursive`` a directory's files as ONE version.
 
         ``keep_parent`` (POSIX ``unlink``): a parent directory that this leaves empty stays,
-        as an explicit directory, instead of vanishing with its last file."""
+        as an explicit directory, instead of vanishing with its last file. ``collect``
+        False leaves the blobs it freed to the caller's collection (on a full disk, the
+        volume runs it apart, so that a failed collection never looks like a failed,
+        retryable delete)."""
         check_path(path)
         now = time.time()
         with self._state.lock:
@@ -62,7 +66,8 @@ class NamespaceEdits:
                     raise FileNotFound.naming("no such file or directory: {}", path)
                 cat.set_meta(conn, "version", v)
             self._state.version = v
-            self._gc.collect_locked()
+            if collect:
+                self._gc.collect_locked()
         return v
 
     def _mutate(self, change: Callable[[sqlite3.Connection, int], bool], version: int | None) -> int:

@@ -47,6 +47,7 @@ from .pins import Pins
 from .puts import FAULT_ENV, Batch, Puts, PutWriter
 from .reads import BlobReader, Reads
 from .replica_ingest import ReplicaIngest
+from .space import Headroom
 from .state import VolumeState
 
 __all__ = [
@@ -74,6 +75,7 @@ class VolumeStorage:
         self._edits = NamespaceEdits(self._state, self._gc)
         self._journal = Journal(self._state, self._pins)
         self._ingest = ReplicaIngest(self._state, self._gc)
+        self._headroom = Headroom(root / "headroom")
         self._lock_fd: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -121,6 +123,7 @@ class VolumeStorage:
         orphans = self._gc.sweep_orphans()
         with state.lock:
             self._gc.collect_locked()
+        self._headroom.restore()
         if swept or orphans:
             log.info(
                 "volume %s: recovered at open: %d temp files, %d unreferenced blobs removed",
@@ -239,10 +242,19 @@ class VolumeStorage:
         version: int | None = None,
         keep_parent: bool = False,
     ) -> int:
-        """Delete a file, or with ``recursive`` a directory's files as ONE version."""
-        return self._edits.delete(
-            path, recursive=recursive, version=version, keep_parent=keep_parent
-        )
+        """Delete a file, or with ``recursive`` a directory's files as ONE version. On a
+        full disk it still commits, and its blobs are still collected, on the space the
+        volume keeps back for this (:mod:`.space`)."""
+        v = self._headroom.freeing(lambda: self._edits.delete(
+            path, recursive=recursive, version=version, keep_parent=keep_parent, collect=False
+        ))
+        self._headroom.freeing(self._collect)
+        self._headroom.restore()
+        return v
+
+    def _collect(self) -> None:
+        with self._state.lock:
+            self._gc.collect_locked()
 
     def rename(self, src: str, dst: str, *, version: int | None = None) -> int:
         """Move a file or a directory (with everything below it) to ``dst`` as ONE version."""

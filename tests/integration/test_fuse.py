@@ -24,52 +24,13 @@ import pytest
 from federation.fuse.mountinfo import is_stale
 from tests.fixtures.federation import Federation
 from tests.support import wait_for
+from tests.support.fuse_mount import Mount, serving
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="/dev/fuse is missing"),
     pytest.mark.skipif(shutil.which("fusermount3") is None, reason="fusermount3 is missing (fuse3)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="FUSE mounts in these tests need root"),
 ]
-
-
-class Mount:
-    """One ``gns fuse`` process and its mount point (stopped by PID)."""
-
-    def __init__(self, fed: Federation, mnt: Path, cache: Path, *args: str) -> None:
-        self.fed, self.mnt, self.cache = fed, mnt, cache
-        if not is_stale(str(mnt)):  # a dead mount there is the CLI's to clear
-            mnt.mkdir(parents=True, exist_ok=True)
-        self.log = mnt.parent / f"{mnt.name}.log"
-        with open(self.log, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "federation.cli.main", "fuse", str(mnt),
-                 "--cache-dir", str(cache), *args],
-                env=fed.env(), stdout=subprocess.DEVNULL, stderr=err,
-            )
-        wait_for(lambda: self.proc.poll() is not None or _serving(mnt), 30)
-        assert self.proc.poll() is None, self.log.read_text()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if os.path.ismount(self.mnt) or is_stale(str(self.mnt)):
-            subprocess.run(["fusermount3", "-uz", str(self.mnt)], check=False)
-
-
-def _serving(p: Path) -> bool:
-    """A FUSE process answers at ``p`` (a dead one's cached root attributes do not count)."""
-    if not os.path.ismount(p):
-        return False
-    try:
-        os.listdir(p)
-    except OSError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +271,7 @@ def test_daemon_mode_returns_once_mounted(fed: Federation, tmp_path: Path) -> No
                    "--root", "/fz/fz")
     assert proc.returncode == 0, proc.stderr
     try:
-        assert _serving(mnt)
+        assert serving(mnt)
         (mnt / "from-daemon.txt").write_text("d")
         with fed.client() as c:
             assert c.cat("/fz/fz/from-daemon.txt") == b"d"

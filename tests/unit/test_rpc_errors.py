@@ -5,8 +5,9 @@ the CLI's ``run()``."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import click
 import grpc
@@ -18,14 +19,16 @@ from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import KINDS, from_rpc_error
 from federation.cli.main import cli, run
 from federation.controller.metrics import ControllerMetrics
-from federation.controller.rpc_errors import ErrorInterceptor
+from federation.controller.rpc_errors import ErrorInterceptor, put_failure
 from federation.loop_thread import LoopThread
 from namespace import errors as ns
+from tests.support.full_disk import chained_enospc, sqlite_full
 
 # SPEC §4: 1 other · 2 invalid input · 3 not found · 4 conflict · 5 unavailable.
 CASES: dict[str, tuple[type[Exception], int]] = {
     "gns": (ns.GnsError, 1),
     "internal": (ns.InternalError, 1),
+    "no-space": (ns.OutOfSpace, 1),
     "invalid-input": (ns.InvalidInput, 2),
     "not-found": (ns.NotFound, 3),
     "file-not-found": (ns.FileNotFound, 3),
@@ -51,9 +54,22 @@ def retryable(exc: BaseException) -> bool:
     return bool(getattr(exc, "retryable", False))
 
 
+# A full disk, however a handler meets it: not a bug (OutOfSpace, no traceback logged).
+DISK_FULL: dict[str, Callable[[], Exception]] = {
+    "enospc": lambda: OSError(errno.ENOSPC, "No space left on device"),
+    "edquot": lambda: OSError(errno.EDQUOT, "Disk quota exceeded"),
+    "sqlite-full": sqlite_full,
+    "chained-enospc": chained_enospc,
+}
+
+
 def make(kind: str) -> Exception:
     if kind == "bug":
         return KeyError("a bug")
+    if kind == "io-error":
+        return OSError(errno.EIO, "Input/output error")
+    if kind in DISK_FULL:
+        return DISK_FULL[kind]()
     cls = CASES[kind][0]
     if issubclass(cls, store.ObjectStoreError):
         return cls("it failed", uri="s3://bucket/key")
@@ -178,6 +194,30 @@ def test_an_unexpected_exception_is_internal_and_logged_once(
     logged = [r for r in caplog.records if r.exc_info]
     assert len(logged) == 1 and logged[0].exc_info is not None
     assert logged[0].exc_info[0] is KeyError
+
+
+@pytest.mark.parametrize("kind", sorted(DISK_FULL))
+def test_a_full_disk_is_out_of_space_not_a_bug(
+    endpoints: tuple[str, str, ControllerMetrics], caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    with caplog.at_level("WARNING", logger="federation.controller.rpc_errors"):
+        got = stat_error(endpoints[1], kind)  # through a forwarding hop, too
+    assert type(got) is ns.OutOfSpace and not got.retryable
+    assert "this cluster has no space left on its disk" in str(got), got
+    assert "not committed" in str(got)
+    assert [r for r in caplog.records if r.exc_info] == []  # a warning, no traceback
+    assert any("out of disk space" in r.getMessage() for r in caplog.records)
+
+
+def test_other_os_errors_stay_internal(endpoints: tuple[str, str, ControllerMetrics]) -> None:
+    got = stat_error(endpoints[0], "io-error")
+    assert type(got) is ns.InternalError and "Input/output error" in str(got)
+
+
+def test_a_put_of_a_batch_that_met_a_full_disk_says_so() -> None:
+    outcome = put_failure(OSError(errno.ENOSPC, "No space left on device"), "Federation/PutBatch", "cluster c1")
+    assert outcome.error_kind == "no-space" and not outcome.retryable
+    assert outcome.error.startswith("cluster c1 has no space left on its disk"), outcome.error
 
 
 @pytest.mark.parametrize("kind", ["stale-epoch", "store-invalid-uri", "unavailable", "bug"])

@@ -1,0 +1,53 @@
+"""A real ``gns fuse`` process on a real kernel FUSE mount, for the tests that need one
+(started as the CLI runs it, in the foreground; always stopped by PID and unmounted)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from federation.fuse.mountinfo import is_stale
+from tests.fixtures.federation import Federation
+from tests.support.waiting import wait_for
+
+
+class Mount:
+    """One ``gns fuse`` process and its mount point (stopped by PID)."""
+
+    def __init__(self, fed: Federation, mnt: Path, cache: Path, *args: str) -> None:
+        self.fed, self.mnt, self.cache = fed, mnt, cache
+        if not is_stale(str(mnt)):  # a dead mount there is the CLI's to clear
+            mnt.mkdir(parents=True, exist_ok=True)
+        self.log = mnt.parent / f"{mnt.name}.log"
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "federation.cli.main", "fuse", str(mnt),
+                 "--cache-dir", str(cache), *args],
+                env=fed.env(), stdout=subprocess.DEVNULL, stderr=err,
+            )
+        wait_for(lambda: self.proc.poll() is not None or serving(mnt), 30)
+        assert self.proc.poll() is None, self.log.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if os.path.ismount(self.mnt) or is_stale(str(self.mnt)):
+            subprocess.run(["fusermount3", "-uz", str(self.mnt)], check=False)
+
+
+def serving(p: Path) -> bool:
+    """A FUSE process answers at ``p`` (a dead one's cached root attributes do not count)."""
+    if not os.path.ismount(p):
+        return False
+    try:
+        os.listdir(p)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,105 @@
+"""``federation.storage.space``: a full disk is recognised whichever layer met it (the OS or
+SQLite), also behind the errors raised from it, and nothing else is; the headroom a volume
+keeps back is real allocated space, given back for a delete that meets a full disk, and
+taken again once there is room."""
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from federation.storage import VolumeStorage
+from federation.storage.space import HEADROOM_BYTES, Headroom, disk_full_reason
+from tests.support.full_disk import chained_enospc, sqlite_full
+
+ENOSPC = OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_enospc_and_edquot_are_a_full_disk() -> None:
+    assert disk_full_reason(ENOSPC) == "No space left on device"
+    assert disk_full_reason(OSError(errno.EDQUOT, "Disk quota exceeded")) == "Disk quota exceeded"
+    assert disk_full_reason(OSError(errno.ENOSPC, None)) == "No space left on device"  # no strerror given
+
+
+def test_sqlite_full_is_a_full_disk() -> None:
+    exc = sqlite_full()
+    assert exc.sqlite_errorcode == sqlite3.SQLITE_FULL
+    assert disk_full_reason(exc) == "database or disk is full"
+
+
+def test_an_error_raised_from_a_full_disk_is_one() -> None:
+    assert disk_full_reason(chained_enospc()) == "No space left on device"
+
+
+def test_other_errors_are_not() -> None:
+    assert disk_full_reason(OSError(errno.EIO, "Input/output error")) is None
+    assert disk_full_reason(FileNotFoundError(errno.ENOENT, "gone")) is None
+    assert disk_full_reason(sqlite3.OperationalError("database is locked")) is None
+    assert disk_full_reason(KeyError("a bug")) is None
+
+
+def test_a_chain_that_loops_ends() -> None:
+    a, b = RuntimeError("a"), RuntimeError("b")
+    a.__context__, b.__context__ = b, a
+    assert disk_full_reason(a) is None
+
+
+def test_a_volume_keeps_its_headroom_allocated(tmp_path: Path) -> None:
+    with VolumeStorage.open(tmp_path / "v", "v", create=True) as vol:
+        st = (tmp_path / "v" / "headroom").stat()
+        assert st.st_size == HEADROOM_BYTES
+        assert st.st_blocks * 512 >= HEADROOM_BYTES  # real blocks: a sparse file holds none
+        assert list(vol.files()) == []  # not a file of the volume
+
+
+def test_a_delete_that_meets_a_full_disk_runs_again_on_the_headroom(tmp_path: Path) -> None:
+    room = Headroom(tmp_path / "headroom", size=1 << 20)
+    assert room.restore() and room.held
+    calls = []
+
+    def delete() -> int:
+        calls.append(room.held)
+        if len(calls) == 1:
+            raise ENOSPC
+        return 7
+
+    assert room.freeing(delete) == 7
+    assert calls == [True, False] and not room.path.exists()  # given back before the retry
+    assert room.restore() and room.path.stat().st_size == 1 << 20
+
+
+def test_only_a_full_disk_and_only_once(tmp_path: Path) -> None:
+    room = Headroom(tmp_path / "headroom", size=1 << 20)
+    room.restore()
+
+    def broken() -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output"):
+        room.freeing(broken)
+    assert room.held and room.path.exists()  # not given back for an error it cannot help
+
+    def always_full() -> None:
+        raise ENOSPC
+
+    with pytest.raises(OSError, match="No space"):
+        room.freeing(always_full)
+    assert not room.path.exists()
+    with pytest.raises(OSError, match="No space"):  # nothing left to give: fails at once
+        room.freeing(always_full)
+
+
+def test_restore_on_a_full_disk_leaves_nothing_half_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    room = Headroom(tmp_path / "headroom", size=1 << 20)
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise ENOSPC
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    assert room.restore() is False and not room.held
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert room.restore() is True
