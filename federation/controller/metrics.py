@@ -5,6 +5,9 @@ from colliding, and keeps the default process collectors out of the way.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
@@ -48,7 +51,29 @@ class ControllerMetrics:
         self.promotions = Counter(
             "gns_promotions", "volume promotions by reason", ["reason"], registry=r
         )
+        self.disk_free = Gauge(
+            "gns_data_dir_free_bytes", "bytes free for this controller's volumes on its data directory's file system",
+            registry=r,
+        )
+        self.disk_size = Gauge(
+            "gns_data_dir_size_bytes", "size of the file system of this controller's data directory", registry=r
+        )
         self.cluster = cluster
+
+    def watch_disk(self, data_dir: Path) -> None:
+        """Report the data directory's file system at every scrape: an operator sees a disk
+        filling before its writes fail with OutOfSpace (``federation.storage.space``)."""
+
+        def free() -> float:
+            st = os.statvfs(data_dir)
+            return float(st.f_bavail * st.f_frsize)  # what an unprivileged writer may still use
+
+        def size() -> float:
+            st = os.statvfs(data_dir)
+            return float(st.f_blocks * st.f_frsize)
+
+        self.disk_free.set_function(free)
+        self.disk_size.set_function(size)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Serve on the gRPC listen host (loopback unless the controller listens wider)."""

@@ -59,6 +59,7 @@ class Controller:
     async def run(self) -> None:
         cfg = self.config
         node_id = claim_data_dir(cfg.data_dir)
+        self.metrics.watch_disk(cfg.data_dir)
         etcd = await Etcd.connect(cfg.etcd)
         cache = NamespaceCache(etcd)
         pool = ThreadPoolExecutor(max_workers=cfg.io_threads, thread_name_prefix=f"io-{cfg.cluster}")

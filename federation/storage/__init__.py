@@ -8,7 +8,9 @@ changed, not the volume's size.
 On-disk layout of one volume (``<data-dir>/volumes/<name>``)::
 
     lock                      flock: one process owns the directory
-    catalog.sqlite (+ -wal)   WAL, synchronous=FULL: files, journal, meta, gc_pending, staged
+    catalog.sqlite (+ -wal)   WAL, synchronous=FULL: files, journal, meta, gc_pending, staged,
+                              inline_blobs (small files); auto_vacuum=INCREMENTAL, so the
+                              pages of deleted small files go back to the disk
     blobs/<sha[:2]>/<sha256>  immutable, content-addressed file bodies
     tmp/                      puts being streamed; swept at open
     headroom                  4 MiB kept back so that a delete commits on a full disk

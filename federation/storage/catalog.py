@@ -114,6 +114,10 @@ def ancestors(path: str) -> list[str]:
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
+RECLAIM_FREE_PAGES = 256
+"""Free pages (1 MiB at SQLite's 4 KiB) before ``reclaim`` gives them back: below that,
+SQLite's own reuse of them for the next small files costs less than moving pages."""
+
 class Catalog:
     """Connections to one ``catalog.sqlite``: one per thread, plus private ones for streams."""
 
@@ -123,6 +127,7 @@ class Catalog:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
+        self._reclaims: bool | None = None
 
     def _connect(self) -> sqlite3.Connection:
         if self._closed:
@@ -130,6 +135,9 @@ class Catalog:
         conn = sqlite3.connect(
             self.path, timeout=60.0, isolation_level=None, check_same_thread=False
         )
+        # Takes effect only in a new, empty file (before WAL's header is written): a
+        # catalog made by an older release keeps its mode (see ``reclaim``).
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         with self._all_lock:
@@ -165,6 +173,13 @@ class Catalog:
             except sqlite3.ProgrammingError:
                 pass
 
+    @property
+    def reclaims(self) -> bool:
+        """Whether this file can give freed pages back (made with auto_vacuum=INCREMENTAL)."""
+        if self._reclaims is None:
+            self._reclaims = self.conn().execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+        return self._reclaims
+
     def init_schema(self, *, epoch: int, role: str) -> None:
         conn = self.conn()
         conn.execute("BEGIN IMMEDIATE")
@@ -192,6 +207,21 @@ def _add_columns(conn: sqlite3.Connection) -> None:
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+
+def reclaim(conn: sqlite3.Connection) -> int:
+    """Give the file system back the pages deleted rows freed, once they are more than
+    ``RECLAIM_FREE_PAGES``: small files live in this file (``inline_blobs``), and without
+    this a volume whose small files were all deleted kept their size on disk for good
+    (SQLite only reuses free pages itself). Outside any transaction, under the volume's
+    lock; the file shrinks at the checkpoint that follows. Returns the pages given back."""
+    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    if free < RECLAIM_FREE_PAGES or conn.in_transaction:
+        return 0
+    # executescript runs the pragma to its end: execute() steps it once, which frees one page.
+    conn.executescript(f"PRAGMA incremental_vacuum({free});")
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    return free
 
 
 # ---------------------------------------------------------------- reads (any connection)

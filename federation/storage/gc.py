@@ -24,6 +24,7 @@ from . import catalog as cat
 from . import inline
 from .blobs import SHA256_RE
 from .pins import Pins
+from .space import disk_full_reason
 from .state import VolumeState
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class BlobCollector:
                 )
             ]
             if not shas:
+                self._reclaim_locked(conn)
                 return removed
             last = shas[-1]
             done = []
@@ -123,6 +125,23 @@ class BlobCollector:
                     wconn.executemany(
                         "DELETE FROM gc_pending WHERE sha256 = ?", [(s,) for s in done]
                     )
+
+    def _reclaim_locked(self, conn: sqlite3.Connection) -> None:
+        """Pages of deleted inline blobs back to the file system, if the catalog can give
+        them (a catalog of an older release cannot: SQLite reuses them for new content).
+        Best effort on a full disk: moving pages takes room in the WAL, and what is left
+        free is given back by a later collection."""
+        if not self._state.catalog.reclaims:
+            return
+        try:
+            pages = cat.reclaim(conn)
+        except sqlite3.Error as exc:
+            if disk_full_reason(exc) is None:
+                raise
+            log.warning("volume %s: no room yet to give freed catalog pages back (%s)", self._state.name, exc)
+            return
+        if pages:
+            log.debug("volume %s: %d freed catalog pages given back", self._state.name, pages)
 
     def sweep_orphans(self) -> int:
         """At open: unlink blobs no row references (a put killed before its commit)."""

@@ -84,7 +84,7 @@ def test_metric_name_extraction() -> None:
 def test_alerts_cover_what_operators_need() -> None:
     alerts = {r["alert"]: r for r in _rules()}
     for name in ("GnsControllerDown", "GnsControllerFenced", "GnsMirrorTargetLagging",
-                 "GnsSyncTargetDropped", "GnsFencingEvents", "GnsVolumePromoted"):
+                 "GnsSyncTargetDropped", "GnsFencingEvents", "GnsVolumePromoted", "GnsDataDirAlmostFull"):
         assert name in alerts, name
         assert alerts[name]["labels"]["severity"] in ("critical", "warning", "info")
         assert alerts[name]["annotations"]["summary"]

@@ -22,7 +22,7 @@ import pytest
 
 from federation.storage.space import HEADROOM_BYTES
 from namespace.errors import NotFound, OutOfSpace
-from tests.fixtures.federation import Controller, Federation
+from tests.fixtures.federation import Controller, Federation, metric
 from tests.support.fuse_mount import Mount
 
 pytestmark = [
@@ -71,6 +71,9 @@ def test_a_put_larger_than_the_disk_says_so_and_keeps_nothing(owner: tuple[Feder
         assert r.stderr.count("\n") == 1 and "internal error" not in r.stderr
         assert fed.gns("stat", "/full/big.bin").returncode == 3
         assert leftovers(ctl) == []
+    # What an operator watches (the GnsDataDirAlmostFull alert): the small disk, read live.
+    assert metric(fed, "onprem-a", "gns_data_dir_size_bytes") == DISK_MIB << 20
+    assert 0 < metric(fed, "onprem-a", "gns_data_dir_free_bytes") < (DISK_MIB - 4) << 20
     # The failed put freed what it had taken: a file that fits goes in.
     small = os.urandom(1 << 20)
     with fed.client() as c:

@@ -1,7 +1,7 @@
 """``federation.storage.space``: a full disk is recognised whichever layer met it (the OS or
 SQLite), also behind the errors raised from it, and nothing else is; the headroom a volume
 keeps back is real allocated space, given back for a delete that meets a full disk, and
-taken again once there is room."""
+taken again once there is room; a controller reports its data disk's size and free space."""
 from __future__ import annotations
 
 import errno
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from federation.controller.metrics import ControllerMetrics
 from federation.storage import VolumeStorage
 from federation.storage.space import HEADROOM_BYTES, Headroom, disk_full_reason
 from tests.support.full_disk import chained_enospc, sqlite_full
@@ -103,3 +104,12 @@ def test_restore_on_a_full_disk_leaves_nothing_half_made(tmp_path: Path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     monkeypatch.undo()
     assert room.restore() is True
+
+
+def test_a_controller_reports_its_data_disk(tmp_path: Path) -> None:
+    metrics = ControllerMetrics("c1")
+    metrics.watch_disk(tmp_path)
+    st = os.statvfs(tmp_path)
+    assert metrics.registry.get_sample_value("gns_data_dir_size_bytes") == st.f_blocks * st.f_frsize
+    free = metrics.registry.get_sample_value("gns_data_dir_free_bytes")
+    assert free is not None and abs(free - st.f_bavail * st.f_frsize) < 64 << 20  # read at each scrape

@@ -4,6 +4,7 @@ before inline blobs existed."""
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -236,3 +237,38 @@ def test_overwritten_inline_blob_goes_in_the_same_commit(vol: VolumeStorage) -> 
     vol.put_bytes("a", b"third")
     assert stored_blobs(vol.root) == {sha(b"third")}
     assert read(vol, "a") == b"third"
+
+
+def test_deleting_small_files_gives_their_space_back_to_the_disk(vol: VolumeStorage) -> None:
+    catalog = vol.root / "catalog.sqlite"
+    data = {f"d/f{i:03}": os.urandom(48 << 10) for i in range(160)}  # 7.5 MiB, all inline
+    for p, d in data.items():
+        vol.put_bytes(p, d)
+    checkpoint(vol)
+    full = catalog.stat().st_size
+    assert full > 7 << 20
+    vol.delete("d", recursive=True)
+    checkpoint(vol)
+    assert catalog.stat().st_size < 1 << 20, (full, catalog.stat().st_size)
+    vol.put_bytes("after", b"x" * 1000)  # still a working catalog
+    assert read(vol, "after") == b"x" * 1000
+
+
+def test_a_catalog_of_an_older_release_keeps_working_without_giving_pages_back(tmp_path: Path) -> None:
+    root = tmp_path / "old"
+    root.mkdir()
+    with sqlite3.connect(root / "catalog.sqlite") as conn:  # made before auto_vacuum was asked
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE placeholder (x)")
+    with VolumeStorage.open(root, "old", create=True) as vol:
+        assert not vol._state.catalog.reclaims
+        for i in range(100):
+            vol.put_bytes(f"f{i}", os.urandom(48 << 10))
+        vol.delete("f0")
+        for i in range(1, 100):
+            vol.delete(f"f{i}")
+        assert list(vol.files()) == []
+
+
+def checkpoint(vol: VolumeStorage) -> None:
+    vol._state.catalog.conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
