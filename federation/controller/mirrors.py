@@ -26,6 +26,7 @@ from cloud_adapters.errors import ObjectStoreError
 from federation.controller.handler_io import IOPool
 from federation.controller.metrics import ControllerMetrics
 from federation.controller.replication import ClusterTarget
+from federation.controller.rpc_errors import known
 from federation.controller.volumes import VolumeManager
 from mirroring.engine import PassResult, run_pass, verify
 from mirroring.policy import MirrorPolicy, Target, stored_policies, stored_policy
@@ -264,8 +265,9 @@ class MirrorRunner:
                 result = await self.run_io(self._pass, w)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # any failure of a pass is the target's status, not ours
+            except Exception as raised:  # any failure of a pass is the target's status, not ours
                 w.failures += 1
+                exc = known(raised, f"cluster {self.cluster}")  # our own disk may be the one full
                 expected = isinstance(exc, (GnsError, ObjectStoreError))
                 text = str(exc) if expected else f"{type(exc).__name__}: {exc}"
                 log.warning("mirror %s -> %s failed: %s", w.policy, w.name, text, exc_info=not expected)

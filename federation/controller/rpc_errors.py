@@ -151,7 +151,7 @@ def known(exc: E, where: str) -> E | OutOfSpace:
     if reason is None:
         return exc
     log.warning("out of disk space: %s", reason)
-    return OutOfSpace(f"{where} has no space left on its disk ({reason}): the write was not committed")
+    return OutOfSpace(f"{where} has no space left on its disk ({reason}): nothing was committed")
 
 
 def _described(exc: Exception, method: str) -> tuple[ErrorKind, str]:

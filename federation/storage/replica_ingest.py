@@ -112,11 +112,14 @@ class ReplicaIngest:
         deleted: Iterable[str],
         version: int,
         dirs: Iterable[tuple[str, int, float]] | None = None,
+        *,
+        collect: bool = True,
     ) -> int:
         """Replicas: apply one primary version's net changes in one transaction.
 
         Blobs must have been stored (``ingest_blob``) first. Deletions of paths that are
         already absent are ignored. Journal rows are written, as for local mutations.
+        ``collect`` False leaves the blobs it freed to the caller's collection.
         """
         now = time.time()
         with self._state.lock:
@@ -139,7 +142,8 @@ class ReplicaIngest:
                 conn.execute("DELETE FROM staged WHERE sha256 IN (SELECT sha256 FROM files)")
                 cat.set_meta(conn, "version", v)
             self._state.version = v
-            self._gc.collect_locked()
+            if collect:
+                self._gc.collect_locked()
         return v
 
     def reset_to(

@@ -248,13 +248,18 @@ class VolumeStorage:
         v = self._headroom.freeing(lambda: self._edits.delete(
             path, recursive=recursive, version=version, keep_parent=keep_parent, collect=False
         ))
-        self._headroom.freeing(self._collect)
-        self._headroom.restore()
+        self._collect_freeing()
         return v
 
-    def _collect(self) -> None:
-        with self._state.lock:
-            self._gc.collect_locked()
+    def _collect_freeing(self) -> None:
+        """Collect what a committed change freed (on the headroom if the disk is full, as
+        collection writes to the catalog too), then take the headroom again if there is room."""
+        def collect() -> None:
+            with self._state.lock:
+                self._gc.collect_locked()
+
+        self._headroom.freeing(collect)
+        self._headroom.restore()
 
     def rename(self, src: str, dst: str, *, version: int | None = None) -> int:
         """Move a file or a directory (with everything below it) to ``dst`` as ONE version."""
@@ -295,8 +300,15 @@ class VolumeStorage:
         version: int,
         dirs: Iterable[tuple[str, int, float]] | None = None,
     ) -> int:
-        """Replicas: apply one primary version's net changes in one transaction."""
-        return self._ingest.apply_changes(files, deleted, version, dirs)
+        """Replicas: apply one primary version's net changes in one transaction. Their
+        blobs are stored already, so what is left to write is catalog rows: on a full disk
+        they commit on the headroom (:mod:`.space`), so that a replica whose disk filled
+        still follows the deletes its owner makes to free space."""
+        files, deleted = list(files), list(deleted)  # read again if the first try meets a full disk
+        dirs = None if dirs is None else list(dirs)
+        v = self._headroom.freeing(lambda: self._ingest.apply_changes(files, deleted, version, dirs, collect=False))
+        self._collect_freeing()
+        return v
 
     def reset_to(
         self,

@@ -204,7 +204,7 @@ def test_a_full_disk_is_out_of_space_not_a_bug(
         got = stat_error(endpoints[1], kind)  # through a forwarding hop, too
     assert type(got) is ns.OutOfSpace and not got.retryable
     assert "this cluster has no space left on its disk" in str(got), got
-    assert "not committed" in str(got)
+    assert "nothing was committed" in str(got)
     assert [r for r in caplog.records if r.exc_info] == []  # a warning, no traceback
     assert any("out of disk space" in r.getMessage() for r in caplog.records)
 

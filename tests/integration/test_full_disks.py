@@ -1,10 +1,14 @@
-"""An owner whose disk is full refuses a write as ``OutOfSpace`` and keeps nothing of it.
+"""A full disk, at an owner or at a replica: refused writes say so, and deletes still free it.
+
+An owner whose disk is full refuses a write as ``OutOfSpace`` and keeps nothing of it.
 
 What a user meets: ``gns put`` (direct, or entering through another cluster) ends with one
 line naming the cluster and the full disk, exit 1, not an "internal error"; concurrent small
 puts (one group commit, the catalog's SQLite filling up) fail the same way, each on its
 own; ``cp`` onto a FUSE mount fails with ``ENOSPC``. Nothing partial is visible afterwards,
-no temporary file is left, and once the disk has room again writes succeed.
+no temporary file is left, and once the disk has room again writes succeed. A replica whose
+disk filled up to the last block still follows the deletes its owner makes, so a mirror
+that stopped for lack of space catches up once the owner frees it.
 
 Real parts: etcd, two controller processes; the owner's data directory is a small tmpfs
 (root mounts it, as the FUSE tests need root too).
@@ -23,7 +27,9 @@ import pytest
 from federation.storage.space import HEADROOM_BYTES
 from namespace.errors import NotFound, OutOfSpace
 from tests.fixtures.federation import Controller, Federation, metric
+from tests.support import cli_status, wait_for
 from tests.support.fuse_mount import Mount
+from tests.support.mirrors import apply_policy, make_volume, policy_doc
 
 pytestmark = [
     pytest.mark.slow,
@@ -139,3 +145,53 @@ def test_cp_onto_a_fuse_mount_gets_enospc(owner: tuple[Federation, Controller], 
     finally:
         mount.stop()
     assert leftovers(ctl) == []
+
+
+def fill(directory: Path) -> Path:
+    """Take every block left on ``directory``'s file system (what another program on a
+    shared disk does), so the next write there fails."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        step = 64 << 10
+        while step:  # down to the last partial block
+            try:
+                os.write(fd, b"\0" * step)
+            except OSError:
+                step //= 2
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_replica_full_to_the_last_block_follows_its_owners_deletes(federation: Federation,
+                                                                      tmp_path: Path) -> None:
+    fed = federation
+    fed.add("onprem-a")
+    replica = fed.add("onprem-b", start=False)
+    replica.data_dir.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MIB}m", "tmpfs", str(replica.data_dir)], check=True)
+    try:
+        fed.start("onprem-b")
+        make_volume(fed, "rep", "onprem-a")
+        apply_policy(fed, tmp_path, policy_doc("rep-dr", "rep", "continuous", ["onprem-b"]))
+        with fed.client() as c:
+            for i in range(8):
+                c.put(os.urandom(1 << 20), f"/rep/d/f{i}.bin")
+        wait_for(lambda: cli_status(fed, "rep-dr")["onprem-b"]["lag_versions"] == 0
+                 and cli_status(fed, "rep-dr")["onprem-b"]["state"] == "Synced", 60, "the replica to sync")
+        filler = fill(replica.data_dir)
+        with fed.client() as c:
+            c.put(os.urandom(1 << 20), "/rep/more.bin")  # the owner has room; the replica none
+        t = wait_for(lambda: (t := cli_status(fed, "rep-dr")["onprem-b"])["state"] == "Error" and t, 60,
+                     "the mirror to fail")
+        assert "cluster onprem-b has no space left on its disk" in str(t["last_error"]), t
+        # The owner frees space; the replica, with not one block left, must still follow.
+        assert fed.gns("rm", "-r", "/rep/d").returncode == 0
+        assert fed.gns("rm", "/rep/more.bin").returncode == 0
+        wait_for(lambda: (t := cli_status(fed, "rep-dr")["onprem-b"])["state"] == "Synced"
+                 and t["lag_versions"] == 0, 60, "the replica to follow the deletes")
+        filler.unlink()
+    finally:
+        fed.stop("onprem-b")
+        subprocess.run(["umount", "-l", str(replica.data_dir)], check=False)
