@@ -12,7 +12,8 @@ back). What was missing:
   space was to go behind gns's back. Each volume keeps :data:`HEADROOM_BYTES` allocated in
   a file of its own (:class:`Headroom`, as ext4 keeps blocks back for root and ZFS keeps
   slop space for deletes): a put can never take it, and a delete that meets a full disk
-  gives it back and commits. It is taken again once the disk has room.
+  gives it back and commits. New content is refused until the headroom is taken again,
+  once the disk has room.
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ class Headroom:
         self.path = path
         self.size = size
         self.held = False
+        self._warned = False  # said once that there is no room to take it back yet
 
     def restore(self) -> bool:
         """Take the space back if the disk has it; whether it is held now."""
@@ -83,11 +85,21 @@ class Headroom:
             partial.unlink(missing_ok=True)
             if disk_full_reason(exc) is None:
                 raise
-            log.warning("%s: the disk has no room for the %d MiB kept back for deletes yet",
-                        self.path.parent, self.size >> 20)
+            if not self._warned:
+                log.warning("%s: the disk has no room for the %d MiB kept back for deletes yet; "
+                            "new content is refused until it has", self.path.parent, self.size >> 20)
+                self._warned = True
             return False
         self.held = True
+        self._warned = False
         return True
+
+    def check_room(self) -> None:
+        """Before new content: refuse it (``ENOSPC``) while the headroom is not held and
+        cannot be taken back, so that the space a delete freed, or the little left at open,
+        goes to deletes and not to the next put."""
+        if not self.held and not self.restore():
+            raise OSError(errno.ENOSPC, f"No space left on device (its last {self.size >> 20} MiB are kept for deletes)")
 
     def release(self) -> bool:
         """Give the space to the disk; whether there was any to give."""

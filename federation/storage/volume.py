@@ -195,6 +195,7 @@ class VolumeStorage:
 
     def writer(self, path: str) -> PutWriter:
         """Start a put; a path where a directory is, or below a file, fails now."""
+        self._headroom.check_room()
         return self._puts.writer(path)
 
     def put_bytes(
@@ -208,6 +209,7 @@ class VolumeStorage:
         mode: int | None = None,
         if_absent: bool = False,
     ) -> FileMeta:
+        self._headroom.check_room()
         return self._puts.put_bytes(
             path, data, mtime=mtime, expect_sha256=expect_sha256, version=version, mode=mode,
             if_absent=if_absent,
@@ -227,6 +229,7 @@ class VolumeStorage:
     ) -> asyncio.Future[FileMeta]:
         """``put_bytes`` of at most ``INLINE_MAX`` bytes from an event loop, without a thread
         of the caller's waiting for the commit (``Puts.put_small_async``)."""
+        self._headroom.check_room()
         return self._puts.put_small_async(
             path, data, schedule, mtime=mtime, expect_sha256=expect_sha256, mode=mode,
             if_absent=if_absent, gate=gate,
@@ -287,6 +290,7 @@ class VolumeStorage:
 
     def ingest_blob(self, chunks: Iterable[bytes | memoryview], expect_sha256: str | None = None) -> str:
         """Store a blob durably for a coming ``reset_to``/``apply_changes``; return its sha256."""
+        self._headroom.check_room()
         return self._ingest.ingest_blob(chunks, expect_sha256)
 
     def has_blob(self, sha256: str) -> bool:

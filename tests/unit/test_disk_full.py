@@ -113,3 +113,25 @@ def test_a_controller_reports_its_data_disk(tmp_path: Path) -> None:
     assert metrics.registry.get_sample_value("gns_data_dir_size_bytes") == st.f_blocks * st.f_frsize
     free = metrics.registry.get_sample_value("gns_data_dir_free_bytes")
     assert free is not None and abs(free - st.f_bavail * st.f_frsize) < 64 << 20  # read at each scrape
+
+
+def test_new_content_waits_while_the_headroom_is_given_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with VolumeStorage.open(tmp_path / "v", "v", create=True) as vol:
+        vol.put_bytes("a", b"a")
+        room = vol._headroom
+        room.release()  # as a delete that met a full disk does
+
+        def full(fd: int, offset: int, length: int) -> None:
+            raise ENOSPC
+
+        monkeypatch.setattr(os, "posix_fallocate", full)  # and the disk is still full
+        with pytest.raises(OSError, match="kept for deletes") as refused:
+            vol.put_bytes("b", b"b")
+        assert disk_full_reason(refused.value) is not None
+        with pytest.raises(OSError, match="kept for deletes"):
+            vol.writer("c")
+        assert vol.delete("a") > 0  # deletes still go
+        assert sorted(m.path for m in vol.files()) == []
+        monkeypatch.undo()  # room again: the headroom is taken back, then content goes in
+        vol.put_bytes("b", b"b")
+        assert room.held and [m.path for m in vol.files()] == ["b"]
