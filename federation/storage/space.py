@@ -99,7 +99,7 @@ class Headroom:
         cannot be taken back, so that the space a delete freed, or the little left at open,
         goes to deletes and not to the next put."""
         if not self.held and not self.restore():
-            raise OSError(errno.ENOSPC, f"No space left on device (its last {self.size >> 20} MiB are kept for deletes)")
+            raise OSError(errno.ENOSPC, f"No space left on device; its last {self.size >> 20} MiB are kept for deletes")
 
     def release(self) -> bool:
         """Give the space to the disk; whether there was any to give."""
