@@ -17,6 +17,7 @@ pytest.importorskip("pyfuse3", reason="pyfuse3 is not installed (pip install 'gn
 from federation.fuse.cache import Attrs, MetaCache
 from federation.fuse.errnos import errno_for
 from federation.fuse.inodes import ROOT_INODE, InodeTable
+from federation.fuse.operations import listed_attrs
 from federation.fuse.staging import Staging
 from namespace.errors import (
     Conflict,
@@ -24,6 +25,7 @@ from namespace.errors import (
     GnsError,
     InvalidInput,
     NotFound,
+    OutOfSpace,
     PermissionDenied,
     StaleEpoch,
     Unavailable,
@@ -40,6 +42,7 @@ from namespace.errors import (
     (InvalidInput("bad"), errno.EINVAL),
     (GnsError("?"), errno.EIO),
     (OSError(errno.ENOSPC, "full"), errno.ENOSPC),
+    (OutOfSpace("cluster c1 has no space left on its disk"), errno.ENOSPC),
     (RuntimeError("bug"), errno.EIO),
 ])
 def test_errno_table(exc: BaseException, code: int) -> None:
@@ -50,6 +53,17 @@ def test_errno_table_conflict_meaning_is_the_callers() -> None:
     assert errno_for(Conflict("not empty"), conflict=errno.ENOTEMPTY) == errno.ENOTEMPTY
     assert errno_for(InvalidInput("dir"), invalid=errno.EISDIR) == errno.EISDIR
     assert errno_for(PermissionDenied("x"), conflict=errno.ENOTEMPTY) == errno.EACCES
+
+
+def test_a_cached_listing_answers_lookups_of_names_in_it_and_not_in_it() -> None:
+    f, d = Attrs("file", 3, 1.0, 0o644), Attrs("dir", 0, 1.0, 0o755)
+    mount_point = Attrs("dir", 0, 1.0, 0o755, stand_in=True)
+    entries = sorted([("a.csv", f), ("b", d), ("mnt", mount_point)])
+    assert listed_attrs(entries, "a.csv") == (True, f)
+    assert listed_attrs(entries, "b") == (True, d)
+    assert listed_attrs(entries, "a") == (True, None)  # a prefix of a name is not the name
+    assert listed_attrs(entries, "zzz") == (True, None)
+    assert listed_attrs(entries, "mnt") == (False, None)  # only a stat knows a mount point's root
 
 
 def test_inodes_follow_renames_and_forget() -> None:
