@@ -118,6 +118,7 @@ RECLAIM_FREE_PAGES = 256
 """Free pages (1 MiB at SQLite's 4 KiB) before ``reclaim`` gives them back: below that,
 SQLite's own reuse of them for the next small files costs less than moving pages."""
 
+
 class Catalog:
     """Connections to one ``catalog.sqlite``: one per thread, plus private ones for streams."""
 

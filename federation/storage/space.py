@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -54,17 +55,24 @@ def disk_full_reason(exc: BaseException) -> str | None:
 class Headroom:
     """Space one volume keeps back on its disk for deletes, in the file at ``path``.
 
-    Callers serialise (the volume's delete path holds its lock; ``restore`` at open runs
-    before anything else)."""
+    Safe from any thread: puts on many threads may find it given back and try to take it
+    again at once (one of them does; the lock keeps them off each other's file)."""
 
     def __init__(self, path: Path, size: int = HEADROOM_BYTES) -> None:
         self.path = path
         self.size = size
         self.held = False
         self._warned = False  # said once that there is no room to take it back yet
+        self._lock = threading.Lock()
 
     def restore(self) -> bool:
         """Take the space back if the disk has it; whether it is held now."""
+        if self.held:
+            return True
+        with self._lock:
+            return self._restore_locked()
+
+    def _restore_locked(self) -> bool:
         if self.held:
             return True
         try:
@@ -103,13 +111,14 @@ class Headroom:
 
     def release(self) -> bool:
         """Give the space to the disk; whether there was any to give."""
-        self.held = False
-        try:
-            had = self.path.stat().st_size > 0
-            self.path.unlink()
-        except FileNotFoundError:
-            return False
-        return had
+        with self._lock:
+            self.held = False
+            try:
+                had = self.path.stat().st_size > 0
+                self.path.unlink()
+            except FileNotFoundError:
+                return False
+            return had
 
     def freeing(self, op: Callable[[], T]) -> T:
         """Run ``op``, a change that frees space (a delete, a collection of blobs). If the

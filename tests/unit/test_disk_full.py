@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,21 @@ def test_new_content_waits_while_the_headroom_is_given_back(tmp_path: Path, monk
         monkeypatch.undo()  # room again: the headroom is taken back, then content goes in
         vol.put_bytes("b", b"b")
         assert room.held and [m.path for m in vol.files()] == ["b"]
+
+
+def test_puts_on_many_threads_take_the_headroom_back_once(tmp_path: Path) -> None:
+    room = Headroom(tmp_path / "headroom", size=1 << 20)
+    room.restore()
+    for _ in range(20):
+        room.release()
+        barrier = threading.Barrier(8)
+
+        def put() -> None:
+            barrier.wait()
+            room.check_room()  # each may find it given back; none may fail
+
+        with ThreadPoolExecutor(8) as pool:
+            for f in [pool.submit(put) for _ in range(8)]:
+                f.result()
+        assert room.held and room.path.stat().st_size == 1 << 20
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["headroom"]
