@@ -52,6 +52,7 @@ from bench._util import (
     stop_process,
     terminate_on_sigterm,
 )
+from federation.fuse.mountinfo import answers
 from federation.local.harness import Federation
 
 RCLONE = shutil.which("rclone") or "rclone"
@@ -73,16 +74,6 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _serving(p: Path) -> bool:
-    if not os.path.ismount(p):
-        return False
-    try:
-        os.listdir(p)
-    except OSError:
-        return False
-    return True
-
-
 def _unmount(proc: subprocess.Popen[Any] | None, mnt: Path) -> None:
     stop_process(proc, 20)
     if os.path.ismount(mnt):
@@ -101,7 +92,7 @@ class Mounted:
         with open(log_file, "ab") as err:
             self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err,
                                          stdin=subprocess.DEVNULL)
-        _wait(lambda: self.proc.poll() is not None or _serving(mnt), 60, f"mount at {mnt}")
+        _wait(lambda: self.proc.poll() is not None or answers(mnt), 60, f"mount at {mnt}")
         if self.proc.poll() is not None:
             raise RuntimeError(f"mount at {mnt} failed: {log_file.read_text()[-2000:]}")
 

@@ -45,6 +45,18 @@ def is_live(path: str | Path) -> bool:
     return is_mounted(path) and not is_stale(path)
 
 
+def answers(path: str | Path) -> bool:
+    """A mount's process answers at ``path``: a listing reaches it, where a ``stat`` may be
+    answered from the kernel's cache of a dead one's root (what waiting for a mount needs)."""
+    if not os.path.ismount(path):
+        return False
+    try:
+        os.listdir(path)
+    except OSError:
+        return False
+    return True
+
+
 def fusermount() -> str:
     found = shutil.which("fusermount3") or shutil.which("fusermount")
     if not found:

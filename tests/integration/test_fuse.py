@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from federation.fuse.mountinfo import is_stale
+from federation.fuse.mountinfo import answers, is_stale
 from tests.fixtures.federation import Federation
 from tests.support import wait_for
-from tests.support.fuse_mount import Mount, serving
+from tests.support.fuse_mount import Mount
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="/dev/fuse is missing"),
@@ -271,7 +271,7 @@ def test_daemon_mode_returns_once_mounted(fed: Federation, tmp_path: Path) -> No
                    "--root", "/fz/fz")
     assert proc.returncode == 0, proc.stderr
     try:
-        assert serving(mnt)
+        assert answers(mnt)
         (mnt / "from-daemon.txt").write_text("d")
         with fed.client() as c:
             assert c.cat("/fz/fz/from-daemon.txt") == b"d"

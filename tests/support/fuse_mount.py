@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from federation.fuse.mountinfo import is_stale
+from federation.fuse.mountinfo import answers, is_stale
 from tests.fixtures.federation import Federation
 from tests.support.waiting import wait_for
 
@@ -27,7 +27,7 @@ class Mount:
                  "--cache-dir", str(cache), *args],
                 env=fed.env(), stdout=subprocess.DEVNULL, stderr=err,
             )
-        wait_for(lambda: self.proc.poll() is not None or serving(mnt), 30)
+        wait_for(lambda: self.proc.poll() is not None or answers(mnt), 30)
         assert self.proc.poll() is None, self.log.read_text()
 
     def stop(self) -> None:
@@ -41,13 +41,3 @@ class Mount:
         if os.path.ismount(self.mnt) or is_stale(str(self.mnt)):
             subprocess.run(["fusermount3", "-uz", str(self.mnt)], check=False)
 
-
-def serving(p: Path) -> bool:
-    """A FUSE process answers at ``p`` (a dead one's cached root attributes do not count)."""
-    if not os.path.ismount(p):
-        return False
-    try:
-        os.listdir(p)
-    except OSError:
-        return False
-    return True
