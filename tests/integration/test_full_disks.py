@@ -30,12 +30,9 @@ from tests.fixtures.federation import Controller, Federation, metric
 from tests.support import cli_status, wait_for
 from tests.support.fuse_mount import Mount
 from tests.support.mirrors import apply_policy, make_volume, policy_doc
+from tests.support.small_disk import NEEDS_SMALL_DISKS, on_small_disk
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root"),
-    pytest.mark.skipif(shutil.which("mount") is None, reason="mount(8) is missing"),
-]
+pytestmark = [pytest.mark.slow, *NEEDS_SMALL_DISKS]
 
 DISK_MIB = 24
 FULL = "cluster onprem-a has no space left on its disk"
@@ -45,18 +42,11 @@ FULL = "cluster onprem-a has no space left on its disk"
 def owner(federation: Federation) -> Iterator[tuple[Federation, Controller]]:
     """onprem-a owns volume ``full`` (at /full) on a small tmpfs; onprem-b is a second entry."""
     fed = federation
-    ctl = fed.add("onprem-a", start=False)
-    ctl.data_dir.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MIB}m", "tmpfs", str(ctl.data_dir)], check=True)
-    try:
-        fed.start("onprem-a")
+    with on_small_disk(fed, "onprem-a", DISK_MIB) as ctl:
         fed.add("onprem-b")
         assert fed.gns("volume", "create", "full", "--cluster", "onprem-a").returncode == 0
         assert fed.gns("mount", "add", "/full", "full").returncode == 0
         yield fed, ctl
-    finally:
-        fed.stop("onprem-a")
-        subprocess.run(["umount", "-l", str(ctl.data_dir)], check=False)
 
 
 def leftovers(ctl: Controller) -> list[str]:
@@ -168,11 +158,7 @@ def test_a_replica_full_to_the_last_block_follows_its_owners_deletes(federation:
                                                                       tmp_path: Path) -> None:
     fed = federation
     fed.add("onprem-a")
-    replica = fed.add("onprem-b", start=False)
-    replica.data_dir.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MIB}m", "tmpfs", str(replica.data_dir)], check=True)
-    try:
-        fed.start("onprem-b")
+    with on_small_disk(fed, "onprem-b", DISK_MIB) as replica:
         make_volume(fed, "rep", "onprem-a")
         apply_policy(fed, tmp_path, policy_doc("rep-dr", "rep", "continuous", ["onprem-b"]))
         with fed.client() as c:
@@ -192,6 +178,3 @@ def test_a_replica_full_to_the_last_block_follows_its_owners_deletes(federation:
         wait_for(lambda: (t := cli_status(fed, "rep-dr")["onprem-b"])["state"] == "Synced"
                  and t["lag_versions"] == 0, 60, "the replica to follow the deletes")
         filler.unlink()
-    finally:
-        fed.stop("onprem-b")
-        subprocess.run(["umount", "-l", str(replica.data_dir)], check=False)
