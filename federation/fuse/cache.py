@@ -166,7 +166,10 @@ class MetaCache:
             self._set_attrs(path, (None, time.monotonic(), volume))
             got = self._lists.get(parent)
             if got is not None:
-                self._lists[parent] = ([e for e in got[0] if e[0] != name], got[1], got[2])
+                entries = got[0]
+                i = bisect.bisect_left(entries, (name,))
+                if i < len(entries) and entries[i][0] == name:
+                    self._lists[parent] = (entries[:i] + entries[i + 1:], got[1], got[2])
 
     def invalidate(self, path: str) -> None:
         """``path`` changed: forget it, its listing, and its parent's listing."""
