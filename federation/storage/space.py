@@ -75,13 +75,14 @@ class Headroom:
     def _restore_locked(self) -> bool:
         if self.held:
             return True
+        partial = self.path.with_name(self.path.name + ".new")
         try:
             if self.path.stat().st_size == self.size:
+                partial.unlink(missing_ok=True)  # a process killed while it made one
                 self.held = True
                 return True
         except FileNotFoundError:
             pass
-        partial = self.path.with_name(self.path.name + ".new")
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:

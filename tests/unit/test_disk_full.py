@@ -155,3 +155,12 @@ def test_puts_on_many_threads_take_the_headroom_back_once(tmp_path: Path) -> Non
                 f.result()
         assert room.held and room.path.stat().st_size == 1 << 20
         assert sorted(p.name for p in tmp_path.iterdir()) == ["headroom"]
+
+
+def test_a_headroom_half_made_when_the_process_died_is_swept(tmp_path: Path) -> None:
+    room = Headroom(tmp_path / "headroom", size=1 << 20)
+    room.restore()
+    (tmp_path / "headroom.new").write_bytes(b"\0" * 4096)  # killed -9 inside a later restore
+    again = Headroom(tmp_path / "headroom", size=1 << 20)  # the next open
+    assert again.restore()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["headroom"]
