@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -35,7 +34,14 @@ from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
 from federation.edge_mux import forwardable
-from federation.sitekit import API_VERSIONS, RELEASE, FederationService, Resolved, VolumeManager
+from federation.sitekit import (
+    API_VERSIONS,
+    RELEASE,
+    FederationService,
+    Resolved,
+    VolumeManager,
+    disk_full_reason,
+)
 from namespace.acl import Grant, Grants, check_subject, parse_perms
 from namespace.cache import NamespaceView
 from namespace.errors import InvalidInput, Unavailable
@@ -236,13 +242,13 @@ class EdgeFederationService(FederationService):
     def _refused_when_disk_full(self) -> Iterator[None]:
         try:
             yield
-        except (OSError, sqlite3.OperationalError) as exc:
+        except (OSError, sqlite3.Error) as exc:
             # a file's blocks (ENOSPC, EDQUOT), or a small file's row in the catalog (SQLITE_FULL)
-            full = (exc.errno in (errno.ENOSPC, errno.EDQUOT) if isinstance(exc, OSError)
-                    else getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL)
-            if not full:
+            if disk_full_reason(exc) is None:
                 raise
             # The journal is bounded only by the disk: refuse the new write, drop nothing old.
+            # Unavailable (retryable), not a controller's OutOfSpace: here shipping the
+            # backlog to the hub is what frees the disk, so the same write soon succeeds.
             raise Unavailable(f"edge site {self.cluster}: disk full, write refused "
                               "(every change already accepted is kept until it is shipped)") from None
 

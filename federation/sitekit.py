@@ -17,6 +17,7 @@ from federation.controller.service import API_VERSIONS, RELEASE, FederationServi
 from federation.controller.service import add_to_server as add_federation_service
 from federation.controller.volumes import VolumeManager
 from federation.storage.models import FileMeta
+from federation.storage.space import disk_full_reason
 from federation.storage.volume import VolumeStorage
 
 __all__ = [
@@ -36,5 +37,6 @@ __all__ = [
     "VolumeStorage",
     "add_federation_service",
     "claim_data_dir",
+    "disk_full_reason",
     "forward_metadata",
 ]

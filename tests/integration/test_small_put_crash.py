@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from namespace.errors import GnsError
+from namespace.errors import FileNotFound, GnsError
 from tests.fixtures.federation import Federation
 from tests.support import wait_for
 
@@ -92,7 +92,14 @@ def test_kill9_owner_during_small_puts_loses_nothing_acknowledged(federation: Fe
     with fed.client() as c:
         visible: dict[str, int] = {}
         for k in range(THREADS):
-            for e in c.ls(f"/sp/t{k}"):
+            try:
+                entries = c.ls(f"/sp/t{k}")
+            except FileNotFound:
+                # A writer whose first put was still on its way at the kill (a slow start on
+                # a busy machine: CI saw one) made no directory; what it sent is checked below.
+                assert not any(p.startswith(f"/sp/t{k}/") for p in acked)
+                continue
+            for e in entries:
                 assert e.type == "file", e
                 visible[f"/sp/t{k}/{e.name}"] = e.size
         lost = sorted(set(acked) - set(visible))
