@@ -87,10 +87,12 @@ class BlobCollector:
         ]
         conn.executemany("DELETE FROM gc_pending WHERE sha256 = ?", settled)
 
-    def collect_locked(self) -> int:
+    def collect_locked(self, batch: int = 1000) -> int:
         """Remove queued blobs nothing needs any more; deferred while any pin is held.
 
-        Returns how many blob files were unlinked (inline rows go in the same pass)."""
+        Returns how many blob files were unlinked (inline rows go in the same pass). Each
+        ``batch`` of them is one transaction (on a full disk, a small one fits where a large
+        one does not)."""
         if self._pins.held:
             return 0
         state = self._state
@@ -101,8 +103,8 @@ class BlobCollector:
             shas = [
                 r[0]
                 for r in conn.execute(
-                    "SELECT sha256 FROM gc_pending WHERE sha256 > ? ORDER BY sha256 LIMIT 1000",
-                    (last,),
+                    "SELECT sha256 FROM gc_pending WHERE sha256 > ? ORDER BY sha256 LIMIT ?",
+                    (last, batch),
                 )
             ]
             if not shas:

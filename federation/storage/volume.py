@@ -29,6 +29,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Self
@@ -47,7 +48,7 @@ from .pins import Pins
 from .puts import FAULT_ENV, Batch, Puts, PutWriter
 from .reads import BlobReader, Reads
 from .replica_ingest import ReplicaIngest
-from .space import Headroom
+from .space import Headroom, disk_full_reason
 from .state import VolumeState
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ROLES = ("primary", "replica")
+_FULL_DISK_BATCH = 16  # blobs per collection transaction when a full disk refused a larger one
 
 
 class VolumeStorage:
@@ -255,13 +257,27 @@ class VolumeStorage:
         return v
 
     def _collect_freeing(self) -> None:
-        """Collect what a committed change freed (on the headroom if the disk is full, as
-        collection writes to the catalog too), then take the headroom again if there is room."""
-        def collect() -> None:
+        """Collect what a committed change freed, then take the headroom again if there is
+        room. On a full disk: on the headroom, in small transactions, and at worst not now.
+        The change is committed whatever happens here: failing it would tell the caller that
+        a delete which took effect did not (a recursive delete of 10k small files on a full
+        disk did that); what is left queued is collected by a later pass."""
+        def collect(batch: int) -> None:
             with self._state.lock:
-                self._gc.collect_locked()
+                self._gc.collect_locked(batch)
 
-        self._headroom.freeing(collect)
+        try:
+            self._headroom.freeing(lambda: collect(1000))
+        except (OSError, sqlite3.Error) as exc:
+            if disk_full_reason(exc) is None:
+                raise
+            try:
+                collect(_FULL_DISK_BATCH)
+            except (OSError, sqlite3.Error) as again:
+                if disk_full_reason(again) is None:
+                    raise
+                log.warning("volume %s: disk full; blobs freed by a committed change wait for a "
+                            "later collection (%s)", self.name, again)
         self._headroom.restore()
 
     def rename(self, src: str, dst: str, *, version: int | None = None) -> int:

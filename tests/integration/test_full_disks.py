@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from federation.storage import VolumeStorage
 from federation.storage.space import HEADROOM_BYTES
 from namespace.errors import NotFound, OutOfSpace
 from tests.fixtures.federation import Controller, Federation, metric
@@ -178,3 +179,28 @@ def test_a_replica_full_to_the_last_block_follows_its_owners_deletes(federation:
         wait_for(lambda: (t := cli_status(fed, "rep-dr")["onprem-b"])["state"] == "Synced"
                  and t["lag_versions"] == 0, 60, "the replica to follow the deletes")
         filler.unlink()
+
+
+def test_a_recursive_delete_of_5k_small_files_commits_on_a_full_disk(tmp_path: Path) -> None:
+    """The volume alone, on a disk filled to the last block: `rm -r` of 5k small files
+    commits, and says so, and the disk takes content again once it has room. (About 10k
+    files of 1 KiB is where one delete's catalog changes outgrow the 4 MiB headroom: then
+    it fails, changing nothing.)"""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
+    try:
+        with VolumeStorage.open(disk / "v", "v", create=True) as vol:
+            data = os.urandom(1024)
+            for i in range(5_000):
+                vol.put_bytes(f"d/s{i // 1000}/f{i}", data[:-8] + i.to_bytes(8, "big"))
+            filler = fill(disk)
+            before = vol.version
+            assert vol.delete("d", recursive=True) == before + 1
+            assert list(vol.files()) == []
+            filler.unlink()
+            vol.put_bytes("after", b"x")  # room again: the headroom is taken back first
+            assert [m.path for m in vol.files()] == ["after"]
+            assert (disk / "v" / "headroom").stat().st_size == HEADROOM_BYTES
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -164,3 +164,36 @@ def test_a_headroom_half_made_when_the_process_died_is_swept(tmp_path: Path) -> 
     again = Headroom(tmp_path / "headroom", size=1 << 20)  # the next open
     assert again.restore()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["headroom"]
+
+
+@pytest.mark.parametrize("fits", [16, 0], ids=["small-batches-fit", "nothing-fits"])
+def test_a_committed_delete_stays_a_success_whatever_its_collection_meets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fits: int
+) -> None:
+    """A recursive delete of many small files on a full disk: its collection's transactions
+    may not fit even the headroom. They go in small batches, or not now; the delete, which
+    committed, is reported as done (it was reported as failed, "nothing committed")."""
+    from federation.storage.gc import BlobCollector
+
+    with VolumeStorage.open(tmp_path / "v", "v", create=True) as vol:
+        for i in range(40):
+            vol.put_bytes(f"d/f{i}", os.urandom(100))
+        real = BlobCollector.collect_locked
+        batches: list[int] = []
+
+        def collect(self: BlobCollector, batch: int = 1000) -> int:
+            batches.append(batch)
+            if batch > fits:
+                raise sqlite_full()
+            return real(self, batch)
+
+        monkeypatch.setattr(BlobCollector, "collect_locked", collect)
+        before = vol.version
+        assert vol.delete("d", recursive=True) == before + 1
+        assert list(vol.files()) == []
+        assert batches == [1000, 1000, 16]  # as it is, again on the headroom, then small
+        if not fits:
+            assert any("wait for a later collection" in r.getMessage() for r in caplog.records)
+        monkeypatch.undo()
+        vol.put_bytes("after", b"x")  # the queue is collected by a later pass
+        assert [m.path for m in vol.files()] == ["after"]
