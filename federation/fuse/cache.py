@@ -54,13 +54,11 @@ class MetaCache:
 
     # -- the index: every mutation of the tables goes through these four ------------------
     def _set_attrs(self, path: str, value: tuple[Attrs | None, float, str]) -> None:
-        if path not in self._attrs and path not in self._lists:
-            self._link(path)
+        self._link(path)
         self._attrs[path] = value
 
     def _set_list(self, path: str, value: tuple[list[tuple[str, Attrs]], float, str]) -> None:
-        if path not in self._attrs and path not in self._lists:
-            self._link(path)
+        self._link(path)
         self._lists[path] = value
 
     def _drop(self, path: str, *, attrs: bool = True, listing: bool = True) -> None:
@@ -79,6 +77,7 @@ class MetaCache:
         self._prune(path)
 
     def _link(self, path: str) -> None:
+        """Make ``path`` reachable from the root (at once if it already is)."""
         while path:
             parent = path.rpartition("/")[0]
             kids = self._below.get(parent)
@@ -148,15 +147,7 @@ class MetaCache:
         now = time.monotonic()
         with self._lock:
             self._set_attrs(path, (attrs, now, volume))
-            got = self._lists.get(parent)
-            if got is not None:
-                entries = list(got[0])  # readers may hold the old list: copy, then edit
-                i = bisect.bisect_left(entries, (name,))
-                if i < len(entries) and entries[i][0] == name:
-                    entries[i] = (name, attrs)
-                else:
-                    entries.insert(i, (name, attrs))
-                self._lists[parent] = (entries, got[1], got[2])
+            self._relist(parent, name, attrs)
 
     def remove(self, path: str, volume: str) -> None:
         """Our own deletion: known absent now, and gone from the parent's listing."""
@@ -164,12 +155,26 @@ class MetaCache:
         with self._lock:
             self._drop_tree(path)
             self._set_attrs(path, (None, time.monotonic(), volume))
-            got = self._lists.get(parent)
-            if got is not None:
-                entries = got[0]
-                i = bisect.bisect_left(entries, (name,))
-                if i < len(entries) and entries[i][0] == name:
-                    self._lists[parent] = (entries[:i] + entries[i + 1:], got[1], got[2])
+            self._relist(parent, name, None)
+
+    def _relist(self, parent: str, name: str, attrs: Attrs | None) -> None:
+        """Put ``name`` into the parent's cached listing with ``attrs``, or take it out
+        (None): a new list (readers may hold the old one), edited where bisection finds it."""
+        got = self._lists.get(parent)
+        if got is None:
+            return
+        entries = list(got[0])
+        i = bisect.bisect_left(entries, (name,))
+        there = i < len(entries) and entries[i][0] == name
+        if attrs is None:
+            if not there:
+                return
+            del entries[i]
+        elif there:
+            entries[i] = (name, attrs)
+        else:
+            entries.insert(i, (name, attrs))
+        self._lists[parent] = (entries, got[1], got[2])
 
     def invalidate(self, path: str) -> None:
         """``path`` changed: forget it, its listing, and its parent's listing."""

@@ -29,6 +29,9 @@ from .state import VolumeState
 
 log = logging.getLogger(__name__)
 
+COLLECT_BATCH = 1000
+"""Blobs settled per collection transaction."""
+
 
 class BlobCollector:
     """Decides which blobs to unlink, and unlinks them."""
@@ -87,7 +90,7 @@ class BlobCollector:
         ]
         conn.executemany("DELETE FROM gc_pending WHERE sha256 = ?", settled)
 
-    def collect_locked(self, batch: int = 1000) -> int:
+    def collect_locked(self, batch: int = COLLECT_BATCH) -> int:
         """Remove queued blobs nothing needs any more; deferred while any pin is held.
 
         Returns how many blob files were unlinked (inline rows go in the same pass). Each

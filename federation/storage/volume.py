@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
@@ -40,7 +41,7 @@ from . import catalog as cat
 from .blobs import fsync_dir
 from .checks import check_path
 from .edits import NamespaceEdits
-from .gc import BlobCollector
+from .gc import COLLECT_BATCH, BlobCollector
 from .group_commit import GroupCommitter
 from .journal import DIVERGED_DIR, Journal
 from .models import DirEntry, FileMeta, JournalEntry
@@ -266,18 +267,17 @@ class VolumeStorage:
             with self._state.lock:
                 self._gc.collect_locked(batch)
 
-        try:
-            self._headroom.freeing(lambda: collect(1000))
-        except (OSError, sqlite3.Error) as exc:
-            if disk_full_reason(exc) is None:
-                raise
+        for batch in (COLLECT_BATCH, _FULL_DISK_BATCH):
             try:
-                collect(_FULL_DISK_BATCH)
-            except (OSError, sqlite3.Error) as again:
-                if disk_full_reason(again) is None:
+                self._headroom.freeing(functools.partial(collect, batch))
+                break
+            except (OSError, sqlite3.Error) as exc:
+                if disk_full_reason(exc) is None:
                     raise
-                log.warning("volume %s: disk full; blobs freed by a committed change wait for a "
-                            "later collection (%s)", self.name, again)
+                full = exc
+        else:
+            log.warning("volume %s: disk full; blobs freed by a committed change wait for a "
+                        "later collection (%s)", self.name, full)
         self._headroom.restore()
 
     def rename(self, src: str, dst: str, *, version: int | None = None) -> int:
