@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.local.etcd_server import EtcdCluster
+from federation.pids import stop_child
 
 MIB = 1 << 20
 
@@ -118,17 +119,7 @@ def terminate_on_sigterm() -> None:
 
 def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
     """SIGTERM one child by PID, then SIGKILL if it lingers; reaps it."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.terminate()
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    except ProcessLookupError:
-        pass
+    stop_child(proc, timeout)
 
 
 # -- etcd ---------------------------------------------------------------------------------

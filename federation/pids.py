@@ -1,8 +1,12 @@
-"""Whether a process is still there, by PID (the one check used by ``gns up``/``down``,
-the FUSE staging sweep and the CSI node's publisher)."""
+"""Processes by PID: whether one is still there (the one check used by ``gns up``/``down``,
+the FUSE staging sweep and the CSI node's publisher), and stopping a child we started (the
+local harness, the benchmarks and the tests)."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+from typing import Any
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -21,3 +25,19 @@ def pid_alive(pid: int | None) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def stop_child(proc: subprocess.Popen[Any] | None, timeout: float = 15.0) -> None:
+    """SIGTERM a child process (SIGCONT first: a stopped one would not act on it), SIGKILL
+    if it lingers past ``timeout`` seconds; reaps it either way."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except ProcessLookupError:
+        pass

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from federation.fuse.mountinfo import answers, is_stale
+from federation.pids import stop_child
 from tests.fixtures.federation import Federation
 from tests.support.waiting import wait_for
 
@@ -31,13 +31,7 @@ class Mount:
         assert self.proc.poll() is None, self.log.read_text()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc, 20)
         if os.path.ismount(self.mnt) or is_stale(str(self.mnt)):
             subprocess.run(["fusermount3", "-uz", str(self.mnt)], check=False)
 
