@@ -64,7 +64,8 @@ class TargetStatus(BaseModel):
     files: int = 0
     """Files moved to this target (cumulative)."""
     last_error: str | None = None
-    """The last failure, kept after recovery for the record."""
+    """The last failure, kept in the record after recovery (``mirror status`` shows it only
+    while the target is failing)."""
     error_at: float | None = None
     """When ``last_error`` happened; the target is in ``Error`` while it is newer than
     ``synced_at`` (None with ``last_error`` set: the last attempt failed)."""
@@ -114,7 +115,7 @@ def target_state(
             state = "Synced" if lag_versions == 0 else "Lagging"
         return {
             "state": state, "version": 0, "lag_versions": lag_versions, "lag_seconds": 0.0,
-            "bytes": 0, "files": 0, "last_error": None, "synced_at": None,
+            "bytes": 0, "files": 0, "last_error": None, "error_at": None, "synced_at": None,
         }
     lag_versions = max(0, head - st.version)
     lag_seconds = 0.0
@@ -141,7 +142,10 @@ def target_state(
         "lag_seconds": round(lag_seconds, 3),
         "bytes": st.bytes,
         "files": st.files,
-        "last_error": st.last_error,
+        # Only while it holds: next to `Synced`, an error the target has recovered from
+        # reads as a current one (the record keeps it; the controller's log has it too).
+        "last_error": st.last_error if st.failed else None,
+        "error_at": st.error_at if st.failed else None,
         "synced_at": st.synced_at or None,
     }
 

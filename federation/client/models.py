@@ -195,14 +195,17 @@ class MirrorTargetStatus:
     bytes: int
     files: int
     last_error: str | None
+    """Why the target is failing; None while it is not (a recovered error is not shown)."""
     synced_at: float | None
+    error_at: float | None = None
+    """When ``last_error`` happened."""
 
     def to_json(self) -> Json:
         return {
             "target": self.target, "state": self.state, "version": self.version,
             "lag_versions": self.lag_versions, "lag_seconds": self.lag_seconds,
             "bytes": self.bytes, "files": self.files, "last_error": self.last_error,
-            "synced_at": self.synced_at,
+            "synced_at": self.synced_at, "error_at": self.error_at,
         }
 
     @classmethod
@@ -211,6 +214,7 @@ class MirrorTargetStatus:
             target=d["target"], state=d["state"], version=d["version"],
             lag_versions=d["lag_versions"], lag_seconds=d["lag_seconds"], bytes=d["bytes"],
             files=d["files"], last_error=d.get("last_error"), synced_at=d.get("synced_at"),
+            error_at=d.get("error_at"),
         )
 
 

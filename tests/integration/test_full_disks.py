@@ -176,8 +176,9 @@ def test_a_replica_full_to_the_last_block_follows_its_owners_deletes(federation:
         # The owner frees space; the replica, with not one block left, must still follow.
         assert fed.gns("rm", "-r", "/rep/d").returncode == 0
         assert fed.gns("rm", "/rep/more.bin").returncode == 0
-        wait_for(lambda: (t := cli_status(fed, "rep-dr")["onprem-b"])["state"] == "Synced"
-                 and t["lag_versions"] == 0, 60, "the replica to follow the deletes")
+        t = wait_for(lambda: (t := cli_status(fed, "rep-dr")["onprem-b"])["state"] == "Synced"
+                     and t["lag_versions"] == 0 and t, 60, "the replica to follow the deletes")
+        assert (t["last_error"], t["error_at"]) == (None, None), t  # recovered: not shown
         filler.unlink()
 
 

@@ -97,10 +97,11 @@ def test_lagging_beats_syncing() -> None:
 
 def test_error_only_while_the_last_attempt_failed() -> None:
     s = state(rec(version=9, synced_at=NOW - 10, last_error="boom", error_at=NOW - 5))
-    assert s["state"] == "Error" and s["last_error"] == "boom"
-    # A later success keeps the message for the record but clears the state.
+    assert (s["state"], s["last_error"], s["error_at"]) == ("Error", "boom", NOW - 5)
+    # A later success clears the state and the error shown (the record keeps it): next
+    # to `Synced`, an old error reads as a current one.
     s = state(rec(version=10, synced_at=NOW - 1, last_error="boom", error_at=NOW - 5))
-    assert s["state"] == "Synced" and s["last_error"] == "boom"
+    assert (s["state"], s["last_error"], s["error_at"]) == ("Synced", None, None)
     # No error time: the last attempt failed.
     assert state(rec(version=10, last_error="boom"))["state"] == "Error"
 
