@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from federation.cli.output import DURATION, Env, common
+from federation.fuse.cache import DEFAULT_MAX_ENTRIES
 
 CONSISTENCY = click.Choice(["owner", "any"])
 
@@ -32,10 +33,13 @@ def register(cli: click.Group) -> None:
               help="Where writes are staged until close (default ~/.cache/gns/fuse).")
 @click.option("--timeout", type=DURATION, default="30s", show_default=True, metavar="DURATION",
               help="Longest any one call may take before the operation fails with EIO.")
+@click.option("--cache-entries", type=click.IntRange(min=1), default=DEFAULT_MAX_ENTRIES,
+              show_default=True, metavar="N",
+              help="Bound on cached attributes and listed names (about 300 bytes each).")
 @common
 def fuse(env: Env, mountpoint: Path, root: str, read_only: bool, via: str | None,
          consistency: str, max_staleness: float, daemon: bool, cache_dir: Path | None,
-         timeout: float) -> None:
+         timeout: float, cache_entries: int) -> None:
     """Mount the global namespace (or --root PATH) at MOUNTPOINT through FUSE."""
     from federation.fuse.mount import MountConfig, daemonize, run
     from federation.fuse.mountinfo import clear_stale
@@ -51,7 +55,8 @@ def fuse(env: Env, mountpoint: Path, root: str, read_only: bool, via: str | None
     mountpoint = mountpoint.absolute()
     clear_stale(mountpoint)  # bad mount points fail here, before anything starts
     config = MountConfig(mountpoint=mountpoint, root=root, read_only=read_only,
-                         cache_dir=cache_dir.absolute() if cache_dir else None, timeout=timeout)
+                         cache_dir=cache_dir.absolute() if cache_dir else None, timeout=timeout,
+                         cache_entries=cache_entries)
 
     def serve(ready: Callable[[], None] | None = None) -> None:
         with env.client(via=via, consistency=consistency, max_staleness=max_staleness) as c:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from federation.api.errors import error_of_kind, kind_of
+from federation.fuse.cache import DEFAULT_MAX_ENTRIES
 from federation.fuse.mountinfo import clear_stale
 from namespace.errors import GnsError, InvalidInput, NotFound, Unavailable
 
@@ -44,6 +45,8 @@ class MountConfig:
     """Bound on staged bytes (0 = the disk is the bound)."""
     timeout: float = 30.0
     """Seconds any one call may take before the operation fails with EIO."""
+    cache_entries: int = DEFAULT_MAX_ENTRIES
+    """Bound on the metadata cache (``--cache-entries``): attributes plus listed names."""
     attr_timeout: float = 1.0
     """Seconds the kernel may cache attributes and entries without asking."""
 
@@ -71,7 +74,7 @@ def run(config: MountConfig, client: Client, ready: Callable[[], None] | None = 
     staging.open()
     ops = GnsOperations(client, config.root, staging, read_only=config.read_only,
                         timeout=config.timeout, attr_timeout=config.attr_timeout,
-                        cache=MetaCache())
+                        cache=MetaCache(max_entries=config.cache_entries))
     try:
         if client.via is not None:
             # Every call enters through --via: a cluster that does not exist would mount a

@@ -354,6 +354,30 @@ def test_read_only_mount_gives_erofs(fed: Federation, tmp_path: Path) -> None:
         m.stop()
 
 
+def test_a_mount_with_a_tiny_metadata_cache_still_walks_a_tree_right(fed: Federation, tmp_path: Path) -> None:
+    """Past ``--cache-entries`` the mount forgets the oldest entries it fetched: a walk of a
+    tree 20 times the bound, and `ls -l` of one directory larger than it, see everything,
+    with the attributes the volume has, again and again."""
+    files = {f"walk/d{d}/f{i:03d}": f"{d}-{i}".encode() * (i + 1) for d in range(8) for i in range(60)}
+    files.update({f"walk/big/g{i:03d}": b"x" * i for i in range(300)})
+    with fed.client() as c:
+        for rel, data in files.items():
+            c.put(data, f"/fz/fz/{rel}")
+    m = Mount(fed, tmp_path / "small", tmp_path / "c", "--cache-entries", "40")
+    try:
+        root = m.mnt / "fz/fz"
+        for _ in range(2):
+            seen = {str(Path(d, f).relative_to(root)): os.stat(Path(d, f)).st_size
+                    for d, _dirs, names in os.walk(root / "walk") for f in names}
+            assert seen == {rel: len(data) for rel, data in files.items()}
+            ls = subprocess.run(["ls", "-l", str(root / "walk/big")], check=True,
+                                capture_output=True, text=True).stdout.splitlines()[1:]
+            assert sorted(int(line.split()[4]) for line in ls) == list(range(300))
+        assert (root / "walk/d3/f007").read_bytes() == files["walk/d3/f007"]
+    finally:
+        m.stop()
+
+
 def test_bad_invocations_exit_with_one_error_line(fed: Federation, tmp_path: Path) -> None:
     from tests.fixtures.federation import assert_error
 
@@ -361,6 +385,8 @@ def test_bad_invocations_exit_with_one_error_line(fed: Federation, tmp_path: Pat
     assert_error(fed.gns("fuse", str(tmp_path), "--root", "relative/path"), 2)
     assert_error(fed.gns("fuse", str(tmp_path), "--via", "Bad_Name"), 2)
     assert_error(fed.gns("fuse", str(tmp_path), "--max-staleness", "soon"), 2)
+    for entries in ("0", "-5", "many", "1e6"):
+        assert_error(fed.gns("fuse", str(tmp_path), "--cache-entries", entries), 2)
     assert_error(fed.gns("fuse", str(tmp_path), "--root", "/nowhere/at/all"), 3)
     assert not os.path.ismount(tmp_path)
 

@@ -1,9 +1,17 @@
 """``federation.fuse.cache.MetaCache`` against a model: after any sequence of its
 operations it holds exactly the entries a plain scan of its two tables would, and its index
 of what lies below each path holds nothing stale (a mount's cache lives for days); and
-forgetting a subtree never scans the tables (it used to, for every delete reported)."""
+forgetting a subtree never scans the tables (it used to, for every delete reported).
+
+Bounded, it holds a part of what the unbounded cache holds, the same where it holds it,
+within its bound; entries past every lifetime go as new ones come in."""
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -87,6 +95,15 @@ OPS = st.lists(st.tuples(
     st.sampled_from(PATHS), st.sampled_from(VOLUMES)), max_size=40)
 
 
+def held_as_model(cache: MetaCache) -> tuple[dict[str, Any], dict[str, Any]]:
+    return ({k: (v[0], v[2]) for k, v in cache._attrs.items()},
+            {k: (v[0], v[2]) for k, v in cache._lists.items()})
+
+
+def counted(cache: MetaCache) -> int:
+    return len(cache._attrs) + sum(len(v[0]) for v in cache._lists.values())
+
+
 @settings(max_examples=400, deadline=None)
 @given(OPS)
 def test_the_cache_holds_what_the_model_holds_and_its_index_nothing_stale(ops: list[tuple[str, str, str]]) -> None:
@@ -94,8 +111,26 @@ def test_the_cache_holds_what_the_model_holds_and_its_index_nothing_stale(ops: l
     for op, path, volume in ops:
         run(cache, op, path, volume)
         model.apply(op, path, volume)
-        assert {k: (v[0], v[2]) for k, v in cache._attrs.items()} == model.attrs
-        assert {k: (v[0], v[2]) for k, v in cache._lists.items()} == model.lists
+        assert held_as_model(cache) == (model.attrs, model.lists)
+        assert len(cache) == counted(cache)
+    assert_index_exact(cache)
+
+
+@settings(max_examples=400, deadline=None)
+@given(OPS, st.integers(min_value=1, max_value=6))
+def test_a_bounded_cache_holds_part_of_the_model_within_its_bound(
+        ops: list[tuple[str, str, str]], bound: int) -> None:
+    cache, model = MetaCache(max_entries=bound), Model()
+    for op, path, volume in ops:
+        run(cache, op, path, volume)
+        model.apply(op, path, volume)
+        attrs, lists = held_as_model(cache)
+        assert attrs.items() <= model.attrs.items() and lists.items() <= model.lists.items()
+        assert len(cache) == counted(cache) <= max(bound, 2)  # 2: the listing made last, whole
+    assert_index_exact(cache)
+
+
+def assert_index_exact(cache: MetaCache) -> None:
     held = set(cache._attrs) | set(cache._lists)
     for node, kids in cache._below.items():  # every index node leads to something held
         assert kids, node
@@ -107,13 +142,24 @@ def test_the_cache_holds_what_the_model_holds_and_its_index_nothing_stale(ops: l
         assert key in cache._below.get(parent, set()), key
 
 
-class NoScans(dict):  # type: ignore[type-arg]
-    """A table that refuses to be scanned: what per-event operations must never do."""
+class NoScans(OrderedDict):  # type: ignore[type-arg]
+    """A table that refuses to be scanned past its first entry (eviction looks at the
+    oldest): what per-event operations must never do."""
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Any]:
+        for i, key in enumerate(super().__iter__()):
+            if i:
+                raise AssertionError("scanned the whole table")
+            yield key
+
+    def items(self) -> Iterator[tuple[Any, Any]]:  # type: ignore[override]
+        for key in self:
+            yield key, self[key]
+
+    def keys(self) -> Any:
         raise AssertionError("scanned the whole table")
 
-    keys = values = items = __iter__
+    values = keys
 
 
 def test_forgetting_a_subtree_costs_the_subtree_not_the_cache() -> None:
@@ -129,3 +175,74 @@ def test_forgetting_a_subtree_costs_the_subtree_not_the_cache() -> None:
     assert cache.get_attrs("t/d4") == (True, None) and cache.get_attrs("t/d4/f1") == (False, None)
     assert cache.get_attrs("t/d3/f8") == (True, F)
     assert ("new", F) in (cache.get_list("t/d6") or [])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_entries_past_every_lifetime_go_as_new_ones_come_in() -> None:
+    clock = Clock()
+    cache = MetaCache(ttl=30.0, fallback_ttl=1.0, clock=clock)
+    cache.set_healthy("v", True)
+    cache.put_list("old", [(f"f{i}", F) for i in range(1000)], "v")
+    clock.now += 29.0
+    cache.put_attrs("new", F, "v")
+    assert len(cache) == 2001  # all still alive
+    clock.now += 2.0
+    cache.put_attrs("newer", F, "v")
+    assert cache.get_list("old") is None and set(cache._attrs) == {"new", "newer"}
+    assert len(cache) == 2 and set(cache._below) == {""}
+
+
+def test_past_the_bound_the_oldest_fetched_go_first() -> None:
+    clock = Clock()
+    cache = MetaCache(max_entries=250, clock=clock)
+    cache.set_healthy("v", True)
+    for d in range(5):  # an `ls -lR`: 5 directories of 50 files, 500 entries in all
+        clock.now += 1
+        cache.put_list(f"t/d{d}", [(f"f{i}", F) for i in range(50)], "v")
+    assert len(cache) <= 250
+    assert cache.get_list("t/d4") is not None and cache.get_attrs("t/d4/f49") == (True, F)
+    assert cache.get_list("t/d3") is not None  # 2 x 100 fit; the oldest three did not
+    assert cache.get_list("t/d0") is None and cache.get_attrs("t/d0/f0") == (False, None)
+    assert all(not k.startswith("t/d0") for k in cache._below), "the index keeps evicted paths"
+    # Looking an entry up does not keep it: order is by fetch (it is fetched again at ttl).
+    cache.get_attrs("t/d3/f0")
+    clock.now += 1
+    cache.put_list("t/d5", [(f"f{i}", F) for i in range(100)], "v")
+    assert cache.get_attrs("t/d3/f0") == (False, None) and len(cache) <= 250
+
+
+def test_a_walk_keeps_the_listings_above_it() -> None:
+    # `ls -lR`: the top directory is listed first; each subdirectory's lookup then asks it.
+    clock = Clock()
+    cache = MetaCache(max_entries=300, clock=clock)
+    cache.set_healthy("v", True)
+    cache.put_list("t", [(f"d{d}", D) for d in range(20)], "v")
+    for d in range(20):
+        clock.now += 1
+        cache.put_list(f"t/d{d}", [(f"f{i}", F) for i in range(50)], "v")
+        assert cache.get_list("t") is not None, d  # not evicted, though fetched first
+    assert len(cache) <= 300
+
+
+def test_the_directory_listed_last_is_kept_whole_past_the_bound() -> None:
+    # `ls -l` of a directory larger than the bound looks every name up after listing it:
+    # evicting the listing would fetch the whole directory again for each name.
+    cache = MetaCache(max_entries=100)
+    cache.put_attrs("elsewhere", F, "v")
+    cache.put_list("big", [(f"f{i:04d}", F) for i in range(1000)], "v")
+    assert cache.get_list("big") is not None and cache.get_attrs("big/f0000") == (True, F)
+    assert cache.get_attrs("elsewhere") == (False, None) and len(cache) == 2000
+    cache.put_list("small", [("a", F)], "v")  # the walk moved on: the bound holds again
+    assert len(cache) <= 100 and cache.get_list("small") is not None
+
+
+def test_the_bound_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        MetaCache(max_entries=0)
