@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from federation.storage import VolumeStorage
+from federation.storage import Headroom, VolumeStorage
 from namespace import schema
 from namespace.cache import NamespaceCache
 from namespace.errors import EpochNotSeen, GnsError, NotFound, NotOwner, StaleEpoch, Unavailable
@@ -43,6 +43,9 @@ class VolumeManager:
         self.cluster = cluster
         self.root = data_dir / "volumes"
         self.root.mkdir(parents=True, exist_ok=True)
+        # One for all the volumes here, taken when the first opens (volume names are
+        # DNS labels: none is ".headroom").
+        self.headroom = Headroom(self.root / ".headroom")
         self.cache = cache
         self.lease = lease
         self.metrics = metrics
@@ -72,7 +75,8 @@ class VolumeManager:
                 vol = self.cache.view.volumes.get(name)
                 role = "primary" if vol is not None and vol.owner == self.cluster else "replica"
                 vs = VolumeStorage.open(
-                    self.root / name, name, create=create, epoch=vol.epoch if vol else 1, role=role
+                    self.root / name, name, create=create, epoch=vol.epoch if vol else 1, role=role,
+                    headroom=self.headroom,
                 )
                 self._open[name] = vs
             return vs

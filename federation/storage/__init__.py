@@ -27,6 +27,7 @@ internals (temp files, the catalog, blobs) as volume files.
 
 from .inline import INLINE_MAX
 from .models import DirEntry, FileMeta, JournalEntry
+from .space import Headroom
 from .volume import PutWriter, VolumeStorage
 
-__all__ = ["INLINE_MAX", "DirEntry", "FileMeta", "JournalEntry", "PutWriter", "VolumeStorage"]
+__all__ = ["INLINE_MAX", "DirEntry", "FileMeta", "Headroom", "JournalEntry", "PutWriter", "VolumeStorage"]

@@ -9,11 +9,13 @@ back). What was missing:
   reports ``OutOfSpace`` instead of an internal error;
 * a way out. Deleting a file is itself a write here (a catalog transaction and a journal
   row), so on a disk filled to the last block even ``rm`` failed, and the only way to free
-  space was to go behind gns's back. Each volume keeps :data:`HEADROOM_BYTES` allocated in
-  a file of its own (:class:`Headroom`, as ext4 keeps blocks back for root and ZFS keeps
-  slop space for deletes): a put can never take it, and a delete that meets a full disk
-  gives it back and commits. New content is refused until the headroom is taken again,
-  once the disk has room.
+  space was to go behind gns's back. The volumes of a data directory keep
+  :data:`HEADROOM_BYTES` allocated in one file (:class:`Headroom`, as ext4 keeps blocks
+  back for root and ZFS keeps slop space for deletes, per file system): a put can never
+  take it, and a delete that meets a full disk gives it back and commits. New content is
+  refused, in every volume of the disk, until the headroom is taken again, once the disk
+  has room. One for all volumes, not one each: they share the disk that fills, and 4 MiB
+  a volume was 4 GiB of a disk holding a thousand.
 """
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ from typing import TypeVar
 log = logging.getLogger(__name__)
 
 HEADROOM_BYTES = 4 << 20
-"""Kept back per volume: a delete's transaction (its journal rows, a recursive delete's
-catalog pages, the WAL frames) fits many times over."""
+"""Kept back per data directory: a delete's transaction (its journal rows, a recursive
+delete's catalog pages, the WAL frames) fits many times over."""
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _MAX_CHAIN = 16  # causes followed at most (a chain can loop through __context__)
 
@@ -53,10 +55,12 @@ def disk_full_reason(exc: BaseException) -> str | None:
 
 
 class Headroom:
-    """Space one volume keeps back on its disk for deletes, in the file at ``path``.
+    """Space kept back on a disk for deletes, in the file at ``path``: one per data
+    directory, shared by its volumes (a volume opened on its own keeps one of its own).
 
-    Safe from any thread: puts on many threads may find it given back and try to take it
-    again at once (one of them does; the lock keeps them off each other's file)."""
+    Safe from any thread: puts on many threads, in any volume, may find it given back and
+    try to take it again at once (one of them does; the lock keeps them off each other's
+    file)."""
 
     def __init__(self, path: Path, size: int = HEADROOM_BYTES) -> None:
         self.path = path
@@ -125,11 +129,17 @@ class Headroom:
         """Run ``op``, a change that frees space (a delete, a collection of blobs). If the
         disk is too full even for it, give the headroom back and run it once more (so
         ``op`` must change nothing when it fails). ``restore`` takes the space again."""
+        was_held = self.held
         try:
             return op()
         except (OSError, sqlite3.Error) as exc:
-            if disk_full_reason(exc) is None or not self.release():
+            if disk_full_reason(exc) is None:
                 raise
-            log.warning("%s: disk full; gave back the %d MiB kept for deletes, so this one can commit",
-                        self.path.parent, self.size >> 20)
+            if self.release():
+                log.warning("%s: disk full; gave back the %d MiB kept for deletes, so this one can commit",
+                            self.path.parent, self.size >> 20)
+            elif not was_held:
+                raise  # nothing was freed since this began: it would fail the same way
+            # Given back by this call, or by a delete in another volume while it ran: what
+            # that freed may be enough for this one too (op changed nothing: safe to retry).
             return op()

@@ -66,7 +66,7 @@ _FULL_DISK_BATCH = 16  # blobs per collection transaction when a full disk refus
 class VolumeStorage:
     """A volume's files, journal and metadata under one directory ``root``."""
 
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, headroom: Headroom | None = None) -> None:
         """No I/O here: use ``VolumeStorage.open``."""
         self.root = root
         self.name = name
@@ -78,7 +78,8 @@ class VolumeStorage:
         self._edits = NamespaceEdits(self._state, self._gc)
         self._journal = Journal(self._state, self._pins)
         self._ingest = ReplicaIngest(self._state, self._gc)
-        self._headroom = Headroom(root / "headroom")
+        self._shares_headroom = headroom is not None
+        self._headroom = headroom or Headroom(root / "headroom")
         self._lock_fd: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -92,8 +93,12 @@ class VolumeStorage:
         create: bool = False,
         epoch: int = 1,
         role: str = "primary",
+        headroom: Headroom | None = None,
     ) -> VolumeStorage:
-        """Open (or with ``create``, create) the volume at ``root``; recover after a crash."""
+        """Open (or with ``create``, create) the volume at ``root``; recover after a crash.
+
+        ``headroom``: the space its data directory keeps back for deletes (shared by the
+        directory's volumes); without it, the volume keeps its own, in ``root``."""
         root = Path(root)
         if role not in ROLES:
             raise InvalidInput(f"volume role must be one of {ROLES}, not {role!r}")
@@ -101,7 +106,7 @@ class VolumeStorage:
             if not create:
                 raise FileNotFound(f"volume {name!r} has no storage at {root}")
             root.mkdir(parents=True, exist_ok=True)
-        vol = cls(root, name)
+        vol = cls(root, name, headroom)
         try:
             vol._open(epoch=epoch, role=role)
         except BaseException:
@@ -126,6 +131,9 @@ class VolumeStorage:
         orphans = self._gc.sweep_orphans()
         with state.lock:
             self._gc.collect_locked()
+        if self._shares_headroom:
+            # Kept by each volume before one was shared: give that back to the disk.
+            (self.root / "headroom").unlink(missing_ok=True)
         self._headroom.restore()
         if swept or orphans:
             log.info(

@@ -118,7 +118,8 @@ def test_concurrent_small_puts_fail_each_as_out_of_space(owner: tuple[Federation
         c.put(room, "/full/room.bin")
         assert c.cat("/full/room.bin") == room
         c.rm("/full/room.bin")
-    assert (ctl.data_dir / "volumes" / "full" / "headroom").stat().st_size == HEADROOM_BYTES
+    assert (ctl.data_dir / "volumes" / ".headroom").stat().st_size == HEADROOM_BYTES  # one, shared
+    assert not (ctl.data_dir / "volumes" / "full" / "headroom").exists()
     assert leftovers(ctl) == []
 
 

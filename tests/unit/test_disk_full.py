@@ -91,8 +91,56 @@ def test_only_a_full_disk_and_only_once(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="No space"):
         room.freeing(always_full)
     assert not room.path.exists()
+    calls = []
+
+    def counted_full() -> None:
+        calls.append(1)
+        raise ENOSPC
+
     with pytest.raises(OSError, match="No space"):  # nothing left to give: fails at once
-        room.freeing(always_full)
+        room.freeing(counted_full)
+    assert len(calls) == 1
+
+
+def test_a_delete_runs_again_when_another_volume_gave_the_headroom_back_meanwhile(tmp_path: Path) -> None:
+    room = Headroom(tmp_path / "headroom", size=1 << 20)
+    room.restore()
+    calls = []
+
+    def delete() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            room.release()  # a delete in another volume of the disk, while this one ran
+            raise ENOSPC
+        return 3
+
+    assert room.freeing(delete) == 3 and len(calls) == 2
+
+
+def test_the_volumes_of_a_data_directory_share_one_headroom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "volumes"
+    with VolumeStorage.open(root / "a", "a", create=True):  # made before it was shared
+        pass
+    assert (root / "a" / "headroom").stat().st_size == HEADROOM_BYTES
+    room = Headroom(root / ".headroom", size=1 << 20)
+    with VolumeStorage.open(root / "a", "a", headroom=room) as a, \
+            VolumeStorage.open(root / "b", "b", create=True, headroom=room) as b:
+        # One file for the directory; the volume's own given back to the disk.
+        assert sorted(str(p.relative_to(root)) for p in root.rglob("*headroom*")) == [".headroom"]
+        a.put_bytes("x", b"x")
+        b.put_bytes("y", b"y")
+        room.release()  # a delete in volume a met a full disk
+
+        def full(fd: int, offset: int, length: int) -> None:
+            raise ENOSPC
+
+        monkeypatch.setattr(os, "posix_fallocate", full)  # and the disk is still full
+        with pytest.raises(OSError, match="kept for deletes"):  # for every volume on it
+            b.put_bytes("z", b"z")
+        assert b.delete("y") > 0
+        monkeypatch.undo()
+        a.put_bytes("z", b"z")
+        assert room.held and (root / ".headroom").stat().st_size == 1 << 20
 
 
 def test_restore_on_a_full_disk_leaves_nothing_half_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
