@@ -125,6 +125,7 @@ class VolumeStorage:
         state = self._state
         state.blobs.ensure_layout()
         state.catalog.init_schema(epoch=epoch, role=role)
+        state.catalog.convert_to_reclaiming()
         fsync_dir(self.root)
         state.load_meta()
         swept = state.blobs.sweep_tmp()

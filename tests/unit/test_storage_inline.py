@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from federation.storage import FileMeta, VolumeStorage
+from federation.storage import catalog as catalog_module
 from federation.storage.inline import INLINE_MAX
 from namespace.errors import FileNotFound, InvalidInput
 from tests.support.stored_blobs import (
@@ -254,20 +255,41 @@ def test_deleting_small_files_gives_their_space_back_to_the_disk(vol: VolumeStor
     assert read(vol, "after") == b"x" * 1000
 
 
-def test_a_catalog_of_an_older_release_keeps_working_without_giving_pages_back(tmp_path: Path) -> None:
+def old_release_volume(tmp_path: Path, files: int) -> Path:
+    """A volume whose catalog was made before auto_vacuum was asked, holding small files."""
     root = tmp_path / "old"
-    root.mkdir()
-    with sqlite3.connect(root / "catalog.sqlite") as conn:  # made before auto_vacuum was asked
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE placeholder (x)")
     with VolumeStorage.open(root, "old", create=True) as vol:
-        assert not vol._state.catalog.reclaims
-        for i in range(100):
-            vol.put_bytes(f"f{i}", os.urandom(48 << 10))
+        for i in range(files):
+            vol.put_bytes(f"f{i}", bytes([i % 256]) * (48 << 10))
+    with sqlite3.connect(root / "catalog.sqlite") as conn:
+        conn.executescript("PRAGMA auto_vacuum=NONE; VACUUM;")
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    return root
+
+
+def test_a_catalog_of_an_older_release_is_rewritten_at_open_to_give_pages_back(tmp_path: Path) -> None:
+    root = old_release_volume(tmp_path, 100)
+    with VolumeStorage.open(root, "old") as vol:
+        assert vol._state.catalog.reclaims
+        assert read(vol, "f7") == bytes([7]) * (48 << 10)  # every file as it was
+        assert len(list(vol.files())) == 100
         vol.delete("f0")
         for i in range(1, 100):
             vol.delete(f"f{i}")
-        assert list(vol.files()) == []
+        checkpoint(vol)
+        assert (root / "catalog.sqlite").stat().st_size < 1 << 20
+
+
+def test_a_catalog_of_an_older_release_too_large_to_rewrite_keeps_working(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = old_release_volume(tmp_path, 100)
+    monkeypatch.setattr(catalog_module, "CONVERT_MAX_BYTES", 1 << 20)
+    with VolumeStorage.open(root, "old") as vol:
+        assert not vol._state.catalog.reclaims
+        for i in range(100):
+            vol.delete(f"f{i}")
+        vol.put_bytes("after", b"x")  # SQLite reuses the pages it could not give back
+        assert [m.path for m in vol.files()] == ["after"]
 
 
 def checkpoint(vol: VolumeStorage) -> None:
