@@ -22,9 +22,25 @@ log = logging.getLogger(__name__)
 _ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
-def mount_points() -> set[str]:
+def _mounts() -> list[tuple[str, str]]:
+    """(device ``major:minor``, mount point) of every mount, in the kernel's order."""
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        return {_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), line.split()[4]) for line in f}
+        return [(fields[2], _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4]))
+                for fields in (line.split() for line in f)]
+
+
+def mount_points() -> set[str]:
+    return {point for _, point in _mounts()}
+
+
+def device_of(path: str | Path) -> str | None:
+    """The device (``major:minor``) mounted at ``path`` last, without touching the mount
+    (a ``stat`` of a FUSE mount waits for its process, which may be the caller)."""
+    path = Path(path)
+    # realpath of the parent only: resolving the mount point itself asks the mount.
+    real = os.path.join(os.path.realpath(path.parent), path.name)
+    found = [dev for dev, point in _mounts() if point in (real, str(path))]
+    return found[-1] if found else None
 
 
 def is_mounted(path: str | Path) -> bool:

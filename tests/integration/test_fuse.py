@@ -80,6 +80,17 @@ def test_mount_prefixes_are_directories(mnt: Path) -> None:
     assert (mnt / "fz" / "fz").is_dir()
 
 
+def test_the_kernel_reads_ahead_1_mib_on_the_mount(mnt: Path) -> None:
+    """Linux gives a FUSE mount 128 KiB of read-ahead; the mount asks for 1 MiB (root may),
+    so a sequential read comes in 1 MiB requests. Found through the mount table: a stat of
+    the mount point while it mounts would wait for the mount itself."""
+    from federation.fuse.mountinfo import device_of
+
+    dev = device_of(mnt)
+    assert dev is not None and f"{os.major(os.stat(mnt).st_dev)}:{os.minor(os.stat(mnt).st_dev)}" == dev
+    assert Path(f"/sys/class/bdi/{dev}/read_ahead_kb").read_text().strip() == "1024"
+
+
 def test_a_mount_point_stats_as_gns_stat_shows_its_volume_root(fed: Federation, mnt: Path) -> None:
     """A volume's root (a mount point) is a directory with the mtime of the volume's last
     change, the same through FUSE as ``gns stat``, in a listing (``ls -l``) as on its own,
