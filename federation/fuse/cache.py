@@ -134,8 +134,8 @@ class MetaCache:
 
     def _touch_ancestors(self, path: str) -> None:
         """A walk going down keeps the listings above it: the next subdirectory's lookup
-        asks its parent's, and an `ls -lR` whose top listing went first fetched that again
-        for each subdirectory below it (1.5 s more for 400k files in 500 directories)."""
+        asks its parent's, and an `ls -lR` whose top listing went first could fetch that
+        again for each subdirectory below it."""
         while path:
             path = path.rpartition("/")[0]
             if path in self._lists:
