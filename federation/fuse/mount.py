@@ -97,6 +97,7 @@ def run(config: MountConfig, client: Client, ready: Callable[[], None] | None = 
     if config.read_only:
         options.add("ro")
     pyfuse3.init(ops, str(config.mountpoint), options)
+    abandon = _abandon_on_cancel()
     watcher = Watcher(ops, client)
     ops.watcher = watcher
     log.info("gns fuse: %s mounted at %s", config.root, config.mountpoint)
@@ -114,7 +115,7 @@ def run(config: MountConfig, client: Client, ready: Callable[[], None] | None = 
                 # The kernel applies the INIT reply's read-ahead after mounting, over any set
                 # before; a stat of the mount point returns only once INIT is done.
                 try:
-                    await trio.to_thread.run_sync(os.stat, config.mountpoint, cancellable=True)
+                    await trio.to_thread.run_sync(os.stat, config.mountpoint, **abandon)
                 except OSError:
                     return
                 tune_read_ahead(config.mountpoint, config.read_ahead_kib)
@@ -134,6 +135,16 @@ def run(config: MountConfig, client: Client, ready: Callable[[], None] | None = 
         pyfuse3.close(unmount=True)
         staging.close()
         log.info("gns fuse: %s unmounted", config.mountpoint)
+
+
+def _abandon_on_cancel() -> dict[str, bool]:
+    """trio's keyword for "a cancelled thread call returns at once" (renamed in trio 0.23)."""
+    import inspect
+
+    import trio
+
+    params = inspect.signature(trio.to_thread.run_sync).parameters
+    return {"abandon_on_cancel": True} if "abandon_on_cancel" in params else {"cancellable": True}
 
 
 def tune_read_ahead(mountpoint: Path, kib: int) -> bool:
