@@ -126,6 +126,28 @@ async def store(
             in_flight.exception()  # retrieved: the error that matters is already raised
 
 
+DRAIN_BYTES = 256 << 20
+DRAIN_SECONDS = 5.0
+
+
+async def drain(messages: AsyncIterator[Any], limit: int = DRAIN_BYTES, seconds: float = DRAIN_SECONDS) -> None:
+    """Read and drop what is left of a refused write's stream, up to ``limit`` bytes or
+    ``seconds``, before the handler answers. Why: a status sent while the sender is still
+    sending was at times seen by a grpc.aio peer as INTERNAL "Internal error from Core",
+    not as the status (a put through a forwarder onto a full disk, about 1 run in 4); an
+    HTTP server reads the rest of a refused body before answering for the same reason.
+    Past the bound it answers anyway: a huge refused upload is not read to its end."""
+    taken = 0
+    try:
+        async with asyncio.timeout(seconds):
+            async for msg in messages:
+                taken += len(msg) if isinstance(msg, bytes) else msg.ByteSize()
+                if taken >= limit:
+                    return
+    except (Exception, TimeoutError):  # noqa: BLE001 - a broken stream: nothing left to read
+        return
+
+
 def _write_each(write: Callable[[bytes | memoryview], object], batch: list[bytes | memoryview]) -> None:
     for data in batch:
         write(data)
