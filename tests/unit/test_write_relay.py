@@ -119,3 +119,30 @@ def test_without_the_promise_the_stream_end_is_the_end() -> None:
     # an older sender: every message is data, empty ones included
     got = asyncio.run(_collect(write_relay.until_end(_messages([b"a", b"", b"b"]), promised=False)))
     assert got == [b"a", b"", b"b"]
+
+
+def test_a_refused_writes_rest_is_drained_within_its_bounds() -> None:
+    """A refused write reads what the sender still sends before answering (the status then
+    reaches it as itself), but never past its byte or time bound, and a broken stream ends it."""
+    taken: list[int] = []
+
+    async def stream(n: int, *, stall: bool = False, broken: bool = False) -> AsyncIterator[bytes]:
+        for i in range(n):
+            taken.append(i)
+            yield b"x" * 1000
+        if broken:
+            raise Unavailable("cut")
+        if stall:
+            await asyncio.sleep(3600)
+
+    asyncio.run(write_relay.drain(stream(50)))
+    assert len(taken) == 50  # all of it
+    taken.clear()
+    asyncio.run(write_relay.drain(stream(50), limit=10_000))
+    assert len(taken) == 10  # stops at the byte bound
+    taken.clear()
+    asyncio.run(write_relay.drain(stream(5, stall=True), seconds=0.05))  # a sender that stalls
+    assert len(taken) == 5
+    taken.clear()
+    asyncio.run(write_relay.drain(stream(5, broken=True)))  # swallowed: nothing left to read
+    assert len(taken) == 5
