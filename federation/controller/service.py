@@ -565,8 +565,12 @@ class FederationService(pb_grpc.FederationServicer):
                 self.metrics.bytes_in.inc(len(data))
                 meta = await self._store_whole(r, header, data)
             else:
-                vs = await self._io(self.volumes.storage, r.volume, create=True)
-                writer = await self._io(vs.writer, r.rel)
+                try:
+                    vs = await self._io(self.volumes.storage, r.volume, create=True)
+                    writer = await self._io(vs.writer, r.rel)
+                except Exception:
+                    await write_relay.drain(it)  # refused before storing a byte: see drain
+                    raise
                 committed = False
                 try:
                     try:
