@@ -39,7 +39,7 @@ from federation.storage import (
 )
 from namespace.cache import NamespaceCache
 from namespace.control import resolve_in
-from namespace.errors import Conflict, FileNotFound, GnsError, InvalidInput, NotFound, Unavailable
+from namespace.errors import Conflict, FileNotFound, InvalidInput, NotFound, Unavailable
 from namespace.mounts import MOUNT_DIR_MODE, with_mount_points
 from namespace.paths import normalize, normalize_relative
 
@@ -565,22 +565,14 @@ class FederationService(pb_grpc.FederationServicer):
                 self.metrics.bytes_in.inc(len(data))
                 meta = await self._store_whole(r, header, data)
             else:
-                try:
+                async with write_relay.drained_on_error(it):  # refused: the sender hears why
                     vs = await self._io(self.volumes.storage, r.volume, create=True)
                     writer = await self._io(vs.writer, r.rel)
-                except Exception:
-                    await write_relay.drain(it)  # refused before storing a byte: see drain
-                    raise
                 committed = False
                 try:
-                    try:
+                    async with write_relay.drained_on_error(it):
                         await write_relay.store(_chain((first, second), it), writer.write, self._io,
                                                 self.metrics.bytes_in.inc)
-                    except GnsError:
-                        raise  # the stream itself said why (cut, or data past its end)
-                    except Exception:
-                        await write_relay.drain(it)  # refused here (a full disk): see drain
-                        raise
                     _not_cancelled(context)
                     meta = await self._io(self._gated_commit, writer, r, header)
                     committed = True

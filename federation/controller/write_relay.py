@@ -11,6 +11,7 @@ of those bytes (no copy), and a forwarder sends them on as they are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -128,6 +129,18 @@ async def store(
 
 DRAIN_BYTES = 256 << 20
 DRAIN_SECONDS = 5.0
+
+
+@contextlib.asynccontextmanager
+async def drained_on_error(messages: AsyncIterator[Any]) -> AsyncIterator[None]:
+    """Around a step of a write that may refuse it: on an error, :func:`drain` what is left
+    of ``messages``, then raise it. (A stream that itself raised is finished: nothing to
+    drain.)"""
+    try:
+        yield
+    except Exception:
+        await drain(messages)
+        raise
 
 
 async def drain(messages: AsyncIterator[Any], limit: int = DRAIN_BYTES, seconds: float = DRAIN_SECONDS) -> None:

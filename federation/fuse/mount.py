@@ -151,9 +151,9 @@ def tune_read_ahead(mountpoint: Path, kib: int) -> bool:
     """Ask the kernel to read ahead ``kib`` on this mount (its BDI's ``read_ahead_kb``); whether
     it took. Linux gives a FUSE mount 128 KiB and lets the file system only lower it; so a
     sequential read came in 128 KiB requests, each a trip through this process. At 1 MiB,
-    ``bench.posix``'s sequential read went from 456 to 592 MiB/s (medians of six
-    alternated pairs, faster in each; 2 MiB was slower again in a separate run). Only root may write it: an
-    unprivileged mount keeps the kernel's default."""
+    ``bench.posix``'s sequential read went from 456 to 592 MiB/s (medians of six alternated
+    pairs, faster in each; 2 MiB was slower again in a separate run). Only root may write
+    it: an unprivileged mount keeps the kernel's default."""
     dev = device_of(mountpoint)
     if dev is None:
         return False

@@ -78,7 +78,6 @@ class VolumeStorage:
         self._edits = NamespaceEdits(self._state, self._gc)
         self._journal = Journal(self._state, self._pins)
         self._ingest = ReplicaIngest(self._state, self._gc)
-        self._shares_headroom = headroom is not None
         self._headroom = headroom or Headroom(root / "headroom")
         self._lock_fd: int | None = None
 
@@ -132,9 +131,9 @@ class VolumeStorage:
         orphans = self._gc.sweep_orphans()
         with state.lock:
             self._gc.collect_locked()
-        if self._shares_headroom:
-            # Kept by each volume before one was shared: give that back to the disk.
-            (self.root / "headroom").unlink(missing_ok=True)
+        own = self.root / "headroom"
+        if self._headroom.path != own:
+            own.unlink(missing_ok=True)  # kept by each volume before one was shared: freed
         self._headroom.restore()
         if swept or orphans:
             log.info(

@@ -146,3 +146,24 @@ def test_a_refused_writes_rest_is_drained_within_its_bounds() -> None:
     taken.clear()
     asyncio.run(write_relay.drain(stream(5, broken=True)))  # swallowed: nothing left to read
     assert len(taken) == 5
+
+
+def test_a_step_that_refuses_the_write_drains_the_rest_and_raises_its_error() -> None:
+    read: list[int] = []
+
+    async def stream() -> AsyncIterator[bytes]:
+        for i in range(4):
+            read.append(i)
+            yield b"x"
+
+    async def step(fail: bool) -> None:
+        messages = stream()
+        async with write_relay.drained_on_error(messages):
+            if fail:
+                raise OSError(28, "No space left on device")
+
+    asyncio.run(step(False))
+    assert read == []  # nothing read when the step succeeds
+    with pytest.raises(OSError, match="No space"):
+        asyncio.run(step(True))
+    assert read == [0, 1, 2, 3]
