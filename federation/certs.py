@@ -342,7 +342,7 @@ def issue_user(
         raise InvalidInput(f"{name!r} is the administrator `gns certs init` makes; pick another name")
     group_list = list(dict.fromkeys(check_principal("group", g) for g in groups))
     if isinstance(ttl_seconds, bool) or not ttl_seconds > 0:
-        raise InvalidInput(f"invalid ttl {ttl_seconds!r}: must be positive")
+        raise InvalidInput(f"invalid --ttl {ttl_seconds:g}s: must be more than 0")
     crt, key_path = tls_dir / f"{name}.crt", tls_dir / f"{name}.key"
     if crt.exists() or key_path.exists():
         # The name is taken (by a user or a cluster): a conflict with what exists (exit 4).
@@ -451,7 +451,7 @@ def sign_cluster_csr(
     (the same as :func:`init_certs` gives a cluster), never the requester's."""
     check_name("cluster", cluster)
     if isinstance(ttl_seconds, bool) or not ttl_seconds > 0:
-        raise InvalidInput(f"invalid certificate ttl {ttl_seconds!r}: must be positive")
+        raise InvalidInput(f"invalid certificate ttl {ttl_seconds:g}s: must be more than 0")
     csr = check_csr(csr_pem)
     ca, signer = _signer(Path(tls_dir))
     cert = _make_leaf_cert(cluster, csr.public_key(), ca, signer,

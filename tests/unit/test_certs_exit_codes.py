@@ -82,6 +82,8 @@ def test_issue_without_ca_key_names_the_key(ca_dir: Path, tmp_path: Path) -> Non
     (["issue", "client"], "administrator"),
     (["issue", "dave", "--group", "Bad Group"], "invalid"),
     (["issue", "dave", "--ttl", "soon"], "ttl"),
+    (["issue", "dave", "--ttl", "0s"], "--ttl 0s: must be more than 0"),
+    (["issue", "dave", "--ttl", "-1h"], "must not be negative"),
     (["rotate", "Bad_Name"], "invalid"),
     (["rotate"], "missing argument"),
 ])
