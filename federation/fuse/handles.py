@@ -22,10 +22,9 @@ import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, cast
 
-from federation.fuse.staging import Staging
+from federation.fuse.staging import Staging, StagingFile
 
 if TYPE_CHECKING:
     from federation.client import Client, FileInfo
@@ -223,8 +222,12 @@ class StagedFile:
     def __init__(self, staging: Staging, rel: str, mode: int, exists: bool) -> None:
         self.staging = staging
         self.rel = rel
-        self.fd, self.file = staging.new_file()
+        self._staged: StagingFile | None = staging.new_file()
+        self.fd, self.file = self._staged.fd, self._staged.path
         self.size = 0
+        # The file's length: past ``size`` a kept staging file holds an earlier file's bytes
+        # (see staging.py), never shown or sent.
+        self.length = self._staged.length
         self.mode = mode
         self.mtime: float | None = None  # set by utimens; a later write clears it
         self.dirty = False
@@ -233,7 +236,10 @@ class StagedFile:
         self.exclusive = False  # created with O_EXCL: the first commit must not replace
         self.stream_ok = False  # set for an empty new/truncated file: may stream while written
         self.upload: StreamingPut | None = None
-        self._pend = bytearray()  # written, not yet handed to the upload
+        # Written, not yet handed to the upload: the writes' own buffers, joined only to make
+        # a chunk (a 1 MiB write, what the kernel sends a sequential writer, is one as it is).
+        self._pend: list[bytes] = []
+        self._pend_size = 0
         self.streamed = 0  # bytes handed to the upload
         self.refs = 0
         self.lock = threading.Lock()  # one commit at a time
@@ -253,14 +259,19 @@ class StagedFile:
             if pos == start:  # the file shrank since its stat: keep what there is
                 break
         self.size = pos
+        self.length = max(self.length, pos)
 
     def write(self, off: int, data: bytes) -> int:
         end = off + len(data)
         if end > self.size:
             self.staging.reserve(self.size, end)
+        if off > self.size:
+            self._cut_old_bytes()  # the gap reads as zeros, not as an earlier file's bytes
         n = os.pwrite(self.fd, data, off)
-        if self.stream_ok and off == self.streamed + len(self._pend) and off == self.size:
-            self._pend += data[:n]
+        self.length = max(self.length, off + n)
+        if self.stream_ok and off == self.streamed + self._pend_size and off == self.size:
+            self._pend.append(data if n == len(data) else data[:n])
+            self._pend_size += n
         elif self.stream_ok:
             self.stop_stream()
         self.size = max(self.size, off + n)
@@ -271,32 +282,37 @@ class StagedFile:
 
     def stream_chunk(self, client: Client, gpath: str) -> bytes | None:
         """A full chunk for the streaming put (started with the first one), if any."""
-        if not self.stream_ok or len(self._pend) < STREAM_CHUNK:
+        if not self.stream_ok or self._pend_size < STREAM_CHUNK:
             return None
         if self.upload is None:
             self.upload = StreamingPut(client, gpath, self.mode, self.exclusive)
-        chunk = bytes(self._pend)
-        self._pend.clear()
+        chunk = self._take_pending()
         self.streamed += len(chunk)
         return chunk
+
+    def _take_pending(self) -> bytes:
+        pend, self._pend, self._pend_size = self._pend, [], 0
+        return pend[0] if len(pend) == 1 else b"".join(pend)
 
     def stop_stream(self) -> None:
         """Out of order: abandon the streamed put (commit will send the staged file)."""
         self.stream_ok = False
         self._pend.clear()
+        self._pend_size = 0
         up, self.upload = self.upload, None
         if up is not None:
             up.abort()
 
     def read(self, off: int, size: int) -> bytes:
-        return os.pread(self.fd, size, off)
+        return os.pread(self.fd, max(0, min(size, self.size - off)), off)
 
     def truncate(self, size: int) -> None:
         if self.stream_ok and size != self.size:
             self.stop_stream()
         self.staging.reserve(self.size, size)
+        self._cut_old_bytes()  # growing reads as zeros
         os.ftruncate(self.fd, size)
-        self.size = size
+        self.size = self.length = size
         self.dirty = True
         self.mtime = None
         self.touched = time.time()
@@ -308,16 +324,16 @@ class StagedFile:
                 self.stop_stream()
                 return None
             up = self.upload
-            if up is not None and self.stream_ok and self.streamed + len(self._pend) == self.size:
+            if up is not None and self.stream_ok and self.streamed + self._pend_size == self.size:
                 if self._pend:
-                    up.push(bytes(self._pend))
-                self._pend.clear()
+                    up.push(self._take_pending())
                 self.upload, self.stream_ok = None, False
                 info: FileInfo = up.finish()
                 if self.mtime is not None or (info.mode or self.mode) != self.mode:
                     client.set_attrs(gpath, mode=self.mode, mtime=self.mtime)
             else:
                 self.stop_stream()
+                self._cut_old_bytes()  # the put sends the file to its end
                 with open(self.file, "rb") as fh:
                     info = client.put(fh, gpath, mode=self.mode, mtime=self.mtime,
                                       if_absent=self.exclusive)
@@ -326,11 +342,15 @@ class StagedFile:
             self.exists_remote = True
             return info
 
+    def _cut_old_bytes(self) -> None:
+        if self.length > self.size:
+            os.ftruncate(self.fd, self.size)
+            self.length = self.size
+
     def close(self) -> None:
         self.stop_stream()
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
-        self.staging.release(self.size)
-        Path(self.file).unlink(missing_ok=True)
+        staged, self._staged = self._staged, None
+        if staged is not None:  # once: a kept file must have one user at a time
+            self.fd = -1  # a late use fails (EBADF) instead of writing into the next user's
+            self.staging.release(self.size)
+            self.staging.recycle(staged._replace(length=self.length))

@@ -120,8 +120,14 @@ def run(config: MountConfig, client: Client, ready: Callable[[], None] | None = 
                     return
                 tune_read_ahead(config.mountpoint, config.read_ahead_kib)
 
+            async def expire_kept_staging() -> None:
+                while True:
+                    await trio.sleep(staging.keep_idle / 2)
+                    staging.sweep()
+
             nursery.start_soon(on_signal)
             nursery.start_soon(read_ahead_once_served)
+            nursery.start_soon(expire_kept_staging)
             if ready is not None:
                 ready()
             await pyfuse3.main()

@@ -275,6 +275,31 @@ def test_streamed_write_that_turns_random_commits_what_was_written(mnt: Path) ->
     assert p.read_bytes() == want + b"+more"
 
 
+def test_a_staging_file_kept_from_a_larger_file_never_leaks_into_the_next(fed: Federation, mnt: Path) -> None:
+    """The mount keeps a closed file's staging file for the next one (its cached pages are
+    cheaper to write than new ones): the next files commit their own bytes only."""
+    base = mnt / "fz/fz"
+    (base / "big-stale.bin").write_bytes(b"Z" * (3 << 20))
+    cache = mnt.parent / "cache"
+    wait_for(lambda: any(f.stat().st_size >= 3 << 20 for f in cache.glob("mount-*/f*")),
+             timeout=10, message="the big file's staging file kept for reuse")
+    with open(base / "gap.bin", "wb") as f:  # a gap over the kept file's bytes: zeros
+        f.write(b"hdr")
+        f.seek(1 << 20)
+        f.write(b"tail")
+    with open(base / "small.bin", "wb") as f:  # not sequential: committed from the staged file
+        f.write(b"a" * 100)
+        f.seek(0)
+        f.write(b"b")
+    with open(base / "grown.bin", "wb") as f:
+        f.write(b"xy")
+        f.truncate(5000)
+    with fed.client() as c:
+        assert c.cat("/fz/fz/gap.bin") == b"hdr" + bytes((1 << 20) - 3) + b"tail"
+        assert c.cat("/fz/fz/small.bin") == b"b" + b"a" * 99
+        assert c.cat("/fz/fz/grown.bin") == b"xy" + bytes(4998)
+
+
 def test_daemon_mode_returns_once_mounted(fed: Federation, tmp_path: Path) -> None:
     mnt = tmp_path / "d"
     mnt.mkdir()

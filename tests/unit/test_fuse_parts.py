@@ -9,13 +9,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 pytest.importorskip("pyfuse3", reason="pyfuse3 is not installed (pip install 'gns[fuse]')")
 
+from federation.client import FileInfo
 from federation.fuse.cache import Attrs, MetaCache
 from federation.fuse.errnos import errno_for
+from federation.fuse.handles import StagedFile
 from federation.fuse.inodes import ROOT_INODE, InodeTable
 from federation.fuse.operations import listed_attrs
 from federation.fuse.staging import Staging
@@ -116,8 +119,9 @@ def test_staging_bounds_and_crash_cleanup(tmp_path: Path) -> None:
     s = Staging(tmp_path, max_bytes=10)
     s.open()
     assert not leftover.exists()  # a crashed mount's staging is swept at the next start
-    fd, path = s.new_file()
-    os.close(fd)
+    fresh = s.new_file()
+    os.close(fresh.fd)
+    path = fresh.path
     s.reserve(0, 8)
     with pytest.raises(OSError) as exc:
         s.reserve(8, 11)
@@ -126,6 +130,84 @@ def test_staging_bounds_and_crash_cleanup(tmp_path: Path) -> None:
     s.reserve(0, 10)
     s.close()
     assert not path.exists() and not s.dir.exists()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _PutClient:
+    """``put`` as a commit calls it: records what the staged file sent."""
+
+    def __init__(self) -> None:
+        self.sent = b""
+
+    def put(self, src: Any, gpath: str, **_: Any) -> FileInfo:
+        self.sent = src.read()
+        return FileInfo(path=gpath, type="file", size=len(self.sent), mtime=0.0, sha256="", version=1, mode=0o644)
+
+
+def _staged(staging: Staging, data: bytes) -> StagedFile:
+    sf = StagedFile(staging, "v/f", 0o644, exists=False)
+    sf.write(0, data)
+    return sf
+
+
+def test_a_staging_file_is_kept_for_the_next_and_shows_none_of_its_old_bytes(tmp_path: Path) -> None:
+    s = Staging(tmp_path)
+    s.open()
+    first = _staged(s, b"Z" * 1000)
+    path = first.file
+    first.close()
+    first.close()  # twice is once: a kept file has one user at a time
+    assert s.kept == 1 and path.stat().st_size == 1000
+    assert first.fd == -1  # a late use fails instead of writing into the next user's file
+    second = _staged(s, b"new")
+    assert second.file == path and s.kept == 0  # the kept file, not a new one
+    assert second.read(0, 1000) == b"new"  # reads stop at its size
+    second.write(10, b"gap")  # a gap reads as zeros, never as the earlier file's bytes
+    assert second.read(0, 1000) == b"new" + bytes(7) + b"gap"
+    second.truncate(20)  # and so does growing it
+    assert second.read(0, 1000) == b"new" + bytes(7) + b"gap" + bytes(7)
+    second.close()
+    third = _staged(s, b"abc")
+    third.write(1, b"X")  # out of order: the commit sends the staged file, to its size only
+    client = _PutClient()
+    third.commit(cast(Any, client), "/v/f")
+    assert client.sent == b"aXc"
+    third.close()
+    _staged(s, b"Z" * 1000).close()
+    fourth = _staged(s, b"ab")
+    fourth.truncate(10)  # growing reads as zeros
+    assert fourth.read(0, 1000) == b"ab" + bytes(8)
+    fourth.close()
+    s.close()
+    assert not s.dir.exists()
+
+
+def test_kept_staging_files_are_bounded_and_expire(tmp_path: Path) -> None:
+    clock = _Clock()
+    s = Staging(tmp_path, keep_bytes=1500, keep_files=2, keep_idle=20.0, clock=clock)
+    s.open()
+    files = [_staged(s, b"x" * 1000) for _ in range(3)]
+    paths = [f.file for f in files]
+    for f in files:
+        f.close()
+    # The first is kept whole; the second is cut to the 500 bytes left; the third finds the
+    # count full and is deleted.
+    assert s.kept == 2
+    assert [p.stat().st_size for p in paths[:2]] == [1000, 500] and not paths[2].exists()
+    clock.now += 19.0
+    s.sweep()
+    assert s.kept == 2
+    clock.now += 1.0
+    s.sweep()  # unused for keep_idle: deleted, their pages given back
+    assert s.kept == 0 and not any(p.exists() for p in paths)
+    s.close()
 
 
 class _MessageClient:
