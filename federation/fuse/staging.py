@@ -7,7 +7,7 @@ staged and never committed is never sent anywhere: it was not closed, so it is n
 ``max_bytes`` bounds the space used: a write past it fails with ENOSPC.
 
 A staging file is kept for the next file written (up to ``keep_bytes`` of them, for
-``keep_idle`` seconds) instead of deleted. Why: its pages stay in the page cache, and
+``keep_idle`` seconds; none when ``max_bytes`` bounds the area) instead of deleted. Why: its pages stay in the page cache, and
 writing over cached pages is a copy, where a new file's pages come from the kernel's free
 list. On a virtual machine that gives free pages back to its host (virtio-balloon's free
 page reporting, as here) each such page is faulted in again: staging 256 MiB cost the
@@ -70,7 +70,8 @@ class Staging:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.cache_dir = Path(cache_dir)
         self.max_bytes = max_bytes
-        self.keep_bytes = keep_bytes
+        # A bounded staging area keeps nothing: a kept file's bytes would be on top of it.
+        self.keep_bytes = 0 if max_bytes else keep_bytes
         self.keep_files = keep_files
         self.keep_idle = keep_idle
         self.dir = self.cache_dir / f"mount-{os.getpid()}-{secrets.token_hex(4)}"

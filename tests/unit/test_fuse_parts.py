@@ -208,6 +208,11 @@ def test_kept_staging_files_are_bounded_and_expire(tmp_path: Path) -> None:
     s.sweep()  # unused for keep_idle: deleted, their pages given back
     assert s.kept == 0 and not any(p.exists() for p in paths)
     s.close()
+    bounded = Staging(tmp_path, max_bytes=10_000)  # its bound counts staged bytes only
+    bounded.open()
+    _staged(bounded, b"x" * 1000).close()
+    assert bounded.kept == 0
+    bounded.close()
 
 
 class _MessageClient:
