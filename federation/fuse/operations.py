@@ -81,7 +81,7 @@ class GnsOperations(pyfuse3.Operations):
         self.read_only = read_only
         self.timeout = timeout
         self.attr_timeout = attr_timeout
-        self.cache = cache or MetaCache()
+        self.cache = cache if cache is not None else MetaCache()  # an empty one is falsy
         self.inodes = InodeTable()
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gns-fuse-ra")
         self.started = time.time()
@@ -313,6 +313,7 @@ class GnsOperations(pyfuse3.Operations):
         self.cache.invalidate(rel)
         ino = self.inodes.find(rel)
         if ino is not None:
+            self.inodes.drop_content(ino)
             try:
                 pyfuse3.invalidate_inode(ino, attr_only=False)
             except OSError:
@@ -419,13 +420,13 @@ class GnsOperations(pyfuse3.Operations):
         writing = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if writing:
             self._writable()
+            self.inodes.drop_content(inode)  # the kernel caches what is written through it
         sf = self.pending.get(rel)
         if sf is not None:
             if flags & os.O_TRUNC:
                 sf.truncate(0)
             sf.refs += 1
             return pyfuse3.FileInfo(fh=self._new_fh(sf), keep_cache=False)
-        _hit, cached = self.cache.get_attrs(rel)
         a = await self.attrs(rel, fresh=True)  # close-to-open: always revalidate
         if a is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -433,7 +434,11 @@ class GnsOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         if not writing:
             reader = RemoteReader(self.client, self.gpath(rel), a.size, self.pool, self.timeout)
-            keep = cached is not None and cached.sha256 == a.sha256 and bool(a.sha256)
+            # The kernel's pages of this file are kept only if they are of this very content
+            # (close-to-open), however long ago they were read: not only while its attributes
+            # happen to be cached (a re-read a few seconds later fetched the file again).
+            keep = bool(a.sha256) and self.inodes.content(inode) == a.sha256
+            self.inodes.set_content(inode, a.sha256)
             return pyfuse3.FileInfo(fh=self._new_fh(reader), keep_cache=keep)
         sf = StagedFile(self.staging, rel, a.mode or 0o644, exists=True)
         try:
@@ -482,6 +487,7 @@ class GnsOperations(pyfuse3.Operations):
         sf.refs += 1
         ino = self.inodes.ino_for(rel)
         self.inodes.looked_up(ino)
+        self.inodes.drop_content(ino)
         return (pyfuse3.FileInfo(fh=self._new_fh(sf), keep_cache=False),
                 self.entry(ino, self._staged_attrs(sf)))
 

@@ -7,8 +7,10 @@ when this machine cannot mount FUSE (no /dev/fuse, no fusermount3, not root).
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
+import mmap
 import os
 import shutil
 import signal
@@ -410,6 +412,48 @@ def test_a_mount_with_a_tiny_metadata_cache_still_walks_a_tree_right(fed: Federa
                                 capture_output=True, text=True).stdout.splitlines()[1:]
             assert sorted(int(line.split()[4]) for line in ls) == list(range(300))
         assert (root / "walk/d3/f007").read_bytes() == files["walk/d3/f007"]
+    finally:
+        m.stop()
+
+
+def _pages_in_cache(path: Path) -> int:
+    """How many of ``path``'s pages the kernel holds (``mincore`` over a mapping of it).
+    Opening it is a FUSE open too: one that does not keep the cache drops them first."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = path.stat().st_size
+    pages = -(-size // mmap.PAGESIZE)
+    vec = (ctypes.c_ubyte * pages)()
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as mm:
+        view = ctypes.c_char.from_buffer(mm)
+        try:
+            if libc.mincore(ctypes.c_void_p(ctypes.addressof(view)), ctypes.c_size_t(size), vec):
+                raise OSError(ctypes.get_errno(), "mincore")
+        finally:
+            del view
+    return sum(b & 1 for b in vec)
+
+
+def test_a_file_read_again_is_served_from_the_kernels_pages_while_unchanged(fed: Federation, tmp_path: Path) -> None:
+    """Close-to-open keeps the kernel's pages of a file whose content did not change however
+    long ago it was read (before, only while its attributes were still in the mount's
+    cache: a re-read a few seconds later, or after other files, fetched it all again)."""
+    assert fed.gns("volume", "create", "fzrr", "--cluster", "onprem-a").returncode == 0
+    assert fed.gns("mount", "add", "/fz/fzrr", "fzrr").returncode == 0
+    with fed.client() as c:
+        for i in range(30):
+            c.put(b"o" * i, f"/fz/fzrr/o{i}/f")
+    m = Mount(fed, tmp_path / "rr", tmp_path / "c", "--cache-entries", "4")
+    try:
+        root = m.mnt / "fz/fzrr"
+        data = os.urandom(2 << 20)
+        (root / "data.bin").write_bytes(data)  # through this mount: no change to hear of later
+        assert (root / "data.bin").read_bytes() == data  # fetched, now in the kernel's pages
+        for i in range(30):  # small directories, each file's attributes cached: data.bin's go
+            assert (root / f"o{i}/f").read_bytes() == b"o" * i
+        assert _pages_in_cache(root / "data.bin") == (2 << 20) // mmap.PAGESIZE
+        with fed.client() as c:  # changed elsewhere: the next open drops the old pages
+            c.put(b"new content", "/fz/fzrr/data.bin")
+        assert (root / "data.bin").read_bytes() == b"new content"
     finally:
         m.stop()
 

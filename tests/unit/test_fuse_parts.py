@@ -20,7 +20,7 @@ from federation.fuse.cache import Attrs, MetaCache
 from federation.fuse.errnos import errno_for
 from federation.fuse.handles import StagedFile
 from federation.fuse.inodes import ROOT_INODE, InodeTable
-from federation.fuse.operations import listed_attrs
+from federation.fuse.operations import GnsOperations, listed_attrs
 from federation.fuse.staging import Staging
 from namespace.errors import (
     Conflict,
@@ -89,6 +89,27 @@ def test_inodes_follow_renames_and_forget() -> None:
         t.path_of(ab)
     t.forget(ROOT_INODE, 5)
     assert t.path_of(ROOT_INODE) == ""
+
+
+def test_inodes_remember_the_content_the_kernel_may_cache() -> None:
+    t = InodeTable()
+    f, g = t.ino_for("f"), t.ino_for("g")
+    t.looked_up(f)
+    t.set_content(f, "sha-1")
+    t.set_content(g, "sha-2")
+    assert t.content(f) == "sha-1"
+    t.rename("f", "h")  # the inode keeps its pages, and what they are of
+    assert t.content(f) == "sha-1"
+    t.rename("g", "h")  # what was at h goes, with its mark
+    assert t.content(f) is None and t.content(g) == "sha-2"
+    t.drop_content(g)  # opened for writing: its pages may be anything
+    assert t.content(g) is None
+    t.set_content(g, "sha-3")
+    t.looked_up(g)
+    t.forget(g, 1)  # the kernel forgot it, and its pages
+    assert t.content(g) is None
+    t.set_content(g, "sha-4")  # an inode already gone is not marked again
+    assert t.content(g) is None
 
 
 def test_cache_lifetime_follows_stream_health() -> None:
@@ -213,6 +234,17 @@ def test_kept_staging_files_are_bounded_and_expire(tmp_path: Path) -> None:
     _staged(bounded, b"x" * 1000).close()
     assert bounded.kept == 0
     bounded.close()
+
+
+def test_the_mount_uses_the_metadata_cache_it_is_given(tmp_path: Path) -> None:
+    """`gns fuse --cache-entries N` hands the mount an empty, bounded cache; an empty cache
+    is falsy (its ``len``), and `cache or MetaCache()` swapped it for the default bound."""
+    given = MetaCache(max_entries=5)
+    ops = GnsOperations(cast(Any, None), "/", Staging(tmp_path), cache=given)
+    try:
+        assert ops.cache is given
+    finally:
+        ops.close()
 
 
 class _MessageClient:
