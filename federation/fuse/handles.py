@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import bisect
+import errno
 import itertools
 import os
 import queue
@@ -254,7 +255,7 @@ class StagedFile:
             start = pos
             for chunk in client.read_views(gpath, offset=pos, length=min(WINDOW, size - pos),
                                            timeout=timeout):
-                os.pwrite(self.fd, chunk, pos)
+                self._pwrite(chunk, pos)
                 pos += len(chunk)
             if pos == start:  # the file shrank since its stat: keep what there is
                 break
@@ -267,7 +268,7 @@ class StagedFile:
             self.staging.reserve(self.size, end)
         if off > self.size:
             self._cut_old_bytes()  # the gap reads as zeros, not as an earlier file's bytes
-        n = os.pwrite(self.fd, data, off)
+        n = self._pwrite(data, off)
         self.length = max(self.length, off + n)
         if self.stream_ok and off == self.streamed + self._pend_size and off == self.size:
             self._pend.append(data if n == len(data) else data[:n])
@@ -341,6 +342,20 @@ class StagedFile:
             self.exclusive = False
             self.exists_remote = True
             return info
+
+    def _pwrite(self, data: bytes | memoryview, off: int) -> int:
+        try:
+            return os.pwrite(self.fd, data, off)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            freed = self.staging.give_back()  # the kept files' space, for this write
+            if self.length > self.size:
+                self._cut_old_bytes()
+                freed = True
+            if not freed:
+                raise
+            return os.pwrite(self.fd, data, off)
 
     def _cut_old_bytes(self) -> None:
         if self.length > self.size:

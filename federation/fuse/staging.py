@@ -15,7 +15,8 @@ mount 0.35 to 3 CPU-s per GiB in a new file against 0.15 over a kept one, and he
 write through the mount to about 40% of a ``gns put``. A kept file holds bytes of an
 earlier file past the new one's length: :class:`~federation.fuse.handles.StagedFile`
 never shows or sends them (reads stop at its size; a gap, a truncation up and a commit
-from the file cut them off first). Kept files' pages are dirty, so the kernel may write
+from the file cut them off first). A write that finds the disk full gives every kept file
+back and tries once more. Kept files' pages are dirty, so the kernel may write
 them back while they are kept: at most ``keep_bytes`` per dirty expiry (30 s by default).
 """
 from __future__ import annotations
@@ -96,10 +97,7 @@ class Staging:
         self.dir.mkdir(mode=0o700)
 
     def close(self) -> None:
-        with self._lock:
-            kept, self._kept, self._kept_bytes = self._kept, [], 0
-        for k in kept:
-            _close(k.file.fd)
+        self.give_back()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def new_file(self) -> StagingFile:
@@ -143,6 +141,14 @@ class Staging:
             self._kept_bytes = sum(k.file.length for k in self._kept)
         for k in expired:
             _delete(k.file)
+
+    def give_back(self) -> bool:
+        """Delete every kept file now (the disk is full); whether there was any."""
+        with self._lock:
+            kept, self._kept, self._kept_bytes = self._kept, [], 0
+        for k in kept:
+            _delete(k.file)
+        return bool(kept)
 
     @property
     def kept(self) -> int:

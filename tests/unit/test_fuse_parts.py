@@ -210,6 +210,39 @@ def test_a_staging_file_is_kept_for_the_next_and_shows_none_of_its_old_bytes(tmp
     assert not s.dir.exists()
 
 
+def test_a_full_disk_takes_back_the_kept_files_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Staging(tmp_path)
+    s.open()
+    a, b = _staged(s, b"a" * 100), _staged(s, b"b" * 100)
+    a.close()
+    b.close()
+    writing = _staged(s, b"")  # takes the file kept last (b's); a's stays kept
+    assert writing.file == b.file and s.kept == 1
+    real = os.pwrite
+    disk_full = True
+
+    def pwrite(fd: int, data: Any, off: int) -> int:
+        if disk_full and (s.kept or writing.length > writing.size):
+            raise OSError(errno.ENOSPC, "No space left on device")  # until space is given back
+        return real(fd, data, off)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    assert writing.write(0, b"new") == 3  # a's kept file and b's old bytes went; retried
+    assert s.kept == 0 and not a.file.exists() and writing.length == 3
+    assert writing.read(0, 100) == b"new"
+
+    def no_space(fd: int, data: Any, off: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", no_space)
+    with pytest.raises(OSError) as exc:  # nothing left to give back: the error stands
+        writing.write(3, b"more")
+    assert exc.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    writing.close()
+    s.close()
+
+
 def test_kept_staging_files_are_bounded_and_expire(tmp_path: Path) -> None:
     clock = _Clock()
     s = Staging(tmp_path, keep_bytes=1500, keep_files=2, keep_idle=20.0, clock=clock)
