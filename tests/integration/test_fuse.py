@@ -416,6 +416,31 @@ def test_a_mount_with_a_tiny_metadata_cache_still_walks_a_tree_right(fed: Federa
         m.stop()
 
 
+def test_kept_staging_files_give_their_space_to_a_write_on_a_full_disk(fed: Federation, tmp_path: Path) -> None:
+    """The mount keeps closed files' staging files for reuse; on a staging disk they fill, a
+    write gets their space back instead of failing with ENOSPC."""
+    cache = tmp_path / "small"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(cache)], check=True)
+    m: Mount | None = None
+    try:
+        m = Mount(fed, tmp_path / "mnt", cache)
+        base = m.mnt / "fz/fz"
+        with open(base / "keep-1.bin", "wb") as one, open(base / "keep-2.bin", "wb") as two:
+            one.write(b"1" * (3 << 20))  # two staging files at once: both kept, 6 MiB of 8
+            two.write(b"2" * (3 << 20))
+        wait_for(lambda: sum(f.stat().st_size for f in cache.glob("mount-*/f*")) >= 6 << 20,
+                 message="both staging files kept")
+        big = os.urandom(6 << 20)  # one kept file grows to 6 MiB: the other must give way
+        (base / "big-on-small.bin").write_bytes(big)
+        with fed.client() as c:
+            assert c.cat("/fz/fz/big-on-small.bin") == big
+    finally:
+        if m is not None:
+            m.stop()
+        subprocess.run(["umount", "-l", str(cache)], check=False)
+
+
 def _pages_in_cache(path: Path) -> int:
     """How many of ``path``'s pages the kernel holds (``mincore`` over a mapping of it).
     Opening it is a FUSE open too: one that does not keep the cache drops them first."""
