@@ -168,13 +168,9 @@ class Staging:
             self._used = max(0, self._used - size)
 
 
-def _close(fd: int) -> None:
+def _delete(file: StagingFile) -> None:
     try:
-        os.close(fd)
+        os.close(file.fd)
     except OSError:
         pass
-
-
-def _delete(file: StagingFile) -> None:
-    _close(file.fd)
     file.path.unlink(missing_ok=True)
