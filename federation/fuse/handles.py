@@ -257,10 +257,9 @@ class StagedFile:
                                            timeout=timeout):
                 self._pwrite(chunk, pos)
                 pos += len(chunk)
+                self.size, self.length = pos, max(self.length, pos)  # what a full disk keeps
             if pos == start:  # the file shrank since its stat: keep what there is
                 break
-        self.size = pos
-        self.length = max(self.length, pos)
 
     def write(self, off: int, data: bytes) -> int:
         end = off + len(data)

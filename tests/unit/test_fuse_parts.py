@@ -243,6 +243,28 @@ def test_a_full_disk_takes_back_the_kept_files_space(tmp_path: Path, monkeypatch
     s.close()
 
 
+def test_a_fill_that_meets_a_full_disk_keeps_what_it_filled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Staging(tmp_path)
+    s.open()
+    for sf in [_staged(s, b"Z" * 1000), _staged(s, b"Z" * 1000)]:
+        sf.close()
+    filling = StagedFile(s, "v/f", 0o644, exists=True)  # over a kept file of 1,000 Zs
+    real, calls = os.pwrite, []
+
+    def pwrite(fd: int, data: Any, off: int) -> int:
+        calls.append(off)
+        if len(calls) == 2:  # the second message meets a full disk, once
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, off)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    filling.fill(cast(Any, _MessageClient(b"x" * 10 + b"y" * 10)), "/v/f", 20, 5.0)
+    monkeypatch.undo()
+    assert filling.read(0, 1000) == b"x" * 10 + b"y" * 10  # the first message survived the cut
+    filling.close()
+    s.close()
+
+
 def test_kept_staging_files_are_bounded_and_expire(tmp_path: Path) -> None:
     clock = _Clock()
     s = Staging(tmp_path, keep_bytes=1500, keep_files=2, keep_idle=20.0, clock=clock)
