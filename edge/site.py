@@ -88,6 +88,10 @@ class LocalNamespace:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    async def learn(self, *, volume: str = "", path: str = "") -> bool:
+        """What the site does not know, it cannot look up: the hub sends its slice."""
+        return volume in self.view.volumes if volume else self.view.resolve(path) is not None
+
     def update(self, raw_json: bytes) -> None:
         """A new slice from the hub: persist it (durably) first, then apply it."""
         data = json.loads(raw_json)

@@ -189,6 +189,8 @@ def _store(table: dict[str, Any], name: str, value: bytes | None, decode: Callab
         table[name] = decode(value)
 
 
+LEARN_TIMEOUT_S = 5.0
+"""How long a request waits for this process's watch to bring what etcd already has."""
 LOAD_PAGE = 25000
 """Keys per range read of a (re)load. One read of 100k mounts outlasts the etcd call timeout
 on a busy host; but every page also costs etcd a walk over the rest of the range (a limited
@@ -361,6 +363,37 @@ class NamespaceCache:
                 return True
             except TimeoutError:
                 return False
+
+    async def learn(self, *, volume: str = "", path: str = "", timeout: float = LEARN_TIMEOUT_S) -> bool:
+        """Make sure this view shows ``volume``, or the mount and volume ``path`` resolves
+        to, if etcd has them: whether it does now.
+
+        Why: a caller whose own view is ahead (it made the volume or the mount a moment ago,
+        or its watch is simply faster) must not hear "not found" from a controller whose
+        watch is a few milliseconds behind. So a miss costs one consistent read of those
+        keys; only if etcd has them does this wait for the watch to bring them (it does
+        not write into the view itself: the watch stays its one writer, in etcd's order)."""
+        known: Callable[[NamespaceView], bool]
+        if volume:
+            if volume in self.view.volumes:
+                return True
+            if await self.etcd.get(schema.volume(volume)) is None:
+                return False
+
+            def known(view: NamespaceView) -> bool:
+                return volume in view.volumes
+        else:
+            path = normalize(path)
+            fresh = await load_path_view(self.etcd, path)
+            found = fresh.resolve(path)
+            if found is None or found.volume not in fresh.volumes:
+                return False
+            want = found
+
+            def known(view: NamespaceView) -> bool:
+                res = view.resolve(path)
+                return res is not None and res.mount == want.mount and res.volume in view.volumes
+        return known(self.view) or await self.wait_for(known, timeout)
 
     async def _reload(self) -> None:
         fresh = await load_view(self.etcd, lasting=True)

@@ -90,6 +90,25 @@ class FederationService(pb_grpc.FederationServicer):
         self.edge_relay = edge_relay
 
     # -- helpers --------------------------------------------------------------------------
+    async def _resolved(self, t: pb.Target) -> Resolved:
+        """:meth:`_resolve`, once this controller's cache shows the volume or mount the
+        request names, if etcd has it (:meth:`NamespaceCache.learn`): a volume or mount
+        made a moment ago is "not found" nowhere (read-your-writes across processes)."""
+        try:
+            r = self._resolve(t)
+        except NotFound:
+            if not await self._learn(t):
+                raise
+            return self._resolve(t)
+        if r.volume and r.volume not in self.cache.view.volumes:
+            await self._learn(t)
+        return r
+
+    async def _learn(self, t: pb.Target) -> bool:
+        if t.volume:
+            return await self.cache.learn(volume=t.volume)
+        return bool(t.global_path) and await self.cache.learn(path=t.global_path)
+
     def _resolve(self, t: pb.Target) -> Resolved:
         if t.volume:
             return Resolved(t.volume, normalize_relative(t.relative_path), t.epoch, t.global_path)
@@ -237,7 +256,7 @@ class FederationService(pb_grpc.FederationServicer):
 
     async def _stat(self, request: pb.StatRequest, context: grpc.aio.ServicerContext) -> pb.FileInfo:
         """The volume's own answer: served here or by the owner (or a fresh replica)."""
-        r = self._resolve(request.target)
+        r = await self._resolved(request.target)
         if self._replica_fresh(r.volume, request.target):
             vs = await self._io(self.volumes.storage, r.volume)
             with self._named(r):
@@ -285,7 +304,7 @@ class FederationService(pb_grpc.FederationServicer):
 
     async def _list(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListReply:
         """The volume's own listing: served here or by the owner (or a fresh replica)."""
-        r = self._resolve(request.target)
+        r = await self._resolved(request.target)
         stale = self._replica_fresh(r.volume, request.target)
         owner = None if stale else self._read_endpoint(r.volume)
         if owner is not None:
@@ -308,7 +327,7 @@ class FederationService(pb_grpc.FederationServicer):
         )
 
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteReply:
-        r = self._resolve(request.target)
+        r = await self._resolved(request.target)
         owner = self._owner_endpoint(r.volume)
         if owner is not None:
             self.metrics.forwarded.labels("Delete", owner[0]).inc()
@@ -390,7 +409,7 @@ class FederationService(pb_grpc.FederationServicer):
         return pb.MutationReply(version=version)
 
     async def Rename(self, request: pb.RenameRequest, context: grpc.aio.ServicerContext) -> pb.MutationReply:
-        r = self._resolve(request.target)
+        r = await self._resolved(request.target)
         if request.destination_relative and request.target.volume:
             dst_rel = normalize_relative(request.destination_relative)
         else:
@@ -413,7 +432,7 @@ class FederationService(pb_grpc.FederationServicer):
         )
 
     async def Mkdir(self, request: pb.MkdirRequest, context: grpc.aio.ServicerContext) -> pb.MutationReply:
-        r = self._resolve(request.target)
+        r = await self._resolved(request.target)
         return await self._edit(
             "Mkdir", r, request.target, context,
             lambda stub, t, md: stub.Mkdir(
@@ -422,7 +441,7 @@ class FederationService(pb_grpc.FederationServicer):
         )
 
     async def Rmdir(self, request: pb.RmdirRequest, context: grpc.aio.ServicerContext) -> pb.MutationReply:
-        r = self._resolve(request.target)
+        r = await self._resolved(request.target)
         return await self._edit(
             "Rmdir", r, request.target, context,
             lambda stub, t, md: stub.Rmdir(pb.RmdirRequest(target=t), metadata=md),
@@ -430,7 +449,7 @@ class FederationService(pb_grpc.FederationServicer):
         )
 
     async def SetAttr(self, request: pb.SetAttrRequest, context: grpc.aio.ServicerContext) -> pb.MutationReply:
-        r = self._resolve(request.target)
+        r = await self._resolved(request.target)
         mode = request.mode if request.set_mode else None
         mtime = request.mtime if request.set_mtime else None
         return await self._edit(
@@ -445,7 +464,7 @@ class FederationService(pb_grpc.FederationServicer):
         """Every committed change of the volume after ``from_version``, in order, then new
         ones as they commit (the owner's journal; a forwarder relays the owner's stream).
         Ends with UNAVAILABLE when this controller stops owning the volume."""
-        r = self._resolve(request.target)
+        r = await self._resolved(request.target)
         owner = self._owner_endpoint(r.volume)
         if owner is not None:
             self.metrics.forwarded.labels("Watch", owner[0]).inc()
@@ -497,7 +516,7 @@ class FederationService(pb_grpc.FederationServicer):
         """Serialized ``ReadChunk`` messages: a forwarder relays the owner's bytes as they
         are (decoding and re-encoding every chunk cost it about half the throughput)."""
         try:
-            r = self._resolve(request.target)
+            r = await self._resolved(request.target)
         except NotFound:
             t = request.target
             # ``/`` and other prefixes of mounts are directories, as Stat and List answer.
@@ -544,7 +563,7 @@ class FederationService(pb_grpc.FederationServicer):
     async def Write(self, request_iterator: AsyncIterator[pb.WriteChunk], context: grpc.aio.ServicerContext) -> pb.WriteReply:
         # Data messages arrive as raw bytes (write_relay.deserialize): relayed as they are.
         header, rest = await read_header(write_relay.header_first(request_iterator), "write")
-        r = self._resolve(header.target)
+        r = await self._resolved(header.target)
         owner = self._owner_endpoint(r.volume)
         if owner is not None:
             # The end (if promised) is relayed with the data: the owner checks it.
@@ -609,7 +628,7 @@ class FederationService(pb_grpc.FederationServicer):
         header = request.header
         if not header.HasField("target"):
             raise InvalidInput("put names no target")
-        r = self._resolve(header.target)
+        r = await self._resolved(header.target)
         owner = self._owner_endpoint(r.volume)
         if owner is not None:
             return await self._forward_put(owner, r, header, request.data, context)
