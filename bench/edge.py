@@ -332,8 +332,7 @@ def bench_drain(fed: Federation, root: Path, hub: Any, core: Any, changes: int, 
         pids = {"edge": e.proc.pid, "hub": hub_pid, "core": core_pid}
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
         spies = profile_start(pids)
-        proxy.resume()
-        proxy.drop()
+        proxy.heal()
         t_up = time.monotonic()
         e.wait_link("Ready", 60)
         marks: dict[str, float] = {}

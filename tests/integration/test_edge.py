@@ -176,8 +176,7 @@ def test_offline_writes_kill9_backlog_ships_in_order(federation: Federation, tmp
         for i in range(16, 20):
             write(i)
         assert replica_files(core.endpoint, "sensors")[0] == 5
-        proxy.resume()
-        proxy.drop()  # the stalled connections are dead: the site redials
+        proxy.heal()  # the stalled connections are dead: the site redials
         e.wait_link("Ready", timeout=20)
         wait_for(lambda: replica_files(core.endpoint, "sensors")[0] == 20, 30, "backlog shipped")
         version, files = replica_files(core.endpoint, "sensors")

@@ -87,8 +87,7 @@ def test_backlog_metric_moves_and_offline_dir_edits_ship(federation: Federation,
         meta.Rename(pb.RenameRequest(target=pb.Target(global_path="/sensors/a"), destination="/sensors/a.moved"),
                     timeout=10)
         head = site_version(s)
-        proxy.resume()
-        proxy.drop()
+        proxy.heal()
         e.wait_link("Ready", timeout=20)
         wait_for(lambda: replica_files(core.endpoint, "sensors")[0] == head, 30, "offline edits shipped")
         _, files = replica_files(core.endpoint, "sensors")
@@ -160,8 +159,7 @@ def test_backlog_is_what_has_not_shipped(federation: Federation, tmp_path: Path)
         wait_for(lambda: e.status()["backlog"] == k, 5, "backlog of exactly the two writes")
         holds_for(lambda: e.status()["backlog"] == k, 2.5, "a backlog of exactly the two writes")  # recounts later
 
-        proxy.resume()
-        proxy.drop()
+        proxy.heal()
         e.wait_link("Ready", timeout=20)
         wait_for(lambda: replica_files(core.endpoint, "sensors")[0] == 5, 20, "the two writes shipped")
         wait_for(lambda: shown(federation) == zero, hb / 2, "backlog and lag back to 0")

@@ -70,8 +70,7 @@ def test_forced_promotion_while_away_site_writes_diverge_and_follow(federation: 
         big = os.urandom(3 << 19).hex().encode()  # 3 MiB (the CLI helper passes text)
         assert federation.gns("put", "-", "/sensors/big", input=big).returncode == 0
 
-        proxy.resume()
-        proxy.drop()
+        proxy.heal()
         e.wait_link("Ready", timeout=20)
         # The diverged report reaches etcd through the hub: the core sees it.
         reports = wait_for(lambda: diverged(federation) or None, 30, "diverged report in gns status")

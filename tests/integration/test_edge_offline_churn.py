@@ -37,8 +37,7 @@ def test_offline_put_then_delete_ships_after_reconnect(federation: Federation, t
         put(s, "/sensors/a", b"first, replaced twice")
         put(s, "/sensors/kept", b"kept")
         head = int(s.VolumeState(pb.VolumeStateRequest(volume="sensors"), timeout=10).version)
-        proxy.resume()
-        proxy.drop()
+        proxy.heal()
         e.wait_link("Ready", timeout=20)
 
         wait_for(lambda: replica_files(core.endpoint, "sensors")[0] == head, 30, "the backlog shipped")

@@ -104,8 +104,7 @@ def test_drain_survives_kill9_of_hub_and_edge(federation: Federation, tmp_path: 
         e.wait_link("Down", timeout=10)
         for _ in range(80):
             write()
-        proxy.resume()
-        proxy.drop()
+        proxy.heal()
         mid = drain_until(core.endpoint, written, 3, 60)
         assert mid < len(written), "drained before the kill: nothing tested"
         federation.kill("onprem-a")
@@ -118,8 +117,7 @@ def test_drain_survives_kill9_of_hub_and_edge(federation: Federation, tmp_path: 
         e.wait_link("Down", timeout=10)
         for _ in range(240):
             write()
-        proxy.resume()
-        proxy.drop()
+        proxy.heal()
         drain_until(core.endpoint, written, 83, 120)
         e.kill()
         at_edge_kill = check_prefix(core.endpoint, written)

@@ -110,8 +110,7 @@ def test_site_ships_to_object_store_through_hub(federation: Federation, moto_s3:
         s = stub(e)
         wait_for(lambda: try_rpc(lambda: write(8)), 15, "write after restart")
         assert store_state(moto_s3, uri)[0] == 3
-        proxy.resume()
-        proxy.drop()
+        proxy.heal()
         e.wait_link("Ready", timeout=20)
         wait_for(lambda: store_state(moto_s3, uri) == (9, expected), 60, "backlog shipped to S3")
 
