@@ -224,8 +224,13 @@ class FederationService(pb_grpc.FederationServicer):
     async def Resolve(self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext) -> pb.ResolveReply:
         # The answer of federation.resolution.describe, built straight into the reply (no
         # dicts in between): this is the RPC clients call most (issue 14).
+        try:
+            res = resolve_in(self.cache.view, request.path)
+        except NotFound:  # made a moment ago? (see _resolved)
+            if not await self.cache.learn(path=request.path):
+                raise
+            res = resolve_in(self.cache.view, request.path)
         view = self.cache.view
-        res = resolve_in(view, request.path)
         vol = view.volumes[res.volume]
         away_site_replica(view, res.volume)  # an away edge site with no mirror: Unavailable
         spec = view.clusters.get(vol.owner)

@@ -58,6 +58,15 @@ def test_a_volume_or_mount_made_a_moment_ago_is_learned_not_refused() -> None:
     assert len(cache.asked) == 1  # known now: nothing asked
 
 
+def test_resolve_learns_a_mount_made_a_moment_ago() -> None:
+    cache = _BehindCache(_made())
+    reply = asyncio.run(_service(cache).Resolve(pb.ResolveRequest(path="/fresh/f"), cast(Any, None)))
+    assert (reply.volume, reply.relative_path, reply.owner.cluster) == ("fresh", "f", "c1")
+    cache = _BehindCache(_made(), etcd_has=False)
+    with pytest.raises(NotFound):
+        asyncio.run(_service(cache).Resolve(pb.ResolveRequest(path="/fresh/f"), cast(Any, None)))
+
+
 def test_what_etcd_does_not_have_is_still_not_found() -> None:
     cache = _BehindCache(_made(), etcd_has=False)
     with pytest.raises(NotFound):
