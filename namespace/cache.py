@@ -388,11 +388,11 @@ class NamespaceCache:
             found = fresh.resolve(path)
             if found is None or found.volume not in fresh.volumes:
                 return False
-            want = found
+            mount = found.mount
 
             def known(view: NamespaceView) -> bool:
                 res = view.resolve(path)
-                return res is not None and res.mount == want.mount and res.volume in view.volumes
+                return res is not None and res.mount == mount and res.volume in view.volumes
         return known(self.view) or await self.wait_for(known, timeout)
 
     async def _reload(self) -> None:

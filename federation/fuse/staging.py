@@ -7,22 +7,24 @@ staged and never committed is never sent anywhere: it was not closed, so it is n
 ``max_bytes`` bounds the space used: a write past it fails with ENOSPC.
 
 A staging file is kept for the next file written (up to ``keep_bytes`` of them, for
-``keep_idle`` seconds; none when ``max_bytes`` bounds the area) instead of deleted. Why: its pages stay in the page cache, and
-writing over cached pages is a copy, where a new file's pages come from the kernel's free
-list. On a virtual machine that gives free pages back to its host (virtio-balloon's free
-page reporting, as here) each such page is faulted in again: staging 256 MiB cost the
-mount 0.35 to 3 CPU-s per GiB in a new file against 0.15 over a kept one, and held a
-write through the mount to about 40% of a ``gns put``. A kept file holds bytes of an
-earlier file past the new one's length: :class:`~federation.fuse.handles.StagedFile`
-never shows or sends them (reads stop at its size; a gap, a truncation up and a commit
-from the file cut them off first). A write that finds the disk full gives every kept file
-back and tries once more. Kept files' pages are dirty, so the kernel may write
-them back while they are kept: at most ``keep_bytes`` per dirty expiry (30 s by default).
+``keep_idle`` seconds; none when ``max_bytes`` bounds the area) instead of deleted. Why:
+its pages stay in the page cache, and writing over cached pages is a copy, where a new
+file's pages come from the kernel's free list. On a virtual machine that gives free pages
+back to its host (virtio-balloon's free page reporting, as here) each such page is faulted
+in again: staging 256 MiB cost the mount 0.35 to 3 CPU-s per GiB in a new file against 0.15
+over a kept one, and held a write through the mount to about 40% of a ``gns put``. A kept
+file holds bytes of an earlier file past the new one's length:
+:class:`~federation.fuse.handles.StagedFile` never shows or sends them (reads stop at its
+size; a gap, a truncation up and a commit from the file cut them off first). A write that
+finds the disk full gives every kept file back and tries once more. Kept files' pages are
+dirty, so the kernel may write them back while they are kept: at most ``keep_bytes`` per
+dirty expiry (30 s by default).
 """
 from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -117,38 +119,32 @@ class Staging:
         ``keep_bytes``), or delete it. Expired kept files go now too."""
         self.sweep()
         with self._lock:
-            room = self.keep_bytes - self._kept_bytes if len(self._kept) < self.keep_files else -1
-            length = min(file.length, room)
-            if room > 0 and length < file.length:
-                try:
-                    os.ftruncate(file.fd, length)
-                except OSError:
-                    room = 0
-            if room > 0:
-                self._kept.append(_Kept(file._replace(length=length), self._clock()))
-                self._kept_bytes += length
+            room = self.keep_bytes - self._kept_bytes
+            if len(self._kept) < self.keep_files and room > 0 and _cut(file, room):
+                file = file._replace(length=min(file.length, room))
+                self._kept.append(_Kept(file, self._clock()))
+                self._kept_bytes += file.length
                 return
         _delete(file)
 
     def sweep(self) -> None:
         """Delete kept files unused for ``keep_idle`` seconds (the mount's timer calls this)."""
-        cutoff = self._clock() - self.keep_idle
-        with self._lock:
-            expired = [k for k in self._kept if k.since <= cutoff]
-            if not expired:
-                return
-            self._kept = [k for k in self._kept if k.since > cutoff]
-            self._kept_bytes = sum(k.file.length for k in self._kept)
-        for k in expired:
-            _delete(k.file)
+        self._delete_kept(since_before=self._clock() - self.keep_idle)
 
     def give_back(self) -> bool:
         """Delete every kept file now (the disk is full); whether there was any."""
+        return self._delete_kept(since_before=math.inf)
+
+    def _delete_kept(self, since_before: float) -> bool:
         with self._lock:
-            kept, self._kept, self._kept_bytes = self._kept, [], 0
-        for k in kept:
+            gone = [k for k in self._kept if k.since <= since_before]
+            if not gone:
+                return False
+            self._kept = [k for k in self._kept if k.since > since_before]
+            self._kept_bytes = sum(k.file.length for k in self._kept)
+        for k in gone:
             _delete(k.file)
-        return bool(kept)
+        return True
 
     @property
     def kept(self) -> int:
@@ -166,6 +162,17 @@ class Staging:
     def release(self, size: int) -> None:
         with self._lock:
             self._used = max(0, self._used - size)
+
+
+def _cut(file: StagingFile, length: int) -> bool:
+    """Whether ``file`` is at most ``length`` bytes long, cut to it if it was longer."""
+    if file.length <= length:
+        return True
+    try:
+        os.ftruncate(file.fd, length)
+    except OSError:
+        return False
+    return True
 
 
 def _delete(file: StagingFile) -> None:
