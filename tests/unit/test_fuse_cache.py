@@ -1,7 +1,9 @@
 """``federation.fuse.cache.MetaCache`` against a model: after any sequence of its
 operations it holds exactly the entries a plain scan of its two tables would, and its index
 of what lies below each path holds nothing stale (a mount's cache lives for days); and
-forgetting a subtree never scans the tables (it used to, for every delete reported).
+forgetting a subtree never scans the tables (it used to, for every delete reported). A
+listing once handed out (or handed in) never changes under its holder, and our own creates
+in a listed directory edit a private copy in place rather than copying it each time.
 
 Bounded, it holds a part of what the unbounded cache holds, the same where it holds it,
 within its bound; entries past every lifetime go as new ones come in."""
@@ -70,11 +72,22 @@ class Model:
                     del d[k]
 
 
-def run(cache: MetaCache, op: str, path: str, volume: str) -> None:
+Held = list[tuple[list[tuple[str, Attrs]], list[tuple[str, Attrs]]]]
+
+
+def run(cache: MetaCache, op: str, path: str, volume: str, held: Held | None = None) -> None:
+    """Apply ``op``; a listing handed in or out goes to ``held`` with a copy of it as it was."""
     if op == "put_attrs":
         cache.put_attrs(path, F, volume)
     elif op == "put_list":
-        cache.put_list(path, [("k", F)], volume)
+        entries = [("k", F)]
+        cache.put_list(path, entries, volume)
+        if held is not None:
+            held.append((entries, list(entries)))
+    elif op == "get_list":
+        got = cache.get_list(path)
+        if got is not None and held is not None:
+            held.append((got, list(got)))
     elif op == "upsert":
         cache.upsert(path, F, volume)
     elif op == "remove":
@@ -90,8 +103,8 @@ def run(cache: MetaCache, op: str, path: str, volume: str) -> None:
 
 
 OPS = st.lists(st.tuples(
-    st.sampled_from(["put_attrs", "put_list", "upsert", "remove", "invalidate", "forget_attrs",
-                     "invalidate_tree", "unhealthy"]),
+    st.sampled_from(["put_attrs", "put_list", "get_list", "upsert", "remove", "invalidate",
+                     "forget_attrs", "invalidate_tree", "unhealthy"]),
     st.sampled_from(PATHS), st.sampled_from(VOLUMES)), max_size=40)
 
 
@@ -108,11 +121,13 @@ def counted(cache: MetaCache) -> int:
 @given(OPS)
 def test_the_cache_holds_what_the_model_holds_and_its_index_nothing_stale(ops: list[tuple[str, str, str]]) -> None:
     cache, model = MetaCache(), Model()
+    held: Held = []
     for op, path, volume in ops:
-        run(cache, op, path, volume)
+        run(cache, op, path, volume, held)
         model.apply(op, path, volume)
         assert held_as_model(cache) == (model.attrs, model.lists)
         assert len(cache) == counted(cache)
+        assert all(got == then for got, then in held)  # nothing changed under a holder
     assert_index_exact(cache)
 
 
@@ -131,6 +146,7 @@ def test_a_bounded_cache_holds_part_of_the_model_within_its_bound(
 
 
 def assert_index_exact(cache: MetaCache) -> None:
+    assert cache._private <= set(cache._lists)
     held = set(cache._attrs) | set(cache._lists)
     for node, kids in cache._below.items():  # every index node leads to something held
         assert kids, node
@@ -216,6 +232,29 @@ def test_past_the_bound_the_oldest_fetched_go_first() -> None:
     clock.now += 1
     cache.put_list("t/d5", [(f"f{i}", F) for i in range(100)], "v")
     assert cache.get_attrs("t/d3/f0") == (False, None) and len(cache) <= 250
+
+
+def test_creates_in_a_listed_directory_copy_its_listing_once_per_reader() -> None:
+    """Filling a listed directory (rsync lists, then copies) edits one private copy in
+    place: copying the listing for every file made it quadratic in the directory's size."""
+    cache = MetaCache()
+    listed = [(f"f{i:03d}", F) for i in range(0, 200, 2)]
+    cache.put_list("d", listed, "v")
+    cache.upsert("d/f001", F, "v")
+    own = cache._lists["d"][0]
+    assert own is not listed and len(listed) == 100  # the lister's list is left alone
+    for i in range(3, 40, 2):
+        cache.upsert(f"d/f{i:03d}", F, "v")
+    cache.remove("d/f000", "v")
+    assert cache._lists["d"][0] is own  # edited in place: no reader holds it
+    reader = cache.get_list("d")
+    assert reader is own
+    snapshot = list(reader)
+    cache.upsert("d/f041", F, "v")
+    assert reader == snapshot and cache._lists["d"][0] is not reader  # a reader's is copied
+    names = [n for n, _ in cache._lists["d"][0]]
+    assert names == sorted(names) and "f041" in names and "f000" not in names
+    assert len(names) == 100 + 20 - 1 + 1 and len(cache) == counted(cache)
 
 
 def test_a_walk_keeps_the_listings_above_it() -> None:
