@@ -16,11 +16,12 @@ import bisect
 import collections
 import errno
 import functools
+import inspect
 import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,7 +33,8 @@ from federation.fuse.errnos import errno_for
 from federation.fuse.handles import RemoteReader, StagedFile
 from federation.fuse.inodes import InodeTable
 from federation.fuse.staging import Staging
-from namespace.errors import FileNotFound, GnsError, StaleEpoch
+from namespace.errors import FileNotFound, GnsError, InvalidInput, StaleEpoch
+from namespace.paths import MAX_COMPONENT_BYTES, MAX_PATH_BYTES, normalize
 
 if TYPE_CHECKING:
     from federation.client import Client
@@ -63,7 +65,40 @@ def _join(a: str, b: str) -> str:
 # A mount point in a listing before its volume root was stat'ed (see Attrs.stand_in).
 _MOUNT_POINT = Attrs("dir", 0, 0.0, 0o755, stand_in=True)
 
+_Ops = TypeVar("_Ops", bound=type[pyfuse3.Operations])
 
+
+def _answers_with_errno(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(handler)
+    async def answered(*args: Any, **kw: Any) -> T:
+        try:
+            return await handler(*args, **kw)
+        except pyfuse3.FUSEError:
+            raise
+        except GnsError as exc:
+            raise pyfuse3.FUSEError(errno_for(exc)) from None
+        except OSError as exc:
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except Exception:
+            log.exception("FUSE %s failed; answered EIO", handler.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+    return answered
+
+
+def errors_answered(cls: _Ops) -> _Ops:
+    """Every handler pyfuse3 calls answers with an errno whatever it raised: pyfuse3 ends
+    its main loop on any exception but ``FUSEError``, which unmounted the file system and
+    dropped every other program's unsaved writes (a file name with a tab in it did). A gns
+    error maps through :func:`errno_for` as in :meth:`GnsOperations.call`; anything else is
+    logged with its traceback and answered ``EIO``."""
+    for name, base in vars(pyfuse3.Operations).items():
+        mine = vars(cls).get(name)
+        if inspect.iscoroutinefunction(base) and inspect.iscoroutinefunction(mine):
+            setattr(cls, name, _answers_with_errno(mine))
+    return cls
+
+
+@errors_answered
 class GnsOperations(pyfuse3.Operations):
     """The file system: one instance per mount."""
 
@@ -150,6 +185,22 @@ class GnsOperations(pyfuse3.Operations):
             return self.inodes.path_of(ino)
         except KeyError:
             raise pyfuse3.FUSEError(errno.ESTALE) from None
+
+    def _child(self, parent_inode: int, name: bytes, *, new: bool = False) -> str:
+        """The mount-relative path of ``name`` in a directory, if a global path can hold
+        it; else what a local disk answers: ENAMETOOLONG past 255 bytes (or a path past
+        4096), and for a name with a control character or not UTF-8, EINVAL where it would
+        be made (``new``) and ENOENT where it is looked for (nothing can be there)."""
+        if len(name) > MAX_COMPONENT_BYTES:
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
+        rel = _join(self._path(parent_inode), os.fsdecode(name))
+        try:
+            normalize(self.gpath(rel))
+        except InvalidInput:
+            if len(self.gpath(rel).encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+                raise pyfuse3.FUSEError(errno.ENAMETOOLONG) from None
+            raise pyfuse3.FUSEError(errno.EINVAL if new else errno.ENOENT) from None
+        return rel
 
     def _writable(self) -> None:
         if self.read_only:
@@ -331,7 +382,7 @@ class GnsOperations(pyfuse3.Operations):
     # ------------------------------------------------------------------ lookups
 
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
-        rel = _join(self._path(parent_inode), os.fsdecode(name))
+        rel = self._child(parent_inode, name)
         a = await self.attrs(rel)
         if a is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -461,7 +512,7 @@ class GnsOperations(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         self._writable()
-        rel = _join(self._path(parent_inode), os.fsdecode(name))
+        rel = self._child(parent_inode, name, new=True)
         g = self.gpath(rel)
         if self._volume(g) is None:
             raise pyfuse3.FUSEError(errno.EACCES)  # above every mount: nowhere to store it
@@ -621,7 +672,7 @@ class GnsOperations(pyfuse3.Operations):
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._writable()
-        rel = _join(self._path(parent_inode), os.fsdecode(name))
+        rel = self._child(parent_inode, name, new=True)
         g = self.gpath(rel)
         if self._volume(g) is None:
             raise pyfuse3.FUSEError(errno.EACCES)
@@ -634,7 +685,7 @@ class GnsOperations(pyfuse3.Operations):
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._writable()
-        rel = _join(self._path(parent_inode), os.fsdecode(name))
+        rel = self._child(parent_inode, name)
         g = self.gpath(rel)
         if await self.call(self._mounted_at_or_below, g):
             raise pyfuse3.FUSEError(errno.EBUSY)
@@ -645,7 +696,7 @@ class GnsOperations(pyfuse3.Operations):
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._writable()
-        rel = _join(self._path(parent_inode), os.fsdecode(name))
+        rel = self._child(parent_inode, name)
         sf = self.pending.pop(rel, None)
         if sf is not None:
             sf.unlinked = True  # still-open descriptors keep it; it is never committed
@@ -660,8 +711,8 @@ class GnsOperations(pyfuse3.Operations):
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         self._writable()
-        old = _join(self._path(parent_inode_old), os.fsdecode(name_old))
-        new = _join(self._path(parent_inode_new), os.fsdecode(name_new))
+        old = self._child(parent_inode_old, name_old)
+        new = self._child(parent_inode_new, name_new, new=True)
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise pyfuse3.FUSEError(errno.EINVAL)
         g_old, g_new = self.gpath(old), self.gpath(new)

@@ -352,6 +352,31 @@ def test_posix_errors(mnt: Path) -> None:
     assert st.f_bsize > 0 and st.f_namemax == 255
 
 
+def test_a_name_no_global_path_can_hold_fails_that_call_and_the_mount_lives_on(fed: Federation, mnt: Path) -> None:
+    """A tab in a name, a name over 255 bytes: the call fails as on a local disk. They used
+    to end the mount (pyfuse3 stops on any other exception) and drop a file another
+    program had open for writing."""
+    d = mnt / "fz/fz/names"
+    d.mkdir()
+    with open(d / "open-meanwhile", "wb") as other:
+        other.write(b"kept")
+        for make in (lambda p: p.touch(), lambda p: p.mkdir(), lambda p: os.rename(d / "open-meanwhile", p)):
+            with pytest.raises(OSError) as exc:
+                make(d / "a\ttab")
+            assert exc.value.errno == errno.EINVAL
+            with pytest.raises(OSError) as exc:
+                make(d / ("y" * 256))
+            assert exc.value.errno == errno.ENAMETOOLONG
+        with pytest.raises(OSError) as exc:
+            os.stat(d / ("y" * 256))
+        assert exc.value.errno == errno.ENAMETOOLONG
+        assert not (d / "new\nline").exists()
+    assert os.path.ismount(mnt)
+    assert (d / "open-meanwhile").read_bytes() == b"kept"
+    assert fed.gns("cat", "/fz/fz/names/open-meanwhile").stdout == "kept"
+    assert sorted(os.listdir(d)) == ["open-meanwhile"]
+
+
 # ---------------------------------------------------------------------------------------------
 # two mounts through two clusters
 

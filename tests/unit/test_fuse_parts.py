@@ -342,3 +342,72 @@ def test_remote_reads_are_views_into_the_messages_and_whole_across_their_edges()
         assert reader.read(len(data) - 3, 10) == data[-3:]
         assert reader.read(len(data), 10) == b""
         reader.close()
+
+
+class _ViewlessClient:
+    """A client whose namespace view fails as given: what a handler meets mid-call."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def view(self) -> Any:
+        raise self.error
+
+
+def _errno_of(ops: GnsOperations, handler: str, *args: Any) -> int:
+    import pyfuse3
+    import trio
+
+    async def call() -> None:
+        await getattr(ops, handler)(*args)
+
+    with pytest.raises(pyfuse3.FUSEError) as caught:
+        trio.run(call)
+    return caught.value.errno
+
+
+def test_a_name_no_global_path_can_hold_gets_the_errno_a_local_disk_gives(tmp_path: Path) -> None:
+    """A name over 255 bytes, with a control character or not UTF-8 never reaches the
+    client (whose error ended the mount): ENAMETOOLONG, else EINVAL where it would be made
+    and ENOENT where it is looked for."""
+    import errno
+
+    import pyfuse3
+
+    root = pyfuse3.ROOT_INODE
+    ops = GnsOperations(cast(Any, _ViewlessClient(AssertionError("the client was asked"))), "/data",
+                        Staging(tmp_path))
+    try:
+        for bad in (b"a\tb", b"new\nline", b"x\x01y", b"\xff\xfe"):
+            assert _errno_of(ops, "create", root, bad, 0o644, os.O_WRONLY, None) == errno.EINVAL
+            assert _errno_of(ops, "mkdir", root, bad, 0o755, None) == errno.EINVAL
+            assert _errno_of(ops, "rename", root, b"ok", root, bad, 0, None) == errno.EINVAL
+            assert _errno_of(ops, "lookup", root, bad, None) == errno.ENOENT
+            assert _errno_of(ops, "unlink", root, bad, None) == errno.ENOENT
+        long = b"y" * 256
+        for handler, args in (("create", (root, long, 0o644, os.O_WRONLY, None)),
+                              ("mkdir", (root, long, 0o755, None)), ("lookup", (root, long, None)),
+                              ("rename", (root, b"ok", root, long, 0, None))):
+            assert _errno_of(ops, handler, *args) == errno.ENAMETOOLONG, handler
+    finally:
+        ops.close()
+
+
+def test_every_handler_answers_with_an_errno_whatever_it_meets(tmp_path: Path) -> None:
+    """pyfuse3 ends its main loop (the mount) on any exception but FUSEError: a gns error
+    raised outside ``call`` maps through the one table, anything else is EIO."""
+    import errno
+
+    import pyfuse3
+
+    from namespace.errors import PermissionDenied, Unavailable
+
+    root = pyfuse3.ROOT_INODE
+    for error, code in ((RuntimeError("a bug"), errno.EIO), (Unavailable("owner down"), errno.EIO),
+                        (PermissionDenied("no"), errno.EACCES), (OSError(errno.ENOSPC, "full"), errno.ENOSPC)):
+        ops = GnsOperations(cast(Any, _ViewlessClient(error)), "/", Staging(tmp_path / type(error).__name__))
+        try:
+            assert _errno_of(ops, "create", root, b"f", 0o644, os.O_WRONLY, None) == code
+            assert _errno_of(ops, "mkdir", root, b"d", 0o755, None) == code
+        finally:
+            ops.close()
