@@ -41,6 +41,19 @@ class Attrs:
     were not fetched: the kernel must not keep it, and a lookup fetches the real ones."""
 
 
+def _listed(entries: list[tuple[str, Attrs]], name: str) -> tuple[bool, Attrs | None]:
+    """(True, attributes) if a sorted listing holds ``name``, else (False, None)."""
+    i = bisect.bisect_left(entries, (name,))
+    if i < len(entries) and entries[i][0] == name:
+        return True, entries[i][1]
+    return False, None
+
+
+def _holds_other(listing: tuple[list[tuple[str, Attrs]], float, str] | None, name: str) -> bool:
+    """A cached listing holds a name other than ``name``."""
+    return listing is not None and any(n != name for n, _ in listing[0][:2])
+
+
 class MetaCache:
     """Two tables keyed by volume-relative path (``""`` is the mount's root): attributes
     (``None``: known not to exist) and directory listings, each with its time and volume.
@@ -279,6 +292,44 @@ class MetaCache:
         with self._lock:
             self._drop(path)
             self._drop(parent, attrs=False)
+
+    def recheck_ancestors(self, path: str, *, removed: bool) -> None:
+        """A change made elsewhere at ``path`` may have made directories above it or
+        unmade them, which no change names: a put into a new directory makes its parents,
+        and the last delete in a directory not made by ``mkdir`` takes it away. Forget each
+        ancestor's attributes and the listing that shows it, going up while the cache could
+        be wrong about it (they lived out their 30 s lifetime otherwise): after an
+        addition, until an ancestor its parent's listing or its own attributes already show
+        as a directory; after a removal, until an ancestor whose listing holds another
+        name. Call it before :meth:`invalidate` of ``path`` (which drops the parent's
+        listing this reads)."""
+        with self._lock:
+            child = path
+            while child:
+                anc, _, name = child.rpartition("/")
+                if not anc:
+                    return  # the mount's root is always there
+                parent, _, anc_name = anc.rpartition("/")
+                if removed:
+                    if _holds_other(self._lists.get(anc), name):
+                        return  # it holds something else: still there, and so is all above
+                    if _holds_other(self._lists.get(parent), anc_name):
+                        self._drop(anc, listing=False)
+                        self._drop(parent, attrs=False)
+                        return  # the parent stays whatever became of this one
+                else:
+                    held = self._attrs.get(anc)
+                    if held is None:
+                        listed = self._lists.get(parent)
+                        if listed is not None:
+                            known, attrs = _listed(listed[0], anc_name)
+                            if known and attrs is not None and attrs.kind == "dir":
+                                return  # listed as a directory already: so is all above
+                    elif held[0] is not None and held[0].kind == "dir":
+                        return  # known as a directory already: so is all above
+                self._drop(anc, listing=False)
+                self._drop(parent, attrs=False)
+                child = anc
 
     def forget_attrs(self, path: str) -> None:
         """Forget ``path``'s attributes only (its listing is still good)."""

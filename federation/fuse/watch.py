@@ -96,6 +96,8 @@ class Watcher:
             for rel in self._rels(volume, ""):
                 self.ops.cache.forget_attrs(rel)
         for rel in self._rels(volume, change.relative_path):
+            if change.op not in _ATTR_ONLY:
+                self.ops.cache.recheck_ancestors(rel, removed=gone)
             if gone:
                 self.ops.cache.invalidate_tree(rel)
             self.ops.invalidate(rel, gone=gone)

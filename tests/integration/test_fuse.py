@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
+import json
 import mmap
 import os
 import shutil
@@ -402,6 +403,33 @@ def test_two_mounts_close_to_open_within_a_second(fed: Federation, tmp_path: Pat
     finally:
         a.stop()
         b.stop()
+
+
+def _listed_by_gns(fed: Federation, path: str) -> list[str]:
+    proc = fed.gns("ls", path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return sorted(e["name"] for e in json.loads(proc.stdout))
+
+
+def test_directories_a_change_elsewhere_makes_or_unmakes_show_within_a_second(
+        fed: Federation, mnt: Path, tmp_path: Path) -> None:
+    """A put into a new directory makes its parents, and the last delete in a directory no
+    mkdir made takes it away; no change names them, and the mount knew them wrongly (its
+    listing of the top, its "no such file" on the way) for their 30 s lifetime."""
+    top = mnt / "fz/fzb"
+    os.listdir(top)  # cached: the listing without "made"
+    assert not (top / "made" / "deep" / "f").exists()  # cached: "no such file" on the way
+    src = tmp_path / "f"
+    src.write_text("x")
+    assert fed.gns("put", str(src), "/fz/fzb/made/deep/f").returncode == 0
+    t0 = time.monotonic()
+    wait_for(lambda: "made" in os.listdir(top) and (top / "made" / "deep" / "f").exists(), 5, every=0.01)
+    assert time.monotonic() - t0 < 1.0
+    assert fed.gns("rm", "/fz/fzb/made/deep/f").returncode == 0
+    expected = _listed_by_gns(fed, "/fz/fzb")
+    t0 = time.monotonic()
+    wait_for(lambda: sorted(os.listdir(top)) == expected, 5, every=0.01)
+    assert time.monotonic() - t0 < 1.0
 
 
 def test_read_only_mount_gives_erofs(fed: Federation, tmp_path: Path) -> None:

@@ -257,6 +257,36 @@ def test_creates_in_a_listed_directory_copy_its_listing_once_per_reader() -> Non
     assert len(names) == 100 + 20 - 1 + 1 and len(cache) == counted(cache)
 
 
+def test_a_change_elsewhere_rechecks_the_directories_above_it_that_it_made_or_unmade() -> None:
+    """A put into a new directory makes its parents; the last delete in one made by no
+    mkdir takes it away; no change names them, and the cache knew them wrongly for 30 s."""
+    cache = MetaCache()
+    cache.put_list("", [("a", D)], "v")
+    cache.put_list("a", [("old", F)], "v")
+    cache.put_attrs("a/nd", None, "v")  # looked for before it existed
+    cache.put_attrs("a/nd/deep", None, "v")
+    cache.recheck_ancestors("a/nd/deep/f", removed=False)
+    assert cache.get_attrs("a/nd") == (False, None) and cache.get_attrs("a/nd/deep") == (False, None)
+    assert cache.get_list("a") is None  # listed without nd
+    assert cache.get_list("") is not None  # a was listed as a directory: kept, and all above
+
+    cache.put_list("a", [("nd", D), ("old", F)], "v")
+    cache.put_list("a/nd", [("f", F)], "v")
+    cache.put_attrs("a/nd", D, "v")
+    cache.recheck_ancestors("a/nd/g", removed=False)  # nd is known: nothing above changes
+    assert cache.get_list("a") is not None and cache.get_attrs("a/nd") == (True, D)
+
+    cache.recheck_ancestors("a/nd/f", removed=True)  # nd held only f: it may be gone
+    assert cache.get_attrs("a/nd") == (False, None) and cache.get_list("a") is None
+    assert cache.get_list("") is not None  # a lists "old" too: still there
+
+    cache.put_list("a", [("nd", D), ("old", F)], "v")
+    cache.put_list("a/nd", [("f", F), ("h", F)], "v")
+    cache.recheck_ancestors("a/nd/f", removed=True)  # nd holds h: still there
+    assert cache.get_list("a") is not None
+    assert_index_exact(cache)
+
+
 def test_a_walk_keeps_the_listings_above_it() -> None:
     # `ls -lR`: the top directory is listed first; each subdirectory's lookup then asks it.
     clock = Clock()
