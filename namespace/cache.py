@@ -30,7 +30,9 @@ from namespace.paths import ancestors, check_name, normalize, normalize_relative
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str, str, "bytes | None"], None]
-"""Called as ``listener(kind, name, value)``; value None means deleted."""
+"""Called as ``listener(kind, name, value)``; value None means deleted. After a reload (the
+watch broke) every cluster, volume and policy is named, and the mount table once as
+``("mounts", "", None)``: any mount may differ (naming each of a million would not do)."""
 
 
 @dataclass
@@ -408,6 +410,7 @@ class NamespaceCache:
         ):
             for name in names:
                 self._notify(kind, name, None)
+        self._notify("mounts", "", None)
         await self._signal()
 
     async def follow(self) -> None:

@@ -18,7 +18,7 @@ from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.wire import read_raw
 from federation.channels import sync_channel, tunnel_channel
 from federation.loop_thread import LoopThread
-from namespace.cache import NamespaceCache, NamespaceView, load_path_view
+from namespace.cache import Listener, NamespaceCache, NamespaceView, load_path_view
 from namespace.control import ControlPlane
 from namespace.errors import Unavailable
 from namespace.etcd import Etcd, EtcdConfig
@@ -92,6 +92,15 @@ class Connection:
                     loop.run(cache.start())
                     self._cache = cache
         return self._cache.view
+
+    def on_namespace_change(self, listener: Listener) -> None:
+        """Call ``listener(kind, name, value)`` for every namespace key the watch applies
+        from now on (``namespace.cache.Listener``; ``kind`` "mount": ``name`` is the mount
+        path), on the client's loop thread: it must not block. A client without a watch
+        has no stream to follow and never calls it."""
+        self.view()  # starts the watch-fed cache
+        if self._cache is not None:
+            self._cache.subscribe(listener)
 
     def route_view(self, path: str) -> NamespaceView:
         """The view to route one request to ``path`` by. Without a watch (a one-shot command)

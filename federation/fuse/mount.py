@@ -100,6 +100,7 @@ def run(config: MountConfig, client: Client, ready: Callable[[], None] | None = 
     abandon = _abandon_on_cancel()
     watcher = Watcher(ops, client)
     ops.watcher = watcher
+    watcher.follow_mount_table()
     log.info("gns fuse: %s mounted at %s", config.root, config.mountpoint)
 
     async def serve() -> None:

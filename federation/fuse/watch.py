@@ -41,6 +41,29 @@ class Watcher:
             self._threads[volume] = t
             t.start()
 
+    def follow_mount_table(self) -> None:
+        """Follow the mount table too: a mount made or removed changes what this mount
+        shows at and above its mount point (another volume's tree, a new prefix in a
+        listing), which no volume's change stream says."""
+        self.client.on_namespace_change(self._mount_table_changed)
+
+    def _mount_table_changed(self, kind: str, name: str, value: bytes | None) -> None:
+        if kind == "mounts":  # the table was reloaded: any mount may differ
+            self.ops.cache.invalidate_tree("")
+            return
+        if kind != "mount":
+            return
+        rel = self.ops.rel_of(name)
+        if rel is None:
+            if not self.ops.root.startswith(name.rstrip("/") + "/"):
+                return  # beside --root: nothing shown here changed
+            rel = ""  # above --root: all shown here may now be another volume's
+        self.ops.cache.invalidate_tree(rel)
+        self.ops.invalidate(rel, gone=value is None and rel != "")
+        while rel:  # a mount prefix shows in every listing above it
+            rel = rel.rpartition("/")[0]
+            self.ops.cache.invalidate(rel)
+
     def _mount_path(self, volume: str) -> str | None:
         for m in self.client.view().mount_list():
             if m.volume == volume:
