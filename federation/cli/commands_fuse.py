@@ -36,10 +36,12 @@ def register(cli: click.Group) -> None:
 @click.option("--cache-entries", type=click.IntRange(min=1), default=DEFAULT_MAX_ENTRIES,
               show_default=True, metavar="N",
               help="Bound on cached attributes and listed names (about 300 bytes each).")
+@click.option("--allow-non-empty", is_flag=True,
+              help="Mount over a directory that holds files (hidden while mounted).")
 @common
 def fuse(env: Env, mountpoint: Path, root: str, read_only: bool, via: str | None,
          consistency: str, max_staleness: float, daemon: bool, cache_dir: Path | None,
-         timeout: float, cache_entries: int) -> None:
+         timeout: float, cache_entries: int, allow_non_empty: bool) -> None:
     """Mount the global namespace (or --root PATH) at MOUNTPOINT through FUSE."""
     from federation.fuse.mount import MountConfig, daemonize, run
     from federation.fuse.mountinfo import clear_stale
@@ -54,6 +56,18 @@ def fuse(env: Env, mountpoint: Path, root: str, read_only: bool, via: str | None
         raise InvalidInput("--timeout must be positive")
     mountpoint = mountpoint.absolute()
     clear_stale(mountpoint)  # bad mount points fail here, before anything starts
+    if not allow_non_empty:
+        with os.scandir(mountpoint) as entries:
+            if next(entries, None) is not None:  # as rclone and s3fs refuse: files would hide
+                raise InvalidInput(f"mount point {mountpoint} is not empty (its files would be "
+                                   "hidden while mounted; --allow-non-empty mounts over them)")
+    staging = cache_dir.absolute() if cache_dir else default_cache_dir()
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        if not os.access(staging, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as exc:
+        raise InvalidInput(f"--cache-dir {staging}: {exc.strerror}") from None
     config = MountConfig(mountpoint=mountpoint, root=root, read_only=read_only,
                          cache_dir=cache_dir.absolute() if cache_dir else None, timeout=timeout,
                          cache_entries=cache_entries)

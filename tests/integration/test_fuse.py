@@ -432,6 +432,33 @@ def test_directories_a_change_elsewhere_makes_or_unmakes_show_within_a_second(
     assert time.monotonic() - t0 < 1.0
 
 
+def test_a_mount_made_or_removed_inside_a_volume_shows_within_a_second(
+        fed: Federation, mnt: Path, tmp_path: Path) -> None:
+    """A mount inside a listed directory of a volume (and under ``--root``) appears and
+    goes within a second; no volume's change stream says so (it took the listing's 30 s)."""
+    rooted = Mount(fed, tmp_path / "rooted", tmp_path / "c", "--root", "/fz/fz")
+    try:
+        (mnt / "fz/fz/nesting").mkdir()
+        wait_for(lambda: (rooted.mnt / "nesting").is_dir(), 5, every=0.01)  # the other mount's
+        for listing in (mnt / "fz/fz", mnt / "fz/fz/nesting", rooted.mnt, rooted.mnt / "nesting"):
+            assert "inner" not in os.listdir(listing)  # cached
+        assert fed.gns("mount", "add", "/fz/fz/nesting/inner", "fzb").returncode == 0
+        t0 = time.monotonic()
+        wait_for(lambda: "inner" in os.listdir(mnt / "fz/fz/nesting")
+                 and "inner" in os.listdir(rooted.mnt / "nesting"), 5, every=0.01)
+        assert time.monotonic() - t0 < 1.0
+        (rooted.mnt / "nesting/inner/through-the-new-mount").write_text("in fzb")
+        assert fed.gns("cat", "/fz/fzb/through-the-new-mount").stdout == "in fzb"
+        assert fed.gns("mount", "remove", "/fz/fz/nesting/inner").returncode == 0
+        t0 = time.monotonic()
+        wait_for(lambda: "inner" not in os.listdir(mnt / "fz/fz/nesting")
+                 and "inner" not in os.listdir(rooted.mnt / "nesting"), 5, every=0.01)
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        rooted.stop()
+        fed.gns("mount", "remove", "/fz/fz/nesting/inner")
+
+
 def test_read_only_mount_gives_erofs(fed: Federation, tmp_path: Path) -> None:
     m = Mount(fed, tmp_path / "ro", tmp_path / "c", "--read-only")
     try:
@@ -547,6 +574,29 @@ def test_bad_invocations_exit_with_one_error_line(fed: Federation, tmp_path: Pat
         assert_error(fed.gns("fuse", str(tmp_path), "--cache-entries", entries), 2)
     assert_error(fed.gns("fuse", str(tmp_path), "--root", "/nowhere/at/all"), 3)
     assert not os.path.ismount(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_error(fed.gns("fuse", str(empty), "--cache-dir", "/proc/nope"), 2, "--cache-dir /proc/nope")
+    (tmp_path / "file").write_text("x")
+    assert_error(fed.gns("fuse", str(empty), "--cache-dir", str(tmp_path / "file")), 2, "--cache-dir")
+    assert not os.path.ismount(empty)
+
+
+def test_a_non_empty_mount_point_is_refused_unless_allowed(fed: Federation, tmp_path: Path) -> None:
+    """Mounting over files hides them (rclone and s3fs refuse it too unless told)."""
+    from tests.fixtures.federation import assert_error
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "mine.txt").write_text("x")
+    assert_error(fed.gns("fuse", str(full), "--cache-dir", str(tmp_path / "c")), 2, "is not empty")
+    assert not os.path.ismount(full)
+    m = Mount(fed, full, tmp_path / "c", "--allow-non-empty")
+    try:
+        assert os.listdir(full) == ["fz"]
+    finally:
+        m.stop()
+    assert os.listdir(full) == ["mine.txt"]
 
 
 # ---------------------------------------------------------------------------------------------
