@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RETRY_S = 0.5
+_RETRY_MAX_S = 30.0
 _ATTR_ONLY = ("chmod", "utime", "dirattr")  # changes that leave the tree as it is
 
 
@@ -71,6 +72,7 @@ class Watcher:
         return None
 
     def _follow(self, volume: str) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 gpath = self._mount_path(volume)
@@ -84,13 +86,18 @@ class Watcher:
                     stream.close()
                     return
                 self.ops.cache.set_healthy(volume, True)
+                failures = 0
                 for change in stream:
                     self._apply(change)
             except Exception as exc:  # the stream comes back; meanwhile caches live 1 s
-                log.info("change stream of volume %s interrupted: %s", volume, exc)
+                failures += 1
+                if failures == 1:  # once per outage, not once per retry
+                    log.info("change stream of volume %s interrupted: %s", volume, exc)
             finally:
                 self.ops.cache.set_healthy(volume, False)
-            self._stop.wait(_RETRY_S)
+            # A stream refused for good (no read on the volume's root: the mount still reads
+            # what it may, with 1 s caches) must not be asked twice a second forever.
+            self._stop.wait(min(_RETRY_MAX_S, _RETRY_S * 2 ** max(0, failures - 1)))
 
     def _rels(self, volume: str, vrel: str) -> list[str]:
         """Mount-relative paths showing ``vrel`` of ``volume`` (every mount of it)."""

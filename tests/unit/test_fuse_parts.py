@@ -411,3 +411,50 @@ def test_every_handler_answers_with_an_errno_whatever_it_meets(tmp_path: Path) -
             assert _errno_of(ops, "mkdir", root, b"d", 0o755, None) == code
         finally:
             ops.close()
+
+
+def test_a_change_stream_refused_for_good_is_asked_again_ever_more_slowly(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A mount whose identity may not read a volume's root is refused its change stream on
+    every try: it retried twice a second forever, logging each time."""
+    import logging
+    from types import SimpleNamespace
+
+    from federation.fuse import watch as watch_module
+    from namespace.errors import PermissionDenied
+
+    class RefusingClient:
+        calls = 0
+
+        def view(self) -> Any:
+            return SimpleNamespace(mount_list=lambda: [SimpleNamespace(volume="v2", path="/other")])
+
+        def volume(self, name: str) -> Any:
+            return SimpleNamespace(version=3)
+
+        def watch(self, path: str, from_version: int) -> Any:
+            self.calls += 1
+            raise PermissionDenied("permission denied: user:alice has no read on /other")
+
+    waits: list[float] = []
+
+    class CountedStop:
+        def is_set(self) -> bool:
+            return len(waits) >= 9
+
+        def wait(self, seconds: float) -> bool:
+            waits.append(seconds)
+            return False
+
+    client = RefusingClient()
+    ops = GnsOperations(cast(Any, client), "/", Staging(tmp_path))
+    try:
+        w = watch_module.Watcher(ops, cast(Any, client))
+        w._stop = cast(Any, CountedStop())
+        with caplog.at_level(logging.INFO, logger=watch_module.__name__):
+            w._follow("v2")
+    finally:
+        ops.close()
+    assert client.calls == 9
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert len([r for r in caplog.records if "interrupted" in r.getMessage()]) == 1
