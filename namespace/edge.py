@@ -97,7 +97,8 @@ class ParsedToken:
 
 def parse_token(token: str) -> ParsedToken:
     """Split ``K10<ca>::<id>.<secret>[~<endpoint>=<join>[,...]][@<join>]``; a malformed token
-    is refused as forged (exit 4).
+    is bad input (exit 2: mistyped or cut short; one of the right form that does not match
+    a record is refused as forged, exit 4).
 
     The ``~`` list sits inside what older sites take for the secret (they only read the
     ``@`` join port, and send the token on whole), so they still join with a new token."""
@@ -110,7 +111,8 @@ def parse_token(token: str) -> ParsedToken:
     if (not sep or not dot or not head.startswith(TOKEN_PREFIX) or len(head) <= len(TOKEN_PREFIX)
             or not tid or not secret or not all(c in "0123456789abcdef" for c in tid)
             or (at and not _is_address(join)) or (tilde and not at) or not all(ports)):
-        raise PermissionDenied("token refused: malformed or forged (expected K10<ca-hash>::<id>.<secret>)")
+        raise InvalidInput("token malformed: expected K10<ca-hash>::<id>.<secret>@<host:port>, "
+                           "as `gns edge token create` prints it")
     return ParsedToken(head[len(TOKEN_PREFIX):], tid, secret, join, tuple(p for p in ports if p))
 
 

@@ -109,7 +109,6 @@ def test_bad_tokens_refused_nothing_registered(federation: Federation) -> None:
         "expired": (token(federation, "edge-c", "--ttl", "0.2s"), "edge-c", "expired"),
         "forged": (token(federation, "edge-d")[:-3] + "xyz", "edge-d", "forged"),
         "forged-ca": ("K10" + "0" * 64 + "::" + token(federation, "edge-e").split("::", 1)[1], "edge-e", "pins"),
-        "malformed": ("not-a-token", "edge-f", "malformed"),
     }
     time.sleep(0.3)  # let the short token expire
     for name, (tok, site, reason) in cases.items():
@@ -119,6 +118,14 @@ def test_bad_tokens_refused_nothing_registered(federation: Federation) -> None:
         assert lines and reason in lines[-1], (name, lines)
         assert not (e.data_dir / "identity.json").exists()
         assert federation.gns("cluster", "show", site).returncode == 3, name
+    # Mistyped or cut short: bad input (exit 2), refused before anything is written.
+    for site, tok in (("edge-f", "not-a-token"), ("edge-g", good.split(".")[0])):
+        e = join(site, tok, site)
+        assert e.proc is not None and e.proc.returncode == 2, (site, e.tail())
+        lines = [ln for ln in e.tail().splitlines() if ln.startswith("gns: error:")]
+        assert lines and "token malformed" in lines[-1], (site, lines)
+        assert not (e.data_dir / "identity.json").exists()
+        assert federation.gns("cluster", "show", site).returncode == 3
     sites = edge_list(federation)
     assert set(sites) == {"edge-ok"}
 

@@ -63,7 +63,7 @@ def test_token_refusals_write_nothing(etcd: EtcdCluster) -> None:
             await edge.redeem_token(client, tok, "edge-2", "onprem-a", "f" * 64, 60)
         with pytest.raises(PermissionDenied, match="forged"):
             await edge.redeem_token(client, tok[:-2] + "zz", "edge-2", "onprem-a", edge.INSECURE_CA, 60)
-        with pytest.raises(PermissionDenied, match="malformed"):
+        with pytest.raises(InvalidInput, match="malformed"):
             await edge.redeem_token(client, "K10x", "edge-2", "onprem-a", edge.INSECURE_CA, 60)
         short = await edge.create_token(client, "edge-4", "onprem-a", 0.05, edge.INSECURE_CA)
         await asyncio.sleep(0.1)
