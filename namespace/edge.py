@@ -149,14 +149,27 @@ async def site_name_free(etcd: Etcd, site: str) -> Any:
     return etcd.tx.mod(key) == kv.mod_revision
 
 
+async def refuse_linked_site(etcd: Etcd, site: str) -> None:
+    """Refuse (Conflict) a token for a site that is linked now: a second process under its
+    name, joined with it, would take the link from the first and the two would keep
+    taking it from each other. A site that is Down (its process gone, three heartbeats
+    after) may join again with a new token: its data dir may be lost."""
+    if await etcd.get(schema.alive(site)) is not None:
+        raise Conflict(f"site {site!r} is joined and linked now: a second process under its name "
+                       "would fight it for the link; stop that one first (it is Down three "
+                       "heartbeats later), or pick another site name")
+
+
 async def create_token(etcd: Etcd, site: str, hub: str, ttl: float, ca_sha256: str) -> dict[str, Any]:
     """Store a new token record and return ``{"token", "site", "hub", "expires_at"}``.
 
-    Refused (Conflict, nothing stored) if a core cluster is named ``site``."""
+    Refused (Conflict, nothing stored) if a core cluster is named ``site``, or the site is
+    linked now."""
     check_name("site", site)
     check_name("hub cluster", hub)
     if not 0 < ttl <= MAX_TOKEN_TTL:
         raise InvalidInput(f"invalid --ttl {ttl:g}s: more than 0 and at most 30 days")
+    await refuse_linked_site(etcd, site)
     tx = etcd.tx
     for _ in range(3):
         # A fresh id each try: the cluster record may move under us (a joined site
@@ -248,6 +261,7 @@ async def redeem_token(etcd: Etcd, token: str, site: str, hub: str, ca_sha256: s
     now = time.time()
     if now >= float(record.get("expires_at", 0)):
         raise Conflict("token refused: expired")
+    await refuse_linked_site(etcd, site)  # a token made while it was Down: not now
     name_free = await site_name_free(etcd, site)  # before the token is used up
     credential = secrets.token_urlsafe(32) if issue_credential else ""
     site_record = {

@@ -105,6 +105,30 @@ def test_core_cluster_name_refused_for_tokens_and_joins(etcd: EtcdCluster) -> No
     run(etcd, body)
 
 
+def test_a_linked_site_gets_no_second_token_and_none_is_redeemed_for_it(etcd: EtcdCluster) -> None:
+    """Two processes under one site name took the link from each other for ever: while a
+    site is linked (its alive key), no token is made for it and none made before is
+    redeemed (left unused); once it is Down it may join again."""
+    from namespace import schema
+    from namespace.models import ClusterSpec
+
+    async def body(client: Etcd) -> None:
+        await client.put(schema.cluster("edge-7"), ClusterSpec(id="edge-7", provider="edge").dump())
+        early = await edge.create_token(client, "edge-7", "onprem-a", 60, edge.INSECURE_CA)
+        await client.put(schema.alive("edge-7"), b"linked")
+        tokens_before, _ = await client.get_prefix(edge.TOKENS.encode())
+        with pytest.raises(Conflict, match="'edge-7' is joined and linked now"):
+            await edge.create_token(client, "edge-7", "onprem-a", 60, edge.INSECURE_CA)
+        with pytest.raises(Conflict, match="linked now"):
+            await edge.redeem_token(client, early["token"], "edge-7", "onprem-a", edge.INSECURE_CA, 60)
+        assert (await client.get_prefix(edge.TOKENS.encode()))[0] == tokens_before  # unused
+        await client.call(client.client.delete, schema.alive("edge-7"))  # Down
+        _, rec = await edge.redeem_token(client, early["token"], "edge-7", "onprem-a", edge.INSECURE_CA, 60)
+        assert rec["site"] == "edge-7"
+
+    run(etcd, body)
+
+
 def test_a_down_site_shows_its_last_reported_backlog_with_its_time(etcd: EtcdCluster) -> None:
     """The hub's live count while the link lives; once it is gone, the last count the site
     reported, dated (it can only have grown since), not a 0 nobody counted."""
