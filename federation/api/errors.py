@@ -197,9 +197,12 @@ def from_rpc_error(exc: grpc.RpcError, where: str = "") -> GnsError | store.Obje
     lowered = detail.lower()
     if code == Code.UNAUTHENTICATED or "handshake" in lowered or "ssl" in lowered:
         # The status comes from the TLS layer itself, not from a gns server.
-        reason = "certificate not trusted" if "certificate" in lowered else "TLS handshake failed"
-        return kind(f"{where or 'controller'} refused the connection: {reason} "
-                    "(check --tls-dir / GNS_TLS_DIR)")
+        if "certificate" in lowered:
+            return kind(f"{where or 'controller'} refused the connection: certificate not "
+                        "trusted (check --tls-dir / GNS_TLS_DIR)")
+        # Also what a hung peer gives: TCP accepts, the handshake gets no answer (20 s).
+        return kind(f"{where or 'controller'} did not complete the TLS handshake: it is not "
+                    "answering, or it refused this certificate (check --tls-dir / GNS_TLS_DIR)")
     if code == Code.UNAVAILABLE and where:
         detail = f"{where} unavailable: {detail}"
     return kind(detail)

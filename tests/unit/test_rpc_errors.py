@@ -8,6 +8,7 @@ import asyncio
 import errno
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import cast
 
 import click
 import grpc
@@ -282,3 +283,37 @@ def test_cli_exit_code(endpoints: tuple[str, str, ControllerMetrics], cli_stat: 
     assert run(["test-stat", endpoints[1], kind]) == CASES[kind][1]
     err = capsys.readouterr().err
     assert err.startswith("gns: error: ") and err.count("\n") == 1
+
+
+class _TransportError:
+    """A status the TLS layer made, not a gns server: what a hung peer's channel gives."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+
+def test_a_hung_peer_is_not_called_a_certificate_problem() -> None:
+    """A SIGSTOPped controller accepts TCP and never answers the handshake: it read
+    'refused the connection: TLS handshake failed', sending users to their certificates."""
+    from federation.api.errors import from_rpc_error
+    from namespace.errors import Unavailable
+
+    hung = _TransportError(grpc.StatusCode.UNAVAILABLE,
+                           "failed to connect to all addresses; last error: UNAVAILABLE: "
+                           "ipv4:127.0.0.1:1: Handshake read failed (Endpoint closing)")
+    err = from_rpc_error(cast(grpc.RpcError, hung), "cluster onprem-b")
+    assert isinstance(err, Unavailable)
+    assert str(err).startswith("cluster onprem-b did not complete the TLS handshake: it is not answering")
+    untrusted = _TransportError(grpc.StatusCode.UNAVAILABLE,
+                                "Ssl handshake failed: CERTIFICATE_VERIFY_FAILED: certificate verify failed")
+    assert "refused the connection: certificate not trusted" in str(
+        from_rpc_error(cast(grpc.RpcError, untrusted), "cluster x"))
