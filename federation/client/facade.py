@@ -207,6 +207,7 @@ class Client(ControlCommands, Routing):
         callers copy and delete instead (FUSE: EXDEV)."""
         src, dst = normalize(src), normalize(dst)
         if self.volume_of(src) != self.volume_of(dst):
+            self.stat(src)  # a missing source is "not found" (exit 3), as within a volume
             raise Conflict(f"cannot move {src} to {dst}: they are on different volumes")
         reply = self._call(
             lambda s, t: s.Rename(pb.RenameRequest(target=t, destination=dst), timeout=60), src

@@ -81,6 +81,9 @@ def test_rename_across_volumes_is_refused(fed: Federation, client: Any) -> None:
         client.mv("/pxd/xv/z", "/pxo/z")
     assert_error(fed.gns("mv", "/pxd/xv/z", "/pxo/z"), 4, "different volumes")
     assert client.cat("/pxd/xv/z") == b"z"
+    with pytest.raises(FileNotFound):  # missing is what it is, wherever it was to go
+        client.mv("/pxd/xv/missing", "/pxo/z")
+    assert_error(fed.gns("mv", "/pxd/xv/missing", "/pxo/z"), 3)
     assert_error(fed.gns("mv", "/pxd/xv/z"), 2)
     assert_error(fed.gns("mv", "relative", "/pxd/xv/y"), 2)
     ok = fed.gns("mv", "/pxd/xv/z", "/pxd/xv/z2", "--json")
