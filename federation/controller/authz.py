@@ -4,19 +4,38 @@ Installed wherever TLS is (a controller with ``--tls-dir``). :class:`AuthzInterc
 every method of every service on the controller's server:
 
 * **Who**: the identity TLS proved (the peer certificate in ``context.auth_context()``).
-  A peer holding a *cluster* certificate may act for someone else by sending
+  A *controller* of this federation may act for someone else by sending
   ``gns-on-behalf-of`` metadata (:func:`forward_metadata` builds it for forwarded calls);
   from any other peer that claim is refused, so a user cannot borrow another identity and
-  ``--via`` cannot launder one. A cluster peer acting for itself is a controller of this
-  federation (it holds etcd credentials anyway) and is trusted.
+  ``--via`` cannot launder one. A controller acting for itself holds etcd credentials
+  anyway and is trusted (:meth:`Authorizer.trusted`).
+* **Edge sites are not controllers.** A site that joins with a token gets a *cluster*
+  certificate (``cluster:<site>``, :mod:`edge.sitecert`), but its key lives on a machine
+  far from the core, in a data directory whose files are all it takes to use it. So a
+  cluster identity that the registry records as an edge site (``provider: edge`` and the
+  label naming its hub, which only a hub writes: ``HUB_LABEL``) is checked like a
+  user's: against grants (``cluster:<site>`` may be granted, SPEC §10),
+  audited when denied, and its ``gns-on-behalf-of`` claims are refused when it dials a
+  controller directly. A site legitimately dials its hub only for ``EdgeLink``
+  (``Join``, ``Link``), which authenticates the site itself; everything else it does rides
+  the link and arrives from its hub (a controller) with ``gns-on-behalf-of: edge:<site>``.
+  Such a relayed call gets, beyond grants, exactly what a site needs for its own volumes:
+  ``Replication`` of a volume it owns (shipping to its mirror targets; each header of a
+  stream is checked, not only the first) and reads (``Stat``/``List``/``Read``) of a volume
+  it owns or used to own (following its new owner after a forced promotion). The
+  object-store relay checks its callers itself (:mod:`federation.object_relay`). What
+  still rests on trust: the hub believes the *users* a site names for its apps' calls
+  (``edge_hub._acting_as``), so a site's key can act for any user through its link; and a
+  cluster name the registry does not hold (a site that joined but never linked, or one
+  whose cluster record was removed) is taken for a controller.
 * **May they**: data RPCs map to a permission by method name (``Stat``/``List``/``Read``/
   ``Resolve`` read, any other ``Federation`` method carrying a ``Target`` writes), on the
   global path of each ``Target`` in the request; a target named by volume and relative
   path is mapped to global paths through the mount table (permission on any of them
   suffices: the same bytes are reachable there). Internal services (replication,
-  mirroring, failover) are for clusters; users may ask a mirror sync/verify or a promotion
-  with ``admin`` on the volume. The ``Control`` service checks each operation itself with
-  :meth:`Authorizer.require` on the paths it touches.
+  mirroring, failover) are for controllers; users may ask a mirror sync/verify or a
+  promotion with ``admin`` on the volume. The ``Control`` service checks each operation
+  itself with :meth:`Authorizer.require` on the paths it touches.
 * **Audit**: every denial and every admin operation becomes one JSON line in the audit log
   (time, identity, action, path, result) and a Prometheus counter.
 
@@ -34,7 +53,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter
@@ -52,9 +71,18 @@ from namespace.paths import normalize, normalize_relative
 log = logging.getLogger(__name__)
 
 ON_BEHALF_OF = "gns-on-behalf-of"
-"""Metadata a forwarding controller sets: ``user:NAME[,group:G...]`` (believed from clusters only)."""
+"""Metadata a forwarding controller sets: ``user:NAME[,group:G...]`` (believed from controllers only)."""
+EDGE_PREFIX = "edge:"
+"""How a hub names the site whose own call it relays (``gns-on-behalf-of: edge:<site>``)."""
+EDGE_PROVIDER: Final = "edge"
+HUB_LABEL: Final = "gns.io/hub"
+"""An edge site's registry record: provider ``edge`` and this label naming its hub, both
+written by the hub (``edge_hub``), never by the site. A controller run with ``--provider
+edge`` (SPEC §4) carries no such label: it holds etcd credentials and is a controller."""
 
 _CALLER: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("gns_caller", default=None)
+_FORWARD: contextvars.ContextVar[str | None] = contextvars.ContextVar("gns_forward", default=None)
+"""What the current caller is passed on as (``""``: nothing, a controller acting for itself)."""
 
 READ_METHODS = frozenset({"Stat", "List", "Read", "Resolve", "Watch"})
 OPEN_METHODS = frozenset({"Health", "VolumeState"})
@@ -70,11 +98,16 @@ def caller() -> Identity | None:
 
 def forward_metadata() -> tuple[tuple[str, str], ...]:
     """Metadata that carries the current caller to the next controller (empty if the caller
-    is a controller acting for itself or access control is off)."""
+    is a controller acting for itself or access control is off). An edge site goes on as
+    what it was here (``edge:<site>`` relayed by its hub, else ``cluster:<site>``), so the
+    controller that serves the call decides on the site, never on the forwarder."""
     who = _CALLER.get()
-    if who is None or who.is_cluster:
+    if who is None:
         return ()
-    return ((ON_BEHALF_OF, encode_identity(who)),)
+    claim = _FORWARD.get()
+    if claim is None:  # set outside the interceptor
+        claim = "" if who.is_cluster else encode_identity(who)
+    return ((ON_BEHALF_OF, claim),) if claim else ()
 
 
 def encode_identity(who: Identity) -> str:
@@ -84,9 +117,10 @@ def encode_identity(who: Identity) -> str:
 def decode_identity(value: str) -> Identity:
     """``user:NAME[,group:G...]`` → an :class:`Identity`; InvalidInput if malformed."""
     subject, *rest = value.split(",")
-    if subject.startswith("edge:"):
-        # The edge hub relays a site's own calls as ``edge:<site>``: the site is a cluster.
-        subject = "cluster:" + subject[len("edge:"):]
+    if subject.startswith(EDGE_PREFIX):
+        # The edge hub relays a site's own calls as ``edge:<site>``: the site's identity is
+        # its certificate's, ``cluster:<site>`` (which the registry says is an edge site).
+        subject = "cluster:" + subject[len(EDGE_PREFIX):]
     check_subject(subject)
     if subject == "*":
         raise InvalidInput("cannot act on behalf of '*'")
@@ -168,9 +202,19 @@ class Authorizer:
     def grants(self) -> Grants:
         return self._acl.grants if isinstance(self._acl, AclCache) else self._acl
 
+    def trusted(self, who: Identity) -> bool:
+        """True if ``who`` is a controller of this federation: a cluster identity that the
+        registry does not record as an edge site (``HUB_LABEL``). An edge site's certificate
+        names a cluster too, but it is checked on grants like any identity (module
+        docstring)."""
+        if not who.is_cluster:
+            return False
+        spec = self._view().clusters.get(who.name)
+        return spec is None or spec.provider != EDGE_PROVIDER or HUB_LABEL not in spec.labels
+
     def allowed(self, who: Identity, perm: str, paths: Iterable[str]) -> bool:
         """True if ``who`` holds ``perm`` on any of ``paths`` (an empty list: on ``/``)."""
-        if who.is_cluster:
+        if self.trusted(who):
             return True
         subjects = who.subjects
         check = self.grants.allowed
@@ -228,7 +272,12 @@ class Authorizer:
             groups.append([normalize(dest)])
         return groups
 
-    def check_message(self, who: Identity, service: str, method: str, request: Any) -> None:
+    def check_message(self, who: Identity, service: str, method: str, request: Any, *,
+                      relayed: bool = False) -> None:
+        """Raise PermissionDenied (audited) unless ``who`` may make this call. ``relayed``:
+        an edge site's own call, relayed by its hub (``edge:<site>``)."""
+        trusted = self.trusted(who)
+        site = who.name if relayed and who.is_cluster and not trusted else ""
         if service == "Federation":
             if method in OPEN_METHODS:
                 return
@@ -239,19 +288,23 @@ class Authorizer:
                 # Each put as if it came alone (the interceptor lets the allowed ones through
                 # and answers the denied ones each with its own outcome: ``_put_batch``).
                 for put in request.puts:
-                    self.check_message(who, service, "Put", put)
+                    self.check_message(who, service, "Put", put, relayed=relayed)
                 return
             perm = "read" if method in READ_METHODS else "write"
             targets = list(_targets(request))
+            if site and perm == "read" and self._site_reads(site, targets):
+                return
             if not targets:
-                if who.is_cluster:
+                if trusted:
                     return
                 self.deny(who, f"{service}/{method}", "/", perm)
             for paths in self._path_groups(targets, request):
                 self._check(who, perm, paths, f"{service}/{method}")
             return
         if service in INTERNAL_SERVICES:
-            if who.is_cluster:
+            if trusted:
+                return
+            if site and service == "Replication" and self._site_replicates(site, request):
                 return
             if (service, method) in USER_INTERNAL:
                 volume = getattr(request, "volume", "") or self._policy_volume(getattr(request, "policy", ""))
@@ -261,7 +314,23 @@ class Authorizer:
                 if self.audit is not None:
                     self.audit.write(who.subject, f"{service}/{method}", paths[0], "allowed")
                 return
-            self.deny(who, f"{service}/{method}", "/", "cluster identity")
+            self.deny(who, f"{service}/{method}", "/", "controller identity")
+
+    def _site_reads(self, site: str, targets: list[Any]) -> bool:
+        """A site reading, by volume, one it owns or used to own: how it follows the new
+        owner of a volume promoted away while it was gone (``edge.follow``)."""
+        view = self._view()
+        for t in targets:
+            vol = view.volumes.get(t.volume) if t.volume else None
+            if vol is None or (vol.owner != site and site not in vol.former_owners):
+                return False
+        return bool(targets)
+
+    def _site_replicates(self, site: str, request: Any) -> bool:
+        """A site shipping a volume it owns to this replica (``edge.shipping``), as itself."""
+        volume, source = _replica_target(request)
+        vol = self._view().volumes.get(volume) if volume else None
+        return vol is not None and vol.owner == site and source in (None, site)
 
     def _policy_volume(self, policy: str) -> str:
         doc = self._view().policies.get(policy) if policy else None
@@ -306,19 +375,25 @@ class SiteAuthorizer(Authorizer):
     def grants(self) -> Grants:
         return self._namespace.grants or Grants()
 
-    def check_message(self, who: Identity, service: str, method: str, request: Any) -> None:
+    def trusted(self, who: Identity) -> bool:
+        """The site itself (calls its hub relays down the link enter its server with the
+        site's own certificate) is its own controller, though its slice says it is a site."""
+        return who.is_cluster and (who.name == self.site or super().trusted(who))
+
+    def check_message(self, who: Identity, service: str, method: str, request: Any, *,
+                      relayed: bool = False) -> None:
         if service != "Federation" or method in OPEN_METHODS or self._namespace.grants is None:
             return
         if method == "PutBatch":
             for put in request.puts:
-                self.check_message(who, service, "Put", put)
+                self.check_message(who, service, "Put", put, relayed=relayed)
             return
         if method == "Resolve":
             paths = [normalize(request.path)]
         else:
             paths = [p for group in self._path_groups(list(_targets(request)), request) for p in group]
         if paths and all(self._serves(p) for p in paths):
-            super().check_message(who, service, method, request)
+            super().check_message(who, service, method, request, relayed=relayed)
 
     def _serves(self, path: str) -> bool:
         """True if ``path`` is on a volume this site owns (it answers for it itself)."""
@@ -365,6 +440,20 @@ def _targets(message: Any) -> Iterable[Any]:
     return out
 
 
+def _has(message: Any, field: str) -> bool:
+    """True if ``message`` (parsed, not raw bytes) has message field ``field`` set."""
+    descriptor = getattr(message, "DESCRIPTOR", None)
+    return descriptor is not None and field in descriptor.fields_by_name and message.HasField(field)
+
+
+def _replica_target(request: Any) -> tuple[str, str | None]:
+    """(volume, source) of a ``Replication`` request: a stream message's header, or the
+    request's own ``volume`` (no source named)."""
+    if _has(request, "header"):
+        return str(request.header.volume), str(request.header.source)
+    return str(getattr(request, "volume", "") or ""), None
+
+
 def peer_identity(context: grpc.aio.ServicerContext) -> Identity | None:
     auth = context.auth_context() or {}
     pems = auth.get("x509_pem_cert")
@@ -401,7 +490,10 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
         self._wrapped[full] = (handler, wrapped)
         return wrapped
 
-    def _who(self, context: grpc.aio.ServicerContext) -> Identity:
+    def _who(self, context: grpc.aio.ServicerContext) -> tuple[Identity, bool]:
+        """Who the call acts as, and whether it is an edge site's own call relayed by its hub
+        (``edge:<site>``). Only a controller's ``gns-on-behalf-of`` is believed: a user's,
+        or an edge site's dialling directly, is refused and audited."""
         peer = peer_identity(context)
         if peer is None:
             raise PermissionDenied("permission denied: no client certificate")
@@ -410,18 +502,29 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
             if key == ON_BEHALF_OF:
                 claimed = value
         if claimed is None:
-            return peer
-        if not peer.is_cluster:
+            return peer, False
+        if not self.authz.trusted(peer):
             self.authz.denials.labels("on-behalf-of").inc()
             if self.authz.audit is not None:
                 self.authz.audit.write(peer.subject, "on-behalf-of", "/", f"denied: claimed {claimed}")
+            site = " (an edge site, not a controller)" if peer.is_cluster else ""
             raise PermissionDenied(
-                f"permission denied: {peer.subject} may not act on behalf of another identity"
+                f"permission denied: {peer.subject}{site} may not act on behalf of another identity"
             )
         try:
-            return decode_identity(str(claimed))
+            return decode_identity(str(claimed)), str(claimed).startswith(EDGE_PREFIX)
         except InvalidInput as exc:
             raise PermissionDenied(f"permission denied: bad {ON_BEHALF_OF}: {exc}") from None
+
+    def _enter(self, who: Identity, relayed: bool) -> None:
+        """Make ``who`` the current request's caller, and what it is forwarded as."""
+        _CALLER.set(who)
+        if self.authz.trusted(who):
+            _FORWARD.set("")
+        elif who.is_cluster:  # an edge site: the next controller decides on it too
+            _FORWARD.set(EDGE_PREFIX + who.name if relayed else who.subject)
+        else:
+            _FORWARD.set(encode_identity(who))
 
     def _put_batch(
         self,
@@ -435,16 +538,16 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
 
         async def put_batch(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                who = self._who(context)
+                who, relayed = self._who(context)
             except PermissionDenied as exc:
                 await refuse(exc, context)
-            _CALLER.set(who)
+            self._enter(who, relayed)
             if len(request.puts) > MAX_PUT_BATCH:
                 return await fn(request, context)  # refused whole, nothing written or checked
             denied: dict[int, PermissionDenied] = {}
             for i, put in enumerate(request.puts):
                 try:
-                    authz.check_message(who, "Federation", "Put", put)
+                    authz.check_message(who, "Federation", "Put", put, relayed=relayed)
                 except PermissionDenied as exc:
                     denied[i] = exc
             if not denied:
@@ -472,9 +575,9 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
             fn = h.unary_unary or h.unary_stream
 
             def admit(request: Any, context: grpc.aio.ServicerContext) -> None:
-                who = self._who(context)
-                authz.check_message(who, service, method, request)
-                _CALLER.set(who)
+                who, relayed = self._who(context)
+                authz.check_message(who, service, method, request, relayed=relayed)
+                self._enter(who, relayed)
 
             if inspect.isasyncgenfunction(fn):
                 async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -503,18 +606,23 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
 
         async def admitted(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             """The request stream once its first message (which names the target) passed;
-            checked before the handler sees anything, relayed untouched after that."""
+            checked before the handler sees anything, relayed untouched after that, except
+            for an edge site: a later header in its stream (a replication stream carries
+            one per blob or version) is checked as the first was."""
             try:
-                who = self._who(context)
-                _CALLER.set(who)
+                who, relayed = self._who(context)
+                self._enter(who, relayed)
                 it = requests.__aiter__()
                 try:
                     first = await it.__anext__()
                 except StopAsyncIteration:
                     return _empty()
-                authz.check_message(who, service, method, first)
+                authz.check_message(who, service, method, first, relayed=relayed)
             except PermissionDenied as exc:
                 await refuse(exc, context)
+            if who.is_cluster and not authz.trusted(who):
+                return _headers_checked(first, it, lambda m: authz.check_message(
+                    who, service, method, m, relayed=relayed))
             return _prepend(first, it)
 
         if h.stream_unary is not None:
@@ -538,4 +646,15 @@ async def _empty() -> AsyncIterator[Any]:
 async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
     yield first
     async for msg in rest:
+        yield msg
+
+
+async def _headers_checked(first: Any, rest: AsyncIterator[Any],
+                           check: Callable[[Any], None]) -> AsyncIterator[Any]:
+    """``_prepend``, with ``check`` run on every later message that carries a header (it
+    raises PermissionDenied into the handler, before the message reaches it)."""
+    yield first
+    async for msg in rest:
+        if _has(msg, "header"):
+            check(msg)
         yield msg

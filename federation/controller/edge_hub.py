@@ -60,7 +60,7 @@ from federation.channels import (
     GenericHandlersOnly,
     bind,
 )
-from federation.controller.authz import decode_identity, peer_identity
+from federation.controller.authz import EDGE_PROVIDER, HUB_LABEL, decode_identity, peer_identity
 from federation.controller.metrics import ControllerMetrics
 from federation.edge_mux import ON_BEHALF_OF, InCall, LinkMux, RelayHandler, forwardable, replay
 from federation.object_relay import ObjectRelayHandler, policy_allows
@@ -605,7 +605,8 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
     # -- registration and its lease ---------------------------------------------------------
     async def _register(self, link: SiteLink) -> None:
         etcd, tx = self.etcd, self.etcd.tx
-        spec = ClusterSpec(id=link.site, provider="edge", region="", labels={"gns.io/hub": self.cluster},
+        # What marks the site as one to controllers' access control (authz.HUB_LABEL).
+        spec = ClusterSpec(id=link.site, provider=EDGE_PROVIDER, region="", labels={HUB_LABEL: self.cluster},
                            endpoint=self.own_endpoint(), lease_ttl=link.ttl)
         alive_key = schema.alive(link.site)
         holder = json.dumps({"node": f"edge:{link.site}", "instance": f"{self.cluster}:{time.time_ns()}"}).encode()
