@@ -8,7 +8,9 @@ about the federation arrives over the link and is kept in its data dir.
 Servers it runs, all on loopback except ``--listen``:
 
 - ``--listen``: the Federation API for apps at the site (``--controller``), and the target
-  of calls the hub relays down the link;
+  of calls the hub relays down the link; ``Mirroring`` of the site's own volumes
+  (``edge.mirroring``); ``Control/Resolve`` of its own paths (``edge.control``), every
+  other control command relayed up to the hub;
 - one "up" relay server per destination (the hub itself, each mirror target cluster): a
   real gRPC call made to it crosses the link, so the Federation service's forwarding and
   the mirror engine's cluster target work unchanged.
@@ -28,19 +30,29 @@ from typing import Any
 import grpc
 
 from edge.bootstrap import Dialer, Identity, join, load_identity, save_identity
+from edge.control import SiteControl
 from edge.follow import Follower
 from edge.link import DIVERGED_KIND, HubLink, Report
+from edge.mirroring import SiteMirroring
 from edge.shipping import Shipper
-from edge.site import EdgeFederationService, EdgeVolumes, LocalNamespace, NeverFenced
+from edge.site import UPLINK, EdgeFederationService, EdgeVolumes, LocalNamespace, NeverFenced
 from edge.sitecert import cert_dir, has_certificate
 from federation import event_loop
-from federation.channels import BASE_OPTIONS, SERVER_OPTIONS, AioChannelPool, bind
+from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
+from federation.channels import (
+    BASE_OPTIONS,
+    SERVER_OPTIONS,
+    AioChannelPool,
+    GenericHandlersOnly,
+    bind,
+)
 from federation.edge_mux import InCall, LinkMux, RelayHandler, forwardable, replay
 from federation.sitekit import (
     AuditLog,
     AuthzInterceptor,
     ControllerMetrics,
     ErrorInterceptor,
+    IOPool,
     SiteAuthorizer,
     add_federation_service,
     claim_data_dir,
@@ -181,13 +193,25 @@ class EdgeController:
         # sent), and passes it on with every call it forwards, for the hub and the owner.
         tls = cert_dir(cfg.data_dir) if has_certificate(cfg.data_dir, cfg.site) else None
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(metrics, where=f"site {cfg.site}")]
+        authz: SiteAuthorizer | None = None
         if tls is not None:
             audit = AuditLog(cfg.data_dir / "audit.log")
-            interceptors.append(AuthzInterceptor(SiteAuthorizer(cfg.site, cache, audit)))
+            authz = SiteAuthorizer(cfg.site, cache, audit)
+            interceptors.append(AuthzInterceptor(authz))
+        link_up = asyncio.Event()
+        shipper = Shipper(cfg.site, cache, volumes, pool, self.uplink, link_up)
         server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         add_federation_service(service, server)
-        # Control commands sent to the site (--controller) are the hub's to answer: it holds
-        # the namespace and the grants. Relayed up the link as the caller TLS proved.
+        # `gns mirror sync/verify` of the site's own volumes: the hub forwards them down the
+        # link (or apps at the site call them); the shipper does the work.
+        io = IOPool(pool)
+        pb_grpc.add_MirroringServicer_to_server(
+            SiteMirroring(cfg.site, cache, volumes, shipper, io, authz), GenericHandlersOnly(server))
+        # The site resolves its own paths itself, so `mv` of them works offline (SPEC §8).
+        server.add_generic_rpc_handlers((SiteControl(
+            cfg.site, cache, volumes, shipper, io, lambda: peers.get(UPLINK), authz).handler(),))
+        # Every other control command sent to the site (--controller) is the hub's to answer:
+        # it holds the namespace and the grants. Relayed up the link as the caller TLS proved.
         server.add_generic_rpc_handlers((RelayHandler(
             self._route_up("", bulk=False), extra_metadata=lambda _md: list(forward_metadata()),
             prefix="/gns.control.v1.Control/"),))
@@ -203,8 +227,6 @@ class EdgeController:
             md = forwardable(tuple((kv.key, kv.value) for kv in inc.start.metadata))
             await replay(inc, own, md)
 
-        link_up = asyncio.Event()
-        shipper = Shipper(cfg.site, cache, volumes, pool, self.uplink, link_up)
         follower = Follower(cfg.site, cache, volumes, pool, self.uplink, link_up)
 
         def report() -> Report:

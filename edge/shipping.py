@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import time
@@ -177,6 +178,34 @@ class Shipper:
         """Called when what :meth:`report` says changed in a way the federation should see
         now, not at the next heartbeat (a target caught up, the backlog count moved)."""
         self.first_ack_after_up: float | None = None
+        self._moved = asyncio.Event()
+        """Set (and replaced) whenever a target's known state changes: :meth:`moved`."""
+
+    # -- for ``gns mirror sync`` / ``verify`` at the site (edge.mirroring) ------------------
+    def workers_for(self, policy: str, target: str = "") -> list[Worker]:
+        """The workers of ``policy`` (only ``target``'s, if named) as the slice has them now."""
+        self._reconcile()
+        return [w for w in self.workers.values() if w.policy == policy and (not target or w.target == target)]
+
+    async def endpoint(self, w: Worker) -> str:
+        """The up relay whose calls reach ``w``'s target (the hub, for an object store)."""
+        return await self.uplink(self._hub() if w.uri else w.target)
+
+    async def moved(self, timeout: float) -> None:
+        """Return once a target's known state changes (a version acked, a failure, its
+        state asked), or after ``timeout`` seconds, whichever is first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._moved.wait(), timeout)
+
+    def forget(self, w: Worker) -> None:
+        """Something else changed ``w``'s target (a verify repaired it): ask it again."""
+        w.acked = -1
+        self._note_moved()
+        self.kick()
+
+    def _note_moved(self) -> None:
+        self._moved.set()
+        self._moved = asyncio.Event()
 
     # -- triggers -------------------------------------------------------------------------
     def kick(self, *_: Any) -> None:
@@ -195,6 +224,7 @@ class Shipper:
         second and reports a change). Once a target has caught up, the federation hears it
         now: ``mirror status`` would show it one behind until the next heartbeat."""
         self._stale = True
+        self._note_moved()
         if caught_up:
             self._report_soon()
 
@@ -274,7 +304,7 @@ class Shipper:
             if 0 <= w.acked >= head:
                 w.pending_since = None
                 return
-            endpoint = await self.uplink(self._hub() if w.uri else w.target)
+            endpoint = await self.endpoint(w)
             w.syncing = True
             try:
                 if w.uri:
@@ -286,6 +316,7 @@ class Shipper:
                     if w.acked < 0:  # the target itself is the resume point
                         w.acked, w.epoch = await self._io(self._target_state, w, endpoint)
                         w.held = w.acked
+                        self._note_moved()
                         if w.acked >= head:
                             w.syncing = False
                             continue
@@ -317,6 +348,7 @@ class Shipper:
                 w.error_at = time.time()
                 w.acked = -1  # ask the target again: it is the resume point
                 log.warning("site %s: shipping %s to %s failed: %s", self.site, w.volume, w.target, w.last_error)
+                self._note_moved()
                 if not self.link_up.is_set():
                     # The link died under the call: wait for it (loop top), not for a backoff
                     # that could still be running when it comes back.

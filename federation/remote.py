@@ -156,9 +156,11 @@ class RemoteClient(Client):
 
     def mirror_sync(self, name: str, *, wait: bool = False, progress: Progress | None = None,
                     timeout: float | None = None) -> list[MirrorStatus]:
-        # Progress is not relayed: the controller reports the final status only.
+        # Progress is not relayed: the controller reports the final status only. Without
+        # ``wait`` the owner only starts its passes: no reason to wait on it for long.
         check_name("policy", name)
-        return [MirrorStatus.from_json(p) for p in self._ctl("MirrorSync", timeout or _LONG, name=name, wait=wait)]
+        deadline = timeout or (_LONG if wait else _SHORT)
+        return [MirrorStatus.from_json(p) for p in self._ctl("MirrorSync", deadline, name=name, wait=wait)]
 
     def mirror_verify(self, name: str, *, repair: bool = True, deep: bool = False) -> list[MirrorVerifyReport]:
         check_name("policy", name)

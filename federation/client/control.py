@@ -45,6 +45,13 @@ from namespace.paths import check_name
 if TYPE_CHECKING:
     from namespace.acl import Grant
 
+SYNC_TRIGGER_TIMEOUT = 30.0
+"""Seconds a ``mirror sync`` without ``wait`` may take: the owner only starts its passes."""
+SYNC_WAIT_TIMEOUT = 3600.0
+"""Seconds a ``mirror sync --wait`` may take: until every target holds the current version."""
+VERIFY_TIMEOUT = 3600.0
+"""Seconds a ``mirror verify`` may take: it hashes (and repairs) every target."""
+
 
 class ControlCommands(Connection):
     """The control-plane half of :class:`~federation.client.Client` (a base class of it)."""
@@ -246,43 +253,54 @@ class ControlCommands(Connection):
                     timeout: float | None = None) -> list[MirrorStatus]:
         """Run passes to every target of policy ``name`` now; with ``wait``, until they end.
 
-        Raises the last target error (as :class:`GnsError`) if a pass failed."""
+        ``timeout`` (seconds) bounds the whole call: by default :data:`SYNC_WAIT_TIMEOUT`
+        with ``wait``, else :data:`SYNC_TRIGGER_TIMEOUT`. Raises the last target error (as
+        :class:`GnsError`) if a pass failed, :class:`Unavailable` if the owner did not answer
+        in time."""
         stub, where = self._mirroring_stub(name)
         seen: dict[str, int] = {}
+        reached: dict[str, int] = {}
         errors: list[str] = []
+        deadline = timeout if timeout is not None else (SYNC_WAIT_TIMEOUT if wait else SYNC_TRIGGER_TIMEOUT)
         try:
-            for msg in stub.Sync(pb.MirrorSyncRequest(policy=name, wait=wait), timeout=timeout):
+            for msg in stub.Sync(pb.MirrorSyncRequest(policy=name, wait=wait), timeout=deadline):
                 if progress and msg.bytes >= seen.get(msg.target, 0):
                     progress(int(msg.bytes) - seen.get(msg.target, 0))
                     seen[msg.target] = int(msg.bytes)
                 if msg.done and msg.error:
                     errors.append(f"{msg.target}: {msg.error}")
+                elif msg.done:
+                    reached[msg.target] = int(msg.version)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc, f"cluster {where}") from None
+            raise _mirror_error(exc, f"mirror sync {name}", where, deadline) from None
         if errors:
             raise Unavailable("mirror sync failed for " + "; ".join(errors))
         if wait:
-            self._wait_status_seen(name)
+            return self._status_showing(name, reached)
         return self.mirror_status(name)
 
-    def _wait_status_seen(self, name: str, timeout: float = 5.0) -> None:
-        """The owner published the statuses; give our watch a moment to deliver them."""
-        if not self._watch:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def _status_showing(self, name: str, reached: dict[str, int], timeout: float = 5.0) -> list[MirrorStatus]:
+        """``mirror status`` of ``name`` once it shows what the passes reached (``reached``:
+        target -> version), or what it shows after ``timeout`` seconds. A core owner
+        publishes a target's status as its pass ends (a watch delivers it a moment later);
+        an edge site's arrives with its next report, through its hub."""
+        give_up = time.monotonic() + timeout
+        while True:
             st = self.mirror_status(name)
-            if all(t.state != "Syncing" for p in st for t in p.targets):
-                return
-            time.sleep(0.05)
+            shown = {t.target: t for p in st for t in p.targets}
+            settled = all(t.state != "Syncing" and t.version >= reached.get(t.target, 0) for t in shown.values())
+            if (settled and reached.keys() <= shown.keys()) or time.monotonic() >= give_up:
+                return st
+            time.sleep(0.05 if self._watch else 0.2)
 
     def mirror_verify(self, name: str, *, repair: bool = True, deep: bool = False) -> list[MirrorVerifyReport]:
         """Compare every target of policy ``name`` with the volume by sha256 (and repair)."""
         stub, where = self._mirroring_stub(name)
         try:
-            reply: pb.MirrorVerifyReply = stub.Verify(pb.MirrorVerifyRequest(policy=name, repair=repair, deep=deep), timeout=3600)
+            reply: pb.MirrorVerifyReply = stub.Verify(pb.MirrorVerifyRequest(policy=name, repair=repair, deep=deep),
+                                                      timeout=VERIFY_TIMEOUT)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc, f"cluster {where}") from None
+            raise _mirror_error(exc, f"mirror verify {name}", where, VERIFY_TIMEOUT) from None
         return [
             MirrorVerifyReport(
                 target=r.target, version=int(r.version), missing=list(r.missing), extra=list(r.extra),
@@ -291,3 +309,11 @@ class ControlCommands(Connection):
             )
             for r in reply.reports
         ]
+
+
+def _mirror_error(exc: grpc.RpcError, what: str, where: str, deadline: float) -> Exception:
+    """A failed Mirroring call as the error it stands for; running out of time says so."""
+    code = getattr(exc, "code", None)
+    if callable(code) and code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Unavailable(f"{what}: not done within {deadline:g}s (entered at cluster {where})")
+    return from_rpc_error(exc, f"cluster {where}")

@@ -1,12 +1,17 @@
 """The ``Mirroring`` gRPC service: run passes now (``gns mirror sync``) and verify targets.
 
 Served by every controller; a request for a policy whose volume is owned elsewhere is
-forwarded to the owner, so the CLI and the leader can call any controller.
+forwarded to the owner, so the CLI and the leader can call any controller. An edge site's
+registered endpoint is its hub's: a hub forwards down the link of a site linked to it
+(the site serves ``Mirroring`` for its own volumes, ``edge.mirroring``), another controller
+to that hub. A request is never forwarded to this controller's own endpoint (a site that
+is registered here but not linked any more would otherwise send it round in a loop until
+the caller gave up), and a forwarded call keeps the caller's deadline.
 """
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -14,16 +19,19 @@ from cloud_adapters.errors import ObjectStoreError
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.api.errors import from_rpc_error
-from federation.channels import AioChannelPool
+from federation.channels import Peers
 from federation.controller.mirrors import MirrorRunner, Worker
 from mirroring.policy import stored_policy
 from namespace.errors import GnsError, NotFound, Unavailable
 
 
 class MirroringService(pb_grpc.MirroringServicer):
-    def __init__(self, runner: MirrorRunner, peers: AioChannelPool) -> None:
+    def __init__(self, runner: MirrorRunner, peers: Peers,
+                 edge_relay: Callable[[str], str | None] | None = None) -> None:
         self.runner = runner
         self.peers = peers
+        # On a hub: owner id -> pseudo endpoint down an edge site's link (None: not linked here).
+        self.edge_relay = edge_relay
 
     def _owner_stub(self, policy: str) -> pb_grpc.MirroringStub | None:
         view = self.runner.cache.view
@@ -38,12 +46,24 @@ class MirroringService(pb_grpc.MirroringServicer):
             return None
         if vol.owner not in view.alive:
             raise Unavailable(f"owner {vol.owner} of volume {volume!r} is Down")
-        return pb_grpc.MirroringStub(self.peers.get(view.clusters[vol.owner].endpoint))
+        relay = self.edge_relay(vol.owner) if self.edge_relay is not None else None
+        if relay is not None:
+            return pb_grpc.MirroringStub(self.peers.get(relay))
+        spec = view.clusters.get(vol.owner)
+        if spec is None or not spec.endpoint:
+            raise Unavailable(f"owner {vol.owner} of volume {volume!r} has no endpoint")
+        own = view.clusters.get(self.runner.cluster)
+        if own is not None and spec.endpoint == own.endpoint:
+            # An edge site registered through this hub whose link is gone (its lease not
+            # yet revoked): the endpoint is our own, and forwarding would call ourselves.
+            raise Unavailable(f"owner {vol.owner} of volume {volume!r} is not connected to "
+                              f"{self.runner.cluster}, its hub")
+        return pb_grpc.MirroringStub(self.peers.get(spec.endpoint))
 
     async def Sync(self, request: pb.MirrorSyncRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.MirrorProgress]:
         stub = self._owner_stub(request.policy)
         if stub is not None:
-            call = stub.Sync(request)
+            call = stub.Sync(request, timeout=context.time_remaining())
             try:
                 async for msg in call:
                     yield msg
@@ -97,7 +117,7 @@ class MirroringService(pb_grpc.MirroringServicer):
         stub = self._owner_stub(request.policy)
         if stub is not None:
             try:
-                reply: pb.MirrorVerifyReply = await stub.Verify(request)
+                reply: pb.MirrorVerifyReply = await stub.Verify(request, timeout=context.time_remaining())
                 return reply
             except grpc.RpcError as exc:
                 raise from_rpc_error(exc, "owner") from None

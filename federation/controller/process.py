@@ -106,7 +106,8 @@ class Controller:
             edge_hub.add_to_server(server)
             access.add_services(server)
             pb_grpc.add_ReplicationServicer_to_server(ReplicationService(cfg.cluster, volumes, pool), generic)
-            pb_grpc.add_MirroringServicer_to_server(MirroringService(mirrors, peers), generic)
+            pb_grpc.add_MirroringServicer_to_server(
+                MirroringService(mirrors, edge_hub.wrap(peers), edge_relay=edge_hub.relay_endpoint), generic)
             failover = FailoverOps(cfg.cluster, cache, volumes, mirrors, peers, self.metrics)
             liveness = OwnerLiveness(cfg.cluster, cache, peers)
             leader = FederationLeader(
