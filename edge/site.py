@@ -41,6 +41,7 @@ from federation.sitekit import (
     Resolved,
     VolumeManager,
     disk_full_reason,
+    forward_metadata,
 )
 from namespace.acl import Grant, Grants, check_subject, parse_perms
 from namespace.cache import NamespaceView
@@ -263,7 +264,9 @@ class EdgeFederationService(FederationService):
             return await super().Resolve(request, context)
         stub = pb_grpc.FederationStub(self.peers.get(UPLINK))
         try:
-            reply: pb.ResolveReply = await stub.Resolve(request, metadata=forwardable(context.invocation_metadata()))
+            # The app's identity goes up with it, as with every other call the site relays.
+            md = [*forwardable(context.invocation_metadata()), *forward_metadata()]
+            reply: pb.ResolveReply = await stub.Resolve(request, metadata=md)
             return reply
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, "hub") from None
