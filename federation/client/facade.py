@@ -34,6 +34,7 @@ from federation.client.streams import (
     Progress,
     RangedReader,
     StreamingWriter,
+    TextWriter,
     dir_entry,
     file_info,
     read_at_least,
@@ -525,16 +526,20 @@ class Client(ControlCommands, Routing):
     def cat(self, path: str) -> bytes:
         return b"".join(self.read_views(path))
 
-    def open(self, path: str, mode: str = "rb") -> IO[bytes]:
-        """A file object: ``rb`` streams (seekable by ranged reads), ``wb`` commits on close."""
-        if mode in ("rb", "r"):
+    def open(self, path: str, mode: str = "rb") -> IO[Any]:
+        """A file object: ``rb`` streams (seekable by ranged reads), ``wb`` commits on close
+        as one atomic put (nothing, if a ``with`` block is left by an exception); ``r``/``rt``
+        and ``w``/``wt`` are the same as UTF-8 text, as the built-in ``open`` gives."""
+        if mode in ("rb", "r", "rt"):
             info = self.stat(path)
             if info.is_dir:
                 raise InvalidInput(f"{path} is a directory")
-            return io.BufferedReader(RangedReader(self, path, info.size), self.chunk_size)
-        if mode in ("wb", "w"):
-            return cast(IO[bytes], StreamingWriter(self, path))
-        raise InvalidInput(f"unsupported mode {mode!r}: use 'rb' or 'wb'")
+            reader = io.BufferedReader(RangedReader(self, path, info.size), self.chunk_size)
+            return reader if mode == "rb" else io.TextIOWrapper(reader, encoding="utf-8")
+        if mode in ("wb", "w", "wt"):
+            writer = StreamingWriter(self, path)
+            return cast(IO[bytes], writer) if mode == "wb" else TextWriter(writer)
+        raise InvalidInput(f"unsupported mode {mode!r}: use 'rb', 'wb', 'r' or 'w'")
 
 
 def _mount_dir(name: str) -> DirEntry:

@@ -251,13 +251,28 @@ class RangedReader(io.RawIOBase):
         super().close()
 
 
+class _Abandon:
+    """The queue's word that the writer gave up: the put fails, nothing is committed."""
+
+
+_ABANDON = _Abandon()
+
+
+class WriteAbandoned(Exception):
+    """Raised into a put whose writer gave up (an exception in its ``with`` block)."""
+
+
 class StreamingWriter(io.RawIOBase):
-    """Bytes written go straight into a Write stream (bounded queue); close() commits."""
+    """Bytes written go straight into a Write stream (bounded queue); close() commits.
+
+    Left by an exception (``with`` block), it commits nothing: the put is cancelled, as a
+    put is atomic (a half-written file must not replace the old one)."""
 
     def __init__(self, client: Client, path: str) -> None:
-        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._q: queue.Queue[bytes | None | _Abandon] = queue.Queue(maxsize=8)
         self._result: FileInfo | None = None
         self._error: BaseException | None = None
+        self._abandoned = False
         self._pending = bytearray()
         self._chunk = client.chunk_size
 
@@ -276,6 +291,8 @@ class StreamingWriter(io.RawIOBase):
         return True
 
     def write(self, b: Any) -> int:
+        if self._abandoned:
+            raise ValueError("write to an abandoned gns file")
         if self._error is not None:
             raise self._error
         n = len(b)
@@ -287,8 +304,22 @@ class StreamingWriter(io.RawIOBase):
             del self._pending[: self._chunk]
         return n
 
+    def abandon(self) -> None:
+        """Commit nothing: cancel the put (what leaving a ``with`` block by an exception
+        does). The file keeps its old content, or stays absent."""
+        if self.closed or self._abandoned:
+            return
+        self._abandoned = True
+        self._pending.clear()
+        self._q.put(_ABANDON)  # the put's reader raises on it
+        self._q.put(None)  # ends the drain of a put that had failed already
+        self._thread.join()
+
     def close(self) -> None:
         if self.closed:
+            return
+        if self._abandoned:
+            super().close()
             return
         if self._pending:
             self._q.put(bytes(self._pending))
@@ -299,14 +330,33 @@ class StreamingWriter(io.RawIOBase):
         if self._error is not None:
             raise self._error
 
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is not None:
+            self.abandon()
+        self.close()
+
     @property
     def info(self) -> FileInfo | None:
         """What the commit wrote (None until ``close()`` succeeded)."""
         return self._result
 
 
+class TextWriter(io.TextIOWrapper):
+    """``open(path, "w")``: UTF-8 text into a :class:`StreamingWriter`, which an exception
+    in the ``with`` block abandons as it does in binary mode."""
+
+    def __init__(self, raw: StreamingWriter) -> None:
+        super().__init__(cast(IO[bytes], raw), encoding="utf-8", write_through=True)
+        self._raw = raw
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is not None:
+            self._raw.abandon()
+        self.close()
+
+
 class QueueReader(io.RawIOBase):
-    def __init__(self, q: queue.Queue[bytes | None]) -> None:
+    def __init__(self, q: queue.Queue[bytes | None | _Abandon]) -> None:
         self.q = q
         self.done = False
 
@@ -320,4 +370,7 @@ class QueueReader(io.RawIOBase):
         if data is None:
             self.done = True
             return b""
+        if isinstance(data, _Abandon):
+            self.done = True
+            raise WriteAbandoned("the writer abandoned this file: nothing is committed")
         return data

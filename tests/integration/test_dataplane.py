@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from namespace.errors import FileNotFound, InvalidInput
 from tests.fixtures.federation import Federation, assert_error
 
 
@@ -242,6 +243,27 @@ def test_python_client_and_fsspec_pandas(fed: Federation) -> None:
             r.seek(1_499_990)
             assert r.read() == b"z" * 10
         assert c.resolve("/dp/health/w.bin").owner.cluster == "onprem-a"
+        # Text modes, as the built-in open; a with block left by an exception commits nothing.
+        with c.open("/dp/health/w.txt", "w") as t:
+            t.write("caf\u00e9\n")
+        with c.open("/dp/health/w.txt", "r") as rt:
+            assert rt.read() == "caf\u00e9\n"
+        version = c.stat("/dp/health/w.txt").version
+        for mode, data in (("wb", b"partial"), ("w", "partial")):
+            with pytest.raises(RuntimeError, match="changed my mind"):
+                with c.open("/dp/health/w.txt", mode) as w2:
+                    w2.write(data)
+                    raise RuntimeError("changed my mind")
+            assert c.cat("/dp/health/w.txt") == "caf\u00e9\n".encode()
+            assert c.stat("/dp/health/w.txt").version == version
+        with pytest.raises(RuntimeError):
+            with c.open("/dp/health/never.bin", "wb") as w3:
+                w3.write(b"x" * 3_000_000)  # past a chunk: the put had begun
+                raise RuntimeError("no")
+        with pytest.raises(FileNotFound):
+            c.stat("/dp/health/never.bin")
+        with pytest.raises(InvalidInput, match="unsupported mode"):
+            c.open("/dp/health/w.txt", "a")
 
 
 def test_owner_down_is_exit_5(fed: Federation) -> None:
