@@ -169,12 +169,12 @@ async def create_token(etcd: Etcd, site: str, hub: str, ttl: float, ca_sha256: s
     check_name("hub cluster", hub)
     if not 0 < ttl <= MAX_TOKEN_TTL:
         raise InvalidInput(f"invalid --ttl {ttl:g}s: more than 0 and at most 30 days")
-    await refuse_linked_site(etcd, site)
     tx = etcd.tx
     for _ in range(3):
         # A fresh id each try: the cluster record may move under us (a joined site
         # re-registering), and 64 random bits may collide; neither is ever overwritten.
         name_free = await site_name_free(etcd, site)
+        await refuse_linked_site(etcd, site)  # after: a core cluster's name says so first
         token_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(24)
         now = time.time()
@@ -261,8 +261,8 @@ async def redeem_token(etcd: Etcd, token: str, site: str, hub: str, ca_sha256: s
     now = time.time()
     if now >= float(record.get("expires_at", 0)):
         raise Conflict("token refused: expired")
-    await refuse_linked_site(etcd, site)  # a token made while it was Down: not now
     name_free = await site_name_free(etcd, site)  # before the token is used up
+    await refuse_linked_site(etcd, site)  # a token made while it was Down: not now
     credential = secrets.token_urlsafe(32) if issue_credential else ""
     site_record = {
         "site": site, "hub": hub, "credential_sha256": sha256_hex(credential) if credential else "",
