@@ -125,11 +125,15 @@ def mirror_sync(env: Env, name: str, wait: bool) -> None:
 @click.argument("name")
 @click.option("--no-repair", "no_repair", is_flag=True,
               help="Only report differences; do not re-copy what is wrong.")
+@click.option("--deep", is_flag=True,
+              help="Also re-read every object of object-store targets and hash its bytes "
+                   "(not only the sha256 its metadata records); cluster targets are checked by "
+                   "the sha256 their catalogs record either way.")
 @common
-def mirror_verify(env: Env, name: str, no_repair: bool) -> None:
+def mirror_verify(env: Env, name: str, no_repair: bool, deep: bool) -> None:
     """Compare every target of NAME with the volume by sha256, and repair differences."""
     with env.client(watch=False) as c:
-        reports = c.mirror_verify(name, repair=not no_repair)
+        reports = c.mirror_verify(name, repair=not no_repair, deep=deep)
     show(env, reports, title="targets")
     # Like diff or rclone check: the report on stdout, and an exit status a script can test.
     failed = [r.target for r in reports if r.error]
