@@ -10,12 +10,34 @@ from namespace.errors import Unavailable
 
 
 def replicas_of(view: NamespaceView, volume: str) -> list[dict[str, Any]]:
-    """Mirror targets holding ``volume``, nearest (least lag, clusters first) first."""
+    """Mirror targets holding ``volume``, nearest (least lag, clusters first) first.
+
+    Only targets the owner mirrors to now count (:func:`effective_targets` of the stored
+    policies of ``volume``): never the owner itself. After a failover the status record of
+    the new owner from when it was a target stays in etcd, frozen at the version it last
+    received; listing it showed the owner as its own replica, its lag growing for ever."""
     now = time.time()
     head = view.volstates.get(volume)
+    vol = view.volumes.get(volume)
+    owner = vol.owner if vol is not None else None
+    targets: dict[str, set[str]] = {}  # policy -> the targets its owner mirrors to now
     best: dict[str, dict[str, Any]] = {}
     for status in view.mirror_status.values():
         if status.get("volume") != volume or not status.get("version"):
+            continue
+        pname, target = status.get("policy"), status.get("target")
+        if not isinstance(pname, str) or target == owner:
+            continue
+        if pname not in targets:
+            # Here, not at the top: the client imports this module, and policies (pydantic
+            # models, YAML) are needed only once a volume has a mirror record (CLI start-up).
+            from mirroring.policy import stored_policy
+            from mirroring.status import effective_targets
+
+            policy = stored_policy(view, pname)
+            targets[pname] = set() if policy is None or policy.spec.volume != volume else {
+                name for name, _ in effective_targets(view, policy)}
+        if target not in targets[pname]:
             continue
         behind = head is not None and head.version > int(status["version"])
         # Behind since the first change it lacks (as `mirror status` counts lag).

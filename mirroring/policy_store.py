@@ -29,7 +29,14 @@ async def apply_policy(etcd: Etcd, text: str, *, dry_run: bool = False) -> dict[
 
     Returns ``{"policy", "action", "volume", "mode", "targets"}`` with action ``created``,
     ``updated``, ``unchanged`` or ``dry-run`` (then ``"change"`` says which of the first
-    three it would have been). Raises ``InvalidInput`` listing every problem.
+    three it would have been, and ``"plan"`` what a first pass would copy per target).
+    Raises ``InvalidInput`` listing every problem.
+
+    ``targets`` (and the plan) are what the volume's owner mirrors to once the policy is
+    stored, as ``mirror list`` and ``mirror status`` will show them: the document's targets
+    (none of which may be the owner), then any former owner of the volume the document does
+    not name, which stays a target of the new owner whatever the document says (SPEC §7:
+    it resyncs, and its diverged writes are kept aside, through that replica).
     """
     for _ in range(_ATTEMPTS):
         view = await load_view(etcd)
@@ -47,7 +54,7 @@ async def apply_policy(etcd: Etcd, text: str, *, dry_run: bool = False) -> dict[
             "action": change,
             "volume": policy.spec.volume,
             "mode": policy.spec.mode,
-            "targets": policy.target_names,
+            "targets": [n for n, _ in effective_targets(view, policy)],
         }
         if dry_run:
             return {**result, "action": "dry-run", "change": change, "plan": plan(view, policy)}
@@ -86,7 +93,7 @@ async def _store(etcd: Etcd, view: NamespaceView, policy: MirrorPolicy) -> bool:
     old = view.policies.get(name)
     old_volume = old.get("spec", {}).get("volume") if isinstance(old, dict) else None
     keep = set() if old_volume != policy.spec.volume else {
-        status_key(name, t) for t in [*policy.target_names, *(n for n, _ in effective_targets(view, policy))]
+        status_key(name, t) for t, _ in effective_targets(view, policy)
     }
     prefix = name + "/"
     for key in sorted(view.mirror_status):
@@ -97,15 +104,16 @@ async def _store(etcd: Etcd, view: NamespaceView, policy: MirrorPolicy) -> bool:
 
 
 def plan(view: NamespaceView, policy: MirrorPolicy) -> list[dict[str, Any]]:
-    """What a first pass would copy per target, from what etcd knows: the whole volume to a
-    target that holds nothing yet, nothing to one at the volume's version, and ``None``
-    (unknown: only the owner's journal can tell) to one part-way behind."""
+    """What a first pass would copy per target the owner mirrors to (the targets
+    :func:`apply_policy` reports), from what etcd knows: the whole volume to a target that
+    holds nothing yet, nothing to one at the volume's version, and ``None`` (unknown: only
+    the owner's journal can tell) to one part-way behind."""
     vs = view.volstates.get(policy.spec.volume)
     head, files, size = (vs.version, vs.files, vs.bytes) if vs is not None else (0, 0, 0)
     out: list[dict[str, Any]] = []
     old = view.policies.get(policy.name)
     same_volume = isinstance(old, dict) and old.get("spec", {}).get("volume") == policy.spec.volume
-    for name in policy.target_names:
+    for name, _ in effective_targets(view, policy):
         raw = view.mirror_status.get(status_key(policy.name, name)) if same_volume else None
         version = raw.get("version", 0) if isinstance(raw, dict) else 0
         if not isinstance(version, int) or version <= 0:

@@ -5,10 +5,9 @@ import json
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from mirroring.policy.model import MirrorPolicy
-from mirroring.policy.validation import describe_problems, pydantic_problems, validate_document
+from mirroring.policy.validation import check_structure, describe_problems, validate_document
 from namespace.cache import NamespaceView
 from namespace.errors import InvalidInput
 
@@ -69,10 +68,10 @@ def parse_policy(text: str) -> MirrorPolicy:
     :func:`load_and_validate` for the full check). Raises ``InvalidInput`` listing every
     structural problem."""
     data = parse_document(text)
-    try:
-        return MirrorPolicy.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput(describe_problems(data, pydantic_problems(exc))) from None
+    policy, problems = check_structure(data)
+    if policy is None or problems:
+        raise InvalidInput(describe_problems(data, problems))
+    return policy
 
 
 

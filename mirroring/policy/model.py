@@ -25,6 +25,7 @@ API_VERSION: Final = "gns.io/v1alpha1"
 KIND: Final = "MirrorPolicy"
 Mode = Literal["continuous", "interval", "manual", "sync"]
 MODES: tuple[str, ...] = ("continuous", "interval", "manual", "sync")
+ONE_OF_CLUSTER_OR_URI: Final = "a target needs exactly one of 'cluster' or 'uri'"
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Target(_Doc):
     @model_validator(mode="after")
     def _one_of(self) -> Target:
         if (self.cluster is None) == (self.uri is None):
-            raise ValueError("a target needs exactly one of 'cluster' or 'uri'")
+            raise ValueError(ONE_OF_CLUSTER_OR_URI)
         return self
 
     @property
@@ -156,7 +157,11 @@ _SERVER_METADATA = frozenset({
 
 
 class MirrorPolicy(_Doc):
-    """A mirror policy document (SPEC §6), shared by the CLI, etcd and Kubernetes."""
+    """A mirror policy document (SPEC §6), shared by the CLI, etcd and Kubernetes.
+
+    ``apiVersion`` and ``kind`` may be left out together (a bare ``metadata`` + ``spec``
+    document); a document that gives one must give both, as Kubernetes requires
+    (:func:`~mirroring.policy.validation.check_structure` reports the one missing)."""
 
     api_version: Literal["gns.io/v1alpha1"] = API_VERSION
     kind: Literal["MirrorPolicy"] = KIND

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from cloud_adapters.errors import InvalidURI
 from cloud_adapters.uri import StoreURI, parse_uri
-from mirroring.policy.model import MirrorPolicy, uri_target_name
+from mirroring.policy.model import ONE_OF_CLUSTER_OR_URI, MirrorPolicy, uri_target_name
 from namespace.cache import NamespaceView
 from namespace.errors import InvalidInput
 from namespace.paths import check_name
@@ -26,15 +26,57 @@ def validate_policy(policy: MirrorPolicy, view: NamespaceView) -> list[str]:
 
 def validate_document(data: dict[str, Any], view: NamespaceView) -> MirrorPolicy:
     """Validate a raw document mapping completely; one ``InvalidInput`` lists every problem."""
-    try:
-        policy = MirrorPolicy.model_validate(data)
-    except ValidationError as exc:
-        problems = pydantic_problems(exc) + _meaning_problems(data, view)
-        raise InvalidInput(describe_problems(data, problems)) from None
-    problems = validate_policy(policy, view)
-    if problems:
+    policy, problems = check_structure(data)
+    if policy is None:
+        # Broken structure: the meaning checks still run on the parts that are well formed.
+        problems += _meaning_problems(data, view)
+    else:
+        problems += validate_policy(policy, view)
+    if policy is None or problems:
         raise InvalidInput(describe_problems(data, problems))
     return policy
+
+
+def check_structure(data: Any) -> tuple[MirrorPolicy | None, list[str]]:
+    """The document as a policy (None if pydantic refuses it) and every structural problem.
+
+    Beside what pydantic reports, two rules it cannot see once a field has failed: a
+    target's ``cluster``/``uri`` exclusivity (the model checks it only after both fields
+    validate, so ``{cluster: x, uri: ftp://..}`` got the bad scheme and not this), and the
+    header: ``apiVersion`` and ``kind`` may be left out together, but a document naming
+    one (``kind: Deployment``) must name the other."""
+    policy: MirrorPolicy | None = None
+    try:
+        policy = MirrorPolicy.model_validate(data)
+        problems: list[str] = []
+    except ValidationError as exc:
+        problems = pydantic_problems(exc)
+    for extra in _header_problems(data) + _target_shape_problems(data):
+        if extra not in problems:  # pydantic reports a one-of whose fields are valid itself
+            problems.append(extra)
+    return (policy if not problems else None), problems
+
+
+def _header_problems(data: Any) -> list[str]:
+    if not isinstance(data, dict):
+        return []
+    given = [k for k in ("apiVersion", "kind") if k in data]
+    if len(given) != 1:
+        return []
+    missing = "kind" if given == ["apiVersion"] else "apiVersion"
+    return [f"{missing}: required field missing (the document gives {given[0]})"]
+
+
+def _target_shape_problems(data: Any) -> list[str]:
+    spec = data.get("spec") if isinstance(data, dict) else None
+    targets = spec.get("targets") if isinstance(spec, dict) else None
+    if not isinstance(targets, list):
+        return []
+    return [
+        f"spec.targets[{i}]: {ONE_OF_CLUSTER_OR_URI}"
+        for i, t in enumerate(targets)
+        if isinstance(t, dict) and (t.get("cluster") is None) == (t.get("uri") is None)
+    ]
 
 
 def describe_problems(data: Any, problems: list[str]) -> str:
@@ -126,16 +168,6 @@ def _components(store: StoreURI) -> tuple[str, ...]:
     return (store.scheme, store.container, *[p for p in store.prefix.split("/") if p])
 
 
-def _stored_cluster_targets(view: NamespaceView, metadata: Any, volume: Any) -> set[str]:
-    """The cluster targets of the stored policy named in ``metadata``, if it covers ``volume``."""
-    name = metadata.get("name") if isinstance(metadata, dict) else None
-    stored = view.policies.get(name) if isinstance(name, str) else None
-    spec = stored.get("spec") if isinstance(stored, dict) else None
-    if not isinstance(spec, dict) or spec.get("volume") != volume or not isinstance(spec.get("targets"), list):
-        return set()
-    return {t["cluster"] for t in spec["targets"] if isinstance(t, dict) and isinstance(t.get("cluster"), str)}
-
-
 def _meaning_problems(data: Any, view: NamespaceView) -> list[str]:
     """Cross-field and namespace checks on the well-formed parts of a raw document."""
     problems: list[str] = []
@@ -161,10 +193,9 @@ def _meaning_problems(data: Any, view: NamespaceView) -> list[str]:
     if mode == "interval" and not has_interval:
         problems.append("spec.interval: required when mode is 'interval'")
 
-    # Targets. One the stored policy of this name already had for this volume may be the
-    # owner now: a failover promoted it (SPEC §7), and re-applying the unchanged document
-    # (GitOps, the Kubernetes reconciler's resync) must still work. It is no target then.
-    inherited = _stored_cluster_targets(view, data.get("metadata"), volume)
+    # Targets. One equal to the owner is refused whatever the history: after a failover
+    # promoted a target, the document must name the former owner instead (or nothing: a
+    # former owner stays a target of the new one, SPEC §7; see mirroring.status).
     raw_targets = spec.get("targets")
     if isinstance(raw_targets, list) and not raw_targets:
         problems.append("spec.targets: no targets (give at least one cluster or uri)")
@@ -180,7 +211,7 @@ def _meaning_problems(data: Any, view: NamespaceView) -> list[str]:
         if t.cluster is not None:
             if t.cluster not in view.clusters:
                 problems.append(f"{where}.cluster: unknown cluster {t.cluster!r}")
-            if owner is not None and t.cluster == owner and t.cluster not in inherited:
+            if owner is not None and t.cluster == owner:
                 problems.append(
                     f"{where}.cluster: {t.cluster!r} is the owner of volume {volume!r} "
                     "(a volume cannot mirror to its own owner)"

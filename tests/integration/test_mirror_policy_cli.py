@@ -280,3 +280,88 @@ def test_owner_change_between_validation_and_commit_is_caught(seeded: str, monke
         assert await etcd.get(schema.policy("sensors-dr")) is None
 
     asyncio.run(_with_etcd(seeded, scenario))
+
+
+FAILOVER_POLICY = """\
+apiVersion: gns.io/v1alpha1
+kind: MirrorPolicy
+metadata:
+  name: sensors-dr
+spec:
+  volume: sensors
+  targets:
+{targets}
+  failover:
+    automatic: true
+    promoteTo: aws-1
+"""
+
+
+def _failover_doc(*targets: str) -> str:
+    lines = [f"    - {'uri' if '://' in t else 'cluster'}: {t}" for t in targets]
+    return FAILOVER_POLICY.format(targets="\n".join(lines))
+
+
+def _fail_over_to_onprem_b(urls: str) -> None:
+    """What the leader does when onprem-a has been Down for `after` (SPEC §7), with the
+    status record onprem-a's controller left for onprem-b when it was a target."""
+    from mirroring.promotion import promote
+
+    _put(urls, schema.mirror_status("sensors-dr", "onprem-b"), TargetStatus(
+        policy="sensors-dr", volume="sensors", target="onprem-b", version=27, updated=1.0).dump())
+    asyncio.run(_with_etcd(urls, lambda etcd: promote(etcd, "sensors", "onprem-b", 27)))
+
+
+def _listed_and_status(urls: str) -> tuple[list[str], list[str]]:
+    listed, status = gns(urls, "mirror", "list", "--json"), gns(urls, "mirror", "status", "--json")
+    assert listed.returncode == 0 and status.returncode == 0, listed.stderr + status.stderr
+    [row], [entry] = json.loads(listed.stdout), json.loads(status.stdout)
+    return row["targets"], [t["target"] for t in entry["targets"]]
+
+
+def test_after_a_failover_a_target_naming_the_owner_is_refused_and_apply_says_what_is_mirrored(
+    seeded: str,
+) -> None:
+    s3 = "s3://dr-bucket/sensors"
+    original = _failover_doc("onprem-b", s3)
+    proc = gns(seeded, "mirror", "apply", "-f", "-", input=original)
+    assert proc.returncode == 0, proc.stderr
+    _fail_over_to_onprem_b(seeded)
+    assert _listed_and_status(seeded) == ([s3, "onprem-a"], [s3, "onprem-a"])
+
+    # The owner named as a target: refused whatever the history, every problem listed,
+    # nothing stored; the same with --dry-run.
+    before = _snapshot(seeded)
+    for text in (original, _failover_doc("onprem-b", "onprem-a", s3),
+                 original.replace("  targets:", "  colour: red\n  targets:")):
+        for extra in ((), ("--dry-run",)):
+            proc = gns(seeded, "mirror", "apply", "-f", "-", *extra, input=text)
+            assert_error(proc, 2, "spec.targets[0].cluster: 'onprem-b' is the owner of volume 'sensors'")
+            assert proc.stdout == ""
+    assert "spec.colour: unknown field" in proc.stderr
+    assert _snapshot(seeded) == before
+
+    # The valid forms: apply prints (and --dry-run plans) exactly the targets `mirror list`
+    # and `mirror status` show afterwards. The former owner stays a target of the new owner
+    # (SPEC §7) when the document does not name it, and is printed as one.
+    for targets, mirrored in (
+        ((s3,), [s3, "onprem-a"]),
+        (("onprem-a", s3), ["onprem-a", s3]),
+        ((s3, "aws-1"), [s3, "aws-1", "onprem-a"]),
+    ):
+        text = _failover_doc(*targets)
+        dry = gns(seeded, "mirror", "apply", "-f", "-", "--dry-run", "--json", input=text)
+        assert dry.returncode == 0, dry.stderr
+        planned = json.loads(dry.stdout)
+        assert planned["targets"] == mirrored and [p["target"] for p in planned["plan"]] == mirrored
+        human = gns(seeded, "mirror", "apply", "-f", "-", "--dry-run", input=text)
+        assert f"(volume sensors -> {', '.join(mirrored)}); nothing stored" in human.stdout, human.stdout
+        assert "onprem-b" not in human.stdout
+        proc = gns(seeded, "mirror", "apply", "-f", "-", input=text)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == f"mirror policy sensors-dr updated (volume sensors -> {', '.join(mirrored)})"
+        assert _listed_and_status(seeded) == (mirrored, mirrored)
+        stored = json.loads(dict(_snapshot(seeded))[schema.policy("sensors-dr")])
+        assert [t.get("cluster") or t.get("uri") for t in stored["spec"]["targets"]] == list(targets)
+    # The record onprem-a's controller left for onprem-b (a target then) went with the update.
+    assert schema.mirror_status("sensors-dr", "onprem-b") not in dict(_snapshot(seeded))

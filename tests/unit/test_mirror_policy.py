@@ -196,19 +196,26 @@ def test_target_equal_to_owner() -> None:
     )
 
 
-def test_target_that_became_the_owner_by_failover_is_accepted_again() -> None:
-    """The stored policy named onprem-b; a failover made onprem-b the owner. The unchanged
-    document applied again (GitOps, a reconciler's resync) is valid; another policy, or the
-    same one for another volume, naming the owner is not."""
+def test_target_that_became_the_owner_by_failover_is_refused_like_any_other() -> None:
+    """The stored policy named onprem-b; a failover made onprem-b the owner and onprem-a a
+    former owner. Whatever the history, a document naming the owner is refused with every
+    problem listed; naming the former owner instead is the valid form."""
     view = make_view()
-    view.volumes["sensors"] = Volume(name="sensors", owner="onprem-b")
-    view.policies["p1"] = doc(targets=[{"cluster": "onprem-b"}, {"cluster": "aws-1"}])
-    again = yaml.safe_dump(doc(targets=[{"cluster": "onprem-b"}, {"cluster": "aws-1"}]))
-    assert load_and_validate(again, view).target_names == ["onprem-b", "aws-1"]
-    other = doc(targets=[{"cluster": "onprem-b"}])
-    other["metadata"]["name"] = "p2"
-    with pytest.raises(InvalidInput, match="'onprem-b' is the owner"):
-        load_and_validate(yaml.safe_dump(other), view)
+    view.volumes["sensors"] = Volume(name="sensors", owner="onprem-b", epoch=2, former_owners=["onprem-a"])
+    view.policies["p1"] = doc(targets=[{"cluster": "onprem-b"}, {"uri": "s3://dr-bucket/sensors"}])
+    for targets in (
+        [{"cluster": "onprem-b"}, {"uri": "s3://dr-bucket/sensors"}],  # the unchanged document
+        [{"cluster": "onprem-b"}, {"cluster": "onprem-a"}, {"uri": "s3://dr-bucket/sensors"}],
+    ):
+        again = doc(targets=targets, bogus=1)
+        with pytest.raises(InvalidInput) as info:
+            load_and_validate(yaml.safe_dump(again), view)
+        msg = str(info.value)
+        assert "spec.targets[0].cluster: 'onprem-b' is the owner of volume 'sensors'" in msg
+        assert "spec.bogus: unknown field" in msg
+    swapped = doc(targets=[{"cluster": "onprem-a"}, {"uri": "s3://dr-bucket/sensors"}])
+    assert load_and_validate(yaml.safe_dump(swapped), view).target_names == [
+        "onprem-a", "s3://dr-bucket/sensors"]
 
 
 def test_unknown_target_cluster() -> None:
@@ -222,6 +229,46 @@ def test_target_needs_exactly_one_of_cluster_or_uri() -> None:
     assert "spec.targets[0]: a target needs exactly one of" in problems_of(
         doc(targets=[{"cluster": "onprem-b", "uri": "s3://dr-bucket/x"}])
     )
+
+
+@pytest.mark.parametrize("target", [
+    {"cluster": "onprem-b", "uri": "ftp://dr-bucket/x"},   # the uri is bad too
+    {"cluster": "Bad_Name", "uri": "s3://dr-bucket/x"},    # the cluster is bad too
+    {"cluster": "onprem-b", "uri": 5},
+    {"cluster": "onprem-b", "uri": "s3://dr-bucket/x", "bucket": "y"},  # and an unknown field
+])
+def test_both_cluster_and_uri_is_reported_beside_the_fields_own_problems(target: dict[str, Any]) -> None:
+    for parse in (problems_of, _structure_problems):
+        msg = parse(doc(targets=[{"cluster": "aws-1"}, target]))
+        parts = msg.removeprefix("invalid mirror policy 'p1': ").split("; ")
+        assert parts.count("spec.targets[1]: a target needs exactly one of 'cluster' or 'uri'") == 1, msg
+        assert len(parts) == 2, msg  # and the field's own problem
+
+
+def _structure_problems(document: dict[str, Any]) -> str:
+    with pytest.raises(InvalidInput) as info:
+        parse_policy(yaml.safe_dump(document))
+    return str(info.value)
+
+
+def test_a_header_names_both_api_version_and_kind() -> None:
+    d = doc()
+    d["kind"] = "Deployment"
+    del d["apiVersion"]
+    msg = problems_of(d)
+    assert "kind: must be 'MirrorPolicy'" in msg and "apiVersion: required field missing" in msg
+    d = doc()
+    del d["apiVersion"]
+    assert "apiVersion: required field missing" in problems_of(d)
+    assert "apiVersion: required field missing" in _structure_problems(d)
+    d = doc()
+    del d["kind"]
+    assert "kind: required field missing" in problems_of(d)
+    # Neither: the bare metadata + spec form, accepted and stored with the full header.
+    d = doc()
+    del d["kind"], d["apiVersion"]
+    stored = json.loads(load_and_validate(yaml.safe_dump(d), make_view()).to_json())
+    assert (stored["apiVersion"], stored["kind"]) == ("gns.io/v1alpha1", "MirrorPolicy")
 
 
 def test_unknown_field_top_level_and_nested() -> None:
