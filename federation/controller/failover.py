@@ -28,13 +28,38 @@ from federation.controller.volumes import VolumeManager
 from federation.storage import FileMeta
 from mirroring import promotion as decide
 from mirroring.engine import run_pass
-from mirroring.policy import MirrorPolicy
-from namespace.cache import NamespaceCache
+from mirroring.policy import MirrorPolicy, Target
+from namespace.cache import NamespaceCache, NamespaceView
 from namespace.errors import Conflict, GnsError, InvalidInput, NotFound, Unavailable
 from namespace.models import Volume
 from namespace.paths import check_name
 
 log = logging.getLogger(__name__)
+
+
+def failover_targets(view: NamespaceView, policy: MirrorPolicy, vol: Volume) -> list[Target]:
+    """Where ``vol`` can fail over to: the policy's targets but the (Down) owner, plus its
+    former owners, which the owner mirrors to though no policy names them (SPEC §7; after a
+    failover they are often the only cluster holding the volume). Not a former owner that is
+    an edge site: nothing dials in to one, so no owner mirrors to it (as ``MirrorRunner``)."""
+    found = [t for t in policy.spec.targets if not (t.is_cluster and t.cluster == vol.owner)]
+    names = {t.name for t in found}
+    for former in vol.former_owners:
+        site = view.clusters.get(former)
+        if former == vol.owner or former in names or (site is not None and site.provider == "edge"):
+            continue
+        found.append(Target(cluster=former))
+        names.add(former)
+    return found
+
+
+def in_lineage(vol: Volume, version: int, epoch: int) -> bool:
+    """Whether a replica at (``version``, ``epoch``) holds a state the volume really passed
+    through: committed by the current owner (its epoch), or from an earlier epoch but not
+    past the version the current owner started from. A former owner not yet resynced holds
+    its own diverged writes past that version: promoting it would bring them back and drop
+    the current owner's."""
+    return epoch >= vol.epoch or version <= vol.base_version
 
 
 class FailoverOps:
@@ -62,13 +87,16 @@ class FailoverOps:
         return self.mirrors.policies_of(volume)
 
     # -- candidates ----------------------------------------------------------------------
-    async def replica_version(self, cluster: str, volume: str) -> int | None:
-        """The version a cluster's replica fully holds (None: no replica, or unreachable)."""
+    async def replica_state(self, cluster: str, volume: str) -> tuple[int, int] | None:
+        """(version, epoch) a cluster's replica fully holds (None: no replica, unreachable,
+        or a former owner that has not yet turned its copy into a replica)."""
         if cluster == self.cluster:
             if not self.volumes.has_local(volume):
                 return None
             vs = await self.run_io(self.volumes.storage, volume)
-            return int(vs.version)
+            if vs.role == "primary":  # as Replication.State answers: failing back, not yet
+                return None
+            return int(vs.version), int(vs.epoch)
         view = self.cache.view
         if cluster not in view.alive or cluster not in view.clusters:
             return None
@@ -77,7 +105,12 @@ class FailoverOps:
             r = await stub.State(pb.ReplicaStateRequest(volume=volume), timeout=5)
         except grpc.RpcError:
             return None
-        return int(r.version) if r.exists else None
+        return (int(r.version), int(r.epoch)) if r.exists else None
+
+    async def replica_version(self, cluster: str, volume: str) -> int | None:
+        """The version a cluster's replica fully holds (None: no replica, or unreachable)."""
+        st = await self.replica_state(cluster, volume)
+        return None if st is None else st[0]
 
     def _store_version(self, uri: str, volume: str) -> int:
         from cloud_adapters.registry import open_store
@@ -86,26 +119,51 @@ class FailoverOps:
         return ObjectStoreTarget(open_store(uri), uri, volume=volume).state().version
 
     async def candidates(self, policy: MirrorPolicy, vol: Volume) -> list[decide.Candidate]:
-        found = []
-        for t in policy.spec.targets:
-            if t.is_cluster:
-                if t.cluster == vol.owner:
-                    continue
-                v = await self.replica_version(t.cluster or "", vol.name)
-                if v is not None:
-                    found.append(decide.Candidate(t.name, v, True, t.cluster or ""))
+        """The targets that could take ``vol`` over now, with the version each fully holds."""
+        return (await self.search(policy, vol))[0]
+
+    async def search(self, policy: MirrorPolicy, vol: Volume) -> tuple[list[decide.Candidate], list[str]]:
+        """(candidates, why each other target is not one): over :func:`failover_targets`."""
+        found: list[decide.Candidate] = []
+        skipped: list[str] = []
+        for t in failover_targets(self.cache.view, policy, vol):
+            got = await (self._cluster_candidate(t.name, vol) if t.is_cluster
+                         else self._store_candidate(t, policy, vol))
+            if isinstance(got, str):
+                skipped.append(f"{t.name}: {got}")
             else:
-                to = policy.spec.failover.promote_to
-                if not to or to == vol.owner or to not in self.cache.view.alive:
-                    continue
-                try:
-                    v = await self.run_io(self._store_version, t.uri or "", vol.name)
-                except (GnsError, ObjectStoreError) as exc:
-                    log.warning("failover candidate %s unreadable: %s", t.name, exc)
-                    continue
-                if v > 0:
-                    found.append(decide.Candidate(t.name, v, False, to))
-        return found
+                found.append(got)
+        return found, skipped
+
+    async def _cluster_candidate(self, cluster: str, vol: Volume) -> decide.Candidate | str:
+        st = await self.replica_state(cluster, vol.name)
+        if st is None:
+            return "no replica" if cluster in self.cache.view.alive else "Down"
+        version, epoch = st
+        if not in_lineage(vol, version, epoch):
+            return (f"holds version {version} of epoch {epoch}, past the version {vol.base_version} "
+                    f"epoch {vol.epoch} started from (not yet resynced)")
+        return decide.Candidate(cluster, version, True, cluster)
+
+    async def _store_candidate(self, t: Target, policy: MirrorPolicy, vol: Volume) -> decide.Candidate | str:
+        to = policy.spec.failover.promote_to
+        # An object store only becomes an owner by being loaded onto promoteTo: a promoteTo
+        # that is missing, Down, or the Down owner itself (after a failover onto it) rules
+        # the store out, never the cluster targets.
+        if not to:
+            return "no failover.promoteTo to load it onto"
+        if to == vol.owner:
+            return f"promoteTo {to} is the Down owner itself"
+        if to not in self.cache.view.alive:
+            return f"promoteTo {to} is Down"
+        try:
+            v = await self.run_io(self._store_version, t.uri or "", vol.name)
+        except (GnsError, ObjectStoreError) as exc:
+            log.warning("volume %s: failover candidate %s unreadable: %s", vol.name, t.name, exc)
+            return f"unreadable ({exc})"
+        if v <= 0:
+            return "holds no committed version"
+        return decide.Candidate(t.name, v, False, to)
 
     # -- promotion -----------------------------------------------------------------------
     async def promote(self, volume: str, to: str, *, force: bool, reason: str) -> Volume:
@@ -257,10 +315,11 @@ class AutomaticFailover:
     async def step(self) -> None:
         ops = self.ops
         for policy, vol in decide.due(ops.cache.view, self.liveness.gone_since()):
-            cands = await ops.candidates(policy, vol)
+            cands, skipped = await ops.search(policy, vol)
             best = decide.choose(cands, list(policy.spec.failover.priority))
             if best is None:
-                log.warning("volume %s: owner %s Down, no failover candidate", vol.name, vol.owner)
+                log.warning("volume %s: owner %s Down, no failover candidate (%s)", vol.name, vol.owner,
+                            "; ".join(skipped) or "no targets")
                 continue
             try:
                 await ops.promote_from_down(vol, best.name, f"owner {vol.owner} down")
