@@ -157,9 +157,12 @@ def test_mv_and_resolve_of_own_paths_at_a_disconnected_site(site: Site) -> None:
     # once the target's version has reached the federation with the site's report).
     def same() -> bool:
         here, there = site.at_site("resolve", "/sensors/one.txt", "--json"), site.gns("resolve", "/sensors/one.txt", "--json")
-        return here.returncode == there.returncode == 0 and _stable(here.stdout) == _stable(there.stdout)
+        return (here.returncode == there.returncode == 0 and _stable(here.stdout) == _stable(there.stdout)
+                and [r["target"] for r in json.loads(here.stdout)["replicas"]] == ["onprem-b"])
 
-    wait_for(same, 10, "the site's resolve answer to match the federation's")
+    # Once the puts shipped: before, both answers list no replica (and agree), and a cut
+    # link then leaves the site nothing shipped to show.
+    wait_for(same, 20, "the site's resolve answer, with its replica, to match the federation's")
     site.proxy.stall()
     try:
         # At once, before the site has noticed (its link still looks up), and once it has.
