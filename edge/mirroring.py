@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import cast
 
 import grpc
 
@@ -30,11 +30,9 @@ from edge.shipping import Shipper, Worker
 from edge.site import LocalNamespace
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
-from federation.object_relay import relayed_store
-from federation.sitekit import ClusterTarget, IOPool, SiteAuthorizer, VolumeManager
+from federation.sitekit import IOPool, SiteAuthorizer, VolumeManager
 from mirroring.engine import VerifyReport, verify
 from mirroring.protocols import VolumeSource
-from mirroring.targets import ObjectStoreTarget
 from namespace.errors import GnsError, NotFound, Unavailable
 
 RECHECK = 0.5
@@ -140,7 +138,8 @@ class SiteMirroring(pb_grpc.MirroringServicer):
                 endpoint = await self.shipper.endpoint(w)
                 r: VerifyReport = await self._io(self._verify, w, endpoint, request.repair, request.deep)
             except (GnsError, ObjectStoreError, NotImplementedError) as exc:
-                # One target's failure is that target's report, not the whole call's.
+                # One target's failure is that target's report, not the whole call's (a store
+                # lacking an operation the check needs raises NotImplementedError).
                 reports.append(pb.MirrorVerifyReport(target=w.target, error=str(exc)))
                 continue
             reports.append(pb.MirrorVerifyReport(
@@ -153,17 +152,5 @@ class SiteMirroring(pb_grpc.MirroringServicer):
     def _verify(self, w: Worker, endpoint: str, repair: bool, deep: bool) -> VerifyReport:
         """Blocking (a worker thread): the engine's verify of ``w``'s target, through the link."""
         vs = self.volumes.storage(w.volume, create=True)
-        source = cast(VolumeSource, vs)
-        target: Any
-        if w.uri:
-            store = relayed_store(w.uri, endpoint)
-            try:
-                return verify(source, ObjectStoreTarget(store, w.target, volume=w.volume), repair=repair, deep=deep)
-            finally:
-                store.close()
-        target = ClusterTarget(w.target, w.volume, self.site, endpoint, None, self.site, int(vs.epoch),
-                               dirs=vs.dirs)
-        try:
-            return verify(source, target, repair=repair, deep=deep)
-        finally:
-            target.close()
+        with self.shipper.target(w, vs, endpoint) as target:
+            return verify(cast(VolumeSource, vs), target, repair=repair, deep=deep)

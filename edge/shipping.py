@@ -470,21 +470,34 @@ class Shipper:
             channel.close()
             vs.unpin(pin)
 
-    def _object_pass(self, w: Worker, vs: Any, endpoint: str, cap: int) -> Any:
-        store = relayed_store(w.uri, endpoint)
+    @contextlib.contextmanager
+    def target(self, w: Worker, vs: Any, endpoint: str) -> Iterator[ObjectStoreTarget | ClusterTarget]:
+        """``w``'s target as the mirror engine takes it, reached through ``endpoint`` (an up
+        relay): an object store through the hub's relay, else the target cluster's replica
+        of volume ``vs``; closed on leaving. Blocking (a worker thread)."""
+        if w.uri:
+            store = relayed_store(w.uri, endpoint)
+            try:
+                yield ObjectStoreTarget(store, w.target, volume=w.volume)
+            finally:
+                store.close()
+            return
+        replica = ClusterTarget(w.target, w.volume, self.site, endpoint, None, self.site, int(vs.epoch),
+                                dirs=vs.dirs)
         try:
-            return run_pass(_Capped(vs, cap), ObjectStoreTarget(store, w.target, volume=w.volume), workers=4)
+            yield replica
         finally:
-            store.close()
+            replica.close()
+
+    def _object_pass(self, w: Worker, vs: Any, endpoint: str, cap: int) -> Any:
+        with self.target(w, vs, endpoint) as store:
+            return run_pass(_Capped(vs, cap), store, workers=4)
 
     def _pass(self, w: Worker, vs: Any, endpoint: str, cap: int) -> Any:
-        target = ClusterTarget(w.target, w.volume, self.site, endpoint, None, self.site, int(vs.epoch),
-                               dirs=vs.dirs)
         known = TargetState(w.acked, w.epoch) if w.acked >= 0 and w.epoch == int(vs.epoch) else None
-        try:
-            return run_pass(_Capped(vs, cap), _Known(target, known), workers=2)
-        finally:
-            target.close()
+        with self.target(w, vs, endpoint) as replica:
+            assert isinstance(replica, ClusterTarget)  # w.uri is empty: the caller's branch
+            return run_pass(_Capped(vs, cap), _Known(replica, known), workers=2)
 
     # -- what the heartbeat reports ---------------------------------------------------------
     def statuses(self) -> list[dict[str, Any]]:
