@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mirroring.policy import MirrorPolicy, stored_policy
+from mirroring.policy import MirrorPolicy, Target, stored_policy
 from namespace import schema
 from namespace.cache import NamespaceView
 
@@ -177,6 +177,26 @@ def statuses(view: NamespaceView, name: str | None = None, now: float | None = N
             targets.append(entry)
         out.append({"policy": pname, "volume": volume, "mode": policy.spec.mode, "targets": targets})
     return out
+
+
+def replica_targets(view: NamespaceView, policy: MirrorPolicy, owner: str) -> list[Target]:
+    """The targets ``owner`` of the policy's volume sends copies to: the policy's targets
+    minus ``owner`` itself (after a failover the owner may be one of them), plus the
+    volume's former owners, which come back as replicas (failback, SPEC §7). Not a former
+    owner that is an edge site: nothing dials in to one (a site pulls from the new owner
+    over its link, ``edge.follow``). What the owner's mirror workers serve, and where a
+    failover may land (a Down owner being ``owner``); :func:`effective_targets` is what
+    ``mirror list``/``status`` show."""
+    found = [t for t in policy.spec.targets if not (t.is_cluster and t.cluster == owner)]
+    names = {t.name for t in found}
+    vol = view.volumes.get(policy.spec.volume)
+    for former in (vol.former_owners if vol is not None else []):
+        site = view.clusters.get(former)
+        if former == owner or former in names or (site is not None and site.provider == "edge"):
+            continue
+        found.append(Target(cluster=former))
+        names.add(former)
+    return found
 
 
 def effective_targets(view: NamespaceView, policy: MirrorPolicy) -> list[tuple[str, str]]:

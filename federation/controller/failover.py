@@ -29,28 +29,13 @@ from federation.storage import FileMeta
 from mirroring import promotion as decide
 from mirroring.engine import run_pass
 from mirroring.policy import MirrorPolicy, Target
-from namespace.cache import NamespaceCache, NamespaceView
+from mirroring.status import replica_targets
+from namespace.cache import NamespaceCache
 from namespace.errors import Conflict, GnsError, InvalidInput, NotFound, Unavailable
 from namespace.models import Volume
 from namespace.paths import check_name
 
 log = logging.getLogger(__name__)
-
-
-def failover_targets(view: NamespaceView, policy: MirrorPolicy, vol: Volume) -> list[Target]:
-    """Where ``vol`` can fail over to: the policy's targets but the (Down) owner, plus its
-    former owners, which the owner mirrors to though no policy names them (SPEC §7; after a
-    failover they are often the only cluster holding the volume). Not a former owner that is
-    an edge site: nothing dials in to one, so no owner mirrors to it (as ``MirrorRunner``)."""
-    found = [t for t in policy.spec.targets if not (t.is_cluster and t.cluster == vol.owner)]
-    names = {t.name for t in found}
-    for former in vol.former_owners:
-        site = view.clusters.get(former)
-        if former == vol.owner or former in names or (site is not None and site.provider == "edge"):
-            continue
-        found.append(Target(cluster=former))
-        names.add(former)
-    return found
 
 
 def in_lineage(vol: Volume, version: int, epoch: int) -> bool:
@@ -123,10 +108,13 @@ class FailoverOps:
         return (await self.search(policy, vol))[0]
 
     async def search(self, policy: MirrorPolicy, vol: Volume) -> tuple[list[decide.Candidate], list[str]]:
-        """(candidates, why each other target is not one): over :func:`failover_targets`."""
+        """(candidates, why each other target is not one): over the targets the (Down)
+        owner sent copies to (:func:`mirroring.status.replica_targets`: the policy's and
+        its former owners, which no policy names; after a failover they are often the only
+        cluster holding the volume)."""
         found: list[decide.Candidate] = []
         skipped: list[str] = []
-        for t in failover_targets(self.cache.view, policy, vol):
+        for t in replica_targets(self.cache.view, policy, vol.owner):
             got = await (self._cluster_candidate(t.name, vol) if t.is_cluster
                          else self._store_candidate(t, policy, vol))
             if isinstance(got, str):

@@ -31,7 +31,7 @@ from federation.controller.volumes import VolumeManager
 from mirroring.engine import PassResult, run_pass, verify
 from mirroring.policy import MirrorPolicy, Target, stored_policies, stored_policy
 from mirroring.protocols import VolumeSource
-from mirroring.status import TargetStatus
+from mirroring.status import TargetStatus, replica_targets
 from namespace import schema
 from namespace.cache import NamespaceCache
 from namespace.errors import GnsError, NotFound, Unavailable
@@ -119,18 +119,8 @@ class MirrorRunner:
             vol = view.volumes.get(p.spec.volume)
             if vol is None or vol.owner != self.cluster:
                 continue
-            for t in p.spec.targets:
-                if t.is_cluster and t.cluster == self.cluster:
-                    continue  # after a failover the policy may name us: we are the source now
+            for t in replica_targets(view, p, self.cluster):
                 wanted[(p.name, t.name)] = (p, t)
-            # Former owners come back as replicas of the new owner (failback). Not edge sites:
-            # nothing dials in to one (pushing to its endpoint would fill its hub); a site
-            # pulls from the new owner over its link (edge.follow).
-            for former in vol.former_owners:
-                site = view.clusters.get(former)
-                edge = site is not None and site.provider == "edge"
-                if former != self.cluster and (p.name, former) not in wanted and not edge:
-                    wanted[(p.name, former)] = (p, Target(cluster=former))
         for key in list(self.workers):
             if key not in wanted:
                 gone = self.workers.pop(key)

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, TypeVar, cast
 
-from federation.controller.failover import FailoverOps, failover_targets
+from federation.controller.failover import FailoverOps
 from mirroring.policy.document import parse_policy
 from mirroring.promotion import Candidate, choose
+from mirroring.status import replica_targets
 from namespace.cache import NamespaceView
 from namespace.models import ClusterSpec, Volume
 
@@ -124,10 +125,10 @@ def test_former_owner_not_yet_resynced_is_no_candidate() -> None:
     assert found == [Candidate("aws-1", 9, True, "aws-1")]
 
 
-def test_failover_targets_add_former_owners_once_and_never_the_owner_or_an_edge_site() -> None:
+def test_replica_targets_add_former_owners_once_and_never_the_owner_or_an_edge_site() -> None:
     vol = Volume(name="hv", owner="onprem-b", epoch=3, former_owners=["aws-1", "edge-1", "onprem-c"])
     policy = parse_policy(doc("[{cluster: onprem-c}, {cluster: onprem-b}]", promote_to="aws-1"))
-    names = [t.name for t in failover_targets(view_of([], vol), policy, vol)]
+    names = [t.name for t in replica_targets(view_of([], vol), policy, vol.owner)]
     assert names == ["onprem-c", "aws-1"]
 
 
