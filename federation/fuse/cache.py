@@ -41,12 +41,12 @@ class Attrs:
     were not fetched: the kernel must not keep it, and a lookup fetches the real ones."""
 
 
-def _listed(entries: list[tuple[str, Attrs]], name: str) -> tuple[bool, Attrs | None]:
-    """(True, attributes) if a sorted listing holds ``name``, else (False, None)."""
+def find_listed(entries: list[tuple[str, Attrs]], name: str) -> Attrs | None:
+    """``name``'s attributes in a sorted listing, None if it is not there."""
     i = bisect.bisect_left(entries, (name,))
     if i < len(entries) and entries[i][0] == name:
-        return True, entries[i][1]
-    return False, None
+        return entries[i][1]
+    return None
 
 
 def _holds_other(listing: tuple[list[tuple[str, Attrs]], float, str] | None, name: str) -> bool:
@@ -321,10 +321,9 @@ class MetaCache:
                     held = self._attrs.get(anc)
                     if held is None:
                         listed = self._lists.get(parent)
-                        if listed is not None:
-                            known, attrs = _listed(listed[0], anc_name)
-                            if known and attrs is not None and attrs.kind == "dir":
-                                return  # listed as a directory already: so is all above
+                        attrs = find_listed(listed[0], anc_name) if listed is not None else None
+                        if attrs is not None and attrs.kind == "dir":
+                            return  # listed as a directory already: so is all above
                     elif held[0] is not None and held[0].kind == "dir":
                         return  # known as a directory already: so is all above
                 self._drop(anc, listing=False)

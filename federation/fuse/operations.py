@@ -12,7 +12,6 @@ Global paths above every mount are "virtual" directories (the mount prefixes).
 """
 from __future__ import annotations
 
-import bisect
 import collections
 import errno
 import functools
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyfuse3
 import trio
 
-from federation.fuse.cache import Attrs, MetaCache
+from federation.fuse.cache import Attrs, MetaCache, find_listed
 from federation.fuse.errnos import errno_for
 from federation.fuse.handles import RemoteReader, StagedFile
 from federation.fuse.inodes import InodeTable
@@ -50,12 +49,12 @@ def listed_attrs(entries: list[tuple[str, Attrs]], name: str) -> tuple[bool, Att
     """What a directory's sorted listing says of ``name``: (True, its attributes), (True,
     None) if it is not there, or (False, None) if only a stat can tell (a mount point's
     stand-in)."""
-    i = bisect.bisect_left(entries, (name,))
-    if i >= len(entries) or entries[i][0] != name:
+    attrs = find_listed(entries, name)
+    if attrs is None:
         return True, None
-    if entries[i][1].stand_in:
+    if attrs.stand_in:
         return False, None
-    return True, entries[i][1]
+    return True, attrs
 
 
 def _join(a: str, b: str) -> str:
@@ -75,10 +74,8 @@ def _answers_with_errno(handler: Callable[..., Awaitable[T]]) -> Callable[..., A
             return await handler(*args, **kw)
         except pyfuse3.FUSEError:
             raise
-        except GnsError as exc:
+        except (GnsError, OSError) as exc:  # the one table (an OSError keeps its errno)
             raise pyfuse3.FUSEError(errno_for(exc)) from None
-        except OSError as exc:
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         except Exception:
             log.exception("FUSE %s failed; answered EIO", handler.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None
@@ -194,10 +191,11 @@ class GnsOperations(pyfuse3.Operations):
         if len(name) > MAX_COMPONENT_BYTES:
             raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
         rel = _join(self._path(parent_inode), os.fsdecode(name))
+        g = self.gpath(rel)
         try:
-            normalize(self.gpath(rel))
+            normalize(g)
         except InvalidInput:
-            if len(self.gpath(rel).encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+            if len(g.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
                 raise pyfuse3.FUSEError(errno.ENAMETOOLONG) from None
             raise pyfuse3.FUSEError(errno.EINVAL if new else errno.ENOENT) from None
         return rel
