@@ -69,7 +69,7 @@ def fuse(env: Env, mountpoint: Path, root: str, read_only: bool, via: str | None
     except OSError as exc:
         raise InvalidInput(f"--cache-dir {staging}: {exc.strerror}") from None
     config = MountConfig(mountpoint=mountpoint, root=root, read_only=read_only,
-                         cache_dir=cache_dir.absolute() if cache_dir else None, timeout=timeout,
+                         cache_dir=staging, timeout=timeout,
                          cache_entries=cache_entries)
 
     def serve(ready: Callable[[], None] | None = None) -> None:
@@ -77,7 +77,7 @@ def fuse(env: Env, mountpoint: Path, root: str, read_only: bool, via: str | None
             run(config, c, ready)
 
     if daemon:
-        log_file = (cache_dir or default_cache_dir()) / f"gns-fuse-{os.getpid()}.log"
+        log_file = staging / f"gns-fuse-{os.getpid()}.log"
         daemonize(serve, log_file)
         click.echo(f"mounted {root} at {mountpoint}")
         return
