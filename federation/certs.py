@@ -36,6 +36,7 @@ from federation.tls import (
     CA_CERT,
     CA_KEY,
     CLIENT_NAME,
+    EDGE_SITE_ROLE,
     GROUP_PREFIX,
     KIND_PREFIX,
     TARGET_NAME_OVERRIDE,
@@ -211,6 +212,7 @@ def _make_leaf_cert(
     days: float,
     kind: str = "cluster",
     groups: Iterable[str] = (),
+    edge_site: bool = False,
 ) -> x509.Certificate:
     now = _dt.datetime.now(_dt.UTC)
     # A leaf never outlives its CA: peers would refuse it from that day on anyway.
@@ -219,6 +221,8 @@ def _make_leaf_cert(
     # stack shows them and the CA's signature covers them (see federation.tls.identity_of).
     units = [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"{KIND_PREFIX}{kind}")]
     units += [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"{GROUP_PREFIX}{g}") for g in groups]
+    if edge_site:
+        units.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, EDGE_SITE_ROLE))
     alt_names: list[x509.GeneralName] = [x509.DNSName(name), x509.DNSName(TARGET_NAME_OVERRIDE)]
     alt_names += [s for s in sans if s not in alt_names]
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -448,14 +452,17 @@ def sign_cluster_csr(
     """Sign a site's CSR as identity ``cluster:<cluster>``; return (cert PEM, CA PEM, not-after).
 
     Only the CSR's public key is used: the subject, SANs and extensions are this CA's choice
-    (the same as :func:`init_certs` gives a cluster), never the requester's."""
+    (what :func:`init_certs` gives a cluster, plus the edge-site role, so that every
+    controller tells the site from a controller by its certificate alone), never the
+    requester's."""
     check_name("cluster", cluster)
     if isinstance(ttl_seconds, bool) or not ttl_seconds > 0:
         raise InvalidInput(f"invalid certificate ttl {ttl_seconds:g}s: must be more than 0")
     csr = check_csr(csr_pem)
     ca, signer = _signer(Path(tls_dir))
     cert = _make_leaf_cert(cluster, csr.public_key(), ca, signer,
-                           sans=_san_entries(hosts), days=ttl_seconds / 86400.0, kind="cluster")
+                           sans=_san_entries(hosts), days=ttl_seconds / 86400.0, kind="cluster",
+                           edge_site=True)
     log.info("tls: signed a certificate for cluster %s (edge site)", cluster)
     return (cert.public_bytes(serialization.Encoding.PEM), (Path(tls_dir) / CA_CERT).read_bytes(),
             cert.not_valid_after_utc.timestamp())

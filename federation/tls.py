@@ -75,6 +75,10 @@ CA_KEY = "ca.key"
 #: Subject OU entries: the identity's kind (``cluster``/``user``) and each group.
 KIND_PREFIX = "gns-kind:"
 GROUP_PREFIX = "gns-group:"
+#: Subject OU entry of a certificate a hub signs for an edge site at join or renewal: the
+#: site is a cluster (it owns volumes, grants may name ``cluster:<site>``) but never a
+#: controller, whatever the registry holds or no longer holds about it.
+EDGE_SITE_ROLE = "gns-role:edge-site"
 
 
 # --------------------------------------------------------------------------- loading
@@ -241,6 +245,9 @@ class Identity:
     kind: str
     name: str
     groups: tuple[str, ...] = field(default=())
+    edge_site: bool = False
+    """A cluster identity its certificate (or the forwarding controller) marks as an edge
+    site's: checked on grants like a user's, never trusted as a controller."""
 
     @property
     def subject(self) -> str:
@@ -265,15 +272,18 @@ def identity_of(cert: x509.Certificate) -> Identity:
     name = str(cns[0].value) if cns else ""
     kind = ""
     groups: list[str] = []
+    edge_site = False
     for attr in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME):
         value = str(attr.value)
-        if value.startswith(KIND_PREFIX):
+        if value == EDGE_SITE_ROLE:
+            edge_site = True
+        elif value.startswith(KIND_PREFIX):
             kind = value[len(KIND_PREFIX):]
         elif value.startswith(GROUP_PREFIX):
             groups.append(value[len(GROUP_PREFIX):])
     if kind not in ("cluster", "user"):
         kind = "user" if name == CLIENT_NAME else "cluster"
-    return Identity(kind, name, tuple(groups))
+    return Identity(kind, name, tuple(groups), edge_site=edge_site and kind == "cluster")
 
 
 @functools.lru_cache(maxsize=4096)

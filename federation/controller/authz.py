@@ -25,9 +25,10 @@ every method of every service on the controller's server:
   it owns or used to own (following its new owner after a forced promotion). The
   object-store relay checks its callers itself (:mod:`federation.object_relay`). What
   still rests on trust: the hub believes the *users* a site names for its apps' calls
-  (``edge_hub._acting_as``), so a site's key can act for any user through its link; and a
-  cluster name the registry does not hold (a site that joined but never linked, or one
-  whose cluster record was removed) is taken for a controller.
+  (``edge_hub._acting_as``), so a site's key can act for any user through its link. A
+  site's certificate says it is one (``EDGE_SITE_ROLE``, put there by the hub that signs
+  it), so a site the registry does not hold (joined but never linked, or removed) is no
+  controller either; only certificates signed before that mark rest on the registry.
 * **May they**: data RPCs map to a permission by method name (``Stat``/``List``/``Read``/
   ``Resolve`` read, any other ``Federation`` method carrying a ``Target`` writes), on the
   global path of each ``Target`` in the request; a target named by volume and relative
@@ -74,6 +75,9 @@ ON_BEHALF_OF = "gns-on-behalf-of"
 """Metadata a forwarding controller sets: ``user:NAME[,group:G...]`` (believed from controllers only)."""
 EDGE_PREFIX = "edge:"
 """How a hub names the site whose own call it relays (``gns-on-behalf-of: edge:<site>``)."""
+SITE_PREFIX = "site:"
+"""How a controller passes on an edge site that dialled it directly (``site:<site>``): the
+next controller must know it is a site, not take ``cluster:<site>`` for a controller."""
 EDGE_PROVIDER: Final = "edge"
 HUB_LABEL: Final = "gns.io/hub"
 """An edge site's registry record: provider ``edge`` and this label naming its hub, both
@@ -106,21 +110,27 @@ def forward_metadata() -> tuple[tuple[str, str], ...]:
         return ()
     claim = _FORWARD.get()
     if claim is None:  # set outside the interceptor
-        claim = "" if who.is_cluster else encode_identity(who)
+        claim = "" if who.is_cluster and not who.edge_site else encode_identity(who)
     return ((ON_BEHALF_OF, claim),) if claim else ()
 
 
 def encode_identity(who: Identity) -> str:
+    if who.edge_site:
+        return SITE_PREFIX + who.name
     return ",".join([who.subject, *(f"group:{g}" for g in who.groups)])
 
 
 def decode_identity(value: str) -> Identity:
     """``user:NAME[,group:G...]`` → an :class:`Identity`; InvalidInput if malformed."""
     subject, *rest = value.split(",")
-    if subject.startswith(EDGE_PREFIX):
-        # The edge hub relays a site's own calls as ``edge:<site>``: the site's identity is
-        # its certificate's, ``cluster:<site>`` (which the registry says is an edge site).
-        subject = "cluster:" + subject[len(EDGE_PREFIX):]
+    edge_site = subject.startswith((EDGE_PREFIX, SITE_PREFIX))
+    if edge_site:
+        # A site's own call (relayed by its hub as ``edge:<site>``, or passed on by a
+        # controller it dialled as ``site:<site>``): its identity is its certificate's,
+        # ``cluster:<site>``, and it is no controller.
+        subject = "cluster:" + subject.partition(":")[2]
+        if rest:
+            raise InvalidInput(f"an edge site has no groups in {ON_BEHALF_OF}")
     check_subject(subject)
     if subject == "*":
         raise InvalidInput("cannot act on behalf of '*'")
@@ -133,7 +143,7 @@ def decode_identity(value: str) -> Identity:
         if gk != "group":
             raise InvalidInput(f"invalid group {g!r} in {ON_BEHALF_OF}")
         groups.append(check_principal("group", gname))
-    return Identity(kind, name, tuple(groups))
+    return Identity(kind, name, tuple(groups), edge_site=edge_site)
 
 
 def volume_paths(view: NamespaceView, volume: str, rel: str | None = None) -> list[str]:
@@ -203,11 +213,12 @@ class Authorizer:
         return self._acl.grants if isinstance(self._acl, AclCache) else self._acl
 
     def trusted(self, who: Identity) -> bool:
-        """True if ``who`` is a controller of this federation: a cluster identity that the
-        registry does not record as an edge site (``HUB_LABEL``). An edge site's certificate
-        names a cluster too, but it is checked on grants like any identity (module
-        docstring)."""
-        if not who.is_cluster:
+        """True if ``who`` is a controller of this federation: a cluster identity that is not
+        an edge site's, by its certificate (``Identity.edge_site``) or, for a certificate
+        signed before sites' were marked, by the registry (``HUB_LABEL``). An edge site's
+        certificate names a cluster too, but it is checked on grants like any identity
+        (module docstring)."""
+        if not who.is_cluster or who.edge_site:
             return False
         spec = self._view().clusters.get(who.name)
         return spec is None or spec.provider != EDGE_PROVIDER or HUB_LABEL not in spec.labels
@@ -522,7 +533,7 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
         if self.authz.trusted(who):
             _FORWARD.set("")
         elif who.is_cluster:  # an edge site: the next controller decides on it too
-            _FORWARD.set(EDGE_PREFIX + who.name if relayed else who.subject)
+            _FORWARD.set(EDGE_PREFIX + who.name if relayed else SITE_PREFIX + who.name)
         else:
             _FORWARD.set(encode_identity(who))
 

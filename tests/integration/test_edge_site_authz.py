@@ -159,3 +159,42 @@ def test_a_sites_certificate_dialled_directly_is_checked_on_grants(federation: F
     finally:
         print(e.tail())  # shown by pytest only if the test failed
         e.stop()
+
+
+def test_a_removed_sites_certificate_is_no_controllers(federation: Federation, tmp_path: Path) -> None:
+    """A site whose cluster record `gns cluster remove` deleted keeps a valid certificate (for
+    up to 30 days) in its data dir. With no record saying it was a site, it was taken for a
+    controller: anything, as anyone. Its certificate says it is a site's now."""
+    tls = tmp_path / "tls"
+    init_certs(tls, ["onprem-a", "onprem-b"])
+    federation.tls_dir = tls
+    hub = federation.add("onprem-a")
+    core = federation.add("onprem-b")
+    assert federation.gns("volume", "create", "core", "--cluster", "onprem-b").returncode == 0
+    assert federation.gns("mount", "add", "/core", "core").returncode == 0
+    e = edge_site(federation, "edge-r", [hub.endpoint])
+    try:
+        e.start(token(federation, "edge-r"))
+        wait_cluster(federation, "edge-r", "Ready", timeout=30)
+    finally:
+        print(e.tail())  # shown by pytest only if the test failed
+        e.stop()
+    wait_cluster(federation, "edge-r", "Down", timeout=30)
+    removed = federation.gns("cluster", "remove", "edge-r")
+    assert removed.returncode == 0, removed.stderr
+    assert "edge-r" not in federation.gns("cluster", "list").stdout
+    stolen = e.data_dir / "tls"
+    for controller in (hub, core):
+        with _channel(controller.endpoint, stolen, "edge-r") as ch:
+            fed = pb_grpc.FederationStub(ch)
+            _denied(fed.Put, _put("/core/after-remove", b"no"))
+            assert "edge site" in _denied(fed.Put, _put("/core/after-remove", b"no"),
+                                          metadata=((BEHALF, "user:client"),))
+            _denied(ch.unary_unary("/gns.control.v1.Control/AclGrant",
+                                   request_serializer=cpb.Call.SerializeToString,
+                                   response_deserializer=cpb.Reply.FromString),
+                    _acl_grant("/", "user:mallory", "admin"))
+            _denied(pb_grpc.ReplicationStub(ch).State, pb.ReplicaStateRequest(volume="core"))
+    assert federation.gns("stat", "/core/after-remove").returncode == 3
+    grants = json.loads(federation.gns("acl", "list", "--json").stdout)
+    assert not [g for g in grants if g["subject"] == "user:mallory"], grants

@@ -14,8 +14,11 @@ from namespace.errors import InvalidInput, PermissionDenied
 def test_forwarded_identity_round_trips() -> None:
     who = Identity("user", "alice", ("ops", "dev"))
     assert decode_identity(encode_identity(who)) == who
-    assert decode_identity("edge:edge-1") == Identity("cluster", "edge-1")
-    for bad in ("*", "group:ops", "user:alice,user:bob", "nobody", "user:alice,group:bad/g"):
+    assert decode_identity("edge:edge-1") == Identity("cluster", "edge-1", edge_site=True)
+    site = Identity("cluster", "edge-1", edge_site=True)
+    assert decode_identity(encode_identity(site)) == site
+    for bad in ("*", "group:ops", "user:alice,user:bob", "nobody", "user:alice,group:bad/g",
+                "site:", "site:a/b", "edge:edge-1,group:ops"):
         with pytest.raises(InvalidInput):
             decode_identity(bad)
 

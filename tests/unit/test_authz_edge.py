@@ -17,8 +17,9 @@ from typing import Any
 import grpc
 import pytest
 
+from edge.sitecert import Request
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
-from federation.certs import init_certs
+from federation.certs import init_certs, sign_cluster_csr
 from federation.controller import authz as authz_mod
 from federation.controller.authz import AuditLog, Authorizer, AuthzInterceptor, forward_metadata
 from federation.tls import Identity
@@ -28,6 +29,9 @@ from namespace.errors import PermissionDenied
 from namespace.models import ClusterSpec, Volume
 
 SITE, CORE = Identity("cluster", "edge-1"), Identity("cluster", "onprem-b")
+"""A site whose certificate predates the edge-site mark: the registry says what it is."""
+MARKED = Identity("cluster", "edge-1", edge_site=True)
+"""What a site's certificate, or a controller passing the site on, says it is."""
 
 
 def _view() -> NamespaceView:
@@ -189,7 +193,7 @@ def test_a_site_dialling_directly_may_not_act_for_anyone(tmp_path: Path, certs: 
     assert {(a["identity"], a["action"], a["result"]) for a in _audit(audit)} >= {
         ("cluster:edge-1", "on-behalf-of", "denied: claimed user:client")}
     # Its hub (a controller) relays its own calls as edge:<site>, and users' as the user.
-    assert icpt._who(_ctx(certs["onprem-a"], (("gns-on-behalf-of", "edge:edge-1"),))) == (SITE, True)
+    assert icpt._who(_ctx(certs["onprem-a"], (("gns-on-behalf-of", "edge:edge-1"),))) == (MARKED, True)
     assert icpt._who(_ctx(certs["onprem-a"], (("gns-on-behalf-of", "user:bob"),))) == (
         Identity("user", "bob"), False)
 
@@ -207,7 +211,8 @@ def test_a_site_is_forwarded_as_itself_not_as_the_forwarder(tmp_path: Path) -> N
         return asyncio.run(run())
 
     assert forwarded(SITE, True) == (("gns-on-behalf-of", "edge:edge-1"),)
-    assert forwarded(SITE, False) == (("gns-on-behalf-of", "cluster:edge-1"),)
+    assert forwarded(SITE, False) == (("gns-on-behalf-of", "site:edge-1"),)
+    assert forwarded(MARKED, False) == (("gns-on-behalf-of", "site:edge-1"),)
     assert forwarded(CORE, False) == ()
     assert forwarded(Identity("user", "bob", ("ops",)), False) == (("gns-on-behalf-of", "user:bob,group:ops"),)
 
@@ -253,3 +258,36 @@ def test_every_header_of_a_sites_replication_stream_is_checked(tmp_path: Path, c
     asyncio.run(as_controller())
     assert seen == ["sensors", "data", "core", "data"]
     assert authz_mod._FORWARD.get() is None  # nothing leaked into this test's own context
+
+
+def test_a_site_the_registry_does_not_hold_is_no_controller(tmp_path: Path, certs: dict[str, bytes]) -> None:
+    """A site that joined but never linked, or whose cluster record `gns cluster remove`
+    deleted, holds a valid certificate for weeks: it was taken for a controller (anything,
+    as anyone) because the registry did not say it was a site. Its certificate says so now,
+    and so does every controller that passes it on."""
+    hub = tmp_path / "hub"
+    init_certs(hub, ["onprem-a"])
+    pem, _, _ = sign_cluster_csr(hub, "edge-9", Request("edge-9").csr_pem, ttl_seconds=3600)
+    authz, audit = _authz(tmp_path)
+    icpt = AuthzInterceptor(authz)
+    who, relayed = icpt._who(_ctx(pem))
+    assert who == Identity("cluster", "edge-9", edge_site=True) and not relayed
+    assert "edge-9" not in _view().clusters and not authz.trusted(who)
+    with pytest.raises(PermissionDenied):
+        authz.check_message(who, "Federation", "Put", _put("/core/x"))
+    with pytest.raises(PermissionDenied):
+        authz.check_message(who, "Replication", "State", pb.ReplicaStateRequest(volume="core"))
+    assert not authz.allowed(who, "admin", ["/"])
+    with pytest.raises(PermissionDenied, match="edge site"):
+        icpt._who(_ctx(pem, (("gns-on-behalf-of", "user:client"),)))
+    # Passed on by the controller it dialled, it is still a site at the next one.
+    passed_on = icpt._who(_ctx(certs["onprem-a"], (("gns-on-behalf-of", "site:edge-9"),)))
+    assert passed_on == (Identity("cluster", "edge-9", edge_site=True), False)
+    with pytest.raises(PermissionDenied):
+        authz.check_message(passed_on[0], "Federation", "Put", _put("/core/x"))
+    # A site has no groups to claim, and a controller's name stays a controller's.
+    with pytest.raises(PermissionDenied, match="no groups"):
+        icpt._who(_ctx(certs["onprem-a"], (("gns-on-behalf-of", "site:edge-9,group:ops"),)))
+    assert authz.trusted(Identity("cluster", "not-registered"))
+    assert ("cluster:edge-9", "Federation/Put", "/core/x") in {
+        (a["identity"], a["action"], a["path"]) for a in _audit(audit)}

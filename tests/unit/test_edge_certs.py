@@ -30,6 +30,10 @@ def test_csr_signed_as_the_site_and_kept_checked(tmp_path: Path) -> None:
     assert got_ca == ca_pem
     cert = x509.load_pem_x509_certificate(cert_pem)
     assert identity_of(cert).subject == "cluster:edge-1" and expires == cert.not_valid_after_utc.timestamp()
+    # Marked as a site's, so no controller takes it for one of theirs (authz.Authorizer.trusted);
+    # a cluster certificate `gns certs init` makes is not.
+    assert identity_of(cert).edge_site
+    assert not identity_of(x509.load_pem_x509_certificate((hub / "onprem-a.crt").read_bytes())).edge_site
 
     site = tmp_path / "site"
     with pytest.raises(PermissionDenied, match="pins"):
