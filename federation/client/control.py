@@ -17,6 +17,7 @@ from federation.api.errors import from_rpc_error
 from federation.client.connection import Connection
 from federation.client.models import (
     AccessReport,
+    CallerIdentity,
     Divergence,
     EdgeSite,
     EdgeToken,
@@ -154,6 +155,16 @@ class ControlCommands(Connection):
 
         grants, _ = self._run(acl.load_grants(self._control().etcd))
         return AccessReport.from_json(acl.check_report(grants, path, subject, groups or []))
+
+    def whoami(self) -> CallerIdentity:
+        """Who controllers take this client for: the identity in the certificate it dials
+        with (``identity`` in ``tls_dir``). Without TLS there is none, and no access control."""
+        if self.tls_dir is None:
+            return CallerIdentity(identity=None, groups=[], access_control=False)
+        from federation.tls import identity_file  # cryptography: only when asked
+
+        who = identity_file(self.tls_dir, self.identity)
+        return CallerIdentity(identity=who.subject, groups=list(who.groups), access_control=True)
 
     def resolve(self, path: str) -> Resolution:
         return Resolution.from_json(describe(self.view(), path))

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyfuse3
 import trio
 
+from federation.fuse.access import WriteGate, mounted_more_than_once
 from federation.fuse.cache import Attrs, MetaCache, find_listed
 from federation.fuse.errnos import errno_for
 from federation.fuse.handles import RemoteReader, StagedFile
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _STALE_RETRIES = 3
+_ACCESS_CHECK_S = 5.0
+"""Longest an open waits on its write check; then the owner decides at close, as before."""
 
 
 def listed_attrs(entries: list[tuple[str, Attrs]], name: str) -> tuple[bool, Attrs | None]:
@@ -114,6 +117,8 @@ class GnsOperations(pyfuse3.Operations):
         self.timeout = timeout
         self.attr_timeout = attr_timeout
         self.cache = cache if cache is not None else MetaCache()  # an empty one is falsy
+        self.write_gate = WriteGate(
+            client, aliased=lambda g: mounted_more_than_once(self.client.view(), g))
         self.inodes = InodeTable()
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gns-fuse-ra")
         self.started = time.time()
@@ -203,6 +208,21 @@ class GnsOperations(pyfuse3.Operations):
     def _writable(self) -> None:
         if self.read_only:
             raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def _may_write(self, rel: str) -> None:
+        """EACCES now if this mount's identity clearly lacks ``write`` on ``rel`` (a program
+        ignores the close where the owner would refuse the commit); the owner still decides
+        at close. A check that fails or hangs lets the open go ahead (``write_gate``)."""
+        g = self.gpath(rel)
+        verdict = self.write_gate.cached(g)  # the usual case: no hop to a worker thread
+        if verdict is None:
+            with trio.move_on_after(min(self.timeout, _ACCESS_CHECK_S)):
+                verdict = await trio.to_thread.run_sync(self.write_gate.check, g, cancellable=True)
+            if verdict is None:
+                log.warning("gns fuse: write check of %s timed out: the owner decides at close", g)
+                self.write_gate.defer(g)
+        if verdict is False:
+            raise pyfuse3.FUSEError(errno.EACCES)
 
     def _new_fh(self, h: RemoteReader | StagedFile) -> int:
         fh = self._next_fh
@@ -367,8 +387,11 @@ class GnsOperations(pyfuse3.Operations):
                 pyfuse3.invalidate_inode(ino, attr_only=False)
             except OSError:
                 pass  # the kernel does not hold it
-        if not gone:
-            return
+        if gone:
+            self._drop_entry(rel)
+
+    def _drop_entry(self, rel: str) -> None:
+        """Make the kernel forget its directory entry of ``rel`` (it looks the name up again)."""
         parent, _, name = rel.rpartition("/")
         pino = self.inodes.find(parent)
         if pino is not None and name:
@@ -469,6 +492,7 @@ class GnsOperations(pyfuse3.Operations):
         writing = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if writing:
             self._writable()
+            await self._may_write(rel)
             self.inodes.drop_content(inode)  # the kernel caches what is written through it
         sf = self.pending.get(rel)
         if sf is not None:
@@ -520,6 +544,7 @@ class GnsOperations(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.EEXIST)
             if existing.kind == "dir":
                 raise pyfuse3.FUSEError(errno.EISDIR)
+        await self._may_write(rel)  # after EEXIST and EISDIR, which a local disk says first
         sf = self.pending.get(rel)
         if sf is None:
             sf = StagedFile(self.staging, rel, (mode & 0o7777) or 0o644,
@@ -609,6 +634,10 @@ class GnsOperations(pyfuse3.Operations):
                 del self.pending[h.rel]
             if h.dirty or h.unlinked:  # not committed: what we knew came from the staging
                 self.cache.invalidate(h.rel)
+            if h.dirty and not h.exists_remote and not h.unlinked:
+                # A new file the owner refused is not there: without this, the kernel's entry
+                # from create made the next open(O_CREAT) of the name an open, and ENOENT.
+                self._drop_entry(h.rel)
             h.close()
 
     # ------------------------------------------------------------------ attributes
@@ -655,6 +684,7 @@ class GnsOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         if a.kind == "dir":
             raise pyfuse3.FUSEError(errno.EISDIR)
+        await self._may_write(rel)  # before fetching what a commit would be refused anyway
         if a.size == size:
             return
         sf = StagedFile(self.staging, rel, a.mode or 0o644, exists=True)
