@@ -144,7 +144,7 @@ class SiteMirroring(pb_grpc.MirroringServicer):
                 continue
             reports.append(pb.MirrorVerifyReport(
                 target=w.target, version=r.version, missing=list(r.missing), extra=list(r.extra),
-                mismatched=list(r.mismatched), repaired=r.repaired))
+                mismatched=list(r.mismatched), repaired=r.repaired, deep=r.deep))
             if r.repaired:
                 self.shipper.forget(w)
         return pb.MirrorVerifyReply(reports=reports)

@@ -151,6 +151,19 @@ class RehashTarget(Protocol):
         """sha256 of the bytes stored at ``path``, read back through the target."""
 
 
+@runtime_checkable
+class BlobRehashTarget(Protocol):
+    """A target that re-reads and hashes blobs where they are stored (a cluster's replica,
+    next to its disk), given their names (``verify(deep=True)``)."""
+
+    def rehash_blobs(self, sha256s: Sequence[str]) -> set[str]:
+        """Which of ``sha256s`` the target does not hold intact (a corrupt one is set aside)."""
+
+
+REHASH_BATCH = 1000
+"""Blobs a :class:`BlobRehashTarget` is asked to re-hash per call."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Results
 
@@ -774,7 +787,9 @@ def verify(
 
     Uses the sha256 ``target.files()`` reports (object metadata; for S3, the manifest or a
     HEAD for objects changed since it). ``deep=True`` also re-reads every matching file
-    through the target and hashes its bytes (targets with ``rehash``). With ``repair``, copies
+    through the target and hashes its bytes (targets with ``rehash``), or has the target hash
+    its blobs where they lie (``rehash_blobs``: a cluster's replica, which sets a corrupt one
+    aside, so it is missing there until repaired). With ``repair``, copies
     missing and mismatched files, deletes extras and re-commits V, even if nothing differed
     but the target's committed version is not V."""
     version, token = source.pin()
@@ -791,9 +806,12 @@ def verify(
         mismatched: list[str] = []
         counts = {"missing": 0, "extra": 0, "mismatched": 0, "checked": 0}
         run = _Run(source, target, version, st, pool, large, None, None)
-        # A target that cannot re-read its bytes (a cluster: its catalog's sha256 is what its
-        # controller serves by) gets the sha256 check only; its report says deep=False.
+        # Deep: an object store's bytes are read back here and hashed; a cluster's replica
+        # hashes its own blobs. A target that can do neither gets the sha256 check only,
+        # and its report says deep=False.
         rehash = target.rehash if deep and isinstance(target, RehashTarget) else None
+        rehash_blobs = (target.rehash_blobs if deep and rehash is None and isinstance(target, BlobRehashTarget)
+                        else None)
 
         def note(kind: str, sample: list[str], path: str) -> None:
             counts[kind] += 1
@@ -816,7 +834,7 @@ def verify(
                     elif not _same(s, t):
                         note("mismatched", mismatched, s.path)
                         run.overwrites.append(_as_copy(s))
-                    elif rehash is not None:
+                    elif rehash is not None or rehash_blobs is not None:
                         yield _as_copy(s)
 
         def check(f: _Copy) -> tuple[_Copy, bool]:
@@ -826,8 +844,17 @@ def verify(
             except FileNotFoundError:
                 return f, False
 
+        def checked() -> Iterator[tuple[_Copy, bool]]:
+            if rehash_blobs is None:
+                yield from pool.map_unordered(check, walk())
+                return
+            files = walk()
+            while batch := list(itertools.islice(files, REHASH_BATCH)):
+                bad = rehash_blobs(sorted({f.sha256 for f in batch}))
+                yield from ((f, f.sha256 not in bad) for f in batch)
+
         try:
-            for f, good in pool.map_unordered(check, walk()):
+            for f, good in checked():
                 if not good:
                     note("mismatched", mismatched, f.path)
                     run.overwrites.append(f)
@@ -846,7 +873,8 @@ def verify(
             run.close()
         report = VerifyReport(
             volume=source.name, target=target.name, version=version,
-            target_version=st.version, deep=rehash is not None, files_checked=counts["checked"],
+            target_version=st.version, deep=rehash is not None or rehash_blobs is not None,
+            files_checked=counts["checked"],
             missing_count=counts["missing"], extra_count=counts["extra"],
             mismatched_count=counts["mismatched"], missing=tuple(missing),
             extra=tuple(extra), mismatched=tuple(sorted(mismatched)),

@@ -126,9 +126,10 @@ def mirror_sync(env: Env, name: str, wait: bool) -> None:
 @click.option("--no-repair", "no_repair", is_flag=True,
               help="Only report differences; do not re-copy what is wrong.")
 @click.option("--deep", is_flag=True,
-              help="Also re-read every object of object-store targets and hash its bytes "
-                   "(not only the sha256 its metadata records); cluster targets are checked by "
-                   "the sha256 their catalogs record either way.")
+              help="Also re-read every file on every target and hash its bytes, not only "
+                   "compare the sha256 its metadata or catalog records (object stores are read "
+                   "back here; a cluster target hashes its own disk and sets aside what no "
+                   "longer matches, so that it is never served and the repair replaces it).")
 @common
 def mirror_verify(env: Env, name: str, no_repair: bool, deep: bool) -> None:
     """Compare every target of NAME with the volume by sha256, and repair differences."""

@@ -317,6 +317,7 @@ class ControlCommands(Connection):
                 target=r.target, version=int(r.version), missing=list(r.missing), extra=list(r.extra),
                 mismatched=list(r.mismatched), repaired=r.repaired,
                 ok=not (r.missing or r.extra or r.mismatched or r.error), error=r.error or None,
+                deep=r.deep,
             )
             for r in reply.reports
         ]

@@ -340,17 +340,19 @@ class MirrorVerifyReport:
     repaired: bool
     ok: bool
     error: str | None
+    deep: bool = False
+    """The target's bytes were re-read and hashed (``--deep``), not only its recorded sha256."""
 
     def to_json(self) -> Json:
         return {"target": self.target, "version": self.version, "missing": self.missing,
                 "extra": self.extra, "mismatched": self.mismatched, "repaired": self.repaired,
-                "ok": self.ok, "error": self.error}
+                "ok": self.ok, "error": self.error, "deep": self.deep}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> MirrorVerifyReport:
         return cls(target=d["target"], version=d["version"], missing=list(d["missing"]),
                    extra=list(d["extra"]), mismatched=list(d["mismatched"]), repaired=d["repaired"],
-                   ok=d["ok"], error=d.get("error"))
+                   ok=d["ok"], error=d.get("error"), deep=bool(d.get("deep", False)))
 
 
 # -- status (SPEC §4) ------------------------------------------------------------------------

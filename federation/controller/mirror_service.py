@@ -127,7 +127,7 @@ class MirroringService(pb_grpc.MirroringServicer):
                 r = await self.runner.run_io(self.runner.verify, w, request.repair, request.deep)
                 reports.append(pb.MirrorVerifyReport(
                     target=w.name, version=r.version, missing=list(r.missing), extra=list(r.extra),
-                    mismatched=list(r.mismatched), repaired=r.repaired))
+                    mismatched=list(r.mismatched), repaired=r.repaired, deep=r.deep))
                 if r.repaired:
                     w.kick.set()  # republish the status of the repaired target
             except (GnsError, ObjectStoreError) as exc:

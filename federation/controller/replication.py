@@ -103,7 +103,9 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         return pb.ReplicaHasReply(has=bool(vs.has_blob(request.sha256)))
 
     async def Lacks(self, request: pb.ReplicaLacksRequest, context: grpc.aio.ServicerContext) -> pb.ReplicaLacksReply:
-        """Which of a batch of blobs this replica does not hold (indexes into the request)."""
+        """Which of a batch of blobs this replica does not hold (indexes into the request);
+        with ``rehash``, does not hold intact (re-read and hashed here, next to the disk,
+        rather than sent to the owner to hash)."""
         if len(request.sha256) > MAX_LACKS_BATCH:
             raise InvalidInput(f"at most {MAX_LACKS_BATCH} blobs per Lacks call, got {len(request.sha256)}")
         self.volumes.volume(request.volume)
@@ -112,8 +114,10 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         vs = await self._io(self._replica, request.volume)
         shas = list(request.sha256)
 
+        held = vs.holds_intact if request.rehash else vs.has_blob
+
         def lacking() -> list[int]:
-            return [i for i, sha in enumerate(shas) if not vs.has_blob(sha)]
+            return [i for i, sha in enumerate(shas) if not held(sha)]
 
         return pb.ReplicaLacksReply(lacking=await self._io(lacking))
 
@@ -300,6 +304,17 @@ class ClusterTarget:
                     self._touched.add(path)  # placed by the commit without sending bytes
                 found.append(held)
         return found
+
+    def rehash_blobs(self, sha256s: Sequence[str]) -> set[str]:
+        """Which of these blobs the replica does not hold intact: it re-reads and hashes
+        each one it has, next to its disk, and sets aside any that no longer match."""
+        bad: set[str] = set()
+        for i in range(0, len(sha256s), MAX_LACKS_BATCH):
+            batch = list(sha256s[i:i + MAX_LACKS_BATCH])
+            r = self._call(self._stub.Lacks, pb.ReplicaLacksRequest(volume=self.volume, sha256=batch, rehash=True),
+                           timeout=3600)
+            bad.update(batch[j] for j in r.lacking)
+        return bad
 
     def put(self, path: str, size: int, sha256: str, mtime: float, data: BinaryIO) -> None:
         header = pb.ReplicaBlobHeader(volume=self.volume, source=self.source, epoch=self._epoch,

@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -232,6 +233,20 @@ class BlobStore:
         if not SHA256_RE.match(sha256):
             raise FileNotFoundError(sha256)
         return open(self.path(sha256), "rb", buffering=0)
+
+    def set_aside(self, sha256: str) -> Path | None:
+        """Move a blob whose bytes no longer match its name out of ``blobs/`` (so nothing
+        serves it, and a fresh copy can be installed) into ``corrupt/``, kept for a human to
+        look at. Returns where it went (None if it was gone already)."""
+        aside = self.root / "corrupt"
+        aside.mkdir(exist_ok=True)
+        dest = aside / f"{sha256}.{time.time_ns()}"
+        try:
+            os.rename(self.path(sha256), dest)
+        except FileNotFoundError:
+            return None
+        fsync_dir(self.path(sha256).parent)
+        return dest
 
     def unlink(self, sha256: str) -> bool:
         try:

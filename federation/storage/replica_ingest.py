@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -31,6 +32,8 @@ from .checks import check_path, check_sha256
 from .gc import BlobCollector
 from .models import FileMeta
 from .state import VolumeState
+
+log = logging.getLogger(__name__)
 
 
 class ReplicaIngest:
@@ -100,6 +103,39 @@ class ReplicaIngest:
         """Whether a blob with this content is stored, inline or as a file (lets a mirror
         skip sending it)."""
         return self._stored(self._state.catalog.conn(), sha256)
+
+    def holds_intact(self, sha256: str) -> bool:
+        """Whether this blob is stored *and* its bytes still hash to its name (``gns mirror
+        verify --deep`` of a cluster target; a disk or a hand can change a file under us).
+        A blob file that no longer matches is set aside, so no read serves it again and the
+        repair that follows can install a good copy; a mismatching inline row is dropped."""
+        if not SHA256_RE.match(sha256):
+            return False
+        state = self._state
+        data = inline.load(state.catalog.conn(), sha256)
+        if data is not None:
+            if hashlib.sha256(data).hexdigest() == sha256:
+                return True
+            with state.lock, state.write_txn() as txn:
+                inline.delete(txn, [sha256])
+            log.error("volume %s: inline blob %s did not match its sha256: dropped",
+                      state.name, sha256)
+            return False
+        try:
+            f = state.blobs.open(sha256)
+        except FileNotFoundError:
+            return False
+        with f:
+            digest = hashlib.sha256()
+            while block := f.read(1 << 20):
+                digest.update(block)
+        if digest.hexdigest() == sha256:
+            return True
+        with state.lock:  # not while a put or collection moves this name
+            aside = state.blobs.set_aside(sha256)
+        log.error("volume %s: blob %s did not match its sha256: set aside at %s",
+                  state.name, sha256, aside)
+        return False
 
     def _stored(self, conn: sqlite3.Connection, sha256: str) -> bool:
         if not SHA256_RE.match(sha256):

@@ -321,6 +321,10 @@ class VolumeStorage:
         """Whether a blob with this content is on disk (lets a mirror skip sending it)."""
         return self._ingest.has_blob(sha256)
 
+    def holds_intact(self, sha256: str) -> bool:
+        """``has_blob``, and its bytes re-read still hash to its name (else it is set aside)."""
+        return self._ingest.holds_intact(sha256)
+
     def apply_changes(
         self,
         files: Iterable[FileMeta],

@@ -206,11 +206,29 @@ def test_every_target_kind_at_once_contents_match(
     assert fed.gns("mirror", "verify", "sensors-dr").returncode == 0
     assert fed.gns("mirror", "verify", "sensors-dr", "--no-repair").returncode == 0
     assert (tmp_path / "nfs" / "sensors" / "readme.txt").read_bytes() == files["readme.txt"]
-    # --deep re-reads the object stores' bytes; the cluster target is checked by its
-    # catalog's sha256 (it refused the whole verify before)
+    # --deep re-reads the object stores' bytes and has the cluster target hash its own blobs
+    # (it refused the whole verify before, then checked only its catalog's sha256)
     deep = fed.gns("mirror", "verify", "sensors-dr", "--deep", "--no-repair", "--json")
     assert deep.returncode == 0, deep.stderr
-    assert all(r["ok"] for r in json.loads(deep.stdout)), deep.stdout
+    assert all(r["ok"] and r["deep"] for r in json.loads(deep.stdout)), deep.stdout
+
+    # A replica blob whose bytes changed on disk: its catalog still says the right sha256, so
+    # only --deep sees it; the replica sets it aside (never served again) and the repair
+    # sends it anew.
+    [blob] = fed.controllers["onprem-b"].data_dir.glob(f"volumes/**/blobs/*/{sha(files['big.bin'])}")
+    damaged = bytearray(blob.read_bytes())
+    damaged[4096] ^= 0xFF
+    blob.write_bytes(bytes(damaged))
+    assert fed.gns("mirror", "verify", "sensors-dr", "--no-repair").returncode == 0
+    deep = fed.gns("mirror", "verify", "sensors-dr", "--deep", "--no-repair", "--json")
+    assert deep.returncode == 1 and "onprem-b" in deep.stderr, deep
+    reports = {r["target"]: r for r in json.loads(deep.stdout)}
+    assert reports["onprem-b"]["mismatched"] == ["big.bin"], reports["onprem-b"]
+    assert all(r["ok"] for t, r in reports.items() if t != "onprem-b"), reports
+    assert not blob.exists()  # set aside: a read at the replica cannot get the bad bytes
+    assert fed.gns("mirror", "verify", "sensors-dr", "--deep").returncode == 0
+    assert sha(blob.read_bytes()) == sha(files["big.bin"])
+    check_replica(fed, "onprem-b", "sensors", files)
 
     # with the owner gone, the replica alone serves the volume (`gns cat --consistency any`)
     fed.kill("onprem-a", signal.SIGKILL)

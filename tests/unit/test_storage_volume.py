@@ -316,3 +316,38 @@ def test_rename_onto_the_other_kind_is_a_conflict_and_changes_nothing(vol: Volum
     with pytest.raises(FileNotFound):
         vol.rename("nope", "f/x")  # the source is looked at first, as rename(2) does
     assert vol.version == v and [e.name for e in vol.listdir("")] == ["d", "f", "ne"]
+
+
+def test_a_blob_whose_bytes_changed_is_set_aside_not_served(tmp_path: Path) -> None:
+    """`gns mirror verify --deep` of a cluster target: the replica re-reads its blobs. One
+    whose bytes no longer hash to its name (a bad disk, a hand) leaves ``blobs/`` for
+    ``corrupt/``: reads stop serving it, and the repair's fresh copy is installed."""
+    from federation.storage import inline
+
+    v = VolumeStorage.open(tmp_path / "r", "r", create=True, role="replica")
+    big, small = os.urandom(inline.INLINE_MAX + 4096), b"small and inline"
+    sb, ss = v.ingest_blob([big]), v.ingest_blob([small])
+    v.reset_to([FileMeta("big", len(big), sb, 1.0, 1), FileMeta("small", len(small), ss, 1.0, 1)], 1)
+    assert v.holds_intact(sb) and v.holds_intact(ss)
+    assert not v.holds_intact(sha(b"never stored")) and not v.holds_intact("not-a-sha")
+
+    blob = v.root / "blobs" / sb[:2] / sb
+    damaged = bytearray(blob.read_bytes())
+    damaged[1000] ^= 0xFF
+    blob.write_bytes(bytes(damaged))
+    assert v.has_blob(sb)  # by its name it is still there: only re-reading tells
+    assert not v.holds_intact(sb)
+    assert not v.has_blob(sb) and not blob.exists()
+    [aside] = list((v.root / "corrupt").iterdir())
+    assert aside.name.startswith(sb) and aside.read_bytes() == bytes(damaged)
+    with pytest.raises(FileNotFound):
+        b"".join(v.read("big"))
+    assert v.ingest_blob([big], expect_sha256=sb) == sb  # the repair's copy
+    assert v.holds_intact(sb) and b"".join(v.read("big")) == big
+
+    with v._state.lock, v._state.write_txn() as txn:  # an inline row changed under us
+        txn.execute("UPDATE inline_blobs SET data = ? WHERE sha256 = ?", (b"changed", ss))
+    assert not v.holds_intact(ss) and not v.has_blob(ss)
+    with pytest.raises(FileNotFound):
+        b"".join(v.read("small"))
+    v.close()

@@ -397,12 +397,14 @@ class ReplicaHasReply(_message.Message):
     def __init__(self, has: _Optional[bool] = ...) -> None: ...
 
 class ReplicaLacksRequest(_message.Message):
-    __slots__ = ("volume", "sha256")
+    __slots__ = ("volume", "sha256", "rehash")
     VOLUME_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    REHASH_FIELD_NUMBER: _ClassVar[int]
     volume: str
     sha256: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, volume: _Optional[str] = ..., sha256: _Optional[_Iterable[str]] = ...) -> None: ...
+    rehash: bool
+    def __init__(self, volume: _Optional[str] = ..., sha256: _Optional[_Iterable[str]] = ..., rehash: _Optional[bool] = ...) -> None: ...
 
 class ReplicaLacksReply(_message.Message):
     __slots__ = ("lacking",)
@@ -517,7 +519,7 @@ class MirrorVerifyRequest(_message.Message):
     def __init__(self, policy: _Optional[str] = ..., repair: _Optional[bool] = ..., deep: _Optional[bool] = ...) -> None: ...
 
 class MirrorVerifyReport(_message.Message):
-    __slots__ = ("target", "version", "missing", "extra", "mismatched", "repaired", "error")
+    __slots__ = ("target", "version", "missing", "extra", "mismatched", "repaired", "error", "deep")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
@@ -525,6 +527,7 @@ class MirrorVerifyReport(_message.Message):
     MISMATCHED_FIELD_NUMBER: _ClassVar[int]
     REPAIRED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    DEEP_FIELD_NUMBER: _ClassVar[int]
     target: str
     version: int
     missing: _containers.RepeatedScalarFieldContainer[str]
@@ -532,7 +535,8 @@ class MirrorVerifyReport(_message.Message):
     mismatched: _containers.RepeatedScalarFieldContainer[str]
     repaired: bool
     error: str
-    def __init__(self, target: _Optional[str] = ..., version: _Optional[int] = ..., missing: _Optional[_Iterable[str]] = ..., extra: _Optional[_Iterable[str]] = ..., mismatched: _Optional[_Iterable[str]] = ..., repaired: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    deep: bool
+    def __init__(self, target: _Optional[str] = ..., version: _Optional[int] = ..., missing: _Optional[_Iterable[str]] = ..., extra: _Optional[_Iterable[str]] = ..., mismatched: _Optional[_Iterable[str]] = ..., repaired: _Optional[bool] = ..., error: _Optional[str] = ..., deep: _Optional[bool] = ...) -> None: ...
 
 class MirrorVerifyReply(_message.Message):
     __slots__ = ("reports",)
