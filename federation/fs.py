@@ -165,24 +165,36 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no 
         self.rm_file(path)
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
-        """Files, or with ``recursive`` whole directories (one version each, on the owner)."""
+        """Files, or with ``recursive`` whole directories (one version each, on the owner).
+
+        As fsspec's local filesystem (and ``gns rm``) do: a directory without ``recursive``
+        is refused (``ValueError``) and a missing path is ``FileNotFoundError``, both before
+        anything is deleted; with ``maxdepth``, directories are removed only once empty."""
+        plan: list[tuple[str, bool]] = []
         for p in path if isinstance(path, list) else [path]:
             p = self._strip_protocol(p)
             plain = not any(c in p for c in "*?[")
-            if plain and recursive and maxdepth is None and self.isdir(p):
-                with _builtin_errors(p):
-                    self.client.rm(p, recursive=True)
+            if plain and (not recursive or maxdepth is None):
+                with _builtin_errors(p):  # a missing path is an error, not nothing to do
+                    plan.append((p, self.client.stat(p).is_dir))
                 continue
             for q in reversed(self.expand_path(p, recursive=recursive, maxdepth=maxdepth)):
                 try:
-                    is_dir = self.client.stat(q).is_dir
+                    plan.append((q, self.client.stat(q).is_dir))
                 except NotFound:
                     continue  # went with a directory removed before it
-                with _builtin_errors(q):
-                    if is_dir:
-                        self.client.rm(q, recursive=True)
-                    else:
-                        self.client.rm(q)
+        dirs = [q for q, is_dir in plan if is_dir]
+        if dirs and not recursive:
+            raise ValueError(f"Cannot delete directory {dirs[0]}, set recursive=True")
+        for q, is_dir in plan:
+            with _builtin_errors(q), contextlib.suppress(NotFound):
+                if not is_dir:
+                    self.client.rm(q)
+                elif maxdepth is None:
+                    self.client.rm(q, recursive=True)
+                else:
+                    with contextlib.suppress(Conflict):  # holds what lies below maxdepth
+                        self.client.rmdir(q)
 
     def rmdir(self, path: str) -> None:
         path = self._strip_protocol(path)
@@ -219,8 +231,17 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None,
               autocommit: bool = True, cache_options: Any = None, **kwargs: Any) -> Any:
         path = self._strip_protocol(path)
-        if mode == "xb" and self.exists(path):
+        if "r" in mode:
+            # One stat, handed on (fsspec would look the size up again), that also refuses a
+            # directory: reading one gave b"" before, as if it were an empty file.
+            info = self.info(path)
+            if info["type"] == "directory":
+                raise IsADirectoryError(path)
+            kwargs.setdefault("size", info["size"])
+        elif mode == "xb" and self.exists(path):
             raise FileExistsError(path)
+        elif self.isdir(path):  # the put at close would be refused: say so now, as open() does
+            raise IsADirectoryError(path)
         return GnsFile(self, path, mode, block_size=block_size or 4 * 2**20,
                        autocommit=autocommit, cache_options=cache_options, **kwargs)
 

@@ -90,6 +90,38 @@ def test_errors_are_builtins(gns_fs: Any) -> None:
     assert not gns_fs.exists("/fss/err")
 
 
+def test_rm_of_a_directory_needs_recursive_and_changes_nothing_without(gns_fs: Any) -> None:
+    """``fs.rm(dir)`` deleted the whole tree (data lost); fsspec's local filesystem, ``gns rm``
+    and ``Client.rm`` all refuse a directory without ``recursive``."""
+    gns_fs.pipe({"/fss/keep/a.txt": b"1", "/fss/keep/deep/b.txt": b"2", "/fss/keep2/c.txt": b"3"})
+    for how in ("/fss/keep", ["/fss/keep2/c.txt", "/fss/keep"], "/fss/kee*"):
+        with pytest.raises(ValueError, match="recursive"):
+            gns_fs.rm(how)
+    assert sorted(gns_fs.find("/fss/keep")) == ["/fss/keep/a.txt", "/fss/keep/deep/b.txt"]
+    assert gns_fs.cat_file("/fss/keep2/c.txt") == b"3"  # nothing of a refused call is done
+    with pytest.raises(FileNotFoundError):
+        gns_fs.rm("/fss/keep/missing.txt")
+    gns_fs.rm("/fss/keep/a.txt")
+    assert not gns_fs.exists("/fss/keep/a.txt")
+    gns_fs.rm("/fss/keep", recursive=True, maxdepth=1)  # what lies deeper stays
+    assert gns_fs.find("/fss/keep") == ["/fss/keep/deep/b.txt"]
+    gns_fs.rm(["/fss/keep", "/fss/keep2"], recursive=True)
+    assert not gns_fs.exists("/fss/keep") and not gns_fs.exists("/fss/keep2")
+
+
+def test_a_directory_is_no_file_to_open(gns_fs: Any) -> None:
+    gns_fs.pipe_file("/fss/opened/f", b"x")
+    for mode in ("rb", "wb", "ab"):
+        with pytest.raises(IsADirectoryError):
+            gns_fs.open("/fss/opened", mode)
+    with pytest.raises(FileNotFoundError):
+        gns_fs.open("/fss/opened/missing", "rb")
+    with gns_fs.open("/fss/opened/f", "rb") as f:
+        assert f.size == 1 and f.read() == b"x"
+    assert gns_fs.cat_file("/fss/opened/f") == b"x"  # a refused open changed nothing
+    gns_fs.rm("/fss/opened", recursive=True)
+
+
 def test_mount_points_list_as_gns_ls_lists_them(federation3: Federation, gns_fs: Any) -> None:
     """``ls``/``info``/``find`` agree with ``gns ls``: nested mounts are directories of
     their parent's listing, and paths above mounts are directories that list them."""
