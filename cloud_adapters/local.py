@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import os
 import secrets
@@ -248,15 +249,22 @@ class LocalStore(ObjectStore):
 
     def _list_page(
         self, full_prefix: str, token: str | None
-    ) -> tuple[list[ObjectInfo], str | None]:  # pragma: no cover - list() walks instead
-        raise NotImplementedError
+    ) -> tuple[list[ObjectInfo], str | None]:
+        """One page, for a caller that pages (a hub's object relay serving an edge site):
+        ``token`` is the last key of the page before. ``list()`` walks in one go instead."""
+        with _os_errors(self.uri):
+            self._check_root(self.uri)
+        items = list(itertools.islice(self._walk("", full_prefix, after=token), self.page_size))
+        return items, (items[-1].key if len(items) == self.page_size else None)
 
     def _list_gen(self, full_prefix: str) -> Iterator[ObjectInfo]:
         with _os_errors(self.uri):
             self._check_root(self.uri)
         yield from self._walk("", full_prefix)
 
-    def _walk(self, rel_dir: str, full_prefix: str) -> Iterator[ObjectInfo]:
+    def _walk(self, rel_dir: str, full_prefix: str, after: str | None = None) -> Iterator[ObjectInfo]:
+        """Files under ``full_prefix`` in key order; with ``after``, only keys past it (whole
+        directories before it are not entered)."""
         directory = self._root / rel_dir if rel_dir else self._root
         try:
             with os.scandir(directory) as it:
@@ -272,8 +280,12 @@ class LocalStore(ObjectStore):
             rel = f"{rel_dir}{name}"
             if sort_name.endswith("/"):
                 sub = rel + "/"
+                if after is not None and sub < after and not after.startswith(sub):
+                    continue  # every key in it sorts before ``after``
                 if sub.startswith(full_prefix) or full_prefix.startswith(sub):
-                    yield from self._walk(sub, full_prefix)
+                    yield from self._walk(sub, full_prefix, after)
+            elif after is not None and rel <= after:
+                continue
             elif rel.startswith(full_prefix) and entry.is_file():
                 try:
                     st = entry.stat()

@@ -478,6 +478,8 @@ class Shipper:
         if w.uri:
             store = relayed_store(w.uri, endpoint)
             try:
+                if store.scheme == "file":
+                    store.make_container()  # made by the hub, as a core owner has its own made
                 yield ObjectStoreTarget(store, w.target, volume=w.volume)
             finally:
                 store.close()

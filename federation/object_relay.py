@@ -132,8 +132,12 @@ class _Relayed(ObjectStore):
 @cache
 def _relayed_class(scheme: str) -> type[_Relayed]:
     real = implementation(scheme)
-    return type(f"Relayed{real.__name__}", (_Relayed,), {
-        "scheme": scheme, "capabilities": real.capabilities, "delete_batch_size": real.delete_batch_size})
+    attrs: dict[str, Any] = {
+        "scheme": scheme, "capabilities": real.capabilities, "delete_batch_size": real.delete_batch_size}
+    # Full keys are the real store's (the controller hands them to its own adapter as they
+    # come): a file:// store's are relative to its directory, not prefixed with its path.
+    attrs["_key_prefix"] = real._key_prefix
+    return type(f"Relayed{real.__name__}", (_Relayed,), attrs)
 
 
 def relayed_store(uri: str, endpoint: str) -> _Relayed:
