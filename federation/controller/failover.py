@@ -114,9 +114,13 @@ class FailoverOps:
         cluster holding the volume)."""
         found: list[decide.Candidate] = []
         skipped: list[str] = []
-        for t in replica_targets(self.cache.view, policy, vol.owner):
-            got = await (self._cluster_candidate(t.name, vol) if t.is_cluster
-                         else self._store_candidate(t, policy, vol))
+        targets = replica_targets(self.cache.view, policy, vol.owner)
+        # All at once: a Down or frozen target costs its probe's timeout once, not once
+        # per target before it (the volume is unowned meanwhile).
+        answers = await asyncio.gather(*(
+            self._cluster_candidate(t.name, vol) if t.is_cluster else self._store_candidate(t, policy, vol)
+            for t in targets))
+        for t, got in zip(targets, answers, strict=True):
             if isinstance(got, str):
                 skipped.append(f"{t.name}: {got}")
             else:

@@ -147,3 +147,24 @@ def test_leader_that_is_a_former_owner_not_yet_failed_back_reports_no_replica() 
     assert asyncio.run(ops.replica_state("onprem-c", "hv")) is None
     storage.role = "replica"
     assert asyncio.run(ops.replica_state("onprem-c", "hv")) == (12, 1)
+
+
+def test_targets_are_asked_at_once_not_one_after_another() -> None:
+    """A Down or frozen target costs its probe's timeout (5 s): asked one by one, three such
+    targets kept a volume unowned 15 s longer before the one that could take it over."""
+    vol = Volume(name="hv", owner="aws-1", epoch=1)
+    ops = Ops(view_of(["onprem-b", "onprem-c"], vol), {"onprem-b": (5, 1), "onprem-c": (7, 1)})
+    both_asked = asyncio.Event()
+    waiting = 0
+
+    async def replica_state(cluster: str, volume: str) -> tuple[int, int] | None:
+        nonlocal waiting
+        waiting += 1
+        if waiting == 2:
+            both_asked.set()
+        await asyncio.wait_for(both_asked.wait(), 5)  # only if the other is asked meanwhile
+        return ops.replicas[cluster]
+
+    ops.replica_state = replica_state  # type: ignore[method-assign]
+    found, skipped = search(ops, doc("[{cluster: onprem-b}, {cluster: onprem-c}]"))
+    assert [(c.name, c.version) for c in found] == [("onprem-b", 5), ("onprem-c", 7)] and not skipped
