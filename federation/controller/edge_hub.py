@@ -120,7 +120,12 @@ def site_slice(view: NamespaceView, site: str, grants: Grants | None = None) -> 
             if isinstance(t, dict) and t.get("cluster"):
                 targets.add(t["cluster"])
     clusters = {c: view.clusters[c].model_dump() for c in targets | {site} if c in view.clusters}
-    mounts = [m for m in view.mount_list() if m.volume in vols]
+    own = [m.path for m in view.mount_list() if m.volume in vols]
+    # A mount of another volume below one of the site's (a core archive at /site/archive) is
+    # sent too, volume left out: else the site takes its paths for its own volume's and
+    # serves and writes them itself; with it, they resolve to a volume the site does not
+    # own and go up the link.
+    mounts = [m for m in view.mount_list() if m.volume in vols or any(_below(m.path, o) for o in own)]
     out: dict[str, Any] = {
         "volumes": {n: v.model_dump() for n, v in sorted(vols.items())},
         "mounts": [m.model_dump() for m in mounts],
@@ -132,6 +137,11 @@ def site_slice(view: NamespaceView, site: str, grants: Grants | None = None) -> 
         relevant = {(g.path, g.subject): g for m in mounts for g in grants.relevant(m.path)}
         out["grants"] = [relevant[k].as_dict() for k in sorted(relevant)]
     return out
+
+
+def _below(path: str, mount: str) -> bool:
+    """``path`` is strictly below ``mount`` (both normal global paths)."""
+    return path != mount and path.startswith(mount.rstrip("/") + "/")
 
 
 DIVERGED_KIND = "diverged"
