@@ -13,7 +13,8 @@ into a Kubernetes *structural* OpenAPI v3 schema:
 * ``const`` becomes a one-value ``enum``; ``default: null`` is dropped;
 * ``additionalProperties: false`` is dropped: Kubernetes refuses it next to ``properties``.
   A structural schema is closed anyway: the API server prunes unknown fields, and
-  ``kubectl apply`` (``--validate=strict``, the default) refuses them.
+  ``kubectl apply`` (``--validate=strict``, the default) refuses them;
+* ``x-kubernetes-int-or-string`` (durations: seconds or text) is kept, and needs no ``type``.
 
 Rules the models enforce in Python validators, invisible to JSON Schema, are added from the
 table ``_EXTRA`` below (names are DNS-1123 labels, paths are absolute, a target has exactly
@@ -127,11 +128,12 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         elif key == "description":
             out[key] = " ".join(value.replace("``", "'").split())
         elif key in ("type", "enum", "pattern", "required", "minItems", "maxItems",
-                     "minLength", "maxLength", "minimum", "maximum", "format"):
+                     "minLength", "maxLength", "minimum", "maximum", "format",
+                     "x-kubernetes-int-or-string"):
             out[key] = value
         else:
             raise ValueError(f"no structural equivalent for JSON Schema keyword {key!r}")
-    if "type" not in out:
+    if "type" not in out and not out.get("x-kubernetes-int-or-string"):
         raise ValueError(f"schema without a type: {node!r}")
     return out
 

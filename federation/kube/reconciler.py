@@ -15,8 +15,10 @@ from typing import Any
 
 from federation.kube.api import KubeApi, KubeConfig
 from federation.kube.conditions import merge
-from federation.kube.handlers import GlobalMountHandler, Handler, MirrorPolicyHandler
+from federation.kube.handlers import Handler
 from federation.kube.informer import Informer, Key
+from federation.kube.mounts import GlobalMountHandler
+from federation.kube.policies import MirrorPolicyHandler
 from namespace.errors import Conflict, GnsError, NotFound
 from namespace.etcd import Etcd
 

@@ -4,13 +4,16 @@
 the ``MirrorPolicy`` custom resource (``gns.io/v1alpha1``) the Kubernetes controller reads;
 it is also exactly what is stored at ``/gns/v1/policies/<name>`` (:meth:`MirrorPolicy.to_json`).
 On the wire names are camelCase (``promoteTo``, ``maxLag``) and unknown fields are refused
-at every level. Durations are Go-style strings (``30s``, ``5m``, ``1h30m``, ``500ms``): the
-model keeps the text as written and exposes the value as :attr:`Duration.seconds`.
+at every level. Durations are Go-style strings (``30s``, ``5m``, ``1h30m``, ``500ms``) or a
+plain number of seconds (``after: 30``, kept as ``30s``): the model keeps the text as written
+and exposes the value as :attr:`Duration.seconds`. ``interval`` and ``failover.after`` must
+be longer than zero.
 
 Validation happens in two stages, and both report *every* problem, never just the first:
 
 * structure (pydantic): types, unknown fields, durations, names, each target's URI;
 * meaning (:func:`validate_policy`): cross-field rules (interval required for ``mode: interval``,
+  no zero ``interval`` or ``failover.after``,
   duplicate or overlapping targets, ``sync`` only to clusters, priority entries that are not
   targets, ``promoteTo``) and the checks against the namespace (unknown volume or cluster, a
   target equal to the volume's owner).
@@ -24,7 +27,7 @@ The parts: :mod:`.duration` (the ``Duration`` field type), :mod:`.model` (the do
 the stored policies), :mod:`.document` (YAML/JSON text to a policy), :mod:`.validation`.
 """
 from mirroring.policy.document import load_and_validate, parse_document, parse_policy
-from mirroring.policy.duration import Duration
+from mirroring.policy.duration import Duration, seconds_text
 from mirroring.policy.model import (
     API_VERSION,
     KIND,
@@ -56,6 +59,7 @@ __all__ = [
     "parse_document",
     "parse_duration",
     "parse_policy",
+    "seconds_text",
     "stored_policies",
     "stored_policy",
     "validate_document",

@@ -99,7 +99,8 @@ class Failover(_Doc):
     automatic: bool = False
     """Promote a target automatically once the owner has been Down for ``after``."""
     after: Duration = Duration("30s")
-    """How long the owner must be Down before automatic promotion."""
+    """How long the owner must be Down before automatic promotion (more than 0; a plain
+    number is seconds)."""
     priority: list[str] = Field(default_factory=list)
     """Target names breaking ties between equally current candidates, first wins."""
     promote_to: str | None = None
@@ -120,13 +121,15 @@ class PolicySpec(_Doc):
     """``continuous`` (each change within about a second), ``interval`` (on a timer),
     ``manual`` (on ``gns mirror sync``) or ``sync`` (writes wait for every target)."""
     interval: Duration | None = None
-    """The timer for ``mode: interval`` (accepted and unused with other modes)."""
+    """The timer for ``mode: interval`` (more than 0; a plain number is seconds; accepted
+    and unused with other modes)."""
     targets: list[Target]
     """Where the volume is mirrored, in the order status lists them."""
     failover: Failover = Field(default_factory=Failover)
     """Failover settings (automatic promotion off by default)."""
     max_lag: Duration = Duration("60s")
-    """A target further behind than this is reported ``Lagging``."""
+    """A target further behind than this is reported ``Lagging`` (a plain number is
+    seconds)."""
 
     @field_validator("volume")
     @classmethod

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from cloud_adapters.errors import InvalidURI
 from cloud_adapters.uri import StoreURI, parse_uri
+from mirroring.policy.duration import Duration
 from mirroring.policy.model import ONE_OF_CLUSTER_OR_URI, MirrorPolicy, uri_target_name
 from namespace.cache import NamespaceView
 from namespace.errors import InvalidInput
@@ -192,6 +193,7 @@ def _meaning_problems(data: Any, view: NamespaceView) -> list[str]:
     # `interval: 5m` with `mode: continuous`, so switching modes needs no edit of the rest.
     if mode == "interval" and not has_interval:
         problems.append("spec.interval: required when mode is 'interval'")
+    problems += _zero_duration_problems(spec)
 
     # Targets. One equal to the owner is refused whatever the history: after a failover
     # promoted a target, the document must name the former owner instead (or nothing: a
@@ -266,6 +268,32 @@ def _meaning_problems(data: Any, view: NamespaceView) -> list[str]:
                     f"object-store target ({store_targets[0]}) may be chosen"
                 )
     return problems
+
+
+def _zero_duration_problems(spec: dict[str, Any]) -> list[str]:
+    """Zero where zero makes no sense. Checked here, when a policy is applied, and not in the
+    model: a policy stored before this rule must still load for the scheduler. (``maxLag: 0``
+    stays valid: any lag at all is reported.)"""
+    failover = spec.get("failover")
+    checks = (
+        ("spec.interval", spec.get("interval"),
+         "a zero-length timer would start a pass the moment the last one ends"),
+        ("spec.failover.after", failover.get("after") if isinstance(failover, dict) else None,
+         "zero would promote a target the moment the owner is Down, on any blip"),
+    )
+    return [f"{where}: must be longer than 0 ({why})"
+            for where, value, why in checks if _seconds(value) == 0]
+
+
+def _seconds(value: Any) -> float | None:
+    """The length of a duration field, or None when absent or malformed (the structure check
+    reports that one)."""
+    if value is None:
+        return None
+    try:
+        return Duration.parse(value).seconds
+    except ValueError:
+        return None
 
 
 def _canonical(name: str) -> str:

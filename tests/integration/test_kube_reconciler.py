@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from federation.local.etcd_server import EtcdCluster
 from federation.local.fake_kube_apiserver import FakeKube
@@ -237,3 +238,61 @@ def test_watch_expiry_410_and_api_server_restart(fed: Federation, kube: FakeKube
         kube.delete(kind, name)
         wait_for(lambda: kube.get(kind, name) is None, 15, f"{name} deleted")
     assert "/after/410" not in _mounts(fed) and "after-both" not in _policies(fed)
+
+
+def test_deleting_a_globalmount_leaves_what_the_cli_mounted_at_its_path(fed: Federation,
+                                                                        kube: FakeKube) -> None:
+    """The reported case, end to end: the resource goes Invalid (its mount stays), the CLI
+    mounts another volume at the path, the resource is deleted: the CLI's mount and data
+    stay."""
+    assert fed.gns("volume", "create", "kvol2", "--cluster", "onprem-a").returncode == 0
+    kube.apply(mount("gmx", "/gm/x"))
+    _status_for(kube, "GlobalMount", "gmx", generation=1, ready="True")
+    kube.apply(mount("gmx", "/gm/x", volume="Bad_Name"))
+    _status_for(kube, "GlobalMount", "gmx", generation=2, ready="False", reason="Invalid")
+    assert _mounts(fed)["/gm/x"]["volume"] == "sensors"
+    assert fed.gns("mount", "remove", "/gm/x").returncode == 0
+    assert fed.gns("mount", "add", "/gm/x", "kvol2").returncode == 0
+    assert fed.gns("put", "-", "/gm/x/cli-data.txt", input=b"cli\n").returncode == 0
+    kube.delete("GlobalMount", "gmx")
+    wait_for(lambda: kube.get("GlobalMount", "gmx") is None, 15, "gmx deleted")
+    assert _mounts(fed)["/gm/x"]["volume"] == "kvol2"
+    got = fed.gns("get", "/gm/x/cli-data.txt", "-")
+    assert got.returncode == 0 and got.stdout == "cli\n", got.stderr
+    assert fed.gns("mount", "remove", "/gm/x").returncode == 0
+
+
+def test_durations_as_numbers_and_zero_alike_from_kubernetes_and_the_cli(
+        fed: Federation, kube: FakeKube, tmp_path: Path) -> None:
+    """One document, two ways in: a YAML number is seconds in both; a zero interval or
+    failover delay is refused by both (Invalid, exit 2), every problem listed."""
+    numbers = policy("by-numbers", mode="interval")
+    numbers["spec"].update(interval=300, failover={"after": 30})
+    kube.apply(numbers)
+    obj = _status_for(kube, "MirrorPolicy", "by-numbers", generation=1, ready="True")
+    assert _condition(obj, "Ready")["message"] == "mirror policy by-numbers created"
+    stored = _js(fed, "mirror", "list")
+    assert any(p["name"] == "by-numbers" for p in stored)
+    kube.delete("MirrorPolicy", "by-numbers")
+    wait_for(lambda: kube.get("MirrorPolicy", "by-numbers") is None, 15, "deleted")
+
+    doc = tmp_path / "p.yaml"
+    doc.write_text(yaml.safe_dump(numbers))
+    out = fed.gns("mirror", "apply", "-f", str(doc), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["action"] == "created"
+    assert fed.gns("mirror", "remove", "by-numbers").returncode == 0
+
+    zero = policy("by-zero", mode="interval")
+    zero["spec"].update(interval=0, failover={"after": "0s"})
+    kube.apply(zero)
+    obj = _status_for(kube, "MirrorPolicy", "by-zero", generation=1, ready="False", reason="Invalid")
+    message = _condition(obj, "Ready")["message"]
+    assert "spec.interval: must be longer than 0" in message
+    assert "spec.failover.after: must be longer than 0" in message
+    doc.write_text(yaml.safe_dump(zero))
+    out = fed.gns("mirror", "apply", "-f", str(doc))
+    assert out.returncode == 2 and "spec.failover.after: must be longer than 0" in out.stderr
+    assert "by-zero" not in _policies(fed)
+    kube.delete("MirrorPolicy", "by-zero")
+    wait_for(lambda: kube.get("MirrorPolicy", "by-zero") is None, 15, "deleted")

@@ -145,7 +145,7 @@ def test_invalid_policy_lists_every_problem_and_stores_nothing(seeded: str, tmp_
          "spec.failover.colour: unknown field"),
         (POLICY.replace("uri: s3://", "uri: http://"), "unknown scheme 'http'"),
         (POLICY.replace("mode: continuous", "mode: interval"), "spec.interval: required"),
-        (POLICY.replace("after: 30s", "after: 30"), "spec.failover.after:"),
+        (POLICY.replace("after: 30s", "after: 0s"), "spec.failover.after: must be longer than 0"),
         (POLICY.replace("[onprem-b,", "[gcp-1,"), "'gcp-1' is not one of the policy's targets"),
     ],
 )

@@ -339,8 +339,8 @@ def _broken(change: str) -> dict[str, Any]:
         spec["maxLag"] = "one minute"
     elif change == "negative duration":
         spec["failover"]["after"] = "-5s"
-    elif change == "number for a duration":
-        spec["maxLag"] = 60
+    elif change == "negative number for a duration":
+        spec["maxLag"] = -60  # a plain number is seconds (int-or-string), never negative
     elif change == "string for a boolean":
         spec["failover"]["automatic"] = "yes"
     elif change == "bad policy name":
@@ -354,7 +354,7 @@ BROKEN = [
     "unknown spec field", "unknown target field", "unknown failover field", "bad mode",
     "missing volume", "missing targets", "bad volume name", "bad cluster name",
     "target with cluster and uri", "empty target", "bad duration", "negative duration",
-    "number for a duration", "string for a boolean", "bad policy name",
+    "negative number for a duration", "string for a boolean", "bad policy name",
 ]
 
 

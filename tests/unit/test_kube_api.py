@@ -7,7 +7,7 @@ import pytest
 
 from federation.kube.api import GLOBAL_MOUNTS, KubeConfig
 from federation.kube.conditions import condition, merge
-from federation.kube.handlers import mount_problems
+from federation.kube.mounts import mount_problems
 from namespace.errors import InvalidInput
 
 
@@ -64,3 +64,14 @@ def test_mount_problems_lists_every_one() -> None:
     assert problems == [] and mount is not None and mount.path == "/a/b"
     assert mount_problems({"path": "/a", "volume": "v"}, set())[0] == ["spec.volume: volume 'v' not found"]
     assert mount_problems(None, set())[0] == ["spec is required"]
+
+
+def test_an_unknown_volume_is_listed_beside_the_other_problems() -> None:
+    """The volume is looked up whenever its name is well formed, whatever else is wrong."""
+    problems, mount = mount_problems({"path": "relative/p", "volume": "nosuch"}, {"v"})
+    assert mount is None
+    assert [p.split(":")[0] for p in problems] == ["spec.path", "spec.volume"], problems
+    assert "volume 'nosuch' not found" in problems[1]
+    # a malformed name is reported as such, not also as missing
+    problems, _ = mount_problems({"path": "/p", "volume": "Bad_Name", "x": 1}, set())
+    assert len(problems) == 2 and not any("not found" in p for p in problems)

@@ -158,8 +158,53 @@ def test_bad_durations(bad: str) -> None:
     assert "spec.maxLag:" in message
 
 
-def test_numeric_duration_is_refused() -> None:
-    assert "spec.failover.after:" in problems_of(doc(failover={"after": 30}))
+@pytest.mark.parametrize(("number", "text"), [
+    (30, "30s"), (300, "300s"), (1.5, "1.5s"), (0.001, "0.001s"), (1e-7, "0.0000001s"),
+    (1e20, "100000000000000000000s"), (60.0, "60s"),
+])
+def test_a_number_is_seconds_in_every_duration_field(number: float, text: str) -> None:
+    """As the CSI parameters take ``failoverAfter: 30``; kept as Go-style text, so the stored
+    policy reads the same whichever way it was written."""
+    p = load_and_validate(yaml.safe_dump(doc(mode="interval", interval=number, maxLag=number,
+                                              failover={"after": number})), make_view())
+    for value in (p.spec.interval, p.spec.max_lag, p.spec.failover.after):
+        assert value == text and value is not None and value.seconds == pytest.approx(number)
+    spec = json.loads(p.to_json())["spec"]
+    assert (spec["interval"], spec["maxLag"], spec["failover"]["after"]) == (text, text, text)
+    assert MirrorPolicy.from_stored(p.to_json()) == p
+
+
+def test_yaml_numbers_as_a_user_writes_them() -> None:
+    text = SPEC_EXAMPLE.replace("interval: 5m", "interval: 300").replace("after: 30s", "after: 30")
+    p = load_and_validate(text, make_view())
+    assert p.spec.interval == "300s" and p.spec.failover.after.seconds == 30.0
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    (-30, "must not be negative"), (True, "number of seconds or a string"),
+    (float("inf"), "finite"), ("30", "as a string, a number needs a unit ('30s')"),
+    ([30], "number of seconds or a string"),
+])
+def test_durations_that_are_not_a_number_of_seconds(value: Any, fragment: str) -> None:
+    message = problems_of(doc(failover={"after": value}))
+    assert "spec.failover.after:" in message and fragment in message
+
+
+@pytest.mark.parametrize("zero", ["0", "0s", "0ms", "0h0m", 0, 0.0])
+def test_zero_interval_or_failover_delay_is_refused(zero: Any) -> None:
+    message = problems_of(json.dumps(doc(mode="interval", interval=zero,
+                                          failover={"automatic": True, "after": zero})))
+    assert "spec.interval: must be longer than 0" in message
+    assert "spec.failover.after: must be longer than 0" in message
+
+
+def test_zero_is_refused_on_apply_only_and_max_lag_may_be_zero() -> None:
+    """A policy stored before zero was refused still loads (the scheduler must keep it); a
+    zero maxLag means any lag is reported, which makes sense."""
+    p = load_and_validate(json.dumps(doc(maxLag=0)), make_view())
+    assert p.spec.max_lag.seconds == 0
+    stored = json.dumps(doc(mode="interval", interval="0s", failover={"after": "0s"}))
+    assert MirrorPolicy.from_stored(stored).spec.failover.after.seconds == 0
 
 
 # -- every invalid form -----------------------------------------------------------------------
@@ -432,6 +477,7 @@ durations = st.builds(
     lambda parts: "".join(f"{n}{u}" for n, u in parts),
     st.lists(st.tuples(st.integers(0, 999), st.sampled_from(["ms", "s", "m", "h"])), min_size=1, max_size=3),
 )
+positive_durations = durations.filter(lambda d: parse_duration(d) > 0)  # interval, after
 store_uris = st.builds(
     lambda scheme, bucket, path, slash: f"{scheme}://{bucket}/{path}{'/' if slash else ''}",
     st.sampled_from(["s3", "gs", "az"]),
@@ -454,13 +500,13 @@ def valid_documents(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()) or mode != "continuous":
         spec["mode"] = mode
     if mode == "interval":
-        spec["interval"] = draw(durations)
+        spec["interval"] = draw(positive_durations)
     if draw(st.booleans()):
         spec["maxLag"] = draw(durations)
     if draw(st.booleans()):
         failover: dict[str, Any] = {"automatic": draw(st.booleans())}
         if draw(st.booleans()):
-            failover["after"] = draw(durations)
+            failover["after"] = draw(positive_durations)
         failover["priority"] = draw(st.permutations(names_))[: draw(st.integers(0, len(names_)))]
         if uris and failover["automatic"] or draw(st.booleans()):
             failover["promoteTo"] = "aws-1"
@@ -487,3 +533,17 @@ def test_round_trip_of_valid_documents(document: dict[str, Any], as_yaml: bool) 
             assert {k: spec[key][k] for k in value} == value
         else:
             assert spec[key] == value
+
+
+def test_the_crd_takes_a_number_wherever_the_model_does() -> None:
+    """``kubectl apply`` must not refuse what the controller accepts: each duration field of
+    the committed CRD is Kubernetes' int-or-string, never negative."""
+    from pathlib import Path
+
+    crd = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "crds"
+                          / "mirrorpolicies.gns.io.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    fields = spec["properties"]
+    for node in (fields["interval"], fields["maxLag"], fields["failover"]["properties"]["after"]):
+        assert node.get("x-kubernetes-int-or-string") is True and "type" not in node, node
+        assert node["minimum"] == 0 and node["pattern"]
