@@ -113,13 +113,17 @@ async def store(
             size += len(data)
             if size >= _BATCH:
                 if in_flight is not None:
-                    await in_flight
+                    # Shielded: the call being cancelled (its client went away) must not
+                    # cancel the task of a write a pool thread is still doing, or the wait
+                    # below sees it done and the writer is aborted under that thread.
+                    await asyncio.shield(in_flight)
                 in_flight = asyncio.ensure_future(run(_write_each, write, batch))
                 batch, size = [], 0
         if in_flight is not None:
-            await in_flight
+            await asyncio.shield(in_flight)
         if batch:
-            await run(_write_each, write, batch)
+            in_flight = asyncio.ensure_future(run(_write_each, write, batch))
+            await asyncio.shield(in_flight)
     finally:
         if in_flight is not None and not in_flight.done():
             await asyncio.wait([in_flight])  # never abort a writer a pool thread still writes

@@ -156,18 +156,26 @@ class TempBlob:
         fd, self._fd = self._fd, None
         stage, self._stage = self._stage, None
         self._small = bytearray()
-        if stage is not None:
-            stage.close()
-        if fd is not None:
-            os.close(fd)
+        try:
+            if stage is not None:
+                stage.close()
+        except BufferError:
+            # A view of the stage is still out (a write not waited for): the map goes when
+            # that view does. The file must close anyway, or its blocks stay held for good.
+            log.error("blob writer %s closed while a write still held its buffer", self.path.name)
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def discard(self) -> None:
         """Drop the temp file; safe to call more than once and after ``finish``."""
-        self._close()
         try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+            self._close()
+        finally:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
 
 
 def _set_direct(fd: int, on: bool) -> None:

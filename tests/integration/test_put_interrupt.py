@@ -7,6 +7,7 @@ stdin's buffer lock.
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 
 from federation.local.etcd_server import EtcdCluster
 from tests.fixtures.federation import Federation, assert_error
+from tests.support import wait_for
 
 CHUNK = 1 << 20
 
@@ -82,3 +84,48 @@ def test_sigint_while_streaming_stdin(fed: Federation, tmp_path: Path, mode: str
     assert_error(done, 130)
     assert b"Fatal Python error" not in err
     assert_error(fed.gns("stat", path), 3)
+
+
+def _parts(fed: Federation) -> tuple[list[Path], list[str]]:
+    """The owner's temp files of puts in progress, and those its process holds open."""
+    c = fed.controllers["onprem-a"]
+    files = list(c.data_dir.glob("volumes/pi/tmp/put-*.part"))
+    held = []
+    for fd in Path(f"/proc/{c.pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.endswith(".part") or ".part " in target:
+            held.append(target)
+    return files, held
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_put_whose_client_went_away_leaves_no_temp_file(fed: Federation, sig: signal.Signals) -> None:
+    """The owner kept each interrupted upload's temp file, open, for good (a `gns put
+    /dev/zero` killed after a few seconds left 10 GB): the call's cancellation cancelled the
+    task of a write a pool thread was still doing, the abort then closed the writer's buffer
+    under that thread, and the BufferError skipped closing and deleting the file."""
+    path = "/pi/zero.bin"
+    for _ in range(3):  # whether a write is in flight at the cut is chance: try a few cuts
+        proc = subprocess.Popen([sys.executable, "-m", "federation.cli.main", "put", "/dev/zero", path],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=fed.env())
+        try:
+            wait_for(lambda: any(_size(p) >= 64 * CHUNK for p in _parts(fed)[0]), 30,
+                     "the owner to receive 64 MiB of the upload")
+            proc.send_signal(sig)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        wait_for(lambda: _parts(fed) == ([], []), 15, "the owner to drop the upload's temp file")
+        assert_error(fed.gns("stat", path), 3)
