@@ -222,6 +222,9 @@ class EdgeFederationService(FederationService):
         vol = self.cache.view.volumes[res.volume]
         return Resolved(res.volume, res.relative_path, t.epoch or vol.epoch, path)
 
+    async def _stored_epoch(self, volume: str) -> int | None:
+        return None  # a site cannot look past its hub's word: an unseen epoch stays "retry"
+
     def _owner_endpoint(self, volume: str) -> tuple[str, str] | None:
         if volume and self._local(volume):
             return None

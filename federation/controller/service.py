@@ -37,9 +37,19 @@ from federation.storage import (
     PutWriter,
     VolumeStorage,
 )
+from namespace import schema
 from namespace.cache import NamespaceCache
 from namespace.control import resolve_in
-from namespace.errors import Conflict, FileNotFound, InvalidInput, NotFound, Unavailable
+from namespace.errors import (
+    Conflict,
+    EpochNotSeen,
+    FileNotFound,
+    InvalidInput,
+    NotFound,
+    StaleEpoch,
+    Unavailable,
+)
+from namespace.models import Volume
 from namespace.mounts import MOUNT_DIR_MODE, with_mount_points
 from namespace.paths import normalize, normalize_relative
 
@@ -331,7 +341,39 @@ class FederationService(pb_grpc.FederationServicer):
             served_by=self.cluster, stale=stale,
         )
 
+    async def _check_writable(self, r: Resolved) -> None:
+        """``check_writable``, where an epoch this controller has not seen is looked up in
+        etcd: one the volume has not reached there either is no lag to wait out but a
+        refusal (exit 4), or a script pinning it (``--epoch``) would retry for ever."""
+        try:
+            self.volumes.check_writable(r.volume, r.epoch)
+        except EpochNotSeen:
+            current = await self._stored_epoch(r.volume)
+            if current is not None and r.epoch > current:
+                raise StaleEpoch(f"write to volume {r.volume!r} names epoch {r.epoch}, which it has "
+                                 f"not reached (its epoch is {current})") from None
+            raise
+
+    async def _stored_epoch(self, volume: str) -> int | None:
+        """The volume's epoch as etcd holds it now (None: not there)."""
+        raw = await self.cache.etcd.get(schema.volume(volume))
+        return None if raw is None else Volume.model_validate_json(raw).epoch
+
+    def _refuse_mount_point(self, t: pb.Target, verb: str) -> None:
+        """A mount point is the mount table's (``gns mount remove``), not a directory to
+        remove or move: that would empty or move the data it shows and leave the mount
+        pointing at nothing (HDFS's router refuses the same). A volume's root is refused
+        apart, wherever it is reached from."""
+        path = normalize(t.global_path) if t.global_path else ""
+        at = self.cache.view.mounts.get(path) if path else None
+        if at is not None:
+            volume, sub = at
+            what = f"{volume}:{sub}" if sub else f"the root of volume {volume}"
+            raise InvalidInput(f"refusing to {verb} {path}: it is a mount point (of {what}); "
+                               f"`gns mount remove {path}` unmounts it")
+
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteReply:
+        self._refuse_mount_point(request.target, "remove")
         r = await self._resolved(request.target)
         owner = self._owner_endpoint(r.volume)
         if owner is not None:
@@ -347,7 +389,7 @@ class FederationService(pb_grpc.FederationServicer):
                 raise from_rpc_error(exc, f"owner {owner[0]}") from None
         if not r.rel:
             raise InvalidInput("refusing to remove the root of a volume")
-        self.volumes.check_writable(r.volume, r.epoch)
+        await self._check_writable(r)
         self.volumes.begin_write(r.volume)
         try:
             vs = await self._io(self.volumes.storage, r.volume, create=True)
@@ -395,7 +437,7 @@ class FederationService(pb_grpc.FederationServicer):
                 return await forward(self._stub(owner[1]), self._forward_target(r, t), self._hops(context))
             except grpc.RpcError as exc:
                 raise from_rpc_error(exc, f"owner {owner[0]}") from None
-        self.volumes.check_writable(r.volume, r.epoch)
+        await self._check_writable(r)
         self.volumes.begin_write(r.volume)
         try:
             vs = await self._io(self.volumes.storage, r.volume, create=True)
@@ -414,6 +456,9 @@ class FederationService(pb_grpc.FederationServicer):
         return pb.MutationReply(version=version)
 
     async def Rename(self, request: pb.RenameRequest, context: grpc.aio.ServicerContext) -> pb.MutationReply:
+        self._refuse_mount_point(request.target, "move")
+        if request.destination:
+            self._refuse_mount_point(pb.Target(global_path=request.destination), "replace")
         r = await self._resolved(request.target)
         if request.destination_relative and request.target.volume:
             dst_rel = normalize_relative(request.destination_relative)
@@ -446,6 +491,7 @@ class FederationService(pb_grpc.FederationServicer):
         )
 
     async def Rmdir(self, request: pb.RmdirRequest, context: grpc.aio.ServicerContext) -> pb.MutationReply:
+        self._refuse_mount_point(request.target, "remove")
         r = await self._resolved(request.target)
         return await self._edit(
             "Rmdir", r, request.target, context,
@@ -576,7 +622,7 @@ class FederationService(pb_grpc.FederationServicer):
         if not r.rel:
             raise InvalidInput("cannot write to the root of a volume")
         it = write_relay.until_end(rest, header.ends)
-        self.volumes.check_writable(r.volume, r.epoch)
+        await self._check_writable(r)
         self.volumes.begin_write(r.volume)
         try:
             # A small file arrives whole in one data message: store it in ONE hop to the I/O
@@ -639,7 +685,7 @@ class FederationService(pb_grpc.FederationServicer):
             return await self._forward_put(owner, r, header, request.data, context)
         if not r.rel:
             raise InvalidInput("cannot write to the root of a volume")
-        self.volumes.check_writable(r.volume, r.epoch)
+        await self._check_writable(r)
         self.volumes.begin_write(r.volume)
         try:
             self.metrics.bytes_in.inc(len(request.data))

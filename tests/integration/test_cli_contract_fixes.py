@@ -135,3 +135,18 @@ def test_paths_are_reported_in_normal_form(fed: Federation, tmp_path: Path, cont
     assert json.loads(gns("mount", "remove", f"//m{way}//", "--json").stdout) == {"removed": f"/m{way}"}
     gns("mount", "add", f"/m{way}", "cf")
     assert gns("mount", "remove", f"//m{way}/").stdout.strip() == f"unmounted /m{way}"
+
+
+def test_an_epoch_the_volume_has_not_reached_is_refused_not_retried(fed: Federation, tmp_path: Path) -> None:
+    """``--epoch`` past the volume's epoch was "has not yet seen epoch 3 ...; retry" (exit 5):
+    a script pinning it retried for ever. The owner asks etcd: a lag is still exit 5, an
+    epoch that does not exist is refused (exit 4) and nothing is written."""
+    epoch = json.loads(fed.gns("volume", "show", "cf", "--json").stdout)["epoch"]
+    for controller in (False, True):  # straight to the owner, and through onprem-b
+        for args in (["put", "-", "/cf/ahead", "--epoch", str(epoch + 1)],
+                     ["put", "-", "/cf/ahead", "--epoch", str(2**63 - 1)],
+                     ["rm", "/cf/ahead", "--epoch", str(epoch + 5)]):
+            assert_error(_run(fed, args, b"data", controller=controller, tmp=tmp_path), 4, "not reached")
+    assert_error(fed.gns("stat", "/cf/ahead"), 3)
+    ok = _run(fed, ["put", "-", "/cf/ahead", "--epoch", str(epoch)], b"data", controller=False, tmp=tmp_path)
+    assert ok.returncode == 0, ok.stderr
