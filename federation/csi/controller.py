@@ -3,12 +3,17 @@
 The volume id is the global mount path: static PersistentVolumes name any global path the
 same way, so NodePublishVolume needs nothing else, and DeleteVolume finds the mount, and
 through it the volume and the policy named after it. Every step is idempotent, so the
-external-provisioner can retry a call that failed half-way and end with the same result.
+external-provisioner can retry a call that failed half-way and end with the same result;
+once a volume is made in full (its record written, the last step), a repeat with other
+parameters is ALREADY_EXISTS and changes nothing, and a refused call takes back what it
+made itself. Every call that reaches a volume's owner has a deadline
+(:mod:`~federation.csi.deadline`): an owner that is Down or frozen is UNAVAILABLE at once.
 """
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +25,11 @@ from federation.api._gen.csi.v1 import csi_pb2 as csi
 from federation.api._gen.csi.v1 import csi_pb2_grpc as csi_grpc
 from federation.client import Client
 from federation.csi import fields, params
-from federation.csi.errors import AlreadyExists, FailedPrecondition, rpc
+from federation.csi.deadline import OWNER_DEADLINE, at_owner, within
+from federation.csi.errors import AlreadyExists, FailedPrecondition, OperationPending, rpc
+from namespace.cache import NamespaceView
 from namespace.errors import Conflict, InvalidInput, NotFound, Unavailable
+from namespace.models import Volume
 from namespace.paths import check_name
 
 log = logging.getLogger(__name__)
@@ -46,6 +54,9 @@ class ControllerService(csi_grpc.ControllerServicer):
     def __init__(self, client: Client, cluster: str | None) -> None:
         self.client = client
         self.cluster = cluster
+        self._names: dict[str, threading.Lock] = {}
+        """One lock per requested volume name (a few bytes each; names are few)."""
+        self._names_lock = threading.Lock()
 
     # -- CreateVolume -------------------------------------------------------------------------
     @rpc
@@ -91,58 +102,119 @@ class ControllerService(csi_grpc.ControllerServicer):
 
     def _ensure(self, plan: params.VolumePlan, asked: _Capacity) -> _Capacity:
         """Make what ``plan`` names, or find it made by an earlier compatible call; return the
-        capacity recorded for the volume."""
-        view = self.client.view()
-        mounted = view.mounts.get(plan.path)
-        if mounted is not None and mounted != (plan.volume, ""):
-            raise AlreadyExists(f"global path {plan.path} is already mounted "
-                                f"({mounted[0]}{':' + mounted[1] if mounted[1] else ''})")
-        existing = view.volumes.get(plan.volume)
-        made_volume = False
-        if existing is None:
-            try:
-                self.client.create_volume(plan.volume, plan.cluster)
-                made_volume = True
-            except Conflict:
-                existing = self.client.view().volumes.get(plan.volume)
-        if existing is not None:
-            if existing.epoch == 1 and existing.owner != plan.cluster:
-                raise AlreadyExists(f"volume {plan.volume} exists with owner {existing.owner}, "
-                                    f"not {plan.cluster}")
-            recorded = self._record(plan.path, plan.volume) if mounted is not None else None
-            if recorded is not None:
-                _check_capacity(plan.volume, recorded, asked)
-            elif self.client.volume(plan.volume).version > 0:
-                # Holds data but no record of ours: not ours to adopt, or DeleteVolume would
-                # later destroy it. An empty one is a retry that stopped before the record.
-                raise AlreadyExists(f"volume {plan.volume} exists and holds data, but was not "
-                                    "provisioned by csi.gns.io")
+        capacity recorded for the volume. Calls for one name run one at a time: two at once
+        (the external-provisioner retrying while the first still runs) must not each make
+        half of it."""
+        with self._name_lock(plan.volume):
+            view = self.client.view()
+            existing = view.volumes.get(plan.volume)
+            owner = existing.owner if existing is not None else plan.cluster
+            if owner not in view.alive:  # every path below ends at the owner: fail fast
+                raise Unavailable(f"cluster {owner}, the owner of volume {plan.volume}, is "
+                                  "Down; try again when it is back")
+            mounted = view.mounts.get(plan.path)
+            if mounted is not None and mounted != (plan.volume, ""):
+                raise AlreadyExists(f"global path {plan.path} is already mounted "
+                                    f"({mounted[0]}{':' + mounted[1] if mounted[1] else ''})")
+            if existing is not None:
+                done = self._existing(plan, existing, view, asked)
+                if done is not None:
+                    return done
+            return self._provision(plan, asked, make_volume=existing is None,
+                                   make_mount=mounted is None)
+
+    def _name_lock(self, volume: str) -> threading.Lock:
+        with self._names_lock:
+            return self._names.setdefault(volume, threading.Lock())
+
+    def _existing(self, plan: params.VolumePlan, existing: Volume, view: NamespaceView,
+                  asked: _Capacity) -> _Capacity | None:
+        """Judge a volume of the requested name that exists already: its recorded capacity
+        if an earlier call made it as ``plan`` asks, None if an earlier call stopped
+        half-way (this one finishes it); ALREADY_EXISTS for anything else."""
+        if existing.epoch == 1 and existing.owner != plan.cluster:
+            raise AlreadyExists(f"volume {plan.volume} exists with owner {existing.owner}, "
+                                f"not {plan.cluster}")
+        at_path = view.mounts.get(plan.path) == (plan.volume, "")
+        elsewhere = sorted(p for p, (v, _) in view.mounts.items()
+                           if v == plan.volume and p != plan.path)
+        if not at_path and elsewhere:
+            raise AlreadyExists(f"volume {plan.volume} exists, mounted at {', '.join(elsewhere)};"
+                                f" this request would mount it at {plan.path}")
+        recorded = self._record(plan.path, plan.volume) if at_path else None
+        if recorded is not None:  # made in full: only a compatible request is idempotent
+            _check_capacity(plan.volume, recorded, asked)
+            self._check_policy(plan, provisioned=True)
+            return recorded
+        version = within(OWNER_DEADLINE, f"volume {plan.volume}",
+                         lambda: self.client.volume(plan.volume).version)
+        if version > 0:
+            # Holds data but no record of ours: not ours to adopt, or DeleteVolume would
+            # later destroy it. An empty one is a retry that stopped before the record.
+            raise AlreadyExists(f"volume {plan.volume} exists and holds data, but was not "
+                                "provisioned by csi.gns.io")
+        return None
+
+    def _provision(self, plan: params.VolumePlan, asked: _Capacity, make_volume: bool,
+                   make_mount: bool) -> _Capacity:
+        """Make the volume, its policy and its mount (what is missing of them) and write the
+        record; a call that fails undoes what it made itself, so a refused request leaves
+        nothing behind (what an earlier call made stays for its retry)."""
+        undo: list[Callable[[], None]] = []
         try:
-            self._ensure_policy(plan)
-            if mounted is None:
+            if make_volume:
+                try:
+                    self.client.create_volume(plan.volume, plan.cluster)
+                except Conflict:  # another driver process is making it right now
+                    raise OperationPending(f"volume {plan.volume} is being created by another "
+                                           "request; try again") from None
+                undo.append(lambda: self.client.remove_volume(plan.volume))
+            if self._check_policy(plan, provisioned=False):
+                self.client.mirror_apply(json.dumps(plan.policy))
+                undo.append(lambda: self.client.mirror_remove(plan.volume))
+            if make_mount:
                 try:
                     self.client.add_mount(plan.path, plan.volume)
+                    undo.append(lambda: self.client.remove_mount(plan.path))
                 except Conflict:
                     if self.client.view().mounts.get(plan.path) != (plan.volume, ""):
                         raise AlreadyExists(f"global path {plan.path} was mounted by someone "
                                             "else meanwhile") from None
             self._wait_mounted(plan.path, plan.volume)
             return self._write_record(plan, asked)
-        except Exception:
-            if made_volume:  # a refused request leaves nothing behind
-                self._forget(plan.volume, plan.path)
+        except BaseException:
+            self._undo(plan.volume, undo)
             raise
 
-    def _record(self, path: str, volume: str) -> _Capacity | None:
-        """The record CreateVolume left in the volume mounted at ``path``, or None when that
-        volume was not made by this driver (no record, or one about another volume)."""
+    def _undo(self, volume: str, steps: list[Callable[[], None]]) -> None:
+        """Take back what a failed call made, the last thing first (a volume cannot go while
+        its mount or policy names it)."""
+        for step in reversed(steps):
+            try:
+                step()
+            except NotFound:
+                pass
+            except Exception:  # the first error is the one the caller must see
+                log.warning("taking back what a failed CreateVolume made of volume %s failed",
+                            volume, exc_info=True)
+
+    def _read_record(self, path: str) -> dict[str, Any] | None:
+        """The JSON object in ``path``'s record file, None if there is none (or not JSON)."""
         try:
-            data = json.loads(self.client.cat(f"{path}/{RECORD}"))
+            raw = at_owner(self.client, path, f"reading {path}/{RECORD}",
+                           lambda: self.client.cat(f"{path}/{RECORD}"))
+            data = json.loads(raw)
         except NotFound:
             return None
         except ValueError:  # not JSON: not written by us
             return None
-        if not isinstance(data, dict) or data.get("driver") != DRIVER \
+        return data if isinstance(data, dict) else None
+
+    def _record(self, path: str, volume: str) -> _Capacity | None:
+        """The record CreateVolume left in the volume mounted at ``path``, or None when that
+        volume was not made by this driver (no record, or one about another volume)."""
+        data = self._read_record(path)
+        if data is None or data.get("driver") != DRIVER \
                 or data.get("volume") != volume or data.get("path") != path:
             return None
         return _Capacity(int(data.get("requiredBytes", 0)), int(data.get("limitBytes", 0)))
@@ -165,47 +237,47 @@ class ControllerService(csi_grpc.ControllerServicer):
                            "requiredBytes": asked.required, "limitBytes": asked.limit},
                           sort_keys=True).encode()
         try:
-            self.client.put(body, f"{plan.path}/{RECORD}", if_absent=True)
+            at_owner(self.client, plan.path, f"writing {plan.path}/{RECORD}",
+                     lambda: self.client.put(body, f"{plan.path}/{RECORD}", if_absent=True))
             return asked
         except Conflict:  # there already: an earlier call, or a concurrent one, wrote it
             recorded = self._record(plan.path, plan.volume)
             if recorded is None:
-                raise AlreadyExists(f"volume {plan.volume} holds a {RECORD} that csi.gns.io "
-                                    "did not write") from None
+                raise AlreadyExists(self._foreign_record(plan)) from None
             _check_capacity(plan.volume, recorded, asked)
             return recorded
 
-    def _ensure_policy(self, plan: params.VolumePlan) -> None:
+    def _foreign_record(self, plan: params.VolumePlan) -> str:
+        """Why the record found in the volume is not this request's."""
+        data = self._read_record(plan.path) or {}
+        if data.get("driver") == DRIVER and data.get("volume") == plan.volume:
+            return (f"volume {plan.volume} was provisioned by csi.gns.io at {data.get('path')}; "
+                    f"this request would mount it at {plan.path}")
+        return f"volume {plan.volume} holds a {RECORD} that csi.gns.io did not write"
+
+    def _check_policy(self, plan: params.VolumePlan, provisioned: bool) -> bool:
+        """Compare the stored mirror policy with the requested one; True if the requested
+        one is still to be applied (none stored, and the volume not made in full yet: once
+        it is, a request for a policy it was made without asks for another volume)."""
         stored = self.client.view().policies.get(plan.volume)
         if plan.policy is None:
             if stored is not None:
                 raise AlreadyExists(f"volume {plan.volume} exists with mirror policy "
                                     f"{plan.volume}; this request asks for none")
-            return
-        if stored is not None:
-            from mirroring.policy import MirrorPolicy, parse_policy
+            return False
+        from mirroring.policy import MirrorPolicy, parse_policy
 
-            want = parse_policy(json.dumps(plan.policy)).to_dict()
-            have = MirrorPolicy.from_stored(stored).to_dict()
-            if want != have:
-                raise AlreadyExists(f"volume {plan.volume} exists with a different mirror "
-                                    f"policy ({_summary(have)}; asked {_summary(want)})")
-            return
-        self.client.mirror_apply(json.dumps(plan.policy))
-
-    def _forget(self, volume: str, path: str) -> None:
-        steps: list[Callable[[], None]] = [
-            lambda: self.client.mirror_remove(volume),
-            lambda: self.client.remove_mount(path),
-            lambda: self.client.remove_volume(volume),
-        ]
-        for step in steps:
-            try:
-                step()
-            except NotFound:
-                pass
-            except Exception:
-                log.warning("cleaning up volume %s failed", volume, exc_info=True)
+        want = parse_policy(json.dumps(plan.policy)).to_dict()
+        if stored is None:
+            if provisioned:
+                raise AlreadyExists(f"volume {plan.volume} exists without a mirror policy; "
+                                    f"this request asks for one ({_summary(want)})")
+            return True
+        have = MirrorPolicy.from_stored(stored).to_dict()
+        if want != have:
+            raise AlreadyExists(f"volume {plan.volume} exists with a different mirror "
+                                f"policy ({_summary(have)}; asked {_summary(want)})")
+        return False
 
     # -- DeleteVolume -------------------------------------------------------------------------
     @rpc

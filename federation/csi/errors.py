@@ -33,12 +33,17 @@ class FailedPrecondition(Conflict):
     """The request is well formed but the state does not allow it (a volume still in use)."""
 
 
+class OperationPending(Conflict):
+    """Another call is working on the same volume right now (CSI: ABORTED, retry later)."""
+
+
 # Most specific first: the first class an error is an instance of decides.
 _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (OperationPending, grpc.StatusCode.ABORTED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Conflict, grpc.StatusCode.ALREADY_EXISTS),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),

@@ -37,6 +37,17 @@ def global_path(field: str, value: str) -> str:
         raise InvalidInput(f"{field}: {exc}") from None
 
 
+def volume_key(value: str) -> str:
+    """A volume id as publications compare it: a global path normalized (``/k8s//a/`` is
+    ``/k8s/a``), anything else as it is."""
+    if value.startswith("/"):
+        try:
+            return normalize(value)
+        except InvalidInput:
+            pass
+    return value
+
+
 def capability_problems(cap: csi.VolumeCapability, field: str) -> list[str]:
     """What is wrong with one volume capability (empty: gns can serve it)."""
     problems = []

@@ -5,6 +5,10 @@ it into a PersistentVolume's ``volumeHandle`` (static; any path, also one owned 
 cluster: ``gns fuse`` routes to the owner). Read-only is enforced by the FUSE layer
 (``--read-only``: writes fail with EROFS) whenever the CO asks for it: the ``readonly`` flag,
 a reader-only access mode, or an ``ro`` mount flag.
+
+The volume id must name a directory (a mount, a directory in one, or a directory above
+mounts such as ``/k8s``); it is normalized, so ``/k8s//a/`` and ``/k8s/a`` are one volume.
+NodeUnpublishVolume unmounts only what the driver published at the target for that volume.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from federation.api._gen.csi.v1 import csi_pb2_grpc as csi_grpc
 from federation.client import Client
 from federation.csi import fields
 from federation.csi.controller import TOPOLOGY_KEY
+from federation.csi.deadline import at_owner
 from federation.csi.errors import rpc
 from federation.csi.publisher import Publisher
 from namespace.errors import InvalidInput, NotFound
@@ -40,16 +45,28 @@ class NodeService(csi_grpc.NodeServicer):
         if not req.volume_id.startswith("/"):
             raise NotFound(f"volume {req.volume_id!r} not found: gns volume ids are global paths")
         path = fields.global_path("volume_id", req.volume_id)
-        self.client.resolve(path)  # NotFound when no mount covers it
-        self.publisher.publish(req.volume_id, path, target, req.readonly or ro)
+        self._check_directory(path)
+        self.publisher.publish(path, path, target, req.readonly or ro)
         return csi.NodePublishVolumeResponse()
+
+    def _check_directory(self, path: str) -> None:
+        """What ``gns fuse --root`` needs, asked first so that the CO learns what is wrong
+        (NOT_FOUND, INVALID_ARGUMENT) rather than that a mount failed."""
+        try:
+            info = at_owner(self.client, path, f"checking volume {path}",
+                            lambda: self.client.stat(path))
+        except NotFound:
+            raise NotFound(f"volume {path} not found: no such directory in the global "
+                           "namespace") from None
+        if not info.is_dir:
+            raise InvalidInput(f"volume_id {path} is a file; a volume is a directory")
 
     @rpc
     def NodeUnpublishVolume(self, req: csi.NodeUnpublishVolumeRequest,
                             context: grpc.ServicerContext) -> csi.NodeUnpublishVolumeResponse:
         fields.required("volume_id", req.volume_id)
         target = _target(req.target_path)
-        self.publisher.unpublish(target)
+        self.publisher.unpublish(target, fields.volume_key(req.volume_id))
         return csi.NodeUnpublishVolumeResponse()
 
     @rpc

@@ -77,7 +77,10 @@ class CsiConfig:
             argv += ["--identity", self.identity]
         # each publication stages its writes apart: two pods' FUSE processes share nothing
         cache = self.state_dir / "cache" / hashlib.sha256(target.encode()).hexdigest()[:16]
-        argv += ["fuse", target, "--root", path, "--cache-dir", str(cache)]
+        # --allow-non-empty: the publisher refuses a new target that holds files itself; a
+        # target it re-attaches may have gained some while its mount was down, and must
+        # not stay unmounted for them (the publisher logs that they are hidden)
+        argv += ["fuse", target, "--root", path, "--cache-dir", str(cache), "--allow-non-empty"]
         return argv + (["--read-only"] if readonly else [])
 
 
@@ -114,16 +117,26 @@ class CsiDriver:
                            "federation") from None
 
     def start(self) -> None:
+        sock = self._prepare_socket()
         self.check_cluster()
-        sock = self.config.socket_path()
-        Path(sock).parent.mkdir(parents=True, exist_ok=True)
-        if os.path.exists(sock):
-            os.unlink(sock)  # a previous instance's socket: kubelet reconnects to the new one
         if self.server.add_insecure_port(f"unix://{sock}") == 0:
-            raise InvalidInput(f"cannot listen on {sock}")
+            raise InvalidInput(f"--endpoint {self.config.endpoint}: cannot listen on {sock}")
         self.publisher.start()
         self.server.start()
         log.info("csi.gns.io serving on %s (node %s)", sock, self.config.node_id)
+
+    def _prepare_socket(self) -> str:
+        """The socket's path, its directory made and a previous instance's socket removed
+        (kubelet reconnects to the new one); a path that cannot be is a bad --endpoint."""
+        sock = self.config.socket_path()
+        try:
+            Path(sock).parent.mkdir(parents=True, exist_ok=True)
+            if os.path.lexists(sock):
+                os.unlink(sock)
+        except OSError as exc:
+            raise InvalidInput(f"--endpoint {self.config.endpoint}: cannot make the socket "
+                               f"{sock}: {exc.strerror}") from None
+        return sock
 
     def stop(self, unmount: bool = False) -> None:
         self.server.stop(grace=2).wait()

@@ -4,6 +4,12 @@ A FUSE mount whose process died stays in the mount table and answers every acces
 ENOTCONN ("Transport endpoint is not connected") until it is lazily unmounted. ``gns fuse``
 clears one before mounting again (:func:`clear_stale`); the CSI node's publisher does the
 same for the mounts it supervises. This is the one place that knows either.
+
+A FUSE mount whose process is alive but stopped (SIGSTOP, a deadlock) is worse: every
+access to it waits, ``stat`` and ``realpath`` of the mount point included. What a
+supervisor needs is therefore answered here without touching the mount: :func:`mounts_at`
+reads only the mount table, :func:`detach` unmounts lazily, :func:`abort` cuts a FUSE
+connection through the kernel's fusectl file system (so that whatever waits on it fails).
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from namespace.errors import Conflict, InvalidInput, NotFound, Unavailable
@@ -27,6 +34,65 @@ def _mounts() -> list[tuple[str, str]]:
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         return [(fields[2], _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4]))
                 for fields in (line.split() for line in f)]
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    """One line of the mount table."""
+
+    device: str
+    """``major:minor``; a FUSE mount's minor names its connection under fusectl."""
+    point: str
+    fstype: str
+    """``fuse.gns`` for gns fuse (``fuse.<subtype>``)."""
+
+
+def mount_table() -> list[MountEntry]:
+    """Every mount, in the kernel's order (read it once to look up many paths)."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        lines = [line.split() for line in f]
+    return [MountEntry(fields[2], _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4]),
+                       fields[fields.index("-") + 1] if "-" in fields else "")
+            for fields in lines]
+
+
+def mounts_at(path: str | Path, table: list[MountEntry] | None = None) -> list[MountEntry]:
+    """The mounts stacked at ``path``, the top one last, from the mount table alone (or
+    ``table``, read earlier): the mount point is never resolved (its realpath asks the
+    mount, which may not answer)."""
+    path = Path(path)
+    real = os.path.join(os.path.realpath(path.parent), path.name)
+    return [e for e in (mount_table() if table is None else table)
+            if e.point in (real, str(path))]
+
+
+def fuse_connection(device: str) -> Path | None:
+    """The fusectl directory of the FUSE connection behind ``device``, if fusectl is
+    mounted (it usually is, by systemd; nothing here mounts it)."""
+    major, _, minor = device.partition(":")
+    conn = Path("/sys/fs/fuse/connections") / minor
+    return conn if major == "0" and (conn / "abort").exists() else None
+
+
+def abort(device: str) -> bool:
+    """Cut the FUSE connection behind ``device``: every request waiting on it, and every
+    later one, fails at once (ENOTCONN) whatever its process does. False when fusectl is
+    not mounted (killing the process cuts it too)."""
+    conn = fuse_connection(device)
+    if conn is None:
+        return False
+    try:
+        (conn / "abort").write_text("1")
+    except OSError:
+        return False
+    return True
+
+
+def detach(path: str | Path) -> None:
+    """Lazily unmount the top mount at ``path`` (``fusermount3 -uz``): it disappears from
+    the path at once, without waiting on its process; quiet when nothing is mounted."""
+    if mounts_at(path):
+        subprocess.run([fusermount(), "-uz", str(path)], capture_output=True, timeout=10)
 
 
 def mount_points() -> set[str]:

@@ -225,6 +225,52 @@ def test_example_continuous_storage_class_provisions(fed: Federation, driver: Cs
     assert fed.gns("volume", "show", name).returncode == 3
 
 
+def test_repeat_with_a_mirror_policy_the_volume_lacks_changes_nothing(
+        fed: Federation, driver: CsiProcess) -> None:
+    """CSI: a repeated CreateVolume whose parameters differ from the volume's is
+    ALREADY_EXISTS and changes nothing, also when the first made no mirror policy."""
+    name = "pvc-no-policy"
+    params = {**PVC, "csi.storage.k8s.io/pvc/name": "nopolicy"}
+    vid = create(driver, name, **params).volume.volume_id
+    try:
+        code, msg = _code(lambda: create(driver, name, **params, mirrorTargets="onprem-b"))
+        assert code == grpc.StatusCode.ALREADY_EXISTS and "mirror policy" in msg, msg
+        assert all(p["name"] != name for p in _js(fed, "mirror", "list"))
+        assert create(driver, name, **params).volume.volume_id == vid  # still idempotent
+    finally:
+        driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
+    assert fed.gns("volume", "show", name).returncode == 3
+
+
+def test_concurrent_creates_of_one_name_leave_one_volume_and_one_mount(
+        fed: Federation, driver: CsiProcess) -> None:
+    """The same request name with different claims (so different mount paths), at once:
+    one is made, the others are ALREADY_EXISTS naming where the volume is, and leave no
+    mount of their own behind (which would keep DeleteVolume failing for good)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = "pvc-race"
+
+    def attempt(i: int) -> tuple[str, str]:
+        try:
+            resp = create(driver, name, **{**PVC, "csi.storage.k8s.io/pvc/name": f"race{i}"})
+        except grpc.RpcError as exc:
+            return exc.code().name, exc.details() or ""
+        return "OK", resp.volume.volume_id
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(attempt, range(4)))
+    made = [detail for code, detail in results if code == "OK"]
+    assert len(made) == 1, results
+    for code, detail in results:
+        if code != "OK":
+            assert code == "ALREADY_EXISTS" and made[0] in detail, results
+    assert [m["path"] for m in _js(fed, "mount", "list") if m["volume"] == name] == made
+    driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=made[0]))
+    assert fed.gns("volume", "show", name).returncode == 3
+    assert all(m["volume"] != name for m in _js(fed, "mount", "list"))
+
+
 def _create_sized(driver: CsiProcess, name: str, required: int, limit: int = 0
                   ) -> csi.CreateVolumeResponse:
     resp: csi.CreateVolumeResponse = driver.controller.CreateVolume(csi.CreateVolumeRequest(
@@ -296,7 +342,9 @@ def test_delete_leaves_volumes_it_did_not_make(fed: Federation, driver: CsiProce
 @pytest.mark.parametrize(("args", "exit_code", "named"), [
     (["--node-id", "Bad Node", "--cluster", "onprem-a"], 2, "--node-id"),
     (["--node-id", "node-1", "--cluster", "nosuch"], 3, "nosuch"),
-], ids=["bad-node-id", "unknown-cluster"])
+    # the last --endpoint wins: a socket directory that cannot be made
+    (["--node-id", "node-1", "--endpoint", "unix:///proc/nope/csi.sock"], 2, "--endpoint"),
+], ids=["bad-node-id", "unknown-cluster", "endpoint-cannot-be-made"])
 def test_csi_refuses_bad_flags_at_start(fed: Federation, tmp_path: Path, args: list[str],
                                         exit_code: int, named: str) -> None:
     sock = f"/tmp/gns-csi-bad-{os.getpid()}.sock"
@@ -407,6 +455,107 @@ def test_static_publish_of_a_path_owned_elsewhere_and_read_only(
     finally:
         for target in (rw, ro, ro_mode):
             _unpublish(driver, "/shared/b", target)
+
+
+def test_publish_refuses_bad_targets_and_volume_ids_with_the_specs_codes(
+        fed: Federation, driver: CsiProcess, tmp_path: Path, fuse_ok: None) -> None:
+    assert fed.gns("volume", "create", "codes", "--cluster", "onprem-a").returncode == 0
+    assert fed.gns("mount", "add", "/codes/v", "codes").returncode == 0
+    assert fed.gns("put", "-", "/codes/v/f.txt", input=b"a file\n").returncode == 0
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "mine.txt").write_text("the node's\n")
+    cases = [
+        ("/codes/v", a_file, grpc.StatusCode.FAILED_PRECONDITION, str(a_file)),
+        ("/codes/v", a_file / "sub", grpc.StatusCode.FAILED_PRECONDITION, str(a_file)),
+        ("/codes/v", full, grpc.StatusCode.FAILED_PRECONDITION, "not empty"),
+        ("/codes/v/no/such/dir", tmp_path / "t1", grpc.StatusCode.NOT_FOUND, "/codes/v/no"),
+        ("/codes/v/f.txt", tmp_path / "t2", grpc.StatusCode.INVALID_ARGUMENT, "file"),
+    ]
+    for vid, target, want, named in cases:
+        code, msg = _code(lambda: _publish(driver, vid, target))
+        assert code == want and named in msg, (vid, target, code, msg)
+        assert not os.path.ismount(target)
+    assert (full / "mine.txt").read_text() == "the node's\n"
+    assert not (tmp_path / "t1").exists()  # a refused publish leaves no directory behind
+
+
+@pytest.fixture(scope="module")
+def above(fed: Federation) -> str:
+    """A volume mounted at /above/x holding f.txt: nothing is mounted at /above itself."""
+    assert fed.gns("volume", "create", "above-x", "--cluster", "onprem-a").returncode == 0
+    assert fed.gns("mount", "add", "/above/x", "above-x").returncode == 0
+    assert fed.gns("put", "-", "/above/x/f.txt", input=b"x\n").returncode == 0
+    return "/above/x"
+
+
+def test_publish_normalizes_volume_ids(driver: CsiProcess, above: str, tmp_path: Path,
+                                       fuse_ok: None) -> None:
+    """``/above//x/`` and ``/above/x`` are one volume: publishing both at one target is
+    idempotent, not ALREADY_EXISTS, and either unpublishes it."""
+    target = tmp_path / "same"
+    _publish(driver, "/above//x/", target)
+    try:
+        _publish(driver, above, target)
+        assert (target / "f.txt").read_text() == "x\n"
+    finally:
+        _unpublish(driver, "/above/x/", target)
+    assert not os.path.ismount(target)
+
+
+def test_publish_of_a_directory_above_mounts(driver: CsiProcess, above: str, tmp_path: Path,
+                                             fuse_ok: None) -> None:
+    """SPEC §9: a volumeHandle is any global path, also one above the mounts (``/k8s``), as
+    ``gns fuse --root /k8s`` mounts it."""
+    target = tmp_path / "top"
+    _publish(driver, "/above", target)
+    try:
+        assert (target / "x" / "f.txt").read_text() == "x\n"
+    finally:
+        _unpublish(driver, "/above", target)
+    assert not os.path.ismount(target)
+
+
+@pytest.fixture(scope="module")
+def unpub(fed: Federation) -> str:
+    assert fed.gns("volume", "create", "unpub", "--cluster", "onprem-a").returncode == 0
+    assert fed.gns("mount", "add", "/unpub/v", "unpub").returncode == 0
+    assert fed.gns("put", "-", "/unpub/v/f.txt", input=b"still\n").returncode == 0
+    return "/unpub/v"
+
+
+def test_unpublish_leaves_a_mount_it_did_not_make(driver: CsiProcess, unpub: str,
+                                                  tmp_path: Path, fuse_ok: None) -> None:
+    """A tmpfs at the target: NodePublishVolume refuses it, and NodeUnpublishVolume answers
+    OK (nothing of this driver's is published there) without unmounting it."""
+    foreign = tmp_path / "tmpfs"
+    foreign.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(foreign)], check=True, timeout=10)
+    try:
+        code, _ = _code(lambda: _publish(driver, unpub, foreign))
+        assert code == grpc.StatusCode.ALREADY_EXISTS
+        for _ in range(2):
+            _unpublish(driver, unpub, foreign)
+        assert os.path.ismount(foreign)
+    finally:
+        subprocess.run(["umount", str(foreign)], timeout=10)
+
+
+def test_unpublish_of_another_volume_leaves_the_target(driver: CsiProcess, unpub: str,
+                                                       tmp_path: Path, fuse_ok: None) -> None:
+    """NodeUnpublishVolume naming another volume than the target publishes: OK, and the
+    publication stays (the pod using it keeps its files)."""
+    target = tmp_path / "ours"
+    _publish(driver, unpub, target)
+    try:
+        _unpublish(driver, "/other/volume", target)
+        assert (target / "f.txt").read_text() == "still\n"
+    finally:
+        for _ in range(2):  # idempotent
+            _unpublish(driver, unpub, target)
+    assert not os.path.ismount(target)
 
 
 def test_killed_fuse_process_is_reattached(fed: Federation, driver: CsiProcess,
