@@ -168,7 +168,7 @@ async def create_token(etcd: Etcd, site: str, hub: str, ttl: float, ca_sha256: s
     check_name("site", site)
     check_name("hub cluster", hub)
     if not 0 < ttl <= MAX_TOKEN_TTL:
-        raise InvalidInput(f"invalid --ttl {ttl:g}s: more than 0 and at most 30 days")
+        raise InvalidInput(f"invalid --ttl {ttl:g}s: more than 0 and at most 720h (30 days)")
     tx = etcd.tx
     for _ in range(3):
         # A fresh id each try: the cluster record may move under us (a joined site

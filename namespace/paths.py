@@ -57,13 +57,25 @@ def _rewrite(path: str) -> str:
     return "/" + "/".join(parts)
 
 
+def _shown_bytes(path: str) -> str:
+    """``path`` quoted for a message with its bytes that are not UTF-8 as ``\\xff``, as the
+    user typed them: Python decodes such bytes (argv, file names) to surrogates, which
+    repr() would show as ``\\udcff``."""
+    quoted = path.replace("\\", "\\\\").replace("'", "\\'")
+    try:
+        raw = quoted.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no byte decodes to (from a str, not from bytes)
+        raw = quoted.encode("utf-8", "surrogatepass")
+    return "'" + raw.decode("utf-8", "backslashreplace") + "'"
+
+
 def _check_lengths(normal: str) -> None:
     if len(normal) > MAX_PATH_BYTES // 4 or not normal.isascii():
         encoded = normal.encode("utf-8", "surrogatepass")
         try:
             normal.encode("utf-8")
         except UnicodeEncodeError:
-            raise InvalidInput(f"path {normal!r} is not valid UTF-8") from None
+            raise InvalidInput(f"path {_shown_bytes(normal)} is not valid UTF-8") from None
         if len(encoded) > MAX_PATH_BYTES:
             raise InvalidInput(f"path is {len(encoded)} bytes; the limit is {MAX_PATH_BYTES}")
         components = normal.split("/")

@@ -8,13 +8,25 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from federation.cli.output import DURATION, Env, common, emit_json, progress_bar, show
+from federation.cli.output import (
+    DURATION,
+    Env,
+    check_staleness_applies,
+    common,
+    emit_json,
+    progress_bar,
+    show,
+    to_plain,
+    utc_time,
+)
 from namespace.paths import normalize
 
 if TYPE_CHECKING:
     from federation.client import Client
 
 CONSISTENCY = click.Choice(["owner", "any"])
+EPOCH = click.IntRange(1, 2**64 - 1)
+"""A volume's epoch travels as a uint64: a larger one is refused here, as a usage error."""
 
 
 def register(cli: click.Group) -> None:
@@ -39,13 +51,14 @@ def routing(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _client(env: Env, via: str | None, consistency: str = "owner", max_staleness: float = 60.0) -> Client:
+    check_staleness_applies(consistency)
     return env.client(via=via, consistency=consistency, max_staleness=max_staleness, watch=False)
 
 
 @click.command()
 @click.argument("src", metavar="SRC")
 @click.argument("path")
-@click.option("--epoch", type=click.IntRange(min=1), default=None,
+@click.option("--epoch", type=EPOCH, default=None,
               help="Refuse the write unless the volume is still at this epoch.")
 @via
 @common
@@ -127,13 +140,16 @@ def ls(env: Env, path: str, via: str | None, consistency: str, max_staleness: fl
 def stat(env: Env, path: str, via: str | None, consistency: str, max_staleness: float) -> None:
     """Size, mtime, sha256 and version of global PATH."""
     with _client(env, via, consistency, max_staleness) as c:
-        show(env, c.stat(path))
+        info = to_plain(c.stat(path))
+    if not env.as_json:  # people read a time; JSON keeps the number (SPEC 4)
+        info["mtime"] = utc_time(info["mtime"])
+    show(env, info)
 
 
 @click.command()
 @click.argument("path")
 @click.option("-r", "--recursive", is_flag=True, help="Remove a directory and everything below.")
-@click.option("--epoch", type=click.IntRange(min=1), default=None,
+@click.option("--epoch", type=EPOCH, default=None,
               help="Refuse unless the volume is still at this epoch.")
 @via
 @common

@@ -6,9 +6,12 @@ import sys
 
 import click
 
-from federation.cli.output import DURATION, Env, common, emit_json, table
+from federation.cli.output import DURATION, BoundedDuration, Env, common, emit_json, table
 
 SITE_COLS = ["site", "hub", "state", "connected_since", "backlog"]
+TOKEN_TTL = BoundedDuration(30 * 86400.0, "720h (30 days)")
+"""A join token lives at most 30 days (``namespace.edge.MAX_TOKEN_TTL``, not imported here:
+it would load the etcd client for every edge command's start)."""
 
 
 def register(cli: click.Group) -> None:
@@ -27,7 +30,8 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--site", required=True, metavar="NAME", help="The site the token is for (DNS-1123 label).")
-@click.option("--ttl", type=DURATION, default="1h", show_default=True, help="How long the token stays valid.")
+@click.option("--ttl", type=TOKEN_TTL, default="1h", show_default=True, metavar="DURATION",
+              help="How long the token stays valid (at most 720h).")
 @click.option("--hub", metavar="CLUSTER", help="The hub cluster (default: the leader, else the first Ready).")
 @common
 def token_create(env: Env, site: str, ttl: float, hub: str | None) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from federation.cli.output import DURATION, Env, common
+from federation.cli.output import DURATION, Env, check_staleness_applies, common
 from federation.fuse.cache import DEFAULT_MAX_ENTRIES
 
 CONSISTENCY = click.Choice(["owner", "any"])
@@ -49,6 +49,7 @@ def fuse(env: Env, mountpoint: Path, root: str, read_only: bool, via: str | None
     from namespace.errors import InvalidInput
     from namespace.paths import check_name, normalize
 
+    check_staleness_applies(consistency)
     root = normalize(root)
     if via is not None:
         check_name("cluster", via)

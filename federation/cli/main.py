@@ -6,12 +6,23 @@ import os
 # gRPC's C core logs handshake failures to stderr; the CLI reports errors in one line itself.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
+import contextlib
 import importlib
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import click
+
+from federation.cli.stdio import (
+    StdinClosed,
+    StdoutClosed,
+    plug_closed_descriptors,
+    standard_streams,
+)
 
 EXIT_USAGE = 2
 
@@ -86,11 +97,50 @@ def cli(ctx: click.Context, etcd: str | None, as_json: bool, tls_dir: str | None
                "controller": controller, "identity": identity}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so that the same clean-ups run
+    (a download's partial file is removed, an upload cancelled) instead of the process
+    dying in the middle of them; gns then exits 143 (128 + SIGTERM)."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` while a command runs. A parent that set it to be
+    ignored is obeyed; commands that stop on SIGTERM in their own way (``up``,
+    ``controller``, ``fuse``, ``csi``) install their handlers over this one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (and gets signals)
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _aborted(exc: BaseException) -> int:
+    """Ctrl-C (130) or SIGTERM (143): click turns both into ``Abort``, the interrupt its
+    cause; one raised outside click's main arrives as it is."""
+    if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated):
+        return _fail("aborted (SIGTERM)", 128 + signal.SIGTERM)
+    return _fail("aborted", 130)
+
+
 def _fail(message: str, code: int) -> int:
     # One line, always: collapse whatever the error carried.
     line = " ".join(str(message).split())
-    sys.stderr.write(f"gns: error: {line}\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(f"gns: error: {line}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr is closed or read-only (`2>&-`): the exit code still tells
     return code
 
 
@@ -100,6 +150,11 @@ def run(argv: list[str] | None = None) -> int:
         level=os.environ.get("GNS_LOG_LEVEL", "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    with standard_streams(), _sigterm_interrupts():
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         result: Any = cli.main(args=argv, prog_name="gns", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
@@ -111,10 +166,15 @@ def run(argv: list[str] | None = None) -> int:
         return _fail(f"{exc.format_message()}{hint}", EXIT_USAGE)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
-    except click.Abort:
-        return _fail("aborted", 130)
+    except (click.Abort, Terminated) as exc:
+        return _aborted(exc)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except StdinClosed as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except StdoutClosed as exc:
+        # as coreutils say it (`ls >&-`: "write error: Bad file descriptor", exit 1)
+        return _fail(f"write error: {exc.strerror} (stdout is closed)", 1)
     except BrokenPipeError:
         # `gns cat big | head`: the reader left; not an error worth a traceback.
         try:
@@ -156,6 +216,7 @@ def main() -> None:
     call inside their own process."""
     from federation.malloc_tuning import tune_for_command
 
+    plug_closed_descriptors()
     tune_for_command(command_of(sys.argv[1:]))
     sys.exit(run())
 

@@ -44,6 +44,39 @@ DURATION = DurationParam()
 """Every CLI flag that takes a time uses this, so all of them read the same forms."""
 
 
+class BoundedDuration(DurationParam):
+    """A duration more than 0 and at most ``most`` seconds, which the error names as
+    ``shown`` (durations have no unit of days: "720h (30 days)", not "30 days")."""
+
+    def __init__(self, most: float, shown: str) -> None:
+        self.most, self.shown = most, shown
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        seconds = super().convert(value, param, ctx)
+        if not 0 < seconds <= self.most:
+            self.fail(f"must be more than 0 and at most {self.shown}, not {value!r}", param, ctx)
+        return seconds
+
+
+def check_staleness_applies(consistency: str) -> None:
+    """Refuse ``--max-staleness`` given without ``--consistency any``: it bounds only the
+    lag of a replica that answers, and none does otherwise (ignoring it hid the mistake)."""
+    ctx = click.get_current_context()
+    given = ctx.get_parameter_source("max_staleness") in (
+        click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    if given and consistency != "any":
+        raise click.UsageError("--max-staleness applies only with --consistency any", ctx)
+
+
+def utc_time(epoch: float) -> str:
+    """An epoch time for people as ISO 8601 UTC (0, no time at all, as nothing)."""
+    if not epoch:
+        return ""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 @dataclass
 class Env:
     etcd: str | None

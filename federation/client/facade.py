@@ -207,6 +207,8 @@ class Client(ControlCommands, Routing):
         (``mv(1)``) by asking :meth:`into_dir` first. Across volumes: Conflict (exit 4);
         callers copy and delete instead (FUSE: EXDEV)."""
         src, dst = normalize(src), normalize(dst)
+        if dst.startswith(src + "/"):
+            self._refuse_below(src, dst)
         if self.volume_of(src) != self.volume_of(dst):
             self.stat(src)  # a missing source is "not found" (exit 3), as within a volume
             raise Conflict(f"cannot move {src} to {dst}: they are on different volumes")
@@ -214,6 +216,18 @@ class Client(ControlCommands, Routing):
             lambda s, t: s.Rename(pb.RenameRequest(target=t, destination=dst), timeout=60), src
         )
         return int(reply.version)
+
+    def _refuse_below(self, src: str, dst: str) -> None:
+        """``dst`` is below ``src``, so the move fails; say why as mv(1) would. Below a file
+        nothing can be (ENOTDIR), and a missing source is "not found" (rename(2) looks at
+        the source first); what is left, a directory, the owner refuses to move into
+        itself (as it does for a caller that may not read ``src``)."""
+        try:
+            info = self.stat(src)
+        except PermissionDenied:
+            return
+        if not info.is_dir:
+            raise InvalidInput(f"{src!r} is a file: cannot move it to {dst!r}")
 
     def into_dir(self, path: str, name: str | None) -> str:
         """Where ``cp``, ``mv`` and ``hdfs dfs -put`` would write a source called ``name``
@@ -494,6 +508,9 @@ class Client(ControlCommands, Routing):
             dst = Path(dst)
             if dst.is_dir():
                 dst = dst / normalize(path).rsplit("/", 1)[-1]
+                if dst.is_dir():  # cp: "cannot overwrite directory with non-directory"
+                    raise InvalidInput(f"cannot overwrite local directory {str(dst)!r} "
+                                       f"with file {normalize(path)}")
             if dst.is_symlink():  # write where it points, as cp does; never replace the link
                 dst = Path(os.path.realpath(dst))
             if dst.exists() and not dst.is_file():

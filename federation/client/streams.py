@@ -163,18 +163,26 @@ class _DirectSink:
             self._write_stage()
 
     def close(self) -> None:
-        self._stage.close()
+        try:
+            self._stage.close()
+        except BufferError:
+            # A view of the stage is still alive in the frame of a write that an interrupt
+            # (Ctrl-C, SIGTERM) left: the mmap goes with that frame. Raising here would
+            # replace the interrupt, and the download's clean-up, with this error.
+            pass
 
     def _write_stage(self) -> None:
+        # Offsets into one view, each slice released by its ``with``: no view of the stage
+        # outlives this call, even when an interrupt ends it inside ``os.write``.
         with memoryview(self._stage) as stage:
-            rest = stage[: self._fill]
+            done = 0
             if self._direct and self._fill == _STAGE:
-                rest = rest[self._write_direct(rest):]
-            if rest and _O_DIRECT:
+                done = self._write_direct(stage)
+            if done < self._fill and _O_DIRECT:
                 _set_flag(self._fd, _O_DIRECT, False)
-            while rest:
-                rest = rest[os.write(self._fd, rest):]
-            rest.release()
+            while done < self._fill:
+                with stage[done : self._fill] as rest:
+                    done += os.write(self._fd, rest)
         self._fill = 0
 
     def _write_direct(self, data: memoryview) -> int:

@@ -39,6 +39,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Install on ``grpc.aio.server(interceptors=[...])``; servicers then only raise."""
 
     def __init__(self, metrics: ControllerMetrics | None = None, *, where: str = "this cluster") -> None:
+        _quiet_gone_readers()
         self.metrics = metrics
         self.where = where  # who serves: "cluster onprem-a", "site edge-1" (errors name it)
         # full method name -> (the inner handler, our wrapper of it)
@@ -132,6 +133,35 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             observe(perf_counter() - start)
 
         return count
+
+
+class _GoneReader(logging.Filter):
+    """Demotes what grpc.aio logs, as an ERROR with a traceback, when a reply of a ``Read``
+    cannot be sent because its client went away (``gns cat big | head``, a reader that
+    closes a file early): that is a normal end of a read, worth a DEBUG line.
+
+    grpc's own check for a client that left (``_handle_exceptions``: ExecuteBatchError with
+    ``client_closed``) loses a race with the send it makes, and the error is raised and
+    logged inside grpc, past the reach of the handler and of this interceptor."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not (message.startswith("ExecuteBatchError raised in core")
+                and message.endswith(".Federation/Read]")):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.msg, record.args = "Federation/Read: the client went away before its reply was sent", ()
+        record.exc_info, record.exc_text = None, None
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+_GRPC_CORE_LOG = logging.getLogger("grpc._cython.cygrpc")
+
+
+def _quiet_gone_readers() -> None:
+    """Install :class:`_GoneReader` on grpc's server logger, once per process."""
+    if not any(isinstance(f, _GoneReader) for f in _GRPC_CORE_LOG.filters):
+        _GRPC_CORE_LOG.addFilter(_GoneReader())
 
 
 def put_failure(exc: Exception, method: str, where: str = "this cluster") -> pb.PutOutcome:

@@ -23,9 +23,9 @@ def test_a_mount_point_is_not_removed_or_moved_as_a_directory(federation: Federa
                        ("/a/x", "beside"), ("/a/dir2/f", "in the same volume")):
         assert federation.gns("put", "-", path, input=data.encode()).returncode == 0
     at: tuple[str, ...] = ("--via", via) if via else ()
-    for args in (("rm", "-r", "/a/nested"), ("rm", "/a/nested"), ("rm", "/m2"), ("rm", "-r", "/a"),
-                 ("mv", "/a/n2", "/a/moved"), ("mv", "/m2", "/a/file3"), ("mv", "/a/x", "/m2")):
-        assert_error(federation.gns(*args, *at), 2, "mount point")
+    for cmd in (("rm", "-r", "/a/nested"), ("rm", "/a/nested"), ("rm", "/m2"), ("rm", "-r", "/a"),
+                ("mv", "/a/n2", "/a/moved"), ("mv", "/m2", "/a/file3"), ("mv", "/a/x", "/m2")):
+        assert_error(federation.gns(*cmd, *at), 2, "mount point")
     assert federation.gns("cat", "/a/nested/h.txt").stdout == "behind the mount"
     assert federation.gns("cat", "/b/sub/h.txt").stdout == "behind the mount"
     assert federation.gns("cat", "/m2").stdout == "a file mounted"
