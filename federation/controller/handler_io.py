@@ -25,6 +25,18 @@ class IOPool:
         return await asyncio.get_running_loop().run_in_executor(
             self.pool, functools.partial(fn, *args, **kw))
 
+    async def run_to_end(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """:meth:`run` for a clean-up that must happen (a temp file deleted, a blob's
+        descriptor closed). A cancelled caller (its client went away) drops a :meth:`run`
+        job still waiting in the queue, and on a busy controller it often is: this job
+        runs all the same, and the cancellation is passed on once it has."""
+        job = asyncio.wrap_future(self.pool.submit(functools.partial(fn, *args, **kw)))
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            await asyncio.wait([job])
+            raise
+
 
 async def read_header(stream: AsyncIterator[Any], what: str) -> tuple[Any, AsyncIterator[Any]]:
     """The ``header`` of a stream's first message, and the iterator over the rest."""

@@ -45,6 +45,7 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         self.volumes = volumes
         self.pool = pool
         self._io = IOPool(pool).run
+        self._io_to_end = IOPool(pool).run_to_end
         self._commit_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
 
@@ -93,7 +94,7 @@ class ReplicationService(pb_grpc.ReplicationServicer):
         finally:
             close = getattr(it, "close", None)
             if close:
-                await self._io(close)
+                await self._io_to_end(close)
 
     async def Has(self, request: pb.ReplicaHasRequest, context: grpc.aio.ServicerContext) -> pb.ReplicaHasReply:
         self.volumes.volume(request.volume)

@@ -93,6 +93,7 @@ class FederationService(pb_grpc.FederationServicer):
         self.peers = peers
         self.pool = pool
         self._io = IOPool(pool).run
+        self._io_to_end = IOPool(pool).run_to_end
         self.chunk_size = chunk_size
         # Writes wait for `mode: sync` mirror targets (None: no mirroring here).
         self.mirrors = mirrors
@@ -609,7 +610,7 @@ class FederationService(pb_grpc.FederationServicer):
                 counted = messages.sent
                 yield encoded
         finally:
-            await self._io(messages.close)
+            await self._io_to_end(messages.close)
 
     async def Write(self, request_iterator: AsyncIterator[pb.WriteChunk], context: grpc.aio.ServicerContext) -> pb.WriteReply:
         # Data messages arrive as raw bytes (write_relay.deserialize): relayed as they are.
@@ -648,7 +649,7 @@ class FederationService(pb_grpc.FederationServicer):
                     committed = True
                 finally:
                     if not committed:
-                        await self._io(writer.abort)
+                        await self._io_to_end(writer.abort)
         finally:
             self.volumes.end_write(r.volume)
         return await self._committed(r, meta)

@@ -125,10 +125,23 @@ async def store(
             in_flight = asyncio.ensure_future(run(_write_each, write, batch))
             await asyncio.shield(in_flight)
     finally:
-        if in_flight is not None and not in_flight.done():
-            await asyncio.wait([in_flight])  # never abort a writer a pool thread still writes
-        if in_flight is not None and not in_flight.cancelled():
-            in_flight.exception()  # retrieved: the error that matters is already raised
+        if in_flight is not None:
+            await _settled(in_flight)  # never abort a writer a pool thread still writes
+
+
+async def _settled(job: asyncio.Future[object]) -> None:
+    """Wait until ``job`` is done, even through a cancellation of this task (the call's
+    client went away, often while this very wait runs), which is passed on after."""
+    cancelled = False
+    while not job.done():
+        try:
+            await asyncio.wait([job])
+        except asyncio.CancelledError:
+            cancelled = True
+    if not job.cancelled():
+        job.exception()  # retrieved: the error that matters is already raised
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 DRAIN_BYTES = 256 << 20

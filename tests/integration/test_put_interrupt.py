@@ -127,5 +127,10 @@ def test_a_put_whose_client_went_away_leaves_no_temp_file(fed: Federation, sig: 
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        wait_for(lambda: _parts(fed) == ([], []), 15, "the owner to drop the upload's temp file")
+        left: list[tuple[list[Path], list[str]]] = []
+        try:
+            wait_for(lambda: left.append(_parts(fed)) or left[-1] == ([], []), 15,
+                     "the owner to drop the upload's temp file")
+        except AssertionError:
+            raise AssertionError(f"left behind (files, held open): {left[-1]}") from None
         assert_error(fed.gns("stat", path), 3)
