@@ -129,7 +129,7 @@ async def store(
             await _settled(in_flight)  # never abort a writer a pool thread still writes
 
 
-async def _settled(job: asyncio.Future[object]) -> None:
+async def _settled(job: asyncio.Future[Any]) -> None:
     """Wait until ``job`` is done, even through a cancellation of this task (the call's
     client went away, often while this very wait runs), which is passed on after."""
     cancelled = False

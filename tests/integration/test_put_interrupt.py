@@ -128,9 +128,13 @@ def test_a_put_whose_client_went_away_leaves_no_temp_file(fed: Federation, sig: 
                 proc.kill()
                 proc.wait()
         left: list[tuple[list[Path], list[str]]] = []
+
+        def dropped() -> bool:
+            left.append(_parts(fed))
+            return left[-1] == ([], [])
+
         try:
-            wait_for(lambda: left.append(_parts(fed)) or left[-1] == ([], []), 15,
-                     "the owner to drop the upload's temp file")
+            wait_for(dropped, 15, "the owner to drop the upload's temp file")
         except AssertionError:
             raise AssertionError(f"left behind (files, held open): {left[-1]}") from None
         assert_error(fed.gns("stat", path), 3)
