@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cloud_adapters.uri import parse_uri
+from mirroring.policy import seconds_text
 from namespace.cache import NamespaceView
 from namespace.durations import parse_duration
 from namespace.errors import InvalidInput
@@ -155,15 +156,14 @@ def plan(name: str, parameters: dict[str, str], default_cluster: str | None) -> 
         if mode != "interval":
             problems.append("parameters.mirrorInterval is only meaningful with mirrorMode: interval")
         try:
-            interval = f"{parse_duration(interval, bare_seconds=True):g}s"
+            interval = seconds_text(parse_duration(interval, bare_seconds=True))
         except ValueError as exc:
             problems.append(f"parameters.mirrorInterval: {exc}")
     if mode is not None and mode not in MODES:
         problems.append(f"parameters.mirrorMode {mode!r}: one of {', '.join(MODES)}")
     if after is not None:
         try:
-            seconds = parse_duration(after, bare_seconds=True)
-            after = f"{seconds:g}s"
+            after = seconds_text(parse_duration(after, bare_seconds=True))
         except ValueError as exc:
             problems.append(f"parameters.failoverAfter: {exc}")
     if not mirror_targets and (mode or after):

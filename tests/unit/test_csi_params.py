@@ -48,6 +48,16 @@ def test_policy_from_parameters_numbers_accepted() -> None:
     assert targets("") == []
 
 
+def test_large_and_fractional_numbers_keep_a_duration_the_policy_takes() -> None:
+    """``f"{seconds:g}s"`` wrote a million seconds as ``1e+06s``, which the policy then refused
+    as an invalid duration (the parameter was fine)."""
+    p = plan("pvc-1", {**PVC, "mirrorTargets": "onprem-b", "mirrorMode": "interval",
+                       "mirrorInterval": "1000000", "failoverAfter": "0.5"}, "onprem-a")
+    assert p.policy is not None
+    assert p.policy["spec"]["interval"] == "1000000s"
+    assert p.policy["spec"]["failover"]["after"] == "0.5s"
+
+
 def test_every_problem_at_once() -> None:
     with pytest.raises(InvalidInput) as info:
         plan("", {"cluster": "Bad_Name", "mountPrefix": "rel", "mirrorMode": "often",
