@@ -51,17 +51,23 @@ def boot_id() -> str:
         return ""
 
 
-def stamp_of(pid: int) -> ProcessStamp | None:
-    """The stamp of the process ``pid`` names now; None if there is none (or no /proc)."""
+def _stat_fields(pid: int) -> list[str]:
+    """Fields 3 on of ``/proc/<pid>/stat`` (state, ppid, ...); empty if there is no such
+    process (or no /proc)."""
     if pid <= 0:
-        return None
+        return []
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
-        return None
+        return []
     # comm (field 2) may hold spaces and parentheses: the fields after it follow the last ')'
-    rest = stat.rpartition(")")[2].split()
+    return stat.rpartition(")")[2].split()
+
+
+def stamp_of(pid: int) -> ProcessStamp | None:
+    """The stamp of the process ``pid`` names now; None if there is none (or no /proc)."""
+    rest = _stat_fields(pid)
     try:
         start = int(rest[19])  # field 22, starttime; rest[0] is field 3
     except (IndexError, ValueError):
@@ -78,11 +84,8 @@ def is_process(pid: int, stamp: ProcessStamp) -> bool:
 def is_stopped(pid: int) -> bool:
     """Whether process ``pid`` is stopped (SIGSTOP, or a tracer holding it): it does nothing
     until continued."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] in ("T", "t")
-    except (OSError, IndexError):
-        return False
+    rest = _stat_fields(pid)
+    return bool(rest) and rest[0] in ("T", "t")
 
 
 def cmdline(pid: int) -> list[str]:
