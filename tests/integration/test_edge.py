@@ -25,6 +25,7 @@ from tests.support.edge import (
     HB,
     edge_list,
     edge_site,
+    join,
     mirrored,
     put,
     read,
@@ -41,8 +42,7 @@ def test_join_ready_serve_both_ways(federation: Federation) -> None:
     hub = federation.add("onprem-a")
     e = edge_site(federation, "edge-1", [hub.endpoint])
     try:
-        e.start(token(federation, "edge-1"))
-        wait_cluster(federation, "edge-1", "Ready", timeout=20)
+        join(federation, e)
         shown = json.loads(federation.gns("cluster", "show", "edge-1", "--json").stdout)
         assert shown["provider"] == "edge" and shown["endpoint"] == hub.endpoint
         site = edge_list(federation)["edge-1"]
@@ -261,8 +261,7 @@ def test_full_disk_refuses_new_writes_keeps_old(federation: Federation, tmp_path
     if not mounted:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
-        e.start(token(federation, "edge-1"))
-        wait_cluster(federation, "edge-1", "Ready", timeout=20)
+        join(federation, e)
         assert federation.gns("volume", "create", "sensors", "--cluster", "edge-1").returncode == 0
         assert federation.gns("mount", "add", "/sensors", "sensors").returncode == 0
         s = stub(e)

@@ -20,7 +20,7 @@ from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.certs import init_certs, issue_user
 from tests.fixtures.federation import Federation, assert_error
 from tests.support import wait_for
-from tests.support.edge import edge_site, token, wait_cluster
+from tests.support.edge import edge_site, join
 
 
 def site_cli(federation: Federation, site: EdgeProcess, tls: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
@@ -43,8 +43,7 @@ def test_site_listen_is_mutual_tls_and_forwards_the_callers_identity(federation:
     assert federation.gns("put", "-", "/core/x", input=b"core data").returncode == 0
     e = edge_site(federation, "edge-t", [hub.endpoint])
     try:
-        e.start(token(federation, "edge-t"))
-        wait_cluster(federation, "edge-t", "Ready", timeout=30)
+        join(federation, e, timeout=30)
 
         # No certificate: refused at the handshake, nothing written.
         with grpc.insecure_channel(e.listen) as ch:
@@ -109,8 +108,7 @@ def test_site_decides_for_its_own_paths_on_the_grants_its_hub_sent(federation: F
     hub = federation.add("onprem-a")
     e = edge_site(federation, "edge-t", [hub.endpoint])
     try:
-        e.start(token(federation, "edge-t"))
-        wait_cluster(federation, "edge-t", "Ready", timeout=30)
+        join(federation, e, timeout=30)
         assert federation.gns("volume", "create", "sitevol", "--cluster", "edge-t").returncode == 0
         assert federation.gns("mount", "add", "/site", "sitevol").returncode == 0
 
@@ -172,8 +170,7 @@ def test_grant_and_namespace_changes_reach_a_site_before_its_next_heartbeat(
     hub = federation.add("onprem-a")
     e = edge_site(federation, "edge-t", [hub.endpoint], heartbeat=heartbeat)
     try:
-        e.start(token(federation, "edge-t"))
-        wait_cluster(federation, "edge-t", "Ready", timeout=30)
+        join(federation, e, timeout=30)
         linked = time.monotonic()
 
         at_site = site_cli(federation, e, tls)

@@ -7,19 +7,17 @@ from __future__ import annotations
 
 from tests.fixtures.federation import Federation
 from tests.support import wait_for
-from tests.support.edge import edge_site, put, read, stub, token, try_rpc, wait_cluster
+from tests.support.edge import edge_site, join, put, read, stub, try_rpc
+from tests.support.mirrors import make_volume
 
 
 def test_a_core_mount_inside_a_sites_mount_is_the_core_volumes_at_the_site(federation: Federation) -> None:
     hub = federation.add("onprem-a")
     e = edge_site(federation, "edge-n", [hub.endpoint])
     try:
-        e.start(token(federation, "edge-n"))
-        wait_cluster(federation, "edge-n", "Ready", timeout=20)
-        for args in (("volume", "create", "sitevol", "--cluster", "edge-n"), ("mount", "add", "/site", "sitevol"),
-                     ("volume", "create", "archive", "--cluster", "onprem-a"),
-                     ("mount", "add", "/site/archive", "archive")):
-            assert federation.gns(*args).returncode == 0, args
+        join(federation, e)
+        make_volume(federation, "sitevol", "edge-n", at="/site")
+        make_volume(federation, "archive", "onprem-a", at="/site/archive")
         s = stub(e)
         wait_for(lambda: try_rpc(lambda: put(s, "/site/own.txt", b"the site's")), 15, "a write at the site")
 

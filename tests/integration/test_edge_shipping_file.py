@@ -10,7 +10,8 @@ from cloud_adapters.registry import open_store
 from mirroring.targets import ObjectStoreTarget
 from tests.fixtures.federation import Federation
 from tests.support import wait_for
-from tests.support.edge import edge_site, put, stub, token, try_rpc, wait_cluster
+from tests.support.edge import edge_site, join, put, stub, try_rpc
+from tests.support.mirrors import apply_policy, make_volume
 
 POLICY = """
 apiVersion: gns.io/v1alpha1
@@ -38,13 +39,9 @@ def test_site_ships_to_a_file_target_through_its_hub(federation: Federation, tmp
     uri = f"file://{tmp_path}/nfs/sensors"
     e = edge_site(federation, "edge-f", [hub.endpoint])
     try:
-        e.start(token(federation, "edge-f"))
-        wait_cluster(federation, "edge-f", "Ready", timeout=20)
-        assert federation.gns("volume", "create", "sensors", "--cluster", "edge-f").returncode == 0
-        assert federation.gns("mount", "add", "/sensors", "sensors").returncode == 0
-        (tmp_path / "p.yaml").write_text(POLICY.format(uri=uri))
-        out = federation.gns("mirror", "apply", "-f", str(tmp_path / "p.yaml"))
-        assert out.returncode == 0, out.stderr
+        join(federation, e)
+        make_volume(federation, "sensors", "edge-f")
+        apply_policy(federation, tmp_path, POLICY.format(uri=uri))
         s = stub(e)
         expected: dict[str, str] = {}
         for i, size in enumerate((10, 100_000, 3 << 20)):

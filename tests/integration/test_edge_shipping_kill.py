@@ -25,11 +25,10 @@ from tests.fixtures.federation import Federation
 from tests.support import wait_for
 from tests.support.edge import (
     POLICY,
+    join,
     put,
     stub,
-    token,
     try_rpc,
-    wait_cluster,
 )
 
 SIZE = 192 << 10
@@ -80,8 +79,7 @@ def test_drain_survives_kill9_of_hub_and_edge(federation: Federation, tmp_path: 
                     listen=f"127.0.0.1:{free_port()}", heartbeat="1s")
     written: list[tuple[str, str]] = []
     try:
-        e.start(token(federation, "edge-1"))
-        wait_cluster(federation, "edge-1", "Ready", timeout=60)  # process start-up on a loaded box
+        join(federation, e, timeout=60)  # process start-up on a loaded box
         assert federation.gns("volume", "create", "sensors", "--cluster", "edge-1").returncode == 0
         assert federation.gns("mount", "add", "/sensors", "sensors").returncode == 0
         policy = federation.root / "p.yaml"

@@ -28,10 +28,9 @@ from mirroring.targets import ObjectStoreTarget
 from tests.fixtures.federation import Federation
 from tests.support import wait_for
 from tests.support.edge import (
+    join,
     stub,
-    token,
     try_rpc,
-    wait_cluster,
 )
 
 POLICY = """
@@ -77,8 +76,7 @@ def test_site_ships_to_object_store_through_hub(federation: Federation, moto_s3:
     creds = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_PROFILE"}
     assert not creds & set(e.env())  # ... the site has none, nor the store's address
     try:
-        e.start(token(federation, "edge-1"))
-        wait_cluster(federation, "edge-1", "Ready", timeout=20)
+        join(federation, e)
         assert federation.gns("volume", "create", "sensors", "--cluster", "edge-1").returncode == 0
         assert federation.gns("mount", "add", "/sensors", "sensors").returncode == 0
         (tmp_path / "p.yaml").write_text(POLICY.format(uri=uri))

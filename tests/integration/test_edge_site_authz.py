@@ -26,7 +26,8 @@ from federation.certs import init_certs
 from federation.tls import channel_credentials, channel_options
 from tests.fixtures.federation import Federation
 from tests.support import wait_for
-from tests.support.edge import edge_site, token, wait_cluster
+from tests.support.edge import edge_site, join, wait_cluster
+from tests.support.mirrors import apply_policy, make_volume
 
 POLICY = """
 apiVersion: gns.io/v1alpha1
@@ -69,17 +70,13 @@ def test_a_sites_certificate_dialled_directly_is_checked_on_grants(federation: F
     federation.tls_dir = tls
     hub = federation.add("onprem-a")
     core = federation.add("onprem-b")
-    assert federation.gns("volume", "create", "core", "--cluster", "onprem-a").returncode == 0
-    assert federation.gns("mount", "add", "/core", "core").returncode == 0
+    make_volume(federation, "core", "onprem-a")
     assert federation.gns("put", "-", "/core/x", input=b"core data").returncode == 0
     e = edge_site(federation, "edge-t", [hub.endpoint])
     try:
-        e.start(token(federation, "edge-t"))
-        wait_cluster(federation, "edge-t", "Ready", timeout=30)
-        assert federation.gns("volume", "create", "sitevol", "--cluster", "edge-t").returncode == 0
-        assert federation.gns("mount", "add", "/site", "sitevol").returncode == 0
-        (tmp_path / "p.yaml").write_text(POLICY)
-        assert federation.gns("mirror", "apply", "-f", str(tmp_path / "p.yaml")).returncode == 0
+        join(federation, e, timeout=30)
+        make_volume(federation, "sitevol", "edge-t", at="/site")
+        apply_policy(federation, tmp_path, POLICY)
         stolen = e.data_dir / "tls"  # what a copy of the site's data dir holds
         assert {p.name for p in stolen.iterdir()} >= {"ca.crt", "edge-t.crt", "edge-t.key"}
 
@@ -170,12 +167,10 @@ def test_a_removed_sites_certificate_is_no_controllers(federation: Federation, t
     federation.tls_dir = tls
     hub = federation.add("onprem-a")
     core = federation.add("onprem-b")
-    assert federation.gns("volume", "create", "core", "--cluster", "onprem-b").returncode == 0
-    assert federation.gns("mount", "add", "/core", "core").returncode == 0
+    make_volume(federation, "core", "onprem-b")
     e = edge_site(federation, "edge-r", [hub.endpoint])
     try:
-        e.start(token(federation, "edge-r"))
-        wait_cluster(federation, "edge-r", "Ready", timeout=30)
+        join(federation, e, timeout=30)
     finally:
         print(e.tail())  # shown by pytest only if the test failed
         e.stop()

@@ -37,14 +37,15 @@ from tests.fixtures.federation import Controller, Federation, assert_error
 from tests.support import wait_for
 from tests.support.edge import (
     edge_site,
+    join,
     put,
     replica_files,
     start_mirrored_site,
     stub,
-    token,
     try_rpc,
     wait_cluster,
 )
+from tests.support.mirrors import apply_policy, make_volume
 
 QUICK = 20.0
 """Seconds any of these commands may take; before the fixes the mirror ones never ended."""
@@ -214,10 +215,8 @@ def test_a_tls_site_decides_on_resolve_and_mv_of_its_paths_while_its_hub_is_away
     hub = federation.add("onprem-a")
     e = edge_site(federation, "edge-t", [hub.endpoint])
     try:
-        e.start(token(federation, "edge-t"))
-        wait_cluster(federation, "edge-t", "Ready", timeout=30)
-        assert federation.gns("volume", "create", "sitevol", "--cluster", "edge-t").returncode == 0
-        assert federation.gns("mount", "add", "/site", "sitevol").returncode == 0
+        join(federation, e, timeout=30)
+        make_volume(federation, "sitevol", "edge-t", at="/site")
         assert federation.gns("acl", "grant", "/site", "user:carol", "read").returncode == 0
         assert federation.gns("acl", "grant", "/site", "group:field", "read,write").returncode == 0
 
@@ -254,12 +253,9 @@ def test_mirror_sync_and_verify_of_a_site_volume_to_an_object_store(
     uri = moto_s3.new_store_uri("edge-sync")
     e = edge_site(federation, "edge-s", [hub.endpoint])
     try:
-        e.start(token(federation, "edge-s"))
-        wait_cluster(federation, "edge-s", "Ready", timeout=30)
-        assert federation.gns("volume", "create", "logs", "--cluster", "edge-s").returncode == 0
-        assert federation.gns("mount", "add", "/logs", "logs").returncode == 0
-        (tmp_path / "logs.yaml").write_text(LOGS_POLICY.format(uri=uri))
-        assert federation.gns("mirror", "apply", "-f", str(tmp_path / "logs.yaml")).returncode == 0
+        join(federation, e, timeout=30)
+        make_volume(federation, "logs", "edge-s")
+        apply_policy(federation, tmp_path, LOGS_POLICY.format(uri=uri))
         s = stub(e)
         wait_for(lambda: try_rpc(lambda: put(s, "/logs/a", b"a" * 5000)), 15, "the volume at the site")
         put(s, "/logs/b", b"b")

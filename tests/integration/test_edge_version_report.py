@@ -8,7 +8,7 @@ import json
 
 from tests.fixtures.federation import Federation
 from tests.support import wait_for
-from tests.support.edge import edge_site, put, stub, token, try_rpc, wait_cluster
+from tests.support.edge import edge_site, join, put, stub, try_rpc
 
 
 def test_site_commit_reaches_volume_show_before_the_next_heartbeat(federation: Federation) -> None:
@@ -16,8 +16,7 @@ def test_site_commit_reaches_volume_show_before_the_next_heartbeat(federation: F
     e = edge_site(federation, "edge-v", [hub.endpoint])
     e.heartbeat = "6s"
     try:
-        e.start(token(federation, "edge-v"))
-        wait_cluster(federation, "edge-v", "Ready", timeout=30)
+        join(federation, e, timeout=30)
         assert federation.gns("volume", "create", "ev", "--cluster", "edge-v").returncode == 0
         assert federation.gns("mount", "add", "/ev", "ev").returncode == 0
         s = stub(e)

@@ -8,15 +8,14 @@ import random
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from tests.fixtures.federation import Federation
 from tests.support import wait_for
-from tests.support.edge import edge_site, put, read, stub, token, try_rpc, wait_cluster
+from tests.support.edge import edge_site, join, put, read, stub, try_rpc
 
 
 def test_put_through_the_edge_link_both_ways(federation: Federation) -> None:
     hub = federation.add("onprem-a")
     e = edge_site(federation, "edge-1", [hub.endpoint])
     try:
-        e.start(token(federation, "edge-1"))
-        wait_cluster(federation, "edge-1", "Ready", timeout=20)
+        join(federation, e)
         for vol, owner in (("sensors", "edge-1"), ("core", "onprem-a")):
             assert federation.gns("volume", "create", vol, "--cluster", owner).returncode == 0
             assert federation.gns("mount", "add", f"/{vol}", vol).returncode == 0

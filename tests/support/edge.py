@@ -16,6 +16,7 @@ from federation.api._gen.gns.federation.v1 import federation_pb2_grpc as pb_grpc
 from federation.local.ports import free_port
 from federation.local.tcpproxy import TcpProxy
 from tests.fixtures.federation import Controller, Federation
+from tests.support.mirrors import apply_policy, make_volume
 from tests.support.waiting import wait_for
 
 T = TypeVar("T")
@@ -42,6 +43,12 @@ def token(fed: Federation, site: str, *extra: str) -> str:
     doc = json.loads(out.stdout)
     assert set(doc) >= {"token", "site", "hub", "expires_at"} and doc["site"] == site
     return str(doc["token"])
+
+
+def join(fed: Federation, e: EdgeProcess, timeout: float = 20.0) -> None:
+    """Start site ``e`` with a fresh token and wait until the registry shows it Ready."""
+    e.start(token(fed, e.site))
+    wait_cluster(fed, e.site, "Ready", timeout=timeout)
 
 
 def edge_site(fed: Federation, site: str, hubs: list[str], heartbeat: float = HB) -> EdgeProcess:
@@ -104,12 +111,9 @@ def start_mirrored_site(fed: Federation, tmp_path: Path, policy: str = POLICY, h
     proxy = TcpProxy(hub.endpoint).start()
     e = edge_site(fed, "edge-1", [proxy.endpoint], heartbeat)
     try:
-        e.start(token(fed, "edge-1"))
-        wait_cluster(fed, "edge-1", "Ready", timeout=20)
-        assert fed.gns("volume", "create", "sensors", "--cluster", "edge-1").returncode == 0
-        assert fed.gns("mount", "add", "/sensors", "sensors").returncode == 0
-        (tmp_path / "p.yaml").write_text(policy)
-        assert fed.gns("mirror", "apply", "-f", str(tmp_path / "p.yaml")).returncode == 0
+        join(fed, e)
+        make_volume(fed, "sensors", "edge-1")
+        apply_policy(fed, tmp_path, policy)
     except BaseException:
         e.stop()
         proxy.stop()

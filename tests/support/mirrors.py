@@ -85,6 +85,7 @@ def apply_policy(fed: Federation, tmp: Path, text: str) -> None:
     ok(fed.gns("mirror", "apply", "-f", str(path)))
 
 
-def make_volume(fed: Federation, name: str, owner: str) -> None:
+def make_volume(fed: Federation, name: str, owner: str, at: str | None = None) -> None:
+    """Volume ``name`` owned by ``owner``, mounted at ``at`` (default ``/<name>``)."""
     ok(fed.gns("volume", "create", name, "--cluster", owner))
-    ok(fed.gns("mount", "add", f"/{name}", name))
+    ok(fed.gns("mount", "add", at or f"/{name}", name))
