@@ -31,11 +31,24 @@ class IOPool:
         job still waiting in the queue, and on a busy controller it often is: this job
         runs all the same, and the cancellation is passed on once it has."""
         job = asyncio.wrap_future(self.pool.submit(functools.partial(fn, *args, **kw)))
+        await settled(job)
+        return job.result()
+
+
+async def settled(job: asyncio.Future[Any]) -> None:
+    """Wait until ``job`` is done, even through cancellations of this task (a call's client
+    went away, often while this very wait runs), the last passed on after; ``job``'s own
+    error is left to whoever reads its result."""
+    cancelled = False
+    while not job.done():
         try:
-            return await asyncio.shield(job)
-        except asyncio.CancelledError:
             await asyncio.wait([job])
-            raise
+        except asyncio.CancelledError:
+            cancelled = True
+    if not job.cancelled():
+        job.exception()  # retrieved: an unread error is not logged at exit
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def read_header(stream: AsyncIterator[Any], what: str) -> tuple[Any, AsyncIterator[Any]]:

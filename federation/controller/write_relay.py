@@ -17,6 +17,7 @@ from typing import Any
 
 from federation.api._gen.gns.federation.v1 import federation_pb2 as pb
 from federation.api.wire import DATA_TAG, payload_at
+from federation.controller.handler_io import settled
 from namespace.errors import InvalidInput, Unavailable
 
 WRITE_METHOD = "/gns.federation.v1.Federation/Write"
@@ -126,22 +127,7 @@ async def store(
             await asyncio.shield(in_flight)
     finally:
         if in_flight is not None:
-            await _settled(in_flight)  # never abort a writer a pool thread still writes
-
-
-async def _settled(job: asyncio.Future[Any]) -> None:
-    """Wait until ``job`` is done, even through a cancellation of this task (the call's
-    client went away, often while this very wait runs), which is passed on after."""
-    cancelled = False
-    while not job.done():
-        try:
-            await asyncio.wait([job])
-        except asyncio.CancelledError:
-            cancelled = True
-    if not job.cancelled():
-        job.exception()  # retrieved: the error that matters is already raised
-    if cancelled:
-        raise asyncio.CancelledError
+            await settled(in_flight)  # never abort a writer a pool thread still writes
 
 
 DRAIN_BYTES = 256 << 20

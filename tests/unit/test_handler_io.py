@@ -10,8 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from federation.controller import write_relay
-from federation.controller.handler_io import IOPool
+from federation.controller.handler_io import IOPool, settled
 
 
 @pytest.mark.parametrize("to_end", [False, True])
@@ -59,7 +58,7 @@ def test_a_write_in_flight_is_waited_for_through_a_cancellation() -> None:
     async def main() -> None:
         job = asyncio.ensure_future(IOPool(pool).run(write))
         await asyncio.to_thread(started.wait, 10)
-        waiter = asyncio.ensure_future(write_relay._settled(job))
+        waiter = asyncio.ensure_future(settled(job))
         await asyncio.sleep(0)  # waiting
         waiter.cancel()
         for _ in range(3):
