@@ -1,8 +1,9 @@
-"""Two small pieces every gRPC handler of the controller shares.
+"""Small pieces every gRPC handler of the controller shares.
 
 :class:`IOPool` runs blocking disk and SDK work on the controller's one bounded thread pool
-(the event loop itself never blocks); :func:`read_header` takes the header message that
-opens every client stream (writes, blobs, replica commits).
+(the event loop itself never blocks); :func:`settled` waits for such work to end even when
+the handler is cancelled meanwhile (a clean-up must not run under it); :func:`read_header`
+takes the header message that opens every client stream (writes, blobs, replica commits).
 """
 from __future__ import annotations
 
