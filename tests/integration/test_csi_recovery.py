@@ -149,6 +149,8 @@ def test_reattach_mounts_over_files_written_while_the_mount_was_down(
             os.kill(driver.proc.pid, signal.SIGCONT)
         _wait("re-attached over the non-empty target", lambda: _readable(target), 10)
         assert not (target / "app.log").exists()  # hidden under the mount
+        # The mount answers a moment before the driver, back from waiting for it, logs it.
+        _wait("the log to say the file is hidden", lambda: "hidden" in driver.log.read_text(), 10)
         log = driver.log.read_text()
         assert "hidden" in log and "app.log" in log and str(target) in log
     finally:
