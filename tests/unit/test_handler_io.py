@@ -29,9 +29,14 @@ def test_a_clean_up_runs_though_its_caller_is_cancelled_while_it_waits_in_the_qu
         task = asyncio.ensure_future((io.run_to_end if to_end else io.run)(ran.set))
         await asyncio.sleep(0)  # the task submits its job, which queues behind the blocker
         task.cancel()
-        release.set()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        if to_end:  # waits for its job, so the blocker must end first
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:  # the cancellation lands while the job still queues: released only after
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            release.set()
         await blocked
         await io.run(lambda: None)  # whatever was queued has run by now
         # run drops the queued job with its cancelled future; run_to_end runs it
