@@ -11,6 +11,8 @@ and empty directories exist (``mkdir``).
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -114,20 +116,27 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no 
 
     # -- writes --------------------------------------------------------------------------
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
-        path = self._strip_protocol(path)
-        with _builtin_errors(path):
-            self.client.put(value, path, if_absent=mode == "create")
+        self._put(value, self._strip_protocol(path), if_absent=mode == "create")
+
+    def _put(self, src: Any, path: str, if_absent: bool = False) -> None:
+        """Every write's one put, its errors as builtins; a put refused below a file is
+        ``NotADirectoryError``, as ``open`` says it (the file is looked for only then)."""
+        try:
+            with _builtin_errors(path):
+                self.client.put(src, path, if_absent=if_absent)
+        except InvalidInput as exc:
+            above = self._file_above(path)
+            if above is None:
+                raise
+            raise NotADirectoryError(errno.ENOTDIR, str(exc), above) from exc
 
     def put_file(self, lpath: str, rpath: str, callback: Any = None, mode: str = "overwrite",
                  **kwargs: Any) -> None:
-        import os
-
         rpath = self._strip_protocol(rpath)
         if os.path.isdir(lpath):
             self.makedirs(rpath, exist_ok=True)
             return
-        with _builtin_errors(rpath):
-            self.client.put(lpath, rpath, if_absent=mode == "create")
+        self._put(lpath, rpath, if_absent=mode == "create")
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         """Copy within the namespace. Streams through this client (bounded memory); a copy
@@ -137,7 +146,7 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no 
             self.makedirs(path2, exist_ok=True)
             return
         with _builtin_errors(path1), self.client.open(path1, "rb") as src:
-            self.client.put(src, path2)
+            self._put(src, path2)
 
     def mv(self, path1: Any, path2: Any, recursive: bool = False, maxdepth: int | None = None,
            **kwargs: Any) -> None:
@@ -156,10 +165,12 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no 
     def rm_file(self, path: str) -> None:
         path = self._strip_protocol(path)
         with _builtin_errors(path):
-            if self.client.stat(path).is_dir:
-                self.client.rmdir(path)
-            else:
-                self.client.rm(path)
+            is_dir = self.client.stat(path).is_dir
+        if is_dir:
+            self.rmdir(path)
+            return
+        with _builtin_errors(path):
+            self.client.rm(path)
 
     def _rm(self, path: str) -> None:
         self.rm_file(path)
@@ -198,8 +209,13 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no 
 
     def rmdir(self, path: str) -> None:
         path = self._strip_protocol(path)
-        with _builtin_errors(path):
-            self.client.rmdir(path)
+        try:
+            with _builtin_errors(path):
+                self.client.rmdir(path)
+        except FileExistsError as exc:  # as os.rmdir says it (fsspec's local filesystem)
+            if isinstance(exc.__cause__, Conflict) and self.isdir(path):
+                raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), path) from exc
+            raise
 
     def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
         """Make an empty directory (it persists on the owner and cluster replicas)."""
@@ -219,6 +235,19 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no 
             return
         with contextlib.suppress(FileExistsError):
             self.mkdir(path)
+
+    def _file_above(self, path: str) -> str | None:
+        """The file among ``path``'s parents, if one is (a refused put below a file is
+        ``NotADirectoryError``, as ``open`` says it; asked only once a put was refused)."""
+        parent = self._parent(path)
+        while parent not in ("", "/"):
+            try:
+                if not self.client.stat(parent).is_dir:
+                    return str(parent)
+            except (NotFound, InvalidInput):
+                pass
+            parent = self._parent(parent)
+        return None
 
     def created(self, path: str) -> Any:
         return self.modified(path)
@@ -266,8 +295,7 @@ class GnsFile(AbstractBufferedFile):  # type: ignore[misc]  # fsspec has no type
         if final:
             self._spool.seek(0)
             try:
-                with _builtin_errors(self.path):
-                    self.fs.client.put(self._spool, self.path, if_absent=self.mode == "xb")
+                self.fs._put(self._spool, self.path, if_absent=self.mode == "xb")
             finally:
                 self._spool.close()
         return True

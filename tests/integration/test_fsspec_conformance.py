@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -107,6 +108,38 @@ def test_rm_of_a_directory_needs_recursive_and_changes_nothing_without(gns_fs: A
     assert gns_fs.find("/fss/keep") == ["/fss/keep/deep/b.txt"]
     gns_fs.rm(["/fss/keep", "/fss/keep2"], recursive=True)
     assert not gns_fs.exists("/fss/keep") and not gns_fs.exists("/fss/keep2")
+
+
+def test_os_errors_as_the_local_filesystem_raises_them(gns_fs: Any, tmp_path: Any) -> None:
+    """A non-empty directory is ``OSError(ENOTEMPTY)`` for ``rmdir`` and ``rm_file`` (as
+    ``os.rmdir``), and a write below a file is ``NotADirectoryError`` whichever way it is
+    written; neither changes anything."""
+    import errno
+
+    gns_fs.pipe_file("/fss/oserr/d/f", b"1")
+    for remove in (gns_fs.rmdir, gns_fs.rm_file):
+        with pytest.raises(OSError) as info:
+            remove("/fss/oserr/d")
+        assert info.value.errno == errno.ENOTEMPTY
+        assert not isinstance(info.value, FileExistsError)
+    local = tmp_path / "l.txt"
+    local.write_bytes(b"2")
+    below = "/fss/oserr/d/f/below"
+    writes: list[Callable[[], Any]] = [
+        lambda: gns_fs.pipe_file(below, b"2"), lambda: gns_fs.put_file(str(local), below),
+        lambda: gns_fs.cp_file("/fss/oserr/d/f", below), lambda: gns_fs.open(below, "wb").close()]
+    for write in writes:
+        with pytest.raises(NotADirectoryError) as nd:
+            write()
+        assert nd.value.filename == "/fss/oserr/d/f"
+    assert gns_fs.find("/fss/oserr") == ["/fss/oserr/d/f"] and gns_fs.cat_file("/fss/oserr/d/f") == b"1"
+    gns_fs.mkdir("/fss/oserr/d/empty")
+    gns_fs.rmdir("/fss/oserr/d/empty")  # an empty one goes
+    gns_fs.rm_file("/fss/oserr/d/f")
+    assert not gns_fs.exists("/fss/oserr/d")
+    # other refusals stay what they were
+    with pytest.raises(FileNotFoundError):
+        gns_fs.rmdir("/fss/oserr/none")
 
 
 def test_a_directory_is_no_file_to_open(gns_fs: Any) -> None:
