@@ -634,18 +634,21 @@ class FederationService(pb_grpc.FederationServicer):
                 _not_cancelled(context)
                 data = b"" if first is None else write_relay.data_of(first)
                 self.metrics.bytes_in.inc(len(data))
-                meta = await self._store_whole(r, header, data)
+                with self._named(r):
+                    meta = await self._store_whole(r, header, data)
             else:
                 async with write_relay.drained_on_error(it):  # refused: the sender hears why
                     vs = await self._io(self.volumes.storage, r.volume, create=True)
-                    writer = await self._io(vs.writer, r.rel)
+                    with self._named(r):  # refused now: a directory there, or a file above
+                        writer = await self._io(vs.writer, r.rel)
                 committed = False
                 try:
                     async with write_relay.drained_on_error(it):
                         await write_relay.store(_chain((first, second), it), writer.write, self._io,
                                                 self.metrics.bytes_in.inc)
                     _not_cancelled(context)
-                    meta = await self._io(self._gated_commit, writer, r, header)
+                    with self._named(r):
+                        meta = await self._io(self._gated_commit, writer, r, header)
                     committed = True
                 finally:
                     if not committed:
@@ -690,7 +693,8 @@ class FederationService(pb_grpc.FederationServicer):
         self.volumes.begin_write(r.volume)
         try:
             self.metrics.bytes_in.inc(len(request.data))
-            meta = await self._store_whole(r, header, request.data)
+            with self._named(r):
+                meta = await self._store_whole(r, header, request.data)
         finally:
             self.volumes.end_write(r.volume)
         return await self._committed(r, meta)

@@ -332,7 +332,7 @@ def put_target(conn: sqlite3.Connection, path: str) -> FileMeta | None:
     separate queries cost more CPU than the put's own rows.
     """
     if path == "":
-        raise InvalidInput("cannot write the volume root: '' is a directory")
+        raise InvalidInput.naming("cannot write {}: it is a directory", path)
     lo, hi = below(path)
     anc = ancestors(path)
     marks = ",".join("?" * len(anc))
@@ -349,9 +349,9 @@ def put_target(conn: sqlite3.Connection, path: str) -> FileMeta | None:
         (path, lo, hi, lo, hi, *anc, path),
     ).fetchone()
     if row[0]:
-        raise InvalidInput(f"cannot write {path!r}: it is a directory")
+        raise InvalidInput.naming("cannot write {}: it is a directory", path)
     if row[1] is not None:
-        raise InvalidInput(f"cannot write {path!r}: {row[1]!r} is a file")
+        raise InvalidInput.naming("cannot write {}: {} is a file", path, row[1])
     if row[3] is None:
         return None
     return FileMeta(

@@ -375,6 +375,11 @@ def test_other_path_errors_name_global_paths(fed: Federation, tmp_path: Path, wa
     _ok(gns_way(fed, way, tmp_path, "put", "-", f"/mf/raw/{way}/g", stdin=b"2"))
     assert_error(gns_way(fed, way, tmp_path, "mv", f"/mf/raw/{way}/g", f"/mf/raw/{way}/f/x"), 2,
                  f"cannot move to '/mf/raw/{way}/f/x': '/mf/raw/{way}/f' is a file")
+    # A put below a file, small (one message) and large (a stream), says so the same way.
+    for size in (1, 5 << 20):
+        assert_error(gns_way(fed, way, tmp_path, "put", "-", f"/mf/raw/{way}/f/y/z",
+                             stdin=b"3" * size), 2,
+                     f"cannot write '/mf/raw/{way}/f/y/z': '/mf/raw/{way}/f' is a file")
 
 
 @pytest.mark.parametrize("way", WAYS)
