@@ -18,9 +18,9 @@ State of a target, first rule that holds wins:
 ``Synced``   ``lag_versions == 0``;
 ``Syncing``  otherwise (behind, the next pass is due).
 
-A target with no record yet (the policy was just applied) reports version 0 and
-``lag_versions`` = the volume's version; ``lag_seconds`` is 0 since no pass has started the
-clock. Its state is ``Syncing`` for the scheduled modes (continuous, interval, sync: the
+A target with no record yet (the policy was just applied) reports version 0,
+``lag_versions`` = the volume's version and, if that is not 0, ``lag_seconds`` counted from
+the head's last publication (it lacks at least that change; 0 said it was current). Its state is ``Syncing`` for the scheduled modes (continuous, interval, sync: the
 scheduler will pick it up) and, for ``manual``, ``Synced`` on an empty volume and
 ``Lagging`` otherwise (nothing moves until ``gns mirror sync``).
 """
@@ -113,8 +113,10 @@ def target_state(
             state = "Syncing"
         else:
             state = "Synced" if lag_versions == 0 else "Lagging"
+        never = max(0.0, now - head_updated) if lag_versions and head_updated else 0.0
         return {
-            "state": state, "version": 0, "lag_versions": lag_versions, "lag_seconds": 0.0,
+            "state": state, "version": 0, "lag_versions": lag_versions,
+            "lag_seconds": round(never, 3),
             "bytes": 0, "files": 0, "last_error": None, "error_at": None, "synced_at": None,
         }
     lag_versions = max(0, head - st.version)

@@ -120,6 +120,9 @@ def test_target_without_a_record(mode: str, head: int, expected: str) -> None:
     s = state(None, head=head, mode=mode)
     assert s["state"] == expected
     assert s["version"] == 0 and s["lag_versions"] == head and s["lag_seconds"] == 0.0
+    # with the head's publication time known, a target that lacks it lags at least since
+    s = target_state(None, mode=mode, head=head, max_lag=60.0, now=NOW, head_updated=NOW - 7)
+    assert s["lag_seconds"] == (pytest.approx(7.0) if head else 0.0)
 
 
 def test_statuses_shape_order_and_names() -> None:
