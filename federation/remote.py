@@ -37,7 +37,7 @@ from federation.client.models import (
 )
 from namespace.cache import NamespaceView
 from namespace.errors import InvalidInput, Unavailable
-from namespace.models import ClusterView, Mount, VolumeView
+from namespace.models import ClusterView, Mount, VolumeView, check_labels
 from namespace.mounts import MountsAt
 from namespace.paths import check_name, normalize
 
@@ -101,10 +101,12 @@ class RemoteClient(Client):
         check_name("cluster", cluster_id)
         self._ctl("RemoveCluster", id=cluster_id)
 
-    def create_volume(self, name: str, cluster: str) -> VolumeView:
+    def create_volume(self, name: str, cluster: str,
+                      labels: dict[str, str] | None = None) -> VolumeView:
         check_name("volume", name)
         check_name("cluster", cluster)
-        return VolumeView.model_validate(self._ctl("CreateVolume", name=name, cluster=cluster))
+        return VolumeView.model_validate(self._ctl(
+            "CreateVolume", name=name, cluster=cluster, labels=check_labels(dict(labels or {}))))
 
     def volumes(self) -> list[VolumeView]:
         return [VolumeView.model_validate(v) for v in self._ctl("ListVolumes")]

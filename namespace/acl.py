@@ -260,19 +260,23 @@ async def list_grants(etcd: Etcd, path: str | None = None) -> list[dict[str, obj
     return [g.as_dict() for g in found]
 
 
-def check_report(grants: Grants, path: str, subject: str, groups: Iterable[str] = ()) -> dict[str, object]:
-    """What ``gns acl check PATH --as SUBJECT`` prints: effective permissions and why."""
+def check_report(grants: Grants, path: str, subject: str, groups: Iterable[str] = (),
+                 controller: bool = False) -> dict[str, object]:
+    """What ``gns acl check PATH --as SUBJECT`` prints: effective permissions and why.
+    ``controller``: the subject is a controller of the federation (a registered cluster
+    that is no linked edge site), which controllers trust with everything, whatever the
+    grants say."""
     path = normalize(path)
     check_subject(subject)
     group_list = [check_principal("group", g) for g in groups]
     subjects = [subject, "*", *(f"group:{g}" for g in group_list)]
-    perms = grants.effective(subjects, path)
+    perms = _IMPLIED["admin"] if controller else grants.effective(subjects, path)
     up = set(ancestors(path))
     via = [g.as_dict() for g in grants.all() if g.path in up and g.subject in subjects]
     return {
         "path": path, "subject": subject, "groups": group_list,
         "perms": [p for p in PERMS if p in perms],
-        "admin_by_default": subject == ADMIN_SUBJECT,
+        "admin_by_default": subject == ADMIN_SUBJECT or controller,
         "grants": via,
     }
 

@@ -131,6 +131,7 @@ class NamespaceView:
             epoch=vol.epoch,
             version=st.version if st else 0,
             state=self.cluster_state(vol.owner),
+            labels=dict(vol.labels),
         )
 
     def mount_list(self) -> list[Mount]:

@@ -12,7 +12,15 @@ from namespace import schema
 from namespace.cache import NamespaceView, load_view
 from namespace.errors import Conflict, NotFound
 from namespace.etcd import Etcd, prefix_end
-from namespace.models import ClusterView, Mount, Volume, VolumeState, VolumeView, parse_mount_target
+from namespace.models import (
+    ClusterView,
+    Mount,
+    Volume,
+    VolumeState,
+    VolumeView,
+    check_labels,
+    parse_mount_target,
+)
 from namespace.mounts import Resolution
 from namespace.paths import check_name, normalize
 
@@ -60,11 +68,13 @@ class ControlPlane:
             raise Conflict("volumes changed while removing the cluster; try again")
 
     # -- volumes --------------------------------------------------------------------------
-    async def create_volume(self, name: str, cluster_id: str) -> VolumeView:
+    async def create_volume(self, name: str, cluster_id: str,
+                            labels: dict[str, str] | None = None) -> VolumeView:
         check_name("volume", name)
         check_name("cluster", cluster_id)
+        labels = check_labels(dict(labels or {}))
         tx = self.etcd.tx
-        vol = Volume(name=name, owner=cluster_id, epoch=1, created=time.time())
+        vol = Volume(name=name, owner=cluster_id, epoch=1, created=time.time(), labels=labels)
         state = VolumeState(version=0, epoch=1, updated=time.time())
         ok, _ = await self.etcd.txn(
             [tx.create(schema.volume(name)) == 0, tx.create(schema.cluster(cluster_id)) != 0],

@@ -5,10 +5,19 @@ written by an older or buggy controller is caught where it is read.
 """
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
+from namespace.errors import InvalidInput
 from namespace.paths import check_name, normalize, normalize_relative
 
 Provider = Literal["onprem", "aws", "gcp", "azure", "edge"]
@@ -20,6 +29,10 @@ class Record(BaseModel):
 
     def dump(self) -> bytes:
         return self.model_dump_json().encode()
+
+
+HUB_LABEL = "gns.io/hub"
+"""The label a hub writes on the record of an edge site it links (only a hub writes it)."""
 
 
 class ClusterSpec(Record):
@@ -41,11 +54,56 @@ class ClusterSpec(Record):
     def _id(cls, v: str) -> str:
         return check_name("cluster", v)
 
+    @property
+    def linked_site(self) -> bool:
+        """An edge site a hub links (its identity is checked on grants, never trusted as a
+        controller's), as opposed to a cluster running a controller of the federation."""
+        return self.provider == "edge" and HUB_LABEL in self.labels
+
 
 class ClusterView(ClusterSpec):
     """A cluster as users see it: its spec plus liveness."""
 
     state: Literal["Ready", "Down"] = "Down"
+
+
+_LABEL_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+MAX_LABELS = 64
+MAX_LABEL_VALUE = 1024
+
+
+def check_labels(labels: object) -> dict[str, str]:
+    """Validate a volume's labels. Keys are Kubernetes label keys (``[prefix/]name``: a
+    DNS subdomain of at most 253 characters, a name of at most 63), so tools that write
+    them (the CSI driver's ``csi.gns.io/...``) cannot collide with users'; values are
+    printable text up to 1,024 characters (a global path must fit, which a Kubernetes
+    label value could not hold)."""
+    if not isinstance(labels, dict):
+        raise InvalidInput("labels must be a map of key to value")
+    problems = []
+    if len(labels) > MAX_LABELS:
+        problems.append(f"at most {MAX_LABELS} labels, got {len(labels)}")
+    for key, value in labels.items():
+        if not isinstance(key, str) or not _label_key_ok(key):
+            problems.append(f"invalid label key {key!r}: expected [prefix/]name, a name of "
+                            "1-63 letters, digits, '-', '_' or '.' starting and ending with a "
+                            "letter or digit, a prefix a lowercase DNS subdomain")
+        elif not isinstance(value, str):
+            problems.append(f"label {key}: the value must be a string")
+        elif len(value) > MAX_LABEL_VALUE or not value.isprintable():
+            problems.append(f"label {key}: the value must be printable text of at most "
+                            f"{MAX_LABEL_VALUE} characters")
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    return cast(dict[str, str], labels)
+
+
+def _label_key_ok(key: str) -> bool:
+    prefix, slash, name = key.rpartition("/")
+    if slash and not (len(prefix) <= 253 and _LABEL_PREFIX.fullmatch(prefix)):
+        return False
+    return len(name) <= 63 and _LABEL_NAME.fullmatch(name) is not None
 
 
 class Volume(Record):
@@ -60,11 +118,19 @@ class Volume(Record):
     base_version: int = 0
     # Former owners that must become mirror targets of the current owner (failback).
     former_owners: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Set once, at creation (``gns volume create --label``); they follow the record
+    through promotions. The CSI driver marks the volumes it provisions here."""
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name("volume", v)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_labels(v)
 
 
 class VolumeState(Record):
@@ -83,6 +149,16 @@ class VolumeView(BaseModel):
     epoch: int
     version: int
     state: Literal["Ready", "Down"]
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _labels_if_any(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """``labels`` only where a volume has some: the JSON of every other volume keeps
+        the five fields SPEC §4 lists."""
+        data: dict[str, object] = handler(self)
+        if not data.get("labels"):
+            data.pop("labels", None)
+        return data
 
 
 class Mount(Record):

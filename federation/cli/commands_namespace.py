@@ -64,11 +64,17 @@ def volume() -> None:
 @volume.command("create")
 @click.argument("name")
 @click.option("--cluster", "cluster_id", required=True, metavar="ID", help="Owning cluster.")
+@click.option("--label", "labels", multiple=True, metavar="K=V",
+              help="A label kept with the volume (repeatable; set once, at creation).")
 @common
-def volume_create(env: Env, name: str, cluster_id: str) -> None:
+def volume_create(env: Env, name: str, cluster_id: str, labels: tuple[str, ...]) -> None:
     """Create volume NAME owned by --cluster."""
+    from federation.controller.config import parse_labels
+    from namespace.models import check_labels
+
+    wanted = check_labels(parse_labels(labels))  # before any connection: bad input is exit 2
     with env.client(watch=False) as c:
-        show(env, c.create_volume(name, cluster_id))
+        show(env, c.create_volume(name, cluster_id, wanted))
 
 
 @volume.command("list")

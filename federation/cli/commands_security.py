@@ -124,7 +124,7 @@ def acl_list(env: Env, path: str | None) -> None:
 @common
 def acl_check(env: Env, path: str, subject: str, groups: tuple[str, ...]) -> None:
     """What SUBJECT may do on PATH, and the grants that say so."""
-    from namespace.acl import check_principal, check_subject
+    from namespace.acl import ADMIN_SUBJECT, check_principal, check_subject
     from namespace.paths import normalize
 
     path = normalize(path)
@@ -137,4 +137,8 @@ def acl_check(env: Env, path: str, subject: str, groups: tuple[str, ...]) -> Non
         emit_json(report)
     else:
         perms = ",".join(report.perms) or "nothing"
-        click.echo(f"{subject} may {perms} on {path}")
+        why = ""
+        if report.admin_by_default:
+            why = (" (the administrator identity)" if subject == ADMIN_SUBJECT
+                   else " (a controller of this federation)")
+        click.echo(f"{subject} may {perms} on {path}{why}")

@@ -66,8 +66,9 @@ class ControlCommands(Connection):
     def remove_cluster(self, cluster_id: str) -> None:
         self._run(self._control().remove_cluster(cluster_id))
 
-    def create_volume(self, name: str, cluster: str) -> VolumeView:
-        return self._run(self._control().create_volume(name, cluster))
+    def create_volume(self, name: str, cluster: str,
+                      labels: dict[str, str] | None = None) -> VolumeView:
+        return self._run(self._control().create_volume(name, cluster, labels))
 
     def volumes(self) -> list[VolumeView]:
         found = self._run(self._control().volumes())
@@ -154,7 +155,11 @@ class ControlCommands(Connection):
         from namespace import acl
 
         grants, _ = self._run(acl.load_grants(self._control().etcd))
-        return AccessReport.from_json(acl.check_report(grants, path, subject, groups or []))
+        kind, _, name = subject.partition(":")
+        spec = self.view().clusters.get(name) if kind == "cluster" else None
+        return AccessReport.from_json(acl.check_report(
+            grants, path, subject, groups or [],
+            controller=spec is not None and not spec.linked_site))
 
     def whoami(self) -> CallerIdentity:
         """Who controllers take this client for: the identity in the certificate it dials

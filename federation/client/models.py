@@ -447,7 +447,8 @@ class AccessReport:
     perms: list[str]
     """Effective permissions, in ``read, write, admin`` order."""
     admin_by_default: bool
-    """The subject is the administrator identity, which may do everything."""
+    """The subject is the administrator identity, or a controller of the federation (a
+    registered cluster that is no linked edge site): either may do everything."""
     grants: list[Grant]
 
     def to_json(self) -> Json:

@@ -67,6 +67,7 @@ from federation.tls import Identity, identity_of_pem
 from namespace.acl import AclCache, Grants, check_principal, check_subject
 from namespace.cache import NamespaceView
 from namespace.errors import InvalidInput, PermissionDenied
+from namespace.models import HUB_LABEL as _HUB_LABEL
 from namespace.paths import normalize, normalize_relative
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ SITE_PREFIX = "site:"
 """How a controller passes on an edge site that dialled it directly (``site:<site>``): the
 next controller must know it is a site, not take ``cluster:<site>`` for a controller."""
 EDGE_PROVIDER: Final = "edge"
-HUB_LABEL: Final = "gns.io/hub"
+HUB_LABEL: Final = _HUB_LABEL
 """An edge site's registry record: provider ``edge`` and this label naming its hub, both
 written by the hub (``edge_hub``), never by the site. A controller run with ``--provider
 edge`` (SPEC §4) carries no such label: it holds etcd credentials and is a controller."""
@@ -221,7 +222,7 @@ class Authorizer:
         if not who.is_cluster or who.edge_site:
             return False
         spec = self._view().clusters.get(who.name)
-        return spec is None or spec.provider != EDGE_PROVIDER or HUB_LABEL not in spec.labels
+        return spec is None or not spec.linked_site
 
     def allowed(self, who: Identity, perm: str, paths: Iterable[str]) -> bool:
         """True if ``who`` holds ``perm`` on any of ``paths`` (an empty list: on ``/``)."""

@@ -27,6 +27,7 @@ from federation.client import Client
 from federation.controller.authz import Authorizer, caller, volume_paths
 from namespace.cache import NamespaceCache, NamespaceView
 from namespace.errors import InvalidInput, NotFound
+from namespace.models import check_labels
 from namespace.paths import check_name, normalize
 
 Op = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -149,8 +150,9 @@ class ControlService:
 
     # -- volumes --------------------------------------------------------------------------
     async def _create_volume(self, a: dict[str, Any]) -> Any:
+        labels = a.get("labels") or {}  # absent from clients older than volume labels
         return await self._admin("volume.create", ["/"], self.client.create_volume,
-                                 _str(a, "name"), _str(a, "cluster"))
+                                 _str(a, "name"), _str(a, "cluster"), check_labels(labels))
 
     async def _list_volumes(self, a: dict[str, Any]) -> Any:
         found = await self._run(self.client.volumes)

@@ -4,10 +4,16 @@ The volume id is the global mount path: static PersistentVolumes name any global
 same way, so NodePublishVolume needs nothing else, and DeleteVolume finds the mount, and
 through it the volume and the policy named after it. Every step is idempotent, so the
 external-provisioner can retry a call that failed half-way and end with the same result;
-once a volume is made in full (its record written, the last step), a repeat with other
-parameters is ALREADY_EXISTS and changes nothing, and a refused call takes back what it
-made itself. Every call that reaches a volume's owner has a deadline
-(:mod:`~federation.csi.deadline`): an owner that is Down or frozen is UNAVAILABLE at once.
+once a volume is made in full (mounted, the last step), a repeat with other parameters is
+ALREADY_EXISTS and changes nothing, and a refused call takes back what it made itself.
+
+What this driver made is told by the volume's own etcd record: it is created with labels
+(:data:`PATH_LABEL` and the capacity asked for) in the same transaction that creates it, so
+no volume is ever ours without them, a volume made by hand never is, and nothing is kept
+inside the volume, whose files are the pod's alone (a fresh claim is empty, as ``initdb``
+requires, and a pod cannot forge ownership of another volume). Provisioning is etcd's
+alone and never waits for the owner; an owner that is Down is UNAVAILABLE at once all the
+same, since the claim's pods could not use the volume.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from federation.api._gen.csi.v1 import csi_pb2 as csi
 from federation.api._gen.csi.v1 import csi_pb2_grpc as csi_grpc
 from federation.client import Client
 from federation.csi import fields, params
-from federation.csi.deadline import OWNER_DEADLINE, at_owner, within
+from federation.csi.deadline import check_directory
 from federation.csi.errors import AlreadyExists, FailedPrecondition, OperationPending, rpc
 from namespace.cache import NamespaceView
 from namespace.errors import Conflict, InvalidInput, NotFound, Unavailable
@@ -36,8 +42,10 @@ log = logging.getLogger(__name__)
 
 TOPOLOGY_KEY = "topology.gns.io/cluster"
 DRIVER = "csi.gns.io"
-RECORD = ".gns/csi.json"
-"""Where CreateVolume marks a volume as its own (relative to the volume's root)."""
+PATH_LABEL = "csi.gns.io/path"
+"""The volume label naming the global path CreateVolume mounted it at: ours if present."""
+REQUIRED_LABEL = "csi.gns.io/required-bytes"
+LIMIT_LABEL = "csi.gns.io/limit-bytes"
 
 
 def _topology_cluster(req: csi.CreateVolumeRequest) -> str | None:
@@ -120,6 +128,8 @@ class ControllerService(csi_grpc.ControllerServicer):
                 done = self._existing(plan, existing, view, asked)
                 if done is not None:
                     return done
+                made = _provisioned(existing)
+                asked = made[1] if made is not None else asked  # what the first call asked
             return self._provision(plan, asked, make_volume=existing is None,
                                    make_mount=mounted is None)
 
@@ -135,24 +145,19 @@ class ControllerService(csi_grpc.ControllerServicer):
         if existing.epoch == 1 and existing.owner != plan.cluster:
             raise AlreadyExists(f"volume {plan.volume} exists with owner {existing.owner}, "
                                 f"not {plan.cluster}")
-        at_path = view.mounts.get(plan.path) == (plan.volume, "")
-        elsewhere = sorted(p for p, (v, _) in view.mounts.items()
-                           if v == plan.volume and p != plan.path)
-        if not at_path and elsewhere:
-            raise AlreadyExists(f"volume {plan.volume} exists, mounted at {', '.join(elsewhere)};"
-                                f" this request would mount it at {plan.path}")
-        recorded = self._record(plan.path, plan.volume) if at_path else None
-        if recorded is not None:  # made in full: only a compatible request is idempotent
-            _check_capacity(plan.volume, recorded, asked)
+        made = _provisioned(existing)
+        if made is None:  # never adopted: DeleteVolume would later destroy what it holds
+            raise AlreadyExists(f"volume {plan.volume} exists but was not provisioned by "
+                                "csi.gns.io")
+        path, recorded = made
+        if path != plan.path:
+            raise AlreadyExists(f"volume {plan.volume} was provisioned by csi.gns.io at "
+                                f"{path}; this request would mount it at {plan.path}")
+        _check_capacity(plan.volume, recorded, asked)
+        if view.mounts.get(plan.path) == (plan.volume, ""):
+            # made in full: only a request for the same policy is the same request
             self._check_policy(plan, provisioned=True)
             return recorded
-        version = within(OWNER_DEADLINE, f"volume {plan.volume}",
-                         lambda: self.client.volume(plan.volume).version)
-        if version > 0:
-            # Holds data but no record of ours: not ours to adopt, or DeleteVolume would
-            # later destroy it. An empty one is a retry that stopped before the record.
-            raise AlreadyExists(f"volume {plan.volume} exists and holds data, but was not "
-                                "provisioned by csi.gns.io")
         return None
 
     def _provision(self, plan: params.VolumePlan, asked: _Capacity, make_volume: bool,
@@ -164,7 +169,10 @@ class ControllerService(csi_grpc.ControllerServicer):
         try:
             if make_volume:
                 try:
-                    self.client.create_volume(plan.volume, plan.cluster)
+                    self.client.create_volume(plan.volume, plan.cluster, {
+                        PATH_LABEL: plan.path,
+                        REQUIRED_LABEL: str(asked.required),
+                        LIMIT_LABEL: str(asked.limit)})
                 except Conflict:  # another driver process is making it right now
                     raise OperationPending(f"volume {plan.volume} is being created by another "
                                            "request; try again") from None
@@ -181,7 +189,7 @@ class ControllerService(csi_grpc.ControllerServicer):
                         raise AlreadyExists(f"global path {plan.path} was mounted by someone "
                                             "else meanwhile") from None
             self._wait_mounted(plan.path, plan.volume)
-            return self._write_record(plan, asked)
+            return asked
         except BaseException:
             self._undo(plan.volume, undo)
             raise
@@ -198,62 +206,14 @@ class ControllerService(csi_grpc.ControllerServicer):
                 log.warning("taking back what a failed CreateVolume made of volume %s failed",
                             volume, exc_info=True)
 
-    def _read_record(self, path: str) -> dict[str, Any] | None:
-        """The JSON object in ``path``'s record file, None if there is none (or not JSON)."""
-        try:
-            raw = at_owner(self.client, path, f"reading {path}/{RECORD}",
-                           lambda: self.client.cat(f"{path}/{RECORD}"))
-            data = json.loads(raw)
-        except NotFound:
-            return None
-        except ValueError:  # not JSON: not written by us
-            return None
-        return data if isinstance(data, dict) else None
-
-    def _record(self, path: str, volume: str) -> _Capacity | None:
-        """The record CreateVolume left in the volume mounted at ``path``, or None when that
-        volume was not made by this driver (no record, or one about another volume)."""
-        data = self._read_record(path)
-        if data is None or data.get("driver") != DRIVER \
-                or data.get("volume") != volume or data.get("path") != path:
-            return None
-        return _Capacity(int(data.get("requiredBytes", 0)), int(data.get("limitBytes", 0)))
-
     def _wait_mounted(self, path: str, volume: str, timeout: float = 10.0) -> None:
-        """Wait until the client's watch-fed view shows the mount just added: the record is
-        written through it (a write routes by the mount table)."""
+        """Wait until the client's watch-fed view shows the mount just added, so a retry of
+        this call, or a publication right after it, finds what it made."""
         deadline = time.monotonic() + timeout
         while self.client.view().mounts.get(path) != (volume, ""):
             if time.monotonic() > deadline:
                 raise Unavailable(f"the mount of {path} is not visible yet; try again")
             time.sleep(0.05)
-
-    def _write_record(self, plan: params.VolumePlan, asked: _Capacity) -> _Capacity:
-        """Mark the volume as made by this driver, with the capacity asked for: what makes a
-        repeat with another size ALREADY_EXISTS, and DeleteVolume touch only our volumes.
-        Kept in the volume itself (``.gns/`` holds gns's own files), so it follows the
-        volume through mirrors and failover and goes away with it."""
-        body = json.dumps({"driver": DRIVER, "volume": plan.volume, "path": plan.path,
-                           "requiredBytes": asked.required, "limitBytes": asked.limit},
-                          sort_keys=True).encode()
-        try:
-            at_owner(self.client, plan.path, f"writing {plan.path}/{RECORD}",
-                     lambda: self.client.put(body, f"{plan.path}/{RECORD}", if_absent=True))
-            return asked
-        except Conflict:  # there already: an earlier call, or a concurrent one, wrote it
-            recorded = self._record(plan.path, plan.volume)
-            if recorded is None:
-                raise AlreadyExists(self._foreign_record(plan)) from None
-            _check_capacity(plan.volume, recorded, asked)
-            return recorded
-
-    def _foreign_record(self, plan: params.VolumePlan) -> str:
-        """Why the record found in the volume is not this request's."""
-        data = self._read_record(plan.path) or {}
-        if data.get("driver") == DRIVER and data.get("volume") == plan.volume:
-            return (f"volume {plan.volume} was provisioned by csi.gns.io at {data.get('path')}; "
-                    f"this request would mount it at {plan.path}")
-        return f"volume {plan.volume} holds a {RECORD} that csi.gns.io did not write"
 
     def _check_policy(self, plan: params.VolumePlan, provisioned: bool) -> bool:
         """Compare the stored mirror policy with the requested one; True if the requested
@@ -299,7 +259,8 @@ class ControllerService(csi_grpc.ControllerServicer):
         if mounted is None:
             return csi.DeleteVolumeResponse()  # deleted already (or never made): OK per spec
         volume, subpath = mounted
-        if subpath or self._record(path, volume) is None:
+        made = _provisioned(view.volumes[volume]) if volume in view.volumes else None
+        if subpath or made is None or made[0] != path:
             log.warning("DeleteVolume %s: %s%s was not provisioned by csi.gns.io; left as it is",
                         path, volume, f":{subpath}" if subpath else "")
             return csi.DeleteVolumeResponse()
@@ -338,7 +299,7 @@ class ControllerService(csi_grpc.ControllerServicer):
         path = fields.global_path("volume_id", req.volume_id)
         if not req.volume_capabilities:
             raise InvalidInput("volume_capabilities is required")
-        self.client.resolve(path)  # NotFound for a path under no mount
+        check_directory(self.client, path)  # what NodePublishVolume would publish
         problems = [p for i, c in enumerate(req.volume_capabilities)
                     for p in fields.capability_problems(c, f"volume_capabilities[{i}]")]
         if problems:
@@ -371,6 +332,21 @@ class _Capacity:
     def capacity_bytes(self) -> int:
         """What the volume is said to hold: gns volumes are not sized, so what was asked."""
         return self.required or self.limit
+
+
+def _provisioned(volume: Volume) -> tuple[str, _Capacity] | None:
+    """The global path and capacity CreateVolume recorded in ``volume``'s labels, or None
+    if this driver did not make it."""
+    labels = volume.labels
+    path = labels.get(PATH_LABEL)
+    if path is None:
+        return None
+    try:
+        capacity = _Capacity(int(labels.get(REQUIRED_LABEL, "0")),
+                             int(labels.get(LIMIT_LABEL, "0")))
+    except ValueError:  # labels are set once, by us; a garbled one is not ours to trust
+        return None
+    return path, capacity
 
 
 def _check_capacity(volume: str, recorded: _Capacity, asked: _Capacity) -> None:

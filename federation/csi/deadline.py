@@ -1,9 +1,9 @@
 """A deadline on every call the driver makes to a volume's owner.
 
 An owner that is frozen (SIGSTOP, a hung host) is not Down until its lease runs out, and
-until gRPC's keepalive gives up the client's calls to it wait: a CreateVolume took over a
-minute to fail, holding one of the server's few threads and the external-provisioner's
-call. CSI callers retry, so a prompt UNAVAILABLE is what they need. A call runs on a
+until gRPC's keepalive gives up the client's calls to it wait: a call that checks a volume
+(NodePublishVolume, ValidateVolumeCapabilities) took over a minute to fail, holding one of
+the server's few threads and the caller's. CSI callers retry, so a prompt UNAVAILABLE is what they need. A call runs on a
 thread of its own and is answered UNAVAILABLE after :data:`OWNER_DEADLINE` seconds, or as
 soon as the owner shows Down; the abandoned call ends on its own (gRPC's keepalive).
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from federation.client import Client
-from namespace.errors import NotFound, Unavailable
+from namespace.errors import InvalidInput, NotFound, Unavailable
 
 OWNER_DEADLINE = 20.0
 """Seconds a call to an owner may take (kubelet and the external-provisioner wait longer)."""
@@ -75,3 +75,16 @@ def at_owner(client: Client, path: str, what: str, call: Callable[[], T]) -> T:
     """``call()`` (which reaches the owner of the volume at global ``path``), bounded by
     :data:`OWNER_DEADLINE` and by the owner being Down."""
     return within(OWNER_DEADLINE, what, call, owner_down(client, path))
+
+
+def check_directory(client: Client, path: str) -> None:
+    """That volume id ``path`` names a directory of the global namespace (a mount, a
+    directory in one, or one above mounts such as ``/k8s``), asked of its owner within the
+    deadline: NOT_FOUND, or INVALID_ARGUMENT for a file, naming what is wrong."""
+    try:
+        info = at_owner(client, path, f"checking volume {path}", lambda: client.stat(path))
+    except NotFound:
+        raise NotFound(f"volume {path} not found: no such directory in the global "
+                       "namespace") from None
+    if not info.is_dir:
+        raise InvalidInput(f"volume_id {path} is a file; a volume is a directory")

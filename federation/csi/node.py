@@ -21,7 +21,7 @@ from federation.api._gen.csi.v1 import csi_pb2_grpc as csi_grpc
 from federation.client import Client
 from federation.csi import fields
 from federation.csi.controller import TOPOLOGY_KEY
-from federation.csi.deadline import at_owner
+from federation.csi.deadline import check_directory
 from federation.csi.errors import rpc
 from federation.csi.publisher import Publisher
 from namespace.errors import InvalidInput, NotFound
@@ -45,21 +45,9 @@ class NodeService(csi_grpc.NodeServicer):
         if not req.volume_id.startswith("/"):
             raise NotFound(f"volume {req.volume_id!r} not found: gns volume ids are global paths")
         path = fields.global_path("volume_id", req.volume_id)
-        self._check_directory(path)
+        check_directory(self.client, path)
         self.publisher.publish(path, path, target, req.readonly or ro)
         return csi.NodePublishVolumeResponse()
-
-    def _check_directory(self, path: str) -> None:
-        """What ``gns fuse --root`` needs, asked first so that the CO learns what is wrong
-        (NOT_FOUND, INVALID_ARGUMENT) rather than that a mount failed."""
-        try:
-            info = at_owner(self.client, path, f"checking volume {path}",
-                            lambda: self.client.stat(path))
-        except NotFound:
-            raise NotFound(f"volume {path} not found: no such directory in the global "
-                           "namespace") from None
-        if not info.is_dir:
-            raise InvalidInput(f"volume_id {path} is a file; a volume is a directory")
 
     @rpc
     def NodeUnpublishVolume(self, req: csi.NodeUnpublishVolumeRequest,

@@ -82,6 +82,9 @@ TABLE: list[tuple[list[str], bytes | None]] = [
     (["volume", "create", "{v}", "--cluster", "onprem-a"], None),
     (["volume", "create", "{v}", "--cluster", "onprem-a"], None),  # exists: 4
     (["volume", "create", "{v}x", "--cluster", "nowhere"], None),  # 3
+    (["volume", "create", "{v}l", "--cluster", "onprem-a", "--label", "app.io/team=data"], None),
+    (["volume", "show", "{v}l"], None),
+    (["volume", "create", "{v}y", "--cluster", "onprem-a", "--label", "a b=c"], None),  # 2
     (["volume", "show", "{v}"], None),
     (["volume", "show", "missing"], None),
     (["mount", "add", "/{v}", "{v}"], None),

@@ -325,6 +325,11 @@ def test_delete_leaves_volumes_it_did_not_make(fed: Federation, driver: CsiProce
     assert fed.gns("volume", "create", "emptyv", "--cluster", "onprem-a").returncode == 0
     assert fed.gns("mount", "add", "/health/emptyv", "emptyv").returncode == 0
     assert fed.gns("put", "-", "/health/emptyv/keep.txt", input=b"mine\n").returncode == 0
+    # what a pod with a static PV of this path could write: the record an earlier driver
+    # kept inside its volumes, and a label-like file; neither makes the volume the driver's
+    forged = json.dumps({"driver": "csi.gns.io", "volume": "emptyv", "path": "/health/emptyv",
+                         "requiredBytes": 0, "limitBytes": 0}).encode()
+    assert fed.gns("put", "-", "/health/emptyv/.gns/csi.json", input=forged).returncode == 0
     try:
         driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id="/health/emptyv"))
         assert {"path": "/health/emptyv", "volume": "emptyv", "subpath": ""} in _js(
@@ -337,6 +342,22 @@ def test_delete_leaves_volumes_it_did_not_make(fed: Federation, driver: CsiProce
     finally:
         fed.gns("mount", "remove", "/health/emptyv")
         fed.gns("volume", "remove", "emptyv")
+
+
+def test_an_empty_volume_made_by_hand_is_not_adopted(fed: Federation, driver: CsiProcess) -> None:
+    """Only a volume created with the driver's labels, in the transaction that created it,
+    is the driver's: an empty one made by hand under the claim's name is someone's all the
+    same, and DeleteVolume would otherwise remove it."""
+    name = "pvc-hand-made"
+    assert fed.gns("volume", "create", name, "--cluster", "onprem-a").returncode == 0
+    try:
+        code, msg = _code(lambda: create(driver, name, **{**PVC, "csi.storage.k8s.io/pvc/name":
+                                                           "hand"}))
+        assert code == grpc.StatusCode.ALREADY_EXISTS and "not provisioned by" in msg
+        assert all(m["volume"] != name for m in _js(fed, "mount", "list"))
+        assert "labels" not in _js(fed, "volume", "show", name)
+    finally:
+        fed.gns("volume", "remove", name)
 
 
 @pytest.mark.parametrize(("args", "exit_code", "named"), [
@@ -419,6 +440,11 @@ def test_publish_write_read_elsewhere_unpublish(fed: Federation, driver: CsiProc
     target = tmp_path / "pods" / "uid" / "volumes" / "mount"
     for _ in range(2):  # idempotent
         _publish(driver, vid, target)
+    # a fresh claim is empty (initdb, mysqld --initialize refuse anything else): what marks
+    # it as the driver's is in its etcd record, not among the pod's files
+    assert os.listdir(target) == []
+    assert _js(fed, "volume", "show", "pvc-publish-1")["labels"] == {
+        "csi.gns.io/path": vid, "csi.gns.io/required-bytes": "0", "csi.gns.io/limit-bytes": "0"}
     # a plain process writes files there, as an app in the pod would
     subprocess.run(["sh", "-c", f"mkdir -p {target}/logs && echo hello > {target}/logs/a.txt"
                     f" && cp /etc/hostname {target}/h"], check=True, timeout=30)
@@ -508,7 +534,19 @@ def test_publish_normalizes_volume_ids(driver: CsiProcess, above: str, tmp_path:
 def test_publish_of_a_directory_above_mounts(driver: CsiProcess, above: str, tmp_path: Path,
                                              fuse_ok: None) -> None:
     """SPEC §9: a volumeHandle is any global path, also one above the mounts (``/k8s``), as
-    ``gns fuse --root /k8s`` mounts it."""
+    ``gns fuse --root /k8s`` mounts it; ValidateVolumeCapabilities agrees, and names a
+    file or a missing path as publishing would."""
+    def validate(vid: str) -> csi.ValidateVolumeCapabilitiesResponse:
+        resp: csi.ValidateVolumeCapabilitiesResponse = (
+            driver.controller.ValidateVolumeCapabilities(csi.ValidateVolumeCapabilitiesRequest(
+                volume_id=vid, volume_capabilities=[mount_cap()]), timeout=30))
+        return resp
+
+    assert validate("/above").confirmed.volume_capabilities
+    code, msg = _code(lambda: validate("/above/x/f.txt"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "is a file" in msg
+    code, _ = _code(lambda: validate("/above/nothing"))
+    assert code == grpc.StatusCode.NOT_FOUND
     target = tmp_path / "top"
     _publish(driver, "/above", target)
     try:

@@ -46,6 +46,12 @@ def test_volume_crud(fed: Federation) -> None:
     assert_error(fed.gns("volume", "create", "sensors", "--cluster", "onprem-b"), 4, "already exists")
     assert_error(fed.gns("volume", "show", "nope"), 3, "not found")
     assert_error(fed.gns("volume", "create", "x1", "--cluster", "ghost"), 3, "ghost")
+    # labels: set at creation, shown where a volume has some
+    v = js(fed.gns("volume", "create", "tagged", "--cluster", "onprem-b", "--label", "team=data",
+                   "--label", "example.com/tier=gold", "--label", "note=", "--json"))
+    assert v["labels"] == {"team": "data", "example.com/tier": "gold", "note": ""}
+    assert js(fed.gns("volume", "show", "tagged", "--json"))["labels"] == v["labels"]
+    assert "team=data" in fed.gns("volume", "show", "tagged").stdout
 
 
 def test_mount_crud_and_resolve(fed: Federation) -> None:
@@ -85,12 +91,36 @@ def test_mount_crud_and_resolve(fed: Federation) -> None:
     assert_error(fed.gns("mount", "remove", "/health/sensors/archive/2024"), 3, "no mount")
 
 
+def test_acl_check_of_a_controller_says_it_may_do_everything(fed: Federation) -> None:
+    report = js(fed.gns("acl", "check", "/any/path", "--as", "cluster:onprem-b", "--json"))
+    assert report["perms"] == ["read", "write", "admin"] and report["admin_by_default"] is True
+    out = fed.gns("acl", "check", "/any/path", "--as", "cluster:onprem-b")
+    assert "may read,write,admin on /any/path (a controller of this federation)" in out.stdout
+    # a cluster the registry does not know holds what it is granted
+    assert js(fed.gns("acl", "check", "/any", "--as", "cluster:ghost", "--json"))["perms"] == []
+
+
 BAD_INPUT = [
     (("volume", "create", "Bad", "--cluster", "onprem-a"), 2, "invalid volume name"),
     (("volume", "create", "-x", "--cluster", "onprem-a"), 2, ""),
     (("volume", "create", "ok1", "--cluster", "Bad!"), 2, "invalid cluster name"),
     (("volume", "create", "ok1"), 2, "--cluster"),
     (("volume", "create", "x" * 64, "--cluster", "onprem-a"), 2, "invalid volume name"),
+    (("volume", "create", "ok1", "--cluster", "onprem-a", "--label", "novalue"), 2, "key=value"),
+    (("volume", "create", "ok1", "--cluster", "onprem-a", "--label", "=v"), 2, "key=value"),
+    (("volume", "create", "ok1", "--cluster", "onprem-a", "--label", "bad key=v"), 2,
+     "invalid label key"),
+    (("volume", "create", "ok1", "--cluster", "onprem-a", "--label", "Bad.Prefix/k=v"), 2,
+     "invalid label key"),
+    (("volume", "create", "ok1", "--cluster", "onprem-a", "--label", "-k=v"), 2,
+     "invalid label key"),
+    (("volume", "create", "ok1", "--cluster", "onprem-a", "--label", "k" * 64 + "=v"), 2,
+     "invalid label key"),
+    (("volume", "create", "ok1", "--cluster", "onprem-a", "--label", "k=a\tb"), 2, "printable"),
+    (("volume", "create", "ok1", "--cluster", "onprem-a", "--label", "k=" + "v" * 1025), 2,
+     "1024"),
+    (("volume", "create", "ok1", "--cluster", "nosuch", "--label", "k k=v"), 2,
+     "invalid label key"),
     (("volume", "show", "UPPER"), 2, "invalid volume name"),
     (("cluster", "show", "no_such"), 2, "invalid cluster name"),
     (("cluster", "show", "nosuch"), 3, "not found"),

@@ -89,3 +89,20 @@ def test_check_is_fast_with_10000_grants() -> None:
     samples.sort()
     p99_us = samples[int(len(samples) * 0.99)] / 1000
     assert p99_us < 100, p99_us  # the goal is 20 µs (bench.security); leave CI room
+
+
+def test_a_controller_may_everything_whatever_the_grants() -> None:
+    """``gns acl check --as cluster:ID`` printed [] for a controller, which every
+    controller trusts with everything; a linked edge site is checked on grants."""
+    from namespace.acl import check_report
+    from namespace.models import HUB_LABEL, ClusterSpec
+
+    t = Grants()
+    t.set(Grant("/data", "cluster:site-1", frozenset({"read"})))
+    core = check_report(t, "/data/x", "cluster:onprem-a", controller=True)
+    assert core["perms"] == ["read", "write", "admin"] and core["admin_by_default"] is True
+    site = check_report(t, "/data/x", "cluster:site-1")
+    assert site["perms"] == ["read"] and site["admin_by_default"] is False
+    assert not ClusterSpec(id="onprem-a").linked_site
+    assert not ClusterSpec(id="e", provider="edge").linked_site  # a controller of its own
+    assert ClusterSpec(id="s", provider="edge", labels={HUB_LABEL: "onprem-a"}).linked_site
