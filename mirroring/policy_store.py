@@ -29,8 +29,9 @@ async def apply_policy(etcd: Etcd, text: str, *, dry_run: bool = False) -> dict[
 
     Returns ``{"policy", "action", "volume", "mode", "targets"}`` with action ``created``,
     ``updated``, ``unchanged`` or ``dry-run`` (then ``"change"`` says which of the first
-    three it would have been, and ``"plan"`` what a first pass would copy per target).
-    Raises ``InvalidInput`` listing every problem.
+    three it would have been, and ``"plan"`` what a first pass would copy per target), and
+    ``"previous_volume"`` when the document moves the policy to another volume (which the
+    policy then no longer mirrors). Raises ``InvalidInput`` listing every problem.
 
     ``targets`` (and the plan) are what the volume's owner mirrors to once the policy is
     stored, as ``mirror list`` and ``mirror status`` will show them: the document's targets
@@ -49,13 +50,16 @@ async def apply_policy(etcd: Etcd, text: str, *, dry_run: bool = False) -> dict[
             change = "unchanged"
         else:
             change = "updated"
-        result = {
+        result: dict[str, Any] = {
             "policy": name,
             "action": change,
             "volume": policy.spec.volume,
             "mode": policy.spec.mode,
             "targets": [n for n, _ in effective_targets(view, policy)],
         }
+        before = stored.get("spec", {}).get("volume") if isinstance(stored, dict) else None
+        if isinstance(before, str) and before != policy.spec.volume:
+            result["previous_volume"] = before
         if dry_run:
             return {**result, "action": "dry-run", "change": change, "plan": plan(view, policy)}
         if change == "unchanged":

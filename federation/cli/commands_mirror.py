@@ -47,15 +47,19 @@ def mirror_apply(env: Env, source: IO[bytes], dry_run: bool) -> None:
         emit_json(result)
         return
     targets = ", ".join(result.targets)
+    moved = ""
+    if result.previous_volume is not None:
+        moved = (f"; moved from volume {result.previous_volume}, which it "
+                 f"{'would no longer mirror' if dry_run else 'no longer mirrors'}")
     if dry_run:
         click.echo(f"dry run: mirror policy {result.policy} would be {result.change or 'applied'} "
-                   f"(volume {result.volume} -> {targets}); nothing stored")
+                   f"(volume {result.volume} -> {targets}{moved}); nothing stored")
         if result.plan:
             table("would copy", ["target", "files", "bytes"],
                   ([p.target, p.files, p.bytes] for p in result.plan))
     else:
         click.echo(f"mirror policy {result.policy} {result.action} "
-                   f"(volume {result.volume} -> {targets})")
+                   f"(volume {result.volume} -> {targets}{moved})")
 
 
 @mirror.command("list")

@@ -307,10 +307,14 @@ class MirrorApplyResult:
     targets: list[str]
     change: str | None = None
     plan: list[MirrorPlanEntry] | None = None
+    previous_volume: str | None = None
+    """The volume the policy mirrored before this document moved it to ``volume``."""
 
     def to_json(self) -> Json:
         out: Json = {"policy": self.policy, "action": self.action, "volume": self.volume,
                      "mode": self.mode, "targets": self.targets}
+        if self.previous_volume is not None:
+            out["previous_volume"] = self.previous_volume
         if self.action == "dry-run":
             out["change"] = self.change
             out["plan"] = [p.to_json() for p in self.plan or []]
@@ -322,6 +326,7 @@ class MirrorApplyResult:
         return cls(
             policy=d["policy"], action=d["action"], volume=d["volume"], mode=d["mode"],
             targets=list(d["targets"]), change=d.get("change"),
+            previous_volume=d.get("previous_volume"),
             plan=None if plan is None else [
                 MirrorPlanEntry(target=p["target"], files=p.get("files"), bytes=p.get("bytes")) for p in plan
             ],

@@ -249,6 +249,27 @@ def test_apply_list_status_reapply_remove(seeded: str, tmp_path: Path) -> None:
     assert proc.returncode == 0 and json.loads(proc.stdout) == []
 
 
+def test_moving_a_policy_to_another_volume_says_so(seeded: str) -> None:
+    """Re-applying a policy name with another volume moves the policy: the first volume is
+    no longer mirrored by it, which ``apply`` says (it printed only "updated")."""
+    first = "apiVersion: gns.io/v1alpha1\nkind: MirrorPolicy\nmetadata: {name: moving}\n" \
+            "spec: {volume: sensors, mode: manual, targets: [{cluster: onprem-b}]}\n"
+    assert gns(seeded, "mirror", "apply", "-f", "-", input=first).returncode == 0
+    moved = first.replace("volume: sensors", "volume: logs")
+    dry = gns(seeded, "mirror", "apply", "-f", "-", "--dry-run", input=moved)
+    assert dry.returncode == 0 and "moved from volume sensors, which it would no longer mirror" \
+        in dry.stdout, dry.stdout
+    proc = gns(seeded, "mirror", "apply", "-f", "-", "--json", input=moved)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert (out["action"], out["volume"], out["previous_volume"]) == ("updated", "logs", "sensors")
+    back = gns(seeded, "mirror", "apply", "-f", "-", input=first)
+    assert "updated (volume sensors -> onprem-b; moved from volume logs, which it no longer " \
+           "mirrors)" in back.stdout, back.stdout
+    same = gns(seeded, "mirror", "apply", "-f", "-", "--json", input=first)
+    assert "previous_volume" not in json.loads(same.stdout)
+
+
 def test_validation_uses_the_current_owner(seeded: str) -> None:
     logs = POLICY.replace("volume: sensors", "volume: logs")  # owned by aws-1 = promoteTo
     assert_error(gns(seeded, "mirror", "apply", "-f", "-", input=logs), 2,
