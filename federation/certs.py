@@ -348,15 +348,20 @@ def issue_user(
     if isinstance(ttl_seconds, bool) or not ttl_seconds > 0:
         raise InvalidInput(f"invalid --ttl {ttl_seconds:g}s: must be more than 0")
     crt, key_path = tls_dir / f"{name}.crt", tls_dir / f"{name}.key"
-    if crt.exists() or key_path.exists():
+    if crt.exists():
         # The name is taken (by a user or a cluster): a conflict with what exists (exit 4).
         raise Conflict(f"{crt} already exists: identities are never overwritten")
+    # A key without its certificate is what an interrupted issue leaves (the key is written
+    # first): it is finished, as `certs init` finishes an interrupted run, not refused for
+    # good. A key that does not load is refused before anything is written.
+    resumed = _load_key(key_path) if key_path.exists() else None
     sans = _san_entries(hosts)
     ca, signer = _signer(tls_dir)
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf_key = resumed or ec.generate_private_key(ec.SECP256R1())
     cert = _make_leaf_cert(name, leaf_key.public_key(), ca, signer, sans=sans, days=ttl_seconds / 86400.0,
                            kind="user", groups=group_list)
-    _write_atomic(key_path, _key_pem(leaf_key), 0o600)
+    if resumed is None:
+        _write_atomic(key_path, _key_pem(leaf_key), 0o600)
     _write_atomic(crt, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     log.info("tls: issued user certificate %s", crt)
     return [key_path, crt]

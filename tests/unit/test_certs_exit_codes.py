@@ -122,3 +122,25 @@ def test_rotate_still_works(ca_dir: Path, tmp_path: Path) -> None:
     out = gns("certs", "rotate", "c1", "--dir", str(d))
     assert out.returncode == 0, out.stderr
     assert (d / "c1.crt").read_bytes() != old
+
+
+def test_an_interrupted_issue_is_finished_with_its_key(tmp_path: Path) -> None:
+    """The key is written before the certificate: an issue killed in between left the key
+    alone, and every later ``certs issue`` of that name said "already exists" for good."""
+    from federation.tls import identity_file
+
+    d = tmp_path / "pki"
+    certs.init_certs(d, ["c1"])
+    certs.issue_user(d, "dora")
+    key = (d / "dora.key").read_bytes()
+    (d / "dora.crt").unlink()  # as a SIGKILL between the two writes leaves it
+    out = gns("certs", "issue", "dora", "--dir", str(d), "--group", "ops")
+    assert out.returncode == 0, out.stderr
+    assert (d / "dora.key").read_bytes() == key  # the key kept, the certificate made for it
+    who = identity_file(d, "dora")
+    assert who.subject == "user:dora" and "ops" in who.groups
+    # a key that is not one is refused, and nothing is written
+    (d / "eve.key").write_text("not a key")
+    before = _files(d)
+    assert gns("certs", "issue", "eve", "--dir", str(d)).returncode == 2
+    assert _files(d) == before
