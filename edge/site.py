@@ -260,16 +260,40 @@ class EdgeFederationService(FederationService):
             raise Unavailable(f"edge site {self.cluster}: disk full, write refused "
                               "(every change already accepted is kept until it is shipped)") from None
 
+    async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListReply:
+        """A directory no volume of the site's holds (``/``, a prefix of mounts) is listed
+        by the hub, which knows every mount: the site's slice holds only its own, so ``ls /``
+        at the site showed ``edge/`` and not ``health/``, which it reads all the same.
+        While the link is down, the site lists what it knows."""
+        t = request.target
+        if t.global_path and not t.volume:
+            path = normalize(t.global_path)
+            res = self.cache.view.mounts.resolve_normal(path)
+            if res is None or not self._local(res.volume):
+                try:
+                    listed: pb.ListReply = await self._up(
+                        context, lambda stub, md: stub.List(request, metadata=md))
+                    return listed
+                except Unavailable:
+                    if not self.cache.view.mounts.at(path).below:
+                        raise
+        return await super().List(request, context)
+
+    async def _up(self, context: grpc.aio.ServicerContext, call: Callable[..., Any]) -> Any:
+        """``call(stub, metadata)`` on the hub, over the link, with the app's identity (as
+        every call the site relays carries it)."""
+        stub = pb_grpc.FederationStub(self.peers.get(UPLINK))
+        md = [*forwardable(context.invocation_metadata()), *forward_metadata()]
+        try:
+            return await call(stub, md)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, "hub") from None
+
     async def Resolve(self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext) -> pb.ResolveReply:
         path = normalize(request.path)
         res = self.cache.view.mounts.resolve_normal(path)
         if res is not None and self._local(res.volume):
             return await super().Resolve(request, context)
-        stub = pb_grpc.FederationStub(self.peers.get(UPLINK))
-        try:
-            # The app's identity goes up with it, as with every other call the site relays.
-            md = [*forwardable(context.invocation_metadata()), *forward_metadata()]
-            reply: pb.ResolveReply = await stub.Resolve(request, metadata=md)
-            return reply
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, "hub") from None
+        reply: pb.ResolveReply = await self._up(
+            context, lambda stub, md: stub.Resolve(request, metadata=md))
+        return reply

@@ -193,6 +193,28 @@ def test_mv_and_resolve_of_own_paths_at_a_disconnected_site(site: Site) -> None:
              30, "the offline renames at the core mirror")
 
 
+def test_listing_above_mounts_at_the_site_shows_every_mount(site: Site) -> None:
+    """``ls /`` at the site listed only the site's own mounts (its slice of the mount
+    table) while it read every other path all the same: the hub lists such directories.
+    Cut off, the site lists what it knows, and a directory it knows nothing of is exit 5."""
+    make_volume(site.fed, "corelogs", "onprem-b", at="/core/logs")
+
+    def names(out: subprocess.CompletedProcess[str]) -> list[str]:
+        assert out.returncode == 0, out.stderr
+        return sorted(e["name"] for e in json.loads(out.stdout))
+
+    assert names(site.at_site("ls", "/", "--json")) == names(site.gns("ls", "/", "--json"))
+    assert {"core", "sensors"} <= set(names(site.at_site("ls", "/", "--json")))
+    assert names(site.at_site("ls", "/core", "--json")) == ["logs"]
+    site.proxy.stall()
+    try:
+        site.edge.wait_link("Down", timeout=15)
+        assert "sensors" in names(site.at_site("ls", "/", "--json"))
+        assert_error(site.at_site("ls", "/core"), 5)
+    finally:
+        _heal(site)
+
+
 def _stable(text: str) -> Any:
     doc = json.loads(text)
     for r in doc.get("replicas", []):
