@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import contextlib
+import errno
 import importlib
 import logging
 import signal
@@ -193,7 +194,19 @@ def _run(argv: list[str] | None) -> int:
             return _fail(str(exc), exit_code_for(exc))
         if os.environ.get("GNS_DEBUG"):
             raise
+        if isinstance(exc, OSError) and exc.strerror:
+            return _fail(_local_error(exc), 1)
         return _fail(f"{type(exc).__name__}: {exc}", 1)
+
+
+def _local_error(exc: OSError) -> str:
+    """A local file's or stream's error as coreutils say it: ``PATH: reason``, and for a
+    stream with no name (stdout to a full disk, ``> /dev/full``) ``write error: reason``."""
+    if exc.filename is not None:
+        return f"{os.fsdecode(exc.filename)}: {exc.strerror}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"write error: {exc.strerror}"
+    return str(exc.strerror)
 
 
 def command_of(argv: list[str]) -> str | None:

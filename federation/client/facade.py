@@ -48,6 +48,7 @@ from namespace.control import resolve_in
 from namespace.errors import (
     Conflict,
     FileNotFound,
+    GnsError,
     InternalError,
     InvalidInput,
     NotFound,
@@ -525,6 +526,11 @@ class Client(ControlCommands, Routing):
             try:
                 n = write_local_file(tmp, self.read_views(path), progress)
                 os.replace(tmp, dst)
+            except OSError as exc:  # the local side's: said of DST, not of the temp file
+                tmp.unlink(missing_ok=True)
+                if isinstance(exc, GnsError) or exc.strerror is None:
+                    raise
+                raise OSError(exc.errno, exc.strerror, str(dst)) from exc
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise

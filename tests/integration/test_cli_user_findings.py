@@ -4,6 +4,8 @@
 * a closed stdin (``put - P <&-``) is exit 2, "stdin is closed"; a closed stdout
   (``cat P >&-``, ``ls P >&-``) is exit 1, "write error: Bad file descriptor", as coreutils
   say it (``ls`` exited 0 with its listing lost); a reader leaving a pipe stays quiet;
+  output to a full disk (``> /dev/full``) is "write error: No space left on device", and a
+  local destination no file can be made at is named, not the temp file;
 * ``get`` onto a local directory is exit 2 and changes nothing;
 * SIGTERM during ``get`` removes the partial file, exits 143 ("aborted");
 * a path that is not UTF-8 is shown as its bytes (``'/uf/\\xff'``);
@@ -89,6 +91,21 @@ def test_put_from_a_closed_stdin_says_so(fed: Federation) -> None:
                                   ("ls", "/uf", "--json"), ("stat", "/uf/s1"), ("mount", "list")])
 def test_output_to_a_closed_stdout_is_a_write_error(fed: Federation, args: tuple[str, ...]) -> None:
     assert_error(_shell(fed, ">&-", *args), 1, "write error: Bad file descriptor")
+
+
+@pytest.mark.parametrize("args", [("cat", "/uf/s1"), ("ls", "/uf"), ("get", "/uf/s1", "-"),
+                                  ("get", "/uf/s1", "/dev/full")])
+def test_output_to_a_full_disk_is_a_write_error(fed: Federation, args: tuple[str, ...]) -> None:
+    """As coreutils say it (``cat f > /dev/full``: "write error: No space left on device"),
+    not ``OSError: [Errno 28] ...``."""
+    assert_error(_shell(fed, "> /dev/full", *args), 1, "write error: No space left on device")
+
+
+def test_get_to_a_place_no_file_can_be_made_names_it(fed: Federation) -> None:
+    """The temp file's name (``/proc/.version.gns-partial``) was the one the error named."""
+    proc = fed.gns("get", "/uf/s1", "/proc/version")
+    assert_error(proc, 1, "/proc/version: No such file or directory")
+    assert "gns-partial" not in proc.stderr
 
 
 def test_a_command_that_prints_nothing_does_not_mind_a_closed_stdout(fed: Federation) -> None:
