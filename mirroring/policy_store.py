@@ -9,6 +9,7 @@ nothing. Nothing here talks to a controller: the scheduler picks changes up by i
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from mirroring.policy import MirrorPolicy, load_and_validate, stored_policies
@@ -24,7 +25,8 @@ __all__ = ["apply_policy", "list_policies", "get_policy", "remove_policy", "poli
 _ATTEMPTS = 5
 
 
-async def apply_policy(etcd: Etcd, text: str, *, dry_run: bool = False) -> dict[str, Any]:
+async def apply_policy(etcd: Etcd, text: str, *, dry_run: bool = False,
+                       require: Sequence[Any] = ()) -> dict[str, Any]:
     """Validate and store a policy document (YAML or JSON).
 
     Returns ``{"policy", "action", "volume", "mode", "targets"}`` with action ``created``,
@@ -38,6 +40,10 @@ async def apply_policy(etcd: Etcd, text: str, *, dry_run: bool = False) -> dict[
     (none of which may be the owner), then any former owner of the volume the document does
     not name, which stays a target of the new owner whatever the document says (SPEC §7:
     it resyncs, and its diverged writes are kept aside, through that replica).
+
+    ``require``: etcd comparisons the store's transaction must also hold (a caller's
+    picture of other keys, such as the Kubernetes reconciler's ownership marker); one that
+    fails makes every attempt fail, and the call ends in ``Conflict``.
     """
     for _ in range(_ATTEMPTS):
         view = await load_view(etcd)
@@ -64,19 +70,21 @@ async def apply_policy(etcd: Etcd, text: str, *, dry_run: bool = False) -> dict[
             return {**result, "action": "dry-run", "change": change, "plan": plan(view, policy)}
         if change == "unchanged":
             return result
-        if await _store(etcd, view, policy):
+        if await _store(etcd, view, policy, require):
             return result
     raise Conflict(
         f"mirror policy {policy.name!r}: the namespace kept changing while applying it; try again"
     )
 
 
-async def _store(etcd: Etcd, view: NamespaceView, policy: MirrorPolicy) -> bool:
+async def _store(etcd: Etcd, view: NamespaceView, policy: MirrorPolicy,
+                 require: Sequence[Any] = ()) -> bool:
     tx = etcd.tx
     rev = view.revision + 1
     name = policy.name
     volume_key = schema.volume(policy.spec.volume)
     compare = [
+        *require,
         # The volume still exists and is unchanged (same owner) since validation read it.
         tx.create(volume_key) != 0,
         tx.mod(volume_key) < rev,

@@ -89,16 +89,23 @@ async def commit(etcd: Etcd, snap: Snapshot, ops: list[Any], record: dict[str, A
     ``require`` comparisons hold; else raise ``Conflict`` (read again and retry)."""
     tx = etcd.tx
     marker = key(snap.kind, snap.name)
-    compare = [
-        tx.create(marker) == 0 if snap.marker is None else tx.mod(marker) == snap.marker.mod,
-        tx.create(snap.thing) == 0 if snap.held is None else tx.mod(snap.thing) == snap.held.mod,
-        *(require or []),
-    ]
+    compare = [*unchanged(etcd, snap), *(require or [])]
     marker_op = tx.delete(marker) if record is None else tx.put(marker, json.dumps(record).encode())
     ok, _ = await etcd.txn(compare, [*ops, marker_op])
     if not ok:
         raise Conflict(f"{snap.kind} {snap.name}: changed while the reconciler was deciding; "
                        "reading it again")
+
+
+def unchanged(etcd: Etcd, snap: Snapshot) -> list[Any]:
+    """etcd comparisons that hold while neither the marker nor the thing changed since
+    ``snap`` (for a write made elsewhere that must rest on the same picture)."""
+    tx = etcd.tx
+    marker = key(snap.kind, snap.name)
+    return [
+        tx.create(marker) == 0 if snap.marker is None else tx.mod(marker) == snap.marker.mod,
+        tx.create(snap.thing) == 0 if snap.held is None else tx.mod(snap.thing) == snap.held.mod,
+    ]
 
 
 async def owned_by(etcd: Etcd, kind: str, owner: str) -> list[str]:
@@ -111,4 +118,5 @@ async def owned_by(etcd: Etcd, kind: str, owner: str) -> list[str]:
     return sorted(out)
 
 
-__all__ = ["POLICY", "MOUNT", "Held", "Marker", "Snapshot", "key", "read", "commit", "owned_by"]
+__all__ = ["POLICY", "MOUNT", "Held", "Marker", "Snapshot", "key", "read", "commit", "unchanged",
+           "owned_by"]

@@ -25,7 +25,7 @@ from mirroring.policy_store import apply_policy
 from mirroring.status import statuses
 from namespace import schema
 from namespace.cache import load_view
-from namespace.errors import InvalidInput
+from namespace.errors import Conflict, InvalidInput
 from namespace.etcd import Etcd, prefix_end
 
 OUTSIDE = "outside Kubernetes (gns mirror apply)"
@@ -86,8 +86,18 @@ class MirrorPolicyHandler:
         conflict = await self._take(name, owner, policy.to_dict())
         if conflict is not None:
             return not_ready(obj, "Conflict", conflict, also=("Synced",))
+        # The store rests on the picture the claim was made on: a policy removed and made
+        # again elsewhere meanwhile (`gns mirror remove` + `apply`) fails it with Conflict,
+        # and the next pass reads again, instead of being overwritten as this resource's.
+        claimed = await ownership.read(self.etcd, ownership.POLICY, name, schema.policy(name))
+        marker, held = claimed.marker, claimed.held
+        if marker is None or marker.owner != owner or (
+                held is not None and not made_here(marker, held, policy.to_dict())):
+            raise Conflict(f"mirror policy {name}: changed while the reconciler was "
+                           "applying it; reading it again")
         try:
-            result = await apply_policy(self.etcd, json.dumps(doc))
+            result = await apply_policy(self.etcd, json.dumps(doc),
+                                        require=ownership.unchanged(self.etcd, claimed))
         except InvalidInput as exc:  # the namespace changed since the check above
             return not_ready(obj, "Invalid", str(exc), also=("Synced",))
         action = await self._record(name, owner, policy.to_dict(), obj, result["action"])

@@ -201,6 +201,38 @@ def test_deleting_a_mirrorpolicy_whose_policy_the_cli_remade_before_a_resync(url
     run(urls, scenario)
 
 
+def test_a_policy_remade_elsewhere_while_the_resource_applies_is_not_overwritten(
+        urls: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI removes and re-applies the policy in the moment between the resource's
+    ownership check and its store (the store was a transaction of its own, and took the
+    CLI's policy over): the store now rests on the check's picture, fails with Conflict
+    (which the reconciler retries), and the next pass reports the Conflict."""
+    from namespace.errors import Conflict
+
+    async def scenario(etcd: Etcd) -> None:
+        h = MirrorPolicyHandler(CLUSTER, etcd)
+        assert ready(await h.apply(mp("pr")))["reason"] == "Applied"
+        take = h._take
+
+        async def take_then_cli_remakes(name: str, owner: str, wanted: dict[str, Any]) -> str | None:
+            said = await take(name, owner, wanted)
+            await remove_policy(etcd, "pr")
+            await apply_policy(etcd, policy_doc("pr", "manual"))
+            return said
+
+        monkeypatch.setattr(h, "_take", take_then_cli_remakes)
+        with pytest.raises(Conflict):
+            await h.apply(mp("pr", 2))
+        monkeypatch.undo()
+        assert json.loads(await etcd.get(schema.policy("pr")) or b"")["spec"]["mode"] == "manual"
+        status = ready(await h.apply(mp("pr", 2)))
+        assert status["reason"] == "Conflict"
+        await h.remove(mp("pr", 2))
+        assert await etcd.get(schema.policy("pr")) is not None  # the CLI's, left
+        await remove_policy(etcd, "pr")
+    run(urls, scenario)
+
+
 def test_a_mirrorpolicy_reverts_an_edit_in_place_and_removes_its_own(urls: str) -> None:
     """An update in place (``gns mirror apply`` of the same name) keeps the policy the
     resource's: the resource puts back what it asks, and its deletion removes it."""
