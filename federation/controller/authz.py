@@ -282,6 +282,13 @@ class Authorizer:
         dest = getattr(request, "destination", "")
         if isinstance(dest, str) and dest:
             groups.append([normalize(dest)])
+        # What the owner moves to when the target names a volume: checked as the target is
+        # (a destination path beside it proves nothing about this one).
+        dest_rel = getattr(request, "destination_relative", "")
+        if isinstance(dest_rel, str) and dest_rel:
+            volume = targets[0].volume if targets else ""
+            shown = volume_paths(self._view(), volume, normalize_relative(dest_rel)) if volume else []
+            groups.append(shown or ["/"])  # seen under no mount: the root's to grant
         return groups
 
     def check_message(self, who: Identity, service: str, method: str, request: Any, *,
@@ -320,9 +327,12 @@ class Authorizer:
                 return
             if (service, method) in USER_INTERNAL:
                 volume = getattr(request, "volume", "") or self._policy_volume(getattr(request, "policy", ""))
-                paths = volume_paths(self._view(), volume) if volume else []
-                if not paths or not all(self.allowed(who, "admin", [p]) for p in paths):
-                    self.deny(who, f"{service}/{method}", paths[0] if paths else "/", "admin")
+                # A volume mounted nowhere (or none named) is the root's to administer, as
+                # Control's commands judge it: the administrator may promote, sync or
+                # verify it; nobody else may for want of a path.
+                paths = (volume_paths(self._view(), volume) if volume else []) or ["/"]
+                if not all(self.allowed(who, "admin", [p]) for p in paths):
+                    self.deny(who, f"{service}/{method}", paths[0], "admin")
                 if self.audit is not None:
                     self.audit.write(who.subject, f"{service}/{method}", paths[0], "allowed")
                 return

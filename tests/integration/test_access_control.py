@@ -184,6 +184,57 @@ def test_user_claiming_a_forwarded_identity_is_refused(fed: Federation) -> None:
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+def test_a_rename_by_volume_is_checked_where_it_moves_to(fed: Federation) -> None:
+    """A Rename naming its target by volume moves to ``destination_relative``, which the
+    check ignored: a user with write only under /data/team could overwrite any file of
+    the volume (the destination checked was an empty global path). Both destinations are
+    checked now; a rename within the grant still works."""
+    admin(fed, "acl", "grant", "/data/team", "user:bob", "read,write")
+    admin(fed, "acl", "grant", "/data", "user:bob", "read")
+    try:
+        assert as_user(fed, "bob", "put", "-", "/data/team/evil", input=b"evil").returncode == 0
+
+        def rename(dst_rel: str, dst: str = "") -> grpc.StatusCode | None:
+            req = pb.RenameRequest(target=pb.Target(volume="sec", relative_path="team/evil"),
+                                   destination=dst, destination_relative=dst_rel)
+            with _user_channel(fed, "bob", "onprem-a") as ch:
+                try:
+                    pb_grpc.FederationStub(ch).Rename(req, timeout=10)
+                except grpc.RpcError as exc:
+                    return exc.code()
+            return None
+
+        assert rename("x") == grpc.StatusCode.PERMISSION_DENIED
+        # a destination path bob may write does not vouch for the one the owner moves to
+        assert rename("x", dst="/data/team/ok") == grpc.StatusCode.PERMISSION_DENIED
+        assert fed.gns("cat", "/data/x").stdout == "x-data"
+        assert rename("team/moved") is None  # within the grant
+        assert fed.gns("cat", "/data/team/moved").stdout == "evil"
+    finally:
+        fed.gns("rm", "/data/team/moved")
+        admin(fed, "acl", "revoke", "/data/team", "user:bob")
+        admin(fed, "acl", "revoke", "/data", "user:bob")
+
+
+def test_the_administrator_syncs_and_verifies_a_volume_mounted_nowhere(fed: Federation,
+                                                                       tmp_path: Path) -> None:
+    """Mirror sync and verify (and promotion) of a volume with no mount were refused even
+    to the administrator without --controller ("user:client has no admin on /"), which
+    --controller allowed; a user with no admin on / is still refused."""
+    admin(fed, "volume", "create", "unmounted", "--cluster", "onprem-a")
+    doc = tmp_path / "um.json"
+    doc.write_text(json.dumps({"metadata": {"name": "um-dr"}, "spec": {
+        "volume": "unmounted", "mode": "manual", "targets": [{"cluster": "onprem-b"}]}}))
+    admin(fed, "mirror", "apply", "-f", str(doc))
+    try:
+        for args in (["mirror", "sync", "um-dr", "--wait"], ["mirror", "verify", "um-dr"]):
+            admin(fed, *args)
+            admin(fed, *args, "--controller", fed.controllers["onprem-b"].endpoint)
+            denied(as_user(fed, "mallory", *args, "--controller", fed.controllers["onprem-b"].endpoint))
+    finally:
+        admin(fed, "mirror", "remove", "um-dr")
+
+
 def test_put_batch_is_checked_put_by_put(fed: Federation) -> None:
     """Each put of a PutBatch is checked as a lone Put would be: a denied one is its own
     PERMISSION_DENIED outcome, denied and audited once, and the allowed ones are written; a
