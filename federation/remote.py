@@ -10,6 +10,7 @@ with TLS the controller checks every command against the caller's grants (SPEC Â
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -35,9 +36,18 @@ from federation.client.models import (
     Status,
     grant_from_json,
 )
-from namespace.cache import NamespaceView
-from namespace.errors import InvalidInput, Unavailable
-from namespace.models import ClusterView, Mount, VolumeView, check_labels
+from federation.client.streams import ChangeStream
+from namespace.cache import Listener, NamespaceView
+from namespace.errors import GnsError, InvalidInput, Unavailable
+from namespace.models import (
+    ClusterSpec,
+    ClusterView,
+    Mount,
+    Volume,
+    VolumeState,
+    VolumeView,
+    check_labels,
+)
 from namespace.mounts import MountsAt
 from namespace.paths import check_name, normalize
 
@@ -47,6 +57,31 @@ if TYPE_CHECKING:
 # Control calls that may run long (a promotion drains and syncs; a verify hashes a volume).
 _LONG = 3600.0
 _SHORT = 30.0
+
+
+_VIEW_TTL = 1.0
+"""Seconds a controller's answer stands as this client's view of the namespace."""
+
+
+def _view_of(status: Status) -> NamespaceView:
+    """A :class:`NamespaceView` of what ``gns status`` says: clusters (``Ready`` ones
+    alive), volumes with their owners, epochs and versions, and the mount table."""
+    view = NamespaceView()
+    for c in status.clusters:
+        view.clusters[c.id] = ClusterSpec.model_validate(c.model_dump(exclude={"state"}))
+        if c.state == "Ready":
+            view.alive[c.id] = b""
+    for v in status.volumes:
+        view.volumes[v.name] = Volume(name=v.name, owner=v.owner, epoch=v.epoch, labels=v.labels)
+        view.volstates[v.name] = VolumeState(version=v.version, epoch=v.epoch)
+    for m in status.mounts:
+        view.mounts.set(m.path, m.volume, m.subpath)
+    view.leader = status.leader
+    return view
+
+
+def _mount_rows(view: NamespaceView) -> list[tuple[str, str, str]]:
+    return sorted((p, v, s) for p, (v, s) in view.mounts.items())
 
 
 def find_controller(controller: str | None) -> str | None:
@@ -72,13 +107,64 @@ class RemoteClient(Client):
             raise InvalidInput("no controller given")
         super().__init__(None, controller=address, home=home, **kw)
         self.controller = address
+        self._view_lock = threading.Lock()
+        self._remote_view: NamespaceView | None = None
+        self._view_at = 0.0
+        self._listeners: list[Listener] = []
+        self._poller: threading.Thread | None = None
+        self._closed = threading.Event()
 
     # -- plumbing -------------------------------------------------------------------------
     def _control(self) -> NoReturn:
         raise Unavailable("this client talks to a controller (--controller) and has no etcd access")
 
     def view(self) -> NamespaceView:
-        raise Unavailable("the namespace view needs etcd; this client talks to a controller (--controller)")
+        """The namespace as the controller shows it to this caller: its clusters, volumes
+        and mounts (``Status``, filtered by the caller's grants), asked at most once per
+        :data:`_VIEW_TTL`. What a mount through ``--controller`` needs (which volume a path
+        is in, the mount points to list); routing never uses it, every request enters at
+        the controller. If the controller cannot answer (an edge site cut off from its
+        hub) the last view stands."""
+        with self._view_lock:
+            now = time.monotonic()
+            if self._remote_view is not None and now - self._view_at < _VIEW_TTL:
+                return self._remote_view
+            try:
+                self._remote_view = _view_of(self.status())
+                self._view_at = now
+            except Unavailable:
+                if self._remote_view is None:
+                    raise
+            return self._remote_view
+
+    def on_namespace_change(self, listener: Listener) -> None:
+        """Tell ``listener`` when the mount table this client sees changes (``kind``
+        "mounts": reload all), as the controller's view is polled (:data:`_VIEW_TTL`); an
+        etcd client's watch says it key by key. The poller stops with :meth:`close`."""
+        self.view()
+        with self._view_lock:
+            self._listeners.append(listener)
+            if self._poller is not None:
+                return
+            self._poller = threading.Thread(target=self._poll_mounts, daemon=True,
+                                            name="gns-remote-view")
+        self._poller.start()
+
+    def _poll_mounts(self) -> None:
+        seen = _mount_rows(self.view())
+        while not self._closed.wait(_VIEW_TTL):
+            try:
+                now = _mount_rows(self.view())
+            except GnsError:
+                continue  # the controller is away: nothing known changed
+            if now != seen:
+                seen = now
+                for listener in list(self._listeners):
+                    listener("mounts", "", None)
+
+    def close(self) -> None:
+        self._closed.set()
+        super().close()
 
     def _ctl(self, method: str, timeout: float = _SHORT, **args: Any) -> Any:
         stub = cpb_grpc.ControlStub(self._channel(self.controller))
@@ -107,6 +193,10 @@ class RemoteClient(Client):
         check_name("cluster", cluster)
         return VolumeView.model_validate(self._ctl(
             "CreateVolume", name=name, cluster=cluster, labels=check_labels(dict(labels or {}))))
+
+    def remove_volume(self, name: str) -> None:
+        check_name("volume", name)
+        self._ctl("RemoveVolume", name=name)
 
     def volumes(self) -> list[VolumeView]:
         return [VolumeView.model_validate(v) for v in self._ctl("ListVolumes")]
@@ -204,6 +294,18 @@ class RemoteClient(Client):
             consistency=self.consistency, max_staleness_s=self.max_staleness,
         )
         return self._stub(self.controller), target, f"controller {self.controller}"
+
+    def watch(self, path: str | None = None, from_version: int = 0, *,
+              volume: str | None = None) -> ChangeStream:
+        """As :meth:`Client.watch`, through the controller (which relays the owner's
+        stream) also when a volume is named: this client may reach no owner itself."""
+        if volume is None or path is not None:
+            return super().watch(path, from_version, volume=volume)
+        check_name("volume", volume)
+        call = self._stub(self.controller).Watch(
+            pb.WatchRequest(target=pb.Target(volume=volume), from_version=from_version),
+            timeout=None)
+        return ChangeStream(call, f"controller {self.controller}")
 
     def _mount_points(self, path: str) -> MountsAt:
         # No mount table here: the controller's List adds the mount points below a global

@@ -12,7 +12,7 @@ Nothing here talks to the network; protobuf replies are converted in the client 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -383,15 +383,20 @@ class VolumeStatus:
     version: int
     state: Literal["Ready", "Down"]
     diverged: list[Divergence]
+    labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, v: VolumeView, diverged: list[Divergence]) -> VolumeStatus:
         return cls(name=v.name, owner=v.owner, epoch=v.epoch, version=v.version, state=v.state,
-                   diverged=diverged)
+                   diverged=diverged, labels=dict(v.labels))
 
     def to_json(self) -> Json:
-        return {"name": self.name, "owner": self.owner, "epoch": self.epoch, "version": self.version,
-                "state": self.state, "diverged": [d.to_json() for d in self.diverged]}
+        out: Json = {"name": self.name, "owner": self.owner, "epoch": self.epoch,
+                     "version": self.version, "state": self.state,
+                     "diverged": [d.to_json() for d in self.diverged]}
+        if self.labels:  # as `volume show` says them: only where a volume has some
+            out["labels"] = dict(self.labels)
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> VolumeStatus:
@@ -399,7 +404,7 @@ class VolumeStatus:
                    state=d["state"], diverged=[
                        Divergence(cluster=r["cluster"], epoch=r["epoch"], paths=list(r["paths"]))
                        for r in d.get("diverged", [])
-                   ])
+                   ], labels=dict(d.get("labels") or {}))
 
 
 @dataclass(frozen=True, slots=True)

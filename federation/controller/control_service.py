@@ -44,6 +44,7 @@ class ControlService:
             "GetCluster": self._get_cluster,
             "RemoveCluster": self._remove_cluster,
             "CreateVolume": self._create_volume,
+            "RemoveVolume": self._remove_volume,
             "ListVolumes": self._list_volumes,
             "GetVolume": self._get_volume,
             "PromoteVolume": self._promote,
@@ -153,6 +154,12 @@ class ControlService:
         labels = a.get("labels") or {}  # absent from clients older than volume labels
         return await self._admin("volume.create", ["/"], self.client.create_volume,
                                  _str(a, "name"), _str(a, "cluster"), check_labels(labels))
+
+    async def _remove_volume(self, a: dict[str, Any]) -> Any:
+        # What the CSI driver's DeleteVolume needs (refused while a mount or policy names
+        # the volume, so it is mounted nowhere by then): the root's to administer.
+        name = check_name("volume", _str(a, "name"))
+        return await self._admin("volume.remove", ["/"], self.client.remove_volume, name)
 
     async def _list_volumes(self, a: dict[str, Any]) -> Any:
         found = await self._run(self.client.volumes)

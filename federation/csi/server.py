@@ -36,8 +36,9 @@ class CsiConfig:
     etcd: str | None = None
     tls_dir: str | None = None
     controller: str | None = None
-    """``--controller``: reach the federation through this controller, never etcd (a node
-    plugin then needs no etcd credentials; DeleteVolume still needs etcd)."""
+    """``--controller``: reach the federation through this controller, never etcd (the
+    driver then needs no etcd credentials; with TLS its identity needs ``admin`` on ``/``
+    to provision)."""
     identity: str | None = None
     state_dir: Path = field(default_factory=lambda: Path("/var/lib/gns-csi"))
 

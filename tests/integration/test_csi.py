@@ -685,10 +685,11 @@ def test_restarted_driver_adopts_and_reattaches(fed: Federation, driver: CsiProc
         driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid))
 
 
-def test_driver_through_a_controller_without_etcd(fed: Federation, tmp_path: Path) -> None:
-    """``gns csi --controller HOST:PORT`` holds no etcd credentials: paths resolve through the
-    controller; provisioning says it needs etcd. (Publishing then runs ``gns fuse
-    --controller``, which the FUSE layer does not support yet.)"""
+def test_driver_through_a_controller_without_etcd(fed: Federation, tmp_path: Path,
+                                                  fuse_ok: None) -> None:
+    """``gns csi --controller HOST:PORT`` holds no etcd credentials: it provisions, publishes
+    (``gns fuse --controller``, which refused to start for want of etcd), and deletes,
+    everything through that controller."""
     node = start_csi(fed, tmp_path / "node", controller=fed.controllers["onprem-a"].endpoint)
     try:
         assert node.node.NodeGetInfo(csi.NodeGetInfoRequest()).node_id == "node-1"
@@ -696,8 +697,20 @@ def test_driver_through_a_controller_without_etcd(fed: Federation, tmp_path: Pat
             volume_id="/not/mounted/anywhere", target_path=str(tmp_path / "t"),
             volume_capability=mount_cap())))
         assert code == grpc.StatusCode.NOT_FOUND
-        code, msg = _code(lambda: create(node, "pvc-no-etcd"))
-        assert code == grpc.StatusCode.UNAVAILABLE and "etcd" in msg
+        vid = create(node, "pvc-no-etcd", **{**PVC, "csi.storage.k8s.io/pvc/name": "no-etcd"}
+                     ).volume.volume_id
+        assert _js(fed, "volume", "show", "pvc-no-etcd")["labels"]["csi.gns.io/path"] == vid
+        target = tmp_path / "pod" / "mount"
+        _publish(node, vid, target)
+        try:
+            assert os.listdir(target) == []
+            (target / "written-in-the-pod.txt").write_text("no etcd here\n")
+            assert fed.gns("cat", f"{vid}/written-in-the-pod.txt").stdout == "no etcd here\n"
+        finally:
+            _unpublish(node, vid, target)
+        assert not os.path.ismount(target)
+        node.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=vid), timeout=30)
         assert fed.gns("volume", "show", "pvc-no-etcd").returncode == 3
+        assert all(m["path"] != vid for m in _js(fed, "mount", "list"))
     finally:
         node.stop()

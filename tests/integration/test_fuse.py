@@ -459,6 +459,36 @@ def test_a_mount_made_or_removed_inside_a_volume_shows_within_a_second(
         fed.gns("mount", "remove", "/fz/fz/nesting/inner")
 
 
+def test_a_mount_through_a_controller_alone(fed: Federation, tmp_path: Path) -> None:
+    """``gns fuse --controller`` (no etcd anywhere: what the CSI driver runs with
+    ``--controller``, and apps at an edge site) refused to start ("the namespace view needs
+    etcd"). It mounts now: the mount table comes from the controller, writes and reads go
+    through it, and a mount added elsewhere shows within a couple of seconds."""
+    env = fed.env()
+    env.pop("GNS_ETCD")
+    env["GNS_HOME"] = str(tmp_path / "empty-home")
+    m = Mount(fed, tmp_path / "m", tmp_path / "c", "--controller",
+              fed.controllers["onprem-b"].endpoint, env=env)
+    try:
+        assert {"fz"} <= set(os.listdir(m.mnt))
+        assert {"fz", "fzb"} <= set(os.listdir(m.mnt / "fz"))
+        (m.mnt / "fz/fz/via-controller.txt").write_text("through b\n")
+        assert fed.gns("cat", "/fz/fz/via-controller.txt").stdout == "through b\n"
+        assert fed.gns("put", "-", "/fz/fzb/from-cli.txt", input=b"cli\n").returncode == 0
+        wait_for(lambda: (m.mnt / "fz/fzb/from-cli.txt").exists(), 5, every=0.05)
+        assert (m.mnt / "fz/fzb/from-cli.txt").read_text() == "cli\n"
+        assert "ctl" not in os.listdir(m.mnt / "fz")  # cached
+        assert fed.gns("mount", "add", "/fz/ctl", "fzb").returncode == 0
+        t0 = time.monotonic()
+        wait_for(lambda: "ctl" in os.listdir(m.mnt / "fz"), 10, every=0.05)
+        assert time.monotonic() - t0 < 3.0
+        assert (m.mnt / "fz/ctl/from-cli.txt").read_text() == "cli\n"
+    finally:
+        m.stop()
+        fed.gns("mount", "remove", "/fz/ctl")
+        fed.gns("rm", "/fz/fz/via-controller.txt")
+
+
 def test_read_only_mount_gives_erofs(fed: Federation, tmp_path: Path) -> None:
     m = Mount(fed, tmp_path / "ro", tmp_path / "c", "--read-only")
     try:

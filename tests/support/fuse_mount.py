@@ -16,7 +16,8 @@ from tests.support.waiting import wait_for
 class Mount:
     """One ``gns fuse`` process and its mount point (stopped by PID)."""
 
-    def __init__(self, fed: Federation, mnt: Path, cache: Path, *args: str) -> None:
+    def __init__(self, fed: Federation, mnt: Path, cache: Path, *args: str,
+                 env: dict[str, str] | None = None) -> None:
         self.fed, self.mnt, self.cache = fed, mnt, cache
         if not is_stale(str(mnt)):  # a dead mount there is the CLI's to clear
             mnt.mkdir(parents=True, exist_ok=True)
@@ -25,7 +26,7 @@ class Mount:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "federation.cli.main", "fuse", str(mnt),
                  "--cache-dir", str(cache), *args],
-                env=fed.env(), stdout=subprocess.DEVNULL, stderr=err,
+                env=fed.env() if env is None else env, stdout=subprocess.DEVNULL, stderr=err,
             )
         wait_for(lambda: self.proc.poll() is not None or answers(mnt), 30)
         assert self.proc.poll() is None, self.log.read_text()

@@ -54,6 +54,11 @@ class ControlStub:
                 request_serializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.SerializeToString,
                 response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.FromString,
                 _registered_method=True)
+        self.RemoveVolume = channel.unary_unary(
+                '/gns.control.v1.Control/RemoveVolume',
+                request_serializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.SerializeToString,
+                response_deserializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.FromString,
+                _registered_method=True)
         self.ListVolumes = channel.unary_unary(
                 '/gns.control.v1.Control/ListVolumes',
                 request_serializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.SerializeToString,
@@ -183,6 +188,12 @@ class ControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveVolume(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -334,6 +345,11 @@ def add_ControlServicer_to_server(servicer, server):
             ),
             'CreateVolume': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateVolume,
+                    request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.FromString,
+                    response_serializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.SerializeToString,
+            ),
+            'RemoveVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveVolume,
                     request_deserializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.FromString,
                     response_serializer=federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.SerializeToString,
             ),
@@ -549,6 +565,33 @@ class Control:
             request,
             target,
             '/gns.control.v1.Control/CreateVolume',
+            federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.SerializeToString,
+            federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gns.control.v1.Control/RemoveVolume',
             federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Call.SerializeToString,
             federation_dot_api_dot___gen_dot_gns_dot_control_dot_v1_dot_control__pb2.Reply.FromString,
             options,
