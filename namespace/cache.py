@@ -134,6 +134,22 @@ class NamespaceView:
             labels=dict(vol.labels),
         )
 
+    def paths_of(self, volume: str, rel: str | None = None) -> list[str]:
+        """The global paths where ``volume`` (or ``rel`` inside it) shows in the mount
+        table: every mount of it (with a subpath, only what lies below that)."""
+        out = []
+        for mpath, (vol, sub) in self.mounts.items():
+            if vol != volume:
+                continue
+            if rel is None:
+                out.append(mpath)
+                continue
+            if sub and rel != sub and not rel.startswith(sub + "/"):
+                continue
+            tail = rel[len(sub):].lstrip("/") if sub else rel
+            out.append(mpath if not tail else (mpath.rstrip("/") + "/" + tail))
+        return out
+
     def mount_list(self) -> list[Mount]:
         return [Mount(path=p, volume=v, subpath=s) for p, (v, s) in self.mounts.items()]
 

@@ -149,18 +149,7 @@ def decode_identity(value: str) -> Identity:
 
 def volume_paths(view: NamespaceView, volume: str, rel: str | None = None) -> list[str]:
     """The global paths where ``volume`` (or ``rel`` inside it) appears in the mount table."""
-    out = []
-    for mpath, (vol, sub) in view.mounts.items():
-        if vol != volume:
-            continue
-        if rel is None:
-            out.append(mpath)
-            continue
-        if sub and rel != sub and not rel.startswith(sub + "/"):
-            continue
-        tail = rel[len(sub):].lstrip("/") if sub else rel
-        out.append(mpath if not tail else (mpath.rstrip("/") + "/" + tail))
-    return out
+    return view.paths_of(volume, rel)
 
 
 class AuditLog:

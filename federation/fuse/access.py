@@ -15,9 +15,9 @@ This is a forecast of the owner's decision, never a second authority: it refuses
 clear "no". It does not ask at all when access control is off (no TLS), for the
 administrator, or for a cluster identity (a controller, which the owner trusts, or an edge
 site, whose rights beyond its grants only the owner knows); and when a check fails for any
-other reason (controller or etcd unreachable, too slow) or the volume is mounted at more
-than one path (the owner grants a write reaching the same bytes by any of them), the open
-goes ahead and the owner decides at close, as before. A grant revoked after the open is
+other reason (controller or etcd unreachable, too slow), the open goes ahead and the owner
+decides at close, as before. A volume mounted at more than one path is judged as the owner
+judges it: a write grant on any global path reaching the same bytes allows it. A grant revoked after the open is
 still refused there. It never talks to etcd or gRPC but through the ``Client``.
 """
 from __future__ import annotations
@@ -58,19 +58,14 @@ def parent_of(gpath: str) -> str:
     return head or "/"
 
 
-def mounted_more_than_once(view: NamespaceView, gpath: str) -> bool:
-    """The volume holding ``gpath`` appears at more than one global path of the mount table
-    (the owner then takes a grant on any of them). Scans the table: a denial's cost only."""
+def other_paths(view: NamespaceView, gpath: str) -> list[str]:
+    """The other global paths showing the bytes at ``gpath`` (its volume mounted again,
+    whole or a subpath holding it): the owner takes a grant on any of them. Scans the
+    table: a denial's cost only."""
     res = view.resolve(gpath)
     if res is None:
-        return False
-    seen = 0
-    for _path, (volume, _subpath) in view.mounts.items():
-        if volume == res.volume:
-            seen += 1
-            if seen > 1:
-                return True
-    return False
+        return []
+    return [p for p in view.paths_of(res.volume, res.relative_path) if p != gpath]
 
 
 class WriteGate:
@@ -78,12 +73,13 @@ class WriteGate:
     a little while. :meth:`cached` answers without blocking when it can; :meth:`check`
     blocks (run it in a worker thread). Thread-safe."""
 
-    def __init__(self, client: AccessClient, *, aliased: Callable[[str], bool] | None = None,
+    def __init__(self, client: AccessClient, *,
+                 aliases: Callable[[str], list[str]] | None = None,
                  ttl: float = DEFAULT_TTL, max_entries: int = 4096,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
-        # Whether the volume holding a path is mounted at more than one global path.
-        self._aliased = aliased
+        # The other global paths showing the bytes at a path (:func:`other_paths`).
+        self._aliases = aliases
         self.ttl = ttl
         self.max_entries = max_entries
         self._clock = clock
@@ -189,20 +185,22 @@ class WriteGate:
 
     def _ask_file(self, gpath: str, who: tuple[str, list[str]]) -> Verdict:
         """A file whose directory is refused: a grant on the file itself may still allow
-        it, and so may one on another path where its volume is mounted (unknown here)."""
+        it, and so may one on another path showing the same bytes (its volume mounted
+        there too), as the owner takes it. Refused only if every one of them is."""
         v = self._ask(gpath, who)
-        if v is False and not self._only_path(gpath):
-            return None
-        return v
-
-    def _only_path(self, gpath: str) -> bool:
-        """The volume holding ``gpath`` is mounted there only (so refusing is safe)."""
-        if self._aliased is None:
-            return True
-        try:
-            return not self._aliased(gpath)
-        except Exception:  # noqa: BLE001 - cannot tell: do not refuse
+        if v is not False:
+            return v
+        if self._aliases is None:
             return False
+        try:
+            others = self._aliases(gpath)
+        except Exception:  # noqa: BLE001 - cannot tell: do not refuse
+            return None
+        for other in others:
+            seen = self._ask(other, who)
+            if seen is not False:
+                return seen
+        return False
 
     # -- the kept answers -------------------------------------------------------------------
     def _kept(self, path: str) -> tuple[bool, Verdict]:

@@ -181,3 +181,25 @@ def test_a_grant_revoked_while_a_file_is_open_is_refused_at_close(fed: Federatio
 
     wait_for(refused_at_open, 10, "the revoke to show at open too")
     assert absent(fed, "/data/temp/late.txt")
+
+
+def test_a_volume_mounted_twice_is_refused_at_open_too(fed: Federation, reader_mnt: Path,
+                                                       writer_mnt: Path) -> None:
+    """With the volume also mounted at /alias (its team/ subpath), the gate left every
+    write to the owner at close: ``echo x > f`` as a reader exited 0 and the data was lost.
+    Now it is refused at open unless a write grant on some path showing the same bytes
+    allows it, as the owner judges: writer's grant on /data/team covers /alias."""
+    admin(fed, "mount", "add", "/alias", "acc:team")
+    try:
+        wait_for(lambda: (reader_mnt / "alias").is_dir() and (writer_mnt / "alias").is_dir(), 10)
+        proc = shell(reader_mnt, 'echo x > "$M/data/aliased-r"; echo y > "$M/alias/aliased-r"')
+        assert proc.returncode != 0 and proc.stderr.count("Permission denied") == 2, proc
+        assert absent(fed, "/data/aliased-r") and absent(fed, "/alias/aliased-r")
+        proc = shell(writer_mnt, 'echo w > "$M/alias/aliased-w"')
+        assert proc.returncode == 0, proc.stderr
+        assert fed.gns_bytes("cat", "/data/team/aliased-w").stdout == b"w\n"
+        proc = shell(writer_mnt, 'echo w > "$M/data/aliased-w"')  # no grant reaches it
+        assert proc.returncode != 0 and "Permission denied" in proc.stderr, proc
+    finally:
+        fed.gns("rm", "/data/team/aliased-w")
+        admin(fed, "mount", "remove", "/alias")

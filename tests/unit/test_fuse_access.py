@@ -145,26 +145,34 @@ def test_an_identity_not_known_yet_is_asked_again_later() -> None:
     assert gate.check("/data/f") is False
 
 
-def test_a_volume_mounted_at_another_path_too_is_left_to_the_owner() -> None:
-    """The owner takes a write grant on any global path reaching the same bytes: refusing
-    on this one alone could refuse what the owner allows."""
-    grants = _Grants(())
-    gate = WriteGate(grants, aliased=lambda g: g.startswith("/aliased/"))
-    assert gate.check("/aliased/f") is True
+def test_a_volume_mounted_at_another_path_too_is_judged_as_the_owner_judges_it() -> None:
+    """The owner takes a write grant on any global path reaching the same bytes: the gate
+    allows what a grant on another mount of the volume allows, and refuses (at open, not
+    at close, which shells ignore) only what none of them does."""
+    grants = _Grants(("/alias/team",))
+    others = {"/data/team/f": ["/alias/team/f"], "/data/secret/f": ["/alias/secret/f"]}
+    gate = WriteGate(grants, aliases=lambda g: others.get(g, []))
+    assert gate.check("/data/team/f") is True  # granted through the other mount
+    assert gate.check("/data/secret/f") is False  # granted nowhere
     assert gate.check("/single/f") is False
+    broken = WriteGate(grants, aliases=lambda g: 1 / 0)  # type: ignore[arg-type,return-value]
+    assert broken.check("/data/secret/f") is True  # cannot tell: the owner decides
 
 
-def test_a_volume_is_aliased_when_the_mount_table_shows_it_twice() -> None:
-    from federation.fuse.access import mounted_more_than_once
+def test_the_other_paths_of_a_file_come_from_the_mount_table() -> None:
+    from federation.fuse.access import other_paths
     from namespace.cache import NamespaceView
 
     view = NamespaceView()
     view.mounts.set("/data", "acc")
     view.mounts.set("/other", "b")
-    assert not mounted_more_than_once(view, "/data/x/f")
-    assert not mounted_more_than_once(view, "/nowhere/f")
+    assert other_paths(view, "/data/x/f") == []
+    assert other_paths(view, "/nowhere/f") == []
     view.mounts.set("/alias", "acc", "x")  # part of the same volume, at another path
-    assert mounted_more_than_once(view, "/data/x/f") and not mounted_more_than_once(view, "/other/f")
+    assert other_paths(view, "/data/x/f") == ["/alias/f"]
+    assert other_paths(view, "/alias/f") == ["/data/x/f"]
+    assert other_paths(view, "/data/y/f") == []  # outside the subpath: shown once only
+    assert other_paths(view, "/other/f") == []
 
 
 def test_a_new_directory_filled_from_many_threads_is_checked_once() -> None:
