@@ -258,8 +258,11 @@ def _make_leaf_cert(
             critical=True,
         )
         .add_extension(
+            # A user's certificate is a client's only: a server presenting one (a rogue
+            # listening where a controller should be) fails every client's handshake.
             x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                [ExtendedKeyUsageOID.CLIENT_AUTH] if kind == "user"
+                else [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
             ),
             critical=False,
         )

@@ -235,6 +235,40 @@ def test_the_administrator_syncs_and_verifies_a_volume_mounted_nowhere(fed: Fede
         admin(fed, "mirror", "remove", "um-dr")
 
 
+def test_a_server_holding_a_user_certificate_is_no_controller_to_clients(fed: Federation) -> None:
+    """A user's certificate was good for a server too (serverAuth): anyone holding one,
+    listening where a controller should be, got the administrator's puts and grants. A
+    user's certificate is a client's only now: the handshake fails and nothing is sent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert fed.tls_dir is not None
+    tls = fed.tls_dir
+    calls: list[str] = []
+
+    class Record(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc's stubs: Any
+        def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+            calls.append(details.method)
+            return grpc.unary_unary_rpc_method_handler(lambda req, ctx: b"")
+
+    rogue = grpc.server(ThreadPoolExecutor(2))
+    rogue.add_generic_rpc_handlers((Record(),))
+    creds = grpc.ssl_server_credentials(
+        [((tls / "mallory.key").read_bytes(), (tls / "mallory.crt").read_bytes())],
+        root_certificates=(tls / "ca.crt").read_bytes(), require_client_auth=True)
+    port = rogue.add_secure_port("127.0.0.1:0", creds)
+    rogue.start()
+    try:
+        proc = as_user(fed, "client", "--controller", f"127.0.0.1:{port}", "put", "-",
+                       "/data/top-secret", input=b"secret", real=True)
+        refused(proc, 5, "")
+        proc = as_user(fed, "client", "--controller", f"127.0.0.1:{port}", "acl", "grant",
+                       "/data", "user:mallory", "admin", real=True)
+        refused(proc, 5, "")
+        assert calls == []
+    finally:
+        rogue.stop(0)
+
+
 def test_put_batch_is_checked_put_by_put(fed: Federation) -> None:
     """Each put of a PutBatch is checked as a lone Put would be: a denied one is its own
     PERMISSION_DENIED outcome, denied and audited once, and the allowed ones are written; a
