@@ -64,7 +64,7 @@ from federation.api.errors import kind_of, trailing_metadata
 from federation.channels import MAX_PUT_BATCH
 from federation.controller.rpc_errors import put_failure
 from federation.tls import Identity, identity_of_pem
-from namespace.acl import AclCache, Grants, check_principal, check_subject
+from namespace.acl import ADMIN_SUBJECT, AclCache, Grants, check_principal, check_subject
 from namespace.cache import NamespaceView
 from namespace.errors import InvalidInput, PermissionDenied
 from namespace.models import HUB_LABEL as _HUB_LABEL
@@ -212,6 +212,14 @@ class Authorizer:
             return False
         spec = self._view().clusters.get(who.name)
         return spec is None or not spec.linked_site
+
+    def may_read(self, paths: Callable[[], list[str]]) -> bool:
+        """Whether the current caller may read any of ``paths()`` (asked only for a caller
+        whose grants matter): what a change stream shows it, change by change."""
+        who = _CALLER.get()
+        if who is None or self.trusted(who) or who.subject == ADMIN_SUBJECT:
+            return True
+        return self.allowed(who, "read", paths() or ["/"])
 
     def allowed(self, who: Identity, perm: str, paths: Iterable[str]) -> bool:
         """True if ``who`` holds ``perm`` on any of ``paths`` (an empty list: on ``/``)."""

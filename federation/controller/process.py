@@ -100,6 +100,7 @@ class Controller:
             service = FederationService(
                 cfg.cluster, cache, volumes, self.metrics, edge_hub.wrap(peers), pool, cfg.chunk_size,
                 mirrors=mirrors, edge_relay=edge_hub.relay_endpoint,
+                may_read=access.authz.may_read if access.authz is not None else None,
             )
             generic = GenericHandlersOnly(server)
             add_federation_service(service, server)

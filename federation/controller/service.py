@@ -85,6 +85,7 @@ class FederationService(pb_grpc.FederationServicer):
         *,
         mirrors: MirrorRunner | None = None,
         edge_relay: Callable[[str], str | None] | None = None,
+        may_read: Callable[[Callable[[], list[str]]], bool] | None = None,
     ) -> None:
         self.cluster = cluster
         self.cache = cache
@@ -99,6 +100,9 @@ class FederationService(pb_grpc.FederationServicer):
         self.mirrors = mirrors
         # On a hub: owner id -> pseudo endpoint down an edge site's link (None: not linked here).
         self.edge_relay = edge_relay
+        # Whether the current caller may read any of some global paths (Authorizer.may_read;
+        # None: access control is off). A change stream shows a caller only what it may read.
+        self.may_read = may_read
 
     # -- helpers --------------------------------------------------------------------------
     async def _resolved(self, t: pb.Target) -> Resolved:
@@ -538,18 +542,28 @@ class FederationService(pb_grpc.FederationServicer):
                 upto = vs.version
                 rows = await self._io(lambda: [e for e in vs.journal(last) if e.version <= upto])
                 for e in rows:
-                    yield self._change(r.volume, e)
+                    if self._visible(r.volume, e.path):
+                        yield self._change(r.volume, e, show_src=not e.src
+                                           or self._visible(r.volume, e.src))
                 last = upto
                 continue
             if self._owner_endpoint(r.volume) is not None:
                 raise Unavailable(f"cluster {self.cluster} no longer owns volume {r.volume!r}")
             await asyncio.sleep(_WATCH_POLL_S)
 
-    def _change(self, volume: str, e: JournalEntry) -> pb.Change:
+    def _visible(self, volume: str, rel: str) -> bool:
+        """Whether the caller may read ``volume``'s ``rel`` by some path showing it: a
+        change stream names files, and names are what a grant keeps from others (a user
+        with read on /data/team saw every name, size and time under /data)."""
+        if self.may_read is None:
+            return True
+        return self.may_read(lambda: self.cache.view.paths_of(volume, rel))
+
+    def _change(self, volume: str, e: JournalEntry, *, show_src: bool = True) -> pb.Change:
         return pb.Change(
             version=e.version, op=e.kind or e.op, path=self._global(volume, e.path),
-            src=self._global(volume, e.src) if e.src else "", volume=volume, size=e.size,
-            mtime=e.mtime, mode=e.mode, relative_path=e.path,
+            src=self._global(volume, e.src) if e.src and show_src else "", volume=volume,
+            size=e.size, mtime=e.mtime, mode=e.mode, relative_path=e.path,
         )
 
     def _global(self, volume: str, rel: str) -> str:

@@ -269,6 +269,40 @@ def test_a_server_holding_a_user_certificate_is_no_controller_to_clients(fed: Fe
         rogue.stop(0)
 
 
+def test_a_change_stream_shows_only_what_the_caller_may_read(fed: Federation) -> None:
+    """Watch needs read on the path it names, but streamed every change of the volume:
+    names, sizes and times of files the caller may not read. It shows only those now."""
+    import threading
+
+    from federation.client import Client
+
+    admin(fed, "acl", "grant", "/data/team", "user:bob", "read")
+    try:
+        with Client(fed.etcd_urls, tls_dir=fed.tls_dir, identity="bob") as c:
+            since = c.volume("sec").version
+            stream = c.watch("/data/team", from_version=since)
+            seen: list[str] = []
+
+            def follow() -> None:
+                for change in stream:
+                    seen.append(change.path)
+                    if change.path.endswith("/visible"):
+                        return
+
+            reader = threading.Thread(target=follow, daemon=True)
+            reader.start()
+            admin(fed, "put", "-", "/data/hidden-from-bob", )
+            admin(fed, "put", "-", "/data/team/visible")
+            reader.join(15)
+            stream.close()
+        assert seen and seen[-1] == "/data/team/visible", seen
+        assert not [p for p in seen if "hidden" in p], seen
+    finally:
+        fed.gns("rm", "/data/hidden-from-bob")
+        fed.gns("rm", "/data/team/visible")
+        admin(fed, "acl", "revoke", "/data/team", "user:bob")
+
+
 def test_put_batch_is_checked_put_by_put(fed: Federation) -> None:
     """Each put of a PutBatch is checked as a lone Put would be: a denied one is its own
     PERMISSION_DENIED outcome, denied and audited once, and the allowed ones are written; a
