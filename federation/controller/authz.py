@@ -357,8 +357,26 @@ class Authorizer:
         return str(spec.get("volume") or "")
 
     def _check(self, who: Identity, perm: str, paths: list[str], action: str) -> None:
-        if not self.allowed(who, perm, paths):
-            self.deny(who, action, paths[0], perm)
+        if self.allowed(who, perm, paths):
+            return
+        aliases = self._aliases(paths)
+        if aliases and self.allowed(who, perm, aliases):
+            return
+        self.deny(who, action, paths[0], perm)
+
+    def _aliases(self, paths: list[str]) -> list[str]:
+        """The other global paths showing what a path named alone shows (its volume
+        mounted again): a grant on any of them reaches the same bytes, as a target named
+        by volume is judged, so the answer does not hang on the path a request names (it
+        did: a user granted /alias read /data/team/a directly from the owner, and was
+        refused through --controller). Asked only for a denial."""
+        if len(paths) != 1:
+            return []
+        view = self._view()
+        res = view.resolve(paths[0])
+        if res is None:
+            return []
+        return [p for p in view.paths_of(res.volume, res.relative_path) if p != paths[0]]
 
 
 _TARGET_FIELDS: dict[str, tuple[tuple[str, str | None], ...]] = {}

@@ -303,6 +303,26 @@ def test_a_change_stream_shows_only_what_the_caller_may_read(fed: Federation) ->
         admin(fed, "acl", "revoke", "/data/team", "user:bob")
 
 
+def test_a_grant_on_another_mount_of_the_same_bytes_answers_alike_both_ways(fed: Federation) -> None:
+    """SPEC §4: both ways give the same answers. A read grant on /teamalias (the volume's
+    team/ subpath, mounted again) let bob read /data/team/y from the owner directly (it
+    judges a volume's bytes by every path showing them) but not through --controller,
+    which judged the path named alone. Both allow it now; what no grant reaches stays
+    refused both ways."""
+    admin(fed, "mount", "add", "/teamalias", "sec:team")
+    admin(fed, "acl", "grant", "/teamalias", "user:bob", "read")
+    ctl = ["--controller", fed.controllers["onprem-b"].endpoint]
+    try:
+        for way in ([], ctl):
+            assert as_user(fed, "bob", *way, "cat", "/data/team/y").stdout == b"y-data", way
+            assert as_user(fed, "bob", *way, "cat", "/teamalias/y").stdout == b"y-data", way
+            denied(as_user(fed, "bob", *way, "cat", "/data/x"))
+            denied(as_user(fed, "bob", *way, "put", "-", "/data/team/w", input=b"no"))
+    finally:
+        admin(fed, "acl", "revoke", "/teamalias", "user:bob")
+        admin(fed, "mount", "remove", "/teamalias")
+
+
 def test_put_batch_is_checked_put_by_put(fed: Federation) -> None:
     """Each put of a PutBatch is checked as a lone Put would be: a denied one is its own
     PERMISSION_DENIED outcome, denied and audited once, and the allowed ones are written; a
