@@ -323,6 +323,22 @@ def test_a_grant_on_another_mount_of_the_same_bytes_answers_alike_both_ways(fed:
         admin(fed, "mount", "remove", "/teamalias")
 
 
+def test_acl_check_of_oneself_counts_the_groups_tls_proved(fed: Federation) -> None:
+    """alice reads /data/team/y through her group ops; asked of herself through
+    --controller, ``acl check`` said she may nothing (her groups were left out)."""
+    admin(fed, "acl", "grant", "/data/team", "group:ops", "read")
+    ctl = ["--controller", fed.controllers["onprem-b"].endpoint]
+    try:
+        assert as_user(fed, "alice", *ctl, "cat", "/data/team/y").stdout == b"y-data"
+        proc = as_user(fed, "alice", *ctl, "acl", "check", "/data/team/y", "--as", "user:alice",
+                       "--json")
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["perms"] == ["read"] and report["groups"] == ["ops"], report
+    finally:
+        admin(fed, "acl", "revoke", "/data/team", "group:ops")
+
+
 def test_put_batch_is_checked_put_by_put(fed: Federation) -> None:
     """Each put of a PutBatch is checked as a lone Put would be: a denied one is its own
     PERMISSION_DENIED outcome, denied and audited once, and the allowed ones are written; a
