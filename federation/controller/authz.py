@@ -241,9 +241,11 @@ class Authorizer:
         if who is None:
             return None
         listed = list(paths) or ["/"]
-        ok = (all(self.allowed(who, perm, [p]) for p in listed) if every
-              else self.allowed(who, perm, listed))
-        if not ok:
+        if every:  # the denial names the path that is missing, not the first one asked
+            missing = next((p for p in listed if not self.allowed(who, perm, [p])), None)
+            if missing is not None:
+                self.deny(who, action, missing, perm)
+        elif not self.allowed(who, perm, listed):
             self.deny(who, action, listed[0], perm)
         return who
 
@@ -266,7 +268,12 @@ class Authorizer:
         the owner serves)."""
         if target.volume:
             rel = normalize_relative(target.relative_path)
-            return volume_paths(self._view(), target.volume, rel) or ["/"]
+            paths = volume_paths(self._view(), target.volume, rel) or ["/"]
+            try:  # the path the caller named first: a denial names it, not another mount
+                named = normalize(target.global_path) if target.global_path else ""
+            except InvalidInput:
+                named = ""
+            return [named, *(p for p in paths if p != named)] if named in paths else paths
         if target.global_path:
             return [normalize(target.global_path)]
         return ["/"]

@@ -317,7 +317,9 @@ def test_a_grant_on_another_mount_of_the_same_bytes_answers_alike_both_ways(fed:
             assert as_user(fed, "bob", *way, "cat", "/data/team/y").stdout == b"y-data", way
             assert as_user(fed, "bob", *way, "cat", "/teamalias/y").stdout == b"y-data", way
             denied(as_user(fed, "bob", *way, "cat", "/data/x"))
-            denied(as_user(fed, "bob", *way, "put", "-", "/data/team/w", input=b"no"))
+            # refused, naming the path bob named (not the other mount of the same bytes)
+            refused(as_user(fed, "bob", *way, "put", "-", "/data/team/w", input=b"no"), 4,
+                    "user:bob has no write on /data/team/w")
     finally:
         admin(fed, "acl", "revoke", "/teamalias", "user:bob")
         admin(fed, "mount", "remove", "/teamalias")
@@ -419,7 +421,11 @@ def test_control_commands_through_controller_need_admin(fed: Federation) -> None
     assert proc.returncode == 0, proc.stderr
     try:
         # admin under /data/team: mounts there, nothing above
-        assert as_user(fed, "mallory", *ctl, "mount", "add", "/data/team/m", "sec:team").returncode == 4  # volume's /data
+        # the volume's /data is what is missing, and the refusal names it
+        refused(as_user(fed, "mallory", *ctl, "mount", "add", "/data/team/m", "sec:team"), 4,
+                "user:mallory has no admin on /data")
+        assert "/data/team/m" not in as_user(fed, "mallory", *ctl, "mount", "add", "/data/team/m",
+                                              "sec:team").stderr.decode()
         denied(as_user(fed, "mallory", *ctl, "acl", "grant", "/data", "user:mallory", "read"))
         ok = as_user(fed, "mallory", *ctl, "acl", "grant", "/data/team/sub", "user:bob", "read")
         assert ok.returncode == 0, ok.stderr
