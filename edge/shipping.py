@@ -528,7 +528,16 @@ class Shipper:
             held = max(0, w.held)
             behind = max(0, int(vs.version) - held)
             versions += behind
-            if behind:
+            if not behind:
+                continue
+            floor = int(vs.journal_floor)
+            if held < floor:
+                # The journal no longer reaches back to what the target holds (the volume
+                # came here as a replica, at the version it was copied at): a full pass
+                # sends the whole volume, so that is the backlog. (Reading the journal from
+                # there raised, and the error ended the site's process for good.)
+                nbytes += vs.usage()[1]
+            else:
                 nbytes += sum(e.size for e in vs.journal(held))
         return versions, nbytes
 
@@ -539,7 +548,11 @@ class Shipper:
             return False
         self._backlog_at = now
         self._stale = False
-        counted = await self._io(self._count_backlog)
+        try:
+            counted = await self._io(self._count_backlog)
+        except (GnsError, OSError) as exc:  # a count, not shipping: never the site's end
+            log.warning("site %s: counting the backlog failed: %s", self.site, exc)
+            return False
         changed, self._backlog = counted != self._backlog, counted
         return changed
 

@@ -117,3 +117,39 @@ def replica_state(endpoint: str) -> int:
 
     with grpc.insecure_channel(endpoint) as ch:
         return int(pb_grpc.FederationStub(ch).VolumeState(pb.VolumeStateRequest(volume="sensors"), timeout=10).version)
+
+
+def test_a_volume_promoted_back_to_its_site_is_served_there_again(federation: Federation,
+                                                                   tmp_path: Path) -> None:
+    """Away, promoted to the core, followed as a replica on return, then promoted back to
+    the site (``--force``): the site died at once ("journal truncated (floor 1, asked after
+    0)"), and again at every restart. It owns the volume again, and serves and ships it."""
+    hub, core, proxy, e = start_mirrored_site(federation, tmp_path, POLICY)
+    try:
+        s = stub(e)
+        wait_for(lambda: try_rpc(lambda: put(s, "/sensors/a", b"first")), 10, "first write")
+        wait_for(lambda: replica_files(core.endpoint, "sensors")[0] == 1, 20, "live shipping")
+        proxy.stall()
+        wait_cluster(federation, "edge-1", "Down", timeout=15)
+        e.wait_link("Down", timeout=10)
+        out = federation.gns("volume", "promote", "sensors", "--to", "onprem-b", "--force")
+        assert out.returncode == 0, out.stderr
+        proxy.heal()
+        e.wait_link("Ready", timeout=20)
+        assert federation.gns("put", "-", "/sensors/b", input=b"at the core").returncode == 0
+        owner_version = replica_state(core.endpoint)
+        wait_for(lambda: (e.status().get("followed", {}).get("sensors") or [0])[0] == owner_version,
+                 30, "site follows the new owner")
+        out = federation.gns("volume", "promote", "sensors", "--to", "edge-1", "--force")
+        assert out.returncode == 0, out.stderr
+        vol = json.loads(federation.gns("volume", "show", "sensors", "--json").stdout)
+        assert vol["owner"] == "edge-1", vol
+        info = wait_for(lambda: try_rpc(lambda: put(s, "/sensors/c", b"the site's again")), 20,
+                        "a write the site serves itself")
+        assert info is not None and info.served_by == "edge-1"
+        assert e.proc.poll() is None, "the site process died"
+        assert wait_for(lambda: try_rpc(lambda: read(s, "/sensors/b")), 15, "read") == b"at the core"
+        assert federation.gns("cat", "/sensors/c").stdout == "the site's again"
+    finally:
+        e.stop()
+        proxy.stop()
