@@ -236,6 +236,10 @@ class StagedFile:
         self.unlinked = False
         self.exclusive = False  # created with O_EXCL: the first commit must not replace
         self.stream_ok = False  # set for an empty new/truncated file: may stream while written
+        # Opened with O_TRUNC and nothing done since: a flush then commits nothing (a shell's
+        # ``> f`` closes the descriptor it opened right after dup2, before a byte is written;
+        # committing there showed readers an empty file). Release, or a later flush, does.
+        self.only_truncated = False
         self.upload: StreamingPut | None = None
         # Written, not yet handed to the upload: the writes' own buffers, joined only to make
         # a chunk (a 1 MiB write, what the kernel sends a sequential writer, is one as it is).
@@ -269,6 +273,7 @@ class StagedFile:
             self._cut_old_bytes()  # the gap reads as zeros, not as an earlier file's bytes
         n = self._pwrite(data, off)
         self.length = max(self.length, off + n)
+        self.only_truncated = False
         if self.stream_ok and off == self.streamed + self._pend_size and off == self.size:
             self._pend.append(data if n == len(data) else data[:n])
             self._pend_size += n
@@ -314,6 +319,7 @@ class StagedFile:
         os.ftruncate(self.fd, size)
         self.size = self.length = size
         self.dirty = True
+        self.only_truncated = False
         self.mtime = None
         self.touched = time.time()
 

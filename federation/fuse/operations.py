@@ -518,7 +518,7 @@ class GnsOperations(pyfuse3.Operations):
             if flags & os.O_TRUNC:
                 sf.stream_ok = True
                 if a.size:
-                    sf.dirty = True
+                    sf.dirty = sf.only_truncated = True
             else:
                 await self.call(sf.fill, self.client, self.gpath(rel), a.size, self.timeout,
                                 bounded=False)
@@ -556,6 +556,8 @@ class GnsOperations(pyfuse3.Operations):
                                 bounded=False)
             else:
                 sf.stream_ok = True
+                # an existing file truncated: see StagedFile.only_truncated
+                sf.only_truncated = existing is not None and existing.size > 0
             sf.dirty = True  # a new (or truncated) file is committed at close even if empty
             self.pending[rel] = sf
         sf.refs += 1
@@ -608,11 +610,13 @@ class GnsOperations(pyfuse3.Operations):
 
     async def flush(self, fh: int) -> None:
         h = self._handles.get(fh)
-        if isinstance(h, StagedFile):
+        if isinstance(h, StagedFile) and not h.only_truncated:
             await self._commit(h)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self.flush(fh)
+        h = self._handles.get(fh)
+        if isinstance(h, StagedFile):
+            await self._commit(h)
 
     async def release(self, fh: int) -> None:
         h = self._handles.pop(fh, None)

@@ -230,6 +230,30 @@ def test_editor_write_temp_then_rename(mnt: Path) -> None:
     assert sorted(os.listdir(d)) == ["notes.txt"]
 
 
+def test_a_shell_redirect_replaces_a_file_in_one_commit(fed: Federation, mnt: Path) -> None:
+    """``cmd > f`` opens f with O_TRUNC, dup2s it and closes the original descriptor before
+    cmd writes a byte: that close committed an empty file, so a reader elsewhere saw '' (a
+    part) and the volume gained a version. Now readers see the old content, then the new,
+    and the replacement is one version."""
+    f = mnt / "fz/fz/redirected.txt"
+    f.write_text("old content\n")
+    version = json.loads(fed.gns("stat", "/fz/fz/redirected.txt", "--json").stdout)["version"]
+    writer = subprocess.Popen(["bash", "-c", f'(sleep 1.5; echo "new content") > "{f}"'])
+    try:
+        time.sleep(0.5)
+        seen = fed.gns("cat", "/fz/fz/redirected.txt").stdout
+        assert seen == "old content\n", repr(seen)
+    finally:
+        assert writer.wait(30) == 0
+    assert fed.gns("cat", "/fz/fz/redirected.txt").stdout == "new content\n"
+    after = json.loads(fed.gns("stat", "/fz/fz/redirected.txt", "--json").stdout)
+    journal = json.loads(fed.gns("volume", "show", "fz", "--json").stdout)["version"]
+    assert after["version"] == journal and after["version"] == version + 1, (version, after)
+    # ``: > f`` alone (nothing written) still empties the file
+    subprocess.run(["bash", "-c", f': > "{f}"'], check=True, timeout=30)
+    wait_for(lambda: fed.gns("cat", "/fz/fz/redirected.txt").stdout == "", 5, every=0.05)
+
+
 def test_python_open_in_every_mode(mnt: Path) -> None:
     p = mnt / "fz/fz/modes.txt"
     with open(p, "w") as f:
