@@ -147,7 +147,7 @@ def test_a_volume_promoted_back_to_its_site_is_served_there_again(federation: Fe
         info = wait_for(lambda: try_rpc(lambda: put(s, "/sensors/c", b"the site's again")), 20,
                         "a write the site serves itself")
         assert info is not None and info.served_by == "edge-1"
-        assert e.proc.poll() is None, "the site process died"
+        assert e.proc is not None and e.proc.poll() is None, "the site process died"
         assert wait_for(lambda: try_rpc(lambda: read(s, "/sensors/b")), 15, "read") == b"at the core"
         assert federation.gns("cat", "/sensors/c").stdout == "the site's again"
     finally:
