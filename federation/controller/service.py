@@ -49,7 +49,7 @@ from namespace.errors import (
     StaleEpoch,
     Unavailable,
 )
-from namespace.models import Volume
+from namespace.models import HUB_LABEL, Volume
 from namespace.mounts import MOUNT_DIR_MODE, with_mount_points
 from namespace.paths import normalize, normalize_relative
 
@@ -179,6 +179,12 @@ class FederationService(pb_grpc.FederationServicer):
         spec = self.cache.view.clusters.get(vol.owner)
         if spec is None or not spec.endpoint:
             raise Unavailable(f"owner {vol.owner} of volume {volume!r} has no endpoint")
+        if spec.linked_site and spec.labels.get(HUB_LABEL) == self.cluster:
+            # Its hub, with no link to it: the address it registered is this one, so
+            # forwarding there came back here until the hop limit ("routing loop?"), for
+            # the seconds until etcd says the site is Down and its mirror answers.
+            raise Unavailable(f"edge site {vol.owner}, the owner of volume {volume!r}, is not "
+                              f"connected to its hub {self.cluster}")
         return vol.owner, spec.endpoint
 
     def _forward_target(self, r: Resolved, t: pb.Target) -> pb.Target:

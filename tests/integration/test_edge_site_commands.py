@@ -193,6 +193,32 @@ def test_mv_and_resolve_of_own_paths_at_a_disconnected_site(site: Site) -> None:
              30, "the offline renames at the core mirror")
 
 
+def test_reads_at_the_hub_of_a_cut_off_site_fail_at_once_until_it_is_down(site: Site) -> None:
+    """Between the hub losing its link and etcd saying the site is Down, the hub forwarded
+    reads of the site's paths to the address the site registered, its own, until the hop
+    limit ("request forwarded too many times (routing loop?)"). It says the site is not
+    connected, at once; once the site is Down the mirror answers, marked stale."""
+    head = site.head()
+    wait_for(lambda: replica_files(site.core.endpoint, "sensors")[0] >= head, 20,
+             "the mirror to hold the site's volume")
+    site.proxy.stall()
+    answers: list[str] = []
+    try:
+        site.edge.wait_link("Down", timeout=15)
+
+        def down() -> bool:
+            started = time.monotonic()
+            out = site.gns("stat", "/sensors/first", "--via", "onprem-a", "--json")
+            assert time.monotonic() - started < 10, out.stderr
+            answers.append(out.stderr.strip() or out.stdout.strip())
+            return out.returncode == 0 and json.loads(out.stdout).get("stale") is True
+
+        wait_for(down, 30, "a stale answer from the mirror once the site is Down")
+    finally:
+        _heal(site)
+    assert not [a for a in answers if "routing loop" in a], answers
+
+
 def test_listing_above_mounts_at_the_site_shows_every_mount(site: Site) -> None:
     """``ls /`` at the site listed only the site's own mounts (its slice of the mount
     table) while it read every other path all the same: the hub lists such directories.
