@@ -186,6 +186,13 @@ class FailoverOps:
                 raise from_rpc_error(exc, f"owner {vol.owner}") from None
             self.metrics.promotions.labels("planned").inc()
             return self.cache.view.volumes.get(volume) or vol.model_copy(update={"owner": r.owner, "epoch": r.epoch})
+        owner = view.clusters.get(vol.owner)
+        if not force and owner is not None and owner.provider == "edge":
+            # SPEC §8: a site away keeps taking writes; moving its volume is a decision.
+            raise Conflict(
+                f"volume {volume!r} belongs to edge site {vol.owner}, which keeps accepting writes "
+                "while away: it moves only with --force (the site's writes since are then kept "
+                "aside as diverged)")
         return await self.promote_from_down(vol, to, reason)
 
     async def promote_from_down(self, vol: Volume, to: str, reason: str) -> Volume:

@@ -132,6 +132,10 @@ def test_a_volume_promoted_back_to_its_site_is_served_there_again(federation: Fe
         proxy.stall()
         wait_cluster(federation, "edge-1", "Down", timeout=15)
         e.wait_link("Down", timeout=10)
+        # SPEC §8: an away site's volume moves only with --force
+        refused = federation.gns("volume", "promote", "sensors", "--to", "onprem-b")
+        assert refused.returncode == 4 and "--force" in refused.stderr, refused.stderr
+        assert json.loads(federation.gns("volume", "show", "sensors", "--json").stdout)["owner"] == "edge-1"
         out = federation.gns("volume", "promote", "sensors", "--to", "onprem-b", "--force")
         assert out.returncode == 0, out.stderr
         proxy.heal()
