@@ -151,16 +151,17 @@ class RemoteClient(Client):
         self._poller.start()
 
     def _poll_mounts(self) -> None:
-        seen = _mount_rows(self.view())
+        last = self._remote_view  # on_namespace_change has asked for it
+        seen = _mount_rows(last) if last is not None else None
         while not self._closed.wait(_VIEW_TTL):
             try:
                 now = _mount_rows(self.view())
             except GnsError:
                 continue  # the controller is away: nothing known changed
-            if now != seen:
-                seen = now
+            if seen is not None and now != seen:
                 for listener in list(self._listeners):
                     listener("mounts", "", None)
+            seen = now
 
     def close(self) -> None:
         self._closed.set()
