@@ -309,8 +309,9 @@ class RemoteClient(Client):
         return ChangeStream(call, f"controller {self.controller}")
 
     def _mount_points(self, path: str) -> MountsAt:
-        # No mount table here: the controller's List adds the mount points below a global
-        # path, and its List and Stat answer mount points and their prefixes, itself.
+        # The controller's List adds the mount points below a global path, and its List and
+        # Stat answer mount points and their prefixes itself, from its own (watch-fed) view:
+        # this client's view (polled, for a FUSE mount) is not needed for them.
         return MountsAt(below=[], mount_point=False, mounted=True)
 
     def _refresh(self) -> None:

@@ -20,8 +20,9 @@ State of a target, first rule that holds wins:
 
 A target with no record yet (the policy was just applied) reports version 0,
 ``lag_versions`` = the volume's version and, if that is not 0, ``lag_seconds`` counted from
-the head's last publication (it lacks at least that change; 0 said it was current). Its state is ``Syncing`` for the scheduled modes (continuous, interval, sync: the
-scheduler will pick it up) and, for ``manual``, ``Synced`` on an empty volume and
+the head's last publication (it lacks at least that change; 0 said it was current). Its
+state is ``Syncing`` for the scheduled modes (continuous, interval, sync: the scheduler will
+pick it up) and, for ``manual``, ``Synced`` on an empty volume and
 ``Lagging`` otherwise (nothing moves until ``gns mirror sync``).
 """
 from __future__ import annotations

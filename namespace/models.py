@@ -32,7 +32,9 @@ class Record(BaseModel):
 
 
 HUB_LABEL = "gns.io/hub"
-"""The label a hub writes on the record of an edge site it links (only a hub writes it)."""
+"""An edge site's registry record: provider ``edge`` and this label naming its hub, both
+written by the hub (``edge_hub``), never by the site. A controller run with ``--provider
+edge`` (SPEC §4) carries no such label: it holds etcd credentials and is a controller."""
 
 
 class ClusterSpec(Record):

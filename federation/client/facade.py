@@ -526,13 +526,11 @@ class Client(ControlCommands, Routing):
             try:
                 n = write_local_file(tmp, self.read_views(path), progress)
                 os.replace(tmp, dst)
-            except OSError as exc:  # the local side's: said of DST, not of the temp file
+            except BaseException as exc:
                 tmp.unlink(missing_ok=True)
-                if isinstance(exc, GnsError) or exc.strerror is None:
-                    raise
-                raise OSError(exc.errno, exc.strerror, str(dst)) from exc
-            except BaseException:
-                tmp.unlink(missing_ok=True)
+                if isinstance(exc, OSError) and not isinstance(exc, GnsError) and exc.strerror:
+                    # the local side's: said of DST, not of the temp file
+                    raise OSError(exc.errno, exc.strerror, str(dst)) from exc
                 raise
             return n
         return self._copy_out(path, dst, progress)

@@ -67,7 +67,6 @@ from federation.tls import Identity, identity_of_pem
 from namespace.acl import ADMIN_SUBJECT, AclCache, Grants, check_principal, check_subject
 from namespace.cache import NamespaceView
 from namespace.errors import InvalidInput, PermissionDenied
-from namespace.models import HUB_LABEL as _HUB_LABEL
 from namespace.paths import normalize, normalize_relative
 
 log = logging.getLogger(__name__)
@@ -80,10 +79,6 @@ SITE_PREFIX = "site:"
 """How a controller passes on an edge site that dialled it directly (``site:<site>``): the
 next controller must know it is a site, not take ``cluster:<site>`` for a controller."""
 EDGE_PROVIDER: Final = "edge"
-HUB_LABEL: Final = _HUB_LABEL
-"""An edge site's registry record: provider ``edge`` and this label naming its hub, both
-written by the hub (``edge_hub``), never by the site. A controller run with ``--provider
-edge`` (SPEC §4) carries no such label: it holds etcd credentials and is a controller."""
 
 _CALLER: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("gns_caller", default=None)
 _FORWARD: contextvars.ContextVar[str | None] = contextvars.ContextVar("gns_forward", default=None)

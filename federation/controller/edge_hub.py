@@ -60,7 +60,7 @@ from federation.channels import (
     GenericHandlersOnly,
     bind,
 )
-from federation.controller.authz import EDGE_PROVIDER, HUB_LABEL, decode_identity, peer_identity
+from federation.controller.authz import EDGE_PROVIDER, decode_identity, peer_identity
 from federation.controller.metrics import ControllerMetrics
 from federation.edge_mux import ON_BEHALF_OF, InCall, LinkMux, RelayHandler, forwardable, replay
 from federation.object_relay import ObjectRelayHandler, policy_allows
@@ -70,7 +70,7 @@ from namespace.acl import AclCache, Grants
 from namespace.cache import NamespaceCache, NamespaceView
 from namespace.durations import parse_duration
 from namespace.errors import Conflict, GnsError, InvalidInput, PermissionDenied, Unavailable
-from namespace.models import ClusterSpec, VolumeState
+from namespace.models import HUB_LABEL, ClusterSpec, VolumeState
 
 log = logging.getLogger(__name__)
 
@@ -615,7 +615,7 @@ class EdgeHub(epb_grpc.EdgeLinkServicer):
     # -- registration and its lease ---------------------------------------------------------
     async def _register(self, link: SiteLink) -> None:
         etcd, tx = self.etcd, self.etcd.tx
-        # What marks the site as one to controllers' access control (authz.HUB_LABEL).
+        # What marks the site as one to controllers' access control (namespace.models.HUB_LABEL).
         spec = ClusterSpec(id=link.site, provider=EDGE_PROVIDER, region="", labels={HUB_LABEL: self.cluster},
                            endpoint=self.own_endpoint(), lease_ttl=link.ttl)
         alive_key = schema.alive(link.site)

@@ -574,14 +574,7 @@ class FederationService(pb_grpc.FederationServicer):
 
     def _global(self, volume: str, rel: str) -> str:
         """The first global path showing ``volume``'s ``rel`` (else ``rel`` itself)."""
-        for m in self.cache.view.mount_list():
-            if m.volume != volume:
-                continue
-            sub = m.subpath.strip("/")
-            if not sub or rel == sub or rel.startswith(sub + "/"):
-                tail = rel[len(sub):].lstrip("/") if sub else rel
-                return m.path.rstrip("/") + "/" + tail if tail else m.path
-        return rel
+        return next(iter(self.cache.view.paths_of(volume, rel)), rel)
 
     # -- streams --------------------------------------------------------------------------
     async def Read(self, request: pb.ReadRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:

@@ -3,9 +3,10 @@
 An owner that is frozen (SIGSTOP, a hung host) is not Down until its lease runs out, and
 until gRPC's keepalive gives up the client's calls to it wait: a call that checks a volume
 (NodePublishVolume, ValidateVolumeCapabilities) took over a minute to fail, holding one of
-the server's few threads and the caller's. CSI callers retry, so a prompt UNAVAILABLE is what they need. A call runs on a
-thread of its own and is answered UNAVAILABLE after :data:`OWNER_DEADLINE` seconds, or as
-soon as the owner shows Down; the abandoned call ends on its own (gRPC's keepalive).
+the server's few threads and the caller's. CSI callers retry, so a prompt UNAVAILABLE is
+what they need. A call runs on a thread of its own and is answered UNAVAILABLE after
+:data:`OWNER_DEADLINE` seconds, or as soon as the owner shows Down; the abandoned call ends
+on its own (gRPC's keepalive).
 """
 from __future__ import annotations
 

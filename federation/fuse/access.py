@@ -17,8 +17,9 @@ administrator, or for a cluster identity (a controller, which the owner trusts, 
 site, whose rights beyond its grants only the owner knows); and when a check fails for any
 other reason (controller or etcd unreachable, too slow), the open goes ahead and the owner
 decides at close, as before. A volume mounted at more than one path is judged as the owner
-judges it: a write grant on any global path reaching the same bytes allows it. A grant revoked after the open is
-still refused there. It never talks to etcd or gRPC but through the ``Client``.
+judges it: a write grant on any global path reaching the same bytes allows it. A grant
+revoked after the open is still refused there. It never talks to etcd or gRPC but through
+the ``Client``.
 """
 from __future__ import annotations
 

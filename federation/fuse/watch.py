@@ -101,19 +101,8 @@ class Watcher:
 
     def _rels(self, volume: str, vrel: str) -> list[str]:
         """Mount-relative paths showing ``vrel`` of ``volume`` (every mount of it)."""
-        out = []
-        for m in self.client.view().mount_list():
-            if m.volume != volume:
-                continue
-            sub = m.subpath.strip("/")
-            if sub and vrel != sub and not vrel.startswith(sub + "/"):
-                continue
-            tail = vrel[len(sub):].lstrip("/") if sub else vrel
-            g = m.path.rstrip("/") + "/" + tail if tail else m.path
-            rel = self.ops.rel_of(g)
-            if rel is not None:
-                out.append(rel)
-        return out
+        shown = (self.ops.rel_of(g) for g in self.client.view().paths_of(volume, vrel))
+        return [rel for rel in shown if rel is not None]
 
     def _apply(self, change: Change) -> None:
         volume = change.volume
