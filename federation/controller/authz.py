@@ -208,13 +208,13 @@ class Authorizer:
         spec = self._view().clusters.get(who.name)
         return spec is None or not spec.linked_site
 
-    def may_read(self, paths: Callable[[], list[str]]) -> bool:
-        """Whether the current caller may read any of ``paths()`` (asked only for a caller
-        whose grants matter): what a change stream shows it, change by change."""
+    def may_read(self, paths: list[str]) -> bool:
+        """Whether the current caller may read any of ``paths`` (none: ``/``): what a
+        change stream shows it, change by change."""
         who = _CALLER.get()
         if who is None or self.trusted(who) or who.subject == ADMIN_SUBJECT:
             return True
-        return self.allowed(who, "read", paths() or ["/"])
+        return self.allowed(who, "read", paths or ["/"])
 
     def allowed(self, who: Identity, perm: str, paths: Iterable[str]) -> bool:
         """True if ``who`` holds ``perm`` on any of ``paths`` (an empty list: on ``/``)."""

@@ -85,7 +85,7 @@ class FederationService(pb_grpc.FederationServicer):
         *,
         mirrors: MirrorRunner | None = None,
         edge_relay: Callable[[str], str | None] | None = None,
-        may_read: Callable[[Callable[[], list[str]]], bool] | None = None,
+        may_read: Callable[[list[str]], bool] | None = None,
     ) -> None:
         self.cluster = cluster
         self.cache = cache
@@ -548,33 +548,33 @@ class FederationService(pb_grpc.FederationServicer):
                 upto = vs.version
                 rows = await self._io(lambda: [e for e in vs.journal(last) if e.version <= upto])
                 for e in rows:
-                    if self._visible(r.volume, e.path):
-                        yield self._change(r.volume, e, show_src=not e.src
-                                           or self._visible(r.volume, e.src))
+                    change = self._change(r.volume, e)
+                    if change is not None:
+                        yield change
                 last = upto
                 continue
             if self._owner_endpoint(r.volume) is not None:
                 raise Unavailable(f"cluster {self.cluster} no longer owns volume {r.volume!r}")
             await asyncio.sleep(_WATCH_POLL_S)
 
-    def _visible(self, volume: str, rel: str) -> bool:
-        """Whether the caller may read ``volume``'s ``rel`` by some path showing it: a
-        change stream names files, and names are what a grant keeps from others (a user
-        with read on /data/team saw every name, size and time under /data)."""
-        if self.may_read is None:
-            return True
-        return self.may_read(lambda: self.cache.view.paths_of(volume, rel))
-
-    def _change(self, volume: str, e: JournalEntry, *, show_src: bool = True) -> pb.Change:
+    def _change(self, volume: str, e: JournalEntry) -> pb.Change | None:
+        """``e`` as the stream shows it, by the first global path showing each path it
+        names; None if the caller may read it by none (names are what a grant keeps from
+        others: a user with read on /data/team saw every name, size and time under
+        /data), and a rename's source left out where it may not be read."""
+        view = self.cache.view
+        shown = view.paths_of(volume, e.path)
+        if not self._may_read(shown):
+            return None
+        src_shown = view.paths_of(volume, e.src) if e.src else []
+        src = "" if not e.src or not self._may_read(src_shown) else next(iter(src_shown), e.src)
         return pb.Change(
-            version=e.version, op=e.kind or e.op, path=self._global(volume, e.path),
-            src=self._global(volume, e.src) if e.src and show_src else "", volume=volume,
-            size=e.size, mtime=e.mtime, mode=e.mode, relative_path=e.path,
+            version=e.version, op=e.kind or e.op, path=next(iter(shown), e.path), src=src,
+            volume=volume, size=e.size, mtime=e.mtime, mode=e.mode, relative_path=e.path,
         )
 
-    def _global(self, volume: str, rel: str) -> str:
-        """The first global path showing ``volume``'s ``rel`` (else ``rel`` itself)."""
-        return next(iter(self.cache.view.paths_of(volume, rel)), rel)
+    def _may_read(self, paths: list[str]) -> bool:
+        return self.may_read is None or self.may_read(paths)
 
     # -- streams --------------------------------------------------------------------------
     async def Read(self, request: pb.ReadRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
