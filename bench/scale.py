@@ -18,6 +18,10 @@ Then it measures:
   ``bench.scale`` itself have started); ``cache_process_s`` is the whole child process, from
   the parent's side, start-up and exit included; ``cache_keys_on_huge_pages`` about what
   share of the loaded table's mount path strings the kernel put on huge pages;
+  ``list_mount_points_us`` (the mount points ``ls`` of a mount's parent shows),
+  ``paths_of_volume_us`` (the global paths showing a file a request names by volume, as
+  access control asks under TLS) and ``index_build_ms`` (the first such question, which
+  builds their index), medians over 200 mounts of the loaded table;
 * ``fanout_p99_ms``: ``--watchers`` (1,000) etcd watches on the namespace prefix, spread over
   ``--watch-procs`` child processes (each watch is what one controller's cache follows);
   the parent adds ``--changes`` mounts one at a time and, for each, takes the time until the
@@ -108,8 +112,28 @@ async def _cache_child(urls: str, mounts: int) -> None:
 
     keys_huge = share_on_huge_pages(key for key, _ in cache.view.mounts._live_raw())
     print(json.dumps({"ready_s": ready, "load_s": load, "rss_kib": rss, "keys_huge": keys_huge,
-                      "mounts": len(cache.view.mounts)}), flush=True)
+                      "mounts": len(cache.view.mounts), **_lookups(cache.view)}), flush=True)
     await etcd.close()
+
+
+def _lookups(view: Any) -> dict[str, float]:
+    """What a controller asks its table beside resolves, timed on the loaded one: the mount
+    points a listing shows (``ls`` of a mount's parent; the first call builds the index) and
+    the paths showing a volume's file (a request that names a volume, under TLS)."""
+    t0 = time.perf_counter()
+    view.mounts.children("/")
+    build_ms = (time.perf_counter() - t0) * 1e3
+    sample = [key for key, _ in zip(view.mounts._live_raw(), range(200), strict=False)]
+    lists, named = [], []
+    for key, target in sample:
+        t0 = time.perf_counter()
+        view.mounts.children(key.rsplit("/", 1)[0] or "/")
+        t1 = time.perf_counter()
+        view.paths_of(target if isinstance(target, str) else target[0], "a/b.csv")
+        named.append(time.perf_counter() - t1)
+        lists.append(t1 - t0)
+    return {"index_build_ms": build_ms, "list_mount_points_us": median(lists) * 1e6,
+            "paths_of_volume_us": median(named) * 1e6}
 
 
 async def _watch_child(urls: str, watchers: int) -> None:
@@ -277,6 +301,7 @@ def bench_cache(urls: str, mounts: int, runs: int, etcd_pid: int | None = None) 
     """Wall time to a complete cache, and the CPU it took (the child's and etcd's): on a
     loaded machine the wall time mostly says how loaded it was, the CPU seconds do not."""
     ready, load, rss, cpu, etcd_cpu, whole, keys_huge = [], [], [], [], [], [], []
+    lookups: dict[str, list[float]] = {}
     for _ in range(runs):
         r0, e0 = resource.getrusage(resource.RUSAGE_CHILDREN), _proc_cpu_s(etcd_pid)
         t0 = time.monotonic()
@@ -291,6 +316,8 @@ def bench_cache(urls: str, mounts: int, runs: int, etcd_pid: int | None = None) 
         load.append(doc["load_s"])
         rss.append(doc["rss_kib"] / 1024)
         keys_huge.append(doc["keys_huge"])
+        for name in ("index_build_ms", "list_mount_points_us", "paths_of_volume_us"):
+            lookups.setdefault(name, []).append(doc[name])
         cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
         etcd_cpu.append(e1 - e0)
     return {
@@ -302,6 +329,7 @@ def bench_cache(urls: str, mounts: int, runs: int, etcd_pid: int | None = None) 
         "cache_etcd_cpu_s": rnd(median(etcd_cpu), 3),
         "controller_rss_mib": rnd(median(rss), 1),
         "cache_keys_on_huge_pages": rnd(median(keys_huge), 3),
+        **{name: rnd(median(values), 3) for name, values in lookups.items()},
     }
 
 

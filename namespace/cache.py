@@ -138,9 +138,7 @@ class NamespaceView:
         """The global paths where ``volume`` (or ``rel`` inside it) shows in the mount
         table: every mount of it (with a subpath, only what lies below that)."""
         out = []
-        for mpath, (vol, sub) in self.mounts.items():
-            if vol != volume:
-                continue
+        for mpath, sub in self.mounts.mounts_of(volume):
             if rel is None:
                 out.append(mpath)
                 continue

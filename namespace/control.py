@@ -105,7 +105,7 @@ class ControlPlane:
         view = await self.view()
         if name not in view.volumes:
             raise NotFound(f"volume {name!r} not found")
-        users = sorted(p for p, (v, _) in view.mounts.items() if v == name)
+        users = [p for p, _ in view.mounts.mounts_of(name)]
         users += sorted(f"mirror policy {p}" for p, d in view.policies.items()
                         if isinstance(d, dict) and d.get("spec", {}).get("volume") == name)
         if users:

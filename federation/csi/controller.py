@@ -264,7 +264,7 @@ class ControllerService(csi_grpc.ControllerServicer):
             log.warning("DeleteVolume %s: %s%s was not provisioned by csi.gns.io; left as it is",
                         path, volume, f":{subpath}" if subpath else "")
             return csi.DeleteVolumeResponse()
-        users = sorted(p for p, (v, _) in view.mounts.items() if v == volume and p != path)
+        users = [p for p, _ in view.mounts.mounts_of(volume) if p != path]
         own = view.policies.get(volume)
         own_policy = isinstance(own, dict) and own.get("spec", {}).get("volume") == volume
         users += sorted(f"mirror policy {name}" for name, d in view.policies.items()

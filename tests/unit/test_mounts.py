@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from namespace import mounts as mounts_module
 from namespace.mounts import MountsAt, MountTable, with_mount_points
 
 comp = st.sampled_from(["a", "b", "bc", "health", "s", "x y", "é"])
@@ -78,6 +80,39 @@ def test_children_agree_with_reference(table: dict[str, tuple[str, str]], p: str
         t.remove(m)
         table.pop(m, None)
     assert t.children(p) == naive_children(table, p)
+
+
+ops = st.lists(st.tuples(st.sampled_from(["set", "retarget", "remove", "clear"]), path,
+                         st.sampled_from(["v1", "v2", "v3"]), st.sampled_from(["", "sub"]),
+                         st.integers(0, 99)), max_size=30)
+
+
+@settings(max_examples=300)
+@given(ops, st.sampled_from([0, 4096]), st.sets(path, max_size=4))
+def test_indexes_follow_every_change(steps: list[tuple[str, str, str, str, int]], unasked: int,
+                                     asked: set[str]) -> None:
+    """The index of mounts by volume and the sorted one listings use, asked after changes
+    of every kind (a mount set, moved to another volume, removed, the table cleared), never
+    answer from before one: kept through each change, or dropped for changes nobody asked
+    about (``unasked`` 0: every one) and built again."""
+    t, table = MountTable(), dict[str, tuple[str, str]]()
+    with mock.patch.object(mounts_module, "_INDEX_UNASKED_CHANGES", unasked):
+        for op, m, vol, sub, pick in steps:
+            if op in ("retarget", "remove") and table:
+                m = sorted(table)[pick % len(table)]  # a mount that exists
+            if op in ("set", "retarget"):
+                t.set(m, vol, sub)
+                table[m] = (vol, sub)
+            elif op == "remove":
+                t.remove(m)
+                table.pop(m, None)
+            elif op == "clear":
+                t.clear()
+                table.clear()
+            for v in ("v1", "v2", "v3"):
+                assert t.mounts_of(v) == sorted((p, s) for p, (w, s) in table.items() if w == v)
+            for p in {"/", m, *asked, *(k.rsplit("/", 1)[0] or "/" for k in table)}:
+                assert t.children(p) == naive_children(table, p)
 
 
 def test_children_are_next_components_of_deeper_mounts_only() -> None:
