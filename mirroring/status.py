@@ -74,6 +74,10 @@ class TargetStatus(BaseModel):
     """A pass to this target is running."""
     pending_since: float | None = None
     """Since when the target has been behind the volume (the oldest change not on it)."""
+    out_of_sync: bool = False
+    """A ``mode: sync`` target that writes were acknowledged without (it left the sync set
+    for want of an ack in time): no failover candidate until a pass brings it to the head
+    again, since promoting it would lose them. Written before such an ack."""
     updated: float = 0.0
     """When this record was written."""
 
@@ -170,7 +174,7 @@ def statuses(view: NamespaceView, name: str | None = None, now: float | None = N
         owner_ready = vol is not None and vol.owner in view.alive
         targets = []
         for tname, mode in effective_targets(view, policy):
-            st = _record(view, pname, tname)
+            st = target_record(view, pname, tname)
             entry = {"target": tname}
             entry.update(target_state(
                 st, mode=mode, head=head, max_lag=policy.spec.max_lag.seconds, now=now,
@@ -217,7 +221,9 @@ def effective_targets(view: NamespaceView, policy: MirrorPolicy) -> list[tuple[s
     return found
 
 
-def _record(view: NamespaceView, policy: str, target: str) -> TargetStatus | None:
+def target_record(view: NamespaceView, policy: str, target: str) -> TargetStatus | None:
+    """The status record the owner last wrote for one target of a policy (None: none, or
+    unreadable)."""
     raw = view.mirror_status.get(status_key(policy, target))
     if raw is None:
         return None

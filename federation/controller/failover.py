@@ -29,7 +29,7 @@ from federation.storage import FileMeta
 from mirroring import promotion as decide
 from mirroring.engine import run_pass
 from mirroring.policy import MirrorPolicy, Target
-from mirroring.status import replica_targets
+from mirroring.status import replica_targets, target_record
 from namespace.cache import NamespaceCache
 from namespace.errors import Conflict, GnsError, InvalidInput, NotFound, Unavailable
 from namespace.models import Volume
@@ -120,6 +120,11 @@ class FailoverOps:
         answers = await asyncio.gather(*(
             self._cluster_candidate(t.name, vol) if t.is_cluster else self._store_candidate(t, policy, vol)
             for t in targets))
+        for i, t in enumerate(targets):
+            record = target_record(self.cache.view, policy.name, t.name)
+            if record is not None and record.out_of_sync and not isinstance(answers[i], str):
+                answers[i] = ("out of sync: mode sync acknowledged writes it does not hold "
+                              "(promoting it would lose them)")
         for t, got in zip(targets, answers, strict=True):
             if isinstance(got, str):
                 skipped.append(f"{t.name}: {got}")
@@ -193,6 +198,13 @@ class FailoverOps:
                 f"volume {volume!r} belongs to edge site {vol.owner}, which keeps accepting writes "
                 "while away: it moves only with --force (the site's writes since are then kept "
                 "aside as diverged)")
+        missing = [p.name for p in self._policies(vol.name) if p.spec.mode == "sync" and to in p.target_names
+                   and (r := target_record(view, p.name, to)) is not None and r.out_of_sync]
+        if missing and not force:
+            raise Conflict(
+                f"{to} is out of sync under mode sync policy {missing[0]!r}: writes were acknowledged "
+                f"that it does not hold; promoting it loses them (kept aside as diverged when "
+                f"{vol.owner} returns): only with --force")
         return await self.promote_from_down(vol, to, reason)
 
     async def promote_from_down(self, vol: Volume, to: str, reason: str) -> Volume:

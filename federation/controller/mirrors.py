@@ -134,6 +134,9 @@ class MirrorRunner:
                 mode = p.spec.mode if t.name in p.target_names else "continuous"
                 w = Worker(policy=p.name, volume=p.spec.volume, target=t, mode=mode)
                 w.status = self._load_status(p.name, t.name, p.spec.volume)
+                # Out of sync as an earlier owner process left it: until a pass brings it
+                # to the head (then it rejoins, and writes wait for it again).
+                w.in_sync_set = not w.status.out_of_sync
                 w.dirty = True
                 w.task = asyncio.create_task(self._run_worker(w), name=f"mirror-{p.name}-{t.name}")
                 self.workers[key] = w
@@ -209,13 +212,26 @@ class MirrorRunner:
             try:
                 await asyncio.wait_for(one(w), self.sync_timeout)
             except TimeoutError:
-                w.in_sync_set = False
-                msg = f"left the sync set: no ack of v{version} within {self.sync_timeout}s"
-                log.error("volume %s: sync target %s %s", volume, w.name, msg)
-                self.metrics.fences.labels("sync_target_dropped").inc()
-                w.status = (w.status or TargetStatus(policy=w.policy, volume=volume, target=w.name)).model_copy(
-                    update={"last_error": msg, "error_at": time.time()})
-                w.dirty = True
+                await self._leave_sync_set(w, version)
+
+    async def _leave_sync_set(self, w: Worker, version: int) -> None:
+        """Go on without ``w``, visibly, and first say in etcd that it is out of sync: the
+        leader then never fails over to it while it misses acknowledged writes (SPEC §6: "so
+        failing over to one loses nothing"). If that cannot be written, the write is not
+        acknowledged either (Unavailable; it is committed here, as a timed-out write is)."""
+        w.in_sync_set = False
+        msg = f"left the sync set: no ack of v{version} within {self.sync_timeout}s"
+        log.error("volume %s: sync target %s %s", w.volume, w.name, msg)
+        self.metrics.fences.labels("sync_target_dropped").inc()
+        async with w.publishing:
+            w.status = sent = (w.status or TargetStatus(policy=w.policy, volume=w.volume, target=w.name)).model_copy(
+                update={"last_error": msg, "error_at": time.time(), "out_of_sync": True, "updated": time.time()})
+            w.dirty = True
+            try:
+                await self.cache.etcd.put(schema.mirror_status(w.policy, w.name), sent.model_dump_json().encode())
+            except GnsError as exc:
+                raise Unavailable(f"sync target {w.name} holds no v{version} and that could not be "
+                                  f"recorded ({exc}): the write is committed but not acknowledged") from None
 
     # -- the worker -------------------------------------------------------------------------
     def _make_target(self, w: Worker, epoch: int) -> Any:
@@ -272,12 +288,16 @@ class MirrorRunner:
                         w.kick.set()
                 continue
             w.failures = 0
-            if w.mode == "sync" and not w.in_sync_set and result.committed:
-                w.in_sync_set = True  # caught up again: back into the sync set
-                log.warning("volume %s: sync target %s rejoined the sync set", w.volume, w.name)
             vs = self.volumes.storage(w.volume)
             head = vs.version
             behind = result.version < head
+            # Back into the sync set once it holds the head: every write acknowledged
+            # without it is at most the head (acks follow commits), so it misses none.
+            caught_up = result.committed and not behind
+            if w.mode == "sync" and caught_up and (not w.in_sync_set or w.status.out_of_sync):
+                w.in_sync_set = True
+                w.status = w.status.model_copy(update={"out_of_sync": False})
+                log.warning("volume %s: sync target %s rejoined the sync set", w.volume, w.name)
             w.status = w.status.model_copy(update={
                 "version": result.version if result.committed else w.status.version,
                 "epoch": vs.epoch,

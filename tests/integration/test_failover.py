@@ -119,6 +119,37 @@ def test_kill9_owner_with_sync_target_loses_no_acked_write(fed3: Federation) -> 
     assert fed.gns_bytes("put", "-", "/sy/after", input=b"new owner").returncode == 0
 
 
+def test_sync_target_that_missed_an_acked_write_is_no_failover_candidate(fed3: Federation) -> None:
+    """A frozen sync target leaves the sync set and the write is acknowledged without it
+    (after the sync timeout): the owner records that first, so when the owner dies the
+    leader does not promote the target that lacks it (nor does a plain promote), and it is
+    a candidate again once it caught up."""
+    fed = fed3
+    fed.gns("volume", "create", "ss", "--cluster", "onprem-a")
+    fed.gns("mount", "add", "/ss", "ss")
+    apply(fed, policy("ss-dr", "ss", "sync", [{"cluster": "onprem-b"}]))
+    assert fed.gns("put", "-", "/ss/one", input=b"one").returncode == 0
+    wait_synced(fed, "ss-dr")
+    fed.kill("onprem-b", signal.SIGSTOP)
+    try:
+        acked = fed.gns("put", "-", "/ss/acked", input=b"acknowledged")
+        assert acked.returncode == 0, acked.stderr  # after the sync timeout, without onprem-b
+        fed.kill("onprem-a", signal.SIGKILL)
+    finally:
+        fed.kill("onprem-b", signal.SIGCONT)
+    fed.wait_state("onprem-a", "Down", 30)
+    holds_for(lambda: owner(fed, "ss")["owner"] == "onprem-a", AFTER + 4, "no promotion to onprem-b")
+    assert_error(fed.gns("volume", "promote", "ss", "--to", "onprem-b"), 4, "out of sync")
+
+    fed.start("onprem-a")  # back: onprem-b catches up, and may take over again
+    wait_for(lambda: fed.gns("cat", "/ss/acked").stdout == "acknowledged", 30, "the write readable")
+    wait_synced(fed, "ss-dr")
+    fed.kill("onprem-a", signal.SIGKILL)
+    wait_for(lambda: owner(fed, "ss")["owner"] == "onprem-b", 30, "promotion to onprem-b")
+    out = fed.gns("cat", "/ss/acked")
+    assert out.returncode == 0 and out.stdout == "acknowledged", out.stderr
+
+
 def test_kill9_owner_with_continuous_target_loses_at_most_the_lag(fed3: Federation) -> None:
     fed = fed3
     fed.gns("volume", "create", "co", "--cluster", "onprem-a")
