@@ -10,8 +10,12 @@ other tool, so the layout is plain::
     <prefix>/.gns/writing.json        from the start of a pass that writes until its commit
 
 The manifest (format 2) is small: ``{"format": 2, "volume", "version", "epoch",
-"committed_at", "segments": [{"key", "base", "entries"}, ...], "retired": [keys]}``. The
-volume's files at ``version`` are the segments applied in order: the first is a base, ``{...,
+"committed_at", "segments": [{"key", "base", "entries"}, ...], "retired": [keys]}``; for a
+volume of at most 1,000 files it also lists them whole, ``"files": {"<path>": {"size",
+"sha256"}}`` (and ``"files_inline": true``), so that a tool reading only the manifest (SPEC
+§6: "version, files with size and sha256") finds the answer there; past that size the file
+list lives only in the segments. The volume's files at ``version`` are the segments applied
+in order: the first is a base, ``{...,
 "files": {"<path>": {"size", "sha256"}, ...}}``, each later one a delta in the same shape
 where ``null`` means "deleted". So an incremental pass writes one delta of what changed and
 rewrites only the manifest, not a list of the whole volume; when the deltas pass a quarter of
@@ -81,6 +85,8 @@ _ENTRIES_PER_CHUNK = 512
 _COMPACT_FRACTION = 4  # deltas beyond 1/4 of the base's entries: write a new base
 _COMPACT_MIN_ENTRIES = 1000
 _MAX_DELTAS = 32
+# A volume of at most this many files is also listed whole in the manifest itself.
+INLINE_FILES_MAX = 1000
 
 
 def _reserved(path: str) -> bool:
@@ -105,6 +111,7 @@ class _Seen:
     format: int = MANIFEST_FORMAT
     segments: tuple[_Segment, ...] = ()
     retired: tuple[str, ...] = ()
+    inline: bool = False  # the manifest lists every file itself ("files_inline")
 
 
 def _entry_chunks(header: Mapping[str, object], entries: Iterable[tuple[str, FileLike | None]]
@@ -146,6 +153,33 @@ class _Counted:
         for item in self._items:
             self.count += 1
             yield item
+
+
+class _Listed:
+    """Passes a base's files through, keeping them while there are at most
+    ``INLINE_FILES_MAX`` (``files``: None past that)."""
+
+    def __init__(self, items: Iterable[FileLike]) -> None:
+        self._items = items
+        self.files: dict[str, FileLike] | None = {}
+
+    def __iter__(self) -> Iterator[FileLike]:
+        for f in self._items:
+            if self.files is not None:
+                self.files[f.path] = f
+                if len(self.files) > INLINE_FILES_MAX:
+                    self.files = None
+            yield f
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """A file as a manifest lists it."""
+
+    path: str
+    size: int
+    sha256: str
+    mtime: float = 0.0  # not in a manifest
 
 
 def _parse_entries(lines: Iterator[bytes]) -> Iterator[tuple[str, tuple[int, str] | None]]:
@@ -246,7 +280,7 @@ class ObjectStoreTarget:
                          for s in raw_segments)
         retired = tuple(str(k) for k in raw_retired)
         self._seen = _Seen(info.etag, version, epoch, vol if isinstance(vol, str) else None,
-                           int(fmt), segments, retired)
+                           int(fmt), segments, retired, head.get("files_inline") is True)
         marker = self._read_json(PASS_KEY)
         if marker is not None and marker[1].get("to") != version:
             log.info("target %s: pass %s -> %s was interrupted while replacing files; "
@@ -277,9 +311,9 @@ class ObjectStoreTarget:
         """Write a new base segment of ``files``, then the manifest naming only it."""
         seen = self._writable(epoch)
         volume = self.volume or seen.volume or self._default_volume()
-        base = self._write_segment(volume, version, epoch, True,
-                                   ((f.path, f) for f in files))
-        self._commit_manifest(seen, volume, version, epoch, (base,))
+        listed = _Listed(files)
+        base = self._write_segment(volume, version, epoch, True, ((f.path, f) for f in listed))
+        self._commit_manifest(seen, volume, version, epoch, (base,), listed.files)
         self._sweep_orphans(version)
 
     def _sweep_orphans(self, version: int) -> None:
@@ -328,7 +362,23 @@ class ObjectStoreTarget:
         volume = self.volume or seen.volume or self._default_volume()
         delta = self._write_segment(volume, version, epoch, False,
                                     ((p, changes[p]) for p in sorted(changes)))
-        self._commit_manifest(seen, volume, version, epoch, (*seen.segments, delta))
+        self._commit_manifest(seen, volume, version, epoch, (*seen.segments, delta),
+                              self._inline_after(seen, changes))
+
+    def _inline_after(self, seen: _Seen, changes: Mapping[str, FileLike | None]) -> dict[str, FileLike] | None:
+        """The whole list the manifest shows after ``changes``, if the committed one
+        shows one and it stays small (one read of a manifest of at most 1,000 files)."""
+        if not seen.inline:
+            return None
+        files: dict[str, FileLike] = {
+            path: _Listing(path, meta[0], meta[1])
+            for path, meta in self._list_entries(MANIFEST_KEY) if meta is not None}
+        for path, f in changes.items():
+            if f is None:
+                files.pop(path, None)
+            else:
+                files[path] = f
+        return files if len(files) <= INLINE_FILES_MAX else None
 
     def begin_writing(self, to_version: int, epoch: int) -> bool:
         """Leave ``.gns/writing.json`` before a pass writes (one conditional put); the commit
@@ -361,16 +411,22 @@ class ObjectStoreTarget:
         return _Segment(key, base, counted.count)
 
     def _commit_manifest(self, seen: _Seen, volume: str | None, version: int, epoch: int,
-                         segments: tuple[_Segment, ...]) -> None:
-        """The commit point: one conditional put; then the clean-up it allows."""
+                         segments: tuple[_Segment, ...], inline: Mapping[str, FileLike] | None) -> None:
+        """The commit point: one conditional put; then the clean-up it allows. ``inline``:
+        every file, listed in the manifest too (a small volume)."""
         keys = {s.key for s in segments}
         retired = tuple(s.key for s in seen.segments if s.key not in keys)
-        body = json.dumps({
+        header: dict[str, object] = {
             "format": MANIFEST_FORMAT, "volume": volume, "version": version, "epoch": epoch,
             "committed_at": round(time.time(), 3),
             "segments": [{"key": s.key, "base": s.base, "entries": s.entries} for s in segments],
             "retired": list(retired),
-        }, ensure_ascii=False).encode() + b"\n"
+        }
+        if inline is None:
+            body = json.dumps(header, ensure_ascii=False).encode() + b"\n"
+        else:  # the header on the first line still (state() reads only that line)
+            header["files_inline"] = True
+            body = b"".join(_entry_chunks(header, ((p, inline[p]) for p in sorted(inline))))
         try:
             if seen.etag is None:
                 info = self.store.put(MANIFEST_KEY, body, if_absent=True)
@@ -383,7 +439,8 @@ class ObjectStoreTarget:
                 raise self._stale(epoch) from exc
             raise Conflict(f"{self.name}: manifest changed under this writer "
                            f"(now v{self._seen.version}, epoch {self._seen.epoch})") from exc
-        self._seen = _Seen(info.etag, version, epoch, volume, MANIFEST_FORMAT, segments, retired)
+        self._seen = _Seen(info.etag, version, epoch, volume, MANIFEST_FORMAT, segments, retired,
+                           inline is not None)
         # Segments retired by the previous commit: no manifest names them any more, and a
         # reader of that previous manifest has had one commit interval to read them.
         try:

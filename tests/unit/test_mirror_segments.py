@@ -10,11 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cloud_adapters.registry import open_store
 from federation.storage import VolumeStorage
 from mirroring.engine import run_pass, verify
 from mirroring.protocols import TargetState
-from mirroring.targets import MANIFEST_KEY, ObjectStoreTarget
+from mirroring.targets import MANIFEST_KEY, ObjectStoreTarget, objectstore
 from mirroring.targets.objectstore import SEGMENTS_PREFIX
 from tests.fixtures.manifest import resolve_manifest
 
@@ -48,8 +50,9 @@ def _segments(t: ObjectStoreTarget) -> set[str]:
     return {i.key for i in t.store.list(SEGMENTS_PREFIX)}
 
 
-def test_incremental_pass_writes_a_delta_of_the_changes_only(vol: VolumeStorage,
-                                                             tmp_path: Path) -> None:
+def test_incremental_pass_writes_a_delta_of_the_changes_only(vol: VolumeStorage, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(objectstore, "INLINE_FILES_MAX", 100)  # not listed in the manifest too
     for i in range(300):
         vol.put_bytes(f"d{i % 8}/f{i:05d}", str(i).encode())
     t = _target(tmp_path)
@@ -177,3 +180,50 @@ def test_incremental_pass_asks_the_target_nothing_per_file_unless_interrupted(
     assert [k for k in puts if not k.startswith(".gns/")] == ["new3"]
     assert _committed(t) == _snapshot(vol)
     assert not t.store.exists(WRITING_KEY)
+
+
+def test_a_small_volume_is_listed_whole_in_the_manifest_itself(vol: VolumeStorage, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §6's manifest "(version, files with size and sha256)": up to INLINE_FILES_MAX
+    files the manifest lists them all (beside its segments), through incremental passes too;
+    a volume that grows past it is listed by its segments alone, and one that shrinks back
+    is listed again from its next base."""
+    monkeypatch.setattr(objectstore, "INLINE_FILES_MAX", 5)
+    for i in range(4):
+        vol.put_bytes(f"f{i}", str(i).encode())
+    t = _target(tmp_path)
+    run_pass(vol, t)
+
+    def listed() -> dict[str, str] | None:
+        m = _manifest_with_list(t)
+        assert m["version"] == vol.version
+        return None if "files" not in m else {p: e["sha256"] for p, e in m["files"].items()}
+
+    assert listed() == _snapshot(vol)
+    vol.put_bytes("f0", b"changed")
+    vol.delete("f1")
+    vol.put_bytes("g", b"new")
+    assert run_pass(vol, t).reason == "incremental"
+    assert listed() == _snapshot(vol) and len(_manifest(t)["segments"]) == 2
+    for i in range(5):  # 8 files: past the limit
+        vol.put_bytes(f"h{i}", b"x")
+    run_pass(vol, t)
+    assert listed() is None
+    assert _committed(t) == _snapshot(vol)  # the segments alone
+    for i in range(5):
+        vol.delete(f"h{i}")
+    run_pass(vol, t)
+    assert listed() is None  # deltas carry no list: it waits for the next base
+    vol.put_bytes("f0", b"again")
+    monkeypatch.setattr(objectstore, "_MAX_DELTAS", 0)  # the next commit compacts
+    run_pass(vol, t)
+    assert listed() == _snapshot(vol) and len(_manifest(t)["segments"]) == 1
+    assert t.state() == TargetState(vol.version, vol.epoch)
+    assert verify(vol, t, repair=False).ok
+
+
+def _manifest_with_list(t: ObjectStoreTarget) -> dict[str, Any]:
+    """The manifest as stored, read whole (files included, if it lists them)."""
+    doc: dict[str, Any] = json.loads(t.store.read_bytes(MANIFEST_KEY))
+    resolve_manifest(t.store.read_bytes(MANIFEST_KEY), t.store.read_bytes)  # agrees, if listed
+    return doc
