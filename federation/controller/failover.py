@@ -243,7 +243,8 @@ class FailoverOps:
         self.volumes.draining.add(volume)
         try:
             await self.volumes.wait_idle(volume, timeout=60)
-            vs = await self.run_io(self.volumes.storage, volume)
+            # create: a volume never written has no storage yet, and hands over empty
+            vs = await self.run_io(self.volumes.storage, volume, create=True)
             target = ClusterTarget(to, volume, self.cluster, view.clusters[to].endpoint,
                                    self.mirrors.tls_dir, self.cluster, vs.epoch)
             try:

@@ -265,6 +265,19 @@ def test_planned_promote_force_loses_nothing(fed3: Federation) -> None:
     assert (vol["owner"], vol["epoch"]) == ("onprem-b", 2)
 
 
+def test_planned_promote_of_a_volume_never_written(fed3: Federation) -> None:
+    """A volume just created (by the CSI driver, say) hands over empty: it was exit 3, "no
+    storage at <the owner's data dir>"."""
+    fed = fed3
+    assert fed.gns("volume", "create", "fresh", "--cluster", "aws-1").returncode == 0
+    out = fed.gns("volume", "promote", "fresh", "--to", "onprem-b", "--force")
+    assert out.returncode == 0, out.stderr
+    assert (owner(fed, "fresh")["owner"], owner(fed, "fresh")["epoch"]) == ("onprem-b", 2)
+    fed.gns("mount", "add", "/fresh", "fresh")
+    assert fed.gns("put", "-", "/fresh/a", input=b"a").returncode == 0
+    assert fed.gns("cat", "/fresh/a").stdout == "a"
+
+
 def test_promoted_lagging_replica_shows_its_own_version(fed3: Federation) -> None:
     """After a promotion onto a replica that lags, ``volume show`` reports the version the
     new owner serves, not the lost owner's last one (it showed v5 while v3 was served)."""
