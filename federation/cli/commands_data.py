@@ -55,6 +55,14 @@ def _client(env: Env, via: str | None, consistency: str = "owner", max_staleness
     return env.client(via=via, consistency=consistency, max_staleness=max_staleness, watch=False)
 
 
+def _local_path_given(path: str, what: str) -> None:
+    """An empty local path names no file (``cp '' x`` fails as well); before any call."""
+    if not path:
+        from namespace.errors import InvalidInput
+
+        raise InvalidInput(f"empty {what} path")
+
+
 @click.command()
 @click.argument("src", metavar="SRC")
 @click.argument("path")
@@ -72,6 +80,7 @@ def put(env: Env, src: str, path: str, epoch: int | None, via: str | None) -> No
     An identity that may write but not read PATH cannot see that it is a directory: end
     it with / (`gns put day.csv /drop/`). Any other PATH is the file to create or
     replace. --json prints the file written."""
+    _local_path_given(src, "source")
     with _client(env, via) as c:
         path = c.into_dir(path, None if src == "-" else os.path.basename(os.path.abspath(src)))
         if src == "-":
@@ -91,6 +100,7 @@ def put(env: Env, src: str, path: str, epoch: int | None, via: str | None) -> No
 @common
 def get(env: Env, path: str, dst: str, via: str | None, consistency: str, max_staleness: float) -> None:
     """Copy global PATH to local DST ('-' = stdout)."""
+    _local_path_given(dst, "destination")
     with _client(env, via, consistency, max_staleness) as c:
         if dst == "-":
             c.get(path, sys.stdout.buffer)

@@ -82,6 +82,14 @@ class LazyGroup(click.Group):
         self._load_all()
         return super().list_commands(ctx)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            # click's main would first print an empty line (to end a prompt's): gns prints
+            # its one error line only (SPEC §4); a progress bar ends its own line.
+            raise click.Abort() from exc
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--etcd", metavar="URL[,URL...]", help="etcd endpoints (env GNS_ETCD).")

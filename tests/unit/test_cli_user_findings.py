@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from federation.cli.commands_edge import TOKEN_TTL
-from federation.cli.main import run
+from federation.cli.main import Terminated, run
 from federation.cli.output import utc_time
 from federation.client import streams
 from federation.controller.rpc_errors import ErrorInterceptor
@@ -44,6 +44,37 @@ def test_output_lost_to_a_closed_stdout_is_a_write_error(monkeypatch: pytest.Mon
     assert run(["--version"]) == 1
     assert capsys.readouterr().err == "gns: error: write error: Bad file descriptor (stdout is closed)\n"
     assert sys.stdout is None  # the stand-in is gone with the command
+
+
+@pytest.mark.parametrize(("raised", "code", "line"), [
+    (KeyboardInterrupt, 130, "gns: error: aborted\n"),
+    (Terminated, 143, "gns: error: aborted (SIGTERM)\n"),
+])
+def test_an_interrupted_command_says_one_line(raised: type[BaseException], code: int, line: str,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C or SIGTERM in a command: its one error line, not an empty line first (click's
+    main ended the line of a prompt that gns never shows)."""
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise raised
+
+    from federation.cli import commands_data
+
+    monkeypatch.setattr(commands_data, "_client", interrupted)
+    assert run(["--etcd", "http://127.0.0.1:1", "stat", "/x"]) == code
+    assert capsys.readouterr().err == line
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["put", "", "/x"], "gns: error: empty source path\n"),
+    (["get", "/x", ""], "gns: error: empty destination path\n"),
+])
+def test_an_empty_local_path_is_invalid_before_any_call(argv: list[str], line: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """``gns get /x ''`` wrote ./x (exit 0), ``put '' /x`` said etcd was unreachable: both
+    are exit 2 now, before anything is asked (etcd here answers nothing)."""
+    assert run(["--etcd", "http://127.0.0.1:1", *argv]) == 2
+    assert capsys.readouterr().err == line
 
 
 def test_a_closed_stderr_leaves_the_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:
