@@ -80,6 +80,18 @@ class MountsAt(NamedTuple):
     mounted: bool
     """It resolves into a volume (it is at or below a mount point)."""
 
+    def refuse(self, path: str, verb: str) -> None:
+        """InvalidInput if ``path`` is a directory only the mount table makes (under no
+        mount, with mount points below): nothing there to remove or move, as at a mount
+        point itself (the CLI said "not under any mount", exit 3, though stat showed a
+        directory)."""
+        if self.below and not self.mounted:
+            from namespace.errors import InvalidInput
+
+            raise InvalidInput(f"refusing to {verb} {path}: it holds only mount points "
+                               f"({', '.join(self.below[:5])}{', ...' if len(self.below) > 5 else ''}); "
+                               "`gns mount remove` unmounts them")
+
     @property
     def is_dir(self) -> bool:
         """A directory of the namespace whatever a volume holds there (SPEC §12: mount

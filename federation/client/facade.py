@@ -188,11 +188,15 @@ class Client(ControlCommands, Routing):
            keep_parent: bool = False) -> int:
         """Delete a file (or with ``recursive`` a directory); ``keep_parent`` (POSIX unlink)
         keeps a parent directory that this leaves empty."""
-        reply = self._call(
-            lambda s, t: s.Delete(pb.DeleteRequest(target=t, recursive=recursive,
-                                                   keep_parent=keep_parent), timeout=60),
-            path, epoch,
-        )
+        try:
+            reply = self._call(
+                lambda s, t: s.Delete(pb.DeleteRequest(target=t, recursive=recursive,
+                                                       keep_parent=keep_parent), timeout=60),
+                path, epoch,
+            )
+        except NotFound:
+            self._mount_points(normalize(path)).refuse(normalize(path), "remove")
+            raise
         return int(reply.version)
 
     # -- namespace edits (SPEC §5): rename, directories, attributes, the change stream -------

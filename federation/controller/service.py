@@ -385,7 +385,13 @@ class FederationService(pb_grpc.FederationServicer):
 
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteReply:
         self._refuse_mount_point(request.target, "remove")
-        r = await self._resolved(request.target)
+        try:
+            r = await self._resolved(request.target)
+        except NotFound:
+            if not request.target.volume and request.target.global_path:
+                path = normalize(request.target.global_path)
+                self.cache.view.mounts.at(path).refuse(path, "remove")
+            raise
         owner = self._owner_endpoint(r.volume)
         if owner is not None:
             self.metrics.forwarded.labels("Delete", owner[0]).inc()

@@ -131,6 +131,17 @@ def test_prefixes_of_mounts_and_mount_points_stat_as_directories(fed: Federation
 
 
 @pytest.mark.parametrize("way", WAYS)
+def test_rm_of_a_directory_of_mount_points_is_refused_as_a_mount_point_is(fed: Federation, tmp_path: Path,
+                                                                          way: str) -> None:
+    """``stat /mf/deep`` says dir; ``rm -r`` of it said "not under any mount" (exit 3). It
+    is the mount table's, as a mount point is: exit 2, naming what is below, nothing done."""
+    before = fed.gns("mount", "list", "--json").stdout
+    for args in (["rm", "-r", "/mf/deep"], ["rm", "/mf/deep/"]):
+        assert_error(gns_way(fed, way, tmp_path, *args), 2, "holds only mount points (x)")
+    assert fed.gns("mount", "list", "--json").stdout == before
+
+
+@pytest.mark.parametrize("way", WAYS)
 def test_neither_mounted_nor_above_a_mount_is_still_not_found(fed: Federation, tmp_path: Path, way: str) -> None:
     assert_error(gns_way(fed, way, tmp_path, "stat", "/elsewhere"), 3, "/elsewhere")
     assert_error(gns_way(fed, way, tmp_path, "stat", "/mf/dee"), 3)  # whole components only
