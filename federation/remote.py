@@ -97,6 +97,16 @@ def find_controller(controller: str | None) -> str | None:
     return value
 
 
+def a_controller(etcd: str | None) -> str:
+    """The endpoint of a Ready core controller (the first by id), for a command that a
+    controller must check but that names none (``Env.control_client``)."""
+    with Client(etcd, identity="client", watch=False) as c:
+        ready = sorted((v.id, v.endpoint) for v in c.clusters() if v.state == "Ready" and v.provider != "edge")
+    if not ready:
+        raise Unavailable("no Ready controller to check this command (give --controller HOST:PORT)")
+    return ready[0][1]
+
+
 class RemoteClient(Client):
     """A :class:`~federation.client.Client` that talks to one controller only."""
 

@@ -36,7 +36,7 @@ def token() -> None:
 @common
 def token_create(env: Env, site: str, ttl: float, hub: str | None) -> None:
     """Print a single-use, site-bound, expiring token that pins this federation's CA (JSON)."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         emit_json(c.edge_token_create(site, ttl=ttl, hub=hub))
 
 
@@ -72,7 +72,7 @@ def join(hubs: str, token: str | None, site: str, data_dir: str, listen: str, he
 @common
 def edge_list(env: Env) -> None:
     """Sites with their hub, state, connected-since and backlog."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         sites = c.edge_sites()
     if env.as_json:
         emit_json(sites)

@@ -41,7 +41,7 @@ def mirror_apply(env: Env, source: IO[bytes], dry_run: bool) -> None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{source.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         result = c.mirror_apply(text, dry_run=dry_run)
     if env.as_json:
         emit_json(result)
@@ -66,7 +66,7 @@ def mirror_apply(env: Env, source: IO[bytes], dry_run: bool) -> None:
 @common
 def mirror_list(env: Env) -> None:
     """List mirror policies."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         rows = c.mirror_list()
     if env.as_json:
         emit_json(rows)
@@ -104,7 +104,7 @@ def _status_table(env: Env, statuses: list[MirrorStatus]) -> None:
 @common
 def mirror_status(env: Env, name: str | None) -> None:
     """Per-target state, mirrored version, lag, bytes and files moved, last error."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         _status_table(env, c.mirror_status(name))
 
 
@@ -114,7 +114,7 @@ def mirror_status(env: Env, name: str | None) -> None:
 @common
 def mirror_sync(env: Env, name: str, wait: bool) -> None:
     """Start a pass of policy NAME now (any mode); with --wait, until it is done."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         if wait:
             with progress_bar(env, None, f"sync {name}") as progress:
                 result = c.mirror_sync(name, wait=True, progress=progress)
@@ -137,7 +137,7 @@ def mirror_sync(env: Env, name: str, wait: bool) -> None:
 @common
 def mirror_verify(env: Env, name: str, no_repair: bool, deep: bool) -> None:
     """Compare every target of NAME with the volume by sha256, and repair differences."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         reports = c.mirror_verify(name, repair=not no_repair, deep=deep)
     show(env, reports, title="targets")
     # Like diff or rclone check: the report on stdout, and an exit status a script can test.
@@ -154,6 +154,6 @@ def mirror_verify(env: Env, name: str, no_repair: bool, deep: bool) -> None:
 @common
 def mirror_remove(env: Env, name: str) -> None:
     """Delete policy NAME and its status (data already on targets stays)."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         c.mirror_remove(name)
     removed(env, name, f"removed mirror policy {name}")

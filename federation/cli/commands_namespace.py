@@ -33,7 +33,7 @@ def cluster() -> None:
 @common
 def cluster_list(env: Env) -> None:
     """List clusters with their state (Ready while the controller's lease lives)."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         show(env, c.clusters(), CLUSTER_COLS, "clusters")
 
 
@@ -42,7 +42,7 @@ def cluster_list(env: Env) -> None:
 @common
 def cluster_show(env: Env, cluster_id: str) -> None:
     """Show one cluster."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         show(env, c.cluster(cluster_id))
 
 
@@ -51,7 +51,7 @@ def cluster_show(env: Env, cluster_id: str) -> None:
 @common
 def cluster_remove(env: Env, cluster_id: str) -> None:
     """Remove a cluster from the registry (refused while it owns volumes)."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         c.remove_cluster(cluster_id)
     removed(env, cluster_id, f"removed cluster {cluster_id}")
 
@@ -73,7 +73,7 @@ def volume_create(env: Env, name: str, cluster_id: str, labels: tuple[str, ...])
     from namespace.models import check_labels
 
     wanted = check_labels(parse_labels(labels))  # before any connection: bad input is exit 2
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         show(env, c.create_volume(name, cluster_id, wanted))
 
 
@@ -81,7 +81,7 @@ def volume_create(env: Env, name: str, cluster_id: str, labels: tuple[str, ...])
 @common
 def volume_list(env: Env) -> None:
     """List volumes with owner, epoch and version."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         show(env, c.volumes(), VOLUME_COLS, "volumes")
 
 
@@ -90,7 +90,7 @@ def volume_list(env: Env) -> None:
 @common
 def volume_show(env: Env, name: str) -> None:
     """Show one volume."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         show(env, c.volume(name))
 
 
@@ -101,7 +101,7 @@ def volume_show(env: Env, name: str) -> None:
 @common
 def volume_promote(env: Env, name: str, to: str, force: bool) -> None:
     """Manual failover: make TARGET own volume NAME (epoch + 1)."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         show(env, c.promote(name, to, force=force))
 
 
@@ -116,7 +116,7 @@ def mount() -> None:
 @common
 def mount_add(env: Env, path: str, target: str) -> None:
     """Mount VOLUME[:SUBPATH] at global PATH."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         show(env, c.add_mount(path, target))
 
 
@@ -124,7 +124,7 @@ def mount_add(env: Env, path: str, target: str) -> None:
 @common
 def mount_list(env: Env) -> None:
     """List mounts."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         show(env, c.mounts(), MOUNT_COLS, "mounts")
 
 
@@ -133,7 +133,7 @@ def mount_list(env: Env) -> None:
 @common
 def mount_remove(env: Env, path: str) -> None:
     """Remove the mount at PATH."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         c.remove_mount(path)
     # Report the mount table's own form of the path (`//data/` -> `/data`), not as typed.
     path = normalize(path)
@@ -145,7 +145,7 @@ def mount_remove(env: Env, path: str) -> None:
 @common
 def resolve(env: Env, path: str) -> None:
     """Show which volume, owner and replicas serve global PATH (JSON)."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         emit_json(c.resolve(path))
 
 
@@ -153,7 +153,7 @@ def resolve(env: Env, path: str) -> None:
 @common
 def status(env: Env) -> None:
     """Clusters, volumes, mounts and mirrors with health and lag."""
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         st = c.status()
     if env.as_json:
         emit_json(st)

@@ -84,7 +84,7 @@ def acl_grant(env: Env, path: str, subject: str, perms: str) -> None:
     from namespace.paths import normalize
 
     normalize(path), check_subject(subject), parse_perms(perms)  # refuse before connecting
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         show(env, c.acl_grant(path, subject, perms))
 
 
@@ -99,7 +99,7 @@ def acl_revoke(env: Env, path: str, subject: str) -> None:
 
     path = normalize(path)
     check_subject(subject)
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         c.acl_revoke(path, subject)
     removed(env, f"{subject} on {path}", f"revoked {subject} on {path}")
 
@@ -113,7 +113,7 @@ def acl_list(env: Env, path: str | None) -> None:
 
     if path is not None:
         path = normalize(path)
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         show(env, c.acl_list(path), columns=["path", "subject", "perms"], title="grants")
 
 
@@ -131,7 +131,7 @@ def acl_check(env: Env, path: str, subject: str, groups: tuple[str, ...]) -> Non
     check_subject(subject)
     for g in groups:
         check_principal("group", g)
-    with env.client(watch=False) as c:
+    with env.control_client(watch=False) as c:
         report = c.acl_check(path, subject, list(groups))
     if env.as_json:
         emit_json(report)

@@ -95,6 +95,27 @@ class Env:
             kw.setdefault("controller", find_controller(self.controller))
         return Client(self.etcd, tls_dir=self.tls_dir, identity=self.identity, **kw)
 
+    def control_client(self, **kw: Any) -> Client:
+        """A client for a control command (volume, mount, mirror, acl, cluster, edge,
+        status, resolve). One acting as a user (``--identity`` other than the
+        administrator ``client``, TLS on) sends it through a controller even without
+        ``--controller``, so that the user's grants decide it as SPEC §10 says: from etcd
+        directly it ran with etcd's credentials, which hold every right, and `gns
+        --identity alice acl grant / user:alice admin` succeeded (exit 4 through a
+        controller). A process with etcd credentials can still do that by other means:
+        only ``--controller`` clients are bound by grants."""
+        if not self.controller and self._as_user():
+            from federation.remote import a_controller
+
+            kw.setdefault("controller", a_controller(self.etcd))
+        return self.client(**kw)
+
+    def _as_user(self) -> bool:
+        from federation.client.discovery import find_tls_dir
+
+        identity = self.identity or os.environ.get("GNS_IDENTITY") or "client"
+        return identity != "client" and find_tls_dir(self.tls_dir, None) is not None
+
 
 def common(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--etcd``, ``--json`` and ``--tls-dir`` to a command and pass an :class:`Env`."""

@@ -235,6 +235,27 @@ def test_the_administrator_syncs_and_verifies_a_volume_mounted_nowhere(fed: Fede
         admin(fed, "mirror", "remove", "um-dr")
 
 
+def test_a_user_identity_without_controller_is_checked_by_one(fed: Federation) -> None:
+    """`gns --identity alice acl grant / user:alice admin` made alice an administrator when
+    the CLI went to etcd directly (it holds etcd's credentials: every right), and the same
+    command through --controller was refused. A control command of a user identity goes
+    through a controller either way now: the same answers, the user's grants decide."""
+    admin(fed, "acl", "grant", "/data", "user:alice", "read")
+    try:
+        grants = fed.gns("acl", "list", "--json").stdout
+        volumes = fed.gns("volume", "list", "--json").stdout
+        for args in (["acl", "grant", "/", "user:alice", "admin"], ["volume", "create", "alicev", "--cluster", "onprem-a"],
+                     ["mount", "add", "/alice", "sec"], ["resolve", "/elsewhere/x"]):
+            denied(as_user(fed, "alice", *args))
+            denied(as_user(fed, "alice", *args, "--controller", fed.controllers["onprem-b"].endpoint))
+        assert (fed.gns("acl", "list", "--json").stdout, fed.gns("volume", "list", "--json").stdout) == (grants, volumes)
+        assert json.loads(as_user(fed, "alice", "resolve", "/data/x", "--json").stdout)["volume"] == "sec"
+        seen = [v["name"] for v in json.loads(as_user(fed, "alice", "volume", "list", "--json").stdout)]
+        assert seen == ["sec"]  # the volumes she may read only
+    finally:
+        admin(fed, "acl", "revoke", "/data", "user:alice")
+
+
 def test_a_server_holding_a_user_certificate_is_no_controller_to_clients(fed: Federation) -> None:
     """A user's certificate was good for a server too (serverAuth): anyone holding one,
     listening where a controller should be, got the administrator's puts and grants. A
