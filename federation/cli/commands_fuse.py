@@ -74,7 +74,8 @@ def fuse(env: Env, mountpoint: Path, root: str, read_only: bool, via: str | None
                          cache_entries=cache_entries)
 
     def serve(ready: Callable[[], None] | None = None) -> None:
-        with env.client(via=via, consistency=consistency, max_staleness=max_staleness) as c:
+        with env.client(via=via, consistency=consistency, max_staleness=max_staleness,
+                        put_timeout=timeout) as c:  # a close fails (EIO), never hangs (§12)
             run(config, c, ready)
 
     if daemon:

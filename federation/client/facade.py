@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import threading
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
@@ -90,6 +92,7 @@ class Client(ControlCommands, Routing):
         controller: str | None = None,
         identity: str | None = None,
         tunnel: bool = True,
+        put_timeout: float | None = None,
     ) -> None:
         if via is not None:
             check_name("cluster", via)
@@ -117,7 +120,11 @@ class Client(ControlCommands, Routing):
         self._stubs: dict[str, FederationStub] = {}
         # Endpoints that answered Put with UNIMPLEMENTED (older servers): Write there.
         self._no_put: set[pb_grpc.FederationStub] = set()
-        self._put_batcher = PutBatcher()
+        # A put fails (Unavailable) once its owner has taken nothing and answered nothing
+        # for this long (None: it waits as long as the connection lives). FUSE sets its
+        # --timeout: a close must not hang on a frozen owner (SPEC §12).
+        self.put_timeout = put_timeout
+        self._put_batcher = PutBatcher(put_timeout)
         self._lock = threading.Lock()
         self._tunnels_down: dict[str, float] = {}
 
@@ -434,9 +441,10 @@ class Client(ControlCommands, Routing):
                 fh.seek(start)
             header = pb.WriteHeader(target=target, mtime=mtime or 0.0, size_hint=size_hint, mode=mode or 0,
                                     if_absent=if_absent, ends=True)
-            future = stub.Write.future(self._chunks(fh, header, progress, head), timeout=None)
+            moved = [time.monotonic()]
+            future = stub.Write.future(self._chunks(fh, header, progress, head, moved), timeout=None)
             try:
-                reply: pb.WriteReply = future.result()
+                reply: pb.WriteReply = self._reply_while_moving(future, moved, where=target)
             except BaseException:
                 # Ctrl-C (KeyboardInterrupt) lands here: end the stream now, so the owner
                 # drops the partial file and gRPC's request thread stops asking for chunks.
@@ -454,24 +462,52 @@ class Client(ControlCommands, Routing):
             reply = self._call(call, path, epoch, bulk=True)
         return file_info(reply.info)
 
+    def _reply_while_moving(self, future: Any, moved: list[float], where: pb.Target) -> pb.WriteReply:
+        """The stream's reply; with ``put_timeout``, Unavailable (the call cancelled, so
+        nothing is committed) once gRPC has taken no chunk and the owner has not answered
+        for that long. Only a stall counts: a big file on a slow link takes as long as it
+        takes, as long as it moves."""
+        limit = self.put_timeout
+        if limit is None:
+            reply: pb.WriteReply = future.result()
+            return reply
+        while True:
+            try:
+                reply = future.result(timeout=min(1.0, limit))
+                return reply
+            except grpc.FutureTimeoutError:
+                if time.monotonic() - moved[0] > limit:
+                    future.cancel()
+                    raise Unavailable(f"put of {where.global_path or where.relative_path}: the owner "
+                                      f"took nothing and answered nothing for {limit:g}s") from None
+
     def _chunks(self, fh: IO[bytes], header: pb.WriteHeader, progress: Progress | None,
-                head: bytes = b"") -> Iterator[pb.WriteChunk]:
+                head: bytes = b"", moved: list[float] | None = None) -> Iterator[pb.WriteChunk]:
+        """The stream's messages; ``moved[0]`` is when gRPC last took one (it asks for the
+        next only once it has room for it: when the owner does not read, it stops asking)."""
+        moved = moved if moved is not None else [0.0]
         yield pb.WriteChunk(header=header)
+        moved[0] = time.monotonic()
         for at in range(0, len(head), self.chunk_size):
             piece = head[at : at + self.chunk_size]
             yield pb.WriteChunk(data=piece)
+            moved[0] = time.monotonic()
             if progress:
                 progress(len(piece))
         while True:
             # Whole chunks even from a raw pipe, whose reads return at most what the pipe
             # holds (64 KiB): fewer, fuller messages.
+            moved[0] = math.inf  # waiting on our source (a FUSE app's writes): no owner's stall
             data = read_at_least(fh, self.chunk_size)
+            moved[0] = time.monotonic()
             if not data:
                 break
             yield pb.WriteChunk(data=data)
+            moved[0] = time.monotonic()
             if progress:
                 progress(len(data))
         yield _WRITE_END  # the header promised it (``ends``): the owner commits only after it
+        moved[0] = time.monotonic()
 
     def read_chunks(self, path: str, offset: int = 0, length: int = 0,
                     timeout: float | None = None) -> Generator[bytes, None, None]:

@@ -73,7 +73,8 @@ class _Line:
 class PutBatcher:
     """Shared by every thread of one client; one line of puts per controller stub."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float | None = None) -> None:
+        self.timeout = timeout  # a call's deadline (None: none; see Client.put_timeout)
         self._cond = threading.Condition()
         self._lines: dict[Stub, _Line] = {}
         self._single: set[Stub] = set()  # servers without PutBatch
@@ -83,7 +84,7 @@ class PutBatcher:
         """``stub.Put(request)``, sharing an RPC with other threads' puts when it can.
         Raises ``grpc.RpcError`` for the call, or the put's own error (a ``GnsError``)."""
         if stub in self._single:
-            return _put_one(stub, request)
+            return _put_one(stub, request, self.timeout)
         me = _Pending(request)
         with self._cond:
             line = self._lines.get(stub)
@@ -99,7 +100,7 @@ class PutBatcher:
         if me.lead:
             self._lead(line)
         if me.alone:
-            return _put_one(stub, request)
+            return _put_one(stub, request, self.timeout)
         if me.error is not None:
             raise me.error
         assert me.reply is not None
@@ -156,7 +157,7 @@ class PutBatcher:
         try:
             if len(batch) == 1:  # nothing to share
                 try:
-                    batch[0].reply = _put_one(stub, batch[0].request)
+                    batch[0].reply = _put_one(stub, batch[0].request, self.timeout)
                 except grpc.RpcError as exc:
                     batch[0].error = exc
                 return
@@ -165,7 +166,7 @@ class PutBatcher:
                     p.alone = True
                 return
             try:
-                reply = stub.PutBatch(pb.PutBatchRequest(puts=[p.request for p in batch]), timeout=None)
+                reply = stub.PutBatch(pb.PutBatchRequest(puts=[p.request for p in batch]), timeout=self.timeout)
             except grpc.RpcError as exc:
                 if exc.code() not in _ONE_BY_ONE:
                     for p in batch:
@@ -203,6 +204,6 @@ def _take(queue: list[_Pending]) -> tuple[list[_Pending], list[_Pending]]:
     return queue, []
 
 
-def _put_one(stub: Stub, request: pb.PutRequest) -> pb.WriteReply:
-    reply: pb.WriteReply = stub.Put(request, timeout=None)
+def _put_one(stub: Stub, request: pb.PutRequest, timeout: float | None) -> pb.WriteReply:
+    reply: pb.WriteReply = stub.Put(request, timeout=timeout)
     return reply

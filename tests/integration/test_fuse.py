@@ -7,6 +7,7 @@ when this machine cannot mount FUSE (no /dev/fuse, no fusermount3, not root).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -26,7 +27,7 @@ import pytest
 
 from federation.fuse.mountinfo import answers, is_stale
 from tests.fixtures.federation import Federation
-from tests.support import wait_for
+from tests.support import holds_for, wait_for
 from tests.support.fuse_mount import Mount
 
 pytestmark = [
@@ -814,6 +815,40 @@ def test_owner_down_eio_within_timeout_and_replica_read(fed: Federation, tmp_pat
         plain.stop()
         anyc.stop()
         fed.start("aws-1")
+
+
+def test_a_close_on_a_frozen_owner_fails_within_the_timeout(fed: Federation, tmp_path: Path) -> None:
+    """SPEC §12: EIO, "never a hang past the client's timeout". A file opened before the
+    owner froze was committed at close with no deadline: the close hung until gRPC's
+    keepalive gave up, 70 s with --timeout 3s. Now it fails once the owner has taken and
+    answered nothing for the timeout, a small file (one Put) and a streamed one alike, and
+    the streamed one is not committed after the owner thaws (nothing partial, ever)."""
+    m = Mount(fed, tmp_path / "m", tmp_path / "c", "--timeout", "3s")
+    small = open(m.mnt / "fz/fzdown/small.txt", "wb")
+    big = open(m.mnt / "fz/fzdown/big.bin", "wb")
+    try:
+        small.write(b"small")
+        small.flush()
+        big.write(os.urandom(5 << 20))
+        big.flush()
+        fed.kill("aws-1", signal.SIGSTOP)
+        try:
+            for f in (small, big):
+                t0 = time.monotonic()
+                with pytest.raises(OSError) as exc:
+                    f.close()
+                assert exc.value.errno == errno.EIO
+                assert time.monotonic() - t0 < 12, f"close took {time.monotonic() - t0:.0f}s"
+        finally:
+            fed.kill("aws-1", signal.SIGCONT)
+        # Once the owner answers again: the streamed file was never committed.
+        wait_for(lambda: fed.gns("stat", "/fz/fzdown/small.txt").returncode in (0, 3), 30, "the owner back")
+        holds_for(lambda: fed.gns("stat", "/fz/fzdown/big.bin").returncode == 3, 2, "no commit of the abandoned put")
+    finally:
+        for f in (small, big):
+            with contextlib.suppress(OSError):
+                f.close()
+        m.stop()
 
 
 def _minor_faults(pid: int) -> int:
