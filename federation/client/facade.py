@@ -66,6 +66,14 @@ from namespace.paths import check_name, join, normalize
 _WRITE_END = pb.WriteChunk(data=b"")
 
 
+
+def _payloads(call: Any) -> Iterator[memoryview]:
+    """The data of a Read reply stream's messages (empty ones skipped)."""
+    for message in call:
+        data = read_data(message)
+        if data:
+            yield data
+
 class Client(ControlCommands, Routing):
     """A connection to one federation. Thread-safe for data calls; close it when done."""
 
@@ -531,11 +539,21 @@ class Client(ControlCommands, Routing):
                 raise InvalidInput(f"{normalize(path)} is a directory") from None
             raise
         call = stub.read_raw(pb.ReadRequest(target=target, offset=offset, length=length), timeout=timeout)
+        started = False
         try:
-            for message in call:
-                data = read_data(message)
-                if data:
+            try:
+                for data in _payloads(call):
+                    started = True
                     yield data
+            except grpc.RpcError as exc:
+                err = from_rpc_error(exc, f"cluster {where}")
+                replica = None if started else self._replica_instead(path, None, where, err)
+                if replica is None:
+                    raise err from None
+                call.cancel()
+                stub, target, where = replica
+                call = stub.read_raw(pb.ReadRequest(target=target, offset=offset, length=length), timeout=timeout)
+                yield from _payloads(call)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, f"cluster {where}") from None
         except DecodeError as exc:  # gRPC's own deserializer reported this as INTERNAL

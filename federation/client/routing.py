@@ -56,10 +56,9 @@ class Routing(Connection):
         res = resolve_in(view, path)
         vol = view.volumes[res.volume]
         if vol.owner not in view.alive and self.consistency == "any":
-            replica = self._fresh_replica(view, res.volume)
-            if replica is not None:
-                target = self._target(path, res, epoch or vol.epoch, consistency="any")
-                return self._stub(view.clusters[replica].endpoint), target, replica
+            routed = self._replica_route(view, path, res, epoch or vol.epoch)
+            if routed is not None:
+                return routed
         if read and vol.owner not in view.alive:
             from federation.resolution import away_site_replica
 
@@ -108,6 +107,28 @@ class Routing(Connection):
             max_staleness_s=self.max_staleness if max_staleness is None else max_staleness,
         )
 
+    def _replica_route(self, view: NamespaceView, path: str, res: Resolution,
+                       epoch: int) -> tuple[FederationStub, pb.Target, str] | None:
+        replica = self._fresh_replica(view, res.volume)
+        if replica is None:
+            return None
+        return self._stub(view.clusters[replica].endpoint), self._target(path, res, epoch, consistency="any"), replica
+
+    def _replica_instead(self, path: str, epoch: int | None, where: str,
+                         err: Exception) -> tuple[FederationStub, pb.Target, str] | None:
+        """Under ``consistency="any"``, a fresh replica for a read whose owner ``where``
+        did not answer (Unavailable): a killed owner is Ready in etcd until its lease
+        expires, 10 s or so, and replicas that may answer were refused meanwhile."""
+        if self.consistency != "any" or self.via is not None or not isinstance(err, Unavailable):
+            return None
+        path = normalize(path)
+        view = self.route_view(path)
+        res = resolve_in(view, path)
+        vol = view.volumes[res.volume]
+        if where != vol.owner:
+            return None
+        return self._replica_route(view, path, res, epoch or vol.epoch)
+
     def _fresh_replica(self, view: NamespaceView, volume: str) -> str | None:
         """The nearest Ready replica cluster within ``max_staleness`` (None if none)."""
         from federation.resolution import replicas_of
@@ -129,6 +150,12 @@ class Routing(Connection):
                 err = from_rpc_error(exc, f"cluster {where}")
             except _REROUTE as exc:  # one put's own outcome in a PutBatch reply
                 err = exc
+            replica = self._replica_instead(path, epoch, where, err) if read else None
+            if replica is not None:
+                try:
+                    return fn(replica[0], replica[1])
+                except grpc.RpcError as exc:
+                    raise from_rpc_error(exc, f"cluster {replica[2]}") from None
             # Only errors that say our view of the namespace lagged are worth a re-route.
             retry = attempt == 0 and epoch is None and isinstance(err, _REROUTE)
             if not retry:

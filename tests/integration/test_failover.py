@@ -150,6 +150,32 @@ def test_sync_target_that_missed_an_acked_write_is_no_failover_candidate(fed3: F
     assert out.returncode == 0 and out.stdout == "acknowledged", out.stderr
 
 
+def test_consistency_any_reads_a_replica_while_a_killed_owner_still_shows_ready(federation: Federation) -> None:
+    """A killed owner stays Ready in etcd until its lease expires (15 s here): reads with
+    --consistency any went to it and failed, exit 5, though a replica within
+    --max-staleness could answer (SPEC §5). An owner that does not answer is passed over
+    for that replica now; without --consistency any the read still fails."""
+    fed = federation
+    fed.lease_ttl = 15
+    for cid in ("onprem-a", "onprem-b"):
+        fed.add(cid, wait=False)
+    for cid in fed.controllers:
+        fed.wait_healthy(cid, 30)
+    fed.gns("volume", "create", "ca", "--cluster", "onprem-a")
+    fed.gns("mount", "add", "/ca", "ca")
+    apply(fed, policy("ca-dr", "ca", "continuous", [{"cluster": "onprem-b"}], automatic=False))
+    assert fed.gns("put", "-", "/ca/f", input=b"mirrored").returncode == 0
+    wait_synced(fed, "ca-dr")
+    fed.kill("onprem-a", signal.SIGKILL)
+    anyc = ("--consistency", "any", "--max-staleness", "1h")
+    out = fed.gns("cat", "/ca/f", *anyc)
+    assert (out.returncode, out.stdout) == (0, "mirrored"), out.stderr
+    stat = fed.gns("stat", "/ca/f", "--json", *anyc)
+    assert stat.returncode == 0 and json.loads(stat.stdout)["size"] == 8, stat.stderr
+    assert fed.state("onprem-a") == "Ready"  # all of it within the lease's last seconds
+    assert_error(fed.gns("cat", "/ca/f"), 5)
+
+
 def test_kill9_owner_with_continuous_target_loses_at_most_the_lag(fed3: Federation) -> None:
     fed = fed3
     fed.gns("volume", "create", "co", "--cluster", "onprem-a")
