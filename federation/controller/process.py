@@ -38,6 +38,7 @@ from federation.controller.supervisor import Supervisor
 from federation.controller.tunnel import TunnelServer, core_cluster_at
 from federation.controller.volumes import VolumeManager
 from federation.malloc_tuning import tune_malloc
+from namespace import schema
 from namespace.cache import NamespaceCache
 from namespace.errors import Conflict
 from namespace.etcd import Etcd
@@ -126,6 +127,7 @@ class Controller:
             supervisor.spawn("mirror-runner", mirrors.run())
             supervisor.spawn("lease-metrics", self._export_lease_metrics(lease))
             supervisor.spawn("leader-election", leader.run())
+            supervisor.spawn("membership", _until_removed(cache, cfg.cluster))
             if cfg.kubernetes:
                 from federation.kube.api import KubeConfig
                 from federation.kube.reconciler import KubeReconciler
@@ -174,6 +176,21 @@ class Controller:
             self.metrics.lease_failures.set(lease.renewal_failures)
             self.metrics.lease_losses.set(lease.losses)
             await asyncio.sleep(1.0)
+
+
+async def _until_removed(cache: NamespaceCache, cluster: str) -> None:
+    """End the controller once its cluster is removed (`gns cluster remove`): it served on
+    unregistered for good (its record gone, its lease kept), and `gns up`, which restarts
+    controllers that stopped, could neither see it Ready nor restart it. Started again, it
+    registers again (rejoins). Gone from the cache twice in a row, a second apart, and then
+    from etcd itself: never on a blip, nor before the cache has seen our registration."""
+    missing = 0
+    while True:
+        await asyncio.sleep(1.0)
+        missing = 0 if cluster in cache.view.clusters else missing + 1
+        if missing >= 2 and await cache.etcd.get(schema.cluster(cluster)) is None:
+            raise Conflict(f"cluster {cluster} was removed from the federation (gns cluster remove); "
+                           "its controller stops (started again, it rejoins)")
 
 
 def claim_data_dir(data_dir: Path) -> str:

@@ -99,6 +99,23 @@ def test_cluster_list_shape_and_remove(federation: Federation) -> None:
     assert_error(federation.gns("cluster", "remove", "onprem-a"), 3)
 
 
+def test_a_removed_running_cluster_stops_and_rejoins_when_started(federation: Federation) -> None:
+    """`gns cluster remove` of a Ready cluster that owns nothing left its controller
+    serving, unregistered for good, and `gns up` timed out on it every time (alive, never
+    Ready). It stops now (exit 4, saying why); started again, it rejoins."""
+    federation.add("onprem-a")
+    federation.add("onprem-b")
+    assert federation.gns("cluster", "remove", "onprem-b").returncode == 0
+    proc = federation.controllers["onprem-b"].proc
+    assert proc is not None
+    assert proc.wait(20) == 4
+    assert "was removed from the federation" in federation.controllers["onprem-b"].log.read_text()
+    assert_error(federation.gns("cluster", "show", "onprem-b"), 3, "not found")
+    federation.start("onprem-b")
+    assert federation.state("onprem-b") == "Ready"
+    assert federation.state("onprem-a") == "Ready"
+
+
 def test_controller_bad_flags(federation: Federation, tmp_path: Path) -> None:
     base = [sys.executable, "-m", "federation.cli.main", "controller", "--etcd", federation.etcd_urls,
             "--data-dir", str(tmp_path / "d")]
