@@ -150,12 +150,15 @@ class GnsFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec has no 
 
     def mv(self, path1: Any, path2: Any, recursive: bool = False, maxdepth: int | None = None,
            **kwargs: Any) -> None:
-        """One atomic rename when both are plain paths on one volume; else copy + delete."""
+        """One atomic rename when both are plain paths on one volume; else copy + delete
+        (across volumes, as across file systems). What no move may do (a mount point, a
+        directory into itself) is refused before anything is copied: the delete after the
+        copy failed, and the copy stayed."""
         if isinstance(path1, str) and isinstance(path2, str) and not any(
             c in path1 for c in "*?["
         ):
             p1, p2 = self._strip_protocol(path1), self._strip_protocol(path2)
-            with contextlib.suppress(Conflict, InvalidInput, NotFound):
+            with contextlib.suppress(Conflict, NotFound):
                 if self.exists(p2) and self.isdir(p2):
                     p2 = p2.rstrip("/") + "/" + p1.rsplit("/", 1)[-1]
                 self.client.mv(p1, p2)

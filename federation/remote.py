@@ -38,7 +38,7 @@ from federation.client.models import (
 )
 from federation.client.streams import ChangeStream
 from namespace.cache import Listener, NamespaceView
-from namespace.errors import GnsError, InvalidInput, Unavailable
+from namespace.errors import GnsError, InvalidInput, NotFound, Unavailable
 from namespace.models import (
     ClusterSpec,
     ClusterView,
@@ -48,7 +48,7 @@ from namespace.models import (
     VolumeView,
     check_labels,
 )
-from namespace.mounts import MountsAt
+from namespace.mounts import MountsAt, mount_point_refused
 from namespace.paths import check_name, normalize
 
 if TYPE_CHECKING:
@@ -237,6 +237,16 @@ class RemoteClient(Client):
 
     def volume_of(self, path: str) -> str:
         return self.resolve(path).volume
+
+    def _refuse_unmovable(self, src: str) -> None:
+        # The controller's Resolve, not this client's polled view (which a site cut off
+        # from its hub cannot fetch); a path it does not resolve is its Rename's to refuse.
+        try:
+            res = self.resolve(src)
+        except NotFound:
+            return
+        if res.mount == src:
+            raise mount_point_refused(src, res.volume, res.relative_path, "move")
 
     def status(self) -> Status:
         return Status.from_json(self._ctl("Status"))

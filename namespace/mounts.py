@@ -212,6 +212,14 @@ class MountTable:
         self._maxdepth = 0
         self._index = None
 
+    def refuse_mount_point(self, path: str, verb: str) -> None:
+        """InvalidInput if normal ``path`` is a mount point: the mount table's (``gns mount
+        remove``), not a directory to remove or move; that would empty or move the data it
+        shows and leave the mount pointing at nothing (HDFS's router refuses the same)."""
+        at = self.get(path)
+        if at is not None:
+            raise mount_point_refused(path, at[0], at[1], verb)
+
     def get(self, path: str) -> tuple[str, str] | None:
         at = self._find(path)
         hit = self._slots[at + 1] if at >= 0 else None
@@ -424,6 +432,15 @@ def _sorted_remove(keys: list[str] | None, path: str) -> None:
         at = bisect.bisect_left(keys, path)
         if at < len(keys) and keys[at] == path:
             del keys[at]
+
+
+def mount_point_refused(path: str, volume: str, subpath: str, verb: str) -> Exception:
+    """The error for ``verb`` of mount point ``path`` (of ``volume:subpath``)."""
+    from namespace.errors import InvalidInput
+
+    what = f"{volume}:{subpath}" if subpath else f"the root of volume {volume}"
+    return InvalidInput(f"refusing to {verb} {path}: it is a mount point (of {what}); "
+                        f"`gns mount remove {path}` unmounts it")
 
 
 def _volume(target: _Target | None) -> str | None:

@@ -229,6 +229,9 @@ class Client(ControlCommands, Routing):
         src, dst = normalize(src), normalize(dst)
         if dst.startswith(src + "/"):
             self._refuse_below(src, dst)
+        # Before "different volumes": a caller that copies and deletes instead (fsspec)
+        # must not copy what it could never delete.
+        self._refuse_unmovable(src)
         if self.volume_of(src) != self.volume_of(dst):
             self.stat(src)  # a missing source is "not found" (exit 3), as within a volume
             raise Conflict(f"cannot move {src} to {dst}: they are on different volumes")
@@ -236,6 +239,13 @@ class Client(ControlCommands, Routing):
             lambda s, t: s.Rename(pb.RenameRequest(target=t, destination=dst), timeout=60), src
         )
         return int(reply.version)
+
+    def _refuse_unmovable(self, src: str) -> None:
+        """InvalidInput if normal ``src`` is a mount point or a directory only the mount
+        table makes, as the owner's Rename says (from the keys on its way only, for a
+        one-shot client)."""
+        self.route_view(src).mounts.refuse_mount_point(src, "move")
+        self._mount_points(src).refuse(src, "move")
 
     def _refuse_below(self, src: str, dst: str) -> None:
         """``dst`` is below ``src``, so the move fails; say why as mv(1) would. Below a file

@@ -370,27 +370,24 @@ class FederationService(pb_grpc.FederationServicer):
         raw = await self.cache.etcd.get(schema.volume(volume))
         return None if raw is None else Volume.model_validate_json(raw).epoch
 
+    def _refuse_mount_directory(self, t: pb.Target, verb: str) -> None:
+        """A global path under no mount with mount points below (``MountsAt.refuse``)."""
+        if not t.volume and t.global_path:
+            path = normalize(t.global_path)
+            self.cache.view.mounts.at(path).refuse(path, verb)
+
     def _refuse_mount_point(self, t: pb.Target, verb: str) -> None:
-        """A mount point is the mount table's (``gns mount remove``), not a directory to
-        remove or move: that would empty or move the data it shows and leave the mount
-        pointing at nothing (HDFS's router refuses the same). A volume's root is refused
-        apart, wherever it is reached from."""
-        path = normalize(t.global_path) if t.global_path else ""
-        at = self.cache.view.mounts.get(path) if path else None
-        if at is not None:
-            volume, sub = at
-            what = f"{volume}:{sub}" if sub else f"the root of volume {volume}"
-            raise InvalidInput(f"refusing to {verb} {path}: it is a mount point (of {what}); "
-                               f"`gns mount remove {path}` unmounts it")
+        """A mount point named by its global path (``MountTable.refuse_mount_point``). A
+        volume's root is refused apart, wherever it is reached from."""
+        if t.global_path:
+            self.cache.view.mounts.refuse_mount_point(normalize(t.global_path), verb)
 
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteReply:
         self._refuse_mount_point(request.target, "remove")
         try:
             r = await self._resolved(request.target)
         except NotFound:
-            if not request.target.volume and request.target.global_path:
-                path = normalize(request.target.global_path)
-                self.cache.view.mounts.at(path).refuse(path, "remove")
+            self._refuse_mount_directory(request.target, "remove")
             raise
         owner = self._owner_endpoint(r.volume)
         if owner is not None:
@@ -476,7 +473,11 @@ class FederationService(pb_grpc.FederationServicer):
         self._refuse_mount_point(request.target, "move")
         if request.destination:
             self._refuse_mount_point(pb.Target(global_path=request.destination), "replace")
-        r = await self._resolved(request.target)
+        try:
+            r = await self._resolved(request.target)
+        except NotFound:
+            self._refuse_mount_directory(request.target, "move")
+            raise
         if request.destination_relative and request.target.volume:
             dst_rel = normalize_relative(request.destination_relative)
         else:

@@ -136,7 +136,7 @@ def test_rm_of_a_directory_of_mount_points_is_refused_as_a_mount_point_is(fed: F
     """``stat /mf/deep`` says dir; ``rm -r`` of it said "not under any mount" (exit 3). It
     is the mount table's, as a mount point is: exit 2, naming what is below, nothing done."""
     before = fed.gns("mount", "list", "--json").stdout
-    for args in (["rm", "-r", "/mf/deep"], ["rm", "/mf/deep/"]):
+    for args in (["rm", "-r", "/mf/deep"], ["rm", "/mf/deep/"], ["mv", "/mf/deep", "/mf/health/deep"]):
         assert_error(gns_way(fed, way, tmp_path, *args), 2, "holds only mount points (x)")
     assert fed.gns("mount", "list", "--json").stdout == before
 

@@ -91,6 +91,22 @@ def test_errors_are_builtins(gns_fs: Any) -> None:
     assert not gns_fs.exists("/fss/err")
 
 
+def test_mv_of_a_mount_point_is_refused_before_anything_is_copied(federation3: Federation, gns_fs: Any) -> None:
+    """``fs.mv`` of a mount point to another volume copied every file, then failed to
+    delete the mount point: the copy stayed, the source too. Refused first now, as the
+    atomic rename refuses it; a file across volumes still moves (copy, then delete)."""
+    f = federation3
+    assert f.gns("volume", "create", "fsmv", "--cluster", "onprem-b").returncode == 0
+    assert f.gns("mount", "add", "/fsmv", "fsmv").returncode == 0
+    gns_fs.pipe_file("/fsmv/a.txt", b"a")
+    with pytest.raises(ValueError, match="mount point"):
+        gns_fs.mv("/fsmv", "/fss/copied", recursive=True)
+    assert not gns_fs.exists("/fss/copied")
+    assert gns_fs.cat_file("/fsmv/a.txt") == b"a"
+    gns_fs.mv("/fsmv/a.txt", "/fss/moved.txt")
+    assert gns_fs.cat_file("/fss/moved.txt") == b"a" and not gns_fs.exists("/fsmv/a.txt")
+
+
 def test_rm_of_a_directory_needs_recursive_and_changes_nothing_without(gns_fs: Any) -> None:
     """``fs.rm(dir)`` deleted the whole tree (data lost); fsspec's local filesystem, ``gns rm``
     and ``Client.rm`` all refuse a directory without ``recursive``."""
