@@ -9,6 +9,7 @@ with TLS the controller checks every command against the caller's grants (SPEC Â
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -240,11 +241,13 @@ class RemoteClient(Client):
 
     def _refuse_unmovable(self, src: str) -> None:
         # The controller's Resolve, not this client's polled view (which a site cut off
-        # from its hub cannot fetch); a path it does not resolve is its Rename's to refuse.
+        # from its hub cannot fetch); under no mount, its listing names the mount points.
         try:
             res = self.resolve(src)
         except NotFound:
-            return
+            with contextlib.suppress(NotFound):
+                MountsAt([e.name for e in self.ls(src)], False, False).refuse(src, "move")
+            raise
         if res.mount == src:
             raise mount_point_refused(src, res.volume, res.relative_path, "move")
 
