@@ -49,6 +49,8 @@ class ClusterSpec(Record):
     tunnel: str = ""
     """HOST:PORT of its bulk tunnel (``federation.controller.tunnel``); empty if it has none."""
     lease_ttl: int = 10
+    tls: bool = False
+    """Its gRPC port takes mutual TLS only (``--tls-dir``): a client needs certificates."""
     """Seconds its controller's liveness lease lasts without renewal."""
 
     @field_validator("id")

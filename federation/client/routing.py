@@ -19,7 +19,7 @@ from federation.api.errors import from_rpc_error
 from federation.client.connection import Connection, FederationStub
 from namespace.cache import NamespaceView
 from namespace.control import resolve_in
-from namespace.errors import EpochNotSeen, NotFound, NotOwner, StaleEpoch, Unavailable
+from namespace.errors import EpochNotSeen, InvalidInput, NotFound, NotOwner, StaleEpoch, Unavailable
 from namespace.models import ClusterSpec
 from namespace.mounts import Resolution
 from namespace.paths import normalize
@@ -45,6 +45,7 @@ class Routing(Connection):
                 raise NotFound(f"cluster {self.via!r} not found")
             if self.via not in view.alive:
                 raise Unavailable(f"cluster {self.via} (--via) is Down")
+            self._check_tls(spec)
             tunneled = self._through_tunnel(view, path, spec, epoch, where=self.via) if bulk else None
             if tunneled is not None:
                 return tunneled
@@ -74,7 +75,18 @@ class Routing(Connection):
         spec = view.clusters.get(vol.owner)
         if spec is None or not spec.endpoint:
             raise Unavailable(f"owner {vol.owner} of volume {res.volume!r} has no endpoint")
+        self._check_tls(spec)
         return self._stub(spec.endpoint), self._target(path, res, epoch or vol.epoch), vol.owner
+
+    def _check_tls(self, spec: ClusterSpec) -> None:
+        """A client without certificates cannot talk to a controller that takes TLS only:
+        say so (exit 2) instead of "unavailable: Socket closed" (exit 5) from the
+        handshake it cannot make."""
+        if spec.tls and self.tls_dir is None:
+            raise InvalidInput(
+                f"cluster {spec.id} takes mutual TLS only and this client has no certificates: give "
+                "--tls-dir DIR (env GNS_TLS_DIR; Python: Client(tls_dir=...)), for `gns up` the "
+                "tls directory under its GNS_HOME")
 
     def _through_tunnel(self, view: NamespaceView, path: str, via: ClusterSpec,
                         epoch: int | None, *, where: str) -> tuple[FederationStub, pb.Target, str] | None:

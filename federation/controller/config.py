@@ -96,6 +96,7 @@ class ControllerConfig:
             endpoint=self.endpoint,
             metrics_endpoint=metrics_endpoint,
             lease_ttl=self.lease_ttl,
+            tls=self.tls_dir is not None,
         )
 
 
