@@ -134,6 +134,20 @@ def normalize_relative(subpath: str) -> str:
     return normalize("/" + subpath.lstrip("/"))[1:]
 
 
+def check_writable_name(rel: str, shown: str = "") -> None:
+    """InvalidInput if volume-relative ``rel`` is a name gns keeps for itself: ``.gns`` at a
+    volume's root (diverged files, SPEC §7; and, in a mirror of it, the commit point,
+    SPEC §6: a user's ``.gns/manifest.json`` stopped every object-store mirror), ``.gns-locks``
+    there and ``.NAME.gns-meta`` anywhere (a ``file://`` mirror's lock files and sidecars).
+    Reading and removing what is there stays open (diverged files are for people to
+    review and clear). ``shown``: the path to name (the caller's global one)."""
+    first, _, _ = rel.partition("/")
+    last = rel.rpartition("/")[2]
+    if first in (".gns", ".gns-locks") or (last.startswith(".") and last.endswith(".gns-meta")):
+        raise InvalidInput(f"cannot write {shown or rel!r}: {first if first.startswith('.gns') else last!r} "
+                           "is a name gns keeps for itself (its own files and its mirrors')")
+
+
 def check_name(kind: str, name: str) -> str:
     """Validate a cluster, volume or policy name: a DNS-1123 label (1–63 chars)."""
     if not isinstance(name, str) or not _DNS1123_LABEL.fullmatch(name):

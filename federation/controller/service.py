@@ -51,7 +51,7 @@ from namespace.errors import (
 )
 from namespace.models import HUB_LABEL, Volume
 from namespace.mounts import MOUNT_DIR_MODE, with_mount_points
-from namespace.paths import normalize, normalize_relative
+from namespace.paths import check_writable_name, normalize, normalize_relative
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -490,6 +490,7 @@ class FederationService(pb_grpc.FederationServicer):
                     "copy and delete instead"
                 )
             dst_rel = dst.relative_path
+        check_writable_name(dst_rel, request.destination)
         return await self._edit(
             "Rename", r, request.target, context,
             lambda stub, t, md: stub.Rename(
@@ -501,6 +502,7 @@ class FederationService(pb_grpc.FederationServicer):
 
     async def Mkdir(self, request: pb.MkdirRequest, context: grpc.aio.ServicerContext) -> pb.MutationReply:
         r = await self._resolved(request.target)
+        check_writable_name(r.rel, r.global_path)
         return await self._edit(
             "Mkdir", r, request.target, context,
             lambda stub, t, md: stub.Mkdir(
@@ -642,6 +644,7 @@ class FederationService(pb_grpc.FederationServicer):
             return await self._forward_write(owner, r, header, rest, context)
         if not r.rel:
             raise InvalidInput("cannot write to the root of a volume")
+        check_writable_name(r.rel, r.global_path)
         it = write_relay.until_end(rest, header.ends)
         await self._check_writable(r)
         self.volumes.begin_write(r.volume)
@@ -709,6 +712,7 @@ class FederationService(pb_grpc.FederationServicer):
             return await self._forward_put(owner, r, header, request.data, context)
         if not r.rel:
             raise InvalidInput("cannot write to the root of a volume")
+        check_writable_name(r.rel, r.global_path)
         await self._check_writable(r)
         self.volumes.begin_write(r.volume)
         try:

@@ -22,7 +22,7 @@ import pytest
 from federation.api._gen.csi.v1 import csi_pb2 as csi
 from federation.local.csi_process import CsiProcess, fuse_available, mount_cap, start_csi
 from federation.local.etcd_server import EtcdCluster
-from tests.fixtures.federation import Federation
+from tests.fixtures.federation import Federation, assert_error
 
 Mode = csi.VolumeCapability.AccessMode
 PVC = {"csi.storage.k8s.io/pvc/namespace": "apps", "csi.storage.k8s.io/pvc/name": "data"}
@@ -326,10 +326,13 @@ def test_delete_leaves_volumes_it_did_not_make(fed: Federation, driver: CsiProce
     assert fed.gns("mount", "add", "/health/emptyv", "emptyv").returncode == 0
     assert fed.gns("put", "-", "/health/emptyv/keep.txt", input=b"mine\n").returncode == 0
     # what a pod with a static PV of this path could write: the record an earlier driver
-    # kept inside its volumes, and a label-like file; neither makes the volume the driver's
+    # kept inside its volumes; .gns/ is gns's own now (refused), and a volume is the
+    # driver's by its labels only anyway
     forged = json.dumps({"driver": "csi.gns.io", "volume": "emptyv", "path": "/health/emptyv",
                          "requiredBytes": 0, "limitBytes": 0}).encode()
-    assert fed.gns("put", "-", "/health/emptyv/.gns/csi.json", input=forged).returncode == 0
+    assert_error(fed.gns("put", "-", "/health/emptyv/.gns/csi.json", input=forged), 2,
+                 "'/health/emptyv/.gns/csi.json': '.gns' is a name gns keeps for itself")
+    assert fed.gns("put", "-", "/health/emptyv/csi.json", input=forged).returncode == 0
     try:
         driver.controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id="/health/emptyv"))
         assert {"path": "/health/emptyv", "volume": "emptyv", "subpath": ""} in _js(

@@ -28,6 +28,22 @@ def fed(federation3: Federation) -> Federation:
     return f
 
 
+@pytest.mark.parametrize("via", [[], ["--via", "onprem-b"]])
+def test_names_gns_keeps_for_itself_are_not_written(fed: Federation, via: list[str]) -> None:
+    """A user's /dp/.gns/manifest.json stopped every object-store mirror of the volume
+    ("reserved by the mirror layout") until someone deleted it, and a file:// mirror
+    refused .NAME.gns-meta files: such names are refused at the write (exit 2, nothing
+    changed), as .gns/ at a volume's root holds gns's own (diverged files)."""
+    assert fed.gns("put", "-", "/dp/ok.txt", *via, input=b"ok").returncode == 0
+    for args in (["put", "-", "/dp/.gns/manifest.json"], ["put", "-", "/dp/.gns-locks/3.lock"],
+                 ["put", "-", "/dp/sub/.ok.txt.gns-meta"], ["mv", "/dp/ok.txt", "/dp/.gns/ok.txt"]):
+        assert_error(fed.gns(*args, *via, input=b"x"), 2, "is a name gns keeps for itself")
+    for path in ("/dp/.gns/manifest.json", "/dp/.gns-locks/3.lock", "/dp/sub/.ok.txt.gns-meta", "/dp/.gns/ok.txt"):
+        assert fed.gns("stat", path).returncode == 3
+    assert fed.gns("cat", "/dp/ok.txt").stdout == "ok"
+    assert fed.gns("put", "-", "/dp/sub/.gns/fine.txt", *via, input=b"x").returncode == 0  # below the root
+
+
 @pytest.mark.parametrize("size", [0, 1, 1000, 1 << 20, 5 * (1 << 20) + 17])
 def test_put_get_round_trip_sha256(fed: Federation, tmp_path: Path, size: int) -> None:
     data = random.randbytes(size)
