@@ -140,8 +140,11 @@ class MirrorRunner:
                 w.dirty = True
                 w.task = asyncio.create_task(self._run_worker(w), name=f"mirror-{p.name}-{t.name}")
                 self.workers[key] = w
-                if p.spec.mode in ("continuous", "sync"):
-                    w.kick.set()  # catch up with whatever happened while nobody mirrored
+                if w.mode in ("continuous", "sync"):
+                    # Catch up with whatever happened while nobody mirrored: by the worker's
+                    # mode, not the policy's (a former owner is a continuous replica under a
+                    # manual policy too; it waited for the next write, shown Syncing at v0).
+                    w.kick.set()
 
     def _load_status(self, policy: str, target: str, volume: str) -> TargetStatus:
         raw = self.cache.view.mirror_status.get(f"{policy}/{_quote(target)}")

@@ -176,6 +176,31 @@ def test_consistency_any_reads_a_replica_while_a_killed_owner_still_shows_ready(
     assert_error(fed.gns("cat", "/ca/f"), 5)
 
 
+def test_a_returning_owner_resyncs_under_a_manual_policy_without_a_new_write(fed3: Federation) -> None:
+    """The old owner comes back as a continuous replica of the new one (SPEC §7), also when
+    the policy is manual; its worker waited for the next write (kicked by the policy's
+    mode), and mirror status showed it Syncing at version 0 meanwhile."""
+    fed = fed3
+    fed.gns("volume", "create", "mn", "--cluster", "onprem-a")
+    fed.gns("mount", "add", "/mn", "mn")
+    apply(fed, policy("mn-dr", "mn", "manual", [{"cluster": "onprem-b"}]))
+    for i in range(3):
+        assert fed.gns("put", "-", f"/mn/f{i}", input=b"x").returncode == 0
+    assert fed.gns("mirror", "sync", "mn-dr", "--wait").returncode == 0
+    fed.kill("onprem-a", signal.SIGKILL)
+    wait_for(lambda: owner(fed, "mn")["owner"] == "onprem-b", 30, "promotion to onprem-b")
+    fed.start("onprem-a")
+
+    def returned() -> dict[str, Any] | None:
+        out = fed.gns("mirror", "status", "mn-dr", "--json")
+        targets = {t["target"]: t for t in json.loads(out.stdout)[0]["targets"]} if out.returncode == 0 else {}
+        a = targets.get("onprem-a")
+        return a if a is not None and a["state"] == "Synced" else None
+
+    back = wait_for(returned, 30, "the old owner resynced, with no write since")
+    assert back is not None and back["version"] == owner(fed, "mn")["version"] and back["lag_versions"] == 0
+
+
 def test_kill9_owner_with_continuous_target_loses_at_most_the_lag(fed3: Federation) -> None:
     fed = fed3
     fed.gns("volume", "create", "co", "--cluster", "onprem-a")
