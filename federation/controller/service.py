@@ -162,6 +162,48 @@ class FederationService(pb_grpc.FederationServicer):
             return mirror, self.cache.view.clusters[mirror].endpoint
         return self._owner_endpoint(volume)
 
+    def _read_endpoints(self, volume: str, t: pb.Target) -> list[tuple[str, str]]:
+        """Where a read this controller does not serve goes, in order (empty: we serve it):
+        the owner (or an away site's mirror); under ``consistency any`` then each fresh
+        replica elsewhere, which also answer for an owner that is Down or does not answer
+        (killed, its lease not yet expired), as a client that routes itself does (SPEC §5)."""
+        try:
+            first = self._read_endpoint(volume)
+        except Unavailable:
+            if t.consistency != "any":
+                raise
+            first = None
+            down = True
+        else:
+            if first is None:
+                return []
+            down = False
+        ends = [first] if first is not None else []
+        if t.consistency == "any":
+            view = self.cache.view
+            bound = t.max_staleness_s if t.max_staleness_s > 0 else 60.0
+            taken = {self.cluster, *(c for c, _ in ends)}
+            ends += [(str(rep["target"]), view.clusters[rep["target"]].endpoint)
+                     for rep in replicas_of(view, volume)
+                     if rep["target"] not in taken and rep["target"] in view.alive
+                     and rep["target"] in view.clusters and rep["lag_seconds"] <= bound]
+        if not ends and down:
+            raise Unavailable(f"owner of volume {volume!r} is Down and no usable replica answered")
+        return ends
+
+    async def _read_forwarded(self, method: str, ends: list[tuple[str, str]],
+                              call: Callable[[str], Awaitable[T]]) -> T:
+        """``call(endpoint)`` at the first of ``ends`` that answers: one that cannot be
+        reached (UNAVAILABLE) passes to the next, any other error is the answer."""
+        for i, (cid, endpoint) in enumerate(ends):
+            self.metrics.forwarded.labels(method, cid).inc()
+            try:
+                return await call(endpoint)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or i + 1 == len(ends):
+                    raise from_rpc_error(exc, f"cluster {cid}") from None
+        raise AssertionError("no endpoint to read from")
+
     def _owner_endpoint(self, volume: str) -> tuple[str, str] | None:
         """(owner id, endpoint) if another cluster owns ``volume``; None if we do."""
         vol = self.cache.view.volumes.get(volume)
@@ -289,17 +331,12 @@ class FederationService(pb_grpc.FederationServicer):
                 info = self._info(await self._io(vs.stat, r.rel), r)
             info.stale = True
             return info
-        owner = self._read_endpoint(r.volume)
-        if owner is not None:
-            self.metrics.forwarded.labels("Stat", owner[0]).inc()
-            try:
-                reply: pb.FileInfo = await self._stub(owner[1]).Stat(
-                    pb.StatRequest(target=self._forward_target(r, request.target)),
-                    metadata=self._hops(context),
-                )
-                return reply
-            except grpc.RpcError as exc:
-                raise from_rpc_error(exc, f"owner {owner[0]}") from None
+        ends = self._read_endpoints(r.volume, request.target)
+        if ends:
+            fwd = pb.StatRequest(target=self._forward_target(r, request.target))
+            reply: pb.FileInfo = await self._read_forwarded(
+                "Stat", ends, lambda at: self._stub(at).Stat(fwd, metadata=self._hops(context)))
+            return reply
         vs = await self._io(self._local_storage, r.volume)
         with self._named(r):
             return self._info(await self._io(vs.stat, r.rel), r)
@@ -332,17 +369,12 @@ class FederationService(pb_grpc.FederationServicer):
         """The volume's own listing: served here or by the owner (or a fresh replica)."""
         r = await self._resolved(request.target)
         stale = self._replica_fresh(r.volume, request.target)
-        owner = None if stale else self._read_endpoint(r.volume)
-        if owner is not None:
-            self.metrics.forwarded.labels("List", owner[0]).inc()
-            try:
-                reply: pb.ListReply = await self._stub(owner[1]).List(
-                    pb.ListRequest(target=self._forward_target(r, request.target)),
-                    metadata=self._hops(context),
-                )
-                return reply
-            except grpc.RpcError as exc:
-                raise from_rpc_error(exc, f"owner {owner[0]}") from None
+        ends = [] if stale else self._read_endpoints(r.volume, request.target)
+        if ends:
+            fwd = pb.ListRequest(target=self._forward_target(r, request.target))
+            reply: pb.ListReply = await self._read_forwarded(
+                "List", ends, lambda at: self._stub(at).List(fwd, metadata=self._hops(context)))
+            return reply
         vs = await self._io(self._local_storage, r.volume)
         with self._named(r):
             entries = await self._io(vs.listdir, r.rel)
@@ -598,19 +630,23 @@ class FederationService(pb_grpc.FederationServicer):
                 raise InvalidInput(f"{normalize(t.global_path)} is a directory") from None
             raise
         stale = self._replica_fresh(r.volume, request.target)
-        owner = None if stale else self._read_endpoint(r.volume)
-        if owner is not None:
-            self.metrics.forwarded.labels("Read", owner[0]).inc()
+        ends = [] if stale else self._read_endpoints(r.volume, request.target)
+        if ends:
             fwd = pb.ReadRequest(
                 target=self._forward_target(r, request.target), offset=request.offset, length=request.length
             )
-            try:
-                async for message in read_relay.relay(self.peers.get(owner[1]), fwd, self._hops(context)):
-                    self.metrics.bytes_out.inc(len(message))
-                    yield message
-            except grpc.RpcError as exc:
-                raise from_rpc_error(exc, f"owner {owner[0]}") from None
-            return
+            for i, (cid, endpoint) in enumerate(ends):  # the next only if none answered (_read_forwarded)
+                self.metrics.forwarded.labels("Read", cid).inc()
+                sent = False
+                try:
+                    async for message in read_relay.relay(self.peers.get(endpoint), fwd, self._hops(context)):
+                        sent = True
+                        self.metrics.bytes_out.inc(len(message))
+                        yield message
+                    return
+                except grpc.RpcError as exc:
+                    if sent or exc.code() != grpc.StatusCode.UNAVAILABLE or i + 1 == len(ends):
+                        raise from_rpc_error(exc, f"cluster {cid}") from None
         vs = await self._io(self._local_storage, r.volume)
         with self._named(r):
             meta = await self._io(vs.stat, r.rel)

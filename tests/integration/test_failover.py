@@ -157,7 +157,7 @@ def test_consistency_any_reads_a_replica_while_a_killed_owner_still_shows_ready(
     for that replica now; without --consistency any the read still fails."""
     fed = federation
     fed.lease_ttl = 15
-    for cid in ("onprem-a", "onprem-b"):
+    for cid in ("onprem-a", "onprem-b", "aws-1"):
         fed.add(cid, wait=False)
     for cid in fed.controllers:
         fed.wait_healthy(cid, 30)
@@ -168,12 +168,17 @@ def test_consistency_any_reads_a_replica_while_a_killed_owner_still_shows_ready(
     wait_synced(fed, "ca-dr")
     fed.kill("onprem-a", signal.SIGKILL)
     anyc = ("--consistency", "any", "--max-staleness", "1h")
-    out = fed.gns("cat", "/ca/f", *anyc)
-    assert (out.returncode, out.stdout) == (0, "mirrored"), out.stderr
-    stat = fed.gns("stat", "/ca/f", "--json", *anyc)
-    assert stat.returncode == 0 and json.loads(stat.stdout)["size"] == 8, stat.stderr
+    # Both ways: directly, and through a controller that holds no replica (aws-1).
+    for way in ((), ("--controller", fed.controllers["aws-1"].endpoint)):
+        out = fed.gns("cat", "/ca/f", *anyc, *way)
+        assert (out.returncode, out.stdout) == (0, "mirrored"), (way, out.stderr)
+        stat = fed.gns("stat", "/ca/f", "--json", *anyc, *way)
+        assert stat.returncode == 0 and json.loads(stat.stdout)["size"] == 8, (way, stat.stderr)
+        ls = fed.gns("ls", "/ca", "--json", *anyc, *way)
+        assert ls.returncode == 0 and [e["name"] for e in json.loads(ls.stdout)] == ["f"], (way, ls.stderr)
     assert fed.state("onprem-a") == "Ready"  # all of it within the lease's last seconds
-    assert_error(fed.gns("cat", "/ca/f"), 5)
+    for way in ((), ("--controller", fed.controllers["aws-1"].endpoint)):
+        assert_error(fed.gns("cat", "/ca/f", *way), 5)
 
 
 def test_a_returning_owner_resyncs_under_a_manual_policy_without_a_new_write(fed3: Federation) -> None:
