@@ -19,7 +19,7 @@ from federation.api.errors import from_rpc_error
 from federation.client.connection import Connection, FederationStub
 from namespace.cache import NamespaceView
 from namespace.control import resolve_in
-from namespace.errors import EpochNotSeen, InvalidInput, NotFound, NotOwner, StaleEpoch, Unavailable
+from namespace.errors import EpochNotSeen, NotFound, NotOwner, StaleEpoch, Unavailable
 from namespace.models import ClusterSpec
 from namespace.mounts import Resolution
 from namespace.paths import normalize
@@ -80,10 +80,10 @@ class Routing(Connection):
 
     def _check_tls(self, spec: ClusterSpec) -> None:
         """A client without certificates cannot talk to a controller that takes TLS only:
-        say so (exit 2) instead of "unavailable: Socket closed" (exit 5) from the
-        handshake it cannot make."""
+        say so, and what to give, instead of "Socket closed" from the handshake it cannot
+        make (still exit 5: the controller is unavailable to this client)."""
         if spec.tls and self.tls_dir is None:
-            raise InvalidInput(
+            raise Unavailable(
                 f"cluster {spec.id} takes mutual TLS only and this client has no certificates: give "
                 "--tls-dir DIR (env GNS_TLS_DIR; Python: Client(tls_dir=...)), for `gns up` the "
                 "tls directory under its GNS_HOME")

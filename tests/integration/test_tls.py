@@ -64,7 +64,7 @@ def test_mutual_tls_everywhere(federation: Federation, tmp_path: Path) -> None:
     env.pop("GNS_TLS_DIR")
     proc = subprocess.run([sys.executable, "-m", "federation.cli.main", "cat", "/sec/a"],
                           capture_output=True, text=True, env=env, timeout=60)
-    assert_error(proc, 5)
+    assert_error(proc, 5, "give --tls-dir")  # told what is missing, not "Socket closed"
 
 
 def test_certs_init_cli(tmp_path: Path) -> None:

@@ -43,12 +43,12 @@ def test_up_runs_tls_and_access_control_and_the_cli_is_admin(tmp_path: Path) -> 
         assert gns("put", "-", "/health/sensors/day.csv", data=b"a,b\n1,2\n").returncode == 0
         assert gns("cat", "/health/sensors/day.csv", "--via", "onprem-b").stdout == b"a,b\n1,2\n"
         # A client given etcd but no certificates (SPEC §11's Client(etcd=...) as is) was
-        # told "unavailable: Socket closed" (exit 5) by the handshake: it is told what to give.
+        # told "unavailable: Socket closed" by the handshake: it is told what to give.
         bare = subprocess.run(
             [sys.executable, "-m", "federation.cli.main", "--etcd", state["etcd"], "stat", "/health/sensors/day.csv"],
             capture_output=True, text=True, timeout=60, cwd=tmp_path,
             env={**{k: v for k, v in env.items() if k != "GNS_HOME"}, "GNS_HOME": str(tmp_path / "elsewhere")})
-        assert_error(bare, 2, "takes mutual TLS only and this client has no certificates: give --tls-dir")
+        assert_error(bare, 5, "takes mutual TLS only and this client has no certificates: give --tls-dir")
         endpoint = state["controllers"]["onprem-a"]["endpoint"]
         assert gns("--controller", endpoint, "acl", "list", "--json").returncode == 0
         # plaintext is refused: the controllers really run TLS
