@@ -35,6 +35,13 @@ def apply(fed: Federation, doc: str) -> None:
     assert out.returncode == 0, out.stderr
 
 
+def mirrored(fed: Federation, volume: str, mode: str, targets: list[dict[str, str]], **kw: Any) -> None:
+    """Volume ``volume`` on onprem-a, mounted at ``/<volume>``, with policy ``<volume>-dr``."""
+    assert fed.gns("volume", "create", volume, "--cluster", "onprem-a").returncode == 0
+    assert fed.gns("mount", "add", f"/{volume}", volume).returncode == 0
+    apply(fed, policy(f"{volume}-dr", volume, mode, targets, **kw))
+
+
 def owner(fed: Federation, volume: str) -> dict[str, Any]:
     out = fed.gns("volume", "show", volume, "--json")
     assert out.returncode == 0, out.stderr
@@ -125,9 +132,7 @@ def test_sync_target_that_missed_an_acked_write_is_no_failover_candidate(fed3: F
     leader does not promote the target that lacks it (nor does a plain promote), and it is
     a candidate again once it caught up."""
     fed = fed3
-    fed.gns("volume", "create", "ss", "--cluster", "onprem-a")
-    fed.gns("mount", "add", "/ss", "ss")
-    apply(fed, policy("ss-dr", "ss", "sync", [{"cluster": "onprem-b"}]))
+    mirrored(fed, "ss", "sync", [{"cluster": "onprem-b"}])
     assert fed.gns("put", "-", "/ss/one", input=b"one").returncode == 0
     wait_synced(fed, "ss-dr")
     fed.kill("onprem-b", signal.SIGSTOP)
@@ -161,9 +166,7 @@ def test_consistency_any_reads_a_replica_while_a_killed_owner_still_shows_ready(
         fed.add(cid, wait=False)
     for cid in fed.controllers:
         fed.wait_healthy(cid, 30)
-    fed.gns("volume", "create", "ca", "--cluster", "onprem-a")
-    fed.gns("mount", "add", "/ca", "ca")
-    apply(fed, policy("ca-dr", "ca", "continuous", [{"cluster": "onprem-b"}], automatic=False))
+    mirrored(fed, "ca", "continuous", [{"cluster": "onprem-b"}], automatic=False)
     assert fed.gns("put", "-", "/ca/f", input=b"mirrored").returncode == 0
     wait_synced(fed, "ca-dr")
     fed.kill("onprem-a", signal.SIGKILL)
@@ -186,9 +189,7 @@ def test_a_returning_owner_resyncs_under_a_manual_policy_without_a_new_write(fed
     the policy is manual; its worker waited for the next write (kicked by the policy's
     mode), and mirror status showed it Syncing at version 0 meanwhile."""
     fed = fed3
-    fed.gns("volume", "create", "mn", "--cluster", "onprem-a")
-    fed.gns("mount", "add", "/mn", "mn")
-    apply(fed, policy("mn-dr", "mn", "manual", [{"cluster": "onprem-b"}]))
+    mirrored(fed, "mn", "manual", [{"cluster": "onprem-b"}])
     for i in range(3):
         assert fed.gns("put", "-", f"/mn/f{i}", input=b"x").returncode == 0
     assert fed.gns("mirror", "sync", "mn-dr", "--wait").returncode == 0
