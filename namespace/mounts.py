@@ -28,7 +28,7 @@ touch few of them:
 Listings (the mount points below a directory) and requests that name a volume (the paths
 showing it) ask other questions than resolves: a second index, built at the first such
 question and kept by every change, answers them in a few binary searches instead of a scan
-of every mount (130 ms per ``ls`` at 100k mounts; 0.2 ms now).
+of every mount (about 100 ms per ``ls`` at 100k mounts; 0.05 ms now).
 
 Targets are interned (a volume name, or one shared ``(volume, subpath)`` pair), so a hit
 reaches no per-mount object other than the key. The table is an in-memory index only; etcd
@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple, Protocol, TypeVar
 
 from namespace import huge_pages
+from namespace.errors import InvalidInput
 from namespace.paths import normalize
 
 MOUNT_DIR_MODE = 0o755
@@ -86,8 +87,6 @@ class MountsAt(NamedTuple):
         point itself (the CLI said "not under any mount", exit 3, though stat showed a
         directory)."""
         if self.below and not self.mounted:
-            from namespace.errors import InvalidInput
-
             raise InvalidInput(f"refusing to {verb} {path}: it holds only mount points "
                                f"({', '.join(self.below[:5])}{', ...' if len(self.below) > 5 else ''}); "
                                "`gns mount remove` unmounts them")
@@ -434,10 +433,8 @@ def _sorted_remove(keys: list[str] | None, path: str) -> None:
             del keys[at]
 
 
-def mount_point_refused(path: str, volume: str, subpath: str, verb: str) -> Exception:
+def mount_point_refused(path: str, volume: str, subpath: str, verb: str) -> InvalidInput:
     """The error for ``verb`` of mount point ``path`` (of ``volume:subpath``)."""
-    from namespace.errors import InvalidInput
-
     what = f"{volume}:{subpath}" if subpath else f"the root of volume {volume}"
     return InvalidInput(f"refusing to {verb} {path}: it is a mount point (of {what}); "
                         f"`gns mount remove {path}` unmounts it")
