@@ -291,7 +291,16 @@ def test_conditional_put_large_if_match(
     assert s.read_bytes("M") == b"changed"
 
 
-def test_racing_conditional_puts_exactly_one_wins(object_store_backend: ObjectStore) -> None:
+# moto checks If-None-Match and then stores, unlocked, on a threaded server
+# (moto/s3/responses.py put_object): two racing puts can both pass the check. Real S3, and
+# every other server here, decide it atomically.
+_IF_ABSENT_NOT_ATOMIC = {"s3-moto"}
+
+
+def test_racing_conditional_puts_exactly_one_wins(object_store_backend: ObjectStore, backend_name: str) -> None:
+    """Exactly one of four racing ``if_absent`` puts wins, and its bytes are the object's;
+    on a server whose check is not atomic (moto), at least one wins and the object is whole
+    (one winner's bytes, never a mix), which is all that server can promise."""
     s = object_store_backend
     contenders, rounds = 4, 8
     for r in range(rounds):
@@ -313,8 +322,13 @@ def test_racing_conditional_puts_exactly_one_wins(object_store_backend: ObjectSt
         for t in threads:
             t.join()
         winners = [o for o in outcome if o.startswith("won")]
+        stored = s.read_bytes(f"race/{r}")
+        if backend_name in _IF_ABSENT_NOT_ATOMIC:
+            assert winners and len(outcome) == contenders, outcome
+            assert stored in [f"writer-{w[4:]}".encode() * 100 for w in winners], stored[:20]
+            continue
         assert len(winners) == 1, outcome
-        assert s.read_bytes(f"race/{r}") == f"writer-{winners[0][4:]}".encode() * 100
+        assert stored == f"writer-{winners[0][4:]}".encode() * 100
 
 
 def test_racing_if_match_exactly_one_wins(object_store_backend: ObjectStore) -> None:
