@@ -148,6 +148,14 @@ class NamespaceView:
             out.append(mpath if not tail else (mpath.rstrip("/") + "/" + tail))
         return out
 
+    def aliases_of(self, path: str) -> list[str]:
+        """The other global paths showing the bytes at ``path`` (its volume mounted again,
+        whole or by a subpath holding it): a grant on any of them reaches them."""
+        res = self.resolve(path)
+        if res is None:
+            return []
+        return [p for p in self.paths_of(res.volume, res.relative_path) if p != res.path]
+
     def mount_list(self) -> list[Mount]:
         return [Mount(path=p, volume=v, subpath=s) for p, (v, s) in self.mounts.items()]
 

@@ -372,13 +372,7 @@ class Authorizer:
         by volume is judged, so the answer does not hang on the path a request names (it
         did: a user granted /alias read /data/team/a directly from the owner, and was
         refused through --controller). Asked only for a denial."""
-        if len(paths) != 1:
-            return []
-        view = self._view()
-        res = view.resolve(paths[0])
-        if res is None:
-            return []
-        return [p for p in view.paths_of(res.volume, res.relative_path) if p != paths[0]]
+        return self._view().aliases_of(paths[0]) if len(paths) == 1 else []
 
 
 _TARGET_FIELDS: dict[str, tuple[tuple[str, str | None], ...]] = {}

@@ -31,7 +31,7 @@ from federation.controller.volumes import VolumeManager
 from mirroring.engine import PassResult, run_pass, verify
 from mirroring.policy import MirrorPolicy, Target, stored_policies, stored_policy
 from mirroring.protocols import VolumeSource
-from mirroring.status import TargetStatus, replica_targets
+from mirroring.status import TargetStatus, replica_targets, status_key
 from namespace import schema
 from namespace.cache import NamespaceCache
 from namespace.errors import GnsError, NotFound, Unavailable
@@ -147,7 +147,7 @@ class MirrorRunner:
                     w.kick.set()
 
     def _load_status(self, policy: str, target: str, volume: str) -> TargetStatus:
-        raw = self.cache.view.mirror_status.get(f"{policy}/{_quote(target)}")
+        raw = self.cache.view.mirror_status.get(status_key(policy, target))
         if raw:
             try:
                 # A pass an earlier owner process was running died with it.
@@ -395,8 +395,3 @@ class MirrorRunner:
                 log.exception("mirror ticker failed")
                 await asyncio.sleep(1.0)
 
-
-def _quote(target: str) -> str:
-    from urllib.parse import quote
-
-    return quote(target, safe="")

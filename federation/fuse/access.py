@@ -33,7 +33,6 @@ from namespace.acl import ADMIN_SUBJECT
 
 if TYPE_CHECKING:
     from federation.client import AccessReport, CallerIdentity
-    from namespace.cache import NamespaceView
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +58,6 @@ def parent_of(gpath: str) -> str:
     return head or "/"
 
 
-def other_paths(view: NamespaceView, gpath: str) -> list[str]:
-    """The other global paths showing the bytes at ``gpath`` (its volume mounted again,
-    whole or a subpath holding it): the owner takes a grant on any of them. Scans the
-    table: a denial's cost only."""
-    res = view.resolve(gpath)
-    if res is None:
-        return []
-    return [p for p in view.paths_of(res.volume, res.relative_path) if p != gpath]
-
-
 class WriteGate:
     """Whether this mount's identity may write a global path, asked of the grants and kept
     a little while. :meth:`cached` answers without blocking when it can; :meth:`check`
@@ -79,7 +68,7 @@ class WriteGate:
                  ttl: float = DEFAULT_TTL, max_entries: int = 4096,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
-        # The other global paths showing the bytes at a path (:func:`other_paths`).
+        # The other global paths showing the bytes at a path (NamespaceView.aliases_of).
         self._aliases = aliases
         self.ttl = ttl
         self.max_entries = max_entries

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyfuse3
 import trio
 
-from federation.fuse.access import WriteGate, other_paths
+from federation.fuse.access import WriteGate
 from federation.fuse.cache import Attrs, MetaCache, find_listed
 from federation.fuse.errnos import errno_for
 from federation.fuse.handles import RemoteReader, StagedFile
@@ -118,7 +118,7 @@ class GnsOperations(pyfuse3.Operations):
         self.attr_timeout = attr_timeout
         self.cache = cache if cache is not None else MetaCache()  # an empty one is falsy
         self.write_gate = WriteGate(
-            client, aliases=lambda g: other_paths(self.client.view(), g))
+            client, aliases=lambda g: self.client.view().aliases_of(g))
         self.inodes = InodeTable()
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gns-fuse-ra")
         self.started = time.time()

@@ -160,19 +160,18 @@ def test_a_volume_mounted_at_another_path_too_is_judged_as_the_owner_judges_it()
 
 
 def test_the_other_paths_of_a_file_come_from_the_mount_table() -> None:
-    from federation.fuse.access import other_paths
     from namespace.cache import NamespaceView
 
     view = NamespaceView()
     view.mounts.set("/data", "acc")
     view.mounts.set("/other", "b")
-    assert other_paths(view, "/data/x/f") == []
-    assert other_paths(view, "/nowhere/f") == []
+    assert view.aliases_of("/data/x/f") == []
+    assert view.aliases_of("/nowhere/f") == []
     view.mounts.set("/alias", "acc", "x")  # part of the same volume, at another path
-    assert other_paths(view, "/data/x/f") == ["/alias/f"]
-    assert other_paths(view, "/alias/f") == ["/data/x/f"]
-    assert other_paths(view, "/data/y/f") == []  # outside the subpath: shown once only
-    assert other_paths(view, "/other/f") == []
+    assert view.aliases_of("/data/x/f") == ["/alias/f"]
+    assert view.aliases_of("/alias/f") == ["/data/x/f"]
+    assert view.aliases_of("/data/y/f") == []  # outside the subpath: shown once only
+    assert view.aliases_of("/other/f") == []
 
 
 def test_a_new_directory_filled_from_many_threads_is_checked_once() -> None:
