@@ -50,6 +50,13 @@ def replicas_of(view: NamespaceView, volume: str) -> list[dict[str, Any]]:
     return sorted(best.values(), key=lambda r: (r["lag_seconds"], "://" in r["target"], r["target"]))
 
 
+def fresh_replicas(view: NamespaceView, volume: str, max_staleness: float) -> list[str]:
+    """The Ready replica clusters of ``volume`` within ``max_staleness`` seconds, nearest
+    first: those that may answer a read under ``consistency="any"`` (SPEC §5)."""
+    return [str(r["target"]) for r in replicas_of(view, volume)
+            if r["target"] in view.clusters and r["target"] in view.alive and r["lag_seconds"] <= max_staleness]
+
+
 def away_site_replica(view: NamespaceView, volume: str) -> dict[str, Any] | None:
     """SPEC §8: while the edge site owning ``volume`` is away, the core mirror to read from.
 

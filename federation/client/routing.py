@@ -143,13 +143,9 @@ class Routing(Connection):
 
     def _fresh_replica(self, view: NamespaceView, volume: str) -> str | None:
         """The nearest Ready replica cluster within ``max_staleness`` (None if none)."""
-        from federation.resolution import replicas_of
+        from federation.resolution import fresh_replicas
 
-        for r in replicas_of(view, volume):
-            cid = r["target"]
-            if cid in view.clusters and cid in view.alive and r["lag_seconds"] <= self.max_staleness:
-                return str(cid)
-        return None
+        return next(iter(fresh_replicas(view, volume, self.max_staleness)), None)
 
     def _call(self, fn: Callable[[pb_grpc.FederationStub, pb.Target], R], path: str, epoch: int | None = None,
               *, read: bool = False, bulk: bool = False) -> R:

@@ -28,7 +28,7 @@ from federation.controller.metrics import ControllerMetrics
 from federation.controller.mirrors import MirrorRunner
 from federation.controller.rpc_errors import put_failure
 from federation.controller.volumes import VolumeManager
-from federation.resolution import away_site_replica, replicas_of
+from federation.resolution import away_site_replica, fresh_replicas, replicas_of
 from federation.storage import (
     INLINE_MAX,
     DirEntry,
@@ -144,7 +144,7 @@ class FederationService(pb_grpc.FederationServicer):
         vol = self.cache.view.volumes.get(volume)
         if vol is None or vol.owner == self.cluster:
             return False
-        bound = t.max_staleness_s if t.max_staleness_s > 0 else 60.0
+        bound = _staleness_bound(t)
         return any(r["target"] == self.cluster and r["lag_seconds"] <= bound
                    for r in replicas_of(self.cache.view, volume))
 
@@ -170,26 +170,20 @@ class FederationService(pb_grpc.FederationServicer):
         try:
             first = self._read_endpoint(volume)
         except Unavailable:
-            if t.consistency != "any":
+            if t.consistency != "any" or not (ends := self._replicas_elsewhere(volume, t)):
                 raise
-            first = None
-            down = True
-        else:
-            if first is None:
-                return []
-            down = False
-        ends = [first] if first is not None else []
-        if t.consistency == "any":
-            view = self.cache.view
-            bound = t.max_staleness_s if t.max_staleness_s > 0 else 60.0
-            taken = {self.cluster, *(c for c, _ in ends)}
-            ends += [(str(rep["target"]), view.clusters[rep["target"]].endpoint)
-                     for rep in replicas_of(view, volume)
-                     if rep["target"] not in taken and rep["target"] in view.alive
-                     and rep["target"] in view.clusters and rep["lag_seconds"] <= bound]
-        if not ends and down:
-            raise Unavailable(f"owner of volume {volume!r} is Down and no usable replica answered")
-        return ends
+            return ends
+        if first is None:
+            return []
+        if t.consistency != "any":
+            return [first]
+        return [first, *(end for end in self._replicas_elsewhere(volume, t) if end[0] != first[0])]
+
+    def _replicas_elsewhere(self, volume: str, t: pb.Target) -> list[tuple[str, str]]:
+        """(cluster, endpoint) of the replicas that may answer ``t``, other than this one."""
+        view = self.cache.view
+        return [(cid, view.clusters[cid].endpoint)
+                for cid in fresh_replicas(view, volume, _staleness_bound(t)) if cid != self.cluster]
 
     async def _read_forwarded(self, method: str, ends: list[tuple[str, str]],
                               call: Callable[[str], Awaitable[T]]) -> T:
@@ -857,6 +851,11 @@ class FederationService(pb_grpc.FederationServicer):
 def _mount_dir(name: str) -> pb.DirEntry:
     """A mount point's entry in a listing: a directory with no size, mtime or mode."""
     return pb.DirEntry(name=name, type="dir")
+
+
+def _staleness_bound(t: pb.Target) -> float:
+    """The lag a replica may answer ``t`` with (``--max-staleness``; 60 s if unset)."""
+    return t.max_staleness_s if t.max_staleness_s > 0 else 60.0
 
 
 def _not_cancelled(context: grpc.aio.ServicerContext) -> None:
