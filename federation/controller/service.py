@@ -672,9 +672,7 @@ class FederationService(pb_grpc.FederationServicer):
         if owner is not None:
             # The end (if promised) is relayed with the data: the owner checks it.
             return await self._forward_write(owner, r, header, rest, context)
-        if not r.rel:
-            raise InvalidInput("cannot write to the root of a volume")
-        check_writable_name(r.rel, r.global_path)
+        _check_file_to_write(r)
         it = write_relay.until_end(rest, header.ends)
         await self._check_writable(r)
         self.volumes.begin_write(r.volume)
@@ -740,9 +738,7 @@ class FederationService(pb_grpc.FederationServicer):
         owner = self._owner_endpoint(r.volume)
         if owner is not None:
             return await self._forward_put(owner, r, header, request.data, context)
-        if not r.rel:
-            raise InvalidInput("cannot write to the root of a volume")
-        check_writable_name(r.rel, r.global_path)
+        _check_file_to_write(r)
         await self._check_writable(r)
         self.volumes.begin_write(r.volume)
         try:
@@ -851,6 +847,13 @@ class FederationService(pb_grpc.FederationServicer):
 def _mount_dir(name: str) -> pb.DirEntry:
     """A mount point's entry in a listing: a directory with no size, mtime or mode."""
     return pb.DirEntry(name=name, type="dir")
+
+
+def _check_file_to_write(r: Resolved) -> None:
+    """A put's target: a file below its volume's root, under a name left to users."""
+    if not r.rel:
+        raise InvalidInput("cannot write to the root of a volume")
+    check_writable_name(r.rel, r.global_path)
 
 
 def _staleness_bound(t: pb.Target) -> float:
