@@ -232,6 +232,9 @@ class StagedFile:
         self.mode = mode
         self.mtime: float | None = None  # set by utimens; a later write clears it
         self.dirty = False
+        # The last commit failed (the app's close or fsync answered its error) and nothing
+        # changed since: release commits nothing then (see ``Operations.release``).
+        self.failed = False
         self.exists_remote = exists  # committed at least once (so unlink must reach it)
         self.unlinked = False
         self.exclusive = False  # created with O_EXCL: the first commit must not replace
@@ -281,6 +284,7 @@ class StagedFile:
             self.stop_stream()
         self.size = max(self.size, off + n)
         self.dirty = True
+        self.failed = False
         self.mtime = None
         self.touched = time.time()
         return n
@@ -319,6 +323,7 @@ class StagedFile:
         os.ftruncate(self.fd, size)
         self.size = self.length = size
         self.dirty = True
+        self.failed = False
         self.only_truncated = False
         self.mtime = None
         self.touched = time.time()
@@ -329,24 +334,32 @@ class StagedFile:
             if not self.dirty or self.unlinked:
                 self.stop_stream()
                 return None
-            up = self.upload
-            if up is not None and self.stream_ok and self.streamed + self._pend_size == self.size:
-                if self._pend:
-                    up.push(self._take_pending())
-                self.upload, self.stream_ok = None, False
-                info: FileInfo = up.finish()
-                if self.mtime is not None or (info.mode or self.mode) != self.mode:
-                    client.set_attrs(gpath, mode=self.mode, mtime=self.mtime)
-            else:
-                self.stop_stream()
-                self._cut_old_bytes()  # the put sends the file to its end
-                with open(self.file, "rb") as fh:
-                    info = client.put(fh, gpath, mode=self.mode, mtime=self.mtime,
-                                      if_absent=self.exclusive)
-            self.dirty = False
-            self.exclusive = False
-            self.exists_remote = True
-            return info
+            try:
+                return self._commit_locked(client, gpath)
+            except BaseException:
+                self.failed = True
+                raise
+
+    def _commit_locked(self, client: Client, gpath: str) -> FileInfo:
+        """``commit`` of a dirty file, under the lock."""
+        up = self.upload
+        if up is not None and self.stream_ok and self.streamed + self._pend_size == self.size:
+            if self._pend:
+                up.push(self._take_pending())
+            self.upload, self.stream_ok = None, False
+            info: FileInfo = up.finish()
+            if self.mtime is not None or (info.mode or self.mode) != self.mode:
+                client.set_attrs(gpath, mode=self.mode, mtime=self.mtime)
+        else:
+            self.stop_stream()
+            self._cut_old_bytes()  # the put sends the file to its end
+            with open(self.file, "rb") as fh:
+                info = client.put(fh, gpath, mode=self.mode, mtime=self.mtime,
+                                  if_absent=self.exclusive)
+        self.dirty = False
+        self.exclusive = False
+        self.exists_remote = True
+        return info
 
     def _pwrite(self, data: bytes | memoryview, off: int) -> int:
         try:

@@ -629,7 +629,14 @@ class GnsOperations(pyfuse3.Operations):
         if h.refs > 0:
             return
         try:
-            await self._commit(h)
+            if h.failed:
+                # The app was told (its close or fsync answered the error). A commit now,
+                # that nobody hears of, could land after the app has given up or written the
+                # file anew: what it was told failed must stay failed.
+                log.error("%s not committed: its last commit failed and nothing changed since; "
+                          "staged data dropped", self.gpath(h.rel))
+            else:
+                await self._commit(h)
         except pyfuse3.FUSEError as exc:
             log.error("commit of %s at release failed (errno %d); staged data dropped",
                       self.gpath(h.rel), exc.errno)

@@ -821,33 +821,34 @@ def test_a_close_on_a_frozen_owner_fails_within_the_timeout(fed: Federation, tmp
     """SPEC §12: EIO, "never a hang past the client's timeout". A file opened before the
     owner froze was committed at close with no deadline: the close hung until gRPC's
     keepalive gave up, 70 s with --timeout 3s. Now it fails once the owner has taken and
-    answered nothing for the timeout, a small file (one Put) and a streamed one alike, and
-    the streamed one is not committed after the owner thaws (nothing partial, ever)."""
-    m = Mount(fed, tmp_path / "m", tmp_path / "c", "--timeout", "3s")
-    small = open(m.mnt / "fz/fzdown/small.txt", "wb")
-    big = open(m.mnt / "fz/fzdown/big.bin", "wb")
+    answered nothing for the timeout, a small file (one Put) and a streamed one alike.
+    And what the close said failed stays failed: release committed the file again after a
+    failed close, so once the owner answered (each freeze here is shorter than its lease) the
+    file the app was told had failed appeared, every time in six runs (and in one CI run with
+    longer freezes); it is dropped now."""
+    m = Mount(fed, tmp_path / "m", tmp_path / "c", "--timeout", "1s")
     try:
-        small.write(b"small")
-        small.flush()
-        big.write(os.urandom(5 << 20))
-        big.flush()
-        fed.kill("aws-1", signal.SIGSTOP)
-        try:
-            for f in (small, big):
-                t0 = time.monotonic()
-                with pytest.raises(OSError) as exc:
+        for name, size in (("small.txt", 5), ("big.bin", 5 << 20)):
+            f = open(m.mnt / "fz/fzdown" / name, "wb")
+            try:
+                f.write(os.urandom(size))
+                f.flush()
+                fed.kill("aws-1", signal.SIGSTOP)
+                try:
+                    t0 = time.monotonic()
+                    with pytest.raises(OSError) as exc:
+                        f.close()
+                    assert exc.value.errno == errno.EIO
+                    assert time.monotonic() - t0 < 8, f"close took {time.monotonic() - t0:.0f}s"
+                finally:
+                    fed.kill("aws-1", signal.SIGCONT)
+            finally:
+                with contextlib.suppress(OSError):
                     f.close()
-                assert exc.value.errno == errno.EIO
-                assert time.monotonic() - t0 < 12, f"close took {time.monotonic() - t0:.0f}s"
-        finally:
-            fed.kill("aws-1", signal.SIGCONT)
-        # Once the owner answers again: the streamed file was never committed.
-        wait_for(lambda: fed.gns("stat", "/fz/fzdown/small.txt").returncode in (0, 3), 30, "the owner back")
-        holds_for(lambda: fed.gns("stat", "/fz/fzdown/big.bin").returncode == 3, 2, "no commit of the abandoned put")
+            wait_for(lambda: fed.gns("ls", "/fz/fzdown").returncode == 0, 30, "the owner back")
+            holds_for(lambda: fed.gns("stat", f"/fz/fzdown/{name}").returncode == 3, 3,
+                      f"{name} never committed after its close failed")
     finally:
-        for f in (small, big):
-            with contextlib.suppress(OSError):
-                f.close()
         m.stop()
 
 
