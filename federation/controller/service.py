@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -699,7 +699,7 @@ class FederationService(pb_grpc.FederationServicer):
                                                 self.metrics.bytes_in.inc)
                     _not_cancelled(context)
                     with self._named(r):
-                        meta = await self._io(self._gated_commit, writer, r, header)
+                        meta = await self._io(self._gated_commit, writer, r, header, self._commit_gate(r))
                     committed = True
                 finally:
                     if not committed:
@@ -785,31 +785,54 @@ class FederationService(pb_grpc.FederationServicer):
 
     async def _store_whole(self, r: Resolved, header: pb.WriteHeader, data: bytes | memoryview) -> FileMeta:
         """Commit a file that came in one message (a Put, or a Write of one data message)."""
+        gate = self._commit_gate(r)
         vs = self.volumes.opened(r.volume)
         if vs is None or len(data) > INLINE_MAX:
-            return await self._io(self._put_whole, r, header, data)
+            return await self._io(self._put_whole, r, header, data, gate)
         # Small: queued for the next group commit straight from the loop, so no pool thread
-        # waits for it (issue 14). The write gate runs again inside the batch.
+        # waits for it (issue 14).
         return await vs.put_small_async(
             r.rel, bytes(data), self.pool.submit, mtime=header.mtime or None,
             expect_sha256=header.expect_sha256 or None, mode=header.mode or None,
-            if_absent=header.if_absent,
-            gate=functools.partial(self.volumes.check_writable, r.volume, r.epoch),
+            if_absent=header.if_absent, gate=gate,
         )
 
-    def _put_whole(self, r: Resolved, header: pb.WriteHeader, data: bytes | memoryview) -> FileMeta:
+    def _put_whole(self, r: Resolved, header: pb.WriteHeader, data: bytes | memoryview,
+                   gate: Callable[[], None]) -> FileMeta:
         """A file that came in one message: open, write and commit in one pool call."""
         vs = self.volumes.storage(r.volume, create=True)
         with vs.writer(r.rel) as writer:
             writer.write(data)
-            return self._gated_commit(writer, r, header)
+            return self._gated_commit(writer, r, header, gate)
 
-    def _gated_commit(self, writer: PutWriter, r: Resolved, header: pb.WriteHeader) -> FileMeta:
-        self.volumes.check_writable(r.volume, r.epoch)
+    def _gated_commit(self, writer: PutWriter, r: Resolved, header: pb.WriteHeader,
+                      gate: Callable[[], None]) -> FileMeta:
+        self.volumes.check_writable(r.volume, r.epoch)  # refused before the content's fsync
         return writer.commit(
             mtime=header.mtime or None, expect_sha256=header.expect_sha256 or None,
-            mode=header.mode or None, if_absent=header.if_absent,
+            mode=header.mode or None, if_absent=header.if_absent, gate=gate,
         )
+
+    def _commit_gate(self, r: Resolved) -> Callable[[], None]:
+        """The check a put runs inside its commit's batch, its last moment to refuse: the
+        write gate (fencing) again, and the caller still there. gRPC cancels the handler's
+        task when the caller cancels or its deadline passes, but a commit already on a pool
+        thread would go on; a client that gave up (a FUSE close answered EIO) must not find
+        the file committed later. An owner frozen with a whole request, its end and its
+        cancellation in its socket reads all three at once when it thaws: the content's
+        fsync gives the cancellation time to arrive. Call it from the handler's task."""
+        gone = threading.Event()
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(lambda t: gone.set() if t.cancelled() else None)
+        check_writable, volume, epoch = self.volumes.check_writable, r.volume, r.epoch
+
+        def gate() -> None:
+            check_writable(volume, epoch)
+            if gone.is_set():
+                raise Unavailable("the caller gave up on this write; nothing committed")
+
+        return gate
 
     async def _forward_write(
         self,

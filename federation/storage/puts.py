@@ -92,13 +92,16 @@ class PutWriter:
         version: int | None = None,
         mode: int | None = None,
         if_absent: bool = False,
+        gate: Callable[[], object] | None = None,
     ) -> FileMeta:
         """Make the content durable and visible as one new volume version.
 
         ``if_absent`` (exclusive create) refuses with Conflict when the file exists.
 
         ``version`` (replicas) applies exactly that version number, which must be above the
-        current one. A sha256 other than ``expect_sha256`` commits nothing.
+        current one. A sha256 other than ``expect_sha256`` commits nothing. ``gate()`` runs
+        inside the commit's batch, after the content is durable, just before its rows: what
+        raises there commits nothing.
         """
         if self._done:
             raise ValueError(f"writer for {self.path!r} is finished")
@@ -116,11 +119,11 @@ class PutWriter:
             if small is not None:
                 fault("after_install")
                 return self._puts.commit_inline(
-                    self.path, small, sha, mtime, version, mode, if_absent
+                    self.path, small, sha, mtime, version, mode, if_absent, gate
                 )
             assert temp is not None
             return self._puts.commit_put(
-                self.path, temp, sha, temp.size, mtime, version, mode, if_absent
+                self.path, temp, sha, temp.size, mtime, version, mode, if_absent, gate
             )
         finally:
             if temp is not None:
@@ -333,6 +336,7 @@ class Puts:
         version: int | None,
         mode: int | None = None,
         if_absent: bool = False,
+        gate: Callable[[], object] | None = None,
     ) -> FileMeta:
         """Commit small content at ``path``: its inline blob row and its files row are
         written together in the batch's transaction (``SmallPut``).
@@ -341,7 +345,7 @@ class Puts:
         visible in the same commit, and a refused put leaves neither.
         """
         return self.committer.submit(
-            self._small_put(path, bytes(data), sha256, mtime, version, mode, if_absent, None)
+            self._small_put(path, bytes(data), sha256, mtime, version, mode, if_absent, gate)
         )
 
     def _small_put(self, path: str, data: bytes, sha256: str, mtime: float | None,
@@ -385,8 +389,10 @@ class Puts:
         version: int | None,
         mode: int | None = None,
         if_absent: bool = False,
+        gate: Callable[[], object] | None = None,
     ) -> FileMeta:
-        """Install a finished temp file as blob ``sha256`` and commit it at ``path``."""
+        """Install a finished temp file as blob ``sha256`` and commit it at ``path``
+        (``gate()`` first, in the batch)."""
         at, mode = _stamp(mtime, mode)
         state = self._state
         try:
@@ -395,6 +401,8 @@ class Puts:
                 fault("after_install")
 
                 def apply(batch: Batch) -> FileMeta:
+                    if gate is not None:
+                        gate()
                     return self._apply(batch, path, sha256, size, at, version, mode, if_absent)
 
                 try:

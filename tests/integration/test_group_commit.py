@@ -199,6 +199,29 @@ def test_a_refused_loop_put_fails_alone_and_changes_nothing(vol: VolumeStorage, 
     assert vol.version == 3
 
 
+def test_a_writers_gate_runs_after_the_content_is_durable_and_refuses_the_commit(vol: VolumeStorage) -> None:
+    """``PutWriter.commit(gate=)``: the controller's last check (fenced? the caller gone?)
+    runs in the commit's batch, after the content's fsync; what it raises commits nothing,
+    for a streamed file (a blob of its own) as for a small one."""
+    vol.put_bytes("keep", b"k")
+    seen: list[int] = []
+
+    def gate() -> None:
+        seen.append(vol.version)
+        raise Unavailable("the caller gave up")
+
+    for name, data in (("big", os.urandom(200 * 1024)), ("small", b"tiny")):
+        w = vol.writer(name)
+        w.write(data)
+        with pytest.raises(Unavailable, match="gave up"):
+            w.commit(gate=gate)
+    assert seen == [1, 1] and vol.version == 1
+    assert {f.path for f in vol.files()} == {"keep"}
+    ok = vol.writer("big")
+    ok.write(b"x" * (200 * 1024))
+    assert ok.commit(gate=lambda: None).version == 2
+
+
 async def _await(fn: Any, *args: Any, **kw: Any) -> Any:
     return await fn(*args, **kw)
 
