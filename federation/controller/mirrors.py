@@ -34,7 +34,7 @@ from mirroring.protocols import VolumeSource
 from mirroring.status import TargetStatus, replica_targets, status_key
 from namespace import schema
 from namespace.cache import NamespaceCache
-from namespace.errors import GnsError, NotFound, Unavailable
+from namespace.errors import GnsError, InvalidInput, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +244,9 @@ class MirrorRunner:
             spec = view.clusters.get(cid)
             if spec is None:
                 raise NotFound(f"target cluster {cid} is not registered")
+            if spec.linked_site:  # a policy stored before validation refused such targets
+                raise InvalidInput(f"target {cid} is an edge site, which only dials out: it "
+                                   "cannot hold a copy of this volume (its endpoint is its hub's)")
             if cid not in view.alive:
                 raise Unavailable(f"target cluster {cid} is Down")
             return ClusterTarget(cid, w.volume, self.cluster, spec.endpoint, self.tls_dir, self.cluster, epoch,

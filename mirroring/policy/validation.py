@@ -169,6 +169,15 @@ def _components(store: StoreURI) -> tuple[str, ...]:
     return (store.scheme, store.container, *[p for p in store.prefix.split("/") if p])
 
 
+# The core never dials in to an edge site (SPEC §8), so no mirror pass or hydration can
+# reach one: such a target's replica was kept on its hub, shown Synced while the site held
+# nothing (and a `mode: sync` write acknowledged so).
+_EDGE_SITE_HOLDS_NOTHING = (
+    "{!r} is an edge site, which only dials out (SPEC §8): it cannot hold a copy of "
+    "another cluster's volume (an edge site's own volumes mirror from it to the core)"
+)
+
+
 def _meaning_problems(data: Any, view: NamespaceView) -> list[str]:
     """Cross-field and namespace checks on the well-formed parts of a raw document."""
     problems: list[str] = []
@@ -213,6 +222,8 @@ def _meaning_problems(data: Any, view: NamespaceView) -> list[str]:
         if t.cluster is not None:
             if t.cluster not in view.clusters:
                 problems.append(f"{where}.cluster: unknown cluster {t.cluster!r}")
+            elif view.clusters[t.cluster].linked_site:
+                problems.append(f"{where}.cluster: {_EDGE_SITE_HOLDS_NOTHING.format(t.cluster)}")
             if owner is not None and t.cluster == owner:
                 problems.append(
                     f"{where}.cluster: {t.cluster!r} is the owner of volume {volume!r} "
@@ -256,6 +267,8 @@ def _meaning_problems(data: Any, view: NamespaceView) -> list[str]:
         if isinstance(promote_to, str) and _valid_name(promote_to):
             if promote_to not in view.clusters:
                 problems.append(f"spec.failover.promoteTo: unknown cluster {promote_to!r}")
+            elif view.clusters[promote_to].linked_site:
+                problems.append(f"spec.failover.promoteTo: {_EDGE_SITE_HOLDS_NOTHING.format(promote_to)}")
             elif owner is not None and promote_to == owner:
                 problems.append(
                     f"spec.failover.promoteTo: {promote_to!r} already owns volume {volume!r}"

@@ -21,7 +21,7 @@ from mirroring.policy import (
 )
 from namespace.cache import NamespaceView
 from namespace.errors import InvalidInput
-from namespace.models import ClusterSpec, Volume, VolumeState
+from namespace.models import HUB_LABEL, ClusterSpec, Volume, VolumeState
 
 SPEC_EXAMPLE = """\
 apiVersion: gns.io/v1alpha1
@@ -51,7 +51,11 @@ CLUSTERS = ("onprem-a", "onprem-b", "aws-1")
 
 def make_view() -> NamespaceView:
     return NamespaceView(
-        clusters={c: ClusterSpec(id=c) for c in CLUSTERS},
+        clusters={c: ClusterSpec(id=c) for c in CLUSTERS} | {
+            # A site joined through a hub, and a controller run with --provider edge.
+            "store-1": ClusterSpec(id="store-1", provider="edge", labels={HUB_LABEL: "onprem-a"}),
+            "far-1": ClusterSpec(id="far-1", provider="edge"),
+        },
         volumes={
             "sensors": Volume(name="sensors", owner="onprem-a"),
             "logs": Volume(name="logs", owner="aws-1"),
@@ -267,6 +271,18 @@ def test_unknown_target_cluster() -> None:
     assert "spec.targets[0].cluster: unknown cluster 'gcp-9'" in problems_of(
         doc(targets=[{"cluster": "gcp-9"}])
     )
+
+
+def test_an_edge_site_is_no_target_and_takes_over_nothing() -> None:
+    """The core never dials in to a joined site (SPEC §8): a policy naming one as a target
+    kept its replica on the site's hub, reported Synced, while the site held nothing."""
+    problems = problems_of(doc(targets=[{"cluster": "store-1"}, {"uri": "s3://dr-bucket/a"}],
+                               failover={"automatic": True, "promoteTo": "store-1"}))
+    assert "spec.targets[0].cluster: 'store-1' is an edge site, which only dials out" in problems
+    assert "spec.failover.promoteTo: 'store-1' is an edge site" in problems
+    # A controller run with --provider edge holds etcd credentials and is dialled as any.
+    policy = load_and_validate(yaml.safe_dump(doc(targets=[{"cluster": "far-1"}])), make_view())
+    assert policy.target_names == ["far-1"]
 
 
 def test_target_needs_exactly_one_of_cluster_or_uri() -> None:
