@@ -189,20 +189,12 @@ def statuses(view: NamespaceView, name: str | None = None, now: float | None = N
 def replica_targets(view: NamespaceView, policy: MirrorPolicy, owner: str) -> list[Target]:
     """The targets ``owner`` of the policy's volume sends copies to: the policy's targets
     minus ``owner`` itself (after a failover the owner may be one of them), plus the
-    volume's former owners, which come back as replicas (failback, SPEC §7). Not a former
-    owner that is an edge site: nothing dials in to one (a site pulls from the new owner
-    over its link, ``edge.follow``). What the owner's mirror workers serve, and where a
-    failover may land (a Down owner being ``owner``); :func:`effective_targets` is what
-    ``mirror list``/``status`` show."""
+    volume's former owners, which come back as replicas (failback, SPEC §7). What the
+    owner's mirror workers serve, and where a failover may land (a Down owner being
+    ``owner``); :func:`effective_targets` is what ``mirror list``/``status`` show."""
     found = [t for t in policy.spec.targets if not (t.is_cluster and t.cluster == owner)]
     names = {t.name for t in found}
-    vol = view.volumes.get(policy.spec.volume)
-    for former in (vol.former_owners if vol is not None else []):
-        site = view.clusters.get(former)
-        if former == owner or former in names or (site is not None and site.provider == "edge"):
-            continue
-        found.append(Target(cluster=former))
-        names.add(former)
+    found += [Target(cluster=f) for f in _returning_owners(view, policy.spec.volume, owner, names)]
     return found
 
 
@@ -215,9 +207,22 @@ def effective_targets(view: NamespaceView, policy: MirrorPolicy) -> list[tuple[s
     found: list[tuple[str, str]] = [(t.name, policy.spec.mode) for t in policy.spec.targets
              if not (t.is_cluster and t.cluster == owner)]
     names = {n for n, _ in found}
+    found += [(f, "continuous") for f in _returning_owners(view, policy.spec.volume, owner, names)]
+    return found
+
+
+def _returning_owners(view: NamespaceView, volume: str, owner: str | None, named: set[str]) -> list[str]:
+    """The volume's former owners that come back as its replicas, beside the ``named``
+    targets. Not one that is an edge site: nothing dials in to one, so the owner sends it
+    nothing and it is no failover candidate (a site pulls from the new owner over its link,
+    ``edge.follow``); listed as a target, it showed Syncing at version 0 for good."""
+    vol = view.volumes.get(volume)
+    found: list[str] = []
     for former in (vol.former_owners if vol is not None else []):
-        if former != owner and former not in names:
-            found.append((former, "continuous"))
+        site = view.clusters.get(former)
+        if former == owner or former in named or former in found or (site is not None and site.provider == "edge"):
+            continue
+        found.append(former)
     return found
 
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 from federation.controller.failover import FailoverOps
 from mirroring.policy.document import parse_policy
 from mirroring.promotion import Candidate, choose
-from mirroring.status import replica_targets
+from mirroring.status import effective_targets, replica_targets
 from namespace.cache import NamespaceView
 from namespace.models import ClusterSpec, Volume
 
@@ -130,6 +130,9 @@ def test_replica_targets_add_former_owners_once_and_never_the_owner_or_an_edge_s
     policy = parse_policy(doc("[{cluster: onprem-c}, {cluster: onprem-b}]", promote_to="aws-1"))
     names = [t.name for t in replica_targets(view_of([], vol), policy, vol.owner)]
     assert names == ["onprem-c", "aws-1"]
+    # What mirror status lists is the same: a returned site follows the owner by itself and
+    # was shown Syncing at version 0 for good.
+    assert effective_targets(view_of([], vol), policy) == [("onprem-c", "continuous"), ("aws-1", "continuous")]
 
 
 def test_leader_that_is_a_former_owner_not_yet_failed_back_reports_no_replica() -> None:
