@@ -45,6 +45,7 @@ from federation.channels import (
     AioChannelPool,
     GenericHandlersOnly,
     bind,
+    check_can_listen,
 )
 from federation.edge_mux import InCall, LinkMux, RelayHandler, forwardable, replay
 from federation.sitekit import (
@@ -168,6 +169,9 @@ class EdgeController:
                 check_tls_dir(cfg.tls_dir, cfg.identity)
         claim_data_dir(cfg.data_dir)
         if identity is None and cfg.token:
+            # Before the single-use token is spent: a join that then could not serve changed
+            # something (SPEC §4), and the token was gone.
+            check_can_listen(cfg.listen)
             identity = await join(list(cfg.hubs), cfg.token, cfg.site, max_delay=cfg.max_backoff, dialer=dialer,
                                   data_dir=cfg.data_dir)
             save_identity(cfg.data_dir, identity)

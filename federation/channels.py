@@ -1,6 +1,7 @@
 """gRPC channels to controllers, plain or mutual-TLS, with the options every hop shares."""
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -84,6 +85,24 @@ def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredenti
     if not port:
         raise Unavailable(f"cannot listen on {address} (address in use?)")
     return int(port)
+
+
+def check_can_listen(address: str) -> None:
+    """Raise ``Unavailable`` as :func:`bind` would if ``address`` is already being listened
+    on, without taking it: for a command that must not spend something first (a join
+    token) and only then find it cannot serve. Binding with ``SO_REUSEADDR``, as gRPC does,
+    fails on Linux only where a socket listens."""
+    from namespace.errors import Unavailable
+
+    host, _, port = address.rpartition(":")
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(host.strip("[]") or None, int(port),
+                                                           type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(where)
+    except (OSError, ValueError) as exc:
+        raise Unavailable(f"cannot listen on {address} ({getattr(exc, 'strerror', None) or exc})") from None
 
 
 def _options(tls_dir: Path | None) -> list[tuple[str, int | str]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import grpc
@@ -59,6 +60,37 @@ def test_join_under_a_name_taken_after_the_token_refused(federation: Federation)
     assert edge_list(federation) == {}
     shown = json.loads(federation.gns("cluster", "show", "onprem-b", "--json").stdout)
     assert shown["provider"] == "onprem" and shown["state"] == "Ready"
+
+
+def test_a_join_that_cannot_listen_keeps_its_token(federation: Federation) -> None:
+    """SPEC §4, §8: a join whose --listen address is taken failed after it had redeemed the
+    single-use token (and written the site's identity), so the next try with another
+    address was refused "already used". It fails first now, the token still usable."""
+    hub = federation.add("onprem-a")
+    tok = token(federation, "store-9", "--hub", "onprem-a")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        e = edge_site(federation, "store-9", [hub.endpoint])
+        e.listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        try:
+            e.start(tok)
+            assert e.proc is not None
+            e.proc.wait(60)
+        finally:
+            e.stop()
+    assert e.proc.returncode == 5, e.tail()
+    assert "cannot listen on" in e.tail()
+    [rec] = tokens(federation)
+    assert not rec["used_at"]
+    assert not e.data_dir.exists()
+    assert edge_list(federation) == {}
+    again = edge_site(federation, "store-9", [hub.endpoint])
+    try:
+        again.start(tok)
+        again.wait_link("Ready", timeout=30)
+    finally:
+        again.stop()
 
 
 def test_ghost_site_under_a_core_name_cannot_take_its_record(federation: Federation) -> None:
