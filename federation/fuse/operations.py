@@ -34,7 +34,7 @@ from federation.fuse.handles import RemoteReader, StagedFile
 from federation.fuse.inodes import InodeTable
 from federation.fuse.staging import Staging
 from namespace.errors import FileNotFound, GnsError, InvalidInput, StaleEpoch
-from namespace.paths import MAX_COMPONENT_BYTES, MAX_PATH_BYTES, normalize
+from namespace.paths import MAX_COMPONENT_BYTES, MAX_PATH_BYTES, check_writable_name, normalize
 
 if TYPE_CHECKING:
     from federation.client import Client
@@ -203,6 +203,15 @@ class GnsOperations(pyfuse3.Operations):
             if len(g.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
                 raise pyfuse3.FUSEError(errno.ENAMETOOLONG) from None
             raise pyfuse3.FUSEError(errno.EINVAL if new else errno.ENOENT) from None
+        if new:
+            # A name gns keeps for itself (``.gns`` at a volume's root) fails where it is
+            # made: the owner refuses it only at close, which a shell's ``>`` ignores.
+            res = self.client.view().resolve(g)
+            if res is not None:
+                try:
+                    check_writable_name(res.relative_path)
+                except InvalidInput:
+                    raise pyfuse3.FUSEError(errno.EINVAL) from None
         return rel
 
     def _writable(self) -> None:

@@ -378,6 +378,27 @@ def test_posix_errors(mnt: Path) -> None:
     assert st.f_bsize > 0 and st.f_namemax == 255
 
 
+def test_a_name_gns_keeps_fails_where_it_is_made(fed: Federation, mnt: Path) -> None:
+    """``.gns`` at a volume's root is gns's own (SPEC §6, §7): the owner refuses it, but only
+    at close, so ``echo x > .gns`` in a shell exited 0 and the data was gone (close said
+    EISDIR, which the shell ignores). The create fails now (EINVAL, as for any name no
+    global path can hold), and mkdir and rename to it; the name is free below the root."""
+    root = mnt / "fz/fzb"
+    shell = subprocess.run(["sh", "-c", f"echo x > '{root}/.gns'"], capture_output=True, text=True)
+    assert shell.returncode != 0 and "Invalid argument" in shell.stderr, shell
+    (root / "ok.txt").write_text("ok")
+    (root / "d").mkdir()
+    for make in (lambda p: p.touch(), lambda p: p.mkdir(), lambda p: os.rename(root / "ok.txt", p)):
+        for name in (".gns", ".gns-locks", "d/.f.gns-meta"):
+            with pytest.raises(OSError) as exc:
+                make(root / name)
+            assert exc.value.errno == errno.EINVAL, (name, exc.value)
+    (root / "d/.gns").write_text("mine")  # not at a volume's root: a name like any other
+    assert fed.gns("cat", "/fz/fzb/d/.gns").stdout == "mine"
+    assert fed.gns("stat", "/fz/fzb/.gns").returncode == 3
+    assert (root / "ok.txt").read_text() == "ok"
+
+
 def test_a_name_no_global_path_can_hold_fails_that_call_and_the_mount_lives_on(fed: Federation, mnt: Path) -> None:
     """A tab in a name, a name over 255 bytes: the call fails as on a local disk. They used
     to end the mount (pyfuse3 stops on any other exception) and drop a file another
