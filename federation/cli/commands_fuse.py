@@ -43,9 +43,11 @@ def fuse(env: Env, mountpoint: Path, root: str, read_only: bool, via: str | None
          consistency: str, max_staleness: float, daemon: bool, cache_dir: Path | None,
          timeout: float, cache_entries: int, allow_non_empty: bool) -> None:
     """Mount the global namespace (or --root PATH) at MOUNTPOINT through FUSE."""
+    from federation.client.discovery import find_tls_dir
     from federation.fuse.mount import MountConfig, daemonize, run
     from federation.fuse.mountinfo import clear_stale
     from federation.fuse.staging import default_cache_dir
+    from federation.tls import check_tls_dir
     from namespace.errors import InvalidInput
     from namespace.paths import check_name, normalize
 
@@ -55,6 +57,11 @@ def fuse(env: Env, mountpoint: Path, root: str, read_only: bool, via: str | None
         check_name("cluster", via)
     if timeout <= 0:
         raise InvalidInput("--timeout must be positive")
+    tls_dir = find_tls_dir(env.tls_dir, None)
+    if tls_dir is not None:
+        # As every other command refuses it (exit 2, the file named), and not as a mount
+        # whose every call then fails with EINVAL: a missing or expired identity.
+        check_tls_dir(tls_dir, env.identity or "client")
     mountpoint = mountpoint.absolute()
     clear_stale(mountpoint)  # bad mount points fail here, before anything starts
     if not allow_non_empty:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class Watcher:
     def _follow(self, volume: str) -> None:
         failures = 0
         while not self._stop.is_set():
+            lived = time.monotonic()
             try:
                 gpath = self._mount_path(volume)
                 if gpath is None:
@@ -86,11 +88,15 @@ class Watcher:
                     stream.close()
                     return
                 self.ops.cache.set_healthy(volume, True)
-                failures = 0
                 for change in stream:
+                    failures = 0
                     self._apply(change)
             except Exception as exc:  # the stream comes back; meanwhile caches live 1 s
-                failures += 1
+                # A call refused as it starts (no read on the volume's root) opens fine and
+                # fails at its first message: only a stream that delivered a change or lived
+                # a while counts as a success, or the retries never backed off (two refused
+                # calls, two audit lines, a second, per controller, for good).
+                failures = 1 if time.monotonic() - lived > _RETRY_MAX_S else failures + 1
                 if failures == 1:  # once per outage, not once per retry
                     log.info("change stream of volume %s interrupted: %s", volume, exc)
             finally:

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -203,3 +204,44 @@ def test_a_volume_mounted_twice_is_refused_at_open_too(fed: Federation, reader_m
     finally:
         fed.gns("rm", "/data/team/aliased-w")
         admin(fed, "mount", "remove", "/alias")
+
+
+def test_an_idle_mount_that_may_not_read_backs_off_its_change_stream(fed: Federation,
+                                                                     tmp_path: Path) -> None:
+    """A mount of an identity with no read on a volume asked its change stream again twice
+    a second, for good: a refused call opens fine and fails at its first message, and the
+    backoff started over at every open. Each refusal is an audit line (and a denial in the
+    metrics): about 2 a second per controller, burying the real ones. Now the retries back
+    off (0.5 s doubling to 30 s): a handful in 8 s."""
+    assert fed.tls_dir is not None
+    issue_user(fed.tls_dir, "idle")
+    admin(fed, "acl", "grant", "/data/team", "user:idle", "read")  # not the volume's root
+    audit = fed.controllers["onprem-a"].data_dir / "audit.log"
+
+    def watch_denials() -> int:
+        lines = audit.read_text().splitlines() if audit.exists() else []
+        return sum(1 for ln in lines if '"user:idle"' in ln and "Federation/Watch" in ln)
+
+    m = Mount(fed, tmp_path / "mnt", tmp_path / "cache", "--identity", "idle")
+    try:
+        with pytest.raises(PermissionError):  # no read on /data; the volume is watched from now
+            os.listdir(m.mnt / "data")
+        wait_for(lambda: watch_denials() >= 1, 20, "the first refused change stream")
+        first = watch_denials()
+        time.sleep(8)  # the rate is the point: what an idle mount costs over a while
+        assert watch_denials() - first <= 6, watch_denials() - first
+    finally:
+        m.stop()
+
+
+def test_a_mount_of_an_identity_without_a_usable_certificate_is_refused(fed: Federation,
+                                                                       tmp_path: Path) -> None:
+    """``gns fuse --identity nosuch`` said "mounted" (exit 0) and every call on the mount then
+    failed with EINVAL, where every other command refuses such an identity at once (exit 2,
+    naming the missing file). The mount is refused the same way now; nothing is mounted."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    proc = as_user(fed, "nosuch", "fuse", str(mnt), "--daemon", "--cache-dir", str(tmp_path / "c"))
+    assert proc.returncode == 2, proc
+    assert b"nosuch.crt is missing" in proc.stderr, proc.stderr
+    assert not os.path.ismount(mnt)
