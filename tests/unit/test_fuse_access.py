@@ -21,6 +21,7 @@ from federation.fuse.cache import MetaCache
 from federation.fuse.operations import GnsOperations
 from federation.fuse.staging import Staging
 from namespace.errors import Unavailable
+from namespace.mounts import Resolution
 
 
 class _Clock:
@@ -217,13 +218,9 @@ def test_the_etcd_client_knows_its_identity_from_its_certificate(tmp_path: Path)
 # -- the handlers ------------------------------------------------------------------------------
 
 
-class _Volume:
-    volume = "v"
-
-
 class _View:
-    def resolve(self, gpath: str) -> _Volume:
-        return _Volume()
+    def resolve(self, gpath: str) -> Resolution:
+        return Resolution(gpath, "/", "v", gpath.lstrip("/"))
 
 
 class _OneVolume:
