@@ -43,6 +43,12 @@ class InodeTable:
                 self._path[ino] = path
             return ino
 
+    def detach(self, path: str) -> int | None:
+        """Unlinked while open: the name leads to its inode no more (a new file there gets
+        another), while the inode lives on until the kernel forgets it."""
+        with self._lock:
+            return self._ino.pop(path, None)
+
     def looked_up(self, ino: int, n: int = 1) -> None:
         with self._lock:
             self._lookups[ino] = self._lookups.get(ino, 0) + n

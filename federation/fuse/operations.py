@@ -128,6 +128,10 @@ class GnsOperations(pyfuse3.Operations):
         self._dir_paths: dict[int, tuple[int, str]] = {}  # fh -> (inode, path) of the directory
         self._next_fh = 1
         self.pending: dict[str, StagedFile] = {}
+        # Files unlinked while open, by inode: as on a local disk, their descriptors go on
+        # reading and writing them (a fstat included) until the last one closes, and nothing
+        # of them is committed (Python's TemporaryFile: create, unlink, use).
+        self._orphans: dict[int, StagedFile] = {}
         # Versions this mount committed: their echo on the change stream changes nothing.
         self._own: set[tuple[str, int]] = set()
         self._own_order: collections.deque[tuple[str, int]] = collections.deque()
@@ -421,6 +425,11 @@ class GnsOperations(pyfuse3.Operations):
         return self.entry(ino, a)
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
+        orphan = self._orphans.get(inode)
+        if orphan is not None:
+            e = self.entry(inode, self._staged_attrs(orphan))
+            e.st_nlink = 0
+            return e
         rel = self._path(inode)
         a = await self.attrs(rel)
         if a is None:
@@ -637,6 +646,9 @@ class GnsOperations(pyfuse3.Operations):
         h.refs -= 1
         if h.refs > 0:
             return
+        if h.unlinked:
+            for ino in [i for i, o in self._orphans.items() if o is h]:
+                del self._orphans[ino]
         try:
             if h.failed:
                 # The app was told (its close or fsync answered the error). A commit now,
@@ -664,6 +676,15 @@ class GnsOperations(pyfuse3.Operations):
 
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        orphan = self._orphans.get(inode)
+        if orphan is not None:  # unlinked while open: only its staged copy is left to change
+            if fields.update_size:
+                orphan.truncate(attr.st_size)
+            if fields.update_mode:
+                orphan.mode = attr.st_mode & 0o7777
+            if fields.update_mtime:
+                orphan.mtime = attr.st_mtime_ns / 1e9
+            return await self.getattr(inode)
         rel = self._path(inode)
         changes = (fields.update_size or fields.update_mode or fields.update_mtime)
         if changes:
@@ -748,6 +769,9 @@ class GnsOperations(pyfuse3.Operations):
         sf = self.pending.pop(rel, None)
         if sf is not None:
             sf.unlinked = True  # still-open descriptors keep it; it is never committed
+            ino = self.inodes.detach(rel)
+            if ino is not None:
+                self._orphans[ino] = sf
             if not sf.exists_remote:
                 self.cache.invalidate(rel)
                 return

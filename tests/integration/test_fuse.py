@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -376,6 +377,35 @@ def test_posix_errors(mnt: Path) -> None:
     assert (mnt / "fz/fzb/moved").read_text() == "x"
     st = os.statvfs(mnt)
     assert st.f_bsize > 0 and st.f_namemax == 255
+
+
+def test_a_file_unlinked_while_open_lives_on_for_its_descriptors(fed: Federation, mnt: Path) -> None:
+    """SPEC §12: unlink works as on a local disk. Python's TemporaryFile (create, unlink,
+    use), ``sort -T``: a read, or a fstat, of a file unlinked while open said ENOENT. Its
+    descriptors now use it until the last one closes, and nothing of it is committed; a new
+    file of the same name meanwhile is another file."""
+    d = mnt / "fz/fz/orphans"
+    d.mkdir()
+    with tempfile.TemporaryFile(dir=d) as t:
+        t.write(b"scratch" * 1000)
+        t.seek(0)
+        assert t.read() == b"scratch" * 1000
+        assert os.fstat(t.fileno()).st_size == 7000
+        t.truncate(3)
+        t.seek(0)
+        assert t.read() == b"scr"
+        assert os.listdir(d) == []
+    with open(d / "reused", "w+b") as old:
+        old.write(b"old")
+        old.flush()
+        os.unlink(d / "reused")
+        (d / "reused").write_bytes(b"new!")
+        old.seek(0)
+        assert old.read() == b"old" and os.fstat(old.fileno()).st_size == 3
+        assert os.stat(d / "reused").st_size == 4
+    assert (d / "reused").read_bytes() == b"new!"
+    assert fed.gns("cat", "/fz/fz/orphans/reused").stdout == "new!"
+    assert os.listdir(d) == ["reused"]
 
 
 def test_a_name_gns_keeps_fails_where_it_is_made(fed: Federation, mnt: Path) -> None:
