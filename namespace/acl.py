@@ -261,17 +261,21 @@ async def list_grants(etcd: Etcd, path: str | None = None) -> list[dict[str, obj
 
 
 def check_report(grants: Grants, path: str, subject: str, groups: Iterable[str] = (),
-                 controller: bool = False) -> dict[str, object]:
+                 controller: bool = False, aliases: Iterable[str] = ()) -> dict[str, object]:
     """What ``gns acl check PATH --as SUBJECT`` prints: effective permissions and why.
     ``controller``: the subject is a controller of the federation (a registered cluster
     that is no linked edge site), which controllers trust with everything, whatever the
-    grants say."""
+    grants say. ``aliases``: the other global paths showing the same bytes (its volume
+    mounted again); a grant on any of them reaches them, as controllers decide
+    (``Authorizer._check``), so the report counts them too."""
     path = normalize(path)
     check_subject(subject)
     group_list = [check_principal("group", g) for g in groups]
     subjects = [subject, "*", *(f"group:{g}" for g in group_list)]
-    perms = _IMPLIED["admin"] if controller else grants.effective(subjects, path)
-    up = set(ancestors(path))
+    shown = [path, *(normalize(a) for a in aliases)]
+    perms: frozenset[str] = _IMPLIED["admin"] if controller else frozenset().union(
+        *(grants.effective(subjects, p) for p in shown))
+    up = {a for p in shown for a in ancestors(p)}
     via = [g.as_dict() for g in grants.all() if g.path in up and g.subject in subjects]
     return {
         "path": path, "subject": subject, "groups": group_list,

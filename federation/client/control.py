@@ -159,7 +159,7 @@ class ControlCommands(Connection):
         spec = self.view().clusters.get(name) if kind == "cluster" else None
         return AccessReport.from_json(acl.check_report(
             grants, path, subject, groups or [],
-            controller=spec is not None and not spec.linked_site))
+            controller=spec is not None and not spec.linked_site, aliases=self.view().aliases_of(path)))
 
     def whoami(self) -> CallerIdentity:
         """Who controllers take this client for: the identity in the certificate it dials

@@ -341,6 +341,9 @@ def test_a_grant_on_another_mount_of_the_same_bytes_answers_alike_both_ways(fed:
             # refused, naming the path bob named (not the other mount of the same bytes)
             refused(as_user(fed, "bob", *way, "put", "-", "/data/team/w", input=b"no"), 4,
                     "user:bob has no write on /data/team/w")
+            # and acl check says what they do (it said "may nothing" of /data/team/y)
+            check = as_user(fed, "client", *way, "acl", "check", "/data/team/y", "--as", "user:bob")
+            assert check.stdout.decode().startswith("user:bob may read on /data/team/y"), (way, check)
     finally:
         admin(fed, "acl", "revoke", "/teamalias", "user:bob")
         admin(fed, "mount", "remove", "/teamalias")

@@ -106,3 +106,26 @@ def test_a_controller_may_everything_whatever_the_grants() -> None:
     assert not ClusterSpec(id="onprem-a").linked_site
     assert not ClusterSpec(id="e", provider="edge").linked_site  # a controller of its own
     assert ClusterSpec(id="s", provider="edge", labels={HUB_LABEL: "onprem-a"}).linked_site
+
+
+def test_acl_check_counts_a_grant_on_another_path_to_the_same_bytes() -> None:
+    """A volume mounted twice: controllers allow what a grant on either path allows, but
+    ``acl check`` of the other path said "may nothing" while the put through it succeeded.
+    It counts the aliases too, and shows the grant that says so."""
+    from namespace.acl import check_report
+    from namespace.cache import NamespaceView
+    from namespace.models import Volume
+
+    view = NamespaceView()
+    view.volumes = {"vb": Volume(name="vb", owner="onprem-b")}
+    view.mounts.set("/data/b", "vb", "")
+    view.mounts.set("/data/bx", "vb", "bxsub")
+    t = Grants()
+    t.set(Grant("/data/b", "group:ops", frozenset({"read", "write"})))
+    aliases = view.aliases_of("/data/bx/f")
+    assert aliases == ["/data/b/bxsub/f"]
+    alone = check_report(t, "/data/bx/f", "user:alice", ["ops"])
+    assert alone["perms"] == []
+    report = check_report(t, "/data/bx/f", "user:alice", ["ops"], aliases=aliases)
+    assert report["perms"] == ["read", "write"]
+    assert report["grants"] == [{"path": "/data/b", "subject": "group:ops", "perms": ["read", "write"]}]
