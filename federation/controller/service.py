@@ -268,6 +268,24 @@ class FederationService(pb_grpc.FederationServicer):
         """Around local storage calls for ``r``: errors name the caller's global paths."""
         return named_globally(self.cache.view, r.volume, (r.rel, r.global_path), *more)
 
+    @contextlib.contextmanager
+    def _named_stale(self, r: Resolved, stale: bool, version: int) -> Iterator[None]:
+        """``_named``, and a miss in this cluster's copy answering for the owner (an away
+        edge site's mirror, a replica under ``--consistency any``) says so: stat and cat
+        marked what they found stale, while "no such file" left out that the owner may
+        hold a file written since (SPEC §8: a disconnected site keeps taking writes)."""
+        try:
+            with self._named(r):
+                yield
+        except FileNotFound as exc:
+            if not stale:
+                raise
+            vol = self.cache.view.volumes.get(r.volume)
+            why = (f" (answered stale by {self.cluster}'s copy of volume {r.volume!r} at version "
+                   f"{version}; its owner {vol.owner if vol else '?'} may hold newer files)")
+            raise (type(exc).naming(exc.template + why, *exc.paths) if exc.template
+                   else type(exc)(str(exc) + why)) from None
+
     # -- unary ----------------------------------------------------------------------------
     async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthReply:
         return pb.HealthReply(
@@ -321,7 +339,7 @@ class FederationService(pb_grpc.FederationServicer):
         r = await self._resolved(request.target)
         if self._replica_fresh(r.volume, request.target):
             vs = await self._io(self.volumes.storage, r.volume)
-            with self._named(r):
+            with self._named_stale(r, True, vs.version):
                 info = self._info(await self._io(vs.stat, r.rel), r)
             info.stale = True
             return info
@@ -370,7 +388,7 @@ class FederationService(pb_grpc.FederationServicer):
                 "List", ends, lambda at: self._stub(at).List(fwd, metadata=self._hops(context)))
             return reply
         vs = await self._io(self._local_storage, r.volume)
-        with self._named(r):
+        with self._named_stale(r, stale, vs.version):
             entries = await self._io(vs.listdir, r.rel)
         return pb.ListReply(
             entries=[pb.DirEntry(name=e.name, type=e.type, size=e.size, mtime=e.mtime, mode=e.mode)
@@ -642,7 +660,7 @@ class FederationService(pb_grpc.FederationServicer):
                     if sent or exc.code() != grpc.StatusCode.UNAVAILABLE or i + 1 == len(ends):
                         raise from_rpc_error(exc, f"cluster {cid}") from None
         vs = await self._io(self._local_storage, r.volume)
-        with self._named(r):
+        with self._named_stale(r, stale, vs.version):
             meta = await self._io(vs.stat, r.rel)
         if isinstance(meta, DirEntry):
             raise InvalidInput(f"{r.global_path or r.rel} is a directory")

@@ -168,6 +168,13 @@ def test_offline_writes_kill9_backlog_ships_in_order(federation: Federation, tmp
         assert st.get("stale") is True and st.get("mirrored_version") == 5
         via = json.loads(federation.gns("stat", "/sensors/r001", "--via", "onprem-a", "--json").stdout)
         assert via.get("stale") is True and via.get("served_by") == "onprem-b", via  # a core controller's answer
+        # A file written while away: not found, and the answer says it came from a stale copy
+        # (it said only "no such file or directory").
+        for way in ([], ["--via", "onprem-a"]):
+            miss = federation.gns("stat", "/sensors/r010", *way)
+            assert miss.returncode == 3, miss.stderr
+            assert "answered stale by onprem-b's copy of volume 'sensors' at version 5" in miss.stderr, miss.stderr
+            assert "its owner edge-1 may hold newer files" in miss.stderr, miss.stderr
         out = federation.gns("cat", "/sensors/r002")
         assert out.returncode == 0 and out.stdout == "reading 2 " * 3, out.stderr
         assert_error(federation.gns("put", "-", "/sensors/new", input=b"x"), 5)  # writes need the site
