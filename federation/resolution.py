@@ -50,6 +50,13 @@ def replicas_of(view: NamespaceView, volume: str) -> list[dict[str, Any]]:
     return sorted(best.values(), key=lambda r: (r["lag_seconds"], "://" in r["target"], r["target"]))
 
 
+HEDGE_AFTER_S = 2.0
+"""How long a ``consistency="any"`` stat or listing waits for the owner before asking a
+fresh replica instead: an owner that does not answer at all (frozen, cut off by a partition
+that drops packets) cost the read its whole deadline (30 s) first. An owner answers these in
+milliseconds; HDFS's hedged reads wait 0.5 s, but ask both at once."""
+
+
 def fresh_replicas(view: NamespaceView, volume: str, max_staleness: float) -> list[str]:
     """The Ready replica clusters of ``volume`` within ``max_staleness`` seconds, nearest
     first: those that may answer a read under ``consistency="any"`` (SPEC §5)."""

@@ -150,7 +150,7 @@ class Client(ControlCommands, Routing):
         path = normalize(path)
         try:
             info: pb.FileInfo = self._call(lambda s, t: s.Stat(pb.StatRequest(target=t), timeout=30),
-                                           path, read=True)
+                                           path, read=True, hedge=True)
         except NotFound:
             # Asked only now: a one-shot stat costs no mount-table reads when it succeeds.
             if not self._mount_points(path).is_dir:
@@ -175,7 +175,7 @@ class Client(ControlCommands, Routing):
             return with_mount_points([], at.below, _mount_dir)
         try:
             reply: pb.ListReply = self._call(lambda s, t: s.List(pb.ListRequest(target=t), timeout=30),
-                                             path, read=True)
+                                             path, read=True, hedge=True)
         except FileNotFound:
             # No such directory in the volume: still one if a mount is at it (its subpath
             # has nothing yet) or below it.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -28,6 +28,24 @@ R = TypeVar("R")
 
 _REROUTE = (StaleEpoch, NotOwner, EpochNotSeen)
 """The owner or epoch we routed by moved on: refresh the view and route once more."""
+
+
+class _Bounded:
+    """A stub whose unary calls wait at most ``limit`` seconds (their own timeout if it is
+    shorter); past it they fail DEADLINE_EXCEEDED, which reads as Unavailable."""
+
+    def __init__(self, stub: FederationStub, limit: float) -> None:
+        self._stub = stub
+        self._limit = limit
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._stub, name)
+        limit = self._limit
+
+        def call(request: Any, *, timeout: float | None = None, **kw: Any) -> Any:
+            return method(request, timeout=limit if timeout is None else min(timeout, limit), **kw)
+
+        return call
 
 
 class Routing(Connection):
@@ -141,6 +159,17 @@ class Routing(Connection):
             return None
         return self._replica_route(view, path, res, epoch or vol.epoch)
 
+    def _hedges(self, path: str, where: str) -> bool:
+        """Whether a read sent to ``where`` may pass to a fresh replica if it does not answer
+        in time: ``consistency="any"``, routed by this client to the volume's owner, and a
+        fresh replica there is."""
+        if self.consistency != "any" or self.via is not None:
+            return False
+        view = self.route_view(normalize(path))
+        res = view.resolve(normalize(path))
+        vol = view.volumes.get(res.volume) if res is not None else None
+        return vol is not None and where == vol.owner and self._fresh_replica(view, vol.name) is not None
+
     def _fresh_replica(self, view: NamespaceView, volume: str) -> str | None:
         """The nearest Ready replica cluster within ``max_staleness`` (None if none)."""
         from federation.resolution import fresh_replicas
@@ -148,10 +177,16 @@ class Routing(Connection):
         return next(iter(fresh_replicas(view, volume, self.max_staleness)), None)
 
     def _call(self, fn: Callable[[pb_grpc.FederationStub, pb.Target], R], path: str, epoch: int | None = None,
-              *, read: bool = False, bulk: bool = False) -> R:
-        """Route and call; once, re-route after a moved owner (unless an epoch was pinned)."""
+              *, read: bool = False, bulk: bool = False, hedge: bool = False) -> R:
+        """Route and call; once, re-route after a moved owner (unless an epoch was pinned).
+        ``hedge`` (a unary read): under ``consistency="any"``, the owner gets
+        ``HEDGE_AFTER_S`` to answer before a fresh replica is asked."""
         for attempt in (0, 1):
             stub, target, where = self._route(path, epoch, read=read, bulk=bulk)
+            if hedge and self._hedges(path, where):
+                from federation.resolution import HEDGE_AFTER_S
+
+                stub = cast(FederationStub, _Bounded(stub, HEDGE_AFTER_S))
             try:
                 return fn(stub, target)
             except grpc.RpcError as exc:

@@ -28,7 +28,7 @@ from federation.controller.metrics import ControllerMetrics
 from federation.controller.mirrors import MirrorRunner
 from federation.controller.rpc_errors import put_failure
 from federation.controller.volumes import VolumeManager
-from federation.resolution import away_site_replica, fresh_replicas, replicas_of
+from federation.resolution import HEDGE_AFTER_S, away_site_replica, fresh_replicas, replicas_of
 from federation.storage import (
     INLINE_MAX,
     DirEntry,
@@ -186,15 +186,18 @@ class FederationService(pb_grpc.FederationServicer):
                 for cid in fresh_replicas(view, volume, _staleness_bound(t)) if cid != self.cluster]
 
     async def _read_forwarded(self, method: str, ends: list[tuple[str, str]],
-                              call: Callable[[str], Awaitable[T]]) -> T:
-        """``call(endpoint)`` at the first of ``ends`` that answers: one that cannot be
-        reached (UNAVAILABLE) passes to the next, any other error is the answer."""
+                              call: Callable[[str, float | None], Awaitable[T]]) -> T:
+        """``call(endpoint, timeout)`` at the first of ``ends`` that answers: one that cannot
+        be reached (UNAVAILABLE), or does not answer within ``HEDGE_AFTER_S`` while another
+        end is left (a frozen owner, under ``consistency any``), passes to the next; any
+        other error is the answer."""
         for i, (cid, endpoint) in enumerate(ends):
             self.metrics.forwarded.labels(method, cid).inc()
+            last = i + 1 == len(ends)
             try:
-                return await call(endpoint)
+                return await call(endpoint, None if last else HEDGE_AFTER_S)
             except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or i + 1 == len(ends):
+                if last or exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise from_rpc_error(exc, f"cluster {cid}") from None
         raise AssertionError("no endpoint to read from")
 
@@ -347,7 +350,8 @@ class FederationService(pb_grpc.FederationServicer):
         if ends:
             fwd = pb.StatRequest(target=self._forward_target(r, request.target))
             reply: pb.FileInfo = await self._read_forwarded(
-                "Stat", ends, lambda at: self._stub(at).Stat(fwd, metadata=self._hops(context)))
+                "Stat", ends, lambda at, timeout: self._stub(at).Stat(fwd, metadata=self._hops(context),
+                                                                      timeout=timeout))
             return reply
         vs = await self._io(self._local_storage, r.volume)
         with self._named(r):
@@ -385,7 +389,8 @@ class FederationService(pb_grpc.FederationServicer):
         if ends:
             fwd = pb.ListRequest(target=self._forward_target(r, request.target))
             reply: pb.ListReply = await self._read_forwarded(
-                "List", ends, lambda at: self._stub(at).List(fwd, metadata=self._hops(context)))
+                "List", ends, lambda at, timeout: self._stub(at).List(fwd, metadata=self._hops(context),
+                                                                      timeout=timeout))
             return reply
         vs = await self._io(self._local_storage, r.volume)
         with self._named_stale(r, stale, vs.version):

@@ -184,6 +184,37 @@ def test_consistency_any_reads_a_replica_while_a_killed_owner_still_shows_ready(
         assert_error(fed.gns("cat", "/ca/f", *way), 5)
 
 
+def test_consistency_any_stat_and_ls_pass_a_frozen_owner_within_seconds(federation: Federation) -> None:
+    """An owner that does not answer at all (frozen; a partition that drops packets) and is
+    still Ready: a --consistency any stat or ls waited out its whole deadline (30 s) before
+    asking the replica. The owner now gets HEDGE_AFTER_S (2 s), then the replica answers,
+    directly and through a controller that holds no replica; without --consistency any,
+    no replica is asked."""
+    fed = federation
+    fed.lease_ttl = 30  # the frozen owner stays Ready throughout
+    for cid in ("onprem-a", "onprem-b", "aws-1"):
+        fed.add(cid, wait=False)
+    for cid in fed.controllers:
+        fed.wait_healthy(cid, 30)
+    mirrored(fed, "fr", "continuous", [{"cluster": "onprem-b"}], automatic=False)
+    assert fed.gns("put", "-", "/fr/f", input=b"mirrored").returncode == 0
+    wait_synced(fed, "fr-dr")
+    anyc = ("--consistency", "any", "--max-staleness", "1h")
+    fed.kill("onprem-a", signal.SIGSTOP)
+    try:
+        for way in ((), ("--controller", fed.controllers["aws-1"].endpoint)):
+            t0 = time.monotonic()
+            stat = fed.gns("stat", "/fr/f", "--json", *anyc, *way)
+            ls = fed.gns("ls", "/fr", "--json", *anyc, *way)
+            took = time.monotonic() - t0
+            assert stat.returncode == 0 and json.loads(stat.stdout)["size"] == 8, (way, stat.stderr)
+            assert ls.returncode == 0 and [e["name"] for e in json.loads(ls.stdout)] == ["f"], (way, ls.stderr)
+            assert took < 15, f"{way}: stat and ls took {took:.1f}s"  # 30 s each before
+        assert fed.state("onprem-a") == "Ready"
+    finally:
+        fed.kill("onprem-a", signal.SIGCONT)
+
+
 def test_a_returning_owner_resyncs_under_a_manual_policy_without_a_new_write(fed3: Federation) -> None:
     """The old owner comes back as a continuous replica of the new one (SPEC §7), also when
     the policy is manual; its worker waited for the next write (kicked by the policy's
