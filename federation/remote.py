@@ -312,7 +312,7 @@ class RemoteClient(Client):
         return CallerIdentity.from_json(self._ctl("WhoAmI"))
 
     # -- data: everything enters at the controller, which resolves and forwards ------------
-    def _hedges(self, path: str, where: str) -> bool:
+    def _hedges(self, target: pb.Target, where: str) -> bool:
         return False  # the controller passes a silent owner for a replica itself
 
     def _route(self, path: str, epoch: int | None = None, **_: Any) -> tuple[FederationStub, pb.Target, str]:

@@ -159,15 +159,14 @@ class Routing(Connection):
             return None
         return self._replica_route(view, path, res, epoch or vol.epoch)
 
-    def _hedges(self, path: str, where: str) -> bool:
-        """Whether a read sent to ``where`` may pass to a fresh replica if it does not answer
-        in time: ``consistency="any"``, routed by this client to the volume's owner, and a
-        fresh replica there is."""
-        if self.consistency != "any" or self.via is not None:
+    def _hedges(self, target: pb.Target, where: str) -> bool:
+        """Whether a read routed to ``where`` may pass to a fresh replica if it does not
+        answer in time: ``consistency="any"``, routed by this client (``target`` names the
+        volume) to the volume's owner, and a fresh replica there is."""
+        if self.consistency != "any" or self.via is not None or not target.volume:
             return False
-        view = self.route_view(normalize(path))
-        res = view.resolve(normalize(path))
-        vol = view.volumes.get(res.volume) if res is not None else None
+        view = self.view()  # what _route used: consistency "any" routes by the whole view
+        vol = view.volumes.get(target.volume)
         return vol is not None and where == vol.owner and self._fresh_replica(view, vol.name) is not None
 
     def _fresh_replica(self, view: NamespaceView, volume: str) -> str | None:
@@ -183,7 +182,7 @@ class Routing(Connection):
         ``HEDGE_AFTER_S`` to answer before a fresh replica is asked."""
         for attempt in (0, 1):
             stub, target, where = self._route(path, epoch, read=read, bulk=bulk)
-            if hedge and self._hedges(path, where):
+            if hedge and self._hedges(target, where):
                 from federation.resolution import HEDGE_AFTER_S
 
                 stub = cast(FederationStub, _Bounded(stub, HEDGE_AFTER_S))

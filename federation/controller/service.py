@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
@@ -54,7 +54,6 @@ from namespace.mounts import MOUNT_DIR_MODE, with_mount_points
 from namespace.paths import check_writable_name, normalize, normalize_relative
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 API_VERSIONS = ["v1"]
 RELEASE = "0.1.0"
@@ -185,17 +184,18 @@ class FederationService(pb_grpc.FederationServicer):
         return [(cid, view.clusters[cid].endpoint)
                 for cid in fresh_replicas(view, volume, _staleness_bound(t)) if cid != self.cluster]
 
-    async def _read_forwarded(self, method: str, ends: list[tuple[str, str]],
-                              call: Callable[[str, float | None], Awaitable[T]]) -> T:
-        """``call(endpoint, timeout)`` at the first of ``ends`` that answers: one that cannot
-        be reached (UNAVAILABLE), or does not answer within ``HEDGE_AFTER_S`` while another
-        end is left (a frozen owner, under ``consistency any``), passes to the next; any
-        other error is the answer."""
+    async def _read_forwarded(self, method: str, ends: list[tuple[str, str]], request: Any,
+                              context: grpc.aio.ServicerContext) -> Any:
+        """Unary ``method`` (``Stat``, ``List``) with ``request`` at the first of ``ends`` that
+        answers: one that cannot be reached (UNAVAILABLE), or does not answer within
+        ``HEDGE_AFTER_S`` while another end is left (a frozen owner, under ``consistency
+        any``), passes to the next; any other error is the answer."""
         for i, (cid, endpoint) in enumerate(ends):
             self.metrics.forwarded.labels(method, cid).inc()
             last = i + 1 == len(ends)
             try:
-                return await call(endpoint, None if last else HEDGE_AFTER_S)
+                return await getattr(self._stub(endpoint), method)(
+                    request, metadata=self._hops(context), timeout=None if last else HEDGE_AFTER_S)
             except grpc.RpcError as exc:
                 if last or exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise from_rpc_error(exc, f"cluster {cid}") from None
@@ -349,10 +349,8 @@ class FederationService(pb_grpc.FederationServicer):
         ends = self._read_endpoints(r.volume, request.target)
         if ends:
             fwd = pb.StatRequest(target=self._forward_target(r, request.target))
-            reply: pb.FileInfo = await self._read_forwarded(
-                "Stat", ends, lambda at, timeout: self._stub(at).Stat(fwd, metadata=self._hops(context),
-                                                                      timeout=timeout))
-            return reply
+            answer: pb.FileInfo = await self._read_forwarded("Stat", ends, fwd, context)
+            return answer
         vs = await self._io(self._local_storage, r.volume)
         with self._named(r):
             return self._info(await self._io(vs.stat, r.rel), r)
@@ -388,10 +386,8 @@ class FederationService(pb_grpc.FederationServicer):
         ends = [] if stale else self._read_endpoints(r.volume, request.target)
         if ends:
             fwd = pb.ListRequest(target=self._forward_target(r, request.target))
-            reply: pb.ListReply = await self._read_forwarded(
-                "List", ends, lambda at, timeout: self._stub(at).List(fwd, metadata=self._hops(context),
-                                                                      timeout=timeout))
-            return reply
+            listing: pb.ListReply = await self._read_forwarded("List", ends, fwd, context)
+            return listing
         vs = await self._io(self._local_storage, r.volume)
         with self._named_stale(r, stale, vs.version):
             entries = await self._io(vs.listdir, r.rel)
