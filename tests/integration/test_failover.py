@@ -155,20 +155,27 @@ def test_sync_target_that_missed_an_acked_write_is_no_failover_candidate(fed3: F
     assert out.returncode == 0 and out.stdout == "acknowledged", out.stderr
 
 
+def replicated(fed: Federation, volume: str, *, lease_ttl: int) -> Federation:
+    """onprem-a, onprem-b and aws-1 up with leases of ``lease_ttl`` s; ``volume`` on
+    onprem-a, mirrored continuously to onprem-b (no automatic failover), holding ``/VOLUME/f``
+    (``mirrored``), synced."""
+    fed.lease_ttl = lease_ttl
+    for cid in ("onprem-a", "onprem-b", "aws-1"):
+        fed.add(cid, wait=False)
+    for cid in fed.controllers:
+        fed.wait_healthy(cid, 30)
+    mirrored(fed, volume, "continuous", [{"cluster": "onprem-b"}], automatic=False)
+    assert fed.gns("put", "-", f"/{volume}/f", input=b"mirrored").returncode == 0
+    wait_synced(fed, f"{volume}-dr")
+    return fed
+
+
 def test_consistency_any_reads_a_replica_while_a_killed_owner_still_shows_ready(federation: Federation) -> None:
     """A killed owner stays Ready in etcd until its lease expires (15 s here): reads with
     --consistency any went to it and failed, exit 5, though a replica within
     --max-staleness could answer (SPEC §5). An owner that does not answer is passed over
     for that replica now; without --consistency any the read still fails."""
-    fed = federation
-    fed.lease_ttl = 15
-    for cid in ("onprem-a", "onprem-b", "aws-1"):
-        fed.add(cid, wait=False)
-    for cid in fed.controllers:
-        fed.wait_healthy(cid, 30)
-    mirrored(fed, "ca", "continuous", [{"cluster": "onprem-b"}], automatic=False)
-    assert fed.gns("put", "-", "/ca/f", input=b"mirrored").returncode == 0
-    wait_synced(fed, "ca-dr")
+    fed = replicated(federation, "ca", lease_ttl=15)
     fed.kill("onprem-a", signal.SIGKILL)
     anyc = ("--consistency", "any", "--max-staleness", "1h")
     # Both ways: directly, and through a controller that holds no replica (aws-1).
@@ -190,15 +197,7 @@ def test_consistency_any_stat_and_ls_pass_a_frozen_owner_within_seconds(federati
     asking the replica. The owner now gets HEDGE_AFTER_S (2 s), then the replica answers,
     directly and through a controller that holds no replica; without --consistency any,
     no replica is asked."""
-    fed = federation
-    fed.lease_ttl = 30  # the frozen owner stays Ready throughout
-    for cid in ("onprem-a", "onprem-b", "aws-1"):
-        fed.add(cid, wait=False)
-    for cid in fed.controllers:
-        fed.wait_healthy(cid, 30)
-    mirrored(fed, "fr", "continuous", [{"cluster": "onprem-b"}], automatic=False)
-    assert fed.gns("put", "-", "/fr/f", input=b"mirrored").returncode == 0
-    wait_synced(fed, "fr-dr")
+    fed = replicated(federation, "fr", lease_ttl=30)  # the frozen owner stays Ready throughout
     anyc = ("--consistency", "any", "--max-staleness", "1h")
     fed.kill("onprem-a", signal.SIGSTOP)
     try:
